@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace Distill.Engine.Native;
+
+/// <summary>
+/// Makes TorchSharp loadable on hosts whose libstdc++ is older than GCC 13's (Debian 12).
+/// The .NET host has loaded libstdc++ before Main runs, so the only fix that works from inside is
+/// to build the shim (scripts/torch-native-env.sh) and re-exec this very process, same argv, with
+/// the shim's folder first on LD_LIBRARY_PATH. execve keeps the PID, so signals, exit codes and
+/// kill -9 behave as if the program had been started that way. Hosts that need nothing pay one
+/// scan of /proc/self/maps.
+/// </summary>
+public static class NativeBootstrap
+{
+    private const string Marker = "CLUSTERDISTILL_NATIVE_REEXEC";
+    private const string NeededVersion = "GLIBCXX_3.4.32";
+
+    /// <summary>
+    /// glibc malloc settings for libtorch on CPU: by default every tensor over the (adaptive)
+    /// mmap threshold is a fresh mmap and munmap, and freed heap is trimmed back to the OS, so each
+    /// step page-faults its activations in again. A fixed 32 MB threshold with no trimming made a
+    /// DAFL generator step ~2.5x faster on 2 cores (docs/benchmarks.md). Memory stays flat: the
+    /// freed blocks are reused by the next step. A user's own settings win.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, string> MallocSettings = new Dictionary<string, string>
+    {
+        ["MALLOC_MMAP_THRESHOLD_"] = "33554432",
+        ["MALLOC_TRIM_THRESHOLD_"] = "4294967296",
+    };
+
+    /// <summary>Call first in Main. Returns only if the process can load TorchSharp as it is.</summary>
+    public static void EnsureTorchLoadable()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        var loaded = LoadedLibStdCxx();
+        var needsShim = loaded is not null && !FileContains(loaded, NeededVersion);
+        var needsMalloc = Environment.GetEnvironmentVariable("CLUSTERDISTILL_NO_MALLOC_TUNING") != "1" &&
+                          MallocSettings.Keys.Any(k => Environment.GetEnvironmentVariable(k) is null);
+        if (!needsShim && !needsMalloc) return;
+        if (Environment.GetEnvironmentVariable(Marker) == "1")
+        {
+            if (!needsShim) return;
+            throw new InvalidOperationException(
+                $"TorchSharp needs {NeededVersion}; {loaded} lacks it even after re-exec with the shim on LD_LIBRARY_PATH " +
+                $"({Environment.GetEnvironmentVariable("LD_LIBRARY_PATH")}). Run scripts/torch-native-env.sh by hand to see why.");
+        }
+        if (needsShim)
+        {
+            var dir = BuildShim();
+            var ld = Environment.GetEnvironmentVariable("LD_LIBRARY_PATH");
+            Environment.SetEnvironmentVariable("LD_LIBRARY_PATH", string.IsNullOrEmpty(ld) ? dir : $"{dir}:{ld}");
+        }
+        foreach (var (k, v) in MallocSettings)
+            if (Environment.GetEnvironmentVariable(k) is null) Environment.SetEnvironmentVariable(k, v);
+        Environment.SetEnvironmentVariable(Marker, "1");
+        ReExec();
+    }
+
+    /// <summary>The libstdc++ this process actually mapped (null if none, e.g. not yet loaded).</summary>
+    public static string? LoadedLibStdCxx()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/self/maps"))
+            {
+                var at = line.IndexOf('/');
+                if (at < 0) continue;
+                var path = line[at..];
+                if (Path.GetFileName(path).StartsWith("libstdc++.so", StringComparison.Ordinal)) return path;
+            }
+        }
+        catch (IOException) { }
+        var fallback = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6";
+        return File.Exists(fallback) ? fallback : null;
+    }
+
+    private static bool FileContains(string path, string text)
+    {
+        var needle = Encoding.ASCII.GetBytes(text);
+        var bytes = File.ReadAllBytes(path);
+        return bytes.AsSpan().IndexOf(needle) >= 0;
+    }
+
+    private static string BuildShim()
+    {
+        var script = Path.Combine(AppContext.BaseDirectory, "scripts", "torch-native-env.sh");
+        if (!File.Exists(script))
+            throw new FileNotFoundException($"TorchSharp cannot load on this libstdc++ and the compat script is missing: {script}");
+        var psi = new ProcessStartInfo("bash", [script]) { RedirectStandardOutput = true, UseShellExecute = false };
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException("could not start bash for " + script);
+        var output = p.StandardOutput.ReadToEnd().Trim();
+        p.WaitForExit();
+        if (p.ExitCode != 0 || output.Length == 0 || !File.Exists(Path.Combine(output, "libstdc++.so.6")))
+            throw new InvalidOperationException($"{script} failed (exit {p.ExitCode}); TorchSharp cannot load on this host without it.");
+        return output;
+    }
+
+    private static void ReExec()
+    {
+        var exe = File.ResolveLinkTarget("/proc/self/exe", returnFinalTarget: true)?.FullName
+                  ?? Environment.ProcessPath ?? throw new InvalidOperationException("cannot find own executable");
+        var argv = File.ReadAllText("/proc/self/cmdline").Split('\0', StringSplitOptions.None);
+        if (argv.Length > 0 && argv[^1].Length == 0) argv = argv[..^1];
+        var env = Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
+            .Select(e => $"{e.Key}={e.Value}").ToArray();
+        Console.Out.Flush();
+        Console.Error.Flush();
+        Exec(exe, [.. argv, null], [.. env, null]);
+        throw new InvalidOperationException($"execve({exe}) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    [DllImport("libc", EntryPoint = "execve", SetLastError = true)]
+    private static extern int Exec(string path, string?[] argv, string?[] envp);
+}

@@ -1,0 +1,103 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Distill.Engine.Methods;
+
+namespace Distill.Engine.Runs;
+
+/// <summary>
+/// runs/&lt;run-id&gt;/: spec.yaml (as given) and spec.resolved.yaml (every default filled in),
+/// metrics.csv, events.log, samples/*.png, checkpoints/, result.json.
+/// Checkpoints are written to a temporary file and renamed, with a SHA-256 beside them, so a crash
+/// never leaves a half-written file that looks valid.
+/// </summary>
+public sealed class RunDirectory : IDisposable
+{
+    private readonly StreamWriter events;
+    private StreamWriter? metrics;
+    private string[] metricColumns = [];
+
+    public RunDirectory(string path)
+    {
+        Path = path;
+        Directory.CreateDirectory(path);
+        Directory.CreateDirectory(System.IO.Path.Combine(path, "samples"));
+        Directory.CreateDirectory(System.IO.Path.Combine(path, "checkpoints"));
+        events = new StreamWriter(System.IO.Path.Combine(path, "events.log"), append: true) { AutoFlush = true };
+    }
+
+    public string Path { get; }
+
+    public string File(string name) => System.IO.Path.Combine(Path, name);
+
+    public void Event(string message)
+    {
+        var line = $"{DateTimeOffset.UtcNow:O} {message}";
+        events.WriteLine(line);
+    }
+
+    /// <summary>One CSV row per logged step; columns fixed by the first row (phase-specific ones blank elsewhere).</summary>
+    public void Metrics(string phase, long step, double seconds, IReadOnlyDictionary<string, double> values, IEnumerable<string> allColumns)
+    {
+        if (metrics is null)
+        {
+            metricColumns = allColumns.ToArray();
+            metrics = new StreamWriter(File("metrics.csv"), append: false) { AutoFlush = false };
+            metrics.WriteLine("phase,step,seconds," + string.Join(',', metricColumns));
+        }
+        var sb = new StringBuilder().Append(phase).Append(',').Append(step).Append(',').Append(seconds.ToString("F2", CultureInfo.InvariantCulture));
+        foreach (var c in metricColumns)
+            sb.Append(',').Append(values.TryGetValue(c, out var v) ? v.ToString("G6", CultureInfo.InvariantCulture) : "");
+        metrics.WriteLine(sb.ToString());
+        metrics.Flush();
+    }
+
+    public void Samples(string phase, long step, byte[] png) =>
+        System.IO.File.WriteAllBytes(File($"samples/{phase}-step{step:D7}.png"), png);
+
+    public string SaveCheckpoint(IStepTrainer trainer, int keep = 3)
+    {
+        var name = $"checkpoints/{trainer.Phase}-step{trainer.Step:D7}.ckpt";
+        var path = File(name);
+        using (var ms = new MemoryStream())
+        {
+            using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true)) trainer.SaveState(w);
+            var bytes = ms.ToArray();
+            System.IO.File.WriteAllBytes(path + ".tmp", bytes);
+            System.IO.File.WriteAllText(path + ".sha256", Convert.ToHexString(SHA256.HashData(bytes)).ToLowerInvariant());
+            System.IO.File.Move(path + ".tmp", path, overwrite: true);
+        }
+        foreach (var old in Directory.GetFiles(File("checkpoints"), $"{trainer.Phase}-step*.ckpt").Order().SkipLast(keep))
+        {
+            System.IO.File.Delete(old);
+            System.IO.File.Delete(old + ".sha256");
+        }
+        return path;
+    }
+
+    /// <summary>Loads a checkpoint after checking its hash; names the file when it is corrupt.</summary>
+    public static void LoadCheckpoint(IStepTrainer trainer, string path)
+    {
+        var bytes = System.IO.File.ReadAllBytes(path);
+        var hashFile = path + ".sha256";
+        if (System.IO.File.Exists(hashFile))
+        {
+            var expected = System.IO.File.ReadAllText(hashFile).Trim();
+            var actual = Convert.ToHexString(SHA256.HashData(bytes)).ToLowerInvariant();
+            if (expected != actual) throw new InvalidDataException($"checkpoint {path} is corrupt: SHA-256 {actual} does not match {expected}");
+        }
+        using var r = new BinaryReader(new MemoryStream(bytes));
+        try { trainer.LoadState(r); }
+        catch (EndOfStreamException e) { throw new InvalidDataException($"checkpoint {path} is truncated", e); }
+    }
+
+    public void WriteResult(RunResult result) =>
+        System.IO.File.WriteAllText(File("result.json"), JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
+
+    public void Dispose()
+    {
+        events.Dispose();
+        metrics?.Dispose();
+    }
+}

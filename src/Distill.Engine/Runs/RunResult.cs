@@ -1,0 +1,27 @@
+using System.Text.Json.Serialization;
+
+namespace Distill.Engine.Runs;
+
+/// <summary>result.json: what a run achieved.</summary>
+public sealed record RunResult
+{
+    [JsonPropertyName("run_id")] public required string RunId { get; init; }
+    [JsonPropertyName("name")] public required string Name { get; init; }
+    [JsonPropertyName("method")] public required string Method { get; init; }
+    [JsonPropertyName("dataset")] public required string Dataset { get; init; }
+    [JsonPropertyName("teacher_arch")] public string? TeacherArch { get; init; }
+    [JsonPropertyName("student_arch")] public required string StudentArch { get; init; }
+    [JsonPropertyName("teacher_accuracy")] public double? TeacherAccuracy { get; init; }
+    [JsonPropertyName("student_accuracy")] public required double StudentAccuracy { get; init; }
+    [JsonPropertyName("best_student_accuracy")] public double BestStudentAccuracy { get; init; }
+    [JsonPropertyName("baseline_accuracy")] public double? BaselineAccuracy { get; init; }
+    [JsonPropertyName("steps")] public required long Steps { get; init; }
+    [JsonPropertyName("wall_seconds")] public required double WallSeconds { get; init; }
+    [JsonPropertyName("teacher_seconds")] public double TeacherSeconds { get; init; }
+    [JsonPropertyName("teacher_from_cache")] public bool TeacherFromCache { get; init; }
+    [JsonPropertyName("device")] public required string Device { get; init; }
+    [JsonPropertyName("seed")] public required int Seed { get; init; }
+    [JsonPropertyName("rollbacks")] public int Rollbacks { get; init; }
+    [JsonPropertyName("student_used_real_data")] public required bool StudentUsedRealData { get; init; }
+    [JsonPropertyName("synthesised_images")] public long SynthesisedImages { get; init; }
+}

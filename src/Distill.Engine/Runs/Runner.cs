@@ -1,0 +1,291 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text;
+using Distill.Engine.Imaging;
+using Distill.Engine.Losses;
+using Distill.Engine.Methods;
+using Distill.Engine.Models;
+using Distill.Engine.Specs;
+using Distill.Engine.Training;
+using TorchSharp;
+using YamlDotNet.Serialization;
+using YamlDotNet.Serialization.NamingConventions;
+using static TorchSharp.torch;
+
+namespace Distill.Engine.Runs;
+
+public sealed record RunnerOptions
+{
+    public string RunsRoot { get; init; } = "runs";
+    public string? RunId { get; init; }
+    public string? DataCache { get; init; }
+    /// <summary>Trained teachers, keyed by a hash of everything that determines them (data, arch, training, seed).</summary>
+    public string? TeacherCache { get; init; }
+    public int LogEvery { get; init; } = 25;
+}
+
+/// <summary>
+/// Runs a spec in this process: loads data, obtains the teacher (checkpoint, cache or training),
+/// runs the method's phases step by step with evaluation, sample grids, checkpoints and the
+/// divergence guard, and writes the run directory.
+/// </summary>
+public sealed class Runner(RunnerOptions options, TextWriter log)
+{
+    public RunResult Run(RunSpec spec)
+    {
+        var wall = Stopwatch.StartNew();
+        if (spec.Threads > 0) set_num_threads(spec.Threads);
+        var device = Devices.Resolve(spec.Device);
+        var runId = options.RunId ?? $"{spec.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}";
+        using var dir = new RunDirectory(Path.Combine(options.RunsRoot, runId));
+        File.WriteAllText(dir.File("spec.yaml"), spec.SourceText);
+        File.WriteAllText(dir.File("spec.resolved.yaml"),
+            $"# {spec.SourceFile} with every default filled in\n" +
+            new SerializerBuilder().WithNamingConvention(UnderscoredNamingConvention.Instance).Build().Serialize(spec));
+        dir.Event($"run {runId}: method {SpecParser.MethodName(spec.Method)}, device {device.type}, seed {spec.Seed}, threads {get_num_threads()}");
+        log.WriteLine($"[run] {runId}: {SpecParser.MethodName(spec.Method)} on {spec.Data.Name}, device {device.type}, {get_num_threads()} threads -> {dir.Path}");
+
+        using var data = DataSplits.Load(spec.Data, options.DataCache, log);
+        log.WriteLine($"[data] {data.Name}: {data.TrainX.shape[0]:N0} train / {data.TestX.shape[0]:N0} test, {data.Channels}x{data.ImageSize}x{data.ImageSize}, {data.Classes} classes");
+
+        var ctx = new PhaseContext(spec, data, device, dir);
+        double? teacherAcc = null, baselineAcc = null;
+        var teacherSeconds = 0.0;
+        var fromCache = false;
+        Classifier? teacher = null;
+        var teacherSpec = spec.Method == Method.TfKdSelf ? (spec.Teacher ?? spec.Student with { Checkpoint = null }) : spec.Teacher;
+        if (teacherSpec is not null)
+        {
+            var sw = Stopwatch.StartNew();
+            (teacher, teacherAcc, fromCache) = ObtainTeacher(ctx, teacherSpec);
+            teacherSeconds = sw.Elapsed.TotalSeconds;
+            log.WriteLine($"[teacher] {teacherSpec.Arch}: {teacherAcc:F2}% test accuracy{(fromCache ? " (from cache)" : "")} in {teacherSeconds:F1} s");
+            dir.Event($"teacher {teacherSpec.Arch} accuracy {teacherAcc:F2}% cached={fromCache}");
+        }
+
+        if (spec.CompareBaseline)
+        {
+            manual_seed(spec.Seed + 1);
+            using var alone = NewModel(spec.Student.Arch, data, device);
+            using var t = new RealDataTrainer("baseline", alone, data, spec.Student.Train, new RealDataObjective.CrossEntropy(), device, spec.Seed + 1);
+            baselineAcc = RunPhase(ctx, t, spec.Student.Train.EvalEvery, guard: null, sampleGrid: 0).Final;
+            log.WriteLine($"[baseline] {spec.Student.Arch} trained alone: {baselineAcc:F2}%");
+        }
+
+        manual_seed(spec.Seed);
+        using var student = NewModel(spec.Student.Arch, data, device);
+        using var trainer = CreateTrainer(ctx, student, teacher);
+        var guard = spec.Guard.Enabled ? new DivergenceGuard(spec.Guard) : null;
+        var (evalEvery, grid) = spec.Method switch
+        {
+            Method.Dafl => (spec.Dafl!.EvalEvery, spec.Dafl.SampleGrid),
+            Method.DeepInversion or Method.Adi => (spec.DeepInversion!.Iterations + spec.DeepInversion.StudentSteps, spec.DeepInversion.SampleGrid),
+            _ => (spec.Student.Train.EvalEvery, 0),
+        };
+        var outcome = RunPhase(ctx, trainer, evalEvery, guard, grid);
+        student.save(dir.File("student.pt"));
+        teacher?.Dispose();
+
+        var result = new RunResult
+        {
+            RunId = runId,
+            Name = spec.Name,
+            Method = SpecParser.MethodName(spec.Method),
+            Dataset = spec.Data.Name,
+            TeacherArch = teacherSpec?.Arch,
+            StudentArch = spec.Student.Arch,
+            TeacherAccuracy = teacherAcc,
+            StudentAccuracy = outcome.Final,
+            BestStudentAccuracy = outcome.Best,
+            BaselineAccuracy = baselineAcc,
+            Steps = trainer.Step,
+            WallSeconds = Math.Round(wall.Elapsed.TotalSeconds, 1),
+            TeacherSeconds = Math.Round(teacherSeconds, 1),
+            TeacherFromCache = fromCache,
+            Device = device.type == DeviceType.CUDA ? $"cuda:{cuda.device_count()}" : "cpu",
+            Seed = spec.Seed,
+            Rollbacks = outcome.Rollbacks,
+            StudentUsedRealData = spec.Method is not (Method.Dafl or Method.DeepInversion or Method.Adi),
+            SynthesisedImages = trainer switch
+            {
+                DaflTrainer d => d.Step * spec.Dafl!.BatchSize,
+                DeepInversionTrainer di => di.PoolImages,
+                _ => 0,
+            },
+        };
+        dir.WriteResult(result);
+        dir.Event($"done: student {outcome.Final:F2}% after {trainer.Step} steps in {result.WallSeconds} s");
+        log.WriteLine($"[result] student {outcome.Final:F2}% (best {outcome.Best:F2}%), teacher {teacherAcc?.ToString("F2") ?? "-"}%, {result.WallSeconds} s -> {dir.File("result.json")}");
+        return result;
+    }
+
+    private sealed record PhaseContext(RunSpec Spec, DataSplits Data, Device Device, RunDirectory Dir);
+
+    private readonly record struct PhaseOutcome(double Final, double Best, int Rollbacks);
+
+    private static Classifier NewModel(string arch, DataSplits data, Device device)
+    {
+        var m = ModelFactory.Create(arch, data.Channels, data.ImageSize, data.Classes);
+        m.to(device);
+        return m;
+    }
+
+    private IStepTrainer CreateTrainer(PhaseContext ctx, Classifier student, Classifier? teacher)
+    {
+        var s = ctx.Spec;
+        RealDataTrainer Real(RealDataObjective o) => new("student", student, ctx.Data, s.Student.Train, o, ctx.Device, s.Seed);
+        return s.Method switch
+        {
+            Method.Supervised => Real(new RealDataObjective.CrossEntropy()),
+            Method.Lsr => Real(new RealDataObjective.LabelSmoothing(s.Lsr!.Epsilon)),
+            Method.Kd or Method.TfKdSelf => Real(new RealDataObjective.HintonKd(teacher!, s.Kd!.Temperature, s.Kd.Alpha)),
+            Method.TfKdReg => Real(new RealDataObjective.VirtualTeacher(s.TfKdReg!.CorrectProbability, s.TfKdReg.Temperature, s.TfKdReg.Alpha,
+                s.TfKdReg.Softening == "code" ? Distillation.VirtualSoftening.Code : Distillation.VirtualSoftening.Power)),
+            Method.Dafl => new DaflTrainer(teacher!, student, s.Dafl!, s.Student.Train, ctx.Device, s.Seed),
+            Method.DeepInversion or Method.Adi => new DeepInversionTrainer(teacher!, student, s.DeepInversion!, s.Student.Train,
+                ctx.Data.Mean, ctx.Data.Std, ctx.Device, s.Seed, adaptive: s.Method == Method.Adi),
+            _ => throw new InvalidOperationException(s.Method.ToString()),
+        };
+    }
+
+    private (Classifier Teacher, double Accuracy, bool FromCache) ObtainTeacher(PhaseContext ctx, ModelSpec t)
+    {
+        var teacher = NewModel(t.Arch, ctx.Data, ctx.Device);
+        if (t.Checkpoint is not null)
+        {
+            if (!File.Exists(t.Checkpoint)) throw new FileNotFoundException($"teacher.checkpoint: {t.Checkpoint} does not exist", t.Checkpoint);
+            try { teacher.load(t.Checkpoint); }
+            catch (Exception e) { throw new InvalidDataException($"teacher.checkpoint: {t.Checkpoint} is not a {t.Arch} checkpoint for this dataset ({e.Message})", e); }
+            return (teacher, Evaluation.Accuracy(teacher, ctx.Data.TestX, ctx.Data.TestY, ctx.Device, ctx.Spec.Data.EvalBatch), false);
+        }
+        var cacheDir = options.TeacherCache ?? Path.Combine(Path.GetDirectoryName(options.DataCache ?? Data.DatasetCache.DefaultRoot())!, "teachers");
+        var key = TeacherKey(ctx.Spec, t);
+        var cached = Path.Combine(cacheDir, $"{t.Arch}-{ctx.Spec.Data.Name}-{key}.pt");
+        if (File.Exists(cached))
+        {
+            try
+            {
+                teacher.load(cached);
+                return (teacher, Evaluation.Accuracy(teacher, ctx.Data.TestX, ctx.Data.TestY, ctx.Device, ctx.Spec.Data.EvalBatch), true);
+            }
+            catch (Exception e)
+            {
+                log.WriteLine($"[teacher] cached {cached} is unreadable ({e.Message}); training again");
+            }
+        }
+        manual_seed(ctx.Spec.Seed + 1000);
+        teacher.Dispose();
+        teacher = NewModel(t.Arch, ctx.Data, ctx.Device);
+        using (var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, new RealDataObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000))
+        {
+            var outcome = RunPhase(ctx, trainer, t.Train.EvalEvery, guard: null, sampleGrid: 0);
+            Directory.CreateDirectory(cacheDir);
+            teacher.save(cached + ".tmp");
+            File.Move(cached + ".tmp", cached, overwrite: true);
+            teacher.save(ctx.Dir.File("teacher.pt"));
+            return (teacher, outcome.Final, false);
+        }
+    }
+
+    /// <summary>Everything that determines a trained teacher; device is left out (CPU and CUDA teachers are interchangeable).</summary>
+    private static string TeacherKey(RunSpec spec, ModelSpec t)
+    {
+        var text = string.Join("|", spec.Data.Name, spec.Data.ImageSize, spec.Data.TrainLimit, t.Arch,
+            new SerializerBuilder().Build().Serialize(t.Train), spec.Seed);
+        return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12].ToLowerInvariant();
+    }
+
+    private PhaseOutcome RunPhase(PhaseContext ctx, IStepTrainer trainer, int evalEvery, DivergenceGuard? guard, int sampleGrid)
+    {
+        var sw = Stopwatch.StartNew();
+        var columns = new SortedSet<string>();
+        double final = double.NaN, best = double.NegativeInfinity;
+        var rollbacks = 0;
+        byte[]? goodState = Snapshot(trainer), bestState = null;
+        var checkEvery = guard is null ? long.MaxValue : ctx.Spec.Guard.CheckEvery;
+        log.WriteLine($"[{trainer.Phase}] {trainer.TotalSteps} steps");
+        while (!trainer.Done)
+        {
+            var step = trainer.Step + 1;
+            var isEval = evalEvery > 0 && step % evalEvery == 0 || step == trainer.TotalSteps;
+            var isCheck = step % checkEvery == 0;
+            var wantMetrics = step % options.LogEvery == 0 || isEval || isCheck || step == 1;
+            var metrics = trainer.TrainStep(wantMetrics);
+            var values = metrics is null ? null : new Dictionary<string, double>(metrics);
+            if (values is not null && guard is not null)
+            {
+                var verdict = guard.CheckStep(values);
+                if (!verdict.Healthy)
+                {
+                    Rollback(ctx, trainer, goodState!, verdict.Reason!, ref rollbacks);
+                    continue;
+                }
+                if (isCheck) goodState = Snapshot(trainer);
+            }
+            if (isEval)
+            {
+                var acc = Evaluation.Accuracy(trainer.Model, ctx.Data.TestX, ctx.Data.TestY, ctx.Device, ctx.Spec.Data.EvalBatch);
+                values ??= [];
+                values["test_accuracy"] = acc;
+                if (guard is not null)
+                {
+                    var verdict = guard.CheckEvaluation(acc);
+                    if (!verdict.Healthy)
+                    {
+                        Rollback(ctx, trainer, bestState ?? goodState!, verdict.Reason!, ref rollbacks);
+                        continue;
+                    }
+                }
+                final = acc;
+                if (acc > best)
+                {
+                    best = acc;
+                    if (guard is not null) bestState = Snapshot(trainer);
+                }
+                if (sampleGrid > 0 && trainer.Samples(sampleGrid) is { } samples)
+                {
+                    using (samples) ctx.Dir.Samples(trainer.Phase, trainer.Step, SampleGrid.ToPng(samples, ctx.Data.Mean, ctx.Data.Std));
+                }
+                ctx.Dir.SaveCheckpoint(trainer);
+                log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} test accuracy {acc:F2}% ({sw.Elapsed.TotalSeconds:F0} s)");
+            }
+            if (values is not null)
+            {
+                foreach (var k in values.Keys) columns.Add(k);
+                ctx.Dir.Metrics(trainer.Phase, trainer.Step, sw.Elapsed.TotalSeconds, values, KnownColumns.Concat(columns).Distinct());
+                if (trainer.Step % (options.LogEvery * 10) == 0 && !isEval)
+                    log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} " +
+                                  string.Join(" ", values.Where(kv => kv.Key.StartsWith("loss")).Select(kv => $"{kv.Key}={kv.Value:G4}")));
+            }
+        }
+        return new PhaseOutcome(final, best, rollbacks);
+    }
+
+    /// <summary>Every column any phase may log, so that one CSV header serves the whole run.</summary>
+    private static readonly string[] KnownColumns =
+        ["test_accuracy", "loss", "loss_kd", "kl_kd", "loss_g", "loss_oh", "loss_a", "loss_ie", "classes", "gen_std", "ce", "r_feature", "r_tv", "r_l2", "r_compete",
+         "batch_accuracy", "lr", "lr_s", "lr_g", "lr_x", "pool", "synth_step"];
+
+    private void Rollback(PhaseContext ctx, IStepTrainer trainer, byte[] state, string reason, ref int rollbacks)
+    {
+        rollbacks++;
+        var at = trainer.Step;
+        if (rollbacks > ctx.Spec.Guard.MaxRollbacks)
+        {
+            ctx.Dir.Event($"guard: giving up after {rollbacks - 1} rollbacks; last problem at step {at}: {reason}");
+            throw new InvalidOperationException($"[{trainer.Phase}] diverged at step {at} ({reason}) after {rollbacks - 1} rollbacks; checkpoints so far are in {ctx.Dir.Path}");
+        }
+        using (var r = new BinaryReader(new MemoryStream(state))) trainer.LoadState(r);
+        trainer.ScaleLearningRates(ctx.Spec.Guard.LrFactor);
+        var message = $"guard: {reason} at step {at}; rolled back to step {trainer.Step} and multiplied learning rates by {ctx.Spec.Guard.LrFactor} (rollback {rollbacks})";
+        ctx.Dir.Event(message);
+        log.WriteLine($"[{trainer.Phase}] {message}");
+    }
+
+    private static byte[] Snapshot(IStepTrainer trainer)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true)) trainer.SaveState(w);
+        return ms.ToArray();
+    }
+}

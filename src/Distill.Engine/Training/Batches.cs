@@ -1,0 +1,70 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Distill.Engine.Training;
+
+/// <summary>
+/// Endless shuffled minibatches over in-memory tensors, reshuffled every epoch with its own
+/// seeded generator (so a run is reproducible and its position can be saved and restored).
+/// Batches are moved to the device; the caller's dispose scope owns them.
+/// </summary>
+public sealed class Batches : IDisposable
+{
+    private readonly Tensor images, labels;
+    private readonly int batchSize;
+    private readonly Device device;
+    private readonly Generator generator;
+    private Tensor? order;
+    private long cursor;
+
+    public Batches(Tensor images, Tensor labels, int batchSize, Device device, long seed)
+    {
+        if (images.shape[0] != labels.shape[0]) throw new ArgumentException("images and labels differ in count");
+        if (images.shape[0] < batchSize) throw new ArgumentException($"batch size {batchSize} exceeds the {images.shape[0]} examples");
+        this.images = images;
+        this.labels = labels;
+        this.batchSize = batchSize;
+        this.device = device;
+        generator = new Generator((ulong)seed);
+    }
+
+    public long Count => images.shape[0];
+
+    /// <summary>Steps in one pass (the last partial batch is dropped, as drop_last=True).</summary>
+    public long StepsPerEpoch => Count / batchSize;
+
+    public (Tensor Images, Tensor Labels) Next()
+    {
+        if (order is null || cursor + batchSize > Count)
+        {
+            order?.Dispose();
+            order = randperm(Count, generator: generator);
+            cursor = 0;
+        }
+        using var idx = order[(int)cursor..(int)(cursor + batchSize)];
+        cursor += batchSize;
+        return (images.index_select(0, idx).to(device), labels.index_select(0, idx).to(device));
+    }
+
+    public void Save(BinaryWriter w)
+    {
+        w.Write(cursor);
+        w.Write(order is not null);
+        if (order is not null) Methods.StateIo.WriteTensor(w, order);
+        Methods.StateIo.WriteGenerator(w, generator);
+    }
+
+    public void Load(BinaryReader r)
+    {
+        cursor = r.ReadInt64();
+        order?.Dispose();
+        order = r.ReadBoolean() ? Methods.StateIo.ReadTensor(r) : null;
+        Methods.StateIo.ReadGenerator(r, generator);
+    }
+
+    public void Dispose()
+    {
+        order?.Dispose();
+        generator.Dispose();
+    }
+}
