@@ -70,7 +70,7 @@ public sealed class DeepInversionTrainer : IStepTrainer
             Step++;
             if (synth.Iteration == spec.Iterations)
             {
-                pool.Add(synth.Best.detach().cpu().clone());
+                pool.Add(synth.Best.detach().cpu().clone().DetachFromDisposeScope());
                 synth.Dispose();
                 synth = null;
             }
@@ -140,7 +140,7 @@ public sealed class DeepInversionTrainer : IStepTrainer
         foreach (var t in pool) t.Dispose();
         pool.Clear();
         var n = r.ReadInt32();
-        for (var i = 0; i < n; i++) pool.Add(StateIo.ReadTensor(r));
+        for (var i = 0; i < n; i++) pool.Add(StateIo.ReadTensor(r).DetachFromDisposeScope());
         synth?.Dispose();
         synth = null;
     }

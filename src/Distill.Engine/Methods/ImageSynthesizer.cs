@@ -95,7 +95,7 @@ public sealed class ImageSynthesizer : IDisposable
         {
             BestLoss = value;
             best?.Dispose();
-            best = pixels.detach().clone().MoveToOuterDisposeScope();
+            best = pixels.detach().clone().DetachFromDisposeScope();
         }
         Iteration++;
         if (!wantMetrics) return null;

@@ -23,7 +23,7 @@ internal static class StateIo
     {
         using var cpu = t.detach().cpu().contiguous();
         w.Write((int)cpu.dtype);
-        w.Write(cpu.dim());
+        w.Write((int)cpu.dim());
         foreach (var d in cpu.shape) w.Write(d);
         WriteBytes(w, cpu.bytes.ToArray());
     }

@@ -16,7 +16,7 @@ public sealed class DaflGenerator : nn.Module<Tensor, Tensor>
 {
     private readonly Linear l1;
     private readonly BatchNorm2d bn0, bn1, bn2, bnOut;
-    private readonly Conv2d conv1, conv2, conv3;
+    private readonly Conv2dLayer conv1, conv2, conv3;
     private readonly int initSize, width;
 
     public DaflGenerator(int latentDim, int imageSize, int channels, int width = 128) : base("DaflGenerator")
@@ -27,11 +27,11 @@ public sealed class DaflGenerator : nn.Module<Tensor, Tensor>
         initSize = imageSize / 4;
         l1 = Linear(latentDim, width * initSize * initSize);
         bn0 = BatchNorm2d(width);
-        conv1 = Conv2d(width, width, 3, padding: 1);
+        conv1 = new Conv2dLayer(width, width, 3, padding: 1);
         bn1 = BatchNorm2d(width, eps: 0.8);
-        conv2 = Conv2d(width, width / 2, 3, padding: 1);
+        conv2 = new Conv2dLayer(width, width / 2, 3, padding: 1);
         bn2 = BatchNorm2d(width / 2, eps: 0.8);
-        conv3 = Conv2d(width / 2, channels, 3, padding: 1);
+        conv3 = new Conv2dLayer(width / 2, channels, 3, padding: 1);
         bnOut = BatchNorm2d(channels, affine: false);
         RegisterComponents();
     }

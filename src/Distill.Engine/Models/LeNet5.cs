@@ -12,16 +12,16 @@ namespace Distill.Engine.Models;
 /// </summary>
 public sealed class LeNet5 : Classifier
 {
-    private readonly Conv2d conv1, conv2, conv3;
+    private readonly Conv2dLayer conv1, conv2, conv3;
     private readonly Linear fc1, fc2;
 
     public LeNet5(ModelInfo info, bool half) : base(half ? "LeNet5Half" : "LeNet5", info)
     {
         if (info.ImageSize != 32) throw new ArgumentException($"{info.Arch} needs 32x32 inputs (resize: 32), got {info.ImageSize}");
         var (c1, c2, c3, f1) = half ? (3, 8, 60, 42) : (6, 16, 120, 84);
-        conv1 = Conv2d(info.Channels, c1, 5);
-        conv2 = Conv2d(c1, c2, 5);
-        conv3 = Conv2d(c2, c3, 5);
+        conv1 = new Conv2dLayer(info.Channels, c1, 5);
+        conv2 = new Conv2dLayer(c1, c2, 5);
+        conv3 = new Conv2dLayer(c2, c3, 5);
         fc1 = Linear(c3, f1);
         fc2 = Linear(f1, info.Classes);
         RegisterComponents();

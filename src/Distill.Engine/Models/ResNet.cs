@@ -12,7 +12,7 @@ namespace Distill.Engine.Models;
 /// </summary>
 public sealed class ResNet : Classifier
 {
-    private readonly Conv2d stem;
+    private readonly Conv2dLayer stem;
     private readonly BatchNorm2d stemBn;
     private readonly Sequential stages;
     private readonly Linear fc;
@@ -20,7 +20,7 @@ public sealed class ResNet : Classifier
     public ResNet(ModelInfo info, int[] blocksPerStage, int[] widths) : base("ResNet", info)
     {
         if (blocksPerStage.Length != widths.Length) throw new ArgumentException("one width per stage");
-        stem = Conv2d(info.Channels, widths[0], 3, padding: 1, bias: false);
+        stem = new Conv2dLayer(info.Channels, widths[0], 3, padding: 1, hasBias: false);
         stemBn = BatchNorm2d(widths[0]);
         var blocks = new List<(string, Module<Tensor, Tensor>)>();
         var inC = widths[0];
@@ -47,18 +47,18 @@ public sealed class ResNet : Classifier
 
     private sealed class BasicBlock : Module<Tensor, Tensor>
     {
-        private readonly Conv2d conv1, conv2;
+        private readonly Conv2dLayer conv1, conv2;
         private readonly BatchNorm2d bn1, bn2;
         private readonly Sequential? shortcut;
 
         public BasicBlock(string name, int inC, int outC, int stride) : base(name)
         {
-            conv1 = Conv2d(inC, outC, 3, stride: stride, padding: 1, bias: false);
+            conv1 = new Conv2dLayer(inC, outC, 3, stride: stride, padding: 1, hasBias: false);
             bn1 = BatchNorm2d(outC);
-            conv2 = Conv2d(outC, outC, 3, padding: 1, bias: false);
+            conv2 = new Conv2dLayer(outC, outC, 3, padding: 1, hasBias: false);
             bn2 = BatchNorm2d(outC);
             if (stride != 1 || inC != outC)
-                shortcut = Sequential(Conv2d(inC, outC, 1, stride: stride, bias: false), BatchNorm2d(outC));
+                shortcut = Sequential(new Conv2dLayer(inC, outC, 1, stride: stride, hasBias: false), BatchNorm2d(outC));
             RegisterComponents();
         }
 

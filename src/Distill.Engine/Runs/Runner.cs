@@ -34,6 +34,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
     public RunResult Run(RunSpec spec)
     {
         var wall = Stopwatch.StartNew();
+        Native.TorchRuntime.Initialize();
         if (spec.Threads > 0) set_num_threads(spec.Threads);
         var device = Devices.Resolve(spec.Device);
         var runId = options.RunId ?? $"{spec.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}";
@@ -150,23 +151,24 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
 
     private (Classifier Teacher, double Accuracy, bool FromCache) ObtainTeacher(PhaseContext ctx, ModelSpec t)
     {
-        var teacher = NewModel(t.Arch, ctx.Data, ctx.Device);
+        double Accuracy(Classifier m) => Evaluation.Accuracy(m, ctx.Data.TestX, ctx.Data.TestY, ctx.Device, ctx.Spec.Data.EvalBatch);
         if (t.Checkpoint is not null)
         {
             if (!File.Exists(t.Checkpoint)) throw new FileNotFoundException($"teacher.checkpoint: {t.Checkpoint} does not exist", t.Checkpoint);
-            try { teacher.load(t.Checkpoint); }
+            var loaded = NewModel(t.Arch, ctx.Data, ctx.Device);
+            try { loaded.load(t.Checkpoint); }
             catch (Exception e) { throw new InvalidDataException($"teacher.checkpoint: {t.Checkpoint} is not a {t.Arch} checkpoint for this dataset ({e.Message})", e); }
-            return (teacher, Evaluation.Accuracy(teacher, ctx.Data.TestX, ctx.Data.TestY, ctx.Device, ctx.Spec.Data.EvalBatch), false);
+            return (loaded, Accuracy(loaded), false);
         }
         var cacheDir = options.TeacherCache ?? Path.Combine(Path.GetDirectoryName(options.DataCache ?? Data.DatasetCache.DefaultRoot())!, "teachers");
-        var key = TeacherKey(ctx.Spec, t);
-        var cached = Path.Combine(cacheDir, $"{t.Arch}-{ctx.Spec.Data.Name}-{key}.pt");
+        var cached = Path.Combine(cacheDir, $"{t.Arch}-{ctx.Spec.Data.Name}-{TeacherKey(ctx.Spec, t)}.pt");
         if (File.Exists(cached))
         {
+            var loaded = NewModel(t.Arch, ctx.Data, ctx.Device);
             try
             {
-                teacher.load(cached);
-                return (teacher, Evaluation.Accuracy(teacher, ctx.Data.TestX, ctx.Data.TestY, ctx.Device, ctx.Spec.Data.EvalBatch), true);
+                loaded.load(cached);
+                return (loaded, Accuracy(loaded), true);
             }
             catch (Exception e)
             {
@@ -174,17 +176,14 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             }
         }
         manual_seed(ctx.Spec.Seed + 1000);
-        teacher.Dispose();
-        teacher = NewModel(t.Arch, ctx.Data, ctx.Device);
-        using (var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, new RealDataObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000))
-        {
-            var outcome = RunPhase(ctx, trainer, t.Train.EvalEvery, guard: null, sampleGrid: 0);
-            Directory.CreateDirectory(cacheDir);
-            teacher.save(cached + ".tmp");
-            File.Move(cached + ".tmp", cached, overwrite: true);
-            teacher.save(ctx.Dir.File("teacher.pt"));
-            return (teacher, outcome.Final, false);
-        }
+        var teacher = NewModel(t.Arch, ctx.Data, ctx.Device);
+        using var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, new RealDataObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000);
+        var outcome = RunPhase(ctx, trainer, t.Train.EvalEvery, ctx.Spec.Guard.Enabled ? new DivergenceGuard(ctx.Spec.Guard) : null, sampleGrid: 0);
+        Directory.CreateDirectory(cacheDir);
+        teacher.save(cached + ".tmp");
+        File.Move(cached + ".tmp", cached, overwrite: true);
+        teacher.save(ctx.Dir.File("teacher.pt"));
+        return (teacher, outcome.Final, false);
     }
 
     /// <summary>Everything that determines a trained teacher; device is left out (CPU and CUDA teachers are interchangeable).</summary>

@@ -38,7 +38,7 @@ public sealed class Batches : IDisposable
         if (order is null || cursor + batchSize > Count)
         {
             order?.Dispose();
-            order = randperm(Count, generator: generator);
+            order = randperm(Count, generator: generator).DetachFromDisposeScope();
             cursor = 0;
         }
         using var idx = order[(int)cursor..(int)(cursor + batchSize)];
@@ -58,7 +58,7 @@ public sealed class Batches : IDisposable
     {
         cursor = r.ReadInt64();
         order?.Dispose();
-        order = r.ReadBoolean() ? Methods.StateIo.ReadTensor(r) : null;
+        order = r.ReadBoolean() ? Methods.StateIo.ReadTensor(r).DetachFromDisposeScope() : null;
         Methods.StateIo.ReadGenerator(r, generator);
     }
 

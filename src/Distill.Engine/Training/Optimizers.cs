@@ -47,23 +47,30 @@ public sealed class ScheduledOptimizer(optim.Optimizer optimizer, TrainSpec spec
 
     public void ZeroGrad() => Optimizer.zero_grad();
 
+    /// <summary>Optimiser state as one length-prefixed block, so a reader never depends on how much TorchSharp reads.</summary>
     public void Save(BinaryWriter w)
     {
-        switch (Optimizer)
+        using var ms = new MemoryStream();
+        using (var inner = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true))
         {
-            case Adam a: a.save_state_dict(w); break;
-            case SGD s: s.save_state_dict(w); break;
-            default: throw new NotSupportedException(Optimizer.GetType().Name);
+            switch (Optimizer)
+            {
+                case Adam a: a.save_state_dict(inner); break;
+                case SGD s: s.save_state_dict(inner); break;
+                default: throw new NotSupportedException(Optimizer.GetType().Name);
+            }
         }
+        Methods.StateIo.WriteBytes(w, ms.ToArray());
         w.Write(Scale);
     }
 
     public void Load(BinaryReader r)
     {
+        using var inner = new BinaryReader(new MemoryStream(Methods.StateIo.ReadBytes(r)));
         switch (Optimizer)
         {
-            case Adam a: a.load_state_dict(r); break;
-            case SGD s: s.load_state_dict(r); break;
+            case Adam a: a.load_state_dict(inner); break;
+            case SGD s: s.load_state_dict(inner); break;
             default: throw new NotSupportedException(Optimizer.GetType().Name);
         }
         Scale = r.ReadDouble();

@@ -1,0 +1,101 @@
+using Distill.Engine.Native;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Distill.Engine.Models;
+
+/// <summary>
+/// A 2-d convolution with the parameters, names and initialisation of nn.Conv2d (so checkpoints
+/// are interchangeable), whose CPU backward avoids libtorch's oneDNN backward-data kernel.
+/// That kernel returns wrong, often NaN, input gradients on the AVX-512 machines here
+/// (<see cref="TorchRuntime"/>); switching oneDNN off entirely made convolutions ~40x slower. So on
+/// the CPU the backward is written as two forward convolutions, the kernel that is right:
+/// input gradient = the (zero-dilated, for stride > 1) output gradient convolved with the flipped,
+/// transposed kernel; weight gradient = the input correlated with the output gradient.
+/// Both are exact (test: Conv_gradients_match_float64_reference). CUDA uses cuDNN as is.
+/// </summary>
+public sealed class Conv2dLayer : nn.Module<Tensor, Tensor>
+{
+    private readonly Parameter weight;
+    private readonly Parameter? bias;
+    private readonly long stride, padding;
+
+    public Conv2dLayer(long inChannels, long outChannels, long kernel, long stride = 1, long padding = 0, bool hasBias = true)
+        : base("Conv2d")
+    {
+        this.stride = stride;
+        this.padding = padding;
+        weight = new Parameter(empty(outChannels, inChannels, kernel, kernel));
+        nn.init.kaiming_uniform_(weight, a: Math.Sqrt(5));   // nn.Conv2d's default
+        if (hasBias)
+        {
+            var bound = 1 / Math.Sqrt(inChannels * kernel * kernel);
+            bias = new Parameter(empty(outChannels));
+            nn.init.uniform_(bias, -bound, bound);
+        }
+        RegisterComponents();
+    }
+
+    public Parameter Weight => weight;
+    public Parameter? Bias => bias;
+
+    public override Tensor forward(Tensor input)
+    {
+        if (input.device.type != DeviceType.CPU || !TorchRuntime.UseSafeConvolutionBackward || !(input.requires_grad || weight.requires_grad))
+            return F.conv2d(input, weight, bias, strides: [stride, stride], padding: [padding, padding]);
+        return bias is null
+            ? ConvFunction.apply(input, weight, stride, padding)
+            : ConvFunction.apply(input, weight, stride, padding) + bias.view(1, -1, 1, 1);
+    }
+
+    /// <summary>conv2d without bias, with the exact input-gradient path described above.</summary>
+    private sealed class ConvFunction : autograd.SingleTensorFunction<ConvFunction>
+    {
+        public override string Name => "SafeConv2d";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var (x, w, stride, padding) = ((Tensor)vars[0], (Tensor)vars[1], (long)vars[2], (long)vars[3]);
+            ctx.save_for_backward([x, w]);
+            ctx.save_data("stride", stride);
+            ctx.save_data("padding", padding);
+            return F.conv2d(x, w, strides: [stride, stride], padding: [padding, padding]);
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            var saved = ctx.get_saved_variables();
+            var (x, w) = (saved[0], saved[1]);
+            var stride = (long)ctx.get_data("stride");
+            var padding = (long)ctx.get_data("padding");
+            var (n, cout, k) = (x.shape[0], w.shape[0], w.shape[2]);
+            Tensor? gx = null, gw = null;
+            if (x.requires_grad)
+            {
+                var g = grad;
+                if (stride > 1)
+                {
+                    // put the gradient back on the input grid: one value every stride pixels
+                    var (ho, wo) = (grad.shape[2], grad.shape[3]);
+                    g = zeros([n, cout, (ho - 1) * stride + 1, (wo - 1) * stride + 1], grad.dtype, grad.device);
+                    g[.., .., TensorIndex.Slice(null, null, stride), TensorIndex.Slice(null, null, stride)] = grad;
+                }
+                // when (H + 2p - k) is not a multiple of the stride, the last input rows/cols are
+                // still read by the last window's far taps: extend the grid with zeros to reach them
+                var padH = x.shape[2] - ((grad.shape[2] - 1) * stride + k - 2 * padding);
+                var padW = x.shape[3] - ((grad.shape[3] - 1) * stride + k - 2 * padding);
+                if (padH > 0 || padW > 0) g = F.pad(g, [0, padW, 0, padH]);
+                gx = F.conv2d(g, w.flip(2, 3).transpose(0, 1), padding: [k - 1 - padding, k - 1 - padding]);
+            }
+            if (w.requires_grad)
+            {
+                // d conv / d W[co, ci] = sum_n x[n, ci] correlated with g[n, co] (a forward conv; dilation = stride)
+                var corr = F.conv2d(x.transpose(0, 1), grad.transpose(0, 1), padding: [padding, padding], dilation: [stride, stride]);
+                gw = corr[.., .., ..(int)k, ..(int)k].transpose(0, 1);
+            }
+            return [gx!, gw!, null!, null!];
+        }
+    }
+}
