@@ -43,12 +43,37 @@ public sealed class Conv2dLayer : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor input)
     {
-        if (input.device.type != DeviceType.CPU || !TorchRuntime.UseSafeConvolutionBackward || !(input.requires_grad || weight.requires_grad))
+        if (input.device.type != DeviceType.CPU || !TorchRuntime.UseSafeConvolution)
             return F.conv2d(input, weight, bias, strides: [stride, stride], padding: [padding, padding]);
+        if (!(input.requires_grad || weight.requires_grad))
+        {
+            var y = CpuConv(input, weight, stride, padding, 1);
+            return bias is null ? y : y + bias.view(1, -1, 1, 1);
+        }
         return bias is null
             ? ConvFunction.apply(input, weight, stride, padding)
             : ConvFunction.apply(input, weight, stride, padding) + bias.view(1, -1, 1, 1);
     }
+
+    /// <summary>
+    /// oneDNN's CPU convolution, given input channels in whole blocks of 16: its kernels return
+    /// wrong results here for channel counts with a remainder (60, 120, ...; AVX2 and AVX-512).
+    /// Zero channels, added to input and kernel alike, leave the result unchanged.
+    /// </summary>
+    internal static Tensor CpuConv(Tensor x, Tensor w, long stride, long padding, long dilation)
+    {
+        var c = x.shape[1];
+        var rem = c % ChannelBlock;
+        if (rem != 0)
+        {
+            var extra = ChannelBlock - rem;
+            x = F.pad(x, [0, 0, 0, 0, 0, extra]);
+            w = F.pad(w, [0, 0, 0, 0, 0, extra]);
+        }
+        return F.conv2d(x.contiguous(), w.contiguous(), strides: [stride, stride], padding: [padding, padding], dilation: [dilation, dilation]);
+    }
+
+    private const long ChannelBlock = 16;
 
     /// <summary>conv2d without bias, with the exact input-gradient path described above.</summary>
     private sealed class ConvFunction : autograd.SingleTensorFunction<ConvFunction>
@@ -61,7 +86,7 @@ public sealed class Conv2dLayer : nn.Module<Tensor, Tensor>
             ctx.save_for_backward([x, w]);
             ctx.save_data("stride", stride);
             ctx.save_data("padding", padding);
-            return F.conv2d(x, w, strides: [stride, stride], padding: [padding, padding]);
+            return CpuConv(x, w, stride, padding, 1);
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
@@ -86,14 +111,29 @@ public sealed class Conv2dLayer : nn.Module<Tensor, Tensor>
                 // still read by the last window's far taps: extend the grid with zeros to reach them
                 var padH = x.shape[2] - ((grad.shape[2] - 1) * stride + k - 2 * padding);
                 var padW = x.shape[3] - ((grad.shape[3] - 1) * stride + k - 2 * padding);
-                if (padH > 0 || padW > 0) g = F.pad(g, [0, padW, 0, padH]);
-                gx = F.conv2d(g, w.flip(2, 3).transpose(0, 1), padding: [k - 1 - padding, k - 1 - padding]);
+                // zeros padded explicitly: oneDNN's forward is also wrong when its own padding is
+                // large next to the input (a 1x1 map padded by 4, LeNet's last layer)
+                var full = k - 1 - padding;
+                g = F.pad(g, [full, full + Math.Max(0, padW), full, full + Math.Max(0, padH)]);
+                gx = CpuConv(g, w.flip(2, 3).transpose(0, 1), 1, 0, 1);
             }
             if (w.requires_grad)
             {
                 // d conv / d W[co, ci] = sum_n x[n, ci] correlated with g[n, co] (a forward conv; dilation = stride)
-                var corr = F.conv2d(x.transpose(0, 1), grad.transpose(0, 1), padding: [padding, padding], dilation: [stride, stride]);
-                gw = corr[.., .., ..(int)k, ..(int)k].transpose(0, 1);
+                if (k == 1)
+                {
+                    // a 1x1 kernel: the correlation has a 1x1 output, a shape oneDNN gets wrong; one matmul instead
+                    var xs = (padding > 0 ? F.pad(x, [padding, padding, padding, padding]) : x)
+                        [.., .., TensorIndex.Slice(null, null, stride), TensorIndex.Slice(null, null, stride)]
+                        [.., .., ..(int)grad.shape[2], ..(int)grad.shape[3]];
+                    var gm = grad.transpose(0, 1).reshape(cout, -1);
+                    gw = gm.matmul(xs.transpose(0, 1).reshape(x.shape[1], -1).t()).view(cout, x.shape[1], 1, 1);
+                }
+                else
+                {
+                    var corr = CpuConv(x.transpose(0, 1), grad.transpose(0, 1), 1, padding, stride);
+                    gw = corr[.., .., ..(int)k, ..(int)k].transpose(0, 1);
+                }
             }
             return [gx!, gw!, null!, null!];
         }

@@ -20,11 +20,11 @@ public static class TorchRuntime
     private static bool initialised;
 
     /// <summary>Whether Conv2dLayer computes CPU input gradients itself.</summary>
-    public static bool UseSafeConvolutionBackward { get; private set; } =
+    public static bool UseSafeConvolution { get; private set; } =
         Environment.GetEnvironmentVariable("CLUSTERDISTILL_CONV_BACKWARD") != "native";
 
     /// <summary>Test hook: compare the two paths.</summary>
-    public static void SetSafeConvolutionBackward(bool on) => UseSafeConvolutionBackward = on;
+    public static void SetSafeConvolution(bool on) => UseSafeConvolution = on;
 
     public static void Initialize()
     {
