@@ -78,7 +78,8 @@ public sealed class RealDataTrainer : IStepTrainer
         return teacher.call(x);
     }
 
-    internal static void Freeze(Classifier teacher)
+    /// <summary>Eval mode and no parameter gradients: a teacher is read, never trained, by the other methods.</summary>
+    public static void Freeze(Classifier teacher)
     {
         teacher.eval();
         foreach (var p in teacher.parameters()) p.requires_grad = false;

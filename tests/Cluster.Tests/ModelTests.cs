@@ -1,0 +1,101 @@
+using Distill.Engine.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Cluster.Tests;
+
+public sealed class ModelTests
+{
+    public ModelTests() => Torch.Init();
+
+    private static long Params(nn.Module m) => m.parameters().Sum(p => p.numel());
+
+    [Theory]
+    // LeNet-5 as in the DAFL code: conv 1-6-16-120 (5x5), fc 120-84-10
+    [InlineData("lenet5", 156 + 2416 + 48120 + 10164 + 850, 120)]
+    // half: conv 1-3-8-60, fc 60-42-10
+    [InlineData("lenet5-half", 78 + 608 + 12060 + 2562 + 430, 60)]
+    [InlineData("hinton-1200", 784 * 1200 + 1200 + 1200 * 1200 + 1200 + 12010, 1200)]
+    [InlineData("hinton-800", 784 * 800 + 800 + 800 * 800 + 800 + 8010, 800)]
+    public void Models_have_the_published_sizes_and_feature_widths(string arch, long parameters, long featureWidth)
+    {
+        var size = arch.StartsWith("lenet") ? 32 : 28;
+        var m = ModelFactory.Create(arch, 1, size, 10);
+        Assert.Equal(parameters, Params(m));
+        m.eval();
+        var (logits, features) = m.ForwardWithFeatures(randn(4, 1, size, size));
+        Assert.Equal([4L, 10], logits.shape);
+        Assert.Equal([4L, featureWidth], features.shape);
+    }
+
+    [Fact]
+    public void Lenet_features_are_the_input_of_the_first_fully_connected_layer()
+    {
+        var m = ModelFactory.Create("lenet5", 1, 32, 10);
+        m.eval();
+        var x = randn(3, 1, 32, 32);
+        var (logits, features) = m.ForwardWithFeatures(x);
+        var fc1 = (TorchSharp.Modules.Linear)m.named_children().First(c => c.name == "fc1").module;
+        var fc2 = (TorchSharp.Modules.Linear)m.named_children().First(c => c.name == "fc2").module;
+        var again = fc2.call(nn.functional.relu(fc1.call(features)));
+        Assert.True(again.allclose(logits));
+    }
+
+    [Fact]
+    public void Wrong_input_shape_is_refused_with_the_expected_shape()
+    {
+        var m = ModelFactory.Create("lenet5", 1, 32, 10);
+        var e = Assert.Throws<ArgumentException>(() => m.call(zeros(2, 1, 28, 28)));
+        Assert.Contains("[N, 1, 32, 32]", e.Message);
+        Assert.Contains("[2, 1, 28, 28]", e.Message);
+    }
+
+    [Fact]
+    public void Unknown_architecture_lists_the_known_ones()
+    {
+        var e = Assert.Throws<ArgumentException>(() => ModelFactory.Create("vgg", 1, 32, 10));
+        Assert.Contains("lenet5-half", e.Message);
+    }
+
+    [Fact]
+    public void Dafl_generator_is_built_as_coded()
+    {
+        var g = new DaflGenerator(100, 32, 1, 128);
+        var names = g.named_parameters().Select(p => p.name).ToHashSet();
+        Assert.Contains("l1.weight", names);
+        Assert.DoesNotContain("bnOut.weight", names);          // final BN has affine=False
+        var bn1 = (TorchSharp.Modules.BatchNorm2d)g.named_children().First(c => c.name == "bn1").module;
+        Assert.Equal([128L * 8 * 8, 100], g.named_parameters().First(p => p.name == "l1.weight").parameter.shape);
+        g.train();
+        var x = g.call(randn(16, 100));
+        Assert.Equal([16L, 1, 32, 32], x.shape);
+        // the affine-free output BN standardises each batch: mean ~0, std ~1
+        Assert.True(Math.Abs(x.mean().item<float>()) < 1e-4);
+        Assert.True(Math.Abs(x.std().item<float>() - 1) < 0.01);
+        Assert.NotNull(bn1);
+    }
+
+    [Fact]
+    public void Batchnorm_hooks_report_batch_statistics_of_each_layer_input()
+    {
+        var m = ModelFactory.Create("resnet8", 1, 16, 10);
+        m.eval();
+        using var stats = new BatchNormStatistics(m);
+        Assert.Equal(9, stats.LayerCount);   // stem + 3 blocks x 2 + 2 shortcut BNs
+        var x = randn(5, 1, 16, 16) * 3 + 1;
+        m.call(x);
+        Assert.Equal(stats.LayerCount, stats.Observed.Count);
+        // the stem BN sees the stem convolution's output; recompute it independently
+        var stem = (Conv2dLayer)m.named_children().First(c => c.name == "stem").module;
+        var convOut = nn.functional.conv2d(x.to(float64), stem.Weight.to(float64), padding: [1, 1]);
+        var first = stats.Observed[0];
+        Assert.True(first.BatchMean.to(float64).allclose(convOut.mean([0, 2, 3]), 1e-4, 1e-4));
+        Assert.True(first.BatchVar.to(float64).allclose(convOut.var([0, 2, 3], unbiased: false), 1e-4, 1e-4));
+        // eval mode: the running statistics are not touched by the hooks
+        Assert.True(first.RunningMean.eq(0).all().item<bool>());
+        stats.Enabled = false;
+        stats.Clear();
+        m.call(x);
+        Assert.Empty(stats.Observed);
+    }
+}

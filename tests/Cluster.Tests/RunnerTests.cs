@@ -1,0 +1,159 @@
+using System.Text.Json;
+using Distill.Engine.Methods;
+using Distill.Engine.Models;
+using Distill.Engine.Runs;
+using Distill.Engine.Specs;
+using static TorchSharp.torch;
+
+namespace Cluster.Tests;
+
+/// <summary>End-to-end runs of the engine on real MNIST, kept small.</summary>
+[Collection("mnist")]
+public sealed class RunnerTests : IDisposable
+{
+    private readonly string root = Path.Combine(Path.GetTempPath(), "cd-runs-" + Guid.NewGuid().ToString("N"));
+
+    public RunnerTests(MnistFixture _) => Torch.Init();
+
+    public void Dispose()
+    {
+        if (Directory.Exists(root)) Directory.Delete(root, true);
+    }
+
+    private const string TinyDafl = """
+        name: tiny-dafl
+        method: dafl
+        seed: 3
+        data: {name: mnist, train_limit: 6000}
+        teacher: {arch: lenet5, train: {epochs: 2, batch_size: 128, lr: 0.002}}
+        student: {arch: lenet5-half, train: {lr: 0.002}}
+        dafl: {steps: 40, batch_size: 32, generator_width: 16, eval_every: 20, sample_grid: 16, activation: code, entropy: code}
+        guard: {check_every: 10}
+        """;
+
+    private RunResult Run(string yaml, string id, TextWriter? log = null) =>
+        new Runner(new RunnerOptions { RunsRoot = root, RunId = id, TeacherCache = Path.Combine(root, "teachers"), LogEvery = 5 }, log ?? TextWriter.Null)
+            .Run(SpecParser.Parse(yaml, id + ".yaml"));
+
+    [Fact]
+    public void Dafl_run_writes_the_run_directory_and_is_reproducible()
+    {
+        var a = Run(TinyDafl, "a");
+        var dir = Path.Combine(root, "a");
+        foreach (var f in new[] { "spec.yaml", "spec.resolved.yaml", "metrics.csv", "events.log", "result.json", "student.pt", "teacher.pt" })
+            Assert.True(File.Exists(Path.Combine(dir, f)), $"{f} missing");
+        Assert.Equal(2, Directory.GetFiles(Path.Combine(dir, "samples"), "*.png").Length);
+        Assert.NotEmpty(Directory.GetFiles(Path.Combine(dir, "checkpoints"), "*.ckpt"));
+
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "result.json")));
+        var r = json.RootElement;
+        foreach (var key in new[] { "method", "dataset", "teacher_accuracy", "student_accuracy", "steps", "wall_seconds", "device" })
+            Assert.True(r.TryGetProperty(key, out _), $"result.json lacks {key}");
+        Assert.Equal("dafl", r.GetProperty("method").GetString());
+        Assert.False(r.GetProperty("student_used_real_data").GetBoolean());
+        Assert.Equal(40, a.Steps);
+        Assert.True(a.TeacherAccuracy > 90, $"teacher {a.TeacherAccuracy}");
+        Assert.True(a.StudentAccuracy > 11, $"student learnt nothing: {a.StudentAccuracy}");
+
+        // same spec, same seed, same device: the same numbers (the teacher now comes from the cache)
+        var b = Run(TinyDafl, "b");
+        Assert.True(b.TeacherFromCache);
+        Assert.Equal(a.TeacherAccuracy, b.TeacherAccuracy);
+        Assert.Equal(a.StudentAccuracy, b.StudentAccuracy);
+        var metricsA = File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Where(l => l.StartsWith("dafl")).Select(StripTime);
+        var metricsB = File.ReadAllLines(Path.Combine(root, "b", "metrics.csv")).Where(l => l.StartsWith("dafl")).Select(StripTime);
+        Assert.Equal(metricsA, metricsB);
+    }
+
+    private static string StripTime(string line)
+    {
+        var parts = line.Split(',');
+        parts[2] = "";
+        return string.Join(',', parts);
+    }
+
+    [Fact]
+    public void Kd_on_real_data_reports_teacher_student_and_baseline()
+    {
+        const string kd = """
+            name: tiny-kd
+            method: kd
+            seed: 2
+            compare_baseline: true
+            data: {name: mnist, train_limit: 4000}
+            teacher: {arch: lenet5, train: {epochs: 2, batch_size: 128, lr: 0.002}}
+            student: {arch: lenet5-half, train: {epochs: 2, batch_size: 128, lr: 0.002}}
+            kd: {temperature: 4, alpha: 0.1}
+            """;
+        var r = Run(kd, "kd");
+        Assert.True(r.TeacherAccuracy > 85, $"teacher {r.TeacherAccuracy}");
+        Assert.True(r.StudentAccuracy > 80, $"student {r.StudentAccuracy}");
+        Assert.NotNull(r.BaselineAccuracy);
+        Assert.True(r.StudentUsedRealData);
+    }
+
+    [Fact]
+    public void Dafl_checkpoint_restores_the_exact_training_state()
+    {
+        manual_seed(1);
+        var teacher = ModelFactory.Create("lenet5", 1, 32, 10);
+        var studentA = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        var studentB = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        var spec = new DaflSpec { BatchSize = 16, GeneratorWidth = 8, Steps = 100 };
+        using var a = new DaflTrainer(teacher, studentA, spec, new TrainSpec { Lr = 2e-3 }, CPU, 9);
+        using var b = new DaflTrainer(teacher, studentB, spec, new TrainSpec { Lr = 2e-3 }, CPU, 123);
+        for (var i = 0; i < 5; i++) a.TrainStep(false);
+        Directory.CreateDirectory(root);
+        using var dir = new RunDirectory(Path.Combine(root, "ckpt"));
+        var path = dir.SaveCheckpoint(a);
+        RunDirectory.LoadCheckpoint(b, path);
+        Assert.Equal(5, b.Step);
+        var ma = a.TrainStep(true)!;
+        var mb = b.TrainStep(true)!;
+        Assert.Equal(ma["loss_g"], mb["loss_g"]);
+        Assert.Equal(ma["loss_kd"], mb["loss_kd"]);
+    }
+
+    [Fact]
+    public void Corrupt_checkpoint_is_reported_by_name_and_changes_nothing()
+    {
+        manual_seed(1);
+        var teacher = ModelFactory.Create("lenet5", 1, 32, 10);
+        var student = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        using var t = new DaflTrainer(teacher, student, new DaflSpec { BatchSize = 8, GeneratorWidth = 8, Steps = 10 }, new TrainSpec(), CPU, 1);
+        t.TrainStep(false);
+        Directory.CreateDirectory(root);
+        using var dir = new RunDirectory(Path.Combine(root, "corrupt"));
+        var path = dir.SaveCheckpoint(t);
+        var bytes = File.ReadAllBytes(path);
+        bytes[bytes.Length / 2] ^= 0xFF;
+        File.WriteAllBytes(path, bytes);
+        var before = student.parameters().First().clone();
+        var e = Assert.Throws<InvalidDataException>(() => RunDirectory.LoadCheckpoint(t, path));
+        Assert.Contains(path, e.Message);
+        Assert.Contains("corrupt", e.Message);
+        Assert.True(student.parameters().First().allclose(before, 0, 0));
+        Assert.Equal(1, t.Step);
+    }
+
+    [Fact]
+    public void Deepinversion_run_grows_the_pool_and_trains_the_student()
+    {
+        const string di = """
+            name: tiny-adi
+            method: adi
+            seed: 4
+            data: {name: mnist, train_limit: 3000}
+            teacher: {arch: resnet8, train: {epochs: 1, batch_size: 100, lr: 0.003}}
+            student: {arch: lenet5-half, train: {lr: 0.002}}
+            deepinversion: {rounds: 2, batch_size: 20, iterations: 6, student_steps: 5, student_batch: 16, sample_grid: 8}
+            """;
+        var r = Run(di, "adi");
+        Assert.Equal(40, r.SynthesisedImages);
+        Assert.Equal(2 * (6 + 5), r.Steps);
+        Assert.False(r.StudentUsedRealData);
+        Assert.Equal(2, Directory.GetFiles(Path.Combine(root, "adi", "samples"), "*.png").Length);
+        var header = File.ReadLines(Path.Combine(root, "adi", "metrics.csv")).First();
+        Assert.Contains("r_compete", header);
+    }
+}

@@ -1,0 +1,132 @@
+using Distill.Engine.Specs;
+
+namespace Cluster.Tests;
+
+public sealed class SpecTests
+{
+    private static string SpecsDir()
+    {
+        var d = new DirectoryInfo(AppContext.BaseDirectory);
+        while (d is not null && !Directory.Exists(Path.Combine(d.FullName, "specs"))) d = d.Parent;
+        return Path.Combine(d?.FullName ?? throw new DirectoryNotFoundException("specs/ not found above the test binaries"), "specs");
+    }
+
+    public static IEnumerable<object[]> ShippedSpecs() =>
+        Directory.GetFiles(SpecsDir(), "*.yaml").Order().Select(f => new object[] { Path.GetFileName(f) });
+
+    [Theory]
+    [MemberData(nameof(ShippedSpecs))]
+    public void Every_shipped_spec_is_valid(string file)
+    {
+        var spec = SpecParser.Load(Path.Combine(SpecsDir(), file));
+        Assert.Equal(Path.GetFileNameWithoutExtension(file), spec.Name);
+    }
+
+    [Fact]
+    public void The_required_specs_are_shipped()
+    {
+        var names = Directory.GetFiles(SpecsDir(), "*.yaml").Select(Path.GetFileNameWithoutExtension).ToHashSet();
+        foreach (var required in new[] { "teacher-mnist", "dafl-mnist", "dafl-mnist-quick", "deepinversion-mnist", "adi-mnist", "kd-mnist",
+                     "lsr", "tfkd-self", "tfkd-reg", "rekd", "dekd", "dafl-fashion-mnist", "kd-fashion-mnist" })
+            Assert.Contains(required, names);
+    }
+
+    private const string Valid = """
+        name: t
+        method: kd
+        data: {name: mnist}
+        teacher: {arch: lenet5, train: {epochs: 1}}
+        student: {arch: lenet5-half, train: {epochs: 1}}
+        kd: {temperature: 4, alpha: 0.1}
+        """;
+
+    [Fact]
+    public void A_valid_spec_gets_defaults()
+    {
+        var s = SpecParser.Parse(Valid, "v.yaml");
+        Assert.Equal(Method.Kd, s.Method);
+        Assert.Equal(4, s.Kd!.Temperature);
+        Assert.Equal(256, s.Student.Train.BatchSize);
+        Assert.Equal("cpu", s.Device);
+    }
+
+    [Theory]
+    [InlineData("kd: {temperature: 4, alpha: 0.1, temprature: 3}", "kd.temprature", "unknown key")]
+    [InlineData("kd: {temperature: hot, alpha: 0.1}", "kd.temperature", "expected a finite number")]
+    [InlineData("kd: {temperature: -1, alpha: 0.1}", "kd.temperature", "out of range")]
+    [InlineData("kd: {temperature: 4, alpha: 1.5}", "kd.alpha", "out of range")]
+    [InlineData("kd: [1, 2]", "kd", "expected a section")]
+    public void Bad_values_are_refused_with_file_key_and_reason(string kdLine, string key, string reason)
+    {
+        var text = Valid.Replace("kd: {temperature: 4, alpha: 0.1}", kdLine);
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(text, "my.yaml"));
+        Assert.Equal(key, e.Key);
+        Assert.StartsWith("my.yaml:", e.Message);
+        Assert.Contains(reason, e.Message);
+    }
+
+    [Fact]
+    public void Unknown_top_level_key_reports_its_line()
+    {
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\nepochs: 3\n", "x.yaml"));
+        Assert.Equal("epochs", e.Key);
+        Assert.StartsWith("x.yaml:7:", e.Message);
+    }
+
+    [Theory]
+    [InlineData("method: sgd-magic", "method", "is not one of")]
+    [InlineData("seed: 1.5", "seed", "expected an integer")]
+    [InlineData("device: tpu", "device", "is not one of")]
+    public void Bad_top_level_values_are_refused(string line, string key, string reason)
+    {
+        var text = line.StartsWith("method") ? Valid.Replace("method: kd", line) : Valid + "\n" + line + "\n";
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(text, "x.yaml"));
+        Assert.Equal(key, e.Key);
+        Assert.Contains(reason, e.Message);
+    }
+
+    [Fact]
+    public void A_section_for_another_method_is_refused()
+    {
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\ndafl: {steps: 10}\n", "x.yaml"));
+        Assert.Equal("dafl", e.Key);
+        Assert.Contains("does not apply to method 'kd'", e.Message);
+    }
+
+    [Fact]
+    public void Missing_teacher_for_a_distillation_method_is_refused()
+    {
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid.Replace("teacher: {arch: lenet5, train: {epochs: 1}}\n", ""), "x.yaml"));
+        Assert.Equal("teacher", e.Key);
+    }
+
+    [Fact]
+    public void Deepinversion_needs_a_batchnorm_teacher()
+    {
+        const string di = """
+            name: d
+            method: deepinversion
+            data: {name: mnist}
+            teacher: {arch: lenet5, train: {epochs: 1}}
+            student: {arch: lenet5-half}
+            """;
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(di, "d.yaml"));
+        Assert.Equal("teacher.arch", e.Key);
+        Assert.Contains("BatchNorm", e.Message);
+    }
+
+    [Fact]
+    public void Broken_yaml_is_refused_with_a_line()
+    {
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse("name: x\nmethod: [kd\n", "b.yaml"));
+        Assert.Contains("not valid YAML", e.Message);
+    }
+
+    [Fact]
+    public void Cifar_needs_a_path()
+    {
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid.Replace("data: {name: mnist}", "data: {name: cifar10}")
+            .Replace("lenet5-half", "resnet8").Replace("arch: lenet5,", "arch: resnet20,"), "c.yaml"));
+        Assert.Equal("data.path", e.Key);
+    }
+}

@@ -1,0 +1,40 @@
+using Distill.Engine.Native;
+
+namespace Cluster.Tests;
+
+/// <summary>
+/// Every test that touches TorchSharp runs after the engine's process-wide settings. If TorchSharp
+/// cannot load at all (Debian 12 without the shim), say how to run the tests instead of failing obscurely.
+/// </summary>
+public static class Torch
+{
+    private static readonly Lazy<bool> Ready = new(() =>
+    {
+        try { TorchRuntime.Initialize(); }
+        catch (TypeInitializationException e) when (e.InnerException is NotSupportedException or DllNotFoundException)
+        {
+            throw new InvalidOperationException(
+                "TorchSharp could not load: on Debian 12 run the tests through scripts/test.sh (it puts the libstdc++ shim on LD_LIBRARY_PATH)", e);
+        }
+        return true;
+    });
+
+    public static void Init() => _ = Ready.Value;
+}
+
+/// <summary>Tests that read real MNIST share one load of it.</summary>
+public sealed class MnistFixture : IDisposable
+{
+    public MnistFixture()
+    {
+        Torch.Init();
+        Data = Distill.Engine.Training.DataSplits.Load(new Distill.Engine.Specs.DataSpec { Name = "mnist" });
+    }
+
+    public Distill.Engine.Training.DataSplits Data { get; }
+
+    public void Dispose() => Data.Dispose();
+}
+
+[CollectionDefinition("mnist")]
+public sealed class MnistCollection : ICollectionFixture<MnistFixture>;
