@@ -52,7 +52,7 @@ public static class Benchmarks
         manual_seed(0);
 
         rows.Add(Time("DAFL step (G+T+S)", "DAFL-G128 / lenet5 / lenet5-half", 512, warm, reps, device, log, DaflStep(device, 512, 128)));
-        rows.Add(Time("DAFL step (G+T+S)", "DAFL-G64 / lenet5 / lenet5-half", 128, warm, reps, device, log, DaflStep(device, 128, 64)));
+        rows.Add(Time("DAFL step (G+T+S)", "DAFL-G32 / lenet5 / lenet5-half", 128, warm, reps, device, log, DaflStep(device, 128, 32)));
         foreach (var b in quick ? new[] { 256 } : [256, 1024])
             rows.Add(Time("DeepInversion step", "resnet20 (1x32x32)", b, warm, reps, device, log, DiStep(device, "resnet20", 1, b, adi: false)));
         if (cudaDev)

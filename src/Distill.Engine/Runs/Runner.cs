@@ -250,6 +250,8 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             }
             if (values is not null)
             {
+                // resident memory, so that a long run's metrics show whether it stays flat
+                values["rss_mb"] = Math.Round(Environment.WorkingSet / 1048576.0, 1);
                 foreach (var k in values.Keys) columns.Add(k);
                 ctx.Dir.Metrics(trainer.Phase, trainer.Step, sw.Elapsed.TotalSeconds, values, KnownColumns.Concat(columns).Distinct());
                 if (trainer.Step % (options.LogEvery * 10) == 0 && !isEval)
@@ -263,7 +265,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
     /// <summary>Every column any phase may log, so that one CSV header serves the whole run.</summary>
     private static readonly string[] KnownColumns =
         ["test_accuracy", "loss", "loss_kd", "kl_kd", "loss_g", "loss_oh", "loss_a", "loss_ie", "classes", "gen_std", "ce", "r_feature", "r_tv", "r_l2", "r_compete",
-         "batch_accuracy", "lr", "lr_s", "lr_g", "lr_x", "pool", "synth_step"];
+         "batch_accuracy", "lr", "lr_s", "lr_g", "lr_x", "pool", "synth_step", "rss_mb"];
 
     private void Rollback(PhaseContext ctx, IStepTrainer trainer, byte[] state, string reason, ref int rollbacks)
     {
