@@ -67,7 +67,6 @@ public static class DeepInversion
     public static Tensor Competition(Tensor teacherLogits, Tensor studentLogits, CompetitionForm form = CompetitionForm.Paper, double temperature = 3.0)
     {
         Distillation.CheckPair(studentLogits, teacherLogits);
-        var n = teacherLogits.shape[0];
         if (form == CompetitionForm.Paper)
         {
             var pt = F.softmax(teacherLogits, 1);

@@ -23,7 +23,8 @@ public sealed class DeepInversionTrainer : IStepTrainer
     private readonly ScheduledOptimizer optS;
     private readonly double[] mean, std;
     private readonly bool adaptive;
-    private readonly List<Tensor> pool = [];
+    private readonly Generator poolRng;                // CPU: targets and pool sampling
+    private Tensor? pool;                              // every kept batch, [images, C, H, W], on the CPU
     private ImageSynthesizer? synth;
     private long roundStart;
 
@@ -40,6 +41,7 @@ public sealed class DeepInversionTrainer : IStepTrainer
         RealDataTrainer.Freeze(teacher);
         bnStats = new BatchNormStatistics(teacher) { Enabled = false };
         rng = new Generator((ulong)seed, device);
+        poolRng = new Generator((ulong)seed + 1);
         TotalSteps = (long)spec.Rounds * (spec.Iterations + spec.StudentSteps);
         optS = ScheduledOptimizer.Create(student.parameters(), studentTrain, (long)spec.Rounds * spec.StudentSteps);
     }
@@ -48,7 +50,7 @@ public sealed class DeepInversionTrainer : IStepTrainer
     public long Step { get; private set; }
     public long TotalSteps { get; }
     public Classifier Model { get; }
-    public int PoolImages => pool.Sum(t => (int)t.shape[0]);
+    public int PoolImages => pool is null ? 0 : (int)pool.shape[0];
     public long StudentSteps { get; private set; }
 
     private long PerRound => spec.Iterations + spec.StudentSteps;
@@ -70,7 +72,10 @@ public sealed class DeepInversionTrainer : IStepTrainer
             Step++;
             if (synth.Iteration == spec.Iterations)
             {
-                pool.Add(synth.Best.detach().cpu().clone().DetachFromDisposeScope());
+                var kept = synth.Best.detach().cpu();
+                var grown = pool is null ? kept.clone() : cat([pool, kept], 0);
+                pool?.Dispose();
+                pool = grown.DetachFromDisposeScope();
                 synth.Dispose();
                 synth = null;
             }
@@ -84,7 +89,7 @@ public sealed class DeepInversionTrainer : IStepTrainer
     {
         var k = teacher.Info.Classes;
         using var ordered = arange(spec.BatchSize, int64) % k;
-        using var perm = randperm(spec.BatchSize, generator: new Generator((ulong)(Step + 7)));
+        using var perm = randperm(spec.BatchSize, generator: poolRng);
         return ordered.index_select(0, perm);
     }
 
@@ -92,9 +97,8 @@ public sealed class DeepInversionTrainer : IStepTrainer
     {
         using var scope = NewDisposeScope();
         Model.train();
-        var all = cat(pool, 0);
-        var idx = randint(0, all.shape[0], [spec.StudentBatch], generator: new Generator((ulong)(Step * 31 + 1)));
-        var x = all.index_select(0, idx).to(device);
+        var idx = randint(0, pool!.shape[0], [spec.StudentBatch], generator: poolRng);
+        var x = pool.index_select(0, idx).to(device);
         Tensor tLogits;
         using (no_grad()) tLogits = teacher.call(x);
         optS.ZeroGrad();
@@ -109,9 +113,10 @@ public sealed class DeepInversionTrainer : IStepTrainer
 
     public Tensor? Samples(int count)
     {
-        if (pool.Count == 0) return null;
-        var last = pool[^1];
-        return last[..(int)Math.Min(count, last.shape[0])].clone();
+        if (pool is null) return null;
+        // the newest batch
+        var start = Math.Max(0, pool.shape[0] - spec.BatchSize);
+        return pool[(int)start..(int)Math.Min(pool.shape[0], start + count)].clone();
     }
 
     public void ScaleLearningRates(double factor) => optS.Scale *= factor;
@@ -125,8 +130,9 @@ public sealed class DeepInversionTrainer : IStepTrainer
         StateIo.WriteModule(w, Model);
         optS.Save(w);
         StateIo.WriteGenerator(w, rng);
-        w.Write(pool.Count);
-        foreach (var t in pool) StateIo.WriteTensor(w, t);
+        StateIo.WriteGenerator(w, poolRng);
+        w.Write(pool is not null);
+        if (pool is not null) StateIo.WriteTensor(w, pool);
     }
 
     public void LoadState(BinaryReader r)
@@ -137,10 +143,9 @@ public sealed class DeepInversionTrainer : IStepTrainer
         StateIo.ReadModule(r, Model);
         optS.Load(r);
         StateIo.ReadGenerator(r, rng);
-        foreach (var t in pool) t.Dispose();
-        pool.Clear();
-        var n = r.ReadInt32();
-        for (var i = 0; i < n; i++) pool.Add(StateIo.ReadTensor(r).DetachFromDisposeScope());
+        StateIo.ReadGenerator(r, poolRng);
+        pool?.Dispose();
+        pool = r.ReadBoolean() ? StateIo.ReadTensor(r).DetachFromDisposeScope() : null;
         synth?.Dispose();
         synth = null;
     }
@@ -148,8 +153,9 @@ public sealed class DeepInversionTrainer : IStepTrainer
     public void Dispose()
     {
         synth?.Dispose();
-        foreach (var t in pool) t.Dispose();
+        pool?.Dispose();
         bnStats.Dispose();
+        poolRng.Dispose();
         optS.Dispose();
         rng.Dispose();
     }
