@@ -143,3 +143,19 @@ public sealed class MnistDataTests(MnistFixture mnist)
         Assert.Equal(10, d.TrainY.unique().Item1.shape[0]);
     }
 }
+
+public sealed class FashionMnistTests
+{
+    [Fact]
+    public void Fashion_mnist_is_fetched_converted_and_split_60k_10k()
+    {
+        Torch.Init();
+        using var d = DataSplits.Load(new Distill.Engine.Specs.DataSpec { Name = "fashion-mnist" });
+        Assert.Equal([60_000L, 1, 32, 32], d.TrainX.shape);
+        Assert.Equal([10_000L, 1, 32, 32], d.TestX.shape);
+        // 6,000 training and 1,000 test images of each of the 10 classes
+        Assert.True(bincount(d.TrainY).eq(6000).all().item<bool>());
+        Assert.True(bincount(d.TestY).eq(1000).all().item<bool>());
+        Assert.True(Math.Abs(d.TrainX.mean().item<float>()) < 0.05);
+    }
+}

