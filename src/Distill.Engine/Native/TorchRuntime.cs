@@ -20,11 +20,8 @@ public static class TorchRuntime
     private static bool initialised;
 
     /// <summary>Whether Conv2dLayer computes CPU input gradients itself.</summary>
-    public static bool UseSafeConvolution { get; private set; } =
+    public static bool UseSafeConvolution { get; } =
         Environment.GetEnvironmentVariable("CLUSTERDISTILL_CONV_BACKWARD") != "native";
-
-    /// <summary>Test hook: compare the two paths.</summary>
-    public static void SetSafeConvolution(bool on) => UseSafeConvolution = on;
 
     public static void Initialize()
     {
