@@ -76,7 +76,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         manual_seed(spec.Seed);
         using var student = NewModel(spec.Student.Arch, data, device);
         using var trainer = CreateTrainer(ctx, student, teacher);
-        var guard = spec.Guard.Enabled ? new DivergenceGuard(spec.Guard) : null;
+        var guard = NewGuard(spec);
         var (evalEvery, grid) = spec.Method switch
         {
             Method.Dafl => (spec.Dafl!.EvalEvery, spec.Dafl.SampleGrid),
@@ -120,7 +120,13 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         return result;
     }
 
-    private sealed record PhaseContext(RunSpec Spec, DataSplits Data, Device Device, RunDirectory Dir);
+    private sealed record PhaseContext(RunSpec Spec, DataSplits Data, Device Device, RunDirectory Dir)
+    {
+        /// <summary>Top-1 accuracy on the whole test set.</summary>
+        public double TestAccuracy(Classifier model) => Evaluation.Accuracy(model, Data.TestX, Data.TestY, Device, Spec.Data.EvalBatch);
+    }
+
+    private static DivergenceGuard? NewGuard(RunSpec spec) => spec.Guard.Enabled ? new DivergenceGuard(spec.Guard) : null;
 
     private readonly record struct PhaseOutcome(double Final, double Best, int Rollbacks);
 
@@ -151,14 +157,13 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
 
     private (Classifier Teacher, double Accuracy, bool FromCache) ObtainTeacher(PhaseContext ctx, ModelSpec t)
     {
-        double Accuracy(Classifier m) => Evaluation.Accuracy(m, ctx.Data.TestX, ctx.Data.TestY, ctx.Device, ctx.Spec.Data.EvalBatch);
         if (t.Checkpoint is not null)
         {
             if (!File.Exists(t.Checkpoint)) throw new FileNotFoundException($"teacher.checkpoint: {t.Checkpoint} does not exist", t.Checkpoint);
             var loaded = NewModel(t.Arch, ctx.Data, ctx.Device);
             try { loaded.load(t.Checkpoint); }
             catch (Exception e) { throw new InvalidDataException($"teacher.checkpoint: {t.Checkpoint} is not a {t.Arch} checkpoint for this dataset ({e.Message})", e); }
-            return (loaded, Accuracy(loaded), false);
+            return (loaded, ctx.TestAccuracy(loaded), false);
         }
         var cacheDir = options.TeacherCache ?? Path.Combine(Path.GetDirectoryName(options.DataCache ?? Data.DatasetCache.DefaultRoot())!, "teachers");
         var cached = Path.Combine(cacheDir, $"{t.Arch}-{ctx.Spec.Data.Name}-{TeacherKey(ctx.Spec, t)}.pt");
@@ -168,7 +173,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             try
             {
                 loaded.load(cached);
-                return (loaded, Accuracy(loaded), true);
+                return (loaded, ctx.TestAccuracy(loaded), true);
             }
             catch (Exception e)
             {
@@ -178,7 +183,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         manual_seed(ctx.Spec.Seed + 1000);
         var teacher = NewModel(t.Arch, ctx.Data, ctx.Device);
         using var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, new RealDataObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000);
-        var outcome = RunPhase(ctx, trainer, t.Train.EvalEvery, ctx.Spec.Guard.Enabled ? new DivergenceGuard(ctx.Spec.Guard) : null, sampleGrid: 0);
+        var outcome = RunPhase(ctx, trainer, t.Train.EvalEvery, NewGuard(ctx.Spec), sampleGrid: 0);
         Directory.CreateDirectory(cacheDir);
         teacher.save(cached + ".tmp");
         File.Move(cached + ".tmp", cached, overwrite: true);
@@ -223,7 +228,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             }
             if (isEval)
             {
-                var acc = Evaluation.Accuracy(trainer.Model, ctx.Data.TestX, ctx.Data.TestY, ctx.Device, ctx.Spec.Data.EvalBatch);
+                var acc = ctx.TestAccuracy(trainer.Model);
                 values ??= [];
                 values["test_accuracy"] = acc;
                 if (guard is not null)
