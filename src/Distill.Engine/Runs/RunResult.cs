@@ -24,4 +24,6 @@ public sealed record RunResult
     [JsonPropertyName("rollbacks")] public int Rollbacks { get; init; }
     [JsonPropertyName("student_used_real_data")] public required bool StudentUsedRealData { get; init; }
     [JsonPropertyName("synthesised_images")] public long SynthesisedImages { get; init; }
+    /// <summary>"engine" (one loop in one process) or "actors (...)" (the cluster pipeline).</summary>
+    [JsonPropertyName("pipeline")] public string Pipeline { get; init; } = "engine";
 }

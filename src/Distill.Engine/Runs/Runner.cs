@@ -120,6 +120,19 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         return result;
     }
 
+    /// <summary>
+    /// The teacher a spec names (checkpoint, cache or training), for hosts that run the rest of the
+    /// method elsewhere (the cluster's teacher entity). Logs and events go to runDir.
+    /// </summary>
+    public (Classifier Teacher, double Accuracy, bool FromCache) PrepareTeacher(RunSpec spec, DataSplits data, string runDir)
+    {
+        Native.TorchRuntime.Initialize();
+        var device = Devices.Resolve(spec.Device);
+        var teacherSpec = spec.Teacher ?? throw new ArgumentException($"spec {spec.Name} has no teacher");
+        using var dir = new RunDirectory(runDir);
+        return ObtainTeacher(new PhaseContext(spec, data, device, dir), teacherSpec);
+    }
+
     private sealed record PhaseContext(RunSpec Spec, DataSplits Data, Device Device, RunDirectory Dir)
     {
         /// <summary>Top-1 accuracy on the whole test set.</summary>

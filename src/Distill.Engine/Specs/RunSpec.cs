@@ -29,6 +29,7 @@ public sealed record RunSpec
     public DaflSpec? Dafl { get; init; }
     public DeepInversionSpec? DeepInversion { get; init; }
     public GuardSpec Guard { get; init; } = new();
+    public ClusterSpec Cluster { get; init; } = new();
     public bool CompareBaseline { get; init; }        // also train the student alone and report it
     [YamlDotNet.Serialization.YamlIgnore] public string SourceFile { get; init; } = "";
     [YamlDotNet.Serialization.YamlIgnore] public string SourceText { get; init; } = "";
@@ -131,4 +132,15 @@ public sealed record GuardSpec
     public double MaxAccuracyDrop { get; init; } = 5; // points below the best evaluation = divergence
     public double LrFactor { get; init; } = 0.5;      // learning rates are multiplied by this on rollback
     public int MaxRollbacks { get; init; } = 5;
+}
+
+/// <summary>How the actor pipeline runs the method (ignored by the engine-only loop).</summary>
+public sealed record ClusterSpec
+{
+    public int Replicas { get; init; } = 1;           // data-parallel replicas of the student (gradients all-reduced)
+    public int Window { get; init; } = 2;             // batches a student may have requested and not yet trained (backpressure)
+    public int CheckpointEvery { get; init; }         // student checkpoint interval in steps (0 = the evaluation interval)
+    public int GeneratorCheckpointEvery { get; init; } // generator checkpoint interval (0 = the student's)
+    public string SoftLabels { get; init; } = "fp32"; // fp32 | fp16 | bf16 on the wire
+    public int GradientChunk { get; init; } = 1 << 20; // floats per gradient message
 }

@@ -54,6 +54,7 @@ public static class SpecParser
             Dafl = method == Method.Dafl ? ParseDafl(root.Section("dafl", required: false)) : null,
             DeepInversion = method is Method.DeepInversion or Method.Adi ? ParseDi(root.Section("deepinversion", required: false), method) : null,
             Guard = ParseGuard(root.Section("guard", required: false)),
+            Cluster = ParseCluster(root.Section("cluster", required: false)),
             SourceFile = file,
             SourceText = text,
         };
@@ -74,6 +75,8 @@ public static class SpecParser
             throw new SpecException(file, "data.image_size", "LeNet-5 needs 32x32 inputs (image_size: 32)");
         if (method is Method.DeepInversion or Method.Adi && spec.Teacher is { } dt && !dt.Arch.StartsWith("resnet"))
             throw new SpecException(file, "teacher.arch", $"DeepInversion needs a teacher with BatchNorm layers (resnet8/20/18/34), not '{dt.Arch}'");
+        if (spec.Dafl is { } df && df.BatchSize % spec.Cluster.Replicas != 0)
+            throw new SpecException(file, "cluster.replicas", $"the batch of {df.BatchSize} does not split evenly over {spec.Cluster.Replicas} replicas");
         root.EnsureAllConsumed();
         return spec;
     }
@@ -212,6 +215,22 @@ public static class SpecParser
             throw new SpecException(n?.File ?? "", "deepinversion.competition_weight", "adi needs a competition weight > 0");
         n?.EnsureAllConsumed();
         return d;
+    }
+
+    private static ClusterSpec ParseCluster(Node? n)
+    {
+        if (n is null) return new ClusterSpec();
+        var c = new ClusterSpec
+        {
+            Replicas = n.Int("replicas", 1, 1, 64),
+            Window = n.Int("window", 2, 1, 64),
+            CheckpointEvery = n.Int("checkpoint_every", 0, 0, int.MaxValue),
+            GeneratorCheckpointEvery = n.Int("generator_checkpoint_every", 0, 0, int.MaxValue),
+            SoftLabels = n.Choice("soft_labels", ["fp32", "fp16", "bf16"], "fp32")!,
+            GradientChunk = n.Int("gradient_chunk", 1 << 20, 1024, 1 << 24),
+        };
+        n.EnsureAllConsumed();
+        return c;
     }
 
     private static GuardSpec ParseGuard(Node? n)

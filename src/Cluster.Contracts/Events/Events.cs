@@ -1,0 +1,90 @@
+using MessagePack;
+
+namespace Cluster.Contracts.Events;
+
+// Journal events and snapshot states. Large state (weights, optimiser moments, image batches)
+// lives in content-addressed blob files; events hold the hash, which is verified on load.
+
+[MessagePackObject]
+public sealed record RunSubmitted(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string SpecYaml,
+    [property: Key(2)] string SpecFile,
+    [property: Key(3)] DateTime SubmittedUtc) : IPersistedEvent;
+
+[MessagePackObject]
+public sealed record RunTeacherReady(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string TeacherBlob,
+    [property: Key(2)] double Accuracy) : IPersistedEvent;
+
+[MessagePackObject]
+public sealed record RunCompleted(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] double Accuracy,
+    [property: Key(2)] double BestAccuracy,
+    [property: Key(3)] long Steps,
+    [property: Key(4)] string StudentBlob,
+    [property: Key(5)] DateTime CompletedUtc) : IPersistedEvent;
+
+[MessagePackObject]
+public sealed record RunFailed([property: Key(0)] string RunId, [property: Key(1)] string Reason) : IPersistedEvent;
+
+/// <summary>The coordinator's state as a snapshot.</summary>
+[MessagePackObject]
+public sealed record CoordinatorSnapshot([property: Key(0)] RunRecord[] Runs) : IPersistedEvent;
+
+[MessagePackObject]
+public sealed record RunRecord(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string SpecYaml,
+    [property: Key(2)] string SpecFile,
+    [property: Key(3)] DateTime SubmittedUtc,
+    [property: Key(4)] string? TeacherBlob,
+    [property: Key(5)] double? TeacherAccuracy,
+    [property: Key(6)] bool Completed,
+    [property: Key(7)] bool Failed,
+    [property: Key(8)] double? Accuracy,
+    [property: Key(9)] double? BestAccuracy,
+    [property: Key(10)] long Steps,
+    [property: Key(11)] string? Message,
+    [property: Key(12)] DateTime? CompletedUtc);
+
+/// <summary>An entity joined a run (its spec travels with it, so that it can rebuild itself alone).</summary>
+[MessagePackObject]
+public sealed record EntityStarted(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string SpecYaml,
+    [property: Key(2)] string? TeacherBlob) : IPersistedEvent;
+
+/// <summary>A synthesised batch is in the pool (written to its blob before this event, and before anyone sees it).</summary>
+[MessagePackObject]
+public sealed record BatchStored([property: Key(0)] long Seq, [property: Key(1)] string Blob) : IPersistedEvent;
+
+/// <summary>Batches up to UpToSeq are covered by every student's checkpoint and left the pool.</summary>
+[MessagePackObject]
+public sealed record BatchesReleased([property: Key(0)] long UpToSeq) : IPersistedEvent;
+
+/// <summary>A checkpoint of an entity's engine state (weights, optimiser, RNG, step).</summary>
+[MessagePackObject]
+public sealed record CheckpointWritten(
+    [property: Key(0)] long Step,
+    [property: Key(1)] long Seq,
+    [property: Key(2)] string Blob,
+    [property: Key(3)] double? Accuracy,
+    [property: Key(4)] double BestAccuracy) : IPersistedEvent;
+
+/// <summary>The small state of a generator or student entity, as an Akka snapshot that bounds journal replay.</summary>
+[MessagePackObject]
+public sealed record EntitySnapshot(
+    [property: Key(0)] string? RunId,
+    [property: Key(1)] string? SpecYaml,
+    [property: Key(2)] string? TeacherBlob,
+    [property: Key(3)] BatchStored[] Pool,
+    [property: Key(4)] long ReleasedUpTo,
+    [property: Key(5)] CheckpointWritten[] Checkpoints,
+    [property: Key(6)] bool Finished) : IPersistedEvent;
+
+/// <summary>The entity's run is over (it will not be started again by remember-entities).</summary>
+[MessagePackObject]
+public sealed record EntityFinished([property: Key(0)] long Step) : IPersistedEvent;

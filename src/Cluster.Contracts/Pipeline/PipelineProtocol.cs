@@ -1,0 +1,68 @@
+using Cluster.Contracts.Tensors;
+using MessagePack;
+
+namespace Cluster.Contracts.Pipeline;
+
+// Generator -> teacher -> student. The student pulls: it asks the generator for a window of
+// sequence numbers and asks again only as batches are trained, so a fast generator never floods a
+// slow student (credit-based backpressure that survives restarts, since it is driven by the
+// student's persisted position).
+
+/// <summary>Start (or confirm) an entity's part in a run. Idempotent: an entity started before keeps its state.</summary>
+[MessagePackObject]
+public sealed record StartEntity(
+    [property: Key(0)] string EntityId,
+    [property: Key(1)] string RunId,
+    [property: Key(2)] string SpecYaml,
+    [property: Key(3)] string? TeacherBlob) : IEntityMessage;
+
+/// <summary>The student at ReplyTo wants batches FromSeq .. FromSeq+Count-1.</summary>
+[MessagePackObject]
+public sealed record RequestBatches(
+    [property: Key(0)] string EntityId,
+    [property: Key(1)] long FromSeq,
+    [property: Key(2)] int Count,
+    [property: Key(3)] string ReplyTo) : IEntityMessage;
+
+/// <summary>All students (replicas) have a checkpoint covering every batch up to UpToSeq: the pool may drop them.</summary>
+[MessagePackObject]
+public sealed record ReleaseBatches(
+    [property: Key(0)] string EntityId,
+    [property: Key(1)] string Student,
+    [property: Key(2)] long UpToSeq) : IEntityMessage;
+
+/// <summary>Generator to teacher: label this stored batch and send it on to ReplyTo.</summary>
+[MessagePackObject]
+public sealed record LabelBatch(
+    [property: Key(0)] string EntityId,
+    [property: Key(1)] long Seq,
+    [property: Key(2)] TensorPayload Images,
+    [property: Key(3)] string ReplyTo) : IEntityMessage;
+
+/// <summary>Teacher to student: images and the teacher's probabilities at Temperature.</summary>
+[MessagePackObject]
+public sealed record LabelledBatch(
+    [property: Key(0)] string EntityId,
+    [property: Key(1)] long Seq,
+    [property: Key(2)] TensorPayload Images,
+    [property: Key(3)] TensorPayload SoftLabels,
+    [property: Key(4)] double Temperature) : IEntityMessage;
+
+/// <summary>Ask an entity for its state; answered with <see cref="EntityStatus"/>.</summary>
+[MessagePackObject]
+public sealed record GetEntityStatus([property: Key(0)] string EntityId) : IEntityMessage;
+
+[MessagePackObject]
+public sealed record EntityStatus(
+    [property: Key(0)] string EntityId,
+    [property: Key(1)] bool Started,
+    [property: Key(2)] long Step,
+    [property: Key(3)] long Seq,
+    [property: Key(4)] int Queue,
+    [property: Key(5)] int PoolBatches,
+    [property: Key(6)] string Node,
+    [property: Key(7)] string? Detail) : IWireMessage;
+
+/// <summary>The run is over: the entity passivates and is not remembered any more.</summary>
+[MessagePackObject]
+public sealed record StopEntity([property: Key(0)] string EntityId) : IEntityMessage;

@@ -1,0 +1,81 @@
+using MessagePack;
+
+namespace Cluster.Contracts.Runs;
+
+// The run coordinator's protocol: clients submit and query; entities report progress.
+
+/// <summary>Submit a run spec (its YAML text). Answered with <see cref="RunAccepted"/> or <see cref="RunRejected"/>.</summary>
+[MessagePackObject]
+public sealed record SubmitRun(
+    [property: Key(0)] string SpecYaml,
+    [property: Key(1)] string SpecFile,
+    [property: Key(2)] string? RunId) : IRunCommand;
+
+[MessagePackObject]
+public sealed record RunAccepted([property: Key(0)] string RunId, [property: Key(1)] bool AlreadyKnown) : IRunCommand;
+
+[MessagePackObject]
+public sealed record RunRejected([property: Key(0)] string Reason) : IRunCommand;
+
+/// <summary>Ask for one run (or every run when RunId is null). Answered with <see cref="RunStatusReport"/>.</summary>
+[MessagePackObject]
+public sealed record GetRunStatus([property: Key(0)] string? RunId) : IRunCommand;
+
+[MessagePackObject]
+public sealed record RunStatusReport([property: Key(0)] RunSummary[] Runs) : IRunCommand;
+
+public enum RunState : byte { Submitted = 0, PreparingTeacher = 1, Training = 2, Completed = 3, Failed = 4 }
+
+/// <summary>What `status` shows for a run: progress, accuracy and the pipeline's queue depths.</summary>
+[MessagePackObject]
+public sealed record RunSummary(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string Name,
+    [property: Key(2)] string Method,
+    [property: Key(3)] RunState State,
+    [property: Key(4)] long StudentStep,
+    [property: Key(5)] long TotalSteps,
+    [property: Key(6)] long GeneratedBatches,
+    [property: Key(7)] int PoolBatches,
+    [property: Key(8)] int GeneratorQueue,
+    [property: Key(9)] int StudentInFlight,
+    [property: Key(10)] double? TeacherAccuracy,
+    [property: Key(11)] double? StudentAccuracy,
+    [property: Key(12)] string? Message,
+    [property: Key(13)] string? Node);
+
+/// <summary>A generator or student entity's progress, sent to the coordinator now and then.</summary>
+[MessagePackObject]
+public sealed record EntityProgress(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string EntityId,
+    [property: Key(2)] long Step,
+    [property: Key(3)] long TotalSteps,
+    [property: Key(4)] int Queue,
+    [property: Key(5)] int PoolBatches,
+    [property: Key(6)] double? Accuracy,
+    [property: Key(7)] string Node) : IRunCommand;
+
+/// <summary>The teacher entity has its trained teacher (stored as a content-addressed blob).</summary>
+[MessagePackObject]
+public sealed record TeacherReady(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string TeacherBlob,
+    [property: Key(2)] double Accuracy) : IRunCommand;
+
+/// <summary>Student replica 0 finished the run's last step.</summary>
+[MessagePackObject]
+public sealed record StudentFinished(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string EntityId,
+    [property: Key(2)] double Accuracy,
+    [property: Key(3)] double BestAccuracy,
+    [property: Key(4)] long Steps,
+    [property: Key(5)] string StudentBlob) : IRunCommand;
+
+/// <summary>An entity cannot go on (bad spec on this node, divergence beyond the guard, corrupt state with no fallback).</summary>
+[MessagePackObject]
+public sealed record EntityFailed(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string EntityId,
+    [property: Key(2)] string Reason) : IRunCommand;

@@ -1,0 +1,29 @@
+using System.Collections.Immutable;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>The coordinator's persisted state: every run it accepted and how it ended. Pure.</summary>
+public sealed record CoordinatorState(ImmutableSortedDictionary<string, RunRecord> Runs)
+{
+    public static readonly CoordinatorState Empty = new(ImmutableSortedDictionary<string, RunRecord>.Empty);
+
+    public CoordinatorState Apply(IPersistedEvent e) => e switch
+    {
+        RunSubmitted s => new(Runs.SetItem(s.RunId, new RunRecord(s.RunId, s.SpecYaml, s.SpecFile, s.SubmittedUtc, null, null, false, false, null, null, 0, null, null))),
+        RunTeacherReady t => Update(t.RunId, r => r with { TeacherBlob = t.TeacherBlob, TeacherAccuracy = t.Accuracy }),
+        RunCompleted c => Update(c.RunId, r => r with { Completed = true, Accuracy = c.Accuracy, BestAccuracy = c.BestAccuracy, Steps = c.Steps, CompletedUtc = c.CompletedUtc }),
+        RunFailed f => Update(f.RunId, r => r with { Failed = true, Message = f.Reason }),
+        _ => throw new ArgumentException($"{e.GetType().Name} is not a coordinator event"),
+    };
+
+    private CoordinatorState Update(string runId, Func<RunRecord, RunRecord> f) =>
+        Runs.TryGetValue(runId, out var r) ? new(Runs.SetItem(runId, f(r))) : this;
+
+    public IEnumerable<RunRecord> Active => Runs.Values.Where(r => !r.Completed && !r.Failed);
+
+    public CoordinatorSnapshot ToSnapshot() => new(Runs.Values.ToArray());
+
+    public static CoordinatorState FromSnapshot(CoordinatorSnapshot s) => new(s.Runs.ToImmutableSortedDictionary(r => r.RunId, r => r));
+}

@@ -1,0 +1,271 @@
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Akka.Event;
+using Akka.Persistence;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Tensors;
+using Cluster.Node.Hosting;
+using Distill.Engine.Methods;
+using Distill.Engine.Models;
+using Distill.Engine.Specs;
+using MessagePack;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// A run's DAFL generator (sharded entity "run/generator/0"). It synthesises batches on demand
+/// only (students pull, so memory stays bounded), stores each batch as a blob and journals it
+/// before anyone sees it, and re-serves stored batches to a student that asks again after a
+/// failover, so no batch is lost or trained twice. Its weights, optimiser and RNG are
+/// checkpointed; after a restart it replays the steps since its checkpoint so that its next batch
+/// is the one an uninterrupted run would have produced.
+/// </summary>
+public sealed class GeneratorEntity : ReceivePersistentActor
+{
+    public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new GeneratorEntity(entityId, services));
+
+    private sealed record Synthesized(long Seq, byte[] Batch, TensorPayload Images, IReadOnlyDictionary<string, double>? Metrics) : INoSerializationVerificationNeeded;
+    private sealed record Replayed(long Steps, int Identical) : INoSerializationVerificationNeeded;
+    private sealed record EngineReady(DaflSynthesizer Synthesizer, Classifier Teacher, long RestoredStep, string? Warning) : INoSerializationVerificationNeeded;
+
+    private readonly string entityId;
+    private readonly NodeServices services;
+    private readonly ILoggingAdapter log = Context.GetLogger();
+    private EntityState state = EntityState.Empty;
+    private RunSpec? spec;
+    private DaflSynthesizer? synth;
+    private Classifier? teacher;
+    private bool busy;
+    /// <summary>Sequence numbers asked for and not produced yet, with who asked.</summary>
+    private readonly SortedDictionary<long, HashSet<string>> wanted = [];
+    private readonly Dictionary<string, long> releasedBy = [];
+    private int eventsSinceSnapshot;
+
+    public GeneratorEntity(string entityId, NodeServices services)
+    {
+        this.entityId = entityId;
+        this.services = services;
+
+        Recover<SnapshotOffer>(o => { if (o.Snapshot is EntitySnapshot s) state = EntityState.FromSnapshot(s); });
+        Recover<IPersistedEvent>(e => state = state.Apply(e));
+        Recover<RecoveryCompleted>(_ => { if (state.Started && !state.Finished) StartEngine(); });
+
+        Command<StartEntity>(OnStart);
+        Command<RequestBatches>(OnRequest);
+        Command<ReleaseBatches>(OnRelease);
+        Command<EngineReady>(OnEngineReady);
+        Command<Synthesized>(OnSynthesized);
+        Command<Replayed>(r =>
+        {
+            busy = false;
+            log.Info("{0}: replayed {1} generator steps after restart ({2} of them reproduced the stored batch bit for bit)", entityId, r.Steps, r.Identical);
+            Produce();
+        });
+        Command<Status.Failure>(f => Fail($"generator failed: {f.Cause.Message}"));
+        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(entityId, state.Started, synth?.Step ?? 0, state.Produced, wanted.Count,
+            state.Pool.Count, services.NodeName, state.Finished ? "finished" : busy ? "synthesising" : "idle")));
+        Command<StopEntity>(_ => Finish());
+        Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
+        Command<SaveSnapshotFailure>(f => log.Warning("{0}: snapshot failed: {1}", entityId, f.Cause.Message));
+        Command<DeleteMessagesSuccess>(_ => { });
+        Command<DeleteMessagesFailure>(f => log.Warning("{0}: journal cleanup failed: {1}", entityId, f.Cause.Message));
+    }
+
+    public override string PersistenceId => $"generator-{entityId}";
+
+    private string RunId => state.RunId!;
+
+    private long CheckpointEvery => spec!.Cluster.GeneratorCheckpointEvery > 0 ? spec.Cluster.GeneratorCheckpointEvery
+        : spec.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : spec.Dafl!.EvalEvery;
+
+    private void OnStart(StartEntity m)
+    {
+        if (state.Started) return;
+        if (m.TeacherBlob is null) { Sender.Tell(new EntityFailed(m.RunId, entityId, "a generator needs the trained teacher")); return; }
+        Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e =>
+        {
+            state = state.Apply(e);
+            StartEngine();
+        });
+    }
+
+    /// <summary>Builds the synthesiser off the mailbox: load the teacher, restore the newest good checkpoint.</summary>
+    private void StartEngine()
+    {
+        try { spec = EngineAccess.ParseSpec(state.SpecYaml!, RunId); }
+        catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
+        if (spec.Dafl is null) { Fail($"method {spec.Method} has no generator"); return; }
+        busy = true;
+        var s = spec;
+        var st = state;
+        Task.Run(() =>
+        {
+            var device = EngineAccess.DeviceFor(s);
+            var data = services.Data(s.Data);
+            var t = EngineAccess.LoadModel(s.Teacher!.Arch, data, s.Data.ImageSize, services.Blobs.Get(st.TeacherBlob!), device);
+            var g = EngineAccess.Seeded(s.Seed, () => new DaflSynthesizer(t, s.Dafl!, device, s.Seed));
+            var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, services.Blobs, g.LoadState, RunId, entityId);
+            return new EngineReady(g, t, step, warning);
+        }).PipeTo(Self);
+    }
+
+    private void OnEngineReady(EngineReady r)
+    {
+        synth = r.Synthesizer;
+        teacher = r.Teacher;
+        if (r.Warning is not null) { log.Error(r.Warning); services.Coordinator.Tell(new EntityProgress(RunId, entityId, synth.Step, spec!.Dafl!.Steps, 0, state.Pool.Count, null, r.Warning)); }
+        log.Info("{0}: generator ready at step {1}, {2} batches produced, {3} in the pool", entityId, synth.Step, state.Produced, state.Pool.Count);
+        if (synth.Step < state.Produced)
+        {
+            // batches after the checkpoint are stored already: replay those steps without emitting
+            var from = synth.Step;
+            var upTo = state.Produced;
+            var pool = state.Pool;
+            var g = synth;
+            Task.Run(() =>
+            {
+                var identical = 0;
+                while (g.Step < upTo)
+                {
+                    using var o = g.Synthesize(false);
+                    if (pool.TryGetValue(g.Step, out var blob) && BlobStoreHash(o) == blob) identical++;
+                }
+                return new Replayed(upTo - from, identical);
+            }).PipeTo(Self);
+            return;
+        }
+        busy = false;
+        Produce();
+    }
+
+    private static string BlobStoreHash(SynthesisOutput o) =>
+        Storage.BlobStore.Hash(MessagePackSerializer.Serialize(TensorWire.ToPayload(o.Images)));
+
+    private void OnRequest(RequestBatches m)
+    {
+        if (!state.Started) { log.Warning("{0}: batches requested before the run started; ignored (the student asks again)", entityId); return; }
+        for (var seq = m.FromSeq; seq < m.FromSeq + m.Count && seq <= spec!.Dafl!.Steps; seq++)
+        {
+            if (seq <= state.ReleasedUpTo)
+            {
+                log.Warning("{0}: {1} asked for batch {2}, which every student had checkpointed past; not resent", entityId, m.ReplyTo, seq);
+                continue;
+            }
+            if (state.Pool.TryGetValue(seq, out var blob))
+            {
+                // stored already (a student came back from a checkpoint): the same batch again, never a new one
+                var images = MessagePackSerializer.Deserialize<TensorPayload>(services.Blobs.Get(blob));
+                SendToTeacher(seq, images, m.ReplyTo);
+                continue;
+            }
+            if (!wanted.TryGetValue(seq, out var who)) wanted[seq] = who = [];
+            who.Add(m.ReplyTo);
+        }
+        Produce();
+    }
+
+    /// <summary>Synthesises the next batch if a student is waiting for one. One at a time, in order.</summary>
+    private void Produce()
+    {
+        if (busy || synth is null || state.Finished || wanted.Count == 0) return;
+        var next = state.Produced + 1;
+        if (wanted.Keys.Last() < next) { foreach (var k in wanted.Keys.Where(k => k < next).ToList()) wanted.Remove(k); return; }
+        busy = true;
+        var g = synth;
+        var wantMetrics = next % 50 == 0;
+        Task.Run(() =>
+        {
+            using var o = g.Synthesize(wantMetrics);
+            var images = TensorWire.ToPayload(o.Images);
+            return new Synthesized(next, MessagePackSerializer.Serialize(images), images, o.Metrics);
+        }).PipeTo(Self);
+    }
+
+    private void OnSynthesized(Synthesized s)
+    {
+        // the batch is on disk and journaled before any student can see it
+        var blob = services.Blobs.Put(s.Batch);
+        Persist(new BatchStored(s.Seq, blob), e =>
+        {
+            state = state.Apply(e);
+            busy = false;
+            if (wanted.Remove(s.Seq, out var who))
+                foreach (var student in who) SendToTeacher(s.Seq, s.Images, student);
+            if (s.Metrics is { } m && m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
+                log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", entityId, s.Seq, classes);
+            if (s.Seq % 25 == 0)
+                services.Coordinator.Tell(new EntityProgress(RunId, entityId, synth!.Step, spec!.Dafl!.Steps, wanted.Count, state.Pool.Count, null, services.NodeName));
+            if (s.Seq % CheckpointEvery == 0 || s.Seq == spec!.Dafl!.Steps) Checkpoint();
+            else MaybeSnapshot();
+            Produce();
+        });
+    }
+
+    private void Checkpoint()
+    {
+        var bytes = EngineAccess.Save(synth!.SaveState);
+        var blob = services.Blobs.Put(bytes);
+        var old = state.Checkpoints;
+        Persist(new CheckpointWritten(synth.Step, state.Produced, blob, null, 0), e =>
+        {
+            state = state.Apply(e);
+            foreach (var gone in old.Where(c => !state.Checkpoints.Contains(c) && state.Checkpoints.All(k => k.Blob != c.Blob))) services.Blobs.Delete(gone.Blob);
+            MaybeSnapshot();
+        });
+    }
+
+    private void OnRelease(ReleaseBatches m)
+    {
+        if (spec is null) return;
+        releasedBy[m.Student] = Math.Max(releasedBy.GetValueOrDefault(m.Student), m.UpToSeq);
+        if (releasedBy.Count < spec.Cluster.Replicas) return;
+        var upTo = releasedBy.Values.Min();
+        if (upTo <= state.ReleasedUpTo) return;
+        var gone = state.Pool.Where(kv => kv.Key <= upTo).Select(kv => kv.Value).ToList();
+        Persist(new BatchesReleased(upTo), e =>
+        {
+            state = state.Apply(e);
+            foreach (var b in gone) services.Blobs.Delete(b);
+            MaybeSnapshot();
+        });
+    }
+
+    private void MaybeSnapshot()
+    {
+        if (++eventsSinceSnapshot < 200) return;
+        eventsSinceSnapshot = 0;
+        SaveSnapshot(state.ToSnapshot());
+    }
+
+    private void SendToTeacher(long seq, TensorPayload images, string student) =>
+        services.Teachers.Tell(new LabelBatch(Contracts.EntityId.Teacher(RunId), seq, images, student));
+
+    private void Fail(string reason)
+    {
+        busy = false;
+        log.Error("{0}: {1}", entityId, reason);
+        if (state.RunId is not null) services.Coordinator.Tell(new EntityFailed(state.RunId, entityId, reason));
+    }
+
+    private void Finish()
+    {
+        if (state.Finished) { Context.Parent.Tell(new Passivate(PoisonPill.Instance)); return; }
+        var pool = state.Pool.Values.ToList();
+        Persist(new EntityFinished(synth?.Step ?? 0), e =>
+        {
+            state = state.Apply(e);
+            foreach (var b in pool) services.Blobs.Delete(b);
+            Context.Parent.Tell(new Passivate(PoisonPill.Instance));
+        });
+    }
+
+    protected override void PostStop()
+    {
+        synth?.Dispose();
+        teacher?.Dispose();
+        base.PostStop();
+    }
+}

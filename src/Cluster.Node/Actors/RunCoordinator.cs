@@ -1,0 +1,223 @@
+using System.Text.Json;
+using Akka.Actor;
+using Akka.Event;
+using Akka.Persistence;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Node.Hosting;
+using Distill.Engine.Runs;
+using Distill.Engine.Specs;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// The run coordinator, a persisted cluster singleton on the seed role. It accepts run specs,
+/// has the teacher prepared, starts the generator and student entities (sharding places them on
+/// GPU nodes), tracks their progress and writes the run's result. Starting an entity is
+/// idempotent, so after a failover or a full restart it simply starts every unfinished run's
+/// entities again, and each resumes from its own persisted state.
+/// </summary>
+public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
+{
+    public const string Name = "run-coordinator";
+
+    public static Props GetProps(NodeServices services) => Props.Create(() => new RunCoordinator(services));
+
+    private sealed record Nudge : INoSerializationVerificationNeeded
+    {
+        public static readonly Nudge Instance = new();
+    }
+
+    private readonly NodeServices services;
+    private readonly ILoggingAdapter log = Context.GetLogger();
+    private CoordinatorState state = CoordinatorState.Empty;
+    /// <summary>Live progress by run (not persisted: the entities report it again).</summary>
+    private readonly Dictionary<string, Live> live = [];
+    private int eventsSinceSnapshot;
+
+    private sealed class Live
+    {
+        public long StudentStep, TotalSteps, Generated;
+        public int Pool, GeneratorQueue, InFlight;
+        public double? Accuracy;
+        public string? Message, Node;
+    }
+
+    public RunCoordinator(NodeServices services)
+    {
+        this.services = services;
+        Recover<SnapshotOffer>(o => { if (o.Snapshot is CoordinatorSnapshot s) state = CoordinatorState.FromSnapshot(s); });
+        Recover<IPersistedEvent>(e => state = state.Apply(e));
+        Recover<RecoveryCompleted>(_ =>
+        {
+            log.Info("run coordinator up: {0} runs, {1} unfinished", state.Runs.Count, state.Active.Count());
+            Timers.StartPeriodicTimer("nudge", Nudge.Instance, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10));
+        });
+
+        Command<SubmitRun>(OnSubmit);
+        Command<TeacherReady>(OnTeacherReady);
+        Command<EntityProgress>(OnProgress);
+        Command<StudentFinished>(OnFinished);
+        Command<EntityFailed>(OnFailed);
+        Command<GetRunStatus>(m => Sender.Tell(new RunStatusReport(state.Runs.Values
+            .Where(r => m.RunId is null || r.RunId == m.RunId).Select(Summary).ToArray())));
+        Command<Nudge>(_ => { foreach (var r in state.Active) StartEntities(r); });
+        Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
+        Command<SaveSnapshotFailure>(f => log.Warning("coordinator snapshot failed: {0}", f.Cause.Message));
+        Command<DeleteMessagesSuccess>(_ => { });
+        Command<DeleteMessagesFailure>(_ => { });
+    }
+
+    public override string PersistenceId => "run-coordinator";
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    private void OnSubmit(SubmitRun m)
+    {
+        RunSpec spec;
+        try { spec = SpecParser.Parse(m.SpecYaml, m.SpecFile); }
+        catch (SpecException e) { Sender.Tell(new RunRejected($"spec refused: {e.Message}")); return; }
+        if (spec.Method != Method.Dafl)
+        {
+            Sender.Tell(new RunRejected($"{m.SpecFile}: method '{SpecParser.MethodName(spec.Method)}' runs in the engine alone " +
+                                        "(Cluster.Seed run --engine); the actor pipeline runs dafl"));
+            return;
+        }
+        var runId = m.RunId ?? $"{spec.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}";
+        if (!EntityId.IsValidRunId(runId)) { Sender.Tell(new RunRejected($"run id '{runId}': use letters, digits, '.', '_' and '-'")); return; }
+        if (state.Runs.TryGetValue(runId, out var known))
+        {
+            if (known.SpecYaml != m.SpecYaml) { Sender.Tell(new RunRejected($"run {runId} exists with a different spec; choose another run id")); return; }
+            Sender.Tell(new RunAccepted(runId, AlreadyKnown: true));
+            return;
+        }
+        var sender = Sender;
+        PersistAndSnapshot(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, DateTime.UtcNow), () =>
+        {
+            var dir = Path.Combine(services.Options.RunsDir, runId);
+            Directory.CreateDirectory(dir);
+            File.WriteAllText(Path.Combine(dir, "spec.yaml"), m.SpecYaml);
+            log.Info("run {0} accepted ({1})", runId, m.SpecFile);
+            sender.Tell(new RunAccepted(runId, AlreadyKnown: false));
+            StartEntities(state.Runs[runId]);
+        });
+    }
+
+    /// <summary>Teacher first; once it is ready, the generator and every student replica. Idempotent.</summary>
+    private void StartEntities(RunRecord r)
+    {
+        if (r.TeacherBlob is null)
+        {
+            services.Teachers.Tell(new StartEntity(EntityId.Teacher(r.RunId), r.RunId, r.SpecYaml, null));
+            return;
+        }
+        var spec = SpecParser.Parse(r.SpecYaml, r.SpecFile);
+        services.Teachers.Tell(new StartEntity(EntityId.Teacher(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob));
+        services.Generators.Tell(new StartEntity(EntityId.Generator(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob));
+        for (var i = 0; i < spec.Cluster.Replicas; i++)
+            services.Students.Tell(new StartEntity(EntityId.Student(r.RunId, i), r.RunId, r.SpecYaml, r.TeacherBlob));
+    }
+
+    private void OnTeacherReady(TeacherReady m)
+    {
+        if (!state.Runs.TryGetValue(m.RunId, out var r) || r.TeacherBlob is not null || r.Completed || r.Failed) return;
+        PersistAndSnapshot(new RunTeacherReady(m.RunId, m.TeacherBlob, m.Accuracy), () =>
+        {
+            log.Info("run {0}: teacher ready, {1:F2}% test accuracy", m.RunId, m.Accuracy);
+            StartEntities(state.Runs[m.RunId]);
+        });
+    }
+
+    private void OnProgress(EntityProgress p)
+    {
+        if (!state.Runs.ContainsKey(p.RunId)) return;
+        var l = live.TryGetValue(p.RunId, out var x) ? x : live[p.RunId] = new Live();
+        var kind = EntityId.Parse(p.EntityId).Kind;
+        if (kind == EntityKinds.Student)
+        {
+            l.StudentStep = p.Step;
+            l.TotalSteps = p.TotalSteps;
+            l.InFlight = p.Queue;
+            l.Node = p.Node;
+            if (p.Accuracy is { } a) l.Accuracy = a;
+        }
+        else if (kind == EntityKinds.Generator)
+        {
+            l.Generated = p.Step;
+            l.GeneratorQueue = p.Queue;
+            l.Pool = p.PoolBatches;
+        }
+        if (p.Node.StartsWith("run ")) l.Message = p.Node;   // recovery warnings ride in the node field
+    }
+
+    private void OnFinished(StudentFinished m)
+    {
+        if (!state.Runs.TryGetValue(m.RunId, out var r) || r.Completed) return;
+        PersistAndSnapshot(new RunCompleted(m.RunId, m.Accuracy, m.BestAccuracy, m.Steps, m.StudentBlob, DateTime.UtcNow), () =>
+        {
+            var done = state.Runs[m.RunId];
+            WriteResult(done, m);
+            log.Info("run {0} completed: student {1:F2}% (best {2:F2}%) after {3} steps", m.RunId, m.Accuracy, m.BestAccuracy, m.Steps);
+            var spec = SpecParser.Parse(done.SpecYaml, done.SpecFile);
+            services.Generators.Tell(new StopEntity(EntityId.Generator(m.RunId)));
+            services.Teachers.Tell(new StopEntity(EntityId.Teacher(m.RunId)));
+            for (var i = 0; i < spec.Cluster.Replicas; i++) services.Students.Tell(new StopEntity(EntityId.Student(m.RunId, i)));
+        });
+    }
+
+    private void WriteResult(RunRecord r, StudentFinished m)
+    {
+        var spec = SpecParser.Parse(r.SpecYaml, r.SpecFile);
+        var dir = Path.Combine(services.Options.RunsDir, r.RunId);
+        Directory.CreateDirectory(dir);
+        if (m.StudentBlob.Length > 0 && services.Blobs.Exists(m.StudentBlob))
+            File.WriteAllBytes(Path.Combine(dir, "student.pt"), services.Blobs.Get(m.StudentBlob));
+        var result = new RunResult
+        {
+            RunId = r.RunId,
+            Name = spec.Name,
+            Method = SpecParser.MethodName(spec.Method),
+            Dataset = spec.Data.Name,
+            TeacherArch = spec.Teacher?.Arch,
+            StudentArch = spec.Student.Arch,
+            TeacherAccuracy = r.TeacherAccuracy,
+            StudentAccuracy = m.Accuracy,
+            BestStudentAccuracy = m.BestAccuracy,
+            Steps = m.Steps,
+            WallSeconds = Math.Round((DateTime.UtcNow - r.SubmittedUtc).TotalSeconds, 1),
+            Device = spec.Device,
+            Seed = spec.Seed,
+            StudentUsedRealData = false,
+            SynthesisedImages = m.Steps * spec.Dafl!.BatchSize,
+            Pipeline = $"actors ({spec.Cluster.Replicas} student replica(s))",
+        };
+        File.WriteAllText(Path.Combine(dir, "result.json"), JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    private void OnFailed(EntityFailed m)
+    {
+        if (!state.Runs.TryGetValue(m.RunId, out var r) || r.Completed || r.Failed) return;
+        PersistAndSnapshot(new RunFailed(m.RunId, $"{m.EntityId}: {m.Reason}"), () => log.Error("run {0} failed: {1}: {2}", m.RunId, m.EntityId, m.Reason));
+    }
+
+    private void PersistAndSnapshot(IPersistedEvent e, Action then)
+    {
+        Persist(e, ev =>
+        {
+            state = state.Apply(ev);
+            then();
+            if (++eventsSinceSnapshot >= 20) { eventsSinceSnapshot = 0; SaveSnapshot(state.ToSnapshot()); }
+        });
+    }
+
+    private RunSummary Summary(RunRecord r)
+    {
+        var l = live.GetValueOrDefault(r.RunId);
+        var spec = SpecParser.Parse(r.SpecYaml, r.SpecFile);
+        var runState = r.Completed ? RunState.Completed : r.Failed ? RunState.Failed : r.TeacherBlob is null ? RunState.PreparingTeacher : RunState.Training;
+        return new RunSummary(r.RunId, spec.Name, SpecParser.MethodName(spec.Method), runState,
+            r.Completed ? r.Steps : l?.StudentStep ?? 0, spec.Dafl?.Steps ?? 0, l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
+            r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy, r.Message ?? l?.Message, l?.Node);
+    }
+}

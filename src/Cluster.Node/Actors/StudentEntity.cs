@@ -1,0 +1,326 @@
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Akka.Event;
+using Akka.Persistence;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Students;
+using Cluster.Node.Hosting;
+using Distill.Engine.Methods;
+using Distill.Engine.Specs;
+using Distill.Engine.Training;
+using static TorchSharp.torch;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// One replica of a run's student (sharded entity "run/student/r", remembered). It pulls labelled
+/// batches in order with a bounded window, trains on them (replicas on their slice of each batch,
+/// all-reducing gradients in replica order), evaluates, and checkpoints at the spec's interval.
+/// After its node dies it comes back elsewhere from its newest good checkpoint and asks for the
+/// batches after it, which the generator re-serves from its pool.
+/// </summary>
+public sealed class StudentEntity : ReceivePersistentActor
+{
+    public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new StudentEntity(entityId, services));
+
+    private sealed record EngineReady(SoftTargetStudent Student, string? Warning, double Best) : INoSerializationVerificationNeeded;
+    private sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights) : INoSerializationVerificationNeeded;
+    private sealed record GradientReady(long Seq, Tensor Gradient) : INoSerializationVerificationNeeded;
+
+    private readonly string entityId;
+    private readonly EntityId id;
+    private readonly NodeServices services;
+    private readonly ILoggingAdapter log = Context.GetLogger();
+    private EntityState state = EntityState.Empty;
+    private RunSpec? spec;
+    private SoftTargetStudent? student;
+    private DataSplits? data;
+    private bool busy;
+    private long requestedUpTo;
+    private double best = double.NegativeInfinity;
+    private readonly SortedDictionary<long, LabelledBatch> buffer = [];
+    /// <summary>Gradient chunks by step, then replica: arrive in any order, summed in replica order.</summary>
+    private readonly Dictionary<long, Dictionary<int, float[]>> gradients = [];
+    private readonly Dictionary<long, Dictionary<int, (int Received, int Expected)>> chunksSeen = [];
+    private int eventsSinceSnapshot;
+
+    public StudentEntity(string entityId, NodeServices services)
+    {
+        this.entityId = entityId;
+        id = EntityId.Parse(entityId);
+        this.services = services;
+
+        Recover<SnapshotOffer>(o => { if (o.Snapshot is EntitySnapshot s) state = EntityState.FromSnapshot(s); });
+        Recover<IPersistedEvent>(e => state = state.Apply(e));
+        Recover<RecoveryCompleted>(_ => { if (state.Started && !state.Finished) StartEngine(); });
+
+        Command<StartEntity>(m =>
+        {
+            if (state.Started) { if (state.Finished) ReportFinishedAgain(); return; }
+            if (m.TeacherBlob is null) return;
+            Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e => { state = state.Apply(e); StartEngine(); });
+        });
+        Command<EngineReady>(OnEngineReady);
+        Command<LabelledBatch>(OnBatch);
+        Command<GradientReady>(OnOwnGradient);
+        Command<GradientChunk>(OnChunk);
+        Command<Trained>(OnTrained);
+        Command<Status.Failure>(f => Fail($"student failed: {f.Cause.Message}"));
+        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(entityId, state.Started, student?.Step ?? 0, (student?.Step ?? 0) + 1,
+            buffer.Count, (int)Math.Max(0, requestedUpTo - (student?.Step ?? 0)), services.NodeName, state.Finished ? "finished" : busy ? "training" : "waiting")));
+        Command<StopEntity>(_ => Context.Parent.Tell(new Passivate(PoisonPill.Instance)));
+        Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
+        Command<SaveSnapshotFailure>(f => log.Warning("{0}: snapshot failed: {1}", entityId, f.Cause.Message));
+        Command<DeleteMessagesSuccess>(_ => { });
+        Command<DeleteMessagesFailure>(f => log.Warning("{0}: journal cleanup failed: {1}", entityId, f.Cause.Message));
+    }
+
+    public override string PersistenceId => $"student-{entityId}";
+
+    private string RunId => state.RunId!;
+    private int Replicas => spec!.Cluster.Replicas;
+    private long Total => spec!.Dafl!.Steps;
+    private long EvalEvery => spec!.Dafl!.EvalEvery;
+    private long CheckpointEvery => spec!.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : EvalEvery;
+    private long NextSeq => student!.Step + 1;
+
+    private void StartEngine()
+    {
+        try { spec = EngineAccess.ParseSpec(state.SpecYaml!, RunId); }
+        catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
+        if (spec.Dafl is null) { Fail($"method {spec.Method}: the student pipeline runs DAFL"); return; }
+        if (id.Index >= spec.Cluster.Replicas) { Fail($"replica {id.Index} of a run with {spec.Cluster.Replicas} replicas"); return; }
+        busy = true;
+        var s = spec;
+        var st = state;
+        Task.Run(() =>
+        {
+            var device = EngineAccess.DeviceFor(s);
+            data = services.Data(s.Data);
+            SoftTargetStudent Fresh() => new(EngineAccess.NewStudent(s, data, device), s.Student.Train, s.Dafl!.Steps);
+            var trainer = Fresh();
+            var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, services.Blobs, trainer.LoadState, st.RunId!, entityId);
+            if (step == 0 && warning is not null)
+            {
+                // a failed load may have left part of a checkpoint in the model: start clean
+                trainer.Model.Dispose();
+                trainer.Dispose();
+                trainer = Fresh();
+            }
+            var bestSoFar = st.Checkpoints.Where(c => c.Step <= trainer.Step).Select(c => c.BestAccuracy).DefaultIfEmpty(double.NegativeInfinity).Max();
+            return new EngineReady(trainer, warning, bestSoFar);
+        }).PipeTo(Self);
+    }
+
+    private void OnEngineReady(EngineReady r)
+    {
+        student = r.Student;
+        best = r.Best;
+        busy = false;
+        if (r.Warning is not null)
+        {
+            log.Error(r.Warning);
+            services.Coordinator.Tell(new EntityProgress(RunId, entityId, student.Step, Total, 0, 0, null, r.Warning));
+        }
+        log.Info("{0}: student ready at step {1} of {2}", entityId, student.Step, Total);
+        requestedUpTo = student.Step;
+        RequestMore();
+        TryTrain();
+    }
+
+    /// <summary>Keeps at most Window batches requested and not yet trained: the backpressure.</summary>
+    private void RequestMore()
+    {
+        var target = Math.Min(Total, student!.Step + spec!.Cluster.Window);
+        if (target <= requestedUpTo) return;
+        services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), requestedUpTo + 1, (int)(target - requestedUpTo), entityId));
+        requestedUpTo = target;
+    }
+
+    private void OnBatch(LabelledBatch b)
+    {
+        if (student is null || b.Seq < NextSeq || b.Seq > requestedUpTo) return;   // a duplicate or stale delivery
+        buffer[b.Seq] = b;
+        TryTrain();
+    }
+
+    private void TryTrain()
+    {
+        if (busy || student is null || state.Finished || student.Done || !buffer.TryGetValue(NextSeq, out var batch)) return;
+        busy = true;
+        var device = EngineAccess.DeviceFor(spec!);
+        var s = student;
+        var seq = batch.Seq;
+        if (Replicas == 1)
+        {
+            Task.Run(() =>
+            {
+                using var images = TensorWire.ToTensor(batch.Images, device);
+                using var probs = TensorWire.ToTensor(batch.SoftLabels, device);
+                var loss = s.TrainStep(images, probs, batch.Temperature, wantLoss: seq % 25 == 0);
+                return AfterStep(seq, loss);
+            }).PipeTo(Self);
+            return;
+        }
+        var (r, n) = (id.Index, Replicas);
+        Task.Run(() =>
+        {
+            // this replica's contiguous slice of the batch
+            using var images = TensorWire.ToTensor(batch.Images, device);
+            using var probs = TensorWire.ToTensor(batch.SoftLabels, device);
+            var per = images.shape[0] / n;
+            using var x = images.narrow(0, r * per, per);
+            using var p = probs.narrow(0, r * per, per);
+            var (g, _) = s.ComputeGradient(x, p, batch.Temperature);
+            return new GradientReady(seq, g);
+        }).PipeTo(Self);
+    }
+
+    private void OnOwnGradient(GradientReady g)
+    {
+        using var grad = g.Gradient;
+        var flat = grad.data<float>().ToArray();
+        var chunk = spec!.Cluster.GradientChunk;
+        var count = (int)((flat.Length + chunk - 1) / chunk);
+        for (var peer = 0; peer < Replicas; peer++)
+        {
+            if (peer == id.Index) continue;
+            for (var c = 0; c < count; c++)
+            {
+                var offset = (long)c * chunk;
+                var len = (int)Math.Min(chunk, flat.Length - offset);
+                var bytes = new byte[len * 4];
+                Buffer.BlockCopy(flat, (int)offset * 4, bytes, 0, bytes.Length);
+                services.Students.Tell(new GradientChunk(EntityId.Student(RunId, peer), g.Seq, id.Index, c, count, offset,
+                    new Contracts.Tensors.TensorPayload([len], Contracts.Tensors.WireDType.Float32, bytes)));
+            }
+        }
+        Slot(g.Seq)[id.Index] = flat;
+        Progress(g.Seq)[id.Index] = (1, 1);
+        TryReduce(g.Seq);
+    }
+
+    private Dictionary<int, float[]> Slot(long step) => gradients.TryGetValue(step, out var d) ? d : gradients[step] = [];
+
+    private void OnChunk(GradientChunk c)
+    {
+        if (student is null || c.Step < NextSeq) return;   // late duplicate of a step already applied
+        var size = student.GradientSize;
+        var slot = Slot(c.Step);
+        if (!slot.TryGetValue(c.FromReplica, out var flat)) slot[c.FromReplica] = flat = new float[size];
+        if (c.Offset < 0 || c.Offset + c.Values.Data.Length / 4 > size)
+        {
+            Fail($"gradient chunk from replica {c.FromReplica} at offset {c.Offset} does not fit a model of {size} parameters");
+            return;
+        }
+        Buffer.BlockCopy(c.Values.Data, 0, flat, (int)c.Offset * 4, c.Values.Data.Length);
+        var p = Progress(c.Step);
+        p[c.FromReplica] = (p.GetValueOrDefault(c.FromReplica).Received + 1, c.ChunkCount);
+        TryReduce(c.Step);
+    }
+
+    private Dictionary<int, (int Received, int Expected)> Progress(long step) =>
+        chunksSeen.TryGetValue(step, out var d) ? d : chunksSeen[step] = [];
+
+    private void TryReduce(long step)
+    {
+        if (step != NextSeq || !gradients.TryGetValue(step, out var slot) || !chunksSeen.TryGetValue(step, out var seen)) return;
+        for (var r = 0; r < Replicas; r++)
+            if (!slot.ContainsKey(r) || !seen.TryGetValue(r, out var n) || n.Received != n.Expected) return;
+        gradients.Remove(step);
+        chunksSeen.Remove(step);
+        var s = student!;
+        var replicas = Replicas;
+        Task.Run(() =>
+        {
+            // fixed order: replica 0 + 1 + ... in float32, then / N; every replica computes the same bits
+            var sum = (float[])slot[0].Clone();
+            for (var r = 1; r < replicas; r++)
+            {
+                var g = slot[r];
+                for (var i = 0; i < sum.Length; i++) sum[i] += g[i];
+            }
+            for (var i = 0; i < sum.Length; i++) sum[i] /= replicas;
+            using var t = tensor(sum);
+            s.ApplyGradient(t);
+            return AfterStep(step, null);
+        }).PipeTo(Self);
+    }
+
+    /// <summary>Runs after a step, off the mailbox: evaluation and checkpoint bytes when due.</summary>
+    private Trained AfterStep(long seq, double? loss)
+    {
+        var s = student!;
+        double? acc = null;
+        var final = s.Step >= Total;
+        if (id.Index == 0 && (s.Step % EvalEvery == 0 || final))
+            acc = Evaluation.Accuracy(s.Model, data!.TestX, data.TestY, EngineAccess.DeviceFor(spec!), spec!.Data.EvalBatch);
+        var checkpoint = s.Step % CheckpointEvery == 0 || final ? EngineAccess.Save(s.SaveState) : null;
+        var weights = final && id.Index == 0 ? EngineAccess.SaveModel(s.Model) : null;
+        return new Trained(seq, loss, acc, checkpoint, weights);
+    }
+
+    private void OnTrained(Trained t)
+    {
+        buffer.Remove(t.Seq);
+        busy = false;
+        if (t.Accuracy is { } a)
+        {
+            best = Math.Max(best, a);
+            log.Info("{0}: step {1}/{2} test accuracy {3:F2}%", entityId, student!.Step, Total, a);
+        }
+        if (t.Accuracy is not null || student!.Step % 25 == 0)
+            services.Coordinator.Tell(new EntityProgress(RunId, entityId, student!.Step, Total, buffer.Count, 0, t.Accuracy, services.NodeName));
+        if (t.Checkpoint is not null)
+        {
+            var blob = services.Blobs.Put(t.Checkpoint);
+            var old = state.Checkpoints;
+            var step = student!.Step;
+            Persist(new CheckpointWritten(step, t.Seq, blob, t.Accuracy, best), e =>
+            {
+                state = state.Apply(e);
+                foreach (var gone in old.Where(c => state.Checkpoints.All(k => k.Blob != c.Blob))) services.Blobs.Delete(gone.Blob);
+                // every batch up to here is in a checkpoint now: the generator may drop them
+                services.Generators.Tell(new ReleaseBatches(EntityId.Generator(RunId), entityId, t.Seq));
+                if (++eventsSinceSnapshot >= 50) { eventsSinceSnapshot = 0; SaveSnapshot(state.ToSnapshot()); }
+                if (t.Weights is not null) Finish(t);
+            });
+        }
+        RequestMore();
+        TryTrain();
+    }
+
+    private void Finish(Trained t)
+    {
+        var weights = services.Blobs.Put(t.Weights!);
+        Persist(new EntityFinished(student!.Step), e =>
+        {
+            state = state.Apply(e);
+            services.Coordinator.Tell(new StudentFinished(RunId, entityId, t.Accuracy ?? double.NaN, best, student.Step, weights));
+        });
+    }
+
+    private void ReportFinishedAgain()
+    {
+        if (id.Index != 0 || state.Checkpoints.LastOrDefault() is not { } last) return;
+        // the coordinator may have missed the first report; the last checkpoint holds the final model
+        services.Coordinator.Tell(new StudentFinished(RunId, entityId, last.Accuracy ?? double.NaN, last.BestAccuracy, last.Step, ""));
+    }
+
+    private void Fail(string reason)
+    {
+        busy = false;
+        log.Error("{0}: {1}", entityId, reason);
+        if (state.RunId is not null) services.Coordinator.Tell(new EntityFailed(state.RunId, entityId, reason));
+    }
+
+    protected override void PostStop()
+    {
+        student?.Model.Dispose();
+        student?.Dispose();
+        base.PostStop();
+    }
+}

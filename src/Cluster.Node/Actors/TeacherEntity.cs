@@ -1,0 +1,166 @@
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Akka.Event;
+using Akka.Persistence;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Tensors;
+using Cluster.Node.Hosting;
+using Distill.Engine.Methods;
+using Distill.Engine.Models;
+using Distill.Engine.Runs;
+using Distill.Engine.Specs;
+using TorchSharp;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// A run's teacher (sharded entity "run/teacher/0"). Asked to start without a teacher, it obtains
+/// one (the spec's checkpoint, the teacher cache, or training) and stores it as a blob; then it
+/// labels batches with the teacher's probabilities at temperature T and sends them on to the
+/// student that asked. Labels of recent batches are kept, so replicas of a student asking for the
+/// same batch cost one forward pass.
+/// </summary>
+public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
+{
+    public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new TeacherEntity(entityId, services));
+
+    private sealed record TeacherTrained(string Blob, double Accuracy) : INoSerializationVerificationNeeded;
+    private sealed record TeacherLoaded(Classifier Teacher) : INoSerializationVerificationNeeded;
+
+    private readonly string entityId;
+    private readonly NodeServices services;
+    private readonly ILoggingAdapter log = Context.GetLogger();
+    private EntityState state = EntityState.Empty;
+    private RunSpec? spec;
+    private Classifier? teacher;
+    private bool preparing;
+    private readonly Dictionary<long, TensorPayload> recent = [];
+
+    public TeacherEntity(string entityId, NodeServices services)
+    {
+        this.entityId = entityId;
+        this.services = services;
+        Recover<IPersistedEvent>(e => state = state.Apply(e));
+        Recover<SnapshotOffer>(o => { if (o.Snapshot is EntitySnapshot s) state = EntityState.FromSnapshot(s); });
+        Recover<RecoveryCompleted>(_ => { if (state.TeacherBlob is not null && !state.Finished) Load(); });
+
+        Command<StartEntity>(OnStart);
+        Command<TeacherTrained>(OnTrained);
+        Command<TeacherLoaded>(l =>
+        {
+            teacher = l.Teacher;
+            log.Info("{0}: teacher loaded", entityId);
+            Stash.UnstashAll();
+        });
+        Command<LabelBatch>(OnLabel);
+        Command<Status.Failure>(f =>
+        {
+            preparing = false;
+            var reason = $"teacher failed: {f.Cause.Message}";
+            log.Error("{0}: {1}", entityId, reason);
+            if (state.RunId is not null) services.Coordinator.Tell(new EntityFailed(state.RunId, entityId, reason));
+        });
+        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(entityId, state.Started, 0, 0, 0, 0, services.NodeName,
+            teacher is not null ? "labelling" : preparing ? "preparing teacher" : "waiting")));
+        Command<StopEntity>(_ => Persist(new EntityFinished(0), e =>
+        {
+            state = state.Apply(e);
+            Context.Parent.Tell(new Passivate(PoisonPill.Instance));
+        }));
+    }
+
+    public override string PersistenceId => $"teacher-{entityId}";
+
+    private void OnStart(StartEntity m)
+    {
+        if (state.TeacherBlob is not null)
+        {
+            // started before: tell the coordinator again (it may have missed the first answer)
+            services.Coordinator.Tell(new TeacherReady(state.RunId!, state.TeacherBlob, state.Checkpoints.LastOrDefault()?.Accuracy ?? 0));
+            return;
+        }
+        if (preparing) return;
+        RunSpec s;
+        try { s = EngineAccess.ParseSpec(m.SpecYaml, m.RunId); }
+        catch (Exception e) { services.Coordinator.Tell(new EntityFailed(m.RunId, entityId, $"spec unusable on this node: {e.Message}")); return; }
+        preparing = true;
+        var runDir = Path.Combine(services.Options.RunsDir, m.RunId);
+        var runId = m.RunId;
+        var yaml = m.SpecYaml;
+        Task.Run(() =>
+        {
+            var data = services.Data(s.Data);
+            var runner = new Runner(new RunnerOptions { RunsRoot = services.Options.RunsDir, DataCache = services.Options.DataCache, TeacherCache = services.Options.TeacherCache },
+                new PrefixWriter($"[{runId}] "));
+            var (t, acc, _) = runner.PrepareTeacher(s, data, runDir);
+            using (t)
+            {
+                var blob = services.Blobs.Put(EngineAccess.SaveModel(t));
+                return new TeacherTrained(blob, acc);
+            }
+        }).PipeTo(Self);
+        // remember the run now, so that a restart knows what it was preparing
+        if (!state.Started) Persist(new EntityStarted(runId, yaml, null), e => state = state.Apply(e));
+    }
+
+    private void OnTrained(TeacherTrained t)
+    {
+        preparing = false;
+        // the accuracy rides in a checkpoint record so that a restarted teacher can report it again
+        Persist(new EntityStarted(state.RunId!, state.SpecYaml!, t.Blob), e =>
+        {
+            state = state.Apply(e);
+            Persist(new CheckpointWritten(0, 0, t.Blob, t.Accuracy, t.Accuracy), c => state = state.Apply(c));
+            services.Coordinator.Tell(new TeacherReady(state.RunId!, t.Blob, t.Accuracy));
+            Load();
+        });
+    }
+
+    private void Load()
+    {
+        spec = EngineAccess.ParseSpec(state.SpecYaml!, state.RunId!);
+        var s = spec;
+        var blob = state.TeacherBlob!;
+        Task.Run(() =>
+        {
+            var device = EngineAccess.DeviceFor(s);
+            var t = EngineAccess.LoadModel(s.Teacher!.Arch, services.Data(s.Data), s.Data.ImageSize, services.Blobs.Get(blob), device);
+            RealDataTrainer.Freeze(t);
+            return new TeacherLoaded(t);
+        }).PipeTo(Self);
+    }
+
+    private void OnLabel(LabelBatch m)
+    {
+        if (teacher is null) { Stash.Stash(); return; }
+        var temperature = 1.0;   // DAFL's student loss: the teacher's plain softmax
+        if (!recent.TryGetValue(m.Seq, out var labels))
+        {
+            var device = EngineAccess.DeviceFor(spec!);
+            using var images = TensorWire.ToTensor(m.Images, device);
+            using var probs = SoftLabels.Label(teacher, images, temperature);
+            labels = TensorWire.ToPayload(probs, TensorWire.Parse(spec!.Cluster.SoftLabels));
+            recent[m.Seq] = labels;
+            var keep = 4 * spec.Cluster.Replicas + spec.Cluster.Window;
+            if (recent.Count > keep) foreach (var k in recent.Keys.Order().Take(recent.Count - keep).ToList()) recent.Remove(k);
+        }
+        services.Students.Tell(new LabelledBatch(m.ReplyTo, m.Seq, m.Images, labels, temperature));
+    }
+
+    protected override void PostStop()
+    {
+        teacher?.Dispose();
+        base.PostStop();
+    }
+}
+
+/// <summary>Console lines with a prefix (several runs may log from one node).</summary>
+internal sealed class PrefixWriter(string prefix) : TextWriter
+{
+    public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
+    public override void WriteLine(string? value) => Console.Out.WriteLine(prefix + value);
+    public override void Write(char value) => Console.Out.Write(value);
+}

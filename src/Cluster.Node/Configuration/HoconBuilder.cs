@@ -1,0 +1,106 @@
+using System.Globalization;
+using Akka.Configuration;
+
+namespace Cluster.Node.Configuration;
+
+/// <summary>All of the Akka configuration, in one place.</summary>
+public static class HoconBuilder
+{
+    public static Config Build(NodeOptions o)
+    {
+        string Q(string s) => "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\"";
+        string Secs(TimeSpan t) => t.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + "s";
+        var seeds = string.Join(", ", o.Seeds.Select(s => Q($"akka.tcp://{o.SystemName}@{s}")));
+        var roles = string.Join(", ", o.Roles.Select(Q));
+        var provider = o.Persistence.LinqToDbProvider;
+        var cs = Q(o.Persistence.ConnectionString);
+        // frames carry a message plus Akka's envelope
+        var frame = o.MaxMessageBytes + 256 * 1024;
+        var hocon = $$"""
+            clusterdistill.wire.max-message-bytes = {{o.MaxMessageBytes}}
+            akka {
+              loglevel = {{o.LogLevel}}
+              stdout-loglevel = {{o.LogLevel}}
+              loggers = ["Akka.Event.DefaultLogger"]
+              actor {
+                provider = cluster
+                serialize-messages = {{(o.SerializeAllMessages ? "on" : "off")}}
+                serializers { clusterdistill = "Cluster.Contracts.Serialization.ContractSerializer, Cluster.Contracts" }
+                serialization-bindings { "Cluster.Contracts.IWireMessage, Cluster.Contracts" = clusterdistill }
+              }
+              remote.dot-netty.tcp {
+                hostname = {{Q(o.Hostname)}}
+                port = {{o.Port}}
+                maximum-frame-size = {{frame}}b
+                send-buffer-size = {{Math.Max(frame * 2, 4 << 20)}}b
+                receive-buffer-size = {{Math.Max(frame * 2, 4 << 20)}}b
+              }
+              cluster {
+                seed-nodes = [{{seeds}}]
+                roles = [{{roles}}]
+                downing-provider-class = "Akka.Cluster.SBR.SplitBrainResolverProvider, Akka.Cluster"
+                split-brain-resolver {
+                  active-strategy = keep-majority
+                  stable-after = {{Secs(o.DowningStableAfter)}}
+                }
+                failure-detector.acceptable-heartbeat-pause = {{Secs(o.HeartbeatPause)}}
+                singleton { role = {{Roles.Seed}}, hand-over-retry-interval = 1s }
+                singleton-proxy { role = {{Roles.Seed}}, buffer-size = 1000 }
+                sharding {
+                  role = {{Roles.Gpu}}
+                  remember-entities = on
+                  remember-entities-store = eventsourced
+                  state-store-mode = persistence
+                  # sharding's own journal and snapshot tables, apart from the application's
+                  journal-plugin-id = "akka.persistence.journal.sharding"
+                  snapshot-plugin-id = "akka.persistence.snapshot-store.sharding"
+                  passivate-idle-entity-after = off
+                  rebalance-interval = 5s
+                }
+              }
+              persistence {
+                journal {
+                  plugin = "akka.persistence.journal.sql"
+                  sql {
+                    class = "Akka.Persistence.Sql.Journal.SqlWriteJournal, Akka.Persistence.Sql"
+                    connection-string = {{cs}}
+                    provider-name = "{{provider}}"
+                    auto-initialize = true
+                  }
+                  sharding {
+                    class = "Akka.Persistence.Sql.Journal.SqlWriteJournal, Akka.Persistence.Sql"
+                    plugin-dispatcher = "akka.persistence.dispatchers.default-plugin-dispatcher"
+                    connection-string = {{cs}}
+                    provider-name = "{{provider}}"
+                    auto-initialize = true
+                    default {
+                      journal.table-name = "sharding_journal"
+                      metadata.table-name = "sharding_journal_metadata"
+                      tag.table-name = "sharding_tags"
+                    }
+                  }
+                }
+                snapshot-store {
+                  plugin = "akka.persistence.snapshot-store.sql"
+                  sql {
+                    class = "Akka.Persistence.Sql.Snapshot.SqlSnapshotStore, Akka.Persistence.Sql"
+                    connection-string = {{cs}}
+                    provider-name = "{{provider}}"
+                    auto-initialize = true
+                  }
+                  sharding {
+                    class = "Akka.Persistence.Sql.Snapshot.SqlSnapshotStore, Akka.Persistence.Sql"
+                    plugin-dispatcher = "akka.persistence.dispatchers.default-plugin-dispatcher"
+                    connection-string = {{cs}}
+                    provider-name = "{{provider}}"
+                    auto-initialize = true
+                    default.snapshot.table-name = "sharding_snapshot"
+                  }
+                }
+              }
+              coordinated-shutdown.exit-clr = off
+            }
+            """;
+        return ConfigurationFactory.ParseString(hocon);
+    }
+}

@@ -1,0 +1,66 @@
+namespace Cluster.Node.Configuration;
+
+public static class Roles
+{
+    /// <summary>Control plane: the run coordinator singleton lives on seed nodes.</summary>
+    public const string Seed = "seed";
+    /// <summary>Hosts generator, teacher and student entities.</summary>
+    public const string Gpu = "gpu";
+}
+
+/// <summary>Where the journal lives: sqlite (embedded default, a file) or postgres (clusters).</summary>
+public sealed record PersistenceOptions(string Provider, string ConnectionString)
+{
+    public static PersistenceOptions Sqlite(string file) => new("sqlite", $"Data Source={Path.GetFullPath(file)};Default Timeout=30;Pooling=True");
+
+    public static PersistenceOptions Postgres(string connectionString) => new("postgres", connectionString);
+
+    /// <summary>"sqlite:PATH" or "postgres:CONNECTION-STRING" (the --db option).</summary>
+    public static PersistenceOptions Parse(string text)
+    {
+        var i = text.IndexOf(':');
+        var (kind, rest) = i < 0 ? (text, "") : (text[..i], text[(i + 1)..]);
+        return kind switch
+        {
+            "sqlite" when rest.Length > 0 => Sqlite(rest),
+            "postgres" when rest.Length > 0 => Postgres(rest),
+            _ => throw new ArgumentException($"--db '{text}': expected sqlite:PATH or postgres:Host=...;Username=...;Password=...;Database=..."),
+        };
+    }
+
+    /// <summary>linq2db's provider name.</summary>
+    public string LinqToDbProvider => Provider switch
+    {
+        "sqlite" => "SQLite.MS",
+        "postgres" => "PostgreSQL.15",
+        _ => throw new ArgumentException($"unknown persistence provider '{Provider}' (sqlite or postgres)"),
+    };
+}
+
+/// <summary>Everything a node needs to start; <see cref="HoconBuilder"/> turns it into Akka configuration.</summary>
+public sealed record NodeOptions
+{
+    public string SystemName { get; init; } = "clusterdistill";
+    public string Hostname { get; init; } = "127.0.0.1";
+    public int Port { get; init; }                           // 0 = any free port
+    public IReadOnlyList<string> Seeds { get; init; } = [];  // host:port; empty = join self (embedded)
+    public IReadOnlyList<string> Roles { get; init; } = [Configuration.Roles.Seed, Configuration.Roles.Gpu];
+    public required PersistenceOptions Persistence { get; init; }
+    /// <summary>Content-addressed blobs (checkpoints, image batches); shared storage in a cluster.</summary>
+    public required string StoreDir { get; init; }
+    /// <summary>Where the coordinator writes runs/&lt;run-id&gt;/ (result.json, events).</summary>
+    public required string RunsDir { get; init; }
+    public string? DataCache { get; init; }
+    public string? TeacherCache { get; init; }
+    /// <summary>Largest message on the wire (also Akka.Remote's maximum frame).</summary>
+    public long MaxMessageBytes { get; init; } = Contracts.Serialization.ContractCodec.DefaultMaxMessageBytes;
+    /// <summary>About ten times the largest node count; fixed for the life of the journal.</summary>
+    public int NumberOfShards { get; init; } = 30;
+    /// <summary>Split-brain resolver: how long the membership must be stable before unreachable nodes are downed.</summary>
+    public TimeSpan DowningStableAfter { get; init; } = TimeSpan.FromSeconds(7);
+    /// <summary>How long a silent node may go before it is unreachable.</summary>
+    public TimeSpan HeartbeatPause { get; init; } = TimeSpan.FromSeconds(4);
+    public string LogLevel { get; init; } = "INFO";
+    /// <summary>Tests: serialize every local message too, so that nothing works only in-process.</summary>
+    public bool SerializeAllMessages { get; init; }
+}

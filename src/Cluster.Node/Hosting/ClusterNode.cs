@@ -1,0 +1,118 @@
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Cluster.Sharding;
+using Akka.Cluster.Tools.Singleton;
+using Cluster.Contracts;
+using Cluster.Node.Actors;
+using Cluster.Node.Configuration;
+using Microsoft.Data.Sqlite;
+
+namespace Cluster.Node.Hosting;
+
+/// <summary>
+/// One cluster node: the actor system with our configuration, the shard regions of the three
+/// entity kinds (hosted on gpu nodes, proxies elsewhere) and the run coordinator singleton (hosted
+/// on seed nodes, a proxy everywhere).
+/// </summary>
+public sealed class ClusterNode : IAsyncDisposable
+{
+    private ClusterNode(ActorSystem system, NodeServices services)
+    {
+        System = system;
+        Services = services;
+    }
+
+    public ActorSystem System { get; }
+    public NodeServices Services { get; }
+    public IActorRef Coordinator => Services.Coordinator;
+    public Address Address => Akka.Cluster.Cluster.Get(System).SelfAddress;
+
+    public static async Task<ClusterNode> StartAsync(NodeOptions options, TimeSpan? joinTimeout = null)
+    {
+        await PersistenceCheck.EnsureReachableAsync(options.Persistence);
+        var system = ActorSystem.Create(options.SystemName, HoconBuilder.Build(options));
+        var services = new NodeServices(options);
+        var cluster = Akka.Cluster.Cluster.Get(system);
+        services.NodeName = $"{cluster.SelfAddress.Host}:{cluster.SelfAddress.Port}";
+        if (options.Seeds.Count == 0) cluster.Join(cluster.SelfAddress);   // embedded: a cluster of one
+
+        var joined = new TaskCompletionSource();
+        cluster.RegisterOnMemberUp(() => joined.TrySetResult());
+        var timeout = joinTimeout ?? TimeSpan.FromSeconds(60);
+        if (await Task.WhenAny(joined.Task, Task.Delay(timeout)) != joined.Task)
+        {
+            await system.Terminate();
+            throw new TimeoutException($"could not join the cluster at {string.Join(", ", options.Seeds)} within {timeout.TotalSeconds:F0} s");
+        }
+
+        var sharding = ClusterSharding.Get(system);
+        var extractor = new EntityMessageExtractor(options.NumberOfShards);
+        var isGpu = options.Roles.Contains(Roles.Gpu);
+        IActorRef Region(string kind, Func<string, Props> props) => isGpu
+            ? sharding.Start(kind, props, ClusterShardingSettings.Create(system).WithRole(Roles.Gpu).WithRememberEntities(true), extractor)
+            : sharding.StartProxy(kind, Roles.Gpu, extractor);
+        services.Generators = Region(EntityKinds.Generator, id => GeneratorEntity.GetProps(id, services));
+        services.Teachers = Region(EntityKinds.Teacher, id => TeacherEntity.GetProps(id, services));
+        services.Students = Region(EntityKinds.Student, id => StudentEntity.GetProps(id, services));
+
+        if (options.Roles.Contains(Roles.Seed))
+            system.ActorOf(ClusterSingletonManager.Props(RunCoordinator.GetProps(services), PoisonPill.Instance,
+                ClusterSingletonManagerSettings.Create(system).WithRole(Roles.Seed)), RunCoordinator.Name);
+        services.Coordinator = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RunCoordinator.Name}",
+            ClusterSingletonProxySettings.Create(system).WithRole(Roles.Seed)), "run-coordinator-proxy");
+        return new ClusterNode(system, services);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await CoordinatedShutdown.Get(System).Run(CoordinatedShutdown.ClrExitReason.Instance);
+        Services.Dispose();
+    }
+}
+
+/// <summary>Shard by a stable hash of the entity id; the id is the message's own EntityId.</summary>
+public sealed class EntityMessageExtractor(int shards) : HashCodeMessageExtractor(shards)
+{
+    public override string? EntityId(object message) => (message as IEntityMessage)?.EntityId;
+}
+
+/// <summary>Fails early, with the reason, when the database cannot be reached (instead of Akka retrying quietly).</summary>
+public static class PersistenceCheck
+{
+    public static async Task EnsureReachableAsync(PersistenceOptions p)
+    {
+        try
+        {
+            if (p.Provider == "sqlite")
+            {
+                var builder = new SqliteConnectionStringBuilder(p.ConnectionString);
+                var dir = Path.GetDirectoryName(builder.DataSource);
+                if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
+                await using var c = new SqliteConnection(p.ConnectionString);
+                await c.OpenAsync();
+                // WAL: readers do not block the journal's writer (several plugins share the file)
+                await using var cmd = c.CreateCommand();
+                cmd.CommandText = "PRAGMA journal_mode=WAL;";
+                await cmd.ExecuteNonQueryAsync();
+            }
+            else
+            {
+                await using var c = new Npgsql.NpgsqlConnection(p.ConnectionString);
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+                await c.OpenAsync(cts.Token);
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            throw new PersistenceUnavailableException($"the {p.Provider} journal is unreachable ({Redact(p.ConnectionString)}): {e.Message}", e);
+        }
+        catch (OperationCanceledException e)
+        {
+            throw new PersistenceUnavailableException($"the {p.Provider} journal did not answer within 15 s ({Redact(p.ConnectionString)})", e);
+        }
+    }
+
+    private static string Redact(string cs) => string.Join(";", cs.Split(';').Select(kv => kv.StartsWith("Password", StringComparison.OrdinalIgnoreCase) ? "Password=***" : kv));
+}
+
+public sealed class PersistenceUnavailableException(string message, Exception inner) : Exception(message, inner);

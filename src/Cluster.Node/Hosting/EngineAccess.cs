@@ -1,0 +1,75 @@
+using Distill.Engine.Models;
+using Distill.Engine.Native;
+using Distill.Engine.Specs;
+using Distill.Engine.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Cluster.Node.Hosting;
+
+/// <summary>
+/// How entities build engine objects. Model initialisation draws from TorchSharp's one global
+/// generator, so seeding and creating a model happen under one lock: entities of a process start
+/// concurrently, and each must get the weights the engine-only loop would get for the same seed.
+/// </summary>
+public static class EngineAccess
+{
+    private static readonly object InitGate = new();
+
+    public static RunSpec ParseSpec(string yaml, string runId) => SpecParser.Parse(yaml, $"run {runId}");
+
+    public static Device DeviceFor(RunSpec spec)
+    {
+        TorchRuntime.Initialize();
+        return Devices.Resolve(spec.Device);
+    }
+
+    /// <summary>The student model as the engine creates it: manual_seed(seed), then the architecture.</summary>
+    public static Classifier NewStudent(RunSpec spec, DataSplits data, Device device)
+    {
+        lock (InitGate)
+        {
+            manual_seed(spec.Seed);
+            var m = ModelFactory.Create(spec.Student.Arch, data.Channels, spec.Data.ImageSize, data.Classes);
+            m.to(device);
+            return m;
+        }
+    }
+
+    public static T Seeded<T>(long seed, Func<T> create)
+    {
+        lock (InitGate)
+        {
+            manual_seed(seed);
+            return create();
+        }
+    }
+
+    public static Classifier LoadModel(string arch, DataSplits data, int imageSize, byte[] weights, Device device)
+    {
+        var m = ModelFactory.Create(arch, data.Channels, imageSize, data.Classes);
+        using (var ms = new MemoryStream(weights)) m.load(ms);
+        m.to(device);
+        return m;
+    }
+
+    public static byte[] SaveModel(nn.Module model)
+    {
+        using var ms = new MemoryStream();
+        model.save(ms);
+        return ms.ToArray();
+    }
+
+    public static byte[] Save(Action<BinaryWriter> write)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) write(w);
+        return ms.ToArray();
+    }
+
+    public static void Load(byte[] bytes, Action<BinaryReader> read)
+    {
+        using var r = new BinaryReader(new MemoryStream(bytes));
+        read(r);
+    }
+}

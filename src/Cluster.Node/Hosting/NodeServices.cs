@@ -1,0 +1,36 @@
+using System.Collections.Concurrent;
+using Akka.Actor;
+using Cluster.Node.Configuration;
+using Cluster.Node.Storage;
+using Distill.Engine.Specs;
+using Distill.Engine.Training;
+
+namespace Cluster.Node.Hosting;
+
+/// <summary>
+/// What every actor on a node shares: options, the blob store, and datasets loaded once per node
+/// (read-only tensors, so entities of several runs can use them).
+/// </summary>
+public sealed class NodeServices(NodeOptions options) : IDisposable
+{
+    private readonly ConcurrentDictionary<string, Lazy<DataSplits>> datasets = new();
+
+    public NodeOptions Options { get; } = options;
+    public BlobStore Blobs { get; } = new(options.StoreDir);
+    public string NodeName { get; set; } = Environment.MachineName;
+
+    /// <summary>Set once the shard regions and the coordinator proxy exist.</summary>
+    public IActorRef Coordinator { get; set; } = ActorRefs.Nobody;
+    public IActorRef Generators { get; set; } = ActorRefs.Nobody;
+    public IActorRef Teachers { get; set; } = ActorRefs.Nobody;
+    public IActorRef Students { get; set; } = ActorRefs.Nobody;
+
+    public DataSplits Data(DataSpec spec) =>
+        datasets.GetOrAdd($"{spec.Name}|{spec.Path}|{spec.ImageSize}|{spec.TrainLimit}",
+            _ => new Lazy<DataSplits>(() => DataSplits.Load(spec, Options.DataCache, TextWriter.Null))).Value;
+
+    public void Dispose()
+    {
+        foreach (var d in datasets.Values.Where(d => d.IsValueCreated)) d.Value.Dispose();
+    }
+}

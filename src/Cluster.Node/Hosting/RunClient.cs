@@ -1,0 +1,53 @@
+using Akka.Actor;
+using Cluster.Contracts;
+using Cluster.Contracts.Runs;
+
+namespace Cluster.Node.Hosting;
+
+/// <summary>Submits runs to the coordinator and follows them (the run, submit and status commands).</summary>
+public static class RunClient
+{
+    public static async Task<string> SubmitAsync(IActorRef coordinator, string specFile, string? runId, TimeSpan timeout)
+    {
+        var yaml = await File.ReadAllTextAsync(specFile);
+        var answer = await coordinator.Ask<IRunCommand>(new SubmitRun(yaml, specFile, runId), timeout);
+        return answer switch
+        {
+            RunAccepted a => a.RunId,
+            RunRejected r => throw new InvalidOperationException(r.Reason),
+            _ => throw new InvalidOperationException($"unexpected answer {answer.GetType().Name}"),
+        };
+    }
+
+    public static async Task<RunSummary[]> StatusAsync(IActorRef coordinator, string? runId, TimeSpan timeout) =>
+        (await coordinator.Ask<RunStatusReport>(new GetRunStatus(runId), timeout)).Runs;
+
+    /// <summary>Polls until the run completes or fails, printing progress as it changes.</summary>
+    public static async Task<RunSummary> FollowAsync(IActorRef coordinator, string runId, TextWriter log, TimeSpan poll, CancellationToken ct = default)
+    {
+        string? last = null;
+        while (true)
+        {
+            ct.ThrowIfCancellationRequested();
+            RunSummary? s = null;
+            try { s = (await StatusAsync(coordinator, runId, TimeSpan.FromSeconds(20))).FirstOrDefault(); }
+            catch (AskTimeoutException) { log.WriteLine($"[status] coordinator did not answer in 20 s (failing over?); asking again"); }
+            if (s is not null)
+            {
+                var line = Format(s);
+                if (line != last) log.WriteLine(line);
+                last = line;
+                if (s.State is RunState.Completed or RunState.Failed) return s;
+            }
+            await Task.Delay(poll, ct);
+        }
+    }
+
+    public static string Format(RunSummary s) =>
+        $"[{s.RunId}] {s.State.ToString().ToLowerInvariant()} step {s.StudentStep}/{s.TotalSteps}" +
+        $" generated {s.GeneratedBatches} pool {s.PoolBatches} queue(gen) {s.GeneratorQueue} in-flight(student) {s.StudentInFlight}" +
+        (s.TeacherAccuracy is { } t ? $" teacher {t:F2}%" : "") +
+        (s.StudentAccuracy is { } a ? $" student {a:F2}%" : "") +
+        (s.Node is { } n ? $" on {n}" : "") +
+        (s.Message is { } m ? $" ({m})" : "");
+}

@@ -1,0 +1,69 @@
+using System.Security.Cryptography;
+
+namespace Cluster.Node.Storage;
+
+/// <summary>
+/// Content-addressed files: weights, optimiser state and image batches are too large for a
+/// journal row (a snapshot blob counts against the recovery timeout), so events hold the SHA-256
+/// and the bytes live in root/ab/abcdef....bin. Written to a temporary file and renamed, so a crash
+/// never leaves a half-written blob under a valid name; the hash is verified on every read. In a
+/// cluster the root is shared storage (a ReadWriteMany volume) so that a survivor can read a dead
+/// node's checkpoints.
+/// </summary>
+public sealed class BlobStore
+{
+    public BlobStore(string root)
+    {
+        Root = Path.GetFullPath(root);
+        Directory.CreateDirectory(Root);
+    }
+
+    public string Root { get; }
+
+    public string PathOf(string hash)
+    {
+        if (hash.Length != 64 || !hash.All(char.IsAsciiHexDigitLower))
+            throw new BlobException($"'{hash}' is not a blob hash (64 lower-case hex digits)");
+        return Path.Combine(Root, hash[..2], hash + ".bin");
+    }
+
+    public static string Hash(ReadOnlySpan<byte> bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
+
+    /// <summary>Stores the bytes (idempotent) and returns their hash.</summary>
+    public string Put(ReadOnlySpan<byte> bytes)
+    {
+        var hash = Hash(bytes);
+        var path = PathOf(hash);
+        if (File.Exists(path) && new FileInfo(path).Length == bytes.Length) return hash;
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+        using (var f = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+        {
+            f.Write(bytes);
+            f.Flush(flushToDisk: true);
+        }
+        File.Move(tmp, path, overwrite: true);
+        return hash;
+    }
+
+    /// <summary>The bytes, after checking that they still hash to their name.</summary>
+    public byte[] Get(string hash)
+    {
+        var path = PathOf(hash);
+        if (!File.Exists(path)) throw new BlobException($"blob {hash[..12]} is missing ({path})");
+        var bytes = File.ReadAllBytes(path);
+        var actual = Hash(bytes);
+        if (actual != hash) throw new BlobException($"blob {hash[..12]} is corrupt: its {bytes.Length:N0} bytes hash to {actual[..12]} ({path})");
+        return bytes;
+    }
+
+    public bool Exists(string hash) => File.Exists(PathOf(hash));
+
+    public void Delete(string hash)
+    {
+        var path = PathOf(hash);
+        if (File.Exists(path)) File.Delete(path);
+    }
+}
+
+public sealed class BlobException(string message) : Exception(message);

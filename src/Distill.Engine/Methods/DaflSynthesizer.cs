@@ -1,0 +1,132 @@
+using Distill.Engine.Losses;
+using Distill.Engine.Models;
+using Distill.Engine.Specs;
+using Distill.Engine.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Distill.Engine.Methods;
+
+/// <summary>One generator step's output: the batch (detached) and the teacher's logits on it.</summary>
+public sealed record SynthesisOutput(Tensor Images, Tensor TeacherLogits, IReadOnlyDictionary<string, double>? Metrics) : IDisposable
+{
+    public void Dispose()
+    {
+        Images.Dispose();
+        TeacherLogits.Dispose();
+    }
+}
+
+/// <summary>
+/// The generator half of DAFL (SPEC.md §3): draws z, generates a batch and updates the generator
+/// with L_oh + alpha L_a + beta L_ie through the frozen teacher. It does not need the student, so a
+/// generator actor can run it ahead of the students that consume its batches.
+/// </summary>
+public sealed class DaflSynthesizer : IDisposable
+{
+    private readonly Classifier teacher;
+    private readonly DaflGenerator generator;
+    private readonly ScheduledOptimizer opt;
+    private readonly DaflSpec spec;
+    private readonly Device device;
+    private readonly Generator rng;
+    private readonly OneHotLoss oneHot;
+    private readonly ActivationNorm activation;
+    private readonly EntropyForm entropy;
+
+    public DaflSynthesizer(Classifier teacher, DaflSpec spec, Device device, long seed)
+    {
+        this.teacher = teacher;
+        this.spec = spec;
+        this.device = device;
+        RealDataTrainer.Freeze(teacher);
+        // the generator's initial weights depend on the seed alone, not on what was created before
+        // it, so that a generator actor and the one-loop trainer start from the same weights
+        manual_seed(seed + 7919);
+        generator = new DaflGenerator(spec.LatentDim, teacher.Info.ImageSize, teacher.Info.Channels, spec.GeneratorWidth);
+        generator.to(device);
+        opt = ScheduledOptimizer.Create(generator.parameters(), new TrainSpec { Optimizer = "adam", Lr = spec.GeneratorLr }, spec.Steps);
+        rng = new Generator((ulong)seed, device);
+        oneHot = spec.OneHot == "l1" ? OneHotLoss.L1 : OneHotLoss.CrossEntropy;
+        activation = spec.Activation == "code" ? ActivationNorm.Code : ActivationNorm.Paper;
+        entropy = spec.Entropy switch { "code" => EntropyForm.Code, "per-sample" => EntropyForm.PerSample, _ => EntropyForm.Paper };
+    }
+
+    public long Step { get; private set; }
+    public DaflGenerator Generator => generator;
+    public double Lr => opt.LrAt(Math.Max(0, Step - 1));
+
+    /// <summary>One generator update. The returned tensors belong to the caller (outside any dispose scope).</summary>
+    public SynthesisOutput Synthesize(bool wantMetrics)
+    {
+        using var scope = NewDisposeScope();
+        generator.train();
+        var z = randn([spec.BatchSize, spec.LatentDim], generator: rng, device: device);
+        opt.ZeroGrad();
+        var images = generator.call(z);
+        var (tLogits, tFeatures) = teacher.ForwardWithFeatures(images);
+        var lOh = Dafl.OneHot(tLogits, oneHot);
+        var lA = Dafl.Activation(tFeatures, activation);
+        var lIe = Dafl.InformationEntropy(tLogits, entropy);
+        var lG = lOh * spec.OneHotWeight + lA * spec.Alpha + lIe * spec.Beta;
+        lG.backward();
+        opt.Step(Step);
+        Step++;
+        Dictionary<string, double>? metrics = null;
+        if (wantMetrics)
+        {
+            var labels = tLogits.argmax(1);
+            metrics = new Dictionary<string, double>
+            {
+                ["loss_g"] = lG.item<float>(),
+                ["loss_oh"] = lOh.item<float>(),
+                ["loss_a"] = lA.item<float>(),
+                ["loss_ie"] = lIe.item<float>(),
+                ["classes"] = bincount(labels, minlength: tLogits.shape[1]).gt(0).sum().item<long>(),
+                ["gen_std"] = images.detach().std().item<float>(),
+                ["lr_g"] = opt.LrAt(Step - 1),
+            };
+        }
+        var output = new SynthesisOutput(images.detach().DetachFromDisposeScope(), tLogits.detach().DetachFromDisposeScope(), metrics);
+        return output;
+    }
+
+    /// <summary>Images from a fixed z, so that grids over time show the same points.</summary>
+    public Tensor Samples(int count)
+    {
+        using var _ = no_grad();
+        generator.eval();
+        using var g = new Generator(12345, device);
+        var z = randn([count, spec.LatentDim], generator: g, device: device);
+        var x = generator.call(z);
+        generator.train();
+        return x;
+    }
+
+    public void ScaleLearningRates(double factor) => opt.Scale *= factor;
+
+    public void SaveState(BinaryWriter w)
+    {
+        StateIo.Tag(w, "dafl-generator");
+        w.Write(Step);
+        StateIo.WriteModule(w, generator);
+        opt.Save(w);
+        StateIo.WriteGenerator(w, rng);
+    }
+
+    public void LoadState(BinaryReader r)
+    {
+        StateIo.Expect(r, "dafl-generator");
+        Step = r.ReadInt64();
+        StateIo.ReadModule(r, generator);
+        opt.Load(r);
+        StateIo.ReadGenerator(r, rng);
+    }
+
+    public void Dispose()
+    {
+        opt.Dispose();
+        generator.Dispose();
+        rng.Dispose();
+    }
+}
