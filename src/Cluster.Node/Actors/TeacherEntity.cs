@@ -82,6 +82,12 @@ public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
             services.Coordinator.Tell(new TeacherReady(state.RunId!, state.TeacherBlob, state.Checkpoints.LastOrDefault()?.Accuracy ?? 0));
             return;
         }
+        if (m.TeacherBlob is not null)
+        {
+            // the coordinator already has the teacher (this entity's journal was lost or is new): use it
+            Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e => { state = state.Apply(e); Load(); });
+            return;
+        }
         if (preparing) return;
         RunSpec s;
         try { s = EngineAccess.ParseSpec(m.SpecYaml, m.RunId); }

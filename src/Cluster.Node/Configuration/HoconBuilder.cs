@@ -45,7 +45,12 @@ public static class HoconBuilder
                 }
                 failure-detector.acceptable-heartbeat-pause = {{Secs(o.HeartbeatPause)}}
                 singleton { role = {{Roles.Seed}}, hand-over-retry-interval = 1s }
-                singleton-proxy { role = {{Roles.Seed}}, buffer-size = 1000 }
+                singleton-proxy {
+                  role = {{Roles.Seed}}
+                  buffer-size = 1000
+                  # embedded (one node): the singleton is local; the warning would only be noise
+                  log-singleton-identification-failure = {{(o.Seeds.Count == 0 ? "off" : "on")}}
+                }
                 sharding {
                   role = {{Roles.Gpu}}
                   remember-entities = on

@@ -8,12 +8,12 @@ using Distill.Engine.Training;
 namespace Cluster.Node.Hosting;
 
 /// <summary>
-/// What every actor on a node shares: options, the blob store, and datasets loaded once per node
-/// (read-only tensors, so entities of several runs can use them).
+/// What every actor on a node shares: options, the blob store, and datasets loaded once per process
+/// (read-only tensors, so entities of several runs and systems can use them).
 /// </summary>
-public sealed class NodeServices(NodeOptions options) : IDisposable
+public sealed class NodeServices(NodeOptions options)
 {
-    private readonly ConcurrentDictionary<string, Lazy<DataSplits>> datasets = new();
+    private static readonly ConcurrentDictionary<string, Lazy<DataSplits>> Datasets = new();
 
     public NodeOptions Options { get; } = options;
     public BlobStore Blobs { get; } = new(options.StoreDir);
@@ -26,11 +26,6 @@ public sealed class NodeServices(NodeOptions options) : IDisposable
     public IActorRef Students { get; set; } = ActorRefs.Nobody;
 
     public DataSplits Data(DataSpec spec) =>
-        datasets.GetOrAdd($"{spec.Name}|{spec.Path}|{spec.ImageSize}|{spec.TrainLimit}",
+        Datasets.GetOrAdd($"{spec.Name}|{spec.Path}|{spec.ImageSize}|{spec.TrainLimit}",
             _ => new Lazy<DataSplits>(() => DataSplits.Load(spec, Options.DataCache, TextWriter.Null))).Value;
-
-    public void Dispose()
-    {
-        foreach (var d in datasets.Values.Where(d => d.IsValueCreated)) d.Value.Dispose();
-    }
 }

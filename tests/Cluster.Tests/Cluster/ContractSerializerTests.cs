@@ -1,0 +1,143 @@
+using Akka.Actor;
+using Akka.Configuration;
+using Akka.Serialization;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Serialization;
+using Cluster.Contracts.Students;
+using Cluster.Contracts.Tensors;
+using Cluster.Node.Configuration;
+using MessagePack;
+
+namespace Cluster.Tests.Cluster;
+
+public sealed class ContractSerializerTests : IDisposable
+{
+    private readonly ActorSystem system;
+
+    public ContractSerializerTests()
+    {
+        var options = new NodeOptions
+        {
+            Persistence = PersistenceOptions.Sqlite(Path.Combine(Path.GetTempPath(), "unused.db")),
+            StoreDir = Path.GetTempPath(), RunsDir = Path.GetTempPath(), MaxMessageBytes = 1 << 20,
+        };
+        // the production configuration, but a local provider: only the serialization section matters here
+        system = ActorSystem.Create("wire", ConfigurationFactory.ParseString("akka.actor.provider = local").WithFallback(HoconBuilder.Build(options)));
+    }
+
+    public void Dispose() => system.Terminate().Wait();
+
+    private static TensorPayload Floats(params long[] shape)
+    {
+        var n = shape.Aggregate(1L, (a, b) => a * b);
+        var data = new byte[n * 4];
+        new Random(1).NextBytes(data);
+        return new TensorPayload(shape, WireDType.Float32, data);
+    }
+
+    public static TheoryData<IWireMessage> Every() =>
+    [
+        new SubmitRun("name: x", "x.yaml", null),
+        new RunAccepted("r1", true),
+        new RunRejected("because"),
+        new GetRunStatus(null),
+        new RunStatusReport([new RunSummary("r1", "n", "dafl", RunState.Training, 5, 10, 7, 2, 1, 2, 98.5, null, null, "node")]),
+        new EntityProgress("r1", "r1/student/0", 4, 10, 1, 0, 91.5, "127.0.0.1:1"),
+        new TeacherReady("r1", new string('a', 64), 98.1),
+        new StudentFinished("r1", "r1/student/0", 91, 92, 10, new string('b', 64)),
+        new EntityFailed("r1", "r1/generator/0", "nan"),
+        new StartEntity("r1/teacher/0", "r1", "yaml", null),
+        new RequestBatches("r1/generator/0", 3, 2, "r1/student/0"),
+        new ReleaseBatches("r1/generator/0", "r1/student/1", 40),
+        new LabelBatch("r1/teacher/0", 3, Floats(2, 1, 4, 4), "r1/student/0"),
+        new LabelledBatch("r1/student/0", 3, Floats(2, 1, 4, 4), Floats(2, 10), 1),
+        new GetEntityStatus("r1/student/0"),
+        new EntityStatus("r1/student/0", true, 3, 4, 1, 0, "n", "training"),
+        new StopEntity("r1/student/0"),
+        new GradientChunk("r1/student/1", 9, 0, 1, 3, 1024, Floats(1024)),
+        new RunSubmitted("r1", "yaml", "f", new DateTime(2026, 1, 2, 3, 4, 5, DateTimeKind.Utc)),
+        new RunTeacherReady("r1", new string('c', 64), 97),
+        new RunCompleted("r1", 90, 91, 100, "", DateTime.UnixEpoch),
+        new RunFailed("r1", "x"),
+        new CoordinatorSnapshot([new RunRecord("r1", "y", "f", DateTime.UnixEpoch, null, null, false, false, null, null, 0, null, null)]),
+        new EntityStarted("r1", "yaml", null),
+        new BatchStored(7, new string('d', 64)),
+        new BatchesReleased(6),
+        new CheckpointWritten(8, 8, new string('e', 64), 91.2, 92),
+        new EntitySnapshot("r1", "y", null, [new BatchStored(1, "h")], 0, [new CheckpointWritten(1, 1, "h", null, 0)], false),
+        new EntityFinished(10),
+    ];
+
+    [Theory]
+    [MemberData(nameof(Every))]
+    public void Should_round_trip_every_contract_through_the_bound_serializer(IWireMessage message)
+    {
+        var serializer = system.Serialization.FindSerializerFor(message);
+        var withManifest = Assert.IsType<ContractSerializer>(serializer);
+        var bytes = serializer.ToBinary(message);
+        var back = system.Serialization.Deserialize(bytes, ContractSerializer.Id, withManifest.Manifest(message));
+        Assert.Equal(message.GetType(), back.GetType());
+        // records holding arrays compare by reference, so compare what they encode to
+        Assert.Equal(bytes, serializer.ToBinary(back));
+    }
+
+    [Fact]
+    public void Should_cover_every_contract_type_in_the_assembly()
+    {
+        var contracts = typeof(IWireMessage).Assembly.GetTypes()
+            .Where(t => t is { IsClass: true, IsAbstract: false } && typeof(IWireMessage).IsAssignableFrom(t)).ToHashSet();
+        var covered = ((IEnumerable<object[]>)Every()).Select(row => row[0].GetType()).ToHashSet();
+        Assert.Empty(contracts.Except(covered).Select(t => t.Name));
+    }
+
+    [Fact]
+    public void Should_leave_types_that_are_not_contracts_to_akka()
+    {
+        Assert.IsNotType<ContractSerializer>(system.Serialization.FindSerializerFor("a string"));
+    }
+
+    [Fact]
+    public void Should_refuse_an_unknown_manifest_with_its_name()
+    {
+        var e = Assert.Throws<WireException>(() => ContractCodec.Deserialize(new byte[] { 0x90 }, "System.Diagnostics.Process"));
+        Assert.Contains("unknown manifest 'System.Diagnostics.Process'", e.Message);
+    }
+
+    [Fact]
+    public void Should_refuse_malformed_bytes()
+    {
+        var e = Assert.Throws<WireException>(() => ContractCodec.Deserialize(new byte[] { 0xC1, 0x00, 0x13 }, "P5"));
+        Assert.Contains("malformed 'P5'", e.Message);
+    }
+
+    [Fact]
+    public void Should_refuse_a_tensor_whose_bytes_disagree_with_its_shape()
+    {
+        var bad = new LabelledBatch("r/student/0", 1, new TensorPayload([2, 1, 4, 4], WireDType.Float32, new byte[100]), Floats(2, 10), 1);
+        var bytes = MessagePackSerializer.Serialize(bad);
+        var e = Assert.Throws<WireException>(() => ContractCodec.Deserialize(bytes, "P5"));
+        Assert.Contains("needs 128 bytes, got 100", e.Message);
+    }
+
+    [Fact]
+    public void Should_refuse_messages_over_the_configured_limit_naming_it()
+    {
+        var serializer = system.Serialization.FindSerializerFor(new GetRunStatus(null));
+        var big = new LabelBatch("r/teacher/0", 1, Floats(300, 1, 32, 32), "r/student/0");   // 1.2 MB > 1 MiB
+        var e = Assert.Throws<WireException>(() => serializer.ToBinary(big));
+        Assert.Contains("1,048,576-byte message limit", e.Message);
+        Assert.Throws<WireException>(() => ((ContractSerializer)serializer).FromBinary(new byte[(1 << 20) + 1], "P4"));
+    }
+
+    [Fact]
+    public void Should_parse_entity_ids_strictly()
+    {
+        Assert.Equal(new EntityId("run-1", "student", 2), EntityId.Parse("run-1/student/2"));
+        Assert.Throws<FormatException>(() => EntityId.Parse("run-1/trainer/0"));
+        Assert.Throws<FormatException>(() => EntityId.Parse("../x/student/0"));
+        Assert.Throws<FormatException>(() => EntityId.Parse("r/student/-1"));
+    }
+}

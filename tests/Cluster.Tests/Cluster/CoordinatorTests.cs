@@ -1,0 +1,85 @@
+using System.Text.Json;
+using Akka.Actor;
+using Cluster.Contracts;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Node.Actors;
+
+namespace Cluster.Tests.Cluster;
+
+public sealed class CoordinatorTests
+{
+    private static readonly TimeSpan Long = TimeSpan.FromSeconds(30);
+
+    [Theory]
+    [MemberData(nameof(ActorHarness.Providers), MemberType = typeof(ActorHarness))]
+    public void Should_refuse_bad_specs_start_teacher_then_pipeline_and_keep_runs_across_restarts(string provider)
+    {
+        using var h = new ActorHarness(provider, "coord");
+        var client = h.Kit.CreateTestProbe();
+        var coordinator = h.Sys.ActorOf(RunCoordinator.GetProps(h.Services));
+
+        coordinator.Tell(new SubmitRun("name: x\nmethod: dafl\nbogus: 1\n", "bad.yaml", null), client);
+        var rejected = client.ExpectMsg<RunRejected>(Long);
+        Assert.Contains("bad.yaml", rejected.Reason);
+
+        var spec = ActorHarness.Spec("coord", replicas: 2);
+        coordinator.Tell(new SubmitRun(spec, "coord.yaml", "run-a"), client);
+        Assert.Equal("run-a", client.ExpectMsg<RunAccepted>(Long).RunId);
+        var teacherStart = h.Teachers.ExpectMsg<StartEntity>(Long);
+        Assert.Equal((EntityId.Teacher("run-a"), (string?)null), (teacherStart.EntityId, teacherStart.TeacherBlob));
+        // nothing downstream before the teacher exists
+        h.Generators.ExpectNoMsg(TimeSpan.FromMilliseconds(300));
+
+        var blob = new string('a', 64);
+        coordinator.Tell(new TeacherReady("run-a", blob, 97.5));
+        Assert.Equal(blob, h.Generators.ExpectMsg<StartEntity>(Long).TeacherBlob);
+        var students = new[] { h.Students.ExpectMsg<StartEntity>(Long), h.Students.ExpectMsg<StartEntity>(Long) };
+        Assert.Equal([EntityId.Student("run-a", 0), EntityId.Student("run-a", 1)], students.Select(s => s.EntityId).Order());
+
+        // same spec again: the same run (resubmission resumes); another spec under that id: refused
+        coordinator.Tell(new SubmitRun(spec, "coord.yaml", "run-a"), client);
+        Assert.True(client.ExpectMsg<RunAccepted>(Long).AlreadyKnown);
+        coordinator.Tell(new SubmitRun(ActorHarness.Spec("coord", steps: 99), "coord.yaml", "run-a"), client);
+        Assert.Contains("different spec", client.ExpectMsg<RunRejected>(Long).Reason);
+
+        h.Stop(coordinator);
+        var again = h.Sys.ActorOf(RunCoordinator.GetProps(h.Services));
+        again.Tell(new GetRunStatus("run-a"), client);
+        var status = Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs);
+        Assert.Equal((RunState.Training, 97.5), (status.State, status.TeacherAccuracy));
+        // a recovered coordinator starts every unfinished run's entities again (idempotent for them)
+        h.Generators.FishForMessage(m => m is StartEntity { EntityId: var e } && e == EntityId.Generator("run-a"), Long);
+
+        again.Tell(new EntityProgress("run-a", EntityId.Student("run-a", 0), 8, 12, 1, 0, 88.0, "node-1"));
+        again.Tell(new StudentFinished("run-a", EntityId.Student("run-a", 0), 91.25, 92.5, 12, ""));
+        h.Generators.FishForMessage(m => m is StopEntity, Long);
+        h.Students.FishForMessage(m => m is StopEntity, Long);
+        h.Kit.AwaitAssert(() => Assert.True(File.Exists(Path.Combine(h.Options.RunsDir, "run-a", "result.json"))), Long);
+        using var result = JsonDocument.Parse(File.ReadAllText(Path.Combine(h.Options.RunsDir, "run-a", "result.json")));
+        Assert.Equal(91.25, result.RootElement.GetProperty("student_accuracy").GetDouble());
+        Assert.Equal(97.5, result.RootElement.GetProperty("teacher_accuracy").GetDouble());
+        Assert.Equal(12, result.RootElement.GetProperty("steps").GetInt64());
+        Assert.False(result.RootElement.GetProperty("student_used_real_data").GetBoolean());
+        again.Tell(new GetRunStatus(null), client);
+        Assert.Equal(RunState.Completed, Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs).State);
+    }
+
+    [Fact]
+    public void Should_fail_a_run_when_an_entity_reports_it_cannot_go_on()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "fail");
+        var client = h.Kit.CreateTestProbe();
+        var coordinator = h.Sys.ActorOf(RunCoordinator.GetProps(h.Services));
+        coordinator.Tell(new SubmitRun(ActorHarness.Spec("f"), "f.yaml", "run-f"), client);
+        client.ExpectMsg<RunAccepted>(Long);
+        coordinator.Tell(new EntityFailed("run-f", EntityId.Generator("run-f"), "loss is NaN"));
+        h.Kit.AwaitAssert(() =>
+        {
+            coordinator.Tell(new GetRunStatus("run-f"), client);
+            var s = Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs);
+            Assert.Equal(RunState.Failed, s.State);
+            Assert.Contains("loss is NaN", s.Message);
+        }, Long);
+    }
+}

@@ -1,0 +1,47 @@
+using System.Text.Json;
+using Cluster.Seed.Commands;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>`run` on a DAFL spec goes through a one-node cluster (real Akka.Cluster, sharding, singleton, SQLite journal).</summary>
+[Collection("mnist")]
+public sealed class EmbeddedRunTests
+{
+    [Fact]
+    public void Should_reach_exactly_the_engine_loops_accuracy_through_the_actor_pipeline()
+    {
+        Torch.Init();
+        var root = Path.Combine(Path.GetTempPath(), $"cd-embedded-{Guid.NewGuid():N}");
+        var spec = Path.Combine(root, "tiny.yaml");
+        Directory.CreateDirectory(root);
+        File.WriteAllText(spec, ActorHarness.Spec("tiny", steps: 30, evalEvery: 10, checkpointEvery: 10, generatorCheckpointEvery: 10)
+            .Replace("train: {steps: 20, batch_size: 64}", "train: {steps: 120, batch_size: 128, lr: 0.002}"));
+        try
+        {
+            var outA = new StringWriter();
+            Assert.Equal(0, CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", "actors"], outA, outA));
+            var outB = new StringWriter();
+            Assert.Equal(0, CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", "engine", "--engine"], outB, outB));
+            using var a = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "actors", "result.json")));
+            using var b = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "engine", "result.json")));
+            Assert.StartsWith("actors", a.RootElement.GetProperty("pipeline").GetString());
+            Assert.Equal("engine", b.RootElement.GetProperty("pipeline").GetString());
+            Assert.Equal(30, a.RootElement.GetProperty("steps").GetInt64());
+            Assert.Equal(b.RootElement.GetProperty("teacher_accuracy").GetDouble(), a.RootElement.GetProperty("teacher_accuracy").GetDouble());
+            // same seed, same numbers: the pipeline is the engine's computation, only distributed
+            Assert.Equal(b.RootElement.GetProperty("student_accuracy").GetDouble(), a.RootElement.GetProperty("student_accuracy").GetDouble());
+            Assert.True(File.Exists(Path.Combine(root, "actors", "journal.db")), "the embedded journal is a SQLite file in the run directory");
+            Assert.True(File.Exists(Path.Combine(root, "actors", "student.pt")));
+
+            // the same run id again is the same run: it is complete, so nothing is redone
+            var outC = new StringWriter();
+            Assert.Equal(0, CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", "actors"], outC, outC));
+            Assert.Contains("completed step 30/30", outC.ToString());
+            Assert.DoesNotContain("[teacher]", outC.ToString());
+        }
+        finally
+        {
+            try { Directory.Delete(root, true); } catch (IOException) { }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+using Akka.Actor;
+using Cluster.Contracts;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Tensors;
+using Cluster.Node.Actors;
+using Cluster.Node.Hosting;
+using Distill.Engine.Models;
+using static TorchSharp.torch;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>The generator, teacher and student entities' protocols, against real journals.</summary>
+[Collection("mnist")]
+public sealed class EntityProtocolTests
+{
+    private static readonly TimeSpan Long = TimeSpan.FromSeconds(60);
+
+    [Theory]
+    [MemberData(nameof(ActorHarness.Providers), MemberType = typeof(ActorHarness))]
+    public void Should_synthesise_only_requested_batches_and_serve_stored_ones_again_after_a_restart(string provider)
+    {
+        using var h = new ActorHarness(provider, "gen");
+        var run = $"g{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Generator(run);
+        var spec = ActorHarness.Spec("gen", generatorCheckpointEvery: 3);
+        var teacher = h.TeacherBlob();
+        var gen = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        gen.Tell(new StartEntity(id, run, spec, teacher));
+        gen.Tell(new RequestBatches(id, 1, 2, "s/student/0"));
+        var first = new Dictionary<long, byte[]>();
+        foreach (var seq in new[] { 1L, 2 })
+        {
+            var m = h.Teachers.ExpectMsg<LabelBatch>(Long);
+            Assert.Equal(seq, m.Seq);
+            Assert.Equal("s/student/0", m.ReplyTo);
+            Assert.Equal(new long[] { 16, 1, 32, 32 }, m.Images.Shape);
+            first[seq] = m.Images.Data;
+        }
+        // backpressure: nothing beyond what was asked for
+        h.Teachers.ExpectNoMsg(TimeSpan.FromSeconds(1));
+        gen.Tell(new RequestBatches(id, 3, 2, "s/student/0"));
+        foreach (var seq in new[] { 3L, 4 }) first[seq] = h.Teachers.ExpectMsg<LabelBatch>(m => m.Seq == seq, Long).Images.Data;
+        h.Stop(gen);
+
+        // a new incarnation (as after a node failure): stored batches come back unchanged, and
+        // the next new batch is the one an uninterrupted generator makes (checkpoint at 3 + replay of 4)
+        var again = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        again.Tell(new RequestBatches(id, 2, 1, "s/student/1"));
+        var re = h.Teachers.ExpectMsg<LabelBatch>(Long);
+        Assert.Equal(2, re.Seq);
+        Assert.Equal(first[2], re.Images.Data);
+        again.Tell(new RequestBatches(id, 5, 1, "s/student/0"));
+        var fifth = h.Teachers.ExpectMsg<LabelBatch>(m => m.Seq == 5, Long).Images.Data;
+
+        var refRun = $"r{Guid.NewGuid():N}"[..12];
+        var refId = EntityId.Generator(refRun);
+        var reference = h.Sys.ActorOf(GeneratorEntity.GetProps(refId, h.Services));
+        reference.Tell(new StartEntity(refId, refRun, spec, teacher));
+        reference.Tell(new RequestBatches(refId, 1, 5, "x/student/0"));
+        var refBatches = Enumerable.Range(0, 5).Select(_ => h.Teachers.ExpectMsg<LabelBatch>(Long)).ToDictionary(m => m.Seq, m => m.Images.Data);
+        Assert.Equal(refBatches[4], first[4]);
+        Assert.Equal(refBatches[5], fifth);
+    }
+
+    [Fact]
+    public void Should_drop_released_batches_from_the_pool_only_when_every_replica_released_them()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "release");
+        var run = $"p{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Generator(run);
+        var gen = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        gen.Tell(new StartEntity(id, run, ActorHarness.Spec("rel", replicas: 2), h.TeacherBlob()));
+        gen.Tell(new RequestBatches(id, 1, 4, "a/student/0"));
+        for (var i = 0; i < 4; i++) h.Teachers.ExpectMsg<LabelBatch>(Long);
+        int Pool() => h.Kit.CreateTestProbe() is var p && Ask(gen, p) is var s ? s.PoolBatches : -1;
+        Assert.Equal(4, Pool());
+        gen.Tell(new ReleaseBatches(id, EntityId.Student(run, 0), 3));
+        Assert.Equal(4, Pool());
+        gen.Tell(new ReleaseBatches(id, EntityId.Student(run, 1), 2));
+        h.Kit.AwaitAssert(() => Assert.Equal(2, Pool()), Long);
+        // and their blobs are gone: batch blobs are the 16x1x32x32 float payloads (64 KiB plus a small header)
+        Assert.Equal(2, Directory.EnumerateFiles(h.Options.StoreDir, "*.bin", SearchOption.AllDirectories)
+            .Count(f => new FileInfo(f).Length is >= 65_536 and < 65_536 + 64));
+    }
+
+    private static EntityStatus Ask(IActorRef actor, Akka.TestKit.TestProbe probe)
+    {
+        actor.Tell(new GetEntityStatus("x"), probe);
+        return probe.ExpectMsg<EntityStatus>(Long);
+    }
+
+    [Fact]
+    public void Should_label_batches_with_the_teachers_softmax_and_send_them_to_the_student_that_asked()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "teacher");
+        var run = $"t{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Teacher(run);
+        var blob = h.TeacherBlob(seed: 21);
+        var teacher = h.Sys.ActorOf(TeacherEntity.GetProps(id, h.Services));
+        teacher.Tell(new StartEntity(id, run, ActorHarness.Spec("teach"), blob));
+        manual_seed(2);
+        using var images = randn(8, 1, 32, 32);
+        var payload = TensorWire.ToPayload(images);
+        teacher.Tell(new LabelBatch(id, 7, payload, EntityId.Student(run, 0)));
+        var labelled = h.Students.ExpectMsg<LabelledBatch>(Long);
+        Assert.Equal(EntityId.Student(run, 0), labelled.EntityId);
+        Assert.Equal(7, labelled.Seq);
+        Assert.Equal(payload.Data, labelled.Images.Data);
+        using var probs = TensorWire.ToTensor(labelled.SoftLabels, CPU);
+        using var model = EngineAccess.LoadModel("lenet5", new MnistFixtureShim().Data, 32, h.Services.Blobs.Get(blob), CPU);
+        model.eval();
+        using var expected = nn.functional.softmax(model.call(images), 1);
+        Assert.True(probs.allclose(expected, rtol: 1e-5, atol: 1e-7));
+        Assert.True(probs.sum(1).allclose(ones(8), rtol: 1e-5));
+    }
+
+    [Theory]
+    [MemberData(nameof(ActorHarness.Providers), MemberType = typeof(ActorHarness))]
+    public void Should_pull_a_window_train_in_order_checkpoint_and_resume_from_its_last_checkpoint(string provider)
+    {
+        using var h = new ActorHarness(provider, "student");
+        var run = $"s{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Student(run, 0);
+        var student = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
+        student.Tell(new StartEntity(id, run, ActorHarness.Spec("stud", checkpointEvery: 2, window: 2), h.TeacherBlob()));
+        var ask = h.Generators.ExpectMsg<RequestBatches>(Long);
+        Assert.Equal((1L, 2, id), (ask.FromSeq, ask.Count, ask.ReplyTo));
+        // out of order delivery: 2 waits for 1
+        student.Tell(Batch(id, 2));
+        h.Generators.ExpectNoMsg(TimeSpan.FromMilliseconds(500));
+        student.Tell(Batch(id, 1));
+        var more = h.Generators.ExpectMsg<RequestBatches>(Long);
+        Assert.Equal(3, more.FromSeq);
+        // after step 2 the window moves on to 4, and a checkpoint covers batches 1-2: the generator may drop them
+        h.Generators.ExpectMsg<RequestBatches>(m => m.FromSeq == 4, Long);
+        h.Generators.ExpectMsg<ReleaseBatches>(m => m.UpToSeq == 2, Long);
+        student.Tell(Batch(id, 3));
+        h.Generators.ExpectMsg<RequestBatches>(m => m.FromSeq == 5, Long);
+        h.Stop(student);
+
+        var back = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
+        // step 3 was after the checkpoint: it is asked for again (and the generator's pool still has it)
+        var resumed = h.Generators.ExpectMsg<RequestBatches>(Long);
+        Assert.Equal((3L, 2), (resumed.FromSeq, resumed.Count));
+        var probe = h.Kit.CreateTestProbe();
+        back.Tell(new GetEntityStatus(id), probe);
+        Assert.Equal(2, probe.ExpectMsg<EntityStatus>(Long).Step);
+    }
+
+    [Fact]
+    public void Should_report_a_corrupt_checkpoint_with_run_and_entity_and_fall_back_to_the_previous_one()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "corrupt");
+        var run = $"c{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Student(run, 0);
+        var student = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
+        student.Tell(new StartEntity(id, run, ActorHarness.Spec("corr", checkpointEvery: 2, window: 4), h.TeacherBlob()));
+        h.Generators.ExpectMsg<RequestBatches>(Long);
+        for (var s = 1; s <= 4; s++) student.Tell(Batch(id, s));
+        h.Generators.FishForMessage(m => m is ReleaseBatches { UpToSeq: 4 }, Long);
+        h.Stop(student);
+
+        // flip bytes in the newest checkpoint blob (the largest files are checkpoints; take the newest)
+        var newest = Directory.EnumerateFiles(h.Options.StoreDir, "*.bin", SearchOption.AllDirectories)
+            .Select(f => new FileInfo(f)).OrderByDescending(f => f.LastWriteTimeUtc).First();
+        var bytes = File.ReadAllBytes(newest.FullName);
+        bytes[bytes.Length / 2] ^= 0xFF;
+        File.WriteAllBytes(newest.FullName, bytes);
+
+        h.Coordinator.ReceiveWhile(TimeSpan.FromMilliseconds(200), m => m);
+        var back = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
+        var warning = h.Coordinator.FishForMessage<EntityProgress>(m => m.Node.Contains("corrupt"), Long);
+        Assert.Contains($"run {run}", warning.Node);
+        Assert.Contains($"entity {id}", warning.Node);
+        Assert.Contains("checkpoint at step 4", warning.Node);
+        Assert.Contains("recovered from the checkpoint at step 2", warning.Node);
+        Assert.Equal(3, h.Generators.FishForMessage<RequestBatches>(_ => true, Long).FromSeq);
+    }
+
+    private static LabelledBatch Batch(string student, long seq)
+    {
+        manual_seed(100 + seq);
+        using var x = randn(16, 1, 32, 32);
+        using var p = nn.functional.softmax(randn(16, 10) * 2, 1);
+        return new LabelledBatch(student, seq, TensorWire.ToPayload(x), TensorWire.ToPayload(p), 1);
+    }
+}
+
+/// <summary>MNIST's shapes for loading a model (the data itself is shared by the process).</summary>
+internal sealed class MnistFixtureShim
+{
+    public Distill.Engine.Training.DataSplits Data { get; } = new NodeServices(new Node.Configuration.NodeOptions
+    {
+        Persistence = Node.Configuration.PersistenceOptions.Sqlite("/tmp/unused.db"), StoreDir = Path.GetTempPath(), RunsDir = Path.GetTempPath(),
+    }).Data(new Distill.Engine.Specs.DataSpec { Name = "mnist" });
+}

@@ -1,0 +1,89 @@
+using Distill.Engine.Methods;
+using Distill.Engine.Models;
+using Distill.Engine.Specs;
+using static TorchSharp.torch;
+
+namespace Cluster.Tests;
+
+/// <summary>
+/// The engine parts the actors drive: the split DAFL loop must compute what the one-loop trainer
+/// computes, and data-parallel replicas with a fixed-order gradient average must match one
+/// process training on the combined batch.
+/// </summary>
+public sealed class PipelineEngineTests
+{
+    public PipelineEngineTests() => Torch.Init();
+
+    private static readonly DaflSpec Dafl = new() { Steps = 6, BatchSize = 16, GeneratorWidth = 8, GeneratorLr = 0.02, Activation = "code", Entropy = "code" };
+    private static readonly TrainSpec StudentTrain = new() { Optimizer = "adam", Lr = 0.002 };
+
+    private static Classifier Model(string arch, int seed)
+    {
+        manual_seed(seed);
+        return ModelFactory.Create(arch, 1, 32, 10);
+    }
+
+    [Fact]
+    public void Should_compute_the_same_weights_split_into_generator_teacher_and_student_as_in_one_loop()
+    {
+        using var teacher = Model("lenet5", 11);
+        using var studentA = Model("lenet5-half", 12);
+        using var studentB = Model("lenet5-half", 12);
+        using (var loop = new DaflTrainer(teacher, studentA, Dafl, StudentTrain, CPU, seed: 5))
+            for (var i = 0; i < Dafl.Steps; i++) loop.TrainStep(wantMetrics: false);
+
+        using var generator = new DaflSynthesizer(teacher, Dafl, CPU, seed: 5);
+        using var student = new SoftTargetStudent(studentB, StudentTrain, Dafl.Steps);
+        for (var i = 0; i < Dafl.Steps; i++)
+        {
+            using var batch = generator.Synthesize(wantMetrics: false);
+            // as the teacher actor does: label the batch again from the images alone
+            using var probs = SoftLabels.Label(teacher, batch.Images, 1);
+            student.TrainStep(batch.Images, probs, 1, wantLoss: false);
+        }
+        foreach (var (a, b) in studentA.parameters().Zip(studentB.parameters()))
+            Assert.True(a.eq(b).all().item<bool>(), "split pipeline and one loop differ");
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(4)]
+    public void Should_match_one_process_on_the_combined_batch_when_replicas_average_gradients_in_order(int replicas)
+    {
+        const int batch = 32, steps = 5;
+        var train = new TrainSpec { Optimizer = "sgd", Lr = 0.05, Momentum = 0.9 };
+        using var single = new SoftTargetStudent(Model("lenet5-half", 3), train, steps);
+        var workers = Enumerable.Range(0, replicas).Select(_ => new SoftTargetStudent(Model("lenet5-half", 3), train, steps)).ToArray();
+        using var g = new TorchSharp.torch.Generator(9);
+        for (var s = 0; s < steps; s++)
+        {
+            using var x = randn([batch, 1, 32, 32], generator: g);
+            using var p = nn.functional.softmax(randn([batch, 10], generator: g) * 3, 1);
+            single.TrainStep(x, p, 4, wantLoss: false);
+            var per = batch / replicas;
+            var grads = workers.Select((w, r) => w.ComputeGradient(x.narrow(0, r * per, per), p.narrow(0, r * per, per), 4).Gradient).ToArray();
+            var sum = grads[0].clone();
+            for (var r = 1; r < replicas; r++) sum.add_(grads[r]);
+            sum.div_(replicas);
+            foreach (var w in workers) w.ApplyGradient(sum);
+            foreach (var t in grads) t.Dispose();
+            sum.Dispose();
+        }
+        foreach (var w in workers)
+            foreach (var (a, b) in single.Model.parameters().Zip(w.Model.parameters()))
+                Assert.True(a.allclose(b, rtol: 1e-4, atol: 1e-6), $"replica weights differ from the combined batch by {(a - b).abs().max().item<float>():G3}");
+        // and the replicas agree with each other exactly: they applied the same bits
+        foreach (var (a, b) in workers[0].Model.parameters().Zip(workers[^1].Model.parameters()))
+            Assert.True(a.eq(b).all().item<bool>());
+        foreach (var w in workers) { w.Model.Dispose(); w.Dispose(); }
+        single.Model.Dispose();
+    }
+
+    [Fact]
+    public void Should_refuse_soft_labels_of_another_shape()
+    {
+        using var student = new SoftTargetStudent(Model("lenet5-half", 1), StudentTrain, 1);
+        var e = Assert.Throws<ArgumentException>(() => student.TrainStep(zeros(4, 1, 32, 32), zeros(4, 9), 1, false));
+        Assert.Contains("soft labels [4, 9]", e.Message);
+    }
+}
