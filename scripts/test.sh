@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 shim=$(scripts/torch-native-env.sh)
 if [ -n "$shim" ]; then export LD_LIBRARY_PATH="$shim${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+# the engine's numerics settings (Native/NativeBootstrap.cs sets them on re-exec for the programs)
+export MKL_CBWR=${MKL_CBWR:-AUTO,STRICT}
 CLUSTERDISTILL_PG=$(scripts/postgres.sh)
 export CLUSTERDISTILL_PG
 exec dotnet test ClusterDistill.sln -c Release --logger "console;verbosity=normal" "$@"

@@ -1,25 +1,59 @@
+using Cluster.Node.Configuration;
+using Cluster.Node.Hosting;
 using Distill.Engine.Benchmarks;
 using Distill.Engine.Native;
 using TorchSharp;
 
-// The GPU node host. The cluster roles (generator, teacher and student actors) arrive with the
-// cluster issue; today it reports what this machine offers and runs the engine benchmark on it.
+// The GPU node: joins a cluster with role `gpu` and hosts generator, teacher and student entities
+// (shard regions); also reports the devices and runs the engine benchmark on this machine.
 NativeBootstrap.EnsureTorchLoadable();
 TorchRuntime.Initialize();
-switch (args.FirstOrDefault())
+const string usage = """
+    usage: Cluster.GpuNode <command>
+      join --seeds H:P[,...] [--host H] [--port P] [--db sqlite:FILE|postgres:CONN] [--store DIR] [--runs-dir DIR]
+                             join the cluster as a gpu node (the store must be the one the other nodes use)
+      devices                what this machine offers
+      bench [--device cpu|cuda|auto] [--quick]
+    """;
+try
 {
-    case "devices":
-        Console.WriteLine($"cuda available: {torch.cuda.is_available()}, devices: {(torch.cuda.is_available() ? torch.cuda.device_count() : 0)}");
-        Console.WriteLine($"cpu threads: {torch.get_num_threads()}, conv path: {(TorchRuntime.UseSafeConvolution ? "exact (channel-padded)" : "native")}");
-        return 0;
-    case "bench":
-        var device = args.Length > 2 && args[1] == "--device" ? args[2] : "auto";
-        var table = Benchmarks.Run(device, quick: args.Contains("--quick"), Console.Out);
-        var output = Path.Combine("results", $"bench-gpunode-{table.Device}.json");
-        table.Save(output);
-        Console.WriteLine($"saved {output}");
-        return 0;
-    default:
-        Console.Error.WriteLine("usage: Cluster.GpuNode devices | bench [--device cpu|cuda|auto] [--quick]");
-        return 2;
+    var o = Options.Parse(args.Skip(1).ToArray());
+    switch (args.FirstOrDefault())
+    {
+        case "join":
+            if (o.Get("seeds") is null) throw new UsageException("join needs --seeds host:port");
+            var options = o.ToNodeOptions([Roles.Gpu], 0);
+            await using (var node = await ClusterNode.StartAsync(options))
+            {
+                Console.WriteLine($"[gpu-node] up at {node.Address} (pid {Environment.ProcessId}); journal {options.Persistence.Provider}; store {options.StoreDir}");
+                var stop = new TaskCompletionSource();
+                Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.TrySetResult(); };
+                AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.TrySetResult();
+                await Task.WhenAny(stop.Task, node.System.WhenTerminated);
+            }
+            return 0;
+        case "devices":
+            Console.WriteLine($"cuda available: {torch.cuda.is_available()}, devices: {(torch.cuda.is_available() ? torch.cuda.device_count() : 0)}");
+            Console.WriteLine($"cpu threads: {torch.get_num_threads()}, conv path: {(TorchRuntime.UseSafeConvolution ? "exact (channel-padded)" : "native")}");
+            return 0;
+        case "bench":
+            var table = Benchmarks.Run(o.Get("device") ?? "auto", quick: o.Flag("quick"), Console.Out);
+            var output = Path.Combine("results", $"bench-gpunode-{table.Device}.json");
+            table.Save(output);
+            Console.WriteLine($"saved {output}");
+            return 0;
+        default:
+            Console.Error.WriteLine(usage);
+            return 2;
+    }
+}
+catch (UsageException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}\n{usage}");
+    return 2;
+}
+catch (Exception e) when (e is PersistenceUnavailableException or TimeoutException or ArgumentException)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 1;
 }

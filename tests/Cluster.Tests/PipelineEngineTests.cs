@@ -79,6 +79,36 @@ public sealed class PipelineEngineTests
         single.Model.Dispose();
     }
 
+    [Theory]
+    [InlineData("adam")]
+    [InlineData("sgd")]
+    public void Should_continue_bit_for_bit_from_a_saved_student_state_including_the_optimiser(string optimizer)
+    {
+        var train = new TrainSpec { Optimizer = optimizer, Lr = 0.01, Momentum = 0.9 };
+        using var a = new SoftTargetStudent(Model("lenet5-half", 5), train, 20);
+        using var b = new SoftTargetStudent(Model("lenet5-half", 6), train, 20);
+        using var g = new TorchSharp.torch.Generator(3);
+        var batches = Enumerable.Range(0, 10).Select(_ => (randn([8, 1, 32, 32], generator: g), nn.functional.softmax(randn([8, 10], generator: g), 1))).ToArray();
+        for (var i = 0; i < 5; i++) a.TrainStep(batches[i].Item1, batches[i].Item2, 1, false);
+        using (var ms = new MemoryStream())
+        {
+            using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) a.SaveState(w);
+            ms.Position = 0;
+            using var r = new BinaryReader(ms);
+            b.LoadState(r);
+        }
+        for (var i = 5; i < 10; i++)
+        {
+            a.TrainStep(batches[i].Item1, batches[i].Item2, 1, false);
+            b.TrainStep(batches[i].Item1, batches[i].Item2, 1, false);
+        }
+        Assert.Equal(a.Step, b.Step);
+        foreach (var (pa, pb) in a.Model.parameters().Zip(b.Model.parameters()))
+            Assert.True(pa.eq(pb).all().item<bool>(), $"resumed weights differ by {(pa - pb).abs().max().item<float>():G3}");
+        a.Model.Dispose();
+        b.Model.Dispose();
+    }
+
     [Fact]
     public void Should_refuse_soft_labels_of_another_shape()
     {

@@ -149,6 +149,30 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             l.Pool = p.PoolBatches;
         }
         if (p.Node.StartsWith("run ")) l.Message = p.Node;   // recovery warnings ride in the node field
+        WriteStatus(state.Runs[p.RunId], throttle: true);
+    }
+
+    private readonly Dictionary<string, DateTime> statusWritten = [];
+
+    /// <summary>runs/&lt;id&gt;/status.json: what `status` shows, for dashboards and scripts that do not join the cluster.</summary>
+    private void WriteStatus(RunRecord r, bool throttle)
+    {
+        var now = DateTime.UtcNow;
+        if (throttle && statusWritten.TryGetValue(r.RunId, out var last) && now - last < TimeSpan.FromSeconds(0.5)) return;
+        statusWritten[r.RunId] = now;
+        var s = Summary(r);
+        var dir = Path.Combine(services.Options.RunsDir, r.RunId);
+        Directory.CreateDirectory(dir);
+        var json = JsonSerializer.Serialize(new
+        {
+            run_id = s.RunId, state = s.State.ToString().ToLowerInvariant(), step = s.StudentStep, total_steps = s.TotalSteps,
+            generated = s.GeneratedBatches, pool = s.PoolBatches, generator_queue = s.GeneratorQueue, student_in_flight = s.StudentInFlight,
+            teacher_accuracy = s.TeacherAccuracy, student_accuracy = s.StudentAccuracy, student_node = s.Node, message = s.Message,
+            updated_utc = now,
+        });
+        var tmp = Path.Combine(dir, $"status.json.{Environment.ProcessId}.tmp");
+        File.WriteAllText(tmp, json);
+        File.Move(tmp, Path.Combine(dir, "status.json"), overwrite: true);
     }
 
     private void OnFinished(StudentFinished m)
@@ -158,6 +182,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         {
             var done = state.Runs[m.RunId];
             WriteResult(done, m);
+            WriteStatus(done, throttle: false);
             log.Info("run {0} completed: student {1:F2}% (best {2:F2}%) after {3} steps", m.RunId, m.Accuracy, m.BestAccuracy, m.Steps);
             var spec = SpecParser.Parse(done.SpecYaml, done.SpecFile);
             services.Generators.Tell(new StopEntity(EntityId.Generator(m.RunId)));
@@ -198,7 +223,11 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
     private void OnFailed(EntityFailed m)
     {
         if (!state.Runs.TryGetValue(m.RunId, out var r) || r.Completed || r.Failed) return;
-        PersistAndSnapshot(new RunFailed(m.RunId, $"{m.EntityId}: {m.Reason}"), () => log.Error("run {0} failed: {1}: {2}", m.RunId, m.EntityId, m.Reason));
+        PersistAndSnapshot(new RunFailed(m.RunId, $"{m.EntityId}: {m.Reason}"), () =>
+        {
+            log.Error("run {0} failed: {1}: {2}", m.RunId, m.EntityId, m.Reason);
+            WriteStatus(state.Runs[m.RunId], throttle: false);
+        });
     }
 
     private void PersistAndSnapshot(IPersistedEvent e, Action then)

@@ -22,13 +22,22 @@ namespace Cluster.Node.Actors;
 /// After its node dies it comes back elsewhere from its newest good checkpoint and asks for the
 /// batches after it, which the generator re-serves from its pool.
 /// </summary>
-public sealed class StudentEntity : ReceivePersistentActor
+public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new StudentEntity(entityId, services));
 
     private sealed record EngineReady(SoftTargetStudent Student, string? Warning, double Best) : INoSerializationVerificationNeeded;
     private sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights) : INoSerializationVerificationNeeded;
     private sealed record GradientReady(long Seq, Tensor Gradient) : INoSerializationVerificationNeeded;
+    private sealed record CheckStalled : INoSerializationVerificationNeeded
+    {
+        public static readonly CheckStalled Instance = new();
+    }
+
+    /// <summary>A request or batch lost with a dying generator or teacher is asked for again after this long.</summary>
+    public static readonly TimeSpan StallTimeout = TimeSpan.FromSeconds(5);
+    private DateTime lastBatchUtc = DateTime.UtcNow;
+    public ITimerScheduler Timers { get; set; } = null!;
 
     private readonly string entityId;
     private readonly EntityId id;
@@ -72,6 +81,14 @@ public sealed class StudentEntity : ReceivePersistentActor
         Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(entityId, state.Started, student?.Step ?? 0, (student?.Step ?? 0) + 1,
             buffer.Count, (int)Math.Max(0, requestedUpTo - (student?.Step ?? 0)), services.NodeName, state.Finished ? "finished" : busy ? "training" : "waiting")));
         Command<StopEntity>(_ => Context.Parent.Tell(new Passivate(PoisonPill.Instance)));
+        Command<CheckStalled>(_ =>
+        {
+            if (student is null || busy || state.Finished || student.Done || buffer.ContainsKey(NextSeq) || DateTime.UtcNow - lastBatchUtc < StallTimeout) return;
+            // nothing arrived for a while: the generator or teacher may have died with our request; ask again (duplicates are dropped)
+            log.Info("{0}: no batch {1} for {2:F0} s; asking the generator again", entityId, NextSeq, (DateTime.UtcNow - lastBatchUtc).TotalSeconds);
+            lastBatchUtc = DateTime.UtcNow;
+            services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), NextSeq, (int)Math.Max(1, requestedUpTo - NextSeq + 1), entityId));
+        });
         Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
         Command<SaveSnapshotFailure>(f => log.Warning("{0}: snapshot failed: {1}", entityId, f.Cause.Message));
         Command<DeleteMessagesSuccess>(_ => { });
@@ -127,6 +144,8 @@ public sealed class StudentEntity : ReceivePersistentActor
         }
         log.Info("{0}: student ready at step {1} of {2}", entityId, student.Step, Total);
         requestedUpTo = student.Step;
+        lastBatchUtc = DateTime.UtcNow;
+        Timers.StartPeriodicTimer("stalled", CheckStalled.Instance, StallTimeout, TimeSpan.FromSeconds(1));
         RequestMore();
         TryTrain();
     }
@@ -144,6 +163,7 @@ public sealed class StudentEntity : ReceivePersistentActor
     {
         if (student is null || b.Seq < NextSeq || b.Seq > requestedUpTo) return;   // a duplicate or stale delivery
         buffer[b.Seq] = b;
+        lastBatchUtc = DateTime.UtcNow;
         TryTrain();
     }
 
@@ -272,7 +292,7 @@ public sealed class StudentEntity : ReceivePersistentActor
             best = Math.Max(best, a);
             log.Info("{0}: step {1}/{2} test accuracy {3:F2}%", entityId, student!.Step, Total, a);
         }
-        if (t.Accuracy is not null || student!.Step % 25 == 0)
+        if (t.Accuracy is not null || student!.Step % 5 == 0)
             services.Coordinator.Tell(new EntityProgress(RunId, entityId, student!.Step, Total, buffer.Count, 0, t.Accuracy, services.NodeName));
         if (t.Checkpoint is not null)
         {

@@ -30,7 +30,12 @@ public sealed class ClusterNode : IAsyncDisposable
     public static async Task<ClusterNode> StartAsync(NodeOptions options, TimeSpan? joinTimeout = null)
     {
         await PersistenceCheck.EnsureReachableAsync(options.Persistence);
-        var system = ActorSystem.Create(options.SystemName, HoconBuilder.Build(options));
+        // sharding's and the singleton's serializers must be known before the first message from a
+        // peer arrives, not only once ClusterSharding.Get runs
+        var config = HoconBuilder.Build(options)
+            .WithFallback(ClusterSharding.DefaultConfig())
+            .WithFallback(ClusterSingleton.DefaultConfig());
+        var system = ActorSystem.Create(options.SystemName, config);
         var services = new NodeServices(options);
         var cluster = Akka.Cluster.Cluster.Get(system);
         services.NodeName = $"{cluster.SelfAddress.Host}:{cluster.SelfAddress.Port}";

@@ -1,7 +1,6 @@
 using Cluster.Contracts.Runs;
 using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
-using Distill.Engine.Benchmarks;
 using Distill.Engine.Runs;
 using Distill.Engine.Specs;
 
@@ -24,8 +23,10 @@ public static class CommandLine
           status --seeds H:P[,...] [--run-id ID]
                                    runs, progress and pipeline queue depths
           validate <spec.yaml>...  check specs without running them
-          bench [--device cpu|cuda|auto] [--out FILE] [--quick]
-                                   time the engine's workloads; prints and saves a table
+          bench [--device cpu|cuda|auto] [--out FILE] [--quick] [--cluster]
+                                   time the engine's workloads; prints and saves a table. --cluster:
+                                   the actor pipeline vs the engine loop, Akka.Remote vs raw TCP
+                                   between two processes, all-reduce vs the ring bound
         """;
 
     public static int Dispatch(string[] args, TextWriter stdout, TextWriter stderr)
@@ -46,6 +47,7 @@ public static class CommandLine
                 "status" => Status(opts, stdout).GetAwaiter().GetResult(),
                 "validate" => Validate(opts, stdout),
                 "bench" => Bench(opts, stdout),
+                "bench-peer" => Benchmarks.ClusterBench.RunPeer(int.Parse(opts.Get("port")!), int.Parse(opts.Get("tcp-port")!), stdout),
                 _ => throw new UsageException($"unknown command '{args[0]}'"),
             };
         }
@@ -133,28 +135,9 @@ public static class CommandLine
         return final.State == RunState.Completed ? 0 : 1;
     }
 
-    private static NodeOptions NodeOptionsFrom(Options o, IReadOnlyList<string> roles, int defaultPort)
-    {
-        var host = o.Get("host") ?? "127.0.0.1";
-        var port = o.Get("port") is { } p ? (int.TryParse(p, out var v) && v is >= 0 and < 65536 ? v : throw new UsageException($"--port {p}: 0-65535")) : defaultPort;
-        var seeds = o.Get("seeds")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList() ?? [];
-        var store = o.Get("store") ?? "store";
-        return new NodeOptions
-        {
-            Hostname = host,
-            Port = port,
-            Seeds = seeds,
-            Roles = roles,
-            Persistence = o.Get("db") is { } db ? PersistenceOptions.Parse(db) : PersistenceOptions.Sqlite(Path.Combine(store, "journal.db")),
-            StoreDir = Path.Combine(store, "blobs"),
-            RunsDir = o.Get("runs-dir") ?? "runs",
-            DataCache = o.Get("data-cache"),
-        };
-    }
-
     private static async Task<int> Serve(Options o, TextWriter stdout)
     {
-        var options = NodeOptionsFrom(o, [Roles.Seed], 4053);
+        var options = o.ToNodeOptions([Roles.Seed], 4053);
         if (options.Seeds.Count == 0) options = options with { Seeds = [$"{options.Hostname}:{options.Port}"] };
         await using var node = await ClusterNode.StartAsync(options);
         stdout.WriteLine($"[serve] seed node up at {node.Address}; journal {options.Persistence.Provider}; store {options.StoreDir}");
@@ -170,7 +153,7 @@ public static class CommandLine
     {
         if (o.Get("seeds") is null) throw new UsageException("--seeds host:port of the cluster's seed node(s) is required");
         var tmp = Path.Combine(Path.GetTempPath(), $"clusterdistill-client-{Environment.ProcessId}");
-        var options = NodeOptionsFrom(o, ["client"], 0) with
+        var options = o.ToNodeOptions(["client"], 0) with
         {
             Persistence = PersistenceOptions.Sqlite(Path.Combine(tmp, "unused.db")),
             StoreDir = Path.Combine(tmp, "blobs"),
@@ -213,8 +196,16 @@ public static class CommandLine
 
     private static int Bench(Options o, TextWriter stdout)
     {
+        if (o.Flag("cluster"))
+        {
+            var rows = Benchmarks.ClusterBench.Run(stdout, o.Flag("quick"));
+            var path = o.Get("out") ?? Path.Combine("results", "bench-cluster.json");
+            Benchmarks.ClusterBench.Save(rows, path, stdout);
+            stdout.WriteLine($"saved {path} and {Path.ChangeExtension(path, ".md")}");
+            return 0;
+        }
         var device = o.Get("device") ?? "cpu";
-        var table = Benchmarks.Run(device, o.Flag("quick"), stdout);
+        var table = Distill.Engine.Benchmarks.Benchmarks.Run(device, o.Flag("quick"), stdout);
         var output = o.Get("out") ?? Path.Combine("results", $"bench-{table.Device}.json");
         table.Save(output);
         stdout.WriteLine($"saved {output} and {Path.ChangeExtension(output, ".md")}");
@@ -222,30 +213,3 @@ public static class CommandLine
     }
 }
 
-public sealed class UsageException(string message) : Exception(message);
-
-/// <summary>--key value pairs, --flags and positional arguments.</summary>
-public sealed class Options
-{
-    private readonly Dictionary<string, string?> named = [];
-    public List<string> Positional { get; } = [];
-
-    private static readonly HashSet<string> Flags = ["quick", "engine", "follow"];
-
-    public static Options Parse(string[] args)
-    {
-        var o = new Options();
-        for (var i = 0; i < args.Length; i++)
-        {
-            if (!args[i].StartsWith("--")) { o.Positional.Add(args[i]); continue; }
-            var key = args[i][2..];
-            if (Flags.Contains(key)) { o.named[key] = null; continue; }
-            if (i + 1 >= args.Length) throw new UsageException($"--{key} needs a value");
-            o.named[key] = args[++i];
-        }
-        return o;
-    }
-
-    public string? Get(string key) => named.TryGetValue(key, out var v) ? v : null;
-    public bool Flag(string key) => named.ContainsKey(key);
-}

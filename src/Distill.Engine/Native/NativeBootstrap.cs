@@ -28,6 +28,8 @@ public static class NativeBootstrap
     {
         ["MALLOC_MMAP_THRESHOLD_"] = "33554432",
         ["MALLOC_TRIM_THRESHOLD_"] = "4294967296",
+        // MKL's conditional numerical reproducibility: the same bits whatever the thread count
+        ["MKL_CBWR"] = "AUTO,STRICT",
     };
 
     /// <summary>Call first in Main. Returns only if the process can load TorchSharp as it is.</summary>

@@ -35,8 +35,17 @@ public static class TorchRuntime
             {
                 Console.Error.WriteLine($"[torch] note: could not switch NNPACK off ({e.Message})");
             }
+            // MKL (linked into libtorch) may otherwise use fewer threads for a GEMM when other
+            // threads of the process are busy, and a different thread count rounds differently:
+            // the actors run the generator, teacher and student concurrently in one process and
+            // must compute what the one-loop engine computes (MKL_CBWR is set on re-exec, too)
+            try { MklSetDynamic(0); }
+            catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException) { }
         }
     }
+
+    [DllImport("libtorch_cpu", EntryPoint = "MKL_Set_Dynamic")]   // the C entry (mkl_set_dynamic is the Fortran one, by reference)
+    private static extern void MklSetDynamic(int enabled);
 
     [DllImport("libtorch_cpu", EntryPoint = "_ZN2at13globalContextEv")]
     private static extern IntPtr GlobalContext();

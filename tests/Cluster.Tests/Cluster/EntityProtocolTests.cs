@@ -178,6 +178,39 @@ public sealed class EntityProtocolTests
         Assert.Equal(3, h.Generators.FishForMessage<RequestBatches>(_ => true, Long).FromSeq);
     }
 
+    [Fact]
+    public void Should_end_with_the_same_weights_after_a_restart_between_checkpoints_as_without_one()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "same");
+        string Train(string run, int stopAfter)
+        {
+            var id = EntityId.Student(run, 0);
+            var spec = ActorHarness.Spec("same", steps: 8, evalEvery: 8, checkpointEvery: 4, window: 8);
+            var student = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
+            student.Tell(new StartEntity(id, run, spec, h.TeacherBlob()));
+            h.Generators.FishForMessage<RequestBatches>(_ => true, Long);
+            var upTo = stopAfter > 0 ? stopAfter : 8;
+            for (var s = 1; s <= upTo; s++) student.Tell(Batch(id, s));
+            if (stopAfter > 0)
+            {
+                var probe = h.Kit.CreateTestProbe();
+                h.Kit.AwaitAssert(() =>
+                {
+                    student.Tell(new GetEntityStatus(id), probe);
+                    Assert.Equal(stopAfter, probe.ExpectMsg<EntityStatus>(Long).Step);
+                }, Long);
+                h.Stop(student);
+                student = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
+                Assert.Equal(5, h.Generators.FishForMessage<RequestBatches>(_ => true, Long).FromSeq);
+                for (var s = 5; s <= 8; s++) student.Tell(Batch(id, s));
+            }
+            return h.Coordinator.FishForMessage<StudentFinished>(_ => true, Long).StudentBlob;
+        }
+        var straight = Train($"u{Guid.NewGuid():N}"[..12], 0);
+        var resumed = Train($"v{Guid.NewGuid():N}"[..12], 6);
+        Assert.Equal(straight, resumed);   // content hashes: bit-identical weights
+    }
+
     private static LabelledBatch Batch(string student, long seq)
     {
         manual_seed(100 + seq);

@@ -1,0 +1,364 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Akka.Actor;
+using Akka.Configuration;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Students;
+using Cluster.Contracts.Tensors;
+using Cluster.Node.Configuration;
+using Cluster.Node.Hosting;
+using Distill.Engine.Methods;
+using Distill.Engine.Models;
+using Distill.Engine.Specs;
+using static TorchSharp.torch;
+
+namespace Cluster.Seed.Benchmarks;
+
+public sealed record ClusterBenchRow(string Workload, string Detail, double Value, string Unit, string Note);
+
+/// <summary>
+/// The cluster's costs: the actor pipeline against the bare engine loop (same DAFL workload, same
+/// machine), Akka.Remote throughput for batches against a raw TCP socket between two processes,
+/// and a two-replica gradient all-reduce against the ring bound 2(N-1)/N x bytes / bandwidth.
+/// </summary>
+public static class ClusterBench
+{
+    private const int Batch = 128, Warm = 10, Steps = 210;
+
+    public static IReadOnlyList<ClusterBenchRow> Run(TextWriter log, bool quick)
+    {
+        var rows = new List<ClusterBenchRow>();
+        var steps = quick ? 60 : Steps;
+        var engine = EngineLoop(steps, log);
+        var actors = ActorPipeline(steps, log).GetAwaiter().GetResult();
+        rows.Add(new("DAFL quick step, bare engine loop", $"batch {Batch}, steps {Warm}-{steps}", engine, "images/s", "DaflTrainer in one thread"));
+        rows.Add(new("DAFL quick step, actor pipeline", $"embedded one-node cluster, batch {Batch}", actors, "images/s",
+            $"{actors / engine:F3} x the engine loop (generator, teacher, student actors; every batch stored and journaled)"));
+
+        using var peer = Peer.Start(log);
+        var mb = quick ? 64 : 256;
+        var tcp = RawTcp(peer.TcpPort, mb);
+        var (akka, akkaSystem) = AkkaWire(peer.AkkaPort, mb, log).GetAwaiter().GetResult();
+        rows.Add(new("wire: raw TCP socket, 2 processes", $"{mb} MiB in 512 KiB writes, loopback", tcp, "MB/s", "upper bound for the link"));
+        rows.Add(new("wire: LabelledBatch over Akka.Remote, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", akka, "MB/s",
+            $"{akka / tcp:F2} x raw TCP (MessagePack contract serializer)"));
+        foreach (var floats in quick ? new[] { 1 << 20 } : [1 << 20, 4 << 20])
+        {
+            var bytes = floats * 4.0;
+            var ms = AllReduce(akkaSystem, peer.AkkaPort, floats, quick ? 3 : 6, log).GetAwaiter().GetResult();
+            var bound = 2.0 * (2 - 1) / 2 * bytes / (tcp * 1e6) * 1000;
+            rows.Add(new("all-reduce, 2 replicas in 2 processes", $"{bytes / 1048576:F0} MiB gradient, 1M-float chunks", ms, "ms",
+                $"ring bound 2(N-1)/N x bytes / TCP bandwidth = {bound:F1} ms -> {bound / ms:F2} of the bound"));
+        }
+        akkaSystem.Terminate().Wait();
+        return rows;
+    }
+
+    public static void Save(IReadOnlyList<ClusterBenchRow> rows, string path, TextWriter log)
+    {
+        var md = new StringBuilder();
+        md.AppendLine($"Machine: {Environment.ProcessorCount} logical CPUs, {get_num_threads()} torch threads; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC");
+        md.AppendLine();
+        md.AppendLine("| workload | detail | value | unit | note |");
+        md.AppendLine("|---|---|---:|---|---|");
+        foreach (var r in rows) md.AppendLine(string.Create(CultureInfo.InvariantCulture, $"| {r.Workload} | {r.Detail} | {r.Value:F1} | {r.Unit} | {r.Note} |"));
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        File.WriteAllText(path, JsonSerializer.Serialize(rows, new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(Path.ChangeExtension(path, ".md"), md.ToString());
+        log.Write(md.ToString());
+    }
+
+    private static readonly DaflSpec Dafl = new()
+    {
+        Steps = Steps, BatchSize = Batch, GeneratorWidth = 32, GeneratorLr = 0.02, Activation = "code", Entropy = "code", EvalEvery = 100_000,
+    };
+
+    private static Classifier Teacher()
+    {
+        manual_seed(1);
+        return ModelFactory.Create("lenet5", 1, 32, 10);
+    }
+
+    private static double EngineLoop(int steps, TextWriter log)
+    {
+        Distill.Engine.Native.TorchRuntime.Initialize();
+        using var teacher = Teacher();
+        manual_seed(2);
+        using var student = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        using var trainer = new DaflTrainer(teacher, student, Dafl with { Steps = steps }, new TrainSpec { Lr = 0.002 }, CPU, 3);
+        for (var i = 0; i < Warm; i++) trainer.TrainStep(false);
+        var sw = Stopwatch.StartNew();
+        for (var i = Warm; i < steps; i++) trainer.TrainStep(false);
+        var ips = (steps - Warm) * Batch / sw.Elapsed.TotalSeconds;
+        log.WriteLine($"[bench] engine loop: {ips:F0} images/s");
+        return ips;
+    }
+
+    private static async Task<double> ActorPipeline(int steps, TextWriter log)
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"cd-bench-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            using (var t = Teacher()) t.save(Path.Combine(dir, "teacher.pt"));
+            var spec = Path.Combine(dir, "bench.yaml");
+            await File.WriteAllTextAsync(spec, $$"""
+                name: bench
+                method: dafl
+                seed: 3
+                data: {name: mnist, image_size: 32}
+                teacher:
+                  arch: lenet5
+                  checkpoint: {{Path.Combine(dir, "teacher.pt")}}
+                student:
+                  arch: lenet5-half
+                  train: {optimizer: adam, lr: 0.002}
+                dafl: {steps: {{steps}}, batch_size: {{Batch}}, generator_width: 32, generator_lr: 0.02, activation: code, entropy: code, eval_every: 100000 }
+                cluster: {checkpoint_every: 50, window: 2}
+                guard: {enabled: false}
+                """);
+            var options = new NodeOptions
+            {
+                Persistence = PersistenceOptions.Sqlite(Path.Combine(dir, "journal.db")),
+                StoreDir = Path.Combine(dir, "blobs"), RunsDir = Path.Combine(dir, "runs"), LogLevel = "WARNING",
+            };
+            await using var node = await ClusterNode.StartAsync(options);
+            var runId = await RunClient.SubmitAsync(node.Coordinator, spec, "bench", TimeSpan.FromSeconds(60));
+            async Task<(long Step, double At)> WaitFor(long step, Stopwatch clock)
+            {
+                while (true)
+                {
+                    var s = (await RunClient.StatusAsync(node.Coordinator, runId, TimeSpan.FromSeconds(20)))[0];
+                    if (s.State == RunState.Failed) throw new InvalidOperationException($"bench run failed: {s.Message}");
+                    if (s.StudentStep >= step) return (s.StudentStep, clock.Elapsed.TotalSeconds);
+                    await Task.Delay(20);
+                }
+            }
+            var clock = Stopwatch.StartNew();
+            var (s0, t0) = await WaitFor(Warm, clock);
+            var (s1, t1) = await WaitFor(steps - 10, clock);
+            var ips = (s1 - s0) * Batch / (t1 - t0);
+            log.WriteLine($"[bench] actor pipeline: {ips:F0} images/s (steps {s0}-{s1})");
+            return ips;
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    private static double RawTcp(int port, int mb)
+    {
+        using var client = new TcpClient();
+        client.NoDelay = true;
+        client.Connect(IPAddress.Loopback, port);
+        using var s = client.GetStream();
+        var buffer = new byte[512 * 1024];
+        new Random(1).NextBytes(buffer);
+        var total = (long)mb << 20;
+        s.Write(BitConverter.GetBytes(total));
+        var sw = Stopwatch.StartNew();
+        for (long sent = 0; sent < total; sent += buffer.Length) s.Write(buffer, 0, (int)Math.Min(buffer.Length, total - sent));
+        if (s.ReadByte() != 1) throw new IOException("raw TCP peer did not acknowledge");
+        var mbps = total / 1e6 / sw.Elapsed.TotalSeconds;
+        return mbps;
+    }
+
+    private static Config RemoteConfig(int port) =>
+        ConfigurationFactory.ParseString("akka.actor.provider = remote\nakka.loglevel = WARNING").WithFallback(HoconBuilder.Build(new NodeOptions
+        {
+            Port = port, Persistence = PersistenceOptions.Sqlite(Path.Combine(Path.GetTempPath(), "unused.db")),
+            StoreDir = Path.GetTempPath(), RunsDir = Path.GetTempPath(),
+        }));
+
+    private static async Task<(double MBps, ActorSystem System)> AkkaWire(int peerPort, int mb, TextWriter log)
+    {
+        var system = ActorSystem.Create("bench", RemoteConfig(0));
+        var sink = await system.ActorSelection($"akka.tcp://bench-peer@127.0.0.1:{peerPort}/user/sink").ResolveOne(TimeSpan.FromSeconds(20));
+        manual_seed(4);
+        using var x = randn(Batch, 1, 32, 32);
+        using var p = nn.functional.softmax(randn(Batch, 10), 1);
+        var images = TensorWire.ToPayload(x);
+        var labels = TensorWire.ToPayload(p);
+        var batchBytes = images.Data.Length + labels.Data.Length;
+        var count = (int)(((long)mb << 20) / batchBytes);
+        var done = new TaskCompletionSource<double>();
+        var sender = system.ActorOf(Props.Create(() => new WireSender(sink, images, labels, count, 4, done)));
+        var seconds = await done.Task.WaitAsync(TimeSpan.FromMinutes(5));
+        var mbps = (double)count * batchBytes / 1e6 / seconds;
+        log.WriteLine($"[bench] Akka.Remote batches: {mbps:F0} MB/s ({count} batches of {batchBytes:N0} bytes)");
+        await sender.GracefulStop(TimeSpan.FromSeconds(5));
+        return (mbps, system);
+    }
+
+    /// <summary>Keeps `window` batches in flight; the sink answers each with a RequestBatches credit.</summary>
+    private sealed class WireSender : ReceiveActor
+    {
+        public WireSender(IActorRef sink, TensorPayload images, TensorPayload labels, int count, int window, TaskCompletionSource<double> done)
+        {
+            var sw = Stopwatch.StartNew();
+            long sent = 0, acked = 0;
+            void Send() { sink.Tell(new LabelledBatch("bench/student/0", ++sent, images, labels, 1)); }
+            for (var i = 0; i < window && sent < count; i++) Send();
+            Receive<RequestBatches>(_ =>
+            {
+                if (++acked == count) { done.TrySetResult(sw.Elapsed.TotalSeconds); return; }
+                if (sent < count) Send();
+            });
+        }
+    }
+
+    private static async Task<double> AllReduce(ActorSystem system, int peerPort, int floats, int reps, TextWriter log)
+    {
+        var peer = await system.ActorSelection($"akka.tcp://bench-peer@127.0.0.1:{peerPort}/user/reducer").ResolveOne(TimeSpan.FromSeconds(20));
+        var gradient = new float[floats];
+        var rnd = new Random(5);
+        for (var i = 0; i < floats; i++) gradient[i] = (float)rnd.NextDouble();
+        var times = new List<double>();
+        for (var r = 0; r < reps + 1; r++)
+        {
+            var done = new TaskCompletionSource<double>();
+            var a = system.ActorOf(Props.Create(() => new Reducer(peer, gradient, r, done)));
+            var ms = await done.Task.WaitAsync(TimeSpan.FromMinutes(2));
+            await a.GracefulStop(TimeSpan.FromSeconds(5));
+            if (r > 0) times.Add(ms);   // the first is warm-up
+        }
+        times.Sort();
+        var median = times[times.Count / 2];
+        log.WriteLine($"[bench] all-reduce of {floats * 4.0 / 1048576:F0} MiB between 2 processes: {median:F1} ms");
+        return median;
+    }
+
+    /// <summary>
+    /// Sends this replica's gradient in chunks and sums the peer's in replica order as it
+    /// arrives (what StudentEntity does); done when the peer's whole gradient is in and the peer
+    /// confirmed it has ours.
+    /// </summary>
+    internal sealed class Reducer : ReceiveActor
+    {
+        public const int Chunk = 1 << 20;
+
+        public Reducer(IActorRef peer, float[] gradient, long step, TaskCompletionSource<double>? done)
+        {
+            var sw = Stopwatch.StartNew();
+            var sum = (float[])gradient.Clone();
+            var chunks = (gradient.Length + Chunk - 1) / Chunk;
+            int received = 0;
+            var peerHasOurs = false;
+            var target = peer;
+            void SendAll(IActorRef to)
+            {
+                for (var c = 0; c < chunks; c++)
+                {
+                    var len = Math.Min(Chunk, gradient.Length - c * Chunk);
+                    var bytes = new byte[len * 4];
+                    Buffer.BlockCopy(gradient, c * Chunk * 4, bytes, 0, bytes.Length);
+                    to.Tell(new GradientChunk("bench/student/1", step, 0, c, chunks, (long)c * Chunk, new TensorPayload([len], WireDType.Float32, bytes)));
+                }
+            }
+            void Check()
+            {
+                if (received == chunks && (peerHasOurs || done is null))
+                {
+                    if (done is null) target.Tell(new EntityStatus("bench/student/0", true, step, step, 0, 0, "peer", "reduced"));
+                    else done.TrySetResult(sw.Elapsed.TotalMilliseconds);
+                }
+            }
+            if (done is not null) SendAll(peer);
+            Receive<GradientChunk>(c =>
+            {
+                if (done is null && received == 0) { target = Sender; SendAll(Sender); }
+                var values = new float[c.Values.Data.Length / 4];
+                Buffer.BlockCopy(c.Values.Data, 0, values, 0, c.Values.Data.Length);
+                for (var i = 0; i < values.Length; i++) sum[c.Offset + i] += values[i];
+                received++;
+                Check();
+            });
+            Receive<EntityStatus>(_ => { peerHasOurs = true; Check(); });
+        }
+    }
+
+    /// <summary>The second process: an Akka.Remote sink and reducer, and a raw TCP sink.</summary>
+    public static int RunPeer(int akkaPort, int tcpPort, TextWriter stdout)
+    {
+        var system = ActorSystem.Create("bench-peer", RemoteConfig(akkaPort));
+        system.ActorOf(Props.Create(() => new Sink()), "sink");
+        system.ActorOf(Props.Create(() => new ReducerHost()), "reducer");
+        var listener = new TcpListener(IPAddress.Loopback, tcpPort);
+        listener.Start();
+        stdout.WriteLine("ready");
+        stdout.Flush();
+        while (true)
+        {
+            using var c = listener.AcceptTcpClient();
+            using var s = c.GetStream();
+            var header = new byte[8];
+            s.ReadExactly(header);
+            var total = BitConverter.ToInt64(header);
+            var buffer = new byte[1 << 20];
+            for (long got = 0; got < total;)
+            {
+                var n = s.Read(buffer, 0, (int)Math.Min(buffer.Length, total - got));
+                if (n == 0) break;
+                got += n;
+            }
+            s.WriteByte(1);
+        }
+    }
+
+    private sealed class Sink : ReceiveActor
+    {
+        public Sink() => Receive<LabelledBatch>(b => Sender.Tell(new RequestBatches("bench/generator/0", b.Seq + 1, 1, b.EntityId)));
+    }
+
+    /// <summary>One reducer per step from the other side (keyed by step).</summary>
+    private sealed class ReducerHost : ReceiveActor
+    {
+        public ReducerHost()
+        {
+            var byStep = new Dictionary<long, IActorRef>();
+            Receive<GradientChunk>(c =>
+            {
+                if (!byStep.TryGetValue(c.Step, out var r))
+                {
+                    var size = c.ChunkCount * Reducer.Chunk;
+                    byStep[c.Step] = r = Context.ActorOf(Props.Create(() => new Reducer(ActorRefs.Nobody, new float[size], c.Step, null)));
+                }
+                r.Forward(c);
+            });
+        }
+    }
+
+    private sealed class Peer : IDisposable
+    {
+        private readonly Process process;
+        public int AkkaPort { get; }
+        public int TcpPort { get; }
+
+        private Peer(Process p, int akka, int tcp) { process = p; AkkaPort = akka; TcpPort = tcp; }
+
+        public static Peer Start(TextWriter log)
+        {
+            int Free() { var l = new TcpListener(IPAddress.Loopback, 0); l.Start(); var port = ((IPEndPoint)l.LocalEndpoint).Port; l.Stop(); return port; }
+            var (akka, tcp) = (Free(), Free());
+            var psi = new ProcessStartInfo(Environment.ProcessPath!, ["bench-peer", "--port", akka.ToString(), "--tcp-port", tcp.ToString()])
+            { RedirectStandardOutput = true, RedirectStandardError = true };
+            var p = Process.Start(psi)!;
+            var line = p.StandardOutput.ReadLine();
+            if (line != "ready") throw new InvalidOperationException($"bench peer did not start: {line} {p.StandardError.ReadToEnd()}");
+            log.WriteLine($"[bench] peer process {p.Id}: Akka.Remote on {akka}, raw TCP on {tcp}");
+            return new Peer(p, akka, tcp);
+        }
+
+        public void Dispose()
+        {
+            try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+            process.Dispose();
+        }
+    }
+}

@@ -1,0 +1,64 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>
+/// The multi-process failover demo as a test: real seed and GPU-node processes on 127.0.0.1, a
+/// PostgreSQL journal, kill -9 of the node holding the student, then of every process
+/// (scripts/failover-demo.sh does the work and the checks; this bounds it in time and cleans up).
+/// </summary>
+public sealed class FailoverTests
+{
+    private static string RepoRoot()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "ClusterDistill.sln"))) return d.FullName;
+        throw new InvalidOperationException("repository root not found above " + AppContext.BaseDirectory);
+    }
+
+    [Fact]
+    public void Should_resume_the_student_on_the_survivor_after_kill_9_and_the_whole_run_after_a_full_restart()
+    {
+        var root = RepoRoot();
+        var work = Path.Combine(Path.GetTempPath(), $"cd-failover-{Guid.NewGuid():N}");
+        var psi = new ProcessStartInfo("setsid", ["bash", Path.Combine(root, "scripts", "failover-demo.sh")])
+        {
+            WorkingDirectory = root,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        psi.Environment["SKIP_BUILD"] = "1";   // the test run built everything already
+        psi.Environment["WORK"] = work;
+        psi.Environment["PORT_BASE"] = (4300 + Environment.ProcessId % 400 * 3).ToString();
+        using var p = Process.Start(psi)!;
+        var output = new System.Text.StringBuilder();
+        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        try
+        {
+            if (!p.WaitForExit(TimeSpan.FromMinutes(12)))
+            {
+                // the script's trap kills its nodes on TERM; the process group catches anything left
+                Process.Start("kill", ["-TERM", $"-{p.Id}"])!.WaitForExit();
+                if (!p.WaitForExit(TimeSpan.FromSeconds(10))) Process.Start("kill", ["-KILL", $"-{p.Id}"])!.WaitForExit();
+                Assert.Fail($"failover demo did not finish within 12 minutes:\n{output}");
+            }
+            p.WaitForExit();
+            var text = output.ToString();
+            Assert.True(p.ExitCode == 0, $"failover demo failed (exit {p.ExitCode}):\n{text}");
+            var summary = Regex.Match(text, @"failover-demo: killed_at=(\d+) min_after=(\d+) failover_s=(\d+) full_kill_at=(\d+) resumed_at=(\d+) final=([\d.]+) reference=([\d.]+) ok=1");
+            Assert.True(summary.Success, text);
+            long G(int i) => long.Parse(summary.Groups[i].Value);
+            Assert.InRange(G(1) - G(2), 0, 25);                 // stepped back at most one checkpoint interval
+            Assert.InRange(G(4) - G(5), 0, 25);                 // the full restart resumed, it did not start over
+            Assert.InRange(double.Parse(summary.Groups[6].Value) - double.Parse(summary.Groups[7].Value), -0.5, 0.5);
+        }
+        finally
+        {
+            try { Directory.Delete(work, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+}
