@@ -10,6 +10,7 @@ namespace Cluster.Tests;
 /// computes, and data-parallel replicas with a fixed-order gradient average must match one
 /// process training on the combined batch.
 /// </summary>
+[Collection("mnist")]
 public sealed class PipelineEngineTests
 {
     public PipelineEngineTests() => Torch.Init();

@@ -36,5 +36,10 @@ public sealed class MnistFixture : IDisposable
     public void Dispose() => Data.Dispose();
 }
 
-[CollectionDefinition("mnist")]
+/// <summary>
+/// Tests that read real MNIST, or that compare two computations seeded through TorchSharp's one
+/// global generator: they run alone, so that no test in parallel draws from that generator
+/// between a seed and the model it initialises.
+/// </summary>
+[CollectionDefinition("mnist", DisableParallelization = true)]
 public sealed class MnistCollection : ICollectionFixture<MnistFixture>;

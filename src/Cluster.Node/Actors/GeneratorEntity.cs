@@ -39,6 +39,8 @@ public sealed class GeneratorEntity : ReceivePersistentActor
     private DaflSynthesizer? synth;
     private Classifier? teacher;
     private bool busy;
+    /// <summary>Highest batch synthesised, journaled or not (the next synthesis may start while the last one is being journaled).</summary>
+    private long synthesized;
     /// <summary>Sequence numbers asked for and not produced yet, with who asked.</summary>
     private readonly SortedDictionary<long, HashSet<string>> wanted = [];
     private readonly Dictionary<string, long> releasedBy = [];
@@ -101,7 +103,7 @@ public sealed class GeneratorEntity : ReceivePersistentActor
         busy = true;
         var s = spec;
         var st = state;
-        Task.Run(() =>
+        EngineAccess.Compute(() =>
         {
             var device = EngineAccess.DeviceFor(s);
             var data = services.Data(s.Data);
@@ -125,7 +127,7 @@ public sealed class GeneratorEntity : ReceivePersistentActor
             var upTo = state.Produced;
             var pool = state.Pool;
             var g = synth;
-            Task.Run(() =>
+            EngineAccess.Compute(() =>
             {
                 var identical = 0;
                 while (g.Step < upTo)
@@ -171,12 +173,14 @@ public sealed class GeneratorEntity : ReceivePersistentActor
     private void Produce()
     {
         if (busy || synth is null || state.Finished || wanted.Count == 0) return;
-        var next = state.Produced + 1;
-        if (wanted.Keys.Last() < next) { foreach (var k in wanted.Keys.Where(k => k < next).ToList()) wanted.Remove(k); return; }
+        synthesized = Math.Max(synthesized, state.Produced);
+        var next = synthesized + 1;
+        // (a wanted batch below `next` is synthesised and being journaled: its journal callback sends it)
+        if (wanted.Keys.Last() < next) return;
         busy = true;
         var g = synth;
         var wantMetrics = next % 50 == 0;
-        Task.Run(() =>
+        EngineAccess.Compute(() =>
         {
             using var o = g.Synthesize(wantMetrics);
             var images = TensorWire.ToPayload(o.Images);
@@ -188,17 +192,25 @@ public sealed class GeneratorEntity : ReceivePersistentActor
     {
         // the batch is on disk and journaled before any student can see it
         var blob = services.Blobs.Put(s.Batch);
+        synthesized = s.Seq;
+        var checkpoint = s.Seq % CheckpointEvery == 0 || s.Seq == spec!.Dafl!.Steps;
+        if (!checkpoint)
+        {
+            // the next synthesis overlaps this batch's journal write (its result waits for the write)
+            busy = false;
+            Produce();
+        }
         Persist(new BatchStored(s.Seq, blob), e =>
         {
             state = state.Apply(e);
-            busy = false;
+            if (checkpoint) busy = false;
             if (wanted.Remove(s.Seq, out var who))
                 foreach (var student in who) SendToTeacher(s.Seq, s.Images, student);
             if (s.Metrics is { } m && m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
                 log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", entityId, s.Seq, classes);
             if (s.Seq % 25 == 0)
                 services.Coordinator.Tell(new EntityProgress(RunId, entityId, synth!.Step, spec!.Dafl!.Steps, wanted.Count, state.Pool.Count, null, services.NodeName));
-            if (s.Seq % CheckpointEvery == 0 || s.Seq == spec!.Dafl!.Steps) Checkpoint();
+            if (checkpoint) Checkpoint();
             else MaybeSnapshot();
             Produce();
         });

@@ -36,6 +36,10 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
     /// <summary>Live progress by run (not persisted: the entities report it again).</summary>
     private readonly Dictionary<string, Live> live = [];
     private int eventsSinceSnapshot;
+    /// <summary>Parsed specs by run (parsing YAML on every status question costs CPU the engine needs).</summary>
+    private readonly Dictionary<string, RunSpec> specs = [];
+
+    private RunSpec SpecOf(RunRecord r) => specs.TryGetValue(r.RunId, out var s) ? s : specs[r.RunId] = SpecParser.Parse(r.SpecYaml, r.SpecFile);
 
     private sealed class Live
     {
@@ -112,7 +116,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             services.Teachers.Tell(new StartEntity(EntityId.Teacher(r.RunId), r.RunId, r.SpecYaml, null));
             return;
         }
-        var spec = SpecParser.Parse(r.SpecYaml, r.SpecFile);
+        var spec = SpecOf(r);
         services.Teachers.Tell(new StartEntity(EntityId.Teacher(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob));
         services.Generators.Tell(new StartEntity(EntityId.Generator(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob));
         for (var i = 0; i < spec.Cluster.Replicas; i++)
@@ -184,7 +188,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             WriteResult(done, m);
             WriteStatus(done, throttle: false);
             log.Info("run {0} completed: student {1:F2}% (best {2:F2}%) after {3} steps", m.RunId, m.Accuracy, m.BestAccuracy, m.Steps);
-            var spec = SpecParser.Parse(done.SpecYaml, done.SpecFile);
+            var spec = SpecOf(done);
             services.Generators.Tell(new StopEntity(EntityId.Generator(m.RunId)));
             services.Teachers.Tell(new StopEntity(EntityId.Teacher(m.RunId)));
             for (var i = 0; i < spec.Cluster.Replicas; i++) services.Students.Tell(new StopEntity(EntityId.Student(m.RunId, i)));
@@ -193,7 +197,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
 
     private void WriteResult(RunRecord r, StudentFinished m)
     {
-        var spec = SpecParser.Parse(r.SpecYaml, r.SpecFile);
+        var spec = SpecOf(r);
         var dir = Path.Combine(services.Options.RunsDir, r.RunId);
         Directory.CreateDirectory(dir);
         if (m.StudentBlob.Length > 0 && services.Blobs.Exists(m.StudentBlob))
@@ -243,7 +247,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
     private RunSummary Summary(RunRecord r)
     {
         var l = live.GetValueOrDefault(r.RunId);
-        var spec = SpecParser.Parse(r.SpecYaml, r.SpecFile);
+        var spec = SpecOf(r);
         var runState = r.Completed ? RunState.Completed : r.Failed ? RunState.Failed : r.TeacherBlob is null ? RunState.PreparingTeacher : RunState.Training;
         return new RunSummary(r.RunId, spec.Name, SpecParser.MethodName(spec.Method), runState,
             r.Completed ? r.Steps : l?.StudentStep ?? 0, spec.Dafl?.Steps ?? 0, l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,

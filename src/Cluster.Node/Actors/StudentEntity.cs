@@ -113,7 +113,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         busy = true;
         var s = spec;
         var st = state;
-        Task.Run(() =>
+        EngineAccess.Compute(() =>
         {
             var device = EngineAccess.DeviceFor(s);
             data = services.Data(s.Data);
@@ -176,7 +176,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         var seq = batch.Seq;
         if (Replicas == 1)
         {
-            Task.Run(() =>
+            EngineAccess.Compute(() =>
             {
                 using var images = TensorWire.ToTensor(batch.Images, device);
                 using var probs = TensorWire.ToTensor(batch.SoftLabels, device);
@@ -186,7 +186,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
             return;
         }
         var (r, n) = (id.Index, Replicas);
-        Task.Run(() =>
+        EngineAccess.Compute(() =>
         {
             // this replica's contiguous slice of the batch
             using var images = TensorWire.ToTensor(batch.Images, device);
@@ -254,7 +254,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         chunksSeen.Remove(step);
         var s = student!;
         var replicas = Replicas;
-        Task.Run(() =>
+        EngineAccess.Compute(() =>
         {
             // fixed order: replica 0 + 1 + ... in float32, then / N; every replica computes the same bits
             var sum = (float[])slot[0].Clone();

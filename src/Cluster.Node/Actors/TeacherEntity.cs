@@ -29,6 +29,10 @@ public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
 
     private sealed record TeacherTrained(string Blob, double Accuracy) : INoSerializationVerificationNeeded;
     private sealed record TeacherLoaded(Classifier Teacher) : INoSerializationVerificationNeeded;
+    private sealed record Labelled(LabelBatch Request, TensorPayload Labels) : INoSerializationVerificationNeeded;
+
+    /// <summary>DAFL's student loss uses the teacher's plain softmax.</summary>
+    private const double Temperature = 1.0;
 
     private readonly string entityId;
     private readonly NodeServices services;
@@ -56,6 +60,7 @@ public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
             Stash.UnstashAll();
         });
         Command<LabelBatch>(OnLabel);
+        Command<Labelled>(OnLabelled);
         Command<Status.Failure>(f =>
         {
             preparing = false;
@@ -96,7 +101,7 @@ public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
         var runDir = Path.Combine(services.Options.RunsDir, m.RunId);
         var runId = m.RunId;
         var yaml = m.SpecYaml;
-        Task.Run(() =>
+        EngineAccess.Compute(() =>
         {
             var data = services.Data(s.Data);
             var runner = new Runner(new RunnerOptions { RunsRoot = services.Options.RunsDir, DataCache = services.Options.DataCache, TeacherCache = services.Options.TeacherCache },
@@ -130,7 +135,7 @@ public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
         spec = EngineAccess.ParseSpec(state.SpecYaml!, state.RunId!);
         var s = spec;
         var blob = state.TeacherBlob!;
-        Task.Run(() =>
+        EngineAccess.Compute(() =>
         {
             var device = EngineAccess.DeviceFor(s);
             var t = EngineAccess.LoadModel(s.Teacher!.Arch, services.Data(s.Data), s.Data.ImageSize, services.Blobs.Get(blob), device);
@@ -142,18 +147,28 @@ public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
     private void OnLabel(LabelBatch m)
     {
         if (teacher is null) { Stash.Stash(); return; }
-        var temperature = 1.0;   // DAFL's student loss: the teacher's plain softmax
-        if (!recent.TryGetValue(m.Seq, out var labels))
+        if (recent.TryGetValue(m.Seq, out var cached))
         {
-            var device = EngineAccess.DeviceFor(spec!);
-            using var images = TensorWire.ToTensor(m.Images, device);
-            using var probs = SoftLabels.Label(teacher, images, temperature);
-            labels = TensorWire.ToPayload(probs, TensorWire.Parse(spec!.Cluster.SoftLabels));
-            recent[m.Seq] = labels;
-            var keep = 4 * spec.Cluster.Replicas + spec.Cluster.Window;
-            if (recent.Count > keep) foreach (var k in recent.Keys.Order().Take(recent.Count - keep).ToList()) recent.Remove(k);
+            services.Students.Tell(new LabelledBatch(m.ReplyTo, m.Seq, m.Images, cached, Temperature));
+            return;
         }
-        services.Students.Tell(new LabelledBatch(m.ReplyTo, m.Seq, m.Images, labels, temperature));
+        var t = teacher;
+        var s = spec!;
+        EngineAccess.Compute(() =>
+        {
+            var device = EngineAccess.DeviceFor(s);
+            using var images = TensorWire.ToTensor(m.Images, device);
+            using var probs = SoftLabels.Label(t, images, Temperature);
+            return new Labelled(m, TensorWire.ToPayload(probs, TensorWire.Parse(s.Cluster.SoftLabels)));
+        }).PipeTo(Self);
+    }
+
+    private void OnLabelled(Labelled l)
+    {
+        recent[l.Request.Seq] = l.Labels;
+        var keep = 4 * spec!.Cluster.Replicas + spec.Cluster.Window;
+        if (recent.Count > keep) foreach (var k in recent.Keys.Order().Take(recent.Count - keep).ToList()) recent.Remove(k);
+        services.Students.Tell(new LabelledBatch(l.Request.ReplyTo, l.Request.Seq, l.Request.Images, l.Labels, Temperature));
     }
 
     protected override void PostStop()

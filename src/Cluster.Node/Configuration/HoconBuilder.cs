@@ -34,6 +34,9 @@ public static class HoconBuilder
                 maximum-frame-size = {{frame}}b
                 send-buffer-size = {{Math.Max(frame * 2, 4 << 20)}}b
                 receive-buffer-size = {{Math.Max(frame * 2, 4 << 20)}}b
+                # write batching holds small messages (the credits that pace the batch stream, the
+                # all-reduce's acknowledgements) for up to its 40 ms flush interval: 60 MB/s for batches
+                batching.enabled = false
               }
               cluster {
                 seed-nodes = [{{seeds}}]

@@ -43,6 +43,7 @@ public static class ClusterBench
         using var peer = Peer.Start(log);
         var mb = quick ? 64 : 256;
         var tcp = RawTcp(peer.TcpPort, mb);
+        log.WriteLine($"[bench] raw TCP: {tcp:F0} MB/s");
         var (akka, akkaSystem) = AkkaWire(peer.AkkaPort, mb, log).GetAwaiter().GetResult();
         rows.Add(new("wire: raw TCP socket, 2 processes", $"{mb} MiB in 512 KiB writes, loopback", tcp, "MB/s", "upper bound for the link"));
         rows.Add(new("wire: LabelledBatch over Akka.Remote, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", akka, "MB/s",
@@ -52,7 +53,7 @@ public static class ClusterBench
             var bytes = floats * 4.0;
             var ms = AllReduce(akkaSystem, peer.AkkaPort, floats, quick ? 3 : 6, log).GetAwaiter().GetResult();
             var bound = 2.0 * (2 - 1) / 2 * bytes / (tcp * 1e6) * 1000;
-            rows.Add(new("all-reduce, 2 replicas in 2 processes", $"{bytes / 1048576:F0} MiB gradient, 1M-float chunks", ms, "ms",
+            rows.Add(new("all-reduce, 2 replicas in 2 processes", $"{bytes / 1048576:F0} MiB gradient, 1 MiB chunks", ms, "ms",
                 $"ring bound 2(N-1)/N x bytes / TCP bandwidth = {bound:F1} ms -> {bound / ms:F2} of the bound"));
         }
         akkaSystem.Terminate().Wait();
@@ -119,7 +120,7 @@ public static class ClusterBench
                   arch: lenet5-half
                   train: {optimizer: adam, lr: 0.002}
                 dafl: {steps: {{steps}}, batch_size: {{Batch}}, generator_width: 32, generator_lr: 0.02, activation: code, entropy: code, eval_every: 100000 }
-                cluster: {checkpoint_every: 50, window: 2}
+                cluster: {checkpoint_every: 50, window: 4}
                 guard: {enabled: false}
                 """);
             var options = new NodeOptions
@@ -136,7 +137,7 @@ public static class ClusterBench
                     var s = (await RunClient.StatusAsync(node.Coordinator, runId, TimeSpan.FromSeconds(20)))[0];
                     if (s.State == RunState.Failed) throw new InvalidOperationException($"bench run failed: {s.Message}");
                     if (s.StudentStep >= step) return (s.StudentStep, clock.Elapsed.TotalSeconds);
-                    await Task.Delay(20);
+                    await Task.Delay(100);
                 }
             }
             var clock = Stopwatch.StartNew();
@@ -165,8 +166,7 @@ public static class ClusterBench
         var sw = Stopwatch.StartNew();
         for (long sent = 0; sent < total; sent += buffer.Length) s.Write(buffer, 0, (int)Math.Min(buffer.Length, total - sent));
         if (s.ReadByte() != 1) throw new IOException("raw TCP peer did not acknowledge");
-        var mbps = total / 1e6 / sw.Elapsed.TotalSeconds;
-        return mbps;
+        return total / 1e6 / sw.Elapsed.TotalSeconds;
     }
 
     private static Config RemoteConfig(int port) =>
@@ -213,6 +213,8 @@ public static class ClusterBench
         }
     }
 
+    private static long reduceStep;
+
     private static async Task<double> AllReduce(ActorSystem system, int peerPort, int floats, int reps, TextWriter log)
     {
         var peer = await system.ActorSelection($"akka.tcp://bench-peer@127.0.0.1:{peerPort}/user/reducer").ResolveOne(TimeSpan.FromSeconds(20));
@@ -223,7 +225,8 @@ public static class ClusterBench
         for (var r = 0; r < reps + 1; r++)
         {
             var done = new TaskCompletionSource<double>();
-            var a = system.ActorOf(Props.Create(() => new Reducer(peer, gradient, r, done)));
+            var step = Interlocked.Increment(ref reduceStep);   // unique per all-reduce: the peer keeps one reducer per step
+            var a = system.ActorOf(Props.Create(() => new Reducer(peer, gradient, step, done)));
             var ms = await done.Task.WaitAsync(TimeSpan.FromMinutes(2));
             await a.GracefulStop(TimeSpan.FromSeconds(5));
             if (r > 0) times.Add(ms);   // the first is warm-up
@@ -241,7 +244,7 @@ public static class ClusterBench
     /// </summary>
     internal sealed class Reducer : ReceiveActor
     {
-        public const int Chunk = 1 << 20;
+        public const int Chunk = 1 << 18;
 
         public Reducer(IActorRef peer, float[] gradient, long step, TaskCompletionSource<double>? done)
         {

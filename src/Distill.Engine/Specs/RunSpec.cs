@@ -142,5 +142,5 @@ public sealed record ClusterSpec
     public int CheckpointEvery { get; init; }         // student checkpoint interval in steps (0 = the evaluation interval)
     public int GeneratorCheckpointEvery { get; init; } // generator checkpoint interval (0 = the student's)
     public string SoftLabels { get; init; } = "fp32"; // fp32 | fp16 | bf16 on the wire
-    public int GradientChunk { get; init; } = 1 << 20; // floats per gradient message
+    public int GradientChunk { get; init; } = 1 << 18; // floats per gradient message (1 MiB: heartbeats are not stuck behind it)
 }

@@ -227,7 +227,7 @@ public static class SpecParser
             CheckpointEvery = n.Int("checkpoint_every", 0, 0, int.MaxValue),
             GeneratorCheckpointEvery = n.Int("generator_checkpoint_every", 0, 0, int.MaxValue),
             SoftLabels = n.Choice("soft_labels", ["fp32", "fp16", "bf16"], "fp32")!,
-            GradientChunk = n.Int("gradient_chunk", 1 << 20, 1024, 1 << 24),
+            GradientChunk = n.Int("gradient_chunk", 1 << 18, 1024, 1 << 22),
         };
         n.EnsureAllConsumed();
         return c;

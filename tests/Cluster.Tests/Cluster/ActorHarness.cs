@@ -33,7 +33,7 @@ public sealed class ActorHarness : IDisposable
             Persistence = provider == Sqlite ? PersistenceOptions.Sqlite(Path.Combine(Dir, "journal.db")) : PostgresSchema(),
             StoreDir = Path.Combine(Dir, "blobs"),
             RunsDir = Path.Combine(Dir, "runs"),
-            LogLevel = "WARNING",
+            LogLevel = Environment.GetEnvironmentVariable("CLUSTERDISTILL_TEST_LOGLEVEL") ?? "WARNING",
         };
         PersistenceCheck.EnsureReachableAsync(Options.Persistence).GetAwaiter().GetResult();
         var config = ConfigurationFactory.ParseString("akka.actor.provider = local")
