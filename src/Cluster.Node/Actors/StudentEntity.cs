@@ -29,6 +29,10 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
     private sealed record EngineReady(SoftTargetStudent Student, string? Warning, double Best) : INoSerializationVerificationNeeded;
     private sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights) : INoSerializationVerificationNeeded;
     private sealed record GradientReady(long Seq, Tensor Gradient) : INoSerializationVerificationNeeded;
+    private sealed record RolledBack(long Step, string Reason) : INoSerializationVerificationNeeded;
+    private int rollbacks;
+    private bool lastRollbackScaled;
+
     private sealed record CheckStalled : INoSerializationVerificationNeeded
     {
         public static readonly CheckStalled Instance = new();
@@ -77,7 +81,8 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         Command<GradientReady>(OnOwnGradient);
         Command<GradientChunk>(OnChunk);
         Command<Trained>(OnTrained);
-        Command<Status.Failure>(f => Fail($"student failed: {f.Cause.Message}"));
+        Command<Status.Failure>(f => OnStepFailed(f.Cause));
+        Command<RolledBack>(OnRolledBack);
         Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(entityId, state.Started, student?.Step ?? 0, (student?.Step ?? 0) + 1,
             buffer.Count, (int)Math.Max(0, requestedUpTo - (student?.Step ?? 0)), services.NodeName, state.Finished ? "finished" : busy ? "training" : "waiting")));
         Command<StopEntity>(_ => Context.Parent.Tell(new Passivate(PoisonPill.Instance)));
@@ -285,6 +290,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
 
     private void OnTrained(Trained t)
     {
+        if (t.Loss is { } l && !double.IsFinite(l)) { OnStepFailed(new InvalidOperationException($"student loss is {l} at step {student!.Step}")); return; }
         buffer.Remove(t.Seq);
         busy = false;
         if (t.Accuracy is { } a)
@@ -328,6 +334,52 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         if (id.Index != 0 || state.Checkpoints.LastOrDefault() is not { } last) return;
         // the coordinator may have missed the first report; the last checkpoint holds the final model
         services.Coordinator.Tell(new StudentFinished(RunId, entityId, last.Accuracy ?? double.NaN, last.BestAccuracy, last.Step, ""));
+    }
+
+    /// <summary>
+    /// The divergence guard for the pipeline's student: a step that fails (a non-finite value
+    /// libtorch refuses) or a non-finite loss rolls the student back to its newest good checkpoint
+    /// with its learning rate multiplied by guard.lr_factor; the batches after the checkpoint are
+    /// still in the generator's pool and are trained again. After guard.max_rollbacks the run fails.
+    /// </summary>
+    private void OnStepFailed(Exception cause)
+    {
+        var reason = cause is AggregateException { InnerException: { } inner } ? inner.Message : cause.Message;
+        reason = reason.Split('\n')[0];
+        log.Error(cause, "{0}: step {1} failed", entityId, student?.Step);
+        if (student is null || spec is null || !spec.Guard.Enabled || ++rollbacks > spec.Guard.MaxRollbacks)
+        {
+            Fail($"student failed at step {student?.Step}: {reason}" + (rollbacks > 0 ? $" (after {rollbacks - 1} rollbacks)" : ""));
+            return;
+        }
+        busy = true;
+        var s = student;
+        var st = state;
+        var factor = spec.Guard.LrFactor;
+        var libtorchError = (cause is AggregateException { InnerException: { } i2 } ? i2 : cause) is System.Runtime.InteropServices.ExternalException;
+        lastRollbackScaled = !libtorchError;
+        EngineAccess.Compute(() =>
+        {
+            var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, services.Blobs, s.LoadState, st.RunId!, entityId);
+            if (step == 0) throw new InvalidOperationException($"no checkpoint to roll back to ({warning ?? "none written yet"})");
+            // a non-finite loss lowers the learning rate, as the engine's guard does (the checkpoint carries the
+            // scale of earlier rollbacks); an error libtorch raised is retried at the same rate, so the run still
+            // computes what the engine computes (see docs/engineering-notes.md on the rare Scalar error)
+            if (!libtorchError) s.ScaleLearningRates(factor);
+            return new RolledBack(s.Step, reason);
+        }).PipeTo(Self, failure: e => new Status.Failure(new InvalidOperationException($"{reason}; rollback failed: {e.Message}")));
+    }
+
+    private void OnRolledBack(RolledBack r)
+    {
+        busy = false;
+        var message = $"run {RunId}, entity {entityId}: guard: {r.Reason}; rolled back to step {r.Step}{(lastRollbackScaled ? $" and multiplied the learning rate by {spec!.Guard.LrFactor}" : ", same learning rate")} (rollback {rollbacks})";
+        log.Warning(message);
+        services.Coordinator.Tell(new EntityProgress(RunId, entityId, r.Step, Total, 0, 0, null, message));
+        buffer.Clear();
+        requestedUpTo = student!.Step;
+        lastBatchUtc = DateTime.UtcNow;
+        RequestMore();
     }
 
     private void Fail(string reason)
