@@ -11,7 +11,9 @@ TorchRuntime.Initialize();
 const string usage = """
     usage: Cluster.GpuNode <command>
       join --seeds H:P[,...] [--host H] [--port P] [--db sqlite:FILE|postgres:CONN] [--store DIR] [--runs-dir DIR]
-                             join the cluster as a gpu node (the store must be the one the other nodes use)
+           [--hosts generator,teacher,student]
+                             join the cluster as a gpu node hosting the given entity kinds (default all);
+                             the store must be the one the other nodes use
       devices                what this machine offers
       bench [--device cpu|cuda|auto] [--quick]
     """;
@@ -22,7 +24,10 @@ try
     {
         case "join":
             if (o.Get("seeds") is null) throw new UsageException("join needs --seeds host:port");
-            var options = o.ToNodeOptions([Roles.Gpu], 0);
+            var hosts = o.Get("hosts")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [];
+            var unknown = hosts.Except(["generator", "teacher", "student"]).ToList();
+            if (unknown.Count > 0) throw new UsageException($"--hosts {string.Join(",", unknown)}: generator, teacher and/or student");
+            var options = o.ToNodeOptions([Roles.Gpu, .. hosts], 0);
             await using (var node = await ClusterNode.StartAsync(options))
             {
                 Console.WriteLine($"[gpu-node] up at {node.Address} (pid {Environment.ProcessId}); journal {options.Persistence.Provider}; store {options.StoreDir}");

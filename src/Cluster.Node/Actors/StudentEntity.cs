@@ -59,6 +59,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
     private readonly Dictionary<long, Dictionary<int, float[]>> gradients = [];
     private readonly Dictionary<long, Dictionary<int, (int Received, int Expected)>> chunksSeen = [];
     private int eventsSinceSnapshot;
+    private readonly List<GradientChunk> early = [];
 
     public StudentEntity(string entityId, NodeServices services)
     {
@@ -150,6 +151,8 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         log.Info("{0}: student ready at step {1} of {2}", entityId, student.Step, Total);
         requestedUpTo = student.Step;
         lastBatchUtc = DateTime.UtcNow;
+        foreach (var c in early) OnChunk(c);
+        early.Clear();
         Timers.StartPeriodicTimer("stalled", CheckStalled.Instance, StallTimeout, TimeSpan.FromSeconds(1));
         RequestMore();
         TryTrain();
@@ -232,7 +235,8 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
 
     private void OnChunk(GradientChunk c)
     {
-        if (student is null || c.Step < NextSeq) return;   // late duplicate of a step already applied
+        if (student is null) { early.Add(c); return; }   // a peer started first: keep its chunks until we are ready
+        if (c.Step < NextSeq) return;   // late duplicate of a step already applied
         var size = student.GradientSize;
         var slot = Slot(c.Step);
         if (!slot.TryGetValue(c.FromReplica, out var flat)) slot[c.FromReplica] = flat = new float[size];

@@ -4,8 +4,19 @@ public static class Roles
 {
     /// <summary>Control plane: the run coordinator singleton lives on seed nodes.</summary>
     public const string Seed = "seed";
-    /// <summary>Hosts generator, teacher and student entities.</summary>
+    /// <summary>Hosts entities: every kind, or the kinds (generator, teacher, student) named as roles too.</summary>
     public const string Gpu = "gpu";
+
+    /// <summary>
+    /// The layout: a GPU node hosts the entity kinds among its roles (each kind's shard region is
+    /// restricted to nodes with that role), e.g. generators on some nodes and students on others
+    /// (`Cluster.GpuNode join --hosts student`). A GPU node that names no kind hosts all three.
+    /// </summary>
+    public static IReadOnlyList<string> Expand(IReadOnlyList<string> roles)
+    {
+        string[] kinds = [Contracts.EntityKinds.Generator, Contracts.EntityKinds.Teacher, Contracts.EntityKinds.Student];
+        return roles.Contains(Gpu) && !roles.Any(kinds.Contains) ? [.. roles, .. kinds] : roles;
+    }
 }
 
 /// <summary>Where the journal lives: sqlite (embedded default, a file) or postgres (clusters).</summary>

@@ -29,6 +29,7 @@ public sealed class ClusterNode : IAsyncDisposable
 
     public static async Task<ClusterNode> StartAsync(NodeOptions options, TimeSpan? joinTimeout = null)
     {
+        options = options with { Roles = Roles.Expand(options.Roles) };
         await PersistenceCheck.EnsureReachableAsync(options.Persistence);
         // sharding's and the singleton's serializers must be known before the first message from a
         // peer arrives, not only once ClusterSharding.Get runs
@@ -52,10 +53,10 @@ public sealed class ClusterNode : IAsyncDisposable
 
         var sharding = ClusterSharding.Get(system);
         var extractor = new EntityMessageExtractor(options.NumberOfShards);
-        var isGpu = options.Roles.Contains(Roles.Gpu);
-        IActorRef Region(string kind, Func<string, Props> props) => isGpu
-            ? sharding.Start(kind, props, ClusterShardingSettings.Create(system).WithRole(Roles.Gpu).WithRememberEntities(true), extractor)
-            : sharding.StartProxy(kind, Roles.Gpu, extractor);
+        // each kind's shards live only on nodes with that kind as a role (the layout); elsewhere a proxy
+        IActorRef Region(string kind, Func<string, Props> props) => options.Roles.Contains(kind)
+            ? sharding.Start(kind, props, ClusterShardingSettings.Create(system).WithRole(kind).WithRememberEntities(true), extractor)
+            : sharding.StartProxy(kind, kind, extractor);
         services.Generators = Region(EntityKinds.Generator, id => GeneratorEntity.GetProps(id, services));
         services.Teachers = Region(EntityKinds.Teacher, id => TeacherEntity.GetProps(id, services));
         services.Students = Region(EntityKinds.Student, id => StudentEntity.GetProps(id, services));
@@ -74,10 +75,22 @@ public sealed class ClusterNode : IAsyncDisposable
     }
 }
 
-/// <summary>Shard by a stable hash of the entity id; the id is the message's own EntityId.</summary>
+/// <summary>
+/// The id is the message's own EntityId. Shards: a stable hash of run and kind, plus the replica
+/// index, so that the replicas of one student fall in consecutive shards, which the coordinator's
+/// least-shards allocation spreads over the nodes (a plain hash of the whole id put two replicas
+/// in one shard, hence on one node).
+/// </summary>
 public sealed class EntityMessageExtractor(int shards) : HashCodeMessageExtractor(shards)
 {
     public override string? EntityId(object message) => (message as IEntityMessage)?.EntityId;
+
+    public override string ShardId(string entityId, object? messageHint = null)
+    {
+        var id = Contracts.EntityId.Parse(entityId);
+        var h = Akka.Util.MurmurHash.StringHash($"{id.RunId}/{id.Kind}") & int.MaxValue;
+        return ((h + (long)id.Index) % MaxNumberOfShards).ToString();
+    }
 }
 
 /// <summary>Fails early, with the reason, when the database cannot be reached (instead of Akka retrying quietly).</summary>
