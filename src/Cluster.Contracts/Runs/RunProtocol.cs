@@ -44,7 +44,10 @@ public sealed record RunSummary(
     [property: Key(12)] string? Message,
     [property: Key(13)] string? Node);
 
-/// <summary>A generator or student entity's progress, sent to the coordinator now and then.</summary>
+/// <summary>
+/// A generator or student entity's progress, sent to the coordinator now and then; Message carries
+/// what the run's status should show (a checkpoint that could not be loaded, a guard rollback).
+/// </summary>
 [MessagePackObject]
 public sealed record EntityProgress(
     [property: Key(0)] string RunId,
@@ -54,7 +57,8 @@ public sealed record EntityProgress(
     [property: Key(4)] int Queue,
     [property: Key(5)] int PoolBatches,
     [property: Key(6)] double? Accuracy,
-    [property: Key(7)] string Node) : IRunCommand;
+    [property: Key(7)] string Node,
+    [property: Key(8)] string? Message) : IRunCommand;
 
 /// <summary>The teacher entity has its trained teacher (stored as a content-addressed blob).</summary>
 [MessagePackObject]

@@ -118,7 +118,7 @@ public sealed class GeneratorEntity : ReceivePersistentActor
     {
         synth = r.Synthesizer;
         teacher = r.Teacher;
-        if (r.Warning is not null) { log.Error(r.Warning); services.Coordinator.Tell(new EntityProgress(RunId, entityId, synth.Step, spec!.Dafl!.Steps, 0, state.Pool.Count, null, r.Warning)); }
+        if (r.Warning is not null) { log.Error(r.Warning); services.Coordinator.Tell(new EntityProgress(RunId, entityId, synth.Step, spec!.Dafl!.Steps, 0, state.Pool.Count, null, services.NodeName, r.Warning)); }
         log.Info("{0}: generator ready at step {1}, {2} batches produced, {3} in the pool", entityId, synth.Step, state.Produced, state.Pool.Count);
         if (synth.Step < state.Produced)
         {
@@ -209,7 +209,7 @@ public sealed class GeneratorEntity : ReceivePersistentActor
             if (s.Metrics is { } m && m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
                 log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", entityId, s.Seq, classes);
             if (s.Seq % 25 == 0)
-                services.Coordinator.Tell(new EntityProgress(RunId, entityId, synth!.Step, spec!.Dafl!.Steps, wanted.Count, state.Pool.Count, null, services.NodeName));
+                services.Coordinator.Tell(new EntityProgress(RunId, entityId, synth!.Step, spec!.Dafl!.Steps, wanted.Count, state.Pool.Count, null, services.NodeName, null));
             if (checkpoint) Checkpoint();
             else MaybeSnapshot();
             Produce();

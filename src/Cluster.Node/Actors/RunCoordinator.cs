@@ -152,7 +152,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             l.GeneratorQueue = p.Queue;
             l.Pool = p.PoolBatches;
         }
-        if (p.Node.StartsWith("run ")) l.Message = p.Node;   // recovery warnings ride in the node field
+        if (p.Message is not null) l.Message = p.Message;
         WriteStatus(state.Runs[p.RunId], throttle: true);
     }
 

@@ -146,7 +146,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         if (r.Warning is not null)
         {
             log.Error(r.Warning);
-            services.Coordinator.Tell(new EntityProgress(RunId, entityId, student.Step, Total, 0, 0, null, r.Warning));
+            services.Coordinator.Tell(new EntityProgress(RunId, entityId, student.Step, Total, 0, 0, null, services.NodeName, r.Warning));
         }
         log.Info("{0}: student ready at step {1} of {2}", entityId, student.Step, Total);
         requestedUpTo = student.Step;
@@ -303,7 +303,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
             log.Info("{0}: step {1}/{2} test accuracy {3:F2}%", entityId, student!.Step, Total, a);
         }
         if (t.Accuracy is not null || student!.Step % 5 == 0)
-            services.Coordinator.Tell(new EntityProgress(RunId, entityId, student!.Step, Total, buffer.Count, 0, t.Accuracy, services.NodeName));
+            services.Coordinator.Tell(new EntityProgress(RunId, entityId, student!.Step, Total, buffer.Count, 0, t.Accuracy, services.NodeName, null));
         if (t.Checkpoint is not null)
         {
             var blob = services.Blobs.Put(t.Checkpoint);
@@ -379,7 +379,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         busy = false;
         var message = $"run {RunId}, entity {entityId}: guard: {r.Reason}; rolled back to step {r.Step}{(lastRollbackScaled ? $" and multiplied the learning rate by {spec!.Guard.LrFactor}" : ", same learning rate")} (rollback {rollbacks})";
         log.Warning(message);
-        services.Coordinator.Tell(new EntityProgress(RunId, entityId, r.Step, Total, 0, 0, null, message));
+        services.Coordinator.Tell(new EntityProgress(RunId, entityId, r.Step, Total, 0, 0, null, services.NodeName, message));
         buffer.Clear();
         requestedUpTo = student!.Step;
         lastBatchUtc = DateTime.UtcNow;

@@ -45,7 +45,7 @@ public sealed class ContractSerializerTests : IDisposable
         new RunRejected("because"),
         new GetRunStatus(null),
         new RunStatusReport([new RunSummary("r1", "n", "dafl", RunState.Training, 5, 10, 7, 2, 1, 2, 98.5, null, null, "node")]),
-        new EntityProgress("r1", "r1/student/0", 4, 10, 1, 0, 91.5, "127.0.0.1:1"),
+        new EntityProgress("r1", "r1/student/0", 4, 10, 1, 0, 91.5, "127.0.0.1:1", "recovered from step 2"),
         new TeacherReady("r1", new string('a', 64), 98.1),
         new StudentFinished("r1", "r1/student/0", 91, 92, 10, new string('b', 64)),
         new EntityFailed("r1", "r1/generator/0", "nan"),

@@ -51,7 +51,7 @@ public sealed class CoordinatorTests
         // a recovered coordinator starts every unfinished run's entities again (idempotent for them)
         h.Generators.FishForMessage(m => m is StartEntity { EntityId: var e } && e == EntityId.Generator("run-a"), Long);
 
-        again.Tell(new EntityProgress("run-a", EntityId.Student("run-a", 0), 8, 12, 1, 0, 88.0, "node-1"));
+        again.Tell(new EntityProgress("run-a", EntityId.Student("run-a", 0), 8, 12, 1, 0, 88.0, "node-1", null));
         again.Tell(new StudentFinished("run-a", EntityId.Student("run-a", 0), 91.25, 92.5, 12, ""));
         h.Generators.FishForMessage(m => m is StopEntity, Long);
         h.Students.FishForMessage(m => m is StopEntity, Long);

@@ -170,11 +170,11 @@ public sealed class EntityProtocolTests
 
         h.Coordinator.ReceiveWhile(TimeSpan.FromMilliseconds(200), m => m);
         var back = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
-        var warning = h.Coordinator.FishForMessage<EntityProgress>(m => m.Node.Contains("corrupt"), Long);
-        Assert.Contains($"run {run}", warning.Node);
-        Assert.Contains($"entity {id}", warning.Node);
-        Assert.Contains("checkpoint at step 4", warning.Node);
-        Assert.Contains("recovered from the checkpoint at step 2", warning.Node);
+        var warning = h.Coordinator.FishForMessage<EntityProgress>(m => m.Message?.Contains("corrupt") == true, Long);
+        Assert.Contains($"run {run}", warning.Message);
+        Assert.Contains($"entity {id}", warning.Message);
+        Assert.Contains("checkpoint at step 4", warning.Message);
+        Assert.Contains("recovered from the checkpoint at step 2", warning.Message);
         Assert.Equal(3, h.Generators.FishForMessage<RequestBatches>(_ => true, Long).FromSeq);
     }
 
