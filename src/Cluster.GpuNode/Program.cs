@@ -31,10 +31,7 @@ try
             await using (var node = await ClusterNode.StartAsync(options))
             {
                 Console.WriteLine($"[gpu-node] up at {node.Address} (pid {Environment.ProcessId}); journal {options.Persistence.Provider}; store {options.StoreDir}");
-                var stop = new TaskCompletionSource();
-                Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.TrySetResult(); };
-                AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.TrySetResult();
-                await Task.WhenAny(stop.Task, node.System.WhenTerminated);
+                await node.WaitForShutdownAsync();
             }
             return 0;
         case "devices":

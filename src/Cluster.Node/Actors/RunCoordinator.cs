@@ -221,7 +221,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             SynthesisedImages = m.Steps * spec.Dafl!.BatchSize,
             Pipeline = $"actors ({spec.Cluster.Replicas} student replica(s))",
         };
-        File.WriteAllText(Path.Combine(dir, "result.json"), JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
+        RunDirectory.WriteResult(dir, result);
     }
 
     private void OnFailed(EntityFailed m)

@@ -69,6 +69,15 @@ public sealed class ClusterNode : IAsyncDisposable
         return new ClusterNode(system, services);
     }
 
+    /// <summary>Until Ctrl+C, SIGTERM (the pod's shutdown) or the actor system ending; disposing then leaves the cluster.</summary>
+    public async Task WaitForShutdownAsync()
+    {
+        var stop = new TaskCompletionSource();
+        Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.TrySetResult(); };
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.TrySetResult();
+        await Task.WhenAny(stop.Task, System.WhenTerminated);
+    }
+
     public async ValueTask DisposeAsync()
     {
         await CoordinatedShutdown.Get(System).Run(CoordinatedShutdown.ClrExitReason.Instance);

@@ -141,10 +141,7 @@ public static class CommandLine
         if (options.Seeds.Count == 0) options = options with { Seeds = [$"{options.Hostname}:{options.Port}"] };
         await using var node = await ClusterNode.StartAsync(options);
         stdout.WriteLine($"[serve] seed node up at {node.Address}; journal {options.Persistence.Provider}; store {options.StoreDir}");
-        var stop = new TaskCompletionSource();
-        Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.TrySetResult(); };
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.TrySetResult();
-        await Task.WhenAny(stop.Task, node.System.WhenTerminated);
+        await node.WaitForShutdownAsync();
         return 0;
     }
 

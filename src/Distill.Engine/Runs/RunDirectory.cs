@@ -92,8 +92,11 @@ public sealed class RunDirectory : IDisposable
         catch (EndOfStreamException e) { throw new InvalidDataException($"checkpoint {path} is truncated", e); }
     }
 
-    public void WriteResult(RunResult result) =>
-        System.IO.File.WriteAllText(File("result.json"), JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
+    public void WriteResult(RunResult result) => WriteResult(Path, result);
+
+    /// <summary>result.json in a run directory (also written by the cluster's run coordinator).</summary>
+    public static void WriteResult(string runDir, RunResult result) =>
+        System.IO.File.WriteAllText(System.IO.Path.Combine(runDir, "result.json"), JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
 
     public void Dispose()
     {

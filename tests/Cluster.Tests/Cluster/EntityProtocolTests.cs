@@ -12,7 +12,7 @@ namespace Cluster.Tests.Cluster;
 
 /// <summary>The generator, teacher and student entities' protocols, against real journals.</summary>
 [Collection("mnist")]
-public sealed class EntityProtocolTests
+public sealed class EntityProtocolTests(MnistFixture mnist)
 {
     private static readonly TimeSpan Long = TimeSpan.FromSeconds(60);
 
@@ -108,7 +108,7 @@ public sealed class EntityProtocolTests
         Assert.Equal(7, labelled.Seq);
         Assert.Equal(payload.Data, labelled.Images.Data);
         using var probs = TensorWire.ToTensor(labelled.SoftLabels, CPU);
-        using var model = EngineAccess.LoadModel("lenet5", new MnistFixtureShim().Data, 32, h.Services.Blobs.Get(blob), CPU);
+        using var model = EngineAccess.LoadModel("lenet5", mnist.Data, 32, h.Services.Blobs.Get(blob), CPU);
         model.eval();
         using var expected = nn.functional.softmax(model.call(images), 1);
         Assert.True(probs.allclose(expected, rtol: 1e-5, atol: 1e-7));
@@ -218,13 +218,4 @@ public sealed class EntityProtocolTests
         using var p = nn.functional.softmax(randn(16, 10) * 2, 1);
         return new LabelledBatch(student, seq, TensorWire.ToPayload(x), TensorWire.ToPayload(p), 1);
     }
-}
-
-/// <summary>MNIST's shapes for loading a model (the data itself is shared by the process).</summary>
-internal sealed class MnistFixtureShim
-{
-    public Distill.Engine.Training.DataSplits Data { get; } = new NodeServices(new Node.Configuration.NodeOptions
-    {
-        Persistence = Node.Configuration.PersistenceOptions.Sqlite("/tmp/unused.db"), StoreDir = Path.GetTempPath(), RunsDir = Path.GetTempPath(),
-    }).Data(new Distill.Engine.Specs.DataSpec { Name = "mnist" });
 }

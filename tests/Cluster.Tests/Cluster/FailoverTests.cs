@@ -10,17 +10,10 @@ namespace Cluster.Tests.Cluster;
 /// </summary>
 public sealed class FailoverTests
 {
-    private static string RepoRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "ClusterDistill.sln"))) return d.FullName;
-        throw new InvalidOperationException("repository root not found above " + AppContext.BaseDirectory);
-    }
-
     [Fact]
     public void Should_resume_the_student_on_the_survivor_after_kill_9_and_the_whole_run_after_a_full_restart()
     {
-        var root = RepoRoot();
+        var root = Repo.Root();
         var work = Path.Combine(Path.GetTempPath(), $"cd-failover-{Guid.NewGuid():N}");
         var psi = new ProcessStartInfo("setsid", ["bash", Path.Combine(root, "scripts", "failover-demo.sh")])
         {

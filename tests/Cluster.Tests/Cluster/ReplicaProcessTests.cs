@@ -13,18 +13,11 @@ namespace Cluster.Tests.Cluster;
 [Collection("mnist")]
 public sealed class ReplicaProcessTests
 {
-    private static string RepoRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "ClusterDistill.sln"))) return d.FullName;
-        throw new InvalidOperationException("repository root not found");
-    }
-
     [Fact]
     public void Should_reach_the_combined_batch_weights_with_two_replicas_in_two_processes()
     {
         Torch.Init();
-        var root = RepoRoot();
+        var root = Repo.Root();
         var pg = Environment.GetEnvironmentVariable("CLUSTERDISTILL_PG")
                  ?? throw new InvalidOperationException("CLUSTERDISTILL_PG is not set: run the tests through scripts/test.sh");
         var work = Path.Combine(Path.GetTempPath(), $"cd-replicas-{Guid.NewGuid():N}");
