@@ -23,7 +23,7 @@ namespace Cluster.Node.Actors;
 /// checkpointed; after a restart it replays the steps since its checkpoint so that its next batch
 /// is the one an uninterrupted run would have produced.
 /// </summary>
-public sealed class GeneratorEntity : ReceivePersistentActor
+public sealed class GeneratorEntity : PersistentEntity
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new GeneratorEntity(entityId, services));
 
@@ -31,10 +31,6 @@ public sealed class GeneratorEntity : ReceivePersistentActor
     private sealed record Replayed(long Steps, int Identical) : INoSerializationVerificationNeeded;
     private sealed record EngineReady(DaflSynthesizer Synthesizer, Classifier Teacher, long RestoredStep, string? Warning) : INoSerializationVerificationNeeded;
 
-    private readonly string entityId;
-    private readonly NodeServices services;
-    private readonly ILoggingAdapter log = Context.GetLogger();
-    private EntityState state = EntityState.Empty;
     private RunSpec? spec;
     private DaflSynthesizer? synth;
     private Classifier? teacher;
@@ -43,18 +39,12 @@ public sealed class GeneratorEntity : ReceivePersistentActor
     private long synthesized;
     /// <summary>Sequence numbers asked for and not produced yet, with who asked.</summary>
     private readonly SortedDictionary<long, HashSet<string>> wanted = [];
+    /// <summary>Journal events (one per batch) between Akka snapshots of the pool.</summary>
+    private const int SnapshotEvery = 200;
     private readonly Dictionary<string, long> releasedBy = [];
-    private int eventsSinceSnapshot;
 
-    public GeneratorEntity(string entityId, NodeServices services)
+    public GeneratorEntity(string entityId, NodeServices services) : base(entityId, services)
     {
-        this.entityId = entityId;
-        this.services = services;
-
-        Recover<SnapshotOffer>(o => { if (o.Snapshot is EntitySnapshot s) state = EntityState.FromSnapshot(s); });
-        Recover<IPersistedEvent>(e => state = state.Apply(e));
-        Recover<RecoveryCompleted>(_ => { if (state.Started && !state.Finished) StartEngine(); });
-
         Command<StartEntity>(OnStart);
         Command<RequestBatches>(OnRequest);
         Command<ReleaseBatches>(OnRelease);
@@ -63,33 +53,32 @@ public sealed class GeneratorEntity : ReceivePersistentActor
         Command<Replayed>(r =>
         {
             busy = false;
-            log.Info("{0}: replayed {1} generator steps after restart ({2} of them reproduced the stored batch bit for bit)", entityId, r.Steps, r.Identical);
+            Log.Info("{0}: replayed {1} generator steps after restart ({2} of them reproduced the stored batch bit for bit)", Id, r.Steps, r.Identical);
             Produce();
         });
         Command<Status.Failure>(f => Fail($"generator failed: {f.Cause.Message}"));
-        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(entityId, state.Started, synth?.Step ?? 0, state.Produced, wanted.Count,
-            state.Pool.Count, services.NodeName, state.Finished ? "finished" : busy ? "synthesising" : "idle")));
+        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, synth?.Step ?? 0, State.Produced, wanted.Count,
+            State.Pool.Count, Services.NodeName, State.Finished ? "finished" : busy ? "synthesising" : "idle")));
         Command<StopEntity>(_ => Finish());
-        Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
-        Command<SaveSnapshotFailure>(f => log.Warning("{0}: snapshot failed: {1}", entityId, f.Cause.Message));
-        Command<DeleteMessagesSuccess>(_ => { });
-        Command<DeleteMessagesFailure>(f => log.Warning("{0}: journal cleanup failed: {1}", entityId, f.Cause.Message));
     }
 
-    public override string PersistenceId => $"generator-{entityId}";
+    protected override void OnRecovered()
+    {
+        if (State.Started && !State.Finished) StartEngine();
+    }
 
-    private string RunId => state.RunId!;
+    private string RunId => State.RunId!;
 
     private long CheckpointEvery => spec!.Cluster.GeneratorCheckpointEvery > 0 ? spec.Cluster.GeneratorCheckpointEvery
         : spec.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : spec.Dafl!.EvalEvery;
 
     private void OnStart(StartEntity m)
     {
-        if (state.Started) return;
-        if (m.TeacherBlob is null) { Sender.Tell(new EntityFailed(m.RunId, entityId, "a generator needs the trained teacher")); return; }
+        if (State.Started) return;
+        if (m.TeacherBlob is null) { Sender.Tell(new EntityFailed(m.RunId, Id, "a generator needs the trained teacher")); return; }
         Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e =>
         {
-            state = state.Apply(e);
+            State = State.Apply(e);
             StartEngine();
         });
     }
@@ -97,19 +86,19 @@ public sealed class GeneratorEntity : ReceivePersistentActor
     /// <summary>Builds the synthesiser off the mailbox: load the teacher, restore the newest good checkpoint.</summary>
     private void StartEngine()
     {
-        try { spec = EngineAccess.ParseSpec(state.SpecYaml!, RunId); }
+        try { spec = EngineAccess.ParseSpec(State.SpecYaml!, RunId); }
         catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
         if (spec.Dafl is null) { Fail($"method {spec.Method} has no generator"); return; }
         busy = true;
         var s = spec;
-        var st = state;
+        var st = State;
         EngineAccess.Compute(() =>
         {
             var device = EngineAccess.DeviceFor(s);
-            var data = services.Data(s.Data);
-            var t = EngineAccess.LoadModel(s.Teacher!.Arch, data, s.Data.ImageSize, services.Blobs.Get(st.TeacherBlob!), device);
+            var data = Services.Data(s.Data);
+            var t = EngineAccess.LoadModel(s.Teacher!.Arch, data, s.Data.ImageSize, Services.Blobs.Get(st.TeacherBlob!), device);
             var g = EngineAccess.Seeded(s.Seed, () => new DaflSynthesizer(t, s.Dafl!, device, s.Seed));
-            var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, services.Blobs, g.LoadState, RunId, entityId);
+            var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, g.LoadState, RunId, Id);
             return new EngineReady(g, t, step, warning);
         }).PipeTo(Self);
     }
@@ -118,14 +107,14 @@ public sealed class GeneratorEntity : ReceivePersistentActor
     {
         synth = r.Synthesizer;
         teacher = r.Teacher;
-        if (r.Warning is not null) { log.Error(r.Warning); services.Coordinator.Tell(new EntityProgress(RunId, entityId, synth.Step, spec!.Dafl!.Steps, 0, state.Pool.Count, null, services.NodeName, r.Warning)); }
-        log.Info("{0}: generator ready at step {1}, {2} batches produced, {3} in the pool", entityId, synth.Step, state.Produced, state.Pool.Count);
-        if (synth.Step < state.Produced)
+        if (r.Warning is not null) { Log.Error(r.Warning); Services.Coordinator.Tell(new EntityProgress(RunId, Id, synth.Step, spec!.Dafl!.Steps, 0, State.Pool.Count, null, Services.NodeName, r.Warning)); }
+        Log.Info("{0}: generator ready at step {1}, {2} batches produced, {3} in the pool", Id, synth.Step, State.Produced, State.Pool.Count);
+        if (synth.Step < State.Produced)
         {
             // batches after the checkpoint are stored already: replay those steps without emitting
             var from = synth.Step;
-            var upTo = state.Produced;
-            var pool = state.Pool;
+            var upTo = State.Produced;
+            var pool = State.Pool;
             var g = synth;
             EngineAccess.Compute(() =>
             {
@@ -148,18 +137,18 @@ public sealed class GeneratorEntity : ReceivePersistentActor
 
     private void OnRequest(RequestBatches m)
     {
-        if (!state.Started) { log.Warning("{0}: batches requested before the run started; ignored (the student asks again)", entityId); return; }
+        if (!State.Started) { Log.Warning("{0}: batches requested before the run started; ignored (the student asks again)", Id); return; }
         for (var seq = m.FromSeq; seq < m.FromSeq + m.Count && seq <= spec!.Dafl!.Steps; seq++)
         {
-            if (seq <= state.ReleasedUpTo)
+            if (seq <= State.ReleasedUpTo)
             {
-                log.Warning("{0}: {1} asked for batch {2}, which every student had checkpointed past; not resent", entityId, m.ReplyTo, seq);
+                Log.Warning("{0}: {1} asked for batch {2}, which every student had checkpointed past; not resent", Id, m.ReplyTo, seq);
                 continue;
             }
-            if (state.Pool.TryGetValue(seq, out var blob))
+            if (State.Pool.TryGetValue(seq, out var blob))
             {
                 // stored already (a student came back from a checkpoint): the same batch again, never a new one
-                var images = MessagePackSerializer.Deserialize<TensorPayload>(services.Blobs.Get(blob));
+                var images = MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(blob));
                 SendToTeacher(seq, images, m.ReplyTo);
                 continue;
             }
@@ -172,8 +161,8 @@ public sealed class GeneratorEntity : ReceivePersistentActor
     /// <summary>Synthesises the next batch if a student is waiting for one. One at a time, in order.</summary>
     private void Produce()
     {
-        if (busy || synth is null || state.Finished || wanted.Count == 0) return;
-        synthesized = Math.Max(synthesized, state.Produced);
+        if (busy || synth is null || State.Finished || wanted.Count == 0) return;
+        synthesized = Math.Max(synthesized, State.Produced);
         var next = synthesized + 1;
         // (a wanted batch below `next` is synthesised and being journaled: its journal callback sends it)
         if (wanted.Keys.Last() < next) return;
@@ -191,7 +180,7 @@ public sealed class GeneratorEntity : ReceivePersistentActor
     private void OnSynthesized(Synthesized s)
     {
         // the batch is on disk and journaled before any student can see it
-        var blob = services.Blobs.Put(s.Batch);
+        var blob = Services.Blobs.Put(s.Batch);
         synthesized = s.Seq;
         var checkpoint = s.Seq % CheckpointEvery == 0 || s.Seq == spec!.Dafl!.Steps;
         if (!checkpoint)
@@ -202,16 +191,16 @@ public sealed class GeneratorEntity : ReceivePersistentActor
         }
         Persist(new BatchStored(s.Seq, blob), e =>
         {
-            state = state.Apply(e);
+            State = State.Apply(e);
             if (checkpoint) busy = false;
             if (wanted.Remove(s.Seq, out var who))
                 foreach (var student in who) SendToTeacher(s.Seq, s.Images, student);
             if (s.Metrics is { } m && m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
-                log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", entityId, s.Seq, classes);
+                Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
             if (s.Seq % 25 == 0)
-                services.Coordinator.Tell(new EntityProgress(RunId, entityId, synth!.Step, spec!.Dafl!.Steps, wanted.Count, state.Pool.Count, null, services.NodeName, null));
+                Services.Coordinator.Tell(new EntityProgress(RunId, Id, synth!.Step, spec!.Dafl!.Steps, wanted.Count, State.Pool.Count, null, Services.NodeName, null));
             if (checkpoint) Checkpoint();
-            else MaybeSnapshot();
+            else MaybeSnapshot(SnapshotEvery);
             Produce();
         });
     }
@@ -219,13 +208,13 @@ public sealed class GeneratorEntity : ReceivePersistentActor
     private void Checkpoint()
     {
         var bytes = EngineAccess.Save(synth!.SaveState);
-        var blob = services.Blobs.Put(bytes);
-        var old = state.Checkpoints;
-        Persist(new CheckpointWritten(synth.Step, state.Produced, blob, null, 0), e =>
+        var blob = Services.Blobs.Put(bytes);
+        var old = State.Checkpoints;
+        Persist(new CheckpointWritten(synth.Step, State.Produced, blob, null, 0), e =>
         {
-            state = state.Apply(e);
-            foreach (var gone in old.Where(c => !state.Checkpoints.Contains(c) && state.Checkpoints.All(k => k.Blob != c.Blob))) services.Blobs.Delete(gone.Blob);
-            MaybeSnapshot();
+            State = State.Apply(e);
+            foreach (var gone in old.Where(c => !State.Checkpoints.Contains(c) && State.Checkpoints.All(k => k.Blob != c.Blob))) Services.Blobs.Delete(gone.Blob);
+            MaybeSnapshot(SnapshotEvery);
         });
     }
 
@@ -235,41 +224,33 @@ public sealed class GeneratorEntity : ReceivePersistentActor
         releasedBy[m.Student] = Math.Max(releasedBy.GetValueOrDefault(m.Student), m.UpToSeq);
         if (releasedBy.Count < spec.Cluster.Replicas) return;
         var upTo = releasedBy.Values.Min();
-        if (upTo <= state.ReleasedUpTo) return;
-        var gone = state.Pool.Where(kv => kv.Key <= upTo).Select(kv => kv.Value).ToList();
+        if (upTo <= State.ReleasedUpTo) return;
+        var gone = State.Pool.Where(kv => kv.Key <= upTo).Select(kv => kv.Value).ToList();
         Persist(new BatchesReleased(upTo), e =>
         {
-            state = state.Apply(e);
-            foreach (var b in gone) services.Blobs.Delete(b);
-            MaybeSnapshot();
+            State = State.Apply(e);
+            foreach (var b in gone) Services.Blobs.Delete(b);
+            MaybeSnapshot(SnapshotEvery);
         });
     }
 
-    private void MaybeSnapshot()
-    {
-        if (++eventsSinceSnapshot < 200) return;
-        eventsSinceSnapshot = 0;
-        SaveSnapshot(state.ToSnapshot());
-    }
-
     private void SendToTeacher(long seq, TensorPayload images, string student) =>
-        services.Teachers.Tell(new LabelBatch(Contracts.EntityId.Teacher(RunId), seq, images, student));
+        Services.Teachers.Tell(new LabelBatch(Contracts.EntityId.Teacher(RunId), seq, images, student));
 
     private void Fail(string reason)
     {
         busy = false;
-        log.Error("{0}: {1}", entityId, reason);
-        if (state.RunId is not null) services.Coordinator.Tell(new EntityFailed(state.RunId, entityId, reason));
+        ReportFailure(reason);
     }
 
     private void Finish()
     {
-        if (state.Finished) { Context.Parent.Tell(new Passivate(PoisonPill.Instance)); return; }
-        var pool = state.Pool.Values.ToList();
+        if (State.Finished) { Context.Parent.Tell(new Passivate(PoisonPill.Instance)); return; }
+        var pool = State.Pool.Values.ToList();
         Persist(new EntityFinished(synth?.Step ?? 0), e =>
         {
-            state = state.Apply(e);
-            foreach (var b in pool) services.Blobs.Delete(b);
+            State = State.Apply(e);
+            foreach (var b in pool) Services.Blobs.Delete(b);
             Context.Parent.Tell(new Passivate(PoisonPill.Instance));
         });
     }

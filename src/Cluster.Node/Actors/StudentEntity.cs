@@ -22,7 +22,7 @@ namespace Cluster.Node.Actors;
 /// After its node dies it comes back elsewhere from its newest good checkpoint and asks for the
 /// batches after it, which the generator re-serves from its pool.
 /// </summary>
-public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
+public sealed class StudentEntity : PersistentEntity, IWithTimers
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new StudentEntity(entityId, services));
 
@@ -43,11 +43,8 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
     private DateTime lastBatchUtc = DateTime.UtcNow;
     public ITimerScheduler Timers { get; set; } = null!;
 
-    private readonly string entityId;
-    private readonly EntityId id;
-    private readonly NodeServices services;
-    private readonly ILoggingAdapter log = Context.GetLogger();
-    private EntityState state = EntityState.Empty;
+    /// <summary>This replica's index (its slice of each batch, its place in the reduction order).</summary>
+    private readonly int replica;
     private RunSpec? spec;
     private SoftTargetStudent? student;
     private DataSplits? data;
@@ -58,24 +55,17 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
     /// <summary>Gradient chunks by step, then replica: arrive in any order, summed in replica order.</summary>
     private readonly Dictionary<long, Dictionary<int, float[]>> gradients = [];
     private readonly Dictionary<long, Dictionary<int, (int Received, int Expected)>> chunksSeen = [];
-    private int eventsSinceSnapshot;
     private readonly List<GradientChunk> early = [];
 
-    public StudentEntity(string entityId, NodeServices services)
+    public StudentEntity(string entityId, NodeServices services) : base(entityId, services)
     {
-        this.entityId = entityId;
-        id = EntityId.Parse(entityId);
-        this.services = services;
-
-        Recover<SnapshotOffer>(o => { if (o.Snapshot is EntitySnapshot s) state = EntityState.FromSnapshot(s); });
-        Recover<IPersistedEvent>(e => state = state.Apply(e));
-        Recover<RecoveryCompleted>(_ => { if (state.Started && !state.Finished) StartEngine(); });
+        replica = EntityId.Parse(entityId).Index;
 
         Command<StartEntity>(m =>
         {
-            if (state.Started) { if (state.Finished) ReportFinishedAgain(); return; }
+            if (State.Started) { if (State.Finished) ReportFinishedAgain(); return; }
             if (m.TeacherBlob is null) return;
-            Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e => { state = state.Apply(e); StartEngine(); });
+            Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e => { State = State.Apply(e); StartEngine(); });
         });
         Command<EngineReady>(OnEngineReady);
         Command<LabelledBatch>(OnBatch);
@@ -84,26 +74,25 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         Command<Trained>(OnTrained);
         Command<Status.Failure>(f => OnStepFailed(f.Cause));
         Command<RolledBack>(OnRolledBack);
-        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(entityId, state.Started, student?.Step ?? 0, (student?.Step ?? 0) + 1,
-            buffer.Count, (int)Math.Max(0, requestedUpTo - (student?.Step ?? 0)), services.NodeName, state.Finished ? "finished" : busy ? "training" : "waiting")));
+        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, student?.Step ?? 0, (student?.Step ?? 0) + 1,
+            buffer.Count, (int)Math.Max(0, requestedUpTo - (student?.Step ?? 0)), Services.NodeName, State.Finished ? "finished" : busy ? "training" : "waiting")));
         Command<StopEntity>(_ => Context.Parent.Tell(new Passivate(PoisonPill.Instance)));
         Command<CheckStalled>(_ =>
         {
-            if (student is null || busy || state.Finished || student.Done || buffer.ContainsKey(NextSeq) || DateTime.UtcNow - lastBatchUtc < StallTimeout) return;
+            if (student is null || busy || State.Finished || student.Done || buffer.ContainsKey(NextSeq) || DateTime.UtcNow - lastBatchUtc < StallTimeout) return;
             // nothing arrived for a while: the generator or teacher may have died with our request; ask again (duplicates are dropped)
-            log.Info("{0}: no batch {1} for {2:F0} s; asking the generator again", entityId, NextSeq, (DateTime.UtcNow - lastBatchUtc).TotalSeconds);
+            Log.Info("{0}: no batch {1} for {2:F0} s; asking the generator again", Id, NextSeq, (DateTime.UtcNow - lastBatchUtc).TotalSeconds);
             lastBatchUtc = DateTime.UtcNow;
-            services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), NextSeq, (int)Math.Max(1, requestedUpTo - NextSeq + 1), entityId));
+            Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), NextSeq, (int)Math.Max(1, requestedUpTo - NextSeq + 1), Id));
         });
-        Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
-        Command<SaveSnapshotFailure>(f => log.Warning("{0}: snapshot failed: {1}", entityId, f.Cause.Message));
-        Command<DeleteMessagesSuccess>(_ => { });
-        Command<DeleteMessagesFailure>(f => log.Warning("{0}: journal cleanup failed: {1}", entityId, f.Cause.Message));
     }
 
-    public override string PersistenceId => $"student-{entityId}";
+    protected override void OnRecovered()
+    {
+        if (State.Started && !State.Finished) StartEngine();
+    }
 
-    private string RunId => state.RunId!;
+    private string RunId => State.RunId!;
     private int Replicas => spec!.Cluster.Replicas;
     private long Total => spec!.Dafl!.Steps;
     private long EvalEvery => spec!.Dafl!.EvalEvery;
@@ -112,20 +101,20 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
 
     private void StartEngine()
     {
-        try { spec = EngineAccess.ParseSpec(state.SpecYaml!, RunId); }
+        try { spec = EngineAccess.ParseSpec(State.SpecYaml!, RunId); }
         catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
         if (spec.Dafl is null) { Fail($"method {spec.Method}: the student pipeline runs DAFL"); return; }
-        if (id.Index >= spec.Cluster.Replicas) { Fail($"replica {id.Index} of a run with {spec.Cluster.Replicas} replicas"); return; }
+        if (replica >= spec.Cluster.Replicas) { Fail($"replica {replica} of a run with {spec.Cluster.Replicas} replicas"); return; }
         busy = true;
         var s = spec;
-        var st = state;
+        var st = State;
         EngineAccess.Compute(() =>
         {
             var device = EngineAccess.DeviceFor(s);
-            data = services.Data(s.Data);
+            data = Services.Data(s.Data);
             SoftTargetStudent Fresh() => new(EngineAccess.NewStudent(s, data, device), s.Student.Train, s.Dafl!.Steps);
             var trainer = Fresh();
-            var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, services.Blobs, trainer.LoadState, st.RunId!, entityId);
+            var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, trainer.LoadState, st.RunId!, Id);
             if (step == 0 && warning is not null)
             {
                 // a failed load may have left part of a checkpoint in the model: start clean
@@ -145,10 +134,10 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         busy = false;
         if (r.Warning is not null)
         {
-            log.Error(r.Warning);
-            services.Coordinator.Tell(new EntityProgress(RunId, entityId, student.Step, Total, 0, 0, null, services.NodeName, r.Warning));
+            Log.Error(r.Warning);
+            Services.Coordinator.Tell(new EntityProgress(RunId, Id, student.Step, Total, 0, 0, null, Services.NodeName, r.Warning));
         }
-        log.Info("{0}: student ready at step {1} of {2}", entityId, student.Step, Total);
+        Log.Info("{0}: student ready at step {1} of {2}", Id, student.Step, Total);
         requestedUpTo = student.Step;
         lastBatchUtc = DateTime.UtcNow;
         foreach (var c in early) OnChunk(c);
@@ -163,7 +152,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
     {
         var target = Math.Min(Total, student!.Step + spec!.Cluster.Window);
         if (target <= requestedUpTo) return;
-        services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), requestedUpTo + 1, (int)(target - requestedUpTo), entityId));
+        Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), requestedUpTo + 1, (int)(target - requestedUpTo), Id));
         requestedUpTo = target;
     }
 
@@ -177,7 +166,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
 
     private void TryTrain()
     {
-        if (busy || student is null || state.Finished || student.Done || !buffer.TryGetValue(NextSeq, out var batch)) return;
+        if (busy || student is null || State.Finished || student.Done || !buffer.TryGetValue(NextSeq, out var batch)) return;
         busy = true;
         var device = EngineAccess.DeviceFor(spec!);
         var s = student;
@@ -193,7 +182,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
             }).PipeTo(Self);
             return;
         }
-        var (r, n) = (id.Index, Replicas);
+        var (r, n) = (replica, Replicas);
         EngineAccess.Compute(() =>
         {
             // this replica's contiguous slice of the batch
@@ -215,19 +204,19 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         var count = (int)((flat.Length + chunk - 1) / chunk);
         for (var peer = 0; peer < Replicas; peer++)
         {
-            if (peer == id.Index) continue;
+            if (peer == replica) continue;
             for (var c = 0; c < count; c++)
             {
                 var offset = (long)c * chunk;
                 var len = (int)Math.Min(chunk, flat.Length - offset);
                 var bytes = new byte[len * 4];
                 Buffer.BlockCopy(flat, (int)offset * 4, bytes, 0, bytes.Length);
-                services.Students.Tell(new GradientChunk(EntityId.Student(RunId, peer), g.Seq, id.Index, c, count, offset,
+                Services.Students.Tell(new GradientChunk(EntityId.Student(RunId, peer), g.Seq, replica, c, count, offset,
                     new Contracts.Tensors.TensorPayload([len], Contracts.Tensors.WireDType.Float32, bytes)));
             }
         }
-        Slot(g.Seq)[id.Index] = flat;
-        Progress(g.Seq)[id.Index] = (1, 1);
+        Slot(g.Seq)[replica] = flat;
+        Progress(g.Seq)[replica] = (1, 1);
         TryReduce(g.Seq);
     }
 
@@ -285,10 +274,10 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         var s = student!;
         double? acc = null;
         var final = s.Step >= Total;
-        if (id.Index == 0 && (s.Step % EvalEvery == 0 || final))
+        if (replica == 0 && (s.Step % EvalEvery == 0 || final))
             acc = Evaluation.Accuracy(s.Model, data!.TestX, data.TestY, EngineAccess.DeviceFor(spec!), spec!.Data.EvalBatch);
         var checkpoint = s.Step % CheckpointEvery == 0 || final ? EngineAccess.Save(s.SaveState) : null;
-        var weights = final && id.Index == 0 ? EngineAccess.SaveModel(s.Model) : null;
+        var weights = final && replica == 0 ? EngineAccess.SaveModel(s.Model) : null;
         return new Trained(seq, loss, acc, checkpoint, weights);
     }
 
@@ -300,22 +289,22 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         if (t.Accuracy is { } a)
         {
             best = Math.Max(best, a);
-            log.Info("{0}: step {1}/{2} test accuracy {3:F2}%", entityId, student!.Step, Total, a);
+            Log.Info("{0}: step {1}/{2} test accuracy {3:F2}%", Id, student!.Step, Total, a);
         }
         if (t.Accuracy is not null || student!.Step % 5 == 0)
-            services.Coordinator.Tell(new EntityProgress(RunId, entityId, student!.Step, Total, buffer.Count, 0, t.Accuracy, services.NodeName, null));
+            Services.Coordinator.Tell(new EntityProgress(RunId, Id, student!.Step, Total, buffer.Count, 0, t.Accuracy, Services.NodeName, null));
         if (t.Checkpoint is not null)
         {
-            var blob = services.Blobs.Put(t.Checkpoint);
-            var old = state.Checkpoints;
+            var blob = Services.Blobs.Put(t.Checkpoint);
+            var old = State.Checkpoints;
             var step = student!.Step;
             Persist(new CheckpointWritten(step, t.Seq, blob, t.Accuracy, best), e =>
             {
-                state = state.Apply(e);
-                foreach (var gone in old.Where(c => state.Checkpoints.All(k => k.Blob != c.Blob))) services.Blobs.Delete(gone.Blob);
+                State = State.Apply(e);
+                foreach (var gone in old.Where(c => State.Checkpoints.All(k => k.Blob != c.Blob))) Services.Blobs.Delete(gone.Blob);
                 // every batch up to here is in a checkpoint now: the generator may drop them
-                services.Generators.Tell(new ReleaseBatches(EntityId.Generator(RunId), entityId, t.Seq));
-                if (++eventsSinceSnapshot >= 50) { eventsSinceSnapshot = 0; SaveSnapshot(state.ToSnapshot()); }
+                Services.Generators.Tell(new ReleaseBatches(EntityId.Generator(RunId), Id, t.Seq));
+                MaybeSnapshot(50);
                 if (t.Weights is not null) Finish(t);
             });
         }
@@ -325,19 +314,19 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
 
     private void Finish(Trained t)
     {
-        var weights = services.Blobs.Put(t.Weights!);
+        var weights = Services.Blobs.Put(t.Weights!);
         Persist(new EntityFinished(student!.Step), e =>
         {
-            state = state.Apply(e);
-            services.Coordinator.Tell(new StudentFinished(RunId, entityId, t.Accuracy ?? double.NaN, best, student.Step, weights));
+            State = State.Apply(e);
+            Services.Coordinator.Tell(new StudentFinished(RunId, Id, t.Accuracy ?? double.NaN, best, student.Step, weights));
         });
     }
 
     private void ReportFinishedAgain()
     {
-        if (id.Index != 0 || state.Checkpoints.LastOrDefault() is not { } last) return;
+        if (replica != 0 || State.Checkpoints.LastOrDefault() is not { } last) return;
         // the coordinator may have missed the first report; the last checkpoint holds the final model
-        services.Coordinator.Tell(new StudentFinished(RunId, entityId, last.Accuracy ?? double.NaN, last.BestAccuracy, last.Step, ""));
+        Services.Coordinator.Tell(new StudentFinished(RunId, Id, last.Accuracy ?? double.NaN, last.BestAccuracy, last.Step, ""));
     }
 
     /// <summary>
@@ -350,7 +339,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
     {
         var reason = cause is AggregateException { InnerException: { } inner } ? inner.Message : cause.Message;
         reason = reason.Split('\n')[0];
-        log.Error(cause, "{0}: step {1} failed", entityId, student?.Step);
+        Log.Error(cause, "{0}: step {1} failed", Id, student?.Step);
         if (student is null || spec is null || !spec.Guard.Enabled || ++rollbacks > spec.Guard.MaxRollbacks)
         {
             Fail($"student failed at step {student?.Step}: {reason}" + (rollbacks > 0 ? $" (after {rollbacks - 1} rollbacks)" : ""));
@@ -358,13 +347,13 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
         }
         busy = true;
         var s = student;
-        var st = state;
+        var st = State;
         var factor = spec.Guard.LrFactor;
         var libtorchError = (cause is AggregateException { InnerException: { } i2 } ? i2 : cause) is System.Runtime.InteropServices.ExternalException;
         lastRollbackScaled = !libtorchError;
         EngineAccess.Compute(() =>
         {
-            var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, services.Blobs, s.LoadState, st.RunId!, entityId);
+            var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, s.LoadState, st.RunId!, Id);
             if (step == 0) throw new InvalidOperationException($"no checkpoint to roll back to ({warning ?? "none written yet"})");
             // a non-finite loss lowers the learning rate, as the engine's guard does (the checkpoint carries the
             // scale of earlier rollbacks); an error libtorch raised is retried at the same rate, so the run still
@@ -377,9 +366,9 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
     private void OnRolledBack(RolledBack r)
     {
         busy = false;
-        var message = $"run {RunId}, entity {entityId}: guard: {r.Reason}; rolled back to step {r.Step}{(lastRollbackScaled ? $" and multiplied the learning rate by {spec!.Guard.LrFactor}" : ", same learning rate")} (rollback {rollbacks})";
-        log.Warning(message);
-        services.Coordinator.Tell(new EntityProgress(RunId, entityId, r.Step, Total, 0, 0, null, services.NodeName, message));
+        var message = $"run {RunId}, entity {Id}: guard: {r.Reason}; rolled back to step {r.Step}{(lastRollbackScaled ? $" and multiplied the learning rate by {spec!.Guard.LrFactor}" : ", same learning rate")} (rollback {rollbacks})";
+        Log.Warning(message);
+        Services.Coordinator.Tell(new EntityProgress(RunId, Id, r.Step, Total, 0, 0, null, Services.NodeName, message));
         buffer.Clear();
         requestedUpTo = student!.Step;
         lastBatchUtc = DateTime.UtcNow;
@@ -389,8 +378,7 @@ public sealed class StudentEntity : ReceivePersistentActor, IWithTimers
     private void Fail(string reason)
     {
         busy = false;
-        log.Error("{0}: {1}", entityId, reason);
-        if (state.RunId is not null) services.Coordinator.Tell(new EntityFailed(state.RunId, entityId, reason));
+        ReportFailure(reason);
     }
 
     protected override void PostStop()

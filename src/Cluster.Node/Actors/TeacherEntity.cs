@@ -23,7 +23,7 @@ namespace Cluster.Node.Actors;
 /// student that asked. Labels of recent batches are kept, so replicas of a student asking for the
 /// same batch cost one forward pass.
 /// </summary>
-public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
+public sealed class TeacherEntity : PersistentEntity, IWithStash
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new TeacherEntity(entityId, services));
 
@@ -34,29 +34,19 @@ public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
     /// <summary>DAFL's student loss uses the teacher's plain softmax.</summary>
     private const double Temperature = 1.0;
 
-    private readonly string entityId;
-    private readonly NodeServices services;
-    private readonly ILoggingAdapter log = Context.GetLogger();
-    private EntityState state = EntityState.Empty;
     private RunSpec? spec;
     private Classifier? teacher;
     private bool preparing;
     private readonly Dictionary<long, TensorPayload> recent = [];
 
-    public TeacherEntity(string entityId, NodeServices services)
+    public TeacherEntity(string entityId, NodeServices services) : base(entityId, services)
     {
-        this.entityId = entityId;
-        this.services = services;
-        Recover<IPersistedEvent>(e => state = state.Apply(e));
-        Recover<SnapshotOffer>(o => { if (o.Snapshot is EntitySnapshot s) state = EntityState.FromSnapshot(s); });
-        Recover<RecoveryCompleted>(_ => { if (state.TeacherBlob is not null && !state.Finished) Load(); });
-
         Command<StartEntity>(OnStart);
         Command<TeacherTrained>(OnTrained);
         Command<TeacherLoaded>(l =>
         {
             teacher = l.Teacher;
-            log.Info("{0}: teacher loaded", entityId);
+            Log.Info("{0}: teacher loaded", Id);
             Stash.UnstashAll();
         });
         Command<LabelBatch>(OnLabel);
@@ -64,81 +54,82 @@ public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
         Command<Status.Failure>(f =>
         {
             preparing = false;
-            var reason = $"teacher failed: {f.Cause.Message}";
-            log.Error("{0}: {1}", entityId, reason);
-            if (state.RunId is not null) services.Coordinator.Tell(new EntityFailed(state.RunId, entityId, reason));
+            ReportFailure($"teacher failed: {f.Cause.Message}");
         });
-        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(entityId, state.Started, 0, 0, 0, 0, services.NodeName,
+        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, 0, 0, 0, 0, Services.NodeName,
             teacher is not null ? "labelling" : preparing ? "preparing teacher" : "waiting")));
         Command<StopEntity>(_ => Persist(new EntityFinished(0), e =>
         {
-            state = state.Apply(e);
+            State = State.Apply(e);
             Context.Parent.Tell(new Passivate(PoisonPill.Instance));
         }));
     }
 
-    public override string PersistenceId => $"teacher-{entityId}";
+    protected override void OnRecovered()
+    {
+        if (State.TeacherBlob is not null && !State.Finished) Load();
+    }
 
     private void OnStart(StartEntity m)
     {
-        if (state.TeacherBlob is not null)
+        if (State.TeacherBlob is not null)
         {
             // started before: tell the coordinator again (it may have missed the first answer)
-            services.Coordinator.Tell(new TeacherReady(state.RunId!, state.TeacherBlob, state.Checkpoints.LastOrDefault()?.Accuracy ?? 0));
+            Services.Coordinator.Tell(new TeacherReady(State.RunId!, State.TeacherBlob, State.Checkpoints.LastOrDefault()?.Accuracy ?? 0));
             return;
         }
         if (m.TeacherBlob is not null)
         {
             // the coordinator already has the teacher (this entity's journal was lost or is new): use it
-            Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e => { state = state.Apply(e); Load(); });
+            Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e => { State = State.Apply(e); Load(); });
             return;
         }
         if (preparing) return;
         RunSpec s;
         try { s = EngineAccess.ParseSpec(m.SpecYaml, m.RunId); }
-        catch (Exception e) { services.Coordinator.Tell(new EntityFailed(m.RunId, entityId, $"spec unusable on this node: {e.Message}")); return; }
+        catch (Exception e) { Services.Coordinator.Tell(new EntityFailed(m.RunId, Id, $"spec unusable on this node: {e.Message}")); return; }
         preparing = true;
-        var runDir = Path.Combine(services.Options.RunsDir, m.RunId);
+        var runDir = Path.Combine(Services.Options.RunsDir, m.RunId);
         var runId = m.RunId;
         var yaml = m.SpecYaml;
         EngineAccess.Compute(() =>
         {
-            var data = services.Data(s.Data);
-            var runner = new Runner(new RunnerOptions { RunsRoot = services.Options.RunsDir, DataCache = services.Options.DataCache, TeacherCache = services.Options.TeacherCache },
+            var data = Services.Data(s.Data);
+            var runner = new Runner(new RunnerOptions { RunsRoot = Services.Options.RunsDir, DataCache = Services.Options.DataCache, TeacherCache = Services.Options.TeacherCache },
                 new PrefixWriter($"[{runId}] "));
             var (t, acc, _) = runner.PrepareTeacher(s, data, runDir);
             using (t)
             {
-                var blob = services.Blobs.Put(EngineAccess.SaveModel(t));
+                var blob = Services.Blobs.Put(EngineAccess.SaveModel(t));
                 return new TeacherTrained(blob, acc);
             }
         }).PipeTo(Self);
         // remember the run now, so that a restart knows what it was preparing
-        if (!state.Started) Persist(new EntityStarted(runId, yaml, null), e => state = state.Apply(e));
+        if (!State.Started) Persist(new EntityStarted(runId, yaml, null), e => State = State.Apply(e));
     }
 
     private void OnTrained(TeacherTrained t)
     {
         preparing = false;
         // the accuracy rides in a checkpoint record so that a restarted teacher can report it again
-        Persist(new EntityStarted(state.RunId!, state.SpecYaml!, t.Blob), e =>
+        Persist(new EntityStarted(State.RunId!, State.SpecYaml!, t.Blob), e =>
         {
-            state = state.Apply(e);
-            Persist(new CheckpointWritten(0, 0, t.Blob, t.Accuracy, t.Accuracy), c => state = state.Apply(c));
-            services.Coordinator.Tell(new TeacherReady(state.RunId!, t.Blob, t.Accuracy));
+            State = State.Apply(e);
+            Persist(new CheckpointWritten(0, 0, t.Blob, t.Accuracy, t.Accuracy), c => State = State.Apply(c));
+            Services.Coordinator.Tell(new TeacherReady(State.RunId!, t.Blob, t.Accuracy));
             Load();
         });
     }
 
     private void Load()
     {
-        spec = EngineAccess.ParseSpec(state.SpecYaml!, state.RunId!);
+        spec = EngineAccess.ParseSpec(State.SpecYaml!, State.RunId!);
         var s = spec;
-        var blob = state.TeacherBlob!;
+        var blob = State.TeacherBlob!;
         EngineAccess.Compute(() =>
         {
             var device = EngineAccess.DeviceFor(s);
-            var t = EngineAccess.LoadModel(s.Teacher!.Arch, services.Data(s.Data), s.Data.ImageSize, services.Blobs.Get(blob), device);
+            var t = EngineAccess.LoadModel(s.Teacher!.Arch, Services.Data(s.Data), s.Data.ImageSize, Services.Blobs.Get(blob), device);
             RealDataTrainer.Freeze(t);
             return new TeacherLoaded(t);
         }).PipeTo(Self);
@@ -149,7 +140,7 @@ public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
         if (teacher is null) { Stash.Stash(); return; }
         if (recent.TryGetValue(m.Seq, out var cached))
         {
-            services.Students.Tell(new LabelledBatch(m.ReplyTo, m.Seq, m.Images, cached, Temperature));
+            Services.Students.Tell(new LabelledBatch(m.ReplyTo, m.Seq, m.Images, cached, Temperature));
             return;
         }
         var t = teacher;
@@ -168,7 +159,7 @@ public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
         recent[l.Request.Seq] = l.Labels;
         var keep = 4 * spec!.Cluster.Replicas + spec.Cluster.Window;
         if (recent.Count > keep) foreach (var k in recent.Keys.Order().Take(recent.Count - keep).ToList()) recent.Remove(k);
-        services.Students.Tell(new LabelledBatch(l.Request.ReplyTo, l.Request.Seq, l.Request.Images, l.Labels, Temperature));
+        Services.Students.Tell(new LabelledBatch(l.Request.ReplyTo, l.Request.Seq, l.Request.Images, l.Labels, Temperature));
     }
 
     protected override void PostStop()
@@ -178,7 +169,7 @@ public sealed class TeacherEntity : ReceivePersistentActor, IWithStash
     }
 }
 
-/// <summary>Console lines with a prefix (several runs may log from one node).</summary>
+/// <summary>Console lines with a prefix (several runs may Log from one node).</summary>
 internal sealed class PrefixWriter(string prefix) : TextWriter
 {
     public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;

@@ -1,0 +1,60 @@
+using Akka.Actor;
+using Akka.Event;
+using Akka.Persistence;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Runs;
+using Cluster.Node.Hosting;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// What the generator, teacher and student entities share: their id and node services, the
+/// <see cref="EntityState"/> rebuilt from snapshot and journal, journal housekeeping after a
+/// snapshot, and reporting a failure to the coordinator (logging through Eventsourced's Log). The
+/// persistence id is "kind-id".
+/// </summary>
+public abstract class PersistentEntity : ReceivePersistentActor
+{
+    private readonly string kind;
+    private int eventsSinceSnapshot;
+
+    protected PersistentEntity(string entityId, NodeServices services)
+    {
+        Id = entityId;
+        Services = services;
+        kind = EntityId.Parse(entityId).Kind;
+        Recover<SnapshotOffer>(o => { if (o.Snapshot is EntitySnapshot s) State = EntityState.FromSnapshot(s); });
+        Recover<IPersistedEvent>(e => State = State.Apply(e));
+        Recover<RecoveryCompleted>(_ => OnRecovered());
+        Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
+        Command<SaveSnapshotFailure>(f => Log.Warning("{0}: snapshot failed: {1}", Id, f.Cause.Message));
+        Command<DeleteMessagesSuccess>(_ => { });
+        Command<DeleteMessagesFailure>(f => Log.Warning("{0}: journal cleanup failed: {1}", Id, f.Cause.Message));
+    }
+
+    /// <summary>The entity id, "run/kind/index".</summary>
+    protected string Id { get; }
+    protected NodeServices Services { get; }
+    protected EntityState State { get; set; } = EntityState.Empty;
+
+    public override string PersistenceId => $"{kind}-{Id}";
+
+    /// <summary>After recovery: resume the run's work if the entity had started one.</summary>
+    protected abstract void OnRecovered();
+
+    /// <summary>An Akka snapshot of <see cref="State"/> every `every` calls, so that recovery replays little.</summary>
+    protected void MaybeSnapshot(int every)
+    {
+        if (++eventsSinceSnapshot < every) return;
+        eventsSinceSnapshot = 0;
+        SaveSnapshot(State.ToSnapshot());
+    }
+
+    /// <summary>Logs the reason and tells the coordinator, which fails the run.</summary>
+    protected void ReportFailure(string reason)
+    {
+        Log.Error("{0}: {1}", Id, reason);
+        if (State.RunId is not null) Services.Coordinator.Tell(new EntityFailed(State.RunId, Id, reason));
+    }
+}
