@@ -31,7 +31,13 @@ common=(--db "$db" --store "$work/store" --runs-dir "$work/runs")
 
 declare -A pids
 cleanup() {
+  local rc=$?
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  if [ "$rc" != 0 ]; then   # the nodes' warnings and errors, so that a failure says why
+    for f in "$work"/seed.log "$work"/gpu*.log; do
+      [ -f "$f" ] && { echo "--- $f"; grep -E '\[(WARNING|ERROR)\]' "$f" | cut -c1-300 | tail -15; }
+    done
+  fi
   "$pgbin/dropdb" -h 127.0.0.1 -p "$pgport" -U postgres --if-exists "$dbname" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -52,13 +58,14 @@ print(s["state"], s["step"], s["total_steps"], s["student_accuracy"] if s["stude
 PY
 }
 wait_for() {   # wait_for <seconds> <condition on $state $step $total>
-  local deadline=$((SECONDS + $1)); shift
+  local deadline=$((SECONDS + $1)) seen="" line; shift
   while [ $SECONDS -lt $deadline ]; do
     read -r state step total acc node < <(status)
     if eval "$1"; then return 0; fi
+    line="$state $step"; [[ "$seen" == *"$line;" ]] || seen="$seen $line;"
     sleep 0.5
   done
-  log "timed out waiting for: $1 (state $state, step $step)"; return 1
+  log "timed out waiting for: $1 (state $state, step $step; seen:${seen: -400})"; return 1
 }
 
 log "work dir $work; journal database $dbname"
