@@ -45,8 +45,12 @@ public sealed class FailoverTests
             var summary = Regex.Match(text, @"failover-demo: killed_at=(\d+) min_after=(\d+) failover_s=(\d+) full_kill_at=(\d+) resumed_at=(\d+) final=([\d.]+) reference=([\d.]+) ok=1");
             Assert.True(summary.Success, text);
             long G(int i) => long.Parse(summary.Groups[i].Value);
-            Assert.InRange(G(1) - G(2), 0, 25);                 // stepped back at most one checkpoint interval
-            Assert.InRange(G(4) - G(5), 0, 25);                 // the full restart resumed, it did not start over
+            // The kill steps are what status.json showed, which trails the student by up to a few steps
+            // (progress every 5 steps); a checkpoint written in that gap is restored from, so a resumed
+            // step may sit just above the observed kill step. What must hold: no step back beyond
+            // one checkpoint interval (25), and the full restart resumes rather than starting over.
+            Assert.True(G(1) - G(2) <= 25, $"after kill -9 of its node the student went back from {G(1)} to {G(2)}");
+            Assert.True(G(4) - G(5) <= 25 && G(5) > 0, $"after the full restart the run went back from {G(4)} to {G(5)}");
             Assert.InRange(double.Parse(summary.Groups[6].Value) - double.Parse(summary.Groups[7].Value), -0.5, 0.5);
         }
         finally
