@@ -27,7 +27,9 @@ public sealed class GeneratorEntity : PersistentEntity
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new GeneratorEntity(entityId, services));
 
-    private sealed record Synthesized(long Seq, byte[] Batch, TensorPayload Images, IReadOnlyDictionary<string, double>? Metrics) : INoSerializationVerificationNeeded;
+    /// <summary>A new batch; Checkpoint holds the generator's state right after it when one is due.</summary>
+    private sealed record Synthesized(long Seq, byte[] Batch, TensorPayload Images, IReadOnlyDictionary<string, double>? Metrics, byte[]? Checkpoint)
+        : INoSerializationVerificationNeeded;
     private sealed record Replayed(long Steps, int Identical) : INoSerializationVerificationNeeded;
     private sealed record EngineReady(DaflSynthesizer Synthesizer, Classifier Teacher, long RestoredStep, string? Warning) : INoSerializationVerificationNeeded;
 
@@ -169,11 +171,13 @@ public sealed class GeneratorEntity : PersistentEntity
         busy = true;
         var g = synth;
         var wantMetrics = next % 50 == 0;
+        var checkpointDue = next % CheckpointEvery == 0 || next == spec!.Dafl!.Steps;
         EngineAccess.Compute(() =>
         {
             using var o = g.Synthesize(wantMetrics);
             var images = TensorWire.ToPayload(o.Images);
-            return new Synthesized(next, MessagePackSerializer.Serialize(images), images, o.Metrics);
+            var checkpoint = checkpointDue ? EngineAccess.Save(g.SaveState) : null;
+            return new Synthesized(next, MessagePackSerializer.Serialize(images), images, o.Metrics, checkpoint);
         }).PipeTo(Self);
     }
 
@@ -182,7 +186,7 @@ public sealed class GeneratorEntity : PersistentEntity
         // the batch is on disk and journaled before any student can see it
         var blob = Services.Blobs.Put(s.Batch);
         synthesized = s.Seq;
-        var checkpoint = s.Seq % CheckpointEvery == 0 || s.Seq == spec!.Dafl!.Steps;
+        var checkpoint = s.Checkpoint is not null;
         if (!checkpoint)
         {
             // the next synthesis overlaps this batch's journal write (its result waits for the write)
@@ -199,18 +203,18 @@ public sealed class GeneratorEntity : PersistentEntity
                 Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
             if (s.Seq % 25 == 0)
                 Services.Coordinator.Tell(new EntityProgress(RunId, Id, synth!.Step, spec!.Dafl!.Steps, wanted.Count, State.Pool.Count, null, Services.NodeName, null));
-            if (checkpoint) Checkpoint();
+            if (checkpoint) Checkpoint(s.Seq, s.Checkpoint!);
             else MaybeSnapshot(SnapshotEvery);
             Produce();
         });
     }
 
-    private void Checkpoint()
+    /// <summary>Stores the state the compute thread saved right after batch seq (step seq).</summary>
+    private void Checkpoint(long seq, byte[] bytes)
     {
-        var bytes = EngineAccess.Save(synth!.SaveState);
         var blob = Services.Blobs.Put(bytes);
         var old = State.Checkpoints;
-        Persist(new CheckpointWritten(synth.Step, State.Produced, blob, null, 0), e =>
+        Persist(new CheckpointWritten(seq, seq, blob, null, 0), e =>
         {
             State = State.Apply(e);
             foreach (var gone in old.Where(c => !State.Checkpoints.Contains(c) && State.Checkpoints.All(k => k.Blob != c.Blob))) Services.Blobs.Delete(gone.Blob);
@@ -257,8 +261,8 @@ public sealed class GeneratorEntity : PersistentEntity
 
     protected override void PostStop()
     {
-        synth?.Dispose();
-        teacher?.Dispose();
+        var (g, t) = (synth, teacher);
+        EngineAccess.Release(() => { g?.Dispose(); t?.Dispose(); });
         base.PostStop();
     }
 }

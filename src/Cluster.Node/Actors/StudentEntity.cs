@@ -28,7 +28,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     private sealed record EngineReady(SoftTargetStudent Student, string? Warning, double Best) : INoSerializationVerificationNeeded;
     private sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights) : INoSerializationVerificationNeeded;
-    private sealed record GradientReady(long Seq, Tensor Gradient) : INoSerializationVerificationNeeded;
+    private sealed record GradientReady(long Seq, float[] Gradient) : INoSerializationVerificationNeeded;
     private sealed record RolledBack(long Step, string Reason) : INoSerializationVerificationNeeded;
     private int rollbacks;
     private bool lastRollbackScaled;
@@ -168,13 +168,14 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     {
         if (busy || student is null || State.Finished || student.Done || !buffer.TryGetValue(NextSeq, out var batch)) return;
         busy = true;
-        var device = EngineAccess.DeviceFor(spec!);
+        var sp = spec!;
         var s = student;
         var seq = batch.Seq;
         if (Replicas == 1)
         {
             EngineAccess.Compute(() =>
             {
+                var device = EngineAccess.DeviceFor(sp);
                 using var images = TensorWire.ToTensor(batch.Images, device);
                 using var probs = TensorWire.ToTensor(batch.SoftLabels, device);
                 var loss = s.TrainStep(images, probs, batch.Temperature, wantLoss: seq % 25 == 0);
@@ -186,20 +187,20 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         EngineAccess.Compute(() =>
         {
             // this replica's contiguous slice of the batch
+            var device = EngineAccess.DeviceFor(sp);
             using var images = TensorWire.ToTensor(batch.Images, device);
             using var probs = TensorWire.ToTensor(batch.SoftLabels, device);
             var per = images.shape[0] / n;
             using var x = images.narrow(0, r * per, per);
             using var p = probs.narrow(0, r * per, per);
             var (g, _) = s.ComputeGradient(x, p, batch.Temperature);
-            return new GradientReady(seq, g);
+            using (g) return new GradientReady(seq, g.data<float>().ToArray());
         }).PipeTo(Self);
     }
 
     private void OnOwnGradient(GradientReady g)
     {
-        using var grad = g.Gradient;
-        var flat = grad.data<float>().ToArray();
+        var flat = g.Gradient;
         var chunk = spec!.Cluster.GradientChunk;
         var count = (int)((flat.Length + chunk - 1) / chunk);
         for (var peer = 0; peer < Replicas; peer++)
@@ -383,8 +384,8 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     protected override void PostStop()
     {
-        student?.Model.Dispose();
-        student?.Dispose();
+        var s = student;
+        EngineAccess.Release(() => { s?.Model.Dispose(); s?.Dispose(); });
         base.PostStop();
     }
 }

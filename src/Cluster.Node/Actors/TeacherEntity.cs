@@ -164,7 +164,8 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
 
     protected override void PostStop()
     {
-        teacher?.Dispose();
+        var t = teacher;
+        EngineAccess.Release(() => t?.Dispose());
         base.PostStop();
     }
 }

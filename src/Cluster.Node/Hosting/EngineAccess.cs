@@ -17,38 +17,14 @@ public static class EngineAccess
     private static readonly object InitGate = new();
 
     /// <summary>
-    /// Engine work runs on dedicated compute threads (one by default), not on the thread pool.
-    /// libtorch already spreads each operation over every core (intra-op OpenMP threads), and
-    /// OpenMP keeps a team of threads per calling thread: engine calls from ever-changing pool
-    /// threads, or from several at once, oversubscribe the cores with spinning teams (the actor
-    /// pipeline ran at 0.42x the engine loop that way, on 2 cores). Entities still overlap their
-    /// I/O, journaling and messaging with each other's compute. CLUSTERDISTILL_COMPUTE_SLOTS
-    /// raises the thread count (e.g. several GPUs per node).
+    /// Runs engine work on the process's one TorchSharp thread (<see cref="TorchThread"/>: why one
+    /// thread, and why collections wait for the gaps between its jobs); the task completes with
+    /// its result or exception. Entities overlap their I/O, journaling and messaging with it.
     /// </summary>
-    private static readonly System.Collections.Concurrent.BlockingCollection<Action> Work = StartComputeThreads();
+    public static Task<T> Compute<T>(Func<T> work) => TorchThread.Shared.Run(work);
 
-    public static int ComputeSlots =>
-        int.TryParse(Environment.GetEnvironmentVariable("CLUSTERDISTILL_COMPUTE_SLOTS"), out var n) && n > 0 ? n : 1;
-
-    private static System.Collections.Concurrent.BlockingCollection<Action> StartComputeThreads()
-    {
-        var queue = new System.Collections.Concurrent.BlockingCollection<Action>();
-        for (var i = 0; i < ComputeSlots; i++)
-            new Thread(() => { foreach (var work in queue.GetConsumingEnumerable()) work(); }) { IsBackground = true, Name = $"engine-compute-{i}" }.Start();
-        return queue;
-    }
-
-    /// <summary>Runs engine work on a compute thread; the task completes with its result or exception.</summary>
-    public static Task<T> Compute<T>(Func<T> work)
-    {
-        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Work.Add(() =>
-        {
-            try { done.SetResult(work()); }
-            catch (Exception e) { done.SetException(e); }
-        });
-        return done.Task;
-    }
+    /// <summary>Disposes engine objects on the compute thread, after any work queued before (an actor stopping).</summary>
+    public static void Release(Action dispose) => TorchThread.Shared.Post(dispose);
 
     public static RunSpec ParseSpec(string yaml, string runId) => SpecParser.Parse(yaml, $"run {runId}");
 
@@ -96,6 +72,7 @@ public static class EngineAccess
 
     public static byte[] Save(Action<BinaryWriter> write)
     {
+        using var scope = NewDisposeScope();   // the copies a state writer makes go now, not with the finalizer
         using var ms = new MemoryStream();
         using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) write(w);
         return ms.ToArray();

@@ -35,10 +35,10 @@ public static class ClusterBench
         var rows = new List<ClusterBenchRow>();
         var steps = quick ? 60 : Steps;
         var engine = EngineLoop(steps, log);
-        var actors = ActorPipeline(steps, log).GetAwaiter().GetResult();
+        var (actors, busy) = ActorPipeline(steps, log).GetAwaiter().GetResult();
         rows.Add(new("DAFL quick step, bare engine loop", $"batch {Batch}, steps {Warm}-{steps}", engine, "images/s", "DaflTrainer in one thread"));
         rows.Add(new("DAFL quick step, actor pipeline", $"embedded one-node cluster, batch {Batch}", actors, "images/s",
-            $"{actors / engine:F3} x the engine loop (generator, teacher, student actors; every batch stored and journaled)"));
+            $"{actors / engine:F3} x the engine loop (generator, teacher, student actors; every batch stored and journaled; compute thread busy {busy:P0})"));
 
         using var peer = Peer.Start(log);
         var mb = quick ? 64 : 256;
@@ -100,7 +100,7 @@ public static class ClusterBench
         return ips;
     }
 
-    private static async Task<double> ActorPipeline(int steps, TextWriter log)
+    private static async Task<(double ImagesPerSecond, double ComputeBusy)> ActorPipeline(int steps, TextWriter log)
     {
         var dir = Path.Combine(Path.GetTempPath(), $"cd-bench-{Guid.NewGuid():N}");
         Directory.CreateDirectory(dir);
@@ -142,10 +142,12 @@ public static class ClusterBench
             }
             var clock = Stopwatch.StartNew();
             var (s0, t0) = await WaitFor(Warm, clock);
+            var busy0 = Distill.Engine.Native.TorchThread.Shared.Busy;
             var (s1, t1) = await WaitFor(steps - 10, clock);
+            var busy = (Distill.Engine.Native.TorchThread.Shared.Busy - busy0).TotalSeconds / (t1 - t0);
             var ips = (s1 - s0) * Batch / (t1 - t0);
-            log.WriteLine($"[bench] actor pipeline: {ips:F0} images/s (steps {s0}-{s1})");
-            return ips;
+            log.WriteLine($"[bench] actor pipeline: {ips:F0} images/s (steps {s0}-{s1}), compute thread busy {busy:P0} of the time");
+            return (ips, busy);
         }
         finally
         {

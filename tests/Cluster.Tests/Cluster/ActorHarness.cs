@@ -85,13 +85,13 @@ public sealed class ActorHarness : IDisposable
         probe.ExpectTerminated(actor, TimeSpan.FromSeconds(30));
     }
 
-    /// <summary>A LeNet-5 teacher with seeded random weights, stored as a blob.</summary>
-    public string TeacherBlob(int seed = 11)
+    /// <summary>A LeNet-5 teacher with seeded random weights, stored as a blob (made on the compute thread).</summary>
+    public string TeacherBlob(int seed = 11) => EngineAccess.Compute(() =>
     {
         manual_seed(seed);
         using var t = ModelFactory.Create("lenet5", 1, 32, 10);
         return Services.Blobs.Put(EngineAccess.SaveModel(t));
-    }
+    }).GetAwaiter().GetResult();
 
     public static string Spec(string runName, int steps = 12, int evalEvery = 4, int checkpointEvery = 2, int generatorCheckpointEvery = 3, int replicas = 1, int window = 2) => $$"""
         name: {{runName}}

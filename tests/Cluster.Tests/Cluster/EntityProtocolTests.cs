@@ -211,11 +211,12 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         Assert.Equal(straight, resumed);   // content hashes: bit-identical weights
     }
 
-    private static LabelledBatch Batch(string student, long seq)
+    /// <summary>A labelled batch made on the engine's compute thread (entities may be computing meanwhile).</summary>
+    private static LabelledBatch Batch(string student, long seq) => EngineAccess.Compute(() =>
     {
         manual_seed(100 + seq);
         using var x = randn(16, 1, 32, 32);
         using var p = nn.functional.softmax(randn(16, 10) * 2, 1);
         return new LabelledBatch(student, seq, TensorWire.ToPayload(x), TensorWire.ToPayload(p), 1);
-    }
+    }).GetAwaiter().GetResult();
 }
