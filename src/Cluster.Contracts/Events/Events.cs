@@ -57,9 +57,13 @@ public sealed record EntityStarted(
     [property: Key(1)] string SpecYaml,
     [property: Key(2)] string? TeacherBlob) : IPersistedEvent;
 
-/// <summary>A synthesised batch is in the pool (written to its blob before this event, and before anyone sees it).</summary>
+/// <summary>
+/// A synthesised batch is in the pool (written to its blobs before this event, and before anyone
+/// sees it): the images, and the soft labels it was first sent with, so that a batch served again
+/// after a failover is the same batch with the same labels (null in journals from before labels were kept).
+/// </summary>
 [MessagePackObject]
-public sealed record BatchStored([property: Key(0)] long Seq, [property: Key(1)] string Blob) : IPersistedEvent;
+public sealed record BatchStored([property: Key(0)] long Seq, [property: Key(1)] string Blob, [property: Key(2)] string? LabelsBlob = null) : IPersistedEvent;
 
 /// <summary>Batches up to UpToSeq are covered by every student's checkpoint and left the pool.</summary>
 [MessagePackObject]

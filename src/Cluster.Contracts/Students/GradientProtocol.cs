@@ -17,3 +17,18 @@ public sealed record GradientChunk(
     [property: Key(4)] int ChunkCount,
     [property: Key(5)] long Offset,
     [property: Key(6)] TensorPayload Values) : IEntityMessage;
+
+/// <summary>
+/// A replica tells a peer the step it stands at: after it restored a checkpoint (its node died,
+/// the guard rolled it back), and again while it waits on that peer's gradient. Replicas step in
+/// lockstep, so a peer that is ahead rolls back to its checkpoint at that step (or the newest one
+/// before it, and says so in turn); one that is behind answers with its own step; one at the same
+/// step sends its gradient for the next step again (the first copy may have died with the node).
+/// LrScale carries the learning-rate scale of the guard's rollbacks, so every replica uses one rate.
+/// </summary>
+[MessagePackObject]
+public sealed record ReplicaAt(
+    [property: Key(0)] string EntityId,
+    [property: Key(1)] int FromReplica,
+    [property: Key(2)] long Step,
+    [property: Key(3)] double LrScale) : IEntityMessage;

@@ -12,12 +12,12 @@ public sealed record EntityState(
     string? RunId,
     string? SpecYaml,
     string? TeacherBlob,
-    ImmutableSortedDictionary<long, string> Pool,
+    ImmutableSortedDictionary<long, BatchStored> Pool,
     long ReleasedUpTo,
     ImmutableList<CheckpointWritten> Checkpoints,
     bool Finished)
 {
-    public static readonly EntityState Empty = new(null, null, null, ImmutableSortedDictionary<long, string>.Empty, 0, [], false);
+    public static readonly EntityState Empty = new(null, null, null, ImmutableSortedDictionary<long, BatchStored>.Empty, 0, [], false);
 
     public bool Started => SpecYaml is not null;
 
@@ -30,7 +30,7 @@ public sealed record EntityState(
     public EntityState Apply(IPersistedEvent e) => e switch
     {
         EntityStarted s => this with { RunId = s.RunId, SpecYaml = s.SpecYaml, TeacherBlob = s.TeacherBlob },
-        BatchStored b => this with { Pool = Pool.SetItem(b.Seq, b.Blob) },
+        BatchStored b => this with { Pool = Pool.SetItem(b.Seq, b) },
         BatchesReleased r => this with { Pool = Pool.RemoveRange(Pool.Keys.Where(k => k <= r.UpToSeq)), ReleasedUpTo = Math.Max(ReleasedUpTo, r.UpToSeq) },
         CheckpointWritten c => this with { Checkpoints = Trim(Checkpoints.Add(c)) },
         EntityFinished => this with { Finished = true },
@@ -40,10 +40,10 @@ public sealed record EntityState(
     private static ImmutableList<CheckpointWritten> Trim(ImmutableList<CheckpointWritten> l) =>
         l.Count > KeepCheckpoints ? l.RemoveRange(0, l.Count - KeepCheckpoints) : l;
 
-    public EntitySnapshot ToSnapshot() => new(RunId, SpecYaml, TeacherBlob, Pool.Select(kv => new BatchStored(kv.Key, kv.Value)).ToArray(),
+    public EntitySnapshot ToSnapshot() => new(RunId, SpecYaml, TeacherBlob, Pool.Values.ToArray(),
         ReleasedUpTo, Checkpoints.ToArray(), Finished);
 
     public static EntityState FromSnapshot(EntitySnapshot s) => new(s.RunId, s.SpecYaml, s.TeacherBlob,
-        s.Pool.ToImmutableSortedDictionary(b => b.Seq, b => b.Blob), s.ReleasedUpTo, s.Checkpoints.ToImmutableList(), s.Finished);
+        s.Pool.ToImmutableSortedDictionary(b => b.Seq, b => b), s.ReleasedUpTo, s.Checkpoints.ToImmutableList(), s.Finished);
 }
 

@@ -19,7 +19,8 @@ namespace Cluster.Node.Actors;
 /// A run's DAFL generator (sharded entity "run/generator/0"). It synthesises batches on demand
 /// only (students pull, so memory stays bounded), stores each batch as a blob and journals it
 /// before anyone sees it, and re-serves stored batches to a student that asks again after a
-/// failover, so no batch is lost or trained twice. Its weights, optimiser and RNG are
+/// failover, so no batch is lost or trained twice. A new batch goes to the students labelled with
+/// the teacher's logits from its own synthesis step; a re-served one through the teacher entity. Its weights, optimiser and RNG are
 /// checkpointed; after a restart it replays the steps since its checkpoint so that its next batch
 /// is the one an uninterrupted run would have produced.
 /// </summary>
@@ -28,7 +29,7 @@ public sealed class GeneratorEntity : PersistentEntity
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new GeneratorEntity(entityId, services));
 
     /// <summary>A new batch; Checkpoint holds the generator's state right after it when one is due.</summary>
-    private sealed record Synthesized(long Seq, byte[] Batch, TensorPayload Images, IReadOnlyDictionary<string, double>? Metrics, byte[]? Checkpoint)
+    private sealed record Synthesized(long Seq, byte[] Batch, TensorPayload Images, TensorPayload Labels, IReadOnlyDictionary<string, double>? Metrics, byte[]? Checkpoint)
         : INoSerializationVerificationNeeded;
     private sealed record Replayed(long Steps, int Identical) : INoSerializationVerificationNeeded;
     private sealed record EngineReady(DaflSynthesizer Synthesizer, Classifier Teacher, long RestoredStep, string? Warning) : INoSerializationVerificationNeeded;
@@ -124,7 +125,7 @@ public sealed class GeneratorEntity : PersistentEntity
                 while (g.Step < upTo)
                 {
                     using var o = g.Synthesize(false);
-                    if (pool.TryGetValue(g.Step, out var blob) && BlobStoreHash(o) == blob) identical++;
+                    if (pool.TryGetValue(g.Step, out var stored) && BlobStoreHash(o) == stored.Blob) identical++;
                 }
                 return new Replayed(upTo - from, identical);
             }).PipeTo(Self);
@@ -147,11 +148,14 @@ public sealed class GeneratorEntity : PersistentEntity
                 Log.Warning("{0}: {1} asked for batch {2}, which every student had checkpointed past; not resent", Id, m.ReplyTo, seq);
                 continue;
             }
-            if (State.Pool.TryGetValue(seq, out var blob))
+            if (State.Pool.TryGetValue(seq, out var stored))
             {
-                // stored already (a student came back from a checkpoint): the same batch again, never a new one
-                var images = MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(blob));
-                SendToTeacher(seq, images, m.ReplyTo);
+                // stored already (a student came back from a checkpoint): the same batch again, with
+                // the same labels, never a new one (the teacher labels one stored without its labels)
+                var images = MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(stored.Blob));
+                if (stored.LabelsBlob is { } lb)
+                    Services.Students.Tell(new LabelledBatch(m.ReplyTo, seq, images, MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(lb)), TeacherEntity.Temperature));
+                else SendToTeacher(seq, images, m.ReplyTo);
                 continue;
             }
             if (!wanted.TryGetValue(seq, out var who)) wanted[seq] = who = [];
@@ -172,12 +176,17 @@ public sealed class GeneratorEntity : PersistentEntity
         var g = synth;
         var wantMetrics = next % 50 == 0;
         var checkpointDue = next % CheckpointEvery == 0 || next == spec!.Dafl!.Steps;
+        var labelDType = TensorWire.Parse(spec!.Cluster.SoftLabels);
         EngineAccess.Compute(() =>
         {
             using var o = g.Synthesize(wantMetrics);
             var images = TensorWire.ToPayload(o.Images);
+            // the step ran the teacher on exactly this batch (DAFL's loss needs its logits): label
+            // from those, as the engine loop does, rather than a second teacher pass
+            using var probs = SoftLabels.FromLogits(o.TeacherLogits, TeacherEntity.Temperature);
+            var labels = TensorWire.ToPayload(probs, labelDType);
             var checkpoint = checkpointDue ? EngineAccess.Save(g.SaveState) : null;
-            return new Synthesized(next, MessagePackSerializer.Serialize(images), images, o.Metrics, checkpoint);
+            return new Synthesized(next, MessagePackSerializer.Serialize(images), images, labels, o.Metrics, checkpoint);
         }).PipeTo(Self);
     }
 
@@ -185,6 +194,7 @@ public sealed class GeneratorEntity : PersistentEntity
     {
         // the batch is on disk and journaled before any student can see it
         var blob = Services.Blobs.Put(s.Batch);
+        var labelsBlob = Services.Blobs.Put(MessagePackSerializer.Serialize(s.Labels));
         synthesized = s.Seq;
         var checkpoint = s.Checkpoint is not null;
         if (!checkpoint)
@@ -193,12 +203,12 @@ public sealed class GeneratorEntity : PersistentEntity
             busy = false;
             Produce();
         }
-        Persist(new BatchStored(s.Seq, blob), e =>
+        Persist(new BatchStored(s.Seq, blob, labelsBlob), e =>
         {
             State = State.Apply(e);
             if (checkpoint) busy = false;
             if (wanted.Remove(s.Seq, out var who))
-                foreach (var student in who) SendToTeacher(s.Seq, s.Images, student);
+                foreach (var student in who) Services.Students.Tell(new LabelledBatch(student, s.Seq, s.Images, s.Labels, TeacherEntity.Temperature));
             if (s.Metrics is { } m && m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
                 Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
             if (s.Seq % 25 == 0)
@@ -233,9 +243,15 @@ public sealed class GeneratorEntity : PersistentEntity
         Persist(new BatchesReleased(upTo), e =>
         {
             State = State.Apply(e);
-            foreach (var b in gone) Services.Blobs.Delete(b);
+            foreach (var b in gone) DeleteBlobs(b);
             MaybeSnapshot(SnapshotEvery);
         });
+    }
+
+    private void DeleteBlobs(BatchStored b)
+    {
+        Services.Blobs.Delete(b.Blob);
+        if (b.LabelsBlob is { } lb) Services.Blobs.Delete(lb);
     }
 
     private void SendToTeacher(long seq, TensorPayload images, string student) =>
@@ -254,7 +270,7 @@ public sealed class GeneratorEntity : PersistentEntity
         Persist(new EntityFinished(synth?.Step ?? 0), e =>
         {
             State = State.Apply(e);
-            foreach (var b in pool) Services.Blobs.Delete(b);
+            foreach (var b in pool) DeleteBlobs(b);
             Context.Parent.Tell(new Passivate(PoisonPill.Instance));
         });
     }

@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Akka.Actor;
 using Akka.Cluster.Sharding;
 using Akka.Event;
@@ -29,7 +30,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     private sealed record EngineReady(SoftTargetStudent Student, string? Warning, double Best) : INoSerializationVerificationNeeded;
     private sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights) : INoSerializationVerificationNeeded;
     private sealed record GradientReady(long Seq, float[] Gradient) : INoSerializationVerificationNeeded;
-    private sealed record RolledBack(long Step, string Reason) : INoSerializationVerificationNeeded;
+    private sealed record RolledBack(long Step, string Reason, SoftTargetStudent? Fresh = null, bool Guard = true) : INoSerializationVerificationNeeded;
     private int rollbacks;
     private bool lastRollbackScaled;
 
@@ -54,8 +55,13 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     private readonly SortedDictionary<long, LabelledBatch> buffer = [];
     /// <summary>Gradient chunks by step, then replica: arrive in any order, summed in replica order.</summary>
     private readonly Dictionary<long, Dictionary<int, float[]>> gradients = [];
-    private readonly Dictionary<long, Dictionary<int, (int Received, int Expected)>> chunksSeen = [];
+    /// <summary>Chunk indices received by step and replica (a chunk may come twice: a peer resends after a failover).</summary>
+    private readonly Dictionary<long, Dictionary<int, (HashSet<int> Received, int Expected)>> chunksSeen = [];
     private readonly List<GradientChunk> early = [];
+    /// <summary>Whether an engine job for the current step is queued or running (a rollback waits for it).</summary>
+    private bool computing;
+    /// <summary>A peer's step below ours that arrived while a job ran: roll back to it when the job is done.</summary>
+    private (long Step, double LrScale, int From)? pendingRollback;
 
     public StudentEntity(string entityId, NodeServices services) : base(entityId, services)
     {
@@ -71,6 +77,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         Command<LabelledBatch>(OnBatch);
         Command<GradientReady>(OnOwnGradient);
         Command<GradientChunk>(OnChunk);
+        Command<ReplicaAt>(OnReplicaAt);
         Command<Trained>(OnTrained);
         Command<Status.Failure>(f => OnStepFailed(f.Cause));
         Command<RolledBack>(OnRolledBack);
@@ -79,6 +86,16 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         Command<StopEntity>(_ => Context.Parent.Tell(new Passivate(PoisonPill.Instance)));
         Command<CheckStalled>(_ =>
         {
+            if (student is not null && !State.Finished && !student.Done && Replicas > 1 && busy && !computing && DateTime.UtcNow - lastBatchUtc >= StallTimeout)
+            {
+                // waiting on a peer's gradient: tell the missing peers where we are (this also starts a
+                // replica whose node died, through remember-entities, and makes it answer)
+                lastBatchUtc = DateTime.UtcNow;
+                var have = gradients.TryGetValue(NextSeq, out var slot) ? slot.Keys.ToHashSet() : [];
+                Log.Info("{0}: waiting on the gradient of replicas {1} for step {2}", Id, string.Join(",", Enumerable.Range(0, Replicas).Where(r => !have.Contains(r))), NextSeq);
+                AnnounceStep(peer => !have.Contains(peer));
+                return;
+            }
             if (student is null || busy || State.Finished || student.Done || buffer.ContainsKey(NextSeq) || DateTime.UtcNow - lastBatchUtc < StallTimeout) return;
             // nothing arrived for a while: the generator or teacher may have died with our request; ask again (duplicates are dropped)
             Log.Info("{0}: no batch {1} for {2:F0} s; asking the generator again", Id, NextSeq, (DateTime.UtcNow - lastBatchUtc).TotalSeconds);
@@ -143,8 +160,63 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         foreach (var c in early) OnChunk(c);
         early.Clear();
         Timers.StartPeriodicTimer("stalled", CheckStalled.Instance, StallTimeout, TimeSpan.FromSeconds(1));
+        AnnounceStep(_ => true);
         RequestMore();
         TryTrain();
+    }
+
+    /// <summary>Tells peer replicas this replica's step (see <see cref="ReplicaAt"/>).</summary>
+    private void AnnounceStep(Func<int, bool> toPeer)
+    {
+        if (Replicas < 2) return;
+        for (var peer = 0; peer < Replicas; peer++)
+            if (peer != replica && toPeer(peer))
+                Services.Students.Tell(new ReplicaAt(EntityId.Student(RunId, peer), replica, student!.Step, student.LrScale));
+    }
+
+    private void OnReplicaAt(ReplicaAt m)
+    {
+        if (student is null || State.Finished) return;   // it hears our step when we are ready
+        var target = pendingRollback?.Step ?? student.Step;
+        if (m.Step < target || m.Step == target && m.LrScale < student.LrScale)
+        {
+            Log.Warning("{0}: replica {1} is at step {2}, this one at {3}: rolling back to keep the replicas in lockstep", Id, m.FromReplica, m.Step, student.Step);
+            pendingRollback = (m.Step, Math.Min(m.LrScale, student.LrScale), m.FromReplica);
+            if (!computing) RollBackToPeer();
+        }
+        else if (m.Step > student.Step)
+            Services.Students.Tell(new ReplicaAt(EntityId.Student(RunId, m.FromReplica), replica, student.Step, student.LrScale));
+        else if (gradients.TryGetValue(NextSeq, out var slot) && slot.TryGetValue(replica, out var own))
+            SendGradient(NextSeq, own, peer => peer == m.FromReplica);   // same step: our gradient may have died with its node
+    }
+
+    /// <summary>Restores the newest checkpoint at or before the peer's step (a fresh student before the first).</summary>
+    private void RollBackToPeer()
+    {
+        var (step, scale, from) = pendingRollback!.Value;
+        pendingRollback = null;
+        busy = true;
+        computing = true;
+        var current = student!;
+        var sp = spec!;
+        var st = State;
+        var usable = st.Checkpoints.Where(c => c.Step <= step).ToImmutableList();
+        EngineAccess.Compute(() =>
+        {
+            var trainer = current;
+            var (restored, warning) = Checkpoints.RestoreNewest(usable, Services.Blobs, trainer.LoadState, st.RunId!, Id);
+            SoftTargetStudent? fresh = null;
+            if (restored == 0)
+            {
+                // before the first checkpoint: the seeded initial student, as every replica started
+                fresh = new SoftTargetStudent(EngineAccess.NewStudent(sp, data!, EngineAccess.DeviceFor(sp)), sp.Student.Train, sp.Dafl!.Steps);
+                current.Model.Dispose();
+                current.Dispose();
+                trainer = fresh;
+            }
+            trainer.LrScale = scale;
+            return new RolledBack(restored, $"replica {from} resumed at step {step}" + (warning is null ? "" : $" ({warning})"), fresh, Guard: false);
+        }).PipeTo(Self, failure: e => new Status.Failure(new InvalidOperationException($"rollback to replica {from}'s step {step} failed: {e.Message}")));
     }
 
     /// <summary>Keeps at most Window batches requested and not yet trained: the backpressure.</summary>
@@ -171,6 +243,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         var sp = spec!;
         var s = student;
         var seq = batch.Seq;
+        computing = true;
         if (Replicas == 1)
         {
             EngineAccess.Compute(() =>
@@ -200,25 +273,32 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     private void OnOwnGradient(GradientReady g)
     {
+        computing = false;
+        if (pendingRollback is not null) { RollBackToPeer(); return; }
         var flat = g.Gradient;
+        SendGradient(g.Seq, flat, _ => true);
+        Slot(g.Seq)[replica] = flat;
+        Progress(g.Seq)[replica] = ([0], 1);
+        TryReduce(g.Seq);
+    }
+
+    private void SendGradient(long step, float[] flat, Func<int, bool> toPeer)
+    {
         var chunk = spec!.Cluster.GradientChunk;
         var count = (int)((flat.Length + chunk - 1) / chunk);
         for (var peer = 0; peer < Replicas; peer++)
         {
-            if (peer == replica) continue;
+            if (peer == replica || !toPeer(peer)) continue;
             for (var c = 0; c < count; c++)
             {
                 var offset = (long)c * chunk;
                 var len = (int)Math.Min(chunk, flat.Length - offset);
                 var bytes = new byte[len * 4];
                 Buffer.BlockCopy(flat, (int)offset * 4, bytes, 0, bytes.Length);
-                Services.Students.Tell(new GradientChunk(EntityId.Student(RunId, peer), g.Seq, replica, c, count, offset,
+                Services.Students.Tell(new GradientChunk(EntityId.Student(RunId, peer), step, replica, c, count, offset,
                     new Contracts.Tensors.TensorPayload([len], Contracts.Tensors.WireDType.Float32, bytes)));
             }
         }
-        Slot(g.Seq)[replica] = flat;
-        Progress(g.Seq)[replica] = (1, 1);
-        TryReduce(g.Seq);
     }
 
     private Dictionary<int, float[]> Slot(long step) => gradients.TryGetValue(step, out var d) ? d : gradients[step] = [];
@@ -227,6 +307,9 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     {
         if (student is null) { early.Add(c); return; }   // a peer started first: keep its chunks until we are ready
         if (c.Step < NextSeq) return;   // late duplicate of a step already applied
+        // peers step in lockstep: one may send the step after ours while our reduction still runs;
+        // a later one comes from a peer that is ahead and about to roll back to us, so it is stale
+        if (c.Step > NextSeq + 1) return;
         var size = student.GradientSize;
         var slot = Slot(c.Step);
         if (!slot.TryGetValue(c.FromReplica, out var flat)) slot[c.FromReplica] = flat = new float[size];
@@ -237,22 +320,24 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         }
         Buffer.BlockCopy(c.Values.Data, 0, flat, (int)c.Offset * 4, c.Values.Data.Length);
         var p = Progress(c.Step);
-        p[c.FromReplica] = (p.GetValueOrDefault(c.FromReplica).Received + 1, c.ChunkCount);
+        if (!p.TryGetValue(c.FromReplica, out var seen)) p[c.FromReplica] = seen = ([], c.ChunkCount);
+        seen.Received.Add(c.ChunkIndex);
         TryReduce(c.Step);
     }
 
-    private Dictionary<int, (int Received, int Expected)> Progress(long step) =>
+    private Dictionary<int, (HashSet<int> Received, int Expected)> Progress(long step) =>
         chunksSeen.TryGetValue(step, out var d) ? d : chunksSeen[step] = [];
 
     private void TryReduce(long step)
     {
         if (step != NextSeq || !gradients.TryGetValue(step, out var slot) || !chunksSeen.TryGetValue(step, out var seen)) return;
         for (var r = 0; r < Replicas; r++)
-            if (!slot.ContainsKey(r) || !seen.TryGetValue(r, out var n) || n.Received != n.Expected) return;
+            if (!slot.ContainsKey(r) || !seen.TryGetValue(r, out var n) || n.Received.Count != n.Expected) return;
         gradients.Remove(step);
         chunksSeen.Remove(step);
         var s = student!;
         var replicas = Replicas;
+        computing = true;
         EngineAccess.Compute(() =>
         {
             // fixed order: replica 0 + 1 + ... in float32, then / N; every replica computes the same bits
@@ -284,9 +369,17 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     private void OnTrained(Trained t)
     {
+        computing = false;
         if (t.Loss is { } l && !double.IsFinite(l)) { OnStepFailed(new InvalidOperationException($"student loss is {l} at step {student!.Step}")); return; }
         buffer.Remove(t.Seq);
         busy = false;
+        // chunks a peer sent twice for a step already applied
+        foreach (var old in gradients.Keys.Where(k => k <= student!.Step).ToList()) { gradients.Remove(old); chunksSeen.Remove(old); }
+        if (pendingRollback is not null)
+        {
+            RollBackToPeer();
+            return;
+        }
         if (t.Accuracy is { } a)
         {
             best = Math.Max(best, a);
@@ -340,6 +433,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     {
         var reason = cause is AggregateException { InnerException: { } inner } ? inner.Message : cause.Message;
         reason = reason.Split('\n')[0];
+        computing = false;
         Log.Error(cause, "{0}: step {1} failed", Id, student?.Step);
         if (student is null || spec is null || !spec.Guard.Enabled || ++rollbacks > spec.Guard.MaxRollbacks)
         {
@@ -352,6 +446,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         var factor = spec.Guard.LrFactor;
         var libtorchError = (cause is AggregateException { InnerException: { } i2 } ? i2 : cause) is System.Runtime.InteropServices.ExternalException;
         lastRollbackScaled = !libtorchError;
+        computing = true;
         EngineAccess.Compute(() =>
         {
             var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, s.LoadState, st.RunId!, Id);
@@ -367,12 +462,23 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     private void OnRolledBack(RolledBack r)
     {
         busy = false;
-        var message = $"run {RunId}, entity {Id}: guard: {r.Reason}; rolled back to step {r.Step}{(lastRollbackScaled ? $" and multiplied the learning rate by {spec!.Guard.LrFactor}" : ", same learning rate")} (rollback {rollbacks})";
+        computing = false;
+        if (r.Fresh is not null) student = r.Fresh;
+        var message = r.Guard
+            ? $"run {RunId}, entity {Id}: guard: {r.Reason}; rolled back to step {r.Step}{(lastRollbackScaled ? $" and multiplied the learning rate by {spec!.Guard.LrFactor}" : ", same learning rate")} (rollback {rollbacks})"
+            : $"run {RunId}, entity {Id}: {r.Reason}; rolled back to step {r.Step} to stay in lockstep";
         Log.Warning(message);
         Services.Coordinator.Tell(new EntityProgress(RunId, Id, r.Step, Total, 0, 0, null, Services.NodeName, message));
+        // batches and gradients after the checkpoint are trained and exchanged again (a peer at our
+        // step resends its gradient when it hears where we are)
         buffer.Clear();
+        gradients.Clear();
+        chunksSeen.Clear();
         requestedUpTo = student!.Step;
         lastBatchUtc = DateTime.UtcNow;
+        AnnounceStep(_ => true);
+        if (pendingRollback is not null && pendingRollback.Value.Step < student.Step) { RollBackToPeer(); return; }
+        pendingRollback = null;
         RequestMore();
     }
 

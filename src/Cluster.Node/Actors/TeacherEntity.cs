@@ -32,7 +32,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
     private sealed record Labelled(LabelBatch Request, TensorPayload Labels) : INoSerializationVerificationNeeded;
 
     /// <summary>DAFL's student loss uses the teacher's plain softmax.</summary>
-    private const double Temperature = 1.0;
+    internal const double Temperature = 1.0;
 
     private RunSpec? spec;
     private Classifier? teacher;

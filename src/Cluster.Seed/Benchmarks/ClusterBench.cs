@@ -28,17 +28,26 @@ public sealed record ClusterBenchRow(string Workload, string Detail, double Valu
 /// </summary>
 public static class ClusterBench
 {
-    private const int Batch = 128, Warm = 10, Steps = 210;
+    // a long warm-up: an actor system's JIT tiering and first allocations take ~50 steps to settle
+    private const int Batch = 128;
+
+    private static (int Warm, int Steps) Length(bool quick) => quick ? (20, 80) : (60, 360);
 
     public static IReadOnlyList<ClusterBenchRow> Run(TextWriter log, bool quick)
     {
         var rows = new List<ClusterBenchRow>();
-        var steps = quick ? 60 : Steps;
-        var engine = EngineLoop(steps, log);
-        var (actors, busy) = ActorPipeline(steps, log).GetAwaiter().GetResult();
-        rows.Add(new("DAFL quick step, bare engine loop", $"batch {Batch}, steps {Warm}-{steps}", engine, "images/s", "DaflTrainer in one thread"));
-        rows.Add(new("DAFL quick step, actor pipeline", $"embedded one-node cluster, batch {Batch}", actors, "images/s",
-            $"{actors / engine:F3} x the engine loop (generator, teacher, student actors; every batch stored and journaled; compute thread busy {busy:P0})"));
+        var (warm, steps) = Length(quick);
+        // the engine loop before and after the pipeline: this machine's speed drifts by 10-20%
+        // over minutes (a shared VM), so the pipeline is compared with the mean of both
+        var before = EngineLoop(warm, steps, log);
+        var (actors, busy, others) = ActorPipeline(warm, steps, log).GetAwaiter().GetResult();
+        var after = EngineLoop(warm, steps, log);
+        var engine = (before + after) / 2;
+        rows.Add(new("DAFL quick step, bare engine loop", $"batch {Batch}, steps {warm}-{steps}", engine, "images/s",
+            $"DaflTrainer in one thread; mean of {before:F0} before and {after:F0} after the pipeline"));
+        rows.Add(new("DAFL quick step, actor pipeline", $"embedded one-node cluster, batch {Batch}, steps {warm}-{steps}", actors, "images/s",
+            $"{actors / engine:F3} x the engine loop (generator, teacher, student actors; every batch stored and journaled; " +
+            $"compute thread busy {busy:P0}; other threads used {others:F2} cores)"));
 
         using var peer = Peer.Start(log);
         var mb = quick ? 64 : 256;
@@ -76,7 +85,7 @@ public static class ClusterBench
 
     private static readonly DaflSpec Dafl = new()
     {
-        Steps = Steps, BatchSize = Batch, GeneratorWidth = 32, GeneratorLr = 0.02, Activation = "code", Entropy = "code", EvalEvery = 100_000,
+        Steps = 360, BatchSize = Batch, GeneratorWidth = 32, GeneratorLr = 0.02, Activation = "code", Entropy = "code", EvalEvery = 100_000,
     };
 
     private static Classifier Teacher()
@@ -85,22 +94,22 @@ public static class ClusterBench
         return ModelFactory.Create("lenet5", 1, 32, 10);
     }
 
-    private static double EngineLoop(int steps, TextWriter log)
+    private static double EngineLoop(int warm, int steps, TextWriter log)
     {
         Distill.Engine.Native.TorchRuntime.Initialize();
         using var teacher = Teacher();
         manual_seed(2);
         using var student = ModelFactory.Create("lenet5-half", 1, 32, 10);
         using var trainer = new DaflTrainer(teacher, student, Dafl with { Steps = steps }, new TrainSpec { Lr = 0.002 }, CPU, 3);
-        for (var i = 0; i < Warm; i++) trainer.TrainStep(false);
+        for (var i = 0; i < warm; i++) trainer.TrainStep(false);
         var sw = Stopwatch.StartNew();
-        for (var i = Warm; i < steps; i++) trainer.TrainStep(false);
-        var ips = (steps - Warm) * Batch / sw.Elapsed.TotalSeconds;
+        for (var i = warm; i < steps; i++) trainer.TrainStep(false);
+        var ips = (steps - warm) * Batch / sw.Elapsed.TotalSeconds;
         log.WriteLine($"[bench] engine loop: {ips:F0} images/s");
         return ips;
     }
 
-    private static async Task<(double ImagesPerSecond, double ComputeBusy)> ActorPipeline(int steps, TextWriter log)
+    private static async Task<(double ImagesPerSecond, double ComputeBusy, double OtherCores)> ActorPipeline(int warm, int steps, TextWriter log)
     {
         var dir = Path.Combine(Path.GetTempPath(), $"cd-bench-{Guid.NewGuid():N}");
         Directory.CreateDirectory(dir);
@@ -141,18 +150,44 @@ public static class ClusterBench
                 }
             }
             var clock = Stopwatch.StartNew();
-            var (s0, t0) = await WaitFor(Warm, clock);
+            var (s0, t0) = await WaitFor(warm, clock);
+            var cpu0 = ThreadCpu();
             var busy0 = Distill.Engine.Native.TorchThread.Shared.Busy;
-            var (s1, t1) = await WaitFor(steps - 10, clock);
+            var (s1, t1) = await WaitFor(steps - 5, clock);
             var busy = (Distill.Engine.Native.TorchThread.Shared.Busy - busy0).TotalSeconds / (t1 - t0);
             var ips = (s1 - s0) * Batch / (t1 - t0);
+            // CPU time by thread during the window: the compute thread and its OpenMP team are named
+            // engine-compute; everything else (actors, journal, blobs, JIT) competes with them for the cores
+            var cpu1 = ThreadCpu();
+            var byName = cpu1.GroupBy(kv => kv.Value.Name)
+                .Select(g => (Name: g.Key, Cores: g.Sum(kv => kv.Value.Ticks - (cpu0.TryGetValue(kv.Key, out var o) ? o.Ticks : 0)) / 100.0 / (t1 - t0)))
+                .Where(x => x.Cores >= 0.005).OrderByDescending(x => x.Cores).ToList();
+            log.WriteLine("[bench] cores used during the window: " + string.Join(", ", byName.Select(x => $"{x.Name} {x.Cores:F2}")));
+            var others = byName.Where(x => x.Name != "engine-compute").Sum(x => x.Cores);
             log.WriteLine($"[bench] actor pipeline: {ips:F0} images/s (steps {s0}-{s1}), compute thread busy {busy:P0} of the time");
-            return (ips, busy);
+            return (ips, busy, others);
         }
         finally
         {
             try { Directory.Delete(dir, true); } catch (IOException) { }
         }
+    }
+
+    private static Dictionary<string, (string Name, long Ticks)> ThreadCpu()
+    {
+        var d = new Dictionary<string, (string, long)>();
+        foreach (var dir in Directory.GetDirectories("/proc/self/task"))
+        {
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                var name = stat[(stat.IndexOf('(') + 1)..stat.LastIndexOf(')')];
+                var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                d[Path.GetFileName(dir)] = (name, long.Parse(f[11]) + long.Parse(f[12]));
+            }
+            catch (IOException) { }
+        }
+        return d;
     }
 
     private static double RawTcp(int port, int mb)

@@ -95,6 +95,9 @@ public sealed class SoftTargetStudent : IDisposable
 
     public void ScaleLearningRates(double factor) => opt.Scale *= factor;
 
+    /// <summary>The learning-rate scale the guard's rollbacks left (1 without any).</summary>
+    public double LrScale { get => opt.Scale; set => opt.Scale = value; }
+
     public void SaveState(BinaryWriter w)
     {
         StateIo.Tag(w, "soft-target-student");

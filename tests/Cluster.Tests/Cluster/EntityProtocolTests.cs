@@ -29,39 +29,60 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         gen.Tell(new StartEntity(id, run, spec, teacher));
         gen.Tell(new RequestBatches(id, 1, 2, "s/student/0"));
         var first = new Dictionary<long, byte[]>();
+        var firstLabels = new Dictionary<long, byte[]>();
         foreach (var seq in new[] { 1L, 2 })
         {
-            var m = h.Teachers.ExpectMsg<LabelBatch>(Long);
+            // a new batch goes straight to the student, labelled from the teacher pass of its own
+            // synthesis step: the teacher's softmax on exactly these images
+            var m = h.Students.ExpectMsg<LabelledBatch>(Long);
             Assert.Equal(seq, m.Seq);
-            Assert.Equal("s/student/0", m.ReplyTo);
+            Assert.Equal("s/student/0", m.EntityId);
             Assert.Equal(new long[] { 16, 1, 32, 32 }, m.Images.Shape);
+            Assert.Equal(new long[] { 16, 10 }, m.SoftLabels.Shape);
+            Assert.True(IsTeachersSoftmax(h, teacher, m.Images, m.SoftLabels), $"batch {seq}: the soft labels are not the teacher's softmax on its images");
             first[seq] = m.Images.Data;
+            firstLabels[seq] = m.SoftLabels.Data;
         }
         // backpressure: nothing beyond what was asked for
-        h.Teachers.ExpectNoMsg(TimeSpan.FromSeconds(1));
+        h.Students.ExpectNoMsg(TimeSpan.FromSeconds(1));
+        h.Teachers.ExpectNoMsg(TimeSpan.FromMilliseconds(100));
         gen.Tell(new RequestBatches(id, 3, 2, "s/student/0"));
-        foreach (var seq in new[] { 3L, 4 }) first[seq] = h.Teachers.ExpectMsg<LabelBatch>(m => m.Seq == seq, Long).Images.Data;
+        foreach (var seq in new[] { 3L, 4 }) first[seq] = h.Students.ExpectMsg<LabelledBatch>(m => m.Seq == seq, Long).Images.Data;
         h.Stop(gen);
 
         // a new incarnation (as after a node failure): stored batches come back unchanged, and
         // the next new batch is the one an uninterrupted generator makes (checkpoint at 3 + replay of 4)
         var again = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
         again.Tell(new RequestBatches(id, 2, 1, "s/student/1"));
-        var re = h.Teachers.ExpectMsg<LabelBatch>(Long);
+        var re = h.Students.ExpectMsg<LabelledBatch>(Long);
         Assert.Equal(2, re.Seq);
+        Assert.Equal("s/student/1", re.EntityId);
         Assert.Equal(first[2], re.Images.Data);
+        Assert.Equal(firstLabels[2], re.SoftLabels.Data);   // the labels it was first sent with, not a second teacher pass
         again.Tell(new RequestBatches(id, 5, 1, "s/student/0"));
-        var fifth = h.Teachers.ExpectMsg<LabelBatch>(m => m.Seq == 5, Long).Images.Data;
+        var fifth = h.Students.ExpectMsg<LabelledBatch>(m => m.Seq == 5, Long).Images.Data;
 
         var refRun = $"r{Guid.NewGuid():N}"[..12];
         var refId = EntityId.Generator(refRun);
         var reference = h.Sys.ActorOf(GeneratorEntity.GetProps(refId, h.Services));
         reference.Tell(new StartEntity(refId, refRun, spec, teacher));
         reference.Tell(new RequestBatches(refId, 1, 5, "x/student/0"));
-        var refBatches = Enumerable.Range(0, 5).Select(_ => h.Teachers.ExpectMsg<LabelBatch>(Long)).ToDictionary(m => m.Seq, m => m.Images.Data);
+        var refBatches = Enumerable.Range(0, 5).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToDictionary(m => m.Seq, m => m.Images.Data);
         Assert.Equal(refBatches[4], first[4]);
         Assert.Equal(refBatches[5], fifth);
     }
+
+    /// <summary>The teacher's softmax on the images, computed apart (on the compute thread, like the entities).</summary>
+    private bool IsTeachersSoftmax(ActorHarness h, string teacherBlob, TensorPayload images, TensorPayload labels) => EngineAccess.Compute(() =>
+    {
+        using var x = TensorWire.ToTensor(images, CPU);
+        using var p = TensorWire.ToTensor(labels, CPU);
+        using var model = EngineAccess.LoadModel("lenet5", mnist.Data, 32, h.Services.Blobs.Get(teacherBlob), CPU);
+        model.eval();
+        using var _ = no_grad();
+        using var expected = nn.functional.softmax(model.call(x), 1);
+        return p.allclose(expected, rtol: 1e-5, atol: 1e-7);
+    }).GetAwaiter().GetResult();
 
     [Fact]
     public void Should_drop_released_batches_from_the_pool_only_when_every_replica_released_them()
@@ -72,7 +93,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         var gen = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
         gen.Tell(new StartEntity(id, run, ActorHarness.Spec("rel", replicas: 2), h.TeacherBlob()));
         gen.Tell(new RequestBatches(id, 1, 4, "a/student/0"));
-        for (var i = 0; i < 4; i++) h.Teachers.ExpectMsg<LabelBatch>(Long);
+        for (var i = 0; i < 4; i++) h.Students.ExpectMsg<LabelledBatch>(Long);
         int Pool() => h.Kit.CreateTestProbe() is var p && Ask(gen, p) is var s ? s.PoolBatches : -1;
         Assert.Equal(4, Pool());
         gen.Tell(new ReleaseBatches(id, EntityId.Student(run, 0), 3));
