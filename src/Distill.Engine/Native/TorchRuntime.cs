@@ -53,8 +53,10 @@ public static class TorchRuntime
     /// steps of 93-209 ms that drifted from block to block; with no mmap for allocations and no
     /// trimming, 0-20 faults, ~5 ms of kernel time and a steady 89-97 ms (the page-fault churn
     /// that PyTorch users avoid with jemalloc, or the GPU with its caching allocator). The cost:
-    /// freed memory stays in the process for reuse, so RSS is the peak working set. A user's own
-    /// MALLOC_MMAP_MAX_ / MALLOC_TRIM_THRESHOLD_ / MALLOC_TOP_PAD_ settings are left alone.
+    /// freed memory stays in the process for reuse, so RSS is the peak working set. Set here, not
+    /// only in <see cref="NativeBootstrap"/>'s re-exec environment (its 32 MB mmap threshold cannot
+    /// reach blocks above 32 MB), so that any host process (the test host too) gets them. Values
+    /// already in the environment (the user's, or the re-exec's trim threshold) are left alone.
     /// </summary>
     private static void KeepFreedMemory()
     {
