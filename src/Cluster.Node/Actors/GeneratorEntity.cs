@@ -20,7 +20,8 @@ namespace Cluster.Node.Actors;
 /// only (students pull, so memory stays bounded), stores each batch as a blob and journals it
 /// before anyone sees it, and re-serves stored batches to a student that asks again after a
 /// failover, so no batch is lost or trained twice. A new batch goes to the students labelled with
-/// the teacher's logits from its own synthesis step; a re-served one through the teacher entity. Its weights, optimiser and RNG are
+/// the teacher's logits from its own synthesis step, and a re-served one with the labels it was
+/// first sent with (the teacher entity labels only a stored batch without them). Its weights, optimiser and RNG are
 /// checkpointed; after a restart it replays the steps since its checkpoint so that its next batch
 /// is the one an uninterrupted run would have produced.
 /// </summary>
@@ -29,7 +30,7 @@ public sealed class GeneratorEntity : PersistentEntity
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new GeneratorEntity(entityId, services));
 
     /// <summary>A new batch; Checkpoint holds the generator's state right after it when one is due.</summary>
-    private sealed record Synthesized(long Seq, byte[] Batch, TensorPayload Images, TensorPayload Labels, IReadOnlyDictionary<string, double>? Metrics, byte[]? Checkpoint)
+    private sealed record Synthesized(long Seq, TensorPayload Images, TensorPayload Labels, IReadOnlyDictionary<string, double>? Metrics, byte[]? Checkpoint)
         : INoSerializationVerificationNeeded;
     private sealed record Replayed(long Steps, int Identical) : INoSerializationVerificationNeeded;
     private sealed record EngineReady(DaflSynthesizer Synthesizer, Classifier Teacher, long RestoredStep, string? Warning) : INoSerializationVerificationNeeded;
@@ -152,9 +153,8 @@ public sealed class GeneratorEntity : PersistentEntity
             {
                 // stored already (a student came back from a checkpoint): the same batch again, with
                 // the same labels, never a new one (the teacher labels one stored without its labels)
-                var images = MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(stored.Blob));
-                if (stored.LabelsBlob is { } lb)
-                    Services.Students.Tell(new LabelledBatch(m.ReplyTo, seq, images, MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(lb)), TeacherEntity.Temperature));
+                var images = Load(stored.Blob);
+                if (stored.LabelsBlob is { } lb) SendLabelled(m.ReplyTo, seq, images, Load(lb));
                 else SendToTeacher(seq, images, m.ReplyTo);
                 continue;
             }
@@ -186,15 +186,15 @@ public sealed class GeneratorEntity : PersistentEntity
             using var probs = SoftLabels.FromLogits(o.TeacherLogits, TeacherEntity.Temperature);
             var labels = TensorWire.ToPayload(probs, labelDType);
             var checkpoint = checkpointDue ? EngineAccess.Save(g.SaveState) : null;
-            return new Synthesized(next, MessagePackSerializer.Serialize(images), images, labels, o.Metrics, checkpoint);
+            return new Synthesized(next, images, labels, o.Metrics, checkpoint);
         }).PipeTo(Self);
     }
 
     private void OnSynthesized(Synthesized s)
     {
         // the batch is on disk and journaled before any student can see it
-        var blob = Services.Blobs.Put(s.Batch);
-        var labelsBlob = Services.Blobs.Put(MessagePackSerializer.Serialize(s.Labels));
+        var blob = Store(s.Images);
+        var labelsBlob = Store(s.Labels);
         synthesized = s.Seq;
         var checkpoint = s.Checkpoint is not null;
         if (!checkpoint)
@@ -208,7 +208,7 @@ public sealed class GeneratorEntity : PersistentEntity
             State = State.Apply(e);
             if (checkpoint) busy = false;
             if (wanted.Remove(s.Seq, out var who))
-                foreach (var student in who) Services.Students.Tell(new LabelledBatch(student, s.Seq, s.Images, s.Labels, TeacherEntity.Temperature));
+                foreach (var student in who) SendLabelled(student, s.Seq, s.Images, s.Labels);
             if (s.Metrics is { } m && m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
                 Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
             if (s.Seq % 25 == 0)
@@ -247,6 +247,13 @@ public sealed class GeneratorEntity : PersistentEntity
             MaybeSnapshot(SnapshotEvery);
         });
     }
+
+    private string Store(TensorPayload p) => Services.Blobs.Put(MessagePackSerializer.Serialize(p));
+
+    private TensorPayload Load(string blob) => MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(blob));
+
+    private void SendLabelled(string student, long seq, TensorPayload images, TensorPayload labels) =>
+        Services.Students.Tell(new LabelledBatch(student, seq, images, labels, TeacherEntity.Temperature));
 
     private void DeleteBlobs(BatchStored b)
     {

@@ -129,15 +129,14 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         {
             var device = EngineAccess.DeviceFor(s);
             data = Services.Data(s.Data);
-            SoftTargetStudent Fresh() => new(EngineAccess.NewStudent(s, data, device), s.Student.Train, s.Dafl!.Steps);
-            var trainer = Fresh();
+            var trainer = NewTrainer(s, device);
             var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, trainer.LoadState, st.RunId!, Id);
             if (step == 0 && warning is not null)
             {
                 // a failed load may have left part of a checkpoint in the model: start clean
                 trainer.Model.Dispose();
                 trainer.Dispose();
-                trainer = Fresh();
+                trainer = NewTrainer(s, device);
             }
             var bestSoFar = st.Checkpoints.Where(c => c.Step <= trainer.Step).Select(c => c.BestAccuracy).DefaultIfEmpty(double.NegativeInfinity).Max();
             return new EngineReady(trainer, warning, bestSoFar);
@@ -165,6 +164,10 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         TryTrain();
     }
 
+    /// <summary>The seeded initial student every replica starts from (on the compute thread, once data is loaded).</summary>
+    private SoftTargetStudent NewTrainer(RunSpec s, Device device) =>
+        new(EngineAccess.NewStudent(s, data!, device), s.Student.Train, s.Dafl!.Steps);
+
     /// <summary>Tells peer replicas this replica's step (see <see cref="ReplicaAt"/>).</summary>
     private void AnnounceStep(Func<int, bool> toPeer)
     {
@@ -185,7 +188,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             if (!computing) RollBackToPeer();
         }
         else if (m.Step > student.Step)
-            Services.Students.Tell(new ReplicaAt(EntityId.Student(RunId, m.FromReplica), replica, student.Step, student.LrScale));
+            AnnounceStep(peer => peer == m.FromReplica);
         else if (gradients.TryGetValue(NextSeq, out var slot) && slot.TryGetValue(replica, out var own))
             SendGradient(NextSeq, own, peer => peer == m.FromReplica);   // same step: our gradient may have died with its node
     }
@@ -209,7 +212,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             if (restored == 0)
             {
                 // before the first checkpoint: the seeded initial student, as every replica started
-                fresh = new SoftTargetStudent(EngineAccess.NewStudent(sp, data!, EngineAccess.DeviceFor(sp)), sp.Student.Train, sp.Dafl!.Steps);
+                fresh = NewTrainer(sp, EngineAccess.DeviceFor(sp));
                 current.Model.Dispose();
                 current.Dispose();
                 trainer = fresh;

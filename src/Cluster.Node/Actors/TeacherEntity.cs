@@ -170,7 +170,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
     }
 }
 
-/// <summary>Console lines with a prefix (several runs may Log from one node).</summary>
+/// <summary>Console lines with a prefix (several runs may log from one node).</summary>
 internal sealed class PrefixWriter(string prefix) : TextWriter
 {
     public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;

@@ -45,14 +45,6 @@ public sealed class TorchThread
     /// <summary>Jobs during which a collection happened anyway (the budget ran out mid-job).</summary>
     public long CollectionsDuringJobs { get; private set; }
 
-    public long Jobs { get; private set; }
-
-    /// <summary>Tensors made on the thread outside any dispose scope and not disposed yet (models, optimiser state, leaks).</summary>
-    public long UndisposedOutsideScopes { get; private set; }
-
-    /// <summary>Tensors alive in dispose scopes on the thread (detached ones excluded).</summary>
-    public long LiveInScopes { get; private set; }
-
     private long busyTicks;
 
     /// <summary>Time spent in jobs so far (against wall time: how busy the engine is kept).</summary>
@@ -89,10 +81,6 @@ public sealed class TorchThread
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
             job();
             busyTicks += System.Diagnostics.Stopwatch.GetTimestamp() - started;
-            Jobs++;
-            var stats = TorchSharp.DisposeScopeManager.Statistics.TensorStatistics;
-            UndisposedOutsideScopes = stats.CreatedOutsideScopeCount - stats.DisposedOutsideScopeCount;
-            LiveInScopes = stats.ThreadTotalLiveCount;
             if (GC.CollectionCount(0) != collections) CollectionsDuringJobs++;
         }
     }
