@@ -31,6 +31,18 @@ public sealed record ReleaseBatches(
     [property: Key(1)] string Student,
     [property: Key(2)] long UpToSeq) : IEntityMessage;
 
+/// <summary>
+/// ADI: the student as it stands after StudentStep (the end of round Round - 1), for the generator
+/// to synthesise round Round against. The weights travel through the shared blob store, not the
+/// message, so a large student never meets the frame limit.
+/// </summary>
+[MessagePackObject]
+public sealed record CompetitorReady(
+    [property: Key(0)] string EntityId,
+    [property: Key(1)] int Round,
+    [property: Key(2)] long StudentStep,
+    [property: Key(3)] string WeightsBlob) : IEntityMessage;
+
 /// <summary>Generator to teacher: label this stored batch and send it on to ReplyTo.</summary>
 [MessagePackObject]
 public sealed record LabelBatch(

@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Akka.Actor;
 using Akka.Cluster.Sharding;
 using Akka.Event;
@@ -16,14 +17,18 @@ using MessagePack;
 namespace Cluster.Node.Actors;
 
 /// <summary>
-/// A run's DAFL generator (sharded entity "run/generator/0"). It synthesises batches on demand
+/// A run's generator (sharded entity "run/generator/0"): DAFL's generator network, or DeepInversion /
+/// ADI rounds of pixel optimisation (a round is one batch, synthesised in slices of iterations
+/// so that other entities' work interleaves, with mid-round checkpoints; ADI waits for the
+/// student's weights at the end of the previous round, <see cref="CompetitorReady"/>). It synthesises batches on demand
 /// only (students pull, so memory stays bounded), stores each batch as a blob and journals it
 /// before anyone sees it, and re-serves stored batches to a student that asks again after a
 /// failover, so no batch is lost or trained twice. A new batch goes to the students labelled with
 /// the teacher's logits from its own synthesis step, and a re-served one with the labels it was
-/// first sent with (the teacher entity labels only a stored batch without them). Its weights, optimiser and RNG are
+/// first sent with (the teacher entity labels only a stored batch without them). DAFL: its weights, optimiser and RNG are
 /// checkpointed; after a restart it replays the steps since its checkpoint so that its next batch
-/// is the one an uninterrupted run would have produced.
+/// is the one an uninterrupted run would have produced. DeepInversion: a round's random numbers
+/// depend on (seed, round) alone, so only a round in progress needs a checkpoint.
 /// </summary>
 public sealed class GeneratorEntity : PersistentEntity
 {
@@ -32,11 +37,24 @@ public sealed class GeneratorEntity : PersistentEntity
     /// <summary>A new batch; Checkpoint holds the generator's state right after it when one is due.</summary>
     private sealed record Synthesized(long Seq, TensorPayload Images, TensorPayload Labels, IReadOnlyDictionary<string, double>? Metrics, byte[]? Checkpoint)
         : INoSerializationVerificationNeeded;
+    /// <summary>Part of a DeepInversion round done (a checkpoint of it when one was due).</summary>
+    private sealed record Advanced(long Seq, int Iteration, byte[]? Checkpoint) : INoSerializationVerificationNeeded;
     private sealed record Replayed(long Steps, int Identical) : INoSerializationVerificationNeeded;
-    private sealed record EngineReady(DaflSynthesizer Synthesizer, Classifier Teacher, long RestoredStep, string? Warning) : INoSerializationVerificationNeeded;
+    private sealed record EngineReady(DaflSynthesizer? Dafl, RoundSynthesizer? Rounds, Classifier? Competitor, Classifier Teacher, string? Warning)
+        : INoSerializationVerificationNeeded;
+
+    /// <summary>Pixel iterations per compute job: the other entities' jobs on this node run between slices.</summary>
+    private const int IterationsPerJob = 10;
 
     private RunSpec? spec;
     private DaflSynthesizer? synth;
+    private RoundSynthesizer? rounds;
+    /// <summary>ADI: the student model the round in progress competes with.</summary>
+    private Classifier? competitor;
+    /// <summary>ADI: the student's weights blob for each round it asked for (round 1 competes with the initial student).</summary>
+    private readonly Dictionary<long, CompetitorReady> competitors = [];
+    /// <summary>DeepInversion: iterations done in the round in progress, as of the last slice.</summary>
+    private int roundIteration;
     private Classifier? teacher;
     private bool busy;
     /// <summary>Highest batch synthesised, journaled or not (the next synthesis may start while the last one is being journaled).</summary>
@@ -51,6 +69,8 @@ public sealed class GeneratorEntity : PersistentEntity
     {
         Command<StartEntity>(OnStart);
         Command<RequestBatches>(OnRequest);
+        Command<CompetitorReady>(OnCompetitor);
+        Command<Advanced>(OnAdvanced);
         Command<ReleaseBatches>(OnRelease);
         Command<EngineReady>(OnEngineReady);
         Command<Synthesized>(OnSynthesized);
@@ -61,8 +81,9 @@ public sealed class GeneratorEntity : PersistentEntity
             Produce();
         });
         Command<Status.Failure>(f => Fail($"generator failed: {f.Cause.Message}"));
-        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, synth?.Step ?? 0, State.Produced, wanted.Count,
-            State.Pool.Count, Services.NodeName, State.Finished ? "finished" : busy ? "synthesising" : "idle")));
+        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, GeneratorStep, State.Produced, wanted.Count,
+            State.Pool.Count, Services.NodeName, State.Finished ? "finished" : !busy ? "idle"
+                : rounds is null ? "synthesising" : $"synthesising round {Math.Max(synthesized, State.Produced) + 1}, iteration {roundIteration}")));
         Command<StopEntity>(_ => Finish());
     }
 
@@ -73,8 +94,18 @@ public sealed class GeneratorEntity : PersistentEntity
 
     private string RunId => State.RunId!;
 
+    /// <summary>DAFL steps (one per batch) or DeepInversion rounds finished.</summary>
+    private long GeneratorStep => synth?.Step ?? rounds?.Round ?? 0;
+
+    /// <summary>Batches the run needs: DAFL steps, or DeepInversion rounds.</summary>
+    private long TotalBatches => spec!.Dafl?.Steps ?? spec.DeepInversion!.Rounds;
+
+    /// <summary>DAFL: steps between checkpoints. DeepInversion: pixel iterations between checkpoints of a round in progress.</summary>
     private long CheckpointEvery => spec!.Cluster.GeneratorCheckpointEvery > 0 ? spec.Cluster.GeneratorCheckpointEvery
+        : spec.DeepInversion is { } di ? Math.Max(1, di.Iterations / 4)
         : spec.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : spec.Dafl!.EvalEvery;
+
+    private bool Adaptive => spec!.Method == Method.Adi;
 
     private void OnStart(StartEntity m)
     {
@@ -92,7 +123,7 @@ public sealed class GeneratorEntity : PersistentEntity
     {
         try { spec = EngineAccess.ParseSpec(State.SpecYaml!, RunId); }
         catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
-        if (spec.Dafl is null) { Fail($"method {spec.Method} has no generator"); return; }
+        if (spec.Dafl is null && spec.DeepInversion is null) { Fail($"method {spec.Method} has no generator"); return; }
         busy = true;
         var s = spec;
         var st = State;
@@ -101,19 +132,35 @@ public sealed class GeneratorEntity : PersistentEntity
             var device = EngineAccess.DeviceFor(s);
             var data = Services.Data(s.Data);
             var t = EngineAccess.LoadModel(s.Teacher!.Arch, data, s.Data.ImageSize, Services.Blobs.Get(st.TeacherBlob!), device);
-            var g = EngineAccess.Seeded(s.Seed, () => new DaflSynthesizer(t, s.Dafl!, device, s.Seed));
-            var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, g.LoadState, RunId, Id);
-            return new EngineReady(g, t, step, warning);
+            if (s.Dafl is not null)
+            {
+                var g = EngineAccess.Seeded(s.Seed, () => new DaflSynthesizer(t, s.Dafl!, device, s.Seed));
+                var (_, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, g.LoadState, RunId, Id);
+                return new EngineReady(g, null, null, t, warning);
+            }
+            var di = s.Method == Method.Adi ? s.DeepInversion! : s.DeepInversion! with { CompetitionWeight = 0 };
+            var r = new RoundSynthesizer(t, di, data.Mean, data.Std, device, s.Seed);
+            // ADI's first round competes with the student as every replica starts it
+            var c = s.Method == Method.Adi ? EngineAccess.NewStudent(s, data, device) : null;
+            // only a checkpoint of the round after the last stored one matters: earlier rounds need no state
+            var produced = st.Produced;
+            var current = st.Checkpoints.Where(k => k.Seq == produced).ToImmutableList();
+            var (_, w) = Checkpoints.RestoreNewest(current, Services.Blobs, rd => r.LoadState(rd, c), RunId, Id);
+            if (r.Round != produced) r.SkipTo((int)produced);
+            return new EngineReady(null, r, c, t, w);
         }).PipeTo(Self);
     }
 
     private void OnEngineReady(EngineReady r)
     {
-        synth = r.Synthesizer;
+        synth = r.Dafl;
+        rounds = r.Rounds;
+        competitor = r.Competitor;
         teacher = r.Teacher;
-        if (r.Warning is not null) { Log.Error(r.Warning); Services.Coordinator.Tell(new EntityProgress(RunId, Id, synth.Step, spec!.Dafl!.Steps, 0, State.Pool.Count, null, Services.NodeName, r.Warning)); }
-        Log.Info("{0}: generator ready at step {1}, {2} batches produced, {3} in the pool", Id, synth.Step, State.Produced, State.Pool.Count);
-        if (synth.Step < State.Produced)
+        if (r.Warning is not null) { Log.Error(r.Warning); Services.Coordinator.Tell(new EntityProgress(RunId, Id, GeneratorStep, TotalBatches, 0, State.Pool.Count, null, Services.NodeName, r.Warning)); }
+        Log.Info("{0}: generator ready at step {1}{2}, {3} batches produced, {4} in the pool", Id, GeneratorStep,
+            rounds is { InRound: true } ? $" (round {rounds.Round + 1} resumes at iteration {rounds.Iteration})" : "", State.Produced, State.Pool.Count);
+        if (synth is not null && synth.Step < State.Produced)
         {
             // batches after the checkpoint are stored already: replay those steps without emitting
             var from = synth.Step;
@@ -142,7 +189,8 @@ public sealed class GeneratorEntity : PersistentEntity
     private void OnRequest(RequestBatches m)
     {
         if (!State.Started) { Log.Warning("{0}: batches requested before the run started; ignored (the student asks again)", Id); return; }
-        for (var seq = m.FromSeq; seq < m.FromSeq + m.Count && seq <= spec!.Dafl!.Steps; seq++)
+        if (spec is null) { Log.Warning("{0}: batches requested from a generator whose spec did not load; ignored", Id); return; }
+        for (var seq = m.FromSeq; seq < m.FromSeq + m.Count && seq <= TotalBatches; seq++)
         {
             if (seq <= State.ReleasedUpTo)
             {
@@ -167,13 +215,14 @@ public sealed class GeneratorEntity : PersistentEntity
     /// <summary>Synthesises the next batch if a student is waiting for one. One at a time, in order.</summary>
     private void Produce()
     {
-        if (busy || synth is null || State.Finished || wanted.Count == 0) return;
+        if (busy || (synth is null && rounds is null) || State.Finished || wanted.Count == 0) return;
         synthesized = Math.Max(synthesized, State.Produced);
         var next = synthesized + 1;
         // (a wanted batch below `next` is synthesised and being journaled: its journal callback sends it)
         if (wanted.Keys.Last() < next) return;
+        if (rounds is not null) { ProduceRound(next); return; }
         busy = true;
-        var g = synth;
+        var g = synth!;
         var wantMetrics = next % 50 == 0;
         var checkpointDue = next % CheckpointEvery == 0 || next == spec!.Dafl!.Steps;
         var labelDType = TensorWire.Parse(spec!.Cluster.SoftLabels);
@@ -190,12 +239,87 @@ public sealed class GeneratorEntity : PersistentEntity
         }).PipeTo(Self);
     }
 
+    /// <summary>
+    /// The next slice of DeepInversion round `next`. ADI begins a round only with the student's
+    /// weights from the end of the round before (round 1: the initial student).
+    /// </summary>
+    private void ProduceRound(long next)
+    {
+        var r = rounds!;
+        string? weightsBlob = null;
+        if (!r.InRound && Adaptive && next > 1)
+        {
+            if (!competitors.TryGetValue(next, out var c)) return;   // the student sends them with its request
+            weightsBlob = c.WeightsBlob;
+        }
+        busy = true;
+        var di = spec!.DeepInversion!;
+        var every = CheckpointEvery;
+        var labelDType = TensorWire.Parse(spec.Cluster.SoftLabels);
+        var model = competitor;
+        byte[]? weights;
+        try { weights = weightsBlob is null ? null : Services.Blobs.Get(weightsBlob); }
+        catch (Storage.BlobException e) { busy = false; competitors.Remove(next); Log.Warning("{0}: student weights for round {1} unreadable ({2}); waiting for them again", Id, next, e.Message); return; }
+        EngineAccess.Compute<object>(() =>
+        {
+            if (!r.InRound)
+            {
+                if (weights is not null) EngineAccess.LoadInto(model!, weights);
+                r.Begin(model);
+            }
+            for (var i = 0; i < IterationsPerJob; i++)
+            {
+                var last = r.Iteration + 1 == di.Iterations;
+                var (metrics, done) = r.Iterate(wantMetrics: last);
+                if (done is not null)
+                    using (done)
+                    {
+                        metrics ??= [];
+                        metrics["best_loss"] = done.BestLoss;
+                        return new Synthesized(next, TensorWire.ToPayload(done.Images), TensorWire.ToPayload(done.Probs, labelDType), metrics, null);
+                    }
+                if (r.Iteration % every == 0) return new Advanced(next, r.Iteration, EngineAccess.Save(r.SaveState));
+            }
+            return new Advanced(next, r.Iteration, null);
+        }).PipeTo(Self);
+    }
+
+    private void OnAdvanced(Advanced a)
+    {
+        roundIteration = a.Iteration;
+        if (a.Checkpoint is null) { busy = false; Produce(); return; }
+        // a round in progress: journaled with Seq = rounds finished, so a restart resumes it only if no later round was stored
+        var blob = Services.Blobs.Put(a.Checkpoint);
+        var old = State.Checkpoints;
+        var di = spec!.DeepInversion!;
+        Persist(new CheckpointWritten((a.Seq - 1) * di.Iterations + a.Iteration, a.Seq - 1, blob, null, 0), e =>
+        {
+            State = State.Apply(e);
+            DeleteDropped(old);
+            busy = false;
+            Produce();
+        });
+    }
+
+    private void OnCompetitor(CompetitorReady m)
+    {
+        if (spec is null || !Adaptive || m.Round <= State.Produced) return;   // stored already: served from the pool
+        var expected = (m.Round - 1) * (long)spec.DeepInversion!.StudentSteps;
+        if (m.StudentStep != expected)
+        {
+            Log.Warning("{0}: student weights at step {1} offered for round {2}, which competes with the student at step {3}; ignored", Id, m.StudentStep, m.Round, expected);
+            return;
+        }
+        if (competitors.TryAdd(m.Round, m)) Produce();
+    }
+
     private void OnSynthesized(Synthesized s)
     {
         // the batch is on disk and journaled before any student can see it
         var blob = Store(s.Images);
         var labelsBlob = Store(s.Labels);
         synthesized = s.Seq;
+        roundIteration = 0;
         var checkpoint = s.Checkpoint is not null;
         if (!checkpoint)
         {
@@ -211,8 +335,13 @@ public sealed class GeneratorEntity : PersistentEntity
                 foreach (var student in who) SendLabelled(student, s.Seq, s.Images, s.Labels);
             if (s.Metrics is { } m && m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
                 Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
-            if (s.Seq % 25 == 0)
-                Services.Coordinator.Tell(new EntityProgress(RunId, Id, synth!.Step, spec!.Dafl!.Steps, wanted.Count, State.Pool.Count, null, Services.NodeName, null));
+            if (s.Seq % 25 == 0 || rounds is not null)
+                Services.Coordinator.Tell(new EntityProgress(RunId, Id, GeneratorStep, TotalBatches, wanted.Count, State.Pool.Count, null, Services.NodeName, null));
+            if (rounds is not null)
+            {
+                Log.Info("{0}: round {1} of {2} synthesised (best loss {3:F4})", Id, s.Seq, TotalBatches, s.Metrics?.GetValueOrDefault("best_loss") ?? double.NaN);
+                if (competitors.Remove(s.Seq, out var used)) Services.Blobs.Delete(used.WeightsBlob);
+            }
             if (checkpoint) Checkpoint(s.Seq, s.Checkpoint!);
             else MaybeSnapshot(SnapshotEvery);
             Produce();
@@ -227,9 +356,14 @@ public sealed class GeneratorEntity : PersistentEntity
         Persist(new CheckpointWritten(seq, seq, blob, null, 0), e =>
         {
             State = State.Apply(e);
-            foreach (var gone in old.Where(c => !State.Checkpoints.Contains(c) && State.Checkpoints.All(k => k.Blob != c.Blob))) Services.Blobs.Delete(gone.Blob);
+            DeleteDropped(old);
             MaybeSnapshot(SnapshotEvery);
         });
+    }
+
+    private void DeleteDropped(ImmutableList<CheckpointWritten> before)
+    {
+        foreach (var gone in before.Where(c => !State.Checkpoints.Contains(c) && State.Checkpoints.All(k => k.Blob != c.Blob))) Services.Blobs.Delete(gone.Blob);
     }
 
     private void OnRelease(ReleaseBatches m)
@@ -253,7 +387,7 @@ public sealed class GeneratorEntity : PersistentEntity
     private TensorPayload Load(string blob) => MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(blob));
 
     private void SendLabelled(string student, long seq, TensorPayload images, TensorPayload labels) =>
-        Services.Students.Tell(new LabelledBatch(student, seq, images, labels, TeacherEntity.Temperature));
+        Services.Students.Tell(new LabelledBatch(student, seq, images, labels, spec!.DeepInversion?.StudentTemperature ?? TeacherEntity.Temperature));
 
     private void DeleteBlobs(BatchStored b)
     {
@@ -274,7 +408,7 @@ public sealed class GeneratorEntity : PersistentEntity
     {
         if (State.Finished) { Context.Parent.Tell(new Passivate(PoisonPill.Instance)); return; }
         var pool = State.Pool.Values.ToList();
-        Persist(new EntityFinished(synth?.Step ?? 0), e =>
+        Persist(new EntityFinished(GeneratorStep), e =>
         {
             State = State.Apply(e);
             foreach (var b in pool) DeleteBlobs(b);
@@ -284,8 +418,8 @@ public sealed class GeneratorEntity : PersistentEntity
 
     protected override void PostStop()
     {
-        var (g, t) = (synth, teacher);
-        EngineAccess.Release(() => { g?.Dispose(); t?.Dispose(); });
+        var (g, r, c, t) = (synth, rounds, competitor, teacher);
+        EngineAccess.Release(() => { g?.Dispose(); r?.Dispose(); c?.Dispose(); t?.Dispose(); });
         base.PostStop();
     }
 }

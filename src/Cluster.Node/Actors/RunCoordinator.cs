@@ -7,6 +7,7 @@ using Cluster.Contracts.Events;
 using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
 using Cluster.Node.Hosting;
+using Distill.Engine.Methods;
 using Distill.Engine.Runs;
 using Distill.Engine.Specs;
 
@@ -75,6 +76,11 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
     }
 
     public override string PersistenceId => "run-coordinator";
+
+    /// <summary>The data-free methods, whose generator, teacher and student the actors split; the others train on real data in one loop.</summary>
+    public static bool RunsOnActors(Method m) => m is Method.Dafl or Method.DeepInversion or Method.Adi;
+
+    private static long StudentSteps(RunSpec s) => s.Dafl?.Steps ?? (s.DeepInversion is { } di ? DeepInversionTrainer.StudentTotal(di) : 0);
     public ITimerScheduler Timers { get; set; } = null!;
 
     private void OnSubmit(SubmitRun m)
@@ -82,10 +88,10 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         RunSpec spec;
         try { spec = SpecParser.Parse(m.SpecYaml, m.SpecFile); }
         catch (SpecException e) { Sender.Tell(new RunRejected($"spec refused: {e.Message}")); return; }
-        if (spec.Method != Method.Dafl)
+        if (!RunsOnActors(spec.Method))
         {
             Sender.Tell(new RunRejected($"{m.SpecFile}: method '{SpecParser.MethodName(spec.Method)}' runs in the engine alone " +
-                                        "(Cluster.Seed run --engine); the actor pipeline runs dafl"));
+                                        "(Cluster.Seed run --engine); the actor pipeline runs dafl, deepinversion and adi"));
             return;
         }
         var runId = m.RunId ?? $"{spec.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}";
@@ -218,7 +224,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             Device = spec.Device,
             Seed = spec.Seed,
             StudentUsedRealData = false,
-            SynthesisedImages = m.Steps * spec.Dafl!.BatchSize,
+            SynthesisedImages = spec.Dafl is { } d ? m.Steps * d.BatchSize : (long)spec.DeepInversion!.Rounds * spec.DeepInversion.BatchSize,
             Pipeline = $"actors ({spec.Cluster.Replicas} student replica(s))",
         };
         RunDirectory.WriteResult(dir, result);
@@ -250,7 +256,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         var spec = SpecOf(r);
         var runState = r.Completed ? RunState.Completed : r.Failed ? RunState.Failed : r.TeacherBlob is null ? RunState.PreparingTeacher : RunState.Training;
         return new RunSummary(r.RunId, spec.Name, SpecParser.MethodName(spec.Method), runState,
-            r.Completed ? r.Steps : l?.StudentStep ?? 0, spec.Dafl?.Steps ?? 0, l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
+            r.Completed ? r.Steps : l?.StudentStep ?? 0, StudentSteps(spec), l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
             r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy, r.Message ?? l?.Message, l?.Node);
     }
 }

@@ -21,14 +21,20 @@ namespace Cluster.Node.Actors;
 /// batches in order with a bounded window, trains on them (replicas on their slice of each batch,
 /// all-reducing gradients in replica order), evaluates, and checkpoints at the spec's interval.
 /// After its node dies it comes back elsewhere from its newest good checkpoint and asks for the
-/// batches after it, which the generator re-serves from its pool.
+/// batches after it, which the generator re-serves from its pool. DeepInversion / ADI: the batches
+/// are rounds, kept in a <see cref="SyntheticPool"/>; step s trains on a batch drawn from rounds
+/// 1..round(s) by a generator seeded with (seed, s), so replicas draw the same batch and a restored
+/// student draws what it would have drawn (its random state is its step). ADI: at the end of each
+/// round the student offers its weights, which the generator needs for the next round.
 /// </summary>
 public sealed class StudentEntity : PersistentEntity, IWithTimers
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new StudentEntity(entityId, services));
 
-    private sealed record EngineReady(SoftTargetStudent Student, string? Warning, double Best) : INoSerializationVerificationNeeded;
-    private sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights) : INoSerializationVerificationNeeded;
+    private sealed record EngineReady(SoftTargetStudent Student, string? Warning, double Best, byte[]? Competitor) : INoSerializationVerificationNeeded;
+    /// <summary>A step done; Competitor: ADI's weights at the end of a round, for the generator's next round.</summary>
+    private sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, byte[]? Competitor = null)
+        : INoSerializationVerificationNeeded;
     private sealed record GradientReady(long Seq, float[] Gradient) : INoSerializationVerificationNeeded;
     private sealed record RolledBack(long Step, string Reason, SoftTargetStudent? Fresh = null, bool Guard = true) : INoSerializationVerificationNeeded;
     private int rollbacks;
@@ -53,6 +59,13 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     private long requestedUpTo;
     private double best = double.NegativeInfinity;
     private readonly SortedDictionary<long, LabelledBatch> buffer = [];
+    /// <summary>DeepInversion: the rounds received, by round (kept: every step samples the whole pool so far).</summary>
+    private readonly SortedDictionary<long, LabelledBatch> rounds = [];
+    /// <summary>DeepInversion: the pool on the compute thread, and how many rounds were handed to it.</summary>
+    private SyntheticPool? pool;
+    private int poolRoundsQueued;
+    /// <summary>ADI: the weights offered for the next round (sent again if the generator seems to have lost them).</summary>
+    private CompetitorReady? competitorOffer;
     /// <summary>Gradient chunks by step, then replica: arrive in any order, summed in replica order.</summary>
     private readonly Dictionary<long, Dictionary<int, float[]>> gradients = [];
     /// <summary>Chunk indices received by step and replica (a chunk may come twice: a peer resends after a failover).</summary>
@@ -82,7 +95,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         Command<Status.Failure>(f => OnStepFailed(f.Cause));
         Command<RolledBack>(OnRolledBack);
         Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, student?.Step ?? 0, (student?.Step ?? 0) + 1,
-            buffer.Count, (int)Math.Max(0, requestedUpTo - (student?.Step ?? 0)), Services.NodeName, State.Finished ? "finished" : busy ? "training" : "waiting")));
+            buffer.Count + rounds.Count, (int)Math.Max(0, requestedUpTo - (student?.Step ?? 0)), Services.NodeName, State.Finished ? "finished" : busy ? "training" : "waiting")));
         Command<StopEntity>(_ => Context.Parent.Tell(new Passivate(PoisonPill.Instance)));
         Command<CheckStalled>(_ =>
         {
@@ -91,16 +104,20 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
                 // waiting on a peer's gradient: tell the missing peers where we are (this also starts a
                 // replica whose node died, through remember-entities, and makes it answer)
                 lastBatchUtc = DateTime.UtcNow;
-                var have = gradients.TryGetValue(NextSeq, out var slot) ? slot.Keys.ToHashSet() : [];
+                // a peer counts only with all its chunks: one whose node died part-way through sending is poked too
+                var have = chunksSeen.TryGetValue(NextSeq, out var seen)
+                    ? seen.Where(kv => kv.Value.Received.Count == kv.Value.Expected).Select(kv => kv.Key).ToHashSet() : [];
                 Log.Info("{0}: waiting on the gradient of replicas {1} for step {2}", Id, string.Join(",", Enumerable.Range(0, Replicas).Where(r => !have.Contains(r))), NextSeq);
                 AnnounceStep(peer => !have.Contains(peer));
                 return;
             }
-            if (student is null || busy || State.Finished || student.Done || buffer.ContainsKey(NextSeq) || DateTime.UtcNow - lastBatchUtc < StallTimeout) return;
+            if (student is null || busy || State.Finished || student.Done || HasBatchFor(NextSeq) || DateTime.UtcNow - lastBatchUtc < StallTimeout) return;
             // nothing arrived for a while: the generator or teacher may have died with our request; ask again (duplicates are dropped)
-            Log.Info("{0}: no batch {1} for {2:F0} s; asking the generator again", Id, NextSeq, (DateTime.UtcNow - lastBatchUtc).TotalSeconds);
             lastBatchUtc = DateTime.UtcNow;
-            Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), NextSeq, (int)Math.Max(1, requestedUpTo - NextSeq + 1), Id));
+            var from = PoolMode ? Enumerable.Range(1, (int)RoundOf(NextSeq)).First(r => !rounds.ContainsKey(r)) : NextSeq;
+            Log.Info("{0}: no {1} {2} for {3:F0} s; asking the generator again", Id, PoolMode ? "round" : "batch", from, StallTimeout.TotalSeconds);
+            if (competitorOffer is { } offer && offer.Round >= from) Services.Generators.Tell(offer);
+            Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), from, (int)Math.Max(1, requestedUpTo - from + 1), Id));
         });
     }
 
@@ -111,8 +128,16 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     private string RunId => State.RunId!;
     private int Replicas => spec!.Cluster.Replicas;
-    private long Total => spec!.Dafl!.Steps;
-    private long EvalEvery => spec!.Dafl!.EvalEvery;
+    private long Total => TotalOf(spec!);
+    private static long TotalOf(RunSpec s) => s.Dafl?.Steps ?? DeepInversionTrainer.StudentTotal(s.DeepInversion!);
+    /// <summary>DAFL: the spec's interval. DeepInversion: after each round's student steps, as the engine loop evaluates.</summary>
+    private long EvalEvery => spec!.Dafl?.EvalEvery ?? spec.DeepInversion!.StudentSteps;
+    /// <summary>DeepInversion / ADI: the batches are rounds, pooled.</summary>
+    private bool PoolMode => spec!.DeepInversion is not null;
+    private bool Adaptive => spec!.Method == Method.Adi;
+    /// <summary>The round whose student steps include `step` (1-based).</summary>
+    private long RoundOf(long step) => Math.Min(spec!.DeepInversion!.Rounds, (step - 1) / spec.DeepInversion.StudentSteps + 1);
+    private bool HasBatchFor(long step) => PoolMode ? Enumerable.Range(1, (int)RoundOf(step)).All(r => rounds.ContainsKey(r)) : buffer.ContainsKey(step);
     private long CheckpointEvery => spec!.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : EvalEvery;
     private long NextSeq => student!.Step + 1;
 
@@ -120,7 +145,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     {
         try { spec = EngineAccess.ParseSpec(State.SpecYaml!, RunId); }
         catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
-        if (spec.Dafl is null) { Fail($"method {spec.Method}: the student pipeline runs DAFL"); return; }
+        if (spec.Dafl is null && spec.DeepInversion is null) { Fail($"method {spec.Method}: the student pipeline runs DAFL, DeepInversion and ADI"); return; }
         if (replica >= spec.Cluster.Replicas) { Fail($"replica {replica} of a run with {spec.Cluster.Replicas} replicas"); return; }
         busy = true;
         var s = spec;
@@ -139,7 +164,8 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
                 trainer = NewTrainer(s, device);
             }
             var bestSoFar = st.Checkpoints.Where(c => c.Step <= trainer.Step).Select(c => c.BestAccuracy).DefaultIfEmpty(double.NegativeInfinity).Max();
-            return new EngineReady(trainer, warning, bestSoFar);
+            if (s.DeepInversion is not null) pool ??= new SyntheticPool();
+            return new EngineReady(trainer, warning, bestSoFar, CompetitorDue(s, trainer) ? EngineAccess.SaveModel(trainer.Model) : null);
         }).PipeTo(Self);
     }
 
@@ -154,7 +180,8 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             Services.Coordinator.Tell(new EntityProgress(RunId, Id, student.Step, Total, 0, 0, null, Services.NodeName, r.Warning));
         }
         Log.Info("{0}: student ready at step {1} of {2}", Id, student.Step, Total);
-        requestedUpTo = student.Step;
+        requestedUpTo = PoolMode ? rounds.Count : student.Step;
+        if (r.Competitor is not null) OfferCompetitor(r.Competitor);
         lastBatchUtc = DateTime.UtcNow;
         foreach (var c in early) OnChunk(c);
         early.Clear();
@@ -166,7 +193,20 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     /// <summary>The seeded initial student every replica starts from (on the compute thread, once data is loaded).</summary>
     private SoftTargetStudent NewTrainer(RunSpec s, Device device) =>
-        new(EngineAccess.NewStudent(s, data!, device), s.Student.Train, s.Dafl!.Steps);
+        new(EngineAccess.NewStudent(s, data!, device), s.Student.Train, TotalOf(s));
+
+    /// <summary>ADI: at the end of a round (not the last), the generator needs these weights for the next one.</summary>
+    private static bool CompetitorDue(RunSpec s, SoftTargetStudent t) =>
+        s.Method == Method.Adi && t.Step > 0 && t.Step % s.DeepInversion!.StudentSteps == 0 && t.Step < TotalOf(s);
+
+    /// <summary>ADI: stores the weights as a blob (shared storage) and tells the generator which round they are for.</summary>
+    private void OfferCompetitor(byte[] weights)
+    {
+        var step = student!.Step;
+        var blob = Services.Blobs.Put(weights);
+        competitorOffer = new CompetitorReady(EntityId.Generator(RunId), (int)(step / spec!.DeepInversion!.StudentSteps) + 1, step, blob);
+        Services.Generators.Tell(competitorOffer);
+    }
 
     /// <summary>Tells peer replicas this replica's step (see <see cref="ReplicaAt"/>).</summary>
     private void AnnounceStep(Func<int, bool> toPeer)
@@ -198,33 +238,57 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     {
         var (step, scale, from) = pendingRollback!.Value;
         pendingRollback = null;
+        RestoreCheckpoint(State.Checkpoints.Where(c => c.Step <= step).ToImmutableList(), freshBeforeFirst: true, t => t.LrScale = scale,
+            (_, warning) => $"replica {from} resumed at step {step}" + (warning is null ? "" : $" ({warning})"), guard: false,
+            $"rollback to replica {from}'s step {step}");
+    }
+
+    /// <summary>
+    /// The one way the student goes back (the guard's rollback and the replicas' lockstep): on the
+    /// compute thread, the newest loadable checkpoint of `usable`, or before the first one the
+    /// seeded initial student every replica started from (where allowed); then `adjust` (learning-rate scale).
+    /// </summary>
+    private void RestoreCheckpoint(ImmutableList<CheckpointWritten> usable, bool freshBeforeFirst, Action<SoftTargetStudent> adjust,
+        Func<long, string?, string> describe, bool guard, string what)
+    {
         busy = true;
         computing = true;
         var current = student!;
         var sp = spec!;
-        var st = State;
-        var usable = st.Checkpoints.Where(c => c.Step <= step).ToImmutableList();
+        var runId = RunId;
         EngineAccess.Compute(() =>
         {
             var trainer = current;
-            var (restored, warning) = Checkpoints.RestoreNewest(usable, Services.Blobs, trainer.LoadState, st.RunId!, Id);
+            var (restored, warning) = Checkpoints.RestoreNewest(usable, Services.Blobs, trainer.LoadState, runId, Id);
             SoftTargetStudent? fresh = null;
             if (restored == 0)
             {
-                // before the first checkpoint: the seeded initial student, as every replica started
+                if (!freshBeforeFirst) throw new InvalidOperationException($"no checkpoint to roll back to ({warning ?? "none written yet"})");
                 fresh = NewTrainer(sp, EngineAccess.DeviceFor(sp));
                 current.Model.Dispose();
                 current.Dispose();
                 trainer = fresh;
             }
-            trainer.LrScale = scale;
-            return new RolledBack(restored, $"replica {from} resumed at step {step}" + (warning is null ? "" : $" ({warning})"), fresh, Guard: false);
-        }).PipeTo(Self, failure: e => new Status.Failure(new InvalidOperationException($"rollback to replica {from}'s step {step} failed: {e.Message}")));
+            adjust(trainer);
+            return new RolledBack(trainer.Step, describe(restored, warning), fresh, guard);
+        }).PipeTo(Self, failure: e => new Status.Failure(new InvalidOperationException($"{what} failed: {e.Message}")));
     }
 
     /// <summary>Keeps at most Window batches requested and not yet trained: the backpressure.</summary>
     private void RequestMore()
     {
+        if (PoolMode)
+        {
+            // rounds: the one this step needs, and for DeepInversion up to Window - 1 more, so the
+            // generator synthesises the next round while this one trains (ADI cannot: the next
+            // round competes with the student as it will be at the end of this one)
+            var need = RoundOf(Math.Min(Total, NextSeq));
+            var upTo = Math.Min(spec!.DeepInversion!.Rounds, need + (Adaptive ? 0 : Math.Max(0, spec.Cluster.Window - 1)));
+            if (upTo <= requestedUpTo) return;
+            Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), requestedUpTo + 1, (int)(upTo - requestedUpTo), Id));
+            requestedUpTo = upTo;
+            return;
+        }
         var target = Math.Min(Total, student!.Step + spec!.Cluster.Window);
         if (target <= requestedUpTo) return;
         Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), requestedUpTo + 1, (int)(target - requestedUpTo), Id));
@@ -233,7 +297,15 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     private void OnBatch(LabelledBatch b)
     {
-        if (student is null || b.Seq < NextSeq || b.Seq > requestedUpTo) return;   // a duplicate or stale delivery
+        if (student is null) return;
+        if (PoolMode)
+        {
+            if (b.Seq < 1 || b.Seq > requestedUpTo || !rounds.TryAdd(b.Seq, b)) return;   // a duplicate or stale delivery
+            lastBatchUtc = DateTime.UtcNow;
+            TryTrain();
+            return;
+        }
+        if (b.Seq < NextSeq || b.Seq > requestedUpTo) return;   // a duplicate or stale delivery
         buffer[b.Seq] = b;
         lastBatchUtc = DateTime.UtcNow;
         TryTrain();
@@ -241,21 +313,23 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     private void TryTrain()
     {
-        if (busy || student is null || State.Finished || student.Done || !buffer.TryGetValue(NextSeq, out var batch)) return;
+        if (busy || student is null || State.Finished || student.Done || !HasBatchFor(NextSeq)) return;
         busy = true;
         var sp = spec!;
         var s = student;
-        var seq = batch.Seq;
+        var seq = NextSeq;
         computing = true;
+        var batchFor = PoolMode ? PoolBatch(seq) : BufferedBatch(buffer[seq]);
         if (Replicas == 1)
         {
             EngineAccess.Compute(() =>
             {
-                var device = EngineAccess.DeviceFor(sp);
-                using var images = TensorWire.ToTensor(batch.Images, device);
-                using var probs = TensorWire.ToTensor(batch.SoftLabels, device);
-                var loss = s.TrainStep(images, probs, batch.Temperature, wantLoss: seq % 25 == 0);
-                return AfterStep(seq, loss);
+                var (images, probs, temperature) = batchFor(EngineAccess.DeviceFor(sp));
+                using (images) using (probs)
+                {
+                    var loss = s.TrainStep(images, probs, temperature, wantLoss: seq % 25 == 0);
+                    return AfterStep(seq, loss);
+                }
             }).PipeTo(Self);
             return;
         }
@@ -263,15 +337,45 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         EngineAccess.Compute(() =>
         {
             // this replica's contiguous slice of the batch
-            var device = EngineAccess.DeviceFor(sp);
-            using var images = TensorWire.ToTensor(batch.Images, device);
-            using var probs = TensorWire.ToTensor(batch.SoftLabels, device);
-            var per = images.shape[0] / n;
-            using var x = images.narrow(0, r * per, per);
-            using var p = probs.narrow(0, r * per, per);
-            var (g, _) = s.ComputeGradient(x, p, batch.Temperature);
-            using (g) return new GradientReady(seq, g.data<float>().ToArray());
+            var (images, probs, temperature) = batchFor(EngineAccess.DeviceFor(sp));
+            using (images) using (probs)
+            {
+                var per = images.shape[0] / n;
+                using var x = images.narrow(0, r * per, per);
+                using var p = probs.narrow(0, r * per, per);
+                var (g, _) = s.ComputeGradient(x, p, temperature);
+                using (g) return new GradientReady(seq, g.data<float>().ToArray());
+            }
         }).PipeTo(Self);
+    }
+
+    /// <summary>DAFL: step seq trains on batch seq as it came.</summary>
+    private static Func<Device, (Tensor, Tensor, double)> BufferedBatch(LabelledBatch batch) =>
+        device => (TensorWire.ToTensor(batch.Images, device), TensorWire.ToTensor(batch.SoftLabels, device), batch.Temperature);
+
+    /// <summary>
+    /// DeepInversion: hands rounds the compute thread's pool lacks to it (jobs run in order), and
+    /// draws step seq's batch from rounds 1..round(seq) there.
+    /// </summary>
+    private Func<Device, (Tensor, Tensor, double)> PoolBatch(long seq)
+    {
+        var need = (int)RoundOf(seq);
+        var fresh = Enumerable.Range(poolRoundsQueued + 1, Math.Max(0, need - poolRoundsQueued)).Select(k => rounds[k]).ToList();
+        poolRoundsQueued = Math.Max(poolRoundsQueued, need);
+        var p = pool!;
+        var di = spec!.DeepInversion!;
+        var seed = spec.Seed;
+        return device =>
+        {
+            foreach (var b in fresh)
+            {
+                using var x = TensorWire.ToTensor(b.Images, CPU);
+                using var y = TensorWire.ToTensor(b.SoftLabels, CPU);
+                p.Add((int)b.Seq, x, y);
+            }
+            var (images, probs) = p.Sample(seed, seq, di.StudentBatch, device, need);
+            return (images, probs, di.StudentTemperature);
+        };
     }
 
     private void OnOwnGradient(GradientReady g)
@@ -367,7 +471,8 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             acc = Evaluation.Accuracy(s.Model, data!.TestX, data.TestY, EngineAccess.DeviceFor(spec!), spec!.Data.EvalBatch);
         var checkpoint = s.Step % CheckpointEvery == 0 || final ? EngineAccess.Save(s.SaveState) : null;
         var weights = final && replica == 0 ? EngineAccess.SaveModel(s.Model) : null;
-        return new Trained(seq, loss, acc, checkpoint, weights);
+        var competitor = CompetitorDue(spec!, s) ? EngineAccess.SaveModel(s.Model) : null;
+        return new Trained(seq, loss, acc, checkpoint, weights, competitor);
     }
 
     private void OnTrained(Trained t)
@@ -399,12 +504,14 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             {
                 State = State.Apply(e);
                 foreach (var gone in old.Where(c => State.Checkpoints.All(k => k.Blob != c.Blob))) Services.Blobs.Delete(gone.Blob);
-                // every batch up to here is in a checkpoint now: the generator may drop them
-                Services.Generators.Tell(new ReleaseBatches(EntityId.Generator(RunId), Id, t.Seq));
+                // every batch up to here is in a checkpoint now: the generator may drop them (not
+                // DeepInversion's rounds: every later step samples them)
+                if (!PoolMode) Services.Generators.Tell(new ReleaseBatches(EntityId.Generator(RunId), Id, t.Seq));
                 MaybeSnapshot(50);
                 if (t.Weights is not null) Finish(t);
             });
         }
+        if (t.Competitor is not null) OfferCompetitor(t.Competitor);
         RequestMore();
         TryTrain();
     }
@@ -443,23 +550,14 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             Fail($"student failed at step {student?.Step}: {reason}" + (rollbacks > 0 ? $" (after {rollbacks - 1} rollbacks)" : ""));
             return;
         }
-        busy = true;
-        var s = student;
-        var st = State;
         var factor = spec.Guard.LrFactor;
         var libtorchError = (cause is AggregateException { InnerException: { } i2 } ? i2 : cause) is System.Runtime.InteropServices.ExternalException;
         lastRollbackScaled = !libtorchError;
-        computing = true;
-        EngineAccess.Compute(() =>
-        {
-            var (step, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, s.LoadState, st.RunId!, Id);
-            if (step == 0) throw new InvalidOperationException($"no checkpoint to roll back to ({warning ?? "none written yet"})");
-            // a non-finite loss lowers the learning rate, as the engine's guard does (the checkpoint carries the
-            // scale of earlier rollbacks); an error libtorch raised is retried at the same rate, so the run still
-            // computes what the engine computes (see docs/engineering-notes.md on the rare Scalar error)
-            if (!libtorchError) s.ScaleLearningRates(factor);
-            return new RolledBack(s.Step, reason);
-        }).PipeTo(Self, failure: e => new Status.Failure(new InvalidOperationException($"{reason}; rollback failed: {e.Message}")));
+        // a non-finite loss lowers the learning rate, as the engine's guard does (the checkpoint carries the
+        // scale of earlier rollbacks); an error libtorch raised is retried at the same rate, so the run still
+        // computes what the engine computes (see docs/engineering-notes.md on the rare Scalar error)
+        RestoreCheckpoint(State.Checkpoints, freshBeforeFirst: false, t => { if (!libtorchError) t.ScaleLearningRates(factor); },
+            (_, _) => reason, guard: true, $"{reason}; rollback");
     }
 
     private void OnRolledBack(RolledBack r)
@@ -477,10 +575,11 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         buffer.Clear();
         gradients.Clear();
         chunksSeen.Clear();
-        requestedUpTo = student!.Step;
+        // (DeepInversion's rounds stay: they are the same rounds whatever the step)
+        if (!PoolMode) requestedUpTo = student!.Step;
         lastBatchUtc = DateTime.UtcNow;
         AnnounceStep(_ => true);
-        if (pendingRollback is not null && pendingRollback.Value.Step < student.Step) { RollBackToPeer(); return; }
+        if (pendingRollback is not null && pendingRollback.Value.Step < student!.Step) { RollBackToPeer(); return; }
         pendingRollback = null;
         RequestMore();
     }
@@ -493,8 +592,8 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     protected override void PostStop()
     {
-        var s = student;
-        EngineAccess.Release(() => { s?.Model.Dispose(); s?.Dispose(); });
+        var (s, p) = (student, pool);
+        EngineAccess.Release(() => { s?.Model.Dispose(); s?.Dispose(); p?.Dispose(); });
         base.PostStop();
     }
 }

@@ -63,6 +63,13 @@ public static class EngineAccess
         return m;
     }
 
+    /// <summary>Weights saved by <see cref="SaveModel"/> into a model of the same architecture.</summary>
+    public static void LoadInto(nn.Module model, byte[] weights)
+    {
+        using var ms = new MemoryStream(weights);
+        model.load(ms);
+    }
+
     public static byte[] SaveModel(nn.Module model)
     {
         using var ms = new MemoryStream();

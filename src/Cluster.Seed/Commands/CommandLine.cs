@@ -12,10 +12,10 @@ public static class CommandLine
     public const string Usage = """
         usage: Cluster.Seed <command> [options]
           run <spec.yaml> [--runs-dir DIR] [--run-id ID] [--device cpu|cuda|auto] [--seed N] [--engine]
-                                   run a spec embedded in this process (writes runs/<run-id>/). DAFL goes
-                                   through the actors (a one-node cluster, SQLite journal in the run
-                                   directory; the same --run-id resumes it); --engine, and every other
-                                   method, runs the engine's loop directly
+                                   run a spec embedded in this process (writes runs/<run-id>/). DAFL,
+                                   DeepInversion and ADI go through the actors (a one-node cluster,
+                                   SQLite journal in the run directory; the same --run-id resumes it);
+                                   --engine, and every other method, runs the engine's loop directly
           serve [--host H] [--port P] [--seeds H:P,...] [--db sqlite:FILE|postgres:CONN] [--store DIR] [--runs-dir DIR]
                                    start a seed node (run coordinator); GPU nodes join it
           submit <spec.yaml> --seeds H:P[,...] [--run-id ID] [--follow]
@@ -87,7 +87,7 @@ public static class CommandLine
             yaml += $"\n# --seed {seed}\nseed: {seed}\n";
         }
         var runsDir = o.Get("runs-dir") ?? "runs";
-        if (o.Flag("engine") || spec.Method != Method.Dafl)
+        if (o.Flag("engine") || !Cluster.Node.Actors.RunCoordinator.RunsOnActors(spec.Method))
         {
             new Runner(new RunnerOptions { RunsRoot = runsDir, RunId = o.Get("run-id") }, stdout).Run(spec);
             return 0;

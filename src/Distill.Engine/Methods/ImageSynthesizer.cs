@@ -21,7 +21,7 @@ public sealed class ImageSynthesizer : IDisposable
     private readonly DeepInversionSpec spec;
     private readonly TorchSharp.Modules.Parameter pixels;
     private readonly Tensor targets, lower, upper;
-    private readonly optim.Optimizer adam;
+    private readonly TorchSharp.Modules.Adam adam;
     private readonly Generator rng;
     private readonly TotalVariation tv;
     private readonly CompetitionForm competition;
@@ -103,6 +103,49 @@ public sealed class ImageSynthesizer : IDisposable
         m["loss"] = value;
         m["lr_x"] = lr;
         return m;
+    }
+
+    /// <summary>The batch in progress (pixels, Adam moments, best so far, iteration, targets): resumes bit for bit.</summary>
+    public void SaveState(BinaryWriter w)
+    {
+        StateIo.Tag(w, "pixel-batch");
+        w.Write(Iteration);
+        w.Write(BestLoss);
+        StateIo.WriteTensor(w, targets);
+        StateIo.WriteTensor(w, pixels);
+        w.Write(best is not null);
+        if (best is not null) StateIo.WriteTensor(w, best);
+        using var ms = new MemoryStream();
+        using (var inner = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) adam.save_state_dict(inner);
+        StateIo.WriteBytes(w, ms.ToArray());
+    }
+
+    public void LoadState(BinaryReader r)
+    {
+        StateIo.Expect(r, "pixel-batch");
+        var iteration = r.ReadInt32();
+        var bestLoss = r.ReadDouble();
+        using (var t = StateIo.ReadTensor(r))
+        {
+            if (!t.shape.SequenceEqual(targets.shape)) throw new InvalidDataException($"checkpoint holds {t.shape[0]} targets for a batch of {targets.shape[0]}");
+            targets.copy_(t);
+        }
+        using (var p = StateIo.ReadTensor(r))
+        {
+            if (!p.shape.SequenceEqual(pixels.shape))
+                throw new InvalidDataException($"checkpoint pixels [{string.Join(", ", p.shape)}] do not fit a batch of [{string.Join(", ", pixels.shape)}]");
+            using (no_grad()) pixels.copy_(p);
+        }
+        best?.Dispose();
+        best = null;
+        if (r.ReadBoolean())
+        {
+            using var b = StateIo.ReadTensor(r);
+            best = b.to(pixels.device).clone().DetachFromDisposeScope();
+        }
+        using (var inner = new BinaryReader(new MemoryStream(StateIo.ReadBytes(r)))) adam.load_state_dict(inner);
+        Iteration = iteration;
+        BestLoss = bestLoss;
     }
 
     public void Dispose()

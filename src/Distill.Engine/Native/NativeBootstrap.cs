@@ -18,17 +18,14 @@ public static class NativeBootstrap
     private const string NeededVersion = "GLIBCXX_3.4.32";
 
     /// <summary>
-    /// glibc malloc settings for libtorch on CPU: by default every tensor over the (adaptive)
-    /// mmap threshold is a fresh mmap and munmap, and freed heap is trimmed back to the OS, so each
-    /// step page-faults its activations in again. A fixed 32 MB threshold with no trimming made a
-    /// DAFL generator step ~2.5x faster on 2 cores (docs/benchmarks.md). Memory stays flat: the
-    /// freed blocks are reused by the next step. A user's own settings win.
+    /// Environment libtorch must see when it loads, which .NET cannot change for native code from
+    /// inside (Environment.SetEnvironmentVariable does not reach libc's environ): MKL's conditional
+    /// numerical reproducibility, the same bits whatever the thread count (the actors' runs must
+    /// compute what the engine loop computes). A user's own value wins. glibc's allocator is tuned
+    /// in-process, by <see cref="TorchRuntime"/> (mallopt), not here.
     /// </summary>
-    public static readonly IReadOnlyDictionary<string, string> MallocSettings = new Dictionary<string, string>
+    public static readonly IReadOnlyDictionary<string, string> LoadEnvironment = new Dictionary<string, string>
     {
-        ["MALLOC_MMAP_THRESHOLD_"] = "33554432",
-        ["MALLOC_TRIM_THRESHOLD_"] = "4294967296",
-        // MKL's conditional numerical reproducibility: the same bits whatever the thread count
         ["MKL_CBWR"] = "AUTO,STRICT",
     };
 
@@ -38,9 +35,8 @@ public static class NativeBootstrap
         if (!OperatingSystem.IsLinux()) return;
         var loaded = LoadedLibStdCxx();
         var needsShim = loaded is not null && !FileContains(loaded, NeededVersion);
-        var needsMalloc = Environment.GetEnvironmentVariable("CLUSTERDISTILL_NO_MALLOC_TUNING") != "1" &&
-                          MallocSettings.Keys.Any(k => Environment.GetEnvironmentVariable(k) is null);
-        if (!needsShim && !needsMalloc) return;
+        var needsEnv = LoadEnvironment.Keys.Any(k => Environment.GetEnvironmentVariable(k) is null);
+        if (!needsShim && !needsEnv) return;
         if (Environment.GetEnvironmentVariable(Marker) == "1")
         {
             if (!needsShim) return;
@@ -54,7 +50,7 @@ public static class NativeBootstrap
             var ld = Environment.GetEnvironmentVariable("LD_LIBRARY_PATH");
             Environment.SetEnvironmentVariable("LD_LIBRARY_PATH", string.IsNullOrEmpty(ld) ? dir : $"{dir}:{ld}");
         }
-        foreach (var (k, v) in MallocSettings)
+        foreach (var (k, v) in LoadEnvironment)
             if (Environment.GetEnvironmentVariable(k) is null) Environment.SetEnvironmentVariable(k, v);
         Environment.SetEnvironmentVariable(Marker, "1");
         ReExec();

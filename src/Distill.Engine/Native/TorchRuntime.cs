@@ -38,7 +38,7 @@ public static class TorchRuntime
             // MKL (linked into libtorch) may otherwise use fewer threads for a GEMM when other
             // threads of the process are busy, and a different thread count rounds differently:
             // the actors run the generator, teacher and student concurrently in one process and
-            // must compute what the one-loop engine computes (MKL_CBWR is set on re-exec, too)
+            // must compute what the one-loop engine computes (MKL_CBWR is set on re-exec, too: NativeBootstrap)
             try { MklSetDynamic(0); }
             catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException) { }
             KeepFreedMemory();
@@ -53,14 +53,15 @@ public static class TorchRuntime
     /// steps of 93-209 ms that drifted from block to block; with no mmap for allocations and no
     /// trimming, 0-20 faults, ~5 ms of kernel time and a steady 89-97 ms (the page-fault churn
     /// that PyTorch users avoid with jemalloc, or the GPU with its caching allocator). The cost:
-    /// freed memory stays in the process for reuse, so RSS is the peak working set. Set here, not
-    /// only in <see cref="NativeBootstrap"/>'s re-exec environment (its 32 MB mmap threshold cannot
-    /// reach blocks above 32 MB), so that any host process (the test host too) gets them. Values
-    /// already in the environment (the user's, or the re-exec's trim threshold) are left alone.
+    /// freed memory stays in the process for reuse, so RSS is the peak working set. The one place
+    /// the allocator is tuned, in-process, so that any host process (the test host too) gets it.
+    /// A user's own MALLOC_*_ variables win; CLUSTERDISTILL_NO_MALLOC_TUNING=1 leaves glibc as it is.
     /// </summary>
+    public static bool MallocTuned { get; private set; }
+
     private static void KeepFreedMemory()
     {
-        if (!OperatingSystem.IsLinux()) return;
+        if (!OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable("CLUSTERDISTILL_NO_MALLOC_TUNING") == "1") return;
         try
         {
             if (Environment.GetEnvironmentVariable("MALLOC_MMAP_MAX_") is null) Mallopt(MmapMax, 0);
@@ -68,6 +69,7 @@ public static class TorchRuntime
             // a thread's arena (the nodes' compute thread) grows its heap by what a request needs
             // and gives it back; a 64 MiB pad keeps it (without it that thread still faulted ~7,000 times a step)
             if (Environment.GetEnvironmentVariable("MALLOC_TOP_PAD_") is null) Mallopt(TopPad, 64 << 20);
+            MallocTuned = true;
         }
         catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
         {

@@ -86,10 +86,10 @@ public sealed class ActorHarness : IDisposable
     }
 
     /// <summary>A LeNet-5 teacher with seeded random weights, stored as a blob (made on the compute thread).</summary>
-    public string TeacherBlob(int seed = 11) => EngineAccess.Compute(() =>
+    public string TeacherBlob(int seed = 11, string arch = "lenet5") => EngineAccess.Compute(() =>
     {
         manual_seed(seed);
-        using var t = ModelFactory.Create("lenet5", 1, 32, 10);
+        using var t = ModelFactory.Create(arch, 1, 32, 10);
         return Services.Blobs.Put(EngineAccess.SaveModel(t));
     }).GetAwaiter().GetResult();
 

@@ -57,6 +57,7 @@ public sealed class ContractSerializerTests : IDisposable
         new GetEntityStatus("r1/student/0"),
         new EntityStatus("r1/student/0", true, 3, 4, 1, 0, "n", "training"),
         new StopEntity("r1/student/0"),
+        new CompetitorReady("r1/generator/0", 3, 400, new string('a', 64)),
         new GradientChunk("r1/student/1", 9, 0, 1, 3, 1024, Floats(1024)),
         new ReplicaAt("r1/student/0", 1, 25, 0.5),
         new RunSubmitted("r1", "yaml", "f", new DateTime(2026, 1, 2, 3, 4, 5, DateTimeKind.Utc)),

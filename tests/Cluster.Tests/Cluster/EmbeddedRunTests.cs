@@ -44,4 +44,54 @@ public sealed class EmbeddedRunTests
             try { Directory.Delete(root, true); } catch (IOException) { }
         }
     }
+
+    /// <summary>
+    /// DeepInversion and ADI through the actors: the generator entity synthesises rounds (ADI's
+    /// against the weights the student offers at each round's end), the student samples the pool
+    /// it receives; the final weights are those of the engine's one loop, bit for bit.
+    /// </summary>
+    [Theory]
+    [InlineData("deepinversion")]
+    [InlineData("adi")]
+    public void Should_train_deepinversion_through_the_actors_to_the_engine_loops_exact_weights(string method)
+    {
+        Torch.Init();
+        var root = Path.Combine(Path.GetTempPath(), $"cd-embedded-{method}-{Guid.NewGuid():N}");
+        var spec = Path.Combine(root, "tiny.yaml");
+        Directory.CreateDirectory(root);
+        File.WriteAllText(spec, $$"""
+            name: tiny-{{method}}
+            method: {{method}}
+            seed: 3
+            data: {name: mnist, image_size: 32}
+            teacher:
+              arch: resnet20
+              train: {steps: 60, batch_size: 64, optimizer: sgd, lr: 0.05}
+            student:
+              arch: lenet5-half
+              train: {optimizer: adam, lr: 0.002}
+            deepinversion: {rounds: 3, batch_size: 16, iterations: 12, student_steps: 8, student_batch: 16, jitter: 2, flip: true{{(method == "adi" ? ", competition_weight: 1" : "")}} }
+            cluster: {generator_checkpoint_every: 5}
+            """);
+        try
+        {
+            var outA = new StringWriter();
+            Assert.Equal(0, CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", "actors"], outA, outA));
+            var outB = new StringWriter();
+            Assert.Equal(0, CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", "engine", "--engine"], outB, outB));
+            using var a = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "actors", "result.json")));
+            using var b = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "engine", "result.json")));
+            Assert.StartsWith("actors", a.RootElement.GetProperty("pipeline").GetString());
+            Assert.Equal(method, a.RootElement.GetProperty("method").GetString());
+            Assert.Equal(24, a.RootElement.GetProperty("steps").GetInt64());   // student steps: 3 rounds x 8
+            Assert.Equal(48, a.RootElement.GetProperty("synthesised_images").GetInt64());
+            Assert.Equal(b.RootElement.GetProperty("synthesised_images").GetInt64(), a.RootElement.GetProperty("synthesised_images").GetInt64());
+            Assert.Equal(b.RootElement.GetProperty("student_accuracy").GetDouble(), a.RootElement.GetProperty("student_accuracy").GetDouble());
+            Assert.Equal(File.ReadAllBytes(Path.Combine(root, "engine", "student.pt")), File.ReadAllBytes(Path.Combine(root, "actors", "student.pt")));
+        }
+        finally
+        {
+            try { Directory.Delete(root, true); } catch (IOException) { }
+        }
+    }
 }

@@ -72,15 +72,109 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         Assert.Equal(refBatches[5], fifth);
     }
 
+    /// <summary>
+    /// ADI's generator: round 1 competes with the initial student; a later round waits for the
+    /// student's weights from the end of the round before (and ignores weights from another step);
+    /// a generator stopped mid-round resumes that round from its checkpoint, competitor included,
+    /// and keeps the batch a generator never stopped keeps.
+    /// </summary>
+    [Fact]
+    public void Should_wait_for_the_students_weights_before_an_adi_round_and_resume_a_round_mid_way()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "adi");
+        var run = $"a{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Generator(run);
+        var yaml = """
+            name: adi-gen
+            method: adi
+            seed: 5
+            data: {name: mnist, image_size: 32}
+            teacher: {arch: resnet20, train: {steps: 1}}
+            student: {arch: lenet5-half, train: {optimizer: adam, lr: 0.002}}
+            deepinversion: {rounds: 3, batch_size: 8, iterations: 60, student_steps: 4, student_batch: 8, competition_weight: 1}
+            cluster: {generator_checkpoint_every: 10}
+            """;
+        var teacher = h.TeacherBlob(seed: 31, arch: "resnet20");
+        var after1 = StudentWeights(h, 41);
+        var after2 = StudentWeights(h, 42);
+        const string student = "a/student/0";
+
+        var gen = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        gen.Tell(new StartEntity(id, run, yaml, teacher));
+        gen.Tell(new RequestBatches(id, 1, 1, student));
+        var round1 = h.Students.ExpectMsg<LabelledBatch>(Long);
+        Assert.Equal(1, round1.Seq);
+        Assert.Equal(3, round1.Temperature);   // the student's KD temperature
+        Assert.Equal(new long[] { 8, 1, 32, 32 }, round1.Images.Shape);
+        Assert.True(IsTeachersSoftmax(h, teacher, round1.Images, round1.SoftLabels, "resnet20", 3), "round 1's labels are not the teacher's softmax at T = 3");
+
+        gen.Tell(new RequestBatches(id, 2, 1, student));
+        h.Students.ExpectNoMsg(TimeSpan.FromSeconds(2));   // round 2 competes with the student after round 1: not here yet
+        gen.Tell(new CompetitorReady(id, 2, 3, after1));   // weights from the wrong step
+        h.Students.ExpectNoMsg(TimeSpan.FromSeconds(1));
+        gen.Tell(new CompetitorReady(id, 2, 4, after1));
+        var round2 = h.Students.ExpectMsg<LabelledBatch>(Long);
+        Assert.Equal(2, round2.Seq);
+
+        // round 3, stopped part-way (after a checkpoint at iteration 10, 20, ...)
+        gen.Tell(new RequestBatches(id, 3, 1, student));
+        gen.Tell(new CompetitorReady(id, 3, 8, after2));
+        var probe = h.Kit.CreateTestProbe();
+        string? detail = null;
+        h.Kit.AwaitCondition(() =>
+        {
+            detail = Ask(gen, probe).Detail;
+            return detail is { } d && d.StartsWith("synthesising round 3, iteration ") && int.Parse(d.Split(' ')[^1]) >= 20;
+        }, Long, TimeSpan.FromMilliseconds(20));
+        h.Stop(gen);
+        h.Students.ExpectNoMsg(TimeSpan.FromMilliseconds(200));   // round 3 was not finished
+
+        // a new incarnation: round 2 from the pool, unchanged; round 3 resumes without being sent the weights again
+        var again = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        again.Tell(new RequestBatches(id, 2, 2, student));
+        var re2 = h.Students.ExpectMsg<LabelledBatch>(Long);
+        Assert.Equal(2, re2.Seq);
+        Assert.Equal(round2.Images.Data, re2.Images.Data);
+        var round3 = h.Students.ExpectMsg<LabelledBatch>(Long);
+        Assert.Equal(3, round3.Seq);
+
+        // what round 3 is without any actor, journal or stop: the engine's synthesiser after 2 rounds, against those weights
+        var expected = ReferenceRound(h, yaml, teacher, after2, skip: 2);
+        Assert.True(expected.SequenceEqual(round3.Images.Data), $"round 3 after a stop at '{detail}' differs from an uninterrupted round 3");
+    }
+
+    private byte[] ReferenceRound(ActorHarness h, string yaml, string teacherBlob, string competitorBlob, int skip) => EngineAccess.Compute(() =>
+    {
+        var spec = Distill.Engine.Specs.SpecParser.Parse(yaml, "reference");
+        using var t = EngineAccess.LoadModel("resnet20", mnist.Data, 32, h.Services.Blobs.Get(teacherBlob), CPU);
+        using var c = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        EngineAccess.LoadInto(c, h.Services.Blobs.Get(competitorBlob));
+        using var r = new Distill.Engine.Methods.RoundSynthesizer(t, spec.DeepInversion!, mnist.Data.Mean, mnist.Data.Std, CPU, spec.Seed);
+        r.SkipTo(skip);
+        r.Begin(c);
+        while (true)
+        {
+            var (_, done) = r.Iterate(false);
+            if (done is not null) using (done) return TensorWire.ToPayload(done.Images).Data;
+        }
+    }).GetAwaiter().GetResult();
+
+    private static string StudentWeights(ActorHarness h, int seed) => EngineAccess.Compute(() =>
+    {
+        manual_seed(seed);
+        using var m = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        return h.Services.Blobs.Put(EngineAccess.SaveModel(m));
+    }).GetAwaiter().GetResult();
+
     /// <summary>The teacher's softmax on the images, computed apart (on the compute thread, like the entities).</summary>
-    private bool IsTeachersSoftmax(ActorHarness h, string teacherBlob, TensorPayload images, TensorPayload labels) => EngineAccess.Compute(() =>
+    private bool IsTeachersSoftmax(ActorHarness h, string teacherBlob, TensorPayload images, TensorPayload labels, string arch = "lenet5", double temperature = 1) => EngineAccess.Compute(() =>
     {
         using var x = TensorWire.ToTensor(images, CPU);
         using var p = TensorWire.ToTensor(labels, CPU);
-        using var model = EngineAccess.LoadModel("lenet5", mnist.Data, 32, h.Services.Blobs.Get(teacherBlob), CPU);
+        using var model = EngineAccess.LoadModel(arch, mnist.Data, 32, h.Services.Blobs.Get(teacherBlob), CPU);
         model.eval();
         using var _ = no_grad();
-        using var expected = nn.functional.softmax(model.call(x), 1);
+        using var expected = nn.functional.softmax(model.call(x) / temperature, 1);
         return p.allclose(expected, rtol: 1e-5, atol: 1e-7);
     }).GetAwaiter().GetResult();
 
