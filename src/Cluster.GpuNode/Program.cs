@@ -11,8 +11,9 @@ TorchRuntime.Initialize();
 const string usage = """
     usage: Cluster.GpuNode <command>
       join --seeds H:P[,...] [--host H] [--port P] [--db sqlite:FILE|postgres:CONN] [--store DIR] [--runs-dir DIR]
-           [--hosts generator,teacher,student]
-                             join the cluster as a gpu node hosting the given entity kinds (default all);
+           [--hosts generator,teacher,student] [--pool NAME[,NAME...]]
+                             join the cluster as a gpu node hosting the given entity kinds (default all),
+                             in the given node pools (a spec's cluster.layout places entities by pool);
                              the store must be the one the other nodes use
       devices                what this machine offers
       bench [--device cpu|cuda|auto] [--quick]
@@ -27,7 +28,10 @@ try
             var hosts = o.Get("hosts")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [];
             var unknown = hosts.Except(["generator", "teacher", "student"]).ToList();
             if (unknown.Count > 0) throw new UsageException($"--hosts {string.Join(",", unknown)}: generator, teacher and/or student");
-            var options = o.ToNodeOptions([Roles.Gpu, .. hosts], 0);
+            var pools = o.Get("pool")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [];
+            if (pools.FirstOrDefault(p => !Distill.Engine.Specs.LayoutSpec.IsValidPool(p)) is { } bad)
+                throw new UsageException($"--pool {bad}: a pool name is letters, digits, '-', '_' and '.'");
+            var options = o.ToNodeOptions([Roles.Gpu, .. hosts, .. pools.Select(p => LayoutAllocationStrategy.PoolRolePrefix + p)], 0);
             await using (var node = await ClusterNode.StartAsync(options))
             {
                 Console.WriteLine($"[gpu-node] up at {node.Address} (pid {Environment.ProcessId}); journal {options.Persistence.Provider}; store {options.StoreDir}");

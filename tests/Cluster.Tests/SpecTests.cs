@@ -66,6 +66,29 @@ public sealed class SpecTests
     }
 
     [Fact]
+    public void A_layout_names_a_pool_per_kind_and_one_or_one_per_replica_for_the_students()
+    {
+        var s = SpecParser.Parse(Valid + "\ncluster: {replicas: 2, layout: {generator: west, student: [east, west]}}\n", "l.yaml");
+        Assert.Equal("west", s.Cluster.Layout.PoolOf("generator", 0));
+        Assert.Null(s.Cluster.Layout.PoolOf("teacher", 0));
+        Assert.Equal("east", s.Cluster.Layout.PoolOf("student", 0));
+        Assert.Equal("west", s.Cluster.Layout.PoolOf("student", 1));
+        var one = SpecParser.Parse(Valid + "\ncluster: {replicas: 3, layout: {student: gpu-a}}\n", "l.yaml");
+        Assert.Equal("gpu-a", one.Cluster.Layout.PoolOf("student", 2));
+    }
+
+    [Theory]
+    [InlineData("cluster: {replicas: 2, layout: {student: [a, b, c]}}", "cluster.layout.student", "3 pools for 2 replica(s)")]
+    [InlineData("cluster: {layout: {generator: 'a b'}}", "cluster.layout.generator", "not a pool name")]
+    [InlineData("cluster: {layout: {students: a}}", "cluster.layout.students", "unknown key")]
+    public void A_bad_layout_is_refused_with_its_key(string line, string key, string reason)
+    {
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\n" + line + "\n", "x.yaml"));
+        Assert.Equal(key, e.Key);
+        Assert.Contains(reason, e.Message);
+    }
+
+    [Fact]
     public void Unknown_top_level_key_reports_its_line()
     {
         var e = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\nepochs: 3\n", "x.yaml"));

@@ -42,7 +42,21 @@ public sealed record RunSummary(
     [property: Key(10)] double? TeacherAccuracy,
     [property: Key(11)] double? StudentAccuracy,
     [property: Key(12)] string? Message,
-    [property: Key(13)] string? Node);
+    [property: Key(13)] string? Node,
+    [property: Key(14)] string? GeneratorNode);
+
+/// <summary>The shard allocation asks where a run's entities should live. Answered with <see cref="RunLayout"/>.</summary>
+[MessagePackObject]
+public sealed record GetRunLayout([property: Key(0)] string RunId) : IRunCommand;
+
+/// <summary>A run's spec layout: the node pool of each entity kind (null = any node; Students: one for all, or one per replica).</summary>
+[MessagePackObject]
+public sealed record RunLayout(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] bool Known,
+    [property: Key(2)] string? Generator,
+    [property: Key(3)] string? Teacher,
+    [property: Key(4)] string[] Students) : IRunCommand;
 
 /// <summary>
 /// A generator or student entity's progress, sent to the coordinator now and then; Message carries

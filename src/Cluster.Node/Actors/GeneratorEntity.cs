@@ -157,7 +157,9 @@ public sealed class GeneratorEntity : PersistentEntity
         rounds = r.Rounds;
         competitor = r.Competitor;
         teacher = r.Teacher;
-        if (r.Warning is not null) { Log.Error(r.Warning); Services.Coordinator.Tell(new EntityProgress(RunId, Id, GeneratorStep, TotalBatches, 0, State.Pool.Count, null, Services.NodeName, r.Warning)); }
+        if (r.Warning is not null) Log.Error(r.Warning);
+        // where it runs (status shows the node) and what it had to skip
+        Services.Coordinator.Tell(new EntityProgress(RunId, Id, GeneratorStep, TotalBatches, 0, State.Pool.Count, null, Services.NodeName, r.Warning));
         Log.Info("{0}: generator ready at step {1}{2}, {3} batches produced, {4} in the pool", Id, GeneratorStep,
             rounds is { InRound: true } ? $" (round {rounds.Round + 1} resumes at iteration {rounds.Iteration})" : "", State.Produced, State.Pool.Count);
         if (synth is not null && synth.Step < State.Produced)

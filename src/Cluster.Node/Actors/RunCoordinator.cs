@@ -47,7 +47,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         public long StudentStep, TotalSteps, Generated;
         public int Pool, GeneratorQueue, InFlight;
         public double? Accuracy;
-        public string? Message, Node;
+        public string? Message, Node, GeneratorNode;
     }
 
     public RunCoordinator(NodeServices services)
@@ -69,6 +69,12 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         Command<GetRunStatus>(m => Sender.Tell(new RunStatusReport(state.Runs.Values
             .Where(r => m.RunId is null || r.RunId == m.RunId).Select(Summary).ToArray())));
         Command<Nudge>(_ => { foreach (var r in state.Active) StartEntities(r); });
+        Command<GetRunLayout>(m =>
+        {
+            if (!state.Runs.TryGetValue(m.RunId, out var r)) { Sender.Tell(new RunLayout(m.RunId, false, null, null, [])); return; }
+            var layout = SpecOf(r).Cluster.Layout;
+            Sender.Tell(new RunLayout(m.RunId, true, layout.Generator, layout.Teacher, layout.Student));
+        });
         Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
         Command<SaveSnapshotFailure>(f => log.Warning("coordinator snapshot failed: {0}", f.Cause.Message));
         Command<DeleteMessagesSuccess>(_ => { });
@@ -157,6 +163,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             l.Generated = p.Step;
             l.GeneratorQueue = p.Queue;
             l.Pool = p.PoolBatches;
+            l.GeneratorNode = p.Node;
         }
         if (p.Message is not null) l.Message = p.Message;
         WriteStatus(state.Runs[p.RunId], throttle: true);
@@ -177,7 +184,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         {
             run_id = s.RunId, state = s.State.ToString().ToLowerInvariant(), step = s.StudentStep, total_steps = s.TotalSteps,
             generated = s.GeneratedBatches, pool = s.PoolBatches, generator_queue = s.GeneratorQueue, student_in_flight = s.StudentInFlight,
-            teacher_accuracy = s.TeacherAccuracy, student_accuracy = s.StudentAccuracy, student_node = s.Node, message = s.Message,
+            teacher_accuracy = s.TeacherAccuracy, student_accuracy = s.StudentAccuracy, student_node = s.Node, generator_node = s.GeneratorNode, message = s.Message,
             updated_utc = now,
         });
         var tmp = Path.Combine(dir, $"status.json.{Environment.ProcessId}.tmp");
@@ -257,6 +264,6 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         var runState = r.Completed ? RunState.Completed : r.Failed ? RunState.Failed : r.TeacherBlob is null ? RunState.PreparingTeacher : RunState.Training;
         return new RunSummary(r.RunId, spec.Name, SpecParser.MethodName(spec.Method), runState,
             r.Completed ? r.Steps : l?.StudentStep ?? 0, StudentSteps(spec), l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
-            r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy, r.Message ?? l?.Message, l?.Node);
+            r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy, r.Message ?? l?.Message, l?.Node, l?.GeneratorNode);
     }
 }

@@ -11,6 +11,7 @@ public static class Roles
     /// The layout: a GPU node hosts the entity kinds among its roles (each kind's shard region is
     /// restricted to nodes with that role), e.g. generators on some nodes and students on others
     /// (`Cluster.GpuNode join --hosts student`). A GPU node that names no kind hosts all three.
+    /// Per run, the spec's cluster.layout picks among them by pool ("pool:NAME" roles, `--pool NAME`).
     /// </summary>
     public static IReadOnlyList<string> Expand(IReadOnlyList<string> roles)
     {
@@ -65,7 +66,7 @@ public sealed record NodeOptions
     public string? TeacherCache { get; init; }
     /// <summary>Largest message on the wire (also Akka.Remote's maximum frame).</summary>
     public long MaxMessageBytes { get; init; } = Contracts.Serialization.ContractCodec.DefaultMaxMessageBytes;
-    /// <summary>About ten times the largest node count; fixed for the life of the journal.</summary>
+    /// <summary>Only for the rebalance-threshold arithmetic of Akka's extractor base: shards are one per entity (EntityMessageExtractor).</summary>
     public int NumberOfShards { get; init; } = 30;
     /// <summary>Split-brain resolver: how long the membership must be stable before unreachable nodes are downed.</summary>
     public TimeSpan DowningStableAfter { get; init; } = TimeSpan.FromSeconds(7);

@@ -55,7 +55,8 @@ public sealed class ClusterNode : IAsyncDisposable
         var extractor = new EntityMessageExtractor(options.NumberOfShards);
         // each kind's shards live only on nodes with that kind as a role (the layout); elsewhere a proxy
         IActorRef Region(string kind, Func<string, Props> props) => options.Roles.Contains(kind)
-            ? sharding.Start(kind, props, ClusterShardingSettings.Create(system).WithRole(kind).WithRememberEntities(true), extractor)
+            ? sharding.Start(kind, props, ClusterShardingSettings.Create(system).WithRole(kind).WithRememberEntities(true), extractor,
+                new LayoutAllocationStrategy(system, services, kind), PoisonPill.Instance)
             : sharding.StartProxy(kind, kind, extractor);
         services.Generators = Region(EntityKinds.Generator, id => GeneratorEntity.GetProps(id, services));
         services.Teachers = Region(EntityKinds.Teacher, id => TeacherEntity.GetProps(id, services));
@@ -85,21 +86,16 @@ public sealed class ClusterNode : IAsyncDisposable
 }
 
 /// <summary>
-/// The id is the message's own EntityId. Shards: a stable hash of run and kind, plus the replica
-/// index, so that the replicas of one student fall in consecutive shards, which the coordinator's
-/// least-shards allocation spreads over the nodes (a plain hash of the whole id put two replicas
-/// in one shard, hence on one node).
+/// The id is the message's own EntityId. One shard per entity ("run/index" in its kind's region):
+/// a run's few entities are placed one by one by its spec's layout (<see cref="LayoutAllocationStrategy"/>),
+/// and two replicas of a student never share a shard, hence a node, by accident of a hash.
 /// </summary>
 public sealed class EntityMessageExtractor(int shards) : HashCodeMessageExtractor(shards)
 {
     public override string? EntityId(object message) => (message as IEntityMessage)?.EntityId;
 
-    public override string ShardId(string entityId, object? messageHint = null)
-    {
-        var id = Contracts.EntityId.Parse(entityId);
-        var h = Akka.Util.MurmurHash.StringHash($"{id.RunId}/{id.Kind}") & int.MaxValue;
-        return ((h + (long)id.Index) % MaxNumberOfShards).ToString();
-    }
+    public override string ShardId(string entityId, object? messageHint = null) =>
+        LayoutAllocationStrategy.ShardOf(Contracts.EntityId.Parse(entityId));
 }
 
 /// <summary>Fails early, with the reason, when the database cannot be reached (instead of Akka retrying quietly).</summary>

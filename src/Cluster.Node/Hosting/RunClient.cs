@@ -49,5 +49,6 @@ public static class RunClient
         (s.TeacherAccuracy is { } t ? $" teacher {t:F2}%" : "") +
         (s.StudentAccuracy is { } a ? $" student {a:F2}%" : "") +
         (s.Node is { } n ? $" on {n}" : "") +
+        (s.GeneratorNode is { } g && g != s.Node ? $" (generator on {g})" : "") +
         (s.Message is { } m ? $" ({m})" : "");
 }

@@ -143,4 +143,29 @@ public sealed record ClusterSpec
     public int GeneratorCheckpointEvery { get; init; } // generator checkpoint interval (0 = the student's)
     public string SoftLabels { get; init; } = "fp32"; // fp32 | fp16 | bf16 on the wire
     public int GradientChunk { get; init; } = 1 << 18; // floats per gradient message (1 MiB: heartbeats are not stuck behind it)
+    public LayoutSpec Layout { get; init; } = new();
+}
+
+/// <summary>
+/// Which node pool (`Cluster.GpuNode join --pool NAME`) hosts each of the run's entities: a
+/// preference the shard allocation follows whenever a node of the pool is up (and returns to when
+/// one comes back); with none up the entity runs elsewhere rather than stall. Unset = any node.
+/// </summary>
+public sealed record LayoutSpec
+{
+    public string? Generator { get; init; }
+    public string? Teacher { get; init; }
+    public string[] Student { get; init; } = [];      // one pool for every replica, or one per replica
+
+    /// <summary>The pool of an entity kind ("generator", "teacher", "student") and index; null = anywhere.</summary>
+    public string? PoolOf(string kind, int index) => kind switch
+    {
+        "generator" => Generator,
+        "teacher" => Teacher,
+        "student" => Student.Length == 0 ? null : Student[index % Student.Length],
+        _ => null,
+    };
+
+    public static bool IsValidPool(string name) =>
+        name.Length is > 0 and <= 63 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
 }

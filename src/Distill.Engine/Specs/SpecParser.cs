@@ -229,8 +229,24 @@ public static class SpecParser
             SoftLabels = n.Choice("soft_labels", ["fp32", "fp16", "bf16"], "fp32")!,
             GradientChunk = n.Int("gradient_chunk", 1 << 18, 1024, 1 << 22),
         };
+        c = c with { Layout = ParseLayout(n.Section("layout", required: false), c.Replicas) };
         n.EnsureAllConsumed();
         return c;
+    }
+
+    private static LayoutSpec ParseLayout(Node? n, int replicas)
+    {
+        if (n is null) return new LayoutSpec();
+        var l = new LayoutSpec
+        {
+            Generator = n.Pool("generator"),
+            Teacher = n.Pool("teacher"),
+            Student = n.PoolList("student"),
+        };
+        if (l.Student.Length > 1 && l.Student.Length != replicas)
+            throw n.Error("student", $"{l.Student.Length} pools for {replicas} replica(s): give one pool for all, or one per replica");
+        n.EnsureAllConsumed();
+        return l;
     }
 
     private static GuardSpec ParseGuard(Node? n)
@@ -327,6 +343,24 @@ public static class SpecParser
                 "false" or "no" or "off" => false,
                 _ => throw Error(key, $"expected true or false, got '{v}'"),
             };
+        }
+
+        /// <summary>A node pool name (what `Cluster.GpuNode join --pool` names).</summary>
+        public string? Pool(string key)
+        {
+            var v = Scalar(key, false);
+            if (v is not null && !LayoutSpec.IsValidPool(v)) throw Error(key, $"'{v}' is not a pool name (letters, digits, '-', '_', '.')");
+            return v;
+        }
+
+        public string[] PoolList(string key)
+        {
+            var v = Get(key);
+            if (v is null) return [];
+            if (v is YamlScalarNode) return Pool(key) is { } one ? [one] : [];
+            if (v is not YamlSequenceNode seq) throw Error(key, "expected a pool name or a list of them, one per replica");
+            return seq.Children.Select(c => c is YamlScalarNode s && LayoutSpec.IsValidPool(s.Value ?? "")
+                ? s.Value! : throw Error(key, $"'{c}' is not a pool name (letters, digits, '-', '_', '.')")).ToArray();
         }
 
         public int[] IntList(string key)

@@ -1,0 +1,107 @@
+using System.Collections.Concurrent;
+using System.Collections.Immutable;
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Akka.Event;
+using Cluster.Contracts.Runs;
+using Distill.Engine.Specs;
+
+namespace Cluster.Node.Hosting;
+
+/// <summary>
+/// Places each run's shards (one per entity: "run/index" within a kind's region) by the run's spec
+/// layout: on the least-loaded region of a node in the pool the spec names for that kind and
+/// replica (a node's pools are its "pool:NAME" roles, from `Cluster.GpuNode join --pool NAME`).
+/// The layout is asked of the run coordinator once per run and cached. With no node of the pool
+/// up, or no layout, or the coordinator silent, the least-loaded region anywhere: an entity runs
+/// somewhere rather than stall (the run survives the loss of a whole pool). Rebalancing moves only
+/// shards that sit outside their pool while a node of it is up, so training work is not shuffled
+/// between nodes for balance alone (a moved student steps back to its last checkpoint).
+/// </summary>
+public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices services, string kind) : IShardAllocationStrategy
+{
+    public const string PoolRolePrefix = "pool:";
+
+    private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(3);
+    private readonly ConcurrentDictionary<string, RunLayout> layouts = new();
+    private readonly ILoggingAdapter log = Logging.GetLogger(system, typeof(LayoutAllocationStrategy));
+
+    /// <summary>Shard id of an entity: one shard per entity, named by run and index, so a shard belongs to one run.</summary>
+    public static string ShardOf(Contracts.EntityId id) => $"{id.RunId}/{id.Index}";
+
+    private static (string Run, int Index)? Parse(string shardId)
+    {
+        var at = shardId.LastIndexOf('/');
+        return at > 0 && int.TryParse(shardId.AsSpan(at + 1), out var i) ? (shardId[..at], i) : null;
+    }
+
+    public async Task<IActorRef> AllocateShard(IActorRef requester, string shardId, IImmutableDictionary<IActorRef, IImmutableList<string>> currentShardAllocations)
+    {
+        var pool = await PoolOf(shardId);
+        var candidates = currentShardAllocations.Keys.ToList();
+        if (pool is not null)
+        {
+            var inPool = candidates.Where(r => PoolsOf(r).Contains(pool)).ToList();
+            if (inPool.Count > 0) candidates = inPool;
+            else log.Warning("{0} shard {1}: no node of pool '{2}' is up; placed on another node until one is", kind, shardId, pool);
+        }
+        if (candidates.Count == 0) return requester;
+        // fewest shards; on a tie the requester (the node that asked first keeps its own work)
+        return candidates.OrderBy(r => currentShardAllocations[r].Count).ThenBy(r => r.Equals(requester) ? 0 : 1).First();
+    }
+
+    public Task<IImmutableSet<string>> Rebalance(IImmutableDictionary<IActorRef, IImmutableList<string>> currentShardAllocations, IImmutableSet<string> rebalanceInProgress)
+    {
+        var regionsInPool = new Dictionary<string, bool>();
+        bool PoolUp(string pool) => regionsInPool.TryGetValue(pool, out var up) ? up
+            : regionsInPool[pool] = currentShardAllocations.Keys.Any(r => PoolsOf(r).Contains(pool));
+        var moves = ImmutableHashSet.CreateBuilder<string>();
+        foreach (var (region, shards) in currentShardAllocations)
+        {
+            var pools = PoolsOf(region);
+            foreach (var shard in shards)
+            {
+                if (moves.Count >= 2) break;   // a few at a time: each move hands a shard off and restarts its entity
+                if (rebalanceInProgress.Contains(shard) || CachedPoolOf(shard) is not { } pool) continue;
+                if (!pools.Contains(pool) && PoolUp(pool)) moves.Add(shard);
+            }
+        }
+        if (moves.Count > 0) log.Info("{0}: moving shards {1} back to their layout's pools", kind, string.Join(", ", moves));
+        return Task.FromResult<IImmutableSet<string>>(moves.ToImmutable());
+    }
+
+    private string? CachedPoolOf(string shardId) =>
+        Parse(shardId) is { } p && layouts.TryGetValue(p.Run, out var l) && l.Known ? Pick(l, p.Index) : null;
+
+    private async Task<string?> PoolOf(string shardId)
+    {
+        if (Parse(shardId) is not { } p) return null;
+        if (!layouts.TryGetValue(p.Run, out var layout))
+        {
+            try
+            {
+                layout = await services.Coordinator.Ask<RunLayout>(new GetRunLayout(p.Run), AskTimeout);
+                if (layout.Known) layouts[p.Run] = layout;   // a spec's layout never changes; an unknown run may be submitted yet
+            }
+            catch (Exception e) when (e is AskTimeoutException or TaskCanceledException)
+            {
+                log.Warning("{0} shard {1}: the run coordinator did not answer where run {2} goes; placed by load", kind, shardId, p.Run);
+                return null;
+            }
+        }
+        return layout.Known ? Pick(layout, p.Index) : null;
+    }
+
+    private string? Pick(RunLayout l, int index) =>
+        new LayoutSpec { Generator = l.Generator, Teacher = l.Teacher, Student = l.Students }.PoolOf(kind, index);
+
+    /// <summary>The pools of the node a shard region lives on (a local region is this node's).</summary>
+    private ImmutableHashSet<string> PoolsOf(IActorRef region)
+    {
+        var cluster = Akka.Cluster.Cluster.Get(system);
+        var address = region.Path.Address.HasLocalScope ? cluster.SelfAddress : region.Path.Address;
+        var member = cluster.State.Members.FirstOrDefault(m => m.Address.Equals(address));
+        return member is null ? [] : member.Roles.Where(r => r.StartsWith(PoolRolePrefix, StringComparison.Ordinal))
+            .Select(r => r[PoolRolePrefix.Length..]).ToImmutableHashSet();
+    }
+}
