@@ -89,7 +89,8 @@ public sealed record StudentFinished(
     [property: Key(2)] double Accuracy,
     [property: Key(3)] double BestAccuracy,
     [property: Key(4)] long Steps,
-    [property: Key(5)] string StudentBlob) : IRunCommand;
+    [property: Key(5)] string StudentBlob,
+    [property: Key(6)] int Rollbacks) : IRunCommand;
 
 /// <summary>An entity cannot go on (bad spec on this node, divergence beyond the guard, corrupt state with no fallback).</summary>
 [MessagePackObject]

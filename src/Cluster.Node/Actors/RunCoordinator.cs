@@ -231,6 +231,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             Device = spec.Device,
             Seed = spec.Seed,
             StudentUsedRealData = false,
+            Rollbacks = m.Rollbacks,
             SynthesisedImages = spec.Dafl is { } d ? m.Steps * d.BatchSize : (long)spec.DeepInversion!.Rounds * spec.DeepInversion.BatchSize,
             Pipeline = $"actors ({spec.Cluster.Replicas} student replica(s))",
         };

@@ -37,6 +37,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         : INoSerializationVerificationNeeded;
     private sealed record GradientReady(long Seq, float[] Gradient) : INoSerializationVerificationNeeded;
     private sealed record RolledBack(long Step, string Reason, SoftTargetStudent? Fresh = null, bool Guard = true) : INoSerializationVerificationNeeded;
+    /// <summary>Guard rollbacks by this incarnation (result.json's count; a node's death starts it again at 0).</summary>
     private int rollbacks;
     private bool lastRollbackScaled;
 
@@ -522,7 +523,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         Persist(new EntityFinished(student!.Step), e =>
         {
             State = State.Apply(e);
-            Services.Coordinator.Tell(new StudentFinished(RunId, Id, t.Accuracy ?? double.NaN, best, student.Step, weights));
+            Services.Coordinator.Tell(new StudentFinished(RunId, Id, t.Accuracy ?? double.NaN, best, student.Step, weights, rollbacks));
         });
     }
 
@@ -530,7 +531,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     {
         if (replica != 0 || State.Checkpoints.LastOrDefault() is not { } last) return;
         // the coordinator may have missed the first report; the last checkpoint holds the final model
-        Services.Coordinator.Tell(new StudentFinished(RunId, Id, last.Accuracy ?? double.NaN, last.BestAccuracy, last.Step, ""));
+        Services.Coordinator.Tell(new StudentFinished(RunId, Id, last.Accuracy ?? double.NaN, last.BestAccuracy, last.Step, "", rollbacks));
     }
 
     /// <summary>

@@ -49,7 +49,7 @@ public sealed class ContractSerializerTests : IDisposable
         new RunLayout("r1", true, "fast", null, ["a", "b"]),
         new EntityProgress("r1", "r1/student/0", 4, 10, 1, 0, 91.5, "127.0.0.1:1", "recovered from step 2"),
         new TeacherReady("r1", new string('a', 64), 98.1),
-        new StudentFinished("r1", "r1/student/0", 91, 92, 10, new string('b', 64)),
+        new StudentFinished("r1", "r1/student/0", 91, 92, 10, new string('b', 64), 1),
         new EntityFailed("r1", "r1/generator/0", "nan"),
         new StartEntity("r1/teacher/0", "r1", "yaml", null),
         new RequestBatches("r1/generator/0", 3, 2, "r1/student/0"),

@@ -52,7 +52,7 @@ public sealed class CoordinatorTests
         h.Generators.FishForMessage(m => m is StartEntity { EntityId: var e } && e == EntityId.Generator("run-a"), Long);
 
         again.Tell(new EntityProgress("run-a", EntityId.Student("run-a", 0), 8, 12, 1, 0, 88.0, "node-1", null));
-        again.Tell(new StudentFinished("run-a", EntityId.Student("run-a", 0), 91.25, 92.5, 12, ""));
+        again.Tell(new StudentFinished("run-a", EntityId.Student("run-a", 0), 91.25, 92.5, 12, "", 2));
         h.Generators.FishForMessage(m => m is StopEntity, Long);
         h.Students.FishForMessage(m => m is StopEntity, Long);
         h.Kit.AwaitAssert(() => Assert.True(File.Exists(Path.Combine(h.Options.RunsDir, "run-a", "result.json"))), Long);
@@ -60,6 +60,7 @@ public sealed class CoordinatorTests
         Assert.Equal(91.25, result.RootElement.GetProperty("student_accuracy").GetDouble());
         Assert.Equal(97.5, result.RootElement.GetProperty("teacher_accuracy").GetDouble());
         Assert.Equal(12, result.RootElement.GetProperty("steps").GetInt64());
+        Assert.Equal(2, result.RootElement.GetProperty("rollbacks").GetInt32());   // the student's guard rollbacks
         Assert.False(result.RootElement.GetProperty("student_used_real_data").GetBoolean());
         again.Tell(new GetRunStatus(null), client);
         Assert.Equal(RunState.Completed, Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs).State);

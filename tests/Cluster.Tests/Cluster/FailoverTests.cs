@@ -7,15 +7,18 @@ namespace Cluster.Tests.Cluster;
 /// The multi-process failover demo as a test: real seed and GPU-node processes on 127.0.0.1, a
 /// PostgreSQL journal, kill -9 of the node holding the student, then of every process
 /// (scripts/failover-demo.sh does the work and the checks; this bounds it in time and cleans up).
+/// For DAFL and for DeepInversion (whose generator also resumes a round from its mid-round checkpoint).
 /// </summary>
 public sealed class FailoverTests
 {
-    [Fact]
-    public void Should_resume_the_student_on_the_survivor_after_kill_9_and_the_whole_run_after_a_full_restart()
+    [Theory]
+    [InlineData("failover-demo.yaml", 0)]
+    [InlineData("failover-demo-deepinversion.yaml", 1)]
+    public void Should_resume_the_student_on_the_survivor_after_kill_9_and_the_whole_run_after_a_full_restart(string spec, int slot)
     {
         var root = Repo.Root();
         var work = Path.Combine(Path.GetTempPath(), $"cd-failover-{Guid.NewGuid():N}");
-        var psi = new ProcessStartInfo("setsid", ["bash", Path.Combine(root, "scripts", "failover-demo.sh")])
+        var psi = new ProcessStartInfo("setsid", ["bash", Path.Combine(root, "scripts", "failover-demo.sh"), Path.Combine(root, "specs", spec)])
         {
             WorkingDirectory = root,
             RedirectStandardOutput = true,
@@ -23,7 +26,7 @@ public sealed class FailoverTests
         };
         psi.Environment["SKIP_BUILD"] = "1";   // the test run built everything already
         psi.Environment["WORK"] = work;
-        psi.Environment["PORT_BASE"] = (4300 + Environment.ProcessId % 400 * 3).ToString();
+        psi.Environment["PORT_BASE"] = (4300 + Environment.ProcessId % 400 * 6 + slot * 3).ToString();
         using var p = Process.Start(psi)!;
         var output = new System.Text.StringBuilder();
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
@@ -32,12 +35,12 @@ public sealed class FailoverTests
         p.BeginErrorReadLine();
         try
         {
-            if (!p.WaitForExit(TimeSpan.FromMinutes(12)))
+            if (!p.WaitForExit(TimeSpan.FromMinutes(15)))
             {
                 // the script's trap kills its nodes on TERM; the process group catches anything left
                 Process.Start("kill", ["-TERM", $"-{p.Id}"])!.WaitForExit();
                 if (!p.WaitForExit(TimeSpan.FromSeconds(10))) Process.Start("kill", ["-KILL", $"-{p.Id}"])!.WaitForExit();
-                Assert.Fail($"failover demo did not finish within 12 minutes:\n{output}");
+                Assert.Fail($"failover demo did not finish within 15 minutes:\n{output}");
             }
             p.WaitForExit();
             var text = output.ToString();
