@@ -46,9 +46,28 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
             else log.Warning("{0} shard {1}: no node of pool '{2}' is up; placed on another node until one is", kind, shardId, pool);
         }
         if (candidates.Count == 0) return requester;
-        // fewest shards; on a tie the requester (the node that asked first keeps its own work)
-        return candidates.OrderBy(r => currentShardAllocations[r].Count).ThenBy(r => r.Equals(requester) ? 0 : 1).First();
+        lock (placed)
+        {
+            // allocations run concurrently (each awaits the layout), so count the ones made here that
+            // the coordinator's view does not show yet; prefer a region with none of this run's
+            // shards (two replicas of a student on two nodes), then the least loaded, then the requester
+            var allocated = currentShardAllocations.Values.SelectMany(v => v).ToHashSet();
+            foreach (var (shard, region) in placed.ToList())
+                if (allocated.Contains(shard) || !currentShardAllocations.ContainsKey(region)) placed.Remove(shard);
+            var run = Parse(shardId)?.Run;
+            IEnumerable<string> On(IActorRef r) => currentShardAllocations[r].Concat(placed.Where(kv => kv.Value.Equals(r)).Select(kv => kv.Key));
+            var chosen = candidates
+                .OrderBy(r => run is null ? 0 : On(r).Count(x => Parse(x)?.Run == run))
+                .ThenBy(r => On(r).Count())
+                .ThenBy(r => r.Equals(requester) ? 0 : 1)
+                .First();
+            placed[shardId] = chosen;
+            return chosen;
+        }
     }
+
+    /// <summary>Shards this strategy placed that the coordinator's allocations may not list yet.</summary>
+    private readonly Dictionary<string, IActorRef> placed = [];
 
     public Task<IImmutableSet<string>> Rebalance(IImmutableDictionary<IActorRef, IImmutableList<string>> currentShardAllocations, IImmutableSet<string> rebalanceInProgress)
     {
