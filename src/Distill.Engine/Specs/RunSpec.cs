@@ -41,7 +41,7 @@ public sealed record DataSpec
     public string? Path { get; init; }                // folder of local files (required for cifar*, idx)
     public int ImageSize { get; init; } = 32;
     public int TrainLimit { get; init; }              // 0 = all
-    public int EvalBatch { get; init; } = 1000;
+    public int EvalBatch { get; init; } = 200;        // test-set batch: 1000 through ResNet-20 on CPU peaked at 4.7 GB RSS, 100 at 1.9 GB
 }
 
 public sealed record ModelSpec

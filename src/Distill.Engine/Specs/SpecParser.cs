@@ -91,7 +91,7 @@ public static class SpecParser
             Path = n.String("path", null, required: false),
             ImageSize = n.Int("image_size", 32, 8, 512),
             TrainLimit = n.Int("train_limit", 0, 0, int.MaxValue),
-            EvalBatch = n.Int("eval_batch", 1000, 1, 100_000),
+            EvalBatch = n.Int("eval_batch", 200, 1, 100_000),
         };
         n.EnsureAllConsumed();
         return d;
