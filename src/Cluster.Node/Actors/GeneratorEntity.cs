@@ -297,7 +297,7 @@ public sealed class GeneratorEntity : PersistentEntity
         Persist(new CheckpointWritten((a.Seq - 1) * di.Iterations + a.Iteration, a.Seq - 1, blob, null, 0), e =>
         {
             State = State.Apply(e);
-            DeleteDropped(old);
+            DeleteDroppedCheckpoints(old);
             busy = false;
             Produce();
         });
@@ -358,14 +358,9 @@ public sealed class GeneratorEntity : PersistentEntity
         Persist(new CheckpointWritten(seq, seq, blob, null, 0), e =>
         {
             State = State.Apply(e);
-            DeleteDropped(old);
+            DeleteDroppedCheckpoints(old);
             MaybeSnapshot(SnapshotEvery);
         });
-    }
-
-    private void DeleteDropped(ImmutableList<CheckpointWritten> before)
-    {
-        foreach (var gone in before.Where(c => !State.Checkpoints.Contains(c) && State.Checkpoints.All(k => k.Blob != c.Blob))) Services.Blobs.Delete(gone.Blob);
     }
 
     private void OnRelease(ReleaseBatches m)

@@ -51,6 +51,12 @@ public abstract class PersistentEntity : ReceivePersistentActor
         SaveSnapshot(State.ToSnapshot());
     }
 
+    /// <summary>Deletes the blobs of checkpoints in `before` that the current state no longer refers to (trimmed to the newest few).</summary>
+    protected void DeleteDroppedCheckpoints(System.Collections.Immutable.ImmutableList<CheckpointWritten> before)
+    {
+        foreach (var gone in before.Where(c => State.Checkpoints.All(k => k.Blob != c.Blob))) Services.Blobs.Delete(gone.Blob);
+    }
+
     /// <summary>Logs the reason and tells the coordinator, which fails the run.</summary>
     protected void ReportFailure(string reason)
     {

@@ -504,7 +504,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             Persist(new CheckpointWritten(step, t.Seq, blob, t.Accuracy, best), e =>
             {
                 State = State.Apply(e);
-                foreach (var gone in old.Where(c => State.Checkpoints.All(k => k.Blob != c.Blob))) Services.Blobs.Delete(gone.Blob);
+                DeleteDroppedCheckpoints(old);
                 // every batch up to here is in a checkpoint now: the generator may drop them (not
                 // DeepInversion's rounds: every later step samples them)
                 if (!PoolMode) Services.Generators.Tell(new ReleaseBatches(EntityId.Generator(RunId), Id, t.Seq));
