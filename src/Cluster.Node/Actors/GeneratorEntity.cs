@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Collections.Immutable;
 using Akka.Actor;
 using Akka.Cluster.Sharding;
@@ -39,6 +40,8 @@ public sealed class GeneratorEntity : PersistentEntity
         : INoSerializationVerificationNeeded;
     /// <summary>Part of a DeepInversion round done (a checkpoint of it when one was due).</summary>
     private sealed record Advanced(long Seq, int Iteration, byte[]? Checkpoint) : INoSerializationVerificationNeeded;
+    /// <summary>ADI: the student's weights for a round could not be read; the round waits for them again.</summary>
+    private sealed record CompetitorUnreadable(long Round, string Reason) : INoSerializationVerificationNeeded;
     private sealed record Replayed(long Steps, int Identical) : INoSerializationVerificationNeeded;
     private sealed record EngineReady(DaflSynthesizer? Dafl, RoundSynthesizer? Rounds, Classifier? Competitor, Classifier Teacher, string? Warning)
         : INoSerializationVerificationNeeded;
@@ -71,6 +74,12 @@ public sealed class GeneratorEntity : PersistentEntity
         Command<RequestBatches>(OnRequest);
         Command<CompetitorReady>(OnCompetitor);
         Command<Advanced>(OnAdvanced);
+        Command<CompetitorUnreadable>(u =>
+        {
+            busy = false;
+            competitors.Remove(u.Round);
+            Log.Warning("{0}: student weights for round {1} unreadable ({2}); waiting for them again", Id, u.Round, u.Reason);
+        });
         Command<ReleaseBatches>(OnRelease);
         Command<EngineReady>(OnEngineReady);
         Command<Synthesized>(OnSynthesized);
@@ -259,14 +268,17 @@ public sealed class GeneratorEntity : PersistentEntity
         var every = CheckpointEvery;
         var labelDType = TensorWire.Parse(spec.Cluster.SoftLabels);
         var model = competitor;
-        byte[]? weights;
-        try { weights = weightsBlob is null ? null : Services.Blobs.Get(weightsBlob); }
-        catch (Storage.BlobException e) { busy = false; competitors.Remove(next); Log.Warning("{0}: student weights for round {1} unreadable ({2}); waiting for them again", Id, next, e.Message); return; }
+        var blobs = Services.Blobs;
         EngineAccess.Compute<object>(() =>
         {
             if (!r.InRound)
             {
-                if (weights is not null) EngineAccess.LoadInto(model!, weights);
+                // the weights are read here, off the mailbox: a student's model can be large
+                if (weightsBlob is not null)
+                {
+                    try { EngineAccess.LoadInto(model!, blobs.Get(weightsBlob)); }
+                    catch (Storage.BlobException e) { return new CompetitorUnreadable(next, e.Message); }
+                }
                 r.Begin(model);
             }
             for (var i = 0; i < IterationsPerJob; i++)
@@ -379,7 +391,18 @@ public sealed class GeneratorEntity : PersistentEntity
         });
     }
 
-    private string Store(TensorPayload p) => Services.Blobs.Put(MessagePackSerializer.Serialize(p));
+    /// <summary>
+    /// Serialises every batch's blob: a fresh half-megabyte array per batch cost page faults and
+    /// ~1 ms on the actor threads, which share the cores with the compute thread's OpenMP team.
+    /// </summary>
+    private readonly ArrayBufferWriter<byte> blobBuffer = new(1 << 20);
+
+    private string Store(TensorPayload p)
+    {
+        blobBuffer.ResetWrittenCount();
+        MessagePackSerializer.Serialize(blobBuffer, p);
+        return Services.Blobs.Put(blobBuffer.WrittenSpan);
+    }
 
     private TensorPayload Load(string blob) => MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(blob));
 

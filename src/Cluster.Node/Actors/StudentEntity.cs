@@ -31,7 +31,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new StudentEntity(entityId, services));
 
-    private sealed record EngineReady(SoftTargetStudent Student, string? Warning, double Best, byte[]? Competitor) : INoSerializationVerificationNeeded;
+    private sealed record EngineReady(SoftTargetStudent Student, SyntheticPool? Pool, string? Warning, double Best, byte[]? Competitor) : INoSerializationVerificationNeeded;
     /// <summary>A step done; Competitor: ADI's weights at the end of a round, for the generator's next round.</summary>
     private sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, byte[]? Competitor = null)
         : INoSerializationVerificationNeeded;
@@ -60,9 +60,14 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     private long requestedUpTo;
     private double best = double.NegativeInfinity;
     private readonly SortedDictionary<long, LabelledBatch> buffer = [];
-    /// <summary>DeepInversion: the rounds received, by round (kept: every step samples the whole pool so far).</summary>
-    private readonly SortedDictionary<long, LabelledBatch> rounds = [];
-    /// <summary>DeepInversion: the pool on the compute thread, and how many rounds were handed to it.</summary>
+    /// <summary>DeepInversion: the rounds received (every step samples the whole pool so far).</summary>
+    private readonly SortedSet<long> rounds = [];
+    /// <summary>
+    /// DeepInversion: rounds received and not yet handed to the compute thread's pool. Once handed
+    /// over, the pool's tensors are the only copy (a round's payload is not kept twice).
+    /// </summary>
+    private readonly Dictionary<long, LabelledBatch> roundsToHand = [];
+    /// <summary>DeepInversion: the pool on the compute thread (built with the student), and how many rounds were handed to it.</summary>
     private SyntheticPool? pool;
     private int poolRoundsQueued;
     /// <summary>ADI: the weights offered for the next round (sent again if the generator seems to have lost them).</summary>
@@ -115,7 +120,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             if (student is null || busy || State.Finished || student.Done || HasBatchFor(NextSeq) || DateTime.UtcNow - lastBatchUtc < StallTimeout) return;
             // nothing arrived for a while: the generator or teacher may have died with our request; ask again (duplicates are dropped)
             lastBatchUtc = DateTime.UtcNow;
-            var from = PoolMode ? Enumerable.Range(1, (int)RoundOf(NextSeq)).First(r => !rounds.ContainsKey(r)) : NextSeq;
+            var from = PoolMode ? Enumerable.Range(1, (int)RoundOf(NextSeq)).First(r => !rounds.Contains(r)) : NextSeq;
             Log.Info("{0}: no {1} {2} for {3:F0} s; asking the generator again", Id, PoolMode ? "round" : "batch", from, StallTimeout.TotalSeconds);
             if (competitorOffer is { } offer && offer.Round >= from) Services.Generators.Tell(offer);
             Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), from, (int)Math.Max(1, requestedUpTo - from + 1), Id));
@@ -138,7 +143,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     private bool Adaptive => spec!.Method == Method.Adi;
     /// <summary>The round whose student steps include `step` (1-based).</summary>
     private long RoundOf(long step) => Math.Min(spec!.DeepInversion!.Rounds, (step - 1) / spec.DeepInversion.StudentSteps + 1);
-    private bool HasBatchFor(long step) => PoolMode ? Enumerable.Range(1, (int)RoundOf(step)).All(r => rounds.ContainsKey(r)) : buffer.ContainsKey(step);
+    private bool HasBatchFor(long step) => PoolMode ? Enumerable.Range(1, (int)RoundOf(step)).All(r => rounds.Contains(r)) : buffer.ContainsKey(step);
     private long CheckpointEvery => spec!.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : EvalEvery;
     private long NextSeq => student!.Step + 1;
 
@@ -165,14 +170,14 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
                 trainer = NewTrainer(s, device);
             }
             var bestSoFar = st.Checkpoints.Where(c => c.Step <= trainer.Step).Select(c => c.BestAccuracy).DefaultIfEmpty(double.NegativeInfinity).Max();
-            if (s.DeepInversion is not null) pool ??= new SyntheticPool();
-            return new EngineReady(trainer, warning, bestSoFar, CompetitorDue(s, trainer) ? EngineAccess.SaveModel(trainer.Model) : null);
+            return new EngineReady(trainer, s.DeepInversion is not null ? new SyntheticPool() : null, warning, bestSoFar, CompetitorDue(s, trainer) ? EngineAccess.SaveModel(trainer.Model) : null);
         }).PipeTo(Self);
     }
 
     private void OnEngineReady(EngineReady r)
     {
         student = r.Student;
+        pool = r.Pool;
         best = r.Best;
         busy = false;
         if (r.Warning is not null)
@@ -301,7 +306,8 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         if (student is null) return;
         if (PoolMode)
         {
-            if (b.Seq < 1 || b.Seq > requestedUpTo || !rounds.TryAdd(b.Seq, b)) return;   // a duplicate or stale delivery
+            if (b.Seq < 1 || b.Seq > requestedUpTo || !rounds.Add(b.Seq)) return;   // a duplicate or stale delivery
+            roundsToHand[b.Seq] = b;
             lastBatchUtc = DateTime.UtcNow;
             TryTrain();
             return;
@@ -361,7 +367,8 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     private Func<Device, (Tensor, Tensor, double)> PoolBatch(long seq)
     {
         var need = (int)RoundOf(seq);
-        var fresh = Enumerable.Range(poolRoundsQueued + 1, Math.Max(0, need - poolRoundsQueued)).Select(k => rounds[k]).ToList();
+        var fresh = Enumerable.Range(poolRoundsQueued + 1, Math.Max(0, need - poolRoundsQueued)).Select(k => roundsToHand[k]).ToList();
+        foreach (var b in fresh) roundsToHand.Remove(b.Seq);
         poolRoundsQueued = Math.Max(poolRoundsQueued, need);
         var p = pool!;
         var di = spec!.DeepInversion!;

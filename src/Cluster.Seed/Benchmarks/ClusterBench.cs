@@ -28,26 +28,45 @@ public sealed record ClusterBenchRow(string Workload, string Detail, double Valu
 /// </summary>
 public static class ClusterBench
 {
-    // a long warm-up: an actor system's JIT tiering and first allocations take ~50 steps to settle
     private const int Batch = 128;
 
-    private static (int Warm, int Steps) Length(bool quick) => quick ? (20, 80) : (60, 360);
+    /// <summary>Steps of warm-up and measured steps per segment; pipeline segments between engine segments.</summary>
+    private static (int Warm, int Measured, int Pairs) Length(bool quick) => quick ? (20, 80, 2) : (40, 200, 5);
 
     public static IReadOnlyList<ClusterBenchRow> Run(TextWriter log, bool quick)
     {
         var rows = new List<ClusterBenchRow>();
-        var (warm, steps) = Length(quick);
-        // the engine loop before and after the pipeline: this machine's speed drifts by 10-20%
-        // over minutes (a shared VM), so the pipeline is compared with the mean of both
-        var before = EngineLoop(warm, steps, log);
-        var (actors, busy, others) = ActorPipeline(warm, steps, log).GetAwaiter().GetResult();
-        var after = EngineLoop(warm, steps, log);
-        var engine = (before + after) / 2;
-        rows.Add(new("DAFL quick step, bare engine loop", $"batch {Batch}, steps {warm}-{steps}", engine, "images/s",
-            $"DaflTrainer in one thread; mean of {before:F0} before and {after:F0} after the pipeline"));
-        rows.Add(new("DAFL quick step, actor pipeline", $"embedded one-node cluster, batch {Batch}, steps {warm}-{steps}", actors, "images/s",
-            $"{actors / engine:F3} x the engine loop (generator, teacher, student actors; every batch stored and journaled; " +
-            $"compute thread busy {busy:P0}; other threads used {others:F2} cores)"));
+        var (warm, measured, pairs) = Length(quick);
+        // This shared 2-vCPU VM's speed drifts by 10-20% over minutes, more than the difference
+        // measured here. So the two are interleaved, E P E P ... E, in one process with the node up
+        // throughout, and each pipeline segment is compared with the mean of the engine segments on
+        // either side of it.
+        var engine = new List<double>();
+        var pipeline = new List<Segment>();
+        using (var bench = PipelineBench.StartAsync(log).GetAwaiter().GetResult())
+        {
+            // one unmeasured run of each first: the first pipeline run JIT-compiles the actor,
+            // journal and remoting code (0.15-0.25 cores of tiered compilation beside it), which a
+            // long run pays once
+            log.WriteLine("[bench] warm-up (not measured)");
+            Distill.Engine.Native.TorchThread.Shared.Run(() => EngineLoop(warm, warm + measured / 4, log)).GetAwaiter().GetResult();
+            bench.RunAsync(-1, warm, warm + measured / 2, log).GetAwaiter().GetResult();
+            for (var i = 0; i <= pairs; i++)
+            {
+                engine.Add(Distill.Engine.Native.TorchThread.Shared.Run(() => EngineLoop(warm, warm + measured, log)).GetAwaiter().GetResult());
+                if (i < pairs) pipeline.Add(bench.RunAsync(i, warm, warm + measured, log).GetAwaiter().GetResult());
+            }
+        }
+        var ratios = pipeline.Select((p, i) => p.ImagesPerSecond / ((engine[i] + engine[i + 1]) / 2)).Order().ToList();
+        var median = ratios.Count % 2 == 1 ? ratios[ratios.Count / 2] : (ratios[ratios.Count / 2 - 1] + ratios[ratios.Count / 2]) / 2;
+        string List(IEnumerable<double> xs) => string.Join(", ", xs.Select(x => x.ToString("F0", CultureInfo.InvariantCulture)));
+        rows.Add(new("DAFL quick step, bare engine loop", $"batch {Batch}, {engine.Count} segments of {measured} steps", engine.Average(), "images/s",
+            $"DaflTrainer on the compute thread, the node idle beside it; segments {List(engine)}"));
+        rows.Add(new("DAFL quick step, actor pipeline", $"embedded one-node cluster, batch {Batch}, {pipeline.Count} runs, steps {warm}-{warm + measured}",
+            pipeline.Average(p => p.ImagesPerSecond), "images/s",
+            string.Create(CultureInfo.InvariantCulture, $"median {median:F3} x the engine segments beside it (range {ratios[0]:F3}-{ratios[^1]:F3}); runs {List(pipeline.Select(p => p.ImagesPerSecond))}; ") +
+            $"generator, teacher, student actors, every batch stored and journaled; compute thread busy {pipeline.Average(p => p.ComputeBusy):P0}; " +
+            $"other threads used {pipeline.Average(p => p.OtherCores):F2} cores"));
 
         using var peer = Peer.Start(log);
         var mb = quick ? 64 : 256;
@@ -109,14 +128,38 @@ public static class ClusterBench
         return ips;
     }
 
-    private static async Task<(double ImagesPerSecond, double ComputeBusy, double OtherCores)> ActorPipeline(int warm, int steps, TextWriter log)
+    private sealed record Segment(double ImagesPerSecond, double ComputeBusy, double OtherCores);
+
+    /// <summary>An embedded one-node cluster that runs the bench's DAFL spec as a new run per segment.</summary>
+    private sealed class PipelineBench : IDisposable
     {
-        var dir = Path.Combine(Path.GetTempPath(), $"cd-bench-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(dir);
-        try
+        private readonly string dir;
+        private readonly ClusterNode node;
+
+        private PipelineBench(string dir, ClusterNode node)
         {
+            this.dir = dir;
+            this.node = node;
+        }
+
+        public static async Task<PipelineBench> StartAsync(TextWriter log)
+        {
+            var dir = Path.Combine(Path.GetTempPath(), $"cd-bench-{Guid.NewGuid():N}");
+            Directory.CreateDirectory(dir);
             using (var t = Teacher()) t.save(Path.Combine(dir, "teacher.pt"));
-            var spec = Path.Combine(dir, "bench.yaml");
+            var options = new NodeOptions
+            {
+                Persistence = PersistenceOptions.Sqlite(Path.Combine(dir, "journal.db")),
+                StoreDir = Path.Combine(dir, "blobs"), RunsDir = Path.Combine(dir, "runs"), LogLevel = "WARNING",
+            };
+            log.WriteLine($"[bench] embedded node in {dir}");
+            return new PipelineBench(dir, await ClusterNode.StartAsync(options));
+        }
+
+        /// <summary>A run of `steps` DAFL steps, measured from step `warm` to the last progress report before the end.</summary>
+        public async Task<Segment> RunAsync(int index, int warm, int steps, TextWriter log)
+        {
+            var spec = Path.Combine(dir, index < 0 ? "bench-warmup.yaml" : $"bench-{index}.yaml");
             await File.WriteAllTextAsync(spec, $$"""
                 name: bench
                 method: dafl
@@ -128,32 +171,28 @@ public static class ClusterBench
                 student:
                   arch: lenet5-half
                   train: {optimizer: adam, lr: 0.002}
-                dafl: {steps: {{steps}}, batch_size: {{Batch}}, generator_width: 32, generator_lr: 0.02, activation: code, entropy: code, eval_every: 100000 }
+                dafl: {steps: {{steps + 5}}, batch_size: {{Batch}}, generator_width: 32, generator_lr: 0.02, activation: code, entropy: code, eval_every: 100000 }
                 cluster: {checkpoint_every: 50, window: 4}
                 guard: {enabled: false}
                 """);
-            var options = new NodeOptions
-            {
-                Persistence = PersistenceOptions.Sqlite(Path.Combine(dir, "journal.db")),
-                StoreDir = Path.Combine(dir, "blobs"), RunsDir = Path.Combine(dir, "runs"), LogLevel = "WARNING",
-            };
-            await using var node = await ClusterNode.StartAsync(options);
-            var runId = await RunClient.SubmitAsync(node.Coordinator, spec, "bench", TimeSpan.FromSeconds(60));
-            async Task<(long Step, double At)> WaitFor(long step, Stopwatch clock)
+            var runId = await RunClient.SubmitAsync(node.Coordinator, spec, index < 0 ? "bench-warmup" : $"bench-{index}", TimeSpan.FromSeconds(60));
+            var clock = Stopwatch.StartNew();
+            async Task<RunSummary> WaitFor(Func<RunSummary, bool> done)
             {
                 while (true)
                 {
                     var s = (await RunClient.StatusAsync(node.Coordinator, runId, TimeSpan.FromSeconds(20)))[0];
                     if (s.State == RunState.Failed) throw new InvalidOperationException($"bench run failed: {s.Message}");
-                    if (s.StudentStep >= step) return (s.StudentStep, clock.Elapsed.TotalSeconds);
-                    await Task.Delay(100);
+                    if (done(s)) return s;
+                    await Task.Delay(50);
                 }
             }
-            var clock = Stopwatch.StartNew();
-            var (s0, t0) = await WaitFor(warm, clock);
+            var s0 = (await WaitFor(s => s.StudentStep >= warm)).StudentStep;
+            var t0 = clock.Elapsed.TotalSeconds;
             var cpu0 = ThreadCpu();
             var busy0 = Distill.Engine.Native.TorchThread.Shared.Busy;
-            var (s1, t1) = await WaitFor(steps - 5, clock);
+            var s1 = (await WaitFor(s => s.StudentStep >= steps)).StudentStep;
+            var t1 = clock.Elapsed.TotalSeconds;
             var busy = (Distill.Engine.Native.TorchThread.Shared.Busy - busy0).TotalSeconds / (t1 - t0);
             var ips = (s1 - s0) * Batch / (t1 - t0);
             // CPU time by thread during the window: the compute thread and its OpenMP team are named
@@ -162,13 +201,17 @@ public static class ClusterBench
             var byName = cpu1.GroupBy(kv => kv.Value.Name)
                 .Select(g => (Name: g.Key, Cores: g.Sum(kv => kv.Value.Ticks - (cpu0.TryGetValue(kv.Key, out var o) ? o.Ticks : 0)) / 100.0 / (t1 - t0)))
                 .Where(x => x.Cores >= 0.005).OrderByDescending(x => x.Cores).ToList();
-            log.WriteLine("[bench] cores used during the window: " + string.Join(", ", byName.Select(x => $"{x.Name} {x.Cores:F2}")));
             var others = byName.Where(x => x.Name != "engine-compute").Sum(x => x.Cores);
-            log.WriteLine($"[bench] actor pipeline: {ips:F0} images/s (steps {s0}-{s1}), compute thread busy {busy:P0} of the time");
-            return (ips, busy, others);
+            log.WriteLine($"[bench] actor pipeline: {ips:F0} images/s (steps {s0}-{s1}), compute thread busy {busy:P0}; cores: " +
+                string.Join(", ", byName.Select(x => $"{x.Name} {x.Cores:F2}")));
+            // the segment after this one starts on an idle machine
+            await WaitFor(s => s.State == RunState.Completed);
+            return new Segment(ips, busy, others);
         }
-        finally
+
+        public void Dispose()
         {
+            node.DisposeAsync().AsTask().GetAwaiter().GetResult();
             try { Directory.Delete(dir, true); } catch (IOException) { }
         }
     }

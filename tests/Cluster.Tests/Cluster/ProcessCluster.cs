@@ -1,0 +1,95 @@
+using System.Diagnostics;
+using Distill.Engine.Models;
+using Npgsql;
+using static TorchSharp.torch;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>
+/// Real node processes for the multi-process tests: a work directory, a PostgreSQL database of its
+/// own, the seed and GPU-node binaries, every process's output in a log file, and on disposal every
+/// process killed, the database dropped and the directory deleted (also when the test fails).
+/// </summary>
+public sealed class ProcessCluster : IDisposable
+{
+    private readonly string pg;
+    private readonly string db;
+    private readonly List<Process> processes = [];
+
+    public ProcessCluster(string name)
+    {
+        pg = Environment.GetEnvironmentVariable("CLUSTERDISTILL_PG")
+             ?? throw new InvalidOperationException("CLUSTERDISTILL_PG is not set: run the tests through scripts/test.sh");
+        Work = Path.Combine(Path.GetTempPath(), $"cd-{name}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(Work);
+        db = $"cd_{name}_{Guid.NewGuid():N}"[..24];
+        using (var c = new NpgsqlConnection(pg)) { c.Open(); using var cmd = c.CreateCommand(); cmd.CommandText = $"CREATE DATABASE {db}"; cmd.ExecuteNonQuery(); }
+        var conn = "postgres:" + pg.Replace("Database=clusterdistill", $"Database={db}");
+        Common = ["--db", conn, "--store", Path.Combine(Work, "store"), "--runs-dir", Path.Combine(Work, "runs")];
+        var root = Repo.Root();
+        SeedBin = Path.Combine(root, "src/Cluster.Seed/bin/Release/net10.0/Cluster.Seed");
+        GpuBin = Path.Combine(root, "src/Cluster.GpuNode/bin/Release/net10.0/Cluster.GpuNode");
+    }
+
+    public string Work { get; }
+    public string SeedBin { get; }
+    public string GpuBin { get; }
+
+    /// <summary>The database, blob store and runs directory every node of this cluster shares.</summary>
+    public string[] Common { get; }
+
+    /// <summary>The processes started so far, in order.</summary>
+    public IReadOnlyList<Process> Processes => processes;
+
+    /// <summary>A LeNet-5 teacher (random weights, seeded) saved as teacher.pt in the work directory.</summary>
+    public string SaveTeacher(long seed)
+    {
+        var path = Path.Combine(Work, "teacher.pt");
+        manual_seed(seed);
+        using var teacher = ModelFactory.Create("lenet5", 1, 32, 10);
+        teacher.save(path);
+        return path;
+    }
+
+    public Process Start(string exe, string log, params string[] args)
+    {
+        var psi = new ProcessStartInfo(exe, args) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Work };
+        var p = Process.Start(psi)!;
+        var writer = new StreamWriter(Path.Combine(Work, log)) { AutoFlush = true };
+        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (writer) writer.WriteLine(e.Data); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (writer) writer.WriteLine(e.Data); };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        processes.Add(p);
+        return p;
+    }
+
+    public string Log(string name) => File.ReadAllText(Path.Combine(Work, name));
+
+    /// <summary>Waits until every named GPU node's log says it is up (its shard regions are registered).</summary>
+    public void WaitUntilUp(DateTime deadline, params string[] logs)
+    {
+        while (logs.Any(f => !Log(f).Contains("[gpu-node] up at")))
+        {
+            if (DateTime.UtcNow >= deadline) throw new TimeoutException("GPU nodes did not come up: " + Logs(_ => true, 20));
+            Thread.Sleep(250);
+        }
+    }
+
+    /// <summary>The last lines of every log (those the filter keeps, plus every non-INFO line), for assertion messages.</summary>
+    public string Logs(Func<string, bool> keepInfo, int lines) =>
+        string.Join("\n", Directory.GetFiles(Work, "*.log").Select(f => $"--- {Path.GetFileName(f)}\n" +
+            string.Join("\n", File.ReadAllLines(f).Where(l => !l.Contains("[INFO]") || keepInfo(l)).TakeLast(lines))));
+
+    public void Dispose()
+    {
+        foreach (var p in processes)
+        {
+            try { if (!p.HasExited) p.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+            p.Dispose();
+        }
+        try { using var c = new NpgsqlConnection(pg); c.Open(); using var cmd = c.CreateCommand(); cmd.CommandText = $"DROP DATABASE IF EXISTS {db} WITH (FORCE)"; cmd.ExecuteNonQuery(); }
+        catch (NpgsqlException) { }
+        try { Directory.Delete(Work, true); } catch (IOException) { }
+    }
+}
