@@ -16,13 +16,17 @@ public sealed record StartEntity(
     [property: Key(2)] string SpecYaml,
     [property: Key(3)] string? TeacherBlob) : IEntityMessage;
 
-/// <summary>The student at ReplyTo wants batches FromSeq .. FromSeq+Count-1.</summary>
+/// <summary>
+/// The student at ReplyTo wants batches FromSeq .. FromSeq+Count-1. DataEndpoint: its node's data
+/// plane (host:port), where the batches go beside Akka.Remote; null sends them through Akka.
+/// </summary>
 [MessagePackObject]
 public sealed record RequestBatches(
     [property: Key(0)] string EntityId,
     [property: Key(1)] long FromSeq,
     [property: Key(2)] int Count,
-    [property: Key(3)] string ReplyTo) : IEntityMessage;
+    [property: Key(3)] string ReplyTo,
+    [property: Key(4)] string? DataEndpoint = null) : IEntityMessage;
 
 /// <summary>All students (replicas) have a checkpoint covering every batch up to UpToSeq: the pool may drop them.</summary>
 [MessagePackObject]

@@ -51,6 +51,26 @@ public static class ContractCodec
         return bytes;
     }
 
+    /// <summary>Appends the message's bytes to writer (no intermediate array); returns how many.</summary>
+    public static int Serialize(System.Buffers.IBufferWriter<byte> writer, object message, long maxBytes = DefaultMaxMessageBytes)
+    {
+        _ = Manifest(message);
+        var counter = new CountingWriter(writer);
+        MessagePackSerializer.Serialize(message.GetType(), counter, message, Options);
+        if (counter.Count > maxBytes)
+            throw new WireException($"{message.GetType().Name} is {counter.Count:N0} bytes, over the {maxBytes:N0}-byte message limit " +
+                                    "(clusterdistill.wire.max-message-bytes): use a smaller batch or fp16 payloads");
+        return (int)counter.Count;
+    }
+
+    private sealed class CountingWriter(System.Buffers.IBufferWriter<byte> inner) : System.Buffers.IBufferWriter<byte>
+    {
+        public long Count { get; private set; }
+        public void Advance(int count) { inner.Advance(count); Count += count; }
+        public Memory<byte> GetMemory(int sizeHint = 0) => inner.GetMemory(sizeHint);
+        public Span<byte> GetSpan(int sizeHint = 0) => inner.GetSpan(sizeHint);
+    }
+
     public static object Deserialize(ReadOnlyMemory<byte> bytes, string manifest, long maxBytes = DefaultMaxMessageBytes)
     {
         if (bytes.Length > maxBytes)

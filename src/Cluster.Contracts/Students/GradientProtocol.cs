@@ -25,10 +25,12 @@ public sealed record GradientChunk(
 /// before it, and says so in turn); one that is behind answers with its own step; one at the same
 /// step sends its gradient for the next step again (the first copy may have died with the node).
 /// LrScale carries the learning-rate scale of the guard's rollbacks, so every replica uses one rate.
+/// DataEndpoint: the sender's data plane (host:port), where its peers send their gradient chunks.
 /// </summary>
 [MessagePackObject]
 public sealed record ReplicaAt(
     [property: Key(0)] string EntityId,
     [property: Key(1)] int FromReplica,
     [property: Key(2)] long Step,
-    [property: Key(3)] double LrScale) : IEntityMessage;
+    [property: Key(3)] double LrScale,
+    [property: Key(4)] string? DataEndpoint = null) : IEntityMessage;

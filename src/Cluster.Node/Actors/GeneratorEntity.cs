@@ -67,6 +67,8 @@ public sealed class GeneratorEntity : PersistentEntity
     /// <summary>Journal events (one per batch) between Akka snapshots of the pool.</summary>
     private const int SnapshotEvery = 200;
     private readonly Dictionary<string, long> releasedBy = [];
+    /// <summary>Each student's data-plane endpoint, as of its latest request (null: through Akka).</summary>
+    private readonly Dictionary<string, string?> endpoints = [];
 
     public GeneratorEntity(string entityId, NodeServices services) : base(entityId, services)
     {
@@ -201,6 +203,7 @@ public sealed class GeneratorEntity : PersistentEntity
     {
         if (!State.Started) { Log.Warning("{0}: batches requested before the run started; ignored (the student asks again)", Id); return; }
         if (spec is null) { Log.Warning("{0}: batches requested from a generator whose spec did not load; ignored", Id); return; }
+        endpoints[m.ReplyTo] = m.DataEndpoint;
         for (var seq = m.FromSeq; seq < m.FromSeq + m.Count && seq <= TotalBatches; seq++)
         {
             if (seq <= State.ReleasedUpTo)
@@ -407,7 +410,8 @@ public sealed class GeneratorEntity : PersistentEntity
     private TensorPayload Load(string blob) => MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(blob));
 
     private void SendLabelled(string student, long seq, TensorPayload images, TensorPayload labels) =>
-        Services.Students.Tell(new LabelledBatch(student, seq, images, labels, spec!.DeepInversion?.StudentTemperature ?? TeacherEntity.Temperature));
+        Services.SendToStudent(new LabelledBatch(student, seq, images, labels, spec!.DeepInversion?.StudentTemperature ?? TeacherEntity.Temperature),
+            endpoints.GetValueOrDefault(student));
 
     private void DeleteBlobs(BatchStored b)
     {

@@ -81,6 +81,8 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     private bool computing;
     /// <summary>A peer's step below ours that arrived while a job ran: roll back to it when the job is done.</summary>
     private (long Step, double LrScale, int From)? pendingRollback;
+    /// <summary>Peer replicas' data-plane endpoints, as of their latest <see cref="ReplicaAt"/>.</summary>
+    private readonly Dictionary<int, string?> peerEndpoints = [];
 
     public StudentEntity(string entityId, NodeServices services) : base(entityId, services)
     {
@@ -123,7 +125,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             var from = PoolMode ? Enumerable.Range(1, (int)RoundOf(NextSeq)).First(r => !rounds.Contains(r)) : NextSeq;
             Log.Info("{0}: no {1} {2} for {3:F0} s; asking the generator again", Id, PoolMode ? "round" : "batch", from, StallTimeout.TotalSeconds);
             if (competitorOffer is { } offer && offer.Round >= from) Services.Generators.Tell(offer);
-            Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), from, (int)Math.Max(1, requestedUpTo - from + 1), Id));
+            Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), from, (int)Math.Max(1, requestedUpTo - from + 1), Id, Services.DataEndpoint));
         });
     }
 
@@ -220,11 +222,12 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         if (Replicas < 2) return;
         for (var peer = 0; peer < Replicas; peer++)
             if (peer != replica && toPeer(peer))
-                Services.Students.Tell(new ReplicaAt(EntityId.Student(RunId, peer), replica, student!.Step, student.LrScale));
+                Services.Students.Tell(new ReplicaAt(EntityId.Student(RunId, peer), replica, student!.Step, student.LrScale, Services.DataEndpoint));
     }
 
     private void OnReplicaAt(ReplicaAt m)
     {
+        peerEndpoints[m.FromReplica] = m.DataEndpoint;
         if (student is null || State.Finished) return;   // it hears our step when we are ready
         var target = pendingRollback?.Step ?? student.Step;
         if (m.Step < target || m.Step == target && m.LrScale < student.LrScale)
@@ -291,13 +294,13 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             var need = RoundOf(Math.Min(Total, NextSeq));
             var upTo = Math.Min(spec!.DeepInversion!.Rounds, need + (Adaptive ? 0 : Math.Max(0, spec.Cluster.Window - 1)));
             if (upTo <= requestedUpTo) return;
-            Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), requestedUpTo + 1, (int)(upTo - requestedUpTo), Id));
+            Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), requestedUpTo + 1, (int)(upTo - requestedUpTo), Id, Services.DataEndpoint));
             requestedUpTo = upTo;
             return;
         }
         var target = Math.Min(Total, student!.Step + spec!.Cluster.Window);
         if (target <= requestedUpTo) return;
-        Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), requestedUpTo + 1, (int)(target - requestedUpTo), Id));
+        Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), requestedUpTo + 1, (int)(target - requestedUpTo), Id, Services.DataEndpoint));
         requestedUpTo = target;
     }
 
@@ -410,8 +413,8 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
                 var len = (int)Math.Min(chunk, flat.Length - offset);
                 var bytes = new byte[len * 4];
                 Buffer.BlockCopy(flat, (int)offset * 4, bytes, 0, bytes.Length);
-                Services.Students.Tell(new GradientChunk(EntityId.Student(RunId, peer), step, replica, c, count, offset,
-                    new Contracts.Tensors.TensorPayload([len], Contracts.Tensors.WireDType.Float32, bytes)));
+                Services.SendToStudent(new GradientChunk(EntityId.Student(RunId, peer), step, replica, c, count, offset,
+                    new Contracts.Tensors.TensorPayload([len], Contracts.Tensors.WireDType.Float32, bytes)), peerEndpoints.GetValueOrDefault(peer));
             }
         }
     }

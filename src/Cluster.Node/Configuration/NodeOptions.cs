@@ -73,6 +73,12 @@ public sealed record NodeOptions
     /// <summary>How long a silent node may go before it is unreachable.</summary>
     public TimeSpan HeartbeatPause { get; init; } = TimeSpan.FromSeconds(4);
     public string LogLevel { get; init; } = "INFO";
+    /// <summary>
+    /// TCP port of the data plane that carries batches and gradient chunks beside Akka.Remote
+    /// (<see cref="Transport.DataPlane"/>): 0 = any free port (peers learn it from messages), null = off
+    /// (everything through Akka.Remote).
+    /// </summary>
+    public int? DataPort { get; init; } = 0;
     /// <summary>Tests: serialize every local message too, so that nothing works only in-process.</summary>
     public bool SerializeAllMessages { get; init; }
 }

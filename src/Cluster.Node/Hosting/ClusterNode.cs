@@ -2,6 +2,7 @@ using Akka.Actor;
 using Akka.Cluster;
 using Akka.Cluster.Sharding;
 using Akka.Cluster.Tools.Singleton;
+using Akka.Event;
 using Cluster.Contracts;
 using Cluster.Node.Actors;
 using Cluster.Node.Configuration;
@@ -61,6 +62,15 @@ public sealed class ClusterNode : IAsyncDisposable
         services.Generators = Region(EntityKinds.Generator, id => GeneratorEntity.GetProps(id, services));
         services.Teachers = Region(EntityKinds.Teacher, id => TeacherEntity.GetProps(id, services));
         services.Students = Region(EntityKinds.Student, id => StudentEntity.GetProps(id, services));
+        if (options.DataPort is { } dataPort)
+        {
+            var log = Logging.GetLogger(system, "data-plane");
+            var students = services.Students;
+            // received messages go to the local region, which forwards them if the entity moved
+            services.DataPlane = Transport.DataPlane.Start(options.Hostname, dataPort, options.Hostname, options.MaxMessageBytes,
+                deliver: m => students.Tell(m), fallback: m => students.Tell(m), warn: w => log.Warning(w), info: i => log.Info(i));
+            log.Info("data plane listening at {0}", services.DataPlane.Endpoint);
+        }
 
         if (options.Roles.Contains(Roles.Seed))
             system.ActorOf(ClusterSingletonManager.Props(RunCoordinator.GetProps(services), PoisonPill.Instance,
@@ -82,6 +92,7 @@ public sealed class ClusterNode : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await CoordinatedShutdown.Get(System).Run(CoordinatedShutdown.ClrExitReason.Instance);
+        if (Services.DataPlane is { } plane) await plane.DisposeAsync();
     }
 }
 

@@ -28,13 +28,19 @@ public sealed class Options
 
     public string? Get(string key) => named.TryGetValue(key, out var v) ? v : null;
 
-    /// <summary>--host, --port, --seeds, --db, --store, --runs-dir, --data-cache: the node options every program shares.</summary>
+    /// <summary>--host, --port, --seeds, --db, --store, --runs-dir, --data-cache, --data-port: the node options every program shares.</summary>
     public NodeOptions ToNodeOptions(IReadOnlyList<string> roles, int defaultPort)
     {
         var host = Get("host") ?? "127.0.0.1";
         var port = Get("port") is { } p ? (int.TryParse(p, out var v) && v is >= 0 and < 65536 ? v : throw new UsageException($"--port {p}: 0-65535")) : defaultPort;
         var seeds = Get("seeds")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList() ?? [];
         var store = Get("store") ?? "store";
+        int? dataPort = Get("data-port") switch
+        {
+            null => 0,
+            "off" => null,
+            var d => int.TryParse(d, out var dp) && dp is >= 0 and < 65536 ? dp : throw new UsageException($"--data-port {d}: 0-65535, or off"),
+        };
         return new NodeOptions
         {
             Hostname = host,
@@ -45,6 +51,7 @@ public sealed class Options
             StoreDir = Path.Combine(store, "blobs"),
             RunsDir = Get("runs-dir") ?? "runs",
             DataCache = Get("data-cache"),
+            DataPort = dataPort,
         };
     }
 

@@ -25,6 +25,23 @@ public sealed class NodeServices(NodeOptions options)
     public IActorRef Teachers { get; set; } = ActorRefs.Nobody;
     public IActorRef Students { get; set; } = ActorRefs.Nobody;
 
+    /// <summary>Batches and gradient chunks to other nodes (null: off, everything through Akka).</summary>
+    public Transport.DataPlane? DataPlane { get; set; }
+
+    /// <summary>This node's data-plane endpoint, for peers to send bulk messages to.</summary>
+    public string? DataEndpoint => DataPlane?.Endpoint;
+
+    /// <summary>
+    /// A batch or gradient chunk for a student entity: over the data plane to the node at endpoint
+    /// (where the entity was when it said so; that node's region forwards it if it moved since), or
+    /// through the shard region when the endpoint is unknown or is this node.
+    /// </summary>
+    public void SendToStudent(Contracts.IEntityMessage message, string? endpoint)
+    {
+        if (DataPlane is { } plane && endpoint is not null && endpoint != plane.Endpoint) plane.Send(endpoint, message);
+        else Students.Tell(message);
+    }
+
     public DataSplits Data(DataSpec spec) =>
         Datasets.GetOrAdd($"{spec.Name}|{spec.Path}|{spec.ImageSize}|{spec.TrainLimit}",
             _ => new Lazy<DataSplits>(() => DataSplits.Load(spec, Options.DataCache, TextWriter.Null))).Value;

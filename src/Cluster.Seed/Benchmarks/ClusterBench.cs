@@ -8,10 +8,12 @@ using Akka.Actor;
 using Akka.Configuration;
 using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
+using Cluster.Contracts.Serialization;
 using Cluster.Contracts.Students;
 using Cluster.Contracts.Tensors;
 using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
+using Cluster.Node.Transport;
 using Distill.Engine.Methods;
 using Distill.Engine.Models;
 using Distill.Engine.Specs;
@@ -66,25 +68,37 @@ public static class ClusterBench
             pipeline.Average(p => p.ImagesPerSecond), "images/s",
             string.Create(CultureInfo.InvariantCulture, $"median {median:F3} x the engine segments beside it (range {ratios[0]:F3}-{ratios[^1]:F3}); runs {List(pipeline.Select(p => p.ImagesPerSecond))}; ") +
             $"generator, teacher, student actors, every batch stored and journaled; compute thread busy {pipeline.Average(p => p.ComputeBusy):P0}; " +
-            $"other threads used {pipeline.Average(p => p.OtherCores):F2} cores"));
+            $"other threads used {pipeline.Average(p => p.OtherCores):F2} cores and slept {pipeline.Average(p => p.Wakeups):F0} times per batch; " +
+            $"compute threads preempted {pipeline.Average(p => p.Preempted):F0} times per batch"));
 
         using var peer = Peer.Start(log);
         var mb = quick ? 64 : 256;
         var tcp = RawTcp(peer.TcpPort, mb);
         log.WriteLine($"[bench] raw TCP: {tcp:F0} MB/s");
-        var (akka, akkaSystem) = AkkaWire(peer.AkkaPort, mb, log).GetAwaiter().GetResult();
+        var system = ActorSystem.Create("bench", RemoteConfig(0));
+        var router = system.ActorOf(Props.Create(() => new ReducerHost(null)), "reducer");
+        var plane = DataPlane.Start("127.0.0.1", 0, "127.0.0.1", ContractCodec.DefaultMaxMessageBytes,
+            deliver: m => router.Tell(m), fallback: m => log.WriteLine($"[bench] data plane fell back for {m.GetType().Name}"), warn: log.WriteLine);
+        var akka = Wire(system, peer, null, mb, log).GetAwaiter().GetResult();
+        var direct = Wire(system, peer, plane, mb, log).GetAwaiter().GetResult();
         rows.Add(new("wire: raw TCP socket, 2 processes", $"{mb} MiB in 512 KiB writes, loopback", tcp, "MB/s", "upper bound for the link"));
         rows.Add(new("wire: LabelledBatch over Akka.Remote, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", akka, "MB/s",
             $"{akka / tcp:F2} x raw TCP (MessagePack contract serializer)"));
+        rows.Add(new("wire: LabelledBatch over the data plane, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", direct, "MB/s",
+            $"{direct / tcp:F2} x raw TCP, {direct / akka:F0} x Akka.Remote (same contract and codec; credits through Akka)"));
         foreach (var floats in quick ? new[] { 1 << 20 } : [1 << 20, 4 << 20])
         {
             var bytes = floats * 4.0;
-            var ms = AllReduce(akkaSystem, peer.AkkaPort, floats, quick ? 3 : 6, log).GetAwaiter().GetResult();
             var bound = 2.0 * (2 - 1) / 2 * bytes / (tcp * 1e6) * 1000;
-            rows.Add(new("all-reduce, 2 replicas in 2 processes", $"{bytes / 1048576:F0} MiB gradient, 1 MiB chunks", ms, "ms",
-                $"ring bound 2(N-1)/N x bytes / TCP bandwidth = {bound:F1} ms -> {bound / ms:F2} of the bound"));
+            foreach (var via in new[] { null, plane })
+            {
+                var ms = AllReduce(system, router, peer, via, floats, quick ? 10 : 20, log).GetAwaiter().GetResult();
+                rows.Add(new($"all-reduce, 2 replicas in 2 processes, {(via is null ? "Akka.Remote" : "data plane")}", $"{bytes / 1048576:F0} MiB gradient, 1 MiB chunks", ms, "ms",
+                    $"ring bound 2(N-1)/N x bytes / TCP bandwidth = {bound:F1} ms -> {bound / ms:F2} of the bound"));
+            }
         }
-        akkaSystem.Terminate().Wait();
+        plane.DisposeAsync().AsTask().Wait();
+        system.Terminate().Wait();
         return rows;
     }
 
@@ -128,7 +142,9 @@ public static class ClusterBench
         return ips;
     }
 
-    private sealed record Segment(double ImagesPerSecond, double ComputeBusy, double OtherCores);
+    /// <param name="Wakeups">Other threads' voluntary context switches per batch: each is a sleep, and the wake after it preempts a compute thread.</param>
+    /// <param name="Preempted">The compute team's involuntary context switches per batch.</param>
+    private sealed record Segment(double ImagesPerSecond, double ComputeBusy, double OtherCores, double Wakeups, double Preempted);
 
     /// <summary>An embedded one-node cluster that runs the bench's DAFL spec as a new run per segment.</summary>
     private sealed class PipelineBench : IDisposable
@@ -202,11 +218,16 @@ public static class ClusterBench
                 .Select(g => (Name: g.Key, Cores: g.Sum(kv => kv.Value.Ticks - (cpu0.TryGetValue(kv.Key, out var o) ? o.Ticks : 0)) / 100.0 / (t1 - t0)))
                 .Where(x => x.Cores >= 0.005).OrderByDescending(x => x.Cores).ToList();
             var others = byName.Where(x => x.Name != "engine-compute").Sum(x => x.Cores);
+            var batches = (double)(s1 - s0);
+            long Delta(Func<(string Name, long Ticks, long Voluntary, long Involuntary), long> f, bool compute) =>
+                cpu1.Where(kv => (kv.Value.Name == "engine-compute") == compute).Sum(kv => f(kv.Value) - (cpu0.TryGetValue(kv.Key, out var o) ? f(o) : 0));
+            var wakeups = Delta(t => t.Voluntary, compute: false) / batches;
+            var preempted = Delta(t => t.Involuntary, compute: true) / batches;
             log.WriteLine($"[bench] actor pipeline: {ips:F0} images/s (steps {s0}-{s1}), compute thread busy {busy:P0}; cores: " +
-                string.Join(", ", byName.Select(x => $"{x.Name} {x.Cores:F2}")));
+                string.Join(", ", byName.Select(x => $"{x.Name} {x.Cores:F2}")) + $"; per batch: other threads slept {wakeups:F1} times, compute threads preempted {preempted:F1} times");
             // the segment after this one starts on an idle machine
             await WaitFor(s => s.State == RunState.Completed);
-            return new Segment(ips, busy, others);
+            return new Segment(ips, busy, others, wakeups, preempted);
         }
 
         public void Dispose()
@@ -216,9 +237,9 @@ public static class ClusterBench
         }
     }
 
-    private static Dictionary<string, (string Name, long Ticks)> ThreadCpu()
+    private static Dictionary<string, (string Name, long Ticks, long Voluntary, long Involuntary)> ThreadCpu()
     {
-        var d = new Dictionary<string, (string, long)>();
+        var d = new Dictionary<string, (string, long, long, long)>();
         foreach (var dir in Directory.GetDirectories("/proc/self/task"))
         {
             try
@@ -226,7 +247,9 @@ public static class ClusterBench
                 var stat = File.ReadAllText(Path.Combine(dir, "stat"));
                 var name = stat[(stat.IndexOf('(') + 1)..stat.LastIndexOf(')')];
                 var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-                d[Path.GetFileName(dir)] = (name, long.Parse(f[11]) + long.Parse(f[12]));
+                var status = File.ReadAllLines(Path.Combine(dir, "status"));
+                long Switches(string key) => long.Parse(status.First(l => l.StartsWith(key)).Split(':')[1].Trim());
+                d[Path.GetFileName(dir)] = (name, long.Parse(f[11]) + long.Parse(f[12]), Switches("voluntary_ctxt_switches"), Switches("nonvoluntary_ctxt_switches"));
             }
             catch (IOException) { }
         }
@@ -256,10 +279,13 @@ public static class ClusterBench
             StoreDir = Path.GetTempPath(), RunsDir = Path.GetTempPath(),
         }));
 
-    private static async Task<(double MBps, ActorSystem System)> AkkaWire(int peerPort, int mb, TextWriter log)
+    /// <summary>
+    /// Batches from this process to the peer's sink with 4 in flight: through Akka.Remote, or over
+    /// the data plane with the sink's credits coming back through Akka (as in a run).
+    /// </summary>
+    private static async Task<double> Wire(ActorSystem system, Peer peer, DataPlane? plane, int mb, TextWriter log)
     {
-        var system = ActorSystem.Create("bench", RemoteConfig(0));
-        var sink = await system.ActorSelection($"akka.tcp://bench-peer@127.0.0.1:{peerPort}/user/sink").ResolveOne(TimeSpan.FromSeconds(20));
+        var sink = await system.ActorSelection($"akka.tcp://bench-peer@127.0.0.1:{peer.AkkaPort}/user/sink").ResolveOne(TimeSpan.FromSeconds(20));
         manual_seed(4);
         using var x = randn(Batch, 1, 32, 32);
         using var p = nn.functional.softmax(randn(Batch, 10), 1);
@@ -268,23 +294,30 @@ public static class ClusterBench
         var batchBytes = images.Data.Length + labels.Data.Length;
         var count = (int)(((long)mb << 20) / batchBytes);
         var done = new TaskCompletionSource<double>();
-        var sender = system.ActorOf(Props.Create(() => new WireSender(sink, images, labels, count, 4, done)));
+        Action<LabelledBatch> send = plane is null ? b => sink.Tell(b) : b => plane.Send(peer.DataEndpoint, b);
+        var sender = system.ActorOf(Props.Create(() => new WireSender(sink, send, images, labels, count, 4, done)));
         var seconds = await done.Task.WaitAsync(TimeSpan.FromMinutes(5));
         var mbps = (double)count * batchBytes / 1e6 / seconds;
-        log.WriteLine($"[bench] Akka.Remote batches: {mbps:F0} MB/s ({count} batches of {batchBytes:N0} bytes)");
+        log.WriteLine($"[bench] {(plane is null ? "Akka.Remote" : "data plane")} batches: {mbps:F0} MB/s ({count} batches of {batchBytes:N0} bytes)");
         await sender.GracefulStop(TimeSpan.FromSeconds(5));
-        return (mbps, system);
+        return mbps;
     }
 
     /// <summary>Keeps `window` batches in flight; the sink answers each with a RequestBatches credit.</summary>
     private sealed class WireSender : ReceiveActor
     {
-        public WireSender(IActorRef sink, TensorPayload images, TensorPayload labels, int count, int window, TaskCompletionSource<double> done)
+        public WireSender(IActorRef sink, Action<LabelledBatch> send, TensorPayload images, TensorPayload labels, int count, int window, TaskCompletionSource<double> done)
         {
-            var sw = Stopwatch.StartNew();
+            var sw = new Stopwatch();
             long sent = 0, acked = 0;
-            void Send() { sink.Tell(new LabelledBatch("bench/student/0", ++sent, images, labels, 1)); }
-            for (var i = 0; i < window && sent < count; i++) Send();
+            void Send() => send(new LabelledBatch("bench/student/0", ++sent, images, labels, 1));
+            // the sink learns where credits go (batches over the data plane come without a sender)
+            sink.Tell(new GetEntityStatus("bench/student/0"));
+            Receive<EntityStatus>(_ =>
+            {
+                sw.Start();
+                for (var i = 0; i < window && sent < count; i++) Send();
+            });
             Receive<RequestBatches>(_ =>
             {
                 if (++acked == count) { done.TrySetResult(sw.Elapsed.TotalSeconds); return; }
@@ -295,9 +328,17 @@ public static class ClusterBench
 
     private static long reduceStep;
 
-    private static async Task<double> AllReduce(ActorSystem system, int peerPort, int floats, int reps, TextWriter log)
+    /// <summary>Median time of a 2-replica all-reduce of `floats` floats, through Akka.Remote or over the data plane.</summary>
+    private static async Task<double> AllReduce(ActorSystem system, IActorRef router, Peer peer, DataPlane? plane, int floats, int reps, TextWriter log)
     {
-        var peer = await system.ActorSelection($"akka.tcp://bench-peer@127.0.0.1:{peerPort}/user/reducer").ResolveOne(TimeSpan.FromSeconds(20));
+        var remote = await system.ActorSelection($"akka.tcp://bench-peer@127.0.0.1:{peer.AkkaPort}/user/reducer").ResolveOne(TimeSpan.FromSeconds(20));
+        if (plane is not null)
+        {
+            // the peer's reducers answer over the data plane to this endpoint, and confirm through Akka to the router
+            var registered = new TaskCompletionSource();
+            router.Tell(new ReducerHost.Announce(remote, plane.Endpoint, registered));
+            await registered.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        }
         var gradient = new float[floats];
         var rnd = new Random(5);
         for (var i = 0; i < floats; i++) gradient[i] = (float)rnd.NextDouble();
@@ -306,56 +347,59 @@ public static class ClusterBench
         {
             var done = new TaskCompletionSource<double>();
             var step = Interlocked.Increment(ref reduceStep);   // unique per all-reduce: the peer keeps one reducer per step
-            var a = system.ActorOf(Props.Create(() => new Reducer(peer, gradient, step, done)));
+            Action<GradientChunk> send = plane is null ? c => remote.Tell(c) : c => plane.Send(peer.DataEndpoint, c);
+            var a = system.ActorOf(Props.Create(() => new Reducer(send, null, gradient, step, done)));
+            // chunks and the confirmation that come to the router find this reducer by step
+            router.Tell(new ReducerHost.Register(step, a));
             var ms = await done.Task.WaitAsync(TimeSpan.FromMinutes(2));
             await a.GracefulStop(TimeSpan.FromSeconds(5));
             if (r > 0) times.Add(ms);   // the first is warm-up
         }
         times.Sort();
         var median = times[times.Count / 2];
-        log.WriteLine($"[bench] all-reduce of {floats * 4.0 / 1048576:F0} MiB between 2 processes: {median:F1} ms");
+        log.WriteLine($"[bench] all-reduce of {floats * 4.0 / 1048576:F0} MiB between 2 processes, {(plane is null ? "Akka.Remote" : "data plane")}: {median:F1} ms");
         return median;
     }
 
     /// <summary>
     /// Sends this replica's gradient in chunks and sums the peer's in replica order as it
     /// arrives (what StudentEntity does); done when the peer's whole gradient is in and the peer
-    /// confirmed it has ours.
+    /// confirmed it has ours. The initiator (done set) sends first; the responder sends when the
+    /// first chunk arrives and confirms to confirmTo once it has them all.
     /// </summary>
     internal sealed class Reducer : ReceiveActor
     {
         public const int Chunk = 1 << 18;
 
-        public Reducer(IActorRef peer, float[] gradient, long step, TaskCompletionSource<double>? done)
+        public Reducer(Action<GradientChunk> send, IActorRef? confirmTo, float[] gradient, long step, TaskCompletionSource<double>? done)
         {
             var sw = Stopwatch.StartNew();
             var sum = (float[])gradient.Clone();
             var chunks = (gradient.Length + Chunk - 1) / Chunk;
             int received = 0;
             var peerHasOurs = false;
-            var target = peer;
-            void SendAll(IActorRef to)
+            void SendAll()
             {
                 for (var c = 0; c < chunks; c++)
                 {
                     var len = Math.Min(Chunk, gradient.Length - c * Chunk);
                     var bytes = new byte[len * 4];
                     Buffer.BlockCopy(gradient, c * Chunk * 4, bytes, 0, bytes.Length);
-                    to.Tell(new GradientChunk("bench/student/1", step, 0, c, chunks, (long)c * Chunk, new TensorPayload([len], WireDType.Float32, bytes)));
+                    send(new GradientChunk("bench/student/1", step, 0, c, chunks, (long)c * Chunk, new TensorPayload([len], WireDType.Float32, bytes)));
                 }
             }
             void Check()
             {
                 if (received == chunks && (peerHasOurs || done is null))
                 {
-                    if (done is null) target.Tell(new EntityStatus("bench/student/0", true, step, step, 0, 0, "peer", "reduced"));
+                    if (done is null) confirmTo!.Tell(new EntityStatus("bench/student/0", true, step, step, 0, 0, "peer", "reduced"));
                     else done.TrySetResult(sw.Elapsed.TotalMilliseconds);
                 }
             }
-            if (done is not null) SendAll(peer);
+            if (done is not null) SendAll();
             Receive<GradientChunk>(c =>
             {
-                if (done is null && received == 0) { target = Sender; SendAll(Sender); }
+                if (done is null && received == 0) SendAll();
                 var values = new float[c.Values.Data.Length / 4];
                 Buffer.BlockCopy(c.Values.Data, 0, values, 0, c.Values.Data.Length);
                 for (var i = 0; i < values.Length; i++) sum[c.Offset + i] += values[i];
@@ -366,15 +410,18 @@ public static class ClusterBench
         }
     }
 
-    /// <summary>The second process: an Akka.Remote sink and reducer, and a raw TCP sink.</summary>
+    /// <summary>The second process: a sink and reducers reached through Akka.Remote and the data plane, and a raw TCP sink.</summary>
     public static int RunPeer(int akkaPort, int tcpPort, TextWriter stdout)
     {
         var system = ActorSystem.Create("bench-peer", RemoteConfig(akkaPort));
-        system.ActorOf(Props.Create(() => new Sink()), "sink");
-        system.ActorOf(Props.Create(() => new ReducerHost()), "reducer");
+        var sink = system.ActorOf(Props.Create(() => new Sink()), "sink");
+        DataPlane? plane = null;
+        var reducer = system.ActorOf(Props.Create(() => new ReducerHost(() => plane!)), "reducer");
+        plane = DataPlane.Start("127.0.0.1", 0, "127.0.0.1", ContractCodec.DefaultMaxMessageBytes,
+            deliver: m => (m is LabelledBatch ? sink : reducer).Tell(m), fallback: _ => { }, warn: stdout.WriteLine);
         var listener = new TcpListener(IPAddress.Loopback, tcpPort);
         listener.Start();
-        stdout.WriteLine("ready");
+        stdout.WriteLine($"ready {plane.Endpoint}");
         stdout.Flush();
         while (true)
         {
@@ -394,23 +441,65 @@ public static class ClusterBench
         }
     }
 
+    /// <summary>Answers each batch with a credit: to its sender, or (over the data plane, no sender) to the registered one.</summary>
     private sealed class Sink : ReceiveActor
     {
-        public Sink() => Receive<LabelledBatch>(b => Sender.Tell(new RequestBatches("bench/generator/0", b.Seq + 1, 1, b.EntityId)));
+        public Sink()
+        {
+            IActorRef credits = ActorRefs.Nobody;
+            Receive<GetEntityStatus>(m => { credits = Sender; Sender.Tell(new EntityStatus(m.EntityId, true, 0, 0, 0, 0, "peer", "sink")); });
+            Receive<LabelledBatch>(b =>
+            {
+                var to = Sender.IsNobody() || Sender.Equals(Context.System.DeadLetters) ? credits : Sender;
+                to.Tell(new RequestBatches("bench/generator/0", b.Seq + 1, 1, b.EntityId));
+            });
+        }
     }
 
-    /// <summary>One reducer per step from the other side (keyed by step).</summary>
+    /// <summary>
+    /// One reducer per step. On the peer (plane given), a step's first chunk starts a responder that
+    /// answers through Akka to the chunk's sender, or over the data plane to the registered endpoint.
+    /// In the bench process, routes chunks and confirmations to the registered initiator of the step.
+    /// </summary>
     private sealed class ReducerHost : ReceiveActor
     {
-        public ReducerHost()
+        public sealed record Register(long Step, IActorRef Reducer);
+        /// <summary>Bench side: tell the peer's host our endpoint (confirmations come back here).</summary>
+        public sealed record Announce(IActorRef Peer, string Endpoint, TaskCompletionSource Done);
+
+        public ReducerHost(Func<DataPlane>? plane)
         {
             var byStep = new Dictionary<long, IActorRef>();
+            IActorRef replyTo = ActorRefs.Nobody;
+            string? endpoint = null;
+            Receive<Register>(r => byStep[r.Step] = r.Reducer);
+            TaskCompletionSource? announced = null;
+            Receive<Announce>(a =>
+            {
+                announced = a.Done;
+                a.Peer.Tell(new ReplicaAt("bench/student/1", 0, 0, 1, a.Endpoint));
+            });
+            Receive<ReplicaAt>(m =>
+            {
+                (replyTo, endpoint) = (Sender, m.DataEndpoint);
+                Sender.Tell(new EntityStatus(m.EntityId, true, 0, 0, 0, 0, "peer", "registered"));
+            });
+            Receive<EntityStatus>(m =>
+            {
+                if (m.Detail == "registered") announced?.TrySetResult();
+                else if (byStep.TryGetValue(m.Step, out var r)) r.Forward(m);
+            });
             Receive<GradientChunk>(c =>
             {
                 if (!byStep.TryGetValue(c.Step, out var r))
                 {
+                    if (plane is null) return;
                     var size = c.ChunkCount * Reducer.Chunk;
-                    byStep[c.Step] = r = Context.ActorOf(Props.Create(() => new Reducer(ActorRefs.Nobody, new float[size], c.Step, null)));
+                    var viaAkka = !(Sender.IsNobody() || Sender.Equals(Context.System.DeadLetters));
+                    var target = viaAkka ? Sender : replyTo;
+                    var to = endpoint;
+                    Action<GradientChunk> send = viaAkka ? x => target.Tell(x) : x => plane().Send(to!, x);
+                    byStep[c.Step] = r = Context.ActorOf(Props.Create(() => new Reducer(send, target, new float[size], c.Step, null)));
                 }
                 r.Forward(c);
             });
@@ -422,8 +511,9 @@ public static class ClusterBench
         private readonly Process process;
         public int AkkaPort { get; }
         public int TcpPort { get; }
+        public string DataEndpoint { get; }
 
-        private Peer(Process p, int akka, int tcp) { process = p; AkkaPort = akka; TcpPort = tcp; }
+        private Peer(Process p, int akka, int tcp, string data) { process = p; AkkaPort = akka; TcpPort = tcp; DataEndpoint = data; }
 
         public static Peer Start(TextWriter log)
         {
@@ -433,9 +523,10 @@ public static class ClusterBench
             { RedirectStandardOutput = true, RedirectStandardError = true };
             var p = Process.Start(psi)!;
             var line = p.StandardOutput.ReadLine();
-            if (line != "ready") throw new InvalidOperationException($"bench peer did not start: {line} {p.StandardError.ReadToEnd()}");
-            log.WriteLine($"[bench] peer process {p.Id}: Akka.Remote on {akka}, raw TCP on {tcp}");
-            return new Peer(p, akka, tcp);
+            if (line?.StartsWith("ready ") != true) throw new InvalidOperationException($"bench peer did not start: {line} {p.StandardError.ReadToEnd()}");
+            var data = line["ready ".Length..];
+            log.WriteLine($"[bench] peer process {p.Id}: Akka.Remote on {akka}, raw TCP on {tcp}, data plane at {data}");
+            return new Peer(p, akka, tcp, data);
         }
 
         public void Dispose()

@@ -81,6 +81,22 @@ public sealed class ReplicaProcessTests
         var b = cluster.Log("studentB.log");
         bool Hosts(string log, int replica) => log.Contains($"two/student/{replica}: student ready at step 0");
         Assert.True(Hosts(a, 0) && Hosts(b, 1) || Hosts(a, 1) && Hosts(b, 0), "the replicas were not on two processes: " + Logs());
+        if (killed is null)
+        {
+            // batches (generator node -> student nodes) and gradient chunks (student <-> student)
+            // went over the data plane, not through Akka.Remote
+            static (long Sent, long Received, long Akka) Plane(string log)
+            {
+                var m = System.Text.RegularExpressions.Regex.Matches(log, @"data plane \S+: sent (\d+), received (\d+) messages; (\d+) went through Akka");
+                return m.Count == 0 ? (0, 0, 0) : (long.Parse(m[^1].Groups[1].Value), long.Parse(m[^1].Groups[2].Value), long.Parse(m[^1].Groups[3].Value));
+            }
+            var (genSent, _, genAkka) = Plane(cluster.Log("gen.log"));
+            var (aSent, aReceived, _) = Plane(a);
+            var (bSent, bReceived, _) = Plane(b);
+            Assert.True(genSent > 0 && aReceived > 0 && bReceived > 0 && aSent > 0 && bSent > 0,
+                $"the data plane did not carry the run: generator sent {genSent}, students sent {aSent}/{bSent} and received {aReceived}/{bReceived}");
+            Assert.Equal(0, genAkka);
+        }
         if (killed is not null)
         {
             // replica 1 came back on the survivor from a checkpoint, not from the start, and its

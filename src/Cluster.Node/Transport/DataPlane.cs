@@ -1,0 +1,314 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Threading.Channels;
+using Cluster.Contracts;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Serialization;
+using Cluster.Contracts.Students;
+
+namespace Cluster.Node.Transport;
+
+/// <summary>
+/// Bulk messages between nodes over plain TCP, beside Akka.Remote: labelled batches and gradient
+/// chunks. Akka.Remote moves half-megabyte messages at ~60 MB/s on loopback (2% of a socket, its
+/// framing and copies; docs/benchmarks.md); this moves the same contracts, encoded by the same
+/// codec, at socket speed. Akka still carries everything else, and addresses: a sender learns a
+/// peer's endpoint from a message (RequestBatches, ReplicaAt) and sends there. The receiving node
+/// hands each message to its local shard region, which forwards it if the entity has moved, so a
+/// stale endpoint costs a hop, not a message. A message that cannot be written (no connection,
+/// queue full, socket error) goes through Akka instead; the protocols drop duplicates, so one that
+/// was written and also sent again does no harm.
+/// Frames: a connection opens with <see cref="Hello"/>, then per message one byte of manifest
+/// length, the manifest, four bytes of body length (little-endian) and the MessagePack body. Only
+/// the manifests of <see cref="Carried"/> are accepted, within the message limit; anything else
+/// closes the connection with the reason logged.
+/// </summary>
+public sealed class DataPlane : IAsyncDisposable
+{
+    public static readonly byte[] Hello = "CDDATA01"u8.ToArray();
+
+    /// <summary>The only contracts this channel delivers.</summary>
+    private static readonly HashSet<Type> Carried = [typeof(LabelledBatch), typeof(GradientChunk)];
+
+    /// <summary>Messages queued per peer before the rest go through Akka.</summary>
+    private const int QueueLimit = 256;
+
+    private readonly TcpListener listener;
+    private readonly long maxBytes;
+    private readonly Action<object> deliver;
+    private readonly Action<object> fallback;
+    private readonly Action<string> warn;
+    private readonly Action<string> info;
+    private readonly Task statsLoop;
+    private readonly ConcurrentDictionary<string, Peer> peers = new();
+    private readonly CancellationTokenSource stop = new();
+    private readonly List<Task> readers = [];
+    private readonly Task acceptLoop;
+    private long sent, received, fellBack, refused;
+
+    private DataPlane(TcpListener listener, string endpoint, long maxBytes, Action<object> deliver, Action<object> fallback, Action<string> warn, Action<string> info)
+    {
+        this.info = info;
+        this.listener = listener;
+        this.maxBytes = maxBytes;
+        this.deliver = deliver;
+        this.fallback = fallback;
+        this.warn = warn;
+        Endpoint = endpoint;
+        acceptLoop = Task.Run(AcceptLoop);
+        statsLoop = Task.Run(StatsLoop);
+    }
+
+    /// <summary>What moved, every 5 s while something does (operators see the plane carry the load, or fall back).</summary>
+    private async Task StatsLoop()
+    {
+        (long, long, long, long) last = default;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(5), stop.Token);
+                var now = (Sent, Received, FellBack, Refused);
+                if (now == last) continue;
+                last = now;
+                info($"data plane {Endpoint}: sent {now.Item1}, received {now.Item2} messages; {now.Item3} went through Akka instead, {now.Item4} connections refused");
+            }
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    /// <summary>host:port that peers connect to.</summary>
+    public string Endpoint { get; }
+
+    public long Sent => Interlocked.Read(ref sent);
+    public long Received => Interlocked.Read(ref received);
+    /// <summary>Messages that went through Akka because this channel could not take them.</summary>
+    public long FellBack => Interlocked.Read(ref fellBack);
+    /// <summary>Connections closed over a frame that was not a carried contract.</summary>
+    public long Refused => Interlocked.Read(ref refused);
+
+    /// <param name="bindHost">Address to listen on.</param>
+    /// <param name="port">0: any free port.</param>
+    /// <param name="advertisedHost">The host peers reach this node at (Akka's public hostname).</param>
+    /// <param name="deliver">Hands a received message to this node's shard region.</param>
+    /// <param name="fallback">Sends a message this channel could not write through Akka.</param>
+    /// <param name="info">Periodic counts (every 5 s while they change).</param>
+    public static DataPlane Start(string bindHost, int port, string advertisedHost, long maxBytes,
+        Action<object> deliver, Action<object> fallback, Action<string> warn, Action<string>? info = null)
+    {
+        var address = bindHost is "0.0.0.0" or "" ? IPAddress.Any : Dns.GetHostAddresses(bindHost).First(a => a.AddressFamily == AddressFamily.InterNetwork);
+        var listener = new TcpListener(address, port);
+        try { listener.Start(); }
+        catch (SocketException e) { throw new InvalidOperationException($"data plane: cannot listen on {bindHost}:{port}: {e.Message}", e); }
+        var bound = ((IPEndPoint)listener.LocalEndpoint).Port;
+        return new DataPlane(listener, $"{advertisedHost}:{bound}", maxBytes, deliver, fallback, warn, info ?? (_ => { }));
+    }
+
+    /// <summary>
+    /// Sends a carried message to the node at endpoint (delivered here directly if that is this
+    /// node). Never blocks: the bytes are encoded and written by the peer's own task.
+    /// </summary>
+    public void Send(string endpoint, IEntityMessage message)
+    {
+        if (!Carried.Contains(message.GetType())) throw new ArgumentException($"{message.GetType().Name} does not travel on the data plane");
+        if (endpoint == Endpoint) { deliver(message); return; }
+        var peer = peers.GetOrAdd(endpoint, e => new Peer(this, e));
+        if (!peer.Queue.Writer.TryWrite(message)) FallBack(message);
+    }
+
+    private void FallBack(object message)
+    {
+        Interlocked.Increment(ref fellBack);
+        fallback(message);
+    }
+
+    /// <summary>One outgoing connection, opened on first use and again after an error.</summary>
+    private sealed class Peer
+    {
+        private readonly DataPlane owner;
+        private readonly string endpoint;
+        public Channel<IEntityMessage> Queue { get; } = Channel.CreateBounded<IEntityMessage>(new BoundedChannelOptions(QueueLimit) { SingleReader = true });
+
+        public Peer(DataPlane owner, string endpoint)
+        {
+            this.owner = owner;
+            this.endpoint = endpoint;
+            _ = Task.Run(WriteLoop);
+        }
+
+        private async Task WriteLoop()
+        {
+            var buffer = new ArrayBufferWriter<byte>(1 << 20);
+            var token = owner.stop.Token;
+            TcpClient? client = null;
+            NetworkStream? stream = null;
+            var downUntil = DateTime.MinValue;
+            try
+            {
+                while (await Queue.Reader.WaitToReadAsync(token))
+                {
+                    while (Queue.Reader.TryRead(out var message))
+                    {
+                        if (stream is null)
+                        {
+                            if (DateTime.UtcNow < downUntil) { owner.FallBack(message); continue; }
+                            try { (client, stream) = await Connect(token); }
+                            catch (Exception e) when (e is SocketException or IOException or OperationCanceledException && !token.IsCancellationRequested)
+                            {
+                                // the peer may be gone (its node died): Akka and sharding take over for a while
+                                owner.warn($"data plane: cannot reach {endpoint} ({e.Message}); sending through Akka for 2 s");
+                                downUntil = DateTime.UtcNow.AddSeconds(2);
+                                owner.FallBack(message);
+                                continue;
+                            }
+                        }
+                        try
+                        {
+                            buffer.ResetWrittenCount();
+                            Frame(buffer, message, owner.maxBytes);
+                            await stream.WriteAsync(buffer.WrittenMemory, token);
+                            Interlocked.Increment(ref owner.sent);
+                        }
+                        catch (WireException e)
+                        {
+                            owner.warn($"data plane: {e.Message}; not sent");
+                        }
+                        catch (Exception e) when (e is SocketException or IOException or ObjectDisposedException && !token.IsCancellationRequested)
+                        {
+                            owner.warn($"data plane: writing to {endpoint} failed ({e.Message}); sending through Akka");
+                            owner.FallBack(message);
+                            client?.Dispose();
+                            (client, stream) = (null, null);
+                        }
+                    }
+                }
+            }
+            catch (OperationCanceledException) { }
+            finally { client?.Dispose(); }
+        }
+
+        private async Task<(TcpClient, NetworkStream)> Connect(CancellationToken token)
+        {
+            var i = endpoint.LastIndexOf(':');
+            if (i <= 0 || !int.TryParse(endpoint[(i + 1)..], out var port)) throw new IOException($"'{endpoint}' is not host:port");
+            var client = new TcpClient { NoDelay = true, SendBufferSize = 4 << 20 };
+            try
+            {
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
+                timeout.CancelAfter(TimeSpan.FromSeconds(5));
+                await client.ConnectAsync(endpoint[..i], port, timeout.Token);
+                var stream = client.GetStream();
+                await stream.WriteAsync(Hello, token);
+                return (client, stream);
+            }
+            catch
+            {
+                client.Dispose();
+                throw;
+            }
+        }
+    }
+
+    /// <summary>Appends one frame: manifest length, manifest, body length, body.</summary>
+    public static void Frame(ArrayBufferWriter<byte> buffer, object message, long maxBytes)
+    {
+        var manifest = Encoding.ASCII.GetBytes(ContractCodec.Manifest(message));
+        buffer.GetSpan(1)[0] = (byte)manifest.Length;
+        buffer.Advance(1);
+        buffer.Write(manifest);
+        var lengthAt = buffer.WrittenCount;
+        buffer.GetSpan(4);
+        buffer.Advance(4);
+        var body = ContractCodec.Serialize(buffer, message, maxBytes);
+        // the length goes in front of the body just written
+        BinaryPrimitives.WriteInt32LittleEndian(MemoryMarshal.AsMemory(buffer.WrittenMemory).Span.Slice(lengthAt, 4), body);
+    }
+
+    private async Task AcceptLoop()
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            TcpClient client;
+            try { client = await listener.AcceptTcpClientAsync(stop.Token); }
+            catch (Exception) when (stop.IsCancellationRequested) { return; }
+            catch (SocketException e) { warn($"data plane: accept failed ({e.Message})"); continue; }
+            client.NoDelay = true;
+            client.ReceiveBufferSize = 4 << 20;
+            lock (readers)
+            {
+                readers.RemoveAll(t => t.IsCompleted);
+                readers.Add(Task.Run(() => ReadLoop(client)));
+            }
+        }
+    }
+
+    private async Task ReadLoop(TcpClient client)
+    {
+        var from = client.Client.RemoteEndPoint?.ToString() ?? "?";
+        var token = stop.Token;
+        byte[] body = ArrayPool<byte>.Shared.Rent(1 << 20);
+        var header = new byte[Math.Max(Hello.Length, 4)];
+        try
+        {
+            using (client)
+            {
+                var stream = client.GetStream();
+                await stream.ReadExactlyAsync(header.AsMemory(0, Hello.Length), token);
+                if (!header.AsSpan(0, Hello.Length).SequenceEqual(Hello))
+                    throw new WireException($"connection from {from} does not speak the data plane protocol (first bytes {Convert.ToHexString(header, 0, Hello.Length)})");
+                while (true)
+                {
+                    if (await stream.ReadAsync(header.AsMemory(0, 1), token) == 0) return;   // the peer closed between frames
+                    var n = header[0];
+                    if (n is 0 or > 16) throw new WireException($"frame from {from} has a manifest of {n} bytes (at most 16)");
+                    var manifestBytes = new byte[n];
+                    await stream.ReadExactlyAsync(manifestBytes, token);
+                    var manifest = Encoding.ASCII.GetString(manifestBytes);
+                    await stream.ReadExactlyAsync(header.AsMemory(0, 4), token);
+                    var length = BinaryPrimitives.ReadInt32LittleEndian(header);
+                    if (length <= 0 || length > maxBytes)
+                        throw new WireException($"frame '{manifest}' from {from} declares {length:N0} bytes (limit {maxBytes:N0})");
+                    if (body.Length < length)
+                    {
+                        ArrayPool<byte>.Shared.Return(body);
+                        body = ArrayPool<byte>.Shared.Rent(length);
+                    }
+                    await stream.ReadExactlyAsync(body.AsMemory(0, length), token);
+                    var message = ContractCodec.Deserialize(body.AsMemory(0, length), manifest, maxBytes);
+                    if (!Carried.Contains(message.GetType()))
+                        throw new WireException($"frame '{manifest}' from {from} is a {message.GetType().Name}, which does not travel on the data plane");
+                    Interlocked.Increment(ref received);
+                    deliver(message);
+                }
+            }
+        }
+        catch (WireException e)
+        {
+            Interlocked.Increment(ref refused);
+            warn($"data plane: {e.Message}; connection closed");
+        }
+        catch (Exception e) when (e is IOException or SocketException or EndOfStreamException or OperationCanceledException or ObjectDisposedException)
+        {
+            // the peer went away mid-frame, or we are stopping
+        }
+        finally { ArrayPool<byte>.Shared.Return(body); }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await stop.CancelAsync();
+        listener.Stop();
+        foreach (var p in peers.Values) p.Queue.Writer.TryComplete();
+        try { await acceptLoop; } catch (Exception) { }
+        try { await statsLoop; } catch (Exception) { }
+        Task[] pending;
+        lock (readers) pending = [.. readers];
+        try { await Task.WhenAll(pending).WaitAsync(TimeSpan.FromSeconds(5)); } catch (Exception) { }
+        stop.Dispose();
+    }
+}

@@ -1,0 +1,189 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using System.Text;
+using Cluster.Contracts;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Serialization;
+using Cluster.Contracts.Students;
+using Cluster.Contracts.Tensors;
+using Cluster.Node.Transport;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>The data plane over real loopback sockets: what it carries, what it refuses, and where a message goes when it cannot.</summary>
+public sealed class DataPlaneTests : IAsyncDisposable
+{
+    private const long Limit = 4 << 20;
+    private readonly List<DataPlane> planes = [];
+    private readonly ConcurrentQueue<string> warnings = new();
+
+    private (DataPlane Plane, BlockingCollection<object> Delivered, BlockingCollection<object> FellBack) Start()
+    {
+        var delivered = new BlockingCollection<object>();
+        var fellBack = new BlockingCollection<object>();
+        var plane = DataPlane.Start("127.0.0.1", 0, "127.0.0.1", Limit, delivered.Add, fellBack.Add, warnings.Enqueue);
+        planes.Add(plane);
+        return (plane, delivered, fellBack);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var p in planes) await p.DisposeAsync();
+    }
+
+    private static TensorPayload Floats(int seed, params long[] shape)
+    {
+        var n = shape.Aggregate(1L, (a, b) => a * b);
+        var data = new byte[n * 4];
+        new Random(seed).NextBytes(data);
+        return new TensorPayload(shape, WireDType.Float32, data);
+    }
+
+    private static object Take(BlockingCollection<object> c) =>
+        c.TryTake(out var m, TimeSpan.FromSeconds(10)) ? m : throw new TimeoutException("nothing arrived within 10 s");
+
+    [Fact]
+    public void Batches_and_gradient_chunks_arrive_intact_and_in_order()
+    {
+        var (a, _, _) = Start();
+        var (b, delivered, _) = Start();
+        var sent = new List<IEntityMessage>();
+        for (var i = 1; i <= 20; i++)
+        {
+            // half-megabyte batches, as a DAFL quick batch, and gradient chunks between them
+            sent.Add(new LabelledBatch("r/student/0", i, Floats(i, 128, 1, 32, 32), Floats(100 + i, 128, 10), 20));
+            sent.Add(new GradientChunk("r/student/1", i, 0, 0, 1, 0, Floats(200 + i, 1000)));
+        }
+        foreach (var m in sent) a.Send(b.Endpoint, m);
+        foreach (var m in sent)
+        {
+            var got = Take(delivered);
+            Assert.Equal(m.GetType(), got.GetType());
+            switch (m, got)
+            {
+                case (LabelledBatch x, LabelledBatch y):
+                    Assert.Equal((x.EntityId, x.Seq, x.Temperature), (y.EntityId, y.Seq, y.Temperature));
+                    Assert.Equal(x.Images.Shape, y.Images.Shape);
+                    Assert.Equal(x.Images.Data, y.Images.Data);
+                    Assert.Equal(x.SoftLabels.Data, y.SoftLabels.Data);
+                    break;
+                case (GradientChunk x, GradientChunk y):
+                    Assert.Equal((x.EntityId, x.Step, x.FromReplica, x.Offset), (y.EntityId, y.Step, y.FromReplica, y.Offset));
+                    Assert.Equal(x.Values.Data, y.Values.Data);
+                    break;
+            }
+        }
+        Assert.Equal(40, b.Received);
+        Assert.Equal(40, a.Sent);
+        Assert.Equal(0, a.FellBack);
+    }
+
+    [Fact]
+    public void A_message_for_this_node_is_delivered_without_a_socket()
+    {
+        var (a, delivered, _) = Start();
+        var m = new GradientChunk("r/student/0", 1, 1, 0, 1, 0, Floats(1, 10));
+        a.Send(a.Endpoint, m);
+        Assert.Same(m, Take(delivered));
+        Assert.Equal(0, a.Sent);
+    }
+
+    [Fact]
+    public void An_unreachable_endpoint_sends_through_the_fallback_and_says_why()
+    {
+        var (a, _, fellBack) = Start();
+        // a port nobody listens on: bind one, note it, release it
+        var probe = new TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        var dead = $"127.0.0.1:{((System.Net.IPEndPoint)probe.LocalEndpoint).Port}";
+        probe.Stop();
+        var m = new LabelledBatch("r/student/0", 7, Floats(1, 2, 1, 4, 4), Floats(2, 2, 10), 1);
+        a.Send(dead, m);
+        Assert.Same(m, Take(fellBack));
+        Assert.Equal(1, a.FellBack);
+        Assert.Contains(warnings, w => w.Contains($"cannot reach {dead}"));
+    }
+
+    [Fact]
+    public void Only_bulk_contracts_are_sent()
+    {
+        var (a, _, _) = Start();
+        Assert.Throws<ArgumentException>(() => a.Send("127.0.0.1:1", new RequestBatches("r/generator/0", 1, 1, "r/student/0")));
+    }
+
+    private static async Task<byte[]> SendRaw(DataPlane to, byte[] bytes)
+    {
+        using var client = new TcpClient();
+        var i = to.Endpoint.LastIndexOf(':');
+        await client.ConnectAsync(to.Endpoint[..i], int.Parse(to.Endpoint[(i + 1)..]));
+        var stream = client.GetStream();
+        await stream.WriteAsync(bytes);
+        // the receiver closes the connection on a refused frame: reading sees the end
+        var rest = new byte[16];
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        try
+        {
+            var n = await stream.ReadAsync(rest, cts.Token);
+            return rest[..n];
+        }
+        catch (IOException)
+        {
+            return [];   // closed with our bytes unread: a reset rather than an orderly end
+        }
+    }
+
+    private static byte[] RawFrame(string manifest, byte[] body, int? declared = null)
+    {
+        var m = Encoding.ASCII.GetBytes(manifest);
+        var frame = new byte[DataPlane.Hello.Length + 1 + m.Length + 4 + body.Length];
+        DataPlane.Hello.CopyTo(frame, 0);
+        var at = DataPlane.Hello.Length;
+        frame[at++] = (byte)m.Length;
+        m.CopyTo(frame, at);
+        at += m.Length;
+        BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(at), declared ?? body.Length);
+        body.CopyTo(frame, at + 4);
+        return frame;
+    }
+
+    [Fact]
+    public async Task Malformed_frames_are_refused_with_the_reason_and_the_connection_closed()
+    {
+        var (b, delivered, _) = Start();
+        // not the protocol at all
+        Assert.Empty(await SendRaw(b, "GET / HTTP/1.1\r\n\r\n"u8.ToArray()));
+        // a manifest outside the contract table
+        Assert.Empty(await SendRaw(b, RawFrame("Z9", [0x90])));
+        // a wire contract that does not travel here (a request, not bulk data)
+        var request = new ArrayBufferWriter<byte>();
+        ContractCodec.Serialize(request, new RequestBatches("r/generator/0", 1, 1, "r/student/0"));
+        Assert.Empty(await SendRaw(b, RawFrame("P2", request.WrittenSpan.ToArray())));
+        // a body larger than the limit, declared before it is sent
+        Assert.Empty(await SendRaw(b, RawFrame("P5", [0x90], declared: (int)Limit + 1)));
+        // bytes that do not decode as the named contract
+        Assert.Empty(await SendRaw(b, RawFrame("P5", [0xc1, 0xc1, 0xc1])));
+        // a batch whose tensor bytes disagree with its shape
+        var lying = new ArrayBufferWriter<byte>();
+        ContractCodec.Serialize(lying,
+            new LabelledBatch("r/student/0", 1, new TensorPayload([128, 1, 32, 32], WireDType.Float32, new byte[16]), Floats(1, 2, 10), 1));
+        Assert.Empty(await SendRaw(b, RawFrame("P5", lying.WrittenSpan.ToArray())));
+
+        Assert.Equal(6, b.Refused);
+        Assert.Equal(0, b.Received);
+        Assert.Empty(delivered);
+        var w = warnings.ToList();
+        Assert.Contains(w, x => x.Contains("does not speak the data plane protocol"));
+        Assert.Contains(w, x => x.Contains("unknown manifest 'Z9'"));
+        Assert.Contains(w, x => x.Contains("RequestBatches, which does not travel on the data plane"));
+        Assert.Contains(w, x => x.Contains($"declares {Limit + 1:N0} bytes"));
+        Assert.Contains(w, x => x.Contains("malformed 'P5'"));
+        Assert.Contains(w, x => x.Contains("LabelledBatch refused"));
+
+        // and the plane still works for a well-formed peer
+        var (a, _, _) = Start();
+        a.Send(b.Endpoint, new GradientChunk("r/student/0", 1, 1, 0, 1, 0, Floats(1, 10)));
+        Assert.IsType<GradientChunk>(Take(delivered));
+    }
+}
