@@ -30,20 +30,38 @@ public sealed class BlobStore
     public static string Hash(ReadOnlySpan<byte> bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
 
     /// <summary>Stores the bytes (idempotent) and returns their hash.</summary>
-    public string Put(ReadOnlySpan<byte> bytes)
+    public string Put(ReadOnlySpan<byte> bytes) => Commit(Stage(bytes));
+
+    /// <summary>
+    /// The costly half of <see cref="Put"/>, for the thread that has the bytes: hashes them and
+    /// writes them under a temporary name, without waiting for the disk. Nothing refers to a staged
+    /// blob until <see cref="Commit"/> makes it durable and gives it its name.
+    /// </summary>
+    public StagedBlob Stage(ReadOnlySpan<byte> bytes)
     {
         var hash = Hash(bytes);
         var path = PathOf(hash);
-        if (File.Exists(path) && new FileInfo(path).Length == bytes.Length) return hash;
+        if (File.Exists(path) && new FileInfo(path).Length == bytes.Length) return new StagedBlob(hash, null);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         var tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
         using (var f = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-        {
             f.Write(bytes);
+        return new StagedBlob(hash, tmp);
+    }
+
+    /// <summary>
+    /// Flushes a staged blob to disk, then renames it to its hash (in that order: a crash never
+    /// leaves a named blob whose bytes were not on disk, which a later Put of the same bytes would
+    /// take for stored). Returns the hash.
+    /// </summary>
+    public string Commit(StagedBlob staged)
+    {
+        if (staged.TempPath is not { } tmp) return staged.Hash;
+        if (!File.Exists(tmp)) throw new BlobException($"staged blob {staged.Hash[..12]} is missing ({tmp})");
+        using (var f = new FileStream(tmp, FileMode.Open, FileAccess.Write, FileShare.None, 1))
             f.Flush(flushToDisk: true);
-        }
-        File.Move(tmp, path, overwrite: true);
-        return hash;
+        File.Move(tmp, PathOf(staged.Hash), overwrite: true);
+        return staged.Hash;
     }
 
     /// <summary>The bytes, after checking that they still hash to their name.</summary>
@@ -67,3 +85,6 @@ public sealed class BlobStore
 }
 
 public sealed class BlobException(string message) : Exception(message);
+
+/// <summary>Bytes written under TempPath (null: the blob was stored already), not yet durable or named.</summary>
+public sealed record StagedBlob(string Hash, string? TempPath);
