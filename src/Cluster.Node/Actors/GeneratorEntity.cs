@@ -40,15 +40,24 @@ public sealed class GeneratorEntity : PersistentEntity
     private sealed record Synthesized(long Seq, TensorPayload Images, TensorPayload Labels, StagedBlob ImagesBlob, StagedBlob LabelsBlob,
         IReadOnlyDictionary<string, double>? Metrics, byte[]? Checkpoint) : INoSerializationVerificationNeeded;
     /// <summary>Part of a DeepInversion round done (a checkpoint of it when one was due).</summary>
-    private sealed record Advanced(long Seq, int Iteration, byte[]? Checkpoint) : INoSerializationVerificationNeeded;
+    /// <summary>SecondsPerIteration: as measured by the slice, which sizes the next one.</summary>
+    private sealed record Advanced(long Seq, int Iteration, byte[]? Checkpoint, double SecondsPerIteration) : INoSerializationVerificationNeeded;
     /// <summary>ADI: the student's weights for a round could not be read; the round waits for them again.</summary>
     private sealed record CompetitorUnreadable(long Round, string Reason) : INoSerializationVerificationNeeded;
     private sealed record Replayed(long Steps, int Identical) : INoSerializationVerificationNeeded;
     private sealed record EngineReady(DaflSynthesizer? Dafl, RoundSynthesizer? Rounds, Classifier? Competitor, Classifier Teacher, string? Warning)
         : INoSerializationVerificationNeeded;
 
-    /// <summary>Pixel iterations per compute job: the other entities' jobs on this node run between slices.</summary>
-    private const int IterationsPerJob = 10;
+    /// <summary>
+    /// How long a DeepInversion slice should keep the compute thread: the other entities' jobs on
+    /// this node (a student's steps, a teacher's labels) wait at most this long, and a slice is long
+    /// enough that the hand-over between jobs costs nothing measurable. The number of pixel
+    /// iterations per slice follows the measured iteration time (a few on a GPU with a large
+    /// model, tens on a CPU with a small one); the result does not depend on it.
+    /// </summary>
+    public static readonly TimeSpan SliceTarget = TimeSpan.FromMilliseconds(100);
+    /// <summary>Iterations in the next slice: one until an iteration has been timed.</summary>
+    private int iterationsPerJob = 1;
 
     private RunSpec? spec;
     private DaflSynthesizer? synth;
@@ -273,6 +282,7 @@ public sealed class GeneratorEntity : PersistentEntity
         var labelDType = TensorWire.Parse(spec.Cluster.SoftLabels);
         var model = competitor;
         var blobs = Services.Blobs;
+        var slice = iterationsPerJob;
         EngineAccess.Compute<object>(() =>
         {
             if (!r.InRound)
@@ -285,7 +295,9 @@ public sealed class GeneratorEntity : PersistentEntity
                 }
                 r.Begin(model);
             }
-            for (var i = 0; i < IterationsPerJob; i++)
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            double PerIteration(int ran) => clock.Elapsed.TotalSeconds / Math.Max(1, ran);
+            for (var i = 0; i < slice; i++)
             {
                 var last = r.Iteration + 1 == di.Iterations;
                 var (metrics, done) = r.Iterate(wantMetrics: last);
@@ -296,15 +308,17 @@ public sealed class GeneratorEntity : PersistentEntity
                         metrics["best_loss"] = done.BestLoss;
                         return Staged(next, TensorWire.ToPayload(done.Images), TensorWire.ToPayload(done.Probs, labelDType), metrics, null);
                     }
-                if (r.Iteration % every == 0) return new Advanced(next, r.Iteration, EngineAccess.Save(r.SaveState));
+                if (r.Iteration % every == 0) return new Advanced(next, r.Iteration, EngineAccess.Save(r.SaveState), PerIteration(i + 1));
             }
-            return new Advanced(next, r.Iteration, null);
+            return new Advanced(next, r.Iteration, null, PerIteration(slice));
         }).PipeTo(Self);
     }
 
     private void OnAdvanced(Advanced a)
     {
         roundIteration = a.Iteration;
+        if (a.SecondsPerIteration > 0)
+            iterationsPerJob = (int)Math.Clamp(SliceTarget.TotalSeconds / a.SecondsPerIteration, 1, 1000);
         if (a.Checkpoint is null) { busy = false; Produce(); return; }
         // a round in progress: journaled with Seq = rounds finished, so a restart resumes it only if no later round was stored
         var blob = Services.Blobs.Put(a.Checkpoint);

@@ -67,8 +67,17 @@ public sealed class ClusterNode : IAsyncDisposable
             var log = Logging.GetLogger(system, "data-plane");
             var students = services.Students;
             // received messages go to the local region, which forwards them if the entity moved
-            services.DataPlane = Transport.DataPlane.Start(options.Hostname, dataPort, options.Hostname, options.MaxMessageBytes,
-                deliver: m => students.Tell(m), fallback: m => students.Tell(m), warn: w => log.Warning(w), info: i => log.Info(i));
+            try
+            {
+                services.DataPlane = Transport.DataPlane.Start(options.Hostname, dataPort, options.Hostname, options.MaxMessageBytes,
+                    deliver: m => students.Tell(m), fallback: m => students.Tell(m), warn: w => log.Warning(w), info: i => log.Info(i));
+            }
+            catch (InvalidOperationException)
+            {
+                // e.g. --data-port taken: leave the cluster rather than run half-started
+                await system.Terminate();
+                throw;
+            }
             log.Info("data plane listening at {0}", services.DataPlane.Endpoint);
         }
 

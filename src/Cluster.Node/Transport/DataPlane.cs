@@ -101,9 +101,15 @@ public sealed class DataPlane : IAsyncDisposable
     public static DataPlane Start(string bindHost, int port, string advertisedHost, long maxBytes,
         Action<object> deliver, Action<object> fallback, Action<string> warn, Action<string>? info = null)
     {
-        var address = bindHost is "0.0.0.0" or "" ? IPAddress.Any : Dns.GetHostAddresses(bindHost).First(a => a.AddressFamily == AddressFamily.InterNetwork);
-        var listener = new TcpListener(address, port);
-        try { listener.Start(); }
+        TcpListener listener;
+        try
+        {
+            var address = bindHost is "0.0.0.0" or "" ? IPAddress.Any
+                : Dns.GetHostAddresses(bindHost).FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork)
+                  ?? throw new InvalidOperationException($"data plane: {bindHost} has no IPv4 address to listen on");
+            listener = new TcpListener(address, port);
+            listener.Start();
+        }
         catch (SocketException e) { throw new InvalidOperationException($"data plane: cannot listen on {bindHost}:{port}: {e.Message}", e); }
         var bound = ((IPEndPoint)listener.LocalEndpoint).Port;
         return new DataPlane(listener, $"{advertisedHost}:{bound}", maxBytes, deliver, fallback, warn, info ?? (_ => { }));

@@ -107,6 +107,15 @@ public sealed class DataPlaneTests : IAsyncDisposable
     }
 
     [Fact]
+    public void A_port_already_taken_is_refused_with_the_address()
+    {
+        var (a, _, _) = Start();
+        var port = int.Parse(a.Endpoint[(a.Endpoint.LastIndexOf(':') + 1)..]);
+        var e = Assert.Throws<InvalidOperationException>(() => DataPlane.Start("127.0.0.1", port, "127.0.0.1", Limit, _ => { }, _ => { }, _ => { }));
+        Assert.Contains($"cannot listen on 127.0.0.1:{port}", e.Message);
+    }
+
+    [Fact]
     public void Only_bulk_contracts_are_sent()
     {
         var (a, _, _) = Start();
