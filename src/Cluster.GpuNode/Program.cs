@@ -11,10 +11,11 @@ TorchRuntime.Initialize();
 const string usage = """
     usage: Cluster.GpuNode <command>
       join --seeds H:P[,...] [--host H] [--port P] [--db sqlite:FILE|postgres:CONN] [--store DIR] [--runs-dir DIR]
-           [--hosts generator,teacher,student] [--pool NAME[,NAME...]]
+           [--hosts generator,teacher,student] [--pool NAME[,NAME...]] [--data-port P|off]
                              join the cluster as a gpu node hosting the given entity kinds (default all),
                              in the given node pools (a spec's cluster.layout places entities by pool);
-                             the store must be the one the other nodes use
+                             the store must be the one the other nodes use; batches and gradients to
+                             other nodes go over the data plane at --data-port (default: any free port)
       devices                what this machine offers
       bench [--device cpu|cuda|auto] [--quick]
     """;

@@ -62,7 +62,8 @@ public sealed class ClusterNode : IAsyncDisposable
         services.Generators = Region(EntityKinds.Generator, id => GeneratorEntity.GetProps(id, services));
         services.Teachers = Region(EntityKinds.Teacher, id => TeacherEntity.GetProps(id, services));
         services.Students = Region(EntityKinds.Student, id => StudentEntity.GetProps(id, services));
-        if (options.DataPort is { } dataPort)
+        // generators send batches and students exchange gradients: a seed-only node needs no plane
+        if (options.DataPort is { } dataPort && (options.Roles.Contains(EntityKinds.Generator) || options.Roles.Contains(EntityKinds.Student)))
         {
             var log = Logging.GetLogger(system, "data-plane");
             var students = services.Students;
