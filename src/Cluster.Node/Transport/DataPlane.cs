@@ -64,6 +64,20 @@ public sealed class DataPlane : IAsyncDisposable
         statsLoop = Task.Run(StatsLoop);
     }
 
+    /// <summary>Peers unused for this long are closed (nodes come and go: a restarted node has a new port).</summary>
+    private static readonly TimeSpan IdlePeer = TimeSpan.FromSeconds(60);
+
+    private void EvictIdlePeers()
+    {
+        var now = Environment.TickCount64;
+        foreach (var (endpoint, peer) in peers)
+        {
+            if (now - Interlocked.Read(ref peer.LastUsed) < IdlePeer.TotalMilliseconds || peer.Queue.Reader.Count > 0) continue;
+            // a Send racing with this finds the queue closed and goes through Akka
+            if (peers.TryRemove(new KeyValuePair<string, Peer>(endpoint, peer))) peer.Queue.Writer.TryComplete();
+        }
+    }
+
     /// <summary>What moved, every 5 s while something does (operators see the plane carry the load, or fall back).</summary>
     private async Task StatsLoop()
     {
@@ -73,6 +87,7 @@ public sealed class DataPlane : IAsyncDisposable
             while (true)
             {
                 await Task.Delay(TimeSpan.FromSeconds(5), stop.Token);
+                EvictIdlePeers();
                 var now = (Sent, Received, FellBack, Refused);
                 if (now == last) continue;
                 last = now;
@@ -124,6 +139,7 @@ public sealed class DataPlane : IAsyncDisposable
         if (!Carried.Contains(message.GetType())) throw new ArgumentException($"{message.GetType().Name} does not travel on the data plane");
         if (endpoint == Endpoint) { deliver(message); return; }
         var peer = peers.GetOrAdd(endpoint, e => new Peer(this, e));
+        peer.LastUsed = Environment.TickCount64;
         if (!peer.Queue.Writer.TryWrite(message)) FallBack(message);
     }
 
@@ -138,6 +154,8 @@ public sealed class DataPlane : IAsyncDisposable
     {
         private readonly DataPlane owner;
         private readonly string endpoint;
+        /// <summary>When a message was last queued (Environment.TickCount64): idle peers are closed.</summary>
+        public long LastUsed;
         public Channel<IEntityMessage> Queue { get; } = Channel.CreateBounded<IEntityMessage>(new BoundedChannelOptions(QueueLimit) { SingleReader = true });
 
         public Peer(DataPlane owner, string endpoint)
