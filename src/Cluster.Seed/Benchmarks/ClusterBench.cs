@@ -59,6 +59,10 @@ public static class ClusterBench
                 if (i < pairs) pipeline.Add(bench.RunAsync(i, warm, warm + measured, log).GetAwaiter().GetResult());
             }
         }
+        // diagnostic: the engine loop's two halves as separate compute jobs with an await (a
+        // thread-pool hand-over) between them, as the actors run them, but with no actors, copies or storage
+        var jobs = EngineAsJobs(warm, warm + measured, log).GetAwaiter().GetResult();
+        var engineAfter = Distill.Engine.Native.TorchThread.Shared.Run(() => EngineLoop(warm, warm + measured, log)).GetAwaiter().GetResult();
         var ratios = pipeline.Select((p, i) => p.ImagesPerSecond / ((engine[i] + engine[i + 1]) / 2)).Order().ToList();
         var median = ratios.Count % 2 == 1 ? ratios[ratios.Count / 2] : (ratios[ratios.Count / 2 - 1] + ratios[ratios.Count / 2]) / 2;
         string List(IEnumerable<double> xs) => string.Join(", ", xs.Select(x => x.ToString("F0", CultureInfo.InvariantCulture)));
@@ -70,6 +74,9 @@ public static class ClusterBench
             $"generator, teacher, student actors, every batch stored and journaled; compute thread busy {pipeline.Average(p => p.ComputeBusy):P0}; " +
             $"other threads used {pipeline.Average(p => p.OtherCores):F2} cores and slept {pipeline.Average(p => p.Wakeups):F0} times per batch; " +
             $"compute threads preempted {pipeline.Average(p => p.Preempted):F0} times per batch"));
+
+        rows.Add(new("DAFL quick step, engine halves as separate jobs", $"batch {Batch}, {measured} steps, generator and student jobs alternating with an await between",
+            jobs, "images/s", string.Create(CultureInfo.InvariantCulture, $"{jobs / ((engine[^1] + engineAfter) / 2):F3} x the engine loop around it (diagnostic: the cost of job hand-overs alone)")));
 
         using var peer = Peer.Start(log);
         var mb = quick ? 64 : 256;
@@ -125,6 +132,40 @@ public static class ClusterBench
     {
         manual_seed(1);
         return ModelFactory.Create("lenet5", 1, 32, 10);
+    }
+
+    /// <summary>EngineLoop's step split into its generator and student halves, each its own compute job.</summary>
+    private static async Task<double> EngineAsJobs(int warm, int steps, TextWriter log)
+    {
+        var torch = Distill.Engine.Native.TorchThread.Shared;
+        var (teacher, student, synth, trainer) = await torch.Run(() =>
+        {
+            Distill.Engine.Native.TorchRuntime.Initialize();
+            var t = Teacher();
+            manual_seed(2);
+            var s = ModelFactory.Create("lenet5-half", 1, 32, 10);
+            var dafl = Dafl with { Steps = steps };
+            return (t, s, new DaflSynthesizer(t, dafl, CPU, 3), new SoftTargetStudent(s, new TrainSpec { Lr = 0.002 }, steps));
+        });
+        var sw = new Stopwatch();
+        for (var i = 0; i < steps; i++)
+        {
+            if (i == warm) sw.Start();
+            var (o, probs) = await torch.Run(() =>
+            {
+                var batch = synth.Synthesize(false);
+                return (batch, SoftLabels.FromLogits(batch.TeacherLogits, 1));
+            });
+            await torch.Run(() =>
+            {
+                using (o) using (probs) trainer.TrainStep(o.Images, probs, 1, false);
+                return 0;
+            });
+        }
+        var ips = (steps - warm) * Batch / sw.Elapsed.TotalSeconds;
+        await torch.Run(() => { synth.Dispose(); trainer.Dispose(); student.Dispose(); teacher.Dispose(); return 0; });
+        log.WriteLine($"[bench] engine halves as separate jobs: {ips:F0} images/s");
+        return ips;
     }
 
     private static double EngineLoop(int warm, int steps, TextWriter log)
