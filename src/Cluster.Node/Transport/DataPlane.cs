@@ -279,36 +279,33 @@ public sealed class DataPlane : IAsyncDisposable
         var header = new byte[Math.Max(Hello.Length, 4)];
         try
         {
-            using (client)
+            var stream = client.GetStream();
+            await stream.ReadExactlyAsync(header.AsMemory(0, Hello.Length), token);
+            if (!header.AsSpan(0, Hello.Length).SequenceEqual(Hello))
+                throw new WireException($"connection from {from} does not speak the data plane protocol (first bytes {Convert.ToHexString(header, 0, Hello.Length)})");
+            while (true)
             {
-                var stream = client.GetStream();
-                await stream.ReadExactlyAsync(header.AsMemory(0, Hello.Length), token);
-                if (!header.AsSpan(0, Hello.Length).SequenceEqual(Hello))
-                    throw new WireException($"connection from {from} does not speak the data plane protocol (first bytes {Convert.ToHexString(header, 0, Hello.Length)})");
-                while (true)
+                if (await stream.ReadAsync(header.AsMemory(0, 1), token) == 0) return;   // the peer closed between frames
+                var n = header[0];
+                if (n is 0 or > 16) throw new WireException($"frame from {from} has a manifest of {n} bytes (at most 16)");
+                var manifestBytes = new byte[n];
+                await stream.ReadExactlyAsync(manifestBytes, token);
+                var manifest = Encoding.ASCII.GetString(manifestBytes);
+                await stream.ReadExactlyAsync(header.AsMemory(0, 4), token);
+                var length = BinaryPrimitives.ReadInt32LittleEndian(header);
+                if (length <= 0 || length > maxBytes)
+                    throw new WireException($"frame '{manifest}' from {from} declares {length:N0} bytes (limit {maxBytes:N0})");
+                if (body.Length < length)
                 {
-                    if (await stream.ReadAsync(header.AsMemory(0, 1), token) == 0) return;   // the peer closed between frames
-                    var n = header[0];
-                    if (n is 0 or > 16) throw new WireException($"frame from {from} has a manifest of {n} bytes (at most 16)");
-                    var manifestBytes = new byte[n];
-                    await stream.ReadExactlyAsync(manifestBytes, token);
-                    var manifest = Encoding.ASCII.GetString(manifestBytes);
-                    await stream.ReadExactlyAsync(header.AsMemory(0, 4), token);
-                    var length = BinaryPrimitives.ReadInt32LittleEndian(header);
-                    if (length <= 0 || length > maxBytes)
-                        throw new WireException($"frame '{manifest}' from {from} declares {length:N0} bytes (limit {maxBytes:N0})");
-                    if (body.Length < length)
-                    {
-                        ArrayPool<byte>.Shared.Return(body);
-                        body = ArrayPool<byte>.Shared.Rent(length);
-                    }
-                    await stream.ReadExactlyAsync(body.AsMemory(0, length), token);
-                    var message = ContractCodec.Deserialize(body.AsMemory(0, length), manifest, maxBytes);
-                    if (!Carried.Contains(message.GetType()))
-                        throw new WireException($"frame '{manifest}' from {from} is a {message.GetType().Name}, which does not travel on the data plane");
-                    Interlocked.Increment(ref received);
-                    deliver(message);
+                    ArrayPool<byte>.Shared.Return(body);
+                    body = ArrayPool<byte>.Shared.Rent(length);
                 }
+                await stream.ReadExactlyAsync(body.AsMemory(0, length), token);
+                var message = ContractCodec.Deserialize(body.AsMemory(0, length), manifest, maxBytes);
+                if (!Carried.Contains(message.GetType()))
+                    throw new WireException($"frame '{manifest}' from {from} is a {message.GetType().Name}, which does not travel on the data plane");
+                Interlocked.Increment(ref received);
+                deliver(message);
             }
         }
         catch (WireException e)
@@ -320,7 +317,12 @@ public sealed class DataPlane : IAsyncDisposable
         {
             // the peer went away mid-frame, or we are stopping
         }
-        finally { ArrayPool<byte>.Shared.Return(body); }
+        finally
+        {
+            // closed only after the reason is counted and logged: the peer sees the end after that
+            client.Dispose();
+            ArrayPool<byte>.Shared.Return(body);
+        }
     }
 
     public async ValueTask DisposeAsync()
