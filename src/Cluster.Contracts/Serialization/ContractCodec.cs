@@ -45,30 +45,26 @@ public static class ContractCodec
     {
         _ = Manifest(message);   // refuses anything outside the table
         var bytes = MessagePackSerializer.Serialize(message.GetType(), message, Options);
-        if (bytes.Length > maxBytes)
-            throw new WireException($"{message.GetType().Name} is {bytes.Length:N0} bytes, over the {maxBytes:N0}-byte message limit " +
-                                    "(akka.remote maximum-frame-size / clusterdistill.wire.max-message-bytes): use a smaller batch or fp16 payloads");
+        CheckSize(message, bytes.Length, maxBytes);
         return bytes;
     }
 
     /// <summary>Appends the message's bytes to writer (no intermediate array); returns how many.</summary>
-    public static int Serialize(System.Buffers.IBufferWriter<byte> writer, object message, long maxBytes = DefaultMaxMessageBytes)
+    public static int Serialize(System.Buffers.ArrayBufferWriter<byte> writer, object message, long maxBytes = DefaultMaxMessageBytes)
     {
         _ = Manifest(message);
-        var counter = new CountingWriter(writer);
-        MessagePackSerializer.Serialize(message.GetType(), counter, message, Options);
-        if (counter.Count > maxBytes)
-            throw new WireException($"{message.GetType().Name} is {counter.Count:N0} bytes, over the {maxBytes:N0}-byte message limit " +
-                                    "(clusterdistill.wire.max-message-bytes): use a smaller batch or fp16 payloads");
-        return (int)counter.Count;
+        var before = writer.WrittenCount;
+        MessagePackSerializer.Serialize(message.GetType(), writer, message, Options);
+        var count = writer.WrittenCount - before;
+        CheckSize(message, count, maxBytes);
+        return count;
     }
 
-    private sealed class CountingWriter(System.Buffers.IBufferWriter<byte> inner) : System.Buffers.IBufferWriter<byte>
+    private static void CheckSize(object message, long bytes, long maxBytes)
     {
-        public long Count { get; private set; }
-        public void Advance(int count) { inner.Advance(count); Count += count; }
-        public Memory<byte> GetMemory(int sizeHint = 0) => inner.GetMemory(sizeHint);
-        public Span<byte> GetSpan(int sizeHint = 0) => inner.GetSpan(sizeHint);
+        if (bytes > maxBytes)
+            throw new WireException($"{message.GetType().Name} is {bytes:N0} bytes, over the {maxBytes:N0}-byte message limit " +
+                                    "(akka.remote maximum-frame-size / clusterdistill.wire.max-message-bytes): use a smaller batch or fp16 payloads");
     }
 
     public static object Deserialize(ReadOnlyMemory<byte> bytes, string manifest, long maxBytes = DefaultMaxMessageBytes)

@@ -33,12 +33,13 @@ public sealed class NodeServices(NodeOptions options)
 
     /// <summary>
     /// A batch or gradient chunk for a student entity: over the data plane to the node at endpoint
-    /// (where the entity was when it said so; that node's region forwards it if it moved since), or
-    /// through the shard region when the endpoint is unknown or is this node.
+    /// (where the entity was when it said so; that node's region forwards it if it moved since, and
+    /// this node's plane hands it straight to the region), or through the shard region when the
+    /// endpoint is unknown.
     /// </summary>
     public void SendToStudent(Contracts.IEntityMessage message, string? endpoint)
     {
-        if (DataPlane is { } plane && endpoint is not null && endpoint != plane.Endpoint) plane.Send(endpoint, message);
+        if (DataPlane is { } plane && endpoint is not null) plane.Send(endpoint, message);
         else Students.Tell(message);
     }
 

@@ -482,6 +482,9 @@ public static class ClusterBench
         }
     }
 
+    /// <summary>Whether a message came with a sender (through Akka) rather than from the data plane, which has none.</summary>
+    private static bool CameOverAkka(IActorRef sender, ActorSystem system) => !(sender.IsNobody() || sender.Equals(system.DeadLetters));
+
     /// <summary>Answers each batch with a credit: to its sender, or (over the data plane, no sender) to the registered one.</summary>
     private sealed class Sink : ReceiveActor
     {
@@ -491,7 +494,7 @@ public static class ClusterBench
             Receive<GetEntityStatus>(m => { credits = Sender; Sender.Tell(new EntityStatus(m.EntityId, true, 0, 0, 0, 0, "peer", "sink")); });
             Receive<LabelledBatch>(b =>
             {
-                var to = Sender.IsNobody() || Sender.Equals(Context.System.DeadLetters) ? credits : Sender;
+                var to = CameOverAkka(Sender, Context.System) ? Sender : credits;
                 to.Tell(new RequestBatches("bench/generator/0", b.Seq + 1, 1, b.EntityId));
             });
         }
@@ -536,7 +539,7 @@ public static class ClusterBench
                 {
                     if (plane is null) return;
                     var size = c.ChunkCount * Reducer.Chunk;
-                    var viaAkka = !(Sender.IsNobody() || Sender.Equals(Context.System.DeadLetters));
+                    var viaAkka = CameOverAkka(Sender, Context.System);
                     var target = viaAkka ? Sender : replyTo;
                     var to = endpoint;
                     Action<GradientChunk> send = viaAkka ? x => target.Tell(x) : x => plane().Send(to!, x);
