@@ -24,7 +24,7 @@ namespace Cluster.Node.Actors;
 /// so that other entities' work interleaves, with mid-round checkpoints; ADI waits for the
 /// student's weights at the end of the previous round, <see cref="CompetitorReady"/>). It synthesises batches on demand
 /// only (students pull, so memory stays bounded), stores each batch as a blob and journals it
-/// before anyone sees it, and re-serves stored batches to a student that asks again after a
+/// before anyone sees it (a few at a time where the window allows: <see cref="StoreGroup"/>), and re-serves stored batches to a student that asks again after a
 /// failover, so no batch is lost or trained twice. A new batch goes to the students labelled with
 /// the teacher's logits from its own synthesis step, and a re-served one with the labels it was
 /// first sent with (the teacher entity labels only a stored batch without them). DAFL: its weights, optimiser and RNG are
@@ -77,6 +77,16 @@ public sealed class GeneratorEntity : PersistentEntity
     /// <summary>Journal events (one per batch) between Akka snapshots of the pool.</summary>
     private const int SnapshotEvery = 200;
     private readonly Dictionary<string, long> releasedBy = [];
+    /// <summary>Synthesised batches waiting to be stored with the next one (<see cref="StoreGroup"/>); nobody has seen them.</summary>
+    private readonly List<Synthesized> unstored = [];
+    /// <summary>
+    /// Most batches stored in one group: the window less two. A student then always has two of
+    /// its window stored (one training, one next) when the generator reaches the window's end and
+    /// stores its group, so its ~5 ms of flush and journal write never leave the compute thread
+    /// waiting. (With the whole window in one group it waited once per group.) A window of 2
+    /// (the default) leaves no room: each batch is stored as soon as it is made.
+    /// </summary>
+    private int MaxGroup => Math.Clamp(spec!.Cluster.Window - 2, 1, 8);
     /// <summary>Each student's data-plane endpoint, as of its latest request (null: through Akka).</summary>
     private readonly Dictionary<string, string?> endpoints = [];
 
@@ -103,8 +113,9 @@ public sealed class GeneratorEntity : PersistentEntity
         });
         Command<Status.Failure>(f => Fail($"generator failed: {f.Cause.Message}"));
         Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, GeneratorStep, State.Produced, wanted.Count,
-            State.Pool.Count, Services.NodeName, State.Finished ? "finished" : !busy ? "idle"
-                : rounds is null ? "synthesising" : $"synthesising round {Math.Max(synthesized, State.Produced) + 1}, iteration {roundIteration}")));
+            State.Pool.Count, Services.NodeName, (State.Finished ? "finished" : !busy ? "idle"
+                : rounds is null ? "synthesising" : $"synthesising round {Math.Max(synthesized, State.Produced) + 1}, iteration {roundIteration}")
+                + (unstored.Count > 0 ? $"; {unstored.Count} awaiting storage" : ""))));
         Command<StopEntity>(_ => Finish());
     }
 
@@ -347,30 +358,49 @@ public sealed class GeneratorEntity : PersistentEntity
 
     private void OnSynthesized(Synthesized s)
     {
-        // the batch is on disk and journaled before any student can see it
-        string blob, labelsBlob;
-        try
-        {
-            blob = Services.Blobs.Commit(s.ImagesBlob);
-            labelsBlob = Services.Blobs.Commit(s.LabelsBlob);
-        }
-        catch (Exception e) when (e is IOException or BlobException or UnauthorizedAccessException)
-        {
-            Fail($"batch {s.Seq} could not be stored: {e.Message}");
-            return;
-        }
+        unstored.Add(s);
         synthesized = s.Seq;
         roundIteration = 0;
-        var checkpoint = s.Checkpoint is not null;
-        if (!checkpoint)
+        if (s.Checkpoint is null)
         {
-            // the next synthesis overlaps this batch's journal write (its result waits for the write)
+            // the next synthesis starts now and overlaps this batch's storage (a checkpoint is
+            // journaled after its batch first: a restart replays from it)
             busy = false;
             Produce();
         }
-        Persist(new BatchStored(s.Seq, blob, labelsBlob), e =>
+        // group commit: a DAFL batch waits to be stored with the next one while that one is being
+        // synthesised; when none could start (the students' windows are full) it is stored now,
+        // so nobody waits on it. A DeepInversion round is stored at once: rounds take long.
+        if (s.Checkpoint is null && rounds is null && busy && unstored.Count < MaxGroup) return;
+        StoreGroup();
+    }
+
+    /// <summary>
+    /// Group commit: the batches synthesised since the last store are made durable together (their
+    /// blobs flushed and named, then one journal write for all of them) and only then sent. On two
+    /// cores each flush and journal commit costs the compute team a little (the kernel's I/O work
+    /// preempts it), so fewer, larger ones leave it more of the machine.
+    /// </summary>
+    private void StoreGroup()
+    {
+        var group = unstored.ToList();
+        unstored.Clear();
+        var events = new List<BatchStored>(group.Count);
+        try
+        {
+            foreach (var s in group) events.Add(new BatchStored(s.Seq, Commit(s.ImagesBlob), Commit(s.LabelsBlob)));
+        }
+        catch (Exception e) when (e is IOException or BlobException or UnauthorizedAccessException)
+        {
+            Fail($"batch {group[0].Seq}{(group.Count > 1 ? $"-{group[^1].Seq}" : "")} could not be stored: {e.Message}");
+            return;
+        }
+        var bySeq = group.ToDictionary(g => g.Seq);
+        PersistAll(events, e =>
         {
             State = State.Apply(e);
+            var s = bySeq[e.Seq];
+            var checkpoint = s.Checkpoint is not null;
             if (checkpoint) busy = false;
             if (wanted.Remove(s.Seq, out var who))
                 foreach (var student in who) SendLabelled(student, s.Seq, s.Images, s.Labels);
@@ -434,7 +464,19 @@ public sealed class GeneratorEntity : PersistentEntity
     {
         blobBuffer.ResetWrittenCount();
         MessagePackSerializer.Serialize(blobBuffer, p);
-        return Services.Blobs.Stage(blobBuffer.WrittenSpan);
+        var staged = Services.Blobs.Stage(blobBuffer.WrittenSpan);
+        lock (uncommitted) uncommitted.Add(staged);
+        return staged;
+    }
+
+    /// <summary>Staged blobs not committed yet (compute thread adds, mailbox removes; PostStop discards the rest).</summary>
+    private readonly HashSet<StagedBlob> uncommitted = [];
+
+    private string Commit(StagedBlob staged)
+    {
+        var hash = Services.Blobs.Commit(staged);
+        lock (uncommitted) uncommitted.Remove(staged);
+        return hash;
     }
 
     private TensorPayload Load(string blob) => MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(blob));
@@ -472,6 +514,17 @@ public sealed class GeneratorEntity : PersistentEntity
 
     protected override void PostStop()
     {
+        // batches synthesised and never stored, including one a job still running will stage:
+        // nothing refers to their files (this runs on the compute thread after that job)
+        var blobs = Services.Blobs;
+        var staged = uncommitted;
+        EngineAccess.Release(() =>
+        {
+            lock (staged)
+                foreach (var b in staged)
+                    try { blobs.Discard(b); }
+                    catch (IOException) { }
+        });
         var (g, r, c, t) = (synth, rounds, competitor, teacher);
         EngineAccess.Release(() => { g?.Dispose(); r?.Dispose(); c?.Dispose(); t?.Dispose(); });
         base.PostStop();

@@ -64,6 +64,12 @@ public sealed class BlobStore
         return staged.Hash;
     }
 
+    /// <summary>Removes a staged blob that will not be committed (its entity stopped first).</summary>
+    public void Discard(StagedBlob staged)
+    {
+        if (staged.TempPath is { } tmp) File.Delete(tmp);
+    }
+
     /// <summary>The bytes, after checking that they still hash to their name.</summary>
     public byte[] Get(string hash)
     {

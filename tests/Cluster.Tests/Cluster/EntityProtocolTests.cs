@@ -178,6 +178,67 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         return p.allclose(expected, rtol: 1e-5, atol: 1e-7);
     }).GetAwaiter().GetResult();
 
+    /// <summary>
+    /// Group commit: batches a window allows ahead are stored together, after the synthesis of the
+    /// next one. They still go out in order, once each, each stored before it is sent; a
+    /// generator stopped with batches synthesised but not stored leaves no staged files, and its
+    /// next incarnation makes those batches again, bit for bit.
+    /// </summary>
+    [Fact]
+    public void Should_store_batches_in_groups_send_each_once_in_order_and_lose_none_when_stopped_mid_group()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "group");
+        var run = $"q{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Generator(run);
+        // batches of 128 from a width-32 generator: each takes tens of ms, so a group is seen forming
+        var spec = ActorHarness.Spec("group", steps: 12, generatorCheckpointEvery: 100, window: 6).Replace("batch_size: 16, generator_width: 8", "batch_size: 128, generator_width: 32");
+        var teacher = h.TeacherBlob();
+        var gen = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        gen.Tell(new StartEntity(id, run, spec, teacher));
+        gen.Tell(new RequestBatches(id, 1, 6, "s/student/0"));
+        var got = Enumerable.Range(0, 6).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToList();
+        Assert.Equal([1L, 2, 3, 4, 5, 6], got.Select(m => m.Seq));
+        h.Students.ExpectNoMsg(TimeSpan.FromMilliseconds(300));
+        var probe = h.Kit.CreateTestProbe();
+        Assert.Equal(6, Ask(gen, probe).PoolBatches);
+        Assert.Empty(Directory.EnumerateFiles(h.Options.StoreDir, "*.tmp", SearchOption.AllDirectories));
+
+        // stopped part-way through the next group (7-10 are stored together once 10 is made):
+        // what is synthesised and not stored is neither in the pool nor sent
+        gen.Tell(new RequestBatches(id, 7, 4, "s/student/0"));
+        EntityStatus status;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        do status = Ask(gen, probe);
+        while (status.Detail?.Contains("awaiting storage") != true && clock.Elapsed < Long);
+        gen.Tell(PoisonPill.Instance);
+        Assert.Contains("awaiting storage", status.Detail);
+        Assert.Equal(6, status.PoolBatches);
+        probe.Watch(gen);
+        probe.ExpectTerminated(gen, Long);
+        var before = h.Students.ReceiveWhile(TimeSpan.FromMilliseconds(500), o => o as LabelledBatch).Select(m => m!.Seq).ToList();
+        Assert.True(before.Count is 0 or 4, $"batches sent before the stop: {string.Join(",", before)}");
+        // staged files of the unstored batches (and of a synthesis still running) are removed after it
+        h.Kit.AwaitAssert(() => Assert.Empty(Directory.EnumerateFiles(h.Options.StoreDir, "*.tmp", SearchOption.AllDirectories)), Long);
+
+        var again = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        again.Tell(new RequestBatches(id, 1, 10, "s/student/0"));
+        var after = Enumerable.Range(0, 10).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToDictionary(m => m.Seq);
+        Assert.Equal(Enumerable.Range(1, 10).Select(i => (long)i), after.Keys.Order());
+        foreach (var m in got) Assert.Equal(m.Images.Data, after[m.Seq].Images.Data);
+
+        var refRun = $"r{Guid.NewGuid():N}"[..12];
+        var refId = EntityId.Generator(refRun);
+        var reference = h.Sys.ActorOf(GeneratorEntity.GetProps(refId, h.Services));
+        reference.Tell(new StartEntity(refId, refRun, spec, teacher));
+        reference.Tell(new RequestBatches(refId, 1, 10, "x/student/0"));
+        var expected = Enumerable.Range(0, 10).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToDictionary(m => m.Seq);
+        foreach (var seq in Enumerable.Range(1, 10).Select(i => (long)i))
+        {
+            Assert.Equal(expected[seq].Images.Data, after[seq].Images.Data);
+            Assert.Equal(expected[seq].SoftLabels.Data, after[seq].SoftLabels.Data);
+        }
+    }
+
     [Fact]
     public void Should_drop_released_batches_from_the_pool_only_when_every_replica_released_them()
     {
