@@ -52,6 +52,21 @@ public sealed class ClusterNode : IAsyncDisposable
             throw new TimeoutException($"could not join the cluster at {string.Join(", ", options.Seeds)} within {timeout.TotalSeconds:F0} s");
         }
 
+        if (options.Roles.Contains(EntityKinds.Generator))
+        {
+            // batches a killed generator had staged and not stored (off the start-up path: a shared store can be large)
+            var sweepLog = Logging.GetLogger(system, "blob-store");
+            _ = Task.Run(() =>
+            {
+                try
+                {
+                    var n = services.Blobs.SweepStaged(TimeSpan.FromHours(1));
+                    if (n > 0) sweepLog.Info("removed {0} staged blob files older than an hour from {1} (left by a killed process)", n, services.Blobs.Root);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { sweepLog.Warning("could not sweep staged blob files in {0}: {1}", services.Blobs.Root, e.Message); }
+            });
+        }
+
         var sharding = ClusterSharding.Get(system);
         var extractor = new EntityMessageExtractor(options.NumberOfShards);
         // each kind's shards live only on nodes with that kind as a role (the layout); elsewhere a proxy

@@ -14,7 +14,8 @@ namespace Cluster.Node.Hosting;
 /// replica (a node's pools are its "pool:NAME" roles, from `Cluster.GpuNode join --pool NAME`).
 /// The layout is asked of the run coordinator once per run and cached. With no node of the pool
 /// up, or no layout, or the coordinator silent, the least-loaded region anywhere: an entity runs
-/// somewhere rather than stall (the run survives the loss of a whole pool). Rebalancing moves only
+/// somewhere rather than stall (the run survives the loss of a whole pool); a layout the coordinator
+/// did not give in time is asked for again at the next rebalance, which then moves the shard. Rebalancing moves only
 /// shards that sit outside their pool while a node of it is up, so training work is not shuffled
 /// between nodes for balance alone (a moved student steps back to its last checkpoint).
 /// </summary>
@@ -81,12 +82,32 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
             foreach (var shard in shards)
             {
                 if (moves.Count >= 2) break;   // a few at a time: each move hands a shard off and restarts its entity
-                if (rebalanceInProgress.Contains(shard) || CachedPoolOf(shard) is not { } pool) continue;
+                if (rebalanceInProgress.Contains(shard)) continue;
+                if (CachedPoolOf(shard) is not { } pool)
+                {
+                    // placed by load because the coordinator was silent then: ask again, so that a
+                    // later round moves it to its pool
+                    if (Parse(shard) is { } p && !layouts.ContainsKey(p.Run)) FetchInBackground(p.Run);
+                    continue;
+                }
                 if (!pools.Contains(pool) && PoolUp(pool)) moves.Add(shard);
             }
         }
         if (moves.Count > 0) log.Info("{0}: moving shards {1} back to their layout's pools", kind, string.Join(", ", moves));
         return Task.FromResult<IImmutableSet<string>>(moves.ToImmutable());
+    }
+
+    /// <summary>Runs whose layout is being asked for outside an allocation (one ask per run at a time).</summary>
+    private readonly ConcurrentDictionary<string, bool> fetching = new();
+
+    private void FetchInBackground(string run)
+    {
+        if (!fetching.TryAdd(run, true)) return;
+        services.Coordinator.Ask<RunLayout>(new GetRunLayout(run), AskTimeout).ContinueWith(t =>
+        {
+            if (t.IsCompletedSuccessfully && t.Result.Known) layouts[run] = t.Result;
+            fetching.TryRemove(run, out _);
+        }, TaskScheduler.Default);
     }
 
     private string? CachedPoolOf(string shardId) =>

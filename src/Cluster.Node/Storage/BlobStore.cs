@@ -70,6 +70,29 @@ public sealed class BlobStore
         if (staged.TempPath is { } tmp) File.Delete(tmp);
     }
 
+    /// <summary>
+    /// Deletes staged files older than `age`: a process killed between staging and committing
+    /// (up to a group of batches, docs/cluster.md) leaves them, and nothing ever refers to one.
+    /// Live staging is committed within seconds, so an age of an hour never touches another
+    /// node's work on shared storage. Returns how many went.
+    /// </summary>
+    public int SweepStaged(TimeSpan age)
+    {
+        var cutoff = DateTime.UtcNow - age;
+        var removed = 0;
+        foreach (var f in Directory.EnumerateFiles(Root, "*.tmp", SearchOption.AllDirectories))
+        {
+            try
+            {
+                if (File.GetLastWriteTimeUtc(f) >= cutoff) continue;
+                File.Delete(f);
+                removed++;
+            }
+            catch (IOException) { }   // gone meanwhile, or busy: the next sweep gets it
+        }
+        return removed;
+    }
+
     /// <summary>The bytes, after checking that they still hash to their name.</summary>
     public byte[] Get(string hash)
     {

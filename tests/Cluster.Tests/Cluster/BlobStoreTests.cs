@@ -24,6 +24,22 @@ public sealed class BlobStoreTests : IDisposable
     }
 
     [Fact]
+    public void Sweeping_removes_only_staged_files_older_than_the_age()
+    {
+        var old = store.Stage(Bytes(1000, 7));
+        var fresh = store.Stage(Bytes(1000, 8));
+        var kept = store.Put(Bytes(1000, 9));
+        File.SetLastWriteTimeUtc(old.TempPath!, DateTime.UtcNow.AddHours(-2));
+        File.SetLastWriteTimeUtc(store.PathOf(kept), DateTime.UtcNow.AddHours(-2));
+        Assert.Equal(1, store.SweepStaged(TimeSpan.FromHours(1)));
+        Assert.False(File.Exists(old.TempPath));
+        Assert.True(File.Exists(fresh.TempPath));   // a staging still in progress (another node's, on shared storage)
+        Assert.Equal(Bytes(1000, 9), store.Get(kept));   // stored blobs are never swept, however old
+        Assert.Equal(fresh.Hash, store.Commit(fresh));
+        Assert.Equal(0, store.SweepStaged(TimeSpan.FromHours(1)));
+    }
+
+    [Fact]
     public void A_blob_is_named_by_the_sha256_of_its_bytes()
     {
         var bytes = Bytes(1000, 1);

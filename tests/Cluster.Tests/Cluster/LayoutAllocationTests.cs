@@ -1,0 +1,65 @@
+using System.Collections.Immutable;
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Configuration;
+using Cluster.Contracts.Runs;
+using Cluster.Node.Configuration;
+using Cluster.Node.Hosting;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>
+/// The shard allocation strategy on a real one-node cluster in pool "east": where it places a
+/// run's shard when the run coordinator does not answer, and how it puts it back once it does.
+/// </summary>
+public sealed class LayoutAllocationTests() : Akka.TestKit.Xunit2.TestKit(ConfigurationFactory.ParseString("""
+    akka.actor.provider = cluster
+    akka.remote.dot-netty.tcp.hostname = 127.0.0.1
+    akka.remote.dot-netty.tcp.port = 0
+    akka.cluster.roles = ["student", "pool:east"]
+    akka.loglevel = WARNING
+    """), "layout"), IDisposable
+{
+    private readonly string store = Path.Combine(Path.GetTempPath(), $"cd-layout-{Guid.NewGuid():N}");
+
+    [Fact]
+    public async Task Should_place_by_load_while_the_coordinator_is_silent_and_move_the_shard_to_its_pool_once_it_answers()
+    {
+        var cluster = Akka.Cluster.Cluster.Get(Sys);
+        cluster.Join(cluster.SelfAddress);
+        AwaitCondition(() => cluster.State.Members.Any(m => m.Status == MemberStatus.Up), TimeSpan.FromSeconds(30));
+        var coordinator = CreateTestProbe();
+        var services = new NodeServices(new NodeOptions
+        {
+            Persistence = PersistenceOptions.Sqlite(Path.Combine(store, "unused.db")), StoreDir = store, RunsDir = store,
+        }) { Coordinator = coordinator };
+        var strategy = new LayoutAllocationStrategy(Sys, services, "student");
+        var east = CreateTestProbe().Ref;   // a region on this node: pool east
+        // a region on a node outside every pool (not a member: no pool roles)
+        var elsewhere = ((ExtendedActorSystem)Sys).Provider.ResolveActorRef("akka.tcp://layout@127.0.0.1:1/system/sharding/student");
+        IImmutableDictionary<IActorRef, IImmutableList<string>> Allocations(params string[] onElsewhere) =>
+            ImmutableDictionary<IActorRef, IImmutableList<string>>.Empty
+                .Add(east, ImmutableList<string>.Empty).Add(elsewhere, onElsewhere.ToImmutableList());
+
+        // the coordinator is silent (failing over): placed by load, here on the requester
+        var placing = strategy.AllocateShard(elsewhere, "r1/0", Allocations());
+        coordinator.ExpectMsg<GetRunLayout>(m => m.RunId == "r1");
+        Assert.Equal(elsewhere, await placing);
+
+        // the next rebalance asks again; once the answer (students in east) is in, a rebalance moves it
+        Assert.Empty(await strategy.Rebalance(Allocations("r1/0"), ImmutableHashSet<string>.Empty));
+        coordinator.ExpectMsg<GetRunLayout>(m => m.RunId == "r1");
+        coordinator.Reply(new RunLayout("r1", true, null, null, ["east"]));
+        await AwaitAssertAsync(async () =>
+            Assert.Equal(["r1/0"], await strategy.Rebalance(Allocations("r1/0"), ImmutableHashSet<string>.Empty)), TimeSpan.FromSeconds(10));
+        // and a new shard of that run goes to its pool straight away, without asking
+        Assert.Equal(east, await strategy.AllocateShard(elsewhere, "r1/1", Allocations("r1/0")));
+        coordinator.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
+    }
+
+    void IDisposable.Dispose()
+    {
+        Shutdown();
+        try { Directory.Delete(store, true); } catch (IOException) { }
+    }
+}
