@@ -102,7 +102,28 @@ public sealed class ClusterNode : IAsyncDisposable
                 ClusterSingletonManagerSettings.Create(system).WithRole(Roles.Seed)), RunCoordinator.Name);
         services.Coordinator = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RunCoordinator.Name}",
             ClusterSingletonProxySettings.Create(system).WithRole(Roles.Seed)), "run-coordinator-proxy");
+        // "up" means ready to host entities: until a region has registered with its kind's shard
+        // coordinator, shards allocated meanwhile go to other nodes (two replicas of a student on one)
+        foreach (var (kind, region) in new[] { (EntityKinds.Generator, services.Generators), (EntityKinds.Teacher, services.Teachers), (EntityKinds.Student, services.Students) })
+            if (options.Roles.Contains(kind)) await WaitUntilRegisteredAsync(system, kind, region, cluster.SelfAddress, TimeSpan.FromSeconds(60));
         return new ClusterNode(system, services);
+    }
+
+    private static async Task WaitUntilRegisteredAsync(ActorSystem system, string kind, IActorRef region, Address self, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                var known = await region.Ask<CurrentRegions>(GetCurrentRegions.Instance, TimeSpan.FromSeconds(5));
+                if (known.Regions.Contains(self)) return;
+            }
+            catch (AskTimeoutException) { }
+            await Task.Delay(200);
+        }
+        Logging.GetLogger(system, "cluster-node").Warning("the {0} shard region is not registered with its coordinator after {1:F0} s; going on (shards may be placed on other nodes until it is)",
+            kind, timeout.TotalSeconds);
     }
 
     /// <summary>Until Ctrl+C, SIGTERM (the pod's shutdown) or the actor system ending; disposing then leaves the cluster.</summary>
