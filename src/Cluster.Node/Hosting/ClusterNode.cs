@@ -70,10 +70,15 @@ public sealed class ClusterNode : IAsyncDisposable
         var sharding = ClusterSharding.Get(system);
         var extractor = new EntityMessageExtractor(options.NumberOfShards);
         // each kind's shards live only on nodes with that kind as a role (the layout); elsewhere a proxy
-        IActorRef Region(string kind, Func<string, Props> props) => options.Roles.Contains(kind)
-            ? sharding.Start(kind, props, ClusterShardingSettings.Create(system).WithRole(kind).WithRememberEntities(true), extractor,
-                new LayoutAllocationStrategy(system, services, kind), PoisonPill.Instance)
-            : sharding.StartProxy(kind, kind, extractor);
+        var hosted = new List<(string Kind, IActorRef Region)>();
+        IActorRef Region(string kind, Func<string, Props> props)
+        {
+            if (!options.Roles.Contains(kind)) return sharding.StartProxy(kind, kind, extractor);
+            var region = sharding.Start(kind, props, ClusterShardingSettings.Create(system).WithRole(kind).WithRememberEntities(true), extractor,
+                new LayoutAllocationStrategy(system, services, kind), PoisonPill.Instance);
+            hosted.Add((kind, region));
+            return region;
+        }
         services.Generators = Region(EntityKinds.Generator, id => GeneratorEntity.GetProps(id, services));
         services.Teachers = Region(EntityKinds.Teacher, id => TeacherEntity.GetProps(id, services));
         services.Students = Region(EntityKinds.Student, id => StudentEntity.GetProps(id, services));
@@ -104,8 +109,7 @@ public sealed class ClusterNode : IAsyncDisposable
             ClusterSingletonProxySettings.Create(system).WithRole(Roles.Seed)), "run-coordinator-proxy");
         // "up" means ready to host entities: until a region has registered with its kind's shard
         // coordinator, shards allocated meanwhile go to other nodes (two replicas of a student on one)
-        foreach (var (kind, region) in new[] { (EntityKinds.Generator, services.Generators), (EntityKinds.Teacher, services.Teachers), (EntityKinds.Student, services.Students) })
-            if (options.Roles.Contains(kind)) await WaitUntilRegisteredAsync(system, kind, region, cluster.SelfAddress, TimeSpan.FromSeconds(60));
+        foreach (var (kind, region) in hosted) await WaitUntilRegisteredAsync(system, kind, region, cluster.SelfAddress, TimeSpan.FromSeconds(60));
         return new ClusterNode(system, services);
     }
 

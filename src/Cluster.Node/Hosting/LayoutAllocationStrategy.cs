@@ -103,11 +103,19 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
     private void FetchInBackground(string run)
     {
         if (!fetching.TryAdd(run, true)) return;
-        services.Coordinator.Ask<RunLayout>(new GetRunLayout(run), AskTimeout).ContinueWith(t =>
+        FetchLayoutAsync(run).ContinueWith(t =>
         {
-            if (t.IsCompletedSuccessfully && t.Result.Known) layouts[run] = t.Result;
+            _ = t.Exception;   // a silent coordinator again: the next rebalance asks again
             fetching.TryRemove(run, out _);
         }, TaskScheduler.Default);
+    }
+
+    /// <summary>Asks the coordinator for a run's layout and caches it once known (a spec's layout never changes; an unknown run may be submitted yet).</summary>
+    private async Task<RunLayout> FetchLayoutAsync(string run)
+    {
+        var layout = await services.Coordinator.Ask<RunLayout>(new GetRunLayout(run), AskTimeout);
+        if (layout.Known) layouts[run] = layout;
+        return layout;
     }
 
     private string? CachedPoolOf(string shardId) =>
@@ -118,11 +126,7 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
         if (Parse(shardId) is not { } p) return null;
         if (!layouts.TryGetValue(p.Run, out var layout))
         {
-            try
-            {
-                layout = await services.Coordinator.Ask<RunLayout>(new GetRunLayout(p.Run), AskTimeout);
-                if (layout.Known) layouts[p.Run] = layout;   // a spec's layout never changes; an unknown run may be submitted yet
-            }
+            try { layout = await FetchLayoutAsync(p.Run); }
             catch (Exception e) when (e is AskTimeoutException or TaskCanceledException)
             {
                 log.Warning("{0} shard {1}: the run coordinator did not answer where run {2} goes; placed by load", kind, shardId, p.Run);

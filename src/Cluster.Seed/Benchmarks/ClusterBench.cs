@@ -31,6 +31,8 @@ public sealed record ClusterBenchRow(string Workload, string Detail, double Valu
 public static class ClusterBench
 {
     private const int Batch = 128;
+    /// <summary>The pipeline runs' student window (the generator then stores Window - 2 batches at a time).</summary>
+    private const int Window = 4;
 
     /// <summary>Steps of warm-up and measured steps per segment; pipeline segments between engine segments.</summary>
     private static (int Warm, int Measured, int Pairs) Length(bool quick) => quick ? (20, 80, 2) : (40, 200, 5);
@@ -71,7 +73,7 @@ public static class ClusterBench
         rows.Add(new("DAFL quick step, actor pipeline", $"embedded one-node cluster, batch {Batch}, {pipeline.Count} runs, steps {warm}-{warm + measured}",
             pipeline.Average(p => p.ImagesPerSecond), "images/s",
             string.Create(CultureInfo.InvariantCulture, $"median {median:F3} x the engine segments beside it (range {ratios[0]:F3}-{ratios[^1]:F3}); runs {List(pipeline.Select(p => p.ImagesPerSecond))}; ") +
-            $"generator, teacher, student actors, window 4, every batch stored and journaled before it is sent (group commit: two at a time); compute thread busy {pipeline.Average(p => p.ComputeBusy):P0}; " +
+            $"generator, teacher, student actors, window {Window}, every batch stored and journaled before it is sent (group commit: {Window - 2} at a time); compute thread busy {pipeline.Average(p => p.ComputeBusy):P0}; " +
             $"other threads used {pipeline.Average(p => p.OtherCores):F2} cores and slept {pipeline.Average(p => p.Wakeups):F0} times per batch; " +
             $"compute threads preempted {pipeline.Average(p => p.Preempted):F0} times per batch"));
 
@@ -229,7 +231,7 @@ public static class ClusterBench
                   arch: lenet5-half
                   train: {optimizer: adam, lr: 0.002}
                 dafl: {steps: {{steps + 5}}, batch_size: {{Batch}}, generator_width: 32, generator_lr: 0.02, activation: code, entropy: code, eval_every: 100000 }
-                cluster: {checkpoint_every: 50, window: 4}
+                cluster: {checkpoint_every: 50, window: {{Window}}}
                 guard: {enabled: false}
                 """);
             var runId = await RunClient.SubmitAsync(node.Coordinator, spec, index < 0 ? "bench-warmup" : $"bench-{index}", TimeSpan.FromSeconds(60));
