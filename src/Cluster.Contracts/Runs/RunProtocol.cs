@@ -98,3 +98,23 @@ public sealed record EntityFailed(
     [property: Key(0)] string RunId,
     [property: Key(1)] string EntityId,
     [property: Key(2)] string Reason) : IRunCommand;
+
+/// <summary>
+/// Values an entity logged at one step (losses, learning rates, test accuracy), for the run's
+/// metrics.csv, which the coordinator alone writes. Names and Values are parallel arrays.
+/// </summary>
+[MessagePackObject]
+public sealed record RunMetrics(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string EntityId,
+    [property: Key(2)] long Step,
+    [property: Key(3)] string[] Names,
+    [property: Key(4)] double[] Values) : IRunCommand;
+
+/// <summary>A PNG grid of synthesised images at one step, for the run's samples/ directory.</summary>
+[MessagePackObject]
+public sealed record RunSamples(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string EntityId,
+    [property: Key(2)] long Step,
+    [property: Key(3)] byte[] Png) : IRunCommand;

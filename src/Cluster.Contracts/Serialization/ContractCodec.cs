@@ -24,7 +24,7 @@ public static class ContractCodec
     [
         (typeof(SubmitRun), "R1"), (typeof(RunAccepted), "R2"), (typeof(RunRejected), "R3"), (typeof(GetRunStatus), "R4"),
         (typeof(RunStatusReport), "R5"), (typeof(EntityProgress), "R6"), (typeof(TeacherReady), "R7"), (typeof(StudentFinished), "R8"),
-        (typeof(EntityFailed), "R9"), (typeof(GetRunLayout), "R10"), (typeof(RunLayout), "R11"),
+        (typeof(EntityFailed), "R9"), (typeof(GetRunLayout), "R10"), (typeof(RunLayout), "R11"), (typeof(RunMetrics), "R12"), (typeof(RunSamples), "R13"),
         (typeof(StartEntity), "P1"), (typeof(RequestBatches), "P2"), (typeof(ReleaseBatches), "P3"), (typeof(LabelBatch), "P4"),
         (typeof(LabelledBatch), "P5"), (typeof(GetEntityStatus), "P6"), (typeof(EntityStatus), "P7"), (typeof(StopEntity), "P8"),
         (typeof(CompetitorReady), "P9"),

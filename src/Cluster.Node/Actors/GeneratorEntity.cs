@@ -11,9 +11,11 @@ using Cluster.Contracts.Runs;
 using Cluster.Contracts.Tensors;
 using Cluster.Node.Hosting;
 using Cluster.Node.Storage;
+using Distill.Engine.Imaging;
 using Distill.Engine.Methods;
 using Distill.Engine.Models;
 using Distill.Engine.Specs;
+using Distill.Engine.Training;
 using MessagePack;
 
 namespace Cluster.Node.Actors;
@@ -38,7 +40,7 @@ public sealed class GeneratorEntity : PersistentEntity
 
     /// <summary>A new batch, its blobs staged on the compute thread; Checkpoint holds the generator's state right after it when one is due.</summary>
     private sealed record Synthesized(long Seq, TensorPayload Images, TensorPayload Labels, StagedBlob ImagesBlob, StagedBlob LabelsBlob,
-        IReadOnlyDictionary<string, double>? Metrics, byte[]? Checkpoint) : INoSerializationVerificationNeeded;
+        IReadOnlyDictionary<string, double>? Metrics, byte[]? Checkpoint, byte[]? SamplesPng) : INoSerializationVerificationNeeded;
     /// <summary>Part of a DeepInversion round done (a checkpoint of it when one was due).</summary>
     /// <summary>SecondsPerIteration: as measured by the slice, which sizes the next one.</summary>
     private sealed record Advanced(long Seq, int Iteration, byte[]? Checkpoint, double SecondsPerIteration) : INoSerializationVerificationNeeded;
@@ -261,16 +263,22 @@ public sealed class GeneratorEntity : PersistentEntity
         var wantMetrics = next % 50 == 0;
         var checkpointDue = next % CheckpointEvery == 0 || next == spec!.Dafl!.Steps;
         var labelDType = TensorWire.Parse(spec!.Cluster.SoftLabels);
+        // a grid from the generator's fixed z at each of the run's evaluation steps, as the engine loop draws
+        var grid = next % spec.Dafl!.EvalEvery == 0 || next == spec.Dafl.Steps ? spec.Dafl.SampleGrid : 0;
+        var (mean, std, _) = DataSplits.Constants(spec.Data.Name);
         EngineAccess.Compute(() =>
         {
             using var o = g.Synthesize(wantMetrics);
+            byte[]? png = null;
+            if (grid > 0)
+                using (var x = g.Samples(grid)) png = SampleGrid.ToPng(x, mean, std);
             var images = TensorWire.ToPayload(o.Images);
             // the step ran the teacher on exactly this batch (DAFL's loss needs its logits): label
             // from those, as the engine loop does, rather than a second teacher pass
             using var probs = SoftLabels.FromLogits(o.TeacherLogits, TeacherEntity.Temperature);
             var labels = TensorWire.ToPayload(probs, labelDType);
             var checkpoint = checkpointDue ? EngineAccess.Save(g.SaveState) : null;
-            return Staged(next, images, labels, o.Metrics, checkpoint);
+            return Staged(next, images, labels, o.Metrics, checkpoint, png);
         }).PipeTo(Self);
     }
 
@@ -294,6 +302,8 @@ public sealed class GeneratorEntity : PersistentEntity
         var model = competitor;
         var blobs = Services.Blobs;
         var slice = iterationsPerJob;
+        var grid = di.SampleGrid;
+        var (mean, std, _) = DataSplits.Constants(spec.Data.Name);
         EngineAccess.Compute<object>(() =>
         {
             if (!r.InRound)
@@ -317,7 +327,10 @@ public sealed class GeneratorEntity : PersistentEntity
                     {
                         metrics ??= [];
                         metrics["best_loss"] = done.BestLoss;
-                        return Staged(next, TensorWire.ToPayload(done.Images), TensorWire.ToPayload(done.Probs, labelDType), metrics, null);
+                        byte[]? png = null;
+                        if (grid > 0)
+                            using (var x = done.Images.narrow(0, 0, Math.Min(grid, done.Images.shape[0]))) png = SampleGrid.ToPng(x, mean, std);
+                        return Staged(next, TensorWire.ToPayload(done.Images), TensorWire.ToPayload(done.Probs, labelDType), metrics, null, png);
                     }
                 if (r.Iteration % every == 0) return new Advanced(next, r.Iteration, EngineAccess.Save(r.SaveState), PerIteration(i + 1));
             }
@@ -404,8 +417,13 @@ public sealed class GeneratorEntity : PersistentEntity
             if (checkpoint) busy = false;
             if (wanted.Remove(s.Seq, out var who))
                 foreach (var student in who) SendLabelled(student, s.Seq, s.Images, s.Labels);
-            if (s.Metrics is { } m && m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
-                Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
+            if (s.Metrics is { } m)
+            {
+                if (m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
+                    Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
+                Services.Coordinator.Tell(new RunMetrics(RunId, Id, s.Seq, [.. m.Keys], [.. m.Values]));
+            }
+            if (s.SamplesPng is { } png) Services.Coordinator.Tell(new RunSamples(RunId, Id, s.Seq, png));
             if (s.Seq % 25 == 0 || rounds is not null)
                 Services.Coordinator.Tell(new EntityProgress(RunId, Id, GeneratorStep, TotalBatches, wanted.Count, State.Pool.Count, null, Services.NodeName, null));
             if (rounds is not null)
@@ -454,8 +472,8 @@ public sealed class GeneratorEntity : PersistentEntity
     /// on the actor threads ran beside the compute thread's OpenMP team and cost the pipeline ~3%
     /// of its speed on two cores; here it runs between jobs. OnSynthesized makes them durable.
     /// </summary>
-    private Synthesized Staged(long seq, TensorPayload images, TensorPayload labels, IReadOnlyDictionary<string, double>? metrics, byte[]? checkpoint) =>
-        new(seq, images, labels, Stage(images), Stage(labels), metrics, checkpoint);
+    private Synthesized Staged(long seq, TensorPayload images, TensorPayload labels, IReadOnlyDictionary<string, double>? metrics, byte[]? checkpoint, byte[]? png) =>
+        new(seq, images, labels, Stage(images), Stage(labels), metrics, checkpoint, png);
 
     /// <summary>One buffer for every batch's blob (compute thread only: an entity's jobs never overlap).</summary>
     private readonly ArrayBufferWriter<byte> blobBuffer = new(1 << 20);

@@ -40,6 +40,29 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
     /// <summary>Parsed specs by run (parsing YAML on every status question costs CPU the engine needs).</summary>
     private readonly Dictionary<string, RunSpec> specs = [];
 
+    /// <summary>
+    /// Open run directories: the coordinator alone writes metrics.csv, events.log and samples/ for
+    /// the entities wherever they run, so that one file has one writer.
+    /// </summary>
+    private readonly Dictionary<string, RunDirectory> dirs = [];
+    /// <summary>The last message logged per entity, so that a report repeated is not logged twice.</summary>
+    private readonly Dictionary<string, string> lastMessage = [];
+
+    private RunDirectory Dir(string runId) =>
+        dirs.TryGetValue(runId, out var d) ? d : dirs[runId] = new RunDirectory(Path.Combine(services.Options.RunsDir, runId));
+
+    private void CloseDir(string runId)
+    {
+        if (dirs.Remove(runId, out var d)) d.Dispose();
+    }
+
+    protected override void PostStop()
+    {
+        foreach (var d in dirs.Values) d.Dispose();
+        dirs.Clear();
+        base.PostStop();
+    }
+
     private RunSpec SpecOf(RunRecord r) => specs.TryGetValue(r.RunId, out var s) ? s : specs[r.RunId] = SpecParser.Parse(r.SpecYaml, r.SpecFile);
 
     private sealed class Live
@@ -66,6 +89,8 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         Command<EntityProgress>(OnProgress);
         Command<StudentFinished>(OnFinished);
         Command<EntityFailed>(OnFailed);
+        Command<RunMetrics>(OnMetrics);
+        Command<RunSamples>(OnSamples);
         Command<GetRunStatus>(m => Sender.Tell(new RunStatusReport(state.Runs.Values
             .Where(r => m.RunId is null || r.RunId == m.RunId).Select(Summary).ToArray())));
         Command<Nudge>(_ => { foreach (var r in state.Active) StartEntities(r); });
@@ -111,9 +136,9 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         var sender = Sender;
         PersistAndSnapshot(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, DateTime.UtcNow), () =>
         {
-            var dir = Path.Combine(services.Options.RunsDir, runId);
-            Directory.CreateDirectory(dir);
-            File.WriteAllText(Path.Combine(dir, "spec.yaml"), m.SpecYaml);
+            var dir = Dir(runId);
+            dir.WriteSpec(spec);
+            dir.Event($"run {runId} accepted: method {SpecParser.MethodName(spec.Method)}, spec {m.SpecFile}, device {spec.Device}, seed {spec.Seed}");
             log.Info("run {0} accepted ({1})", runId, m.SpecFile);
             sender.Tell(new RunAccepted(runId, AlreadyKnown: false));
             StartEntities(state.Runs[runId]);
@@ -141,6 +166,10 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         PersistAndSnapshot(new RunTeacherReady(m.RunId, m.TeacherBlob, m.Accuracy), () =>
         {
             log.Info("run {0}: teacher ready, {1:F2}% test accuracy", m.RunId, m.Accuracy);
+            var dir = Dir(m.RunId);
+            dir.Event($"teacher ready: {m.Accuracy:F2}% test accuracy");
+            // the run directory holds the teacher it used (the teacher entity's node may not share this disk)
+            if (services.Blobs.Exists(m.TeacherBlob)) File.WriteAllBytes(dir.File("teacher.pt"), services.Blobs.Get(m.TeacherBlob));
             StartEntities(state.Runs[m.RunId]);
         });
     }
@@ -165,7 +194,15 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             l.Pool = p.PoolBatches;
             l.GeneratorNode = p.Node;
         }
-        if (p.Message is not null) l.Message = p.Message;
+        if (p.Message is not null)
+        {
+            l.Message = p.Message;
+            if (lastMessage.GetValueOrDefault(p.EntityId) != p.Message)
+            {
+                lastMessage[p.EntityId] = p.Message;
+                Dir(p.RunId).Event($"{p.EntityId} on {p.Node}: {p.Message}");
+            }
+        }
         WriteStatus(state.Runs[p.RunId], throttle: true);
     }
 
@@ -200,6 +237,8 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             var done = state.Runs[m.RunId];
             WriteResult(done, m);
             WriteStatus(done, throttle: false);
+            Dir(m.RunId).Event($"done: student {m.Accuracy:F2}% (best {m.BestAccuracy:F2}%) after {m.Steps} steps, {m.Rollbacks} rollback(s)");
+            CloseDir(m.RunId);
             log.Info("run {0} completed: student {1:F2}% (best {2:F2}%) after {3} steps", m.RunId, m.Accuracy, m.BestAccuracy, m.Steps);
             var spec = SpecOf(done);
             services.Generators.Tell(new StopEntity(EntityId.Generator(m.RunId)));
@@ -244,8 +283,44 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         PersistAndSnapshot(new RunFailed(m.RunId, $"{m.EntityId}: {m.Reason}"), () =>
         {
             log.Error("run {0} failed: {1}: {2}", m.RunId, m.EntityId, m.Reason);
+            Dir(m.RunId).Event($"failed: {m.EntityId}: {m.Reason}");
+            CloseDir(m.RunId);
             WriteStatus(state.Runs[m.RunId], throttle: false);
         });
+    }
+
+    /// <summary>
+    /// A row of metrics.csv: phase is the entity kind (generator, student-N), seconds count from
+    /// the run's submission. A step run again after a failover or a guard rollback is logged again.
+    /// </summary>
+    private void OnMetrics(RunMetrics m)
+    {
+        if (!state.Runs.TryGetValue(m.RunId, out var r) || r.Completed || r.Failed) return;
+        if (m.Names.Length != m.Values.Length)
+        {
+            log.Warning("run {0}: metrics from {1} with {2} names and {3} values; dropped", m.RunId, m.EntityId, m.Names.Length, m.Values.Length);
+            return;
+        }
+        if (Phase(m.RunId, m.EntityId) is not { } phase) return;
+        var values = new Dictionary<string, double>(m.Names.Length);
+        for (var i = 0; i < m.Names.Length; i++) values[m.Names[i]] = m.Values[i];
+        Dir(m.RunId).Metrics(phase, m.Step, (DateTime.UtcNow - r.SubmittedUtc).TotalSeconds, values, RunDirectory.KnownColumns);
+    }
+
+    private void OnSamples(RunSamples m)
+    {
+        if (!state.Runs.TryGetValue(m.RunId, out var r) || r.Completed || r.Failed) return;
+        if (Phase(m.RunId, m.EntityId) is { } phase) Dir(m.RunId).Samples(phase, m.Step, m.Png);
+    }
+
+    /// <summary>The entity's kind (student-N for a replica) as the file names and the CSV show it; null for an id that is not this run's entity.</summary>
+    private string? Phase(string runId, string entityId)
+    {
+        EntityId id;
+        try { id = EntityId.Parse(entityId); }
+        catch (FormatException e) { log.Warning("run {0}: {1}; report dropped", runId, e.Message); return null; }
+        if (id.RunId != runId) { log.Warning("run {0}: a report from {1}, another run's entity; dropped", runId, entityId); return null; }
+        return id.Kind == EntityKinds.Student ? $"student-{id.Index}" : id.Kind;
     }
 
     private void PersistAndSnapshot(IPersistedEvent e, Action then)

@@ -33,7 +33,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     private sealed record EngineReady(SoftTargetStudent Student, SyntheticPool? Pool, string? Warning, double Best, byte[]? Competitor) : INoSerializationVerificationNeeded;
     /// <summary>A step done; Competitor: ADI's weights at the end of a round, for the generator's next round.</summary>
-    private sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, byte[]? Competitor = null)
+    private sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, double Lr, byte[]? Competitor = null)
         : INoSerializationVerificationNeeded;
     private sealed record GradientReady(long Seq, float[] Gradient) : INoSerializationVerificationNeeded;
     private sealed record RolledBack(long Step, string Reason, SoftTargetStudent? Fresh = null, bool Guard = true) : INoSerializationVerificationNeeded;
@@ -483,7 +483,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         var checkpoint = s.Step % CheckpointEvery == 0 || final ? EngineAccess.Save(s.SaveState) : null;
         var weights = final && replica == 0 ? EngineAccess.SaveModel(s.Model) : null;
         var competitor = CompetitorDue(spec!, s) ? EngineAccess.SaveModel(s.Model) : null;
-        return new Trained(seq, loss, acc, checkpoint, weights, competitor);
+        return new Trained(seq, loss, acc, checkpoint, weights, s.Lr, competitor);
     }
 
     private void OnTrained(Trained t)
@@ -504,6 +504,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             best = Math.Max(best, a);
             Log.Info("{0}: step {1}/{2} test accuracy {3:F2}%", Id, student!.Step, Total, a);
         }
+        if (replica == 0 && (t.Loss is not null || t.Accuracy is not null)) ReportMetrics(t);
         if (t.Accuracy is not null || student!.Step % 5 == 0)
             Services.Coordinator.Tell(new EntityProgress(RunId, Id, student!.Step, Total, buffer.Count, 0, t.Accuracy, Services.NodeName, null));
         if (t.Checkpoint is not null)
@@ -525,6 +526,21 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         if (t.Competitor is not null) OfferCompetitor(t.Competitor);
         RequestMore();
         TryTrain();
+    }
+
+    /// <summary>The step's loss and accuracy for the run's metrics.csv (replica 0 speaks for all: they hold the same model).</summary>
+    private void ReportMetrics(Trained t)
+    {
+        var names = new List<string>(4);
+        var values = new List<double>(4);
+        if (t.Loss is { } l) { names.Add("loss_kd"); values.Add(l); }
+        if (t.Accuracy is { } a) { names.Add("test_accuracy"); values.Add(a); }
+        names.Add("lr_s");
+        values.Add(t.Lr);
+        // resident memory of this node, so that a long run's metrics show whether it stays flat
+        names.Add("rss_mb");
+        values.Add(Math.Round(Environment.WorkingSet / 1048576.0, 1));
+        Services.Coordinator.Tell(new RunMetrics(RunId, Id, student!.Step, [.. names], [.. values]));
     }
 
     private void Finish(Trained t)

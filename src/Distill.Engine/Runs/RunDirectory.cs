@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Distill.Engine.Methods;
+using Distill.Engine.Specs;
 
 namespace Distill.Engine.Runs;
 
@@ -37,14 +38,33 @@ public sealed class RunDirectory : IDisposable
         events.WriteLine(line);
     }
 
-    /// <summary>One CSV row per logged step; columns fixed by the first row (phase-specific ones blank elsewhere).</summary>
+    /// <summary>Every column any phase may log, so that one CSV header serves the whole run.</summary>
+    public static readonly IReadOnlyList<string> KnownColumns =
+        ["test_accuracy", "loss", "loss_kd", "kl_kd", "loss_g", "loss_oh", "loss_a", "loss_ie", "classes", "gen_std", "ce", "r_feature", "r_tv", "r_l2", "r_compete",
+         "batch_accuracy", "best_loss", "lr", "lr_s", "lr_g", "lr_x", "pool", "synth_step", "rss_mb"];
+
+    /// <summary>
+    /// One CSV row per logged step; columns fixed by the first row (phase-specific ones blank elsewhere).
+    /// An existing metrics.csv (a run coordinator that took over after a failover) is appended to,
+    /// under its own header.
+    /// </summary>
     public void Metrics(string phase, long step, double seconds, IReadOnlyDictionary<string, double> values, IEnumerable<string> allColumns)
     {
         if (metrics is null)
         {
-            metricColumns = allColumns.ToArray();
-            metrics = new StreamWriter(File("metrics.csv"), append: false) { AutoFlush = false };
-            metrics.WriteLine("phase,step,seconds," + string.Join(',', metricColumns));
+            var file = File("metrics.csv");
+            var header = System.IO.File.Exists(file) ? System.IO.File.ReadLines(file).FirstOrDefault() : null;
+            if (header is not null && header.StartsWith("phase,step,seconds", StringComparison.Ordinal))
+            {
+                metricColumns = header.Split(',')[3..];
+                metrics = new StreamWriter(file, append: true) { AutoFlush = false };
+            }
+            else
+            {
+                metricColumns = allColumns.ToArray();
+                metrics = new StreamWriter(file, append: false) { AutoFlush = false };
+                metrics.WriteLine("phase,step,seconds," + string.Join(',', metricColumns));
+            }
         }
         var sb = new StringBuilder().Append(phase).Append(',').Append(step).Append(',').Append(seconds.ToString("F2", CultureInfo.InvariantCulture));
         foreach (var c in metricColumns)
@@ -90,6 +110,15 @@ public sealed class RunDirectory : IDisposable
         using var r = new BinaryReader(new MemoryStream(bytes));
         try { trainer.LoadState(r); }
         catch (EndOfStreamException e) { throw new InvalidDataException($"checkpoint {path} is truncated", e); }
+    }
+
+    /// <summary>spec.yaml as given and spec.resolved.yaml with every default filled in.</summary>
+    public void WriteSpec(RunSpec spec)
+    {
+        System.IO.File.WriteAllText(File("spec.yaml"), spec.SourceText);
+        System.IO.File.WriteAllText(File("spec.resolved.yaml"),
+            $"# {spec.SourceFile} with every default filled in\n" +
+            new YamlDotNet.Serialization.SerializerBuilder().WithNamingConvention(YamlDotNet.Serialization.NamingConventions.UnderscoredNamingConvention.Instance).Build().Serialize(spec));
     }
 
     public void WriteResult(RunResult result) => WriteResult(Path, result);

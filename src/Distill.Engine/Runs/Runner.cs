@@ -39,10 +39,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         var device = Devices.Resolve(spec.Device);
         var runId = options.RunId ?? $"{spec.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}";
         using var dir = new RunDirectory(Path.Combine(options.RunsRoot, runId));
-        File.WriteAllText(dir.File("spec.yaml"), spec.SourceText);
-        File.WriteAllText(dir.File("spec.resolved.yaml"),
-            $"# {spec.SourceFile} with every default filled in\n" +
-            new SerializerBuilder().WithNamingConvention(UnderscoredNamingConvention.Instance).Build().Serialize(spec));
+        dir.WriteSpec(spec);
         dir.Event($"run {runId}: method {SpecParser.MethodName(spec.Method)}, device {device.type}, seed {spec.Seed}, threads {get_num_threads()}");
         log.WriteLine($"[run] {runId}: {SpecParser.MethodName(spec.Method)} on {spec.Data.Name}, device {device.type}, {get_num_threads()} threads -> {dir.Path}");
 
@@ -186,6 +183,8 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             try
             {
                 loaded.load(cached);
+                // the run directory holds the teacher it used, wherever it came from
+                File.Copy(cached, ctx.Dir.File("teacher.pt"), overwrite: true);
                 return (loaded, ctx.TestAccuracy(loaded), true);
             }
             catch (Exception e)
@@ -271,7 +270,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                 // resident memory, so that a long run's metrics show whether it stays flat
                 values["rss_mb"] = Math.Round(Environment.WorkingSet / 1048576.0, 1);
                 foreach (var k in values.Keys) columns.Add(k);
-                ctx.Dir.Metrics(trainer.Phase, trainer.Step, sw.Elapsed.TotalSeconds, values, KnownColumns.Concat(columns).Distinct());
+                ctx.Dir.Metrics(trainer.Phase, trainer.Step, sw.Elapsed.TotalSeconds, values, RunDirectory.KnownColumns.Concat(columns).Distinct());
                 if (trainer.Step % (options.LogEvery * 10) == 0 && !isEval)
                     log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} " +
                                   string.Join(" ", values.Where(kv => kv.Key.StartsWith("loss")).Select(kv => $"{kv.Key}={kv.Value:G4}")));
@@ -279,11 +278,6 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         }
         return new PhaseOutcome(final, best, rollbacks);
     }
-
-    /// <summary>Every column any phase may log, so that one CSV header serves the whole run.</summary>
-    private static readonly string[] KnownColumns =
-        ["test_accuracy", "loss", "loss_kd", "kl_kd", "loss_g", "loss_oh", "loss_a", "loss_ie", "classes", "gen_std", "ce", "r_feature", "r_tv", "r_l2", "r_compete",
-         "batch_accuracy", "lr", "lr_s", "lr_g", "lr_x", "pool", "synth_step", "rss_mb"];
 
     private void Rollback(PhaseContext ctx, IStepTrainer trainer, byte[] state, string reason, ref int rollbacks)
     {

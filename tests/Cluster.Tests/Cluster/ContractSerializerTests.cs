@@ -51,6 +51,8 @@ public sealed class ContractSerializerTests : IDisposable
         new TeacherReady("r1", new string('a', 64), 98.1),
         new StudentFinished("r1", "r1/student/0", 91, 92, 10, new string('b', 64), 1),
         new EntityFailed("r1", "r1/generator/0", "nan"),
+        new RunMetrics("r1", "r1/student/0", 250, ["loss_kd", "test_accuracy"], [0.25, 91.5]),
+        new RunSamples("r1", "r1/generator/0", 250, [0x89, 0x50, 0x4E, 0x47]),
         new StartEntity("r1/teacher/0", "r1", "yaml", null),
         new RequestBatches("r1/generator/0", 3, 2, "r1/student/0"),
         new ReleaseBatches("r1/generator/0", "r1/student/1", 40),

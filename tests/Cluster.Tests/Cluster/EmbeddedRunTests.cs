@@ -33,6 +33,27 @@ public sealed class EmbeddedRunTests
             Assert.True(File.Exists(Path.Combine(root, "actors", "journal.db")), "the embedded journal is a SQLite file in the run directory");
             Assert.True(File.Exists(Path.Combine(root, "actors", "student.pt")));
 
+            // the run directory is the engine loop's: the coordinator writes what the entities report
+            string A(string f) => Path.Combine(root, "actors", f);
+            string B(string f) => Path.Combine(root, "engine", f);
+            // (line 1 names the file submitted: the embedded run submits a copy in its run directory)
+            Assert.Equal(File.ReadAllLines(B("spec.resolved.yaml")).Skip(1), File.ReadAllLines(A("spec.resolved.yaml")).Skip(1));
+            Assert.Equal(File.ReadAllBytes(B("teacher.pt")), File.ReadAllBytes(A("teacher.pt")));
+            var actorRows = MetricRows(A("metrics.csv"));
+            var engineRows = MetricRows(B("metrics.csv"));
+            foreach (var step in new[] { 10L, 20, 30 })
+            {
+                Assert.Equal(engineRows[("dafl", step)]["test_accuracy"], actorRows[("student-0", step)]["test_accuracy"]);
+                // the same generator at the same step draws the same grid
+                Assert.Equal(File.ReadAllBytes(B($"samples/dafl-step{step:D7}.png")), File.ReadAllBytes(A($"samples/generator-step{step:D7}.png")));
+            }
+            Assert.Equal(engineRows[("dafl", 25)]["loss_kd"], actorRows[("student-0", 25)]["loss_kd"]);
+            Assert.Equal(engineRows[("dafl", 25)]["lr_s"], actorRows[("student-0", 25)]["lr_s"]);
+            var events = File.ReadAllText(A("events.log"));
+            Assert.Contains("run actors accepted: method dafl", events);
+            Assert.Contains("teacher ready:", events);
+            Assert.Contains($"done: student {a.RootElement.GetProperty("student_accuracy").GetDouble():F2}%", events);
+
             // the same run id again is the same run: it is complete, so nothing is redone
             var outC = new StringWriter();
             Assert.Equal(0, CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", "actors"], outC, outC));
@@ -43,6 +64,25 @@ public sealed class EmbeddedRunTests
         {
             try { Directory.Delete(root, true); } catch (IOException) { }
         }
+    }
+
+    /// <summary>metrics.csv as (phase, step) -> the row's non-empty numeric columns.</summary>
+    internal static Dictionary<(string Phase, long Step), Dictionary<string, double>> MetricRows(string file)
+    {
+        var lines = File.ReadAllLines(file);
+        var header = lines[0].Split(',');
+        Assert.Equal(["phase", "step", "seconds"], header[..3]);
+        var rows = new Dictionary<(string, long), Dictionary<string, double>>();
+        foreach (var line in lines.Skip(1))
+        {
+            var cells = line.Split(',');
+            Assert.Equal(header.Length, cells.Length);
+            var values = new Dictionary<string, double>();
+            for (var i = 3; i < cells.Length; i++)
+                if (cells[i].Length > 0) values[header[i]] = double.Parse(cells[i], System.Globalization.CultureInfo.InvariantCulture);
+            rows[(cells[0], long.Parse(cells[1]))] = values;
+        }
+        return rows;
     }
 
     /// <summary>
