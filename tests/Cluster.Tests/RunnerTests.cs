@@ -35,6 +35,22 @@ public sealed class RunnerTests : IDisposable
         new Runner(new RunnerOptions { RunsRoot = root, RunId = id, TeacherCache = Path.Combine(root, "teachers"), LogEvery = 5 }, log ?? TextWriter.Null)
             .Run(SpecParser.Parse(yaml, id + ".yaml"));
 
+    /// <summary>A coordinator that takes over a run (failover, restart) appends to its metrics.csv under the header already there.</summary>
+    [Fact]
+    public void Should_append_to_an_existing_metrics_file_under_its_own_header()
+    {
+        var path = Path.Combine(root, "appended");
+        using (var first = new RunDirectory(path))
+        {
+            first.Metrics("generator", 50, 1.5, new Dictionary<string, double> { ["loss_g"] = -4.5 }, ["loss_g", "lr_g"]);
+            first.Metrics("student-0", 50, 1.75, new Dictionary<string, double> { ["lr_g"] = 0.25 }, ["loss_g", "lr_g"]);
+        }
+        using (var second = new RunDirectory(path))
+            second.Metrics("student-0", 100, 3, new Dictionary<string, double> { ["lr_g"] = 0.5, ["test_accuracy"] = 90 }, ["test_accuracy", "lr_g"]);
+        Assert.Equal(["phase,step,seconds,loss_g,lr_g", "generator,50,1.50,-4.5,", "student-0,50,1.75,,0.25", "student-0,100,3.00,,0.5"],
+            File.ReadAllLines(Path.Combine(path, "metrics.csv")));
+    }
+
     [Fact]
     public void Dafl_run_writes_the_run_directory_and_is_reproducible()
     {
