@@ -73,7 +73,7 @@ public sealed class RunnerTests : IDisposable
 
         // same spec, same seed, same device: the same numbers (the teacher now comes from the cache)
         var b = Run(TinyDafl, "b");
-        Assert.True(b.TeacherFromCache);
+        Assert.True(b.TeacherFromCache == true);
         Assert.Equal(a.TeacherAccuracy, b.TeacherAccuracy);
         Assert.Equal(a.StudentAccuracy, b.StudentAccuracy);
         Assert.Equal(NumericMetrics(Path.Combine(dir, "metrics.csv")), NumericMetrics(Path.Combine(root, "b", "metrics.csv")));
