@@ -109,6 +109,18 @@ public sealed class SpecTests
     }
 
     [Fact]
+    public void The_pixel_range_clamp_is_off_unless_asked_for_and_must_be_a_boolean()
+    {
+        var dafl = Valid.Replace("method: kd", "method: dafl").Replace("kd: {temperature: 4, alpha: 0.1}", "dafl: {steps: 10}");
+        Assert.False(SpecParser.Parse(dafl, "x.yaml").Dafl!.ClampToPixelRange);
+        Assert.True(SpecParser.Parse(dafl.Replace("{steps: 10}", "{steps: 10, clamp_to_pixel_range: true}"), "x.yaml").Dafl!.ClampToPixelRange);
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(dafl.Replace("{steps: 10}", "{steps: 10, clamp_to_pixel_range: sometimes}"), "x.yaml"));
+        Assert.Equal("dafl.clamp_to_pixel_range", e.Key);
+        Assert.True(SpecParser.Load(Path.Combine(SpecsDir(), "dafl-mnist-quick.yaml")).Dafl!.ClampToPixelRange, "the quick spec clamps (docs/results.md)");
+        Assert.False(SpecParser.Load(Path.Combine(SpecsDir(), "dafl-mnist.yaml")).Dafl!.ClampToPixelRange, "the paper spec runs the generator as coded");
+    }
+
+    [Fact]
     public void A_section_for_another_method_is_refused()
     {
         var e = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\ndafl: {steps: 10}\n", "x.yaml"));

@@ -168,7 +168,7 @@ public sealed class GeneratorEntity : PersistentEntity
             var t = EngineAccess.LoadModel(s.Teacher!.Arch, data, s.Data.ImageSize, Services.Blobs.Get(st.TeacherBlob!), device);
             if (s.Dafl is not null)
             {
-                var g = EngineAccess.Seeded(s.Seed, () => new DaflSynthesizer(t, s.Dafl!, device, s.Seed));
+                var g = EngineAccess.Seeded(s.Seed, () => new DaflSynthesizer(t, s.Dafl!, device, s.Seed, PixelRange.Normalised(data.Mean, data.Std)));
                 var (_, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, g.LoadState, RunId, Id);
                 return new EngineReady(g, null, null, t, warning);
             }

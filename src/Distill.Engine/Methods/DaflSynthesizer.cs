@@ -33,9 +33,20 @@ public sealed class DaflSynthesizer : IDisposable
     private readonly OneHotLoss oneHot;
     private readonly ActivationNorm activation;
     private readonly EntropyForm entropy;
+    /// <summary>spec.clamp_to_pixel_range: the bounds generated images are clamped to; null = as coded.</summary>
+    private readonly (Tensor Low, Tensor High)? clamp;
 
-    public DaflSynthesizer(Classifier teacher, DaflSpec spec, Device device, long seed)
+    /// <param name="range">the dataset's normalised pixel range; required when spec.ClampToPixelRange</param>
+    public DaflSynthesizer(Classifier teacher, DaflSpec spec, Device device, long seed, PixelRange? range = null)
     {
+        if (spec.ClampToPixelRange)
+        {
+            if (range is null) throw new ArgumentException("dafl.clamp_to_pixel_range needs the dataset's pixel range");
+            if (range.Low.Length != teacher.Info.Channels)
+                throw new ArgumentException($"pixel range has {range.Low.Length} channels, the teacher takes {teacher.Info.Channels}");
+            var (lo, hi) = range.Bounds(device);
+            clamp = (lo.DetachFromDisposeScope(), hi.DetachFromDisposeScope());
+        }
         this.teacher = teacher;
         this.spec = spec;
         this.device = device;
@@ -63,7 +74,7 @@ public sealed class DaflSynthesizer : IDisposable
         generator.train();
         var z = randn([spec.BatchSize, spec.LatentDim], generator: rng, device: device);
         opt.ZeroGrad();
-        var images = generator.call(z);
+        var images = Clamp(generator.call(z));
         var (tLogits, tFeatures) = teacher.ForwardWithFeatures(images);
         var lOh = Dafl.OneHot(tLogits, oneHot);
         var lA = Dafl.Activation(tFeatures, activation);
@@ -98,10 +109,17 @@ public sealed class DaflSynthesizer : IDisposable
         generator.eval();
         using var g = new Generator(12345, device);
         var z = randn([count, spec.LatentDim], generator: g, device: device);
-        var x = generator.call(z);
+        var x = Clamp(generator.call(z));
         generator.train();
         return x;
     }
+
+    /// <summary>
+    /// Without it, BatchNorm's output (mean 0, std 1) is as happy with dark strokes on a grey
+    /// background as with MNIST's bright strokes on black, and which one the generator settles on is
+    /// chance; in the real pixel range only the second has the contrast the teacher is sure of.
+    /// </summary>
+    private Tensor Clamp(Tensor images) => clamp is { } c ? maximum(minimum(images, c.High), c.Low) : images;
 
     public void ScaleLearningRates(double factor) => opt.Scale *= factor;
 
@@ -127,6 +145,7 @@ public sealed class DaflSynthesizer : IDisposable
     {
         opt.Dispose();
         generator.Dispose();
+        if (clamp is { } c) { c.Low.Dispose(); c.High.Dispose(); }
         rng.Dispose();
     }
 }

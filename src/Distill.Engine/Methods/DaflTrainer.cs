@@ -16,10 +16,10 @@ public sealed class DaflTrainer : IStepTrainer
     private readonly SoftTargetStudent student;
     private readonly DaflSpec spec;
 
-    public DaflTrainer(Classifier teacher, Classifier student, DaflSpec spec, TrainSpec studentTrain, Device device, long seed)
+    public DaflTrainer(Classifier teacher, Classifier student, DaflSpec spec, TrainSpec studentTrain, Device device, long seed, PixelRange? range = null)
     {
         this.spec = spec;
-        synthesizer = new DaflSynthesizer(teacher, spec, device, seed);
+        synthesizer = new DaflSynthesizer(teacher, spec, device, seed, range);
         this.student = new SoftTargetStudent(student, studentTrain, spec.Steps);
     }
 

@@ -158,7 +158,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             Method.Kd or Method.TfKdSelf => Real(new RealDataObjective.HintonKd(teacher!, s.Kd!.Temperature, s.Kd.Alpha)),
             Method.TfKdReg => Real(new RealDataObjective.VirtualTeacher(s.TfKdReg!.CorrectProbability, s.TfKdReg.Temperature, s.TfKdReg.Alpha,
                 s.TfKdReg.Softening == "code" ? Distillation.VirtualSoftening.Code : Distillation.VirtualSoftening.Power)),
-            Method.Dafl => new DaflTrainer(teacher!, student, s.Dafl!, s.Student.Train, ctx.Device, s.Seed),
+            Method.Dafl => new DaflTrainer(teacher!, student, s.Dafl!, s.Student.Train, ctx.Device, s.Seed, PixelRange.Normalised(ctx.Data.Mean, ctx.Data.Std)),
             Method.DeepInversion or Method.Adi => new DeepInversionTrainer(teacher!, student, s.DeepInversion!, s.Student.Train,
                 ctx.Data.Mean, ctx.Data.Std, ctx.Device, s.Seed, adaptive: s.Method == Method.Adi),
             _ => throw new InvalidOperationException(s.Method.ToString()),

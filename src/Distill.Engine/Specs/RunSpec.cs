@@ -100,6 +100,11 @@ public sealed record DaflSpec
     public string Entropy { get; init; } = "paper";   // paper | code | per-sample
     public int EvalEvery { get; init; } = 1000;
     public int SampleGrid { get; init; } = 64;        // images in the PNG per evaluation
+    /// <summary>
+    /// Clamp the generator's output to the values real pixels in [0, 1] take after normalisation
+    /// (the official generator ends in BatchNorm, whose output is unbounded). Off: as coded.
+    /// </summary>
+    public bool ClampToPixelRange { get; init; }
 }
 
 public sealed record DeepInversionSpec

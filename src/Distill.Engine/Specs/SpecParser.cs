@@ -181,6 +181,7 @@ public static class SpecParser
             Entropy = n.Choice("entropy", ["paper", "code", "per-sample"], "paper")!,
             EvalEvery = n.Int("eval_every", 1000, 1, int.MaxValue),
             SampleGrid = n.Int("sample_grid", 64, 0, 1024),
+            ClampToPixelRange = n.Bool("clamp_to_pixel_range", false),
         };
         if (d.GeneratorWidth % 2 != 0) throw n.Error("generator_width", "must be even (the second block has half the width)");
         n.EnsureAllConsumed();

@@ -15,7 +15,9 @@ public sealed class EmbeddedRunTests
         var spec = Path.Combine(root, "tiny.yaml");
         Directory.CreateDirectory(root);
         File.WriteAllText(spec, ActorHarness.Spec("tiny", steps: 30, evalEvery: 10, checkpointEvery: 10, generatorCheckpointEvery: 10)
-            .Replace("train: {steps: 20, batch_size: 64}", "train: {steps: 120, batch_size: 128, lr: 0.002}"));
+            .Replace("train: {steps: 20, batch_size: 64}", "train: {steps: 120, batch_size: 128, lr: 0.002}")
+            // as the quick spec (the main job) runs: the generator's output clamped to the pixel range
+            .Replace("entropy: code,", "entropy: code, clamp_to_pixel_range: true,"));
         try
         {
             var outA = new StringWriter();
