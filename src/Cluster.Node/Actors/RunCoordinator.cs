@@ -139,6 +139,8 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             var dir = Dir(runId);
             dir.WriteSpec(spec);
             dir.Event($"run {runId} accepted: method {SpecParser.MethodName(spec.Method)}, spec {m.SpecFile}, device {spec.Device}, seed {spec.Seed}");
+            // closed while the teacher entity writes its training rows and events into the same directory
+            CloseDir(runId);
             log.Info("run {0} accepted ({1})", runId, m.SpecFile);
             sender.Tell(new RunAccepted(runId, AlreadyKnown: false));
             StartEntities(state.Runs[runId]);
