@@ -16,7 +16,10 @@ public sealed record PixelRange(double[] Low, double[] High)
     }
 
     /// <summary>Per-channel bounds shaped [1, C, 1, 1] for images [N, C, H, W].</summary>
-    public (Tensor Low, Tensor High) Bounds(Device device) =>
-        (tensor(Low.Select(v => (float)v).ToArray(), device: device).reshape(1, Low.Length, 1, 1),
-         tensor(High.Select(v => (float)v).ToArray(), device: device).reshape(1, High.Length, 1, 1));
+    public (Tensor Low, Tensor High) Bounds(Device device)
+    {
+        using var lo = tensor(Low.Select(v => (float)v).ToArray(), device: device);
+        using var hi = tensor(High.Select(v => (float)v).ToArray(), device: device);
+        return (lo.reshape(1, Low.Length, 1, 1), hi.reshape(1, High.Length, 1, 1));
+    }
 }
