@@ -265,13 +265,17 @@ public sealed class GeneratorEntity : PersistentEntity
         var labelDType = TensorWire.Parse(spec!.Cluster.SoftLabels);
         // a grid from the generator's fixed z at each of the run's evaluation steps, as the engine loop draws
         var grid = next % spec.Dafl!.EvalEvery == 0 || next == spec.Dafl.Steps ? spec.Dafl.SampleGrid : 0;
-        var (mean, std, _) = DataSplits.Constants(spec.Data.Name);
+        var dataset = spec.Data.Name;
         EngineAccess.Compute(() =>
         {
             using var o = g.Synthesize(wantMetrics);
             byte[]? png = null;
             if (grid > 0)
-                using (var x = g.Samples(grid)) png = SampleGrid.ToPng(x, mean, std);
+            {
+                var (mean, std, _) = DataSplits.Constants(dataset);
+                using var x = g.Samples(grid);
+                png = SampleGrid.ToPng(x, mean, std);
+            }
             var images = TensorWire.ToPayload(o.Images);
             // the step ran the teacher on exactly this batch (DAFL's loss needs its logits): label
             // from those, as the engine loop does, rather than a second teacher pass

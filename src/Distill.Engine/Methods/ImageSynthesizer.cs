@@ -38,8 +38,7 @@ public sealed class ImageSynthesizer : IDisposable
         var info = teacher.Info;
         this.targets = targets.to(device);
         pixels = new TorchSharp.Modules.Parameter(randn([targets.shape[0], info.Channels, info.ImageSize, info.ImageSize], generator: rng, device: device), requires_grad: true);
-        lower = tensor(mean.Zip(std, (m, s) => (float)(-m / s)).ToArray(), device: device).view(1, -1, 1, 1);
-        upper = tensor(mean.Zip(std, (m, s) => (float)((1 - m) / s)).ToArray(), device: device).view(1, -1, 1, 1);
+        (lower, upper) = PixelRange.Normalised(mean, std).Bounds(device);
         adam = optim.Adam([pixels], spec.Lr, beta1: 0.5, beta2: 0.9, eps: 1e-8);
         tv = spec.Tv == "code" ? TotalVariation.Code : TotalVariation.Paper;
         competition = spec.Competition == "code" ? CompetitionForm.Code : CompetitionForm.Paper;

@@ -9,7 +9,6 @@ using Distill.Engine.Specs;
 using Distill.Engine.Training;
 using TorchSharp;
 using YamlDotNet.Serialization;
-using YamlDotNet.Serialization.NamingConventions;
 using static TorchSharp.torch;
 
 namespace Distill.Engine.Runs;
