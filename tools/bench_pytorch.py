@@ -9,65 +9,9 @@ Medians after warm-up, synchronising CUDA. Writes JSON + Markdown like `Cluster.
 
   python3 tools/bench_pytorch.py --device cuda --out $OUT/bench-pytorch-cuda.json
 """
-import argparse, json, statistics, time, math
+import argparse, json, os, statistics, time
 import torch, torch.nn as nn, torch.nn.functional as F
-
-
-class LeNet5(nn.Module):
-    def __init__(self, half=False):
-        super().__init__()
-        c1, c2, c3, f1 = (3, 8, 60, 42) if half else (6, 16, 120, 84)
-        self.conv1, self.conv2, self.conv3 = nn.Conv2d(1, c1, 5), nn.Conv2d(c1, c2, 5), nn.Conv2d(c2, c3, 5)
-        self.fc1, self.fc2 = nn.Linear(c3, f1), nn.Linear(f1, 10)
-
-    def forward(self, x, features=False):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2, 2)
-        f = F.relu(self.conv3(x)).flatten(1)
-        out = self.fc2(F.relu(self.fc1(f)))
-        return (out, f) if features else out
-
-
-class Generator(nn.Module):
-    def __init__(self, latent=100, size=32, channels=1, width=128):
-        super().__init__()
-        self.init, self.width = size // 4, width
-        self.l1 = nn.Linear(latent, width * self.init ** 2)
-        self.bn0 = nn.BatchNorm2d(width)
-        self.b1 = nn.Sequential(nn.Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width, 0.8), nn.LeakyReLU(0.2))
-        self.b2 = nn.Sequential(nn.Conv2d(width, width // 2, 3, 1, 1), nn.BatchNorm2d(width // 2, 0.8), nn.LeakyReLU(0.2),
-                                nn.Conv2d(width // 2, channels, 3, 1, 1), nn.Tanh(), nn.BatchNorm2d(channels, affine=False))
-
-    def forward(self, z):
-        x = self.bn0(self.l1(z).view(z.shape[0], self.width, self.init, self.init))
-        x = self.b1(F.interpolate(x, scale_factor=2))
-        return self.b2(F.interpolate(x, scale_factor=2))
-
-
-class Block(nn.Module):
-    def __init__(self, i, o, s):
-        super().__init__()
-        self.c1, self.b1 = nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o)
-        self.c2, self.b2 = nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o)
-        self.sc = nn.Sequential(nn.Conv2d(i, o, 1, s, bias=False), nn.BatchNorm2d(o)) if s != 1 or i != o else None
-
-    def forward(self, x):
-        y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
-        return F.relu(y + (x if self.sc is None else self.sc(x)))
-
-
-class ResNet(nn.Module):
-    def __init__(self, blocks, widths, channels):
-        super().__init__()
-        self.stem, self.bn = nn.Conv2d(channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0])
-        layers, i = [], widths[0]
-        for s, (n, w) in enumerate(zip(blocks, widths)):
-            for b in range(n):
-                layers.append(Block(i, w, 2 if s > 0 and b == 0 else 1)); i = w
-        self.layers, self.fc = nn.Sequential(*layers), nn.Linear(i, 10)
-
-    def forward(self, x):
-        return self.fc(F.adaptive_avg_pool2d(self.layers(F.relu(self.bn(self.stem(x)))), 1).flatten(1))
+from torch_models import Generator, LeNet5, ResNet   # tools/torch_models.py, beside this script
 
 
 def timed(name, model, batch, warm, reps, dev, step):
@@ -151,8 +95,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="results/bench-pytorch.json")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: every core, as the engine uses)")
     a = ap.parse_args()
     dev = torch.device(a.device); torch.manual_seed(0)
+    # Some builds (Debian's python3-torch) start with one thread; the engine uses every core.
+    torch.set_num_threads(a.threads or os.cpu_count())
     warm, reps = 3, 30 if dev.type == "cuda" else 8
     rows = [timed("DAFL step (G+T+S)", "DAFL-G128 / lenet5 / lenet5-half", 512, warm, reps, dev, dafl(dev, 512, 128)),
             timed("DAFL step (G+T+S)", "DAFL-G32 / lenet5 / lenet5-half", 128, warm, reps, dev, dafl(dev, 128, 32))]
@@ -164,9 +111,9 @@ def main():
     rows.append(timed("ADI step (+student)", "resnet20 / lenet5-half", 256, warm, reps, dev, deepinversion(dev, [3, 3, 3], [16, 32, 64], 1, 256, True)))
     rows.append(timed("KD student step", "lenet5 -> lenet5-half", 256, warm, reps, dev, kd(dev, 256)))
     rows.append(timed("teacher labelling (T=4)", "lenet5", 1024, warm, reps * 3, dev, labelling(dev, 1024)))
-    table = dict(Device=dev.type, Machine=f"PyTorch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if dev.type == "cuda" else ""),
+    table = dict(Device=dev.type, Machine=f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if dev.type == "cuda" else ""),
                  When=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), Rows=rows)
-    import os; os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     json.dump(table, open(a.out, "w"), indent=2)
     print("saved", a.out)
 

@@ -16,7 +16,9 @@ public sealed record RunSubmitted(
 public sealed record RunTeacherReady(
     [property: Key(0)] string RunId,
     [property: Key(1)] string TeacherBlob,
-    [property: Key(2)] double Accuracy) : IPersistedEvent;
+    [property: Key(2)] double Accuracy,
+    [property: Key(3)] double? Seconds = null,      // keys 3 and 4 came in session 9: older journals lack them
+    [property: Key(4)] bool? FromCache = null) : IPersistedEvent;
 
 [MessagePackObject]
 public sealed record RunCompleted(
@@ -48,7 +50,9 @@ public sealed record RunRecord(
     [property: Key(9)] double? BestAccuracy,
     [property: Key(10)] long Steps,
     [property: Key(11)] string? Message,
-    [property: Key(12)] DateTime? CompletedUtc);
+    [property: Key(12)] DateTime? CompletedUtc,
+    [property: Key(13)] double? TeacherSeconds = null,   // keys 13 and 14 came in session 9
+    [property: Key(14)] bool? TeacherFromCache = null);
 
 /// <summary>An entity joined a run (its spec travels with it, so that it can rebuild itself alone).</summary>
 [MessagePackObject]

@@ -74,12 +74,17 @@ public sealed record EntityProgress(
     [property: Key(7)] string Node,
     [property: Key(8)] string? Message) : IRunCommand;
 
-/// <summary>The teacher entity has its trained teacher (stored as a content-addressed blob).</summary>
+/// <summary>
+/// The teacher entity has its trained teacher (stored as a content-addressed blob). Seconds and
+/// FromCache say how it got it; null when a restarted entity reports a teacher it prepared before.
+/// </summary>
 [MessagePackObject]
 public sealed record TeacherReady(
     [property: Key(0)] string RunId,
     [property: Key(1)] string TeacherBlob,
-    [property: Key(2)] double Accuracy) : IRunCommand;
+    [property: Key(2)] double Accuracy,
+    [property: Key(3)] double? Seconds = null,
+    [property: Key(4)] bool? FromCache = null) : IRunCommand;
 
 /// <summary>Student replica 0 finished the run's last step.</summary>
 [MessagePackObject]

@@ -139,8 +139,6 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             var dir = Dir(runId);
             dir.WriteSpec(spec);
             dir.Event($"run {runId} accepted: method {SpecParser.MethodName(spec.Method)}, spec {m.SpecFile}, device {spec.Device}, seed {spec.Seed}");
-            // closed while the teacher entity writes its training rows and events into the same directory
-            CloseDir(runId);
             log.Info("run {0} accepted ({1})", runId, m.SpecFile);
             sender.Tell(new RunAccepted(runId, AlreadyKnown: false));
             StartEntities(state.Runs[runId]);
@@ -165,11 +163,12 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
     private void OnTeacherReady(TeacherReady m)
     {
         if (!state.Runs.TryGetValue(m.RunId, out var r) || r.TeacherBlob is not null || r.Completed || r.Failed) return;
-        PersistAndSnapshot(new RunTeacherReady(m.RunId, m.TeacherBlob, m.Accuracy), () =>
+        PersistAndSnapshot(new RunTeacherReady(m.RunId, m.TeacherBlob, m.Accuracy, m.Seconds, m.FromCache), () =>
         {
             log.Info("run {0}: teacher ready, {1:F2}% test accuracy", m.RunId, m.Accuracy);
             var dir = Dir(m.RunId);
-            dir.Event($"teacher ready: {m.Accuracy:F2}% test accuracy");
+            var how = m.FromCache switch { true => $", from the cache in {m.Seconds:F1} s", false => $", prepared in {m.Seconds:F1} s", null => "" };
+            dir.Event($"teacher ready: {m.Accuracy:F2}% test accuracy{how}");
             // the run directory holds the teacher it used (the teacher entity's node may not share this disk)
             if (services.Blobs.Exists(m.TeacherBlob)) File.WriteAllBytes(dir.File("teacher.pt"), services.Blobs.Get(m.TeacherBlob));
             StartEntities(state.Runs[m.RunId]);
@@ -265,6 +264,8 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             TeacherArch = spec.Teacher?.Arch,
             StudentArch = spec.Student.Arch,
             TeacherAccuracy = r.TeacherAccuracy,
+            TeacherSeconds = r.TeacherSeconds,
+            TeacherFromCache = r.TeacherFromCache,
             StudentAccuracy = m.Accuracy,
             BestStudentAccuracy = m.BestAccuracy,
             Steps = m.Steps,

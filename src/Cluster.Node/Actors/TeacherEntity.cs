@@ -27,7 +27,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new TeacherEntity(entityId, services));
 
-    private sealed record TeacherTrained(string Blob, double Accuracy) : INoSerializationVerificationNeeded;
+    private sealed record TeacherTrained(string Blob, double Accuracy, double Seconds, bool FromCache) : INoSerializationVerificationNeeded;
     private sealed record TeacherLoaded(Classifier Teacher) : INoSerializationVerificationNeeded;
     private sealed record Labelled(LabelBatch Request, TensorPayload Labels) : INoSerializationVerificationNeeded;
 
@@ -89,19 +89,25 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         try { s = EngineAccess.ParseSpec(m.SpecYaml, m.RunId); }
         catch (Exception e) { Services.Coordinator.Tell(new EntityFailed(m.RunId, Id, $"spec unusable on this node: {e.Message}")); return; }
         preparing = true;
-        var runDir = Path.Combine(Services.Options.RunsDir, m.RunId);
+        // The run directory's files are the coordinator's: this entity trains in a folder of its own
+        // (its checkpoints and events) and sends its metrics rows to the coordinator.
+        var workDir = Path.Combine(Services.Options.RunsDir, m.RunId, "teacher");
         var runId = m.RunId;
         var yaml = m.SpecYaml;
+        var coordinator = Services.Coordinator;
+        var self = Id;
         EngineAccess.Compute(() =>
         {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             var data = Services.Data(s.Data);
             var runner = new Runner(new RunnerOptions { RunsRoot = Services.Options.RunsDir, DataCache = Services.Options.DataCache, TeacherCache = Services.Options.TeacherCache },
                 new PrefixWriter($"[{runId}] "));
-            var (t, acc, _) = runner.PrepareTeacher(s, data, runDir);
+            var (t, acc, fromCache) = runner.PrepareTeacher(s, data, workDir,
+                (_, step, values) => coordinator.Tell(new RunMetrics(runId, self, step, [.. values.Keys], [.. values.Values])));
             using (t)
             {
                 var blob = Services.Blobs.Put(EngineAccess.SaveModel(t));
-                return new TeacherTrained(blob, acc);
+                return new TeacherTrained(blob, acc, Math.Round(clock.Elapsed.TotalSeconds, 1), fromCache);
             }
         }).PipeTo(Self);
         // remember the run now, so that a restart knows what it was preparing
@@ -116,7 +122,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         {
             State = State.Apply(e);
             Persist(new CheckpointWritten(0, 0, t.Blob, t.Accuracy, t.Accuracy), c => State = State.Apply(c));
-            Services.Coordinator.Tell(new TeacherReady(State.RunId!, t.Blob, t.Accuracy));
+            Services.Coordinator.Tell(new TeacherReady(State.RunId!, t.Blob, t.Accuracy, t.Seconds, t.FromCache));
             Load();
         });
     }

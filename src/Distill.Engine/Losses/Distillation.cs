@@ -52,11 +52,11 @@ public static class Distillation
     }
 
     /// <summary>Tf-KD's virtual teacher: probability a on the true class, (1 - a)/(k - 1) elsewhere.</summary>
-    public static Tensor VirtualTeacher(Tensor labels, int classes, double correctProbability)
+    public static Tensor VirtualTeacher(Tensor labels, int classes, double correctProbability, ScalarType dtype = ScalarType.Float32)
     {
         if (correctProbability <= 1.0 / classes || correctProbability > 1)
             throw new ArgumentOutOfRangeException(nameof(correctProbability), $"must be in (1/k, 1], got {correctProbability}");
-        var onehot = F.one_hot(labels, classes).to(float32);
+        var onehot = F.one_hot(labels, classes).to(dtype);
         return onehot * correctProbability + (1 - onehot) * ((1 - correctProbability) / (classes - 1));
     }
 
@@ -76,7 +76,7 @@ public static class Distillation
         double temperature, double alpha, VirtualSoftening softening = VirtualSoftening.Power)
     {
         var k = (int)studentLogits.shape[1];
-        var virt = VirtualTeacher(labels, k, correctProbability).to(studentLogits.dtype);
+        var virt = VirtualTeacher(labels, k, correctProbability, studentLogits.dtype);
         var softened = softening == VirtualSoftening.Power
             ? F.softmax(virt.log() / temperature, 1)
             : F.softmax(virt / temperature, 1);

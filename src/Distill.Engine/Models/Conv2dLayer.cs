@@ -11,10 +11,11 @@ namespace Distill.Engine.Models;
 /// are interchangeable), whose CPU backward avoids libtorch's oneDNN backward-data kernel.
 /// That kernel returns wrong, often NaN, input gradients on the AVX-512 machines here
 /// (<see cref="TorchRuntime"/>); switching oneDNN off entirely made convolutions ~40x slower. So on
-/// the CPU the backward is written as two forward convolutions, the kernel that is right:
-/// input gradient = the (zero-dilated, for stride > 1) output gradient convolved with the flipped,
-/// transposed kernel; weight gradient = the input correlated with the output gradient.
-/// Both are exact (test: Conv_gradients_match_float64_reference). CUDA uses cuDNN as is.
+/// the CPU the input gradient is written as a forward convolution, the kernel that is right: the
+/// (zero-dilated, for stride > 1) output gradient convolved with the flipped, transposed kernel.
+/// The weight gradient is libtorch's own (oneDNN's backward-weights kernel is exact here; computing
+/// it as a forward correlation too, as session 1 did, made a paper-size DAFL step 1.5x slower).
+/// Tests: Conv_gradients_match_float64_reference, TorchReferenceTests. CUDA uses cuDNN as is.
 /// </summary>
 public sealed class Conv2dLayer : nn.Module<Tensor, Tensor>
 {
@@ -45,14 +46,16 @@ public sealed class Conv2dLayer : nn.Module<Tensor, Tensor>
     {
         if (input.device.type != DeviceType.CPU || !TorchRuntime.UseSafeConvolution)
             return F.conv2d(input, weight, bias, strides: [stride, stride], padding: [padding, padding]);
-        if (!(input.requires_grad || weight.requires_grad))
+        if (!input.requires_grad)
         {
+            // no input gradient wanted: libtorch's own weight gradient (oneDNN's, exact here)
             var y = CpuConv(input, weight, stride, padding, 1);
             return bias is null ? y : y + bias.view(1, -1, 1, 1);
         }
-        return bias is null
-            ? ConvFunction.apply(input, weight, stride, padding)
-            : ConvFunction.apply(input, weight, stride, padding) + bias.view(1, -1, 1, 1);
+        // The weight gradient flows through libtorch's convolution as usual; InputGradient passes
+        // the output through and replaces only the input gradient, the kernel that is wrong here.
+        var output = InputGradient.apply(CpuConv(input.detach(), weight, stride, padding, 1), input, weight.detach(), stride, padding);
+        return bias is null ? output : output + bias.view(1, -1, 1, 1);
     }
 
     /// <summary>
@@ -77,67 +80,51 @@ public sealed class Conv2dLayer : nn.Module<Tensor, Tensor>
 
     private const long ChannelBlock = 16;
 
-    /// <summary>conv2d without bias, with the exact input-gradient path described above.</summary>
-    private sealed class ConvFunction : autograd.SingleTensorFunction<ConvFunction>
+    /// <summary>
+    /// Identity on a convolution's output (computed outside, with the weight's own gradient path);
+    /// its backward adds the exact input gradient: the output gradient, zero-dilated for stride &gt; 1
+    /// and explicitly padded, convolved with the flipped, transposed kernel (a forward convolution).
+    /// </summary>
+    private sealed class InputGradient : autograd.SingleTensorFunction<InputGradient>
     {
-        public override string Name => "SafeConv2d";
+        public override string Name => "SafeConv2dInputGradient";
 
         public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
         {
-            var (x, w, stride, padding) = ((Tensor)vars[0], (Tensor)vars[1], (long)vars[2], (long)vars[3]);
-            ctx.save_for_backward([x, w]);
+            var (y, x, w, stride, padding) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (long)vars[3], (long)vars[4]);
+            ctx.save_for_backward([w]);
             ctx.save_data("stride", stride);
             ctx.save_data("padding", padding);
-            return CpuConv(x, w, stride, padding, 1);
+            ctx.save_data("h", x.shape[2]);
+            ctx.save_data("w", x.shape[3]);
+            return y.alias();
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
         {
-            var saved = ctx.get_saved_variables();
-            var (x, w) = (saved[0], saved[1]);
+            var w = ctx.get_saved_variables()[0];
             var stride = (long)ctx.get_data("stride");
             var padding = (long)ctx.get_data("padding");
-            var (n, cout, k) = (x.shape[0], w.shape[0], w.shape[2]);
-            Tensor? gx = null, gw = null;
-            if (x.requires_grad)
+            var (h, wd) = ((long)ctx.get_data("h"), (long)ctx.get_data("w"));
+            var (n, cout, k) = (grad.shape[0], w.shape[0], w.shape[2]);
+            var g = grad;
+            if (stride > 1)
             {
-                var g = grad;
-                if (stride > 1)
-                {
-                    // put the gradient back on the input grid: one value every stride pixels
-                    var (ho, wo) = (grad.shape[2], grad.shape[3]);
-                    g = zeros([n, cout, (ho - 1) * stride + 1, (wo - 1) * stride + 1], grad.dtype, grad.device);
-                    g[.., .., TensorIndex.Slice(null, null, stride), TensorIndex.Slice(null, null, stride)] = grad;
-                }
-                // when (H + 2p - k) is not a multiple of the stride, the last input rows/cols are
-                // still read by the last window's far taps: extend the grid with zeros to reach them
-                var padH = x.shape[2] - ((grad.shape[2] - 1) * stride + k - 2 * padding);
-                var padW = x.shape[3] - ((grad.shape[3] - 1) * stride + k - 2 * padding);
-                // zeros padded explicitly: oneDNN's forward is also wrong when its own padding is
-                // large next to the input (a 1x1 map padded by 4, LeNet's last layer)
-                var full = k - 1 - padding;
-                g = F.pad(g, [full, full + Math.Max(0, padW), full, full + Math.Max(0, padH)]);
-                gx = CpuConv(g, w.flip(2, 3).transpose(0, 1), 1, 0, 1);
+                // put the gradient back on the input grid: one value every stride pixels
+                var (ho, wo) = (grad.shape[2], grad.shape[3]);
+                g = zeros([n, cout, (ho - 1) * stride + 1, (wo - 1) * stride + 1], grad.dtype, grad.device);
+                g[.., .., TensorIndex.Slice(null, null, stride), TensorIndex.Slice(null, null, stride)] = grad;
             }
-            if (w.requires_grad)
-            {
-                // d conv / d W[co, ci] = sum_n x[n, ci] correlated with g[n, co] (a forward conv; dilation = stride)
-                if (k == 1)
-                {
-                    // a 1x1 kernel: the correlation has a 1x1 output, a shape oneDNN gets wrong; one matmul instead
-                    var xs = (padding > 0 ? F.pad(x, [padding, padding, padding, padding]) : x)
-                        [.., .., TensorIndex.Slice(null, null, stride), TensorIndex.Slice(null, null, stride)]
-                        [.., .., ..(int)grad.shape[2], ..(int)grad.shape[3]];
-                    var gm = grad.transpose(0, 1).reshape(cout, -1);
-                    gw = gm.matmul(xs.transpose(0, 1).reshape(x.shape[1], -1).t()).view(cout, x.shape[1], 1, 1);
-                }
-                else
-                {
-                    var corr = CpuConv(x.transpose(0, 1), grad.transpose(0, 1), 1, padding, stride);
-                    gw = corr[.., .., ..(int)k, ..(int)k].transpose(0, 1);
-                }
-            }
-            return [gx!, gw!, null!, null!];
+            // when (H + 2p - k) is not a multiple of the stride, the last input rows/cols are
+            // still read by the last window's far taps: extend the grid with zeros to reach them
+            var padH = h - ((grad.shape[2] - 1) * stride + k - 2 * padding);
+            var padW = wd - ((grad.shape[3] - 1) * stride + k - 2 * padding);
+            // zeros padded explicitly: oneDNN's forward is also wrong when its own padding is
+            // large next to the input (a 1x1 map padded by 4, LeNet's last layer)
+            var full = k - 1 - padding;
+            g = F.pad(g, [full, full + Math.Max(0, padW), full, full + Math.Max(0, padH)]);
+            var gx = CpuConv(g, w.flip(2, 3).transpose(0, 1), 1, 0, 1);
+            return [grad, gx, null!, null!, null!];
         }
     }
 }

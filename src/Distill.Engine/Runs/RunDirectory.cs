@@ -30,6 +30,12 @@ public sealed class RunDirectory : IDisposable
 
     public string Path { get; }
 
+    /// <summary>
+    /// Where metrics rows go instead of metrics.csv: a teacher entity sends its rows to the run
+    /// coordinator, which alone writes the run directory's CSV (the entity may be on another node).
+    /// </summary>
+    public Action<string, long, IReadOnlyDictionary<string, double>>? MetricsSink { get; init; }
+
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
     public void Event(string message)
@@ -50,6 +56,11 @@ public sealed class RunDirectory : IDisposable
     /// </summary>
     public void Metrics(string phase, long step, double seconds, IReadOnlyDictionary<string, double> values, IEnumerable<string> allColumns)
     {
+        if (MetricsSink is not null)
+        {
+            MetricsSink(phase, step, values);
+            return;
+        }
         if (metrics is null)
         {
             var file = File("metrics.csv");

@@ -17,7 +17,7 @@ public sealed record RunResult
     [JsonPropertyName("baseline_accuracy")] public double? BaselineAccuracy { get; init; }
     [JsonPropertyName("steps")] public required long Steps { get; init; }
     [JsonPropertyName("wall_seconds")] public required double WallSeconds { get; init; }
-    /// <summary>Time to obtain the teacher and whether it came from the cache; null where a teacher entity prepared it (actors).</summary>
+    /// <summary>Time to obtain the teacher and whether it came from the cache; null only where a restarted teacher entity could not tell.</summary>
     [JsonPropertyName("teacher_seconds")] public double? TeacherSeconds { get; init; }
     [JsonPropertyName("teacher_from_cache")] public bool? TeacherFromCache { get; init; }
     [JsonPropertyName("device")] public required string Device { get; init; }

@@ -118,14 +118,16 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
 
     /// <summary>
     /// The teacher a spec names (checkpoint, cache or training), for hosts that run the rest of the
-    /// method elsewhere (the cluster's teacher entity). Logs and events go to runDir.
+    /// method elsewhere (the cluster's teacher entity). Events, checkpoints and teacher.pt go to
+    /// workDir; metrics rows go to metricsSink when given (else to workDir's metrics.csv).
     /// </summary>
-    public (Classifier Teacher, double Accuracy, bool FromCache) PrepareTeacher(RunSpec spec, DataSplits data, string runDir)
+    public (Classifier Teacher, double Accuracy, bool FromCache) PrepareTeacher(RunSpec spec, DataSplits data, string workDir,
+        Action<string, long, IReadOnlyDictionary<string, double>>? metricsSink = null)
     {
         Native.TorchRuntime.Initialize();
         var device = Devices.Resolve(spec.Device);
         var teacherSpec = spec.Teacher ?? throw new ArgumentException($"spec {spec.Name} has no teacher");
-        using var dir = new RunDirectory(runDir);
+        using var dir = new RunDirectory(workDir) { MetricsSink = metricsSink };
         return ObtainTeacher(new PhaseContext(spec, data, device, dir), teacherSpec);
     }
 

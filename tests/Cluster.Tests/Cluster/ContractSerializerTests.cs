@@ -48,7 +48,7 @@ public sealed class ContractSerializerTests : IDisposable
         new GetRunLayout("r1"),
         new RunLayout("r1", true, "fast", null, ["a", "b"]),
         new EntityProgress("r1", "r1/student/0", 4, 10, 1, 0, 91.5, "127.0.0.1:1", "recovered from step 2"),
-        new TeacherReady("r1", new string('a', 64), 98.1),
+        new TeacherReady("r1", new string('a', 64), 98.1, 12.5, true),
         new StudentFinished("r1", "r1/student/0", 91, 92, 10, new string('b', 64), 1),
         new EntityFailed("r1", "r1/generator/0", "nan"),
         new RunMetrics("r1", "r1/student/0", 250, ["loss_kd", "test_accuracy"], [0.25, 91.5]),
@@ -65,7 +65,7 @@ public sealed class ContractSerializerTests : IDisposable
         new GradientChunk("r1/student/1", 9, 0, 1, 3, 1024, Floats(1024)),
         new ReplicaAt("r1/student/0", 1, 25, 0.5),
         new RunSubmitted("r1", "yaml", "f", new DateTime(2026, 1, 2, 3, 4, 5, DateTimeKind.Utc)),
-        new RunTeacherReady("r1", new string('c', 64), 97),
+        new RunTeacherReady("r1", new string('c', 64), 97, 30.2, false),
         new RunCompleted("r1", 90, 91, 100, "", DateTime.UnixEpoch),
         new RunFailed("r1", "x"),
         new CoordinatorSnapshot([new RunRecord("r1", "y", "f", DateTime.UnixEpoch, null, null, false, false, null, null, 0, null, null)]),
@@ -89,6 +89,33 @@ public sealed class ContractSerializerTests : IDisposable
         // records holding arrays compare by reference, so compare what they encode to
         Assert.Equal(bytes, serializer.ToBinary(back));
     }
+
+    // The shapes RunTeacherReady and RunRecord had before session 9 added their trailing keys.
+    [MessagePackObject]
+    public sealed record OldRunTeacherReady([property: Key(0)] string RunId, [property: Key(1)] string TeacherBlob, [property: Key(2)] double Accuracy);
+
+    [MessagePackObject]
+    public sealed record OldRunRecord(
+        [property: Key(0)] string RunId, [property: Key(1)] string SpecYaml, [property: Key(2)] string SpecFile, [property: Key(3)] DateTime SubmittedUtc,
+        [property: Key(4)] string? TeacherBlob, [property: Key(5)] double? TeacherAccuracy, [property: Key(6)] bool Completed, [property: Key(7)] bool Failed,
+        [property: Key(8)] double? Accuracy, [property: Key(9)] double? BestAccuracy, [property: Key(10)] long Steps, [property: Key(11)] string? Message,
+        [property: Key(12)] DateTime? CompletedUtc);
+
+    [MessagePackObject]
+    public sealed record OldCoordinatorSnapshot([property: Key(0)] OldRunRecord[] Runs);
+
+    [Fact]
+    public void Should_read_journals_written_before_the_teacher_timing_keys()
+    {
+        var ready = (RunTeacherReady)ContractCodec.Deserialize(MessagePackSerializer.Serialize(new OldRunTeacherReady("r1", new string('c', 64), 97)), "E2");
+        Assert.Equal(("r1", 97.0, (double?)null, (bool?)null), (ready.RunId, ready.Accuracy, ready.Seconds, ready.FromCache));
+        var old = new OldRunRecord("r1", "y", "f", DateTime.UnixEpoch, "b", 98, true, false, 91, 92, 100, null, DateTime.UnixEpoch);
+        var snapshot = (CoordinatorSnapshot)ContractCodec.Deserialize(MessagePackSerializer.Serialize(new OldCoordinatorSnapshot([old])), SnapshotManifest);
+        var r = Assert.Single(snapshot.Runs);
+        Assert.Equal((91.0, 100L, (double?)null, (bool?)null), (r.Accuracy!.Value, r.Steps, r.TeacherSeconds, r.TeacherFromCache));
+    }
+
+    private static string SnapshotManifest => ContractCodec.Manifest(new CoordinatorSnapshot([]));
 
     [Fact]
     public void Should_cover_every_contract_type_in_the_assembly()

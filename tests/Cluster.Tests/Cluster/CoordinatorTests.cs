@@ -31,8 +31,10 @@ public sealed class CoordinatorTests
         // nothing downstream before the teacher exists
         h.Generators.ExpectNoMsg(TimeSpan.FromMilliseconds(300));
 
+        // the teacher entity's training rows reach the run directory through the coordinator
+        coordinator.Tell(new RunMetrics("run-a", EntityId.Teacher("run-a"), 20, ["loss", "test_accuracy"], [0.25, 97.5]));
         var blob = new string('a', 64);
-        coordinator.Tell(new TeacherReady("run-a", blob, 97.5));
+        coordinator.Tell(new TeacherReady("run-a", blob, 97.5, Seconds: 12.5, FromCache: false));
         Assert.Equal(blob, h.Generators.ExpectMsg<StartEntity>(Long).TeacherBlob);
         var students = new[] { h.Students.ExpectMsg<StartEntity>(Long), h.Students.ExpectMsg<StartEntity>(Long) };
         Assert.Equal([EntityId.Student("run-a", 0), EntityId.Student("run-a", 1)], students.Select(s => s.EntityId).Order());
@@ -59,6 +61,11 @@ public sealed class CoordinatorTests
         using var result = JsonDocument.Parse(File.ReadAllText(Path.Combine(h.Options.RunsDir, "run-a", "result.json")));
         Assert.Equal(91.25, result.RootElement.GetProperty("student_accuracy").GetDouble());
         Assert.Equal(97.5, result.RootElement.GetProperty("teacher_accuracy").GetDouble());
+        // how the teacher was obtained survives the coordinator's restart (journal or snapshot)
+        Assert.Equal(12.5, result.RootElement.GetProperty("teacher_seconds").GetDouble());
+        Assert.False(result.RootElement.GetProperty("teacher_from_cache").GetBoolean());
+        var teacherRow = EmbeddedRunTests.MetricRows(Path.Combine(h.Options.RunsDir, "run-a", "metrics.csv"))[("teacher", 20)];
+        Assert.Equal((0.25, 97.5), (teacherRow["loss"], teacherRow["test_accuracy"]));
         Assert.Equal(12, result.RootElement.GetProperty("steps").GetInt64());
         Assert.Equal(2, result.RootElement.GetProperty("rollbacks").GetInt32());   // the student's guard rollbacks
         Assert.False(result.RootElement.GetProperty("student_used_real_data").GetBoolean());

@@ -54,6 +54,12 @@ public sealed class EmbeddedRunTests
             var events = File.ReadAllText(A("events.log"));
             Assert.Contains("run actors accepted: method dafl", events);
             Assert.Contains("teacher ready:", events);
+            // how the teacher entity got its teacher; its rows (when it trained) came through the coordinator
+            var fromCache = a.RootElement.GetProperty("teacher_from_cache").GetBoolean();
+            Assert.True(a.RootElement.GetProperty("teacher_seconds").GetDouble() > 0);
+            Assert.Contains(fromCache ? "from the cache in" : "prepared in", events);
+            Assert.Equal(!fromCache, actorRows.Keys.Any(k => k.Phase == "teacher"));
+            Assert.False(File.Exists(A("teacher/metrics.csv")), "the teacher entity writes no CSV of its own");
             Assert.Contains($"done: student {a.RootElement.GetProperty("student_accuracy").GetDouble():F2}%", events);
 
             // the same run id again is the same run: it is complete, so nothing is redone
