@@ -115,7 +115,13 @@ def main():
                  When=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), Rows=rows)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     json.dump(table, open(a.out, "w"), indent=2)
-    print("saved", a.out)
+    md = os.path.splitext(a.out)[0] + ".md"
+    with open(md, "w") as f:
+        f.write(f"Device: {table['Device']}; machine: {table['Machine']}; {table['When']}\n\n")
+        f.write("| workload | models | batch | ms/step (median) | images/s | repeats |\n|---|---|---:|---:|---:|---:|\n")
+        for r in rows:
+            f.write(f"| {r['Workload']} | {r['Model']} | {r['Batch']} | {r['MsPerStep']:.2f} | {r['ImagesPerSecond']:.0f} | {r['Repeats']} |\n")
+    print("saved", a.out, "and", md)
 
 
 if __name__ == "__main__":

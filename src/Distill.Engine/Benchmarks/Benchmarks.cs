@@ -62,7 +62,7 @@ public static class Benchmarks
         rows.Add(Time("KD student step", "lenet5 -> lenet5-half", 256, warm, reps, device, log, KdStep(device, 256)));
         rows.Add(Time("teacher labelling (T=4)", "lenet5", 1024, warm, reps * 3, device, log, Labelling(device, 1024)));
 
-        var machine = $"{Environment.ProcessorCount} logical CPUs, {get_num_threads()} torch threads, CPU conv {(Native.TorchRuntime.UseSafeConvolution ? "channel-padded, backward as forward convs" : "native")}" +
+        var machine = $"{Environment.ProcessorCount} logical CPUs, {get_num_threads()} torch threads, CPU conv {(Native.TorchRuntime.UseSafeConvolution ? "channel-padded, input gradient as a forward conv" : "native")}" +
                       (cudaDev ? $", CUDA devices {cuda.device_count()}" : "");
         return new BenchTable(cudaDev ? "cuda" : "cpu", machine, DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'"), rows);
     }
