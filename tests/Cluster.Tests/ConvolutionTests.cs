@@ -42,6 +42,10 @@ public sealed class ConvolutionTests
     [InlineData(16, 32, 3, 2, 1, 16)]  // ResNet downsampling, even size
     [InlineData(16, 32, 1, 2, 0, 16)]  // ResNet shortcut
     [InlineData(4, 4, 3, 2, 1, 15)]
+    [InlineData(64, 64, 3, 1, 1, 2)]   // small late-stage maps (ResNet-18/34 stage 4 on 28x28 inputs) and a 1x1 kernel
+    [InlineData(128, 128, 3, 1, 1, 4)]
+    [InlineData(32, 32, 3, 1, 1, 1)]
+    [InlineData(20, 24, 1, 1, 0, 3)]
     public void Conv_gradients_match_float64_reference(int cin, int cout, int k, int stride, int padding, int hw)
     {
         manual_seed(cin * 100 + cout);
