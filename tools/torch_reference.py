@@ -7,7 +7,8 @@ label_smoothing, ...), so that the engine is checked against an implementation i
 Inputs and weights are closed formulas that the C# test evaluates too, so the fixture holds only
 results: parameter i of a tensor is a function of i, the tensor's shape and its name's last part.
 
-  python3 tools/torch_reference.py > tests/Cluster.Tests/Fixtures/torch-reference.json
+  scripts/torch-reference.sh            # installs python3-torch if needed, rewrites the fixture
+  scripts/torch-reference.sh --check    # or: is the committed fixture what this PyTorch computes?
 
 Made with Debian 12's python3-torch (1.13); any PyTorch >= 1.10 gives the same values to ~1e-15.
 """
