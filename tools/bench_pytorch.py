@@ -10,8 +10,9 @@ Medians after warm-up, synchronising CUDA. Writes JSON + Markdown like `Cluster.
   python3 tools/bench_pytorch.py --device cuda --out $OUT/bench-pytorch-cuda.json
 """
 import argparse, json, os, statistics, time
-import torch, torch.nn as nn, torch.nn.functional as F
-from torch_models import Generator, LeNet5, ResNet   # tools/torch_models.py, beside this script
+import torch, torch.nn.functional as F
+# tools/torch_models.py, beside this script
+from torch_models import Generator, LeNet5, ResNet, competition, total_variation, watch_batchnorm
 
 
 def timed(name, model, batch, warm, reps, dev, step):
@@ -48,11 +49,7 @@ def deepinversion(dev, blocks, widths, channels, batch, adi):
     for p in t.parameters(): p.requires_grad_(False)
     student = LeNet5(True).to(dev).eval() if adi else None
     stats = []
-    def hook(m, i, o):
-        x = i[0]; mean = x.mean([0, 2, 3]); var = x.permute(1, 0, 2, 3).flatten(1).var(1, unbiased=False)
-        stats.append(torch.norm(m.running_mean - mean, 2) + torch.norm(m.running_var - var, 2))
-    for m in t.modules():
-        if isinstance(m, nn.BatchNorm2d): m.register_forward_hook(hook)
+    watch_batchnorm(t, stats)
     x = torch.randn(batch, channels, 32, 32, device=dev, requires_grad=True)
     y = torch.arange(batch, device=dev) % 10
     opt = torch.optim.Adam([x], 0.1, betas=(0.5, 0.9))
@@ -61,13 +58,9 @@ def deepinversion(dev, blocks, widths, channels, batch, adi):
         xj = torch.roll(x, shifts=(1, -1), dims=(2, 3))
         out = t(xj)
         rf = stats[0] * 10 + sum(stats[1:])
-        c, l, r = xj[:, :, :-1, 1:], xj[:, :, :-1, :-1], xj[:, :, 1:, 1:]
-        tv = torch.sqrt((l - c) ** 2 + (r - c) ** 2 + 1e-8).sum() / batch
-        loss = F.cross_entropy(out, y) + 10 * rf + 1e-4 * tv + 1e-5 * xj.norm()
+        loss = F.cross_entropy(out, y) + 10 * rf + 1e-4 * total_variation(xj) + 1e-5 * xj.norm()
         if student is not None:
-            pt, ps = F.softmax(out, 1), F.softmax(student(xj), 1); m = (pt + ps) / 2
-            js = 0.5 * (F.kl_div(m.log(), pt, reduction="batchmean") + F.kl_div(m.log(), ps, reduction="batchmean"))
-            loss = loss + (1 - js)
+            loss = loss + competition(out, student(xj))
         loss.backward(); opt.step()
     return step
 

@@ -1,7 +1,9 @@
-"""The engine's networks in PyTorch, module for module (src/Distill.Engine/Models), for the
-benchmark peer (bench_pytorch.py) and for the reference values the tests check against
-(torch_reference.py). Parameter names follow PyTorch's; shapes and forward passes follow the engine.
+"""The engine's networks in PyTorch, module for module (src/Distill.Engine/Models), and the
+DeepInversion terms both scripts need, for the benchmark peer (bench_pytorch.py) and for the
+reference values the tests check against (torch_reference.py). Parameter names follow PyTorch's;
+shapes and forward passes follow the engine.
 """
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -98,3 +100,32 @@ def create(arch, channels=1, size=32, classes=10):
         return HintonMlp(channels * size * size, int(arch.split("-")[1]), classes)
     blocks, widths = RESNETS[arch]
     return ResNet(blocks, widths, channels, classes)
+
+
+def watch_batchnorm(model, stats):
+    """DeepInversion's R_feature terms: for every BatchNorm2d, on each forward, appends
+    ||batch mean - running mean|| + ||batch var - running var|| (biased variance) to stats."""
+    def hook(m, i, o):
+        x = i[0]
+        mean, var = x.mean([0, 2, 3]), x.permute(1, 0, 2, 3).flatten(1).var(1, unbiased=False)
+        stats.append(torch.norm(mean - m.running_mean, 2) + torch.norm(var - m.running_var, 2))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.register_forward_hook(hook)
+
+
+def total_variation(x):
+    """The paper's R_TV: sqrt of squared left and lower differences per interior pixel, summed, / n."""
+    c, l, b = x[:, :, :-1, 1:], x[:, :, :-1, :-1], x[:, :, 1:, 1:]
+    return torch.sqrt((l - c) ** 2 + (b - c) ** 2 + 1e-8).sum() / x.shape[0]
+
+
+def kl_batchmean(target_probs, log_probs):
+    return F.kl_div(log_probs, target_probs, reduction="batchmean")
+
+
+def competition(teacher_logits, student_logits):
+    """ADI's paper form: 1 - JS(p_T, p_S), KL summed over classes and averaged over samples."""
+    pt, ps = F.softmax(teacher_logits, 1), F.softmax(student_logits, 1)
+    m = (pt + ps) / 2
+    return 1 - 0.5 * (kl_batchmean(pt, m.log()) + kl_batchmean(ps, m.log()))

@@ -14,7 +14,7 @@ Made with Debian 12's python3-torch (1.13); any PyTorch >= 1.10 gives the same v
 """
 import json, math, sys
 import torch, torch.nn.functional as F
-from torch_models import Generator, create
+from torch_models import Generator, competition, create, kl_batchmean, total_variation, watch_batchnorm
 
 torch.set_default_dtype(torch.float64)
 SUFFIX = {"weight": 1, "bias": 2, "running_mean": 3, "running_var": 4}
@@ -99,10 +99,6 @@ def logits_pair(n=5, k=10):
     return inputs([n, k], 0.71, 0.2, 2.0), inputs([n, k], 0.43, 1.1, 3.0), torch.tensor([(3 * i + 1) % k for i in range(n)])
 
 
-def kl_batchmean(target_probs, log_probs):
-    return F.kl_div(log_probs, target_probs, reduction="batchmean")
-
-
 def losses():
     s0, t0, y = logits_pair()
     k = s0.shape[1]
@@ -136,10 +132,6 @@ def losses():
     case("dafl_entropy", lambda s, t: -ent(F.softmax(t, 1).mean(0)) / math.log(10), form="code")
     case("dafl_entropy", lambda s, t: -(ent(F.softmax(t, 1)) / k).mean(), form="per_sample")
 
-    def js_paper(s, t):
-        pt, ps = F.softmax(t, 1), F.softmax(s, 1); m = (pt + ps) / 2
-        return 1 - 0.5 * (kl_batchmean(pt, m.log()) + kl_batchmean(ps, m.log()))
-
     def js_code(s, t, T=3.0):
         # the official ADI code: KLDivLoss(log P, M) and KLDivLoss(log Q, M) on clamped softmaxes
         p, q = F.softmax(s / T, 1), F.softmax(t / T, 1)
@@ -147,7 +139,7 @@ def losses():
         p, q = p.clamp(0.001, 1), q.clamp(0.001, 1)
         js = 0.5 * (F.kl_div(p.log(), m, reduction="batchmean") + F.kl_div(q.log(), m, reduction="batchmean"))
         return 1 - js.clamp(0, 1)
-    case("competition", js_paper, form="paper")
+    case("competition", lambda s, t: competition(t, s), form="paper")
     case("competition", js_code, form="code", temperature=3.0)
     return out
 
@@ -156,14 +148,11 @@ def images_losses():
     out = []
     for shape in ([2, 1, 6, 7], [3, 3, 5, 5]):
         x0 = inputs(shape, 0.83, 0.6, 1.2)
-        def tv_paper(x):
-            c, l, b = x[:, :, :-1, 1:], x[:, :, :-1, :-1], x[:, :, 1:, 1:]
-            return torch.sqrt((l - c) ** 2 + (b - c) ** 2 + 1e-8).sum() / x.shape[0]
         def tv_code(x):
             d1, d2 = x[:, :, :, :-1] - x[:, :, :, 1:], x[:, :, :-1, :] - x[:, :, 1:, :]
             d3, d4 = x[:, :, 1:, :-1] - x[:, :, :-1, 1:], x[:, :, :-1, :-1] - x[:, :, 1:, 1:]
             return torch.norm(d1) + torch.norm(d2) + torch.norm(d3) + torch.norm(d4)
-        for name, fn in (("tv_paper", tv_paper), ("tv_code", tv_code), ("l2", torch.norm)):
+        for name, fn in (("tv_paper", total_variation), ("tv_code", tv_code), ("l2", torch.norm)):
             x = x0.clone().requires_grad_(True)
             v = fn(x)
             out.append(dict(name=name, shape=shape, value=float(v), grad=flat(torch.autograd.grad(v, x)[0])))
@@ -176,14 +165,8 @@ def objectives():
     teacher = create("resnet8", 1, 32); fill(teacher); teacher.eval()
     student = create("lenet5-half", 1, 32); fill(student); student.eval()
     stats = []
-    def hook(m, i, o):
-        x = i[0]
-        mean, var = x.mean([0, 2, 3]), x.permute(1, 0, 2, 3).flatten(1).var(1, unbiased=False)
-        stats.append(torch.norm(mean - m.running_mean, 2) + torch.norm(var - m.running_var, 2))
-    for m in teacher.modules():
-        if isinstance(m, torch.nn.BatchNorm2d): m.register_forward_hook(hook)
+    watch_batchnorm(teacher, stats)
     targets = torch.tensor([0, 3, 7, 9])
-    tv_paper = lambda x: torch.sqrt((x[:, :, :-1, :-1] - x[:, :, :-1, 1:]) ** 2 + (x[:, :, 1:, 1:] - x[:, :, :-1, 1:]) ** 2 + 1e-8).sum() / x.shape[0]
     w = dict(feature=0.7, first_bn=10.0, tv=3e-3, l2=1.5e-3, competition=2.0)
     for adi in (False, True):
         x = inputs([4, 1, 32, 32], 0.59, 0.9, 1.0).requires_grad_(True)
@@ -191,11 +174,10 @@ def objectives():
         logits = teacher(x)
         ce = F.cross_entropy(logits, targets)
         feature = w["first_bn"] * stats[0] + sum(stats[1:])
-        total = ce + w["feature"] * feature + w["tv"] * tv_paper(x) + w["l2"] * torch.norm(x)
+        total = ce + w["feature"] * feature + w["tv"] * total_variation(x) + w["l2"] * torch.norm(x)
         parts = dict(ce=float(ce), r_feature=float(feature), bn_layers=len(stats))
         if adi:
-            pt, ps = F.softmax(logits, 1), F.softmax(student(x), 1); m = (pt + ps) / 2
-            compete = 1 - 0.5 * (kl_batchmean(pt, m.log()) + kl_batchmean(ps, m.log()))
+            compete = competition(logits, student(x))
             total = total + w["competition"] * compete
             parts["r_compete"] = float(compete)
         out.append(dict(name="adi" if adi else "deepinversion", weights=w, targets=targets.tolist(), value=float(total),

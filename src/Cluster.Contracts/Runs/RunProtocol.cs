@@ -114,7 +114,12 @@ public sealed record RunMetrics(
     [property: Key(1)] string EntityId,
     [property: Key(2)] long Step,
     [property: Key(3)] string[] Names,
-    [property: Key(4)] double[] Values) : IRunCommand;
+    [property: Key(4)] double[] Values) : IRunCommand
+{
+    /// <summary>The parallel arrays from one set of named values.</summary>
+    public static RunMetrics Of(string runId, string entityId, long step, IReadOnlyDictionary<string, double> values) =>
+        new(runId, entityId, step, [.. values.Keys], [.. values.Values]);
+}
 
 /// <summary>A PNG grid of synthesised images at one step, for the run's samples/ directory.</summary>
 [MessagePackObject]

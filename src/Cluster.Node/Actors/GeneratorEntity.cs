@@ -425,7 +425,7 @@ public sealed class GeneratorEntity : PersistentEntity
             {
                 if (m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
                     Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
-                Services.Coordinator.Tell(new RunMetrics(RunId, Id, s.Seq, [.. m.Keys], [.. m.Values]));
+                Services.Coordinator.Tell(RunMetrics.Of(RunId, Id, s.Seq, m));
             }
             if (s.SamplesPng is { } png) Services.Coordinator.Tell(new RunSamples(RunId, Id, s.Seq, png));
             if (s.Seq % 25 == 0 || rounds is not null)

@@ -10,6 +10,7 @@ using Cluster.Contracts.Runs;
 using Cluster.Contracts.Students;
 using Cluster.Node.Hosting;
 using Distill.Engine.Methods;
+using Distill.Engine.Runs;
 using Distill.Engine.Specs;
 using Distill.Engine.Training;
 using static TorchSharp.torch;
@@ -531,16 +532,10 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     /// <summary>The step's loss and accuracy for the run's metrics.csv (replica 0 speaks for all: they hold the same model).</summary>
     private void ReportMetrics(Trained t)
     {
-        var names = new List<string>(4);
-        var values = new List<double>(4);
-        if (t.Loss is { } l) { names.Add("loss_kd"); values.Add(l); }
-        if (t.Accuracy is { } a) { names.Add("test_accuracy"); values.Add(a); }
-        names.Add("lr_s");
-        values.Add(t.Lr);
-        // resident memory of this node, so that a long run's metrics show whether it stays flat
-        names.Add("rss_mb");
-        values.Add(Math.Round(Environment.WorkingSet / 1048576.0, 1));
-        Services.Coordinator.Tell(new RunMetrics(RunId, Id, student!.Step, [.. names], [.. values]));
+        var values = new Dictionary<string, double> { ["lr_s"] = t.Lr, ["rss_mb"] = RunDirectory.ResidentMegabytes() };
+        if (t.Loss is { } l) values["loss_kd"] = l;
+        if (t.Accuracy is { } a) values["test_accuracy"] = a;
+        Services.Coordinator.Tell(RunMetrics.Of(RunId, Id, student!.Step, values));
     }
 
     private void Finish(Trained t)

@@ -103,7 +103,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
             var runner = new Runner(new RunnerOptions { RunsRoot = Services.Options.RunsDir, DataCache = Services.Options.DataCache, TeacherCache = Services.Options.TeacherCache },
                 new PrefixWriter($"[{runId}] "));
             var (t, acc, fromCache) = runner.PrepareTeacher(s, data, workDir,
-                (_, step, values) => coordinator.Tell(new RunMetrics(runId, self, step, [.. values.Keys], [.. values.Values])));
+                (_, step, values) => coordinator.Tell(RunMetrics.Of(runId, self, step, values)));
             using (t)
             {
                 var blob = Services.Blobs.Put(EngineAccess.SaveModel(t));

@@ -49,6 +49,9 @@ public sealed class RunDirectory : IDisposable
         ["test_accuracy", "loss", "loss_kd", "kl_kd", "loss_g", "loss_oh", "loss_a", "loss_ie", "classes", "gen_std", "ce", "r_feature", "r_tv", "r_l2", "r_compete",
          "batch_accuracy", "best_loss", "lr", "lr_s", "lr_g", "lr_x", "pool", "synth_step", "rss_mb"];
 
+    /// <summary>The rss_mb column: this process's resident memory, so that a long run's metrics show whether it stays flat.</summary>
+    public static double ResidentMegabytes() => Math.Round(Environment.WorkingSet / 1048576.0, 1);
+
     /// <summary>
     /// One CSV row per logged step; columns fixed by the first row (phase-specific ones blank elsewhere).
     /// An existing metrics.csv (a run coordinator that took over after a failover) is appended to,

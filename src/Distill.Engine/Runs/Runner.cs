@@ -268,8 +268,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             }
             if (values is not null)
             {
-                // resident memory, so that a long run's metrics show whether it stays flat
-                values["rss_mb"] = Math.Round(Environment.WorkingSet / 1048576.0, 1);
+                values["rss_mb"] = RunDirectory.ResidentMegabytes();
                 foreach (var k in values.Keys) columns.Add(k);
                 ctx.Dir.Metrics(trainer.Phase, trainer.Step, sw.Elapsed.TotalSeconds, values, RunDirectory.KnownColumns.Concat(columns).Distinct());
                 if (trainer.Step % (options.LogEvery * 10) == 0 && !isEval)
