@@ -1,3 +1,4 @@
+using System.CommandLine;
 using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
 using Distill.Engine.Benchmarks;
@@ -8,56 +9,87 @@ using TorchSharp;
 // (shard regions); also reports the devices and runs the engine benchmark on this machine.
 NativeBootstrap.EnsureTorchLoadable();
 TorchRuntime.Initialize();
-const string usage = """
-    usage: Cluster.GpuNode <command>
-      join --seeds H:P[,...] [--host H] [--port P] [--db sqlite:FILE|postgres:CONN] [--store DIR] [--runs-dir DIR]
-           [--hosts generator,teacher,student] [--pool NAME[,NAME...]] [--data-port P|off]
-                             join the cluster as a gpu node hosting the given entity kinds (default all),
-                             in the given node pools (a spec's cluster.layout places entities by pool);
-                             the store must be the one the other nodes use; batches and gradients to
-                             other nodes go over the data plane at --data-port (default: any free port)
-      devices                what this machine offers
-      bench [--device cpu|cuda|auto] [--quick]
-    """;
+
+var root = new RootCommand("ClusterDistill GPU node");
+
+var node = new NodeCommandOptions();
+var hosts = new Option<string[]>("--hosts")
+{
+    Description = "entity kinds this node hosts: generator, teacher and/or student (default all)",
+    CustomParser = r => r.Tokens.SelectMany(t => t.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray(),
+};
+hosts.Validators.Add(r =>
+{
+    var unknown = (r.GetValueOrDefault<string[]>() ?? []).Except(["generator", "teacher", "student"]).ToList();
+    if (unknown.Count > 0) r.AddError($"--hosts {string.Join(",", unknown)}: generator, teacher and/or student");
+});
+var pools = new Option<string[]>("--pool")
+{
+    Description = "node pools this node is in (a spec's cluster.layout places entities by pool)",
+    CustomParser = r => r.Tokens.SelectMany(t => t.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray(),
+};
+pools.Validators.Add(r =>
+{
+    if ((r.GetValueOrDefault<string[]>() ?? []).FirstOrDefault(p => !Distill.Engine.Specs.LayoutSpec.IsValidPool(p)) is { } bad)
+        r.AddError($"--pool {bad}: a pool name is letters, digits, '-', '_' and '.'");
+});
+var join = new Command("join", "join the cluster as a gpu node hosting the given entity kinds; the store must be the one the other nodes use; " +
+                               "batches and gradients to other nodes go over the data plane at --data-port") { hosts, pools };
+node.AddTo(join, seedsRequired: true, dataPort: true);
+join.SetAction(async (p, ct) =>
+{
+    var options = node.ToNodeOptions(p, [Roles.Gpu, .. p.GetValue(hosts) ?? [], .. (p.GetValue(pools) ?? []).Select(x => LayoutAllocationStrategy.PoolRolePrefix + x)], 0);
+    // a node whose seeds formed a new cluster (they restarted), or that was downed, joins again:
+    // its entities are persistent and remembered, so they resume from their own state
+    for (var attempt = 0; ; attempt++)
+    {
+        ClusterNode n;
+        try { n = await ClusterNode.StartAsync(options); }
+        catch (TimeoutException e) when (attempt > 0 && !ct.IsCancellationRequested)
+        {
+            Console.WriteLine($"[gpu-node] {e.Message}; trying again");
+            continue;
+        }
+        ClusterNode.Ending ending;
+        await using (n)
+        {
+            Console.WriteLine($"[gpu-node] up at {n.Address} (pid {Environment.ProcessId}); journal {options.Persistence.Provider}; store {options.StoreDir}");
+            ending = await n.WaitForShutdownAsync(ct);
+        }
+        if (ending == ClusterNode.Ending.Requested || ct.IsCancellationRequested) return 0;
+        Console.WriteLine(ending == ClusterNode.Ending.SeedsLost
+            ? "[gpu-node] the seeds formed a new cluster: joining it"
+            : "[gpu-node] this node was removed from the cluster: joining again");
+    }
+});
+root.Add(join);
+
+var devices = new Command("devices", "what this machine offers");
+devices.SetAction(_ =>
+{
+    Console.WriteLine($"cuda available: {torch.cuda.is_available()}, devices: {(torch.cuda.is_available() ? torch.cuda.device_count() : 0)}");
+    Console.WriteLine($"cpu threads: {torch.get_num_threads()}, conv path: {(TorchRuntime.UseSafeConvolution ? "exact (channel-padded)" : "native")}");
+    return 0;
+});
+root.Add(devices);
+
+var device = new Option<string>("--device") { Description = "cpu, cuda or auto", DefaultValueFactory = _ => "auto" };
+device.AcceptOnlyFromAmong("cpu", "cuda", "auto");
+var quick = new Option<bool>("--quick") { Description = "fewer repetitions" };
+var bench = new Command("bench", "the engine benchmark on this machine") { device, quick };
+bench.SetAction(p =>
+{
+    var table = Benchmarks.Run(p.GetValue(device)!, quick: p.GetValue(quick), Console.Out);
+    var output = Path.Combine("results", $"bench-gpunode-{table.Device}.json");
+    table.Save(output);
+    Console.WriteLine($"saved {output}");
+    return 0;
+});
+root.Add(bench);
+
 try
 {
-    var o = Options.Parse(args.Skip(1).ToArray());
-    switch (args.FirstOrDefault())
-    {
-        case "join":
-            if (o.Get("seeds") is null) throw new UsageException("join needs --seeds host:port");
-            var hosts = o.Get("hosts")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [];
-            var unknown = hosts.Except(["generator", "teacher", "student"]).ToList();
-            if (unknown.Count > 0) throw new UsageException($"--hosts {string.Join(",", unknown)}: generator, teacher and/or student");
-            var pools = o.Get("pool")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [];
-            if (pools.FirstOrDefault(p => !Distill.Engine.Specs.LayoutSpec.IsValidPool(p)) is { } bad)
-                throw new UsageException($"--pool {bad}: a pool name is letters, digits, '-', '_' and '.'");
-            var options = o.ToNodeOptions([Roles.Gpu, .. hosts, .. pools.Select(p => LayoutAllocationStrategy.PoolRolePrefix + p)], 0);
-            await using (var node = await ClusterNode.StartAsync(options))
-            {
-                Console.WriteLine($"[gpu-node] up at {node.Address} (pid {Environment.ProcessId}); journal {options.Persistence.Provider}; store {options.StoreDir}");
-                await node.WaitForShutdownAsync();
-            }
-            return 0;
-        case "devices":
-            Console.WriteLine($"cuda available: {torch.cuda.is_available()}, devices: {(torch.cuda.is_available() ? torch.cuda.device_count() : 0)}");
-            Console.WriteLine($"cpu threads: {torch.get_num_threads()}, conv path: {(TorchRuntime.UseSafeConvolution ? "exact (channel-padded)" : "native")}");
-            return 0;
-        case "bench":
-            var table = Benchmarks.Run(o.Get("device") ?? "auto", quick: o.Flag("quick"), Console.Out);
-            var output = Path.Combine("results", $"bench-gpunode-{table.Device}.json");
-            table.Save(output);
-            Console.WriteLine($"saved {output}");
-            return 0;
-        default:
-            Console.Error.WriteLine(usage);
-            return 2;
-    }
-}
-catch (UsageException e)
-{
-    Console.Error.WriteLine($"error: {e.Message}\n{usage}");
-    return 2;
+    return CommandRunner.Invoke("Cluster.GpuNode", root, args, Console.Out, Console.Error);
 }
 catch (Exception e) when (e is PersistenceUnavailableException or TimeoutException or ArgumentException)
 {

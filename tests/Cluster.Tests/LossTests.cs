@@ -70,6 +70,27 @@ public sealed class LossTests
         Close(expected, Distillation.SoftCrossEntropy(T(Student), T(Teacher)).item<double>());
     }
 
+    [Theory]
+    [InlineData(1.0)]
+    [InlineData(3.0)]
+    [InlineData(20.0)]
+    public void Soft_target_loss_at_T_is_T2_cross_entropy_by_hand_and_hinton_plus_the_teachers_entropy(double t)
+    {
+        var n = Student.Length;
+        var expected = Enumerable.Range(0, n).Sum(i =>
+        {
+            var pt = Softmax(Teacher[i], t);
+            var ls = Softmax(Student[i], t).Select(v => Math.Log(v)).ToArray();
+            return -pt.Zip(ls, (a, b) => a * b).Sum();
+        }) / n * t * t;
+        using var probs = TorchSharp.torch.nn.functional.softmax(T(Teacher) / t, 1);
+        // the function the students train with (SoftTargetStudent.Loss calls it)
+        Close(expected, Distill.Engine.Methods.SoftTargetStudent.Loss(T(Student), probs, t).item<double>());
+        var entropy = Enumerable.Range(0, n).Sum(i => -Softmax(Teacher[i], t).Sum(p => p * Math.Log(p))) / n * t * t;
+        Close(expected - entropy, Distillation.Hinton(T(Student), T(Teacher), null, t, 0).item<double>());
+        Assert.Throws<ArgumentException>(() => Distillation.SoftTargetCrossEntropy(T(Student), probs.narrow(0, 0, 1), t));
+    }
+
     [Fact]
     public void Label_smoothing_targets_one_minus_eps_plus_uniform()
     {

@@ -1,3 +1,4 @@
+using Distill.Engine.Methods;
 using Distill.Engine.Specs;
 
 namespace Cluster.Tests;
@@ -44,8 +45,8 @@ public sealed class SpecTests
     public void A_valid_spec_gets_defaults()
     {
         var s = SpecParser.Parse(Valid, "v.yaml");
-        Assert.Equal(Method.Kd, s.Method);
-        Assert.Equal(4, s.Kd!.Temperature);
+        Assert.Equal("kd", s.Method.Name);
+        Assert.Equal(4, s.SettingsOf<KdSpec>().Temperature);
         Assert.Equal(256, s.Student.Train.BatchSize);
         Assert.Equal("cpu", s.Device);
     }
@@ -112,12 +113,12 @@ public sealed class SpecTests
     public void The_pixel_range_clamp_is_off_unless_asked_for_and_must_be_a_boolean()
     {
         var dafl = Valid.Replace("method: kd", "method: dafl").Replace("kd: {temperature: 4, alpha: 0.1}", "dafl: {steps: 10}");
-        Assert.False(SpecParser.Parse(dafl, "x.yaml").Dafl!.ClampToPixelRange);
-        Assert.True(SpecParser.Parse(dafl.Replace("{steps: 10}", "{steps: 10, clamp_to_pixel_range: true}"), "x.yaml").Dafl!.ClampToPixelRange);
+        Assert.False(SpecParser.Parse(dafl, "x.yaml").SettingsOf<DaflSpec>().ClampToPixelRange);
+        Assert.True(SpecParser.Parse(dafl.Replace("{steps: 10}", "{steps: 10, clamp_to_pixel_range: true}"), "x.yaml").SettingsOf<DaflSpec>().ClampToPixelRange);
         var e = Assert.Throws<SpecException>(() => SpecParser.Parse(dafl.Replace("{steps: 10}", "{steps: 10, clamp_to_pixel_range: sometimes}"), "x.yaml"));
         Assert.Equal("dafl.clamp_to_pixel_range", e.Key);
-        Assert.True(SpecParser.Load(Path.Combine(SpecsDir(), "dafl-mnist-quick.yaml")).Dafl!.ClampToPixelRange, "the quick spec clamps (docs/results.md)");
-        Assert.False(SpecParser.Load(Path.Combine(SpecsDir(), "dafl-mnist.yaml")).Dafl!.ClampToPixelRange, "the paper spec runs the generator as coded");
+        Assert.True(SpecParser.Load(Path.Combine(SpecsDir(), "dafl-mnist-quick.yaml")).SettingsOf<DaflSpec>().ClampToPixelRange, "the quick spec clamps (docs/results.md)");
+        Assert.False(SpecParser.Load(Path.Combine(SpecsDir(), "dafl-mnist.yaml")).SettingsOf<DaflSpec>().ClampToPixelRange, "the paper spec runs the generator as coded");
     }
 
     [Fact]

@@ -32,6 +32,10 @@ public sealed record RunCompleted(
 [MessagePackObject]
 public sealed record RunFailed([property: Key(0)] string RunId, [property: Key(1)] string Reason) : IPersistedEvent;
 
+/// <summary>A user cancelled the run (`cancel`): final, like a failure, and never resumed.</summary>
+[MessagePackObject]
+public sealed record RunCancelled([property: Key(0)] string RunId, [property: Key(1)] string Reason, [property: Key(2)] DateTime CancelledUtc) : IPersistedEvent;
+
 /// <summary>The coordinator's state as a snapshot.</summary>
 [MessagePackObject]
 public sealed record CoordinatorSnapshot([property: Key(0)] RunRecord[] Runs) : IPersistedEvent;
@@ -52,7 +56,12 @@ public sealed record RunRecord(
     [property: Key(11)] string? Message,
     [property: Key(12)] DateTime? CompletedUtc,
     [property: Key(13)] double? TeacherSeconds = null,   // keys 13 and 14 came in session 9
-    [property: Key(14)] bool? TeacherFromCache = null);
+    [property: Key(14)] bool? TeacherFromCache = null,
+    [property: Key(15)] bool Cancelled = false)         // key 15 came in session 10
+{
+    /// <summary>Neither completed, failed nor cancelled: its entities are (re)started and its reports count.</summary>
+    [IgnoreMember] public bool Active => !Completed && !Failed && !Cancelled;
+}
 
 /// <summary>An entity joined a run (its spec travels with it, so that it can rebuild itself alone).</summary>
 [MessagePackObject]

@@ -24,7 +24,15 @@ public sealed record GetRunStatus([property: Key(0)] string? RunId) : IRunComman
 [MessagePackObject]
 public sealed record RunStatusReport([property: Key(0)] RunSummary[] Runs) : IRunCommand;
 
-public enum RunState : byte { Submitted = 0, PreparingTeacher = 1, Training = 2, Completed = 3, Failed = 4 }
+public enum RunState : byte { Submitted = 0, PreparingTeacher = 1, Training = 2, Completed = 3, Failed = 4, Cancelled = 5 }
+
+/// <summary>Cancel a run for good. Answered with <see cref="CancelAnswer"/> or <see cref="RunRejected"/> (no such run).</summary>
+[MessagePackObject]
+public sealed record CancelRun([property: Key(0)] string RunId, [property: Key(1)] string Reason) : IRunCommand;
+
+/// <summary>The run's state after a cancel: Cancelled, or how it had ended before (Completed, Failed).</summary>
+[MessagePackObject]
+public sealed record CancelAnswer([property: Key(0)] string RunId, [property: Key(1)] RunState State, [property: Key(2)] bool AlreadyEnded) : IRunCommand;
 
 /// <summary>What `status` shows for a run: progress, accuracy and the pipeline's queue depths.</summary>
 [MessagePackObject]

@@ -25,6 +25,7 @@ public static class ContractCodec
         (typeof(SubmitRun), "R1"), (typeof(RunAccepted), "R2"), (typeof(RunRejected), "R3"), (typeof(GetRunStatus), "R4"),
         (typeof(RunStatusReport), "R5"), (typeof(EntityProgress), "R6"), (typeof(TeacherReady), "R7"), (typeof(StudentFinished), "R8"),
         (typeof(EntityFailed), "R9"), (typeof(GetRunLayout), "R10"), (typeof(RunLayout), "R11"), (typeof(RunMetrics), "R12"), (typeof(RunSamples), "R13"),
+        (typeof(CancelRun), "R14"), (typeof(CancelAnswer), "R15"),
         (typeof(StartEntity), "P1"), (typeof(RequestBatches), "P2"), (typeof(ReleaseBatches), "P3"), (typeof(LabelBatch), "P4"),
         (typeof(LabelledBatch), "P5"), (typeof(GetEntityStatus), "P6"), (typeof(EntityStatus), "P7"), (typeof(StopEntity), "P8"),
         (typeof(CompetitorReady), "P9"),
@@ -32,6 +33,7 @@ public static class ContractCodec
         (typeof(RunSubmitted), "E1"), (typeof(RunTeacherReady), "E2"), (typeof(RunCompleted), "E3"), (typeof(RunFailed), "E4"),
         (typeof(CoordinatorSnapshot), "E5"), (typeof(EntityStarted), "E6"), (typeof(BatchStored), "E7"), (typeof(BatchesReleased), "E8"),
         (typeof(CheckpointWritten), "E9"), (typeof(EntitySnapshot), "E10"), (typeof(EntityFinished), "E11"),
+        (typeof(RunCancelled), "E12"),
     ];
 
     private static readonly Dictionary<Type, string> ManifestOf = Contracts.ToDictionary(c => c.Type, c => c.Manifest);

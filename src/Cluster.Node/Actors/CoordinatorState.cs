@@ -15,13 +15,14 @@ public sealed record CoordinatorState(ImmutableSortedDictionary<string, RunRecor
         RunTeacherReady t => Update(t.RunId, r => r with { TeacherBlob = t.TeacherBlob, TeacherAccuracy = t.Accuracy, TeacherSeconds = t.Seconds, TeacherFromCache = t.FromCache }),
         RunCompleted c => Update(c.RunId, r => r with { Completed = true, Accuracy = c.Accuracy, BestAccuracy = c.BestAccuracy, Steps = c.Steps, CompletedUtc = c.CompletedUtc }),
         RunFailed f => Update(f.RunId, r => r with { Failed = true, Message = f.Reason }),
+        RunCancelled c => Update(c.RunId, r => r with { Cancelled = true, Message = $"cancelled: {c.Reason}", CompletedUtc = c.CancelledUtc }),
         _ => throw new ArgumentException($"{e.GetType().Name} is not a coordinator event"),
     };
 
     private CoordinatorState Update(string runId, Func<RunRecord, RunRecord> f) =>
         Runs.TryGetValue(runId, out var r) ? new(Runs.SetItem(runId, f(r))) : this;
 
-    public IEnumerable<RunRecord> Active => Runs.Values.Where(r => !r.Completed && !r.Failed);
+    public IEnumerable<RunRecord> Active => Runs.Values.Where(r => r.Active);
 
     public CoordinatorSnapshot ToSnapshot() => new(Runs.Values.ToArray());
 

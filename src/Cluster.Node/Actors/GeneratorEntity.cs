@@ -132,14 +132,14 @@ public sealed class GeneratorEntity : PersistentEntity
     private long GeneratorStep => synth?.Step ?? rounds?.Round ?? 0;
 
     /// <summary>Batches the run needs: DAFL steps, or DeepInversion rounds.</summary>
-    private long TotalBatches => spec!.Dafl?.Steps ?? spec.DeepInversion!.Rounds;
+    private long TotalBatches => spec!.Dafl?.Steps ?? spec!.DeepInversion!.Rounds;
 
     /// <summary>DAFL: steps between checkpoints. DeepInversion: pixel iterations between checkpoints of a round in progress.</summary>
     private long CheckpointEvery => spec!.Cluster.GeneratorCheckpointEvery > 0 ? spec.Cluster.GeneratorCheckpointEvery
         : spec.DeepInversion is { } di ? Math.Max(1, di.Iterations / 4)
         : spec.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : spec.Dafl!.EvalEvery;
 
-    private bool Adaptive => spec!.Method == Method.Adi;
+    private bool Adaptive => spec!.Adaptive;
 
     private void OnStart(StartEntity m)
     {
@@ -172,10 +172,10 @@ public sealed class GeneratorEntity : PersistentEntity
                 var (_, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, g.LoadState, RunId, Id);
                 return new EngineReady(g, null, null, t, warning);
             }
-            var di = s.Method == Method.Adi ? s.DeepInversion! : s.DeepInversion! with { CompetitionWeight = 0 };
+            var di = s.Adaptive ? s.DeepInversion! : s.DeepInversion! with { CompetitionWeight = 0 };
             var r = new RoundSynthesizer(t, di, data.Mean, data.Std, device, s.Seed);
             // ADI's first round competes with the student as every replica starts it
-            var c = s.Method == Method.Adi ? EngineAccess.NewStudent(s, data, device) : null;
+            var c = s.Adaptive ? EngineAccess.NewStudent(s, data, device) : null;
             // only a checkpoint of the round after the last stored one matters: earlier rounds need no state
             var produced = st.Produced;
             var current = st.Checkpoints.Where(k => k.Seq == produced).ToImmutableList();
@@ -264,7 +264,8 @@ public sealed class GeneratorEntity : PersistentEntity
         var checkpointDue = next % CheckpointEvery == 0 || next == spec!.Dafl!.Steps;
         var labelDType = TensorWire.Parse(spec!.Cluster.SoftLabels);
         // a grid from the generator's fixed z at each of the run's evaluation steps, as the engine loop draws
-        var grid = next % spec.Dafl!.EvalEvery == 0 || next == spec.Dafl.Steps ? spec.Dafl.SampleGrid : 0;
+        var dafl = spec.Dafl!;
+        var grid = next % dafl.EvalEvery == 0 || next == dafl.Steps ? dafl.SampleGrid : 0;
         var dataset = spec.Data.Name;
         EngineAccess.Compute(() =>
         {
@@ -302,7 +303,7 @@ public sealed class GeneratorEntity : PersistentEntity
         busy = true;
         var di = spec!.DeepInversion!;
         var every = CheckpointEvery;
-        var labelDType = TensorWire.Parse(spec.Cluster.SoftLabels);
+        var labelDType = TensorWire.Parse(spec!.Cluster.SoftLabels);
         var model = competitor;
         var blobs = Services.Blobs;
         var slice = iterationsPerJob;

@@ -81,10 +81,11 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         Recover<RecoveryCompleted>(_ =>
         {
             log.Info("run coordinator up: {0} runs, {1} unfinished", state.Runs.Count, state.Active.Count());
-            Timers.StartPeriodicTimer("nudge", Nudge.Instance, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10));
+            if (services.Options.ResumeRuns) Timers.StartPeriodicTimer("nudge", Nudge.Instance, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10));
         });
 
         Command<SubmitRun>(OnSubmit);
+        Command<CancelRun>(OnCancel);
         Command<TeacherReady>(OnTeacherReady);
         Command<EntityProgress>(OnProgress);
         Command<StudentFinished>(OnFinished);
@@ -108,41 +109,48 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
 
     public override string PersistenceId => "run-coordinator";
 
-    /// <summary>The data-free methods, whose generator, teacher and student the actors split; the others train on real data in one loop.</summary>
-    public static bool RunsOnActors(Method m) => m is Method.Dafl or Method.DeepInversion or Method.Adi;
-
-    private static long StudentSteps(RunSpec s) => s.Dafl?.Steps ?? (s.DeepInversion is { } di ? DeepInversionTrainer.StudentTotal(di) : 0);
     public ITimerScheduler Timers { get; set; } = null!;
 
     private void OnSubmit(SubmitRun m)
     {
-        RunSpec spec;
-        try { spec = SpecParser.Parse(m.SpecYaml, m.SpecFile); }
-        catch (SpecException e) { Sender.Tell(new RunRejected($"spec refused: {e.Message}")); return; }
-        if (!RunsOnActors(spec.Method))
-        {
-            Sender.Tell(new RunRejected($"{m.SpecFile}: method '{SpecParser.MethodName(spec.Method)}' runs in the engine alone " +
-                                        "(Cluster.Seed run --engine); the actor pipeline runs dafl, deepinversion and adi"));
-            return;
-        }
-        var runId = m.RunId ?? $"{spec.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}";
-        if (!EntityId.IsValidRunId(runId)) { Sender.Tell(new RunRejected($"run id '{runId}': use letters, digits, '.', '_' and '-'")); return; }
-        if (state.Runs.TryGetValue(runId, out var known))
-        {
-            if (known.SpecYaml != m.SpecYaml) { Sender.Tell(new RunRejected($"run {runId} exists with a different spec; choose another run id")); return; }
-            Sender.Tell(new RunAccepted(runId, AlreadyKnown: true));
-            return;
-        }
+        var d = RunDecisions.Submit(state, m, () => SpecParser.Parse(m.SpecYaml, m.SpecFile), DateTime.UtcNow);
         var sender = Sender;
-        PersistAndSnapshot(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, DateTime.UtcNow), () =>
+        if (d.Event is not RunSubmitted submitted) { sender.Tell(d.Reply); return; }
+        PersistAndSnapshot(submitted, () =>
         {
-            var dir = Dir(runId);
+            var spec = SpecOf(state.Runs[submitted.RunId]);
+            var dir = Dir(submitted.RunId);
             dir.WriteSpec(spec);
-            dir.Event($"run {runId} accepted: method {SpecParser.MethodName(spec.Method)}, spec {m.SpecFile}, device {spec.Device}, seed {spec.Seed}");
-            log.Info("run {0} accepted ({1})", runId, m.SpecFile);
-            sender.Tell(new RunAccepted(runId, AlreadyKnown: false));
-            StartEntities(state.Runs[runId]);
+            dir.Event($"run {submitted.RunId} accepted: method {spec.Method.Name}, spec {m.SpecFile}, device {spec.Device}, seed {spec.Seed}");
+            log.Info("run {0} accepted ({1})", submitted.RunId, m.SpecFile);
+            sender.Tell(d.Reply);
+            StartEntities(state.Runs[submitted.RunId]);
         });
+    }
+
+    /// <summary>A user's cancel: persisted, final; the run's entities stop for good.</summary>
+    private void OnCancel(CancelRun m)
+    {
+        var d = RunDecisions.Cancel(state, m, DateTime.UtcNow);
+        var sender = Sender;
+        if (d.Event is null) { sender.Tell(d.Reply); return; }
+        PersistAndSnapshot(d.Event, () =>
+        {
+            log.Warning("run {0} cancelled: {1}", m.RunId, m.Reason);
+            Dir(m.RunId).Event($"cancelled: {m.Reason}");
+            CloseDir(m.RunId);
+            WriteStatus(state.Runs[m.RunId], throttle: false);
+            StopEntities(state.Runs[m.RunId]);
+            sender.Tell(d.Reply);
+        });
+    }
+
+    /// <summary>Every entity of the run stops and records that it finished, so that nothing (remember-entities, a late message) restarts it.</summary>
+    private void StopEntities(RunRecord r)
+    {
+        services.Generators.Tell(new StopEntity(EntityId.Generator(r.RunId)));
+        services.Teachers.Tell(new StopEntity(EntityId.Teacher(r.RunId)));
+        for (var i = 0; i < SpecOf(r).Cluster.Replicas; i++) services.Students.Tell(new StopEntity(EntityId.Student(r.RunId, i)));
     }
 
     /// <summary>Teacher first; once it is ready, the generator and every student replica. Idempotent.</summary>
@@ -162,8 +170,8 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
 
     private void OnTeacherReady(TeacherReady m)
     {
-        if (!state.Runs.TryGetValue(m.RunId, out var r) || r.TeacherBlob is not null || r.Completed || r.Failed) return;
-        PersistAndSnapshot(new RunTeacherReady(m.RunId, m.TeacherBlob, m.Accuracy, m.Seconds, m.FromCache), () =>
+        if (RunDecisions.TeacherReady(state, m).Event is not { } e) return;
+        PersistAndSnapshot(e, () =>
         {
             log.Info("run {0}: teacher ready, {1:F2}% test accuracy", m.RunId, m.Accuracy);
             var dir = Dir(m.RunId);
@@ -232,8 +240,8 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
 
     private void OnFinished(StudentFinished m)
     {
-        if (!state.Runs.TryGetValue(m.RunId, out var r) || r.Completed) return;
-        PersistAndSnapshot(new RunCompleted(m.RunId, m.Accuracy, m.BestAccuracy, m.Steps, m.StudentBlob, DateTime.UtcNow), () =>
+        if (RunDecisions.StudentFinished(state, m, DateTime.UtcNow).Event is not { } e) return;
+        PersistAndSnapshot(e, () =>
         {
             var done = state.Runs[m.RunId];
             WriteResult(done, m);
@@ -241,10 +249,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             Dir(m.RunId).Event($"done: student {m.Accuracy:F2}% (best {m.BestAccuracy:F2}%) after {m.Steps} steps, {m.Rollbacks} rollback(s)");
             CloseDir(m.RunId);
             log.Info("run {0} completed: student {1:F2}% (best {2:F2}%) after {3} steps", m.RunId, m.Accuracy, m.BestAccuracy, m.Steps);
-            var spec = SpecOf(done);
-            services.Generators.Tell(new StopEntity(EntityId.Generator(m.RunId)));
-            services.Teachers.Tell(new StopEntity(EntityId.Teacher(m.RunId)));
-            for (var i = 0; i < spec.Cluster.Replicas; i++) services.Students.Tell(new StopEntity(EntityId.Student(m.RunId, i)));
+            StopEntities(done);
         });
     }
 
@@ -259,7 +264,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         {
             RunId = r.RunId,
             Name = spec.Name,
-            Method = SpecParser.MethodName(spec.Method),
+            Method = spec.Method.Name,
             Dataset = spec.Data.Name,
             TeacherArch = spec.Teacher?.Arch,
             StudentArch = spec.Student.Arch,
@@ -272,9 +277,9 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             WallSeconds = Math.Round((DateTime.UtcNow - r.SubmittedUtc).TotalSeconds, 1),
             Device = spec.Device,
             Seed = spec.Seed,
-            StudentUsedRealData = false,
+            StudentUsedRealData = spec.Method.StudentSeesData,
             Rollbacks = m.Rollbacks,
-            SynthesisedImages = spec.Dafl is { } d ? m.Steps * d.BatchSize : (long)spec.DeepInversion!.Rounds * spec.DeepInversion.BatchSize,
+            SynthesisedImages = spec.Method.SynthesisedImages(spec, m.Steps),
             Pipeline = $"actors ({spec.Cluster.Replicas} student replica(s))",
         };
         RunDirectory.WriteResult(dir, result);
@@ -282,13 +287,15 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
 
     private void OnFailed(EntityFailed m)
     {
-        if (!state.Runs.TryGetValue(m.RunId, out var r) || r.Completed || r.Failed) return;
-        PersistAndSnapshot(new RunFailed(m.RunId, $"{m.EntityId}: {m.Reason}"), () =>
+        if (RunDecisions.EntityFailed(state, m).Event is not { } e) return;
+        PersistAndSnapshot(e, () =>
         {
             log.Error("run {0} failed: {1}: {2}", m.RunId, m.EntityId, m.Reason);
             Dir(m.RunId).Event($"failed: {m.EntityId}: {m.Reason}");
             CloseDir(m.RunId);
             WriteStatus(state.Runs[m.RunId], throttle: false);
+            // a failed run stays failed: its entities stop for good
+            StopEntities(state.Runs[m.RunId]);
         });
     }
 
@@ -298,7 +305,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
     /// </summary>
     private void OnMetrics(RunMetrics m)
     {
-        if (!state.Runs.TryGetValue(m.RunId, out var r) || r.Completed || r.Failed) return;
+        if (!state.Runs.TryGetValue(m.RunId, out var r) || !r.Active) return;
         if (m.Names.Length != m.Values.Length)
         {
             log.Warning("run {0}: metrics from {1} with {2} names and {3} values; dropped", m.RunId, m.EntityId, m.Names.Length, m.Values.Length);
@@ -312,7 +319,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
 
     private void OnSamples(RunSamples m)
     {
-        if (!state.Runs.TryGetValue(m.RunId, out var r) || r.Completed || r.Failed) return;
+        if (!state.Runs.TryGetValue(m.RunId, out var r) || !r.Active) return;
         if (Phase(m.RunId, m.EntityId) is { } phase) Dir(m.RunId).Samples(phase, m.Step, m.Png);
     }
 
@@ -340,9 +347,9 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
     {
         var l = live.GetValueOrDefault(r.RunId);
         var spec = SpecOf(r);
-        var runState = r.Completed ? RunState.Completed : r.Failed ? RunState.Failed : r.TeacherBlob is null ? RunState.PreparingTeacher : RunState.Training;
-        return new RunSummary(r.RunId, spec.Name, SpecParser.MethodName(spec.Method), runState,
-            r.Completed ? r.Steps : l?.StudentStep ?? 0, StudentSteps(spec), l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
+        var runState = RunDecisions.StateOf(r);
+        return new RunSummary(r.RunId, spec.Name, spec.Method.Name, runState,
+            r.Completed ? r.Steps : l?.StudentStep ?? 0, spec.Method.PipelineStudentSteps(spec), l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
             r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy, r.Message ?? l?.Message, l?.Node, l?.GeneratorNode);
     }
 }

@@ -105,7 +105,16 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         Command<RolledBack>(OnRolledBack);
         Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, student?.Step ?? 0, (student?.Step ?? 0) + 1,
             buffer.Count + rounds.Count, (int)Math.Max(0, requestedUpTo - (student?.Step ?? 0)), Services.NodeName, State.Finished ? "finished" : busy ? "training" : "waiting")));
-        Command<StopEntity>(_ => Context.Parent.Tell(new Passivate(PoisonPill.Instance)));
+        // the run ended (completed, failed or cancelled): recorded, so that no later message restarts the training
+        Command<StopEntity>(_ =>
+        {
+            if (State.Finished || !State.Started) { Context.Parent.Tell(new Passivate(PoisonPill.Instance)); return; }
+            Persist(new EntityFinished(student?.Step ?? 0), e =>
+            {
+                State = State.Apply(e);
+                Context.Parent.Tell(new Passivate(PoisonPill.Instance));
+            });
+        });
         Command<CheckStalled>(_ =>
         {
             if (student is not null && !State.Finished && !student.Done && Replicas > 1 && busy && !computing && DateTime.UtcNow - lastBatchUtc >= StallTimeout)
@@ -140,12 +149,12 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     private long Total => TotalOf(spec!);
     private static long TotalOf(RunSpec s) => s.Dafl?.Steps ?? DeepInversionTrainer.StudentTotal(s.DeepInversion!);
     /// <summary>DAFL: the spec's interval. DeepInversion: after each round's student steps, as the engine loop evaluates.</summary>
-    private long EvalEvery => spec!.Dafl?.EvalEvery ?? spec.DeepInversion!.StudentSteps;
+    private long EvalEvery => spec!.Dafl?.EvalEvery ?? spec!.DeepInversion!.StudentSteps;
     /// <summary>DeepInversion / ADI: the batches are rounds, pooled.</summary>
     private bool PoolMode => spec!.DeepInversion is not null;
-    private bool Adaptive => spec!.Method == Method.Adi;
+    private bool Adaptive => spec!.Adaptive;
     /// <summary>The round whose student steps include `step` (1-based).</summary>
-    private long RoundOf(long step) => Math.Min(spec!.DeepInversion!.Rounds, (step - 1) / spec.DeepInversion.StudentSteps + 1);
+    private long RoundOf(long step) => Math.Min(spec!.DeepInversion!.Rounds, (step - 1) / spec!.DeepInversion!.StudentSteps + 1);
     private bool HasBatchFor(long step) => PoolMode ? Enumerable.Range(1, (int)RoundOf(step)).All(r => rounds.Contains(r)) : buffer.ContainsKey(step);
     private long CheckpointEvery => spec!.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : EvalEvery;
     private long NextSeq => student!.Step + 1;
@@ -206,7 +215,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     /// <summary>ADI: at the end of a round (not the last), the generator needs these weights for the next one.</summary>
     private static bool CompetitorDue(RunSpec s, SoftTargetStudent t) =>
-        s.Method == Method.Adi && t.Step > 0 && t.Step % s.DeepInversion!.StudentSteps == 0 && t.Step < TotalOf(s);
+        s.Adaptive && t.Step > 0 && t.Step % s.DeepInversion!.StudentSteps == 0 && t.Step < TotalOf(s);
 
     /// <summary>ADI: stores the weights as a blob (shared storage) and tells the generator which round they are for.</summary>
     private void OfferCompetitor(byte[] weights)
@@ -293,7 +302,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             // generator synthesises the next round while this one trains (ADI cannot: the next
             // round competes with the student as it will be at the end of this one)
             var need = RoundOf(Math.Min(Total, NextSeq));
-            var upTo = Math.Min(spec!.DeepInversion!.Rounds, need + (Adaptive ? 0 : Math.Max(0, spec.Cluster.Window - 1)));
+            var upTo = Math.Min(spec!.DeepInversion!.Rounds, need + (Adaptive ? 0 : Math.Max(0, spec!.Cluster.Window - 1)));
             if (upTo <= requestedUpTo) return;
             Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), requestedUpTo + 1, (int)(upTo - requestedUpTo), Id, Services.DataEndpoint));
             requestedUpTo = upTo;
@@ -376,7 +385,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         poolRoundsQueued = Math.Max(poolRoundsQueued, need);
         var p = pool!;
         var di = spec!.DeepInversion!;
-        var seed = spec.Seed;
+        var seed = spec!.Seed;
         return device =>
         {
             foreach (var b in fresh)

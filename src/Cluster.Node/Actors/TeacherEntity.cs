@@ -37,6 +37,8 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
     private RunSpec? spec;
     private Classifier? teacher;
     private bool preparing;
+    /// <summary>The teacher could not be prepared or loaded; the run has been told it failed.</summary>
+    private bool failed;
     private readonly Dictionary<long, TensorPayload> recent = [];
 
     public TeacherEntity(string entityId, NodeServices services) : base(entityId, services)
@@ -53,11 +55,15 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         Command<Labelled>(OnLabelled);
         Command<Status.Failure>(f =>
         {
+            var loading = !preparing;
             preparing = false;
-            ReportFailure($"teacher failed: {f.Cause.Message}");
+            // the run cannot go on without its teacher: no label request waits for one
+            failed = true;
+            Stash.ClearStash();
+            ReportFailure(loading ? $"the teacher could not be loaded: {f.Cause.Message}" : $"the teacher could not be prepared: {f.Cause.Message}");
         });
         Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, 0, 0, 0, 0, Services.NodeName,
-            teacher is not null ? "labelling" : preparing ? "preparing teacher" : "waiting")));
+            failed ? "failed" : teacher is not null ? "labelling" : preparing ? "preparing teacher" : "waiting")));
         Command<StopEntity>(_ => Persist(new EntityFinished(0), e =>
         {
             State = State.Apply(e);
@@ -143,6 +149,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
 
     private void OnLabel(LabelBatch m)
     {
+        if (failed) { Log.Warning("{0}: batch {1} not labelled: the teacher failed", Id, m.Seq); return; }
         if (teacher is null) { Stash.Stash(); return; }
         if (recent.TryGetValue(m.Seq, out var cached))
         {

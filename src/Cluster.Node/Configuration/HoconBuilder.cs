@@ -107,6 +107,9 @@ public static class HoconBuilder
                 }
               }
               coordinated-shutdown.exit-clr = off
+              # a one-node (embedded) cluster has no node to hand its shards to: waiting for a hand-off
+              # (10 s by default) would only delay Ctrl+C; entities' state is persisted as they go
+              {{(o.Seeds.Count == 0 ? "coordinated-shutdown.phases.cluster-sharding-shutdown-region.timeout = 2s" : "")}}
             }
             """;
         return ConfigurationFactory.ParseString(hocon);

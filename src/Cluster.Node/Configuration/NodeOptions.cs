@@ -81,4 +81,8 @@ public sealed record NodeOptions
     public int? DataPort { get; init; } = 0;
     /// <summary>Tests: serialize every local message too, so that nothing works only in-process.</summary>
     public bool SerializeAllMessages { get; init; }
+    /// <summary>Whether the coordinator (re)starts unfinished runs' entities (off: a node opened only to record a cancel).</summary>
+    public bool ResumeRuns { get; init; } = true;
+    /// <summary>A non-seed node whose cluster has had no seed this long, while a seed answers elsewhere, leaves to rejoin (null: never).</summary>
+    public TimeSpan? SeedLossRejoinAfter { get; init; } = TimeSpan.FromSeconds(10);
 }

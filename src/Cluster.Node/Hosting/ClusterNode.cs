@@ -102,6 +102,8 @@ public sealed class ClusterNode : IAsyncDisposable
             log.Info("data plane listening at {0}", services.DataPlane.Endpoint);
         }
 
+        if (!options.Roles.Contains(Roles.Seed) && options.Seeds.Count > 0 && options.SeedLossRejoinAfter is { } after)
+            system.ActorOf(SeedWatch.GetProps(options.Seeds, options.SystemName, after), "seed-watch");
         if (options.Roles.Contains(Roles.Seed))
             system.ActorOf(ClusterSingletonManager.Props(RunCoordinator.GetProps(services), PoisonPill.Instance,
                 ClusterSingletonManagerSettings.Create(system).WithRole(Roles.Seed)), RunCoordinator.Name);
@@ -130,13 +132,27 @@ public sealed class ClusterNode : IAsyncDisposable
             kind, timeout.TotalSeconds);
     }
 
-    /// <summary>Until Ctrl+C, SIGTERM (the pod's shutdown) or the actor system ending; disposing then leaves the cluster.</summary>
-    public async Task WaitForShutdownAsync()
+    /// <summary>Why <see cref="WaitForShutdownAsync"/> returned.</summary>
+    public enum Ending
+    {
+        /// <summary>Ctrl+C, SIGTERM (the pod's shutdown) or the token: the host should exit.</summary>
+        Requested,
+        /// <summary>The node left because its seeds formed a new cluster (<see cref="SeedWatch"/>): join again.</summary>
+        SeedsLost,
+        /// <summary>The actor system ended by itself (the node was downed, e.g. on the minority side of a partition).</summary>
+        Terminated,
+    }
+
+    /// <summary>Until Ctrl+C, SIGTERM, the token, or the actor system ending; disposing then leaves the cluster.</summary>
+    public async Task<Ending> WaitForShutdownAsync(CancellationToken ct = default)
     {
         var stop = new TaskCompletionSource();
         Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.TrySetResult(); };
         AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.TrySetResult();
+        using var registration = ct.Register(() => stop.TrySetResult());
         await Task.WhenAny(stop.Task, System.WhenTerminated);
+        if (stop.Task.IsCompleted) return Ending.Requested;
+        return CoordinatedShutdown.Get(System).ShutdownReason is SeedWatch.SeedsLost ? Ending.SeedsLost : Ending.Terminated;
     }
 
     public async ValueTask DisposeAsync()

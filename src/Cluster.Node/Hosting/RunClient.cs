@@ -7,9 +7,12 @@ namespace Cluster.Node.Hosting;
 /// <summary>Submits runs to the coordinator and follows them (the run, submit and status commands).</summary>
 public static class RunClient
 {
-    public static async Task<string> SubmitAsync(IActorRef coordinator, string specFile, string? runId, TimeSpan timeout)
+    public static async Task<string> SubmitAsync(IActorRef coordinator, string specFile, string? runId, TimeSpan timeout) =>
+        await SubmitAsync(coordinator, await File.ReadAllTextAsync(specFile), specFile, runId, timeout);
+
+    /// <summary>Submits a spec's text; specFile names it in messages.</summary>
+    public static async Task<string> SubmitAsync(IActorRef coordinator, string yaml, string specFile, string? runId, TimeSpan timeout)
     {
-        var yaml = await File.ReadAllTextAsync(specFile);
         var answer = await coordinator.Ask<IRunCommand>(new SubmitRun(yaml, specFile, runId), timeout);
         return answer switch
         {
@@ -19,8 +22,17 @@ public static class RunClient
         };
     }
 
-    public static async Task<RunSummary[]> StatusAsync(IActorRef coordinator, string? runId, TimeSpan timeout) =>
-        (await coordinator.Ask<RunStatusReport>(new GetRunStatus(runId), timeout)).Runs;
+    /// <summary>Cancels a run for good; the answer says its state (Cancelled, or how it had ended).</summary>
+    public static async Task<CancelAnswer> CancelAsync(IActorRef coordinator, string runId, string reason, TimeSpan timeout) =>
+        await coordinator.Ask<IRunCommand>(new CancelRun(runId, reason), timeout) switch
+        {
+            CancelAnswer a => a,
+            RunRejected r => throw new InvalidOperationException(r.Reason),
+            var other => throw new InvalidOperationException($"unexpected answer {other.GetType().Name}"),
+        };
+
+    public static async Task<RunSummary[]> StatusAsync(IActorRef coordinator, string? runId, TimeSpan timeout, CancellationToken ct = default) =>
+        (await coordinator.Ask<RunStatusReport>(new GetRunStatus(runId), timeout, ct)).Runs;
 
     /// <summary>Polls until the run completes or fails, printing progress as it changes.</summary>
     public static async Task<RunSummary> FollowAsync(IActorRef coordinator, string runId, TextWriter log, TimeSpan poll, CancellationToken ct = default)
@@ -30,14 +42,14 @@ public static class RunClient
         {
             ct.ThrowIfCancellationRequested();
             RunSummary? s = null;
-            try { s = (await StatusAsync(coordinator, runId, TimeSpan.FromSeconds(20))).FirstOrDefault(); }
+            try { s = (await StatusAsync(coordinator, runId, TimeSpan.FromSeconds(20), ct)).FirstOrDefault(); }
             catch (AskTimeoutException) { log.WriteLine($"[status] coordinator did not answer in 20 s (failing over?); asking again"); }
             if (s is not null)
             {
                 var line = Format(s);
                 if (line != last) log.WriteLine(line);
                 last = line;
-                if (s.State is RunState.Completed or RunState.Failed) return s;
+                if (s.State is RunState.Completed or RunState.Failed or RunState.Cancelled) return s;
             }
             await Task.Delay(poll, ct);
         }

@@ -39,7 +39,23 @@ public static class Distillation
     public static Tensor SoftCrossEntropy(Tensor studentLogits, Tensor teacherLogits)
     {
         CheckPair(studentLogits, teacherLogits);
-        return -(F.softmax(teacherLogits, 1) * F.log_softmax(studentLogits, 1)).sum() / studentLogits.shape[0];
+        using var probs = F.softmax(teacherLogits, 1);
+        return SoftTargetCrossEntropy(studentLogits, probs, 1);
+    }
+
+    /// <summary>
+    /// The loss every student trained on soft labels uses (DAFL at T = 1, DeepInversion's KD at T):
+    /// T^2 * CE(p, softmax(s / T)) averaged over the batch, p the teacher's probabilities at T. It is
+    /// T^2 KL(p || p_S^T) plus T^2 H(p), so its gradient is Hinton KD's with alpha = 0.
+    /// </summary>
+    public static Tensor SoftTargetCrossEntropy(Tensor studentLogits, Tensor teacherProbs, double temperature)
+    {
+        if (studentLogits.dim() != 2 || !studentLogits.shape.SequenceEqual(teacherProbs.shape))
+            throw new ArgumentException($"student logits [{string.Join(", ", studentLogits.shape)}] and soft labels [{string.Join(", ", teacherProbs.shape)}] must both be [N, k]");
+        if (temperature <= 0) throw new ArgumentOutOfRangeException(nameof(temperature), "temperature must be > 0");
+        var logP = F.log_softmax(temperature == 1 ? studentLogits : studentLogits / temperature, 1);
+        var ce = -(teacherProbs * logP).sum() / studentLogits.shape[0];
+        return temperature == 1 ? ce : ce * (temperature * temperature);
     }
 
     /// <summary>Label smoothing: CE against (1 - eps) onehot(y) + eps / k.</summary>

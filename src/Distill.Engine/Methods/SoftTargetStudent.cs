@@ -36,14 +36,9 @@ public sealed class SoftTargetStudent : IDisposable
     /// <summary>Number of gradient elements (the all-reduce size).</summary>
     public long GradientSize => parameters.Sum(p => p.numel());
 
-    public static Tensor Loss(Tensor studentLogits, Tensor teacherProbs, double temperature)
-    {
-        if (!studentLogits.shape.SequenceEqual(teacherProbs.shape))
-            throw new ArgumentException($"student logits [{string.Join(", ", studentLogits.shape)}] and soft labels [{string.Join(", ", teacherProbs.shape)}] differ in shape");
-        var logP = nn.functional.log_softmax(temperature == 1 ? studentLogits : studentLogits / temperature, 1);
-        var ce = -(teacherProbs * logP).sum() / studentLogits.shape[0];
-        return temperature == 1 ? ce : ce * (temperature * temperature);
-    }
+    /// <summary>The loss it trains with (<see cref="Distillation.SoftTargetCrossEntropy"/>, the one checked against PyTorch).</summary>
+    public static Tensor Loss(Tensor studentLogits, Tensor teacherProbs, double temperature) =>
+        Distillation.SoftTargetCrossEntropy(studentLogits, teacherProbs, temperature);
 
     /// <summary>One step on a whole batch. Returns the loss when asked.</summary>
     public double? TrainStep(Tensor images, Tensor teacherProbs, double temperature, bool wantLoss)

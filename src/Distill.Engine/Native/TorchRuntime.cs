@@ -4,15 +4,16 @@ using TorchSharp;
 namespace Distill.Engine.Native;
 
 /// <summary>
-/// Process-wide libtorch settings, applied once before any training.
+/// Process-wide libtorch settings, applied once before any training: NNPACK off, MKL's dynamic
+/// threading off (below) and glibc's allocator kept from returning memory (KeepFreedMemory).
 ///
-/// oneDNN (mkldnn) is switched off for CPU convolutions: on the AMD EPYC (AVX-512) machines here,
-/// libtorch 2.10's oneDNN convolution backward-data kernel returns wrong input gradients, often
-/// NaN, in 10-90% of calls (1 or 2 threads); LeNet-5 training diverged to NaN and every DAFL run
-/// did within ~30 steps. The native im2col path is exact (see the regression test
-/// Conv_input_gradient_matches_transposed_convolution). TorchSharp has no switch for it, so
-/// at::globalContext().setUserEnabledMkldnn(false) is called directly (NNPACK likewise). Set
-/// CLUSTERDISTILL_ALLOW_MKLDNN=1 to keep oneDNN on a host where it is known to be correct.
+/// On the AMD EPYC (AVX-512) machines here, libtorch 2.10's oneDNN convolution backward-data kernel
+/// returns wrong input gradients (often NaN). oneDNN stays on, since switching it off made
+/// convolutions ~40x slower; instead every model convolution is a Models/Conv2dLayer, which
+/// computes the CPU input gradient itself and keeps libtorch's exact weight gradient
+/// (ConvolutionTests checks both against a float64 reference). UseSafeConvolution says whether it
+/// does; CLUSTERDISTILL_CONV_BACKWARD=native leaves the input gradient to libtorch on a host where
+/// its kernel is known to be correct.
 /// </summary>
 public static class TorchRuntime
 {

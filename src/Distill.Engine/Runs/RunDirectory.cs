@@ -131,8 +131,7 @@ public sealed class RunDirectory : IDisposable
     {
         System.IO.File.WriteAllText(File("spec.yaml"), spec.SourceText);
         System.IO.File.WriteAllText(File("spec.resolved.yaml"),
-            $"# {spec.SourceFile} with every default filled in\n" +
-            new YamlDotNet.Serialization.SerializerBuilder().WithNamingConvention(YamlDotNet.Serialization.NamingConventions.UnderscoredNamingConvention.Instance).Build().Serialize(spec));
+            $"# {spec.SourceFile} with every default filled in\n" + Specs.SpecParser.Write(spec));
     }
 
     public void WriteResult(RunResult result) => WriteResult(Path, result);

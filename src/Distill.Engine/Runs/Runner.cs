@@ -36,11 +36,11 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         Native.TorchRuntime.Initialize();
         if (spec.Threads > 0) set_num_threads(spec.Threads);
         var device = Devices.Resolve(spec.Device);
-        var runId = options.RunId ?? $"{spec.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}";
+        var runId = options.RunId ?? RunIds.New(spec.Name);
         using var dir = new RunDirectory(Path.Combine(options.RunsRoot, runId));
         dir.WriteSpec(spec);
-        dir.Event($"run {runId}: method {SpecParser.MethodName(spec.Method)}, device {device.type}, seed {spec.Seed}, threads {get_num_threads()}");
-        log.WriteLine($"[run] {runId}: {SpecParser.MethodName(spec.Method)} on {spec.Data.Name}, device {device.type}, {get_num_threads()} threads -> {dir.Path}");
+        dir.Event($"run {runId}: method {spec.Method.Name}, device {device.type}, seed {spec.Seed}, threads {get_num_threads()}");
+        log.WriteLine($"[run] {runId}: {spec.Method.Name} on {spec.Data.Name}, device {device.type}, {get_num_threads()} threads -> {dir.Path}");
 
         using var data = DataSplits.Load(spec.Data, options.DataCache, log);
         log.WriteLine($"[data] {data.Name}: {data.TrainX.shape[0]:N0} train / {data.TestX.shape[0]:N0} test, {data.Channels}x{data.ImageSize}x{data.ImageSize}, {data.Classes} classes");
@@ -50,7 +50,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         var teacherSeconds = 0.0;
         var fromCache = false;
         Classifier? teacher = null;
-        var teacherSpec = spec.Method == Method.TfKdSelf ? (spec.Teacher ?? spec.Student with { Checkpoint = null }) : spec.Teacher;
+        var teacherSpec = spec.Method.TeacherOf(spec);
         if (teacherSpec is not null)
         {
             var sw = Stopwatch.StartNew();
@@ -71,15 +71,8 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
 
         manual_seed(spec.Seed);
         using var student = NewModel(spec.Student.Arch, data, device);
-        using var trainer = CreateTrainer(ctx, student, teacher);
-        var guard = NewGuard(spec);
-        var (evalEvery, grid) = spec.Method switch
-        {
-            Method.Dafl => (spec.Dafl!.EvalEvery, spec.Dafl.SampleGrid),
-            Method.DeepInversion or Method.Adi => (spec.DeepInversion!.Iterations + spec.DeepInversion.StudentSteps, spec.DeepInversion.SampleGrid),
-            _ => (spec.Student.Train.EvalEvery, 0),
-        };
-        var outcome = RunPhase(ctx, trainer, evalEvery, guard, grid);
+        using var trainer = spec.Method.CreateTrainer(new MethodContext(spec, data, device, student, teacher));
+        var outcome = RunPhase(ctx, trainer, spec.Method.EvalEvery(spec), NewGuard(spec), spec.Method.SampleGrid(spec));
         student.save(dir.File("student.pt"));
         teacher?.Dispose();
 
@@ -87,7 +80,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         {
             RunId = runId,
             Name = spec.Name,
-            Method = SpecParser.MethodName(spec.Method),
+            Method = spec.Method.Name,
             Dataset = spec.Data.Name,
             TeacherArch = teacherSpec?.Arch,
             StudentArch = spec.Student.Arch,
@@ -102,13 +95,8 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             Device = device.type == DeviceType.CUDA ? $"cuda:{cuda.device_count()}" : "cpu",
             Seed = spec.Seed,
             Rollbacks = outcome.Rollbacks,
-            StudentUsedRealData = spec.Method is not (Method.Dafl or Method.DeepInversion or Method.Adi),
-            SynthesisedImages = trainer switch
-            {
-                DaflTrainer d => d.Step * spec.Dafl!.BatchSize,
-                DeepInversionTrainer di => di.PoolImages,
-                _ => 0,
-            },
+            StudentUsedRealData = spec.Method.StudentSeesData,
+            SynthesisedImages = spec.Method.SynthesisedImages(spec, trainer.Step),
         };
         dir.WriteResult(result);
         dir.Event($"done: student {outcome.Final:F2}% after {trainer.Step} steps in {result.WallSeconds} s");
@@ -146,24 +134,6 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         var m = ModelFactory.Create(arch, data.Channels, data.ImageSize, data.Classes);
         m.to(device);
         return m;
-    }
-
-    private IStepTrainer CreateTrainer(PhaseContext ctx, Classifier student, Classifier? teacher)
-    {
-        var s = ctx.Spec;
-        RealDataTrainer Real(RealDataObjective o) => new("student", student, ctx.Data, s.Student.Train, o, ctx.Device, s.Seed);
-        return s.Method switch
-        {
-            Method.Supervised => Real(new RealDataObjective.CrossEntropy()),
-            Method.Lsr => Real(new RealDataObjective.LabelSmoothing(s.Lsr!.Epsilon)),
-            Method.Kd or Method.TfKdSelf => Real(new RealDataObjective.HintonKd(teacher!, s.Kd!.Temperature, s.Kd.Alpha)),
-            Method.TfKdReg => Real(new RealDataObjective.VirtualTeacher(s.TfKdReg!.CorrectProbability, s.TfKdReg.Temperature, s.TfKdReg.Alpha,
-                s.TfKdReg.Softening == "code" ? Distillation.VirtualSoftening.Code : Distillation.VirtualSoftening.Power)),
-            Method.Dafl => new DaflTrainer(teacher!, student, s.Dafl!, s.Student.Train, ctx.Device, s.Seed, PixelRange.Normalised(ctx.Data.Mean, ctx.Data.Std)),
-            Method.DeepInversion or Method.Adi => new DeepInversionTrainer(teacher!, student, s.DeepInversion!, s.Student.Train,
-                ctx.Data.Mean, ctx.Data.Std, ctx.Device, s.Seed, adaptive: s.Method == Method.Adi),
-            _ => throw new InvalidOperationException(s.Method.ToString()),
-        };
     }
 
     private (Classifier Teacher, double Accuracy, bool FromCache) ObtainTeacher(PhaseContext ctx, ModelSpec t)

@@ -1,154 +1,154 @@
+using Distill.Engine.Methods;
+using Distill.Engine.Models;
+
 namespace Distill.Engine.Specs;
 
-/// <summary>The methods a run can use (SPEC.md). The spec's `method:` value is in brackets.</summary>
-public enum Method
-{
-    Supervised,      // [supervised] train one model on labelled data
-    Kd,              // [kd] Hinton KD on real data (also Re-KD and De-KD: the spec picks the models)
-    Lsr,             // [lsr] label smoothing
-    TfKdSelf,        // [tfkd-self] the student architecture, trained normally, teaches a fresh copy
-    TfKdReg,         // [tfkd-reg] virtual teacher
-    Dafl,            // [dafl]
-    DeepInversion,   // [deepinversion]
-    Adi,             // [adi] adaptive DeepInversion
-}
-
+/// <summary>
+/// A run spec as read from YAML. Every key is declared once, on the property that holds it
+/// (<see cref="SpecKeyAttribute"/>: default, range, description); the method's own section is
+/// declared in the method's file and held in <see cref="Settings"/>.
+/// </summary>
 public sealed record RunSpec
 {
-    public required string Name { get; init; }
-    public required Method Method { get; init; }
+    [SpecKey("the run's name; run ids start with it", Required = true)]
+    public string Name { get; init; } = "";
+    /// <summary>The spec's `method:`, from <see cref="MethodRegistry"/>.</summary>
+    public MethodDefinition Method { get; init; } = null!;
+    [SpecKey("seeds the models' initial weights, the batch order and every generator", Min = 0)]
     public int Seed { get; init; } = 1;
-    public string Device { get; init; } = "cpu";       // cpu | cuda | auto
-    public int Threads { get; init; }                 // 0 = TorchSharp's default
-    public required DataSpec Data { get; init; }
+    [SpecKey("where the tensors live (auto: CUDA when present)", Choices = ["cpu", "cuda", "auto"])]
+    public string Device { get; init; } = "cpu";
+    [SpecKey("CPU threads of libtorch (0: its default)", Min = 0, Max = 1024)]
+    public int Threads { get; init; }
+    [SpecKey("also train the student alone and report it as the baseline")]
+    public bool CompareBaseline { get; init; }
+    [SpecKey("the dataset", Required = true)]
+    public DataSpec Data { get; init; } = new();
+    /// <summary>Read by the parser as the method says (<see cref="TeacherUse"/>).</summary>
     public ModelSpec? Teacher { get; init; }
-    public required ModelSpec Student { get; init; }
-    public KdSpec? Kd { get; init; }
-    public LsrSpec? Lsr { get; init; }
-    public TfKdRegSpec? TfKdReg { get; init; }
-    public DaflSpec? Dafl { get; init; }
-    public DeepInversionSpec? DeepInversion { get; init; }
+    [SpecKey("the student: architecture and training", Required = true)]
+    public ModelSpec Student { get; init; } = new();
+    /// <summary>The method's section (<see cref="MethodDefinition.Section"/>); null for a method without one.</summary>
+    public object? Settings { get; init; }
+    [SpecKey("the divergence guard (rollback to a good state with lower learning rates)")]
     public GuardSpec Guard { get; init; } = new();
+    [SpecKey("how the actor pipeline runs the method (ignored by the engine-only loop)")]
     public ClusterSpec Cluster { get; init; } = new();
-    public bool CompareBaseline { get; init; }        // also train the student alone and report it
     [YamlDotNet.Serialization.YamlIgnore] public string SourceFile { get; init; } = "";
     [YamlDotNet.Serialization.YamlIgnore] public string SourceText { get; init; } = "";
+
+    /// <summary>The method's section as its record type.</summary>
+    public T SettingsOf<T>() where T : class =>
+        Settings as T ?? throw new InvalidOperationException($"method '{Method.Name}' has no {typeof(T).Name} section");
 }
 
-public sealed record DataSpec
+public sealed record DataSpec : ISpecChecked
 {
-    public required string Name { get; init; }        // mnist | fashion-mnist | cifar10 | cifar100 | idx
-    public string? Path { get; init; }                // folder of local files (required for cifar*, idx)
+    [SpecKey("dataset", Required = true, Choices = ["mnist", "fashion-mnist", "cifar10", "cifar100", "idx"])]
+    public string Name { get; init; } = "";
+    [SpecKey("folder of local files (required for cifar10, cifar100 and idx)")]
+    public string? Path { get; init; }
+    [SpecKey("images are resized to this square size", Min = 8, Max = 512)]
     public int ImageSize { get; init; } = 32;
-    public int TrainLimit { get; init; }              // 0 = all
-    public int EvalBatch { get; init; } = 200;        // test-set batch: 1000 through ResNet-20 on CPU peaked at 4.7 GB RSS, 100 at 1.9 GB
+    [SpecKey("use only the first N training images (0: all)", Min = 0)]
+    public int TrainLimit { get; init; }
+    // 1000 through ResNet-20 on CPU peaked at 4.7 GB RSS, 100 at 1.9 GB
+    [SpecKey("test-set batch size of the evaluations", Min = 1, Max = 100_000)]
+    public int EvalBatch { get; init; } = 200;
+
+    public IEnumerable<(string Key, string Reason)> Problems()
+    {
+        if (Name is "cifar10" or "cifar100" or "idx" && Path is null)
+            yield return ("path", $"dataset '{Name}' is read from local files: give their folder");
+    }
 }
 
 public sealed record ModelSpec
 {
-    public required string Arch { get; init; }
-    public string? Checkpoint { get; init; }          // load instead of training
+    [SpecKey("architecture", Required = true, ChoicesFrom = typeof(ModelFactory), ChoicesMember = nameof(ModelFactory.Architectures))]
+    public string Arch { get; init; } = "";
+    [SpecKey("weights to load instead of training (TorchSharp format)")]
+    public string? Checkpoint { get; init; }
+    [SpecKey("how it is trained")]
     public TrainSpec Train { get; init; } = new();
 }
 
-public sealed record TrainSpec
+public sealed record TrainSpec : ISpecChecked
 {
-    public int Epochs { get; init; }                  // either epochs or steps
+    [SpecKey("epochs over the training set (or give steps)", Min = 0, Max = 100_000)]
+    public int Epochs { get; init; }
+    [SpecKey("optimiser steps (or give epochs)", Min = 0)]
     public int Steps { get; init; }
+    [SpecKey("batch size", Min = 1, Max = 1 << 20)]
     public int BatchSize { get; init; } = 256;
-    public string Optimizer { get; init; } = "adam";  // adam | sgd
+    [SpecKey("optimiser", Choices = ["adam", "sgd"])]
+    public string Optimizer { get; init; } = "adam";
+    [SpecKey("learning rate", Min = 0, Max = 100, MinExclusive = true)]
     public double Lr { get; init; } = 1e-3;
+    [SpecKey("SGD momentum", Min = 0, Max = 1)]
     public double Momentum { get; init; } = 0.9;
+    [SpecKey("weight decay", Min = 0, Max = 1)]
     public double WeightDecay { get; init; }
-    public string Schedule { get; init; } = "constant"; // constant | cosine | step
-    public int[] Milestones { get; init; } = [];      // for step, in steps
+    [SpecKey("learning-rate schedule", Choices = ["constant", "cosine", "step"])]
+    public string Schedule { get; init; } = "constant";
+    [SpecKey("steps at which schedule 'step' multiplies the rate by gamma")]
+    public int[] Milestones { get; init; } = [];
+    [SpecKey("factor of schedule 'step'", Min = 0, Max = 1, MinExclusive = true)]
     public double Gamma { get; init; } = 0.1;
-    public int EvalEvery { get; init; }               // 0 = only at the end
-}
+    [SpecKey("steps between test-set evaluations (0: only at the end)", Min = 0)]
+    public int EvalEvery { get; init; }
 
-public sealed record KdSpec
-{
-    public double Temperature { get; init; } = 4;
-    public double Alpha { get; init; } = 0.1;
-}
+    public IEnumerable<(string Key, string Reason)> Problems()
+    {
+        if (Epochs > 0 && Steps > 0) yield return ("steps", "give epochs or steps, not both");
+        if (Schedule == "step" && Milestones.Length == 0) yield return ("milestones", "schedule 'step' needs milestones (steps at which lr is multiplied by gamma)");
+    }
 
-public sealed record LsrSpec
-{
-    public double Epsilon { get; init; } = 0.1;
-}
-
-public sealed record TfKdRegSpec
-{
-    public double CorrectProbability { get; init; } = 0.9;
-    public double Temperature { get; init; } = 20;
-    public double Alpha { get; init; } = 0.1;
-    public string Softening { get; init; } = "power"; // power | code
-}
-
-public sealed record DaflSpec
-{
-    public int Steps { get; init; } = 24_000;
-    public int BatchSize { get; init; } = 512;
-    public int LatentDim { get; init; } = 100;
-    public int GeneratorWidth { get; init; } = 128;
-    public double GeneratorLr { get; init; } = 0.2;
-    public double Alpha { get; init; } = 0.1;         // activation loss weight
-    public double Beta { get; init; } = 5;            // information entropy weight
-    public double OneHotWeight { get; init; } = 1;
-    public string OneHot { get; init; } = "ce";       // ce | l1
-    public string Activation { get; init; } = "paper"; // paper | code
-    public string Entropy { get; init; } = "paper";   // paper | code | per-sample
-    public int EvalEvery { get; init; } = 1000;
-    public int SampleGrid { get; init; } = 64;        // images in the PNG per evaluation
-    /// <summary>
-    /// Clamp the generator's output to the values real pixels in [0, 1] take after normalisation
-    /// (the official generator ends in BatchNorm, whose output is unbounded). Off: as coded.
-    /// </summary>
-    public bool ClampToPixelRange { get; init; }
-}
-
-public sealed record DeepInversionSpec
-{
-    public int Rounds { get; init; } = 10;            // synthesis rounds
-    public int BatchSize { get; init; } = 256;        // images per synthesised batch
-    public int Iterations { get; init; } = 2000;      // pixel optimisation steps per batch
-    public double Lr { get; init; } = 0.1;
-    public double TvWeight { get; init; } = 1e-4;     // a_tv
-    public double L2Weight { get; init; } = 1e-5;     // a_l2
-    public double FeatureWeight { get; init; } = 10;  // a_f
-    public double FirstBnWeight { get; init; } = 10;
-    public double CompetitionWeight { get; init; }    // ADI's R_compete weight (adi only)
-    public string Tv { get; init; } = "paper";        // paper | code
-    public string Competition { get; init; } = "paper"; // paper | code
-    public int Jitter { get; init; } = 2;             // max roll in pixels
-    public bool Flip { get; init; } = true;
-    public int StudentSteps { get; init; } = 200;     // student KD steps after each round
-    public int StudentBatch { get; init; } = 256;
-    public double StudentTemperature { get; init; } = 3;
-    public int SampleGrid { get; init; } = 64;
+    /// <summary>Whether the training has a length (epochs or steps).</summary>
+    public bool HasLength => Epochs > 0 || Steps > 0;
 }
 
 public sealed record GuardSpec
 {
+    [SpecKey("roll back when a run goes bad")]
     public bool Enabled { get; init; } = true;
-    public int CheckEvery { get; init; } = 50;        // steps between health checks (and good-state saves)
-    public int MinClasses { get; init; } = 3;         // fewer distinct teacher labels in a batch = collapse
-    public double MinLoss { get; init; } = 1e-6;      // student loss below this on generated data = collapse
-    public double MaxAccuracyDrop { get; init; } = 5; // points below the best evaluation = divergence
-    public double LrFactor { get; init; } = 0.5;      // learning rates are multiplied by this on rollback
+    [SpecKey("steps between health checks (and good-state saves)", Min = 1)]
+    public int CheckEvery { get; init; } = 50;
+    [SpecKey("fewer distinct teacher labels in a generated batch is a collapse", Min = 1, Max = 100_000)]
+    public int MinClasses { get; init; } = 3;
+    [SpecKey("a student loss below this on generated data is a collapse", Min = 0, Max = 1e6)]
+    public double MinLoss { get; init; } = 1e-6;
+    [SpecKey("points below the best evaluation that count as divergence", Min = 0, Max = 100)]
+    public double MaxAccuracyDrop { get; init; } = 5;
+    [SpecKey("learning rates are multiplied by this on rollback", Min = 0, Max = 1, MinExclusive = true, MaxExclusive = true)]
+    public double LrFactor { get; init; } = 0.5;
+    [SpecKey("rollbacks before the run fails", Min = 0, Max = 1000)]
     public int MaxRollbacks { get; init; } = 5;
 }
 
 /// <summary>How the actor pipeline runs the method (ignored by the engine-only loop).</summary>
-public sealed record ClusterSpec
+public sealed record ClusterSpec : ISpecChecked
 {
-    public int Replicas { get; init; } = 1;           // data-parallel replicas of the student (gradients all-reduced)
-    public int Window { get; init; } = 2;             // batches a student may have requested and not yet trained (backpressure)
-    public int CheckpointEvery { get; init; }         // student checkpoint interval in steps (0 = the evaluation interval)
-    public int GeneratorCheckpointEvery { get; init; } // generator checkpoint interval (0 = the student's)
-    public string SoftLabels { get; init; } = "fp32"; // fp32 | fp16 | bf16 on the wire
-    public int GradientChunk { get; init; } = 1 << 18; // floats per gradient message (1 MiB: heartbeats are not stuck behind it)
+    [SpecKey("data-parallel replicas of the student (gradients all-reduced)", Min = 1, Max = 64)]
+    public int Replicas { get; init; } = 1;
+    [SpecKey("batches a student may have requested and not yet trained (backpressure)", Min = 1, Max = 64)]
+    public int Window { get; init; } = 2;
+    [SpecKey("student checkpoint interval in steps (0: the evaluation interval)", Min = 0)]
+    public int CheckpointEvery { get; init; }
+    [SpecKey("generator checkpoint interval (0: the student's)", Min = 0)]
+    public int GeneratorCheckpointEvery { get; init; }
+    [SpecKey("soft labels' type on the wire", Choices = ["fp32", "fp16", "bf16"])]
+    public string SoftLabels { get; init; } = "fp32";
+    [SpecKey("floats per gradient message (1 MiB: heartbeats are not stuck behind it)", Min = 1024, Max = 1 << 22)]
+    public int GradientChunk { get; init; } = 1 << 18;
+    [SpecKey("node pools that host the run's entities")]
     public LayoutSpec Layout { get; init; } = new();
+
+    public IEnumerable<(string Key, string Reason)> Problems()
+    {
+        if (Layout.Student.Length > 1 && Layout.Student.Length != Replicas)
+            yield return ("layout.student", $"{Layout.Student.Length} pools for {Replicas} replica(s): give one pool for all, or one per replica");
+    }
 }
 
 /// <summary>
@@ -158,9 +158,12 @@ public sealed record ClusterSpec
 /// </summary>
 public sealed record LayoutSpec
 {
+    [SpecKey("pool of the generator", Pool = true)]
     public string? Generator { get; init; }
+    [SpecKey("pool of the teacher", Pool = true)]
     public string? Teacher { get; init; }
-    public string[] Student { get; init; } = [];      // one pool for every replica, or one per replica
+    [SpecKey("one pool for every student replica, or one per replica", Pool = true)]
+    public string[] Student { get; init; } = [];
 
     /// <summary>The pool of an entity kind ("generator", "teacher", "student") and index; null = anywhere.</summary>
     public string? PoolOf(string kind, int index) => kind switch

@@ -89,5 +89,37 @@ public sealed class CoordinatorTests
             Assert.Equal(RunState.Failed, s.State);
             Assert.Contains("loss is NaN", s.Message);
         }, Long);
+        // every entity of the failed run stops for good
+        h.Generators.FishForMessage(m => m is StopEntity { EntityId: var g } && g == EntityId.Generator("run-f"), Long);
+        h.Teachers.FishForMessage(m => m is StopEntity { EntityId: var t } && t == EntityId.Teacher("run-f"), Long);
+        h.Students.FishForMessage(m => m is StopEntity { EntityId: var st } && st == EntityId.Student("run-f", 0), Long);
+        // a student that finishes afterwards does not turn it into a completed run
+        coordinator.Tell(new StudentFinished("run-f", EntityId.Student("run-f", 0), 91, 92, 12, "", 0));
+        coordinator.Tell(new GetRunStatus("run-f"), client);
+        Assert.Equal(RunState.Failed, Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs).State);
+        Assert.False(File.Exists(Path.Combine(h.Options.RunsDir, "run-f", "result.json")));
+    }
+
+    [Fact]
+    public void Should_cancel_a_run_for_good_across_a_restart()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "cancel");
+        var client = h.Kit.CreateTestProbe();
+        var coordinator = h.Sys.ActorOf(RunCoordinator.GetProps(h.Services));
+        coordinator.Tell(new SubmitRun(ActorHarness.Spec("c"), "c.yaml", "run-c"), client);
+        client.ExpectMsg<RunAccepted>(Long);
+        coordinator.Tell(new CancelRun("run-c", "changed my mind"), client);
+        Assert.Equal(new CancelAnswer("run-c", RunState.Cancelled, false), client.ExpectMsg<CancelAnswer>(Long));
+        h.Students.FishForMessage(m => m is StopEntity, Long);
+        h.Stop(coordinator);
+        h.Teachers.ReceiveWhile(TimeSpan.FromMilliseconds(200), m => m);
+        var again = h.Sys.ActorOf(RunCoordinator.GetProps(h.Services));
+        again.Tell(new GetRunStatus("run-c"), client);
+        var status = Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs);
+        Assert.Equal(RunState.Cancelled, status.State);
+        Assert.Contains("changed my mind", status.Message);
+        // a recovered coordinator does not start a cancelled run's entities again
+        h.Teachers.ExpectNoMsg(TimeSpan.FromSeconds(2));
+        Assert.Contains("cancelled: changed my mind", File.ReadAllText(Path.Combine(h.Options.RunsDir, "run-c", "events.log")));
     }
 }

@@ -149,7 +149,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         using var t = EngineAccess.LoadModel("resnet20", mnist.Data, 32, h.Services.Blobs.Get(teacherBlob), CPU);
         using var c = ModelFactory.Create("lenet5-half", 1, 32, 10);
         EngineAccess.LoadInto(c, h.Services.Blobs.Get(competitorBlob));
-        using var r = new Distill.Engine.Methods.RoundSynthesizer(t, spec.DeepInversion!, mnist.Data.Mean, mnist.Data.Std, CPU, spec.Seed);
+        using var r = new Distill.Engine.Methods.RoundSynthesizer(t, spec.SettingsOf<Distill.Engine.Methods.DeepInversionSpec>(), mnist.Data.Mean, mnist.Data.Std, CPU, spec.Seed);
         r.SkipTo(skip);
         r.Begin(c);
         while (true)
@@ -289,6 +289,28 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         using var expected = nn.functional.softmax(model.call(images), 1);
         Assert.True(probs.allclose(expected, rtol: 1e-5, atol: 1e-7));
         Assert.True(probs.sum(1).allclose(ones(8), rtol: 1e-5));
+    }
+
+    [Fact]
+    public void Should_fail_the_run_with_the_reason_when_the_teacher_cannot_be_loaded_and_keep_no_request_waiting()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "badteacher");
+        var run = $"t{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Teacher(run);
+        var blob = h.Services.Blobs.Put([1, 2, 3, 4, 5, 6, 7, 8]);   // stored intact, but no model
+        var teacher = h.Sys.ActorOf(TeacherEntity.GetProps(id, h.Services));
+        teacher.Tell(new StartEntity(id, run, ActorHarness.Spec("teach"), blob));
+        manual_seed(2);
+        using var images = randn(2, 1, 32, 32);
+        teacher.Tell(new LabelBatch(id, 1, TensorWire.ToPayload(images), EntityId.Student(run, 0)));
+        var failed = h.Coordinator.FishForMessage<EntityFailed>(_ => true, Long);
+        Assert.Equal((run, id), (failed.RunId, failed.EntityId));
+        Assert.Contains("the teacher could not be loaded", failed.Reason);
+        // a request that waited, and one that comes later, are dropped, not kept forever
+        teacher.Tell(new LabelBatch(id, 2, TensorWire.ToPayload(images), EntityId.Student(run, 0)));
+        teacher.Tell(new GetEntityStatus(id), h.Students);
+        Assert.Equal("failed", h.Students.ExpectMsg<EntityStatus>(Long).Detail);
+        h.Students.ExpectNoMsg(TimeSpan.FromMilliseconds(500));
     }
 
     [Theory]

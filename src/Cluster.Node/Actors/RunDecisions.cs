@@ -1,0 +1,76 @@
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Runs;
+using Distill.Engine.Runs;
+using Distill.Engine.Specs;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// What the run coordinator decides, as pure functions of its <see cref="CoordinatorState"/> and a
+/// command: the events to persist (none: nothing changes) and the answer to give. The actor only
+/// persists, applies and carries out; these are tested without one.
+/// </summary>
+public static class RunDecisions
+{
+    public sealed record Decision(IPersistedEvent? Event, IRunCommand? Reply)
+    {
+        public static readonly Decision Nothing = new(null, null);
+    }
+
+    /// <summary>A new run, the same run again (same id and spec: it resumes), or a refusal with the reason.</summary>
+    public static Decision Submit(CoordinatorState state, SubmitRun m, Func<RunSpec> parse, DateTime now)
+    {
+        RunSpec spec;
+        try { spec = parse(); }
+        catch (SpecException e) { return new(null, new RunRejected($"spec refused: {e.Message}")); }
+        if (!spec.Method.RunsOnActors)
+            return new(null, new RunRejected($"{m.SpecFile}: method '{spec.Method.Name}' runs in the engine alone (Cluster.Seed run --engine); the actor pipeline runs " +
+                                             string.Join(", ", Distill.Engine.Methods.MethodRegistry.All.Where(x => x.RunsOnActors).Select(x => x.Name))));
+        var runId = m.RunId;
+        if (runId is not null)
+        {
+            if (!EntityId.IsValidRunId(runId)) return new(null, new RunRejected($"run id '{runId}': use letters, digits, '.', '_' and '-'"));
+            if (state.Runs.TryGetValue(runId, out var known))
+                return known.SpecYaml != m.SpecYaml
+                    ? new(null, new RunRejected($"run {runId} exists with a different spec; choose another run id"))
+                    : new(null, new RunAccepted(runId, AlreadyKnown: true));
+        }
+        else
+        {
+            do runId = RunIds.New(spec.Name, now);
+            while (state.Runs.ContainsKey(runId));
+        }
+        return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now), new RunAccepted(runId, AlreadyKnown: false));
+    }
+
+    /// <summary>The teacher is ready: recorded once, for a run still going.</summary>
+    public static Decision TeacherReady(CoordinatorState state, TeacherReady m) =>
+        state.Runs.TryGetValue(m.RunId, out var r) && r.Active && r.TeacherBlob is null
+            ? new(new RunTeacherReady(m.RunId, m.TeacherBlob, m.Accuracy, m.Seconds, m.FromCache), null)
+            : Decision.Nothing;
+
+    /// <summary>The student finished: the run completes, unless it has ended already (a failed or cancelled run stays so).</summary>
+    public static Decision StudentFinished(CoordinatorState state, StudentFinished m, DateTime now) =>
+        state.Runs.TryGetValue(m.RunId, out var r) && r.Active
+            ? new(new RunCompleted(m.RunId, m.Accuracy, m.BestAccuracy, m.Steps, m.StudentBlob, now), null)
+            : Decision.Nothing;
+
+    /// <summary>An entity cannot go on: the run fails with its reason, once.</summary>
+    public static Decision EntityFailed(CoordinatorState state, EntityFailed m) =>
+        state.Runs.TryGetValue(m.RunId, out var r) && r.Active
+            ? new(new RunFailed(m.RunId, $"{m.EntityId}: {m.Reason}"), null)
+            : Decision.Nothing;
+
+    /// <summary>A user cancels: final for a run still going; a run that has ended says how.</summary>
+    public static Decision Cancel(CoordinatorState state, CancelRun m, DateTime now)
+    {
+        if (!state.Runs.TryGetValue(m.RunId, out var r)) return new(null, new RunRejected($"no run '{m.RunId}'"));
+        if (!r.Active) return new(null, new CancelAnswer(m.RunId, StateOf(r), AlreadyEnded: true));
+        return new(new RunCancelled(m.RunId, m.Reason, now), new CancelAnswer(m.RunId, RunState.Cancelled, AlreadyEnded: false));
+    }
+
+    public static RunState StateOf(RunRecord r) =>
+        r.Completed ? RunState.Completed : r.Failed ? RunState.Failed : r.Cancelled ? RunState.Cancelled
+        : r.TeacherBlob is null ? RunState.PreparingTeacher : RunState.Training;
+}

@@ -1,0 +1,97 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using Cluster.Node.Configuration;
+
+namespace Cluster.Node.Hosting;
+
+/// <summary>
+/// The node options every program shares (--host, --port, --seeds, --db, --store, --runs-dir,
+/// --data-cache, --data-port), declared once for System.CommandLine, each checked as it is parsed.
+/// </summary>
+public sealed class NodeCommandOptions
+{
+    public Option<string> Host { get; } = new("--host") { Description = "address this node binds and advertises", DefaultValueFactory = _ => "127.0.0.1" };
+    public Option<int?> Port { get; } = new("--port") { Description = "Akka.Remote port (0: any free port)", CustomParser = r => PortValue(r, allowOff: false) };
+    public Option<string[]> Seeds { get; } = new("--seeds")
+    {
+        Description = "the cluster's seed nodes, host:port[,host:port...]",
+        CustomParser = r => r.Tokens.SelectMany(t => t.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray(),
+    };
+    public Option<PersistenceOptions?> Db { get; } = new("--db")
+    {
+        Description = "the journal: sqlite:FILE or postgres:CONNECTION-STRING (default: sqlite in --store)",
+        CustomParser = r =>
+        {
+            try { return PersistenceOptions.Parse(r.Tokens.Single().Value); }
+            catch (ArgumentException e) { r.AddError(e.Message); return null; }
+        },
+    };
+    public Option<string> Store { get; } = new("--store") { Description = "folder of the blob store (shared by every node)", DefaultValueFactory = _ => "store" };
+    public Option<string> RunsDir { get; } = new("--runs-dir") { Description = "folder of run directories", DefaultValueFactory = _ => "runs" };
+    public Option<string?> DataCache { get; } = new("--data-cache") { Description = "folder of downloaded datasets" };
+    /// <summary>null: off; 0: any free port.</summary>
+    public Option<int?> DataPort { get; } = new("--data-port")
+    {
+        Description = "TCP data-plane port for batches and gradients (0: any free port; off: through Akka)",
+        CustomParser = r => PortValue(r, allowOff: true),
+    };
+
+    private static int? PortValue(ArgumentResult r, bool allowOff)
+    {
+        var v = r.Tokens.Single().Value;
+        if (allowOff && v == "off") return null;
+        if (int.TryParse(v, out var p) && p is >= 0 and < 65536) return p;
+        r.AddError($"{(r.Parent as OptionResult)?.Option.Name ?? "port"} {v}: 0-65535{(allowOff ? ", or off" : "")}");
+        return null;
+    }
+
+    /// <summary>Adds the options to a command; seedsRequired: the command must be told where the cluster is.</summary>
+    public void AddTo(Command command, bool seedsRequired = false, bool dataPort = false)
+    {
+        Seeds.Required = seedsRequired;
+        foreach (var o in new Option[] { Host, Port, Seeds, Db, Store, RunsDir, DataCache }) command.Add(o);
+        if (dataPort) command.Add(DataPort);
+    }
+
+    public NodeOptions ToNodeOptions(ParseResult p, IReadOnlyList<string> roles, int defaultPort)
+    {
+        var store = p.GetValue(Store)!;
+        return new NodeOptions
+        {
+            Hostname = p.GetValue(Host)!,
+            Port = p.GetValue(Port) ?? defaultPort,
+            Seeds = p.GetValue(Seeds) ?? [],
+            Roles = roles,
+            Persistence = p.GetValue(Db) ?? PersistenceOptions.Sqlite(Path.Combine(store, "journal.db")),
+            StoreDir = Path.Combine(store, "blobs"),
+            RunsDir = p.GetValue(RunsDir)!,
+            DataCache = p.GetValue(DataCache),
+            DataPort = p.GetResult(DataPort) is null ? 0 : p.GetValue(DataPort),
+        };
+    }
+}
+
+/// <summary>
+/// Runs a System.CommandLine root: a parse error (an unknown option, a missing or bad value) is
+/// printed with the option's name and exits 2; --help works on every command.
+/// </summary>
+public static class CommandRunner
+{
+    public static int Invoke(string program, RootCommand root, string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        var result = root.Parse(args);
+        if (result.Errors.Count > 0 && result.Action is not System.CommandLine.Help.HelpAction)
+        {
+            foreach (var e in result.Errors) stderr.WriteLine($"error: {e.Message}");
+            var command = string.Join(' ', result.CommandResult.Command is RootCommand ? [] : new[] { result.CommandResult.Command.Name });
+            stderr.WriteLine($"see '{program}{(command.Length > 0 ? " " + command : "")} --help'");
+            return 2;
+        }
+        // Ctrl+C and SIGTERM cancel the command's token; it then has this long to leave the cluster and
+        // save what it must (a pod's grace period is 30 s by default) before the process ends
+        return result.Invoke(new InvocationConfiguration
+        {
+            Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(25),
+        });
+    }
+}

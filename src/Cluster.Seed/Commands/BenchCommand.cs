@@ -1,0 +1,45 @@
+using System.CommandLine;
+
+namespace Cluster.Seed.Commands;
+
+/// <summary>`bench`: the engine's workloads, or (--cluster) the actor pipeline against the engine loop; prints and saves a table.</summary>
+internal static class BenchCommand
+{
+    public static Command Create(TextWriter stdout)
+    {
+        var device = new Option<string>("--device") { Description = "cpu, cuda or auto", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu", "cuda", "auto");
+        var output = new Option<string?>("--out") { Description = "where to save the table (JSON, and Markdown beside it)" };
+        var quick = new Option<bool>("--quick") { Description = "fewer repetitions" };
+        var cluster = new Option<bool>("--cluster") { Description = "the actor pipeline vs the engine loop, Akka.Remote vs raw TCP between two processes, all-reduce vs the ring bound" };
+        var command = new Command("bench", "time the engine's workloads; prints and saves a table") { device, output, quick, cluster };
+        command.SetAction(p =>
+        {
+            if (p.GetValue(cluster))
+            {
+                var rows = Benchmarks.ClusterBench.Run(stdout, p.GetValue(quick));
+                var path = p.GetValue(output) ?? Path.Combine("results", "bench-cluster.json");
+                Benchmarks.ClusterBench.Save(rows, path, stdout);
+                stdout.WriteLine($"saved {path} and {Path.ChangeExtension(path, ".md")}");
+                return 0;
+            }
+            var table = Distill.Engine.Benchmarks.Benchmarks.Run(p.GetValue(device)!, p.GetValue(quick), stdout);
+            var saved = p.GetValue(output) ?? Path.Combine("results", $"bench-{table.Device}.json");
+            table.Save(saved);
+            stdout.WriteLine($"saved {saved} and {Path.ChangeExtension(saved, ".md")}");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>The bench's second process (started by `bench --cluster`).</summary>
+    public static Command CreatePeer(TextWriter stdout)
+    {
+        var port = new Option<int>("--port") { Required = true };
+        var tcpPort = new Option<int>("--tcp-port") { Required = true };
+        var command = new Command("bench-peer", "the second process of bench --cluster") { port, tcpPort };
+        command.Hidden = true;
+        command.SetAction(p => Benchmarks.ClusterBench.RunPeer(p.GetValue(port), p.GetValue(tcpPort), stdout));
+        return command;
+    }
+}

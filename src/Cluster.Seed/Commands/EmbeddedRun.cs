@@ -1,0 +1,55 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Cluster.Node.Configuration;
+
+namespace Cluster.Seed.Commands;
+
+/// <summary>
+/// Where an embedded run lives: its journal and blobs in the run directory, and, while a `run`
+/// process serves it, that process's cluster address (embedded.json), through which `cancel` reaches it.
+/// </summary>
+internal static class EmbeddedRun
+{
+    private sealed record Live(int Pid, string Host, int Port);
+
+    public static NodeOptions Options(string runsDir, string runId, bool resumeRuns = true)
+    {
+        var dir = Path.Combine(runsDir, runId);
+        return new NodeOptions
+        {
+            Persistence = PersistenceOptions.Sqlite(Path.Combine(dir, "journal.db")),
+            StoreDir = Path.Combine(dir, "blobs"),
+            RunsDir = runsDir,
+            LogLevel = "WARNING",
+            ResumeRuns = resumeRuns,
+        };
+    }
+
+    public static bool Exists(string runsDir, string runId) => File.Exists(Path.Combine(runsDir, runId, "journal.db"));
+
+    private static string LiveFile(string runsDir, string runId) => Path.Combine(runsDir, runId, "embedded.json");
+
+    public static void Announce(string runsDir, string runId, string host, int port) =>
+        File.WriteAllText(LiveFile(runsDir, runId), JsonSerializer.Serialize(new Live(Environment.ProcessId, host, port)));
+
+    public static void Withdraw(string runsDir, string runId)
+    {
+        try { File.Delete(LiveFile(runsDir, runId)); }
+        catch (IOException) { }
+    }
+
+    /// <summary>host:port of the `run` process serving the run, if one is alive.</summary>
+    public static string? Serving(string runsDir, string runId)
+    {
+        var file = LiveFile(runsDir, runId);
+        if (!File.Exists(file)) return null;
+        var live = JsonSerializer.Deserialize<Live>(File.ReadAllText(file));
+        if (live is null) return null;
+        try
+        {
+            using var p = Process.GetProcessById(live.Pid);
+            return p.HasExited ? null : $"{live.Host}:{live.Port}";
+        }
+        catch (ArgumentException) { return null; }   // no such process
+    }
+}

@@ -1,0 +1,71 @@
+using System.CommandLine;
+using Cluster.Contracts.Runs;
+using Cluster.Node.Hosting;
+using Distill.Engine.Runs;
+using Distill.Engine.Specs;
+
+namespace Cluster.Seed.Commands;
+
+/// <summary>`run`: a spec embedded in this process, through the actors of a one-node cluster, or the engine's loop.</summary>
+internal static class RunCommand
+{
+    public static Command Create(TextWriter stdout)
+    {
+        var spec = CommandLine.SpecArgument<string>("spec", "the run spec (YAML)");
+        var runsDir = new Option<string>("--runs-dir") { Description = "folder of run directories", DefaultValueFactory = _ => "runs" };
+        var runId = new Option<string?>("--run-id") { Description = "the run's id; the same id resumes an interrupted run" };
+        var engine = new Option<bool>("--engine") { Description = "run the engine's loop directly instead of the actors" };
+        var overrides = new SpecOverrides();
+        var command = new Command("run", "run a spec embedded in this process (writes runs/<run-id>/). Methods the actor pipeline runs go " +
+                                         "through a one-node cluster (SQLite journal in the run directory; the same --run-id resumes it); " +
+                                         "--engine, and the other methods, run the engine's loop directly")
+            { spec, runsDir, runId, engine };
+        overrides.AddTo(command);
+        command.SetAction(async (p, ct) =>
+        {
+            var file = p.GetValue(spec)!;
+            var (yaml, s) = overrides.Apply(p, file);
+            if (p.GetValue(engine) || !s.Method.RunsOnActors)
+            {
+                new Runner(new RunnerOptions { RunsRoot = p.GetValue(runsDir)!, RunId = p.GetValue(runId) }, stdout).Run(s);
+                return 0;
+            }
+            return await RunEmbedded(yaml, s, p.GetValue(runsDir)!, p.GetValue(runId), stdout, ct);
+        });
+        return command;
+    }
+
+    /// <summary>A one-node cluster in this process: SQLite journal and blobs in the run directory.</summary>
+    private static async Task<int> RunEmbedded(string yaml, RunSpec spec, string runsDir, string? runId, TextWriter stdout, CancellationToken ct)
+    {
+        runId ??= RunIds.New(spec.Name);
+        var dir = Path.Combine(runsDir, runId);
+        Directory.CreateDirectory(dir);
+        var specFile = Path.Combine(dir, "submitted.yaml");
+        if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);
+        else if (await File.ReadAllTextAsync(specFile, ct) != yaml)
+            throw new InvalidOperationException($"run {runId} exists in {dir} with a different spec; choose another --run-id");
+        var options = EmbeddedRun.Options(runsDir, runId);
+        stdout.WriteLine($"[run] {runId}: {spec.Method.Name} through the actor pipeline (embedded one-node cluster, journal {options.Persistence.ConnectionString.Split(';')[0]})");
+        await using var node = await ClusterNode.StartAsync(options);
+        var wall = System.Diagnostics.Stopwatch.StartNew();
+        RunSummary final;
+        EmbeddedRun.Announce(runsDir, runId, node.Address.Host!, node.Address.Port!.Value);
+        try
+        {
+            await RunClient.SubmitAsync(node.Coordinator, specFile, runId, TimeSpan.FromSeconds(60));
+            final = await RunClient.FollowAsync(node.Coordinator, runId, stdout, TimeSpan.FromSeconds(2), ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            stdout.WriteLine($"[run] {runId} interrupted; its state is saved in {dir}: resume it with --run-id {runId}");
+            return 130;
+        }
+        finally { EmbeddedRun.Withdraw(runsDir, runId); }
+        stdout.WriteLine(final.State == RunState.Completed
+            ? $"[result] student {final.StudentAccuracy:F2}%, teacher {final.TeacherAccuracy:F2}%, {wall.Elapsed.TotalSeconds:F0} s -> {Path.Combine(dir, "result.json")}"
+            : final.State == RunState.Cancelled ? $"[result] run {runId} {final.Message}"
+            : $"[result] run {runId} failed: {final.Message}");
+        return final.State == RunState.Completed ? 0 : 1;
+    }
+}

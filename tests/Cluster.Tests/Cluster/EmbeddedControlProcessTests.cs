@@ -1,0 +1,114 @@
+using System.Diagnostics;
+using System.Text.Json;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>
+/// An embedded `run` is stopped by Ctrl+C within seconds and resumes with its --run-id; `cancel`
+/// ends it for good, whether a `run` process serves it or not. Real `Cluster.Seed` processes.
+/// </summary>
+[Collection("mnist")]
+public sealed class EmbeddedControlProcessTests
+{
+    private static string Spec(ProcessCluster cluster, string name, int steps)
+    {
+        var teacher = cluster.SaveTeacher(41);
+        var path = Path.Combine(cluster.Work, name + ".yaml");
+        File.WriteAllText(path, $$"""
+            name: {{name}}
+            method: dafl
+            seed: 7
+            data: {name: mnist, image_size: 32}
+            teacher:
+              arch: lenet5
+              checkpoint: {{teacher}}
+            student:
+              arch: lenet5-half
+              train: {optimizer: adam, lr: 0.002}
+            dafl: {steps: {{steps}}, batch_size: 16, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: {{steps}}}
+            cluster: {checkpoint_every: 10}
+            """);
+        return path;
+    }
+
+    private static void WaitFor(ProcessCluster cluster, string log, Func<string, bool> ok, string what, int seconds = 120)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(seconds);
+        while (!ok(cluster.Log(log)))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"{what}: " + cluster.Logs(_ => true, 30));
+            Thread.Sleep(300);
+        }
+    }
+
+    private static bool Training(string log) =>
+        System.Text.RegularExpressions.Regex.Matches(log, @"training step (\d+)/").Any(m => int.Parse(m.Groups[1].Value) >= 15);
+
+    private static void Signal(Process p, string signal)
+    {
+        using var kill = Process.Start("kill", [$"-{signal}", p.Id.ToString()]);
+        kill.WaitForExit();
+    }
+
+    [Fact]
+    public void Should_stop_on_ctrl_c_within_seconds_and_resume_with_the_same_run_id()
+    {
+        Torch.Init();
+        using var cluster = new ProcessCluster("ctrlc");
+        var spec = Spec(cluster, "ctrlc", steps: 200);
+        var runs = Path.Combine(cluster.Work, "runs");
+        var first = cluster.Start(cluster.SeedBin, "run-1.log", ["run", spec, "--runs-dir", runs, "--run-id", "r1"]);
+        WaitFor(cluster, "run-1.log", Training, "the run did not start training");
+        var clock = Stopwatch.StartNew();
+        Signal(first, "INT");
+        Assert.True(first.WaitForExit(TimeSpan.FromSeconds(30)), "Ctrl+C did not stop the run within 30 s: " + cluster.Logs(_ => true, 30));
+        first.WaitForExit();
+        Assert.Equal(130, first.ExitCode);
+        Assert.Contains("interrupted; its state is saved", cluster.Log("run-1.log"));
+        Assert.DoesNotContain("coordinator did not answer", cluster.Log("run-1.log"));
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20), $"Ctrl+C took {clock.Elapsed.TotalSeconds:F1} s");
+
+        var again = cluster.Start(cluster.SeedBin, "run-2.log", ["run", spec, "--runs-dir", runs, "--run-id", "r1"]);
+        Assert.True(again.WaitForExit(TimeSpan.FromMinutes(4)), "the resumed run did not finish: " + cluster.Logs(_ => true, 30));
+        again.WaitForExit();
+        Assert.True(again.ExitCode == 0, "the resumed run failed: " + cluster.Logs(_ => true, 30));
+        using var result = JsonDocument.Parse(File.ReadAllText(Path.Combine(runs, "r1", "result.json")));
+        Assert.Equal(200, result.RootElement.GetProperty("steps").GetInt64());
+        // it resumed: the second process did not start again from step 0
+        Assert.DoesNotContain("training step 5/200", cluster.Log("run-2.log"));
+    }
+
+    [Fact]
+    public void Should_cancel_an_embedded_run_for_good_through_its_process_or_its_journal()
+    {
+        Torch.Init();
+        using var cluster = new ProcessCluster("cancel");
+        var spec = Spec(cluster, "cancel", steps: 5000);
+        var runs = Path.Combine(cluster.Work, "runs");
+        var run = cluster.Start(cluster.SeedBin, "run.log", ["run", spec, "--runs-dir", runs, "--run-id", "c1"]);
+        WaitFor(cluster, "run.log", Training, "the run did not start training");
+
+        var cancel = cluster.Start(cluster.SeedBin, "cancel-1.log", ["cancel", "c1", "--runs-dir", runs, "--reason", "test says stop"]);
+        Assert.True(cancel.WaitForExit(TimeSpan.FromSeconds(90)), "cancel did not finish: " + cluster.Logs(_ => true, 30));
+        cancel.WaitForExit();
+        Assert.True(cancel.ExitCode == 0, "cancel failed: " + cluster.Logs(_ => true, 30));
+        Assert.Contains("run c1 cancelled", cluster.Log("cancel-1.log"));
+        Assert.True(run.WaitForExit(TimeSpan.FromSeconds(60)), "the cancelled run's process did not end: " + cluster.Logs(_ => true, 30));
+        run.WaitForExit();
+        Assert.Equal(1, run.ExitCode);
+        Assert.Contains("[result] run c1 cancelled: test says stop", cluster.Log("run.log"));
+
+        // nobody serves it now: cancel reads its journal, and it stays cancelled
+        var again = cluster.Start(cluster.SeedBin, "cancel-2.log", ["cancel", "c1", "--runs-dir", runs]);
+        Assert.True(again.WaitForExit(TimeSpan.FromSeconds(90)));
+        again.WaitForExit();
+        Assert.Equal(0, again.ExitCode);
+        Assert.Contains("run c1 had already ended: cancelled", cluster.Log("cancel-2.log"));
+        var resume = cluster.Start(cluster.SeedBin, "run-2.log", ["run", spec, "--runs-dir", runs, "--run-id", "c1"]);
+        Assert.True(resume.WaitForExit(TimeSpan.FromSeconds(90)), "running a cancelled run again did not end: " + cluster.Logs(_ => true, 30));
+        resume.WaitForExit();
+        Assert.Equal(1, resume.ExitCode);
+        Assert.Contains("cancelled", cluster.Log("run-2.log"));
+        Assert.False(File.Exists(Path.Combine(runs, "c1", "result.json")));
+    }
+}

@@ -1,0 +1,85 @@
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Runs;
+using Cluster.Node.Actors;
+using Distill.Engine.Specs;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>The run coordinator's decisions, without an actor: state and command in, events and answer out.</summary>
+public sealed class RunDecisionsTests
+{
+    private static readonly DateTime Now = new(2026, 12, 1, 20, 0, 0, DateTimeKind.Utc);
+    private static readonly string Yaml = ActorHarness.Spec("d");
+
+    private static (CoordinatorState State, string RunId) Submitted(CoordinatorState? s = null)
+    {
+        s ??= CoordinatorState.Empty;
+        var d = RunDecisions.Submit(s, new SubmitRun(Yaml, "d.yaml", null), () => SpecParser.Parse(Yaml, "d.yaml"), Now);
+        var e = Assert.IsType<RunSubmitted>(d.Event);
+        Assert.Equal(e.RunId, Assert.IsType<RunAccepted>(d.Reply).RunId);
+        return (s.Apply(e), e.RunId);
+    }
+
+    private static CoordinatorState Apply(CoordinatorState s, RunDecisions.Decision d) => d.Event is { } e ? s.Apply(e) : s;
+
+    [Fact]
+    public void Should_keep_a_failed_run_failed_when_the_student_reports_finished_later()
+    {
+        var (s, id) = Submitted();
+        s = Apply(s, RunDecisions.EntityFailed(s, new EntityFailed(id, $"{id}/generator/0", "loss is NaN")));
+        Assert.Equal(RunState.Failed, RunDecisions.StateOf(s.Runs[id]));
+        Assert.Equal(RunDecisions.Decision.Nothing, RunDecisions.StudentFinished(s, new StudentFinished(id, $"{id}/student/0", 90, 91, 10, "", 0), Now));
+        Assert.Equal(RunDecisions.Decision.Nothing, RunDecisions.EntityFailed(s, new EntityFailed(id, $"{id}/student/0", "again")));
+        Assert.Equal(RunDecisions.Decision.Nothing, RunDecisions.TeacherReady(s, new TeacherReady(id, new string('a', 64), 98)));
+        Assert.Equal($"{id}/generator/0: loss is NaN", s.Runs[id].Message);
+        Assert.Empty(s.Active);
+    }
+
+    [Fact]
+    public void Should_cancel_a_running_run_for_good_and_say_how_an_ended_one_ended()
+    {
+        var (s, id) = Submitted();
+        var d = RunDecisions.Cancel(s, new CancelRun(id, "by test"), Now);
+        Assert.IsType<RunCancelled>(d.Event);
+        Assert.Equal(new CancelAnswer(id, RunState.Cancelled, false), d.Reply);
+        s = Apply(s, d);
+        Assert.Equal(RunState.Cancelled, RunDecisions.StateOf(s.Runs[id]));
+        Assert.Empty(s.Active);
+        Assert.Equal(RunDecisions.Decision.Nothing, RunDecisions.StudentFinished(s, new StudentFinished(id, $"{id}/student/0", 90, 91, 10, "", 0), Now));
+        Assert.Equal(new CancelAnswer(id, RunState.Cancelled, true), RunDecisions.Cancel(s, new CancelRun(id, "again"), Now).Reply);
+        // a snapshot keeps it cancelled
+        Assert.Equal(RunState.Cancelled, RunDecisions.StateOf(CoordinatorState.FromSnapshot(s.ToSnapshot()).Runs[id]));
+
+        var (s2, done) = Submitted(s);
+        s2 = Apply(s2, RunDecisions.StudentFinished(s2, new StudentFinished(done, $"{done}/student/0", 90, 91, 10, "", 0), Now));
+        var late = RunDecisions.Cancel(s2, new CancelRun(done, "late"), Now);
+        Assert.Null(late.Event);
+        Assert.Equal(new CancelAnswer(done, RunState.Completed, true), late.Reply);
+        Assert.IsType<RunRejected>(RunDecisions.Cancel(s2, new CancelRun("nope", "x"), Now).Reply);
+    }
+
+    [Fact]
+    public void Should_give_two_submissions_of_one_spec_in_one_second_two_run_ids()
+    {
+        var (s, first) = Submitted();
+        var (s2, second) = Submitted(s);
+        Assert.NotEqual(first, second);
+        Assert.Equal(2, s2.Runs.Count);
+        // an explicit id with the same spec is the same run (it resumes); with another spec, refused
+        var again = RunDecisions.Submit(s2, new SubmitRun(Yaml, "d.yaml", first), () => SpecParser.Parse(Yaml, "d.yaml"), Now);
+        Assert.Equal(new RunAccepted(first, true), again.Reply);
+        Assert.Null(again.Event);
+        var other = ActorHarness.Spec("d", steps: 99);
+        Assert.Contains("different spec", Assert.IsType<RunRejected>(RunDecisions.Submit(s2, new SubmitRun(other, "d.yaml", first), () => SpecParser.Parse(other, "d.yaml"), Now).Reply).Reason);
+    }
+
+    [Fact]
+    public void Should_refuse_a_bad_spec_or_run_id_with_the_reason()
+    {
+        var bad = RunDecisions.Submit(CoordinatorState.Empty, new SubmitRun("name: x\nmethod: dafl\nbogus: 1\n", "bad.yaml", null),
+            () => SpecParser.Parse("name: x\nmethod: dafl\nbogus: 1\n", "bad.yaml"), Now);
+        Assert.Contains("bad.yaml", Assert.IsType<RunRejected>(bad.Reply).Reason);
+        var id = RunDecisions.Submit(CoordinatorState.Empty, new SubmitRun(Yaml, "d.yaml", "a/b"), () => SpecParser.Parse(Yaml, "d.yaml"), Now);
+        Assert.Contains("run id 'a/b'", Assert.IsType<RunRejected>(id.Reply).Reason);
+    }
+}

@@ -1,0 +1,100 @@
+using Cluster.Seed.Commands;
+using Distill.Engine.Methods;
+using Distill.Engine.Runs;
+
+namespace Cluster.Tests;
+
+/// <summary>The command line refuses what it does not know, by name, and helps on every command.</summary>
+public sealed class CommandLineTests
+{
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (o, e) = (new StringWriter(), new StringWriter());
+        var code = CommandLine.Dispatch(args, o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    private static string Spec(string name) => Path.Combine(Repo.Root(), "specs", name);
+
+    [Theory]
+    [InlineData("validate", "kd-mnist.yaml", "--devcie", "gpu")]
+    [InlineData("run", "kd-mnist.yaml", "--devcie", "gpu")]
+    [InlineData("submit", "kd-mnist.yaml", "--seeds", "127.0.0.1:1", "--sead", "3")]
+    [InlineData("status", "--seeds", "127.0.0.1:1", "--run", "x")]
+    [InlineData("bench", "--quik")]
+    public void Should_refuse_an_unknown_option_with_its_name(params string[] args)
+    {
+        var a = args.Select(x => x.EndsWith(".yaml") ? Spec(x) : x).ToArray();
+        var (code, output, err) = Run(a);
+        Assert.Equal(2, code);
+        Assert.Contains(args.First(x => x.StartsWith("--") && x is not ("--seeds")), err);
+        Assert.DoesNotContain("ok (", output);
+    }
+
+    [Theory]
+    [InlineData("run", "--device", "tpu", "--device tpu: cpu, cuda or auto")]
+    [InlineData("run", "--seed", "-3", "--seed -3: a non-negative integer")]
+    [InlineData("submit", "--device", "tpu", "--device tpu: cpu, cuda or auto")]
+    [InlineData("submit", "--seed", "x", "--seed x: a non-negative integer")]
+    public void Should_refuse_a_bad_override_on_run_and_submit(string command, string option, string value, string named)
+    {
+        string[] where = command == "submit" ? ["--seeds", "127.0.0.1:1"] : [];
+        var (code, _, err) = Run([command, Spec("kd-mnist.yaml"), .. where, option, value]);
+        Assert.Equal(2, code);
+        Assert.Contains(named, err);
+    }
+
+    [Theory]
+    [InlineData("run")]
+    [InlineData("serve")]
+    [InlineData("submit")]
+    [InlineData("status")]
+    [InlineData("validate")]
+    [InlineData("methods")]
+    [InlineData("bench")]
+    public void Should_answer_help_on_every_command(string command)
+    {
+        var (code, output, err) = Run(command, "--help");
+        Assert.Equal(0, code);
+        Assert.Contains($"{command}", output);
+        Assert.Contains("Usage:", output);
+        Assert.Equal("", err);
+    }
+
+    [Fact]
+    public void Should_list_every_registered_method_with_its_keys()
+    {
+        var (code, output, _) = Run("methods");
+        Assert.Equal(0, code);
+        foreach (var m in MethodRegistry.All) Assert.Contains($"{m.Name}  (", output);
+        Assert.Contains("kd.temperature", output);
+        Assert.Contains("deepinversion.competition_weight", output);
+        var (_, markdown, _) = Run("methods", "--markdown");
+        Assert.Equal(MethodCatalog.Markdown(), markdown);
+    }
+
+    [Fact]
+    public void Should_validate_specs_and_refuse_a_bad_one_with_exit_code_2()
+    {
+        Assert.Equal(0, Run("validate", Spec("kd-mnist.yaml"), Spec("adi-mnist.yaml")).Code);
+        var bad = Path.Combine(Path.GetTempPath(), $"cd-bad-{Guid.NewGuid():N}.yaml");
+        File.WriteAllText(bad, File.ReadAllText(Spec("kd-mnist.yaml")).Replace("temperature: 4", "temprature: 4"));
+        try
+        {
+            var (code, _, err) = Run("validate", bad);
+            Assert.Equal(2, code);
+            Assert.Contains("'kd.temprature': unknown key", err);
+        }
+        finally { File.Delete(bad); }
+    }
+
+    [Fact]
+    public void Should_make_distinct_run_ids_for_one_spec_in_one_second()
+    {
+        var now = new DateTime(2026, 12, 1, 20, 0, 0, DateTimeKind.Utc);
+        var ids = Enumerable.Range(0, 50).Select(_ => RunIds.New("kd-mnist", now)).ToList();
+        Assert.True(ids.Distinct().Count() >= 49, "four random hex digits: 50 ids in one second collide rarely");
+        Assert.All(ids, id => Assert.StartsWith("kd-mnist-20261201-200000-", id));
+        Assert.All(ids.Append(RunIds.New("my spec/α")), id => Assert.True(global::Cluster.Contracts.EntityId.IsValidRunId(id), id));
+    }
+}
