@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using Distill.Engine.Losses;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -84,8 +85,8 @@ public sealed class LossTests
             return -pt.Zip(ls, (a, b) => a * b).Sum();
         }) / n * t * t;
         using var probs = TorchSharp.torch.nn.functional.softmax(T(Teacher) / t, 1);
-        // the function the students train with (SoftTargetStudent.Loss calls it)
-        Close(expected, Distill.Engine.Methods.SoftTargetStudent.Loss(T(Student), probs, t).item<double>());
+        // the function the students train with (StudentTrainer.Loss calls it)
+        Close(expected, StudentTrainer.Loss(T(Student), probs, t).item<double>());
         var entropy = Enumerable.Range(0, n).Sum(i => -Softmax(Teacher[i], t).Sum(p => p * Math.Log(p))) / n * t * t;
         Close(expected - entropy, Distillation.Hinton(T(Student), T(Teacher), null, t, 0).item<double>());
         Assert.Throws<ArgumentException>(() => Distillation.SoftTargetCrossEntropy(T(Student), probs.narrow(0, 0, 1), t));

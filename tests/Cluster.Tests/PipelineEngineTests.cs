@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using Distill.Engine.Methods;
 using Distill.Engine.Models;
 using Distill.Engine.Specs;
@@ -34,10 +35,10 @@ public sealed class PipelineEngineTests
             for (var i = 0; i < Dafl.Steps; i++) loop.TrainStep(wantMetrics: false);
 
         using var generator = new DaflSynthesizer(teacher, Dafl, CPU, seed: 5);
-        using var student = new SoftTargetStudent(studentB, StudentTrain, Dafl.Steps);
+        using var student = new StudentTrainer(studentB, StudentTrain, Dafl.Steps);
         for (var i = 0; i < Dafl.Steps; i++)
         {
-            using var batch = generator.Synthesize(wantMetrics: false);
+            using var batch = generator.Next(wantMetrics: false);
             // as the teacher actor does: label the batch again from the images alone
             using var probs = SoftLabels.Label(teacher, batch.Images, 1);
             student.TrainStep(batch.Images, probs, 1, wantLoss: false);
@@ -53,8 +54,8 @@ public sealed class PipelineEngineTests
     {
         const int batch = 32, steps = 5;
         var train = new TrainSpec { Optimizer = "sgd", Lr = 0.05, Momentum = 0.9 };
-        using var single = new SoftTargetStudent(Model("lenet5-half", 3), train, steps);
-        var workers = Enumerable.Range(0, replicas).Select(_ => new SoftTargetStudent(Model("lenet5-half", 3), train, steps)).ToArray();
+        using var single = new StudentTrainer(Model("lenet5-half", 3), train, steps);
+        var workers = Enumerable.Range(0, replicas).Select(_ => new StudentTrainer(Model("lenet5-half", 3), train, steps)).ToArray();
         using var g = new TorchSharp.torch.Generator(9);
         for (var s = 0; s < steps; s++)
         {
@@ -86,8 +87,8 @@ public sealed class PipelineEngineTests
     public void Should_continue_bit_for_bit_from_a_saved_student_state_including_the_optimiser(string optimizer)
     {
         var train = new TrainSpec { Optimizer = optimizer, Lr = 0.01, Momentum = 0.9 };
-        using var a = new SoftTargetStudent(Model("lenet5-half", 5), train, 20);
-        using var b = new SoftTargetStudent(Model("lenet5-half", 6), train, 20);
+        using var a = new StudentTrainer(Model("lenet5-half", 5), train, 20);
+        using var b = new StudentTrainer(Model("lenet5-half", 6), train, 20);
         using var g = new TorchSharp.torch.Generator(3);
         var batches = Enumerable.Range(0, 10).Select(_ => (randn([8, 1, 32, 32], generator: g), nn.functional.softmax(randn([8, 10], generator: g), 1))).ToArray();
         for (var i = 0; i < 5; i++) a.TrainStep(batches[i].Item1, batches[i].Item2, 1, false);
@@ -113,7 +114,7 @@ public sealed class PipelineEngineTests
     [Fact]
     public void Should_refuse_soft_labels_of_another_shape()
     {
-        using var student = new SoftTargetStudent(Model("lenet5-half", 1), StudentTrain, 1);
+        using var student = new StudentTrainer(Model("lenet5-half", 1), StudentTrain, 1);
         var e = Assert.Throws<ArgumentException>(() => student.TrainStep(zeros(4, 1, 32, 32), zeros(4, 9), 1, false));
         Assert.Contains("soft labels [4, 9]", e.Message);
     }

@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using Distill.Engine.Methods;
 using Distill.Engine.Models;
 using Distill.Engine.Specs;
@@ -30,18 +31,18 @@ public sealed class PixelRangeTests
 
         // as coded: the final BatchNorm's output (mean 0, std 1) goes below black
         using (var plain = new DaflSynthesizer(teacher, spec, CPU, seed: 2))
-        using (var o = plain.Synthesize(wantMetrics: false))
+        using (var o = plain.Next(wantMetrics: false))
             Assert.True(o.Images.min().item<float>() < range.Low[0] - 0.5, "BatchNorm's output should reach well below black without the clamp");
 
         using var clamped = new DaflSynthesizer(teacher, spec with { ClampToPixelRange = true }, CPU, seed: 2, range);
         var before = clamped.Generator.parameters().Select(p => p.detach().clone()).ToList();
         for (var i = 0; i < spec.Steps; i++)
         {
-            using var o = clamped.Synthesize(wantMetrics: false);
+            using var o = clamped.Next(wantMetrics: false);
             Assert.Equal((float)range.Low[0], o.Images.min().item<float>());
             Assert.True(o.Images.max().item<float>() <= (float)range.High[0]);
         }
-        using (var grid = clamped.Samples(16))
+        using (var grid = clamped.Samples(16)!)
             Assert.True(grid.min().item<float>() >= (float)range.Low[0] && grid.max().item<float>() <= (float)range.High[0]);
         // the teacher's gradient still reaches the generator through the pixels inside the range
         var changed = clamped.Generator.parameters().Zip(before).Count(x => !x.Item1.detach().allclose(x.Item2));

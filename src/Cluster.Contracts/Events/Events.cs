@@ -73,10 +73,15 @@ public sealed record EntityStarted(
 /// <summary>
 /// A synthesised batch is in the pool (written to its blobs before this event, and before anyone
 /// sees it): the images, and the soft labels it was first sent with, so that a batch served again
-/// after a failover is the same batch with the same labels (null in journals from before labels were kept).
+/// after a failover is the same batch with the same labels (null in journals from before labels were
+/// kept, and for a method that uses none), and the data's true labels (TrueLabelsBlob) when it has them.
 /// </summary>
 [MessagePackObject]
-public sealed record BatchStored([property: Key(0)] long Seq, [property: Key(1)] string Blob, [property: Key(2)] string? LabelsBlob = null) : IPersistedEvent;
+public sealed record BatchStored(
+    [property: Key(0)] long Seq,
+    [property: Key(1)] string Blob,
+    [property: Key(2)] string? LabelsBlob = null,
+    [property: Key(3)] string? TrueLabelsBlob = null) : IPersistedEvent;
 
 /// <summary>Batches up to UpToSeq are covered by every student's checkpoint and left the pool.</summary>
 [MessagePackObject]

@@ -47,22 +47,31 @@ public sealed record CompetitorReady(
     [property: Key(2)] long StudentStep,
     [property: Key(3)] string WeightsBlob) : IEntityMessage;
 
-/// <summary>Generator to teacher: label this stored batch and send it on to ReplyTo.</summary>
+/// <summary>
+/// Source to teacher: label this batch with the teacher's probabilities at Temperature and send it
+/// on to ReplyTo, with its true labels (Labels) when the data has them.
+/// </summary>
 [MessagePackObject]
 public sealed record LabelBatch(
     [property: Key(0)] string EntityId,
     [property: Key(1)] long Seq,
     [property: Key(2)] TensorPayload Images,
-    [property: Key(3)] string ReplyTo) : IEntityMessage;
+    [property: Key(3)] string ReplyTo,
+    [property: Key(4)] TensorPayload? Labels = null,
+    [property: Key(5)] double Temperature = 1) : IEntityMessage;
 
-/// <summary>Teacher to student: images and the teacher's probabilities at Temperature.</summary>
+/// <summary>
+/// To a student: a batch's images, the teacher's probabilities at Temperature when the method
+/// uses them (SoftLabels), and the true labels when the data has them (Labels).
+/// </summary>
 [MessagePackObject]
 public sealed record LabelledBatch(
     [property: Key(0)] string EntityId,
     [property: Key(1)] long Seq,
     [property: Key(2)] TensorPayload Images,
-    [property: Key(3)] TensorPayload SoftLabels,
-    [property: Key(4)] double Temperature) : IEntityMessage;
+    [property: Key(3)] TensorPayload? SoftLabels,
+    [property: Key(4)] double Temperature,
+    [property: Key(5)] TensorPayload? Labels = null) : IEntityMessage;
 
 /// <summary>Ask an entity for its state; answered with <see cref="EntityStatus"/>.</summary>
 [MessagePackObject]

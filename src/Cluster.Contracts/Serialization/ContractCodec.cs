@@ -95,8 +95,8 @@ public static class ContractCodec
         {
             switch (message)
             {
-                case LabelBatch m: m.Images.Validate(maxBytes); break;
-                case LabelledBatch m: m.Images.Validate(maxBytes); m.SoftLabels.Validate(maxBytes); break;
+                case LabelBatch m: m.Images.Validate(maxBytes); m.Labels?.Validate(maxBytes); break;
+                case LabelledBatch m: m.Images.Validate(maxBytes); m.SoftLabels?.Validate(maxBytes); m.Labels?.Validate(maxBytes); break;
                 case GradientChunk m: m.Values.Validate(maxBytes); break;
             }
         }

@@ -14,6 +14,7 @@ using Cluster.Node.Storage;
 using Distill.Engine.Imaging;
 using Distill.Engine.Methods;
 using Distill.Engine.Models;
+using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 using Distill.Engine.Training;
 using MessagePack;
@@ -21,7 +22,8 @@ using MessagePack;
 namespace Cluster.Node.Actors;
 
 /// <summary>
-/// A run's generator (sharded entity "run/generator/0"): DAFL's generator network, or DeepInversion /
+/// A run's source of batches (sharded entity "run/generator/0"): a stepwise source the method's file
+/// names (DAFL's generator network, the training set of a real-data method), or DeepInversion /
 /// ADI rounds of pixel optimisation (a round is one batch, synthesised in slices of iterations
 /// so that other entities' work interleaves, with mid-round checkpoints; ADI waits for the
 /// student's weights at the end of the previous round, <see cref="CompetitorReady"/>). It synthesises batches on demand
@@ -29,8 +31,8 @@ namespace Cluster.Node.Actors;
 /// before anyone sees it (a few at a time where the window allows: <see cref="StoreGroup"/>), and re-serves stored batches to a student that asks again after a
 /// failover, so no batch is lost or trained twice. A new batch goes to the students labelled with
 /// the teacher's logits from its own synthesis step, and a re-served one with the labels it was
-/// first sent with (the teacher entity labels only a stored batch without them). DAFL: its weights, optimiser and RNG are
-/// checkpointed; after a restart it replays the steps since its checkpoint so that its next batch
+/// first sent with (the teacher entity labels a batch stored without them: real data for KD). A stepwise
+/// source's state (DAFL: weights, optimiser and RNG; real data: position and RNG) is checkpointed; after a restart it replays the steps since its checkpoint so that its next batch
 /// is the one an uninterrupted run would have produced. DeepInversion: a round's random numbers
 /// depend on (seed, round) alone, so only a round in progress needs a checkpoint.
 /// </summary>
@@ -39,7 +41,9 @@ public sealed class GeneratorEntity : PersistentEntity
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new GeneratorEntity(entityId, services));
 
     /// <summary>A new batch, its blobs staged on the compute thread; Checkpoint holds the generator's state right after it when one is due.</summary>
-    private sealed record Synthesized(long Seq, TensorPayload Images, TensorPayload Labels, StagedBlob ImagesBlob, StagedBlob LabelsBlob,
+    /// <summary>SoftLabels: the teacher's probabilities when the source computed its logits; TrueLabels: the data's labels when it has them.</summary>
+    private sealed record Synthesized(long Seq, TensorPayload Images, TensorPayload? SoftLabels, TensorPayload? TrueLabels,
+        StagedBlob ImagesBlob, StagedBlob? SoftLabelsBlob, StagedBlob? TrueLabelsBlob,
         IReadOnlyDictionary<string, double>? Metrics, byte[]? Checkpoint, byte[]? SamplesPng) : INoSerializationVerificationNeeded;
     /// <summary>Part of a DeepInversion round done (a checkpoint of it when one was due).</summary>
     /// <summary>SecondsPerIteration: as measured by the slice, which sizes the next one.</summary>
@@ -47,7 +51,7 @@ public sealed class GeneratorEntity : PersistentEntity
     /// <summary>ADI: the student's weights for a round could not be read; the round waits for them again.</summary>
     private sealed record CompetitorUnreadable(long Round, string Reason) : INoSerializationVerificationNeeded;
     private sealed record Replayed(long Steps, int Identical) : INoSerializationVerificationNeeded;
-    private sealed record EngineReady(DaflSynthesizer? Dafl, RoundSynthesizer? Rounds, Classifier? Competitor, Classifier Teacher, string? Warning)
+    private sealed record EngineReady(IStepSource? Source, RoundSynthesizer? Rounds, Classifier? Competitor, Classifier? Teacher, string? Warning, long TotalBatches)
         : INoSerializationVerificationNeeded;
 
     /// <summary>
@@ -62,7 +66,10 @@ public sealed class GeneratorEntity : PersistentEntity
     private int iterationsPerJob = 1;
 
     private RunSpec? spec;
-    private DaflSynthesizer? synth;
+    /// <summary>A source that makes a batch per step (DAFL's generator, real data), or null: DeepInversion rounds.</summary>
+    private IStepSource? synth;
+    /// <summary>Batches the run needs (known once the engine is ready: real data counts its batches).</summary>
+    private long totalBatches;
     private RoundSynthesizer? rounds;
     /// <summary>ADI: the student model the round in progress competes with.</summary>
     private Classifier? competitor;
@@ -131,20 +138,32 @@ public sealed class GeneratorEntity : PersistentEntity
     /// <summary>DAFL steps (one per batch) or DeepInversion rounds finished.</summary>
     private long GeneratorStep => synth?.Step ?? rounds?.Round ?? 0;
 
-    /// <summary>Batches the run needs: DAFL steps, or DeepInversion rounds.</summary>
-    private long TotalBatches => spec!.Dafl?.Steps ?? spec!.DeepInversion!.Rounds;
+    /// <summary>Batches the run needs (unbounded until the engine is ready).</summary>
+    private long TotalBatches => totalBatches > 0 ? totalBatches : long.MaxValue;
 
-    /// <summary>DAFL: steps between checkpoints. DeepInversion: pixel iterations between checkpoints of a round in progress.</summary>
+    /// <summary>The run's evaluation interval in batches (0: only at the end).</summary>
+    private long EvalEvery => spec!.Method.PipelineEvalEvery(spec);
+
+    /// <summary>Stepwise sources: steps between checkpoints. DeepInversion: pixel iterations between checkpoints of a round in progress.</summary>
     private long CheckpointEvery => spec!.Cluster.GeneratorCheckpointEvery > 0 ? spec.Cluster.GeneratorCheckpointEvery
         : spec.DeepInversion is { } di ? Math.Max(1, di.Iterations / 4)
-        : spec.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : spec.Dafl!.EvalEvery;
+        : spec.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : EvalEvery > 0 ? EvalEvery : DefaultCheckpointEvery;
+
+    /// <summary>Checkpoint interval of a run that evaluates only at its end and names none.</summary>
+    internal const int DefaultCheckpointEvery = 500;
+
+    /// <summary>The temperature of the teacher's probabilities the student's objective needs (null: none).</summary>
+    private double? LabelTemperature => spec!.Method.Objective(spec).SoftLabelTemperature;
 
     private bool Adaptive => spec!.Adaptive;
 
     private void OnStart(StartEntity m)
     {
         if (State.Started) return;
-        if (m.TeacherBlob is null) { Sender.Tell(new EntityFailed(m.RunId, Id, "a generator needs the trained teacher")); return; }
+        RunSpec s;
+        try { s = EngineAccess.ParseSpec(m.SpecYaml, m.RunId); }
+        catch (Exception e) { Sender.Tell(new EntityFailed(m.RunId, Id, $"spec unusable on this node: {e.Message}")); return; }
+        if (s.Method.SourceUsesTeacher && m.TeacherBlob is null) { Sender.Tell(new EntityFailed(m.RunId, Id, $"method '{s.Method.Name}': the source needs the trained teacher")); return; }
         Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e =>
         {
             State = State.Apply(e);
@@ -157,7 +176,6 @@ public sealed class GeneratorEntity : PersistentEntity
     {
         try { spec = EngineAccess.ParseSpec(State.SpecYaml!, RunId); }
         catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
-        if (spec.Dafl is null && spec.DeepInversion is null) { Fail($"method {spec.Method} has no generator"); return; }
         busy = true;
         var s = spec;
         var st = State;
@@ -165,13 +183,16 @@ public sealed class GeneratorEntity : PersistentEntity
         {
             var device = EngineAccess.DeviceFor(s);
             var data = Services.Data(s.Data);
-            var t = EngineAccess.LoadModel(s.Teacher!.Arch, data, s.Data.ImageSize, Services.Blobs.Get(st.TeacherBlob!), device);
-            if (s.Dafl is not null)
+            var t = s.Method.SourceUsesTeacher
+                ? EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, data, s.Data.ImageSize, Services.Blobs.Get(st.TeacherBlob!), device)
+                : null;
+            var source = EngineAccess.Seeded(s.Seed, () => s.Method.CreateSource(new SourceContext(s, data, device, t)));
+            if (source is not null)
             {
-                var g = EngineAccess.Seeded(s.Seed, () => new DaflSynthesizer(t, s.Dafl!, device, s.Seed, PixelRange.Normalised(data.Mean, data.Std)));
-                var (_, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, g.LoadState, RunId, Id);
-                return new EngineReady(g, null, null, t, warning);
+                var (_, warning) = Checkpoints.RestoreNewest(st.Checkpoints, Services.Blobs, source.LoadState, RunId, Id);
+                return new EngineReady(source, null, null, t, warning, s.Method.PipelineStudentSteps(s, data.TrainX.shape[0]));
             }
+            if (t is null) throw new InvalidOperationException($"method '{s.Method.Name}': rounds of synthesis need the teacher");
             var di = s.Adaptive ? s.DeepInversion! : s.DeepInversion! with { CompetitionWeight = 0 };
             var r = new RoundSynthesizer(t, di, data.Mean, data.Std, device, s.Seed);
             // ADI's first round competes with the student as every replica starts it
@@ -181,13 +202,15 @@ public sealed class GeneratorEntity : PersistentEntity
             var current = st.Checkpoints.Where(k => k.Seq == produced).ToImmutableList();
             var (_, w) = Checkpoints.RestoreNewest(current, Services.Blobs, rd => r.LoadState(rd, c), RunId, Id);
             if (r.Round != produced) r.SkipTo((int)produced);
-            return new EngineReady(null, r, c, t, w);
+            return new EngineReady(null, r, c, t, w, s.DeepInversion!.Rounds);
         }).PipeTo(Self);
     }
 
     private void OnEngineReady(EngineReady r)
     {
-        synth = r.Dafl;
+        synth = r.Source;
+        totalBatches = r.TotalBatches;
+        foreach (var beyond in wanted.Keys.Where(k => k > totalBatches).ToList()) wanted.Remove(beyond);
         rounds = r.Rounds;
         competitor = r.Competitor;
         teacher = r.Teacher;
@@ -208,8 +231,8 @@ public sealed class GeneratorEntity : PersistentEntity
                 var identical = 0;
                 while (g.Step < upTo)
                 {
-                    using var o = g.Synthesize(false);
-                    if (pool.TryGetValue(g.Step, out var stored) && BlobStoreHash(o) == stored.Blob) identical++;
+                    using var o = g.Next(false);
+                    if (pool.TryGetValue(g.Step, out var stored) && BlobStoreHash(o.Images) == stored.Blob) identical++;
                 }
                 return new Replayed(upTo - from, identical);
             }).PipeTo(Self);
@@ -219,8 +242,8 @@ public sealed class GeneratorEntity : PersistentEntity
         Produce();
     }
 
-    private static string BlobStoreHash(SynthesisOutput o) =>
-        BlobStore.Hash(MessagePackSerializer.Serialize(TensorWire.ToPayload(o.Images)));
+    private static string BlobStoreHash(TorchSharp.torch.Tensor images) =>
+        BlobStore.Hash(MessagePackSerializer.Serialize(TensorWire.ToPayload(images)));
 
     private void OnRequest(RequestBatches m)
     {
@@ -238,9 +261,8 @@ public sealed class GeneratorEntity : PersistentEntity
             {
                 // stored already (a student came back from a checkpoint): the same batch again, with
                 // the same labels, never a new one (the teacher labels one stored without its labels)
-                var images = Load(stored.Blob);
-                if (stored.LabelsBlob is { } lb) SendLabelled(m.ReplyTo, seq, images, Load(lb));
-                else SendToTeacher(seq, images, m.ReplyTo);
+                SendBatch(m.ReplyTo, seq, Load(stored.Blob), stored.LabelsBlob is { } lb ? Load(lb) : null,
+                    stored.TrueLabelsBlob is { } tb ? Load(tb) : null);
                 continue;
             }
             if (!wanted.TryGetValue(seq, out var who)) wanted[seq] = who = [];
@@ -261,29 +283,30 @@ public sealed class GeneratorEntity : PersistentEntity
         busy = true;
         var g = synth!;
         var wantMetrics = next % 50 == 0;
-        var checkpointDue = next % CheckpointEvery == 0 || next == spec!.Dafl!.Steps;
+        var checkpointDue = next % CheckpointEvery == 0 || next == totalBatches;
         var labelDType = TensorWire.Parse(spec!.Cluster.SoftLabels);
-        // a grid from the generator's fixed z at each of the run's evaluation steps, as the engine loop draws
-        var dafl = spec.Dafl!;
-        var grid = next % dafl.EvalEvery == 0 || next == dafl.Steps ? dafl.SampleGrid : 0;
+        // a grid at each of the run's evaluation steps, as the engine loop draws
+        var grid = EvalEvery > 0 && next % EvalEvery == 0 || next == totalBatches ? spec.Method.SampleGrid(spec) : 0;
         var dataset = spec.Data.Name;
+        var temperature = LabelTemperature;
         EngineAccess.Compute(() =>
         {
-            using var o = g.Synthesize(wantMetrics);
+            using var o = g.Next(wantMetrics);
             byte[]? png = null;
-            if (grid > 0)
+            if (grid > 0 && g.Samples(grid) is { } x)
             {
                 var (mean, std, _) = DataSplits.Constants(dataset);
-                using var x = g.Samples(grid);
-                png = SampleGrid.ToPng(x, mean, std);
+                using (x) png = SampleGrid.ToPng(x, mean, std);
             }
             var images = TensorWire.ToPayload(o.Images);
-            // the step ran the teacher on exactly this batch (DAFL's loss needs its logits): label
-            // from those, as the engine loop does, rather than a second teacher pass
-            using var probs = SoftLabels.FromLogits(o.TeacherLogits, TeacherEntity.Temperature);
-            var labels = TensorWire.ToPayload(probs, labelDType);
+            var trueLabels = o.Labels is { } y ? TensorWire.LabelsToPayload(y) : null;
+            // a source that ran the teacher on exactly this batch (DAFL's loss needs its logits)
+            // labels from those, as the engine loop does, rather than with a second teacher pass
+            TensorPayload? soft = null;
+            if (temperature is { } t && o.TeacherLogits is { } logits)
+                using (var probs = SoftLabels.FromLogits(logits, t)) soft = TensorWire.ToPayload(probs, labelDType);
             var checkpoint = checkpointDue ? EngineAccess.Save(g.SaveState) : null;
-            return Staged(next, images, labels, o.Metrics, checkpoint, png);
+            return Staged(next, images, soft, trueLabels, o.Metrics, checkpoint, png);
         }).PipeTo(Self);
     }
 
@@ -335,7 +358,7 @@ public sealed class GeneratorEntity : PersistentEntity
                         byte[]? png = null;
                         if (grid > 0)
                             using (var x = done.Images.narrow(0, 0, Math.Min(grid, done.Images.shape[0]))) png = SampleGrid.ToPng(x, mean, std);
-                        return Staged(next, TensorWire.ToPayload(done.Images), TensorWire.ToPayload(done.Probs, labelDType), metrics, null, png);
+                        return Staged(next, TensorWire.ToPayload(done.Images), TensorWire.ToPayload(done.Probs, labelDType), null, metrics, null, png);
                     }
                 if (r.Iteration % every == 0) return new Advanced(next, r.Iteration, EngineAccess.Save(r.SaveState), PerIteration(i + 1));
             }
@@ -406,7 +429,8 @@ public sealed class GeneratorEntity : PersistentEntity
         var events = new List<BatchStored>(group.Count);
         try
         {
-            foreach (var s in group) events.Add(new BatchStored(s.Seq, Commit(s.ImagesBlob), Commit(s.LabelsBlob)));
+            foreach (var s in group)
+                events.Add(new BatchStored(s.Seq, Commit(s.ImagesBlob), s.SoftLabelsBlob is { } sb ? Commit(sb) : null, s.TrueLabelsBlob is { } tb ? Commit(tb) : null));
         }
         catch (Exception e) when (e is IOException or BlobException or UnauthorizedAccessException)
         {
@@ -421,7 +445,7 @@ public sealed class GeneratorEntity : PersistentEntity
             var checkpoint = s.Checkpoint is not null;
             if (checkpoint) busy = false;
             if (wanted.Remove(s.Seq, out var who))
-                foreach (var student in who) SendLabelled(student, s.Seq, s.Images, s.Labels);
+                foreach (var student in who) SendBatch(student, s.Seq, s.Images, s.SoftLabels, s.TrueLabels);
             if (s.Metrics is { } m)
             {
                 if (m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
@@ -477,8 +501,9 @@ public sealed class GeneratorEntity : PersistentEntity
     /// on the actor threads ran beside the compute thread's OpenMP team and cost the pipeline ~3%
     /// of its speed on two cores; here it runs between jobs. OnSynthesized makes them durable.
     /// </summary>
-    private Synthesized Staged(long seq, TensorPayload images, TensorPayload labels, IReadOnlyDictionary<string, double>? metrics, byte[]? checkpoint, byte[]? png) =>
-        new(seq, images, labels, Stage(images), Stage(labels), metrics, checkpoint, png);
+    private Synthesized Staged(long seq, TensorPayload images, TensorPayload? soft, TensorPayload? trueLabels,
+        IReadOnlyDictionary<string, double>? metrics, byte[]? checkpoint, byte[]? png) =>
+        new(seq, images, soft, trueLabels, Stage(images), soft is null ? null : Stage(soft), trueLabels is null ? null : Stage(trueLabels), metrics, checkpoint, png);
 
     /// <summary>One buffer for every batch's blob (compute thread only: an entity's jobs never overlap).</summary>
     private readonly ArrayBufferWriter<byte> blobBuffer = new(1 << 20);
@@ -504,18 +529,28 @@ public sealed class GeneratorEntity : PersistentEntity
 
     private TensorPayload Load(string blob) => MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(blob));
 
-    private void SendLabelled(string student, long seq, TensorPayload images, TensorPayload labels) =>
-        Services.SendToStudent(new LabelledBatch(student, seq, images, labels, spec!.DeepInversion?.StudentTemperature ?? TeacherEntity.Temperature),
-            endpoints.GetValueOrDefault(student));
+    /// <summary>
+    /// A batch to the student that asked: straight to it when it carries what the objective needs,
+    /// through the teacher when it lacks the teacher's probabilities (a real-data batch, or one stored
+    /// without them by an older journal).
+    /// </summary>
+    private void SendBatch(string student, long seq, TensorPayload images, TensorPayload? soft, TensorPayload? trueLabels)
+    {
+        var temperature = LabelTemperature;
+        if (soft is null && temperature is { } t)
+        {
+            Services.Teachers.Tell(new LabelBatch(Contracts.EntityId.Teacher(RunId), seq, images, student, trueLabels, t));
+            return;
+        }
+        Services.SendToStudent(new LabelledBatch(student, seq, images, soft, temperature ?? 1, trueLabels), endpoints.GetValueOrDefault(student));
+    }
 
     private void DeleteBlobs(BatchStored b)
     {
         Services.Blobs.Delete(b.Blob);
         if (b.LabelsBlob is { } lb) Services.Blobs.Delete(lb);
+        if (b.TrueLabelsBlob is { } tb) Services.Blobs.Delete(tb);
     }
-
-    private void SendToTeacher(long seq, TensorPayload images, string student) =>
-        Services.Teachers.Tell(new LabelBatch(Contracts.EntityId.Teacher(RunId), seq, images, student));
 
     private void Fail(string reason)
     {

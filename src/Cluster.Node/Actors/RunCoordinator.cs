@@ -149,20 +149,19 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
     private void StopEntities(RunRecord r)
     {
         services.Generators.Tell(new StopEntity(EntityId.Generator(r.RunId)));
-        services.Teachers.Tell(new StopEntity(EntityId.Teacher(r.RunId)));
+        if (SpecOf(r).Method.UsesTeacher) services.Teachers.Tell(new StopEntity(EntityId.Teacher(r.RunId)));
         for (var i = 0; i < SpecOf(r).Cluster.Replicas; i++) services.Students.Tell(new StopEntity(EntityId.Student(r.RunId, i)));
     }
 
-    /// <summary>Teacher first; once it is ready, the generator and every student replica. Idempotent.</summary>
+    /// <summary>Teacher first (for a method with one); once it is ready, the source and every student replica. Idempotent.</summary>
     private void StartEntities(RunRecord r)
     {
-        if (r.TeacherBlob is null)
-        {
-            services.Teachers.Tell(new StartEntity(EntityId.Teacher(r.RunId), r.RunId, r.SpecYaml, null));
-            return;
-        }
         var spec = SpecOf(r);
-        services.Teachers.Tell(new StartEntity(EntityId.Teacher(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob));
+        if (spec.Method.UsesTeacher)
+        {
+            services.Teachers.Tell(new StartEntity(EntityId.Teacher(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob));
+            if (r.TeacherBlob is null) return;
+        }
         services.Generators.Tell(new StartEntity(EntityId.Generator(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob));
         for (var i = 0; i < spec.Cluster.Replicas; i++)
             services.Students.Tell(new StartEntity(EntityId.Student(r.RunId, i), r.RunId, r.SpecYaml, r.TeacherBlob));
@@ -266,7 +265,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
             Name = spec.Name,
             Method = spec.Method.Name,
             Dataset = spec.Data.Name,
-            TeacherArch = spec.Teacher?.Arch,
+            TeacherArch = spec.Method.TeacherOf(spec)?.Arch,
             StudentArch = spec.Student.Arch,
             TeacherAccuracy = r.TeacherAccuracy,
             TeacherSeconds = r.TeacherSeconds,
@@ -347,9 +346,9 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
     {
         var l = live.GetValueOrDefault(r.RunId);
         var spec = SpecOf(r);
-        var runState = RunDecisions.StateOf(r);
+        var runState = RunDecisions.StateOf(r, spec.Method.UsesTeacher);
         return new RunSummary(r.RunId, spec.Name, spec.Method.Name, runState,
-            r.Completed ? r.Steps : l?.StudentStep ?? 0, spec.Method.PipelineStudentSteps(spec), l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
+            r.Completed ? r.Steps : l?.StudentStep ?? 0, l?.TotalSteps is > 0 ? l.TotalSteps : r.Completed ? r.Steps : 0, l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
             r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy, r.Message ?? l?.Message, l?.Node, l?.GeneratorNode);
     }
 }

@@ -24,9 +24,6 @@ public static class RunDecisions
         RunSpec spec;
         try { spec = parse(); }
         catch (SpecException e) { return new(null, new RunRejected($"spec refused: {e.Message}")); }
-        if (!spec.Method.RunsOnActors)
-            return new(null, new RunRejected($"{m.SpecFile}: method '{spec.Method.Name}' runs in the engine alone (Cluster.Seed run --engine); the actor pipeline runs " +
-                                             string.Join(", ", Distill.Engine.Methods.MethodRegistry.All.Where(x => x.RunsOnActors).Select(x => x.Name))));
         var runId = m.RunId;
         if (runId is not null)
         {
@@ -70,7 +67,8 @@ public static class RunDecisions
         return new(new RunCancelled(m.RunId, m.Reason, now), new CancelAnswer(m.RunId, RunState.Cancelled, AlreadyEnded: false));
     }
 
-    public static RunState StateOf(RunRecord r) =>
+    /// <summary>usesTeacher: whether the run's method has a teacher to prepare first.</summary>
+    public static RunState StateOf(RunRecord r, bool usesTeacher = true) =>
         r.Completed ? RunState.Completed : r.Failed ? RunState.Failed : r.Cancelled ? RunState.Cancelled
-        : r.TeacherBlob is null ? RunState.PreparingTeacher : RunState.Training;
+        : usesTeacher && r.TeacherBlob is null ? RunState.PreparingTeacher : RunState.Training;
 }

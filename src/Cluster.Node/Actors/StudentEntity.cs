@@ -10,6 +10,7 @@ using Cluster.Contracts.Runs;
 using Cluster.Contracts.Students;
 using Cluster.Node.Hosting;
 using Distill.Engine.Methods;
+using Distill.Engine.Pipeline;
 using Distill.Engine.Runs;
 using Distill.Engine.Specs;
 using Distill.Engine.Training;
@@ -19,7 +20,7 @@ namespace Cluster.Node.Actors;
 
 /// <summary>
 /// One replica of a run's student (sharded entity "run/student/r", remembered). It pulls labelled
-/// batches in order with a bounded window, trains on them (replicas on their slice of each batch,
+/// batches in order with a bounded window, trains on them with the method's objective (replicas on their slice of each batch,
 /// all-reducing gradients in replica order), evaluates, and checkpoints at the spec's interval.
 /// After its node dies it comes back elsewhere from its newest good checkpoint and asks for the
 /// batches after it, which the generator re-serves from its pool. DeepInversion / ADI: the batches
@@ -32,12 +33,12 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new StudentEntity(entityId, services));
 
-    private sealed record EngineReady(SoftTargetStudent Student, SyntheticPool? Pool, string? Warning, double Best, byte[]? Competitor) : INoSerializationVerificationNeeded;
+    private sealed record EngineReady(StudentTrainer Student, SyntheticPool? Pool, string? Warning, double Best, byte[]? Competitor) : INoSerializationVerificationNeeded;
     /// <summary>A step done; Competitor: ADI's weights at the end of a round, for the generator's next round.</summary>
     private sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, double Lr, byte[]? Competitor = null)
         : INoSerializationVerificationNeeded;
     private sealed record GradientReady(long Seq, float[] Gradient) : INoSerializationVerificationNeeded;
-    private sealed record RolledBack(long Step, string Reason, SoftTargetStudent? Fresh = null, bool Guard = true) : INoSerializationVerificationNeeded;
+    private sealed record RolledBack(long Step, string Reason, StudentTrainer? Fresh = null, bool Guard = true) : INoSerializationVerificationNeeded;
     /// <summary>Guard rollbacks by this incarnation (result.json's count; a node's death starts it again at 0).</summary>
     private int rollbacks;
     private bool lastRollbackScaled;
@@ -55,7 +56,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     /// <summary>This replica's index (its slice of each batch, its place in the reduction order).</summary>
     private readonly int replica;
     private RunSpec? spec;
-    private SoftTargetStudent? student;
+    private StudentTrainer? student;
     private DataSplits? data;
     private bool busy;
     private long requestedUpTo;
@@ -92,7 +93,8 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         Command<StartEntity>(m =>
         {
             if (State.Started) { if (State.Finished) ReportFinishedAgain(); return; }
-            if (m.TeacherBlob is null) return;
+            // a method with a teacher starts its students once the teacher exists
+            if (m.TeacherBlob is null && !NoTeacher(m.SpecYaml, m.RunId)) return;
             Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e => { State = State.Apply(e); StartEngine(); });
         });
         Command<EngineReady>(OnEngineReady);
@@ -146,24 +148,29 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
 
     private string RunId => State.RunId!;
     private int Replicas => spec!.Cluster.Replicas;
-    private long Total => TotalOf(spec!);
-    private static long TotalOf(RunSpec s) => s.Dafl?.Steps ?? DeepInversionTrainer.StudentTotal(s.DeepInversion!);
-    /// <summary>DAFL: the spec's interval. DeepInversion: after each round's student steps, as the engine loop evaluates.</summary>
-    private long EvalEvery => spec!.Dafl?.EvalEvery ?? spec!.DeepInversion!.StudentSteps;
+    private long Total => student!.TotalSteps;
+    /// <summary>The method's evaluation interval (0: only at the end).</summary>
+    private long EvalEvery => spec!.Method.PipelineEvalEvery(spec);
+    private bool EvalDue(long step) => EvalEvery > 0 && step % EvalEvery == 0 || step >= Total;
     /// <summary>DeepInversion / ADI: the batches are rounds, pooled.</summary>
-    private bool PoolMode => spec!.DeepInversion is not null;
+    private bool PoolMode => spec!.Method.PooledBatches;
+
+    private static bool NoTeacher(string yaml, string runId)
+    {
+        try { return !EngineAccess.ParseSpec(yaml, runId).Method.UsesTeacher; }
+        catch (SpecException) { return true; }   // StartEngine reports it
+    }
     private bool Adaptive => spec!.Adaptive;
     /// <summary>The round whose student steps include `step` (1-based).</summary>
     private long RoundOf(long step) => Math.Min(spec!.DeepInversion!.Rounds, (step - 1) / spec!.DeepInversion!.StudentSteps + 1);
     private bool HasBatchFor(long step) => PoolMode ? Enumerable.Range(1, (int)RoundOf(step)).All(r => rounds.Contains(r)) : buffer.ContainsKey(step);
-    private long CheckpointEvery => spec!.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : EvalEvery;
+    private long CheckpointEvery => spec!.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : EvalEvery > 0 ? EvalEvery : GeneratorEntity.DefaultCheckpointEvery;
     private long NextSeq => student!.Step + 1;
 
     private void StartEngine()
     {
         try { spec = EngineAccess.ParseSpec(State.SpecYaml!, RunId); }
         catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
-        if (spec.Dafl is null && spec.DeepInversion is null) { Fail($"method {spec.Method}: the student pipeline runs DAFL, DeepInversion and ADI"); return; }
         if (replica >= spec.Cluster.Replicas) { Fail($"replica {replica} of a run with {spec.Cluster.Replicas} replicas"); return; }
         busy = true;
         var s = spec;
@@ -182,7 +189,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
                 trainer = NewTrainer(s, device);
             }
             var bestSoFar = st.Checkpoints.Where(c => c.Step <= trainer.Step).Select(c => c.BestAccuracy).DefaultIfEmpty(double.NegativeInfinity).Max();
-            return new EngineReady(trainer, s.DeepInversion is not null ? new SyntheticPool() : null, warning, bestSoFar, CompetitorDue(s, trainer) ? EngineAccess.SaveModel(trainer.Model) : null);
+            return new EngineReady(trainer, s.Method.PooledBatches ? new SyntheticPool() : null, warning, bestSoFar, CompetitorDue(s, trainer) ? EngineAccess.SaveModel(trainer.Model) : null);
         }).PipeTo(Self);
     }
 
@@ -210,12 +217,12 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     }
 
     /// <summary>The seeded initial student every replica starts from (on the compute thread, once data is loaded).</summary>
-    private SoftTargetStudent NewTrainer(RunSpec s, Device device) =>
-        new(EngineAccess.NewStudent(s, data!, device), s.Student.Train, TotalOf(s));
+    private StudentTrainer NewTrainer(RunSpec s, Device device) =>
+        new(EngineAccess.NewStudent(s, data!, device), s.Student.Train, s.Method.PipelineStudentSteps(s, data!.TrainX.shape[0]), s.Method.Objective(s));
 
     /// <summary>ADI: at the end of a round (not the last), the generator needs these weights for the next one.</summary>
-    private static bool CompetitorDue(RunSpec s, SoftTargetStudent t) =>
-        s.Adaptive && t.Step > 0 && t.Step % s.DeepInversion!.StudentSteps == 0 && t.Step < TotalOf(s);
+    private static bool CompetitorDue(RunSpec s, StudentTrainer t) =>
+        s.Adaptive && t.Step > 0 && t.Step % s.DeepInversion!.StudentSteps == 0 && t.Step < t.TotalSteps;
 
     /// <summary>ADI: stores the weights as a blob (shared storage) and tells the generator which round they are for.</summary>
     private void OfferCompetitor(byte[] weights)
@@ -267,7 +274,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     /// compute thread, the newest loadable checkpoint of `usable`, or before the first one the
     /// seeded initial student every replica started from (where allowed); then `adjust` (learning-rate scale).
     /// </summary>
-    private void RestoreCheckpoint(ImmutableList<CheckpointWritten> usable, bool freshBeforeFirst, Action<SoftTargetStudent> adjust,
+    private void RestoreCheckpoint(ImmutableList<CheckpointWritten> usable, bool freshBeforeFirst, Action<StudentTrainer> adjust,
         Func<long, string?, string> describe, bool guard, string what)
     {
         busy = true;
@@ -279,7 +286,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         {
             var trainer = current;
             var (restored, warning) = Checkpoints.RestoreNewest(usable, Services.Blobs, trainer.LoadState, runId, Id);
-            SoftTargetStudent? fresh = null;
+            StudentTrainer? fresh = null;
             if (restored == 0)
             {
                 if (!freshBeforeFirst) throw new InvalidOperationException($"no checkpoint to roll back to ({warning ?? "none written yet"})");
@@ -344,12 +351,9 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         {
             EngineAccess.Compute(() =>
             {
-                var (images, probs, temperature) = batchFor(EngineAccess.DeviceFor(sp));
-                using (images) using (probs)
-                {
-                    var loss = s.TrainStep(images, probs, temperature, wantLoss: seq % 25 == 0);
-                    return AfterStep(seq, loss);
-                }
+                var batch = batchFor(EngineAccess.DeviceFor(sp));
+                try { return AfterStep(seq, s.TrainStep(batch, wantLoss: seq % 25 == 0)); }
+                finally { Dispose(batch); }
             }).PipeTo(Self);
             return;
         }
@@ -357,27 +361,39 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         EngineAccess.Compute(() =>
         {
             // this replica's contiguous slice of the batch
-            var (images, probs, temperature) = batchFor(EngineAccess.DeviceFor(sp));
-            using (images) using (probs)
+            var batch = batchFor(EngineAccess.DeviceFor(sp));
+            var per = batch.Images.shape[0] / n;
+            var slice = batch.Slice(r * per, per);
+            try
             {
-                var per = images.shape[0] / n;
-                using var x = images.narrow(0, r * per, per);
-                using var p = probs.narrow(0, r * per, per);
-                var (g, _) = s.ComputeGradient(x, p, temperature);
+                var (g, _) = s.ComputeGradient(slice);
                 using (g) return new GradientReady(seq, g.data<float>().ToArray());
+            }
+            finally
+            {
+                Dispose(slice);
+                Dispose(batch);
             }
         }).PipeTo(Self);
     }
 
-    /// <summary>DAFL: step seq trains on batch seq as it came.</summary>
-    private static Func<Device, (Tensor, Tensor, double)> BufferedBatch(LabelledBatch batch) =>
-        device => (TensorWire.ToTensor(batch.Images, device), TensorWire.ToTensor(batch.SoftLabels, device), batch.Temperature);
+    /// <summary>Step seq trains on batch seq as it came (its true labels and the teacher's probabilities, where it has them).</summary>
+    private static Func<Device, StudentBatch> BufferedBatch(LabelledBatch batch) =>
+        device => new StudentBatch(TensorWire.ToTensor(batch.Images, device), batch.Labels is { } y ? TensorWire.ToLabels(y, device) : null,
+            batch.SoftLabels is { } p ? TensorWire.ToTensor(p, device) : null, batch.Temperature);
+
+    private static void Dispose(StudentBatch b)
+    {
+        b.Images.Dispose();
+        b.Labels?.Dispose();
+        b.SoftLabels?.Dispose();
+    }
 
     /// <summary>
     /// DeepInversion: hands rounds the compute thread's pool lacks to it (jobs run in order), and
     /// draws step seq's batch from rounds 1..round(seq) there.
     /// </summary>
-    private Func<Device, (Tensor, Tensor, double)> PoolBatch(long seq)
+    private Func<Device, StudentBatch> PoolBatch(long seq)
     {
         var need = (int)RoundOf(seq);
         var fresh = Enumerable.Range(poolRoundsQueued + 1, Math.Max(0, need - poolRoundsQueued)).Select(k => roundsToHand[k]).ToList();
@@ -391,11 +407,11 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             foreach (var b in fresh)
             {
                 using var x = TensorWire.ToTensor(b.Images, CPU);
-                using var y = TensorWire.ToTensor(b.SoftLabels, CPU);
+                using var y = TensorWire.ToTensor(b.SoftLabels ?? throw new InvalidDataException($"round {b.Seq} came without the teacher's probabilities"), CPU);
                 p.Add((int)b.Seq, x, y);
             }
             var (images, probs) = p.Sample(seed, seq, di.StudentBatch, device, need);
-            return (images, probs, di.StudentTemperature);
+            return new StudentBatch(images, null, probs, di.StudentTemperature);
         };
     }
 
@@ -488,7 +504,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         var s = student!;
         double? acc = null;
         var final = s.Step >= Total;
-        if (replica == 0 && (s.Step % EvalEvery == 0 || final))
+        if (replica == 0 && EvalDue(s.Step))
             acc = Evaluation.Accuracy(s.Model, data!.TestX, data.TestY, EngineAccess.DeviceFor(spec!), spec!.Data.EvalBatch);
         var checkpoint = s.Step % CheckpointEvery == 0 || final ? EngineAccess.Save(s.SaveState) : null;
         var weights = final && replica == 0 ? EngineAccess.SaveModel(s.Model) : null;
@@ -541,8 +557,9 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
     /// <summary>The step's loss and accuracy for the run's metrics.csv (replica 0 speaks for all: they hold the same model).</summary>
     private void ReportMetrics(Trained t)
     {
-        var values = new Dictionary<string, double> { ["lr_s"] = t.Lr, ["rss_mb"] = RunDirectory.ResidentMegabytes() };
-        if (t.Loss is { } l) values["loss_kd"] = l;
+        var objective = student!.Objective;
+        var values = new Dictionary<string, double> { [objective.LrName] = t.Lr, ["rss_mb"] = RunDirectory.ResidentMegabytes() };
+        if (t.Loss is { } l) values[objective.LossName] = l;
         if (t.Accuracy is { } a) values["test_accuracy"] = a;
         Services.Coordinator.Tell(RunMetrics.Of(RunId, Id, student!.Step, values));
     }

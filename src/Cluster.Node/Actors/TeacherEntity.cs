@@ -10,6 +10,7 @@ using Cluster.Contracts.Tensors;
 using Cluster.Node.Hosting;
 using Distill.Engine.Methods;
 using Distill.Engine.Models;
+using Distill.Engine.Pipeline;
 using Distill.Engine.Runs;
 using Distill.Engine.Specs;
 using TorchSharp;
@@ -30,9 +31,6 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
     private sealed record TeacherTrained(string Blob, double Accuracy, double Seconds, bool FromCache) : INoSerializationVerificationNeeded;
     private sealed record TeacherLoaded(Classifier Teacher) : INoSerializationVerificationNeeded;
     private sealed record Labelled(LabelBatch Request, TensorPayload Labels) : INoSerializationVerificationNeeded;
-
-    /// <summary>DAFL's student loss uses the teacher's plain softmax.</summary>
-    internal const double Temperature = 1.0;
 
     private RunSpec? spec;
     private Classifier? teacher;
@@ -141,7 +139,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         EngineAccess.Compute(() =>
         {
             var device = EngineAccess.DeviceFor(s);
-            var t = EngineAccess.LoadModel(s.Teacher!.Arch, Services.Data(s.Data), s.Data.ImageSize, Services.Blobs.Get(blob), device);
+            var t = EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, Services.Data(s.Data), s.Data.ImageSize, Services.Blobs.Get(blob), device);
             RealDataTrainer.Freeze(t);
             return new TeacherLoaded(t);
         }).PipeTo(Self);
@@ -153,7 +151,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         if (teacher is null) { Stash.Stash(); return; }
         if (recent.TryGetValue(m.Seq, out var cached))
         {
-            Services.Students.Tell(new LabelledBatch(m.ReplyTo, m.Seq, m.Images, cached, Temperature));
+            Services.Students.Tell(new LabelledBatch(m.ReplyTo, m.Seq, m.Images, cached, m.Temperature, m.Labels));
             return;
         }
         var t = teacher;
@@ -162,7 +160,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         {
             var device = EngineAccess.DeviceFor(s);
             using var images = TensorWire.ToTensor(m.Images, device);
-            using var probs = SoftLabels.Label(t, images, Temperature);
+            using var probs = SoftLabels.Label(t, images, m.Temperature);
             return new Labelled(m, TensorWire.ToPayload(probs, TensorWire.Parse(s.Cluster.SoftLabels)));
         }).PipeTo(Self);
     }
@@ -172,7 +170,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         recent[l.Request.Seq] = l.Labels;
         var keep = 4 * spec!.Cluster.Replicas + spec.Cluster.Window;
         if (recent.Count > keep) foreach (var k in recent.Keys.Order().Take(recent.Count - keep).ToList()) recent.Remove(k);
-        Services.Students.Tell(new LabelledBatch(l.Request.ReplyTo, l.Request.Seq, l.Request.Images, l.Labels, Temperature));
+        Services.Students.Tell(new LabelledBatch(l.Request.ReplyTo, l.Request.Seq, l.Request.Images, l.Labels, l.Request.Temperature, l.Request.Labels));
     }
 
     protected override void PostStop()

@@ -24,6 +24,25 @@ public static class TensorWire
         return t.to(float32).to(device).DetachFromDisposeScope();
     }
 
+    /// <summary>Class labels (int64 on device), as <see cref="LabelsToPayload"/> sent them.</summary>
+    public static Tensor ToLabels(TensorPayload p, Device device, long maxBytes = long.MaxValue)
+    {
+        p.Validate(maxBytes);
+        if (p.DType is not (WireDType.UInt8 or WireDType.Int64)) throw new InvalidDataException($"class labels travel as integers, not {p.DType}");
+        using var scope = NewDisposeScope();
+        var t = empty(p.Shape, ToScalar(p.DType));
+        t.bytes = p.Data;
+        return t.to(int64).to(device).DetachFromDisposeScope();
+    }
+
+    /// <summary>Class labels as bytes when every one fits (1 byte a label), else as int64.</summary>
+    public static TensorPayload LabelsToPayload(Tensor labels)
+    {
+        using var scope = NewDisposeScope();
+        var fits = labels.numel() == 0 || labels.min().item<long>() >= 0 && labels.max().item<long>() <= byte.MaxValue;
+        return ToPayload(labels, fits ? WireDType.UInt8 : WireDType.Int64);
+    }
+
     public static ScalarType ToScalar(WireDType d) => d switch
     {
         WireDType.Float32 => ScalarType.Float32,

@@ -15,6 +15,7 @@ using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
 using Cluster.Node.Transport;
 using Distill.Engine.Methods;
+using Distill.Engine.Pipeline;
 using Distill.Engine.Models;
 using Distill.Engine.Specs;
 using static TorchSharp.torch;
@@ -147,7 +148,7 @@ public static class ClusterBench
             manual_seed(2);
             var s = ModelFactory.Create("lenet5-half", 1, 32, 10);
             var dafl = Dafl with { Steps = steps };
-            return (t, s, new DaflSynthesizer(t, dafl, CPU, 3), new SoftTargetStudent(s, new TrainSpec { Lr = 0.002 }, steps));
+            return (t, s, new DaflSynthesizer(t, dafl, CPU, 3), new StudentTrainer(s, new TrainSpec { Lr = 0.002 }, steps));
         });
         var sw = new Stopwatch();
         for (var i = 0; i < steps; i++)
@@ -155,8 +156,8 @@ public static class ClusterBench
             if (i == warm) sw.Start();
             var (o, probs) = await torch.Run(() =>
             {
-                var batch = synth.Synthesize(false);
-                return (batch, SoftLabels.FromLogits(batch.TeacherLogits, 1));
+                var batch = synth.Next(false);
+                return (batch, SoftLabels.FromLogits(batch.TeacherLogits!, 1));
             });
             await torch.Run(() =>
             {

@@ -25,7 +25,7 @@ internal static class RunCommand
         {
             var file = p.GetValue(spec)!;
             var (yaml, s) = overrides.Apply(p, file);
-            if (p.GetValue(engine) || !s.Method.RunsOnActors)
+            if (p.GetValue(engine))
             {
                 new Runner(new RunnerOptions { RunsRoot = p.GetValue(runsDir)!, RunId = p.GetValue(runId) }, stdout).Run(s);
                 return 0;

@@ -23,9 +23,17 @@ public static class Distillation
     {
         CheckPair(studentLogits, teacherLogits);
         if (temperature <= 0) throw new ArgumentOutOfRangeException(nameof(temperature), "temperature must be > 0");
+        using var probs = F.softmax(teacherLogits / temperature, 1);
+        return HintonFromProbabilities(studentLogits, probs, labels, temperature, alpha);
+    }
+
+    /// <summary>Hinton KD from the teacher's probabilities at T (what a teacher entity sends), the form students train with.</summary>
+    public static Tensor HintonFromProbabilities(Tensor studentLogits, Tensor teacherProbs, Tensor? labels, double temperature, double alpha)
+    {
+        CheckPair(studentLogits, teacherProbs);
+        if (temperature <= 0) throw new ArgumentOutOfRangeException(nameof(temperature), "temperature must be > 0");
         if (alpha < 0 || alpha > 1) throw new ArgumentOutOfRangeException(nameof(alpha), "alpha must be in [0, 1]");
-        var soft = KlBatchMean(F.softmax(teacherLogits / temperature, 1), F.log_softmax(studentLogits / temperature, 1))
-                   * (temperature * temperature);
+        var soft = KlBatchMean(teacherProbs, F.log_softmax(studentLogits / temperature, 1)) * (temperature * temperature);
         if (alpha == 0) return soft * (1 - alpha);
         if (labels is null) throw new ArgumentException("alpha > 0 needs labels");
         return F.cross_entropy(studentLogits, labels) * alpha + soft * (1 - alpha);

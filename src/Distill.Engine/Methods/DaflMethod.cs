@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 
 namespace Distill.Engine.Methods;
@@ -57,7 +58,7 @@ public sealed class DaflMethod : MethodDefinition
     public override object SectionDefaults => new DaflSpec();
     public override TeacherUse Teacher => TeacherUse.Required;
     public override bool StudentSeesData => false;
-    public override bool RunsOnActors => true;
+    public override bool SourceUsesTeacher => true;
 
     public override IEnumerable<(string Key, string Reason)> Problems(RunSpec spec)
     {
@@ -73,5 +74,12 @@ public sealed class DaflMethod : MethodDefinition
     public override int EvalEvery(RunSpec spec) => spec.SettingsOf<DaflSpec>().EvalEvery;
     public override int SampleGrid(RunSpec spec) => spec.SettingsOf<DaflSpec>().SampleGrid;
     public override long SynthesisedImages(RunSpec spec, long studentSteps) => studentSteps * spec.SettingsOf<DaflSpec>().BatchSize;
-    public override long PipelineStudentSteps(RunSpec spec) => spec.SettingsOf<DaflSpec>().Steps;
+    public override StudentObjective Objective(RunSpec spec) => new StudentObjective.SoftTarget(1);
+
+    /// <summary>The generator (its initial weights depend on the seed alone).</summary>
+    public override IStepSource CreateSource(SourceContext c) =>
+        new DaflSynthesizer(c.Teacher!, c.Spec.SettingsOf<DaflSpec>(), c.Device, c.Spec.Seed, PixelRange.Normalised(c.Data.Mean, c.Data.Std));
+
+    public override long PipelineStudentSteps(RunSpec spec, long trainImages) => spec.SettingsOf<DaflSpec>().Steps;
+    public override int PipelineEvalEvery(RunSpec spec) => spec.SettingsOf<DaflSpec>().EvalEvery;
 }

@@ -3,26 +3,17 @@ using Distill.Engine.Models;
 using Distill.Engine.Specs;
 using Distill.Engine.Training;
 using TorchSharp;
+using Distill.Engine.Pipeline;
 using static TorchSharp.torch;
 
 namespace Distill.Engine.Methods;
-
-/// <summary>One generator step's output: the batch (detached) and the teacher's logits on it.</summary>
-public sealed record SynthesisOutput(Tensor Images, Tensor TeacherLogits, IReadOnlyDictionary<string, double>? Metrics) : IDisposable
-{
-    public void Dispose()
-    {
-        Images.Dispose();
-        TeacherLogits.Dispose();
-    }
-}
 
 /// <summary>
 /// The generator half of DAFL (SPEC.md §3): draws z, generates a batch and updates the generator
 /// with L_oh + alpha L_a + beta L_ie through the frozen teacher. It does not need the student, so a
 /// generator actor can run it ahead of the students that consume its batches.
 /// </summary>
-public sealed class DaflSynthesizer : IDisposable
+public sealed class DaflSynthesizer : IStepSource
 {
     private readonly Classifier teacher;
     private readonly DaflGenerator generator;
@@ -67,8 +58,8 @@ public sealed class DaflSynthesizer : IDisposable
     public DaflGenerator Generator => generator;
     public double Lr => opt.LrAt(Math.Max(0, Step - 1));
 
-    /// <summary>One generator update. The returned tensors belong to the caller (outside any dispose scope).</summary>
-    public SynthesisOutput Synthesize(bool wantMetrics)
+    /// <summary>One generator update: the batch (detached) and the teacher's logits on it. The returned tensors belong to the caller (outside any dispose scope).</summary>
+    public SourceBatch Next(bool wantMetrics)
     {
         using var scope = NewDisposeScope();
         generator.train();
@@ -98,12 +89,11 @@ public sealed class DaflSynthesizer : IDisposable
                 ["lr_g"] = opt.LrAt(Step - 1),
             };
         }
-        var output = new SynthesisOutput(images.detach().DetachFromDisposeScope(), tLogits.detach().DetachFromDisposeScope(), metrics);
-        return output;
+        return new SourceBatch(images.detach().DetachFromDisposeScope(), null, tLogits.detach().DetachFromDisposeScope(), metrics);
     }
 
     /// <summary>Images from a fixed z, so that grids over time show the same points.</summary>
-    public Tensor Samples(int count)
+    public Tensor? Samples(int count)
     {
         using var _ = no_grad();
         generator.eval();

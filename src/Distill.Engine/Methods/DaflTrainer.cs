@@ -1,26 +1,27 @@
 using Distill.Engine.Models;
 using Distill.Engine.Specs;
+using Distill.Engine.Pipeline;
 using static TorchSharp.torch;
 
 namespace Distill.Engine.Methods;
 
 /// <summary>
 /// DAFL (SPEC.md §3) in one loop: each step the <see cref="DaflSynthesizer"/> generates a batch and
-/// updates the generator through the frozen teacher, then the <see cref="SoftTargetStudent"/> learns
+/// updates the generator through the frozen teacher, then the <see cref="StudentTrainer"/> learns
 /// the teacher's probabilities on the same (detached) batch, as the official loop does. The actor
 /// pipeline runs the same two parts in separate actors, so both paths compute the same numbers.
 /// </summary>
 public sealed class DaflTrainer : IStepTrainer
 {
     private readonly DaflSynthesizer synthesizer;
-    private readonly SoftTargetStudent student;
+    private readonly StudentTrainer student;
     private readonly DaflSpec spec;
 
     public DaflTrainer(Classifier teacher, Classifier student, DaflSpec spec, TrainSpec studentTrain, Device device, long seed, PixelRange? range = null)
     {
         this.spec = spec;
         synthesizer = new DaflSynthesizer(teacher, spec, device, seed, range);
-        this.student = new SoftTargetStudent(student, studentTrain, spec.Steps);
+        this.student = new StudentTrainer(student, studentTrain, spec.Steps);
     }
 
     public string Phase => "dafl";
@@ -31,8 +32,8 @@ public sealed class DaflTrainer : IStepTrainer
 
     public IReadOnlyDictionary<string, double>? TrainStep(bool wantMetrics)
     {
-        using var batch = synthesizer.Synthesize(wantMetrics);
-        using var probs = SoftLabels.FromLogits(batch.TeacherLogits, 1);
+        using var batch = synthesizer.Next(wantMetrics);
+        using var probs = SoftLabels.FromLogits(batch.TeacherLogits!, 1);
         var loss = student.TrainStep(batch.Images, probs, 1, wantMetrics);
         if (!wantMetrics) return null;
         var metrics = new Dictionary<string, double>(batch.Metrics!);

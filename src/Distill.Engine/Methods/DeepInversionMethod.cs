@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 
 namespace Distill.Engine.Methods;
@@ -54,7 +55,8 @@ public class DeepInversionMethod : MethodDefinition
     public override object SectionDefaults => new DeepInversionSpec();
     public override TeacherUse Teacher => TeacherUse.Required;
     public override bool StudentSeesData => false;
-    public override bool RunsOnActors => true;
+    public override bool SourceUsesTeacher => true;
+    public override bool PooledBatches => true;
 
     /// <summary>Whether rounds compete with the student (ADI).</summary>
     protected virtual bool Adaptive => false;
@@ -76,5 +78,7 @@ public class DeepInversionMethod : MethodDefinition
     public override int EvalEvery(RunSpec spec) => spec.SettingsOf<DeepInversionSpec>() is var d ? d.Iterations + d.StudentSteps : 0;
     public override int SampleGrid(RunSpec spec) => spec.SettingsOf<DeepInversionSpec>().SampleGrid;
     public override long SynthesisedImages(RunSpec spec, long studentSteps) => spec.SettingsOf<DeepInversionSpec>() is var d ? (long)d.Rounds * d.BatchSize : 0;
-    public override long PipelineStudentSteps(RunSpec spec) => DeepInversionTrainer.StudentTotal(spec.SettingsOf<DeepInversionSpec>());
+    public override StudentObjective Objective(RunSpec spec) => new StudentObjective.SoftTarget(spec.SettingsOf<DeepInversionSpec>().StudentTemperature);
+    public override long PipelineStudentSteps(RunSpec spec, long trainImages) => DeepInversionTrainer.StudentTotal(spec.SettingsOf<DeepInversionSpec>());
+    public override int PipelineEvalEvery(RunSpec spec) => spec.SettingsOf<DeepInversionSpec>().StudentSteps;
 }

@@ -1,5 +1,6 @@
 using Distill.Engine.Models;
 using Distill.Engine.Specs;
+using Distill.Engine.Pipeline;
 using static TorchSharp.torch;
 
 namespace Distill.Engine.Methods;
@@ -8,7 +9,7 @@ namespace Distill.Engine.Methods;
 /// DeepInversion and Adaptive DeepInversion in one loop, made of the same parts the actor pipeline
 /// spreads over a generator and student entities: a <see cref="RoundSynthesizer"/> synthesises a
 /// round (against the live student for ADI), the round joins the <see cref="SyntheticPool"/> with
-/// the teacher's probabilities at T, and the student (<see cref="SoftTargetStudent"/>, KD at T)
+/// the teacher's probabilities at T, and the student (<see cref="StudentTrainer"/>, KD at T)
 /// trains on pool batches drawn per step. Each pixel iteration and each student step is one step.
 /// </summary>
 public sealed class DeepInversionTrainer : IStepTrainer
@@ -19,7 +20,7 @@ public sealed class DeepInversionTrainer : IStepTrainer
     private readonly bool adaptive;
     private readonly RoundSynthesizer rounds;
     private readonly SyntheticPool pool = new();
-    private readonly SoftTargetStudent student;
+    private readonly StudentTrainer student;
 
     public DeepInversionTrainer(Classifier teacher, Classifier student, DeepInversionSpec spec, TrainSpec studentTrain,
         double[] mean, double[] std, Device device, long seed, bool adaptive)
@@ -30,7 +31,7 @@ public sealed class DeepInversionTrainer : IStepTrainer
         this.adaptive = adaptive;
         Model = student;
         rounds = new RoundSynthesizer(teacher, adaptive ? spec : spec with { CompetitionWeight = 0 }, mean, std, device, seed);
-        this.student = new SoftTargetStudent(student, studentTrain, StudentTotal(spec));
+        this.student = new StudentTrainer(student, studentTrain, StudentTotal(spec), new StudentObjective.SoftTarget(spec.StudentTemperature));
         TotalSteps = (long)spec.Rounds * (spec.Iterations + spec.StudentSteps);
     }
 

@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 
 namespace Distill.Engine.Methods;
@@ -15,7 +16,7 @@ public sealed record KdSpec
 /// `method: kd`: Hinton KD on real data. Reversed KD (the student teaches its teacher) and
 /// Defective KD (a poorly trained teacher) are kd specs that choose other models.
 /// </summary>
-public sealed class KdMethod : MethodDefinition
+public sealed class KdMethod : RealDataMethod
 {
     public override string Name => "kd";
     public override string Summary => "Hinton KD on real data: alpha CE(y, p_S) + (1 - alpha) T^2 KL(p_T^T || p_S^T); Re-KD and De-KD are kd specs";
@@ -24,13 +25,12 @@ public sealed class KdMethod : MethodDefinition
     public override object SectionDefaults => new KdSpec();
     public override TeacherUse Teacher => TeacherUse.Required;
 
-    public override IStepTrainer CreateTrainer(MethodContext c) => Create(c);
+    public override StudentObjective Objective(RunSpec spec) => Hinton(spec);
 
-    /// <summary>The KD trainer, for kd and tfkd-self.</summary>
-    internal static IStepTrainer Create(MethodContext c)
+    /// <summary>Hinton KD with the kd: section's T and alpha (kd and tfkd-self).</summary>
+    internal static StudentObjective Hinton(RunSpec spec)
     {
-        var kd = c.Spec.SettingsOf<KdSpec>();
-        return new RealDataTrainer("student", c.Student, c.Data, c.Spec.Student.Train,
-            new RealDataObjective.HintonKd(c.Teacher!, kd.Temperature, kd.Alpha), c.Device, c.Spec.Seed);
+        var kd = spec.SettingsOf<KdSpec>();
+        return new StudentObjective.HintonKd(kd.Temperature, kd.Alpha);
     }
 }

@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 
 namespace Distill.Engine.Methods;
@@ -10,7 +11,7 @@ public sealed record LsrSpec
 }
 
 /// <summary>`method: lsr`: label smoothing regularisation.</summary>
-public sealed class LsrMethod : MethodDefinition
+public sealed class LsrMethod : RealDataMethod
 {
     public override string Name => "lsr";
     public override string Summary => "label smoothing: cross-entropy to (1 - epsilon) onehot(y) + epsilon / k";
@@ -18,7 +19,5 @@ public sealed class LsrMethod : MethodDefinition
     public override string SectionName => "lsr";
     public override object SectionDefaults => new LsrSpec();
 
-    public override IStepTrainer CreateTrainer(MethodContext c) =>
-        new RealDataTrainer("student", c.Student, c.Data, c.Spec.Student.Train,
-            new RealDataObjective.LabelSmoothing(c.Spec.SettingsOf<LsrSpec>().Epsilon), c.Device, c.Spec.Seed);
+    public override StudentObjective Objective(RunSpec spec) => new StudentObjective.LabelSmoothing(spec.SettingsOf<LsrSpec>().Epsilon);
 }

@@ -21,7 +21,7 @@ public static class MethodCatalog
         {
             sb.AppendLine($"{m.Name}  ({m.Reference})");
             sb.AppendLine($"  {m.Summary}");
-            sb.AppendLine($"  teacher: {TeacherText(m.Teacher).Replace("`", "")}; student data: {(m.StudentSeesData ? "the training set" : "none (data-free)")}; runs on: {(m.RunsOnActors ? "actors" : "engine loop")}");
+            sb.AppendLine($"  teacher: {TeacherText(m.Teacher).Replace("`", "")}; student data: {(m.StudentSeesData ? "the training set" : "none (data-free)")}");
             if (m.SectionName is { } section)
             {
                 var keys = SpecSection.Describe(m.SectionDefaults!, section).ToList();
@@ -42,10 +42,12 @@ public static class MethodCatalog
         sb.AppendLine("Generated from the method registry and the spec records (`Cluster.Seed methods --markdown`);");
         sb.AppendLine("a test keeps this file equal to what the code declares.");
         sb.AppendLine();
-        sb.AppendLine("| method | what | teacher | student data | runs on | section |");
-        sb.AppendLine("|---|---|---|---|---|---|");
+        sb.AppendLine("Every method runs through the actor pipeline (`run`, `submit`) and the engine's loop (`run --engine`).");
+        sb.AppendLine();
+        sb.AppendLine("| method | what | teacher | student data | section |");
+        sb.AppendLine("|---|---|---|---|---|");
         foreach (var m in MethodRegistry.All)
-            sb.AppendLine($"| `{m.Name}` | {m.Summary} ({m.Reference}) | {TeacherText(m.Teacher)} | {(m.StudentSeesData ? "training set" : "none")} | {(m.RunsOnActors ? "actors" : "engine loop")} | {(m.SectionName is { } s ? $"`{s}:`" : "-")} |");
+            sb.AppendLine($"| `{m.Name}` | {m.Summary} ({m.Reference}) | {TeacherText(m.Teacher)} | {(m.StudentSeesData ? "training set" : "none")} | {(m.SectionName is { } s ? $"`{s}:`" : "-")} |");
         foreach (var m in MethodRegistry.All.Where(m => m.SectionName is not null))
         {
             sb.AppendLine();

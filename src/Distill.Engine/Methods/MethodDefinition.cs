@@ -1,4 +1,5 @@
 using Distill.Engine.Models;
+using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 using Distill.Engine.Training;
 using static TorchSharp.torch;
@@ -18,6 +19,9 @@ public enum TeacherUse
 
 /// <summary>What a method's engine trainer is built from.</summary>
 public sealed record MethodContext(RunSpec Spec, DataSplits Data, Device Device, Classifier Student, Classifier? Teacher);
+
+/// <summary>What a source is built from on the source entity's node (Teacher: when the source uses it).</summary>
+public sealed record SourceContext(RunSpec Spec, DataSplits Data, Device Device, Classifier? Teacher);
 
 /// <summary>
 /// A method (SPEC.md): its spec name and section, what it needs, and how it trains. A method is
@@ -56,10 +60,30 @@ public abstract class MethodDefinition
     /// <summary>Images synthesised by a run that took studentSteps student steps (result.json).</summary>
     public virtual long SynthesisedImages(RunSpec spec, long studentSteps) => 0;
 
-    /// <summary>Whether the actor pipeline (generator, teacher, students) runs the method; the others run the engine loop.</summary>
-    public virtual bool RunsOnActors => false;
-    /// <summary>The student's steps in the actor pipeline.</summary>
-    public virtual long PipelineStudentSteps(RunSpec spec) => 0;
+    // The actor pipeline: a source entity makes the batches, the teacher entity labels them when the
+    // objective needs the teacher's probabilities (and the source did not compute them), student
+    // entities train. The engine loop is made of the same parts, so both compute the same numbers.
+
+    /// <summary>The loss the student minimises.</summary>
+    public abstract StudentObjective Objective(RunSpec spec);
+
+    /// <summary>A source that makes batch after batch, one step each (null: the batches are DeepInversion rounds).</summary>
+    public virtual IStepSource? CreateSource(SourceContext context) => null;
+
+    /// <summary>Whether the source needs the teacher (data-free synthesis).</summary>
+    public virtual bool SourceUsesTeacher => false;
+
+    /// <summary>Whether each student step samples from the pool of every batch so far (DeepInversion) instead of training on batch s at step s.</summary>
+    public virtual bool PooledBatches => false;
+
+    /// <summary>The student's steps in the pipeline, for a training set of trainImages images.</summary>
+    public abstract long PipelineStudentSteps(RunSpec spec, long trainImages);
+
+    /// <summary>Student steps between the pipeline's evaluations (0: only at the end).</summary>
+    public virtual int PipelineEvalEvery(RunSpec spec) => spec.Student.Train.EvalEvery;
+
+    /// <summary>Whether the run has a teacher at all.</summary>
+    public bool UsesTeacher => Teacher != TeacherUse.None;
 
     /// <summary>The teacher the spec names: its own section, the student's architecture (Tf-KD self), or none.</summary>
     public ModelSpec? TeacherOf(RunSpec spec) => Teacher switch

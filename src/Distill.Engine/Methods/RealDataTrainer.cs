@@ -1,81 +1,56 @@
-using Distill.Engine.Losses;
 using Distill.Engine.Models;
+using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 using Distill.Engine.Training;
-using TorchSharp;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace Distill.Engine.Methods;
 
-/// <summary>The objective a model trains with on labelled data.</summary>
-public abstract record RealDataObjective
-{
-    public sealed record CrossEntropy : RealDataObjective;
-    public sealed record LabelSmoothing(double Epsilon) : RealDataObjective;
-    public sealed record HintonKd(Classifier Teacher, double Temperature, double Alpha) : RealDataObjective;
-    public sealed record VirtualTeacher(double CorrectProbability, double Temperature, double Alpha, Distillation.VirtualSoftening Softening) : RealDataObjective;
-}
-
 /// <summary>
-/// Supervised training, LSR, Hinton KD (incl. Re-KD/De-KD, Tf-KD self) and Tf-KD reg: every method
-/// that learns from real labelled batches, differing only in the loss.
+/// Every method that learns from real labelled batches (supervised training, LSR, Hinton KD with
+/// Re-KD and De-KD, Tf-KD self and reg), in one loop made of the parts the actor pipeline spreads
+/// over a source, a teacher and student entities: a <see cref="RealDataSource"/> draws the batch,
+/// the teacher (when the objective needs one) labels it at T, and the <see cref="StudentTrainer"/>
+/// takes a step with the method's <see cref="StudentObjective"/>. Both paths compute the same numbers.
 /// </summary>
 public sealed class RealDataTrainer : IStepTrainer
 {
-    private readonly Batches batches;
-    private readonly ScheduledOptimizer optimizer;
-    private readonly RealDataObjective objective;
-    private readonly Device device;
+    private readonly RealDataSource source;
+    private readonly StudentTrainer student;
+    private readonly Classifier? teacher;
 
-    public RealDataTrainer(string phase, Classifier model, DataSplits data, TrainSpec train, RealDataObjective objective, Device device, long seed)
+    public RealDataTrainer(string phase, Classifier model, DataSplits data, TrainSpec train, StudentObjective objective, Device device, long seed, Classifier? teacher = null)
     {
+        if (objective.SoftLabelTemperature is not null && teacher is null) throw new ArgumentException($"{objective.GetType().Name} needs a teacher");
         Phase = phase;
-        Model = model;
-        this.objective = objective;
-        this.device = device;
-        batches = new Batches(data.TrainX, data.TrainY, train.BatchSize, device, seed);
-        TotalSteps = train.Steps > 0 ? train.Steps : train.Epochs * batches.StepsPerEpoch;
-        optimizer = ScheduledOptimizer.Create(model.parameters(), train, TotalSteps);
-        if (objective is RealDataObjective.HintonKd kd) Freeze(kd.Teacher);
+        this.teacher = teacher;
+        if (teacher is not null) Freeze(teacher);
+        source = new RealDataSource(data, train.BatchSize, device, seed);
+        TotalSteps = TotalStepsOf(train, source.StepsPerEpoch);
+        student = new StudentTrainer(model, train, TotalSteps, objective);
     }
 
+    /// <summary>Steps of a training spec over a training set of this many batches per epoch.</summary>
+    public static long TotalStepsOf(TrainSpec train, long stepsPerEpoch) => train.Steps > 0 ? train.Steps : train.Epochs * stepsPerEpoch;
+
     public string Phase { get; }
-    public long Step { get; private set; }
+    public long Step => student.Step;
     public long TotalSteps { get; }
-    public Classifier Model { get; }
+    public Classifier Model => student.Model;
 
     public IReadOnlyDictionary<string, double>? TrainStep(bool wantMetrics)
     {
-        using var scope = NewDisposeScope();
-        Model.train();
-        var (x, y) = batches.Next();
-        optimizer.ZeroGrad();
-        var logits = Model.call(x);
-        var loss = objective switch
-        {
-            RealDataObjective.CrossEntropy => F.cross_entropy(logits, y),
-            RealDataObjective.LabelSmoothing ls => Distillation.LabelSmoothing(logits, y, ls.Epsilon),
-            RealDataObjective.HintonKd kd => Distillation.Hinton(logits, TeacherLogits(kd.Teacher, x), y, kd.Temperature, kd.Alpha),
-            RealDataObjective.VirtualTeacher v => Distillation.TfKdRegularization(logits, y, v.CorrectProbability, v.Temperature, v.Alpha, v.Softening),
-            _ => throw new InvalidOperationException(objective.ToString()),
-        };
-        loss.backward();
-        optimizer.Step(Step);
-        Step++;
-        if (!wantMetrics) return null;
+        using var batch = source.Next(false);
+        var temperature = student.Objective.SoftLabelTemperature;
+        using var soft = temperature is { } t ? SoftLabels.Label(teacher!, batch.Images, t) : null;
+        var loss = student.TrainStep(new StudentBatch(batch.Images, batch.Labels, soft, temperature ?? 1), wantMetrics);
+        if (loss is not { } l) return null;
         return new Dictionary<string, double>
         {
-            ["loss"] = loss.item<float>(),
-            ["lr"] = optimizer.LrAt(Step - 1),
-            ["batch_accuracy"] = logits.argmax(1).eq(y).to(float32).mean().item<float>() * 100,
+            [student.Objective.LossName] = l,
+            [student.Objective.LrName] = student.Lr,
+            ["batch_accuracy"] = student.LastBatchAccuracy ?? double.NaN,
         };
-    }
-
-    private static Tensor TeacherLogits(Classifier teacher, Tensor x)
-    {
-        using var _ = no_grad();
-        return teacher.call(x);
     }
 
     /// <summary>Eval mode and no parameter gradients: a teacher is read, never trained, by the other methods.</summary>
@@ -87,29 +62,25 @@ public sealed class RealDataTrainer : IStepTrainer
 
     public Tensor? Samples(int count) => null;
 
-    public void ScaleLearningRates(double factor) => optimizer.Scale *= factor;
+    public void ScaleLearningRates(double factor) => student.ScaleLearningRates(factor);
 
     public void SaveState(BinaryWriter w)
     {
         StateIo.Tag(w, "real-data/" + Phase);
-        w.Write(Step);
-        StateIo.WriteModule(w, Model);
-        optimizer.Save(w);
-        batches.Save(w);
+        student.SaveState(w);
+        source.SaveState(w);
     }
 
     public void LoadState(BinaryReader r)
     {
         StateIo.Expect(r, "real-data/" + Phase);
-        Step = r.ReadInt64();
-        StateIo.ReadModule(r, Model);
-        optimizer.Load(r);
-        batches.Load(r);
+        student.LoadState(r);
+        source.LoadState(r);
     }
 
     public void Dispose()
     {
-        batches.Dispose();
-        optimizer.Dispose();
+        source.Dispose();
+        student.Dispose();
     }
 }

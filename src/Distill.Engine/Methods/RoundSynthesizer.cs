@@ -1,5 +1,6 @@
 using Distill.Engine.Models;
 using Distill.Engine.Specs;
+using Distill.Engine.Pipeline;
 using static TorchSharp.torch;
 
 namespace Distill.Engine.Methods;

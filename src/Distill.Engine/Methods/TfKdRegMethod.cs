@@ -1,4 +1,5 @@
 using Distill.Engine.Losses;
+using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 
 namespace Distill.Engine.Methods;
@@ -17,7 +18,7 @@ public sealed record TfKdRegSpec
 }
 
 /// <summary>`method: tfkd-reg`: teacher-free KD with a virtual teacher that is always right.</summary>
-public sealed class TfKdRegMethod : MethodDefinition
+public sealed class TfKdRegMethod : RealDataMethod
 {
     public override string Name => "tfkd-reg";
     public override string Summary => "teacher-free KD, virtual teacher: (1 - alpha) CE(y, p_S) + alpha T^2 KL(p_v^T || p_S^T)";
@@ -25,11 +26,10 @@ public sealed class TfKdRegMethod : MethodDefinition
     public override string SectionName => "tfkd_reg";
     public override object SectionDefaults => new TfKdRegSpec();
 
-    public override IStepTrainer CreateTrainer(MethodContext c)
+    public override StudentObjective Objective(RunSpec spec)
     {
-        var r = c.Spec.SettingsOf<TfKdRegSpec>();
+        var r = spec.SettingsOf<TfKdRegSpec>();
         var softening = r.Softening == "code" ? Distillation.VirtualSoftening.Code : Distillation.VirtualSoftening.Power;
-        return new RealDataTrainer("student", c.Student, c.Data, c.Spec.Student.Train,
-            new RealDataObjective.VirtualTeacher(r.CorrectProbability, r.Temperature, r.Alpha, softening), c.Device, c.Spec.Seed);
+        return new StudentObjective.VirtualTeacher(r.CorrectProbability, r.Temperature, r.Alpha, softening);
     }
 }

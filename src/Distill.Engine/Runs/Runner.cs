@@ -5,6 +5,7 @@ using Distill.Engine.Imaging;
 using Distill.Engine.Losses;
 using Distill.Engine.Methods;
 using Distill.Engine.Models;
+using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 using Distill.Engine.Training;
 using TorchSharp;
@@ -64,7 +65,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         {
             manual_seed(spec.Seed + 1);
             using var alone = NewModel(spec.Student.Arch, data, device);
-            using var t = new RealDataTrainer("baseline", alone, data, spec.Student.Train, new RealDataObjective.CrossEntropy(), device, spec.Seed + 1);
+            using var t = new RealDataTrainer("baseline", alone, data, spec.Student.Train, new StudentObjective.CrossEntropy(), device, spec.Seed + 1);
             baselineAcc = RunPhase(ctx, t, spec.Student.Train.EvalEvery, guard: null, sampleGrid: 0).Final;
             log.WriteLine($"[baseline] {spec.Student.Arch} trained alone: {baselineAcc:F2}%");
         }
@@ -114,7 +115,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
     {
         Native.TorchRuntime.Initialize();
         var device = Devices.Resolve(spec.Device);
-        var teacherSpec = spec.Teacher ?? throw new ArgumentException($"spec {spec.Name} has no teacher");
+        var teacherSpec = spec.Method.TeacherOf(spec) ?? throw new ArgumentException($"spec {spec.Name} has no teacher");
         using var dir = new RunDirectory(workDir) { MetricsSink = metricsSink };
         return ObtainTeacher(new PhaseContext(spec, data, device, dir), teacherSpec);
     }
@@ -165,7 +166,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         }
         manual_seed(ctx.Spec.Seed + 1000);
         var teacher = NewModel(t.Arch, ctx.Data, ctx.Device);
-        using var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, new RealDataObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000);
+        using var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, new StudentObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000);
         var outcome = RunPhase(ctx, trainer, t.Train.EvalEvery, NewGuard(ctx.Spec), sampleGrid: 0);
         Directory.CreateDirectory(cacheDir);
         teacher.save(cached + ".tmp");

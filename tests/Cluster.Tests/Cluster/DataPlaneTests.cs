@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
@@ -67,7 +68,7 @@ public sealed class DataPlaneTests : IAsyncDisposable
                     Assert.Equal((x.EntityId, x.Seq, x.Temperature), (y.EntityId, y.Seq, y.Temperature));
                     Assert.Equal(x.Images.Shape, y.Images.Shape);
                     Assert.Equal(x.Images.Data, y.Images.Data);
-                    Assert.Equal(x.SoftLabels.Data, y.SoftLabels.Data);
+                    Assert.Equal(x.SoftLabels!.Data, y.SoftLabels!.Data);
                     break;
                 case (GradientChunk x, GradientChunk y):
                     Assert.Equal((x.EntityId, x.Step, x.FromReplica, x.Offset), (y.EntityId, y.Step, y.FromReplica, y.Offset));

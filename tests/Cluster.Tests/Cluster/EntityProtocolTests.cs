@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using Akka.Actor;
 using Cluster.Contracts;
 using Cluster.Contracts.Pipeline;
@@ -38,7 +39,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
             Assert.Equal(seq, m.Seq);
             Assert.Equal("s/student/0", m.EntityId);
             Assert.Equal(new long[] { 16, 1, 32, 32 }, m.Images.Shape);
-            Assert.Equal(new long[] { 16, 10 }, m.SoftLabels.Shape);
+            Assert.Equal(new long[] { 16, 10 }, m.SoftLabels!.Shape);
             Assert.True(IsTeachersSoftmax(h, teacher, m.Images, m.SoftLabels), $"batch {seq}: the soft labels are not the teacher's softmax on its images");
             first[seq] = m.Images.Data;
             firstLabels[seq] = m.SoftLabels.Data;
@@ -58,7 +59,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         Assert.Equal(2, re.Seq);
         Assert.Equal("s/student/1", re.EntityId);
         Assert.Equal(first[2], re.Images.Data);
-        Assert.Equal(firstLabels[2], re.SoftLabels.Data);   // the labels it was first sent with, not a second teacher pass
+        Assert.Equal(firstLabels[2], re.SoftLabels!.Data);   // the labels it was first sent with, not a second teacher pass
         again.Tell(new RequestBatches(id, 5, 1, "s/student/0"));
         var fifth = h.Students.ExpectMsg<LabelledBatch>(m => m.Seq == 5, Long).Images.Data;
 
@@ -106,7 +107,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         Assert.Equal(1, round1.Seq);
         Assert.Equal(3, round1.Temperature);   // the student's KD temperature
         Assert.Equal(new long[] { 8, 1, 32, 32 }, round1.Images.Shape);
-        Assert.True(IsTeachersSoftmax(h, teacher, round1.Images, round1.SoftLabels, "resnet20", 3), "round 1's labels are not the teacher's softmax at T = 3");
+        Assert.True(IsTeachersSoftmax(h, teacher, round1.Images, round1.SoftLabels!, "resnet20", 3), "round 1's labels are not the teacher's softmax at T = 3");
 
         gen.Tell(new RequestBatches(id, 2, 1, student));
         h.Students.ExpectNoMsg(TimeSpan.FromSeconds(2));   // round 2 competes with the student after round 1: not here yet
@@ -235,7 +236,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         foreach (var seq in Enumerable.Range(1, 10).Select(i => (long)i))
         {
             Assert.Equal(expected[seq].Images.Data, after[seq].Images.Data);
-            Assert.Equal(expected[seq].SoftLabels.Data, after[seq].SoftLabels.Data);
+            Assert.Equal(expected[seq].SoftLabels!.Data, after[seq].SoftLabels!.Data);
         }
     }
 
@@ -283,7 +284,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         Assert.Equal(EntityId.Student(run, 0), labelled.EntityId);
         Assert.Equal(7, labelled.Seq);
         Assert.Equal(payload.Data, labelled.Images.Data);
-        using var probs = TensorWire.ToTensor(labelled.SoftLabels, CPU);
+        using var probs = TensorWire.ToTensor(labelled.SoftLabels!, CPU);
         using var model = EngineAccess.LoadModel("lenet5", mnist.Data, 32, h.Services.Blobs.Get(blob), CPU);
         model.eval();
         using var expected = nn.functional.softmax(model.call(images), 1);

@@ -1,4 +1,4 @@
-using Distill.Engine.Losses;
+using Distill.Engine.Methods;
 using Distill.Engine.Models;
 using Distill.Engine.Specs;
 using Distill.Engine.Training;
@@ -6,65 +6,80 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Distill.Engine.Methods;
+namespace Distill.Engine.Pipeline;
 
 /// <summary>
-/// A student trained on batches labelled elsewhere: images and the teacher's probabilities at
-/// temperature T, loss T^2 * CE(p_T, softmax(s / T)) averaged over the batch (T = 1 is DAFL's
-/// student loss). For data-parallel replicas the step splits into <see cref="ComputeGradient"/>
-/// (on this replica's slice) and <see cref="ApplyGradient"/> (with the all-reduced mean).
+/// A student trained on batches made and labelled elsewhere, with its method's
+/// <see cref="StudentObjective"/>: what the engine loop and the pipeline's student entity both
+/// step. For data-parallel replicas the step splits into <see cref="ComputeGradient"/> (on this
+/// replica's slice) and <see cref="ApplyGradient"/> (with the all-reduced mean).
 /// </summary>
-public sealed class SoftTargetStudent : IDisposable
+public sealed class StudentTrainer : IDisposable
 {
     private readonly ScheduledOptimizer opt;
     private readonly Parameter[] parameters;
 
-    public SoftTargetStudent(Classifier student, TrainSpec train, long totalSteps)
+    /// <param name="objective">the loss; default: the data-free soft-target loss at each batch's temperature</param>
+    public StudentTrainer(Classifier student, TrainSpec train, long totalSteps, StudentObjective? objective = null)
     {
         Model = student;
         TotalSteps = totalSteps;
+        Objective = objective ?? new StudentObjective.SoftTarget(1);
         parameters = student.parameters().ToArray();
         opt = ScheduledOptimizer.Create(parameters, train, totalSteps);
     }
 
     public Classifier Model { get; }
+    public StudentObjective Objective { get; }
     public long Step { get; private set; }
     public long TotalSteps { get; }
     public bool Done => Step >= TotalSteps;
     public double Lr => opt.LrAt(Math.Max(0, Step - 1));
+    /// <summary>Top-1 accuracy on the last batch trained with wantLoss, when it had labels.</summary>
+    public double? LastBatchAccuracy { get; private set; }
 
     /// <summary>Number of gradient elements (the all-reduce size).</summary>
     public long GradientSize => parameters.Sum(p => p.numel());
 
-    /// <summary>The loss it trains with (<see cref="Distillation.SoftTargetCrossEntropy"/>, the one checked against PyTorch).</summary>
+    /// <summary>The soft-target loss (<see cref="Losses.Distillation.SoftTargetCrossEntropy"/>, the one checked against PyTorch).</summary>
     public static Tensor Loss(Tensor studentLogits, Tensor teacherProbs, double temperature) =>
-        Distillation.SoftTargetCrossEntropy(studentLogits, teacherProbs, temperature);
+        Losses.Distillation.SoftTargetCrossEntropy(studentLogits, teacherProbs, temperature);
 
     /// <summary>One step on a whole batch. Returns the loss when asked.</summary>
-    public double? TrainStep(Tensor images, Tensor teacherProbs, double temperature, bool wantLoss)
+    public double? TrainStep(StudentBatch batch, bool wantLoss)
     {
         using var scope = NewDisposeScope();
         Model.train();
         opt.ZeroGrad();
-        var loss = Loss(Model.call(images), teacherProbs, temperature);
+        var logits = Model.call(batch.Images);
+        var loss = Objective.Loss(logits, batch);
         loss.backward();
         opt.Step(Step);
         Step++;
-        return wantLoss ? loss.item<float>() : null;
+        if (!wantLoss) return null;
+        LastBatchAccuracy = batch.Labels is { } y ? logits.argmax(1).eq(y).to(float32).mean().item<float>() * 100 : null;
+        return loss.item<float>();
     }
 
+    /// <summary>A data-free step: images and the teacher's probabilities at temperature.</summary>
+    public double? TrainStep(Tensor images, Tensor teacherProbs, double temperature, bool wantLoss) =>
+        TrainStep(new StudentBatch(images, null, teacherProbs, temperature), wantLoss);
+
     /// <summary>The gradient of the loss on this slice as one flat float32 vector (caller owns it), and the loss.</summary>
-    public (Tensor Gradient, double Loss) ComputeGradient(Tensor images, Tensor teacherProbs, double temperature)
+    public (Tensor Gradient, double Loss) ComputeGradient(StudentBatch batch)
     {
         using var scope = NewDisposeScope();
         Model.train();
         opt.ZeroGrad();
-        var loss = Loss(Model.call(images), teacherProbs, temperature);
+        var loss = Objective.Loss(Model.call(batch.Images), batch);
         loss.backward();
         var flat = cat(parameters.Select(p => p.grad is { } g ? g.reshape(-1) : zeros(p.numel(), device: p.device)).ToArray())
             .to(float32).cpu().contiguous();
         return (flat.DetachFromDisposeScope(), loss.item<float>());
     }
+
+    public (Tensor Gradient, double Loss) ComputeGradient(Tensor images, Tensor teacherProbs, double temperature) =>
+        ComputeGradient(new StudentBatch(images, null, teacherProbs, temperature));
 
     /// <summary>Writes the (reduced) flat gradient into the parameters' .grad and takes the optimiser step.</summary>
     public void ApplyGradient(Tensor flat)

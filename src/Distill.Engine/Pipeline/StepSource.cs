@@ -1,0 +1,42 @@
+using static TorchSharp.torch;
+
+namespace Distill.Engine.Pipeline;
+
+/// <summary>
+/// One batch from a source: the images, the data's true labels when it has them, and the
+/// teacher's logits when the source ran the teacher on the batch anyway (DAFL's generator step),
+/// so that nobody runs it again. The tensors belong to the holder.
+/// </summary>
+public sealed record SourceBatch(Tensor Images, Tensor? Labels, Tensor? TeacherLogits, IReadOnlyDictionary<string, double>? Metrics) : IDisposable
+{
+    public void Dispose()
+    {
+        Images.Dispose();
+        Labels?.Dispose();
+        TeacherLogits?.Dispose();
+    }
+}
+
+/// <summary>
+/// A source that makes a run's batches one step at a time, in order (DAFL's generator, a loader of
+/// real data): what the source entity runs and the engine loop steps. Its state (weights,
+/// optimiser, random generators, position) goes through SaveState/LoadState; from a saved state it
+/// makes the same batches again, which is how a restarted source catches up.
+/// </summary>
+public interface IStepSource : IDisposable
+{
+    /// <summary>Batches made so far.</summary>
+    long Step { get; }
+
+    /// <summary>The next batch (outside any dispose scope: the caller owns it).</summary>
+    SourceBatch Next(bool wantMetrics);
+
+    /// <summary>Images for a sample grid (null: a source of real data draws none).</summary>
+    Tensor? Samples(int count);
+
+    /// <summary>Multiplies the source's learning rates by factor (guard rollbacks); a loader has none.</summary>
+    void ScaleLearningRates(double factor);
+
+    void SaveState(BinaryWriter writer);
+    void LoadState(BinaryReader reader);
+}
