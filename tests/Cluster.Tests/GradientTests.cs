@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using Distill.Engine.Losses;
 using Distill.Engine.Models;
 using Distill.Engine.Specs;
@@ -68,7 +69,7 @@ public sealed class GradientTests
                 bn.running_mean!.copy_(randn(bn.running_mean.shape, float64) * 0.1);
                 bn.running_var!.copy_(rand(bn.running_var!.shape, float64) + 0.5);
             }
-        RealDataTrainer.Freeze(teacher);
+        SourceTrainer.Freeze(teacher);
         using var stats = new BatchNormStatistics(teacher);
         var spec = new DeepInversionSpec { TvWeight = 0.3, L2Weight = 0.05, FeatureWeight = 1, FirstBnWeight = 10 };
         var targets = tensor(new long[] { 0, 3, 7, 9 });
@@ -84,8 +85,8 @@ public sealed class GradientTests
         var student = ModelFactory.Create("hinton-400", 1, 8, 10);
         teacher.to(float64);
         student.to(float64);
-        RealDataTrainer.Freeze(teacher);
-        RealDataTrainer.Freeze(student);
+        SourceTrainer.Freeze(teacher);
+        SourceTrainer.Freeze(student);
         using var stats = new BatchNormStatistics(teacher);
         var spec = new DeepInversionSpec { CompetitionWeight = 2, FeatureWeight = 0.5 };
         var targets = tensor(new long[] { 1, 2, 3 });

@@ -74,8 +74,12 @@ public sealed class SpecTests
         Assert.Null(s.Cluster.Layout.PoolOf("teacher", 0));
         Assert.Equal("east", s.Cluster.Layout.PoolOf("student", 0));
         Assert.Equal("west", s.Cluster.Layout.PoolOf("student", 1));
-        var one = SpecParser.Parse(Valid + "\ncluster: {replicas: 3, layout: {student: gpu-a}}\n", "l.yaml");
+        var one = SpecParser.Parse(Valid + "\ncluster: {replicas: 4, layout: {student: gpu-a}}\n", "l.yaml");
         Assert.Equal("gpu-a", one.Cluster.Layout.PoolOf("student", 2));
+        // the student's batch splits over the replicas
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\ncluster: {replicas: 3}\n", "l.yaml"));
+        Assert.Equal("cluster.replicas", e.Key);
+        Assert.Contains("the batch of 256 does not split evenly over 3 replicas", e.Message);
     }
 
     [Theory]

@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using System.Text.Json;
 using Distill.Engine.Losses;
 using Distill.Engine.Methods;
@@ -270,7 +271,7 @@ public sealed class TorchReferenceTests(ITestOutputHelper output)
             m.to(float64);
             Fill(m);
             m.to(dtype);
-            RealDataTrainer.Freeze(m);
+            SourceTrainer.Freeze(m);
         }
         using var stats = new BatchNormStatistics(teacher);
         var tol = float64Run ? 1e-9 : 1e-4;
@@ -314,7 +315,7 @@ public sealed class TorchReferenceTests(ITestOutputHelper output)
         teacher.to(float64);
         Fill(teacher);
         teacher.to(dtype);
-        RealDataTrainer.Freeze(teacher);
+        SourceTrainer.Freeze(teacher);
         var x = Inputs([6, 1, 32, 32], 0.47, 0.8, 1.3).to(dtype).requires_grad_(true);
         var (logits, features) = teacher.ForwardWithFeatures(x);
         var w = o.GetProperty("weights");

@@ -140,7 +140,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         {
             var device = EngineAccess.DeviceFor(s);
             var t = EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, Services.Data(s.Data), s.Data.ImageSize, Services.Blobs.Get(blob), device);
-            RealDataTrainer.Freeze(t);
+            SourceTrainer.Freeze(t);
             return new TeacherLoaded(t);
         }).PipeTo(Self);
     }

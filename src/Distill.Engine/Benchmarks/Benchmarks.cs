@@ -1,3 +1,4 @@
+using Distill.Engine.Pipeline;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -107,7 +108,7 @@ public static class Benchmarks
             student = ModelFactory.Create(channels == 1 ? "lenet5-half" : "resnet18", channels, 32, 10);
             student.to(device).eval();
         }
-        RealDataTrainer.Freeze(teacher);
+        SourceTrainer.Freeze(teacher);
         var stats = new BatchNormStatistics(teacher);
         var spec = new DeepInversionSpec { BatchSize = batch, Iterations = int.MaxValue, CompetitionWeight = adi ? 1 : 0 };
         var mean = Enumerable.Repeat(0.5, channels).ToArray();
@@ -122,7 +123,7 @@ public static class Benchmarks
         var student = ModelFactory.Create("lenet5-half", 1, 32, 10);
         teacher.to(device);
         student.to(device);
-        RealDataTrainer.Freeze(teacher);
+        SourceTrainer.Freeze(teacher);
         var opt = optim.Adam(student.parameters(), 1e-3);
         var x = randn([batch, 1, 32, 32], device: device);
         var y = randint(0, 10, [batch], device: device);

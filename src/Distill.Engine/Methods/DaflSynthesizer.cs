@@ -41,7 +41,7 @@ public sealed class DaflSynthesizer : IStepSource
         this.teacher = teacher;
         this.spec = spec;
         this.device = device;
-        RealDataTrainer.Freeze(teacher);
+        SourceTrainer.Freeze(teacher);
         // the generator's initial weights depend on the seed alone, not on what was created before
         // it, so that a generator actor and the one-loop trainer start from the same weights
         manual_seed(seed + 7919);

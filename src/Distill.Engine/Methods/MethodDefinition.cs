@@ -50,8 +50,17 @@ public abstract class MethodDefinition
     /// <summary>Checks that need more than the method's own section (the teacher's architecture, the replicas).</summary>
     public virtual IEnumerable<(string Key, string Reason)> Problems(RunSpec spec) => [];
 
-    /// <summary>The trainer the engine loop steps (and that `run --engine` runs).</summary>
-    public abstract IStepTrainer CreateTrainer(MethodContext context);
+    /// <summary>
+    /// The trainer the engine loop steps (and that `run --engine` runs). By default the method's
+    /// stepwise source, the teacher's labels where the objective needs them, and the student
+    /// (<see cref="SourceTrainer"/>): the parts the actor pipeline runs.
+    /// </summary>
+    public virtual IStepTrainer CreateTrainer(MethodContext c)
+    {
+        var source = CreateSource(new SourceContext(c.Spec, c.Data, c.Device, SourceUsesTeacher ? c.Teacher : null))
+                     ?? throw new InvalidOperationException($"method '{Name}' has no stepwise source: it defines its own engine loop");
+        return new SourceTrainer(Name, source, c.Student, c.Spec.Student.Train, PipelineStudentSteps(c.Spec, c.Data.TrainX.shape[0]), Objective(c.Spec), c.Teacher);
+    }
 
     /// <summary>Engine-loop steps between evaluations (0: only at the end).</summary>
     public virtual int EvalEvery(RunSpec spec) => spec.Student.Train.EvalEvery;

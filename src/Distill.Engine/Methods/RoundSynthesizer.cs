@@ -44,7 +44,7 @@ public sealed class RoundSynthesizer : IDisposable
         this.std = std;
         this.device = device;
         this.seed = seed;
-        RealDataTrainer.Freeze(teacher);
+        SourceTrainer.Freeze(teacher);
         bnStats = new BatchNormStatistics(teacher) { Enabled = false };
     }
 
