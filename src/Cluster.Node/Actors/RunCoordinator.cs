@@ -348,7 +348,7 @@ public sealed class RunCoordinator : ReceivePersistentActor, IWithTimers
         var spec = SpecOf(r);
         var runState = RunDecisions.StateOf(r, spec.Method.UsesTeacher);
         return new RunSummary(r.RunId, spec.Name, spec.Method.Name, runState,
-            r.Completed ? r.Steps : l?.StudentStep ?? 0, l?.TotalSteps is > 0 ? l.TotalSteps : r.Completed ? r.Steps : 0, l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
+            r.Completed ? r.Steps : l?.StudentStep ?? 0, l?.TotalSteps is > 0 ? l.TotalSteps : spec.Method.PipelineStudentSteps(spec, Distill.Engine.Training.DataSplits.TrainImages(spec.Data) ?? 0), l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
             r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy, r.Message ?? l?.Message, l?.Node, l?.GeneratorNode);
     }
 }

@@ -28,6 +28,13 @@ public sealed class DataSplits(Tensor trainX, Tensor trainY, Tensor testX, Tenso
         _ => throw new ArgumentException($"unknown dataset '{name}'"),
     };
 
+    /// <summary>Training images a spec's dataset has (its train_limit applied), without loading it; null where only the files tell (idx).</summary>
+    public static long? TrainImages(DataSpec spec)
+    {
+        long? all = spec.Name switch { "mnist" or "fashion-mnist" => 60_000, "cifar10" or "cifar100" => 50_000, _ => null };
+        return all is { } n && spec.TrainLimit > 0 ? Math.Min(n, spec.TrainLimit) : all;
+    }
+
     public static DataSplits Load(DataSpec spec, string? cacheRoot = null, TextWriter? log = null)
     {
         ImageSet train, test;

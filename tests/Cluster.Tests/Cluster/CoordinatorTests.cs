@@ -108,6 +108,9 @@ public sealed class CoordinatorTests
         var coordinator = h.Sys.ActorOf(RunCoordinator.GetProps(h.Services));
         coordinator.Tell(new SubmitRun(ActorHarness.Spec("c"), "c.yaml", "run-c"), client);
         client.ExpectMsg<RunAccepted>(Long);
+        // the run's length is known from its spec before any entity reports
+        coordinator.Tell(new GetRunStatus("run-c"), client);
+        Assert.Equal(12, Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs).TotalSteps);
         coordinator.Tell(new CancelRun("run-c", "changed my mind"), client);
         Assert.Equal(new CancelAnswer("run-c", RunState.Cancelled, false), client.ExpectMsg<CancelAnswer>(Long));
         h.Students.FishForMessage(m => m is StopEntity, Long);
