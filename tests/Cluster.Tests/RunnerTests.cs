@@ -35,6 +35,24 @@ public sealed class RunnerTests : IDisposable
         new Runner(new RunnerOptions { RunsRoot = root, RunId = id, TeacherCache = Path.Combine(root, "teachers"), LogEvery = 5 }, log ?? TextWriter.Null)
             .Run(SpecParser.Parse(yaml, id + ".yaml"));
 
+    [Fact]
+    public void Should_stop_between_two_steps_when_cancelled()
+    {
+        using var cts = new CancellationTokenSource();
+        var log = new CancelAfter("[student] ", cts);
+        var runner = new Runner(new RunnerOptions { RunsRoot = root, RunId = "cancelled", TeacherCache = Path.Combine(root, "teachers"), LogEvery = 5, Cancellation = cts.Token }, log);
+        var spec = SpecParser.Parse("name: c\nmethod: supervised\ndata: {name: mnist, train_limit: 1024}\nstudent: {arch: lenet5-half, train: {steps: 100000, batch_size: 32}}\n", "c.yaml");
+        Assert.Throws<OperationCanceledException>(() => runner.Run(spec));
+        Assert.False(File.Exists(Path.Combine(root, "cancelled", "result.json")));
+    }
+
+    /// <summary>Cancels once a line with the prefix has been written (the loop has started).</summary>
+    private sealed class CancelAfter(string prefix, CancellationTokenSource cts) : TextWriter
+    {
+        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
+        public override void WriteLine(string? value) { if (value?.StartsWith(prefix) == true) cts.Cancel(); }
+    }
+
     /// <summary>A coordinator that takes over a run (failover, restart) appends to its metrics.csv under the header already there.</summary>
     [Fact]
     public void Should_append_to_an_existing_metrics_file_under_its_own_header()

@@ -27,7 +27,12 @@ internal static class RunCommand
             var (yaml, s) = overrides.Apply(p, file);
             if (p.GetValue(engine))
             {
-                new Runner(new RunnerOptions { RunsRoot = p.GetValue(runsDir)!, RunId = p.GetValue(runId) }, stdout).Run(s);
+                try { new Runner(new RunnerOptions { RunsRoot = p.GetValue(runsDir)!, RunId = p.GetValue(runId), Cancellation = ct }, stdout).Run(s); }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    stdout.WriteLine("[run] interrupted (the engine loop does not resume: run it again, or through the actors, which do)");
+                    return 130;
+                }
                 return 0;
             }
             return await RunEmbedded(yaml, s, p.GetValue(runsDir)!, p.GetValue(runId), stdout, ct);

@@ -22,6 +22,8 @@ public sealed record RunnerOptions
     /// <summary>Trained teachers, keyed by a hash of everything that determines them (data, arch, training, seed).</summary>
     public string? TeacherCache { get; init; }
     public int LogEvery { get; init; } = 25;
+    /// <summary>Stops the run between two steps (Ctrl+C): Run throws OperationCanceledException.</summary>
+    public CancellationToken Cancellation { get; init; }
 }
 
 /// <summary>
@@ -194,6 +196,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         log.WriteLine($"[{trainer.Phase}] {trainer.TotalSteps} steps");
         while (!trainer.Done)
         {
+            options.Cancellation.ThrowIfCancellationRequested();
             var step = trainer.Step + 1;
             var isEval = evalEvery > 0 && step % evalEvery == 0 || step == trainer.TotalSteps;
             var isCheck = step % checkEvery == 0;
