@@ -1,5 +1,3 @@
-using System.Text.Json;
-using Cluster.Seed.Commands;
 using Distill.Engine.Methods;
 using Distill.Engine.Specs;
 using static TorchSharp.torch;
@@ -55,10 +53,7 @@ public sealed class NoiseMethodTests
     public void Should_reach_exactly_the_engine_loops_accuracy_through_the_actors()
     {
         Torch.Init();
-        var root = Path.Combine(Path.GetTempPath(), $"cd-noise-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(root);
-        var spec = Path.Combine(root, "noise.yaml");
-        File.WriteAllText(spec, """
+        using var run = Cluster.EngineParity.Run("noise", """
             name: noise-tiny
             method: noise
             seed: 3
@@ -70,26 +65,9 @@ public sealed class NoiseMethodTests
             noise: {steps: 30, batch_size: 32, eval_every: 10}
             cluster: {checkpoint_every: 10}
             """);
-        try
-        {
-            var outA = new StringWriter();
-            Assert.True(CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", "actors"], outA, outA) == 0, outA.ToString());
-            var outB = new StringWriter();
-            Assert.True(CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", "engine", "--engine"], outB, outB) == 0, outB.ToString());
-            using var a = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "actors", "result.json")));
-            using var b = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "engine", "result.json")));
-            Assert.Equal("noise", a.RootElement.GetProperty("method").GetString());
-            Assert.False(a.RootElement.GetProperty("student_used_real_data").GetBoolean());
-            Assert.Equal(30 * 32, a.RootElement.GetProperty("synthesised_images").GetInt64());
-            Assert.Equal(b.RootElement.GetProperty("student_accuracy").GetDouble(), a.RootElement.GetProperty("student_accuracy").GetDouble());
-            var actorRows = Cluster.EmbeddedRunTests.MetricRows(Path.Combine(root, "actors", "metrics.csv"));
-            var engineRows = Cluster.EmbeddedRunTests.MetricRows(Path.Combine(root, "engine", "metrics.csv"));
-            Assert.Equal(engineRows[("noise", 25)]["loss_kd"], actorRows[("student-0", 25)]["loss_kd"]);
-            Assert.Equal(engineRows[("noise", 20)]["test_accuracy"], actorRows[("student-0", 20)]["test_accuracy"]);
-        }
-        finally
-        {
-            try { Directory.Delete(root, true); } catch (IOException) { }
-        }
+        run.AssertSameNumbers("noise", "loss_kd", lossStep: 25, evalStep: 20);
+        Assert.Equal("noise", run.Actors.RootElement.GetProperty("method").GetString());
+        Assert.False(run.Actors.RootElement.GetProperty("student_used_real_data").GetBoolean());
+        Assert.Equal(30 * 32, run.Actors.RootElement.GetProperty("synthesised_images").GetInt64());
     }
 }

@@ -68,7 +68,7 @@ internal static class RunCommand
         }
         finally { EmbeddedRun.Withdraw(runsDir, runId); }
         stdout.WriteLine(final.State == RunState.Completed
-            ? $"[result] student {final.StudentAccuracy:F2}%, teacher {final.TeacherAccuracy:F2}%, {wall.Elapsed.TotalSeconds:F0} s -> {Path.Combine(dir, "result.json")}"
+            ? $"[result] student {final.StudentAccuracy:F2}%, teacher {final.TeacherAccuracy?.ToString("F2") ?? "-"}%, {wall.Elapsed.TotalSeconds:F0} s -> {Path.Combine(dir, "result.json")}"
             : final.State == RunState.Cancelled ? $"[result] run {runId} {final.Message}"
             : $"[result] run {runId} failed: {final.Message}");
         return final.State == RunState.Completed ? 0 : 1;

@@ -1,6 +1,3 @@
-using System.Text.Json;
-using Cluster.Seed.Commands;
-
 namespace Cluster.Tests.Cluster;
 
 /// <summary>
@@ -25,10 +22,7 @@ public sealed class RealDataPipelineTests
     public void Should_reach_exactly_the_engine_loops_accuracy_through_the_actors(string method, string teacher, string section)
     {
         Torch.Init();
-        var root = Path.Combine(Path.GetTempPath(), $"cd-real-{method}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(root);
-        var spec = Path.Combine(root, $"{method}.yaml");
-        File.WriteAllText(spec, $"""
+        using var run = EngineParity.Run(method, $"""
             name: {method}-tiny
             method: {method}
             seed: 3
@@ -40,29 +34,11 @@ public sealed class RealDataPipelineTests
             {section}
             cluster: {"{"}checkpoint_every: 10{"}"}
             """);
-        try
-        {
-            var outA = new StringWriter();
-            Assert.True(CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", "actors"], outA, outA) == 0, outA.ToString());
-            var outB = new StringWriter();
-            Assert.True(CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", "engine", "--engine"], outB, outB) == 0, outB.ToString());
-            using var a = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "actors", "result.json")));
-            using var b = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "engine", "result.json")));
-            Assert.StartsWith("actors", a.RootElement.GetProperty("pipeline").GetString());
-            Assert.Equal(40, a.RootElement.GetProperty("steps").GetInt64());
-            Assert.True(a.RootElement.GetProperty("student_used_real_data").GetBoolean());
-            Assert.Equal(b.RootElement.GetProperty("student_accuracy").GetDouble(), a.RootElement.GetProperty("student_accuracy").GetDouble());
-            if (teacher.Length > 0 || method == "tfkd-self")
-                Assert.Equal(b.RootElement.GetProperty("teacher_accuracy").GetDouble(), a.RootElement.GetProperty("teacher_accuracy").GetDouble());
-            // the same loss at the same step: the student entity trains with the engine's objective on the engine's batches
-            var actorRows = EmbeddedRunTests.MetricRows(Path.Combine(root, "actors", "metrics.csv"));
-            var engineRows = EmbeddedRunTests.MetricRows(Path.Combine(root, "engine", "metrics.csv"));
-            Assert.Equal(engineRows[("student", 25)]["loss"], actorRows[("student-0", 25)]["loss"]);
-            Assert.Equal(engineRows[("student", 20)]["test_accuracy"], actorRows[("student-0", 20)]["test_accuracy"]);
-        }
-        finally
-        {
-            try { Directory.Delete(root, true); } catch (IOException) { }
-        }
+        // the same loss at the same step: the student entity trains with the engine's objective on the engine's batches
+        run.AssertSameNumbers("student", "loss", lossStep: 25, evalStep: 20);
+        Assert.Equal(40, run.Actors.RootElement.GetProperty("steps").GetInt64());
+        Assert.True(run.Actors.RootElement.GetProperty("student_used_real_data").GetBoolean());
+        if (teacher.Length > 0 || method == "tfkd-self")
+            Assert.Equal(run.Engine.RootElement.GetProperty("teacher_accuracy").GetDouble(), run.Actors.RootElement.GetProperty("teacher_accuracy").GetDouble());
     }
 }
