@@ -152,8 +152,8 @@ public sealed class GeneratorEntity : PersistentEntity
     /// <summary>Checkpoint interval of a run that evaluates only at its end and names none.</summary>
     internal const int DefaultCheckpointEvery = 500;
 
-    /// <summary>The temperature of the teacher's probabilities the student's objective needs (null: none).</summary>
-    private double? LabelTemperature => spec!.Method.Objective(spec).SoftLabelTemperature;
+    /// <summary>The temperature of the teacher's probabilities the student's objective needs (null: none); set with the spec.</summary>
+    private double? labelTemperature;
 
     private bool Adaptive => spec!.Adaptive;
 
@@ -176,6 +176,7 @@ public sealed class GeneratorEntity : PersistentEntity
     {
         try { spec = EngineAccess.ParseSpec(State.SpecYaml!, RunId); }
         catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
+        labelTemperature = spec.Method.Objective(spec).SoftLabelTemperature;
         busy = true;
         var s = spec;
         var st = State;
@@ -288,7 +289,7 @@ public sealed class GeneratorEntity : PersistentEntity
         // a grid at each of the run's evaluation steps, as the engine loop draws
         var grid = EvalEvery > 0 && next % EvalEvery == 0 || next == totalBatches ? spec.Method.SampleGrid(spec) : 0;
         var dataset = spec.Data.Name;
-        var temperature = LabelTemperature;
+        var temperature = labelTemperature;
         EngineAccess.Compute(() =>
         {
             using var o = g.Next(wantMetrics);
@@ -536,7 +537,7 @@ public sealed class GeneratorEntity : PersistentEntity
     /// </summary>
     private void SendBatch(string student, long seq, TensorPayload images, TensorPayload? soft, TensorPayload? trueLabels)
     {
-        var temperature = LabelTemperature;
+        var temperature = labelTemperature;
         if (soft is null && temperature is { } t)
         {
             Services.Teachers.Tell(new LabelBatch(Contracts.EntityId.Teacher(RunId), seq, images, student, trueLabels, t));

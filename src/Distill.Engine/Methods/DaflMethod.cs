@@ -60,12 +60,7 @@ public sealed class DaflMethod : MethodDefinition
     public override bool StudentSeesData => false;
     public override bool SourceUsesTeacher => true;
 
-    public override IEnumerable<(string Key, string Reason)> Problems(RunSpec spec)
-    {
-        var d = spec.SettingsOf<DaflSpec>();
-        if (d.BatchSize % spec.Cluster.Replicas != 0)
-            yield return ("cluster.replicas", $"the batch of {d.BatchSize} does not split evenly over {spec.Cluster.Replicas} replicas");
-    }
+    public override int? PipelineBatchSize(RunSpec spec) => spec.SettingsOf<DaflSpec>().BatchSize;
 
     public override IStepTrainer CreateTrainer(MethodContext c) =>
         new DaflTrainer(c.Teacher!, c.Student, c.Spec.SettingsOf<DaflSpec>(), c.Spec.Student.Train, c.Device, c.Spec.Seed,

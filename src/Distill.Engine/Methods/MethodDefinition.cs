@@ -85,6 +85,9 @@ public abstract class MethodDefinition
     /// <summary>Whether each student step samples from the pool of every batch so far (DeepInversion) instead of training on batch s at step s.</summary>
     public virtual bool PooledBatches => false;
 
+    /// <summary>Images per batch the student's replicas split among them (null: the method's batches are not split).</summary>
+    public virtual int? PipelineBatchSize(RunSpec spec) => null;
+
     /// <summary>The student's steps in the pipeline, for a training set of trainImages images.</summary>
     public abstract long PipelineStudentSteps(RunSpec spec, long trainImages);
 

@@ -33,12 +33,7 @@ public sealed class NoiseMethod : MethodDefinition
     public override TeacherUse Teacher => TeacherUse.Required;
     public override bool StudentSeesData => false;
 
-    public override IEnumerable<(string Key, string Reason)> Problems(RunSpec spec)
-    {
-        var n = spec.SettingsOf<NoiseSpec>();
-        if (n.BatchSize % spec.Cluster.Replicas != 0)
-            yield return ("cluster.replicas", $"the batch of {n.BatchSize} does not split evenly over {spec.Cluster.Replicas} replicas");
-    }
+    public override int? PipelineBatchSize(RunSpec spec) => spec.SettingsOf<NoiseSpec>().BatchSize;
 
     public override StudentObjective Objective(RunSpec spec) => new StudentObjective.SoftTarget(spec.SettingsOf<NoiseSpec>().Temperature);
 

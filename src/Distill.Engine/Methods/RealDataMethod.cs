@@ -18,9 +18,5 @@ public abstract class RealDataMethod : MethodDefinition
     public override long PipelineStudentSteps(RunSpec spec, long trainImages) =>
         RealDataTrainer.TotalStepsOf(spec.Student.Train, trainImages / spec.Student.Train.BatchSize);
 
-    public override IEnumerable<(string Key, string Reason)> Problems(RunSpec spec)
-    {
-        if (spec.Student.Train.BatchSize % spec.Cluster.Replicas != 0)
-            yield return ("cluster.replicas", $"the batch of {spec.Student.Train.BatchSize} does not split evenly over {spec.Cluster.Replicas} replicas");
-    }
+    public override int? PipelineBatchSize(RunSpec spec) => spec.Student.Train.BatchSize;
 }

@@ -15,7 +15,6 @@ public sealed class TfKdSelfMethod : RealDataMethod
 
     public override IEnumerable<(string Key, string Reason)> Problems(RunSpec spec)
     {
-        foreach (var p in base.Problems(spec)) yield return p;
         if (spec.Teacher is { } t && t.Arch != spec.Student.Arch)
             yield return ("teacher.arch", "tfkd-self: the teacher is the student's own architecture trained normally; leave teacher out or use the same arch");
     }

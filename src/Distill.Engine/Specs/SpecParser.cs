@@ -51,6 +51,8 @@ public static class SpecParser
         foreach (var (role, model) in new[] { ("teacher", spec.Teacher), ("student", spec.Student) })
             if (model?.Arch.StartsWith("lenet5") == true && spec.Data.ImageSize != 32)
                 throw root.ErrorAt("data.image_size", $"LeNet-5 ({role}) needs 32x32 inputs (image_size: 32)");
+        if (method.PipelineBatchSize(spec) is { } batch && batch % spec.Cluster.Replicas != 0)
+            throw root.ErrorAt("cluster.replicas", $"the batch of {batch} does not split evenly over {spec.Cluster.Replicas} replicas");
         if (method.Problems(spec).FirstOrDefault() is { Key: not null } problem)
             throw root.ErrorAt(problem.Key, problem.Reason);
         return spec;
