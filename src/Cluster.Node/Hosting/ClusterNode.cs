@@ -79,7 +79,7 @@ public sealed class ClusterNode : IAsyncDisposable
             hosted.Add((kind, region));
             return region;
         }
-        services.Generators = Region(EntityKinds.Generator, id => GeneratorEntity.GetProps(id, services));
+        services.Generators = Region(EntityKinds.Generator, id => SourceEntity.GetProps(id, services));
         services.Teachers = Region(EntityKinds.Teacher, id => TeacherEntity.GetProps(id, services));
         services.Students = Region(EntityKinds.Student, id => StudentEntity.GetProps(id, services));
         // generators send batches and students exchange gradients: a seed-only node needs no plane

@@ -56,7 +56,6 @@ public class DeepInversionMethod : MethodDefinition
     public override TeacherUse Teacher => TeacherUse.Required;
     public override bool StudentSeesData => false;
     public override bool SourceUsesTeacher => true;
-    public override bool PooledBatches => true;
 
     /// <summary>Whether rounds compete with the student (ADI).</summary>
     protected virtual bool Adaptive => false;
@@ -81,4 +80,17 @@ public class DeepInversionMethod : MethodDefinition
     public override StudentObjective Objective(RunSpec spec) => new StudentObjective.SoftTarget(spec.SettingsOf<DeepInversionSpec>().StudentTemperature);
     public override long PipelineStudentSteps(RunSpec spec, long trainImages) => DeepInversionTrainer.StudentTotal(spec.SettingsOf<DeepInversionSpec>());
     public override int PipelineEvalEvery(RunSpec spec) => spec.SettingsOf<DeepInversionSpec>().StudentSteps;
+
+    /// <summary>Rounds, each followed by its student steps on batches drawn from every round so far.</summary>
+    public override BatchPlan Plan(RunSpec spec, long trainImages) => spec.SettingsOf<DeepInversionSpec>() is var d
+        ? BatchPlan.PooledRounds(d.Rounds, d.StudentSteps, d.Iterations, d.StudentBatch, Adaptive) : throw new InvalidOperationException();
+
+    /// <summary>Rounds of pixel optimisation; ADI's compete with the student, the initial one for round 1.</summary>
+    public override IBatchSource CreateBatchSource(SourceContext c)
+    {
+        var d = c.Spec.SettingsOf<DeepInversionSpec>();
+        var teacher = c.Teacher ?? throw new InvalidOperationException($"method '{Name}': rounds of synthesis need the teacher");
+        var rounds = new RoundSynthesizer(teacher, Adaptive ? d : d with { CompetitionWeight = 0 }, c.Data.Mean, c.Data.Std, c.Device, c.Spec.Seed);
+        return new RoundSource(rounds, Adaptive ? (c.NewStudent ?? throw new InvalidOperationException("adi's rounds need the initial student"))() : null);
+    }
 }

@@ -20,6 +20,9 @@ public sealed class DivergenceGuard(GuardSpec spec)
 {
     public double BestAccuracy { get; private set; } = double.NegativeInfinity;
 
+    /// <summary>Whether a run that has rolled back `rollbacks` times may roll back again (else it gives up and fails).</summary>
+    public static bool MayRollBack(GuardSpec spec, int rollbacks) => spec.Enabled && rollbacks < spec.MaxRollbacks;
+
     public GuardVerdict CheckStep(IReadOnlyDictionary<string, double> metrics)
     {
         foreach (var (k, v) in metrics)

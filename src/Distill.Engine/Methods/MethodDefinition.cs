@@ -20,8 +20,11 @@ public enum TeacherUse
 /// <summary>What a method's engine trainer is built from.</summary>
 public sealed record MethodContext(RunSpec Spec, DataSplits Data, Device Device, Classifier Student, Classifier? Teacher);
 
-/// <summary>What a source is built from on the source entity's node (Teacher: when the source uses it).</summary>
-public sealed record SourceContext(RunSpec Spec, DataSplits Data, Device Device, Classifier? Teacher);
+/// <summary>
+/// What a source is built from on the source entity's node (Teacher: when the source uses it;
+/// NewStudent: the seeded initial student, for a source that competes with it).
+/// </summary>
+public sealed record SourceContext(RunSpec Spec, DataSplits Data, Device Device, Classifier? Teacher, Func<Classifier>? NewStudent = null);
 
 /// <summary>
 /// A method (SPEC.md): its spec name and section, what it needs, and how it trains. A method is
@@ -76,14 +79,18 @@ public abstract class MethodDefinition
     /// <summary>The loss the student minimises.</summary>
     public abstract StudentObjective Objective(RunSpec spec);
 
-    /// <summary>A source that makes batch after batch, one step each (null: the batches are DeepInversion rounds).</summary>
+    /// <summary>A source that makes batch after batch, one step each (null: the method has another kind of source, <see cref="CreateBatchSource"/>).</summary>
     public virtual IStepSource? CreateSource(SourceContext context) => null;
+
+    /// <summary>The source entity's batch source: by default the stepwise source, a batch per unit of work.</summary>
+    public virtual IBatchSource CreateBatchSource(SourceContext context) =>
+        CreateSource(context) is { } s ? new StepBatchSource(s) : throw new InvalidOperationException($"method '{Name}' defines no source of batches");
 
     /// <summary>Whether the source needs the teacher (data-free synthesis).</summary>
     public virtual bool SourceUsesTeacher => false;
 
-    /// <summary>Whether each student step samples from the pool of every batch so far (DeepInversion) instead of training on batch s at step s.</summary>
-    public virtual bool PooledBatches => false;
+    /// <summary>How the batches map onto the student's steps (<see cref="BatchPlan"/>): by default batch s for step s.</summary>
+    public virtual BatchPlan Plan(RunSpec spec, long trainImages) => BatchPlan.OnePerStep(PipelineStudentSteps(spec, trainImages));
 
     /// <summary>Images per batch the student's replicas split among them (null: the method's batches are not split).</summary>
     public virtual int? PipelineBatchSize(RunSpec spec) => null;

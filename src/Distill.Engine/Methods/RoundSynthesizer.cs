@@ -51,6 +51,8 @@ public sealed class RoundSynthesizer : IDisposable
     /// <summary>Rounds finished.</summary>
     public int Round { get; private set; }
     public bool InRound => current is not null;
+    /// <summary>Pixel iterations per round.</summary>
+    public int Iterations => spec.Iterations;
     /// <summary>Iterations done in the round in progress (0 between rounds).</summary>
     public int Iteration => current?.Iteration ?? 0;
 
@@ -163,5 +165,53 @@ public sealed class RoundSynthesizer : IDisposable
     {
         EndRound();
         bnStats.Dispose();
+    }
+}
+
+/// <summary>
+/// DeepInversion / ADI rounds as the source entity's batch source: a unit is one pixel iteration,
+/// a batch is a round (with the teacher's probabilities at the student's temperature). ADI's
+/// rounds compete with `competitor`, the initial student for round 1 and the weights handed to
+/// <see cref="CompeteWith"/> for each later one. Catching up needs no replay: a round depends on
+/// (seed, round) alone.
+/// </summary>
+public sealed class RoundSource(RoundSynthesizer rounds, Classifier? competitor) : IBatchSource
+{
+    public long Made => rounds.Round;
+    public int UnitsDone => rounds.Iteration;
+
+    public SourceBatch? Advance(bool wantMetrics)
+    {
+        if (!rounds.InRound) rounds.Begin(competitor);
+        var (metrics, done) = rounds.Iterate(wantMetrics: rounds.Iteration + 1 == rounds.Iterations);
+        if (done is null) return null;
+        metrics ??= [];
+        metrics["best_loss"] = done.BestLoss;
+        return new SourceBatch(done.Images, null, null, metrics, done.Probs);
+    }
+
+    public void CompeteWith(byte[] weights)
+    {
+        if (competitor is null) throw new InvalidOperationException("these rounds do not compete with the student");
+        if (rounds.InRound) throw new InvalidOperationException($"round {rounds.Round + 1} is in progress: it keeps the student it began with");
+        using var ms = new MemoryStream(weights);
+        competitor.load(ms);
+    }
+
+    public Tensor? Samples(int count, SourceBatch made) => made.Images.narrow(0, 0, Math.Min(count, made.Images.shape[0]));
+
+    public long CatchUp(long made, Action<long, SourceBatch>? replayed)
+    {
+        if (rounds.Round != made) rounds.SkipTo((int)made);
+        return 0;
+    }
+
+    public void SaveState(BinaryWriter writer) => rounds.SaveState(writer);
+    public void LoadState(BinaryReader reader) => rounds.LoadState(reader, competitor);
+
+    public void Dispose()
+    {
+        rounds.Dispose();
+        competitor?.Dispose();
     }
 }

@@ -5,15 +5,18 @@ namespace Distill.Engine.Pipeline;
 /// <summary>
 /// One batch from a source: the images, the data's true labels when it has them, and the
 /// teacher's logits when the source ran the teacher on the batch anyway (DAFL's generator step),
-/// so that nobody runs it again. The tensors belong to the holder.
+/// so that nobody runs it again, or its probabilities at the student's temperature when the
+/// source computed those (a DeepInversion round). The tensors belong to the holder.
 /// </summary>
-public sealed record SourceBatch(Tensor Images, Tensor? Labels, Tensor? TeacherLogits, IReadOnlyDictionary<string, double>? Metrics) : IDisposable
+public sealed record SourceBatch(Tensor Images, Tensor? Labels, Tensor? TeacherLogits, IReadOnlyDictionary<string, double>? Metrics,
+    Tensor? TeacherProbabilities = null) : IDisposable
 {
     public void Dispose()
     {
         Images.Dispose();
         Labels?.Dispose();
         TeacherLogits?.Dispose();
+        TeacherProbabilities?.Dispose();
     }
 }
 

@@ -8,8 +8,15 @@ namespace Distill.Engine.Pipeline;
 /// What a student trains on at one step: images, the data's true labels (when it has them) and
 /// the teacher's probabilities at Temperature (when the method uses them).
 /// </summary>
-public sealed record StudentBatch(Tensor Images, Tensor? Labels, Tensor? SoftLabels, double Temperature)
+public sealed record StudentBatch(Tensor Images, Tensor? Labels, Tensor? SoftLabels, double Temperature) : IDisposable
 {
+    public void Dispose()
+    {
+        Images.Dispose();
+        Labels?.Dispose();
+        SoftLabels?.Dispose();
+    }
+
     /// <summary>Rows [start, start + count) of every tensor (a replica's slice; the caller disposes the views).</summary>
     public StudentBatch Slice(long start, long count) =>
         new(Images.narrow(0, start, count), Labels?.narrow(0, start, count), SoftLabels?.narrow(0, start, count), Temperature);

@@ -257,7 +257,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
     {
         rollbacks++;
         var at = trainer.Step;
-        if (rollbacks > ctx.Spec.Guard.MaxRollbacks)
+        if (!DivergenceGuard.MayRollBack(ctx.Spec.Guard, rollbacks - 1))
         {
             ctx.Dir.Event($"guard: giving up after {rollbacks - 1} rollbacks; last problem at step {at}: {reason}");
             throw new InvalidOperationException($"[{trainer.Phase}] diverged at step {at} ({reason}) after {rollbacks - 1} rollbacks; checkpoints so far are in {ctx.Dir.Path}");

@@ -15,7 +15,7 @@ public sealed class AllMethodsProcessTests
     {
         var dataFree = !m.StudentSeesData;
         var teacher = m.Teacher != TeacherUse.Required ? ""
-            : m.PooledBatches ? $"teacher: {{arch: resnet8, checkpoint: {resnetTeacher}}}"
+            : m.SectionName == "deepinversion" ? $"teacher: {{arch: resnet8, checkpoint: {resnetTeacher}}}"
             : $"teacher: {{arch: lenet5, checkpoint: {teacherCheckpoint}}}";
         var section = m.SectionName switch
         {

@@ -26,7 +26,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         var id = EntityId.Generator(run);
         var spec = ActorHarness.Spec("gen", generatorCheckpointEvery: 3);
         var teacher = h.TeacherBlob();
-        var gen = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        var gen = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
         gen.Tell(new StartEntity(id, run, spec, teacher));
         gen.Tell(new RequestBatches(id, 1, 2, "s/student/0"));
         var first = new Dictionary<long, byte[]>();
@@ -53,7 +53,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
 
         // a new incarnation (as after a node failure): stored batches come back unchanged, and
         // the next new batch is the one an uninterrupted generator makes (checkpoint at 3 + replay of 4)
-        var again = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        var again = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
         again.Tell(new RequestBatches(id, 2, 1, "s/student/1"));
         var re = h.Students.ExpectMsg<LabelledBatch>(Long);
         Assert.Equal(2, re.Seq);
@@ -65,7 +65,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
 
         var refRun = $"r{Guid.NewGuid():N}"[..12];
         var refId = EntityId.Generator(refRun);
-        var reference = h.Sys.ActorOf(GeneratorEntity.GetProps(refId, h.Services));
+        var reference = h.Sys.ActorOf(SourceEntity.GetProps(refId, h.Services));
         reference.Tell(new StartEntity(refId, refRun, spec, teacher));
         reference.Tell(new RequestBatches(refId, 1, 5, "x/student/0"));
         var refBatches = Enumerable.Range(0, 5).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToDictionary(m => m.Seq, m => m.Images.Data);
@@ -100,7 +100,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         var after2 = StudentWeights(h, 42);
         const string student = "a/student/0";
 
-        var gen = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        var gen = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
         gen.Tell(new StartEntity(id, run, yaml, teacher));
         gen.Tell(new RequestBatches(id, 1, 1, student));
         var round1 = h.Students.ExpectMsg<LabelledBatch>(Long);
@@ -125,13 +125,13 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         h.Kit.AwaitCondition(() =>
         {
             detail = Ask(gen, probe).Detail;
-            return detail is { } d && d.StartsWith("synthesising round 3, iteration ") && int.Parse(d.Split(' ')[^1]) >= 20;
+            return detail is { } d && d.StartsWith("making batch 3, unit ") && int.Parse(d.Split(' ')[4]) >= 20;
         }, Long, TimeSpan.FromMilliseconds(20));
         h.Stop(gen);
         h.Students.ExpectNoMsg(TimeSpan.FromMilliseconds(200));   // round 3 was not finished
 
         // a new incarnation: round 2 from the pool, unchanged; round 3 resumes without being sent the weights again
-        var again = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        var again = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
         again.Tell(new RequestBatches(id, 2, 2, student));
         var re2 = h.Students.ExpectMsg<LabelledBatch>(Long);
         Assert.Equal(2, re2.Seq);
@@ -194,7 +194,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         // batches of 128 from a width-32 generator: each takes tens of ms, so a group is seen forming
         var spec = ActorHarness.Spec("group", steps: 12, generatorCheckpointEvery: 100, window: 6).Replace("batch_size: 16, generator_width: 8", "batch_size: 128, generator_width: 32");
         var teacher = h.TeacherBlob();
-        var gen = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        var gen = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
         gen.Tell(new StartEntity(id, run, spec, teacher));
         gen.Tell(new RequestBatches(id, 1, 6, "s/student/0"));
         var got = Enumerable.Range(0, 6).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToList();
@@ -221,7 +221,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         // staged files of the unstored batches (and of a synthesis still running) are removed after it
         h.Kit.AwaitAssert(() => Assert.Empty(Directory.EnumerateFiles(h.Options.StoreDir, "*.tmp", SearchOption.AllDirectories)), Long);
 
-        var again = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        var again = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
         again.Tell(new RequestBatches(id, 1, 10, "s/student/0"));
         var after = Enumerable.Range(0, 10).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToDictionary(m => m.Seq);
         Assert.Equal(Enumerable.Range(1, 10).Select(i => (long)i), after.Keys.Order());
@@ -229,7 +229,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
 
         var refRun = $"r{Guid.NewGuid():N}"[..12];
         var refId = EntityId.Generator(refRun);
-        var reference = h.Sys.ActorOf(GeneratorEntity.GetProps(refId, h.Services));
+        var reference = h.Sys.ActorOf(SourceEntity.GetProps(refId, h.Services));
         reference.Tell(new StartEntity(refId, refRun, spec, teacher));
         reference.Tell(new RequestBatches(refId, 1, 10, "x/student/0"));
         var expected = Enumerable.Range(0, 10).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToDictionary(m => m.Seq);
@@ -246,7 +246,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         using var h = new ActorHarness(ActorHarness.Sqlite, "release");
         var run = $"p{Guid.NewGuid():N}"[..12];
         var id = EntityId.Generator(run);
-        var gen = h.Sys.ActorOf(GeneratorEntity.GetProps(id, h.Services));
+        var gen = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
         gen.Tell(new StartEntity(id, run, ActorHarness.Spec("rel", replicas: 2), h.TeacherBlob()));
         gen.Tell(new RequestBatches(id, 1, 4, "a/student/0"));
         for (var i = 0; i < 4; i++) h.Students.ExpectMsg<LabelledBatch>(Long);

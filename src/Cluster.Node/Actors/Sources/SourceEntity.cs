@@ -1,0 +1,352 @@
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Akka.Event;
+using Akka.Persistence;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Tensors;
+using Cluster.Node.Hosting;
+using Cluster.Node.Storage;
+using Distill.Engine.Methods;
+using Distill.Engine.Models;
+using Distill.Engine.Pipeline;
+using Distill.Engine.Specs;
+using MessagePack;
+using static Cluster.Node.Actors.SourceJobs;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// A run's source of batches (sharded entity "run/generator/0"): the method's <see cref="IBatchSource"/>
+/// (DAFL's generator network, a loader of real data, DeepInversion rounds), worked in slices of
+/// units so that other entities' jobs interleave, with checkpoints part-way through a long batch.
+/// It makes batches on demand only (students pull, so memory stays bounded), stores each as a blob
+/// and journals it before anyone sees it (a few at a time where the window allows: group commit),
+/// and re-serves stored batches to a student that asks again after a failover, so no batch is lost
+/// or trained twice. A batch goes to the students with the teacher's probabilities when the source
+/// computed them, else through the teacher entity when the objective needs them. After a restart
+/// the source catches up to the batches stored (a generator replays its steps since its
+/// checkpoint) so that its next batch is the one an uninterrupted run would have made. Where
+/// batches compete with the student (ADI), a batch begins only with the student's weights for it
+/// (<see cref="CompetitorReady"/>). It knows the plan's shape, never the method.
+/// </summary>
+public sealed class SourceEntity : PersistentEntity
+{
+    public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new SourceEntity(entityId, services));
+
+    /// <summary>
+    /// How long a job should keep the compute thread: the other entities' jobs on this node wait at
+    /// most this long, and a job is long enough that the hand-over between jobs costs nothing
+    /// measurable. The units per job follow the measured time per unit; the result does not depend on it.
+    /// </summary>
+    public static readonly TimeSpan SliceTarget = TimeSpan.FromMilliseconds(100);
+    private const int SnapshotEvery = 200;
+
+    private RunSpec? spec;
+    private BatchPlan? plan;
+    /// <summary>Owned by the compute thread once ready: the mailbox only passes them to jobs.</summary>
+    private IBatchSource? source;
+    private Classifier? teacher;
+    private readonly Stager stager;
+    private int unitsPerJob = 1;
+    /// <summary>Units done on the batch in progress, as of the last job.</summary>
+    private int unitsDone;
+    private double? labelTemperature;
+    private bool busy;
+    /// <summary>Highest batch made, stored or not (the next may start while the last is being stored).</summary>
+    private long made;
+    /// <summary>Batches asked for and not made yet, with who asked.</summary>
+    private readonly SortedDictionary<long, HashSet<string>> wanted = [];
+    private readonly Dictionary<string, long> releasedBy = [];
+    /// <summary>Made batches waiting to be stored with the next one; nobody has seen them.</summary>
+    private readonly List<Made> unstored = [];
+    /// <summary>Each student's data-plane endpoint, as of its latest request (null: through Akka).</summary>
+    private readonly Dictionary<string, string?> endpoints = [];
+    /// <summary>The student weights offered for each batch that competes with the student.</summary>
+    private readonly Dictionary<long, CompetitorReady> competitors = [];
+
+    public SourceEntity(string entityId, NodeServices services) : base(entityId, services)
+    {
+        stager = new Stager(services.Blobs);
+        Command<StartEntity>(OnStart);
+        Command<Ready>(OnEngineReady);
+        Command<RequestBatches>(OnRequest);
+        Command<CompetitorReady>(OnCompetitor);
+        Command<Advanced>(OnAdvanced);
+        Command<Made>(OnMade);
+        Command<CompetitorUnreadable>(u =>
+        {
+            busy = false;
+            competitors.Remove(u.Seq);
+            Log.Warning("{0}: student weights for batch {1} unreadable ({2}); waiting for them again", Id, u.Seq, u.Reason);
+        });
+        Command<ReleaseBatches>(OnRelease);
+        Command<Status.Failure>(f => Fail($"source failed: {f.Cause.Message}"));
+        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, Math.Max(made, State.Produced), State.Produced, wanted.Count,
+            State.Pool.Count, Services.NodeName, (State.Finished ? "finished" : !busy ? "idle"
+                : $"making batch {Math.Max(made, State.Produced) + 1}" + (plan is { UnitsPerBatch: > 1 } p ? $", unit {unitsDone} of {p.UnitsPerBatch}" : ""))
+                + (unstored.Count > 0 ? $"; {unstored.Count} awaiting storage" : ""))));
+        Command<StopEntity>(_ => Finish());
+    }
+
+    protected override void OnRecovered()
+    {
+        if (State.Started && !State.Finished) StartEngine();
+    }
+
+    private string RunId => State.RunId!;
+    private long TotalBatches => plan?.TotalBatches ?? long.MaxValue;
+    private long EvalEvery => spec!.Method.PipelineEvalEvery(spec);
+
+    private void OnStart(StartEntity m)
+    {
+        if (State.Started) return;
+        RunSpec s;
+        try { s = EngineAccess.ParseSpec(m.SpecYaml, m.RunId); }
+        catch (Exception e) { Sender.Tell(new EntityFailed(m.RunId, Id, $"spec unusable on this node: {e.Message}")); return; }
+        if (s.Method.SourceUsesTeacher && m.TeacherBlob is null) { Sender.Tell(new EntityFailed(m.RunId, Id, $"method '{s.Method.Name}': the source needs the trained teacher")); return; }
+        spec = s;
+        Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e =>
+        {
+            State = State.Apply(e);
+            StartEngine();
+        });
+    }
+
+    private void StartEngine()
+    {
+        try { spec ??= EngineAccess.ParseSpec(State.SpecYaml!, RunId); }
+        catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
+        labelTemperature = spec.Method.Objective(spec).SoftLabelTemperature;
+        busy = true;
+        var (s, st, services, runId, id) = (spec, State, Services, RunId, Id);
+        var teacherBlob = s.Method.SourceUsesTeacher ? st.TeacherBlob : null;
+        EngineAccess.Compute(() => Start(s, services.Data(s.Data), teacherBlob, st.Checkpoints, st.Pool, st.Produced, services.Blobs, runId, id)).PipeTo(Self);
+    }
+
+    private void OnEngineReady(Ready r)
+    {
+        (source, teacher, plan) = (r.Source, r.Teacher, r.Plan);
+        made = State.Produced;
+        unitsDone = r.Source.UnitsDone;
+        foreach (var beyond in wanted.Keys.Where(k => k > plan.TotalBatches).ToList()) wanted.Remove(beyond);
+        if (r.Warning is not null) Log.Error(r.Warning);
+        // where it runs (status shows the node) and what it had to skip
+        Services.Coordinator.Tell(new EntityProgress(RunId, Id, made, TotalBatches, 0, State.Pool.Count, null, Services.NodeName, r.Warning));
+        Log.Info("{0}: generator ready at batch {1}{2}, {3} in the pool", Id, made, unitsDone > 0 ? $" (batch {made + 1} resumes at unit {unitsDone})" : "", State.Pool.Count);
+        if (r.Replayed > 0)
+            Log.Info("{0}: replayed {1} generator steps after restart ({2} of them reproduced the stored batch bit for bit)", Id, r.Replayed, r.Identical);
+        busy = false;
+        Produce();
+    }
+
+    private void OnRequest(RequestBatches m)
+    {
+        if (!State.Started) { Log.Warning("{0}: batches requested before the run started; ignored (the student asks again)", Id); return; }
+        if (spec is null) { Log.Warning("{0}: batches requested from a source whose spec did not load; ignored", Id); return; }
+        endpoints[m.ReplyTo] = m.DataEndpoint;
+        for (var seq = m.FromSeq; seq < m.FromSeq + m.Count && seq <= TotalBatches; seq++)
+        {
+            if (seq <= State.ReleasedUpTo)
+            {
+                Log.Warning("{0}: {1} asked for batch {2}, which every student had checkpointed past; not resent", Id, m.ReplyTo, seq);
+                continue;
+            }
+            if (State.Pool.TryGetValue(seq, out var stored))
+            {
+                // stored already (a student came back from a checkpoint): the same batch again, with
+                // the same labels, never a new one (the teacher labels one stored without its labels)
+                SendBatch(m.ReplyTo, seq, Load(stored.Blob), stored.LabelsBlob is { } lb ? Load(lb) : null,
+                    stored.TrueLabelsBlob is { } tb ? Load(tb) : null);
+                continue;
+            }
+            if (!wanted.TryGetValue(seq, out var who)) wanted[seq] = who = [];
+            who.Add(m.ReplyTo);
+        }
+        Produce();
+    }
+
+    /// <summary>Works on the next batch if a student waits for it (or a later one).</summary>
+    private void Produce()
+    {
+        if (busy || source is null || State.Finished) return;
+        if (SourceDecisions.NextToMake(made, State.Produced, wanted.Count > 0 ? wanted.Keys.Last() : null) is not { } next) return;
+        string? weights = null;
+        if (unitsDone == 0 && plan!.StudentStepFor(next) is not null)
+        {
+            if (!competitors.TryGetValue(next, out var c)) return;   // the student sends them with its request
+            weights = c.WeightsBlob;
+        }
+        busy = true;
+        var order = new WorkOrder(next, plan!.TotalBatches, plan.UnitsPerBatch, unitsPerJob, SourceDecisions.CheckpointEvery(spec!.Cluster, plan, EvalEvery),
+            WantMetrics: next % 50 == 0, weights, labelTemperature, TensorWire.Parse(spec.Cluster.SoftLabels),
+            plan.GridDue(next, EvalEvery) ? spec.Method.SampleGrid(spec) : 0, spec.Data.Name);
+        var (src, blobs, st) = (source, Services.Blobs, stager);
+        EngineAccess.Compute(() => Work(src, order, blobs, st)).PipeTo(Self);
+    }
+
+    private void OnAdvanced(Advanced a)
+    {
+        unitsDone = a.UnitsDone;
+        unitsPerJob = SourceDecisions.UnitsPerJob(SliceTarget, a.SecondsPerUnit);
+        if (a.Checkpoint is null) { busy = false; Produce(); return; }
+        // part of a batch: journaled with Seq = batches made, so a restart resumes it only if no later batch was stored
+        var blob = Services.Blobs.Put(a.Checkpoint);
+        var old = State.Checkpoints;
+        Persist(new CheckpointWritten((a.Seq - 1) * plan!.UnitsPerBatch + a.UnitsDone, a.Seq - 1, blob, null, 0), e =>
+        {
+            State = State.Apply(e);
+            DeleteDroppedCheckpoints(old);
+            busy = false;
+            Produce();
+        });
+    }
+
+    private void OnCompetitor(CompetitorReady m)
+    {
+        if (plan is null || m.Round <= State.Produced) return;   // stored already: served from the pool
+        if (plan.StudentStepFor(m.Round) is not { } expected || m.StudentStep != expected)
+        {
+            Log.Warning("{0}: student weights at step {1} offered for batch {2}, which does not compete with that step; ignored", Id, m.StudentStep, m.Round);
+            return;
+        }
+        if (competitors.TryAdd(m.Round, m)) Produce();
+    }
+
+    private void OnMade(Made s)
+    {
+        unstored.Add(s);
+        made = s.Seq;
+        unitsDone = 0;
+        // the next batch starts now and overlaps this one's storage (a checkpoint is journaled after its batch first: a restart replays from it)
+        if (s.Checkpoint is null) { busy = false; Produce(); }
+        if (!SourceDecisions.StoreNow(s.Checkpoint is not null, plan!.UnitsPerBatch, busy, unstored.Count, SourceDecisions.MaxGroup(spec!.Cluster.Window))) return;
+        StoreGroup();
+    }
+
+    /// <summary>
+    /// Group commit: the batches made since the last store are made durable together (their blobs
+    /// flushed and named, then one journal write for all of them) and only then sent.
+    /// </summary>
+    private void StoreGroup()
+    {
+        var group = unstored.ToList();
+        unstored.Clear();
+        var events = new List<BatchStored>(group.Count);
+        try
+        {
+            foreach (var s in group)
+                events.Add(new BatchStored(s.Seq, stager.Commit(s.ImagesBlob), s.SoftLabelsBlob is { } sb ? stager.Commit(sb) : null, s.TrueLabelsBlob is { } tb ? stager.Commit(tb) : null));
+        }
+        catch (Exception e) when (e is IOException or BlobException or UnauthorizedAccessException)
+        {
+            Fail($"batch {group[0].Seq}{(group.Count > 1 ? $"-{group[^1].Seq}" : "")} could not be stored: {e.Message}");
+            return;
+        }
+        var bySeq = group.ToDictionary(g => g.Seq);
+        PersistAll(events, e =>
+        {
+            State = State.Apply(e);
+            var s = bySeq[e.Seq];
+            if (s.Checkpoint is not null) busy = false;
+            if (wanted.Remove(s.Seq, out var who))
+                foreach (var student in who) SendBatch(student, s.Seq, s.Images, s.SoftLabels, s.TrueLabels);
+            Report(s);
+            if (competitors.Remove(s.Seq, out var used)) Services.Blobs.Delete(used.WeightsBlob);
+            if (s.Checkpoint is not null) Checkpoint(s.Seq, s.Checkpoint);
+            else MaybeSnapshot(SnapshotEvery);
+            Produce();
+        });
+    }
+
+    /// <summary>A stored batch's metrics, samples and progress for the coordinator.</summary>
+    private void Report(Made s)
+    {
+        if (s.Metrics is { } m)
+        {
+            if (m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
+                Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
+            Services.Coordinator.Tell(RunMetrics.Of(RunId, Id, s.Seq, m));
+        }
+        if (s.SamplesPng is { } png) Services.Coordinator.Tell(new RunSamples(RunId, Id, s.Seq, png));
+        var slow = plan!.UnitsPerBatch > 1;
+        if (s.Seq % 25 == 0 || slow)
+            Services.Coordinator.Tell(new EntityProgress(RunId, Id, s.Seq, TotalBatches, wanted.Count, State.Pool.Count, null, Services.NodeName, null));
+        if (slow) Log.Info("{0}: batch {1} of {2} made (best loss {3:F4})", Id, s.Seq, TotalBatches, s.Metrics?.GetValueOrDefault("best_loss") ?? double.NaN);
+    }
+
+    /// <summary>Stores the state the compute thread saved right after batch seq.</summary>
+    private void Checkpoint(long seq, byte[] bytes)
+    {
+        var blob = Services.Blobs.Put(bytes);
+        var old = State.Checkpoints;
+        Persist(new CheckpointWritten(seq * plan!.UnitsPerBatch, seq, blob, null, 0), e =>
+        {
+            State = State.Apply(e);
+            DeleteDroppedCheckpoints(old);
+            MaybeSnapshot(SnapshotEvery);
+        });
+    }
+
+    private void OnRelease(ReleaseBatches m)
+    {
+        if (spec is null) return;
+        releasedBy[m.Student] = Math.Max(releasedBy.GetValueOrDefault(m.Student), m.UpToSeq);
+        if (SourceDecisions.ReleaseUpTo(releasedBy, spec.Cluster.Replicas, State.ReleasedUpTo) is not { } upTo) return;
+        var gone = State.Pool.Where(kv => kv.Key <= upTo).Select(kv => kv.Value).ToList();
+        Persist(new BatchesReleased(upTo), e =>
+        {
+            State = State.Apply(e);
+            foreach (var b in gone) DeleteBlobs(b);
+            MaybeSnapshot(SnapshotEvery);
+        });
+    }
+
+    private TensorPayload Load(string blob) => MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(blob));
+
+    /// <summary>A batch to the student that asked: straight to it when it carries what the objective needs, else through the teacher.</summary>
+    private void SendBatch(string student, long seq, TensorPayload images, TensorPayload? soft, TensorPayload? trueLabels)
+    {
+        if (soft is null && labelTemperature is { } t)
+        {
+            Services.Teachers.Tell(new LabelBatch(EntityId.Teacher(RunId), seq, images, student, trueLabels, t));
+            return;
+        }
+        Services.SendToStudent(new LabelledBatch(student, seq, images, soft, labelTemperature ?? 1, trueLabels), endpoints.GetValueOrDefault(student));
+    }
+
+    private void DeleteBlobs(BatchStored b)
+    {
+        Services.Blobs.Delete(b.Blob);
+        if (b.LabelsBlob is { } lb) Services.Blobs.Delete(lb);
+        if (b.TrueLabelsBlob is { } tb) Services.Blobs.Delete(tb);
+    }
+
+    private void Fail(string reason)
+    {
+        busy = false;
+        ReportFailure(reason);
+    }
+
+    private void Finish()
+    {
+        if (State.Finished) { Context.Parent.Tell(new Passivate(PoisonPill.Instance)); return; }
+        var pool = State.Pool.Values.ToList();
+        Persist(new EntityFinished(Math.Max(made, State.Produced)), e =>
+        {
+            State = State.Apply(e);
+            foreach (var b in pool) DeleteBlobs(b);
+            Context.Parent.Tell(new Passivate(PoisonPill.Instance));
+        });
+    }
+
+    protected override void PostStop()
+    {
+        // batches made and never stored, including one a job still running will stage: nothing refers to their files
+        var (st, g, t) = (stager, source, teacher);
+        EngineAccess.Release(() => { st.DiscardRest(); g?.Dispose(); t?.Dispose(); });
+        base.PostStop();
+    }
+}

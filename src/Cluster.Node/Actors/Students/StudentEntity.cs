@@ -1,0 +1,443 @@
+using System.Collections.Immutable;
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Akka.Event;
+using Akka.Persistence;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Students;
+using Cluster.Node.Hosting;
+using Distill.Engine.Methods;
+using Distill.Engine.Pipeline;
+using Distill.Engine.Runs;
+using Distill.Engine.Specs;
+using Distill.Engine.Training;
+using static Cluster.Node.Actors.StudentJobs;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// One replica of a run's student (sharded entity "run/student/r", remembered). It asks the source
+/// for the batches its <see cref="BatchPlan"/> says the next steps read, with a bounded window
+/// (<see cref="BatchIntake"/>), trains on them with the method's objective (replicas on their slice
+/// of each batch, all-reducing gradients through <see cref="GradientExchange"/>), evaluates, and
+/// checkpoints at the spec's interval. After its node dies it comes back elsewhere from its newest
+/// good checkpoint and asks for the batches after it, which the source re-serves from its pool.
+/// Where the source's batches compete with the student (ADI), it offers its weights when a batch
+/// needs them. It knows the plan's shape, never the method.
+/// </summary>
+public sealed class StudentEntity : PersistentEntity, IWithTimers
+{
+    public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new StudentEntity(entityId, services));
+
+    private sealed record CheckStalled : INoSerializationVerificationNeeded
+    {
+        public static readonly CheckStalled Instance = new();
+    }
+
+    /// <summary>A request or batch lost with a dying source or teacher is asked for again after this long.</summary>
+    public static readonly TimeSpan StallTimeout = TimeSpan.FromSeconds(5);
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    private readonly int replica;
+    private RunSpec? spec;
+    private BatchPlan? plan;
+    /// <summary>Owned by the compute thread once ready: the mailbox only passes them to jobs.</summary>
+    private StudentTrainer? trainer;
+    private IStudentFeed? feed;
+    private StudentJobs.Ready? engine;
+    /// <summary>The mailbox's copy of the trainer's step and learning-rate scale (from the jobs' answers).</summary>
+    private long step;
+    private double lrScale = 1;
+    private BatchIntake? intake;
+    /// <summary>Batches received and not yet handed to the feed (once handed, the feed's tensors are the only copy).</summary>
+    private readonly SortedDictionary<long, LabelledBatch> unhanded = [];
+    private GradientExchange? exchange;
+    private readonly List<GradientChunk> early = [];
+    private readonly Dictionary<int, string?> peerEndpoints = [];
+    /// <summary>A step in flight (its job, or waiting for the peers' gradients).</summary>
+    private bool busy;
+    /// <summary>A job queued or running (a rollback waits for it).</summary>
+    private bool computing;
+    /// <summary>A peer's step below ours that arrived while a job ran: roll back to it when the job is done.</summary>
+    private (long Step, double LrScale, int From)? pendingRollback;
+    private CompetitorReady? competitorOffer;
+    private DivergenceGuard? guard;
+    private StudentObjective? objective;
+    private double best = double.NegativeInfinity;
+    /// <summary>Guard rollbacks by this incarnation (result.json's count; a node's death starts it again at 0).</summary>
+    private int rollbacks;
+    private DateTime lastBatchUtc = DateTime.UtcNow;
+
+    public StudentEntity(string entityId, NodeServices services) : base(entityId, services)
+    {
+        replica = EntityId.Parse(entityId).Index;
+        Command<StartEntity>(m =>
+        {
+            if (State.Started) { if (State.Finished) ReportFinishedAgain(); return; }
+            // a method with a teacher starts its students once the teacher exists
+            if (m.TeacherBlob is null && !NoTeacher(m.SpecYaml, m.RunId)) return;
+            Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e => { State = State.Apply(e); StartEngine(); });
+        });
+        Command<StudentJobs.Ready>(OnEngineReady);
+        Command<LabelledBatch>(OnBatch);
+        Command<GradientReady>(OnOwnGradient);
+        Command<GradientChunk>(OnChunk);
+        Command<ReplicaAt>(OnReplicaAt);
+        Command<Trained>(OnTrained);
+        Command<Status.Failure>(f => OnStepFailed(f.Cause));
+        Command<RolledBack>(OnRolledBack);
+        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, step, step + 1, unhanded.Count + (intake?.Received.Count ?? 0),
+            (int)Math.Max(0, (intake?.RequestedUpTo ?? 0) - step), Services.NodeName, State.Finished ? "finished" : busy ? "training" : "waiting")));
+        // the run ended (completed, failed or cancelled): recorded, so that no later message restarts the training
+        Command<StopEntity>(_ =>
+        {
+            if (State.Finished || !State.Started) { Context.Parent.Tell(new Passivate(PoisonPill.Instance)); return; }
+            Persist(new EntityFinished(step), e => { State = State.Apply(e); Context.Parent.Tell(new Passivate(PoisonPill.Instance)); });
+        });
+        Command<CheckStalled>(_ => OnCheckStalled());
+    }
+
+    protected override void OnRecovered()
+    {
+        if (State.Started && !State.Finished) StartEngine();
+    }
+
+    private string RunId => State.RunId!;
+    private int Replicas => spec!.Cluster.Replicas;
+    private long Total => plan!.TotalSteps;
+    private bool Done => step >= Total;
+    private long EvalEvery => spec!.Method.PipelineEvalEvery(spec);
+    private long CheckpointEvery => spec!.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : EvalEvery > 0 ? EvalEvery : SourceDecisions.DefaultCheckpointEvery;
+
+    private static bool NoTeacher(string yaml, string runId)
+    {
+        try { return !EngineAccess.ParseSpec(yaml, runId).Method.UsesTeacher; }
+        catch (SpecException) { return true; }   // StartEngine reports it
+    }
+
+    private void StartEngine()
+    {
+        try { spec = EngineAccess.ParseSpec(State.SpecYaml!, RunId); }
+        catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
+        if (replica >= spec.Cluster.Replicas) { Fail($"replica {replica} of a run with {spec.Cluster.Replicas} replicas"); return; }
+        busy = true;
+        var (s, checkpoints, blobs, services, runId, id) = (spec, State.Checkpoints, Services.Blobs, Services, RunId, Id);
+        var images = DataSplits.TrainImages(s.Data);
+        EngineAccess.Compute(() =>
+        {
+            var data = services.Data(s.Data);
+            return Start(s, s.Method.Plan(s, data.TrainX.shape[0]), checkpoints, blobs, () => data, runId, id);
+        }).PipeTo(Self);
+    }
+
+    private void OnEngineReady(StudentJobs.Ready r)
+    {
+        (engine, trainer, feed, step, lrScale) = (r, r.Trainer, r.Feed, r.Step, r.LrScale);
+        plan = spec!.Method.Plan(spec, r.Data.TrainX.shape[0]);
+        intake = BatchIntake.At(plan, step);
+        exchange = new GradientExchange(Replicas, replica, r.GradientSize);
+        guard = spec.Guard.Enabled ? new DivergenceGuard(spec.Guard) : null;
+        objective = spec.Method.Objective(spec);
+        best = r.Best;
+        busy = false;
+        if (r.Warning is not null)
+        {
+            Log.Error(r.Warning);
+            Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, 0, 0, null, Services.NodeName, r.Warning));
+        }
+        Log.Info("{0}: student ready at step {1} of {2}", Id, step, Total);
+        if (r.Competitor is not null) OfferCompetitor(r.Competitor);
+        lastBatchUtc = DateTime.UtcNow;
+        foreach (var c in early) OnChunk(c);
+        early.Clear();
+        Timers.StartPeriodicTimer("stalled", CheckStalled.Instance, StallTimeout, TimeSpan.FromSeconds(1));
+        AnnounceStep(_ => true);
+        RequestMore();
+        TryTrain();
+    }
+
+    /// <summary>Stores the weights as a blob (shared storage) and tells the source which batch they are for.</summary>
+    private void OfferCompetitor(byte[] weights)
+    {
+        if (plan!.BatchNeedingWeightsAfter(step) is not { } batch) return;
+        competitorOffer = new CompetitorReady(EntityId.Generator(RunId), (int)batch, step, Services.Blobs.Put(weights));
+        Services.Generators.Tell(competitorOffer);
+    }
+
+    private void AnnounceStep(Func<int, bool> toPeer)
+    {
+        if (Replicas < 2) return;
+        for (var peer = 0; peer < Replicas; peer++)
+            if (peer != replica && toPeer(peer))
+                Services.Students.Tell(new ReplicaAt(EntityId.Student(RunId, peer), replica, step, lrScale, Services.DataEndpoint));
+    }
+
+    private void OnReplicaAt(ReplicaAt m)
+    {
+        peerEndpoints[m.FromReplica] = m.DataEndpoint;
+        if (trainer is null || State.Finished) return;   // it hears our step when we are ready
+        var own = exchange!.OwnAt(step + 1);
+        switch (ReplicaDecisions.OnPeerAt(step, lrScale, pendingRollback?.Step, m.Step, m.LrScale, own is not null))
+        {
+            case PeerAnswer.RollBack:
+                Log.Warning("{0}: replica {1} is at step {2}, this one at {3}: rolling back to keep the replicas in lockstep", Id, m.FromReplica, m.Step, step);
+                var (to, scale) = ReplicaDecisions.RollbackTo(m.Step, m.LrScale, lrScale);
+                pendingRollback = (to, scale, m.FromReplica);
+                if (!computing) RollBackToPeer();
+                break;
+            case PeerAnswer.Announce: AnnounceStep(peer => peer == m.FromReplica); break;
+            case PeerAnswer.ResendGradient: SendGradient(step + 1, own!, peer => peer == m.FromReplica); break;   // it may have died with its node
+        }
+    }
+
+    private void OnCheckStalled()
+    {
+        if (trainer is null || State.Finished || Done || DateTime.UtcNow - lastBatchUtc < StallTimeout) return;
+        if (Replicas > 1 && busy && !computing)
+        {
+            // waiting on a peer's gradient: tell the missing peers where we are (this also starts a
+            // replica whose node died, through remember-entities, and makes it answer); a peer
+            // counts only with all its chunks
+            lastBatchUtc = DateTime.UtcNow;
+            var have = exchange!.Complete(step + 1);
+            Log.Info("{0}: waiting on the gradient of replicas {1} for step {2}", Id, string.Join(",", Enumerable.Range(0, Replicas).Where(r => !have.Contains(r))), step + 1);
+            AnnounceStep(peer => !have.Contains(peer));
+            return;
+        }
+        if (busy || intake!.AskAgain(step) is not { } again) return;
+        // nothing came for a while: the source or teacher may have died with our request (duplicates are dropped)
+        lastBatchUtc = DateTime.UtcNow;
+        Log.Info("{0}: no batch {1} for {2:F0} s; asking the source again", Id, again.From, StallTimeout.TotalSeconds);
+        if (competitorOffer is { } offer && offer.Round >= again.From) Services.Generators.Tell(offer);
+        Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), again.From, again.Count, Id, Services.DataEndpoint));
+    }
+
+    private void RequestMore()
+    {
+        var (next, request) = intake!.RequestMore(step, spec!.Cluster.Window);
+        intake = next;
+        if (request is { } r) Services.Generators.Tell(new RequestBatches(EntityId.Generator(RunId), r.From, r.Count, Id, Services.DataEndpoint));
+    }
+
+    private void OnBatch(LabelledBatch b)
+    {
+        if (intake is null || !intake.Accepts(b.Seq, step)) return;   // not ready, or a duplicate or stale delivery
+        intake = intake.Receive(b.Seq);
+        unhanded[b.Seq] = b;
+        lastBatchUtc = DateTime.UtcNow;
+        TryTrain();
+    }
+
+    private void TryTrain()
+    {
+        if (busy || trainer is null || State.Finished || !intake!.Ready(step)) return;
+        busy = computing = true;
+        var seq = step + 1;
+        var last = plan!.BatchesFor(seq).Last;
+        var handed = unhanded.Keys.TakeWhile(k => k <= last).Select(k => unhanded[k]).ToList();
+        foreach (var b in handed) unhanded.Remove(b.Seq);
+        var (t, f, device) = (trainer, feed!, EngineAccess.DeviceFor(spec!));
+        if (Replicas == 1)
+        {
+            var after = AfterStepOf(seq);
+            EngineAccess.Compute(() => Step(t, f, handed, seq, wantLoss: seq % 25 == 0, after)).PipeTo(Self);
+            return;
+        }
+        var (r, n) = (replica, Replicas);
+        EngineAccess.Compute(() => Gradient(t, f, handed, seq, r, n, device)).PipeTo(Self);
+    }
+
+    private StudentJobs.AfterStep AfterStepOf(long seq)
+    {
+        var final = seq >= Total;
+        return new(replica == 0 && (EvalEvery > 0 && seq % EvalEvery == 0 || final), seq % CheckpointEvery == 0 || final, final && replica == 0,
+            plan!.BatchNeedingWeightsAfter(seq) is not null, engine!.Data, EngineAccess.DeviceFor(spec!), spec!.Data.EvalBatch);
+    }
+
+    private void OnOwnGradient(GradientReady g)
+    {
+        computing = false;
+        if (pendingRollback is not null) { RollBackToPeer(); return; }
+        SendGradient(g.Seq, g.Gradient, _ => true);
+        exchange!.Own(g.Seq, g.Gradient);
+        TryReduce(g.Seq);
+    }
+
+    private void SendGradient(long seq, float[] flat, Func<int, bool> toPeer)
+    {
+        for (var peer = 0; peer < Replicas; peer++)
+            if (peer != replica && toPeer(peer))
+                foreach (var c in GradientExchange.Chunks(EntityId.Student(RunId, peer), seq, replica, flat, spec!.Cluster.GradientChunk))
+                    Services.SendToStudent(c, peerEndpoints.GetValueOrDefault(peer));
+    }
+
+    private void OnChunk(GradientChunk c)
+    {
+        if (exchange is null) { early.Add(c); return; }   // a peer started first: keep its chunks until we are ready
+        if (exchange.Accept(c, step + 1) == ChunkVerdict.Misfit)
+        {
+            Fail($"gradient chunk from replica {c.FromReplica} at offset {c.Offset} does not fit a model of {engine!.GradientSize} parameters");
+            return;
+        }
+        TryReduce(c.Step);
+    }
+
+    private void TryReduce(long seq)
+    {
+        if (seq != step + 1 || exchange!.TakeComplete(seq) is not { } all) return;
+        computing = true;
+        var (t, after) = (trainer!, AfterStepOf(seq));
+        EngineAccess.Compute(() => Apply(t, all, seq, after)).PipeTo(Self);
+    }
+
+    private void OnTrained(Trained t)
+    {
+        computing = false;
+        step = t.Seq;
+        if (Unhealthy(t) is { } bad) { OnStepFailed(new InvalidOperationException($"{bad} at step {step}")); return; }
+        busy = false;
+        intake = intake!.Trained(step);
+        exchange!.DropUpTo(step);
+        if (pendingRollback is not null) { RollBackToPeer(); return; }
+        if (t.Accuracy is { } a) Log.Info("{0}: step {1}/{2} test accuracy {3:F2}%", Id, step, Total, a);
+        if (replica == 0 && (t.Loss is not null || t.Accuracy is not null)) ReportMetrics(t);
+        if (t.Accuracy is not null || step % 5 == 0)
+            Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, unhanded.Count, 0, t.Accuracy, Services.NodeName, null));
+        if (t.Checkpoint is not null) SaveCheckpoint(t);
+        if (t.Competitor is not null) OfferCompetitor(t.Competitor);
+        RequestMore();
+        TryTrain();
+    }
+
+    /// <summary>The guard's verdict on the step's loss and evaluation (a non-finite loss fails the step even with the guard off).</summary>
+    private string? Unhealthy(Trained t)
+    {
+        var loss = t.Loss is { } l ? new Dictionary<string, double> { [objective!.LossName] = l } : [];
+        if (guard is null) return t.Loss is { } x && !double.IsFinite(x) ? $"{objective!.LossName} is {x}" : null;
+        if (guard.CheckStep(loss) is { Healthy: false } v) return v.Reason;
+        if (t.Accuracy is { } a && guard.CheckEvaluation(a) is { Healthy: false } e) return e.Reason;
+        return null;
+    }
+
+    private void SaveCheckpoint(Trained t)
+    {
+        var blob = Services.Blobs.Put(t.Checkpoint!);
+        var old = State.Checkpoints;
+        best = Math.Max(best, t.Accuracy ?? double.NegativeInfinity);
+        var bestNow = best;
+        Persist(new CheckpointWritten(t.Seq, t.Seq, blob, t.Accuracy, bestNow), e =>
+        {
+            State = State.Apply(e);
+            DeleteDroppedCheckpoints(old);
+            // every batch up to here is in a checkpoint now: the source may drop those no later step reads
+            if (plan!.ReleasableAt(e.Step) is > 0 and var upTo) Services.Generators.Tell(new ReleaseBatches(EntityId.Generator(RunId), Id, upTo));
+            MaybeSnapshot(50);
+            if (t.Weights is not null) Finish(t, bestNow);
+        });
+    }
+
+    private void ReportMetrics(Trained t)
+    {
+        var values = new Dictionary<string, double> { [objective!.LrName] = t.Lr, ["rss_mb"] = RunDirectory.ResidentMegabytes() };
+        if (t.Loss is { } l) values[objective.LossName] = l;
+        if (t.Accuracy is { } a) values["test_accuracy"] = a;
+        Services.Coordinator.Tell(RunMetrics.Of(RunId, Id, step, values));
+    }
+
+    private void Finish(Trained t, double best)
+    {
+        var weights = Services.Blobs.Put(t.Weights!);
+        Persist(new EntityFinished(step), e =>
+        {
+            State = State.Apply(e);
+            Services.Coordinator.Tell(new StudentFinished(RunId, Id, t.Accuracy ?? double.NaN, best, step, weights, rollbacks));
+        });
+    }
+
+    private void ReportFinishedAgain()
+    {
+        if (replica != 0 || State.Checkpoints.LastOrDefault() is not { } last) return;
+        // the coordinator may have missed the first report; the last checkpoint holds the final model
+        Services.Coordinator.Tell(new StudentFinished(RunId, Id, last.Accuracy ?? double.NaN, last.BestAccuracy, last.Step, "", rollbacks));
+    }
+
+    /// <summary>
+    /// The divergence guard (<see cref="DivergenceGuard"/>, as in the engine loop): a step that fails,
+    /// a non-finite loss or an evaluation far below the best rolls the replica back to its newest
+    /// good checkpoint with its learning rate multiplied by guard.lr_factor (not for an error libtorch
+    /// raised: retried at the same rate, see docs/engineering-notes.md); the batches after it are
+    /// trained again. After guard.max_rollbacks the run fails.
+    /// </summary>
+    private void OnStepFailed(Exception cause)
+    {
+        var inner = cause is AggregateException { InnerException: { } i } ? i : cause;
+        var reason = inner.Message.Split('\n')[0];
+        computing = false;
+        Log.Error(cause, "{0}: step {1} failed", Id, step + 1);
+        if (trainer is null || spec is null || !DivergenceGuard.MayRollBack(spec.Guard, rollbacks))
+        {
+            Fail($"student failed at step {step + 1}: {reason}" + (rollbacks > 0 ? $" (after {rollbacks} rollbacks)" : ""));
+            return;
+        }
+        rollbacks++;
+        var scale = inner is not System.Runtime.InteropServices.ExternalException;
+        var factor = spec.Guard.LrFactor;
+        Restore(State.Checkpoints, freshBeforeFirst: false, t => { if (scale) t.ScaleLearningRates(factor); },
+            (_, _) => $"{reason}; rolled back{(scale ? $" and multiplied the learning rate by {factor}" : ", same learning rate")} (rollback {rollbacks})",
+            guard: true, $"{reason}; rollback");
+    }
+
+    private void RollBackToPeer()
+    {
+        var (to, scale, from) = pendingRollback!.Value;
+        pendingRollback = null;
+        Restore(State.Checkpoints.Where(c => c.Step <= to).ToImmutableList(), freshBeforeFirst: true, t => t.LrScale = scale,
+            (_, warning) => $"replica {from} resumed at step {to}" + (warning is null ? "" : $" ({warning})"), guard: false, $"rollback to replica {from}'s step {to}");
+    }
+
+    private void Restore(ImmutableList<CheckpointWritten> usable, bool freshBeforeFirst, Action<StudentTrainer> adjust, Func<long, string?, string> describe, bool guard, string what)
+    {
+        busy = computing = true;
+        var (current, f, blobs, s, data, runId, id) = (trainer!, feed!, Services.Blobs, spec!, engine!.Data, RunId, Id);
+        EngineAccess.Compute(() => StudentJobs.Restore(current, f, usable, blobs, freshBeforeFirst, () => NewTrainer(s, data, EngineAccess.DeviceFor(s)), adjust, describe, guard, runId, id))
+            .PipeTo(Self, failure: e => new Status.Failure(new InvalidOperationException($"{what} failed: {e.Message}")));
+    }
+
+    private void OnRolledBack(RolledBack r)
+    {
+        busy = computing = false;
+        if (r.Fresh is not null) trainer = r.Fresh;
+        (step, lrScale) = (r.Step, r.LrScale);
+        var message = r.Guard ? $"run {RunId}, entity {Id}: guard: {r.Reason}; now at step {r.Step}"
+            : $"run {RunId}, entity {Id}: {r.Reason}; rolled back to step {r.Step} to stay in lockstep";
+        Log.Warning(message);
+        Services.Coordinator.Tell(new EntityProgress(RunId, Id, r.Step, Total, 0, 0, null, Services.NodeName, message));
+        // batches and gradients after the checkpoint are trained and exchanged again (a peer at our
+        // step resends its gradient when it hears where we are)
+        intake = intake!.RolledBack(step);
+        if (!plan!.KeepsBatches) unhanded.Clear();
+        exchange!.Clear();
+        lastBatchUtc = DateTime.UtcNow;
+        AnnounceStep(_ => true);
+        if (pendingRollback is not null && pendingRollback.Value.Step < step) { RollBackToPeer(); return; }
+        pendingRollback = null;
+        RequestMore();
+        TryTrain();
+    }
+
+    private void Fail(string reason)
+    {
+        busy = false;
+        ReportFailure(reason);
+    }
+
+    protected override void PostStop()
+    {
+        var (t, f) = (trainer, feed);
+        EngineAccess.Release(() => { t?.Model.Dispose(); t?.Dispose(); f?.Dispose(); });
+        base.PostStop();
+    }
+}

@@ -1,0 +1,125 @@
+using System.Collections.Immutable;
+using Akka.Actor;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Node.Hosting;
+using Cluster.Node.Storage;
+using Distill.Engine.Pipeline;
+using Distill.Engine.Specs;
+using Distill.Engine.Training;
+using static TorchSharp.torch;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// The student entity's compute jobs. Each runs on the compute thread with everything it needs
+/// passed in (the trainer and feed it owns there, the batches handed over, what is due after the
+/// step) and answers with one message; none reads or writes the actor's fields.
+/// </summary>
+internal static class StudentJobs
+{
+    /// <summary>The engine side of a replica: its trainer and feed live on the compute thread; the rest is for the mailbox.</summary>
+    public sealed record Ready(StudentTrainer Trainer, IStudentFeed Feed, DataSplits Data, long Step, double LrScale, long GradientSize,
+        string? Warning, double Best, byte[]? Competitor) : INoSerializationVerificationNeeded;
+
+    /// <summary>A step done; Competitor: the weights a batch competes with (ADI), Weights: the final model (replica 0).</summary>
+    public sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, double Lr, byte[]? Competitor)
+        : INoSerializationVerificationNeeded;
+
+    public sealed record GradientReady(long Seq, float[] Gradient) : INoSerializationVerificationNeeded;
+
+    public sealed record RolledBack(long Step, double LrScale, string Reason, StudentTrainer? Fresh, bool Guard) : INoSerializationVerificationNeeded;
+
+    /// <summary>What is due once step Seq is trained (decided on the mailbox from the step number).</summary>
+    public sealed record AfterStep(bool Evaluate, bool Checkpoint, bool FinalWeights, bool OfferWeights, DataSplits Data, Device Device, int EvalBatch);
+
+    /// <summary>The seeded initial student every replica starts from.</summary>
+    public static StudentTrainer NewTrainer(RunSpec s, DataSplits data, Device device) =>
+        new(EngineAccess.NewStudent(s, data, device), s.Student.Train, s.Method.PipelineStudentSteps(s, data.TrainX.shape[0]), s.Method.Objective(s));
+
+    /// <summary>Builds the trainer from the newest good checkpoint (a fresh one if none loads).</summary>
+    public static Ready Start(RunSpec s, BatchPlan plan, ImmutableList<CheckpointWritten> checkpoints, BlobStore blobs, Func<DataSplits> loadData, string runId, string id)
+    {
+        var device = EngineAccess.DeviceFor(s);
+        var data = loadData();
+        var trainer = NewTrainer(s, data, device);
+        var (step, warning) = Checkpoints.RestoreNewest(checkpoints, blobs, trainer.LoadState, runId, id);
+        if (step == 0 && warning is not null)
+        {
+            // a failed load may have left part of a checkpoint in the model: start clean
+            trainer.Model.Dispose();
+            trainer.Dispose();
+            trainer = NewTrainer(s, data, device);
+        }
+        var best = checkpoints.Where(c => c.Step <= trainer.Step).Select(c => c.BestAccuracy).DefaultIfEmpty(double.NegativeInfinity).Max();
+        var offer = plan.BatchNeedingWeightsAfter(trainer.Step) is not null ? EngineAccess.SaveModel(trainer.Model) : null;
+        return new Ready(trainer, plan.CreateFeed(s.Seed), data, trainer.Step, trainer.LrScale, trainer.GradientSize, warning, best, offer);
+    }
+
+    /// <summary>Hands the new batches to the feed (in order) and takes step `seq`'s batch from it.</summary>
+    public static StudentBatch Batch(IStudentFeed feed, IReadOnlyList<LabelledBatch> handed, long seq, Device device)
+    {
+        var storage = feed.StorageFor(device);
+        foreach (var b in handed)
+            feed.Add(b.Seq, new StudentBatch(TensorWire.ToTensor(b.Images, storage), b.Labels is { } y ? TensorWire.ToLabels(y, storage) : null,
+                b.SoftLabels is { } p ? TensorWire.ToTensor(p, storage) : null, b.Temperature));
+        return feed.Take(seq, device);
+    }
+
+    /// <summary>One replica alone: the whole step.</summary>
+    public static Trained Step(StudentTrainer t, IStudentFeed feed, IReadOnlyList<LabelledBatch> handed, long seq, bool wantLoss, AfterStep after)
+    {
+        using var batch = Batch(feed, handed, seq, after.Device);
+        return Finish(t, seq, t.TrainStep(batch, wantLoss), after);
+    }
+
+    /// <summary>One of N replicas: the gradient of its contiguous slice of the batch.</summary>
+    public static GradientReady Gradient(StudentTrainer t, IStudentFeed feed, IReadOnlyList<LabelledBatch> handed, long seq, int replica, int replicas, Device device)
+    {
+        using var batch = Batch(feed, handed, seq, device);
+        var per = batch.Images.shape[0] / replicas;
+        using var slice = batch.Slice(replica * per, per);
+        var (g, _) = t.ComputeGradient(slice);
+        using (g) return new GradientReady(seq, g.data<float>().ToArray());
+    }
+
+    /// <summary>The mean of every replica's gradient (<see cref="GradientExchange.Mean"/>), applied.</summary>
+    public static Trained Apply(StudentTrainer t, float[][] byReplica, long seq, AfterStep after)
+    {
+        using (var mean = tensor(GradientExchange.Mean(byReplica))) t.ApplyGradient(mean);
+        return Finish(t, seq, null, after);
+    }
+
+    private static Trained Finish(StudentTrainer t, long seq, double? loss, AfterStep after)
+    {
+        var acc = after.Evaluate ? Evaluation.Accuracy(t.Model, after.Data.TestX, after.Data.TestY, after.Device, after.EvalBatch) : (double?)null;
+        var checkpoint = after.Checkpoint ? EngineAccess.Save(t.SaveState) : null;
+        var weights = after.FinalWeights ? EngineAccess.SaveModel(t.Model) : null;
+        var competitor = after.OfferWeights ? EngineAccess.SaveModel(t.Model) : null;
+        return new Trained(seq, loss, acc, checkpoint, weights, t.Lr, competitor);
+    }
+
+    /// <summary>
+    /// The one way a replica goes back (the guard's rollback and the replicas' lockstep): the newest
+    /// loadable checkpoint of `usable`, or before the first one the seeded initial student (where
+    /// allowed); then `adjust` (the learning-rate scale). The feed drops what the rollback made stale.
+    /// </summary>
+    public static RolledBack Restore(StudentTrainer current, IStudentFeed feed, ImmutableList<CheckpointWritten> usable, BlobStore blobs, bool freshBeforeFirst,
+        Func<StudentTrainer> fresh, Action<StudentTrainer> adjust, Func<long, string?, string> describe, bool guard, string runId, string id)
+    {
+        var trainer = current;
+        var (restored, warning) = Checkpoints.RestoreNewest(usable, blobs, trainer.LoadState, runId, id);
+        StudentTrainer? replaced = null;
+        if (restored == 0)
+        {
+            if (!freshBeforeFirst) throw new InvalidOperationException($"no checkpoint to roll back to ({warning ?? "none written yet"})");
+            replaced = fresh();
+            current.Model.Dispose();
+            current.Dispose();
+            trainer = replaced;
+        }
+        adjust(trainer);
+        feed.Clear();
+        return new RolledBack(trainer.Step, trainer.LrScale, describe(restored, warning), replaced, guard);
+    }
+}
