@@ -20,6 +20,14 @@ public sealed class BlobStore
 
     public string Root { get; }
 
+    /// <summary>
+    /// The store of one owner (an entity's batches and checkpoints) under owners/: content-addressed
+    /// names collide across owners (two replicas' checkpoints are the same bytes; runs of one seed
+    /// read the same real-data batches), so an owner that deletes a blob must delete only its own.
+    /// </summary>
+    public BlobStore Scope(string owner) =>
+        new(Path.Combine(Root, "owners", string.Concat(owner.Select(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-' ? c : '+'))));
+
     public string PathOf(string hash)
     {
         if (hash.Length != 64 || !hash.All(char.IsAsciiHexDigitLower))

@@ -11,6 +11,7 @@ using Cluster.Contracts.Runs;
 using Cluster.Contracts.Serialization;
 using Cluster.Contracts.Students;
 using Cluster.Contracts.Tensors;
+using Cluster.Node.Actors;
 using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
 using Cluster.Node.Transport;
@@ -409,48 +410,42 @@ public static class ClusterBench
     }
 
     /// <summary>
-    /// Sends this replica's gradient in chunks and sums the peer's in replica order as it
-    /// arrives (what StudentEntity does); done when the peer's whole gradient is in and the peer
-    /// confirmed it has ours. The initiator (done set) sends first; the responder sends when the
-    /// first chunk arrives and confirms to confirmTo once it has them all.
+    /// One replica's side of the students' all-reduce, through the shipped <see cref="GradientExchange"/>:
+    /// its gradient in chunks to the peer, the peer's chunks taken as they arrive, and the mean once
+    /// both are whole; done when the peer confirmed it has ours too. The initiator (replica 0, done
+    /// set) sends first; the responder (replica 1) sends when the first chunk arrives and confirms to
+    /// confirmTo once it has reduced.
     /// </summary>
     internal sealed class Reducer : ReceiveActor
     {
-        public const int Chunk = 1 << 18;
+        public static readonly int Chunk = new ClusterSpec().GradientChunk;   // the students' default
 
         public Reducer(Action<GradientChunk> send, IActorRef? confirmTo, float[] gradient, long step, TaskCompletionSource<double>? done)
         {
             var sw = Stopwatch.StartNew();
-            var sum = (float[])gradient.Clone();
-            var chunks = (gradient.Length + Chunk - 1) / Chunk;
-            int received = 0;
+            var self = done is null ? 1 : 0;
+            var exchange = new GradientExchange(2, self, gradient.Length);
+            exchange.Own(step, gradient);
+            var sent = false;
+            float[]? mean = null;
             var peerHasOurs = false;
             void SendAll()
             {
-                for (var c = 0; c < chunks; c++)
-                {
-                    var len = Math.Min(Chunk, gradient.Length - c * Chunk);
-                    var bytes = new byte[len * 4];
-                    Buffer.BlockCopy(gradient, c * Chunk * 4, bytes, 0, bytes.Length);
-                    send(new GradientChunk("bench/student/1", step, 0, c, chunks, (long)c * Chunk, new TensorPayload([len], WireDType.Float32, bytes)));
-                }
+                sent = true;
+                foreach (var c in GradientExchange.Chunks($"bench/student/{1 - self}", step, self, gradient, Chunk)) send(c);
             }
             void Check()
             {
-                if (received == chunks && (peerHasOurs || done is null))
-                {
-                    if (done is null) confirmTo!.Tell(new EntityStatus("bench/student/0", true, step, step, 0, 0, "peer", "reduced"));
-                    else done.TrySetResult(sw.Elapsed.TotalMilliseconds);
-                }
+                mean ??= exchange.TakeComplete(step) is { } all ? GradientExchange.Mean(all) : null;
+                if (mean is null || !peerHasOurs && done is not null) return;
+                if (done is null) confirmTo!.Tell(new EntityStatus("bench/student/0", true, step, step, 0, 0, "peer", "reduced"));
+                else done.TrySetResult(sw.Elapsed.TotalMilliseconds);
             }
             if (done is not null) SendAll();
             Receive<GradientChunk>(c =>
             {
-                if (done is null && received == 0) SendAll();
-                var values = new float[c.Values.Data.Length / 4];
-                Buffer.BlockCopy(c.Values.Data, 0, values, 0, c.Values.Data.Length);
-                for (var i = 0; i < values.Length; i++) sum[c.Offset + i] += values[i];
-                received++;
+                if (!sent) SendAll();
+                if (exchange.Accept(c, step) != ChunkVerdict.Accepted) throw new InvalidOperationException($"bench chunk {c.ChunkIndex} of step {c.Step} refused");
                 Check();
             });
             Receive<EntityStatus>(_ => { peerHasOurs = true; Check(); });

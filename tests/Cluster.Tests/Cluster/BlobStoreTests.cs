@@ -40,6 +40,22 @@ public sealed class BlobStoreTests : IDisposable
     }
 
     [Fact]
+    public void Owners_that_store_the_same_bytes_delete_only_their_own_copy()
+    {
+        // two replicas' identical checkpoints, or two runs' identical real-data batches
+        var bytes = Bytes(1000, 3);
+        var a = store.Scope("run-a/generator/0");
+        var b = store.Scope("run-b/generator/0");
+        var hash = a.Put(bytes);
+        Assert.Equal(hash, b.Put(bytes));
+        a.Delete(hash);
+        Assert.False(a.Exists(hash));
+        Assert.Equal(bytes, b.Get(hash));
+        Assert.StartsWith(Path.Combine(root, "owners"), b.PathOf(hash));
+        Assert.NotEqual(Path.GetDirectoryName(Path.GetDirectoryName(a.PathOf(hash))), Path.GetDirectoryName(Path.GetDirectoryName(b.PathOf(hash))));
+    }
+
+    [Fact]
     public void A_blob_is_named_by_the_sha256_of_its_bytes()
     {
         var bytes = Bytes(1000, 1);

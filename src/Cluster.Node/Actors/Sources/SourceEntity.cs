@@ -32,7 +32,7 @@ namespace Cluster.Node.Actors;
 /// batches compete with the student (ADI), a batch begins only with the student's weights for it
 /// (<see cref="CompetitorReady"/>). It knows the plan's shape, never the method.
 /// </summary>
-public sealed class SourceEntity : PersistentEntity
+public sealed partial class SourceEntity : PersistentEntity
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new SourceEntity(entityId, services));
 
@@ -69,7 +69,7 @@ public sealed class SourceEntity : PersistentEntity
 
     public SourceEntity(string entityId, NodeServices services) : base(entityId, services)
     {
-        stager = new Stager(services.Blobs);
+        stager = new Stager(OwnBlobs);
         Command<StartEntity>(OnStart);
         Command<Ready>(OnEngineReady);
         Command<RequestBatches>(OnRequest);
@@ -123,7 +123,7 @@ public sealed class SourceEntity : PersistentEntity
         busy = true;
         var (s, st, services, runId, id) = (spec, State, Services, RunId, Id);
         var teacherBlob = s.Method.SourceUsesTeacher ? st.TeacherBlob : null;
-        EngineAccess.Compute(() => Start(s, services.Data(s.Data), teacherBlob, st.Checkpoints, st.Pool, st.Produced, services.Blobs, runId, id)).PipeTo(Self);
+        EngineAccess.Compute(() => Start(s, services.Data(s.Data), teacherBlob, st.Checkpoints, st.Pool, st.Produced, services.Blobs, OwnBlobs, runId, id)).PipeTo(Self);
     }
 
     private void OnEngineReady(Ready r)
@@ -193,7 +193,7 @@ public sealed class SourceEntity : PersistentEntity
         unitsPerJob = SourceDecisions.UnitsPerJob(SliceTarget, a.SecondsPerUnit);
         if (a.Checkpoint is null) { busy = false; Produce(); return; }
         // part of a batch: journaled with Seq = batches made, so a restart resumes it only if no later batch was stored
-        var blob = Services.Blobs.Put(a.Checkpoint);
+        var blob = OwnBlobs.Put(a.Checkpoint);
         var old = State.Checkpoints;
         Persist(new CheckpointWritten((a.Seq - 1) * plan!.UnitsPerBatch + a.UnitsDone, a.Seq - 1, blob, null, 0), e =>
         {
@@ -224,104 +224,6 @@ public sealed class SourceEntity : PersistentEntity
         if (s.Checkpoint is null) { busy = false; Produce(); }
         if (!SourceDecisions.StoreNow(s.Checkpoint is not null, plan!.UnitsPerBatch, busy, unstored.Count, SourceDecisions.MaxGroup(spec!.Cluster.Window))) return;
         StoreGroup();
-    }
-
-    /// <summary>
-    /// Group commit: the batches made since the last store are made durable together (their blobs
-    /// flushed and named, then one journal write for all of them) and only then sent.
-    /// </summary>
-    private void StoreGroup()
-    {
-        var group = unstored.ToList();
-        unstored.Clear();
-        var events = new List<BatchStored>(group.Count);
-        try
-        {
-            foreach (var s in group)
-                events.Add(new BatchStored(s.Seq, stager.Commit(s.ImagesBlob), s.SoftLabelsBlob is { } sb ? stager.Commit(sb) : null, s.TrueLabelsBlob is { } tb ? stager.Commit(tb) : null));
-        }
-        catch (Exception e) when (e is IOException or BlobException or UnauthorizedAccessException)
-        {
-            Fail($"batch {group[0].Seq}{(group.Count > 1 ? $"-{group[^1].Seq}" : "")} could not be stored: {e.Message}");
-            return;
-        }
-        var bySeq = group.ToDictionary(g => g.Seq);
-        PersistAll(events, e =>
-        {
-            State = State.Apply(e);
-            var s = bySeq[e.Seq];
-            if (s.Checkpoint is not null) busy = false;
-            if (wanted.Remove(s.Seq, out var who))
-                foreach (var student in who) SendBatch(student, s.Seq, s.Images, s.SoftLabels, s.TrueLabels);
-            Report(s);
-            if (competitors.Remove(s.Seq, out var used)) Services.Blobs.Delete(used.WeightsBlob);
-            if (s.Checkpoint is not null) Checkpoint(s.Seq, s.Checkpoint);
-            else MaybeSnapshot(SnapshotEvery);
-            Produce();
-        });
-    }
-
-    /// <summary>A stored batch's metrics, samples and progress for the coordinator.</summary>
-    private void Report(Made s)
-    {
-        if (s.Metrics is { } m)
-        {
-            if (m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
-                Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
-            Services.Coordinator.Tell(RunMetrics.Of(RunId, Id, s.Seq, m));
-        }
-        if (s.SamplesPng is { } png) Services.Coordinator.Tell(new RunSamples(RunId, Id, s.Seq, png));
-        var slow = plan!.UnitsPerBatch > 1;
-        if (s.Seq % 25 == 0 || slow)
-            Services.Coordinator.Tell(new EntityProgress(RunId, Id, s.Seq, TotalBatches, wanted.Count, State.Pool.Count, null, Services.NodeName, null));
-        if (slow) Log.Info("{0}: batch {1} of {2} made (best loss {3:F4})", Id, s.Seq, TotalBatches, s.Metrics?.GetValueOrDefault("best_loss") ?? double.NaN);
-    }
-
-    /// <summary>Stores the state the compute thread saved right after batch seq.</summary>
-    private void Checkpoint(long seq, byte[] bytes)
-    {
-        var blob = Services.Blobs.Put(bytes);
-        var old = State.Checkpoints;
-        Persist(new CheckpointWritten(seq * plan!.UnitsPerBatch, seq, blob, null, 0), e =>
-        {
-            State = State.Apply(e);
-            DeleteDroppedCheckpoints(old);
-            MaybeSnapshot(SnapshotEvery);
-        });
-    }
-
-    private void OnRelease(ReleaseBatches m)
-    {
-        if (spec is null) return;
-        releasedBy[m.Student] = Math.Max(releasedBy.GetValueOrDefault(m.Student), m.UpToSeq);
-        if (SourceDecisions.ReleaseUpTo(releasedBy, spec.Cluster.Replicas, State.ReleasedUpTo) is not { } upTo) return;
-        var gone = State.Pool.Where(kv => kv.Key <= upTo).Select(kv => kv.Value).ToList();
-        Persist(new BatchesReleased(upTo), e =>
-        {
-            State = State.Apply(e);
-            foreach (var b in gone) DeleteBlobs(b);
-            MaybeSnapshot(SnapshotEvery);
-        });
-    }
-
-    private TensorPayload Load(string blob) => MessagePackSerializer.Deserialize<TensorPayload>(Services.Blobs.Get(blob));
-
-    /// <summary>A batch to the student that asked: straight to it when it carries what the objective needs, else through the teacher.</summary>
-    private void SendBatch(string student, long seq, TensorPayload images, TensorPayload? soft, TensorPayload? trueLabels)
-    {
-        if (soft is null && labelTemperature is { } t)
-        {
-            Services.Teachers.Tell(new LabelBatch(EntityId.Teacher(RunId), seq, images, student, trueLabels, t));
-            return;
-        }
-        Services.SendToStudent(new LabelledBatch(student, seq, images, soft, labelTemperature ?? 1, trueLabels), endpoints.GetValueOrDefault(student));
-    }
-
-    private void DeleteBlobs(BatchStored b)
-    {
-        Services.Blobs.Delete(b.Blob);
-        if (b.LabelsBlob is { } lb) Services.Blobs.Delete(lb);
-        if (b.TrueLabelsBlob is { } tb) Services.Blobs.Delete(tb);
     }
 
     private void Fail(string reason)

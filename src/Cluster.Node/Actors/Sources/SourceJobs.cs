@@ -41,12 +41,12 @@ internal static class SourceJobs
 
     /// <summary>Loads the teacher (when the source uses it), builds the source, restores its newest good checkpoint and catches up to the batches stored.</summary>
     public static Ready Start(RunSpec s, DataSplits data, string? teacherBlob, ImmutableList<CheckpointWritten> checkpoints,
-        ImmutableSortedDictionary<long, BatchStored> pool, long produced, BlobStore blobs, string runId, string id)
+        ImmutableSortedDictionary<long, BatchStored> pool, long produced, BlobStore blobs, BlobStore own, string runId, string id)
     {
         var device = EngineAccess.DeviceFor(s);
         var t = teacherBlob is null ? null : EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, data, s.Data.ImageSize, blobs.Get(teacherBlob), device);
         var source = EngineAccess.Seeded(s.Seed, () => s.Method.CreateBatchSource(new SourceContext(s, data, device, t, () => EngineAccess.NewStudent(s, data, device))));
-        var (_, warning) = Checkpoints.RestoreNewest(checkpoints.Where(c => c.Seq <= produced).ToImmutableList(), blobs, source.LoadState, runId, id);
+        var (_, warning) = Checkpoints.RestoreNewest(checkpoints.Where(c => c.Seq <= produced).ToImmutableList(), own, source.LoadState, runId, id);
         var identical = 0;
         // batches after the checkpoint are stored already: made again without being sent
         var replayed = source.CatchUp(produced, (seq, o) =>

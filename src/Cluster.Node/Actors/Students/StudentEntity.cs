@@ -28,7 +28,7 @@ namespace Cluster.Node.Actors;
 /// Where the source's batches compete with the student (ADI), it offers its weights when a batch
 /// needs them. It knows the plan's shape, never the method.
 /// </summary>
-public sealed class StudentEntity : PersistentEntity, IWithTimers
+public sealed partial class StudentEntity : PersistentEntity, IWithTimers
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new StudentEntity(entityId, services));
 
@@ -124,7 +124,7 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
         if (replica >= spec.Cluster.Replicas) { Fail($"replica {replica} of a run with {spec.Cluster.Replicas} replicas"); return; }
         busy = true;
-        var (s, checkpoints, blobs, services, runId, id) = (spec, State.Checkpoints, Services.Blobs, Services, RunId, Id);
+        var (s, checkpoints, blobs, services, runId, id) = (spec, State.Checkpoints, OwnBlobs, Services, RunId, Id);
         var images = DataSplits.TrainImages(s.Data);
         EngineAccess.Compute(() =>
         {
@@ -165,32 +165,6 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         if (plan!.BatchNeedingWeightsAfter(step) is not { } batch) return;
         competitorOffer = new CompetitorReady(EntityId.Generator(RunId), (int)batch, step, Services.Blobs.Put(weights));
         Services.Generators.Tell(competitorOffer);
-    }
-
-    private void AnnounceStep(Func<int, bool> toPeer)
-    {
-        if (Replicas < 2) return;
-        for (var peer = 0; peer < Replicas; peer++)
-            if (peer != replica && toPeer(peer))
-                Services.Students.Tell(new ReplicaAt(EntityId.Student(RunId, peer), replica, step, lrScale, Services.DataEndpoint));
-    }
-
-    private void OnReplicaAt(ReplicaAt m)
-    {
-        peerEndpoints[m.FromReplica] = m.DataEndpoint;
-        if (trainer is null || State.Finished) return;   // it hears our step when we are ready
-        var own = exchange!.OwnAt(step + 1);
-        switch (ReplicaDecisions.OnPeerAt(step, lrScale, pendingRollback?.Step, m.Step, m.LrScale, own is not null))
-        {
-            case PeerAnswer.RollBack:
-                Log.Warning("{0}: replica {1} is at step {2}, this one at {3}: rolling back to keep the replicas in lockstep", Id, m.FromReplica, m.Step, step);
-                var (to, scale) = ReplicaDecisions.RollbackTo(m.Step, m.LrScale, lrScale);
-                pendingRollback = (to, scale, m.FromReplica);
-                if (!computing) RollBackToPeer();
-                break;
-            case PeerAnswer.Announce: AnnounceStep(peer => peer == m.FromReplica); break;
-            case PeerAnswer.ResendGradient: SendGradient(step + 1, own!, peer => peer == m.FromReplica); break;   // it may have died with its node
-        }
     }
 
     private void OnCheckStalled()
@@ -257,42 +231,6 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
             plan!.BatchNeedingWeightsAfter(seq) is not null, engine!.Data, EngineAccess.DeviceFor(spec!), spec!.Data.EvalBatch);
     }
 
-    private void OnOwnGradient(GradientReady g)
-    {
-        computing = false;
-        if (pendingRollback is not null) { RollBackToPeer(); return; }
-        SendGradient(g.Seq, g.Gradient, _ => true);
-        exchange!.Own(g.Seq, g.Gradient);
-        TryReduce(g.Seq);
-    }
-
-    private void SendGradient(long seq, float[] flat, Func<int, bool> toPeer)
-    {
-        for (var peer = 0; peer < Replicas; peer++)
-            if (peer != replica && toPeer(peer))
-                foreach (var c in GradientExchange.Chunks(EntityId.Student(RunId, peer), seq, replica, flat, spec!.Cluster.GradientChunk))
-                    Services.SendToStudent(c, peerEndpoints.GetValueOrDefault(peer));
-    }
-
-    private void OnChunk(GradientChunk c)
-    {
-        if (exchange is null) { early.Add(c); return; }   // a peer started first: keep its chunks until we are ready
-        if (exchange.Accept(c, step + 1) == ChunkVerdict.Misfit)
-        {
-            Fail($"gradient chunk from replica {c.FromReplica} at offset {c.Offset} does not fit a model of {engine!.GradientSize} parameters");
-            return;
-        }
-        TryReduce(c.Step);
-    }
-
-    private void TryReduce(long seq)
-    {
-        if (seq != step + 1 || exchange!.TakeComplete(seq) is not { } all) return;
-        computing = true;
-        var (t, after) = (trainer!, AfterStepOf(seq));
-        EngineAccess.Compute(() => Apply(t, all, seq, after)).PipeTo(Self);
-    }
-
     private void OnTrained(Trained t)
     {
         computing = false;
@@ -312,19 +250,9 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         TryTrain();
     }
 
-    /// <summary>The guard's verdict on the step's loss and evaluation (a non-finite loss fails the step even with the guard off).</summary>
-    private string? Unhealthy(Trained t)
-    {
-        var loss = t.Loss is { } l ? new Dictionary<string, double> { [objective!.LossName] = l } : [];
-        if (guard is null) return t.Loss is { } x && !double.IsFinite(x) ? $"{objective!.LossName} is {x}" : null;
-        if (guard.CheckStep(loss) is { Healthy: false } v) return v.Reason;
-        if (t.Accuracy is { } a && guard.CheckEvaluation(a) is { Healthy: false } e) return e.Reason;
-        return null;
-    }
-
     private void SaveCheckpoint(Trained t)
     {
-        var blob = Services.Blobs.Put(t.Checkpoint!);
+        var blob = OwnBlobs.Put(t.Checkpoint!);
         var old = State.Checkpoints;
         best = Math.Max(best, t.Accuracy ?? double.NegativeInfinity);
         var bestNow = best;
@@ -362,70 +290,6 @@ public sealed class StudentEntity : PersistentEntity, IWithTimers
         if (replica != 0 || State.Checkpoints.LastOrDefault() is not { } last) return;
         // the coordinator may have missed the first report; the last checkpoint holds the final model
         Services.Coordinator.Tell(new StudentFinished(RunId, Id, last.Accuracy ?? double.NaN, last.BestAccuracy, last.Step, "", rollbacks));
-    }
-
-    /// <summary>
-    /// The divergence guard (<see cref="DivergenceGuard"/>, as in the engine loop): a step that fails,
-    /// a non-finite loss or an evaluation far below the best rolls the replica back to its newest
-    /// good checkpoint with its learning rate multiplied by guard.lr_factor (not for an error libtorch
-    /// raised: retried at the same rate, see docs/engineering-notes.md); the batches after it are
-    /// trained again. After guard.max_rollbacks the run fails.
-    /// </summary>
-    private void OnStepFailed(Exception cause)
-    {
-        var inner = cause is AggregateException { InnerException: { } i } ? i : cause;
-        var reason = inner.Message.Split('\n')[0];
-        computing = false;
-        Log.Error(cause, "{0}: step {1} failed", Id, step + 1);
-        if (trainer is null || spec is null || !DivergenceGuard.MayRollBack(spec.Guard, rollbacks))
-        {
-            Fail($"student failed at step {step + 1}: {reason}" + (rollbacks > 0 ? $" (after {rollbacks} rollbacks)" : ""));
-            return;
-        }
-        rollbacks++;
-        var scale = inner is not System.Runtime.InteropServices.ExternalException;
-        var factor = spec.Guard.LrFactor;
-        Restore(State.Checkpoints, freshBeforeFirst: false, t => { if (scale) t.ScaleLearningRates(factor); },
-            (_, _) => $"{reason}; rolled back{(scale ? $" and multiplied the learning rate by {factor}" : ", same learning rate")} (rollback {rollbacks})",
-            guard: true, $"{reason}; rollback");
-    }
-
-    private void RollBackToPeer()
-    {
-        var (to, scale, from) = pendingRollback!.Value;
-        pendingRollback = null;
-        Restore(State.Checkpoints.Where(c => c.Step <= to).ToImmutableList(), freshBeforeFirst: true, t => t.LrScale = scale,
-            (_, warning) => $"replica {from} resumed at step {to}" + (warning is null ? "" : $" ({warning})"), guard: false, $"rollback to replica {from}'s step {to}");
-    }
-
-    private void Restore(ImmutableList<CheckpointWritten> usable, bool freshBeforeFirst, Action<StudentTrainer> adjust, Func<long, string?, string> describe, bool guard, string what)
-    {
-        busy = computing = true;
-        var (current, f, blobs, s, data, runId, id) = (trainer!, feed!, Services.Blobs, spec!, engine!.Data, RunId, Id);
-        EngineAccess.Compute(() => StudentJobs.Restore(current, f, usable, blobs, freshBeforeFirst, () => NewTrainer(s, data, EngineAccess.DeviceFor(s)), adjust, describe, guard, runId, id))
-            .PipeTo(Self, failure: e => new Status.Failure(new InvalidOperationException($"{what} failed: {e.Message}")));
-    }
-
-    private void OnRolledBack(RolledBack r)
-    {
-        busy = computing = false;
-        if (r.Fresh is not null) trainer = r.Fresh;
-        (step, lrScale) = (r.Step, r.LrScale);
-        var message = r.Guard ? $"run {RunId}, entity {Id}: guard: {r.Reason}; now at step {r.Step}"
-            : $"run {RunId}, entity {Id}: {r.Reason}; rolled back to step {r.Step} to stay in lockstep";
-        Log.Warning(message);
-        Services.Coordinator.Tell(new EntityProgress(RunId, Id, r.Step, Total, 0, 0, null, Services.NodeName, message));
-        // batches and gradients after the checkpoint are trained and exchanged again (a peer at our
-        // step resends its gradient when it hears where we are)
-        intake = intake!.RolledBack(step);
-        if (!plan!.KeepsBatches) unhanded.Clear();
-        exchange!.Clear();
-        lastBatchUtc = DateTime.UtcNow;
-        AnnounceStep(_ => true);
-        if (pendingRollback is not null && pendingRollback.Value.Step < step) { RollBackToPeer(); return; }
-        pendingRollback = null;
-        RequestMore();
-        TryTrain();
     }
 
     private void Fail(string reason)

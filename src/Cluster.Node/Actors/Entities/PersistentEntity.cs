@@ -5,6 +5,7 @@ using Cluster.Contracts;
 using Cluster.Contracts.Events;
 using Cluster.Contracts.Runs;
 using Cluster.Node.Hosting;
+using Cluster.Node.Storage;
 
 namespace Cluster.Node.Actors;
 
@@ -23,6 +24,7 @@ public abstract class PersistentEntity : ReceivePersistentActor
     {
         Id = entityId;
         Services = services;
+        OwnBlobs = services.Blobs.Scope(entityId);
         kind = EntityId.Parse(entityId).Kind;
         Recover<SnapshotOffer>(o => { if (o.Snapshot is EntitySnapshot s) State = EntityState.FromSnapshot(s); });
         Recover<IPersistedEvent>(e => State = State.Apply(e));
@@ -36,6 +38,8 @@ public abstract class PersistentEntity : ReceivePersistentActor
     /// <summary>The entity id, "run/kind/index".</summary>
     protected string Id { get; }
     protected NodeServices Services { get; }
+    /// <summary>This entity's batches and checkpoints (<see cref="BlobStore.Scope"/>); what others read (teacher, weights) stays in Services.Blobs.</summary>
+    protected BlobStore OwnBlobs { get; }
     protected EntityState State { get; set; } = EntityState.Empty;
 
     public override string PersistenceId => $"{kind}-{Id}";
@@ -54,7 +58,7 @@ public abstract class PersistentEntity : ReceivePersistentActor
     /// <summary>Deletes the blobs of checkpoints in `before` that the current state no longer refers to (trimmed to the newest few).</summary>
     protected void DeleteDroppedCheckpoints(System.Collections.Immutable.ImmutableList<CheckpointWritten> before)
     {
-        foreach (var gone in before.Where(c => State.Checkpoints.All(k => k.Blob != c.Blob))) Services.Blobs.Delete(gone.Blob);
+        foreach (var gone in before.Where(c => State.Checkpoints.All(k => k.Blob != c.Blob))) OwnBlobs.Delete(gone.Blob);
     }
 
     /// <summary>Logs the reason and tells the coordinator, which fails the run.</summary>

@@ -1,0 +1,115 @@
+using System.Text.Json;
+using Akka.Actor;
+using Akka.Event;
+using Akka.Persistence;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Node.Hosting;
+using Distill.Engine.Methods;
+using Distill.Engine.Runs;
+using Distill.Engine.Specs;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>What the coordinator writes and answers about a run: status.json, result.json, metrics, samples, summaries.</summary>
+public sealed partial class RunCoordinator
+{
+    /// <summary>runs/&lt;id&gt;/status.json: what `status` shows, for dashboards and scripts that do not join the cluster.</summary>
+    private void WriteStatus(RunRecord r, bool throttle)
+    {
+        var now = DateTime.UtcNow;
+        if (throttle && statusWritten.TryGetValue(r.RunId, out var last) && now - last < TimeSpan.FromSeconds(0.5)) return;
+        statusWritten[r.RunId] = now;
+        var s = Summary(r);
+        var dir = Path.Combine(services.Options.RunsDir, r.RunId);
+        Directory.CreateDirectory(dir);
+        var json = JsonSerializer.Serialize(new
+        {
+            run_id = s.RunId, state = s.State.ToString().ToLowerInvariant(), step = s.StudentStep, total_steps = s.TotalSteps,
+            generated = s.GeneratedBatches, pool = s.PoolBatches, generator_queue = s.GeneratorQueue, student_in_flight = s.StudentInFlight,
+            teacher_accuracy = s.TeacherAccuracy, student_accuracy = s.StudentAccuracy, student_node = s.Node, generator_node = s.GeneratorNode, message = s.Message,
+            updated_utc = now,
+        });
+        var tmp = Path.Combine(dir, $"status.json.{Environment.ProcessId}.tmp");
+        File.WriteAllText(tmp, json);
+        File.Move(tmp, Path.Combine(dir, "status.json"), overwrite: true);
+    }
+
+    private void WriteResult(RunRecord r, StudentFinished m)
+    {
+        var spec = SpecOf(r);
+        var dir = Path.Combine(services.Options.RunsDir, r.RunId);
+        Directory.CreateDirectory(dir);
+        if (m.StudentBlob.Length > 0 && services.Blobs.Exists(m.StudentBlob))
+            File.WriteAllBytes(Path.Combine(dir, "student.pt"), services.Blobs.Get(m.StudentBlob));
+        var result = new RunResult
+        {
+            RunId = r.RunId,
+            Name = spec.Name,
+            Method = spec.Method.Name,
+            Dataset = spec.Data.Name,
+            TeacherArch = spec.Method.TeacherOf(spec)?.Arch,
+            StudentArch = spec.Student.Arch,
+            TeacherAccuracy = r.TeacherAccuracy,
+            TeacherSeconds = r.TeacherSeconds,
+            TeacherFromCache = r.TeacherFromCache,
+            StudentAccuracy = m.Accuracy,
+            BestStudentAccuracy = m.BestAccuracy,
+            Steps = m.Steps,
+            WallSeconds = Math.Round((DateTime.UtcNow - r.SubmittedUtc).TotalSeconds, 1),
+            Device = spec.Device,
+            Seed = spec.Seed,
+            StudentUsedRealData = spec.Method.StudentSeesData,
+            Rollbacks = m.Rollbacks,
+            SynthesisedImages = spec.Method.SynthesisedImages(spec, m.Steps),
+            Pipeline = $"actors ({spec.Cluster.Replicas} student replica(s))",
+        };
+        RunDirectory.WriteResult(dir, result);
+    }
+
+    /// <summary>
+    /// A row of metrics.csv: phase is the entity kind (generator, student-N), seconds count from
+    /// the run's submission. A step run again after a failover or a guard rollback is logged again.
+    /// </summary>
+    private void OnMetrics(RunMetrics m)
+    {
+        if (!state.Runs.TryGetValue(m.RunId, out var r) || !r.Active) return;
+        if (m.Names.Length != m.Values.Length)
+        {
+            log.Warning("run {0}: metrics from {1} with {2} names and {3} values; dropped", m.RunId, m.EntityId, m.Names.Length, m.Values.Length);
+            return;
+        }
+        if (Phase(m.RunId, m.EntityId) is not { } phase) return;
+        var values = new Dictionary<string, double>(m.Names.Length);
+        for (var i = 0; i < m.Names.Length; i++) values[m.Names[i]] = m.Values[i];
+        Dir(m.RunId).Metrics(phase, m.Step, (DateTime.UtcNow - r.SubmittedUtc).TotalSeconds, values, RunDirectory.KnownColumns);
+    }
+
+    private void OnSamples(RunSamples m)
+    {
+        if (!state.Runs.TryGetValue(m.RunId, out var r) || !r.Active) return;
+        if (Phase(m.RunId, m.EntityId) is { } phase) Dir(m.RunId).Samples(phase, m.Step, m.Png);
+    }
+
+    /// <summary>The entity's kind (student-N for a replica) as the file names and the CSV show it; null for an id that is not this run's entity.</summary>
+    private string? Phase(string runId, string entityId)
+    {
+        EntityId id;
+        try { id = EntityId.Parse(entityId); }
+        catch (FormatException e) { log.Warning("run {0}: {1}; report dropped", runId, e.Message); return null; }
+        if (id.RunId != runId) { log.Warning("run {0}: a report from {1}, another run's entity; dropped", runId, entityId); return null; }
+        return id.Kind == EntityKinds.Student ? $"student-{id.Index}" : id.Kind;
+    }
+
+    private RunSummary Summary(RunRecord r)
+    {
+        var l = live.GetValueOrDefault(r.RunId);
+        var spec = SpecOf(r);
+        var runState = RunDecisions.StateOf(r, spec.Method.UsesTeacher);
+        return new RunSummary(r.RunId, spec.Name, spec.Method.Name, runState,
+            r.Completed ? r.Steps : l?.StudentStep ?? 0, l?.TotalSteps is > 0 ? l.TotalSteps : spec.Method.PipelineStudentSteps(spec, Distill.Engine.Training.DataSplits.TrainImages(spec.Data) ?? 0), l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
+            r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy, r.Message ?? l?.Message, l?.Node, l?.GeneratorNode);
+    }
+}

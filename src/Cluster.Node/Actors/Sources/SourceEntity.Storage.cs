@@ -1,0 +1,121 @@
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Akka.Event;
+using Akka.Persistence;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Tensors;
+using Cluster.Node.Hosting;
+using Cluster.Node.Storage;
+using Distill.Engine.Methods;
+using Distill.Engine.Models;
+using Distill.Engine.Pipeline;
+using Distill.Engine.Specs;
+using MessagePack;
+using static Cluster.Node.Actors.SourceJobs;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>Storing, serving and releasing batches: group commit, checkpoints, the pool.</summary>
+public sealed partial class SourceEntity
+{
+    /// <summary>
+    /// Group commit: the batches made since the last store are made durable together (their blobs
+    /// flushed and named, then one journal write for all of them) and only then sent.
+    /// </summary>
+    private void StoreGroup()
+    {
+        var group = unstored.ToList();
+        unstored.Clear();
+        var events = new List<BatchStored>(group.Count);
+        try
+        {
+            foreach (var s in group)
+                events.Add(new BatchStored(s.Seq, stager.Commit(s.ImagesBlob), s.SoftLabelsBlob is { } sb ? stager.Commit(sb) : null, s.TrueLabelsBlob is { } tb ? stager.Commit(tb) : null));
+        }
+        catch (Exception e) when (e is IOException or BlobException or UnauthorizedAccessException)
+        {
+            Fail($"batch {group[0].Seq}{(group.Count > 1 ? $"-{group[^1].Seq}" : "")} could not be stored: {e.Message}");
+            return;
+        }
+        var bySeq = group.ToDictionary(g => g.Seq);
+        PersistAll(events, e =>
+        {
+            State = State.Apply(e);
+            var s = bySeq[e.Seq];
+            if (s.Checkpoint is not null) busy = false;
+            if (wanted.Remove(s.Seq, out var who))
+                foreach (var student in who) SendBatch(student, s.Seq, s.Images, s.SoftLabels, s.TrueLabels);
+            Report(s);
+            if (competitors.Remove(s.Seq, out var used)) Services.Blobs.Delete(used.WeightsBlob);
+            if (s.Checkpoint is not null) Checkpoint(s.Seq, s.Checkpoint);
+            else MaybeSnapshot(SnapshotEvery);
+            Produce();
+        });
+    }
+
+    /// <summary>A stored batch's metrics, samples and progress for the coordinator.</summary>
+    private void Report(Made s)
+    {
+        if (s.Metrics is { } m)
+        {
+            if (m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
+                Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
+            Services.Coordinator.Tell(RunMetrics.Of(RunId, Id, s.Seq, m));
+        }
+        if (s.SamplesPng is { } png) Services.Coordinator.Tell(new RunSamples(RunId, Id, s.Seq, png));
+        var slow = plan!.UnitsPerBatch > 1;
+        if (s.Seq % 25 == 0 || slow)
+            Services.Coordinator.Tell(new EntityProgress(RunId, Id, s.Seq, TotalBatches, wanted.Count, State.Pool.Count, null, Services.NodeName, null));
+        if (slow) Log.Info("{0}: batch {1} of {2} made (best loss {3:F4})", Id, s.Seq, TotalBatches, s.Metrics?.GetValueOrDefault("best_loss") ?? double.NaN);
+    }
+
+    /// <summary>Stores the state the compute thread saved right after batch seq.</summary>
+    private void Checkpoint(long seq, byte[] bytes)
+    {
+        var blob = OwnBlobs.Put(bytes);
+        var old = State.Checkpoints;
+        Persist(new CheckpointWritten(seq * plan!.UnitsPerBatch, seq, blob, null, 0), e =>
+        {
+            State = State.Apply(e);
+            DeleteDroppedCheckpoints(old);
+            MaybeSnapshot(SnapshotEvery);
+        });
+    }
+
+    private void OnRelease(ReleaseBatches m)
+    {
+        if (spec is null) return;
+        releasedBy[m.Student] = Math.Max(releasedBy.GetValueOrDefault(m.Student), m.UpToSeq);
+        if (SourceDecisions.ReleaseUpTo(releasedBy, spec.Cluster.Replicas, State.ReleasedUpTo) is not { } upTo) return;
+        var gone = State.Pool.Where(kv => kv.Key <= upTo).Select(kv => kv.Value).ToList();
+        Persist(new BatchesReleased(upTo), e =>
+        {
+            State = State.Apply(e);
+            foreach (var b in gone) DeleteBlobs(b);
+            MaybeSnapshot(SnapshotEvery);
+        });
+    }
+
+    private TensorPayload Load(string blob) => MessagePackSerializer.Deserialize<TensorPayload>(OwnBlobs.Get(blob));
+
+    /// <summary>A batch to the student that asked: straight to it when it carries what the objective needs, else through the teacher.</summary>
+    private void SendBatch(string student, long seq, TensorPayload images, TensorPayload? soft, TensorPayload? trueLabels)
+    {
+        if (soft is null && labelTemperature is { } t)
+        {
+            Services.Teachers.Tell(new LabelBatch(EntityId.Teacher(RunId), seq, images, student, trueLabels, t));
+            return;
+        }
+        Services.SendToStudent(new LabelledBatch(student, seq, images, soft, labelTemperature ?? 1, trueLabels), endpoints.GetValueOrDefault(student));
+    }
+
+    private void DeleteBlobs(BatchStored b)
+    {
+        OwnBlobs.Delete(b.Blob);
+        if (b.LabelsBlob is { } lb) OwnBlobs.Delete(lb);
+        if (b.TrueLabelsBlob is { } tb) OwnBlobs.Delete(tb);
+    }
+}

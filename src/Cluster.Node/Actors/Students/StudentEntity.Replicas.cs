@@ -1,0 +1,93 @@
+using System.Collections.Immutable;
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Akka.Event;
+using Akka.Persistence;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Students;
+using Cluster.Node.Hosting;
+using Distill.Engine.Methods;
+using Distill.Engine.Pipeline;
+using Distill.Engine.Runs;
+using Distill.Engine.Specs;
+using Distill.Engine.Training;
+using static Cluster.Node.Actors.StudentJobs;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>The replicas' protocol: lockstep (<see cref="ReplicaDecisions"/>) and the all-reduce (<see cref="GradientExchange"/>).</summary>
+public sealed partial class StudentEntity
+{
+    private void AnnounceStep(Func<int, bool> toPeer)
+    {
+        if (Replicas < 2) return;
+        for (var peer = 0; peer < Replicas; peer++)
+            if (peer != replica && toPeer(peer))
+                Services.Students.Tell(new ReplicaAt(EntityId.Student(RunId, peer), replica, step, lrScale, Services.DataEndpoint));
+    }
+
+    private void OnReplicaAt(ReplicaAt m)
+    {
+        peerEndpoints[m.FromReplica] = m.DataEndpoint;
+        if (trainer is null || State.Finished) return;   // it hears our step when we are ready
+        var own = exchange!.OwnAt(step + 1);
+        switch (ReplicaDecisions.OnPeerAt(step, lrScale, pendingRollback?.Step, m.Step, m.LrScale, own is not null))
+        {
+            case PeerAnswer.RollBack:
+                Log.Warning("{0}: replica {1} is at step {2}, this one at {3}: rolling back to keep the replicas in lockstep", Id, m.FromReplica, m.Step, step);
+                var (to, scale) = ReplicaDecisions.RollbackTo(m.Step, m.LrScale, lrScale);
+                pendingRollback = (to, scale, m.FromReplica);
+                if (!computing) RollBackToPeer();
+                break;
+            case PeerAnswer.Announce: AnnounceStep(peer => peer == m.FromReplica); break;
+            case PeerAnswer.ResendGradient: SendGradient(step + 1, own!, peer => peer == m.FromReplica); break;   // it may have died with its node
+        }
+    }
+
+    private void OnOwnGradient(GradientReady g)
+    {
+        computing = false;
+        if (pendingRollback is not null) { RollBackToPeer(); return; }
+        SendGradient(g.Seq, g.Gradient, _ => true);
+        exchange!.Own(g.Seq, g.Gradient);
+        TryReduce(g.Seq);
+    }
+
+    private void SendGradient(long seq, float[] flat, Func<int, bool> toPeer)
+    {
+        for (var peer = 0; peer < Replicas; peer++)
+            if (peer != replica && toPeer(peer))
+                foreach (var c in GradientExchange.Chunks(EntityId.Student(RunId, peer), seq, replica, flat, spec!.Cluster.GradientChunk))
+                    Services.SendToStudent(c, peerEndpoints.GetValueOrDefault(peer));
+    }
+
+    private void OnChunk(GradientChunk c)
+    {
+        if (exchange is null) { early.Add(c); return; }   // a peer started first: keep its chunks until we are ready
+        if (exchange.Accept(c, step + 1) == ChunkVerdict.Misfit)
+        {
+            Fail($"gradient chunk from replica {c.FromReplica} at offset {c.Offset} does not fit a model of {engine!.GradientSize} parameters");
+            return;
+        }
+        TryReduce(c.Step);
+    }
+
+    private void TryReduce(long seq)
+    {
+        if (seq != step + 1 || exchange!.TakeComplete(seq) is not { } all) return;
+        computing = true;
+        var (t, after) = (trainer!, AfterStepOf(seq));
+        EngineAccess.Compute(() => Apply(t, all, seq, after)).PipeTo(Self);
+    }
+
+    private void RollBackToPeer()
+    {
+        var (to, scale, from) = pendingRollback!.Value;
+        pendingRollback = null;
+        Restore(State.Checkpoints.Where(c => c.Step <= to).ToImmutableList(), freshBeforeFirst: true, t => t.LrScale = scale,
+            (_, warning) => $"replica {from} resumed at step {to}" + (warning is null ? "" : $" ({warning})"), guard: false, $"rollback to replica {from}'s step {to}");
+    }
+}
