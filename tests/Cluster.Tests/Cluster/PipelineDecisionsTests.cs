@@ -201,4 +201,14 @@ public sealed class PipelineDecisionsTests
         Assert.All(chunks, c => Assert.Equal(3, c.ChunkCount));
         Assert.Equal(4, chunks[^1].Values.Data.Length);
     }
+
+    [Fact]
+    public void Should_give_the_scalar_loops_bits_from_the_vectorised_mean()
+    {
+        var rnd = new Random(11);
+        float[][] g = [.. Enumerable.Range(0, 3).Select(_ => Enumerable.Range(0, 1003).Select(_ => (float)(rnd.NextDouble() * 2e3 - 1e3)).ToArray())];
+        var expected = new float[1003];
+        for (var i = 0; i < expected.Length; i++) expected[i] = (g[0][i] + g[1][i] + g[2][i]) / 3;
+        Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), GradientExchange.Mean(g).Select(BitConverter.SingleToInt32Bits));
+    }
 }

@@ -79,16 +79,27 @@ public sealed class GradientExchange(int replicas, int self, long size)
         seen.Clear();
     }
 
-    /// <summary>The mean in a fixed order: replica 0 + 1 + ... in float32, then / N.</summary>
+    /// <summary>
+    /// The mean in a fixed order: replica 0 + 1 + ... in float32, then / N. Element by element, so
+    /// the SIMD lanes give the bits the scalar loop gives (IEEE addition and division are exact per element).
+    /// </summary>
     public static float[] Mean(float[][] byReplica)
     {
         var sum = (float[])byReplica[0].Clone();
+        var lanes = System.Numerics.Vector<float>.Count;
+        var simd = sum.Length - sum.Length % lanes;
         for (var r = 1; r < byReplica.Length; r++)
         {
             var g = byReplica[r];
-            for (var i = 0; i < sum.Length; i++) sum[i] += g[i];
+            var vs = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(sum.AsSpan(0, simd));
+            var vg = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(g.AsSpan(0, simd));
+            for (var i = 0; i < vs.Length; i++) vs[i] += vg[i];
+            for (var i = simd; i < sum.Length; i++) sum[i] += g[i];
         }
-        for (var i = 0; i < sum.Length; i++) sum[i] /= byReplica.Length;
+        var n = new System.Numerics.Vector<float>(byReplica.Length);
+        var v = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(sum.AsSpan(0, simd));
+        for (var i = 0; i < v.Length; i++) v[i] /= n;
+        for (var i = simd; i < sum.Length; i++) sum[i] /= byReplica.Length;
         return sum;
     }
 
