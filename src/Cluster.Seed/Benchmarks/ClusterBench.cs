@@ -436,7 +436,7 @@ public static class ClusterBench
             }
             void Check()
             {
-                mean ??= exchange.TakeComplete(step) is { } all ? GradientExchange.Mean(all) : null;
+                mean ??= exchange.TakeComplete(step)?.Mean();
                 if (mean is null || !peerHasOurs && done is not null) return;
                 if (done is null) confirmTo!.Tell(new EntityStatus("bench/student/0", true, step, step, 0, 0, "peer", "reduced"));
                 else done.TrySetResult(sw.Elapsed.TotalMilliseconds);

@@ -184,9 +184,10 @@ public sealed class PipelineDecisionsTests
         Assert.Equal(ChunkVerdict.Misfit, x.Accept(Chunk(5, 2, 0, 2, 3, 10f, 20f), 5));
         Assert.Equal(ChunkVerdict.Accepted, x.Accept(Chunk(5, 2, 0, 2, 0, 10f, 20f), 5));
         var all = x.TakeComplete(5)!;
-        Assert.Equal([10f, 20f, 30f, 40f], all[2]);
+        Assert.Equal([10f, 20f, 30f, 40f], all.Of(2));
+        Assert.Equal([1f, 2f, 3f, 4f], all.Of(0));
         // (1 + 0.5 + 10) / 3, ... summed in replica order
-        Assert.Equal([(1f + 0.5f + 10f) / 3, (2f + 0.5f + 20f) / 3, (3f + 0.5f + 30f) / 3, (4f + 0.5f + 40f) / 3], GradientExchange.Mean(all));
+        Assert.Equal([(1f + 0.5f + 10f) / 3, (2f + 0.5f + 20f) / 3, (3f + 0.5f + 30f) / 3, (4f + 0.5f + 40f) / 3], all.Mean());
         Assert.Null(x.TakeComplete(5));               // forgotten once taken
     }
 

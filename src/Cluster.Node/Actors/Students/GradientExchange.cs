@@ -1,3 +1,5 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
 using Cluster.Contracts.Students;
 using Cluster.Contracts.Tensors;
 
@@ -22,8 +24,9 @@ public enum ChunkVerdict
 /// </summary>
 public sealed class GradientExchange(int replicas, int self, long size)
 {
-    private readonly Dictionary<long, Dictionary<int, float[]>> gradients = [];
-    private readonly Dictionary<long, Dictionary<int, (HashSet<int> Received, int Expected)>> seen = [];
+    /// <summary>By step, then replica: the pieces received so far by chunk index (the chunks' own arrays, never copied).</summary>
+    private readonly Dictionary<long, Dictionary<int, Dictionary<int, GradientPiece>>> pieces = [];
+    private readonly Dictionary<long, Dictionary<int, int>> expected = [];
 
     public int Replicas => replicas;
 
@@ -31,77 +34,57 @@ public sealed class GradientExchange(int replicas, int self, long size)
     public void Own(long step, float[] flat)
     {
         if (flat.Length != size) throw new ArgumentException($"a gradient of {flat.Length} values for a model of {size} parameters");
-        Slot(step)[self] = flat;
-        Progress(step)[self] = ([0], 1);
+        Slot(step)[self] = new() { [0] = new GradientPiece(0, flat, null) };
+        Expected(step)[self] = 1;
     }
 
-    public float[]? OwnAt(long step) => gradients.TryGetValue(step, out var s) && s.TryGetValue(self, out var g) ? g : null;
+    public float[]? OwnAt(long step) => pieces.TryGetValue(step, out var s) && s.TryGetValue(self, out var p) ? p[0].Floats : null;
 
     /// <summary>A peer's chunk for the replica's next step `nextStep` (or the one after, while our reduction runs).</summary>
     public ChunkVerdict Accept(GradientChunk c, long nextStep)
     {
         if (c.Step < nextStep || c.Step > nextStep + 1 || c.FromReplica == self || c.FromReplica < 0 || c.FromReplica >= replicas) return ChunkVerdict.Stale;
-        var values = c.Values.Data.Length / 4;
-        if (c.Offset < 0 || c.Offset + values > size || c.ChunkCount < 1 || c.ChunkIndex < 0 || c.ChunkIndex >= c.ChunkCount) return ChunkVerdict.Misfit;
+        var bytes = c.Values.Data;
+        if (bytes.Length % 4 != 0 || c.Offset < 0 || c.Offset + bytes.Length / 4 > size || c.ChunkCount < 1 || c.ChunkIndex < 0 || c.ChunkIndex >= c.ChunkCount)
+            return ChunkVerdict.Misfit;
         var slot = Slot(c.Step);
-        if (!slot.TryGetValue(c.FromReplica, out var flat)) slot[c.FromReplica] = flat = new float[size];
-        Buffer.BlockCopy(c.Values.Data, 0, flat, (int)c.Offset * 4, c.Values.Data.Length);
-        var p = Progress(c.Step);
-        if (!p.TryGetValue(c.FromReplica, out var s)) p[c.FromReplica] = s = ([], c.ChunkCount);
-        s.Received.Add(c.ChunkIndex);
+        if (!slot.TryGetValue(c.FromReplica, out var got)) slot[c.FromReplica] = got = [];
+        got[c.ChunkIndex] = new GradientPiece(c.Offset, null, bytes);   // a chunk sent twice holds the same values
+        Expected(c.Step)[c.FromReplica] = c.ChunkCount;
         return ChunkVerdict.Accepted;
     }
 
     /// <summary>The replicas whose whole gradient for `step` is in.</summary>
     public IReadOnlySet<int> Complete(long step) =>
-        seen.TryGetValue(step, out var p) ? p.Where(kv => kv.Value.Received.Count == kv.Value.Expected).Select(kv => kv.Key).ToHashSet() : [];
+        pieces.TryGetValue(step, out var slot) && expected.TryGetValue(step, out var n)
+            ? slot.Where(kv => n.TryGetValue(kv.Key, out var count) && kv.Value.Count == count).Select(kv => kv.Key).ToHashSet() : [];
 
     /// <summary>Every replica's gradient for `step`, in replica order, once all are in (then forgotten); else null.</summary>
-    public float[][]? TakeComplete(long step)
+    public StepGradients? TakeComplete(long step)
     {
         if (Complete(step).Count != replicas) return null;
-        var slot = gradients[step];
-        gradients.Remove(step);
-        seen.Remove(step);
-        return Enumerable.Range(0, replicas).Select(r => slot[r]).ToArray();
+        var slot = pieces[step];
+        pieces.Remove(step);
+        expected.Remove(step);
+        return new StepGradients(size, [.. Enumerable.Range(0, replicas).Select(r => (IReadOnlyCollection<GradientPiece>)slot[r].Values)]);
     }
 
     /// <summary>Forgets steps up to `step` (applied: chunks a peer sent twice).</summary>
     public void DropUpTo(long step)
     {
-        foreach (var old in gradients.Keys.Where(k => k <= step).ToList()) { gradients.Remove(old); seen.Remove(old); }
-        foreach (var old in seen.Keys.Where(k => k <= step).ToList()) seen.Remove(old);
+        foreach (var old in pieces.Keys.Where(k => k <= step).ToList()) pieces.Remove(old);
+        foreach (var old in expected.Keys.Where(k => k <= step).ToList()) expected.Remove(old);
     }
 
     public void Clear()
     {
-        gradients.Clear();
-        seen.Clear();
+        pieces.Clear();
+        expected.Clear();
     }
 
-    /// <summary>
-    /// The mean in a fixed order: replica 0 + 1 + ... in float32, then / N. Element by element, so
-    /// the SIMD lanes give the bits the scalar loop gives (IEEE addition and division are exact per element).
-    /// </summary>
-    public static float[] Mean(float[][] byReplica)
-    {
-        var sum = (float[])byReplica[0].Clone();
-        var lanes = System.Numerics.Vector<float>.Count;
-        var simd = sum.Length - sum.Length % lanes;
-        for (var r = 1; r < byReplica.Length; r++)
-        {
-            var g = byReplica[r];
-            var vs = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(sum.AsSpan(0, simd));
-            var vg = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(g.AsSpan(0, simd));
-            for (var i = 0; i < vs.Length; i++) vs[i] += vg[i];
-            for (var i = simd; i < sum.Length; i++) sum[i] += g[i];
-        }
-        var n = new System.Numerics.Vector<float>(byReplica.Length);
-        var v = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(sum.AsSpan(0, simd));
-        for (var i = 0; i < v.Length; i++) v[i] /= n;
-        for (var i = simd; i < sum.Length; i++) sum[i] /= byReplica.Length;
-        return sum;
-    }
+    /// <summary>The mean in a fixed order: replica 0 + 1 + ... in float32, then / N (whole gradients).</summary>
+    public static float[] Mean(float[][] byReplica) =>
+        new StepGradients(byReplica[0].Length, [.. byReplica.Select(g => (IReadOnlyCollection<GradientPiece>)[new GradientPiece(0, g, null)])]).Mean();
 
     /// <summary>`flat` as the chunks of at most `chunk` values one peer receives.</summary>
     public static IEnumerable<GradientChunk> Chunks(string toEntity, long step, int fromReplica, float[] flat, long chunk)
@@ -117,7 +100,60 @@ public sealed class GradientExchange(int replicas, int self, long size)
         }
     }
 
-    private Dictionary<int, float[]> Slot(long step) => gradients.TryGetValue(step, out var d) ? d : gradients[step] = [];
+    private Dictionary<int, Dictionary<int, GradientPiece>> Slot(long step) => pieces.TryGetValue(step, out var d) ? d : pieces[step] = [];
 
-    private Dictionary<int, (HashSet<int> Received, int Expected)> Progress(long step) => seen.TryGetValue(step, out var d) ? d : seen[step] = [];
+    private Dictionary<int, int> Expected(long step) => expected.TryGetValue(step, out var d) ? d : expected[step] = [];
+}
+
+/// <summary>Values at an offset of a flat gradient: a replica's own array, or a received chunk's bytes read in place.</summary>
+public readonly record struct GradientPiece(long Offset, float[]? Floats, byte[]? Bytes)
+{
+    public ReadOnlySpan<float> Values => Floats is { } f ? f : MemoryMarshal.Cast<byte, float>(Bytes);
+}
+
+/// <summary>A step's gradients from every replica, in replica order, as the pieces they came in.</summary>
+public sealed class StepGradients(long size, IReadOnlyCollection<GradientPiece>[] byReplica)
+{
+    public int Replicas => byReplica.Length;
+
+    /// <summary>Replica r's whole gradient (a copy).</summary>
+    public float[] Of(int replica)
+    {
+        var flat = new float[size];
+        foreach (var p in byReplica[replica]) p.Values.CopyTo(flat.AsSpan((int)p.Offset));
+        return flat;
+    }
+
+    /// <summary>
+    /// The mean: replica 0 copied in, 1, 2, ... added in float32, then / N, read straight from the
+    /// pieces. Element by element, so the SIMD lanes give the bits the scalar loop gives (IEEE
+    /// addition and division are exact per element) and every replica gets the same bits.
+    /// </summary>
+    public float[] Mean()
+    {
+        var sum = new float[size];
+        foreach (var p in byReplica[0]) p.Values.CopyTo(sum.AsSpan((int)p.Offset));
+        for (var r = 1; r < byReplica.Length; r++)
+            foreach (var p in byReplica[r]) Add(sum.AsSpan((int)p.Offset, p.Values.Length), p.Values);
+        Divide(sum, byReplica.Length);
+        return sum;
+    }
+
+    private static void Add(Span<float> into, ReadOnlySpan<float> values)
+    {
+        var simd = into.Length - into.Length % Vector<float>.Count;
+        var vi = MemoryMarshal.Cast<float, Vector<float>>(into[..simd]);
+        var vv = MemoryMarshal.Cast<float, Vector<float>>(values[..simd]);
+        for (var i = 0; i < vi.Length; i++) vi[i] += vv[i];
+        for (var i = simd; i < into.Length; i++) into[i] += values[i];
+    }
+
+    private static void Divide(Span<float> sum, int n)
+    {
+        var simd = sum.Length - sum.Length % Vector<float>.Count;
+        var v = MemoryMarshal.Cast<float, Vector<float>>(sum[..simd]);
+        var d = new Vector<float>(n);
+        for (var i = 0; i < v.Length; i++) v[i] /= d;
+        for (var i = simd; i < sum.Length; i++) sum[i] /= n;
+    }
 }

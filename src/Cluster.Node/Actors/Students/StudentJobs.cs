@@ -83,10 +83,10 @@ internal static class StudentJobs
         using (g) return new GradientReady(seq, g.data<float>().ToArray());
     }
 
-    /// <summary>The mean of every replica's gradient (<see cref="GradientExchange.Mean"/>), applied.</summary>
-    public static Trained Apply(StudentTrainer t, float[][] byReplica, long seq, AfterStep after)
+    /// <summary>The mean of every replica's gradient (<see cref="StepGradients.Mean"/>), applied.</summary>
+    public static Trained Apply(StudentTrainer t, StepGradients all, long seq, AfterStep after)
     {
-        using (var mean = tensor(GradientExchange.Mean(byReplica))) t.ApplyGradient(mean);
+        using (var mean = tensor(all.Mean())) t.ApplyGradient(mean);
         return Finish(t, seq, null, after);
     }
 
