@@ -1,0 +1,89 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Akka.Actor;
+using Akka.Configuration;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Serialization;
+using Cluster.Contracts.Students;
+using Cluster.Contracts.Tensors;
+using Cluster.Node.Actors;
+using Cluster.Node.Configuration;
+using Cluster.Node.Hosting;
+using Cluster.Node.Transport;
+using Distill.Engine.Methods;
+using Distill.Engine.Pipeline;
+using Distill.Engine.Models;
+using Distill.Engine.Specs;
+using static TorchSharp.torch;
+
+namespace Cluster.Seed.Benchmarks;
+
+/// <summary>The bench's second process and its handle.</summary>
+public static partial class ClusterBench
+{
+    /// <summary>The second process: a sink and reducers reached through Akka.Remote and the data plane, and a raw TCP sink.</summary>
+    public static int RunPeer(int akkaPort, int tcpPort, TextWriter stdout)
+    {
+        var system = ActorSystem.Create("bench-peer", RemoteConfig(akkaPort));
+        var sink = system.ActorOf(Props.Create(() => new Sink()), "sink");
+        DataPlane? plane = null;
+        var reducer = system.ActorOf(Props.Create(() => new ReducerHost(() => plane!)), "reducer");
+        plane = DataPlane.Start("127.0.0.1", 0, "127.0.0.1", ContractCodec.DefaultMaxMessageBytes,
+            deliver: m => (m is LabelledBatch ? sink : reducer).Tell(m), fallback: _ => { }, warn: stdout.WriteLine);
+        var listener = new TcpListener(IPAddress.Loopback, tcpPort);
+        listener.Start();
+        stdout.WriteLine($"ready {plane.Endpoint}");
+        stdout.Flush();
+        while (true)
+        {
+            using var c = listener.AcceptTcpClient();
+            using var s = c.GetStream();
+            var header = new byte[8];
+            s.ReadExactly(header);
+            var total = BitConverter.ToInt64(header);
+            var buffer = new byte[1 << 20];
+            for (long got = 0; got < total;)
+            {
+                var n = s.Read(buffer, 0, (int)Math.Min(buffer.Length, total - got));
+                if (n == 0) break;
+                got += n;
+            }
+            s.WriteByte(1);
+        }
+    }
+
+    private sealed class Peer : IDisposable
+    {
+        private readonly Process process;
+        public int AkkaPort { get; }
+        public int TcpPort { get; }
+        public string DataEndpoint { get; }
+
+        private Peer(Process p, int akka, int tcp, string data) { process = p; AkkaPort = akka; TcpPort = tcp; DataEndpoint = data; }
+
+        public static Peer Start(TextWriter log)
+        {
+            int Free() { var l = new TcpListener(IPAddress.Loopback, 0); l.Start(); var port = ((IPEndPoint)l.LocalEndpoint).Port; l.Stop(); return port; }
+            var (akka, tcp) = (Free(), Free());
+            var psi = new ProcessStartInfo(Environment.ProcessPath!, ["bench-peer", "--port", akka.ToString(), "--tcp-port", tcp.ToString()])
+            { RedirectStandardOutput = true, RedirectStandardError = true };
+            var p = Process.Start(psi)!;
+            var line = p.StandardOutput.ReadLine();
+            if (line?.StartsWith("ready ") != true) throw new InvalidOperationException($"bench peer did not start: {line} {p.StandardError.ReadToEnd()}");
+            var data = line["ready ".Length..];
+            log.WriteLine($"[bench] peer process {p.Id}: Akka.Remote on {akka}, raw TCP on {tcp}, data plane at {data}");
+            return new Peer(p, akka, tcp, data);
+        }
+
+        public void Dispose()
+        {
+            try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+            process.Dispose();
+        }
+    }
+}
