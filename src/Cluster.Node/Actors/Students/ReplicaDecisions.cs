@@ -1,5 +1,3 @@
-using Distill.Engine.Specs;
-
 namespace Cluster.Node.Actors;
 
 /// <summary>What a replica does on hearing a peer's step (<see cref="Cluster.Contracts.Students.ReplicaAt"/>).</summary>
@@ -16,8 +14,8 @@ public enum PeerAnswer
 }
 
 /// <summary>
-/// The replicas' lockstep and the student's divergence guard, as pure decisions over a replica's
-/// step and learning-rate scale (tested without an actor).
+/// The replicas' lockstep, as pure decisions over a replica's step and learning-rate scale
+/// (tested without an actor). The guard's decisions are the engine's <see cref="Distill.Engine.Methods.DivergenceGuard"/>.
 /// </summary>
 public static class ReplicaDecisions
 {
@@ -35,8 +33,4 @@ public static class ReplicaDecisions
 
     /// <summary>The rollback a peer's step asks for: to its step, at the lower of the two scales.</summary>
     public static (long Step, double LrScale) RollbackTo(long peerStep, double peerLrScale, double lrScale) => (peerStep, Math.Min(peerLrScale, lrScale));
-
-    /// <summary>What the guard does about a failed step: give up, or roll back (scaling the learning rate unless libtorch raised the error).</summary>
-    public static (bool GiveUp, bool ScaleLr) OnStepFailed(GuardSpec guard, int rollbacksBefore, bool libtorchError) =>
-        (!guard.Enabled || rollbacksBefore + 1 > guard.MaxRollbacks, !libtorchError);
 }

@@ -125,7 +125,6 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         if (replica >= spec.Cluster.Replicas) { Fail($"replica {replica} of a run with {spec.Cluster.Replicas} replicas"); return; }
         busy = true;
         var (s, checkpoints, blobs, services, runId, id) = (spec, State.Checkpoints, OwnBlobs, Services, RunId, Id);
-        var images = DataSplits.TrainImages(s.Data);
         EngineAccess.Compute(() =>
         {
             var data = services.Data(s.Data);
@@ -136,10 +135,10 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     private void OnEngineReady(StudentJobs.Ready r)
     {
         (engine, trainer, feed, step, lrScale) = (r, r.Trainer, r.Feed, r.Step, r.LrScale);
-        plan = spec!.Method.Plan(spec, r.Data.TrainX.shape[0]);
+        plan = r.Plan;
         intake = BatchIntake.At(plan, step);
         exchange = new GradientExchange(Replicas, replica, r.GradientSize);
-        guard = spec.Guard.Enabled ? new DivergenceGuard(spec.Guard) : null;
+        guard = spec!.Guard.Enabled ? new DivergenceGuard(spec.Guard) : null;
         objective = spec.Method.Objective(spec);
         best = r.Best;
         busy = false;

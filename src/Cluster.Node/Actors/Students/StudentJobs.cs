@@ -19,7 +19,7 @@ namespace Cluster.Node.Actors;
 internal static class StudentJobs
 {
     /// <summary>The engine side of a replica: its trainer and feed live on the compute thread; the rest is for the mailbox.</summary>
-    public sealed record Ready(StudentTrainer Trainer, IStudentFeed Feed, DataSplits Data, long Step, double LrScale, long GradientSize,
+    public sealed record Ready(StudentTrainer Trainer, IStudentFeed Feed, BatchPlan Plan, DataSplits Data, long Step, double LrScale, long GradientSize,
         string? Warning, double Best, byte[]? Competitor) : INoSerializationVerificationNeeded;
 
     /// <summary>A step done; Competitor: the weights a batch competes with (ADI), Weights: the final model (replica 0).</summary>
@@ -53,7 +53,7 @@ internal static class StudentJobs
         }
         var best = checkpoints.Where(c => c.Step <= trainer.Step).Select(c => c.BestAccuracy).DefaultIfEmpty(double.NegativeInfinity).Max();
         var offer = plan.BatchNeedingWeightsAfter(trainer.Step) is not null ? EngineAccess.SaveModel(trainer.Model) : null;
-        return new Ready(trainer, plan.CreateFeed(s.Seed), data, trainer.Step, trainer.LrScale, trainer.GradientSize, warning, best, offer);
+        return new Ready(trainer, plan.CreateFeed(s.Seed), plan, data, trainer.Step, trainer.LrScale, trainer.GradientSize, warning, best, offer);
     }
 
     /// <summary>Hands the new batches to the feed (in order) and takes step `seq`'s batch from it.</summary>
