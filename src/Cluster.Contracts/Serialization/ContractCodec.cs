@@ -39,6 +39,28 @@ public static class ContractCodec
     private static readonly Dictionary<Type, string> ManifestOf = Contracts.ToDictionary(c => c.Type, c => c.Manifest);
     private static readonly Dictionary<string, Type> TypeOf = Contracts.ToDictionary(c => c.Manifest, c => c.Type);
 
+    /// <summary>The contract a manifest names, or null for one outside the table.</summary>
+    public static Type? ContractType(string manifest) => TypeOf.GetValueOrDefault(manifest);
+
+    /// <summary>
+    /// The message without its bulk bytes, and those bytes (null for a contract that has none): a
+    /// gradient chunk's values, a batch's images. A stream transport writes the header encoded and
+    /// the bytes as they are, and hands both to <see cref="Deserialize(ReadOnlyMemory{byte}, string, long, byte[])"/>.
+    /// </summary>
+    public static (object Header, byte[]? Bulk) DetachBulk(object message) => message switch
+    {
+        GradientChunk c => (c with { Values = c.Values with { Data = [] } }, c.Values.Data),
+        LabelledBatch b => (b with { Images = b.Images with { Data = [] } }, b.Images.Data),
+        _ => (message, null),
+    };
+
+    private static object AttachBulk(object header, byte[] bulk, string manifest) => header switch
+    {
+        GradientChunk c when c.Values is not null => c with { Values = c.Values with { Data = bulk } },
+        LabelledBatch b when b.Images is not null => b with { Images = b.Images with { Data = bulk } },
+        _ => throw new WireException($"'{manifest}' came with {bulk.Length:N0} bulk bytes, but a {header.GetType().Name} carries none"),
+    };
+
     public static string Manifest(object message) =>
         ManifestOf.TryGetValue(message.GetType(), out var m) ? m
             : throw new ArgumentException($"{message.GetType().FullName} is not a ClusterDistill wire contract");
@@ -69,16 +91,18 @@ public static class ContractCodec
                                     "(akka.remote maximum-frame-size / clusterdistill.wire.max-message-bytes): use a smaller batch or fp16 payloads");
     }
 
-    public static object Deserialize(ReadOnlyMemory<byte> bytes, string manifest, long maxBytes = DefaultMaxMessageBytes)
+    /// <param name="bulk">The bytes <see cref="DetachBulk"/> took out, sent after the encoded header; null when none were.</param>
+    public static object Deserialize(ReadOnlyMemory<byte> bytes, string manifest, long maxBytes = DefaultMaxMessageBytes, byte[]? bulk = null)
     {
-        if (bytes.Length > maxBytes)
-            throw new WireException($"message '{manifest}' of {bytes.Length:N0} bytes refused: over the {maxBytes:N0}-byte limit");
+        if (bytes.Length + (bulk?.Length ?? 0) > maxBytes)
+            throw new WireException($"message '{manifest}' of {bytes.Length + (bulk?.Length ?? 0):N0} bytes refused: over the {maxBytes:N0}-byte limit");
         if (!TypeOf.TryGetValue(manifest, out var type))
             throw new WireException($"unknown manifest '{manifest}' ({bytes.Length} bytes): not a ClusterDistill contract, refused");
         try
         {
             var message = MessagePackSerializer.Deserialize(type, bytes, Options)
                           ?? throw new WireException($"'{manifest}' payload of {bytes.Length} bytes decodes to nothing, refused");
+            if (bulk is not null) message = AttachBulk(message, bulk, manifest);
             Validate(message, maxBytes);
             return message;
         }

@@ -43,6 +43,13 @@ public sealed class NodeServices(NodeOptions options)
         else Students.Tell(message);
     }
 
+    /// <summary>A gradient chunk for a peer replica, as <see cref="SendToStudent"/>: from the gradient itself over the data plane, else copied into a message.</summary>
+    public void SendToStudent(Transport.GradientSlice slice, string? endpoint)
+    {
+        if (DataPlane is { } plane && endpoint is not null) plane.Send(endpoint, slice);
+        else Students.Tell(slice.ToChunk());
+    }
+
     public DataSplits Data(DataSpec spec) =>
         Datasets.GetOrAdd($"{spec.Name}|{spec.Path}|{spec.ImageSize}|{spec.TrainLimit}",
             _ => new Lazy<DataSplits>(() => DataSplits.Load(spec, Options.DataCache, TextWriter.Null))).Value;

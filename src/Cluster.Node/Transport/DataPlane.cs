@@ -24,13 +24,16 @@ namespace Cluster.Node.Transport;
 /// queue full, socket error) goes through Akka instead; the protocols drop duplicates, so one that
 /// was written and also sent again does no harm.
 /// Frames: a connection opens with <see cref="Hello"/>, then per message one byte of manifest
-/// length, the manifest, four bytes of body length (little-endian) and the MessagePack body. Only
-/// the manifests of <see cref="Carried"/> are accepted, within the message limit; anything else
-/// closes the connection with the reason logged.
+/// length, the manifest, four bytes of body length (little-endian), the MessagePack body, four
+/// bytes of bulk length and the bulk bytes. The bulk is the message's large byte payload (a
+/// gradient chunk's values, a batch's images; <see cref="ContractCodec.DetachBulk"/>), written from
+/// and read into its own array: a megabyte chunk is not copied into and out of a frame buffer. Only
+/// the manifests of <see cref="Carried"/> are accepted, within the message limit (body and bulk
+/// together); anything else closes the connection with the reason logged.
 /// </summary>
 public sealed class DataPlane : IAsyncDisposable
 {
-    public static readonly byte[] Hello = "CDDATA01"u8.ToArray();
+    public static readonly byte[] Hello = "CDDATA02"u8.ToArray();
 
     /// <summary>The only contracts this channel delivers.</summary>
     private static readonly HashSet<Type> Carried = [typeof(LabelledBatch), typeof(GradientChunk)];
@@ -137,16 +140,27 @@ public sealed class DataPlane : IAsyncDisposable
     public void Send(string endpoint, IEntityMessage message)
     {
         if (!Carried.Contains(message.GetType())) throw new ArgumentException($"{message.GetType().Name} does not travel on the data plane");
-        if (endpoint == Endpoint) { deliver(message); return; }
-        var peer = peers.GetOrAdd(endpoint, e => new Peer(this, e));
-        peer.LastUsed = Environment.TickCount64;
-        if (!peer.Queue.Writer.TryWrite(message)) FallBack(message);
+        Enqueue(endpoint, message);
     }
 
-    private void FallBack(object message)
+    /// <summary>A gradient chunk written from the replica's gradient itself (<see cref="GradientSlice"/>).</summary>
+    public void Send(string endpoint, GradientSlice slice) => Enqueue(endpoint, slice);
+
+    private void Enqueue(string endpoint, object item)
+    {
+        if (endpoint == Endpoint) { deliver(AsMessage(item)); return; }
+        var peer = peers.GetOrAdd(endpoint, e => new Peer(this, e));
+        peer.LastUsed = Environment.TickCount64;
+        if (!peer.Queue.Writer.TryWrite(item)) FallBack(item);
+    }
+
+    /// <summary>What a queued item is as a message of its own (a slice copied out of its gradient).</summary>
+    private static object AsMessage(object item) => item is GradientSlice s ? s.ToChunk() : item;
+
+    private void FallBack(object item)
     {
         Interlocked.Increment(ref fellBack);
-        fallback(message);
+        fallback(AsMessage(item));
     }
 
     /// <summary>One outgoing connection, opened on first use and again after an error.</summary>
@@ -156,7 +170,7 @@ public sealed class DataPlane : IAsyncDisposable
         private readonly string endpoint;
         /// <summary>When a message was last queued (Environment.TickCount64): idle peers are closed.</summary>
         public long LastUsed;
-        public Channel<IEntityMessage> Queue { get; } = Channel.CreateBounded<IEntityMessage>(new BoundedChannelOptions(QueueLimit) { SingleReader = true });
+        public Channel<object> Queue { get; } = Channel.CreateBounded<object>(new BoundedChannelOptions(QueueLimit) { SingleReader = true });
 
         public Peer(DataPlane owner, string endpoint)
         {
@@ -194,8 +208,9 @@ public sealed class DataPlane : IAsyncDisposable
                         try
                         {
                             buffer.ResetWrittenCount();
-                            Frame(buffer, message, owner.maxBytes);
+                            var bulk = Frame(buffer, message, owner.maxBytes);
                             await stream.WriteAsync(buffer.WrittenMemory, token);
+                            if (bulk.Length > 0) await stream.WriteAsync(bulk, token);
                             Interlocked.Increment(ref owner.sent);
                         }
                         catch (WireException e)
@@ -238,19 +253,26 @@ public sealed class DataPlane : IAsyncDisposable
         }
     }
 
-    /// <summary>Appends one frame: manifest length, manifest, body length, body.</summary>
-    public static void Frame(ArrayBufferWriter<byte> buffer, object message, long maxBytes)
+    /// <summary>Appends one frame up to the bulk bytes (manifest length, manifest, body length, body, bulk length); returns the bulk, which follows.</summary>
+    public static ReadOnlyMemory<byte> Frame(ArrayBufferWriter<byte> buffer, object item, long maxBytes)
     {
-        var manifest = Encoding.ASCII.GetBytes(ContractCodec.Manifest(message));
+        object header;
+        ReadOnlyMemory<byte> bulk;
+        if (item is GradientSlice s) (header, bulk) = (s.Header, s.Bytes);
+        else (header, bulk) = ContractCodec.DetachBulk(item);
+        var manifest = Encoding.ASCII.GetBytes(ContractCodec.Manifest(header));
         buffer.GetSpan(1)[0] = (byte)manifest.Length;
         buffer.Advance(1);
         buffer.Write(manifest);
         var lengthAt = buffer.WrittenCount;
         buffer.GetSpan(4);
         buffer.Advance(4);
-        var body = ContractCodec.Serialize(buffer, message, maxBytes);
+        var body = ContractCodec.Serialize(buffer, header, maxBytes - bulk.Length);
         // the length goes in front of the body just written
         BinaryPrimitives.WriteInt32LittleEndian(MemoryMarshal.AsMemory(buffer.WrittenMemory).Span.Slice(lengthAt, 4), body);
+        BinaryPrimitives.WriteInt32LittleEndian(buffer.GetSpan(4), bulk.Length);
+        buffer.Advance(4);
+        return bulk;
     }
 
     private async Task AcceptLoop()
@@ -291,6 +313,8 @@ public sealed class DataPlane : IAsyncDisposable
                 var manifestBytes = new byte[n];
                 await stream.ReadExactlyAsync(manifestBytes, token);
                 var manifest = Encoding.ASCII.GetString(manifestBytes);
+                if (ContractCodec.ContractType(manifest) is not { } type || !Carried.Contains(type))
+                    throw new WireException($"frame '{manifest}' from {from} is {(ContractCodec.ContractType(manifest) is { } t ? $"a {t.Name}, which does not travel on the data plane" : "an unknown manifest: not a ClusterDistill contract")}");
                 await stream.ReadExactlyAsync(header.AsMemory(0, 4), token);
                 var length = BinaryPrimitives.ReadInt32LittleEndian(header);
                 if (length <= 0 || length > maxBytes)
@@ -301,9 +325,18 @@ public sealed class DataPlane : IAsyncDisposable
                     body = ArrayPool<byte>.Shared.Rent(length);
                 }
                 await stream.ReadExactlyAsync(body.AsMemory(0, length), token);
-                var message = ContractCodec.Deserialize(body.AsMemory(0, length), manifest, maxBytes);
-                if (!Carried.Contains(message.GetType()))
-                    throw new WireException($"frame '{manifest}' from {from} is a {message.GetType().Name}, which does not travel on the data plane");
+                await stream.ReadExactlyAsync(header.AsMemory(0, 4), token);
+                var bulkLength = BinaryPrimitives.ReadInt32LittleEndian(header);
+                if (bulkLength < 0 || (long)length + bulkLength > maxBytes)
+                    throw new WireException($"frame '{manifest}' from {from} declares {bulkLength:N0} bulk bytes after {length:N0} (limit {maxBytes:N0} in all)");
+                byte[]? bulk = null;
+                if (bulkLength > 0)
+                {
+                    // the socket fills all of it, and the message keeps it (StepGradients.TakeMean returns a chunk's)
+                    bulk = ExactPool<byte>.Shared.Rent(bulkLength);
+                    await stream.ReadExactlyAsync(bulk, token);
+                }
+                var message = ContractCodec.Deserialize(body.AsMemory(0, length), manifest, maxBytes, bulk);
                 Interlocked.Increment(ref received);
                 deliver(message);
             }

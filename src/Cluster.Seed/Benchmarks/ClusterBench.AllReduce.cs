@@ -28,13 +28,24 @@ public static partial class ClusterBench
 {
     private static long reduceStep;
 
+    /// <summary>
+    /// A 2-replica all-reduce's times, with the references measured between its repetitions (this
+    /// VM's speed drifts by tens of percent over minutes): the link's bandwidth, and the same bytes
+    /// over a raw socket one way and both ways at once.
+    /// </summary>
+    private sealed record AllReduceTimes(double Median, double Fastest, double Slowest, double LinkMBps, double RawOneWay, double RawDuplex, int Gen2, double GcPauseMs)
+    {
+        /// <summary>The ring all-reduce's bound 2(N-1)/N x bytes / bandwidth, N = 2, in ms.</summary>
+        public double Bound(long bytes) => bytes / (LinkMBps * 1e6) * 1000;
+    }
+
     /// <summary>Median time of a 2-replica all-reduce of `floats` floats, through Akka.Remote or over the data plane.</summary>
-    private static async Task<double> AllReduce(ActorSystem system, IActorRef router, Peer peer, DataPlane? plane, int floats, int reps, TextWriter log)
+    private static async Task<AllReduceTimes> AllReduce(ActorSystem system, IActorRef router, Peer peer, DataPlane? plane, int floats, int reps, int linkMb, TextWriter log)
     {
         var remote = await system.ActorSelection($"akka.tcp://bench-peer@127.0.0.1:{peer.AkkaPort}/user/reducer").ResolveOne(TimeSpan.FromSeconds(20));
         if (plane is not null)
         {
-            // the peer's reducers answer over the data plane to this endpoint, and confirm through Akka to the router
+            // the peer's reducers answer over the data plane to this endpoint
             var registered = new TaskCompletionSource();
             router.Tell(new ReducerHost.Announce(remote, plane.Endpoint, registered));
             await registered.Task.WaitAsync(TimeSpan.FromSeconds(20));
@@ -42,84 +53,129 @@ public static partial class ClusterBench
         var gradient = new float[floats];
         var rnd = new Random(5);
         for (var i = 0; i < floats; i++) gradient[i] = (float)rnd.NextDouble();
-        var times = new List<double>();
+        var bytes = floats * 4L;
+        List<double> times = [], link = [], oneWay = [], duplex = [];
+        var (gen2, pause) = (GC.CollectionCount(2), GC.GetTotalPauseDuration());
         for (var r = 0; r < reps + 1; r++)
         {
             var done = new TaskCompletionSource<double>();
             var step = Interlocked.Increment(ref reduceStep);   // unique per all-reduce: the peer keeps one reducer per step
-            Action<GradientChunk> send = plane is null ? c => remote.Tell(c) : c => plane.Send(peer.DataEndpoint, c);
-            var a = system.ActorOf(Props.Create(() => new Reducer(send, null, gradient, step, done)));
-            // chunks and the confirmation that come to the router find this reducer by step
+            // as a student sends (NodeServices.SendToStudent): from the gradient over the data plane, or as messages of their own through Akka
+            Action<GradientSlice> send = plane is null ? c => remote.Tell(c.ToChunk()) : c => plane.Send(peer.DataEndpoint, c);
+            // both replicas start sending at one instant, as replicas in lockstep do when their gradients are ready
+            var startAt = Stopwatch.GetTimestamp() + Stopwatch.Frequency / 20;
+            var viaPlane = plane is not null;
+            var a = system.ActorOf(Props.Create(() => new Reducer(send, remote, viaPlane, gradient, step, startAt, done)));
+            // chunks that come to the router find this reducer by step
             router.Tell(new ReducerHost.Register(step, a));
             var ms = await done.Task.WaitAsync(TimeSpan.FromMinutes(2));
             await a.GracefulStop(TimeSpan.FromSeconds(5));
-            if (r > 0) times.Add(ms);   // the first is warm-up
+            if (r == 0) continue;   // warm-up
+            times.Add(ms);
+            link.Add(RawTcp(peer.TcpPort, linkMb));
+            oneWay.Add(RawTcpSeconds(peer.TcpPort, bytes, duplex: false) * 1000);
+            duplex.Add(RawTcpSeconds(peer.TcpPort, bytes, duplex: true) * 1000);
         }
-        times.Sort();
-        var median = times[times.Count / 2];
-        log.WriteLine($"[bench] all-reduce of {floats * 4.0 / 1048576:F0} MiB between 2 processes, {(plane is null ? "Akka.Remote" : "data plane")}: {median:F1} ms");
-        return median;
+        static double Median(List<double> xs) => xs.Order().ElementAt(xs.Count / 2);
+        // (the references allocate their buffers: some of these collections are theirs)
+        var t = new AllReduceTimes(Median(times), times.Min(), times.Max(), Median(link), Median(oneWay), Median(duplex),
+            GC.CollectionCount(2) - gen2, (GC.GetTotalPauseDuration() - pause).TotalMilliseconds);
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"[bench] all-reduce of {bytes / 1048576.0:F0} MiB between 2 processes, {(plane is null ? "Akka.Remote" : "data plane")}: {t.Median:F1} ms (fastest {t.Fastest:F1}, slowest {t.Slowest:F1}); ") +
+            string.Create(CultureInfo.InvariantCulture, $"between them: link {t.LinkMBps:F0} MB/s, ring bound {t.Bound(bytes):F1} ms, raw TCP one way {t.RawOneWay:F1} ms, both ways at once {t.RawDuplex:F1} ms; {t.Gen2} gen-2 GCs, {t.GcPauseMs:F0} ms paused in this process"));
+        return t;
     }
 
     /// <summary>
     /// One replica's side of the students' all-reduce, through the shipped <see cref="GradientExchange"/>:
-    /// its gradient in chunks to the peer, the peer's chunks taken as they arrive, and the mean once
-    /// both are whole; done when the peer confirmed it has ours too. The initiator (replica 0, done
-    /// set) sends first; the responder (replica 1) sends when the first chunk arrives and confirms to
-    /// confirmTo once it has reduced.
+    /// its gradient in chunks to the peer from the agreed instant `startAt`, the peer's chunks taken
+    /// as they arrive, and the mean once both are whole. The initiator (replica 0, done set) tells
+    /// the peer's host to start a responder (replica 1) at the same instant; the responder tells the
+    /// initiator when it sent and when it had the mean. The all-reduce takes from the first replica's
+    /// first send until both hold the mean: Stopwatch reads CLOCK_MONOTONIC, one clock for every
+    /// process on the machine, so the responder's times count and the Akka message that carries
+    /// them does not.
     /// </summary>
     internal sealed class Reducer : ReceiveActor
     {
         public static readonly int Chunk = new ClusterSpec().GradientChunk;   // the students' default
 
-        public Reducer(Action<GradientChunk> send, IActorRef? confirmTo, float[] gradient, long step, TaskCompletionSource<double>? done)
+        private sealed record Go(long At);
+
+        /// <param name="peer">The initiator: the peer's host, told to start the responder. The responder: the initiator, told the times.</param>
+        public Reducer(Action<GradientSlice> send, IActorRef peer, bool viaPlane, float[] gradient, long step, long startAt, TaskCompletionSource<double>? done)
         {
-            var sw = Stopwatch.StartNew();
             var self = done is null ? 1 : 0;
             var exchange = new GradientExchange(2, self, gradient.Length);
             exchange.Own(step, gradient);
-            var sent = false;
-            float[]? mean = null;
-            var peerHasOurs = false;
-            void SendAll()
+            long sentAt = 0, meanAt = 0;
+            (long Sent, long Mean)? peerAt = null;
+            if (done is not null)
+                peer.Tell(new EntityStatus(viaPlane ? "plane" : "akka", true, step, startAt, gradient.Length, 0, "bench", "prepare"));
+            var me = Self;
+            _ = Task.Run(async () =>
             {
-                sent = true;
-                foreach (var c in GradientExchange.Chunks($"bench/student/{1 - self}", step, self, gradient, Chunk)) send(c);
-            }
+                var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), startAt) - TimeSpan.FromMilliseconds(10);
+                if (wait > TimeSpan.Zero) await Task.Delay(wait);   // wakes up to a few ms late on a busy VM: the rest is spun
+                while (Stopwatch.GetTimestamp() < startAt) Thread.SpinWait(100);
+                // sent from this thread, not after a hop to the actor's: the start is on time to ~0.1 ms
+                // (the chunks and the gradient are read only; Send is thread-safe)
+                var at = Stopwatch.GetTimestamp();
+                foreach (var c in GradientSlice.Of($"bench/student/{1 - self}", step, self, gradient, Chunk)) send(c);
+                me.Tell(new Go(at));
+            });
             void Check()
             {
-                mean ??= exchange.TakeComplete(step)?.Mean();
-                if (mean is null || !peerHasOurs && done is not null) return;
-                if (done is null) confirmTo!.Tell(new EntityStatus("bench/student/0", true, step, step, 0, 0, "peer", "reduced"));
-                else done.TrySetResult(sw.Elapsed.TotalMilliseconds);
+                if (meanAt == 0 && exchange.TakeComplete(step) is { } all)
+                {
+                    // as a student does, less the optimiser step
+                    ExactPool<float>.Shared.Return(all.TakeMean());
+                    meanAt = Stopwatch.GetTimestamp();
+                }
+                if (meanAt == 0 || sentAt == 0) return;   // (the peer's chunks may all be in before this one's start)
+                if (done is null) peer.Tell(new EntityStatus("bench/student/0", true, step, sentAt, 0, 0, "peer", meanAt.ToString(CultureInfo.InvariantCulture)));
+                else if (peerAt is { } p)
+                {
+                    done.TrySetResult(Stopwatch.GetElapsedTime(Math.Min(sentAt, p.Sent), Math.Max(meanAt, p.Mean)).TotalMilliseconds);
+                }
             }
-            if (done is not null) SendAll();
+            Receive<Go>(g =>
+            {
+                sentAt = g.At;
+                Check();
+            });
             Receive<GradientChunk>(c =>
             {
-                if (!sent) SendAll();
                 if (exchange.Accept(c, step) != ChunkVerdict.Accepted) throw new InvalidOperationException($"bench chunk {c.ChunkIndex} of step {c.Step} refused");
                 Check();
             });
-            Receive<EntityStatus>(_ => { peerHasOurs = true; Check(); });
+            Receive<EntityStatus>(m =>
+            {
+                peerAt = (m.Seq, long.Parse(m.Detail!, CultureInfo.InvariantCulture));
+                Check();
+            });
         }
     }
 
     /// <summary>
-    /// One reducer per step. On the peer (plane given), a step's first chunk starts a responder that
-    /// answers through Akka to the chunk's sender, or over the data plane to the registered endpoint.
-    /// In the bench process, routes chunks and confirmations to the registered initiator of the step.
+    /// One reducer per step. On the peer (plane given), a prepare message starts a responder that
+    /// sends through Akka to the initiator, or over the data plane to the registered endpoint. In the
+    /// bench process, routes the chunks that come over the data plane to the initiator of their step.
     /// </summary>
     private sealed class ReducerHost : ReceiveActor
     {
         public sealed record Register(long Step, IActorRef Reducer);
-        /// <summary>Bench side: tell the peer's host our endpoint (confirmations come back here).</summary>
+        /// <summary>Bench side: tell the peer's host our endpoint (its responders' chunks come here).</summary>
         public sealed record Announce(IActorRef Peer, string Endpoint, TaskCompletionSource Done);
 
         public ReducerHost(Func<DataPlane>? plane)
         {
             var byStep = new Dictionary<long, IActorRef>();
-            IActorRef replyTo = ActorRefs.Nobody;
+            // the responder's gradient exists before the exchange, as a replica's does when it sends
+            var gradients = new Dictionary<long, float[]>();
             string? endpoint = null;
+            // a chunk over the data plane may overtake the prepare message on Akka
+            var early = new Dictionary<long, List<GradientChunk>>();
             Receive<Register>(r => byStep[r.Step] = r.Reducer);
             TaskCompletionSource? announced = null;
             Receive<Announce>(a =>
@@ -129,27 +185,25 @@ public static partial class ClusterBench
             });
             Receive<ReplicaAt>(m =>
             {
-                (replyTo, endpoint) = (Sender, m.DataEndpoint);
+                endpoint = m.DataEndpoint;
                 Sender.Tell(new EntityStatus(m.EntityId, true, 0, 0, 0, 0, "peer", "registered"));
             });
             Receive<EntityStatus>(m =>
             {
                 if (m.Detail == "registered") announced?.TrySetResult();
-                else if (byStep.TryGetValue(m.Step, out var r)) r.Forward(m);
+                if (m.Detail != "prepare" || plane is null) return;
+                var initiator = Sender;
+                var to = endpoint;
+                if (!gradients.TryGetValue(m.Queue, out var gradient)) gradients[m.Queue] = gradient = new float[m.Queue];
+                Action<GradientSlice> send = m.EntityId == "akka" ? x => initiator.Tell(x.ToChunk()) : x => plane().Send(to!, x);
+                var viaPlane = m.EntityId == "plane";
+                var responder = byStep[m.Step] = Context.ActorOf(Props.Create(() => new Reducer(send, initiator, viaPlane, gradient, m.Step, m.Seq, null)));
+                if (early.Remove(m.Step, out var waiting)) waiting.ForEach(c => responder.Tell(c));
             });
             Receive<GradientChunk>(c =>
             {
-                if (!byStep.TryGetValue(c.Step, out var r))
-                {
-                    if (plane is null) return;
-                    var size = c.ChunkCount * Reducer.Chunk;
-                    var viaAkka = CameOverAkka(Sender, Context.System);
-                    var target = viaAkka ? Sender : replyTo;
-                    var to = endpoint;
-                    Action<GradientChunk> send = viaAkka ? x => target.Tell(x) : x => plane().Send(to!, x);
-                    byStep[c.Step] = r = Context.ActorOf(Props.Create(() => new Reducer(send, target, new float[size], c.Step, null)));
-                }
-                r.Forward(c);
+                if (byStep.TryGetValue(c.Step, out var r)) r.Forward(c);
+                else if (plane is not null) (early.TryGetValue(c.Step, out var l) ? l : early[c.Step] = []).Add(c);
             });
         }
     }

@@ -42,17 +42,24 @@ public static partial class ClusterBench
         while (true)
         {
             using var c = listener.AcceptTcpClient();
+            c.NoDelay = true;
+            c.SendBufferSize = c.ReceiveBufferSize = 4 << 20;
             using var s = c.GetStream();
-            var header = new byte[8];
+            var header = new byte[9];
             s.ReadExactly(header);
             var total = BitConverter.ToInt64(header);
-            var buffer = new byte[1 << 20];
-            for (long got = 0; got < total;)
+            Task back = Task.CompletedTask;
+            if (header[8] == 1)
             {
-                var n = s.Read(buffer, 0, (int)Math.Min(buffer.Length, total - got));
-                if (n == 0) break;
-                got += n;
+                // duplex: as many bytes back while these arrive
+                back = Task.Run(() =>
+                {
+                    var chunk = new byte[512 * 1024];
+                    for (long sent = 0; sent < total; sent += chunk.Length) s.Write(chunk, 0, (int)Math.Min(chunk.Length, total - sent));
+                });
             }
+            Drain(s, total);
+            back.Wait();
             s.WriteByte(1);
         }
     }

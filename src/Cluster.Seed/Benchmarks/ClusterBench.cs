@@ -39,7 +39,15 @@ public static partial class ClusterBench
     /// <summary>Steps of warm-up and measured steps per segment; pipeline segments between engine segments.</summary>
     private static (int Warm, int Measured, int Pairs) Length(bool quick) => quick ? (20, 80, 2) : (40, 200, 5);
 
-    public static IReadOnlyList<ClusterBenchRow> Run(TextWriter log, bool quick)
+    public static IReadOnlyList<ClusterBenchRow> Run(TextWriter log, bool quick, IReadOnlySet<string> parts)
+    {
+        var rows = new List<ClusterBenchRow>();
+        if (parts.Contains("pipeline")) rows.AddRange(PipelineRows(log, quick));
+        if (parts.Contains("wire") || parts.Contains("allreduce")) rows.AddRange(PeerRows(log, quick, parts));
+        return rows;
+    }
+
+    private static List<ClusterBenchRow> PipelineRows(TextWriter log, bool quick)
     {
         var rows = new List<ClusterBenchRow>();
         var (warm, measured, pairs) = Length(quick);
@@ -82,6 +90,13 @@ public static partial class ClusterBench
         rows.Add(new("DAFL quick step, engine halves as separate jobs", $"batch {Batch}, {measured} steps, generator and student jobs alternating with an await between",
             jobs, "images/s", string.Create(CultureInfo.InvariantCulture, $"{jobs / ((engine[^1] + engineAfter) / 2):F3} x the engine loop around it (diagnostic: the cost of job hand-overs alone)")));
 
+        return rows;
+    }
+
+    /// <summary>The rows that need the second process: the wire's throughput and the all-reduce.</summary>
+    private static List<ClusterBenchRow> PeerRows(TextWriter log, bool quick, IReadOnlySet<string> parts)
+    {
+        var rows = new List<ClusterBenchRow>();
         using var peer = Peer.Start(log);
         var mb = quick ? 64 : 256;
         var tcp = RawTcp(peer.TcpPort, mb);
@@ -90,22 +105,28 @@ public static partial class ClusterBench
         var router = system.ActorOf(Props.Create(() => new ReducerHost(null)), "reducer");
         var plane = DataPlane.Start("127.0.0.1", 0, "127.0.0.1", ContractCodec.DefaultMaxMessageBytes,
             deliver: m => router.Tell(m), fallback: m => log.WriteLine($"[bench] data plane fell back for {m.GetType().Name}"), warn: log.WriteLine);
-        var akka = Wire(system, peer, null, mb, log).GetAwaiter().GetResult();
-        var direct = Wire(system, peer, plane, mb, log).GetAwaiter().GetResult();
         rows.Add(new("wire: raw TCP socket, 2 processes", $"{mb} MiB in 512 KiB writes, loopback", tcp, "MB/s", "upper bound for the link"));
-        rows.Add(new("wire: LabelledBatch over Akka.Remote, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", akka, "MB/s",
-            $"{akka / tcp:F2} x raw TCP (MessagePack contract serializer)"));
-        rows.Add(new("wire: LabelledBatch over the data plane, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", direct, "MB/s",
-            $"{direct / tcp:F2} x raw TCP, {direct / akka:F0} x Akka.Remote (same contract and codec; credits through Akka)"));
-        foreach (var floats in quick ? new[] { 1 << 20 } : [1 << 20, 4 << 20])
+        if (parts.Contains("wire"))
         {
-            var bytes = floats * 4.0;
-            var bound = 2.0 * (2 - 1) / 2 * bytes / (tcp * 1e6) * 1000;
-            foreach (var via in new[] { null, plane })
+            var akka = Wire(system, peer, null, mb, log).GetAwaiter().GetResult();
+            var direct = Wire(system, peer, plane, mb, log).GetAwaiter().GetResult();
+            rows.Add(new("wire: LabelledBatch over Akka.Remote, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", akka, "MB/s",
+                $"{akka / tcp:F2} x raw TCP (MessagePack contract serializer)"));
+            rows.Add(new("wire: LabelledBatch over the data plane, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", direct, "MB/s",
+                $"{direct / tcp:F2} x raw TCP, {direct / akka:F0} x Akka.Remote (same contract and codec; credits through Akka)"));
+        }
+        if (parts.Contains("allreduce"))
+        {
+            foreach (var floats in quick ? new[] { 1 << 20 } : [1 << 20, 4 << 20])
             {
-                var ms = AllReduce(system, router, peer, via, floats, quick ? 10 : 20, log).GetAwaiter().GetResult();
-                rows.Add(new($"all-reduce, 2 replicas in 2 processes, {(via is null ? "Akka.Remote" : "data plane")}", $"{bytes / 1048576:F0} MiB gradient, 1 MiB chunks", ms, "ms",
-                    $"ring bound 2(N-1)/N x bytes / TCP bandwidth = {bound:F1} ms -> {bound / ms:F2} of the bound"));
+                var bytes = floats * 4L;
+                foreach (var via in new[] { null, plane })
+                {
+                    var t = AllReduce(system, router, peer, via, floats, quick ? 10 : 20, quick ? 16 : 64, log).GetAwaiter().GetResult();
+                    rows.Add(new($"all-reduce, 2 replicas in 2 processes, {(via is null ? "Akka.Remote" : "data plane")}", $"{bytes / 1048576:F0} MiB gradient, {Reducer.Chunk * 4 / 1048576.0:0.##} MiB chunks", t.Median, "ms",
+                        string.Create(CultureInfo.InvariantCulture, $"median of {(quick ? 10 : 20)} (fastest {t.Fastest:F1}, slowest {t.Slowest:F1}); ring bound 2(N-1)/N x bytes / TCP bandwidth = {t.Bound(bytes):F1} ms ({t.LinkMBps:F0} MB/s) -> {t.Median / t.Bound(bytes):F2} x the bound; ") +
+                        string.Create(CultureInfo.InvariantCulture, $"the same bytes over raw TCP: one way {t.RawOneWay:F1} ms, both ways at once {t.RawDuplex:F1} ms ({t.Median / t.RawDuplex:F2} x); references measured between the repetitions; {t.Gen2} gen-2 GCs in this process")));
+                }
             }
         }
         plane.DisposeAsync().AsTask().Wait();

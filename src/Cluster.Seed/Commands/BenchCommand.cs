@@ -12,12 +12,23 @@ internal static class BenchCommand
         var output = new Option<string?>("--out") { Description = "where to save the table (JSON, and Markdown beside it)" };
         var quick = new Option<bool>("--quick") { Description = "fewer repetitions" };
         var cluster = new Option<bool>("--cluster") { Description = "the actor pipeline vs the engine loop, Akka.Remote vs raw TCP between two processes, all-reduce vs the ring bound" };
-        var command = new Command("bench", "time the engine's workloads; prints and saves a table") { device, output, quick, cluster };
+        var part = new Option<string[]>("--part")
+        {
+            Description = "with --cluster: only these parts (pipeline, wire, allreduce); all by default",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        part.AcceptOnlyFromAmong("pipeline", "wire", "allreduce");
+        var command = new Command("bench", "time the engine's workloads; prints and saves a table") { device, output, quick, cluster, part };
+        command.Validators.Add(r =>
+        {
+            if (r.GetValue(part) is { Length: > 0 } && !r.GetValue(cluster)) r.AddError("--part applies to bench --cluster only");
+        });
         command.SetAction(p =>
         {
             if (p.GetValue(cluster))
             {
-                var rows = Benchmarks.ClusterBench.Run(stdout, p.GetValue(quick));
+                var parts = p.GetValue(part) is { Length: > 0 } only ? only.ToHashSet() : ["pipeline", "wire", "allreduce"];
+                var rows = Benchmarks.ClusterBench.Run(stdout, p.GetValue(quick), parts);
                 var path = p.GetValue(output) ?? Path.Combine("results", "bench-cluster.json");
                 Benchmarks.ClusterBench.Save(rows, path, stdout);
                 stdout.WriteLine($"saved {path} and {Path.ChangeExtension(path, ".md")}");

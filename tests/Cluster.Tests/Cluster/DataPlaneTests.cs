@@ -109,6 +109,38 @@ public sealed class DataPlaneTests : IAsyncDisposable
     }
 
     [Fact]
+    public void A_gradient_goes_out_from_its_own_array_and_arrives_as_chunks_with_its_values()
+    {
+        var (a, _, fellBackA) = Start();
+        var (b, delivered, _) = Start();
+        var gradient = Enumerable.Range(0, 2500).Select(i => i * 0.25f - 7f).ToArray();
+        var slices = GradientSlice.Of("r/student/1", 9, 0, gradient, chunk: 1000).ToList();
+        Assert.Equal([(0, 1000), (1000, 1000), (2000, 500)], slices.Select(x => (x.Offset, x.Count)));
+        foreach (var x in slices) a.Send(b.Endpoint, x);
+        var got = slices.Select(_ => (GradientChunk)Take(delivered)).ToList();
+        Assert.Equal([0, 1, 2], got.Select(c => c.ChunkIndex));
+        Assert.All(got, c => Assert.Equal(("r/student/1", 9L, 0, 3), (c.EntityId, c.Step, c.FromReplica, c.ChunkCount)));
+        Assert.Equal(gradient, got.SelectMany(c => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(c.Values.Data).ToArray()));
+        Assert.Equal([1000L, 1000, 500], got.Select(c => c.Values.Shape[0]));
+
+        // to this node, and where the plane cannot write, a slice becomes a message of its own: a copy
+        var (self, toSelf, _) = Start();
+        self.Send(self.Endpoint, slices[2]);
+        var local = (GradientChunk)Take(toSelf);
+        var probe = new TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        var dead = $"127.0.0.1:{((System.Net.IPEndPoint)probe.LocalEndpoint).Port}";
+        probe.Stop();
+        a.Send(dead, slices[1]);
+        var viaAkka = (GradientChunk)Take(fellBackA);
+        gradient[2000] = 99f;
+        gradient[1000] = 99f;
+        Assert.Equal(-7f + 2000 * 0.25f, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(local.Values.Data)[0]);
+        Assert.Equal(-7f + 1000 * 0.25f, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(viaAkka.Values.Data)[0]);
+        Assert.Equal((1, 1000L), (viaAkka.ChunkIndex, viaAkka.Offset));
+    }
+
+    [Fact]
     public void A_port_already_taken_is_refused_with_the_address()
     {
         var (a, _, _) = Start();
@@ -145,10 +177,11 @@ public sealed class DataPlaneTests : IAsyncDisposable
         }
     }
 
-    private static byte[] RawFrame(string manifest, byte[] body, int? declared = null)
+    private static byte[] RawFrame(string manifest, byte[] body, int? declared = null, byte[]? bulk = null, int? declaredBulk = null)
     {
         var m = Encoding.ASCII.GetBytes(manifest);
-        var frame = new byte[DataPlane.Hello.Length + 1 + m.Length + 4 + body.Length];
+        bulk ??= [];
+        var frame = new byte[DataPlane.Hello.Length + 1 + m.Length + 4 + body.Length + 4 + bulk.Length];
         DataPlane.Hello.CopyTo(frame, 0);
         var at = DataPlane.Hello.Length;
         frame[at++] = (byte)m.Length;
@@ -156,6 +189,9 @@ public sealed class DataPlaneTests : IAsyncDisposable
         at += m.Length;
         BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(at), declared ?? body.Length);
         body.CopyTo(frame, at + 4);
+        at += 4 + body.Length;
+        BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(at), declaredBulk ?? bulk.Length);
+        bulk.CopyTo(frame, at + 4);
         return frame;
     }
 
@@ -180,17 +216,25 @@ public sealed class DataPlaneTests : IAsyncDisposable
         ContractCodec.Serialize(lying,
             new LabelledBatch("r/student/0", 1, new TensorPayload([128, 1, 32, 32], WireDType.Float32, new byte[16]), Floats(1, 2, 10), 1));
         Assert.Empty(await SendRaw(b, RawFrame("P5", lying.WrittenSpan.ToArray())));
+        // the same lie told in the bulk bytes that follow the header
+        var header = new ArrayBufferWriter<byte>();
+        ContractCodec.Serialize(header,
+            new LabelledBatch("r/student/0", 1, new TensorPayload([128, 1, 32, 32], WireDType.Float32, []), Floats(1, 2, 10), 1));
+        Assert.Empty(await SendRaw(b, RawFrame("P5", header.WrittenSpan.ToArray(), bulk: new byte[16])));
+        // bulk bytes that would take the frame over the limit, declared before they are sent
+        Assert.Empty(await SendRaw(b, RawFrame("G1", header.WrittenSpan.ToArray(), declaredBulk: (int)Limit)));
 
-        Assert.Equal(6, b.Refused);
+        Assert.Equal(8, b.Refused);
         Assert.Equal(0, b.Received);
         Assert.Empty(delivered);
         var w = warnings.ToList();
         Assert.Contains(w, x => x.Contains("does not speak the data plane protocol"));
-        Assert.Contains(w, x => x.Contains("unknown manifest 'Z9'"));
+        Assert.Contains(w, x => x.Contains("'Z9'") && x.Contains("unknown manifest"));
         Assert.Contains(w, x => x.Contains("RequestBatches, which does not travel on the data plane"));
         Assert.Contains(w, x => x.Contains($"declares {Limit + 1:N0} bytes"));
         Assert.Contains(w, x => x.Contains("malformed 'P5'"));
-        Assert.Contains(w, x => x.Contains("LabelledBatch refused"));
+        Assert.Equal(2, w.Count(x => x.Contains("LabelledBatch refused") && x.Contains("needs 524288 bytes, got 16")));
+        Assert.Contains(w, x => x.Contains($"bulk bytes after") && x.Contains($"limit {Limit:N0} in all"));
 
         // and the plane still works for a well-formed peer
         var (a, _, _) = Start();

@@ -212,4 +212,31 @@ public sealed class PipelineDecisionsTests
         for (var i = 0; i < expected.Length; i++) expected[i] = (g[0][i] + g[1][i] + g[2][i]) / 3;
         Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), GradientExchange.Mean(g).Select(BitConverter.SingleToInt32Bits));
     }
+
+    [Fact]
+    public void Should_give_the_scalar_loops_bits_when_the_replicas_pieces_start_at_different_offsets()
+    {
+        // replica 0's own gradient is one piece, the peers' come in chunks of 3001 and 4093 values:
+        // the blocks the mean walks (4096 values) cross all of their boundaries
+        const int size = 20_000;
+        var rnd = new Random(12);
+        float[][] g = [.. Enumerable.Range(0, 3).Select(_ => Enumerable.Range(0, size).Select(_ => (float)(rnd.NextDouble() * 2e3 - 1e3)).ToArray())];
+        var x = new GradientExchange(3, 0, size);
+        x.Own(8, g[0]);
+        foreach (var (r, chunk) in new[] { (1, 3001), (2, 4093) })
+            foreach (var c in GradientExchange.Chunks("r/student/0", 8, r, g[r], chunk).Reverse())   // in any order
+                Assert.Equal(ChunkVerdict.Accepted, x.Accept(c, 8));
+        var expected = new float[size];
+        for (var i = 0; i < size; i++) expected[i] = (g[0][i] + g[1][i] + g[2][i]) / 3;
+        Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), x.TakeComplete(8)!.Mean().Select(BitConverter.SingleToInt32Bits));
+    }
+
+    [Fact]
+    public void Should_refuse_to_average_pieces_that_leave_values_out()
+    {
+        var gap = new StepGradients(6, [[new GradientPiece(0, [1f, 2f, 3f, 4f, 5f, 6f], null)], [new GradientPiece(0, [1f, 2f], null), new GradientPiece(4, [5f, 6f], null)]]);
+        Assert.Contains("values 2-4 out", Assert.Throws<InvalidOperationException>(() => gap.Mean()).Message);
+        var shortOne = new StepGradients(6, [[new GradientPiece(0, [1f, 2f, 3f, 4f, 5f, 6f], null)], [new GradientPiece(0, [1f, 2f, 3f], null)]]);
+        Assert.Contains("end at 3 of 6", Assert.Throws<InvalidOperationException>(() => shortOne.Mean()).Message);
+    }
 }

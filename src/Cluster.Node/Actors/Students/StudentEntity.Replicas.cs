@@ -9,6 +9,7 @@ using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
 using Cluster.Contracts.Students;
 using Cluster.Node.Hosting;
+using Cluster.Node.Transport;
 using Distill.Engine.Methods;
 using Distill.Engine.Pipeline;
 using Distill.Engine.Runs;
@@ -60,7 +61,7 @@ public sealed partial class StudentEntity
     {
         for (var peer = 0; peer < Replicas; peer++)
             if (peer != replica && toPeer(peer))
-                foreach (var c in GradientExchange.Chunks(EntityId.Student(RunId, peer), seq, replica, flat, spec!.Cluster.GradientChunk))
+                foreach (var c in GradientSlice.Of(EntityId.Student(RunId, peer), seq, replica, flat, spec!.Cluster.GradientChunk))
                     Services.SendToStudent(c, peerEndpoints.GetValueOrDefault(peer));
     }
 

@@ -4,6 +4,7 @@ using Cluster.Contracts.Events;
 using Cluster.Contracts.Pipeline;
 using Cluster.Node.Hosting;
 using Cluster.Node.Storage;
+using Cluster.Node.Transport;
 using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 using Distill.Engine.Training;
@@ -83,10 +84,16 @@ internal static class StudentJobs
         using (g) return new GradientReady(seq, g.data<float>().ToArray());
     }
 
-    /// <summary>The mean of every replica's gradient (<see cref="StepGradients.Mean"/>), applied.</summary>
+    /// <summary>The mean of every replica's gradient (<see cref="StepGradients.TakeMean"/>), applied.</summary>
     public static Trained Apply(StudentTrainer t, StepGradients all, long seq, AfterStep after)
     {
-        using (var mean = tensor(all.Mean())) t.ApplyGradient(mean);
+        var sum = all.TakeMean();
+        try
+        {
+            using var mean = tensor(sum);
+            t.ApplyGradient(mean);
+        }
+        finally { ExactPool<float>.Shared.Return(sum); }
         return Finish(t, seq, null, after);
     }
 
