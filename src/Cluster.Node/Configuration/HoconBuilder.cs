@@ -22,6 +22,10 @@ public static class HoconBuilder
               loglevel = {{o.LogLevel}}
               stdout-loglevel = {{o.LogLevel}}
               loggers = ["Akka.Event.DefaultLogger"]
+              # the scheduler's wheel wakes its timer and a pool thread every tick: at the default
+              # 10 ms that is ~550 wakeups a second on an idle node, each preempting the compute
+              # team on a small machine (docs/benchmarks.md). Nothing here schedules finer than 1 s.
+              scheduler.tick-duration = 50ms
               actor {
                 provider = cluster
                 serialize-messages = {{(o.SerializeAllMessages ? "on" : "off")}}

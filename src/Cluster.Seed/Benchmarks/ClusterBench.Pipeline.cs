@@ -162,8 +162,12 @@ public static partial class ClusterBench
                 cpu1.Where(kv => (kv.Value.Name == "engine-compute") == compute).Sum(kv => f(kv.Value) - (cpu0.TryGetValue(kv.Key, out var o) ? f(o) : 0));
             var wakeups = Delta(t => t.Voluntary, compute: false) / batches;
             var preempted = Delta(t => t.Involuntary, compute: true) / batches;
+            var sleepsByName = cpu1.Where(kv => kv.Value.Name != "engine-compute").GroupBy(kv => kv.Value.Name)
+                .Select(g => (Name: g.Key, PerBatch: g.Sum(kv => kv.Value.Voluntary - (cpu0.TryGetValue(kv.Key, out var o) ? o.Voluntary : 0)) / batches))
+                .Where(x => x.PerBatch >= 0.5).OrderByDescending(x => x.PerBatch).Take(6);
             log.WriteLine($"[bench] actor pipeline: {ips:F0} images/s (steps {s0}-{s1}), compute thread busy {busy:P0}; cores: " +
-                string.Join(", ", byName.Select(x => $"{x.Name} {x.Cores:F2}")) + $"; per batch: other threads slept {wakeups:F1} times, compute threads preempted {preempted:F1} times");
+                string.Join(", ", byName.Select(x => $"{x.Name} {x.Cores:F2}")) + $"; per batch: other threads slept {wakeups:F1} times (" +
+                string.Join(", ", sleepsByName.Select(x => $"{x.Name} {x.PerBatch:F1}")) + $"), compute threads preempted {preempted:F1} times");
             // the segment after this one starts on an idle machine
             await WaitFor(s => s.State == RunState.Completed);
             return new Segment(ips, busy, others, wakeups, preempted);

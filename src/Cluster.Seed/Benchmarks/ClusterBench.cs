@@ -62,6 +62,12 @@ public static partial class ClusterBench
             // one unmeasured run of each first: the first pipeline run JIT-compiles the actor,
             // journal and remoting code (0.15-0.25 cores of tiered compilation beside it), which a
             // long run pays once
+            var idle0 = ThreadCpu();
+            Thread.Sleep(3000);
+            var idle1 = ThreadCpu();
+            log.WriteLine("[bench] idle node, sleeps per second by thread: " + string.Join(", ", idle1.GroupBy(kv => kv.Value.Name)
+                .Select(g => (g.Key, PerSecond: g.Sum(kv => kv.Value.Voluntary - (idle0.TryGetValue(kv.Key, out var o) ? o.Voluntary : 0)) / 3.0))
+                .Where(x => x.PerSecond >= 0.5).OrderByDescending(x => x.PerSecond).Select(x => $"{x.Key} {x.PerSecond:F0}")));
             log.WriteLine("[bench] warm-up (not measured)");
             Distill.Engine.Native.TorchThread.Shared.Run(() => EngineLoop(warm, warm + measured / 4, log)).GetAwaiter().GetResult();
             bench.RunAsync(-1, warm, warm + measured / 2, log).GetAwaiter().GetResult();

@@ -70,7 +70,7 @@ public sealed partial class StudentEntity
         if (exchange is null) { early.Add(c); return; }   // a peer started first: keep its chunks until we are ready
         if (exchange.Accept(c, step + 1) == ChunkVerdict.Misfit)
         {
-            Fail($"gradient chunk from replica {c.FromReplica} at offset {c.Offset} does not fit a model of {engine!.GradientSize} parameters");
+            Fail($"gradient chunk from replica {c.FromReplica} at offset {c.Offset} does not fit a model of {gradientSize} parameters");
             return;
         }
         TryReduce(c.Step);

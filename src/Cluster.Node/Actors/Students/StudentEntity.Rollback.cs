@@ -60,8 +60,8 @@ public sealed partial class StudentEntity
     private void Restore(ImmutableList<CheckpointWritten> usable, bool freshBeforeFirst, Action<StudentTrainer> adjust, Func<long, string?, string> describe, bool guard, string what)
     {
         busy = computing = true;
-        var (current, f, blobs, s, data, runId, id) = (trainer!, feed!, OwnBlobs, spec!, engine!.Data, RunId, Id);
-        EngineAccess.Compute(() => StudentJobs.Restore(current, f, usable, blobs, freshBeforeFirst, () => NewTrainer(s, data, EngineAccess.DeviceFor(s)), adjust, describe, guard, runId, id))
+        var (current, f, blobs, s, d, runId, id) = (trainer!, feed!, OwnBlobs, spec!, data!, RunId, Id);
+        EngineAccess.Compute(() => StudentJobs.Restore(current, f, usable, blobs, freshBeforeFirst, () => NewTrainer(s, d, EngineAccess.DeviceFor(s)), adjust, describe, guard, runId, id))
             .PipeTo(Self, failure: e => new Status.Failure(new InvalidOperationException($"{what} failed: {e.Message}")));
     }
 

@@ -47,7 +47,9 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     /// <summary>Owned by the compute thread once ready: the mailbox only passes them to jobs.</summary>
     private StudentTrainer? trainer;
     private IStudentFeed? feed;
-    private StudentJobs.Ready? engine;
+    /// <summary>The run's dataset (evaluation, a fresh trainer after a rollback) and the model's parameter count.</summary>
+    private DataSplits? data;
+    private long gradientSize;
     /// <summary>The mailbox's copy of the trainer's step and learning-rate scale (from the jobs' answers).</summary>
     private long step;
     private double lrScale = 1;
@@ -134,7 +136,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
 
     private void OnEngineReady(StudentJobs.Ready r)
     {
-        (engine, trainer, feed, step, lrScale) = (r, r.Trainer, r.Feed, r.Step, r.LrScale);
+        (data, gradientSize, trainer, feed, step, lrScale) = (r.Data, r.GradientSize, r.Trainer, r.Feed, r.Step, r.LrScale);
         plan = r.Plan;
         intake = BatchIntake.At(plan, step);
         exchange = new GradientExchange(Replicas, replica, r.GradientSize);
@@ -227,7 +229,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     {
         var final = seq >= Total;
         return new(replica == 0 && (EvalEvery > 0 && seq % EvalEvery == 0 || final), seq % CheckpointEvery == 0 || final, final && replica == 0,
-            plan!.BatchNeedingWeightsAfter(seq) is not null, engine!.Data, EngineAccess.DeviceFor(spec!), spec!.Data.EvalBatch);
+            plan!.BatchNeedingWeightsAfter(seq) is not null, data!, EngineAccess.DeviceFor(spec!), spec!.Data.EvalBatch);
     }
 
     private void OnTrained(Trained t)
