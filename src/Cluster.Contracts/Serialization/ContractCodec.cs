@@ -74,13 +74,14 @@ public static class ContractCodec
     }
 
     /// <summary>Appends the message's bytes to writer (no intermediate array); returns how many.</summary>
-    public static int Serialize(System.Buffers.ArrayBufferWriter<byte> writer, object message, long maxBytes = DefaultMaxMessageBytes)
+    /// <param name="bulkBytes">Bytes sent after these (<see cref="DetachBulk"/>): they count against the limit too.</param>
+    public static int Serialize(System.Buffers.ArrayBufferWriter<byte> writer, object message, long maxBytes = DefaultMaxMessageBytes, long bulkBytes = 0)
     {
         _ = Manifest(message);
         var before = writer.WrittenCount;
         MessagePackSerializer.Serialize(message.GetType(), writer, message, Options);
         var count = writer.WrittenCount - before;
-        CheckSize(message, count, maxBytes);
+        CheckSize(message, count + bulkBytes, maxBytes);
         return count;
     }
 

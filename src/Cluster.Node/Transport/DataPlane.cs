@@ -267,7 +267,7 @@ public sealed class DataPlane : IAsyncDisposable
         var lengthAt = buffer.WrittenCount;
         buffer.GetSpan(4);
         buffer.Advance(4);
-        var body = ContractCodec.Serialize(buffer, header, maxBytes - bulk.Length);
+        var body = ContractCodec.Serialize(buffer, header, maxBytes, bulk.Length);
         // the length goes in front of the body just written
         BinaryPrimitives.WriteInt32LittleEndian(MemoryMarshal.AsMemory(buffer.WrittenMemory).Span.Slice(lengthAt, 4), body);
         BinaryPrimitives.WriteInt32LittleEndian(buffer.GetSpan(4), bulk.Length);
@@ -313,8 +313,10 @@ public sealed class DataPlane : IAsyncDisposable
                 var manifestBytes = new byte[n];
                 await stream.ReadExactlyAsync(manifestBytes, token);
                 var manifest = Encoding.ASCII.GetString(manifestBytes);
-                if (ContractCodec.ContractType(manifest) is not { } type || !Carried.Contains(type))
-                    throw new WireException($"frame '{manifest}' from {from} is {(ContractCodec.ContractType(manifest) is { } t ? $"a {t.Name}, which does not travel on the data plane" : "an unknown manifest: not a ClusterDistill contract")}");
+                var type = ContractCodec.ContractType(manifest);
+                if (type is null || !Carried.Contains(type))
+                    throw new WireException($"frame '{manifest}' from {from} is " +
+                                            (type is null ? "an unknown manifest: not a ClusterDistill contract" : $"a {type.Name}, which does not travel on the data plane"));
                 await stream.ReadExactlyAsync(header.AsMemory(0, 4), token);
                 var length = BinaryPrimitives.ReadInt32LittleEndian(header);
                 if (length <= 0 || length > maxBytes)

@@ -141,6 +141,24 @@ public sealed class DataPlaneTests : IAsyncDisposable
     }
 
     [Fact]
+    public void A_message_whose_header_and_bulk_exceed_the_limit_is_not_sent_and_the_warning_names_the_whole_size()
+    {
+        var (a, _, _) = Start();
+        var (b, delivered, _) = Start();
+        // 4 MiB of images (the limit) plus a header: over the limit only with the bulk counted
+        var big = new LabelledBatch("r/student/0", 1, Floats(1, 1024, 1, 32, 32), Floats(2, 1024, 10), 1);
+        a.Send(b.Endpoint, big);
+        Assert.True(SpinWait.SpinUntil(() => warnings.Any(w => w.Contains("not sent")), TimeSpan.FromSeconds(10)), "no warning");
+        var w = warnings.First(x => x.Contains("not sent"));
+        Assert.Contains("LabelledBatch is 4,2", w);
+        Assert.Contains($"over the {Limit:N0}-byte message limit", w);
+        // the connection is still good for the next message
+        a.Send(b.Endpoint, new GradientChunk("r/student/0", 1, 1, 0, 1, 0, Floats(3, 10)));
+        Assert.IsType<GradientChunk>(Take(delivered));
+        Assert.Equal(0, a.FellBack);
+    }
+
+    [Fact]
     public void A_port_already_taken_is_refused_with_the_address()
     {
         var (a, _, _) = Start();

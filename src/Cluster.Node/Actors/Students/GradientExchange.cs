@@ -147,12 +147,17 @@ public sealed class StepGradients(long size, IReadOnlyCollection<GradientPiece>[
 {
     private bool taken;
 
+    private void ThrowIfTaken()
+    {
+        if (taken) throw new InvalidOperationException("this step's gradients were taken already");
+    }
+
     public int Replicas => byReplica.Length;
 
     /// <summary>Replica r's whole gradient (a copy).</summary>
     public float[] Of(int replica)
     {
-        if (taken) throw new InvalidOperationException("this step's gradients were taken already");
+        ThrowIfTaken();
         var flat = new float[size];
         foreach (var p in byReplica[replica]) p.Values.CopyTo(flat.AsSpan((int)p.Offset));
         return flat;
@@ -166,7 +171,7 @@ public sealed class StepGradients(long size, IReadOnlyCollection<GradientPiece>[
     /// </summary>
     public float[] Mean()
     {
-        if (taken) throw new InvalidOperationException("this step's gradients were taken already");
+        ThrowIfTaken();
         var mean = GC.AllocateUninitializedArray<float>((int)size);
         Reduce(byReplica, mean, 0, size);
         return mean;
@@ -179,7 +184,7 @@ public sealed class StepGradients(long size, IReadOnlyCollection<GradientPiece>[
     /// </summary>
     public float[] TakeMean()
     {
-        if (taken) throw new InvalidOperationException("this step's gradients were taken already");
+        ThrowIfTaken();
         var mean = sum ?? ExactPool<float>.Shared.Rent((int)size);
         long at = 0;
         foreach (var (from, to) in (reduced ?? new HashSet<(long, long)>()).Order())
