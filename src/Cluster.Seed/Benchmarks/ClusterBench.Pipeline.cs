@@ -47,9 +47,14 @@ public static partial class ClusterBench
             return (t, s, new DaflSynthesizer(t, dafl, CPU, 3), new StudentTrainer(s, new TrainSpec { Lr = 0.002 }, steps));
         });
         var sw = new Stopwatch();
+        var gc0 = Heap.Now();
         for (var i = 0; i < steps; i++)
         {
-            if (i == warm) sw.Start();
+            if (i == warm)
+            {
+                sw.Start();
+                gc0 = Heap.Now();
+            }
             var (o, probs) = await torch.Run(() =>
             {
                 var batch = synth.Next(false);
@@ -62,6 +67,7 @@ public static partial class ClusterBench
             });
         }
         var ips = (steps - warm) * Batch / sw.Elapsed.TotalSeconds;
+        log.WriteLine($"[bench] engine halves as separate jobs: {Heap.Now().Since(gc0, steps - warm)}");
         await torch.Run(() => { synth.Dispose(); trainer.Dispose(); student.Dispose(); teacher.Dispose(); return 0; });
         log.WriteLine($"[bench] engine halves as separate jobs: {ips:F0} images/s");
         return ips;
@@ -75,10 +81,11 @@ public static partial class ClusterBench
         using var student = ModelFactory.Create("lenet5-half", 1, 32, 10);
         using var trainer = new DaflTrainer(teacher, student, Dafl with { Steps = steps }, new TrainSpec { Lr = 0.002 }, CPU, 3);
         for (var i = 0; i < warm; i++) trainer.TrainStep(false);
+        var gc0 = Heap.Now();
         var sw = Stopwatch.StartNew();
         for (var i = warm; i < steps; i++) trainer.TrainStep(false);
         var ips = (steps - warm) * Batch / sw.Elapsed.TotalSeconds;
-        log.WriteLine($"[bench] engine loop: {ips:F0} images/s");
+        log.WriteLine($"[bench] engine loop: {ips:F0} images/s; {Heap.Now().Since(gc0, steps - warm)}");
         return ips;
     }
 
@@ -146,9 +153,11 @@ public static partial class ClusterBench
             var t0 = clock.Elapsed.TotalSeconds;
             var cpu0 = ThreadCpu();
             var busy0 = Distill.Engine.Native.TorchThread.Shared.Busy;
+            var gc0 = Heap.Now();
             var s1 = (await WaitFor(s => s.StudentStep >= steps, steps)).StudentStep;
             var t1 = clock.Elapsed.TotalSeconds;
             var busy = (Distill.Engine.Native.TorchThread.Shared.Busy - busy0).TotalSeconds / (t1 - t0);
+            var gc = Heap.Now().Since(gc0, s1 - s0);
             var ips = (s1 - s0) * Batch / (t1 - t0);
             // CPU time by thread during the window: the compute thread and its OpenMP team are named
             // engine-compute; everything else (actors, journal, blobs, JIT) competes with them for the cores
@@ -167,7 +176,7 @@ public static partial class ClusterBench
                 .Where(x => x.PerBatch >= 0.5).OrderByDescending(x => x.PerBatch).Take(6);
             log.WriteLine($"[bench] actor pipeline: {ips:F0} images/s (steps {s0}-{s1}), compute thread busy {busy:P0}; cores: " +
                 string.Join(", ", byName.Select(x => $"{x.Name} {x.Cores:F2}")) + $"; per batch: other threads slept {wakeups:F1} times (" +
-                string.Join(", ", sleepsByName.Select(x => $"{x.Name} {x.PerBatch:F1}")) + $"), compute threads preempted {preempted:F1} times");
+                string.Join(", ", sleepsByName.Select(x => $"{x.Name} {x.PerBatch:F1}")) + $"), compute threads preempted {preempted:F1} times; {gc}");
             // the segment after this one starts on an idle machine
             await WaitFor(s => s.State == RunState.Completed);
             return new Segment(ips, busy, others, wakeups, preempted);
@@ -177,6 +186,26 @@ public static partial class ClusterBench
         {
             node.DisposeAsync().AsTask().GetAwaiter().GetResult();
             try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>The process's collections and allocations and the compute thread's jobs at one moment, to diff per batch.</summary>
+    private sealed record Heap(TimeSpan Paused, int Gen0, int Gen2, long Allocated, long Renewals, IReadOnlyDictionary<string, (long Count, TimeSpan Time)> Jobs)
+    {
+        public static Heap Now() => new(GC.GetTotalPauseDuration(), GC.CollectionCount(0), GC.CollectionCount(2), GC.GetTotalAllocatedBytes(),
+            Distill.Engine.Native.TorchThread.Shared.Renewals, Distill.Engine.Native.TorchThread.Shared.JobTimes);
+
+        /// <summary>Per batch since `before`: GC pauses, collections, bytes allocated, and each job type's compute time.</summary>
+        public string Since(Heap before, long batches)
+        {
+            var b = Math.Max(1, batches);
+            var jobs = Jobs.Select(kv => (kv.Key, Count: kv.Value.Count - (before.Jobs.TryGetValue(kv.Key, out var o) ? o.Count : 0),
+                    Ms: (kv.Value.Time - (before.Jobs.TryGetValue(kv.Key, out var p) ? p.Time : TimeSpan.Zero)).TotalMilliseconds))
+                .Where(j => j.Count > 0).OrderByDescending(j => j.Ms);
+            return string.Create(CultureInfo.InvariantCulture,
+                $"per batch: GC paused {(Paused - before.Paused).TotalMilliseconds / b:F2} ms ({(double)(Gen0 - before.Gen0) / b:F2} collections, {(double)(Gen2 - before.Gen2) / b:F2} gen-2), " +
+                $"{(Allocated - before.Allocated) / 1048576.0 / b:F2} MiB allocated, {(double)(Renewals - before.Renewals) / b:F2} no-GC regions; compute jobs: ") +
+                string.Join(", ", jobs.Select(j => string.Create(CultureInfo.InvariantCulture, $"{j.Key} {j.Ms / b:F1} ms ({j.Count} x {j.Ms / j.Count:F1})")));
         }
     }
 

@@ -53,13 +53,26 @@ public sealed class TorchThread
     /// <summary>Bytes every thread together may allocate before a collection (the region's size).</summary>
     public long Budget => budget;
 
+    private readonly ConcurrentDictionary<string, (long Count, long Ticks)> jobTimes = new();
+
+    /// <summary>Jobs run so far and their time, by the type of what they answered (Made, Trained, ...).</summary>
+    public IReadOnlyDictionary<string, (long Count, TimeSpan Time)> JobTimes =>
+        jobTimes.ToDictionary(kv => kv.Key, kv => (kv.Value.Count, System.Diagnostics.Stopwatch.GetElapsedTime(0, kv.Value.Ticks)));
+
     /// <summary>Runs a job on the thread; the task completes with its result or its exception.</summary>
     public Task<T> Run<T>(Func<T> job)
     {
         var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
         work.Add(() =>
         {
-            try { done.SetResult(job()); }
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            try
+            {
+                var result = job();
+                var ticks = System.Diagnostics.Stopwatch.GetTimestamp() - started;
+                jobTimes.AddOrUpdate(result?.GetType().Name ?? typeof(T).Name, (1, ticks), (_, o) => (o.Count + 1, o.Ticks + ticks));
+                done.SetResult(result);
+            }
             catch (Exception e) { done.SetException(e); }
         });
         return done.Task;
