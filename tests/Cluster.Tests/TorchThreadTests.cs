@@ -1,4 +1,6 @@
 using Distill.Engine.Native;
+using Distill.Engine.Runs;
+using Distill.Engine.Specs;
 using static TorchSharp.torch;
 
 namespace Cluster.Tests;
@@ -6,38 +8,59 @@ namespace Cluster.Tests;
 /// <summary>
 /// TorchSharp frees a Scalar it passed to libtorch if a collection finalizes it mid-call; with a
 /// thread allocating beside the engine this failed within seconds (docs/engineering-notes.md).
-/// On the TorchThread collections wait for the gaps between jobs. Runs alone (the "mnist"
-/// collection), so no other test's allocations count against the region.
+/// Collections wait for the gaps between compute jobs and between the engine loop's steps
+/// (<see cref="QuietCollections"/>). Runs alone (the "mnist" collection), so no other test's
+/// allocations count against the region.
 /// </summary>
 [Collection("mnist")]
 public sealed class TorchThreadTests
 {
+    /// <summary>Garbage at `bytesPerSecond`, like actor threads receiving batches, until disposed.</summary>
+    private sealed class Allocator : IDisposable
+    {
+        private readonly Thread thread;
+        private int stop;
+        private long allocated;
+
+        public Allocator(long bytesPerSecond)
+        {
+            thread = new Thread(() =>
+            {
+                var keep = new byte[32][];
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                for (var i = 0; Volatile.Read(ref stop) == 0; i++)
+                {
+                    keep[i % keep.Length] = new byte[200_000];
+                    var total = Interlocked.Add(ref allocated, 200_000);
+                    var ahead = total / (double)bytesPerSecond - clock.Elapsed.TotalSeconds;
+                    if (ahead > 0.002) Thread.Sleep(TimeSpan.FromSeconds(ahead));
+                }
+            });
+            thread.Start();
+        }
+
+        public long Allocated => Interlocked.Read(ref allocated);
+
+        public void Dispose()
+        {
+            Volatile.Write(ref stop, 1);
+            thread.Join();
+        }
+    }
+
     [Fact]
     public async Task Collections_started_by_other_threads_wait_for_the_gaps_between_torch_jobs()
     {
         Torch.Init();
         var t = TorchThread.Shared;
-        var (renewals, during) = (t.Renewals, t.CollectionsDuringJobs);
-        var stop = 0;
-        long allocated = 0;
-        // ~200 MB/s of garbage, like actor threads receiving batches: without the region this
-        // starts a collection every few milliseconds, nearly all while a job is in native code
-        var allocator = new Thread(() =>
-        {
-            var keep = new byte[32][];
-            for (var i = 0; Volatile.Read(ref stop) == 0; i++)
-            {
-                keep[i % keep.Length] = new byte[200_000];
-                Interlocked.Add(ref allocated, 200_000);
-                if (i % 4 == 3) Thread.Sleep(4);
-            }
-        });
-        allocator.Start();
+        var (renewals, during) = (QuietCollections.Renewals, QuietCollections.CollectionsDuringHolds);
+        // ~200 MB/s: without the region this starts a collection every few milliseconds, nearly
+        // all while a job is in native code
         var jobs = 0;
-        try
+        using (var allocator = new Allocator(200L << 20))
         {
             var deadline = DateTime.UtcNow.AddSeconds(90);
-            while (Interlocked.Read(ref allocated) < 2.5 * t.Budget && DateTime.UtcNow < deadline)
+            while (allocator.Allocated < 2.5 * QuietCollections.Budget && DateTime.UtcNow < deadline)
             {
                 var value = await t.Run(() =>
                 {
@@ -54,14 +77,41 @@ public sealed class TorchThreadTests
                 Assert.Equal((15f, 15f), value);
                 jobs++;
             }
+            Assert.True(allocator.Allocated >= 2.5 * QuietCollections.Budget, $"the allocator reached only {allocator.Allocated >> 20} MiB in {jobs} jobs");
+        }
+        Assert.Equal(0, QuietCollections.CollectionsDuringHolds - during);
+        Assert.True(QuietCollections.Renewals - renewals >= 2, $"the region was renewed {QuietCollections.Renewals - renewals} times");
+    }
+
+    /// <summary>
+    /// The engine's own loop (`run --engine`, the teacher's training) on the calling thread: its
+    /// steps and evaluations hold collections off too. Without that, `run --engine` of the DAFL
+    /// failover spec died in DaflGenerator's leaky_relu ("Expected false to be true" from toFloat).
+    /// </summary>
+    [Fact]
+    public void Collections_started_by_other_threads_wait_for_the_gaps_between_engine_steps()
+    {
+        Torch.Init();
+        var root = Path.Combine(Path.GetTempPath(), $"cd-quiet-{Guid.NewGuid():N}");
+        var spec = SpecParser.Parse(Cluster.ActorHarness.Spec("quiet", steps: 60, evalEvery: 20), "quiet.yaml");
+        var (renewals, during) = (QuietCollections.Renewals, QuietCollections.CollectionsDuringHolds);
+        long allocated;
+        try
+        {
+            // slow enough that an evaluation of the test set (the longest hold) stays within half the budget
+            using (var allocator = new Allocator(20L << 20))
+            {
+                var result = new Runner(new RunnerOptions { RunsRoot = root, RunId = "quiet" }, TextWriter.Null).Run(spec);
+                Assert.Equal(60, result.Steps);
+                allocated = allocator.Allocated;
+            }
         }
         finally
         {
-            Volatile.Write(ref stop, 1);
-            allocator.Join();
+            try { Directory.Delete(root, true); } catch (IOException) { }
         }
-        Assert.True(Interlocked.Read(ref allocated) >= 2.5 * t.Budget, $"the allocator reached only {allocated >> 20} MiB in {jobs} jobs");
-        Assert.Equal(0, t.CollectionsDuringJobs - during);
-        Assert.True(t.Renewals - renewals >= 2, $"the region was renewed {t.Renewals - renewals} times for {allocated >> 20} MiB allocated");
+        Assert.True(allocated >= QuietCollections.Budget, $"the allocator reached only {allocated >> 20} MiB during the run");
+        Assert.Equal(0, QuietCollections.CollectionsDuringHolds - during);
+        Assert.True(QuietCollections.Renewals - renewals >= 2, $"the region was renewed {QuietCollections.Renewals - renewals} times for {allocated >> 20} MiB allocated");
     }
 }

@@ -193,7 +193,7 @@ public static partial class ClusterBench
     private sealed record Heap(TimeSpan Paused, int Gen0, int Gen2, long Allocated, long Renewals, IReadOnlyDictionary<string, (long Count, TimeSpan Time)> Jobs)
     {
         public static Heap Now() => new(GC.GetTotalPauseDuration(), GC.CollectionCount(0), GC.CollectionCount(2), GC.GetTotalAllocatedBytes(),
-            Distill.Engine.Native.TorchThread.Shared.Renewals, Distill.Engine.Native.TorchThread.Shared.JobTimes);
+            Distill.Engine.Native.QuietCollections.Renewals, Distill.Engine.Native.TorchThread.Shared.JobTimes);
 
         /// <summary>Per batch since `before`: GC pauses, collections, bytes allocated, and each job type's compute time.</summary>
         public string Since(Heap before, long batches)

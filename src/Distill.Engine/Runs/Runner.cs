@@ -125,7 +125,11 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
     private sealed record PhaseContext(RunSpec Spec, DataSplits Data, Device Device, RunDirectory Dir)
     {
         /// <summary>Top-1 accuracy on the whole test set.</summary>
-        public double TestAccuracy(Classifier model) => Evaluation.Accuracy(model, Data.TestX, Data.TestY, Device, Spec.Data.EvalBatch);
+        public double TestAccuracy(Classifier model)
+        {
+            using var hold = Native.QuietCollections.Hold();
+            return Evaluation.Accuracy(model, Data.TestX, Data.TestY, Device, Spec.Data.EvalBatch);
+        }
     }
 
     private static DivergenceGuard? NewGuard(RunSpec spec) => spec.Guard.Enabled ? new DivergenceGuard(spec.Guard) : null;
@@ -197,6 +201,8 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         while (!trainer.Done)
         {
             options.Cancellation.ThrowIfCancellationRequested();
+            // collections wait for the gaps between steps, whoever allocates (Native/QuietCollections)
+            using var hold = Native.QuietCollections.Hold();
             var step = trainer.Step + 1;
             var isEval = evalEvery > 0 && step % evalEvery == 0 || step == trainer.TotalSteps;
             var isCheck = step % checkEvery == 0;
