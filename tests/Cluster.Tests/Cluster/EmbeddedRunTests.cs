@@ -113,7 +113,7 @@ public sealed class EmbeddedRunTests
             seed: 3
             data: {name: mnist, image_size: 32}
             teacher:
-              arch: resnet20
+              arch: resnet8
               train: {steps: 60, batch_size: 64, optimizer: sgd, lr: 0.05}
             student:
               arch: lenet5-half

@@ -20,7 +20,7 @@ public sealed class ReplicaProcessTests
 
     [Fact]
     public void Should_keep_the_replicas_in_lockstep_when_one_replica_node_is_killed_mid_run() =>
-        RunTwoReplicas(steps: 400, checkpointEvery: 25, killAtStep: 60);
+        RunTwoReplicas(steps: 200, checkpointEvery: 25, killAtStep: 60);
 
     private static void RunTwoReplicas(int steps, int checkpointEvery, int? killAtStep)
     {
