@@ -204,8 +204,9 @@ public static partial class ClusterBench
                 .Where(j => j.Count > 0).OrderByDescending(j => j.Ms);
             return string.Create(CultureInfo.InvariantCulture,
                 $"per batch: GC paused {(Paused - before.Paused).TotalMilliseconds / b:F2} ms ({(double)(Gen0 - before.Gen0) / b:F2} collections, {(double)(Gen2 - before.Gen2) / b:F2} gen-2), " +
-                $"{(Allocated - before.Allocated) / 1048576.0 / b:F2} MiB allocated, {(double)(Renewals - before.Renewals) / b:F2} no-GC regions; compute jobs: ") +
-                string.Join(", ", jobs.Select(j => string.Create(CultureInfo.InvariantCulture, $"{j.Key} {j.Ms / b:F1} ms ({j.Count} x {j.Ms / j.Count:F1})")));
+                $"{(Allocated - before.Allocated) / 1048576.0 / b:F2} MiB allocated, {(double)(Renewals - before.Renewals) / b:F2} no-GC regions") +
+                // (a segment measured inside one job, as the engine loop is, has no finished job to list)
+                (jobs.Any() ? "; compute jobs: " + string.Join(", ", jobs.Select(j => string.Create(CultureInfo.InvariantCulture, $"{j.Key} {j.Ms / b:F1} ms ({j.Count} x {j.Ms / j.Count:F1})"))) : "");
         }
     }
 
