@@ -37,7 +37,7 @@ public static partial class ClusterBench
     private const int Window = 4;
 
     /// <summary>Steps of warm-up and measured steps per segment; pipeline segments between engine segments.</summary>
-    private static (int Warm, int Measured, int Pairs) Length(bool quick) => quick ? (20, 80, 2) : (40, 200, 5);
+    private static (int Warm, int Measured, int Pairs) Length(bool quick) => quick ? (20, 80, 2) : (40, 120, 8);
 
     public static IReadOnlyList<ClusterBenchRow> Run(TextWriter log, bool quick, IReadOnlySet<string> parts)
     {
