@@ -105,7 +105,7 @@ public sealed class ClusterNode : IAsyncDisposable
         if (!options.Roles.Contains(Roles.Seed) && options.Seeds.Count > 0 && options.SeedLossRejoinAfter is { } after)
             system.ActorOf(SeedWatch.GetProps(options.Seeds, options.SystemName, after), "seed-watch");
         if (options.Roles.Contains(Roles.Seed))
-            system.ActorOf(ClusterSingletonManager.Props(RunCoordinator.GetProps(services), PoisonPill.Instance,
+            system.ActorOf(ClusterSingletonManager.Props(RunCoordinator.GetSupervisedProps(services), PoisonPill.Instance,
                 ClusterSingletonManagerSettings.Create(system).WithRole(Roles.Seed)), RunCoordinator.Name);
         services.Coordinator = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RunCoordinator.Name}",
             ClusterSingletonProxySettings.Create(system).WithRole(Roles.Seed)), "run-coordinator-proxy");

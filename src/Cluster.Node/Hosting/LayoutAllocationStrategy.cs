@@ -113,7 +113,9 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
     /// <summary>Asks the coordinator for a run's layout and caches it once known (a spec's layout never changes; an unknown run may be submitted yet).</summary>
     private async Task<RunLayout> FetchLayoutAsync(string run)
     {
-        var layout = await services.Coordinator.Ask<RunLayout>(new GetRunLayout(run), AskTimeout);
+        // (a coordinator waiting for its journal answers RunRejected: as silent as one that does not answer)
+        if (await services.Coordinator.Ask<object>(new GetRunLayout(run), AskTimeout) is not RunLayout layout)
+            throw new AskTimeoutException($"the run coordinator cannot say where run {run} goes now");
         if (layout.Known) layouts[run] = layout;
         return layout;
     }

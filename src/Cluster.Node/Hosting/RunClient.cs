@@ -31,8 +31,14 @@ public static class RunClient
             var other => throw new InvalidOperationException($"unexpected answer {other.GetType().Name}"),
         };
 
+    /// <summary>The runs' status; <see cref="CoordinatorUnavailableException"/> while the coordinator waits for its journal.</summary>
     public static async Task<RunSummary[]> StatusAsync(IActorRef coordinator, string? runId, TimeSpan timeout, CancellationToken ct = default) =>
-        (await coordinator.Ask<RunStatusReport>(new GetRunStatus(runId), timeout, ct)).Runs;
+        await coordinator.Ask<IRunCommand>(new GetRunStatus(runId), timeout, ct) switch
+        {
+            RunStatusReport r => r.Runs,
+            RunRejected r => throw new CoordinatorUnavailableException(r.Reason),
+            var other => throw new InvalidOperationException($"unexpected answer {other.GetType().Name}"),
+        };
 
     /// <summary>Polls until the run completes or fails, printing progress as it changes.</summary>
     public static async Task<RunSummary> FollowAsync(IActorRef coordinator, string runId, TextWriter log, TimeSpan poll, CancellationToken ct = default)
@@ -44,6 +50,7 @@ public static class RunClient
             RunSummary? s = null;
             try { s = (await StatusAsync(coordinator, runId, TimeSpan.FromSeconds(20), ct)).FirstOrDefault(); }
             catch (AskTimeoutException) { log.WriteLine($"[status] coordinator did not answer in 20 s (failing over?); asking again"); }
+            catch (CoordinatorUnavailableException e) { log.WriteLine($"[status] {e.Message}; asking again"); }
             if (s is not null)
             {
                 var line = Format(s);
@@ -64,3 +71,6 @@ public static class RunClient
         (s.GeneratorNode is { } g && g != s.Node ? $" (generator on {g})" : "") +
         (s.Message is { } m ? $" ({m})" : "");
 }
+
+/// <summary>The coordinator answered that it cannot work now (its journal is unavailable); asking again later may succeed.</summary>
+public sealed class CoordinatorUnavailableException(string reason) : Exception(reason);

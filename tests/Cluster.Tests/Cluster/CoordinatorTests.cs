@@ -125,4 +125,58 @@ public sealed class CoordinatorTests
         h.Teachers.ExpectNoMsg(TimeSpan.FromSeconds(2));
         Assert.Contains("cancelled: changed my mind", File.ReadAllText(Path.Combine(h.Options.RunsDir, "run-c", "events.log")));
     }
+
+    /// <summary>
+    /// A journal write that fails stops a persistent actor (Akka.Persistence); the coordinator as
+    /// the cluster runs it comes back with backoff and answers meanwhile, instead of going silent
+    /// for good (seen: stop PostgreSQL, submit, start it again: status and submit timed out
+    /// forever). Here the real PostgreSQL journal's table goes away and comes back, so that every
+    /// write and every recovery fails at once, as against a stopped server.
+    /// </summary>
+    [Fact]
+    public void Should_answer_while_its_journal_is_unavailable_and_take_runs_again_once_it_is_back()
+    {
+        using var h = new ActorHarness(ActorHarness.Postgres, "coordjournal");
+        var client = h.Kit.CreateTestProbe();
+        var coordinator = h.Sys.ActorOf(RunCoordinator.GetSupervisedProps(h.Services));
+        coordinator.Tell(new GetRunStatus(null), client);
+        Assert.Empty(client.ExpectMsg<RunStatusReport>(Long).Runs);
+        void Sql(string text)
+        {
+            using var c = new Npgsql.NpgsqlConnection(h.Options.Persistence.ConnectionString);
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = text;
+            cmd.ExecuteNonQuery();
+        }
+        var spec = ActorHarness.Spec("journal");
+        Sql("ALTER TABLE journal RENAME TO journal_away");
+        coordinator.Tell(new SubmitRun(spec, "journal.yaml", "run-j"), client);
+        Assert.Contains("journal is unavailable", client.ExpectMsg<RunRejected>(Long).Reason);
+        // down and retrying with backoff: questions are answered with the reason (one sent just as
+        // the coordinator stops or starts again may go unanswered: the client asks again)
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        object? answer;
+        do
+        {
+            coordinator.Tell(new GetRunStatus(null), client);
+            answer = client.ReceiveOne(TimeSpan.FromSeconds(2));
+        } while (answer is not RunRejected && DateTime.UtcNow < deadline);
+        Assert.Equal(RunCoordinator.JournalUnavailable, Assert.IsType<RunRejected>(answer).Reason);
+        client.ReceiveWhile(TimeSpan.FromSeconds(2), m => m);   // late answers to the questions before
+        Sql("ALTER TABLE journal_away RENAME TO journal");
+        // the journal is back: the coordinator starts again and takes the same submission
+        deadline = DateTime.UtcNow.AddSeconds(90);
+        IRunCommand? reply = null;
+        while (reply is not RunAccepted && DateTime.UtcNow < deadline)
+        {
+            coordinator.Tell(new SubmitRun(spec, "journal.yaml", "run-j"), client);
+            reply = client.ReceiveOne(TimeSpan.FromSeconds(5)) as IRunCommand;
+            if (reply is RunRejected) Thread.Sleep(500);
+        }
+        Assert.IsType<RunAccepted>(reply);
+        coordinator.Tell(new GetRunStatus("run-j"), client);
+        Assert.Equal("run-j", Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs).RunId);
+        h.Teachers.FishForMessage(m => m is StartEntity, Long);
+    }
 }

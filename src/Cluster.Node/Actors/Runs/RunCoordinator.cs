@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Akka.Actor;
+using Akka.Pattern;
 using Akka.Event;
 using Akka.Persistence;
 using Cluster.Contracts;
@@ -26,6 +27,19 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
 
     public static Props GetProps(NodeServices services) => Props.Create(() => new RunCoordinator(services));
 
+    /// <summary>What a client is told while the coordinator is down after a journal failure.</summary>
+    public const string JournalUnavailable = "the run journal is unavailable; the run coordinator restarts with backoff (1-30 s) until it is back: try again shortly";
+
+    /// <summary>
+    /// The coordinator as the cluster runs it: Akka.Persistence stops a persistent actor whose
+    /// journal write or recovery fails, and a backoff supervisor starts it again (1 s, doubling to
+    /// 30 s), so that it comes back once the journal does; meanwhile every question is answered
+    /// with <see cref="JournalUnavailable"/> instead of silence.
+    /// </summary>
+    public static Props GetSupervisedProps(NodeServices services) => BackoffSupervisor.Props(
+        Backoff.OnStop(GetProps(services), "coordinator", TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(30), 0.2, maxNrOfRetries: -1)
+            .WithReplyWhileStopped(new RunRejected(JournalUnavailable)));
+
     private sealed record Nudge : INoSerializationVerificationNeeded
     {
         public static readonly Nudge Instance = new();
@@ -37,6 +51,8 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     /// <summary>Live progress by run (not persisted: the entities report it again).</summary>
     private readonly Dictionary<string, Live> live = [];
     private int eventsSinceSnapshot;
+    /// <summary>Who waits for the event being persisted (a submit or a cancel), told if the write fails.</summary>
+    private IActorRef? persistingFor;
     /// <summary>Parsed specs by run (parsing YAML on every status question costs CPU the engine needs).</summary>
     private readonly Dictionary<string, RunSpec> specs = [];
 
@@ -116,6 +132,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         var d = RunDecisions.Submit(state, m, () => SpecParser.Parse(m.SpecYaml, m.SpecFile), DateTime.UtcNow);
         var sender = Sender;
         if (d.Event is not RunSubmitted submitted) { sender.Tell(d.Reply); return; }
+        persistingFor = sender;
         PersistAndSnapshot(submitted, () =>
         {
             var spec = SpecOf(state.Runs[submitted.RunId]);
@@ -134,6 +151,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         var d = RunDecisions.Cancel(state, m, DateTime.UtcNow);
         var sender = Sender;
         if (d.Event is null) { sender.Tell(d.Reply); return; }
+        persistingFor = sender;
         PersistAndSnapshot(d.Event, () =>
         {
             log.Warning("run {0} cancelled: {1}", m.RunId, m.Reason);
@@ -249,10 +267,18 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     {
         Persist(e, ev =>
         {
+            persistingFor = null;
             state = state.Apply(ev);
             then();
             if (++eventsSinceSnapshot >= 20) { eventsSinceSnapshot = 0; SaveSnapshot(state.ToSnapshot()); }
         });
     }
 
+    /// <summary>The actor stops after this (and its supervisor starts it again): the client waiting for the write hears why.</summary>
+    protected override void OnPersistFailure(Exception cause, object @event, long sequenceNr)
+    {
+        persistingFor?.Tell(new RunRejected($"{JournalUnavailable} ({cause.GetBaseException().Message})"));
+        persistingFor = null;
+        base.OnPersistFailure(cause, @event, sequenceNr);
+    }
 }
