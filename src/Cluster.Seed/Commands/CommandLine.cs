@@ -40,7 +40,7 @@ public static class CommandLine
             return 2;
         }
         catch (Exception e) when (e is FileNotFoundException or InvalidDataException or ArgumentException or InvalidOperationException
-                                       or PersistenceUnavailableException or TimeoutException or Akka.Actor.AskTimeoutException)
+                                       or PersistenceUnavailableException or TimeoutException or Akka.Actor.AskTimeoutException or CoordinatorUnavailableException)
         {
             stderr.WriteLine($"error: {e.Message}");
             return 1;

@@ -277,7 +277,8 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     /// <summary>The actor stops after this (and its supervisor starts it again): the client waiting for the write hears why.</summary>
     protected override void OnPersistFailure(Exception cause, object @event, long sequenceNr)
     {
-        persistingFor?.Tell(new RunRejected($"{JournalUnavailable} ({cause.GetBaseException().Message})"));
+        // (the first line of the innermost cause: a driver's message may carry its own stack)
+        persistingFor?.Tell(new RunRejected($"{JournalUnavailable} ({cause.GetBaseException().Message.Split('\n')[0].Trim()})"));
         persistingFor = null;
         base.OnPersistFailure(cause, @event, sequenceNr);
     }
