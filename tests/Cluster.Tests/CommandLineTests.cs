@@ -97,4 +97,77 @@ public sealed class CommandLineTests
         Assert.All(ids, id => Assert.StartsWith("kd-mnist-20261201-200000-", id));
         Assert.All(ids.Append(RunIds.New("my spec/α")), id => Assert.True(global::Cluster.Contracts.EntityId.IsValidRunId(id), id));
     }
+
+    /// <summary>A run id names a folder under the runs directory: one that would leave it is refused before anything is written.</summary>
+    [Theory]
+    [InlineData("run", "../../etc")]
+    [InlineData("run", "/tmp/elsewhere")]
+    [InlineData("run", "a/b")]
+    [InlineData("submit", "../x")]
+    [InlineData("status", "..")]
+    [InlineData("cancel", "../../etc")]
+    public void Should_refuse_a_run_id_that_leaves_the_runs_directory_before_writing_anything(string command, string id)
+    {
+        var root = Path.Combine(Path.GetTempPath(), $"cd-ids-{Guid.NewGuid():N}");
+        var runs = Path.Combine(root, "a", "b", "runs");
+        try
+        {
+            string[] args = command switch
+            {
+                "run" => ["run", Spec("kd-mnist.yaml"), "--runs-dir", runs, "--run-id", id],
+                "submit" => ["submit", Spec("kd-mnist.yaml"), "--seeds", "127.0.0.1:1", "--run-id", id],
+                "status" => ["status", "--seeds", "127.0.0.1:1", "--run-id", id],
+                _ => ["cancel", id, "--runs-dir", runs],
+            };
+            var (code, _, err) = Run(args);
+            Assert.Equal(2, code);
+            Assert.Contains($"run id '{id}'", err);
+            Assert.False(Directory.Exists(root), $"{command} wrote {string.Join(", ", Directory.Exists(root) ? Directory.GetFileSystemEntries(root, "*", SearchOption.AllDirectories) : [])}");
+            Assert.False(Directory.Exists("/tmp/elsewhere"));
+        }
+        finally
+        {
+            if (Directory.Exists(root)) Directory.Delete(root, true);
+        }
+    }
+
+    /// <summary>The engine loop checks it too (its callers are not only the command line).</summary>
+    [Fact]
+    public void Should_refuse_an_engine_run_whose_id_leaves_the_runs_directory()
+    {
+        var root = Path.Combine(Path.GetTempPath(), $"cd-ids-{Guid.NewGuid():N}");
+        try
+        {
+            var runner = new Runner(new RunnerOptions { RunsRoot = Path.Combine(root, "runs"), RunId = "../escaped" }, TextWriter.Null);
+            var e = Assert.Throws<ArgumentException>(() => runner.Run(Distill.Engine.Specs.SpecParser.Load(Spec("kd-mnist.yaml"))));
+            Assert.Contains("outside the runs directory", e.Message);
+            Assert.False(Directory.Exists(Path.Combine(root, "escaped")));
+        }
+        finally
+        {
+            if (Directory.Exists(root)) Directory.Delete(root, true);
+        }
+    }
+
+    /// <summary>An oversized spec is refused at once with its size and the limit (it used to time out after 77 s).</summary>
+    [Theory]
+    [InlineData("validate")]
+    [InlineData("run")]
+    [InlineData("submit")]
+    public void Should_refuse_an_oversized_spec_with_its_size_and_the_limit(string command)
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"cd-big-{Guid.NewGuid():N}.yaml");
+        File.WriteAllText(file, File.ReadAllText(Spec("kd-mnist.yaml")) + "# " + new string('x', 2 << 20) + "\n");
+        try
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            string[] args = command == "submit" ? [command, file, "--seeds", "127.0.0.1:1"] : [command, file];
+            var (code, _, err) = Run(args);
+            Assert.Equal(2, code);
+            Assert.Contains("over the 1,048,576-byte limit", err);
+            Assert.Contains($"{new FileInfo(file).Length:N0} bytes", err);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"took {clock.Elapsed}");
+        }
+        finally { File.Delete(file); }
+    }
 }

@@ -12,7 +12,7 @@ internal static class CancelCommand
 {
     public static Command Create(TextWriter stdout)
     {
-        var runId = new Argument<string>("run-id") { Description = "the run to cancel" };
+        var runId = CommandLine.RunIdArgument("the run to cancel");
         var reason = new Option<string>("--reason") { Description = "why (shown by status and events.log)", DefaultValueFactory = _ => "cancelled by the user" };
         var node = new NodeCommandOptions();
         var command = new Command("cancel", "cancel a run for good: on a cluster with --seeds, or an embedded run in --runs-dir") { runId, reason };

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Cluster.Contracts;
 using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
 using Distill.Engine.Specs;
@@ -46,6 +47,28 @@ public static class CommandLine
             return 1;
         }
     }
+
+    /// <summary>
+    /// A --run-id option, refused while the command line is parsed unless it is a run id (it names
+    /// a folder under the runs directory: no path, no '..'), so that nothing touches the disk first.
+    /// </summary>
+    internal static Option<string?> RunIdOption(string description)
+    {
+        var o = new Option<string?>("--run-id") { Description = description };
+        o.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } id && !EntityId.IsValidRunId(id)) r.AddError(RunIdError(id)); });
+        return o;
+    }
+
+    /// <summary>The run-id argument (cancel), checked as <see cref="RunIdOption"/> is.</summary>
+    internal static Argument<string> RunIdArgument(string description)
+    {
+        var a = new Argument<string>("run-id") { Description = description };
+        a.Validators.Add(r => { if (r.GetValueOrDefault<string>() is { } id && !EntityId.IsValidRunId(id)) r.AddError(RunIdError(id)); });
+        return a;
+    }
+
+    private static string RunIdError(string id) =>
+        $"run id '{id}': use letters, digits, '.', '_' and '-' (1-120 of them, not starting with '.'); it names a folder under the runs directory";
 
     /// <summary>A spec file argument (one, or several): a token that looks like an option is refused as an unknown option, not read as a file.</summary>
     internal static Argument<T> SpecArgument<T>(string name, string description)

@@ -13,7 +13,7 @@ internal static class RunCommand
     {
         var spec = CommandLine.SpecArgument<string>("spec", "the run spec (YAML)");
         var runsDir = new Option<string>("--runs-dir") { Description = "folder of run directories", DefaultValueFactory = _ => "runs" };
-        var runId = new Option<string?>("--run-id") { Description = "the run's id; the same id resumes an interrupted run" };
+        var runId = CommandLine.RunIdOption("the run's id; the same id resumes an interrupted run");
         var engine = new Option<bool>("--engine") { Description = "run the engine's loop directly instead of the actors" };
         var overrides = new SpecOverrides();
         var command = new Command("run", "run a spec embedded in this process (writes runs/<run-id>/). Methods the actor pipeline runs go " +

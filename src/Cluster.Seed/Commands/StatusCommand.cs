@@ -8,7 +8,7 @@ internal static class StatusCommand
 {
     public static Command Create(TextWriter stdout)
     {
-        var runId = new Option<string?>("--run-id") { Description = "one run only" };
+        var runId = CommandLine.RunIdOption("one run only");
         var node = new NodeCommandOptions();
         var command = new Command("status", "runs, progress and pipeline queue depths") { runId };
         node.AddTo(command, seedsRequired: true);

@@ -10,7 +10,7 @@ internal static class SubmitCommand
     public static Command Create(TextWriter stdout)
     {
         var spec = CommandLine.SpecArgument<string>("spec", "the run spec (YAML)");
-        var runId = new Option<string?>("--run-id") { Description = "the run's id (default: the spec's name, the time and a random suffix)" };
+        var runId = CommandLine.RunIdOption("the run's id (default: the spec's name, the time and a random suffix)");
         var follow = new Option<bool>("--follow") { Description = "print progress until the run ends" };
         var overrides = new SpecOverrides();
         var node = new NodeCommandOptions();

@@ -40,6 +40,10 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         if (spec.Threads > 0) set_num_threads(spec.Threads);
         var device = Devices.Resolve(spec.Device);
         var runId = options.RunId ?? RunIds.New(spec.Name);
+        // a run's folder is a child of the runs directory, whatever the id says (checked before anything is written)
+        var root = Path.GetFullPath(options.RunsRoot);
+        if (!string.Equals(Path.GetDirectoryName(Path.GetFullPath(Path.Combine(root, runId))), Path.TrimEndingDirectorySeparator(root), StringComparison.Ordinal))
+            throw new ArgumentException($"run id '{runId}' names a folder outside the runs directory {root}");
         using var dir = new RunDirectory(Path.Combine(options.RunsRoot, runId));
         dir.WriteSpec(spec);
         dir.Event($"run {runId}: method {spec.Method.Name}, device {device.type}, seed {spec.Seed}, threads {get_num_threads()}");

@@ -18,8 +18,16 @@ public static class SpecParser
         return Parse(File.ReadAllText(path), path);
     }
 
+    /// <summary>
+    /// The largest spec taken (a real one is a few KB): it travels in one journal event and one
+    /// message, and a larger one is refused here, with its size, before anything sends or stores it.
+    /// </summary>
+    public const int MaxSpecBytes = 1 << 20;
+
     public static RunSpec Parse(string text, string file = "<spec>")
     {
+        var bytes = System.Text.Encoding.UTF8.GetByteCount(text);
+        if (bytes > MaxSpecBytes) throw new SpecException(file, "", $"the spec is {bytes:N0} bytes, over the {MaxSpecBytes:N0}-byte limit for a run spec");
         var stream = new YamlStream();
         try { stream.Load(new StringReader(text)); }
         catch (YamlException e) { throw new SpecException(file, "", $"not valid YAML: {e.Message}", (int)e.Start.Line); }
