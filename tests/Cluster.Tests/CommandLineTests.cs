@@ -170,4 +170,21 @@ public sealed class CommandLineTests
         }
         finally { File.Delete(file); }
     }
+
+    /// <summary>validate checks the files and folders a spec names, and says which are missing.</summary>
+    [Fact]
+    public void Should_name_the_missing_files_and_folders_a_spec_reads()
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"cd-paths-{Guid.NewGuid():N}.yaml");
+        File.WriteAllText(file, File.ReadAllText(Spec("kd-mnist.yaml"))
+            .Replace("teacher:\n", "teacher:\n  checkpoint: /nonexistent/teacher.pt\n"));
+        try
+        {
+            var (code, output, err) = Run("validate", file);
+            Assert.Equal(2, code);
+            Assert.Contains("'teacher.checkpoint' /nonexistent/teacher.pt", err);
+            Assert.DoesNotContain("ok (", output);
+        }
+        finally { File.Delete(file); }
+    }
 }
