@@ -96,12 +96,35 @@ public sealed class TorchThreadTests
         var spec = SpecParser.Parse(Cluster.ActorHarness.Spec("quiet", steps: 60, evalEvery: 20), "quiet.yaml");
         var (renewals, during) = (QuietCollections.Renewals, QuietCollections.CollectionsDuringHolds);
         long allocated;
+        // the longest time without a no-GC region once the run's first one opened: the region, renewed at
+        // every step, must cover the whole run (without the steps' holds it lapsed for ~180 ms at a time here)
+        var longestGap = TimeSpan.Zero;
+        var done = 0;
+        var sampler = new Thread(() =>
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            TimeSpan? since = null;
+            var seen = false;
+            while (Volatile.Read(ref done) == 0)
+            {
+                var held = System.Runtime.GCSettings.LatencyMode == System.Runtime.GCLatencyMode.NoGCRegion;
+                seen |= held && QuietCollections.Renewals > renewals;   // the run's own first region (an earlier test's may linger)
+                if (held) since = null;
+                else if (seen && since is null) since = clock.Elapsed;
+                else if (since is { } t && clock.Elapsed - t > longestGap) longestGap = clock.Elapsed - t;
+                Thread.Sleep(1);
+            }
+        });
         try
         {
-            // slow enough that an evaluation of the test set (the longest hold) stays within half the budget
-            using (var allocator = new Allocator(20L << 20))
+            // 60 MB/s: the region lapses within about half a second unless it is renewed; a step, or a
+            // batch of an evaluation, stays well within the half of it a hold may use
+            using (var allocator = new Allocator(60L << 20))
             {
+                sampler.Start();
                 var result = new Runner(new RunnerOptions { RunsRoot = root, RunId = "quiet" }, TextWriter.Null).Run(spec);
+                Volatile.Write(ref done, 1);
+                sampler.Join();
                 Assert.Equal(60, result.Steps);
                 allocated = allocator.Allocated;
             }
@@ -113,5 +136,6 @@ public sealed class TorchThreadTests
         Assert.True(allocated >= QuietCollections.Budget, $"the allocator reached only {allocated >> 20} MiB during the run");
         Assert.Equal(0, QuietCollections.CollectionsDuringHolds - during);
         Assert.True(QuietCollections.Renewals - renewals >= 2, $"the region was renewed {QuietCollections.Renewals - renewals} times for {allocated >> 20} MiB allocated");
+        Assert.True(longestGap < TimeSpan.FromMilliseconds(50), $"the run went {longestGap.TotalMilliseconds:F0} ms without a no-GC region");
     }
 }

@@ -129,11 +129,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
     private sealed record PhaseContext(RunSpec Spec, DataSplits Data, Device Device, RunDirectory Dir)
     {
         /// <summary>Top-1 accuracy on the whole test set.</summary>
-        public double TestAccuracy(Classifier model)
-        {
-            using var hold = Native.QuietCollections.Hold();
-            return Evaluation.Accuracy(model, Data.TestX, Data.TestY, Device, Spec.Data.EvalBatch);
-        }
+        public double TestAccuracy(Classifier model) => Evaluation.Accuracy(model, Data.TestX, Data.TestY, Device, Spec.Data.EvalBatch);
     }
 
     private static DivergenceGuard? NewGuard(RunSpec spec) => spec.Guard.Enabled ? new DivergenceGuard(spec.Guard) : null;

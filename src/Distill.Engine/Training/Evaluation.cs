@@ -16,6 +16,8 @@ public static class Evaluation
             using var _ = no_grad();
             for (long i = 0; i < images.shape[0]; i += batch)
             {
+                // one hold per batch: a whole test set is longer than the region's budget covers
+                using var hold = Native.QuietCollections.Hold();
                 using var scope = NewDisposeScope();
                 var end = Math.Min(images.shape[0], i + batch);
                 var x = images[(int)i..(int)end].to(device);
