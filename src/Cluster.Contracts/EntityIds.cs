@@ -31,4 +31,8 @@ public readonly record struct EntityId(string RunId, string Kind, int Index)
 
     public static bool IsValidRunId(string runId) =>
         runId.Length is > 0 and <= 120 && runId.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-') && runId[0] != '.';
+
+    /// <summary>Why `runId` is not a run id (null when it is): the one wording for every place that refuses one.</summary>
+    public static string? RunIdProblem(string runId) => IsValidRunId(runId) ? null :
+        $"run id '{runId}': use letters, digits, '.', '_' and '-' (1-120 of them, not starting with '.'); it names a folder under the runs directory";
 }

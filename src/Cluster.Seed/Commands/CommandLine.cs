@@ -55,7 +55,7 @@ public static class CommandLine
     internal static Option<string?> RunIdOption(string description)
     {
         var o = new Option<string?>("--run-id") { Description = description };
-        o.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } id && !EntityId.IsValidRunId(id)) r.AddError(RunIdError(id)); });
+        o.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } id && EntityId.RunIdProblem(id) is { } problem) r.AddError(problem); });
         return o;
     }
 
@@ -63,12 +63,9 @@ public static class CommandLine
     internal static Argument<string> RunIdArgument(string description)
     {
         var a = new Argument<string>("run-id") { Description = description };
-        a.Validators.Add(r => { if (r.GetValueOrDefault<string>() is { } id && !EntityId.IsValidRunId(id)) r.AddError(RunIdError(id)); });
+        a.Validators.Add(r => { if (r.GetValueOrDefault<string>() is { } id && EntityId.RunIdProblem(id) is { } problem) r.AddError(problem); });
         return a;
     }
-
-    private static string RunIdError(string id) =>
-        $"run id '{id}': use letters, digits, '.', '_' and '-' (1-120 of them, not starting with '.'); it names a folder under the runs directory";
 
     /// <summary>A spec file argument (one, or several): a token that looks like an option is refused as an unknown option, not read as a file.</summary>
     internal static Argument<T> SpecArgument<T>(string name, string description)

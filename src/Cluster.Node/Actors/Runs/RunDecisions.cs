@@ -27,7 +27,7 @@ public static class RunDecisions
         var runId = m.RunId;
         if (runId is not null)
         {
-            if (!EntityId.IsValidRunId(runId)) return new(null, new RunRejected($"run id '{runId}': use letters, digits, '.', '_' and '-'"));
+            if (EntityId.RunIdProblem(runId) is { } problem) return new(null, new RunRejected(problem));
             if (state.Runs.TryGetValue(runId, out var known))
                 return known.SpecYaml != m.SpecYaml
                     ? new(null, new RunRejected($"run {runId} exists with a different spec; choose another run id"))
