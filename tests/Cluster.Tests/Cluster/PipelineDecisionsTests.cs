@@ -161,6 +161,18 @@ public sealed class PipelineDecisionsTests
         Assert.Equal(1, SourceDecisions.UnitsPerJob(TimeSpan.FromMilliseconds(100), 0));
     }
 
+    [Fact]
+    public void Should_build_the_rebuilder_again_only_when_it_cannot_go_forward_to_the_batch_or_a_checkpoint_is_nearer()
+    {
+        Assert.True(SourceDecisions.ReopenRebuilder(null, 5, null));       // none yet
+        Assert.False(SourceDecisions.ReopenRebuilder(3, 5, null));         // at 3: replays 4, makes 5
+        Assert.False(SourceDecisions.ReopenRebuilder(4, 5, 3));            // at 4, the checkpoint at 3 is behind it
+        Assert.False(SourceDecisions.ReopenRebuilder(3, 5, 3));
+        Assert.True(SourceDecisions.ReopenRebuilder(1, 5, 3));             // the checkpoint at 3 is nearer than 1
+        Assert.True(SourceDecisions.ReopenRebuilder(5, 5, 3));             // made 5 already: it cannot go back
+        Assert.True(SourceDecisions.ReopenRebuilder(7, 2, null));          // past it: again from the seed
+    }
+
     private static GradientChunk Chunk(long step, int from, int index, int count, long offset, params float[] values)
     {
         var bytes = new byte[values.Length * 4];

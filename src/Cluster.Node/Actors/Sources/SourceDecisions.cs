@@ -51,6 +51,14 @@ public static class SourceDecisions
         return upTo > releasedUpTo ? upTo : null;
     }
 
+    /// <summary>
+    /// Whether the source that makes batches again must be built afresh before it makes batch
+    /// `target`: there is none, it is past the target, or one of the source's checkpoints before
+    /// the target is nearer than where it stands (replay from there is shorter).
+    /// </summary>
+    public static bool ReopenRebuilder(long? rebuilderAt, long target, long? newestCheckpointBefore) =>
+        rebuilderAt is not { } at || at >= target || newestCheckpointBefore is { } c && c > at;
+
     /// <summary>Units in the next job: enough to fill the slice target at the measured time per unit.</summary>
     public static int UnitsPerJob(TimeSpan target, double secondsPerUnit) =>
         secondsPerUnit > 0 ? (int)Math.Clamp(target.TotalSeconds / secondsPerUnit, 1, 1000) : 1;

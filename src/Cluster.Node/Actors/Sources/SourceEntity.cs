@@ -83,11 +83,15 @@ public sealed partial class SourceEntity : PersistentEntity
             Log.Warning("{0}: student weights for batch {1} unreadable ({2}); waiting for them again", Id, u.Seq, u.Reason);
         });
         Command<ReleaseBatches>(OnRelease);
+        Command<RebuilderReady>(OnRebuilderReady);
+        Command<RebuildAdvanced>(OnRebuildAdvanced);
+        Command<Rebuilt>(OnRebuilt);
         Command<Status.Failure>(f => Fail($"source failed: {f.Cause.Message}"));
         Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, Math.Max(made, State.Produced), State.Produced, wanted.Count,
             State.Pool.Count, Services.NodeName, (State.Finished ? "finished" : !busy ? "idle"
                 : $"making batch {Math.Max(made, State.Produced) + 1}" + (plan is { UnitsPerBatch: > 1 } p ? $", unit {unitsDone} of {p.UnitsPerBatch}" : ""))
-                + (unstored.Count > 0 ? $"; {unstored.Count} awaiting storage" : ""))));
+                + (unstored.Count > 0 ? $"; {unstored.Count} awaiting storage" : "")
+                + (toRebuild.Count > 0 ? $"; making batch {toRebuild.Keys.First()} again" : ""))));
         Command<StopEntity>(_ => Finish());
     }
 
@@ -140,6 +144,7 @@ public sealed partial class SourceEntity : PersistentEntity
             Log.Info("{0}: replayed {1} generator steps after restart ({2} of them reproduced the stored batch bit for bit)", Id, r.Replayed, r.Identical);
         busy = false;
         Produce();
+        Rebuild();
     }
 
     private void OnRequest(RequestBatches m)
@@ -151,21 +156,21 @@ public sealed partial class SourceEntity : PersistentEntity
         {
             if (seq <= State.ReleasedUpTo)
             {
-                Log.Warning("{0}: {1} asked for batch {2}, which every student had checkpointed past; not resent", Id, m.ReplyTo, seq);
+                RebuildLater(seq, m.ReplyTo, "every student had released (checkpointed past)");
                 continue;
             }
             if (State.Pool.TryGetValue(seq, out var stored))
             {
                 // stored already (a student came back from a checkpoint): the same batch again, with
                 // the same labels, never a new one (the teacher labels one stored without its labels)
-                SendBatch(m.ReplyTo, seq, Load(stored.Blob), stored.LabelsBlob is { } lb ? Load(lb) : null,
-                    stored.TrueLabelsBlob is { } tb ? Load(tb) : null);
+                if (TryLoad(stored, m.ReplyTo) is var (images, soft, trueLabels)) SendBatch(m.ReplyTo, seq, images, soft, trueLabels);
                 continue;
             }
             if (!wanted.TryGetValue(seq, out var who)) wanted[seq] = who = [];
             who.Add(m.ReplyTo);
         }
         Produce();
+        Rebuild();
     }
 
     /// <summary>Works on the next batch if a student waits for it (or a later one).</summary>
@@ -247,8 +252,8 @@ public sealed partial class SourceEntity : PersistentEntity
     protected override void PostStop()
     {
         // batches made and never stored, including one a job still running will stage: nothing refers to their files
-        var (st, g, t) = (stager, source, teacher);
-        EngineAccess.Release(() => { st.DiscardRest(); g?.Dispose(); t?.Dispose(); });
+        var (st, g, r, t) = (stager, source, rebuilder, teacher);
+        EngineAccess.Release(() => { st.DiscardRest(); g?.Dispose(); r?.Dispose(); t?.Dispose(); });
         base.PostStop();
     }
 }

@@ -91,16 +91,70 @@ internal static class SourceJobs
             var (mean, std, _) = DataSplits.Constants(o.Dataset);
             using (x) png = SampleGrid.ToPng(x, mean, std);
         }
+        var (images, soft, trueLabels) = Payloads(b, o.LabelTemperature, o.LabelDType);
+        return new Made(o.Next, images, soft, trueLabels, stager.Stage(images), soft is null ? null : stager.Stage(soft),
+            trueLabels is null ? null : stager.Stage(trueLabels), b.Metrics, checkpoint, png);
+    }
+
+    /// <summary>A batch as it goes on the wire: images, the teacher's probabilities where the source has them, the data's labels.</summary>
+    private static (TensorPayload Images, TensorPayload? Soft, TensorPayload? TrueLabels) Payloads(SourceBatch b, double? labelTemperature, WireDType labelDType)
+    {
         var images = TensorWire.ToPayload(b.Images);
         var trueLabels = b.Labels is { } y ? TensorWire.LabelsToPayload(y) : null;
         // a source that computed the teacher's probabilities, or ran the teacher on exactly this
         // batch (DAFL's loss needs its logits), labels from those, as the engine loop does
         TensorPayload? soft = null;
-        if (b.TeacherProbabilities is { } probs) soft = TensorWire.ToPayload(probs, o.LabelDType);
-        else if (o.LabelTemperature is { } t && b.TeacherLogits is { } logits)
-            using (var p = SoftLabels.FromLogits(logits, t)) soft = TensorWire.ToPayload(p, o.LabelDType);
-        return new Made(o.Next, images, soft, trueLabels, stager.Stage(images), soft is null ? null : stager.Stage(soft),
-            trueLabels is null ? null : stager.Stage(trueLabels), b.Metrics, checkpoint, png);
+        if (b.TeacherProbabilities is { } probs) soft = TensorWire.ToPayload(probs, labelDType);
+        else if (labelTemperature is { } t && b.TeacherLogits is { } logits)
+            using (var p = SoftLabels.FromLogits(logits, t)) soft = TensorWire.ToPayload(p, labelDType);
+        return (images, soft, trueLabels);
+    }
+
+    /// <summary>A second source, restored from the newest checkpoint before batch Target (or made afresh from the seed), at batch Made.</summary>
+    public sealed record RebuilderReady(IBatchSource Source, long Made, string? Warning) : INoSerializationVerificationNeeded;
+
+    /// <summary>Batch Seq made again by the rebuilder.</summary>
+    public sealed record Rebuilt(long Seq, TensorPayload Images, TensorPayload? SoftLabels, TensorPayload? TrueLabels, double SecondsPerUnit)
+        : INoSerializationVerificationNeeded;
+
+    /// <summary>The rebuilder is at batch Made, short of its target.</summary>
+    public sealed record RebuildAdvanced(long Made, double SecondsPerUnit) : INoSerializationVerificationNeeded;
+
+    /// <summary>
+    /// Builds a second source as <see cref="Start"/> builds the first, restored from the newest of
+    /// the source's checkpoints that comes before batch `target` (none: from the seed). Replay from
+    /// there is deterministic, so it makes the batches it is asked for again, bit for bit.
+    /// </summary>
+    public static RebuilderReady OpenRebuilder(IBatchSource? old, RunSpec s, DataSplits data, Classifier? teacher,
+        ImmutableList<CheckpointWritten> checkpoints, BlobStore own, long target, string runId, string id)
+    {
+        old?.Dispose();
+        var device = EngineAccess.DeviceFor(s);
+        var source = EngineAccess.Seeded(s.Seed, () => s.Method.CreateBatchSource(new SourceContext(s, data, device, teacher, () => EngineAccess.NewStudent(s, data, device))));
+        var (_, warning) = Checkpoints.RestoreNewest(checkpoints.Where(c => c.Seq < target).ToImmutableList(), own, source.LoadState, runId, id);
+        return new RebuilderReady(source, source.Made, warning);
+    }
+
+    /// <summary>
+    /// Up to `units` units of the rebuilder's work towards batch `target`: the batch once made, else
+    /// how far it got. Rounds that do not depend on each other skip to the round before the target;
+    /// a stepwise source replays its steps.
+    /// </summary>
+    public static object Rebuild(IBatchSource src, long target, int units, bool skipsRounds, double? labelTemperature, WireDType labelDType)
+    {
+        if (skipsRounds && src.Made < target - 1) src.CatchUp(target - 1, null);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (var i = 0; i < units; i++)
+        {
+            if (src.Advance(wantMetrics: false) is not { } b) continue;
+            using (b)
+            {
+                if (src.Made < target) continue;
+                var (images, soft, trueLabels) = Payloads(b, labelTemperature, labelDType);
+                return new Rebuilt(target, images, soft, trueLabels, clock.Elapsed.TotalSeconds / (i + 1));
+            }
+        }
+        return new RebuildAdvanced(src.Made, clock.Elapsed.TotalSeconds / Math.Max(1, units));
     }
 }
 
