@@ -35,6 +35,22 @@ public sealed class DataPlane : IAsyncDisposable
 {
     public static readonly byte[] Hello = "CDDATA02"u8.ToArray();
 
+    /// <summary>
+    /// What an incoming connection may hold, and for how long. A frame's declared length is a
+    /// claim, not bytes: a reader holds at most <see cref="InitialRead"/> plus twice what arrived.
+    /// </summary>
+    /// <param name="HelloTimeout">From accepting a connection to its hello.</param>
+    /// <param name="IdleTimeout">Between frames; well above the writers' 60 s before they close an idle peer, so a writer closes first.</param>
+    /// <param name="FrameTimeout">From a frame's first byte to its last (16 MiB in 60 s is 280 KB/s).</param>
+    /// <param name="MaxConnectionsPerAddress">Incoming connections open at once from one IP address (a node opens one to each peer).</param>
+    public sealed record Limits(TimeSpan HelloTimeout, TimeSpan IdleTimeout, TimeSpan FrameTimeout, int MaxConnectionsPerAddress)
+    {
+        public static readonly Limits Default = new(TimeSpan.FromSeconds(10), TimeSpan.FromMinutes(5), TimeSpan.FromSeconds(60), 16);
+    }
+
+    /// <summary>Bytes a reader takes for a frame before more of it arrives: a gradient chunk or a batch of up to a megabyte is read straight into its own array.</summary>
+    public const int InitialRead = 1 << 20;
+
     /// <summary>The only contracts this channel delivers.</summary>
     private static readonly HashSet<Type> Carried = [typeof(LabelledBatch), typeof(GradientChunk)];
 
@@ -52,10 +68,14 @@ public sealed class DataPlane : IAsyncDisposable
     private readonly CancellationTokenSource stop = new();
     private readonly List<Task> readers = [];
     private readonly Task acceptLoop;
+    private readonly Limits limits;
+    private readonly ConcurrentDictionary<IPAddress, int> openFrom = new();
+    private readonly Throttle refusals = new(TimeSpan.FromSeconds(10), burst: 10);
     private long sent, received, fellBack, refused;
 
-    private DataPlane(TcpListener listener, string endpoint, long maxBytes, Action<object> deliver, Action<object> fallback, Action<string> warn, Action<string> info)
+    private DataPlane(TcpListener listener, string endpoint, long maxBytes, Limits limits, Action<object> deliver, Action<object> fallback, Action<string> warn, Action<string> info)
     {
+        this.limits = limits;
         this.info = info;
         this.listener = listener;
         this.maxBytes = maxBytes;
@@ -107,7 +127,7 @@ public sealed class DataPlane : IAsyncDisposable
     public long Received => Interlocked.Read(ref received);
     /// <summary>Messages that went through Akka because this channel could not take them.</summary>
     public long FellBack => Interlocked.Read(ref fellBack);
-    /// <summary>Connections closed over a frame that was not a carried contract.</summary>
+    /// <summary>Connections closed over a frame that was not a carried contract, a peer too slow or silent, or one too many from an address.</summary>
     public long Refused => Interlocked.Read(ref refused);
 
     /// <param name="bindHost">Address to listen on.</param>
@@ -116,8 +136,9 @@ public sealed class DataPlane : IAsyncDisposable
     /// <param name="deliver">Hands a received message to this node's shard region.</param>
     /// <param name="fallback">Sends a message this channel could not write through Akka.</param>
     /// <param name="info">Periodic counts (every 5 s while they change).</param>
+    /// <param name="limits">What an incoming connection may hold and for how long (null: <see cref="Limits.Default"/>).</param>
     public static DataPlane Start(string bindHost, int port, string advertisedHost, long maxBytes,
-        Action<object> deliver, Action<object> fallback, Action<string> warn, Action<string>? info = null)
+        Action<object> deliver, Action<object> fallback, Action<string> warn, Action<string>? info = null, Limits? limits = null)
     {
         TcpListener listener;
         try
@@ -130,7 +151,7 @@ public sealed class DataPlane : IAsyncDisposable
         }
         catch (SocketException e) { throw new InvalidOperationException($"data plane: cannot listen on {bindHost}:{port}: {e.Message}", e); }
         var bound = ((IPEndPoint)listener.LocalEndpoint).Port;
-        return new DataPlane(listener, $"{advertisedHost}:{bound}", maxBytes, deliver, fallback, warn, info ?? (_ => { }));
+        return new DataPlane(listener, $"{advertisedHost}:{bound}", maxBytes, limits ?? Limits.Default, deliver, fallback, warn, info ?? (_ => { }));
     }
 
     /// <summary>
@@ -283,31 +304,59 @@ public sealed class DataPlane : IAsyncDisposable
             try { client = await listener.AcceptTcpClientAsync(stop.Token); }
             catch (Exception) when (stop.IsCancellationRequested) { return; }
             catch (SocketException e) { warn($"data plane: accept failed ({e.Message})"); continue; }
+            var address = (client.Client.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
+            if (openFrom.AddOrUpdate(address, 1, (_, n) => n + 1) > limits.MaxConnectionsPerAddress)
+            {
+                Release(address);
+                client.Dispose();
+                Refuse($"{address} has {limits.MaxConnectionsPerAddress} connections open already; another refused");
+                continue;
+            }
             client.NoDelay = true;
             client.ReceiveBufferSize = 4 << 20;
             lock (readers)
             {
                 readers.RemoveAll(t => t.IsCompleted);
-                readers.Add(Task.Run(() => ReadLoop(client)));
+                readers.Add(Task.Run(() => ReadLoop(client, address)));
             }
         }
     }
 
-    private async Task ReadLoop(TcpClient client)
+    private void Release(IPAddress address)
+    {
+        if (openFrom.AddOrUpdate(address, 0, (_, n) => n - 1) <= 0) openFrom.TryRemove(new KeyValuePair<IPAddress, int>(address, 0));
+    }
+
+    /// <summary>Counts a refused connection and says why, ten times per 10 s at most (a flood of them costs a few lines, with a count).</summary>
+    private void Refuse(string reason)
+    {
+        Interlocked.Increment(ref refused);
+        if (refusals.Allow(out var suppressed))
+            warn($"data plane: {reason}; connection closed" + (suppressed > 0 ? $" ({suppressed} more refused before this, unlogged)" : ""));
+    }
+
+    private async Task ReadLoop(TcpClient client, IPAddress address)
     {
         var from = client.Client.RemoteEndPoint?.ToString() ?? "?";
-        var token = stop.Token;
-        byte[] body = ArrayPool<byte>.Shared.Rent(1 << 20);
+        byte[] body = ArrayPool<byte>.Shared.Rent(InitialRead);
         var header = new byte[Math.Max(Hello.Length, 4)];
+        // one timer for the phase the connection is in: hello, idle between frames, within a frame
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
+        var token = deadline.Token;
+        var phase = "its hello";
+        void Expect(string what, TimeSpan within) { phase = what; deadline.CancelAfter(within); }
         try
         {
             var stream = client.GetStream();
+            Expect($"its hello within {limits.HelloTimeout.TotalSeconds:0} s", limits.HelloTimeout);
             await stream.ReadExactlyAsync(header.AsMemory(0, Hello.Length), token);
             if (!header.AsSpan(0, Hello.Length).SequenceEqual(Hello))
                 throw new WireException($"connection from {from} does not speak the data plane protocol (first bytes {Convert.ToHexString(header, 0, Hello.Length)})");
             while (true)
             {
+                Expect($"a frame within {limits.IdleTimeout.TotalSeconds:0} s of the last", limits.IdleTimeout);
                 if (await stream.ReadAsync(header.AsMemory(0, 1), token) == 0) return;   // the peer closed between frames
+                Expect($"the rest of a frame within {limits.FrameTimeout.TotalSeconds:0} s", limits.FrameTimeout);
                 var n = header[0];
                 if (n is 0 or > 16) throw new WireException($"frame from {from} has a manifest of {n} bytes (at most 16)");
                 var manifestBytes = new byte[n];
@@ -321,12 +370,10 @@ public sealed class DataPlane : IAsyncDisposable
                 var length = BinaryPrimitives.ReadInt32LittleEndian(header);
                 if (length <= 0 || length > maxBytes)
                     throw new WireException($"frame '{manifest}' from {from} declares {length:N0} bytes (limit {maxBytes:N0})");
-                if (body.Length < length)
-                {
-                    ArrayPool<byte>.Shared.Return(body);
-                    body = ArrayPool<byte>.Shared.Rent(length);
-                }
-                await stream.ReadExactlyAsync(body.AsMemory(0, length), token);
+                // a body over the first read is rare (the bulk travels apart): grown as it arrives, and not pooled
+                var frameBody = length <= body.Length ? body : null;
+                if (frameBody is not null) await stream.ReadExactlyAsync(frameBody.AsMemory(0, length), token);
+                else frameBody = await ReadGrowing(stream, length, body.AsMemory(), n => GC.AllocateUninitializedArray<byte>(n), token);
                 await stream.ReadExactlyAsync(header.AsMemory(0, 4), token);
                 var bulkLength = BinaryPrimitives.ReadInt32LittleEndian(header);
                 if (bulkLength < 0 || (long)length + bulkLength > maxBytes)
@@ -334,19 +381,26 @@ public sealed class DataPlane : IAsyncDisposable
                 byte[]? bulk = null;
                 if (bulkLength > 0)
                 {
-                    // the socket fills all of it, and the message keeps it (StepGradients.TakeMean returns a chunk's)
-                    bulk = ExactPool<byte>.Shared.Rent(bulkLength);
-                    await stream.ReadExactlyAsync(bulk, token);
+                    // the message keeps the array (StepGradients.TakeMean returns a chunk's): exactly its length
+                    if (bulkLength <= InitialRead)
+                    {
+                        bulk = ExactPool<byte>.Shared.Rent(bulkLength);
+                        await stream.ReadExactlyAsync(bulk, token);
+                    }
+                    else bulk = await ReadGrowing(stream, bulkLength, Memory<byte>.Empty, ExactPool<byte>.Shared.Rent, token);
                 }
-                var message = ContractCodec.Deserialize(body.AsMemory(0, length), manifest, maxBytes, bulk);
+                var message = ContractCodec.Deserialize(frameBody.AsMemory(0, length), manifest, maxBytes, bulk);
                 Interlocked.Increment(ref received);
                 deliver(message);
             }
         }
         catch (WireException e)
         {
-            Interlocked.Increment(ref refused);
-            warn($"data plane: {e.Message}; connection closed");
+            Refuse(e.Message);
+        }
+        catch (OperationCanceledException) when (!stop.IsCancellationRequested)
+        {
+            Refuse($"connection from {from} did not send {phase}");
         }
         catch (Exception e) when (e is IOException or SocketException or EndOfStreamException or OperationCanceledException or ObjectDisposedException)
         {
@@ -356,10 +410,33 @@ public sealed class DataPlane : IAsyncDisposable
         {
             // closed only after the reason is counted and logged: the peer sees the end after that
             client.Dispose();
+            Release(address);
             ArrayPool<byte>.Shared.Return(body);
         }
     }
 
+    /// <summary>
+    /// Reads `length` bytes into an array of exactly that length made by `exact`, holding no more
+    /// than twice what has arrived: the bytes go into arrays that double as they fill (starting with
+    /// `first`'s room, else <see cref="InitialRead"/>), and the exact array is made only for the last step.
+    /// </summary>
+    private static async Task<byte[]> ReadGrowing(NetworkStream stream, int length, Memory<byte> first, Func<int, byte[]> exact, CancellationToken token)
+    {
+        var room = first.Length > 0 ? first : new byte[Math.Min(length, InitialRead)];
+        var got = 0;
+        while (true)
+        {
+            var step = Math.Min(room.Length, length) - got;
+            await stream.ReadExactlyAsync(room.Slice(got, step), token);
+            got += step;
+            if (got == length && room.Length == length && MemoryMarshal.TryGetArray<byte>(room, out var whole) && whole.Offset == 0 && whole.Array!.Length == length)
+                return whole.Array;
+            var next = (long)room.Length * 2 >= length ? exact(length) : new byte[room.Length * 2];
+            room[..got].CopyTo(next);
+            room = next;
+            if (got == length) return next;
+        }
+    }
     public async ValueTask DisposeAsync()
     {
         await stop.CancelAsync();

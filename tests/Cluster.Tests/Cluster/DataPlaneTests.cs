@@ -259,4 +259,87 @@ public sealed class DataPlaneTests : IAsyncDisposable
         a.Send(b.Endpoint, new GradientChunk("r/student/0", 1, 1, 0, 1, 0, Floats(1, 10)));
         Assert.IsType<GradientChunk>(Take(delivered));
     }
+
+    private static async Task<TcpClient> Open(DataPlane to, byte[] first)
+    {
+        var client = new TcpClient();
+        var i = to.Endpoint.LastIndexOf(':');
+        await client.ConnectAsync(to.Endpoint[..i], int.Parse(to.Endpoint[(i + 1)..]));
+        if (first.Length > 0) await client.GetStream().WriteAsync(first);
+        return client;
+    }
+
+    /// <summary>Seconds until the other end closes the connection (reading sees the end or a reset); null: still open after `within`.</summary>
+    private static async Task<double?> SecondsUntilClosed(TcpClient client, TimeSpan within)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var cts = new CancellationTokenSource(within);
+        try
+        {
+            var buffer = new byte[16];
+            while (await client.GetStream().ReadAsync(buffer, cts.Token) > 0) { }
+        }
+        catch (OperationCanceledException) { return null; }
+        catch (IOException) { }
+        return clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>A frame's start: hello, manifest, a declared body length, and `sent` bytes of the body.</summary>
+    private static byte[] FrameStart(string manifest, int declared, int sent)
+    {
+        var frame = RawFrame(manifest, new byte[sent], declared: declared);
+        return frame[..^4];   // no bulk length: the body is not finished
+    }
+
+    [Fact]
+    public async Task A_silent_connection_a_partial_frame_and_an_idle_connection_are_closed_after_their_timeouts()
+    {
+        var plane = DataPlane.Start("127.0.0.1", 0, "127.0.0.1", Limit, _ => { }, _ => { }, warnings.Enqueue, null,
+            new DataPlane.Limits(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(1), 16));
+        planes.Add(plane);
+        using var silent = await Open(plane, []);
+        using var partial = await Open(plane, FrameStart("P5", (int)Limit - 1, 100));
+        using var idle = await Open(plane, DataPlane.Hello);
+        var closed = await Task.WhenAll(SecondsUntilClosed(silent, TimeSpan.FromSeconds(15)), SecondsUntilClosed(partial, TimeSpan.FromSeconds(15)),
+            SecondsUntilClosed(idle, TimeSpan.FromSeconds(15)));
+        Assert.All(closed, c => Assert.NotNull(c));
+        Assert.InRange(closed[0]!.Value, 0.5, 8);
+        Assert.InRange(closed[1]!.Value, 0.5, 8);
+        Assert.InRange(closed[2]!.Value, 1.5, 10);
+        Assert.Equal(3, plane.Refused);
+        var w = warnings.ToList();
+        Assert.Contains(w, x => x.Contains("did not send its hello within 1 s"));
+        Assert.Contains(w, x => x.Contains("did not send the rest of a frame within 1 s"));
+        Assert.Contains(w, x => x.Contains("did not send a frame within 2 s of the last"));
+    }
+
+    [Fact]
+    public async Task A_declared_length_is_not_held_before_its_bytes_arrive_and_connections_from_one_address_are_capped()
+    {
+        const long big = 64 << 20;
+        var delivered = new BlockingCollection<object>();
+        var plane = DataPlane.Start("127.0.0.1", 0, "127.0.0.1", big, delivered.Add, _ => { }, warnings.Enqueue, null,
+            DataPlane.Limits.Default with { MaxConnectionsPerAddress = 16 });
+        planes.Add(plane);
+        // sixteen peers each declare a 60 MiB body and send 1 KB of it: the plane holds what arrived, not what was declared
+        var before = GC.GetTotalAllocatedBytes(precise: true);
+        var claims = new List<TcpClient>();
+        for (var i = 0; i < 16; i++) claims.Add(await Open(plane, FrameStart("P5", 60 << 20, 1024)));
+        await Task.Delay(800);
+        var allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        Assert.True(allocated < 200L << 20, $"{allocated:N0} bytes allocated for 16 connections that sent 16 KB (they declared 960 MiB)");
+        // a seventeenth from the same address is refused at once
+        using (var extra = await Open(plane, DataPlane.Hello))
+            Assert.NotNull(await SecondsUntilClosed(extra, TimeSpan.FromSeconds(10)));
+        Assert.Contains(warnings, x => x.Contains("127.0.0.1 has 16 connections open already"));
+        Assert.Equal(1, plane.Refused);
+        // once they close, a well-formed peer gets in and delivers a bulk larger than the first read, intact
+        foreach (var c in claims) c.Dispose();
+        var (a, _, _) = Start();
+        var chunk = new GradientChunk("r/student/0", 1, 1, 0, 1, 0, Floats(7, 3 << 18));
+        await Task.Delay(300);
+        a.Send(plane.Endpoint, chunk);
+        var got = Assert.IsType<GradientChunk>(Take(delivered));
+        Assert.Equal(chunk.Values.Data, got.Values.Data);
+    }
 }
