@@ -29,8 +29,15 @@ public static class HoconBuilder
               actor {
                 provider = cluster
                 serialize-messages = {{(o.SerializeAllMessages ? "on" : "off")}}
-                serializers { clusterdistill = "Cluster.Contracts.Serialization.ContractSerializer, Cluster.Contracts" }
+                # only explicit contracts cross the wire: no fallback to a serializer for every object, and
+                # Akka's Newtonsoft "json" serializer (type names chosen by the sender) replaced by one
+                # that refuses, so that its id is unknown to an incoming message too
+                serializers {
+                  clusterdistill = "Cluster.Contracts.Serialization.ContractSerializer, Cluster.Contracts"
+                  json = "Cluster.Contracts.Serialization.NoContractSerializer, Cluster.Contracts"
+                }
                 serialization-bindings { "Cluster.Contracts.IWireMessage, Cluster.Contracts" = clusterdistill }
+                serialization-settings.allow-unregistered-types = off
               }
               remote.dot-netty.tcp {
                 hostname = {{Q(o.Hostname)}}

@@ -10,6 +10,7 @@ using Cluster.Contracts.Students;
 using Cluster.Contracts.Tensors;
 using Cluster.Node.Configuration;
 using MessagePack;
+using System.Runtime.Serialization;
 
 namespace Cluster.Tests.Cluster;
 
@@ -129,10 +130,54 @@ public sealed class ContractSerializerTests : IDisposable
         Assert.Empty(contracts.Except(covered).Select(t => t.Name));
     }
 
+    public sealed record NotAContract(string Path);
+
     [Fact]
-    public void Should_leave_types_that_are_not_contracts_to_akka()
+    public void Should_refuse_to_serialise_a_type_with_no_contract_and_to_read_the_typeless_serializers_id()
     {
-        Assert.IsNotType<ContractSerializer>(system.Serialization.FindSerializerFor("a string"));
+        var e = Assert.Throws<SerializationException>(() => system.Serialization.FindSerializerFor(new NotAContract("/etc/passwd")));
+        Assert.Contains("No serializer binding found for type NotAContract", e.Message);
+        // what Akka's Newtonsoft serializer (id 1) would have built from a type name the sender chose
+        var json = System.Text.Encoding.UTF8.GetBytes("{\"$type\":\"System.IO.FileInfo, System.IO.FileSystem\",\"OriginalPath\":\"/etc/passwd\"}");
+        Assert.ThrowsAny<Exception>(() => system.Serialization.Deserialize(json, 1, typeof(FileInfo).AssemblyQualifiedName));
+        var refused = Assert.Throws<SerializationException>(() => system.Serialization.Deserialize(json, NoContractSerializer.Id, typeof(FileInfo).AssemblyQualifiedName));
+        Assert.Contains("refused a message for the typeless serializer", refused.Message);
+    }
+
+    [Fact]
+    public async Task Should_refuse_to_send_a_message_with_no_contract_to_another_node_and_deliver_contracts()
+    {
+        ActorSystem Node(string name) => ActorSystem.Create(name, ConfigurationFactory.ParseString("""
+            akka.actor.provider = remote
+            akka.remote.dot-netty.tcp { hostname = 127.0.0.1, port = 0 }
+            """).WithFallback(HoconBuilder.Build(new NodeOptions
+            {
+                Persistence = PersistenceOptions.Sqlite(Path.Combine(Path.GetTempPath(), "unused.db")),
+                StoreDir = Path.GetTempPath(), RunsDir = Path.GetTempPath(), MaxMessageBytes = 1 << 20, SystemName = name,
+            })));
+        using var a = Node("wire-a");
+        using var b = Node("wire-b");
+        try
+        {
+            var received = new System.Collections.Concurrent.BlockingCollection<object>();
+            var probe = b.ActorOf(Akka.Actor.Props.Create(() => new Collector(received)), "inbox");
+            var address = ((ExtendedActorSystem)b).Provider.DefaultAddress;
+            var remote = await a.ActorSelection(probe.Path.ToStringWithAddress(address)).ResolveOne(TimeSpan.FromSeconds(10));
+            remote.Tell(new NotAContract("/etc/passwd"));
+            remote.Tell(new GetRunStatus("after"));
+            Assert.True(received.TryTake(out var first, TimeSpan.FromSeconds(10)), "the contract after the refused message did not arrive");
+            Assert.Equal(new GetRunStatus("after"), first);
+            Assert.False(received.TryTake(out var late, TimeSpan.FromSeconds(1)), $"{late} arrived");
+        }
+        finally
+        {
+            await Task.WhenAll(a.Terminate(), b.Terminate());
+        }
+    }
+
+    private sealed class Collector : ReceiveActor
+    {
+        public Collector(System.Collections.Concurrent.BlockingCollection<object> into) => ReceiveAny(into.Add);
     }
 
     [Fact]
