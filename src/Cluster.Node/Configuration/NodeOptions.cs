@@ -40,6 +40,12 @@ public sealed record PersistenceOptions(string Provider, string ConnectionString
         };
     }
 
+    /// <summary>The journal's provider and connection string, any password left out: what it is called in messages, and whose events a <see cref="Storage.JournalWitness"/> vouches for.</summary>
+    public string Described => $"{Provider}:{RedactedConnectionString}";
+
+    public string RedactedConnectionString => string.Join(";", ConnectionString.Split(';')
+        .Select(kv => kv.TrimStart().StartsWith("Password", StringComparison.OrdinalIgnoreCase) ? "Password=***" : kv));
+
     /// <summary>linq2db's provider name.</summary>
     public string LinqToDbProvider => Provider switch
     {

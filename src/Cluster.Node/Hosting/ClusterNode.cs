@@ -203,15 +203,13 @@ public static class PersistenceCheck
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            throw new PersistenceUnavailableException($"the {p.Provider} journal is unreachable ({Redact(p.ConnectionString)}): {e.Message}", e);
+            throw new PersistenceUnavailableException($"the {p.Provider} journal is unreachable ({p.RedactedConnectionString}): {e.Message}", e);
         }
         catch (OperationCanceledException e)
         {
-            throw new PersistenceUnavailableException($"the {p.Provider} journal did not answer within 15 s ({Redact(p.ConnectionString)})", e);
+            throw new PersistenceUnavailableException($"the {p.Provider} journal did not answer within 15 s ({p.RedactedConnectionString})", e);
         }
     }
-
-    private static string Redact(string cs) => string.Join(";", cs.Split(';').Select(kv => kv.StartsWith("Password", StringComparison.OrdinalIgnoreCase) ? "Password=***" : kv));
 }
 
 public sealed class PersistenceUnavailableException(string message, Exception inner) : Exception(message, inner);

@@ -17,6 +17,8 @@ public sealed class NodeServices(NodeOptions options)
 
     public NodeOptions Options { get; } = options;
     public BlobStore Blobs { get; } = new(options.StoreDir);
+    /// <summary>What the journal acknowledged, per persistent actor, kept beside the blobs (a journal that lost events is told apart from one that never had them).</summary>
+    public JournalWitness Witness { get; } = new(options.StoreDir, options.Persistence.Described);
     public string NodeName { get; set; } = Environment.MachineName;
 
     /// <summary>Set once the shard regions and the coordinator proxy exist.</summary>

@@ -101,6 +101,25 @@ public sealed class BlobStore
         return removed;
     }
 
+    /// <summary>
+    /// Writes the bytes under their hash even where a file of that name exists: <see cref="Put"/>
+    /// takes an existing file of the right length for stored, which a corrupt blob can be.
+    /// </summary>
+    public string Restore(ReadOnlySpan<byte> bytes)
+    {
+        var hash = Hash(bytes);
+        var path = PathOf(hash);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+        using (var f = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+        {
+            f.Write(bytes);
+            f.Flush(flushToDisk: true);
+        }
+        File.Move(tmp, path, overwrite: true);
+        return hash;
+    }
+
     /// <summary>The bytes, after checking that they still hash to their name.</summary>
     public byte[] Get(string hash)
     {

@@ -153,7 +153,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             catch (Exception e) { throw new InvalidDataException($"teacher.checkpoint: {t.Checkpoint} is not a {t.Arch} checkpoint for this dataset ({e.Message})", e); }
             return (loaded, ctx.TestAccuracy(loaded), false);
         }
-        var cacheDir = options.TeacherCache ?? Path.Combine(Path.GetDirectoryName(options.DataCache ?? Data.DatasetCache.DefaultRoot())!, "teachers");
+        var cacheDir = TeacherCacheDir(options.TeacherCache, options.DataCache);
         var cached = Path.Combine(cacheDir, $"{t.Arch}-{ctx.Spec.Data.Name}-{TeacherKey(ctx.Spec, t)}.pt");
         if (File.Exists(cached))
         {
@@ -180,6 +180,10 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         teacher.save(ctx.Dir.File("teacher.pt"));
         return (teacher, outcome.Final, false);
     }
+
+    /// <summary>Where trained teachers are cached: the given folder, else "teachers" beside the data cache.</summary>
+    public static string TeacherCacheDir(string? teacherCache, string? dataCache) =>
+        teacherCache ?? Path.Combine(Path.GetDirectoryName(dataCache ?? Data.DatasetCache.DefaultRoot())!, "teachers");
 
     /// <summary>Everything that determines a trained teacher; device is left out (CPU and CUDA teachers are interchangeable).</summary>
     private static string TeacherKey(RunSpec spec, ModelSpec t)

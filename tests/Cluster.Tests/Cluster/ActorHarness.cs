@@ -23,7 +23,8 @@ public sealed class ActorHarness : IDisposable
 
     public static TheoryData<string> Providers => [Sqlite, Postgres];
 
-    public ActorHarness(string provider, string name)
+    /// <param name="configure">changes to the node's options (a teacher cache of the test's own, say)</param>
+    public ActorHarness(string provider, string name, Func<NodeOptions, NodeOptions>? configure = null)
     {
         Torch.Init();
         Dir = Path.Combine(Path.GetTempPath(), $"cd-actors-{name}-{Guid.NewGuid():N}"[..40]);
@@ -35,6 +36,7 @@ public sealed class ActorHarness : IDisposable
             RunsDir = Path.Combine(Dir, "runs"),
             LogLevel = Environment.GetEnvironmentVariable("CLUSTERDISTILL_TEST_LOGLEVEL") ?? "WARNING",
         };
+        if (configure is not null) Options = configure(Options);
         PersistenceCheck.EnsureReachableAsync(Options.Persistence).GetAwaiter().GetResult();
         var config = ConfigurationFactory.ParseString("akka.actor.provider = local")
             .WithFallback(HoconBuilder.Build(Options));

@@ -16,9 +16,10 @@ public sealed class ProcessCluster : IDisposable
     private readonly string db;
     private readonly List<Process> processes = [];
 
-    public ProcessCluster(string name)
+    /// <param name="server">the PostgreSQL server's connection string (its database "clusterdistill"); default: the one scripts/test.sh started</param>
+    public ProcessCluster(string name, string? server = null)
     {
-        pg = Environment.GetEnvironmentVariable("CLUSTERDISTILL_PG")
+        pg = server ?? Environment.GetEnvironmentVariable("CLUSTERDISTILL_PG")
              ?? throw new InvalidOperationException("CLUSTERDISTILL_PG is not set: run the tests through scripts/test.sh");
         Work = Path.Combine(Path.GetTempPath(), $"cd-{name}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(Work);

@@ -1,8 +1,10 @@
 using Akka.Actor;
+using Akka.Cluster.Sharding;
 using Akka.Event;
 using Akka.Persistence;
 using Cluster.Contracts;
 using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
 using Cluster.Node.Hosting;
 using Cluster.Node.Storage;
@@ -28,11 +30,37 @@ public abstract class PersistentEntity : ReceivePersistentActor
         kind = EntityId.Parse(entityId).Kind;
         Recover<SnapshotOffer>(o => { if (o.Snapshot is EntitySnapshot s) State = EntityState.FromSnapshot(s); });
         Recover<IPersistedEvent>(e => State = State.Apply(e));
-        Recover<RecoveryCompleted>(_ => OnRecovered());
+        Recover<RecoveryCompleted>(_ =>
+        {
+            witness ??= Services.Witness.For(PersistenceId);
+            if (witness.Recovered(LastSequenceNr) is not { } loss) { OnRecovered(); return; }
+            // never redo or skip work silently: the run fails with the reason
+            ReportFailure(loss);
+            Become(() => JournalLost(loss));
+        });
         Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
         Command<SaveSnapshotFailure>(f => Log.Warning("{0}: snapshot failed: {1}", Id, f.Cause.Message));
         Command<DeleteMessagesSuccess>(_ => { });
         Command<DeleteMessagesFailure>(f => Log.Warning("{0}: journal cleanup failed: {1}", Id, f.Cause.Message));
+    }
+
+    private JournalWitness.Tracker? witness;
+
+    /// <summary>Every acknowledged write moves the witness on (LastSequenceNr counts acknowledged events only).</summary>
+    protected override bool AroundReceive(Receive receive, object message)
+    {
+        var handled = base.AroundReceive(receive, message);
+        witness?.Acknowledged(LastSequenceNr);
+        return handled;
+    }
+
+    /// <summary>Its journal lost events: it answers with the reason and does no work, until the coordinator stops it.</summary>
+    private void JournalLost(string loss)
+    {
+        Command<StartEntity>(m => Services.Coordinator.Tell(new EntityFailed(m.RunId, Id, loss)));
+        Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, 0, 0, 0, 0, Services.NodeName, "failed: its journal lost events")));
+        Command<StopEntity>(_ => Context.Parent.Tell(new Passivate(PoisonPill.Instance)));
+        CommandAny(m => Log.Warning("{0}: {1} dropped: its journal lost events", Id, m.GetType().Name));
     }
 
     /// <summary>The entity id, "run/kind/index".</summary>
@@ -65,6 +93,6 @@ public abstract class PersistentEntity : ReceivePersistentActor
     protected void ReportFailure(string reason)
     {
         Log.Error("{0}: {1}", Id, reason);
-        if (State.RunId is not null) Services.Coordinator.Tell(new EntityFailed(State.RunId, Id, reason));
+        Services.Coordinator.Tell(new EntityFailed(State.RunId ?? EntityId.Parse(Id).RunId, Id, reason));
     }
 }

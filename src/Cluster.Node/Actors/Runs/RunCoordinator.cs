@@ -8,6 +8,7 @@ using Cluster.Contracts.Events;
 using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
 using Cluster.Node.Hosting;
+using Cluster.Node.Storage;
 using Distill.Engine.Methods;
 using Distill.Engine.Runs;
 using Distill.Engine.Specs;
@@ -28,16 +29,17 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     public static Props GetProps(NodeServices services) => Props.Create(() => new RunCoordinator(services));
 
     /// <summary>What a client is told while the coordinator is down after a journal failure.</summary>
-    public const string JournalUnavailable = "the run journal is unavailable; the run coordinator restarts with backoff (1-30 s) until it is back: try again shortly";
+    public const string JournalUnavailable = "the run journal is unavailable; the run coordinator restarts with backoff (1-10 s) until it is back: try again shortly";
 
     /// <summary>
     /// The coordinator as the cluster runs it: Akka.Persistence stops a persistent actor whose
     /// journal write or recovery fails, and a backoff supervisor starts it again (1 s, doubling to
-    /// 30 s), so that it comes back once the journal does; meanwhile every question is answered
+    /// 10 s: back within seconds of the journal, and a retry every 10 s costs a down database
+    /// nothing), so that it comes back once the journal does; meanwhile every question is answered
     /// with <see cref="JournalUnavailable"/> instead of silence.
     /// </summary>
     public static Props GetSupervisedProps(NodeServices services) => BackoffSupervisor.Props(
-        Backoff.OnStop(GetProps(services), "coordinator", TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(30), 0.2, maxNrOfRetries: -1)
+        Backoff.OnStop(GetProps(services), "coordinator", TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10), 0.2, maxNrOfRetries: -1)
             .WithReplyWhileStopped(new RunRejected(JournalUnavailable)));
 
     private sealed record Nudge : INoSerializationVerificationNeeded
@@ -96,6 +98,17 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         Recover<IPersistedEvent>(e => state = state.Apply(e));
         Recover<RecoveryCompleted>(_ =>
         {
+            witness = services.Witness.For(PersistenceId);
+            if (witness.Recovered(LastSequenceNr) is { } loss)
+            {
+                // no run is started, redone or skipped on a journal that lost events: every question gets the reason
+                log.Error("run coordinator: {0}", loss);
+                Become(() => CommandAny(m =>
+                {
+                    if (m is SubmitRun or CancelRun or GetRunStatus or GetRunLayout) Sender.Tell(new RunRejected(loss));
+                }));
+                return;
+            }
             log.Info("run coordinator up: {0} runs, {1} unfinished", state.Runs.Count, state.Active.Count());
             if (services.Options.ResumeRuns) Timers.StartPeriodicTimer("nudge", Nudge.Instance, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10));
         });
@@ -124,6 +137,16 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     }
 
     public override string PersistenceId => "run-coordinator";
+
+    private JournalWitness.Tracker? witness;
+
+    /// <summary>Every acknowledged write moves the journal's witness on (<see cref="JournalWitness"/>).</summary>
+    protected override bool AroundReceive(Receive receive, object message)
+    {
+        var handled = base.AroundReceive(receive, message);
+        witness?.Acknowledged(LastSequenceNr);
+        return handled;
+    }
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -195,7 +218,20 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             var how = m.FromCache switch { true => $", from the cache in {m.Seconds:F1} s", false => $", prepared in {m.Seconds:F1} s", null => "" };
             dir.Event($"teacher ready: {m.Accuracy:F2}% test accuracy{how}");
             // the run directory holds the teacher it used (the teacher entity's node may not share this disk)
-            if (services.Blobs.Exists(m.TeacherBlob)) File.WriteAllBytes(dir.File("teacher.pt"), services.Blobs.Get(m.TeacherBlob));
+            // (a copy the entities can restore a lost teacher blob from: written whole or not at all)
+            try
+            {
+                if (services.Blobs.Exists(m.TeacherBlob))
+                {
+                    File.WriteAllBytes(dir.File("teacher.pt.tmp"), services.Blobs.Get(m.TeacherBlob));
+                    File.Move(dir.File("teacher.pt.tmp"), dir.File("teacher.pt"), overwrite: true);
+                }
+            }
+            catch (Exception x) when (x is BlobException or IOException)
+            {
+                log.Warning("run {0}: teacher.pt not written: {1}", m.RunId, x.Message);
+                dir.Event($"teacher.pt not written: {x.Message}");
+            }
             StartEntities(state.Runs[m.RunId]);
         });
     }

@@ -127,7 +127,8 @@ public sealed partial class SourceEntity : PersistentEntity
         busy = true;
         var (s, st, services, runId, id) = (spec, State, Services, RunId, Id);
         var teacherBlob = s.Method.SourceUsesTeacher ? st.TeacherBlob : null;
-        EngineAccess.Compute(() => Start(s, services.Data(s.Data), teacherBlob, st.Checkpoints, st.Pool, st.Produced, services.Blobs, OwnBlobs, runId, id)).PipeTo(Self);
+        var copies = teacherBlob is null ? [] : TeacherCopies.Candidates(services.Options, s, runId);
+        EngineAccess.Compute(() => Start(s, services.Data(s.Data), teacherBlob, copies, st.Checkpoints, st.Pool, st.Produced, services.Blobs, OwnBlobs, runId, id)).PipeTo(Self);
     }
 
     private void OnEngineReady(Ready r)

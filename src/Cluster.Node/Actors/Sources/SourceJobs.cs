@@ -39,12 +39,13 @@ internal static class SourceJobs
     public sealed record WorkOrder(long Next, long TotalBatches, int UnitsPerBatch, int Units, long CheckpointEvery, bool WantMetrics,
         string? CompetitorBlob, double? LabelTemperature, WireDType LabelDType, int Grid, string Dataset);
 
-    /// <summary>Loads the teacher (when the source uses it), builds the source, restores its newest good checkpoint and catches up to the batches stored.</summary>
-    public static Ready Start(RunSpec s, DataSplits data, string? teacherBlob, ImmutableList<CheckpointWritten> checkpoints,
+    /// <summary>Loads the teacher (when the source uses it; a lost blob from a verified copy, <see cref="TeacherCopies"/>), builds the source, restores its newest good checkpoint and catches up to the batches stored.</summary>
+    public static Ready Start(RunSpec s, DataSplits data, string? teacherBlob, IReadOnlyList<string> teacherCopies, ImmutableList<CheckpointWritten> checkpoints,
         ImmutableSortedDictionary<long, BatchStored> pool, long produced, BlobStore blobs, BlobStore own, string runId, string id)
     {
         var device = EngineAccess.DeviceFor(s);
-        var t = teacherBlob is null ? null : EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, data, s.Data.ImageSize, blobs.Get(teacherBlob), device);
+        string? restored = null;
+        var t = teacherBlob is null ? null : EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, data, s.Data.ImageSize, TeacherCopies.Read(blobs, teacherBlob, teacherCopies, out restored), device);
         var source = EngineAccess.Seeded(s.Seed, () => s.Method.CreateBatchSource(new SourceContext(s, data, device, t, () => EngineAccess.NewStudent(s, data, device))));
         var (_, warning) = Checkpoints.RestoreNewest(checkpoints.Where(c => c.Seq <= produced).ToImmutableList(), own, source.LoadState, runId, id);
         var identical = 0;
@@ -53,7 +54,8 @@ internal static class SourceJobs
         {
             if (pool.TryGetValue(seq, out var stored) && BlobStore.Hash(MessagePackSerializer.Serialize(TensorWire.ToPayload(o.Images))) == stored.Blob) identical++;
         });
-        return new Ready(source, t, s.Method.Plan(s, data.TrainX.shape[0]), warning, replayed, identical);
+        var said = restored is null ? warning : warning is null ? restored : $"{restored}; {warning}";
+        return new Ready(source, t, s.Method.Plan(s, data.TrainX.shape[0]), said, replayed, identical);
     }
 
     /// <summary>Up to o.Units units of work on batch o.Next: the batch when it is finished, else how far it got.</summary>

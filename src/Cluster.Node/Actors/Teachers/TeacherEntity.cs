@@ -8,6 +8,7 @@ using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
 using Cluster.Contracts.Tensors;
 using Cluster.Node.Hosting;
+using Cluster.Node.Storage;
 using Distill.Engine.Methods;
 using Distill.Engine.Models;
 using Distill.Engine.Pipeline;
@@ -29,7 +30,8 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new TeacherEntity(entityId, services));
 
     private sealed record TeacherTrained(string Blob, double Accuracy, double Seconds, bool FromCache) : INoSerializationVerificationNeeded;
-    private sealed record TeacherLoaded(Classifier Teacher) : INoSerializationVerificationNeeded;
+    /// <summary>Restored: how the teacher's blob was made good again, when it was missing or corrupt.</summary>
+    private sealed record TeacherLoaded(Classifier Teacher, string? Restored) : INoSerializationVerificationNeeded;
     private sealed record Labelled(LabelBatch Request, TensorPayload Labels) : INoSerializationVerificationNeeded;
 
     private RunSpec? spec;
@@ -47,6 +49,11 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         {
             teacher = l.Teacher;
             Log.Info("{0}: teacher loaded", Id);
+            if (l.Restored is { } how)
+            {
+                Log.Warning("{0}: {1}", Id, how);
+                Services.Coordinator.Tell(new EntityProgress(State.RunId!, Id, 0, 0, 0, 0, null, Services.NodeName, how));
+            }
             Stash.UnstashAll();
         });
         Command<LabelBatch>(OnLabel);
@@ -103,10 +110,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         EngineAccess.Compute(() =>
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var data = Services.Data(s.Data);
-            var runner = new Runner(new RunnerOptions { RunsRoot = Services.Options.RunsDir, DataCache = Services.Options.DataCache, TeacherCache = Services.Options.TeacherCache },
-                new PrefixWriter($"[{runId}] "));
-            var (t, acc, fromCache) = runner.PrepareTeacher(s, data, workDir,
+            var (t, acc, fromCache) = NewRunner(runId).PrepareTeacher(s, Services.Data(s.Data), workDir,
                 (_, step, values) => coordinator.Tell(RunMetrics.Of(runId, self, step, values)));
             using (t)
             {
@@ -131,18 +135,47 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         });
     }
 
+    private Runner NewRunner(string runId) =>
+        new(new RunnerOptions { RunsRoot = Services.Options.RunsDir, DataCache = Services.Options.DataCache, TeacherCache = Services.Options.TeacherCache },
+            new PrefixWriter($"[{runId}] "));
+
     private void Load()
     {
         spec = EngineAccess.ParseSpec(State.SpecYaml!, State.RunId!);
-        var s = spec;
-        var blob = State.TeacherBlob!;
+        var (s, blob, runId) = (spec, State.TeacherBlob!, State.RunId!);
+        var copies = TeacherCopies.Candidates(Services.Options, s, runId);
         EngineAccess.Compute(() =>
         {
             var device = EngineAccess.DeviceFor(s);
-            var t = EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, Services.Data(s.Data), s.Data.ImageSize, Services.Blobs.Get(blob), device);
+            string? restored;
+            byte[] weights;
+            try { weights = TeacherCopies.Read(Services.Blobs, blob, copies, out restored); }
+            catch (BlobException lost) { weights = PrepareAgain(s, blob, runId, lost.Message, out restored); }
+            var t = EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, Services.Data(s.Data), s.Data.ImageSize, weights, device);
             SourceTrainer.Freeze(t);
-            return new TeacherLoaded(t);
+            return new TeacherLoaded(t, restored);
         }).PipeTo(Self);
+    }
+
+    /// <summary>
+    /// No copy of the teacher is left: it is prepared again as at the start (checkpoint, cache or
+    /// training, which is deterministic on one machine). Only the same weights, bit for bit, may
+    /// stand in for the lost ones: the run's batches were labelled by them.
+    /// </summary>
+    private byte[] PrepareAgain(RunSpec s, string blob, string runId, string lost, out string restored)
+    {
+        var workDir = Path.Combine(Services.Options.RunsDir, runId, "teacher");
+        var (t, _, fromCache) = NewRunner(runId).PrepareTeacher(s, Services.Data(s.Data), workDir);
+        using (t)
+        {
+            var weights = EngineAccess.SaveModel(t);
+            var how = s.Method.TeacherOf(s)!.Checkpoint is not null ? "loaded again from its checkpoint" : fromCache ? "loaded again from the teacher cache" : "trained again";
+            if (BlobStore.Hash(weights) != blob)
+                throw new InvalidDataException($"{lost}; {how}, it is another teacher (its weights hash to {BlobStore.Hash(weights)[..12]}, not {blob[..12]}), and the run's batches were labelled by the lost one");
+            Services.Blobs.Restore(weights);
+            restored = $"{lost}; {how}: the same weights bit for bit (SHA-256 {blob[..12]}), restored";
+            return weights;
+        }
     }
 
     private void OnLabel(LabelBatch m)

@@ -1,0 +1,170 @@
+using Akka.Actor;
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using Cluster.Contracts;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Node.Actors;
+using Cluster.Node.Configuration;
+using Cluster.Node.Hosting;
+using Cluster.Node.Storage;
+using Microsoft.Data.Sqlite;
+using Npgsql;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>
+/// A journal that lost events it had acknowledged (a deleted or damaged SQLite WAL, rows gone) is
+/// noticed through its witness, and the run says so and stops, instead of silently going back to
+/// an earlier step or to step 0.
+/// </summary>
+[Collection("mnist")]
+public sealed class JournalDamageTests
+{
+    [Fact]
+    public void A_witness_vouches_only_for_its_own_journal_and_a_torn_one_for_nothing()
+    {
+        var root = Path.Combine(Path.GetTempPath(), $"cd-witness-{Guid.NewGuid():N}");
+        try
+        {
+            var w = new JournalWitness(root, "sqlite:Data Source=/a/journal.db");
+            Assert.Equal(0, w.Recorded("student-r/student/0"));
+            Assert.Null(w.Loss("student-r/student/0", 0));
+            w.Record("student-r/student/0", 57);
+            Assert.Equal(57, w.Recorded("student-r/student/0"));
+            Assert.Null(w.Loss("student-r/student/0", 57));
+            var loss = w.Loss("student-r/student/0", 12);
+            Assert.Contains("lost events of student-r/student/0: it recovered up to event 12, but had acknowledged 57", loss);
+            Assert.Contains(w.FileOf("student-r/student/0"), loss);
+            // the file of one id never names another's
+            Assert.NotEqual(w.FileOf("a/b"), w.FileOf("a+b/"));
+            // a fresh database on the same store: the witness is not its evidence
+            Assert.Equal(0, new JournalWitness(root, "sqlite:Data Source=/b/journal.db").Recorded("student-r/student/0"));
+            // torn by a crash mid-write
+            File.WriteAllText(w.FileOf("student-r/student/0"), "5");
+            Assert.Equal(0, w.Recorded("student-r/student/0"));
+            // a tracker moves it on only after checking recovery, and never below a loss on record
+            w.Record("t", 9);
+            var tracker = w.For("t");
+            tracker.Acknowledged(3);
+            Assert.Equal(9, w.Recorded("t"));
+            Assert.NotNull(tracker.Recovered(2));
+            tracker.Acknowledged(4);
+            Assert.Equal(9, w.Recorded("t"));
+            tracker.Acknowledged(11);
+            Assert.Equal(11, w.Recorded("t"));
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
+
+    [Theory]
+    [MemberData(nameof(ActorHarness.Providers), MemberType = typeof(ActorHarness))]
+    public void An_entity_whose_journal_lost_events_fails_the_run_with_the_reason_and_does_not_start_over(string provider)
+    {
+        using var h = new ActorHarness(provider, "lostjournal");
+        var run = $"j{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Teacher(run);
+        var blob = h.TeacherBlob();
+        var teacher = h.Sys.ActorOf(TeacherEntity.GetProps(id, h.Services));
+        teacher.Tell(new StartEntity(id, run, ActorHarness.Spec("lostjournal"), blob));
+        teacher.Tell(new GetEntityStatus(id), h.Students);
+        Assert.True(h.Students.ExpectMsg<EntityStatus>(TimeSpan.FromSeconds(60)).Started);
+        h.Stop(teacher);
+        Assert.Equal(1, h.Services.Witness.Recorded("teacher-" + id));
+
+        // the journal loses the entity's events (as a lost WAL or an old backup would)
+        var sql = "DELETE FROM journal WHERE persistence_id = @id";
+        if (provider == ActorHarness.Sqlite)
+        {
+            using var c = new SqliteConnection(h.Options.Persistence.ConnectionString);
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = sql;
+            cmd.Parameters.AddWithValue("@id", "teacher-" + id);
+            Assert.Equal(1, cmd.ExecuteNonQuery());
+        }
+        else
+        {
+            using var c = new NpgsqlConnection(h.Options.Persistence.ConnectionString);
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = sql;
+            cmd.Parameters.AddWithValue("@id", "teacher-" + id);
+            Assert.Equal(1, cmd.ExecuteNonQuery());
+        }
+
+        teacher = h.Sys.ActorOf(TeacherEntity.GetProps(id, h.Services));
+        teacher.Tell(new StartEntity(id, run, ActorHarness.Spec("lostjournal"), blob));
+        var failed = h.Coordinator.FishForMessage<EntityFailed>(_ => true, TimeSpan.FromSeconds(60));
+        Assert.Equal(run, failed.RunId);
+        Assert.Contains("lost events of teacher-" + id + ": it recovered up to event 0, but had acknowledged 1", failed.Reason);
+        // asked to start (the coordinator's nudge), it refuses again rather than start over
+        Assert.Contains("lost events", h.Coordinator.FishForMessage<EntityFailed>(_ => true, TimeSpan.FromSeconds(30)).Reason);
+        teacher.Tell(new GetEntityStatus(id), h.Students);
+        Assert.Equal("failed: its journal lost events", h.Students.ExpectMsg<EntityStatus>(TimeSpan.FromSeconds(30)).Detail);
+        Assert.Equal(1, h.Services.Witness.Recorded("teacher-" + id));
+    }
+
+    [Theory]
+    [InlineData("deleted")]
+    [InlineData("damaged")]
+    public void An_embedded_run_whose_sqlite_wal_was_lost_refuses_to_resume_and_says_why(string how)
+    {
+        Torch.Init();
+        using var cluster = new ProcessCluster("wal" + how);
+        var teacher = cluster.SaveTeacher(41);
+        var spec = Path.Combine(cluster.Work, "wal.yaml");
+        File.WriteAllText(spec, $$"""
+            name: wal
+            method: dafl
+            seed: 7
+            data: {name: mnist, image_size: 32}
+            teacher:
+              arch: lenet5
+              checkpoint: {{teacher}}
+            student:
+              arch: lenet5-half
+              train: {optimizer: adam, lr: 0.002}
+            dafl: {steps: 3000, batch_size: 16, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: 3000}
+            cluster: {checkpoint_every: 10}
+            """);
+        var runs = Path.Combine(cluster.Work, "runs");
+        var first = cluster.Start(cluster.SeedBin, "run-1.log", ["run", spec, "--runs-dir", runs, "--run-id", "w1"]);
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        while (!Regex.Matches(cluster.Log("run-1.log"), @"training step (\d+)/").Any(m => int.Parse(m.Groups[1].Value) >= 40))
+        {
+            Assert.True(DateTime.UtcNow < deadline && !first.HasExited, "the run did not train: " + cluster.Logs(_ => true, 30));
+            Thread.Sleep(300);
+        }
+        first.Kill();
+        first.WaitForExit();
+
+        var dir = Path.Combine(runs, "w1");
+        var wal = Path.Combine(dir, "journal.db-wal");
+        Assert.True(File.Exists(wal) && new FileInfo(wal).Length > 0, "kill -9 left no write-ahead log to lose");
+        if (how == "deleted")
+        {
+            File.Delete(wal);
+            File.Delete(Path.Combine(dir, "journal.db-shm"));
+        }
+        else
+        {
+            // garbage over the log from a quarter of the way in: SQLite stops at the first frame whose checksum fails
+            using var f = new FileStream(wal, FileMode.Open, FileAccess.Write);
+            f.Position = f.Length / 4;
+            var junk = new byte[f.Length - f.Position];
+            new Random(3).NextBytes(junk);
+            f.Write(junk);
+        }
+        var rows = File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Length;
+
+        var again = cluster.Start(cluster.SeedBin, "run-2.log", ["run", spec, "--runs-dir", runs, "--run-id", "w1"]);
+        Assert.True(again.WaitForExit(TimeSpan.FromSeconds(120)), "the run on a damaged journal neither refused nor finished: " + cluster.Logs(_ => true, 30));
+        again.WaitForExit();
+        var log = cluster.Log("run-2.log");
+        Assert.True(again.ExitCode == 1, $"exit {again.ExitCode}: " + log);
+        Assert.Contains("lost events", log);
+        Assert.DoesNotContain("training step", log);
+        Assert.Equal(rows, File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Length);
+    }
+}
