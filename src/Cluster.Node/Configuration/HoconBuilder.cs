@@ -6,6 +6,9 @@ namespace Cluster.Node.Configuration;
 /// <summary>All of the Akka configuration, in one place.</summary>
 public static class HoconBuilder
 {
+    // each persistence plugin's breaker (see the persistence section)
+    private const string Breaker = "circuit-breaker { max-failures = 5, call-timeout = 20s, reset-timeout = 2s }";
+
     public static Config Build(NodeOptions o)
     {
         string Q(string s) => "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\"";
@@ -78,6 +81,9 @@ public static class HoconBuilder
                 }
               }
               persistence {
+                # every plugin's circuit breaker fails fast for 2 s only: Akka's default keeps it open
+                # 30 s (journal) or 60 s (snapshots), past the database's return; the actors
+                # themselves back off 1-10 s
                 journal {
                   plugin = "akka.persistence.journal.sql"
                   sql {
@@ -85,6 +91,7 @@ public static class HoconBuilder
                     connection-string = {{cs}}
                     provider-name = "{{provider}}"
                     auto-initialize = true
+                    {{Breaker}}
                   }
                   sharding {
                     class = "Akka.Persistence.Sql.Journal.SqlWriteJournal, Akka.Persistence.Sql"
@@ -92,6 +99,7 @@ public static class HoconBuilder
                     connection-string = {{cs}}
                     provider-name = "{{provider}}"
                     auto-initialize = true
+                    {{Breaker}}
                     default {
                       journal.table-name = "sharding_journal"
                       metadata.table-name = "sharding_journal_metadata"
@@ -106,6 +114,7 @@ public static class HoconBuilder
                     connection-string = {{cs}}
                     provider-name = "{{provider}}"
                     auto-initialize = true
+                    {{Breaker}}
                   }
                   sharding {
                     class = "Akka.Persistence.Sql.Snapshot.SqlSnapshotStore, Akka.Persistence.Sql"
@@ -113,6 +122,7 @@ public static class HoconBuilder
                     connection-string = {{cs}}
                     provider-name = "{{provider}}"
                     auto-initialize = true
+                    {{Breaker}}
                     default.snapshot.table-name = "sharding_snapshot"
                   }
                 }

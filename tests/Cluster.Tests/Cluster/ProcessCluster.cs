@@ -91,6 +91,8 @@ public sealed class ProcessCluster : IDisposable
         }
         try { using var c = new NpgsqlConnection(pg); c.Open(); using var cmd = c.CreateCommand(); cmd.CommandText = $"DROP DATABASE IF EXISTS {db} WITH (FORCE)"; cmd.ExecuteNonQuery(); }
         catch (NpgsqlException) { }
-        try { Directory.Delete(Work, true); } catch (IOException) { }
+        // CLUSTERDISTILL_KEEP_LOGS=1 keeps the folder (logs, runs) for a failure to be read afterwards
+        if (Environment.GetEnvironmentVariable("CLUSTERDISTILL_KEEP_LOGS") != "1")
+            try { Directory.Delete(Work, true); } catch (IOException) { }
     }
 }
