@@ -57,6 +57,32 @@ public sealed class JournalDamageTests
         finally { Directory.Delete(root, recursive: true); }
     }
 
+    [Fact]
+    public async Task The_sqlite_journal_syncs_every_commit_before_it_is_acknowledged()
+    {
+        // persist before acknowledge: in WAL mode, synchronous=FULL syncs the WAL at each commit
+        // (NORMAL would lose the last commits on power loss); the plugin's connections are opened
+        // with this same connection string, and the WAL mode is kept in the file itself
+        var file = Path.Combine(Path.GetTempPath(), $"cd-sync-{Guid.NewGuid():N}", "journal.db");
+        var options = PersistenceOptions.Sqlite(file);
+        try
+        {
+            await PersistenceCheck.EnsureReachableAsync(options);
+            await using var c = new SqliteConnection(options.ConnectionString);
+            await c.OpenAsync();
+            await using var cmd = c.CreateCommand();
+            cmd.CommandText = "PRAGMA journal_mode;";
+            Assert.Equal("wal", (string?)await cmd.ExecuteScalarAsync());
+            cmd.CommandText = "PRAGMA synchronous;";
+            Assert.Equal(2L, (long)(await cmd.ExecuteScalarAsync())!);
+        }
+        finally
+        {
+            SqliteConnection.ClearAllPools();
+            Directory.Delete(Path.GetDirectoryName(file)!, recursive: true);
+        }
+    }
+
     [Theory]
     [MemberData(nameof(ActorHarness.Providers), MemberType = typeof(ActorHarness))]
     public void An_entity_whose_journal_lost_events_fails_the_run_with_the_reason_and_does_not_start_over(string provider)
