@@ -31,6 +31,25 @@ public sealed class RunDirectory : IDisposable
     public string Path { get; }
 
     /// <summary>
+    /// What a run directory holds that only a run that trained writes (metrics rows, checkpoints,
+    /// the result, the student), described; null when it holds none of it. A spec written before
+    /// the submit, or an events log, is not work.
+    /// </summary>
+    public static string? PriorWork(string path)
+    {
+        if (!Directory.Exists(path)) return null;
+        var found = new List<string>();
+        var metrics = System.IO.Path.Combine(path, "metrics.csv");
+        if (System.IO.File.Exists(metrics) && System.IO.File.ReadLines(metrics).Skip(1).Take(1_000_000).Count() is var rows and > 0)
+            found.Add($"metrics.csv with {rows} rows");
+        var checkpoints = System.IO.Path.Combine(path, "checkpoints");
+        if (Directory.Exists(checkpoints) && Directory.EnumerateFiles(checkpoints).Count() is var n and > 0) found.Add($"{n} files in checkpoints/");
+        foreach (var name in new[] { "result.json", "student.pt" })
+            if (System.IO.File.Exists(System.IO.Path.Combine(path, name))) found.Add(name);
+        return found.Count == 0 ? null : string.Join(", ", found);
+    }
+
+    /// <summary>
     /// Where metrics rows go instead of metrics.csv: a teacher entity sends its rows to the run
     /// coordinator, which alone writes the run directory's CSV (the entity may be on another node).
     /// </summary>

@@ -134,6 +134,7 @@ public sealed class JournalDamageTests
     [Theory]
     [InlineData("deleted")]
     [InlineData("damaged")]
+    [InlineData("replaced")]
     public void An_embedded_run_whose_sqlite_wal_was_lost_refuses_to_resume_and_says_why(string how)
     {
         Torch.Init();
@@ -168,7 +169,14 @@ public sealed class JournalDamageTests
         var dir = Path.Combine(runs, "w1");
         var wal = Path.Combine(dir, "journal.db-wal");
         Assert.True(File.Exists(wal) && new FileInfo(wal).Length > 0, "kill -9 left no write-ahead log to lose");
-        if (how == "deleted")
+        if (how == "replaced")
+        {
+            // the journal and its witness gone: a fresh database knows nothing of the run, and the
+            // run directory's files are what prove it had trained
+            foreach (var f in Directory.GetFiles(dir, "journal.db*")) File.Delete(f);
+            foreach (var w in Directory.GetDirectories(cluster.Work, "witness", SearchOption.AllDirectories)) Directory.Delete(w, recursive: true);
+        }
+        else if (how == "deleted")
         {
             File.Delete(wal);
             File.Delete(Path.Combine(dir, "journal.db-shm"));
@@ -189,7 +197,7 @@ public sealed class JournalDamageTests
         again.WaitForExit();
         var log = cluster.Log("run-2.log");
         Assert.True(again.ExitCode == 1, $"exit {again.ExitCode}: " + log);
-        Assert.Contains("lost events", log);
+        Assert.Contains(how == "replaced" ? "this journal has no record of the run" : "lost events", log);
         Assert.DoesNotContain("training step", log);
         Assert.Equal(rows, File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Length);
     }

@@ -1,6 +1,7 @@
 using Cluster.Contracts.Events;
 using Cluster.Contracts.Runs;
 using Cluster.Node.Actors;
+using Distill.Engine.Runs;
 using Distill.Engine.Specs;
 
 namespace Cluster.Tests.Cluster;
@@ -81,5 +82,38 @@ public sealed class RunDecisionsTests
         Assert.Contains("bad.yaml", Assert.IsType<RunRejected>(bad.Reply).Reason);
         var id = RunDecisions.Submit(CoordinatorState.Empty, new SubmitRun(Yaml, "d.yaml", "a/b"), () => SpecParser.Parse(Yaml, "d.yaml"), Now);
         Assert.Contains("run id 'a/b'", Assert.IsType<RunRejected>(id.Reply).Reason);
+    }
+
+    [Fact]
+    public void Should_refuse_a_run_unknown_to_the_journal_whose_directory_holds_work_and_not_pick_such_an_id()
+    {
+        var root = Path.Combine(Path.GetTempPath(), $"cd-prior-{Guid.NewGuid():N}");
+        try
+        {
+            var dir = Path.Combine(root, "r1");
+            Directory.CreateDirectory(dir);
+            File.WriteAllText(Path.Combine(dir, "submitted.yaml"), Yaml);
+            File.WriteAllText(Path.Combine(dir, "metrics.csv"), "phase,step,seconds,loss\n");
+            Func<string, string?> prior = id => RunDirectory.PriorWork(Path.Combine(root, id));
+            // a spec and a header only: nothing trained yet, so the run is taken
+            Assert.IsType<RunAccepted>(RunDecisions.Submit(CoordinatorState.Empty, new SubmitRun(Yaml, "d.yaml", "r1"), () => SpecParser.Parse(Yaml, "d.yaml"), Now, prior).Reply);
+            File.AppendAllText(Path.Combine(dir, "metrics.csv"), "student,20,1.5,0.3\nstudent,40,3.1,0.2\n");
+            File.WriteAllText(Path.Combine(dir, "result.json"), "{}");
+            var refused = RunDecisions.Submit(CoordinatorState.Empty, new SubmitRun(Yaml, "d.yaml", "r1"), () => SpecParser.Parse(Yaml, "d.yaml"), Now, prior);
+            Assert.Null(refused.Event);
+            var reason = Assert.IsType<RunRejected>(refused.Reply).Reason;
+            Assert.Contains("metrics.csv with 2 rows, result.json", reason);
+            Assert.Contains("this journal has no record of the run", reason);
+            // a run the journal knows resumes, whatever its directory holds
+            var (s, id) = Submitted();
+            Assert.Equal(new RunAccepted(id, true), RunDecisions.Submit(s, new SubmitRun(Yaml, "d.yaml", id), () => SpecParser.Parse(Yaml, "d.yaml"), Now, _ => "metrics.csv with 9 rows").Reply);
+            // a chosen id skips directories that hold work
+            var asked = new List<string>();
+            var fresh = RunDecisions.Submit(CoordinatorState.Empty, new SubmitRun(Yaml, "d.yaml", null), () => SpecParser.Parse(Yaml, "d.yaml"), Now,
+                x => { asked.Add(x); return asked.Count == 1 ? "result.json" : null; });
+            Assert.Equal(2, asked.Count);
+            Assert.Equal(asked[1], Assert.IsType<RunAccepted>(fresh.Reply).RunId);
+        }
+        finally { Directory.Delete(root, recursive: true); }
     }
 }

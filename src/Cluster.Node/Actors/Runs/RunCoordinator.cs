@@ -152,7 +152,8 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
 
     private void OnSubmit(SubmitRun m)
     {
-        var d = RunDecisions.Submit(state, m, () => SpecParser.Parse(m.SpecYaml, m.SpecFile), DateTime.UtcNow);
+        var d = RunDecisions.Submit(state, m, () => SpecParser.Parse(m.SpecYaml, m.SpecFile), DateTime.UtcNow,
+            id => RunDirectory.PriorWork(Path.Combine(services.Options.RunsDir, id)));
         var sender = Sender;
         if (d.Event is not RunSubmitted submitted) { sender.Tell(d.Reply); return; }
         persistingFor = sender;

@@ -19,7 +19,12 @@ public static class RunDecisions
     }
 
     /// <summary>A new run, the same run again (same id and spec: it resumes), or a refusal with the reason.</summary>
-    public static Decision Submit(CoordinatorState state, SubmitRun m, Func<RunSpec> parse, DateTime now)
+    /// <summary>
+    /// A new run, or the same one again. <paramref name="priorWork"/> says what a run's directory
+    /// already holds: a run this journal has no record of, whose directory holds another run's work,
+    /// means the journal was lost or replaced, and starting over would mix the two.
+    /// </summary>
+    public static Decision Submit(CoordinatorState state, SubmitRun m, Func<RunSpec> parse, DateTime now, Func<string, string?>? priorWork = null)
     {
         RunSpec spec;
         try { spec = parse(); }
@@ -32,11 +37,15 @@ public static class RunDecisions
                 return known.SpecYaml != m.SpecYaml
                     ? new(null, new RunRejected($"run {runId} exists with a different spec; choose another run id"))
                     : new(null, new RunAccepted(runId, AlreadyKnown: true));
+            if (priorWork?.Invoke(runId) is { } work)
+                return new(null, new RunRejected(
+                    $"run {runId}: its directory already holds a run's work ({work}), but this journal has no record of the run: " +
+                    "the journal was lost or replaced, or the id was used with another database. Restore the journal, or choose another run id"));
         }
         else
         {
             do runId = RunIds.New(spec.Name, now);
-            while (state.Runs.ContainsKey(runId));
+            while (state.Runs.ContainsKey(runId) || priorWork?.Invoke(runId) is not null);
         }
         return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now), new RunAccepted(runId, AlreadyKnown: false));
     }
