@@ -6,6 +6,8 @@ public static class EntityKinds
     public const string Generator = "generator";
     public const string Teacher = "teacher";
     public const string Student = "student";
+
+    public static readonly IReadOnlyList<string> All = [Generator, Teacher, Student];
 }
 
 /// <summary>

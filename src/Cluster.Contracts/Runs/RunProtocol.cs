@@ -26,6 +26,12 @@ public sealed record RunStatusReport([property: Key(0)] RunSummary[] Runs) : IRu
 
 public enum RunState : byte { Submitted = 0, PreparingTeacher = 1, Training = 2, Completed = 3, Failed = 4, Cancelled = 5 }
 
+public static class RunStates
+{
+    /// <summary>The state as status lines and status.json show it: "preparing_teacher", "training".</summary>
+    public static string Name(this RunState s) => s == RunState.PreparingTeacher ? "preparing_teacher" : s.ToString().ToLowerInvariant();
+}
+
 /// <summary>Cancel a run for good. Answered with <see cref="CancelAnswer"/> or <see cref="RunRejected"/> (no such run).</summary>
 [MessagePackObject]
 public sealed record CancelRun([property: Key(0)] string RunId, [property: Key(1)] string Reason) : IRunCommand;

@@ -63,7 +63,7 @@ public static class RunClient
     }
 
     public static string Format(RunSummary s) =>
-        $"[{s.RunId}] {s.State.ToString().ToLowerInvariant()} step {s.StudentStep}/{s.TotalSteps}" +
+        $"[{s.RunId}] {s.State.Name()} step {s.StudentStep}/{s.TotalSteps}" +
         $" generated {s.GeneratedBatches} pool {s.PoolBatches} queue(gen) {s.GeneratorQueue} in-flight(student) {s.StudentInFlight}" +
         (s.TeacherAccuracy is { } t ? $" teacher {t:F2}%" : "") +
         (s.StudentAccuracy is { } a ? $" student {a:F2}%" : "") +

@@ -27,7 +27,7 @@ public sealed partial class RunCoordinator
         Directory.CreateDirectory(dir);
         var json = JsonSerializer.Serialize(new
         {
-            run_id = s.RunId, state = s.State.ToString().ToLowerInvariant(), step = s.StudentStep, total_steps = s.TotalSteps,
+            run_id = s.RunId, state = s.State.Name(), step = s.StudentStep, total_steps = s.TotalSteps,
             generated = s.GeneratedBatches, pool = s.PoolBatches, generator_queue = s.GeneratorQueue, student_in_flight = s.StudentInFlight,
             teacher_accuracy = s.TeacherAccuracy, student_accuracy = s.StudentAccuracy, student_node = s.Node, generator_node = s.GeneratorNode, message = s.Message,
             updated_utc = now,
@@ -110,6 +110,7 @@ public sealed partial class RunCoordinator
         var runState = RunDecisions.StateOf(r, spec.Method.UsesTeacher);
         return new RunSummary(r.RunId, spec.Name, spec.Method.Name, runState,
             r.Completed ? r.Steps : l?.StudentStep ?? 0, l?.TotalSteps is > 0 ? l.TotalSteps : spec.Method.PipelineStudentSteps(spec, Distill.Engine.Training.DataSplits.TrainImages(spec.Data) ?? 0), l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
-            r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy, r.Message ?? l?.Message, l?.Node, l?.GeneratorNode);
+            r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy,
+            r.Message ?? (r.Active ? RunDecisions.Waiting(spec, HostedKinds()) : null) ?? l?.Message, l?.Node, l?.GeneratorNode);
     }
 }

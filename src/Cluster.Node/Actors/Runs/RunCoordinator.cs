@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Akka.Actor;
+using Akka.Cluster;
 using Akka.Pattern;
 using Akka.Event;
 using Akka.Persistence;
@@ -74,8 +75,28 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         if (dirs.Remove(runId, out var d)) d.Dispose();
     }
 
+    /// <summary>The entity kinds each node that is up hosts: a run none of whose kinds' nodes is up says it waits for one.</summary>
+    private readonly Dictionary<Address, IReadOnlySet<string>> hosts = [];
+
+    protected override void PreStart()
+    {
+        Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
+            typeof(ClusterEvent.MemberUp), typeof(ClusterEvent.MemberRemoved));
+        base.PreStart();
+    }
+
+    /// <summary>A node came or went: status.json of the runs going shows whether they wait for one.</summary>
+    private void Hosts(Action change)
+    {
+        change();
+        foreach (var r in state.Active) WriteStatus(r, throttle: false);
+    }
+
+    private IReadOnlySet<string> HostedKinds() => hosts.Values.SelectMany(k => k).ToHashSet();
+
     protected override void PostStop()
     {
+        Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
         foreach (var d in dirs.Values) d.Dispose();
         dirs.Clear();
         base.PostStop();
@@ -130,6 +151,8 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             var layout = SpecOf(r).Cluster.Layout;
             Sender.Tell(new RunLayout(m.RunId, true, layout.Generator, layout.Teacher, layout.Student));
         });
+        Command<ClusterEvent.MemberUp>(m => Hosts(() => hosts[m.Member.Address] = m.Member.Roles.Where(EntityKinds.All.Contains).ToHashSet()));
+        Command<ClusterEvent.MemberRemoved>(m => Hosts(() => hosts.Remove(m.Member.Address)));
         Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
         Command<SaveSnapshotFailure>(f => log.Warning("coordinator snapshot failed: {0}", f.Cause.Message));
         Command<DeleteMessagesSuccess>(_ => { });
@@ -165,6 +188,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             dir.Event($"run {submitted.RunId} accepted: method {spec.Method.Name}, spec {m.SpecFile}, device {spec.Device}, seed {spec.Seed}");
             log.Info("run {0} accepted ({1})", submitted.RunId, m.SpecFile);
             sender.Tell(d.Reply);
+            WriteStatus(state.Runs[submitted.RunId], throttle: false);
             StartEntities(state.Runs[submitted.RunId]);
         });
     }

@@ -50,6 +50,18 @@ public static class RunDecisions
         return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now), new RunAccepted(runId, AlreadyKnown: false));
     }
 
+    /// <summary>
+    /// What a run still going waits for when no node that is up hosts one of the entity kinds it
+    /// needs (a seed alone, or GPU nodes that host other kinds only); null when every kind has a node.
+    /// </summary>
+    public static string? Waiting(RunSpec spec, IReadOnlySet<string> hostedKinds)
+    {
+        var needed = spec.Method.UsesTeacher ? EntityKinds.All : [EntityKinds.Generator, EntityKinds.Student];
+        var missing = needed.Where(k => !hostedKinds.Contains(k)).ToArray();
+        return missing.Length == 0 ? null
+            : $"waiting: no node that is up hosts {string.Join(", ", missing)}; start a GPU node (Cluster.GpuNode join --seeds ...{(hostedKinds.Count > 0 ? " --hosts " + string.Join(',', missing) : "")})";
+    }
+
     /// <summary>The teacher is ready: recorded once, for a run still going.</summary>
     public static Decision TeacherReady(CoordinatorState state, TeacherReady m) =>
         state.Runs.TryGetValue(m.RunId, out var r) && r.Active && r.TeacherBlob is null

@@ -1,0 +1,60 @@
+using System.Text.RegularExpressions;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>
+/// A run submitted to a seed that no GPU node has joined yet: its status says what it waits for,
+/// instead of "preparing teacher, step 0" forever, the seed's log does not repeat Akka's sharding
+/// warning every 2 s, and the run starts once a GPU node joins.
+/// </summary>
+[Collection("mnist")]
+public sealed class LoneSeedProcessTests
+{
+    [Fact]
+    public void Should_say_a_run_waits_for_a_gpu_node_and_start_it_when_one_joins()
+    {
+        Torch.Init();
+        using var cluster = new ProcessCluster("lone");
+        var teacher = cluster.SaveTeacher(61);
+        var spec = Path.Combine(cluster.Work, "lone.yaml");
+        File.WriteAllText(spec, $$"""
+            name: lone
+            method: dafl
+            seed: 4
+            data: {name: mnist, image_size: 32}
+            teacher:
+              arch: lenet5
+              checkpoint: {{teacher}}
+            student:
+              arch: lenet5-half
+              train: {optimizer: adam, lr: 0.002}
+            dafl: {steps: 40, batch_size: 16, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: 40}
+            """);
+        var port = 10400 + Environment.ProcessId % 300 * 2;
+        var seeds = $"127.0.0.1:{port}";
+        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        while (!cluster.Log("seed.log").Contains("seed node up at"))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the seed did not come up: " + cluster.Log("seed.log"));
+            Thread.Sleep(250);
+        }
+        var follow = cluster.Start(cluster.SeedBin, "follow.log", ["submit", spec, "--seeds", seeds, "--run-id", "l1", "--follow"]);
+
+        var waitingFor = TimeSpan.FromSeconds(15);
+        Thread.Sleep(waitingFor);
+        var status = cluster.Start(cluster.SeedBin, "status.log", ["status", "--seeds", seeds]);
+        Assert.True(status.WaitForExit(TimeSpan.FromSeconds(60)), "status: " + cluster.Logs(_ => true, 20));
+        Assert.Contains("(waiting: no node that is up hosts generator, teacher, student; start a GPU node", cluster.Log("status.log"));
+        Assert.Contains("\"message\":\"waiting: no node that is up hosts", File.ReadAllText(Path.Combine(cluster.Work, "runs", "l1", "status.json")));
+        // Akka's proxies say it every 2 s per region; the log prints it once a minute per region
+        var repeats = Regex.Matches(cluster.Log("seed.log"), "No coordinator found to register").Count;
+        Assert.True(repeats <= 3, $"{repeats} lines of the same sharding warning in {waitingFor.TotalSeconds} s:\n" + cluster.Log("seed.log"));
+
+        cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), .. cluster.Common]);
+        Assert.True(follow.WaitForExit(TimeSpan.FromMinutes(4)), "the run did not finish after a GPU node joined: " + cluster.Logs(_ => true, 30));
+        Assert.Contains("(waiting: no node that is up hosts generator, teacher, student", cluster.Log("follow.log"));
+        Assert.Contains("completed step 40/40", cluster.Log("follow.log"));
+        Assert.True(File.Exists(Path.Combine(cluster.Work, "runs", "l1", "result.json")));
+    }
+}
