@@ -187,4 +187,58 @@ public sealed class CommandLineTests
         }
         finally { File.Delete(file); }
     }
+
+    /// <summary>
+    /// A journal that cannot be opened is named with the reason at once, and the file is left as
+    /// it was: a run directory whose journal.db is not a database, and a PostgreSQL server that
+    /// refuses connections.
+    /// </summary>
+    [Fact]
+    public void Should_name_a_journal_that_cannot_be_opened_and_leave_it_as_it_was()
+    {
+        var runs = Path.Combine(Path.GetTempPath(), $"cd-badjournal-{Guid.NewGuid():N}");
+        try
+        {
+            var journal = Path.Combine(runs, "j1", "journal.db");
+            Directory.CreateDirectory(Path.GetDirectoryName(journal)!);
+            var garbage = System.Text.Encoding.ASCII.GetBytes("this is not an SQLite file, but it was someone's journal\n");
+            File.WriteAllBytes(journal, garbage);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var (code, _, err) = Run("run", Spec("dafl-mnist-quick.yaml"), "--runs-dir", runs, "--run-id", "j1");
+            Assert.Equal(1, code);
+            Assert.Contains($"the sqlite journal is unreachable (Data Source={journal}", err);
+            Assert.Contains("file is not a database", err);
+            Assert.Equal(garbage, File.ReadAllBytes(journal));
+
+            (code, _, err) = Run("serve", "--port", "0", "--db", "postgres:Host=127.0.0.1;Port=1;Username=u;Password=secret;Database=d",
+                "--store", Path.Combine(runs, "store"), "--runs-dir", runs);
+            Assert.Equal(1, code);
+            Assert.Contains("the postgres journal is unreachable (Host=127.0.0.1;Port=1", err);
+            Assert.DoesNotContain("secret", err);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"took {clock.Elapsed}");
+        }
+        finally { Directory.Delete(runs, recursive: true); }
+    }
+
+    /// <summary>A teacher file that is not what the spec says is refused with its name and the reason, before any training.</summary>
+    [Fact]
+    public void Should_refuse_a_teacher_file_that_is_not_the_specs_architecture()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"cd-badteacher-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var teacher = Path.Combine(dir, "teacher.pt");
+            File.WriteAllBytes(teacher, new byte[3000]);
+            var spec = Path.Combine(dir, "s.yaml");
+            File.WriteAllText(spec, File.ReadAllText(Spec("kd-mnist.yaml")).Replace(
+                "teacher:\n  arch: lenet5\n  train: {epochs: 5, batch_size: 256, optimizer: adam, lr: 0.001}\n", $"teacher:\n  arch: lenet5\n  checkpoint: {teacher}\n"));
+            Assert.Contains(teacher, File.ReadAllText(spec));
+            var (code, output, err) = Run("run", spec, "--engine", "--runs-dir", Path.Combine(dir, "runs"), "--run-id", "t1");
+            Assert.Equal(1, code);
+            Assert.Contains($"teacher.checkpoint: {teacher} is not a", err);
+            Assert.DoesNotContain("step", output);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
 }

@@ -198,7 +198,8 @@ public sealed class JournalDamageTests
         var log = cluster.Log("run-2.log");
         Assert.True(again.ExitCode == 1, $"exit {again.ExitCode}: " + log);
         Assert.Contains(how == "replaced" ? "this journal has no record of the run" : "lost events", log);
-        Assert.DoesNotContain("training step", log);
+        // a status line may show the run at step 0 before an entity's recovery refuses; no step is trained
+        Assert.DoesNotMatch(@"training step [1-9]", log);
         Assert.Equal(rows, File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Length);
     }
 }

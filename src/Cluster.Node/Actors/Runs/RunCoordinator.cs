@@ -78,9 +78,12 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     /// <summary>The entity kinds each node that is up hosts: a run none of whose kinds' nodes is up says it waits for one.</summary>
     private readonly Dictionary<Address, IReadOnlySet<string>> hosts = [];
 
+    /// <summary>Whether this is a cluster node (a coordinator tested in a plain actor system has no members to follow).</summary>
+    private bool Clustered => ((ExtendedActorSystem)Context.System).Provider is ClusterActorRefProvider;
+
     protected override void PreStart()
     {
-        Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
+        if (Clustered) Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
             typeof(ClusterEvent.MemberUp), typeof(ClusterEvent.MemberRemoved));
         base.PreStart();
     }
@@ -92,11 +95,11 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         foreach (var r in state.Active) WriteStatus(r, throttle: false);
     }
 
-    private IReadOnlySet<string> HostedKinds() => hosts.Values.SelectMany(k => k).ToHashSet();
+    private IReadOnlySet<string> HostedKinds() => Clustered ? hosts.Values.SelectMany(k => k).ToHashSet() : EntityKinds.All.ToHashSet();
 
     protected override void PostStop()
     {
-        Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
+        if (Clustered) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
         foreach (var d in dirs.Values) d.Dispose();
         dirs.Clear();
         base.PostStop();
