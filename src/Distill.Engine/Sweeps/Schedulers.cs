@@ -1,0 +1,220 @@
+namespace Distill.Engine.Sweeps;
+
+/// <summary>A trial's metric at one of its evaluations, as a score where higher is better.</summary>
+public sealed record TrialReport(string TrialId, long Step, double Score, TrialConfig Config);
+
+public enum Verdict
+{
+    /// <summary>The trial goes on.</summary>
+    Continue,
+    /// <summary>The trial stops here (early stopping); its result so far stands.</summary>
+    Stop,
+    /// <summary>The trial goes on from another trial's checkpoint (weights and optimiser state) with a new configuration (PBT).</summary>
+    Exploit,
+}
+
+/// <summary>What a scheduler decided about a report, and why, in words a user reads in the trials table.</summary>
+public sealed record SchedulerDecision(Verdict Verdict, string Reason, string? Source = null, TrialConfig? Config = null)
+{
+    public static readonly SchedulerDecision Go = new(Verdict.Continue, "");
+}
+
+/// <summary>
+/// Decides, report by report, which trials go on. A scheduler's state is the fold of the reports
+/// it was given, in order, and its random choices come from the sweep's seed and the report's
+/// number: the sweep coordinator journals the reports, so a sweep resumed after a crash has the
+/// same scheduler in the same state (Ray Tune's restore falls back to FIFO, ray-project/ray#30838),
+/// and the same reports give the same decisions.
+/// </summary>
+public abstract class Scheduler(SweepSpec sweep)
+{
+    protected SweepSpec Sweep { get; } = sweep;
+    protected SchedulerSettings Settings => Sweep.Scheduler;
+
+    /// <summary>How many reports were decided so far.</summary>
+    public long Reports { get; private set; }
+
+    public SchedulerDecision OnReport(TrialReport r)
+    {
+        var d = Decide(r, Reports);
+        Reports++;
+        return d;
+    }
+
+    protected abstract SchedulerDecision Decide(TrialReport r, long number);
+
+    /// <summary>The trial ended (finished, stopped or failed for good): it is no longer a peer.</summary>
+    public virtual void OnTrialEnded(string trialId) { }
+
+    public static Scheduler For(SweepSpec sweep) => sweep.Scheduler.Kind switch
+    {
+        "fifo" => new FifoScheduler(sweep),
+        "median" => new MedianStoppingScheduler(sweep),
+        "asha" => new AshaScheduler(sweep),
+        "pbt" => new PbtScheduler(sweep),
+        _ => throw new ArgumentException($"unknown scheduler '{sweep.Scheduler.Kind}'"),
+    };
+
+    /// <summary>The q-quantile of values with linear interpolation between order statistics.</summary>
+    public static double Quantile(IReadOnlyCollection<double> values, double q)
+    {
+        var v = values.Order().ToArray();
+        var pos = q * (v.Length - 1);
+        var lo = (int)Math.Floor(pos);
+        var hi = Math.Min(lo + 1, v.Length - 1);
+        return v[lo] + (pos - lo) * (v[hi] - v[lo]);
+    }
+
+    protected static string F(double d) => d.ToString("G6", System.Globalization.CultureInfo.InvariantCulture);
+}
+
+/// <summary>Every trial runs to its end.</summary>
+public sealed class FifoScheduler(SweepSpec sweep) : Scheduler(sweep)
+{
+    protected override SchedulerDecision Decide(TrialReport r, long number) => SchedulerDecision.Go;
+}
+
+/// <summary>
+/// Asynchronous successive halving (Li et al., MLSys 2020). Rungs at grace_period × rf^k steps
+/// below max_steps. The first time a trial reports at or past a rung, its score is compared with the
+/// scores recorded at that rung before it: below their (1 − 1/rf) quantile it stops, otherwise it
+/// goes on to the next rung. No trial waits for others, so a slot is never idle.
+/// </summary>
+public sealed class AshaScheduler : Scheduler
+{
+    private readonly long[] milestones;
+    private readonly Dictionary<long, Dictionary<string, double>> recorded = [];
+
+    public AshaScheduler(SweepSpec sweep) : base(sweep)
+    {
+        var m = new List<long>();
+        for (double at = Settings.GracePeriod; at < Settings.MaxSteps; at *= Settings.ReductionFactor) m.Add((long)Math.Round(at));
+        milestones = m.Distinct().ToArray();
+        foreach (var x in milestones) recorded[x] = [];
+    }
+
+    public IReadOnlyList<long> Milestones => milestones;
+
+    /// <summary>The scores recorded at a rung (its milestone), by trial.</summary>
+    public IReadOnlyDictionary<string, double> At(long milestone) => recorded[milestone];
+
+    protected override SchedulerDecision Decide(TrialReport r, long number)
+    {
+        if (r.Step >= Settings.MaxSteps) return new(Verdict.Stop, $"reached max_steps {Settings.MaxSteps}");
+        for (var k = milestones.Length - 1; k >= 0; k--)
+        {
+            var m = milestones[k];
+            if (r.Step < m) continue;
+            var rung = recorded[m];
+            if (rung.ContainsKey(r.TrialId)) break;
+            double? cutoff = rung.Count > 0 ? Quantile(rung.Values, 1 - 1 / Settings.ReductionFactor) : null;
+            rung[r.TrialId] = r.Score;
+            return cutoff is { } c && r.Score < c
+                ? new(Verdict.Stop, $"rung {k} (step {m}): {F(r.Score)} is below the top 1/{F(Settings.ReductionFactor)} of {rung.Count - 1} trials there ({F(c)})")
+                : new(Verdict.Continue, $"promoted at rung {k} (step {m})");
+        }
+        return SchedulerDecision.Go;
+    }
+}
+
+/// <summary>
+/// The median stopping rule (Golovin et al., KDD 2017): past the grace period, a trial whose best
+/// score so far is below the median of the other trials' running means up to the same step stops
+/// (when at least min_samples other trials have reported by then).
+/// </summary>
+public sealed class MedianStoppingScheduler(SweepSpec sweep) : Scheduler(sweep)
+{
+    private readonly Dictionary<string, List<(long Step, double Score)>> history = [];
+
+    protected override SchedulerDecision Decide(TrialReport r, long number)
+    {
+        if (!history.TryGetValue(r.TrialId, out var own)) history[r.TrialId] = own = [];
+        own.Add((r.Step, r.Score));
+        if (r.Step < Settings.GracePeriod) return SchedulerDecision.Go;
+        var means = history.Where(h => h.Key != r.TrialId)
+            .Select(h => h.Value.Where(p => p.Step <= r.Step).Select(p => p.Score).ToArray())
+            .Where(s => s.Length > 0).Select(s => s.Average()).ToArray();
+        if (means.Length < Settings.MinSamples) return SchedulerDecision.Go;
+        var median = Quantile(means, 0.5);
+        var best = own.Max(p => p.Score);
+        return best < median
+            ? new(Verdict.Stop, $"step {r.Step}: best {F(best)} is below the median {F(median)} of {means.Length} other trials' running means")
+            : SchedulerDecision.Go;
+    }
+}
+
+/// <summary>
+/// Population-based training (Jaderberg et al., 2017). Every `interval` steps of a trial, the trials'
+/// latest scores are ranked; a trial in the bottom quantile goes on from a top-quantile trial's
+/// checkpoint (exploit) with that trial's hyperparameters perturbed (explore): each number multiplied
+/// by perturb_down or perturb_up, each list value moved to a neighbour, or, with probability
+/// resample_probability, drawn afresh.
+/// </summary>
+public sealed class PbtScheduler(SweepSpec sweep) : Scheduler(sweep)
+{
+    private readonly Dictionary<string, (long Step, double Score, TrialConfig Config)> latest = [];
+    private readonly Dictionary<string, long> lastDecision = [];
+
+    protected override SchedulerDecision Decide(TrialReport r, long number)
+    {
+        if (r.Step >= Settings.MaxSteps) return new(Verdict.Stop, $"reached max_steps {Settings.MaxSteps}");
+        latest[r.TrialId] = (r.Step, r.Score, r.Config);
+        var last = lastDecision.GetValueOrDefault(r.TrialId);
+        if (r.Step - last < Settings.Interval) return SchedulerDecision.Go;
+        lastDecision[r.TrialId] = r.Step;
+        if (latest.Count < 2) return SchedulerDecision.Go;
+        var ranked = latest.OrderByDescending(t => t.Value.Score).ThenBy(t => t.Key, StringComparer.Ordinal).Select(t => t.Key).ToArray();
+        var q = (int)Math.Ceiling(ranked.Length * Settings.Quantile);
+        if (q > ranked.Length / 2) q = ranked.Length / 2;
+        if (q == 0 || Array.IndexOf(ranked, r.TrialId) < ranked.Length - q) return SchedulerDecision.Go;
+        var rng = new Random(unchecked((int)(((long)Sweep.Seed * 1_000_003L + number) * 31 + 7) & 0x7fffffff));
+        var source = ranked[rng.Next(q)];
+        var config = Explore(latest[source].Config, rng);
+        latest[r.TrialId] = (r.Step, latest[source].Score, config);
+        return new(Verdict.Exploit,
+            $"step {r.Step}: {F(r.Score)} is in the bottom {F(Settings.Quantile)}; continues from {source} ({F(latest[source].Score)}) with {config}",
+            source, config);
+    }
+
+    public override void OnTrialEnded(string trialId)
+    {
+        latest.Remove(trialId);
+        lastDecision.Remove(trialId);
+    }
+
+    /// <summary>A neighbour of a configuration: what PBT's explore step tries next.</summary>
+    public TrialConfig Explore(TrialConfig from, Random rng)
+    {
+        var values = new List<KeyValuePair<string, string>>();
+        foreach (var d in Sweep.Space)
+        {
+            var v = from[d.Path];
+            if (rng.NextDouble() < Settings.ResampleProbability) { values.Add(new(d.Path, d.Sample(rng))); continue; }
+            var up = rng.NextDouble() < 0.5;
+            var factor = up ? Settings.PerturbUp : Settings.PerturbDown;
+            values.Add(new(d.Path, d switch
+            {
+                RangeDimension r => Dimension.Number(Math.Clamp(Parse(v) * factor, r.Low, r.High)),
+                IntDimension i => Perturb(i, (long)Parse(v), factor, up),
+                _ => Neighbour(d.Values!, v, up),
+            }));
+        }
+        return new TrialConfig(values);
+    }
+
+    private static double Parse(string v) => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture);
+
+    private static string Perturb(IntDimension d, long v, double factor, bool up)
+    {
+        var k = (long)Math.Round((v * factor - d.Low) / d.Step);
+        var old = (v - d.Low) / d.Step;
+        if (k == old) k += up ? 1 : -1;
+        return (d.Low + Math.Clamp(k, 0, d.Count - 1) * d.Step).ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    private static string Neighbour(IReadOnlyList<string> options, string v, bool up)
+    {
+        var i = options.ToList().IndexOf(v);
+        return options[Math.Clamp(i + (up ? 1 : -1), 0, options.Count - 1)];
+    }
+}
