@@ -18,3 +18,6 @@ public interface IRunCommand : IWireMessage;
 
 /// <summary>Events and snapshot states written to the journal.</summary>
 public interface IPersistedEvent : IWireMessage;
+
+/// <summary>Messages to the sweep coordinator singleton.</summary>
+public interface ISweepCommand : IWireMessage;

@@ -10,7 +10,8 @@ public sealed record RunSubmitted(
     [property: Key(0)] string RunId,
     [property: Key(1)] string SpecYaml,
     [property: Key(2)] string SpecFile,
-    [property: Key(3)] DateTime SubmittedUtc) : IPersistedEvent;
+    [property: Key(3)] DateTime SubmittedUtc,
+    [property: Key(4)] string? SweepId = null) : IPersistedEvent;   // key 4 came with sweeps
 
 [MessagePackObject]
 public sealed record RunTeacherReady(
@@ -57,7 +58,8 @@ public sealed record RunRecord(
     [property: Key(12)] DateTime? CompletedUtc,
     [property: Key(13)] double? TeacherSeconds = null,   // keys 13 and 14 came in session 9
     [property: Key(14)] bool? TeacherFromCache = null,
-    [property: Key(15)] bool Cancelled = false)         // key 15 came in session 10
+    [property: Key(15)] bool Cancelled = false,         // key 15 came in session 10
+    [property: Key(16)] string? SweepId = null)         // key 16 came with sweeps: the sweep a trial's run belongs to
 {
     /// <summary>Neither completed, failed nor cancelled: its entities are (re)started and its reports count.</summary>
     [IgnoreMember] public bool Active => !Completed && !Failed && !Cancelled;

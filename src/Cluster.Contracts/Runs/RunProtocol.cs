@@ -9,7 +9,8 @@ namespace Cluster.Contracts.Runs;
 public sealed record SubmitRun(
     [property: Key(0)] string SpecYaml,
     [property: Key(1)] string SpecFile,
-    [property: Key(2)] string? RunId) : IRunCommand;
+    [property: Key(2)] string? RunId,
+    [property: Key(3)] string? SweepId = null) : IRunCommand;
 
 [MessagePackObject]
 public sealed record RunAccepted([property: Key(0)] string RunId, [property: Key(1)] bool AlreadyKnown) : IRunCommand;

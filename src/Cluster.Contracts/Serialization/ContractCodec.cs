@@ -2,6 +2,7 @@ using Cluster.Contracts.Events;
 using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
 using Cluster.Contracts.Students;
+using Cluster.Contracts.Sweeps;
 using MessagePack;
 
 namespace Cluster.Contracts.Serialization;
@@ -34,6 +35,10 @@ public static class ContractCodec
         (typeof(CoordinatorSnapshot), "E5"), (typeof(EntityStarted), "E6"), (typeof(BatchStored), "E7"), (typeof(BatchesReleased), "E8"),
         (typeof(CheckpointWritten), "E9"), (typeof(EntitySnapshot), "E10"), (typeof(EntityFinished), "E11"),
         (typeof(RunCancelled), "E12"),
+        (typeof(SubmitSweep), "S1"), (typeof(SweepAccepted), "S2"), (typeof(SweepRejected), "S3"), (typeof(GetSweepStatus), "S4"),
+        (typeof(SweepStatusReport), "S5"), (typeof(CancelSweep), "S6"), (typeof(TrialMetrics), "S7"), (typeof(TrialRunEnded), "S8"),
+        (typeof(SweepSubmitted), "E13"), (typeof(TrialCreated), "E14"), (typeof(TrialLaunched), "E15"), (typeof(TrialReported), "E16"),
+        (typeof(TrialEnded), "E17"), (typeof(SweepEnded), "E18"),
     ];
 
     private static readonly Dictionary<Type, string> ManifestOf = Contracts.ToDictionary(c => c.Type, c => c.Manifest);

@@ -68,6 +68,9 @@ public sealed record NodeOptions
     public required string StoreDir { get; init; }
     /// <summary>Where the coordinator writes runs/&lt;run-id&gt;/ (result.json, events).</summary>
     public required string RunsDir { get; init; }
+    /// <summary>Where the sweep coordinator writes sweeps/&lt;sweep-id&gt;/ (null: "sweeps" beside the runs directory).</summary>
+    public string? SweepsDir { get; init; }
+    public string SweepsPath => SweepsDir ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(RunsDir)) ?? ".", "sweeps");
     public string? DataCache { get; init; }
     public string? TeacherCache { get; init; }
     /// <summary>Largest message on the wire (also Akka.Remote's maximum frame).</summary>

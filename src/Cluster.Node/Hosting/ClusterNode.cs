@@ -26,6 +26,7 @@ public sealed class ClusterNode : IAsyncDisposable
     public ActorSystem System { get; }
     public NodeServices Services { get; }
     public IActorRef Coordinator => Services.Coordinator;
+    public IActorRef Sweeps => Services.Sweeps;
     public Address Address => Akka.Cluster.Cluster.Get(System).SelfAddress;
 
     public static async Task<ClusterNode> StartAsync(NodeOptions options, TimeSpan? joinTimeout = null)
@@ -109,6 +110,11 @@ public sealed class ClusterNode : IAsyncDisposable
                 ClusterSingletonManagerSettings.Create(system).WithRole(Roles.Seed)), RunCoordinator.Name);
         services.Coordinator = system.ActorOf(ClusterSingletonProxy.Props($"/user/{RunCoordinator.Name}",
             ClusterSingletonProxySettings.Create(system).WithRole(Roles.Seed)), "run-coordinator-proxy");
+        if (options.Roles.Contains(Roles.Seed))
+            system.ActorOf(ClusterSingletonManager.Props(SweepCoordinator.GetSupervisedProps(services), PoisonPill.Instance,
+                ClusterSingletonManagerSettings.Create(system).WithRole(Roles.Seed)), SweepCoordinator.Name);
+        services.Sweeps = system.ActorOf(ClusterSingletonProxy.Props($"/user/{SweepCoordinator.Name}",
+            ClusterSingletonProxySettings.Create(system).WithRole(Roles.Seed)), "sweep-coordinator-proxy");
         // "up" means ready to host entities: until a region has registered with its kind's shard
         // coordinator, shards allocated meanwhile go to other nodes (two replicas of a student on one)
         foreach (var (kind, region) in hosted) await WaitUntilRegisteredAsync(system, kind, region, cluster.SelfAddress, TimeSpan.FromSeconds(60));

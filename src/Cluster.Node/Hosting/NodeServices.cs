@@ -26,6 +26,8 @@ public sealed class NodeServices(NodeOptions options)
     public IActorRef Generators { get; set; } = ActorRefs.Nobody;
     public IActorRef Teachers { get; set; } = ActorRefs.Nobody;
     public IActorRef Students { get; set; } = ActorRefs.Nobody;
+    /// <summary>The sweep coordinator singleton's proxy: trials' runs report to it.</summary>
+    public IActorRef Sweeps { get; set; } = ActorRefs.Nobody;
 
     /// <summary>Batches and gradient chunks to other nodes (null: off, everything through Akka).</summary>
     public Transport.DataPlane? DataPlane { get; set; }

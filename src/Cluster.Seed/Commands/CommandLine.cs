@@ -19,6 +19,7 @@ public static class CommandLine
         var root = new RootCommand("ClusterDistill: knowledge distillation with or without the teacher's data, embedded or on an Akka.NET cluster");
         root.Add(RunCommand.Create(stdout));
         root.Add(ServeCommand.Create(stdout));
+        root.Add(SweepCommand.Create(stdout));
         root.Add(SubmitCommand.Create(stdout));
         root.Add(StatusCommand.Create(stdout));
         root.Add(CancelCommand.Create(stdout));

@@ -65,6 +65,9 @@ public abstract class Scheduler(SweepSpec sweep)
         return v[lo] + (pos - lo) * (v[hi] - v[lo]);
     }
 
+    /// <summary>A trial past max_steps stops, unless max_steps is its length: then it completes by itself.</summary>
+    protected bool StopsAtMax(TrialReport r) => r.Step >= Settings.MaxSteps && Settings.MaxSteps < Sweep.TrialSteps;
+
     protected static string F(double d) => d.ToString("G6", System.Globalization.CultureInfo.InvariantCulture);
 }
 
@@ -100,7 +103,7 @@ public sealed class AshaScheduler : Scheduler
 
     protected override SchedulerDecision Decide(TrialReport r, long number)
     {
-        if (r.Step >= Settings.MaxSteps) return new(Verdict.Stop, $"reached max_steps {Settings.MaxSteps}");
+        if (StopsAtMax(r)) return new(Verdict.Stop, $"reached max_steps {Settings.MaxSteps}");
         for (var k = milestones.Length - 1; k >= 0; k--)
         {
             var m = milestones[k];
@@ -157,7 +160,7 @@ public sealed class PbtScheduler(SweepSpec sweep) : Scheduler(sweep)
 
     protected override SchedulerDecision Decide(TrialReport r, long number)
     {
-        if (r.Step >= Settings.MaxSteps) return new(Verdict.Stop, $"reached max_steps {Settings.MaxSteps}");
+        if (StopsAtMax(r)) return new(Verdict.Stop, $"reached max_steps {Settings.MaxSteps}");
         latest[r.TrialId] = (r.Step, r.Score, r.Config);
         var last = lastDecision.GetValueOrDefault(r.TrialId);
         if (r.Step - last < Settings.Interval) return SchedulerDecision.Go;

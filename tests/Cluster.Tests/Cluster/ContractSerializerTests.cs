@@ -5,6 +5,7 @@ using Cluster.Contracts;
 using Cluster.Contracts.Events;
 using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
+using Cluster.Contracts.Sweeps;
 using Cluster.Contracts.Serialization;
 using Cluster.Contracts.Students;
 using Cluster.Contracts.Tensors;
@@ -79,6 +80,23 @@ public sealed class ContractSerializerTests : IDisposable
         new CheckpointWritten(8, 8, new string('e', 64), 91.2, 92),
         new EntitySnapshot("r1", "y", null, [new BatchStored(1, "h")], 0, [new CheckpointWritten(1, 1, "h", null, 0)], false),
         new EntityFinished(10),
+        new SubmitRun("name: x", "x.yaml", "s-t0001", "s"),
+        new RunSubmitted("s-t0001", "yaml", "f", DateTime.UnixEpoch, "s"),
+        new SubmitSweep("name: s", "s.yaml", "s"),
+        new SweepAccepted("s", false),
+        new SweepRejected("because"),
+        new GetSweepStatus(null),
+        new SweepStatusReport([new SweepSummary("s", "n", SweepState.Running, "test_accuracy", "max", ["kd.alpha"],
+            [new TrialSummary("t0000", "s-t0000", ["0.5"], TrialState.Stopped, 20, 27.1, 27.1, 1, 1, "rung 0")], 120, null)]),
+        new CancelSweep("s", "by user"),
+        new TrialMetrics("s", "s-t0000", 20, ["test_accuracy"], [27.1]),
+        new TrialRunEnded("s", "s-t0000", RunState.Cancelled, 20, 27.1, "stopped"),
+        new SweepSubmitted("s", "yaml", "s.yaml", DateTime.UnixEpoch, true),
+        new TrialCreated("s", "t0000", 0, 0, ["0.5"]),
+        new TrialLaunched("s", "t0000", "s-t0000", 1),
+        new TrialReported("s", "t0000", 20, 27.1, true, "rung 0", 1),
+        new TrialEnded("s", "t0000", TrialState.Stopped, 20, 27.1, null),
+        new SweepEnded("s", SweepState.Completed, "done", DateTime.UnixEpoch),
     ];
 
     [Theory]

@@ -6,6 +6,7 @@ using Cluster.Contracts;
 using Cluster.Contracts.Events;
 using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
+using Cluster.Contracts.Sweeps;
 using Cluster.Node.Hosting;
 using Distill.Engine.Methods;
 using Distill.Engine.Runs;
@@ -85,6 +86,7 @@ public sealed partial class RunCoordinator
         var values = new Dictionary<string, double>(m.Names.Length);
         for (var i = 0; i < m.Names.Length; i++) values[m.Names[i]] = m.Values[i];
         Dir(m.RunId).Metrics(phase, m.Step, (DateTime.UtcNow - r.SubmittedUtc).TotalSeconds, values, RunDirectory.KnownColumns);
+        if (r.SweepId is { } sweep && phase == "student-0") services.Sweeps.Tell(new TrialMetrics(sweep, m.RunId, m.Step, m.Names, m.Values));
     }
 
     private void OnSamples(RunSamples m)

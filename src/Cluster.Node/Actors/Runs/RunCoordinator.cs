@@ -8,6 +8,7 @@ using Cluster.Contracts;
 using Cluster.Contracts.Events;
 using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
+using Cluster.Contracts.Sweeps;
 using Cluster.Node.Hosting;
 using Cluster.Node.Storage;
 using Distill.Engine.Methods;
@@ -205,11 +206,14 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         persistingFor = sender;
         PersistAndSnapshot(d.Event, () =>
         {
-            log.Warning("run {0} cancelled: {1}", m.RunId, m.Reason);
+            // a sweep's scheduler stopping its trials is routine, not a warning
+            if (state.Runs[m.RunId].SweepId is null) log.Warning("run {0} cancelled: {1}", m.RunId, m.Reason);
+            else log.Info("run {0} cancelled: {1}", m.RunId, m.Reason);
             Dir(m.RunId).Event($"cancelled: {m.Reason}");
             CloseDir(m.RunId);
             WriteStatus(state.Runs[m.RunId], throttle: false);
             StopEntities(state.Runs[m.RunId]);
+            TellSweep(state.Runs[m.RunId]);
             sender.Tell(d.Reply);
         });
     }
@@ -310,6 +314,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             CloseDir(m.RunId);
             log.Info("run {0} completed: student {1:F2}% (best {2:F2}%) after {3} steps", m.RunId, m.Accuracy, m.BestAccuracy, m.Steps);
             StopEntities(done);
+            TellSweep(done);
         });
     }
 
@@ -324,7 +329,16 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             WriteStatus(state.Runs[m.RunId], throttle: false);
             // a failed run stays failed: its entities stop for good
             StopEntities(state.Runs[m.RunId]);
+            TellSweep(state.Runs[m.RunId]);
         });
+    }
+
+    /// <summary>A trial's run ended: its sweep hears how (it also asks, should this be lost).</summary>
+    private void TellSweep(RunRecord r)
+    {
+        if (r.SweepId is not { } sweep) return;
+        var s = Summary(r);
+        services.Sweeps.Tell(new TrialRunEnded(sweep, r.RunId, s.State, s.StudentStep, s.StudentAccuracy, s.Message));
     }
 
     private void PersistAndSnapshot(IPersistedEvent e, Action then)

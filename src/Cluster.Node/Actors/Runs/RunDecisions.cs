@@ -47,7 +47,7 @@ public static class RunDecisions
             do runId = RunIds.New(spec.Name, now);
             while (state.Runs.ContainsKey(runId) || priorWork?.Invoke(runId) is not null);
         }
-        return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now), new RunAccepted(runId, AlreadyKnown: false));
+        return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now, m.SweepId), new RunAccepted(runId, AlreadyKnown: false));
     }
 
     /// <summary>

@@ -1,0 +1,159 @@
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Sweeps;
+using Distill.Engine.Sweeps;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// A sweep's parsed spec, searcher and scheduler. Not persisted: rebuilt from the sweep's record,
+/// whose reports and endings are replayed into a new scheduler in the order they were decided.
+/// </summary>
+public sealed class SweepRuntime
+{
+    public SweepSpec Spec { get; }
+    public Searcher Searcher { get; }
+    public Scheduler Scheduler { get; }
+
+    private SweepRuntime(SweepSpec spec)
+    {
+        Spec = spec;
+        Searcher = Searcher.For(spec);
+        Scheduler = Scheduler.For(spec);
+    }
+
+    public static SweepRuntime Rebuild(SweepRecord r)
+    {
+        var rt = new SweepRuntime(SweepParser.Parse(r.SpecYaml, r.SpecFile));
+        var endings = r.Endings.ToLookup(e => e.Position, e => e.TrialId);
+        for (var i = 0; i <= r.Reports.Count; i++)
+        {
+            foreach (var t in endings[i]) rt.Scheduler.OnTrialEnded(t);
+            if (i < r.Reports.Count)
+            {
+                var p = r.Reports[i];
+                rt.Scheduler.OnReport(new TrialReport(p.TrialId, p.Step, rt.Spec.Score(p.Value), rt.Config(r.Trial(p.TrialId)!)));
+            }
+        }
+        return rt;
+    }
+
+    public TrialConfig Config(TrialRecord t) => new(Spec.Space.Select((d, i) => new KeyValuePair<string, string>(d.Path, t.Values[i])).ToArray());
+
+    /// <summary>What the searcher has learnt: every ended configuration's last metric.</summary>
+    public IReadOnlyList<Observation> Observations(SweepRecord r) => r.Trials
+        .Where(t => t.State is TrialState.Completed or TrialState.Stopped && t.Metric is not null)
+        .Select(t => new Observation(Config(t), Spec.Score(t.Metric!.Value))).ToArray();
+}
+
+/// <summary>The sweep coordinator's decisions, pure functions of a sweep's record and runtime: events out.</summary>
+public static class SweepDecisions
+{
+    public static string TrialId(long index, int repeat, int repeats) => repeats == 1 ? $"t{index:D4}" : $"t{index:D4}r{repeat}";
+
+    public static string RunId(string sweepId, string trialId, int attempt) => attempt == 1 ? $"{sweepId}-{trialId}" : $"{sweepId}-{trialId}-a{attempt}";
+
+    /// <summary>Why the sweep makes no more trials (null: it may): the search is done or a budget is spent.</summary>
+    public static string? Exhausted(SweepRecord r, SweepRuntime rt, DateTime now)
+    {
+        var limits = rt.Spec.Limits;
+        if (limits.MaxTrials > 0 && r.Trials.Count >= limits.MaxTrials) return $"max_trials {limits.MaxTrials} reached";
+        if (limits.MaxStudentSteps > 0 && r.StudentSteps >= limits.MaxStudentSteps) return $"max_student_steps {limits.MaxStudentSteps:N0} reached";
+        if (limits.MaxWallMinutes > 0 && (now - r.SubmittedUtc).TotalMinutes >= limits.MaxWallMinutes) return $"max_wall_minutes {limits.MaxWallMinutes} reached";
+        if (rt.Searcher.Total is { } total && r.Configurations >= total) return "the search made all of its configurations";
+        return null;
+    }
+
+    /// <summary>
+    /// The trials to launch now: pending ones first, then new configurations from the searcher
+    /// (one trial per repeat), while fewer than max_concurrent run and no budget is spent.
+    /// </summary>
+    public static List<IPersistedEvent> Fill(SweepRecord r, SweepRuntime rt, DateTime now)
+    {
+        var events = new List<IPersistedEvent>();
+        if (!r.Running) return events;
+        var running = r.Trials.Count(t => t.State == TrialState.Running);
+        var free = rt.Spec.Limits.MaxConcurrent - running;
+        foreach (var t in r.Trials.Where(t => t.State == TrialState.Pending))
+        {
+            if (free <= 0) return events;
+            events.Add(new TrialLaunched(r.SweepId, t.TrialId, RunId(r.SweepId, t.TrialId, 1), 1));
+            free--;
+        }
+        var index = r.Configurations;
+        var observations = rt.Observations(r);
+        var made = r.Trials.Count;
+        while (free > 0 && Exhausted(r, rt, now) is null)
+        {
+            if (rt.Spec.Limits.MaxTrials > 0 && made >= rt.Spec.Limits.MaxTrials) break;
+            if (rt.Searcher.Suggest(index, observations) is not { } config) break;
+            for (var repeat = 0; repeat < rt.Spec.Repeats; repeat++)
+            {
+                var id = TrialId(index, repeat, rt.Spec.Repeats);
+                events.Add(new TrialCreated(r.SweepId, id, index, repeat, config.Values.Select(v => v.Value).ToArray()));
+                made++;
+                if (free > 0)
+                {
+                    events.Add(new TrialLaunched(r.SweepId, id, RunId(r.SweepId, id, 1), 1));
+                    free--;
+                }
+            }
+            index++;
+        }
+        return events;
+    }
+
+    /// <summary>The sweep is over when no trial is pending or running and no more will be made.</summary>
+    public static SweepEnded? Finished(SweepRecord r, SweepRuntime rt, DateTime now)
+    {
+        if (!r.Running || r.Trials.Any(t => t.State is TrialState.Pending or TrialState.Running)) return null;
+        var why = Exhausted(r, rt, now);
+        if (why is null && rt.Searcher.Suggest(r.Configurations, rt.Observations(r)) is not null) return null;
+        return new SweepEnded(r.SweepId, SweepState.Completed, why ?? "the search made all of its configurations", now);
+    }
+
+    /// <summary>A metrics row of a running trial: reported to the scheduler once per step, in step order, when it carries the metric.</summary>
+    public static TrialReported? Report(SweepRecord r, SweepRuntime rt, TrialRecord t, long step, IReadOnlyList<string> names, IReadOnlyList<double> values)
+    {
+        if (t.State != TrialState.Running) return null;
+        var i = names.ToList().IndexOf(rt.Spec.Metric);
+        if (i < 0 || !double.IsFinite(values[i])) return null;
+        if (r.Reports.Any(p => p.TrialId == t.TrialId && p.Step >= step)) return null;
+        var d = rt.Scheduler.OnReport(new TrialReport(t.TrialId, step, rt.Spec.Score(values[i]), rt.Config(t)));
+        var rung = rt.Scheduler is AshaScheduler asha ? asha.Milestones.Count(m => m <= step && asha.At(m).ContainsKey(t.TrialId)) : 0;
+        return new TrialReported(r.SweepId, t.TrialId, step, values[i], d.Verdict == Verdict.Stop, d.Reason, rung);
+    }
+
+    /// <summary>A trial's run ended: the trial ends with it, or (a failure within max_failures) runs again.</summary>
+    public static IPersistedEvent? RunEnded(SweepRecord r, SweepRuntime rt, TrialRecord t, string runId, RunState state, long steps, double? accuracy, string? message)
+    {
+        if (t.RunId != runId || t.Ended && t.State != TrialState.Stopped) return null;
+        if (t.State == TrialState.Stopped)
+            return r.Endings.Any(e => e.TrialId == t.TrialId) ? null : new TrialEnded(r.SweepId, t.TrialId, TrialState.Stopped, steps, null, null);
+        var metric = rt.Spec.Metric == "test_accuracy" ? accuracy : null;
+        return state switch
+        {
+            RunState.Completed => new TrialEnded(r.SweepId, t.TrialId, TrialState.Completed, steps, metric, null),
+            RunState.Failed when t.Attempt <= rt.Spec.Limits.MaxFailures && r.Running =>
+                new TrialLaunched(r.SweepId, t.TrialId, RunId(r.SweepId, t.TrialId, t.Attempt + 1), t.Attempt + 1),
+            RunState.Failed => new TrialEnded(r.SweepId, t.TrialId, TrialState.Failed, steps, null,
+                $"failed {t.Attempt} time(s), max_failures {rt.Spec.Limits.MaxFailures}: {message}"),
+            RunState.Cancelled => new TrialEnded(r.SweepId, t.TrialId, TrialState.Cancelled, steps, null, message),
+            _ => null,
+        };
+    }
+
+    /// <summary>The best configuration by the mean of its trials' last metric over repeats, with the standard deviation.</summary>
+    public static (TrialRecord[] Trials, double Mean, double Std)? Best(SweepRecord r, SweepRuntime rt)
+    {
+        var groups = r.Trials.Where(t => t.Metric is not null && t.State is TrialState.Completed or TrialState.Stopped)
+            .GroupBy(t => t.Index)
+            .Select(g => (Trials: g.ToArray(), Mean: g.Average(t => t.Metric!.Value), Std: Std(g.Select(t => t.Metric!.Value).ToArray())))
+            .ToArray();
+        if (groups.Length == 0) return null;
+        return rt.Spec.Mode == "max" ? groups.MaxBy(g => g.Mean) : groups.MinBy(g => g.Mean);
+    }
+
+    public static double Std(double[] v) => v.Length < 2 ? 0 : Math.Sqrt(v.Sum(x => (x - v.Average()) * (x - v.Average())) / (v.Length - 1));
+}

@@ -1,0 +1,74 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Cluster.Contracts.Sweeps;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// sweeps/&lt;id&gt;/: sweep.yaml (as given), trials.csv (a row per trial, the hyperparameters as
+/// columns), reports.csv (the scheduler's inputs in order) and best.json.
+/// </summary>
+public static class SweepFiles
+{
+    public static void Write(string sweepsDir, SweepRecord r, SweepRuntime rt)
+    {
+        var dir = Path.Combine(sweepsDir, r.SweepId);
+        Directory.CreateDirectory(dir);
+        Atomic(Path.Combine(dir, "sweep.yaml"), r.SpecYaml);
+        Atomic(Path.Combine(dir, "trials.csv"), TrialsCsv(r, rt));
+        Atomic(Path.Combine(dir, "reports.csv"), ReportsCsv(r));
+        var best = SweepDecisions.Best(r, rt);
+        Atomic(Path.Combine(dir, "best.json"), JsonSerializer.Serialize(new
+        {
+            sweep_id = r.SweepId,
+            state = r.State.ToString().ToLowerInvariant(),
+            message = r.Message,
+            metric = rt.Spec.Metric,
+            mode = rt.Spec.Mode,
+            trials = r.Trials.Count,
+            student_steps = r.StudentSteps,
+            wall_seconds = Math.Round(((r.EndedUtc ?? DateTime.UtcNow) - r.SubmittedUtc).TotalSeconds, 1),
+            best = best is { } b ? new
+            {
+                config = rt.Spec.Space.Select((d, i) => (d.Path, Value: b.Trials[0].Values[i])).ToDictionary(x => x.Path, x => x.Value),
+                mean = b.Mean,
+                std = b.Std,
+                repeats = b.Trials.Length,
+                trials = b.Trials.Select(t => t.TrialId).ToArray(),
+                runs = b.Trials.Select(t => t.RunId).ToArray(),
+            } : null,
+        }, new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    public static string TrialsCsv(SweepRecord r, SweepRuntime rt)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine(string.Join(',', new[] { "trial", "run" }.Concat(rt.Spec.Space.Select(d => d.Path))
+            .Concat(["state", "step", rt.Spec.Metric, "best", "rungs", "attempt", "reason"])));
+        foreach (var t in r.Trials)
+            sb.AppendLine(string.Join(',', new[] { t.TrialId, t.RunId ?? "" }.Concat(t.Values)
+                .Concat([t.State.ToString().ToLowerInvariant(), t.Step.ToString(CultureInfo.InvariantCulture), Num(t.Metric), Num(t.Best),
+                    t.Rung.ToString(CultureInfo.InvariantCulture), t.Attempt.ToString(CultureInfo.InvariantCulture), Quote(t.Reason ?? "")])));
+        return sb.ToString();
+    }
+
+    /// <summary>Every report in the order the scheduler decided it: what a fresh scheduler replays to the same decisions.</summary>
+    public static string ReportsCsv(SweepRecord r)
+    {
+        var sb = new StringBuilder("trial,step,value\n");
+        foreach (var p in r.Reports) sb.Append($"{p.TrialId},{p.Step.ToString(CultureInfo.InvariantCulture)},{p.Value.ToString("R", CultureInfo.InvariantCulture)}\n");
+        return sb.ToString();
+    }
+
+    private static string Num(double? v) => v?.ToString("R", CultureInfo.InvariantCulture) ?? "";
+
+    private static string Quote(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
+
+    private static void Atomic(string path, string text)
+    {
+        var tmp = $"{path}.{Environment.ProcessId}.tmp";
+        File.WriteAllText(tmp, text);
+        File.Move(tmp, path, overwrite: true);
+    }
+}

@@ -1,0 +1,84 @@
+using System.Collections.Immutable;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Sweeps;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>A trial as the sweep coordinator holds it.</summary>
+public sealed record TrialRecord(
+    string TrialId, long Index, int Repeat, string[] Values, TrialState State, string? RunId, int Attempt,
+    long Step, double? Metric, double? Best, int Rung, string? Reason)
+{
+    public bool Ended => State is TrialState.Completed or TrialState.Stopped or TrialState.Failed or TrialState.Cancelled;
+}
+
+/// <summary>A report, in the order the scheduler decided it (replayed into a new scheduler on recovery).</summary>
+public sealed record ReportRecord(string TrialId, long Step, double Value);
+
+/// <summary>A sweep's persisted state. Pure: events in, a new state out.</summary>
+public sealed record SweepRecord(
+    string SweepId, string SpecYaml, string SpecFile, DateTime SubmittedUtc, bool Maximize, SweepState State, string? Message, DateTime? EndedUtc,
+    ImmutableList<TrialRecord> Trials, ImmutableList<ReportRecord> Reports, ImmutableList<(string TrialId, int Position)> Endings)
+{
+    public bool Running => State == SweepState.Running;
+
+    /// <summary>Configurations the searcher has made (a configuration has one trial per repeat).</summary>
+    public long Configurations => Trials.Count == 0 ? 0 : Trials.Max(t => t.Index) + 1;
+
+    public TrialRecord? Trial(string trialId) => Trials.Find(t => t.TrialId == trialId);
+
+    public long StudentSteps => Trials.Sum(t => t.Step);
+}
+
+/// <summary>Every sweep the coordinator accepted.</summary>
+public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> Sweeps, ImmutableDictionary<string, (string SweepId, string TrialId)> ByRun)
+{
+    public static readonly SweepsState Empty = new(ImmutableSortedDictionary<string, SweepRecord>.Empty, ImmutableDictionary<string, (string, string)>.Empty);
+
+    public SweepsState Apply(IPersistedEvent e) => e switch
+    {
+        SweepSubmitted s => this with
+        {
+            Sweeps = Sweeps.SetItem(s.SweepId, new SweepRecord(s.SweepId, s.SpecYaml, s.SpecFile, s.SubmittedUtc, s.Maximize, SweepState.Running, null, null, [], [], [])),
+        },
+        TrialCreated c => Update(c.SweepId, r => r with
+        {
+            Trials = r.Trials.Add(new TrialRecord(c.TrialId, c.Index, c.Repeat, c.Values, TrialState.Pending, null, 0, 0, null, null, 0, null)),
+        }),
+        TrialLaunched l => UpdateTrial(l.SweepId, l.TrialId, t => t with { State = TrialState.Running, RunId = l.RunId, Attempt = l.Attempt }) with
+        {
+            ByRun = ByRun.SetItem(l.RunId, (l.SweepId, l.TrialId)),
+        },
+        TrialReported p => Update(p.SweepId, r => r with { Reports = r.Reports.Add(new ReportRecord(p.TrialId, p.Step, p.Value)) })
+            .UpdateTrial(p.SweepId, p.TrialId, t => t with
+            {
+                Step = Math.Max(t.Step, p.Step), Metric = p.Value, Rung = Math.Max(t.Rung, p.Rung),
+                State = p.Stop && !t.Ended ? TrialState.Stopped : t.State,
+                Reason = p.Stop ? p.Reason : t.Reason,
+            }),
+        TrialEnded x => Update(x.SweepId, r => r with { Endings = r.Endings.Add((x.TrialId, r.Reports.Count)) })
+            .UpdateTrial(x.SweepId, x.TrialId, t => t with
+            {
+                // a trial the scheduler stopped stays Stopped when its cancelled run ends
+                State = t.State == TrialState.Stopped ? TrialState.Stopped : x.State,
+                Step = Math.Max(t.Step, x.Steps), Metric = x.Metric ?? t.Metric, Reason = t.State == TrialState.Stopped ? t.Reason : x.Reason ?? t.Reason,
+            }),
+        SweepEnded x => Update(x.SweepId, r => r with { State = x.State, Message = x.Reason, EndedUtc = x.EndedUtc }),
+        _ => throw new ArgumentException($"{e.GetType().Name} is not a sweep event"),
+    };
+
+    private SweepsState Update(string sweepId, Func<SweepRecord, SweepRecord> f) =>
+        Sweeps.TryGetValue(sweepId, out var r) ? this with { Sweeps = Sweeps.SetItem(sweepId, f(r)) } : this;
+
+    private SweepsState UpdateTrial(string sweepId, string trialId, Func<TrialRecord, TrialRecord> f) => Update(sweepId, r =>
+    {
+        var i = r.Trials.FindIndex(t => t.TrialId == trialId);
+        if (i < 0) return r;
+        var updated = f(r.Trials[i]);
+        var best = updated.Metric is { } m && (updated.Best is null || Better(r, m, updated.Best.Value)) ? m : updated.Best;
+        return r with { Trials = r.Trials.SetItem(i, updated with { Best = best }) };
+    });
+
+    private static bool Better(SweepRecord r, double value, double best) => r.Maximize ? value > best : value < best;
+}

@@ -1,0 +1,71 @@
+using System.CommandLine;
+using Cluster.Contracts;
+using Cluster.Contracts.Sweeps;
+using Cluster.Node.Configuration;
+using Cluster.Node.Hosting;
+using Distill.Engine.Runs;
+using Distill.Engine.Sweeps;
+
+namespace Cluster.Seed.Commands;
+
+/// <summary>`sweep`: a sweep embedded in this process, through a one-node cluster (SQLite journal in the sweep's directory), as `run` does for a run.</summary>
+internal static class SweepCommand
+{
+    public static Command Create(TextWriter stdout)
+    {
+        var spec = CommandLine.SpecArgument<string>("sweep", "the sweep spec (YAML)");
+        var sweepsDir = new Option<string>("--sweeps-dir") { Description = "folder of sweep directories", DefaultValueFactory = _ => "sweeps" };
+        var sweepId = SweepIdOption("the sweep's id; the same id resumes an interrupted sweep");
+        var command = new Command("sweep", "run a sweep embedded in this process (writes sweeps/<sweep-id>/: the trials' runs, trials.csv, best.json); " +
+                                           "the same --sweep-id resumes it where it was")
+            { spec, sweepsDir, sweepId };
+        command.SetAction(async (p, ct) =>
+        {
+            var file = p.GetValue(spec)!;
+            var sweep = SweepParser.Load(file);   // refused here, with the reason, before anything is written
+            var yaml = sweep.SourceText;
+            var root = p.GetValue(sweepsDir)!;
+            var id = p.GetValue(sweepId) ?? RunIds.New(sweep.Name);
+            var dir = Path.Combine(root, id);
+            Directory.CreateDirectory(dir);
+            var specFile = Path.Combine(dir, "submitted.yaml");
+            if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);
+            else if (await File.ReadAllTextAsync(specFile, ct) != yaml)
+                throw new InvalidOperationException($"sweep {id} exists in {dir} with a different spec; choose another --sweep-id");
+            var options = new NodeOptions
+            {
+                Persistence = PersistenceOptions.Sqlite(Path.Combine(dir, "journal.db")),
+                StoreDir = Path.Combine(dir, "blobs"),
+                RunsDir = Path.Combine(dir, "runs"),
+                SweepsDir = root,
+                LogLevel = "WARNING",
+            };
+            stdout.WriteLine($"[sweep] {id}: {sweep.Base.Method.Name} over {string.Join(", ", sweep.Space.Select(d => $"{d.Path} ({d.Kind})"))}; " +
+                             $"{sweep.Search.Kind} search{(sweep.SearchTrials is { } n ? $" of {n * sweep.Repeats} trials" : "")}, {sweep.Scheduler.Kind} scheduler, " +
+                             $"{sweep.Limits.MaxConcurrent} at once (embedded one-node cluster, journal {options.Persistence.ConnectionString.Split(';')[0]})");
+            await using var node = await ClusterNode.StartAsync(options);
+            SweepSummary final;
+            try
+            {
+                // the file it came from, so that a relative base spec is found
+                await SweepClient.SubmitAsync(node.Sweeps, yaml, Path.GetFullPath(file), id, TimeSpan.FromSeconds(60));
+                final = await SweepClient.FollowAsync(node.Sweeps, id, stdout, TimeSpan.FromSeconds(2), ct);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                stdout.WriteLine($"[sweep] {id} interrupted; its state is saved in {dir}: resume it with --sweep-id {id}");
+                return 130;
+            }
+            stdout.WriteLine($"[result] {Path.Combine(root, id, "trials.csv")}, {Path.Combine(root, id, "best.json")}");
+            return final.State == SweepState.Completed ? 0 : 1;
+        });
+        return command;
+    }
+
+    internal static Option<string?> SweepIdOption(string description)
+    {
+        var o = new Option<string?>("--sweep-id") { Description = description };
+        o.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } id && EntityId.RunIdProblem(id) is { } problem) r.AddError(problem.Replace("run id", "sweep id")); });
+        return o;
+    }
+}

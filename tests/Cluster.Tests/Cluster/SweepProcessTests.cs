@@ -1,0 +1,96 @@
+using System.Globalization;
+using Distill.Engine.Sweeps;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>
+/// An embedded sweep (`Cluster.Seed sweep`) in its own process: a KD grid with ASHA, killed with
+/// kill -9 in the middle and started again with the same --sweep-id. It resumes: no trial lost or
+/// run twice, trials that had ended keep their result, and the scheduler's decisions are those a
+/// fresh scheduler makes on the reports in the order they were journalled.
+/// </summary>
+[Collection("mnist")]
+public sealed class SweepProcessTests
+{
+    [Fact]
+    public void Should_resume_a_sweep_killed_mid_way_with_the_same_scheduler_and_its_pending_trials()
+    {
+        Torch.Init();
+        using var cluster = new ProcessCluster("sweep");
+        var teacher = cluster.SaveTeacher(71);
+        File.WriteAllText(Path.Combine(cluster.Work, "base.yaml"), $$"""
+            name: kdsmall
+            method: kd
+            seed: 1
+            data: {name: mnist, image_size: 32}
+            teacher: {arch: lenet5, checkpoint: {{teacher}}}
+            student:
+              arch: lenet5-half
+              train: {steps: 60, batch_size: 64, optimizer: adam, lr: 0.001, eval_every: 20}
+            kd: {temperature: 4, alpha: 0.1}
+            """);
+        var sweepFile = Path.Combine(cluster.Work, "sweep.yaml");
+        File.WriteAllText(sweepFile, """
+            name: kdsw
+            base: base.yaml
+            space:
+              kd.temperature: {grid: [1, 4]}
+              kd.alpha: {grid: [0.1, 0.9]}
+              student.train.lr: {loguniform: [0.0003, 0.003]}
+            scheduler: {kind: asha, grace_period: 20, reduction_factor: 2}
+            limits: {max_concurrent: 1}
+            """);
+        var sweeps = Path.Combine(cluster.Work, "sweeps");
+        var dir = Path.Combine(sweeps, "s1");
+        string[] args = ["sweep", sweepFile, "--sweeps-dir", sweeps, "--sweep-id", "s1"];
+
+        var first = cluster.Start(cluster.SeedBin, "sweep-1.log", args);
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        string[] Rows() => File.Exists(Path.Combine(dir, "trials.csv")) ? File.ReadAllLines(Path.Combine(dir, "trials.csv")).Skip(1).ToArray() : [];
+        // kill once a trial has ended and the next one runs
+        while (!(Rows().Any(r => r.Contains(",stopped,") || r.Contains(",completed,")) && Rows().Any(r => r.Contains(",running,"))))
+        {
+            Assert.True(DateTime.UtcNow < deadline && !first.HasExited, "the sweep did not get going: " + cluster.Logs(_ => true, 30));
+            Thread.Sleep(200);
+        }
+        first.Kill();
+        first.WaitForExit();
+        var before = Rows().Where(r => r.Contains(",stopped,") || r.Contains(",completed,")).ToDictionary(r => r.Split(',')[0]);
+        var metricsBefore = before.Keys.ToDictionary(t => t, t => File.ReadAllLines(Path.Combine(dir, "runs", $"s1-{t}", "metrics.csv")).Length);
+
+        var again = cluster.Start(cluster.SeedBin, "sweep-2.log", args);
+        Assert.True(again.WaitForExit(TimeSpan.FromMinutes(4)), "the resumed sweep did not finish: " + cluster.Logs(_ => true, 40));
+        again.WaitForExit();
+        Assert.True(again.ExitCode == 0, "the resumed sweep failed: " + cluster.Logs(_ => true, 40));
+
+        var rows = Rows().Select(r => r.Split(',')).ToArray();
+        Assert.Equal(["t0000", "t0001", "t0002", "t0003"], rows.Select(r => r[0]));
+        // every trial ran once: one run each, none started again under another attempt
+        Assert.Equal(["s1-t0000", "s1-t0001", "s1-t0002", "s1-t0003"], Directory.GetDirectories(Path.Combine(dir, "runs")).Select(Path.GetFileName).Order());
+        Assert.All(rows, r => Assert.Equal("1", r[^2]));
+        Assert.All(rows, r => Assert.Contains(r[5], new[] { "stopped", "completed" }));
+        // what had ended stays as it was, and its run trained no further
+        foreach (var (t, row) in before)
+        {
+            Assert.Equal(row, File.ReadAllLines(Path.Combine(dir, "trials.csv")).First(l => l.StartsWith(t + ",")));
+            Assert.Equal(metricsBefore[t], File.ReadAllLines(Path.Combine(dir, "runs", $"s1-{t}", "metrics.csv")).Length);
+        }
+
+        // the same decisions from a fresh scheduler on the journalled reports, in their order
+        var spec = SweepParser.Load(sweepFile);
+        var scheduler = Scheduler.For(spec);
+        var stoppedAt = new Dictionary<string, string>();
+        foreach (var line in File.ReadAllLines(Path.Combine(dir, "reports.csv")).Skip(1))
+        {
+            var c = line.Split(',');
+            var config = new TrialConfig(spec.Space.Select((d, i) => new KeyValuePair<string, string>(d.Path, rows.First(r => r[0] == c[0])[2 + i])).ToArray());
+            var d = scheduler.OnReport(new TrialReport(c[0], long.Parse(c[1], CultureInfo.InvariantCulture), spec.Score(double.Parse(c[2], CultureInfo.InvariantCulture)), config));
+            if (d.Verdict == Verdict.Stop) stoppedAt.TryAdd(c[0], d.Reason);
+        }
+        foreach (var r in rows)
+            Assert.True((r[5] == "stopped") == stoppedAt.ContainsKey(r[0]), $"trial {r[0]} is {r[5]}, but the replayed scheduler {(stoppedAt.ContainsKey(r[0]) ? "stopped" : "kept")} it");
+        Assert.Contains(rows, r => r[5] == "completed");
+        Assert.Contains(rows, r => r[5] == "stopped");
+        Assert.Contains("\"state\": \"completed\"", File.ReadAllText(Path.Combine(dir, "best.json")));
+    }
+}
