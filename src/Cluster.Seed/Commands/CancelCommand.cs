@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Cluster.Contracts.Runs;
+using Cluster.Contracts.Sweeps;
 using Cluster.Node.Hosting;
 
 namespace Cluster.Seed.Commands;
@@ -13,13 +14,23 @@ internal static class CancelCommand
     public static Command Create(TextWriter stdout)
     {
         var runId = CommandLine.RunIdArgument("the run to cancel");
+        var sweep = new Option<bool>("--sweep") { Description = "the id is a sweep's: its running trials are cancelled and no new one starts (on a cluster, --seeds)" };
         var reason = new Option<string>("--reason") { Description = "why (shown by status and events.log)", DefaultValueFactory = _ => "cancelled by the user" };
         var node = new NodeCommandOptions();
-        var command = new Command("cancel", "cancel a run for good: on a cluster with --seeds, or an embedded run in --runs-dir") { runId, reason };
+        var command = new Command("cancel", "cancel a run for good: on a cluster with --seeds, or an embedded run in --runs-dir") { runId, reason, sweep };
         node.AddTo(command);
         command.SetAction(async (p, ct) =>
         {
             var id = p.GetValue(runId)!;
+            if (p.GetValue(sweep))
+            {
+                if (p.GetValue(node.Seeds) is not { Length: > 0 })
+                    throw new InvalidOperationException("cancel --sweep needs --seeds (an embedded sweep stops with Ctrl+C and resumes with its --sweep-id)");
+                await using var sweepClient = await CommandLine.Client(node, p);
+                var s = await SweepClient.CancelAsync(sweepClient.Sweeps, id, p.GetValue(reason)!, TimeSpan.FromSeconds(30));
+                stdout.WriteLine(s.State == SweepState.Cancelled ? $"sweep {id} cancelled" : $"sweep {id} had already ended: {s.State.ToString().ToLowerInvariant()}");
+                return 0;
+            }
             CancelAnswer answer;
             if (p.GetValue(node.Seeds) is { Length: > 0 })
             {
