@@ -40,6 +40,18 @@ public sealed class SweepSpecTests
         Assert.False(SweepParser.IsSweep(File.ReadAllText(KdBase)));
     }
 
+    public static IEnumerable<object[]> ShippedSweeps() =>
+        Directory.GetFiles(Path.Combine(Repo.Root(), "specs", "sweeps"), "*.yaml").Order().Select(f => new object[] { Path.GetFileName(f) });
+
+    [Theory]
+    [MemberData(nameof(ShippedSweeps))]
+    public void Every_shipped_sweep_is_valid(string file)
+    {
+        var s = SweepParser.Load(Path.Combine(Repo.Root(), "specs", "sweeps", file));
+        Assert.Equal(Path.GetFileNameWithoutExtension(file), s.Name);
+        Assert.True(s.SearchTrials >= 1);
+    }
+
     [Fact]
     public void Should_take_an_inline_base_spec()
     {

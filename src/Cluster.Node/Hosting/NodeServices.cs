@@ -26,6 +26,9 @@ public sealed class NodeServices(NodeOptions options)
     public IActorRef Generators { get; set; } = ActorRefs.Nobody;
     public IActorRef Teachers { get; set; } = ActorRefs.Nobody;
     public IActorRef Students { get; set; } = ActorRefs.Nobody;
+    /// <summary>How long the sweep coordinator takes from a trial's report to its decision journalled.</summary>
+    public LatencyRecorder SweepDecisionTimes { get; } = new(100_000);
+
     /// <summary>The sweep coordinator singleton's proxy: trials' runs report to it.</summary>
     public IActorRef Sweeps { get; set; } = ActorRefs.Nobody;
 

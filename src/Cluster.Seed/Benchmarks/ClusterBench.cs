@@ -44,6 +44,7 @@ public static partial class ClusterBench
         var rows = new List<ClusterBenchRow>();
         if (parts.Contains("pipeline")) rows.AddRange(PipelineRows(log, quick));
         if (parts.Contains("wire") || parts.Contains("allreduce")) rows.AddRange(PeerRows(log, quick, parts));
+        if (parts.Contains("sweeps")) rows.AddRange(SweepRows(log, quick));
         return rows;
     }
 

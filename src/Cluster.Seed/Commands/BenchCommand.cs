@@ -14,10 +14,10 @@ internal static class BenchCommand
         var cluster = new Option<bool>("--cluster") { Description = "the actor pipeline vs the engine loop, Akka.Remote vs raw TCP between two processes, all-reduce vs the ring bound" };
         var part = new Option<string[]>("--part")
         {
-            Description = "with --cluster: only these parts (pipeline, wire, allreduce); all by default",
+            Description = "with --cluster: only these parts (pipeline, wire, allreduce, sweeps: the sweep coordinator with 10,000 simulated trials); pipeline, wire and allreduce by default",
             AllowMultipleArgumentsPerToken = true,
         };
-        part.AcceptOnlyFromAmong("pipeline", "wire", "allreduce");
+        part.AcceptOnlyFromAmong("pipeline", "wire", "allreduce", "sweeps");
         var command = new Command("bench", "time the engine's workloads; prints and saves a table") { device, output, quick, cluster, part };
         command.Validators.Add(r =>
         {

@@ -21,6 +21,7 @@ public static class CommandLine
         root.Add(ServeCommand.Create(stdout));
         root.Add(SweepCommand.Create(stdout));
         root.Add(SubmitCommand.Create(stdout));
+        root.Add(ResultsCommand.Create(stdout));
         root.Add(StatusCommand.Create(stdout));
         root.Add(CancelCommand.Create(stdout));
         root.Add(ValidateCommand.Create(stdout));

@@ -9,7 +9,8 @@ namespace Distill.Engine.Runs;
 
 /// <summary>
 /// runs/&lt;run-id&gt;/: spec.yaml (as given) and spec.resolved.yaml (every default filled in),
-/// metrics.csv, events.log, samples/*.png, checkpoints/, result.json.
+/// metrics.csv (and the same as TensorBoard scalars in tensorboard/), events.log, samples/*.png,
+/// checkpoints/, result.json.
 /// Checkpoints are written to a temporary file and renamed, with a SHA-256 beside them, so a crash
 /// never leaves a half-written file that looks valid.
 /// </summary>
@@ -104,6 +105,30 @@ public sealed class RunDirectory : IDisposable
             sb.Append(',').Append(values.TryGetValue(c, out var v) ? v.ToString("G6", CultureInfo.InvariantCulture) : "");
         metrics.WriteLine(sb.ToString());
         metrics.Flush();
+        TensorBoard(phase, step, values);
+    }
+
+    private TorchSharp.Modules.SummaryWriter? board;
+    private bool boardFailed;
+
+    /// <summary>
+    /// The same values as TensorBoard scalars (tensorboard/events.out.tfevents.*, tag "phase/column"),
+    /// with TorchSharp's SummaryWriter. A disk error here is said once in events.log and never stops the run.
+    /// </summary>
+    private void TensorBoard(string phase, long step, IReadOnlyDictionary<string, double> values)
+    {
+        if (boardFailed) return;
+        try
+        {
+            board ??= TorchSharp.torch.utils.tensorboard.SummaryWriter(File("tensorboard"));
+            foreach (var (name, v) in values)
+                if (double.IsFinite(v)) board.add_scalar($"{phase}/{name}", (float)v, (int)Math.Min(step, int.MaxValue));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            boardFailed = true;
+            Event($"TensorBoard files not written: {e.Message}");
+        }
     }
 
     public void Samples(string phase, long step, byte[] png) =>

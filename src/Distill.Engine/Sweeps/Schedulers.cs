@@ -56,12 +56,14 @@ public abstract class Scheduler(SweepSpec sweep)
     };
 
     /// <summary>The q-quantile of values with linear interpolation between order statistics.</summary>
-    public static double Quantile(IReadOnlyCollection<double> values, double q)
+    public static double Quantile(IReadOnlyCollection<double> values, double q) => QuantileOfSorted(values.Order().ToArray(), q);
+
+    /// <summary><see cref="Quantile"/> of values already in ascending order.</summary>
+    public static double QuantileOfSorted(IReadOnlyList<double> v, double q)
     {
-        var v = values.Order().ToArray();
-        var pos = q * (v.Length - 1);
+        var pos = q * (v.Count - 1);
         var lo = (int)Math.Floor(pos);
-        var hi = Math.Min(lo + 1, v.Length - 1);
+        var hi = Math.Min(lo + 1, v.Count - 1);
         return v[lo] + (pos - lo) * (v[hi] - v[lo]);
     }
 
@@ -87,13 +89,15 @@ public sealed class AshaScheduler : Scheduler
 {
     private readonly long[] milestones;
     private readonly Dictionary<long, Dictionary<string, double>> recorded = [];
+    /// <summary>Each rung's scores in order, so that a cutoff costs no sort (a rung of a large sweep holds thousands).</summary>
+    private readonly Dictionary<long, List<double>> sorted = [];
 
     public AshaScheduler(SweepSpec sweep) : base(sweep)
     {
         var m = new List<long>();
         for (double at = Settings.GracePeriod; at < Settings.MaxSteps; at *= Settings.ReductionFactor) m.Add((long)Math.Round(at));
         milestones = m.Distinct().ToArray();
-        foreach (var x in milestones) recorded[x] = [];
+        foreach (var x in milestones) (recorded[x], sorted[x]) = ([], []);
     }
 
     public IReadOnlyList<long> Milestones => milestones;
@@ -110,8 +114,11 @@ public sealed class AshaScheduler : Scheduler
             if (r.Step < m) continue;
             var rung = recorded[m];
             if (rung.ContainsKey(r.TrialId)) break;
-            double? cutoff = rung.Count > 0 ? Quantile(rung.Values, 1 - 1 / Settings.ReductionFactor) : null;
+            var order = sorted[m];
+            double? cutoff = rung.Count > 0 ? QuantileOfSorted(order, 1 - 1 / Settings.ReductionFactor) : null;
             rung[r.TrialId] = r.Score;
+            var at = order.BinarySearch(r.Score);
+            order.Insert(at < 0 ? ~at : at, r.Score);
             return cutoff is { } c && r.Score < c
                 ? new(Verdict.Stop, $"rung {k} (step {m}): {F(r.Score)} is below the top 1/{F(Settings.ReductionFactor)} of {rung.Count - 1} trials there ({F(c)})")
                 : new(Verdict.Continue, $"promoted at rung {k} (step {m})");

@@ -41,7 +41,7 @@ public sealed class LoneSeedProcessTests
         }
         var follow = cluster.Start(cluster.SeedBin, "follow.log", ["submit", spec, "--seeds", seeds, "--run-id", "l1", "--follow"]);
 
-        var waitingFor = TimeSpan.FromSeconds(15);
+        var waitingFor = TimeSpan.FromSeconds(8);
         Thread.Sleep(waitingFor);
         var status = cluster.Start(cluster.SeedBin, "status.log", ["status", "--seeds", seeds]);
         Assert.True(status.WaitForExit(TimeSpan.FromSeconds(60)), "status: " + cluster.Logs(_ => true, 20));

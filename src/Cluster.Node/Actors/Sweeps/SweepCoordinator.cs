@@ -160,9 +160,11 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         if (r.Trial(at.TrialId) is not { } t || t.RunId != m.RunId) return;
         liveSteps[m.RunId] = Math.Max(liveSteps.GetValueOrDefault(m.RunId), m.Step);
         var rt = Runtime(r);
+        var received = System.Diagnostics.Stopwatch.GetTimestamp();
         if (SweepDecisions.Report(r, rt, t, m.Step, m.Names, m.Values) is not { } e) return;
         Record([e], () =>
         {
+            services.SweepDecisionTimes.Record(System.Diagnostics.Stopwatch.GetElapsedTime(received));
             if (e.Stop)
             {
                 log.Info("sweep {0}: trial {1} stopped at step {2}: {3}", r.SweepId, t.TrialId, m.Step, e.Reason);
@@ -216,17 +218,42 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
                 var best = SweepDecisions.Best(done, rt);
                 log.Info("sweep {0} completed: {1} trials, best {2}", sweepId, done.Trials.Count,
                     best is { } b ? $"{b.Mean:F2} ± {b.Std:F2} ({string.Join(", ", rt.Config(b.Trials[0]).Values.Select(v => $"{v.Key}={v.Value}"))})" : "none");
-                WriteFiles(done, rt);
+                WriteFiles(done, rt, plots: true);
             });
             return;
         }
-        WriteFiles(r, rt);
+        WriteFiles(r, rt, plots: false);
     }
 
-    private void WriteFiles(SweepRecord r, SweepRuntime rt)
+    /// <summary>When each sweep's files were last written: at most every 2 s while it runs (a large sweep's table is megabytes).</summary>
+    private readonly Dictionary<string, DateTime> written = [];
+
+    private void WriteFiles(SweepRecord r, SweepRuntime rt, bool plots)
     {
-        try { SweepFiles.Write(services.Options.SweepsPath, r, rt); }
+        var now = DateTime.UtcNow;
+        if (r.Running && written.TryGetValue(r.SweepId, out var last) && now - last < TimeSpan.FromSeconds(2)) return;
+        written[r.SweepId] = now;
+        try { SweepFiles.Write(services.Options.SweepsPath, r, rt, plots || r.Trials.Count <= 100 && r.Trials.Count(t => t.Ended) > plotted.GetValueOrDefault(r.SweepId)); }
         catch (IOException e) { log.Warning("sweep {0}: files not written: {1}", r.SweepId, e.Message); }
+        plotted[r.SweepId] = r.Trials.Count(t => t.Ended);
+    }
+
+    /// <summary>Ended trials when the plots were last drawn, by sweep (they are drawn again only when one more has ended).</summary>
+    private readonly Dictionary<string, int> plotted = [];
+
+    /// <summary>Each trial's TensorBoard writer (sweeps/&lt;id&gt;/tensorboard/&lt;trial&gt;/): TensorBoard pointed at the folder compares the trials.</summary>
+    private readonly Dictionary<string, TorchSharp.Modules.SummaryWriter> boards = [];
+
+    private void Board(TrialReported p, string metric)
+    {
+        try
+        {
+            var key = $"{p.SweepId}/{p.TrialId}";
+            if (!boards.TryGetValue(key, out var w))
+                boards[key] = w = TorchSharp.torch.utils.tensorboard.SummaryWriter(Path.Combine(services.Options.SweepsPath, p.SweepId, "tensorboard", p.TrialId));
+            w.add_scalar(metric, (float)p.Value, (int)Math.Min(p.Step, int.MaxValue));
+        }
+        catch (IOException e) { log.Warning("sweep {0}: TensorBoard file of {1} not written: {2}", p.SweepId, p.TrialId, e.Message); }
     }
 
     /// <summary>Each new launch's run is submitted after its event is journalled; a submit lost on the way is caught up by the tick.</summary>
@@ -237,6 +264,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         {
             state = state.Apply(e);
             if (e is TrialLaunched l) SubmitTrial(state.Sweeps[l.SweepId], l.TrialId);
+            if (e is TrialReported p) Board(p, Runtime(state.Sweeps[p.SweepId]).Spec.Metric);
             if (--left == 0) then();
         });
     }
@@ -255,7 +283,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         {
             foreach (var t in r.Trials.Where(t => t.State is TrialState.Running or TrialState.Stopped && t.RunId is not null))
             {
-                if (t.State == TrialState.Stopped && r.Endings.Any(e => e.TrialId == t.TrialId)) continue;
+                if (t.State == TrialState.Stopped && t.EndRecorded) continue;
                 var runId = t.RunId!;
                 services.Coordinator.Ask<object>(new GetRunStatus(runId), TimeSpan.FromSeconds(10))
                     .PipeTo(Self, success: a => new RunChecked(runId, a), failure: x => new RunChecked(runId, x));

@@ -41,8 +41,8 @@ public sealed class SweepRuntime
 
     public TrialConfig Config(TrialRecord t) => new(Spec.Space.Select((d, i) => new KeyValuePair<string, string>(d.Path, t.Values[i])).ToArray());
 
-    /// <summary>What the searcher has learnt: every ended configuration's last metric.</summary>
-    public IReadOnlyList<Observation> Observations(SweepRecord r) => r.Trials
+    /// <summary>What the searcher has learnt: every ended configuration's last metric (only a model-based searcher reads it).</summary>
+    public IReadOnlyList<Observation> Observations(SweepRecord r) => Searcher is not TpeSearcher ? [] : r.Trials
         .Where(t => t.State is TrialState.Completed or TrialState.Stopped && t.Metric is not null)
         .Select(t => new Observation(Config(t), Spec.Score(t.Metric!.Value))).ToArray();
 }
@@ -119,7 +119,7 @@ public static class SweepDecisions
         if (t.State != TrialState.Running) return null;
         var i = names.ToList().IndexOf(rt.Spec.Metric);
         if (i < 0 || !double.IsFinite(values[i])) return null;
-        if (r.Reports.Any(p => p.TrialId == t.TrialId && p.Step >= step)) return null;
+        if (t.Reported >= step) return null;
         var d = rt.Scheduler.OnReport(new TrialReport(t.TrialId, step, rt.Spec.Score(values[i]), rt.Config(t)));
         var rung = rt.Scheduler is AshaScheduler asha ? asha.Milestones.Count(m => m <= step && asha.At(m).ContainsKey(t.TrialId)) : 0;
         return new TrialReported(r.SweepId, t.TrialId, step, values[i], d.Verdict == Verdict.Stop, d.Reason, rung);
@@ -130,7 +130,7 @@ public static class SweepDecisions
     {
         if (t.RunId != runId || t.Ended && t.State != TrialState.Stopped) return null;
         if (t.State == TrialState.Stopped)
-            return r.Endings.Any(e => e.TrialId == t.TrialId) ? null : new TrialEnded(r.SweepId, t.TrialId, TrialState.Stopped, steps, null, null);
+            return t.EndRecorded ? null : new TrialEnded(r.SweepId, t.TrialId, TrialState.Stopped, steps, null, null);
         var metric = rt.Spec.Metric == "test_accuracy" ? accuracy : null;
         return state switch
         {

@@ -7,17 +7,20 @@ namespace Cluster.Node.Actors;
 
 /// <summary>
 /// sweeps/&lt;id&gt;/: sweep.yaml (as given), trials.csv (a row per trial, the hyperparameters as
-/// columns), reports.csv (the scheduler's inputs in order) and best.json.
+/// columns), reports.csv (the scheduler's inputs in order), best.json, PNG plots, and
+/// tensorboard/&lt;trial&gt;/ (each trial's reported metric, written by the coordinator as it comes).
 /// </summary>
 public static class SweepFiles
 {
-    public static void Write(string sweepsDir, SweepRecord r, SweepRuntime rt)
+    /// <param name="plots">also the PNG plots (<see cref="SweepPlots"/>): at the sweep's end, and as trials end while there are few</param>
+    public static void Write(string sweepsDir, SweepRecord r, SweepRuntime rt, bool plots)
     {
         var dir = Path.Combine(sweepsDir, r.SweepId);
         Directory.CreateDirectory(dir);
         Atomic(Path.Combine(dir, "sweep.yaml"), r.SpecYaml);
         Atomic(Path.Combine(dir, "trials.csv"), TrialsCsv(r, rt));
         Atomic(Path.Combine(dir, "reports.csv"), ReportsCsv(r));
+        if (plots) SweepPlots.Write(dir, r, rt);
         var best = SweepDecisions.Best(r, rt);
         Atomic(Path.Combine(dir, "best.json"), JsonSerializer.Serialize(new
         {

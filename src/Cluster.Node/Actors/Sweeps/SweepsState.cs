@@ -8,7 +8,7 @@ namespace Cluster.Node.Actors;
 /// <summary>A trial as the sweep coordinator holds it.</summary>
 public sealed record TrialRecord(
     string TrialId, long Index, int Repeat, string[] Values, TrialState State, string? RunId, int Attempt,
-    long Step, double? Metric, double? Best, int Rung, string? Reason)
+    long Step, double? Metric, double? Best, int Rung, string? Reason, long Reported = -1, bool EndRecorded = false)
 {
     public bool Ended => State is TrialState.Completed or TrialState.Stopped or TrialState.Failed or TrialState.Cancelled;
 }
@@ -19,14 +19,16 @@ public sealed record ReportRecord(string TrialId, long Step, double Value);
 /// <summary>A sweep's persisted state. Pure: events in, a new state out.</summary>
 public sealed record SweepRecord(
     string SweepId, string SpecYaml, string SpecFile, DateTime SubmittedUtc, bool Maximize, SweepState State, string? Message, DateTime? EndedUtc,
-    ImmutableList<TrialRecord> Trials, ImmutableList<ReportRecord> Reports, ImmutableList<(string TrialId, int Position)> Endings)
+    ImmutableList<TrialRecord> Trials, ImmutableList<ReportRecord> Reports, ImmutableList<(string TrialId, int Position)> Endings,
+    ImmutableDictionary<string, int> TrialIndex)
 {
     public bool Running => State == SweepState.Running;
 
     /// <summary>Configurations the searcher has made (a configuration has one trial per repeat).</summary>
-    public long Configurations => Trials.Count == 0 ? 0 : Trials.Max(t => t.Index) + 1;
+    public long Configurations => Trials.Count == 0 ? 0 : Trials[^1].Index + 1;   // made in index order
 
-    public TrialRecord? Trial(string trialId) => Trials.Find(t => t.TrialId == trialId);
+    /// <summary>A trial by id (an index, not a scan: a sweep may hold many thousands).</summary>
+    public TrialRecord? Trial(string trialId) => TrialIndex.TryGetValue(trialId, out var i) ? Trials[i] : null;
 
     public long StudentSteps => Trials.Sum(t => t.Step);
 }
@@ -40,11 +42,12 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
     {
         SweepSubmitted s => this with
         {
-            Sweeps = Sweeps.SetItem(s.SweepId, new SweepRecord(s.SweepId, s.SpecYaml, s.SpecFile, s.SubmittedUtc, s.Maximize, SweepState.Running, null, null, [], [], [])),
+            Sweeps = Sweeps.SetItem(s.SweepId, new SweepRecord(s.SweepId, s.SpecYaml, s.SpecFile, s.SubmittedUtc, s.Maximize, SweepState.Running, null, null, [], [], [], ImmutableDictionary<string, int>.Empty)),
         },
         TrialCreated c => Update(c.SweepId, r => r with
         {
             Trials = r.Trials.Add(new TrialRecord(c.TrialId, c.Index, c.Repeat, c.Values, TrialState.Pending, null, 0, 0, null, null, 0, null)),
+            TrialIndex = r.TrialIndex.SetItem(c.TrialId, r.Trials.Count),
         }),
         TrialLaunched l => UpdateTrial(l.SweepId, l.TrialId, t => t with { State = TrialState.Running, RunId = l.RunId, Attempt = l.Attempt }) with
         {
@@ -53,7 +56,7 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
         TrialReported p => Update(p.SweepId, r => r with { Reports = r.Reports.Add(new ReportRecord(p.TrialId, p.Step, p.Value)) })
             .UpdateTrial(p.SweepId, p.TrialId, t => t with
             {
-                Step = Math.Max(t.Step, p.Step), Metric = p.Value, Rung = Math.Max(t.Rung, p.Rung),
+                Step = Math.Max(t.Step, p.Step), Metric = p.Value, Rung = Math.Max(t.Rung, p.Rung), Reported = Math.Max(t.Reported, p.Step),
                 State = p.Stop && !t.Ended ? TrialState.Stopped : t.State,
                 Reason = p.Stop ? p.Reason : t.Reason,
             }),
@@ -62,7 +65,7 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
             {
                 // a trial the scheduler stopped stays Stopped when its cancelled run ends
                 State = t.State == TrialState.Stopped ? TrialState.Stopped : x.State,
-                Step = Math.Max(t.Step, x.Steps), Metric = x.Metric ?? t.Metric, Reason = t.State == TrialState.Stopped ? t.Reason : x.Reason ?? t.Reason,
+                Step = Math.Max(t.Step, x.Steps), Metric = x.Metric ?? t.Metric, EndRecorded = true, Reason = t.State == TrialState.Stopped ? t.Reason : x.Reason ?? t.Reason,
             }),
         SweepEnded x => Update(x.SweepId, r => r with { State = x.State, Message = x.Reason, EndedUtc = x.EndedUtc }),
         _ => throw new ArgumentException($"{e.GetType().Name} is not a sweep event"),
@@ -73,8 +76,7 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
 
     private SweepsState UpdateTrial(string sweepId, string trialId, Func<TrialRecord, TrialRecord> f) => Update(sweepId, r =>
     {
-        var i = r.Trials.FindIndex(t => t.TrialId == trialId);
-        if (i < 0) return r;
+        if (!r.TrialIndex.TryGetValue(trialId, out var i)) return r;
         var updated = f(r.Trials[i]);
         var best = updated.Metric is { } m && (updated.Best is null || Better(r, m, updated.Best.Value)) ? m : updated.Best;
         return r with { Trials = r.Trials.SetItem(i, updated with { Best = best }) };

@@ -1,0 +1,155 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using YamlDotNet.RepresentationModel;
+
+namespace Distill.Engine.Sweeps;
+
+/// <summary>One configuration's result: the mean and sample standard deviation of its runs' metric.</summary>
+public sealed record ResultRow(IReadOnlyList<string> Values, double Mean, double Std, int Count, IReadOnlyList<string> Sources);
+
+/// <summary>
+/// What `results` prints and writes: a row per configuration with the hyperparameters as columns,
+/// mean ± std over its repeats (seeds), best first. Read from a sweep's trials.csv, or from run
+/// directories, whose hyperparameters are the resolved-spec keys that differ between them.
+/// </summary>
+public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, string Mode, IReadOnlyList<ResultRow> Rows)
+{
+    public ResultRow? Best => Rows.Count > 0 ? Rows[0] : null;
+
+    private static ResultsTable Sorted(IReadOnlyList<string> columns, string metric, string mode, IEnumerable<ResultRow> rows) =>
+        new(columns, metric, mode, (mode == "max" ? rows.OrderByDescending(r => r.Mean) : rows.OrderBy(r => r.Mean)).ToArray());
+
+    private static ResultRow Row(IReadOnlyList<string> values, IReadOnlyList<(double Value, string Source)> runs)
+    {
+        var v = runs.Select(r => r.Value).ToArray();
+        var mean = v.Average();
+        var std = v.Length < 2 ? 0 : Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Length - 1));
+        return new ResultRow(values, mean, std, v.Length, runs.Select(r => r.Source).ToArray());
+    }
+
+    /// <summary>A sweep directory's trials.csv (and best.json for the metric's mode): trials that ended with a metric, by configuration.</summary>
+    public static ResultsTable FromSweep(string sweepDir)
+    {
+        var file = Path.Combine(sweepDir, "trials.csv");
+        if (!File.Exists(file)) throw new FileNotFoundException($"{file} does not exist: not a sweep directory, or the sweep has not started a trial");
+        var lines = File.ReadAllLines(file).Where(l => l.Length > 0).Select(SplitCsv).ToArray();
+        var head = lines[0];
+        var stateAt = Array.IndexOf(head, "state");
+        var metric = head[stateAt + 2];
+        var columns = head[2..stateAt];
+        var mode = "max";
+        var best = Path.Combine(sweepDir, "best.json");
+        if (File.Exists(best) && JsonDocument.Parse(File.ReadAllText(best)).RootElement.TryGetProperty("mode", out var m)) mode = m.GetString() ?? "max";
+        var rows = lines[1..]
+            .Where(c => c[stateAt] is "completed" or "stopped" && c[stateAt + 2].Length > 0)
+            .GroupBy(c => string.Join('\u0001', c[2..stateAt]))
+            .Select(g => Row(g.First()[2..stateAt], g.Select(c => (double.Parse(c[stateAt + 2], CultureInfo.InvariantCulture), c[0] + (c[stateAt] == "stopped" ? " (stopped)" : ""))).ToArray()));
+        return Sorted(columns, metric, mode, rows);
+    }
+
+    /// <summary>
+    /// Run directories (each with spec.resolved.yaml and result.json): the columns are the keys whose
+    /// values differ between the runs (the seed aside: runs that differ only in it are repeats).
+    /// </summary>
+    public static ResultsTable FromRuns(IReadOnlyList<string> runDirs)
+    {
+        var runs = runDirs.Select(d =>
+        {
+            var spec = Path.Combine(d, "spec.resolved.yaml");
+            var result = Path.Combine(d, "result.json");
+            if (!File.Exists(spec) || !File.Exists(result)) throw new FileNotFoundException($"{d} is not a finished run directory (spec.resolved.yaml and result.json)");
+            var keys = Flatten(File.ReadAllText(spec));
+            var accuracy = JsonDocument.Parse(File.ReadAllText(result)).RootElement.GetProperty("student_accuracy");
+            return (Dir: d, Keys: keys, Accuracy: accuracy.ValueKind == JsonValueKind.Number ? accuracy.GetDouble() : double.NaN);
+        }).Where(r => double.IsFinite(r.Accuracy)).ToArray();
+        var columns = runs.SelectMany(r => r.Keys.Keys).Distinct()
+            .Where(k => k is not ("name" or "seed") && runs.Select(r => r.Keys.GetValueOrDefault(k, "")).Distinct().Count() > 1)
+            .Order(StringComparer.Ordinal).ToArray();
+        var rows = runs.GroupBy(r => string.Join('\u0001', columns.Select(c => r.Keys.GetValueOrDefault(c, ""))))
+            .Select(g => Row(columns.Select(c => g.First().Keys.GetValueOrDefault(c, "")).ToArray(),
+                g.Select(r => (r.Accuracy, Path.GetFileName(Path.TrimEndingDirectorySeparator(r.Dir)))).ToArray()));
+        return Sorted(columns, "student_accuracy", "max", rows);
+    }
+
+    /// <summary>A YAML mapping's scalars by dotted path.</summary>
+    public static Dictionary<string, string> Flatten(string yaml)
+    {
+        var stream = new YamlStream();
+        stream.Load(new StringReader(yaml));
+        var keys = new Dictionary<string, string>();
+        void Walk(YamlNode n, string prefix)
+        {
+            switch (n)
+            {
+                case YamlMappingNode m:
+                    foreach (var (k, v) in m.Children) Walk(v, prefix.Length == 0 ? ((YamlScalarNode)k).Value! : $"{prefix}.{((YamlScalarNode)k).Value}");
+                    break;
+                case YamlScalarNode s: keys[prefix] = s.Value ?? ""; break;
+                case YamlSequenceNode q: keys[prefix] = "[" + string.Join(", ", q.Children.Select(c => (c as YamlScalarNode)?.Value ?? "?")) + "]"; break;
+            }
+        }
+        Walk(stream.Documents[0].RootNode, "");
+        return keys;
+    }
+
+    public string Format()
+    {
+        string[] head = [.. Columns, $"{Metric} (mean ± std)", "n", "runs"];
+        var rows = Rows.Select(r => r.Values.Concat([$"{F(r.Mean)} ± {F(r.Std)}", r.Count.ToString(CultureInfo.InvariantCulture), Short(string.Join(" ", r.Sources))]).ToArray()).ToList();
+        var widths = head.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
+        var sb = new StringBuilder();
+        sb.AppendLine(string.Join("  ", head.Select((h, i) => h.PadRight(widths[i]))).TrimEnd());
+        foreach (var r in rows) sb.AppendLine(string.Join("  ", r.Select((c, i) => c.PadRight(widths[i]))).TrimEnd());
+        sb.AppendLine(Best is { } b
+            ? $"best ({Mode} {Metric}): {string.Join(", ", Columns.Select((c, i) => $"{c}={b.Values[i]}"))}: {F(b.Mean)} ± {F(b.Std)} over {b.Count} run(s)"
+            : "no finished runs with a result");
+        return sb.ToString();
+    }
+
+    public string ToCsv()
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine(string.Join(',', Columns.Concat([$"{Metric}_mean", $"{Metric}_std", "n", "runs"]).Select(Quote)));
+        foreach (var r in Rows)
+            sb.AppendLine(string.Join(',', r.Values.Concat([R(r.Mean), R(r.Std), r.Count.ToString(CultureInfo.InvariantCulture), string.Join(' ', r.Sources)]).Select(Quote)));
+        return sb.ToString();
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(new
+    {
+        metric = Metric,
+        mode = Mode,
+        columns = Columns,
+        best = Best is { } b ? new { config = Columns.Select((c, i) => (c, b.Values[i])).ToDictionary(x => x.c, x => x.Item2), mean = b.Mean, std = b.Std, n = b.Count } : null,
+        rows = Rows.Select(r => new { config = Columns.Select((c, i) => (c, r.Values[i])).ToDictionary(x => x.c, x => x.Item2), mean = r.Mean, std = r.Std, n = r.Count, runs = r.Sources }),
+    }, new JsonSerializerOptions { WriteIndented = true });
+
+    private static string F(double d) => d.ToString("0.###", CultureInfo.InvariantCulture);
+    private static string R(double d) => d.ToString("R", CultureInfo.InvariantCulture);
+    private static string Short(string s) => s.Length <= 50 ? s : s[..47] + "...";
+    private static string Quote(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
+
+    /// <summary>One CSV line's fields (quoted fields may hold commas and doubled quotes).</summary>
+    public static string[] SplitCsv(string line)
+    {
+        var fields = new List<string>();
+        var sb = new StringBuilder();
+        var quoted = false;
+        for (var i = 0; i < line.Length; i++)
+        {
+            var c = line[i];
+            if (quoted)
+            {
+                if (c == '"' && i + 1 < line.Length && line[i + 1] == '"') { sb.Append('"'); i++; }
+                else if (c == '"') quoted = false;
+                else sb.Append(c);
+            }
+            else if (c == '"') quoted = true;
+            else if (c == ',') { fields.Add(sb.ToString()); sb.Clear(); }
+            else sb.Append(c);
+        }
+        fields.Add(sb.ToString());
+        return fields.ToArray();
+    }
+}

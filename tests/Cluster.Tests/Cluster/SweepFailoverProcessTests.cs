@@ -1,0 +1,108 @@
+using System.Diagnostics;
+using System.Text.Json;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>
+/// A sweep on a seed and two GPU nodes, each its own process, with a PostgreSQL journal: kill -9 of
+/// the GPU node that trains a trial (the trial goes on on the other node from its checkpoint), then
+/// kill -9 of the seed and a new seed process (the sweep coordinator recovers and the sweep goes
+/// on). Every trial completes once: none lost, none run again under a second attempt.
+/// </summary>
+[Collection("mnist")]
+public sealed class SweepFailoverProcessTests
+{
+    private static JsonElement? Status(string runDir)
+    {
+        try { return JsonDocument.Parse(File.ReadAllText(Path.Combine(runDir, "status.json"))).RootElement.Clone(); }
+        catch (Exception e) when (e is IOException or JsonException) { return null; }
+    }
+
+    [Fact]
+    public void Should_complete_every_trial_once_through_the_loss_of_a_gpu_node_and_of_the_seed()
+    {
+        Torch.Init();
+        using var cluster = new ProcessCluster("sweepfail");
+        var teacher = cluster.SaveTeacher(81);
+        File.WriteAllText(Path.Combine(cluster.Work, "base.yaml"), $$"""
+            name: kdfail
+            method: kd
+            seed: 2
+            data: {name: mnist, image_size: 32}
+            teacher: {arch: lenet5, checkpoint: {{teacher}}}
+            student:
+              arch: lenet5-half
+              train: {steps: 150, batch_size: 64, optimizer: adam, lr: 0.001, eval_every: 25}
+            kd: {temperature: 4, alpha: 0.1}
+            cluster: {checkpoint_every: 10}
+            """);
+        var sweepFile = Path.Combine(cluster.Work, "sweep.yaml");
+        File.WriteAllText(sweepFile, """
+            name: kdfail
+            base: base.yaml
+            space:
+              kd.temperature: {grid: [1, 4]}
+              kd.alpha: {grid: [0.1, 0.9]}
+            scheduler: {kind: fifo}
+            limits: {max_concurrent: 2, max_failures: 0}
+            """);
+        var port = 11400 + Environment.ProcessId % 300 * 3;
+        var seeds = $"127.0.0.1:{port}";
+        string[] seedArgs = ["serve", "--port", port.ToString(), .. cluster.Common];
+        var seed = cluster.Start(cluster.SeedBin, "seed.log", seedArgs);
+        Thread.Sleep(3000);
+        var gpus = new[] { 1, 2 }.Select(i => (Port: port + i, Process: cluster.Start(cluster.GpuBin, $"gpu{i}.log",
+            ["join", "--seeds", seeds, "--port", (port + i).ToString(), .. cluster.Common]))).ToArray();
+        cluster.WaitUntilUp(DateTime.UtcNow.AddMinutes(2), "gpu1.log", "gpu2.log");
+
+        var submit = cluster.Start(cluster.SeedBin, "submit.log", ["submit", sweepFile, "--seeds", seeds, "--sweep-id", "f1"]);
+        Assert.True(submit.WaitForExit(TimeSpan.FromSeconds(90)) && submit.ExitCode == 0, "submit: " + cluster.Logs(_ => true, 30));
+        var runs = Path.Combine(cluster.Work, "runs");
+
+        // a trial past step 40: kill -9 the node that trains it
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        string? victimRun = null;
+        string? victimNode = null;
+        long killedAt = 0;
+        while (victimRun is null)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "no trial got going: " + cluster.Logs(_ => true, 30));
+            foreach (var dir in Directory.Exists(runs) ? Directory.GetDirectories(runs, "f1-*") : [])
+                if (Status(dir) is { } s && s.GetProperty("state").GetString() == "training" && s.GetProperty("step").GetInt64() >= 40
+                    && s.GetProperty("student_node").GetString() is { } node)
+                    (victimRun, victimNode, killedAt) = (Path.GetFileName(dir), node, s.GetProperty("step").GetInt64());
+            Thread.Sleep(200);
+        }
+        var victim = gpus.Single(g => victimNode!.EndsWith($":{g.Port}"));
+        victim.Process.Kill();
+        victim.Process.WaitForExit();
+
+        // it goes on on the survivor, past where it was
+        deadline = DateTime.UtcNow.AddMinutes(3);
+        while (!(Status(Path.Combine(runs, victimRun)) is { } s && s.GetProperty("student_node").GetString() != victimNode
+                 && (s.GetProperty("step").GetInt64() > killedAt || s.GetProperty("state").GetString() == "completed")))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"{victimRun} did not go on after its node was killed at step {killedAt}: " + cluster.Logs(_ => true, 30));
+            Thread.Sleep(300);
+        }
+
+        // kill -9 the seed in the middle of the sweep, and start a new seed process
+        seed.Kill();
+        seed.WaitForExit();
+        cluster.Start(cluster.SeedBin, "seed-2.log", seedArgs);
+
+        var best = Path.Combine(cluster.Work, "sweeps", "f1", "best.json");
+        deadline = DateTime.UtcNow.AddMinutes(6);
+        while (!(File.Exists(best) && File.ReadAllText(best).Contains("\"state\": \"completed\"")))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the sweep did not complete after the seed came back: " + cluster.Logs(_ => true, 40));
+            Thread.Sleep(500);
+        }
+        var rows = File.ReadAllLines(Path.Combine(cluster.Work, "sweeps", "f1", "trials.csv")).Skip(1).Select(l => l.Split(',')).ToArray();
+        Assert.Equal(["t0000", "t0001", "t0002", "t0003"], rows.Select(r => r[0]));
+        Assert.All(rows, r => Assert.Equal(("completed", "150", "1"), (r[4], r[5], r[^2])));
+        Assert.Equal(["f1-t0000", "f1-t0001", "f1-t0002", "f1-t0003"], Directory.GetDirectories(runs, "f1-*").Select(Path.GetFileName).Order());
+        foreach (var r in rows)
+            Assert.Equal(150, JsonDocument.Parse(File.ReadAllText(Path.Combine(runs, r[1], "result.json"))).RootElement.GetProperty("steps").GetInt64());
+    }
+}

@@ -1,0 +1,74 @@
+using Cluster.Seed.Commands;
+using Distill.Engine.Sweeps;
+
+namespace Cluster.Tests;
+
+/// <summary>`results`: configurations as rows with the hyperparameters as columns, mean ± std over repeats (worked by hand), best first.</summary>
+public sealed class ResultsTableTests
+{
+    [Fact]
+    public void Should_group_a_sweeps_trials_by_configuration_with_mean_and_sample_std_best_first()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"cd-results-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "trials.csv"), """
+                trial,run,kd.temperature,kd.alpha,state,step,test_accuracy,best,rungs,attempt,reason
+                t0000r0,s-t0000r0,1,0.1,completed,60,80,80,2,1,
+                t0000r1,s-t0000r1,1,0.1,completed,60,84,84,2,1,
+                t0001r0,s-t0001r0,4,0.9,stopped,20,30,30,1,1,"rung 0 (step 20): 30 is below, it says"
+                t0001r1,s-t0001r1,4,0.9,failed,10,,,0,3,failed 3 time(s)
+                t0002r0,s-t0002r0,16,0.5,completed,60,90,90,2,1,
+                t0002r1,s-t0002r1,16,0.5,running,40,70,70,1,1,
+                """);
+            File.WriteAllText(Path.Combine(dir, "best.json"), """{"mode": "max"}""");
+            var t = ResultsTable.FromSweep(dir);
+            Assert.Equal(["kd.temperature", "kd.alpha"], t.Columns);
+            Assert.Equal("test_accuracy", t.Metric);
+            // 16/0.5: only its completed trial (90); 1/0.1: mean 82, std sqrt(((80-82)^2 + (84-82)^2) / 1) = 2.828; 4/0.9: the stopped trial alone
+            Assert.Equal([(new[] { "16", "0.5" }, 90.0, 0.0, 1), (["1", "0.1"], 82.0, Math.Sqrt(8), 2), (["4", "0.9"], 30.0, 0.0, 1)],
+                t.Rows.Select(r => (r.Values.ToArray(), r.Mean, r.Std, r.Count)));
+            Assert.Contains("best (max test_accuracy): kd.temperature=16, kd.alpha=0.5: 90 ± 0 over 1 run(s)", t.Format());
+            Assert.Contains("t0001r0 (stopped)", string.Join(" ", t.Rows[2].Sources));
+            var csv = t.ToCsv().Split('\n');
+            Assert.Equal("kd.temperature,kd.alpha,test_accuracy_mean,test_accuracy_std,n,runs", csv[0].TrimEnd('\r'));
+            Assert.StartsWith("1,0.1,82,2.8284271247461903,2,", csv[2]);
+
+            // a loss is minimised: the order turns over
+            File.WriteAllText(Path.Combine(dir, "best.json"), """{"mode": "min"}""");
+            Assert.Equal(["4", "0.9"], ResultsTable.FromSweep(dir).Best!.Values);
+
+            // the command prints it and writes results.csv and results.json beside it
+            var (o, e) = (new StringWriter(), new StringWriter());
+            Assert.Equal(0, CommandLine.Dispatch(["results", dir], o, e));
+            Assert.Contains("best (min test_accuracy)", o.ToString());
+            Assert.True(File.Exists(Path.Combine(dir, "results.csv")) && File.Exists(Path.Combine(dir, "results.json")));
+            Assert.Equal(1, CommandLine.Dispatch(["results", Path.Combine(dir, "nothing")], o, e));
+            Assert.Contains("is neither a sweep", e.ToString());
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Fact]
+    public void Should_take_the_keys_that_differ_between_run_directories_as_columns_and_seeds_as_repeats()
+    {
+        var root = Path.Combine(Path.GetTempPath(), $"cd-results-runs-{Guid.NewGuid():N}");
+        try
+        {
+            string Run(string id, int seed, double lr, double accuracy)
+            {
+                var d = Path.Combine(root, id);
+                Directory.CreateDirectory(d);
+                File.WriteAllText(Path.Combine(d, "spec.resolved.yaml"), $"name: {id}\nmethod: kd\nseed: {seed}\nstudent:\n  arch: lenet5-half\n  train:\n    lr: {lr}\n    epochs: 2\n");
+                File.WriteAllText(Path.Combine(d, "result.json"), $$"""{"student_accuracy": {{accuracy}}}""");
+                return d;
+            }
+            var t = ResultsTable.FromRuns([Run("a", 1, 0.001, 90), Run("b", 2, 0.001, 92), Run("c", 1, 0.01, 95)]);
+            Assert.Equal(["student.train.lr"], t.Columns);
+            Assert.Equal([(new[] { "0.01" }, 95.0, 1), (["0.001"], 91.0, 2)], t.Rows.Select(r => (r.Values.ToArray(), r.Mean, r.Count)));
+            Assert.Equal(Math.Sqrt(2), t.Rows[1].Std, 12);
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
+}
