@@ -33,12 +33,22 @@ pools.Validators.Add(r =>
     if ((r.GetValueOrDefault<string[]>() ?? []).FirstOrDefault(p => !Distill.Engine.Specs.LayoutSpec.IsValidPool(p)) is { } bad)
         r.AddError($"--pool {bad}: a pool name is letters, digits, '-', '_' and '.'");
 });
+var slots = new Option<int?>("--slots")
+{
+    Description = "runs this node takes at once (a sweep's trials and runs submitted alone wait in the seed's queue for a slot); default: one per CUDA device, one on a CPU-only node",
+};
+slots.Validators.Add(r =>
+{
+    if (r.GetValueOrDefault<int?>() is < 1 or > 1024) r.AddError($"--slots {r.GetValueOrDefault<int?>()}: 1 to 1024");
+});
 var join = new Command("join", "join the cluster as a gpu node hosting the given entity kinds; the store must be the one the other nodes use; " +
-                               "batches and gradients to other nodes go over the data plane at --data-port") { hosts, pools };
+                               "batches and gradients to other nodes go over the data plane at --data-port") { hosts, pools, slots };
 node.AddTo(join, seedsRequired: true, dataPort: true);
 join.SetAction(async (p, ct) =>
 {
-    var options = node.ToNodeOptions(p, [Roles.Gpu, .. p.GetValue(hosts) ?? [], .. (p.GetValue(pools) ?? []).Select(x => LayoutAllocationStrategy.PoolRolePrefix + x)], 0);
+    var slotCount = p.GetValue(slots) ?? Math.Max(1, torch.cuda.is_available() ? torch.cuda.device_count() : 1);
+    var options = node.ToNodeOptions(p, [Roles.Gpu, Roles.SlotsPrefix + slotCount, .. p.GetValue(hosts) ?? [],
+        .. (p.GetValue(pools) ?? []).Select(x => LayoutAllocationStrategy.PoolRolePrefix + x)], 0);
     // a node whose seeds formed a new cluster (they restarted), or that was downed, joins again:
     // its entities are persistent and remembered, so they resume from their own state
     for (var attempt = 0; ; attempt++)
@@ -53,7 +63,7 @@ join.SetAction(async (p, ct) =>
         ClusterNode.Ending ending;
         await using (n)
         {
-            Console.WriteLine($"[gpu-node] up at {n.Address} (pid {Environment.ProcessId}); journal {options.Persistence.Provider}; store {options.StoreDir}");
+            Console.WriteLine($"[gpu-node] up at {n.Address} (pid {Environment.ProcessId}); {slotCount} slot(s); journal {options.Persistence.Provider}; store {options.StoreDir}");
             ending = await n.WaitForShutdownAsync(ct);
         }
         if (ending == ClusterNode.Ending.Requested || ct.IsCancellationRequested) return 0;

@@ -42,6 +42,12 @@ public sealed class SweepSearchTests
         // a searcher made again (a resumed sweep) makes the same configurations
         var again = Searcher.For(s);
         Assert.All(Enumerable.Range(0, 18), i => Assert.Equal(configs[i], again.Suggest(i, [])));
+
+        // shuffled: the same nine combinations in another order, the same order again from the same seed
+        var shuffled = Parse("space:\n  kd.temperature: {grid: [1, 4, 8]}\n  kd.alpha: {grid: [0.1, 0.5, 0.9]}\nsearch: {kind: grid, shuffle: true}\n");
+        var visit = Enumerable.Range(0, 9).Select(i => Searcher.For(shuffled).Suggest(i, [])!).Select(c => (c["kd.temperature"], c["kd.alpha"])).ToArray();
+        Assert.Equal(configs[..9].Select(c => (c["kd.temperature"], c["kd.alpha"])).Order(), visit.Order());
+        Assert.NotEqual(configs[..9].Select(c => (c["kd.temperature"], c["kd.alpha"])), visit);
     }
 
     [Fact]

@@ -11,7 +11,8 @@ public sealed record RunSubmitted(
     [property: Key(1)] string SpecYaml,
     [property: Key(2)] string SpecFile,
     [property: Key(3)] DateTime SubmittedUtc,
-    [property: Key(4)] string? SweepId = null) : IPersistedEvent;   // key 4 came with sweeps
+    [property: Key(4)] string? SweepId = null,   // key 4 came with sweeps
+    [property: Key(5)] bool Queued = false) : IPersistedEvent;   // key 5 came with admission control: older runs started at once
 
 [MessagePackObject]
 public sealed record RunTeacherReady(
@@ -32,6 +33,10 @@ public sealed record RunCompleted(
 
 [MessagePackObject]
 public sealed record RunFailed([property: Key(0)] string RunId, [property: Key(1)] string Reason) : IPersistedEvent;
+
+/// <summary>A queued run got a slot on a GPU node: its entities start.</summary>
+[MessagePackObject]
+public sealed record RunAdmitted([property: Key(0)] string RunId, [property: Key(1)] DateTime AdmittedUtc) : IPersistedEvent;
 
 /// <summary>A user cancelled the run (`cancel`): final, like a failure, and never resumed.</summary>
 [MessagePackObject]
@@ -59,7 +64,8 @@ public sealed record RunRecord(
     [property: Key(13)] double? TeacherSeconds = null,   // keys 13 and 14 came in session 9
     [property: Key(14)] bool? TeacherFromCache = null,
     [property: Key(15)] bool Cancelled = false,         // key 15 came in session 10
-    [property: Key(16)] string? SweepId = null)         // key 16 came with sweeps: the sweep a trial's run belongs to
+    [property: Key(16)] string? SweepId = null,         // key 16 came with sweeps: the sweep a trial's run belongs to
+    [property: Key(17)] bool Queued = false)            // key 17 came with admission control: waiting for a slot
 {
     /// <summary>Neither completed, failed nor cancelled: its entities are (re)started and its reports count.</summary>
     [IgnoreMember] public bool Active => !Completed && !Failed && !Cancelled;

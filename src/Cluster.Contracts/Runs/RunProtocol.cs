@@ -25,7 +25,7 @@ public sealed record GetRunStatus([property: Key(0)] string? RunId) : IRunComman
 [MessagePackObject]
 public sealed record RunStatusReport([property: Key(0)] RunSummary[] Runs) : IRunCommand;
 
-public enum RunState : byte { Submitted = 0, PreparingTeacher = 1, Training = 2, Completed = 3, Failed = 4, Cancelled = 5 }
+public enum RunState : byte { Submitted = 0, PreparingTeacher = 1, Training = 2, Completed = 3, Failed = 4, Cancelled = 5, Queued = 6 }
 
 public static class RunStates
 {

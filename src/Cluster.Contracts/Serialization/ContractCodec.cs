@@ -38,7 +38,7 @@ public static class ContractCodec
         (typeof(SubmitSweep), "S1"), (typeof(SweepAccepted), "S2"), (typeof(SweepRejected), "S3"), (typeof(GetSweepStatus), "S4"),
         (typeof(SweepStatusReport), "S5"), (typeof(CancelSweep), "S6"), (typeof(TrialMetrics), "S7"), (typeof(TrialRunEnded), "S8"),
         (typeof(SweepSubmitted), "E13"), (typeof(TrialCreated), "E14"), (typeof(TrialLaunched), "E15"), (typeof(TrialReported), "E16"),
-        (typeof(TrialEnded), "E17"), (typeof(SweepEnded), "E18"),
+        (typeof(TrialEnded), "E17"), (typeof(SweepEnded), "E18"), (typeof(RunAdmitted), "E19"),
     ];
 
     private static readonly Dictionary<Type, string> ManifestOf = Contracts.ToDictionary(c => c.Type, c => c.Manifest);

@@ -7,6 +7,17 @@ public static class Roles
     /// <summary>Hosts entities: every kind, or the kinds (generator, teacher, student) named as roles too.</summary>
     public const string Gpu = "gpu";
 
+    /// <summary>"slots:N": how many runs a GPU node takes at once (`--slots N`; one when absent).</summary>
+    public const string SlotsPrefix = "slots:";
+
+    /// <summary>A member's slots: from its "slots:N" role, one for a GPU node without one, none for another node.</summary>
+    public static int SlotsOf(IEnumerable<string> roles)
+    {
+        var all = roles.ToArray();
+        if (!all.Contains(Gpu)) return 0;
+        return all.FirstOrDefault(r => r.StartsWith(SlotsPrefix, StringComparison.Ordinal)) is { } s && int.TryParse(s[SlotsPrefix.Length..], out var n) ? n : 1;
+    }
+
     /// <summary>
     /// The layout: a GPU node hosts the entity kinds among its roles (each kind's shard region is
     /// restricted to nodes with that role), e.g. generators on some nodes and students on others

@@ -39,6 +39,8 @@ internal static class SweepCommand
                 RunsDir = Path.Combine(dir, "runs"),
                 SweepsDir = root,
                 LogLevel = "WARNING",
+                // this process is the whole cluster: it takes the sweep's max_concurrent trials at once
+                Roles = [Roles.Seed, Roles.Gpu, Roles.SlotsPrefix + sweep.Limits.MaxConcurrent],
             };
             stdout.WriteLine($"[sweep] {id}: {sweep.Base.Method.Name} over {string.Join(", ", sweep.Space.Select(d => $"{d.Path} ({d.Kind})"))}; " +
                              $"{sweep.Search.Kind} search{(sweep.SearchTrials is { } n ? $" of {n * sweep.Repeats} trials" : "")}, {sweep.Scheduler.Kind} scheduler, " +

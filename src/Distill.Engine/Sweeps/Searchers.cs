@@ -39,15 +39,35 @@ public abstract class Searcher(SweepSpec sweep)
 public sealed class GridSearcher(SweepSpec sweep) : Searcher(sweep)
 {
     private readonly GridDimension[] grid = sweep.Space.OfType<GridDimension>().ToArray();
+    private long[]? order;
 
     private long Combinations => grid.Aggregate(1L, (n, d) => n * d.Options.Count);
+
+    /// <summary>The combination the index visits: the listed order, or (shuffle) a permutation drawn once from the sweep's seed.</summary>
+    private long Combination(long index)
+    {
+        var k = index % Combinations;
+        if (!Sweep.Search.Shuffle) return k;
+        if (order is null)
+        {
+            var rng = new Random(Sweep.Seed);
+            order = new long[Combinations];
+            for (long i = 0; i < order.Length; i++) order[i] = i;
+            for (var i = order.Length - 1; i > 0; i--)
+            {
+                var j = rng.Next(i + 1);
+                (order[i], order[j]) = (order[j], order[i]);
+            }
+        }
+        return order[k];
+    }
 
     public override long? Total => Combinations * Sweep.Search.Samples;
 
     public override TrialConfig? Suggest(long index, IReadOnlyList<Observation> observed)
     {
         if (index >= Total) return null;
-        var rest = index % Combinations;
+        var rest = Combination(index);
         var picked = new Dictionary<string, string>();
         for (var i = grid.Length - 1; i >= 0; i--)
         {

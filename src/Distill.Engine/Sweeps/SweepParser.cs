@@ -88,6 +88,7 @@ public static class SweepParser
             throw root.Error("search", "a grid search needs grid dimensions; with only ranges and choices use search: {kind: random, samples: N}");
         foreach (var (key, given) in new[] { ("startup_trials", search.StartupTrials != 10), ("candidates", search.Candidates != 24), ("gamma", search.Gamma != 0.1) })
             if (given && search.Kind != "tpe") throw root.ErrorAt($"search.{key}", $"applies to the tpe search only, not {search.Kind}");
+        if (search.Shuffle && search.Kind != "grid") throw root.ErrorAt("search.shuffle", $"applies to the grid search only, not {search.Kind}");
         if (search.Kind == "tpe" && space.Count == 0) throw root.Error("search", "tpe needs a search space");
 
         var grid = space.OfType<GridDimension>().Aggregate(1.0, (n, d) => n * d.Options.Count) * search.Samples * repeats;

@@ -49,6 +49,9 @@ public sealed record SearchSettings
     public string Kind { get; init; } = "grid";
     [SpecKey("grid: how many times the grid is repeated (with fresh draws of its non-grid dimensions); random and tpe: how many configurations", Min = 1, Max = 1_000_000)]
     public int Samples { get; init; } = 1;
+    [SpecKey("grid: visit the combinations in an order drawn from the sweep's seed instead of the listed one (with asha, a grid " +
+             "listed from worst to best would have each trial beat all before it, and be promoted)")]
+    public bool Shuffle { get; init; }
     [SpecKey("tpe: configurations drawn at random before the model is used", Min = 1, Max = 10_000)]
     public int StartupTrials { get; init; } = 10;
     [SpecKey("tpe: candidates drawn from the good configurations' model, of which the best ratio is taken", Min = 1, Max = 10_000)]

@@ -61,8 +61,9 @@ public sealed class AllMethodsProcessTests
         var seeds = $"127.0.0.1:{port}";
         cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
         Thread.Sleep(3000);
-        cluster.Start(cluster.GpuBin, "gpu-1.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), .. cluster.Common]);
-        cluster.Start(cluster.GpuBin, "gpu-2.log", ["join", "--seeds", seeds, "--port", (port + 2).ToString(), .. cluster.Common]);
+        // every method at once: slots enough for all of them
+        cluster.Start(cluster.GpuBin, "gpu-1.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--slots", "5", .. cluster.Common]);
+        cluster.Start(cluster.GpuBin, "gpu-2.log", ["join", "--seeds", seeds, "--port", (port + 2).ToString(), "--slots", "5", .. cluster.Common]);
         cluster.WaitUntilUp(DateTime.UtcNow.AddMinutes(2), "gpu-1.log", "gpu-2.log");
 
         var submits = MethodRegistry.All.Select(m =>

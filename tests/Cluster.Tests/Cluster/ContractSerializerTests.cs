@@ -97,6 +97,7 @@ public sealed class ContractSerializerTests : IDisposable
         new TrialReported("s", "t0000", 20, 27.1, true, "rung 0", 1),
         new TrialEnded("s", "t0000", TrialState.Stopped, 20, 27.1, null),
         new SweepEnded("s", SweepState.Completed, "done", DateTime.UnixEpoch),
+        new RunAdmitted("r1", DateTime.UnixEpoch),
     ];
 
     [Theory]

@@ -51,8 +51,19 @@ public sealed class LoneSeedProcessTests
         var repeats = Regex.Matches(cluster.Log("seed.log"), "No coordinator found to register").Count;
         Assert.True(repeats <= 3, $"{repeats} lines of the same sharding warning in {waitingFor.TotalSeconds} s:\n" + cluster.Log("seed.log"));
 
-        cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), .. cluster.Common]);
+        // a second run, and a node of one slot: the second waits in the queue, and says so, until the first ends
+        var second = cluster.Start(cluster.SeedBin, "follow-2.log", ["submit", spec, "--seeds", seeds, "--run-id", "l2", "--follow"]);
+        Thread.Sleep(4000);
+        cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--slots", "1", .. cluster.Common]);
         Assert.True(follow.WaitForExit(TimeSpan.FromMinutes(4)), "the run did not finish after a GPU node joined: " + cluster.Logs(_ => true, 30));
+        Assert.True(second.WaitForExit(TimeSpan.FromMinutes(3)), "the queued run did not finish after the first: " + cluster.Logs(_ => true, 30));
+        Assert.Contains("[l2] queued step 0/40 generated 0 pool 0 queue(gen) 0 in-flight(student) 0 (queued: 1 of 1 waiting for a slot (1 of 1 slots busy))", cluster.Log("follow-2.log"));
+        Assert.Contains("completed step 40/40", cluster.Log("follow-2.log"));
+        // it started only after the first had ended
+        var events = File.ReadAllText(Path.Combine(cluster.Work, "runs", "l2", "events.log"));
+        var firstDone = File.GetLastWriteTimeUtc(Path.Combine(cluster.Work, "runs", "l1", "result.json"));
+        var admitted = DateTime.Parse(events.Split('\n').First(l => l.Contains("admitted: a slot is free")).Split(' ')[0], null, System.Globalization.DateTimeStyles.RoundtripKind);
+        Assert.True(admitted >= firstDone.AddSeconds(-1), $"l2 was admitted at {admitted:O}, before l1 ended at {firstDone:O}");
         Assert.Contains("(waiting: no node that is up hosts generator, teacher, student", cluster.Log("follow.log"));
         Assert.Contains("completed step 40/40", cluster.Log("follow.log"));
         Assert.True(File.Exists(Path.Combine(cluster.Work, "runs", "l1", "result.json")));

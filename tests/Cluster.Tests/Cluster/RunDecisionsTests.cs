@@ -116,4 +116,38 @@ public sealed class RunDecisionsTests
         }
         finally { Directory.Delete(root, recursive: true); }
     }
+
+    [Fact]
+    public void Should_admit_queued_runs_oldest_first_into_the_free_slots_and_keep_the_rest_queued()
+    {
+        var s = CoordinatorState.Empty;
+        var ids = new List<string>();
+        for (var i = 0; i < 3; i++)
+        {
+            var d = RunDecisions.Submit(s, new SubmitRun(Yaml, "d.yaml", $"q{i}"), () => SpecParser.Parse(Yaml, "d.yaml"), Now.AddSeconds(i));
+            var e = Assert.IsType<RunSubmitted>(d.Event);
+            Assert.True(e.Queued);
+            s = s.Apply(e);
+            ids.Add(e.RunId);
+        }
+        Assert.All(ids, id => Assert.Equal(RunState.Queued, RunDecisions.StateOf(s.Runs[id])));
+        // no GPU node up: nothing is admitted
+        Assert.Empty(RunDecisions.Admit(s, 0, Now));
+        // two slots: the two oldest
+        var admitted = RunDecisions.Admit(s, 2, Now);
+        Assert.Equal(["q0", "q1"], admitted.Select(a => a.RunId));
+        s = admitted.Aggregate(s, (x, a) => x.Apply(a));
+        Assert.Equal(RunState.PreparingTeacher, RunDecisions.StateOf(s.Runs["q0"]));
+        Assert.Empty(RunDecisions.Admit(s, 2, Now));
+        Assert.Equal("queued: 1 of 1 waiting for a slot (2 of 2 slots busy)", RunDecisions.QueuedMessage(s, s.Runs["q2"], 2));
+        // one ends: its slot goes to the next
+        s = s.Apply(new RunCancelled("q0", "by user", Now));
+        Assert.Equal(["q2"], RunDecisions.Admit(s, 2, Now).Select(a => a.RunId));
+        // a node lost (one slot left) takes no slot from a run admitted before
+        Assert.Empty(RunDecisions.Admit(s, 1, Now));
+        // outside a cluster there is no limit
+        Assert.Equal(["q2"], RunDecisions.Admit(s, null, Now).Select(a => a.RunId));
+        // a journal from before admission control: its runs started at once
+        Assert.False(CoordinatorState.Empty.Apply(new RunSubmitted("old", Yaml, "d.yaml", Now)).Runs["old"].Queued);
+    }
 }

@@ -9,6 +9,7 @@ using Cluster.Contracts.Events;
 using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
 using Cluster.Contracts.Sweeps;
+using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
 using Cluster.Node.Storage;
 using Distill.Engine.Methods;
@@ -78,6 +79,11 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
 
     /// <summary>The entity kinds each node that is up hosts: a run none of whose kinds' nodes is up says it waits for one.</summary>
     private readonly Dictionary<Address, IReadOnlySet<string>> hosts = [];
+    /// <summary>The runs each node that is up takes at once (its "slots:N" role).</summary>
+    private readonly Dictionary<Address, int> slots = [];
+
+    /// <summary>The cluster's slots (null outside a cluster: no limit).</summary>
+    private int? Slots() => Clustered ? slots.Values.Sum() : null;
 
     /// <summary>Whether this is a cluster node (a coordinator tested in a plain actor system has no members to follow).</summary>
     private bool Clustered => ((ExtendedActorSystem)Context.System).Provider is ClusterActorRefProvider;
@@ -94,6 +100,20 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     {
         change();
         foreach (var r in state.Active) WriteStatus(r, throttle: false);
+        Admit();
+    }
+
+    /// <summary>Queued runs take the free slots, oldest first; each admitted run's entities start.</summary>
+    private void Admit()
+    {
+        foreach (var e in RunDecisions.Admit(state, Slots(), DateTime.UtcNow))
+            PersistAndSnapshot(e, () =>
+            {
+                var r = state.Runs[e.RunId];
+                Dir(e.RunId).Event("admitted: a slot is free");
+                WriteStatus(r, throttle: false);
+                StartEntities(r);
+            });
     }
 
     private IReadOnlySet<string> HostedKinds() => Clustered ? hosts.Values.SelectMany(k => k).ToHashSet() : EntityKinds.All.ToHashSet();
@@ -148,15 +168,27 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         Command<RunSamples>(OnSamples);
         Command<GetRunStatus>(m => Sender.Tell(new RunStatusReport(state.Runs.Values
             .Where(r => m.RunId is null || r.RunId == m.RunId).Select(Summary).ToArray())));
-        Command<Nudge>(_ => { foreach (var r in state.Active) StartEntities(r); });
+        Command<Nudge>(_ =>
+        {
+            foreach (var r in state.Active) StartEntities(r);
+            Admit();
+        });
         Command<GetRunLayout>(m =>
         {
             if (!state.Runs.TryGetValue(m.RunId, out var r)) { Sender.Tell(new RunLayout(m.RunId, false, null, null, [])); return; }
             var layout = SpecOf(r).Cluster.Layout;
             Sender.Tell(new RunLayout(m.RunId, true, layout.Generator, layout.Teacher, layout.Student));
         });
-        Command<ClusterEvent.MemberUp>(m => Hosts(() => hosts[m.Member.Address] = m.Member.Roles.Where(EntityKinds.All.Contains).ToHashSet()));
-        Command<ClusterEvent.MemberRemoved>(m => Hosts(() => hosts.Remove(m.Member.Address)));
+        Command<ClusterEvent.MemberUp>(m => Hosts(() =>
+        {
+            hosts[m.Member.Address] = m.Member.Roles.Where(EntityKinds.All.Contains).ToHashSet();
+            slots[m.Member.Address] = Roles.SlotsOf(m.Member.Roles);
+        }));
+        Command<ClusterEvent.MemberRemoved>(m => Hosts(() =>
+        {
+            hosts.Remove(m.Member.Address);
+            slots.Remove(m.Member.Address);
+        }));
         Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
         Command<SaveSnapshotFailure>(f => log.Warning("coordinator snapshot failed: {0}", f.Cause.Message));
         Command<DeleteMessagesSuccess>(_ => { });
@@ -193,7 +225,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             log.Info("run {0} accepted ({1})", submitted.RunId, m.SpecFile);
             sender.Tell(d.Reply);
             WriteStatus(state.Runs[submitted.RunId], throttle: false);
-            StartEntities(state.Runs[submitted.RunId]);
+            Admit();
         });
     }
 
@@ -215,6 +247,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             StopEntities(state.Runs[m.RunId]);
             TellSweep(state.Runs[m.RunId]);
             sender.Tell(d.Reply);
+            Admit();
         });
     }
 
@@ -229,6 +262,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     /// <summary>Teacher first (for a method with one); once it is ready, the source and every student replica. Idempotent.</summary>
     private void StartEntities(RunRecord r)
     {
+        if (r.Queued) return;
         var spec = SpecOf(r);
         if (spec.Method.UsesTeacher)
         {
@@ -315,6 +349,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             log.Info("run {0} completed: student {1:F2}% (best {2:F2}%) after {3} steps", m.RunId, m.Accuracy, m.BestAccuracy, m.Steps);
             StopEntities(done);
             TellSweep(done);
+            Admit();
         });
     }
 
@@ -330,6 +365,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             // a failed run stays failed: its entities stop for good
             StopEntities(state.Runs[m.RunId]);
             TellSweep(state.Runs[m.RunId]);
+            Admit();
         });
     }
 

@@ -47,7 +47,7 @@ public static class RunDecisions
             do runId = RunIds.New(spec.Name, now);
             while (state.Runs.ContainsKey(runId) || priorWork?.Invoke(runId) is not null);
         }
-        return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now, m.SweepId), new RunAccepted(runId, AlreadyKnown: false));
+        return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now, m.SweepId, Queued: true), new RunAccepted(runId, AlreadyKnown: false));
     }
 
     /// <summary>
@@ -91,5 +91,28 @@ public static class RunDecisions
     /// <summary>usesTeacher: whether the run's method has a teacher to prepare first.</summary>
     public static RunState StateOf(RunRecord r, bool usesTeacher = true) =>
         r.Completed ? RunState.Completed : r.Failed ? RunState.Failed : r.Cancelled ? RunState.Cancelled
+        : r.Queued ? RunState.Queued
         : usesTeacher && r.TeacherBlob is null ? RunState.PreparingTeacher : RunState.Training;
+
+    /// <summary>
+    /// Admission: queued runs get the free slots, oldest first. A slot is one run's place on a GPU
+    /// node (`Cluster.GpuNode join --slots N`, one per GPU by default); null slots: no limit (a
+    /// coordinator outside a cluster). A run admitted keeps its slot until it ends.
+    /// </summary>
+    public static IReadOnlyList<RunAdmitted> Admit(CoordinatorState state, int? slots, DateTime now)
+    {
+        var active = state.Active.ToArray();
+        var free = slots is { } n ? n - active.Count(r => !r.Queued) : int.MaxValue;
+        return free <= 0 ? []
+            : active.Where(r => r.Queued).OrderBy(r => r.SubmittedUtc).ThenBy(r => r.RunId, StringComparer.Ordinal)
+                .Take(free).Select(r => new RunAdmitted(r.RunId, now)).ToArray();
+    }
+
+    /// <summary>What status says of a queued run: its place and the slots.</summary>
+    public static string QueuedMessage(CoordinatorState state, RunRecord r, int? slots)
+    {
+        var queue = state.Active.Where(x => x.Queued).OrderBy(x => x.SubmittedUtc).ThenBy(x => x.RunId, StringComparer.Ordinal).ToList();
+        var busy = state.Active.Count(x => !x.Queued);
+        return $"queued: {queue.FindIndex(x => x.RunId == r.RunId) + 1} of {queue.Count} waiting for a slot ({busy} of {slots?.ToString() ?? "unlimited"} slots busy)";
+    }
 }
