@@ -12,7 +12,7 @@ namespace Cluster.Node.Actors;
 /// </summary>
 public static class SweepPlots
 {
-    public const int Width = 900, Height = 560;
+    public const int Width = 1000, Height = 560;
 
     /// <summary>Writes metric.png and &lt;metric&gt;_vs_&lt;path&gt;.png into dir; returns the files written.</summary>
     public static IReadOnlyList<string> Write(string dir, SweepRecord r, SweepRuntime rt)
@@ -39,7 +39,8 @@ public static class SweepPlots
         plot.Title($"{rt.Spec.Name}: {rt.Spec.Metric} over student steps ({rt.Spec.Scheduler.Kind}; dashed: stopped)");
         plot.XLabel("student step");
         plot.YLabel(rt.Spec.Metric);
-        if (r.Trials.Count <= 30) plot.ShowLegend(Alignment.LowerRight);
+        // beside the curves, not over them; past 30 trials a legend is unreadable anyway
+        if (r.Trials.Count <= 30) plot.ShowLegend(Edge.Right);
         plot.SavePng(file, Width, Height);
         return file;
     }
