@@ -53,6 +53,29 @@ public sealed class SweepSpecTests
     }
 
     [Fact]
+    public void Should_journal_a_sweep_with_its_base_inline_so_that_an_edit_of_the_base_file_changes_nothing()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"cd-selfcontained-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "base.yaml"), File.ReadAllText(KdBase));
+            var file = Path.Combine(dir, "s.yaml");
+            File.WriteAllText(file, "name: s\nbase: base.yaml\n" + Space);
+            var s = SweepParser.Load(file);
+            var journalled = SweepParser.SelfContained(s);
+            File.WriteAllText(Path.Combine(dir, "base.yaml"), File.ReadAllText(KdBase).Replace("temperature: 4", "temperature: 9"));
+            File.Delete(Path.Combine(dir, "base.yaml"));
+            var again = SweepParser.Parse(journalled, file);
+            Assert.Equal(SpecParser.Write(s.Base), SpecParser.Write(again.Base));
+            static string Text(SweepSpec x) => string.Join("; ", x.Space.Select(d => $"{d.Path} {d.Kind} {string.Join(",", d.Representatives())}"));
+            Assert.Equal(Text(s), Text(again));
+            Assert.Equal(journalled, SweepParser.SelfContained(again));
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Fact]
     public void Should_take_an_inline_base_spec()
     {
         var s = SweepParser.Parse("""

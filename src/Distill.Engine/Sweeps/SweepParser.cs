@@ -120,6 +120,23 @@ public static class SweepParser
         };
     }
 
+    /// <summary>
+    /// The sweep's text with its base run spec inline: what a sweep journals, so that a sweep
+    /// resumed later is the one submitted even if the base file was edited or removed since.
+    /// </summary>
+    public static string SelfContained(SweepSpec sweep)
+    {
+        var stream = new YamlStream();
+        stream.Load(new StringReader(sweep.SourceText));
+        var root = (YamlMappingNode)stream.Documents[0].RootNode;
+        var based = new YamlStream();
+        based.Load(new StringReader(sweep.BaseYaml));
+        root.Children[new YamlScalarNode("base")] = based.Documents[0].RootNode;
+        var writer = new StringWriter();
+        stream.Save(writer, assignAnchors: false);
+        return writer.ToString().Replace("\n...\n", "\n");
+    }
+
     /// <summary>The trial's run spec text: the base with the configuration's values, its name and (for a repeat) its seed.</summary>
     public static string TrialYaml(SweepSpec sweep, TrialConfig config, string trialName, int repeat)
     {

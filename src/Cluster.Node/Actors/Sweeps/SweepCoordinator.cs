@@ -112,13 +112,15 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
             Sender.Tell(new SweepRejected("the pbt scheduler does not run on the cluster yet (a trial cannot yet go on from another trial's checkpoint): use fifo, median or asha"));
             return;
         }
+        // journalled with its base inline: a later edit of the base file changes nothing of this sweep
+        var yaml = SweepParser.SelfContained(spec);
         var id = m.SweepId;
         if (id is not null)
         {
             if (EntityId.RunIdProblem(id) is { } problem) { Sender.Tell(new SweepRejected(problem.Replace("run id", "sweep id"))); return; }
             if (state.Sweeps.TryGetValue(id, out var known))
             {
-                Sender.Tell(known.SpecYaml == m.SpecYaml ? new SweepAccepted(id, true) : new SweepRejected($"sweep {id} exists with a different spec; choose another sweep id"));
+                Sender.Tell(known.SpecYaml == yaml ? new SweepAccepted(id, true) : new SweepRejected($"sweep {id} exists with a different spec; choose another sweep id"));
                 return;
             }
         }
@@ -129,7 +131,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         }
         var sender = Sender;
         persistingFor = sender;
-        Persist(new SweepSubmitted(id, m.SpecYaml, m.SpecFile, DateTime.UtcNow, spec.Mode == "max"), e =>
+        Persist(new SweepSubmitted(id, yaml, m.SpecFile, DateTime.UtcNow, spec.Mode == "max"), e =>
         {
             persistingFor = null;
             state = state.Apply(e);
