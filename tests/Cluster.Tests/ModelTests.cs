@@ -98,4 +98,42 @@ public sealed class ModelTests
         m.call(x);
         Assert.Empty(stats.Observed);
     }
+
+    [Fact]
+    public void Weights_load_in_place_so_that_an_optimizer_on_the_module_keeps_training_it()
+    {
+        // The tensors an optimizer holds must stay the module's tensors after a checkpoint is loaded
+        // (TorchSharp's own Module.load replaces them on a GPU; docs/gpu.md). Here the optimizer is
+        // built first, then the saved weights are loaded, then one Adam step must move the loaded values.
+        manual_seed(7);
+        var saved = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        using var ms = new MemoryStream();
+        saved.save(ms);
+        manual_seed(8);
+        var m = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        var before = m.parameters().ToArray();
+        var opt = optim.Adam(m.parameters(), 0.01);
+        ModuleState.Load(m, ms.ToArray());
+        Assert.True(before.Zip(m.parameters()).All(p => ReferenceEquals(p.Item1, p.Item2)));
+        foreach (var (a, b) in saved.parameters().Zip(m.parameters())) Assert.Equal(0f, (a - b).abs().max().item<float>());
+        var loss = m.call(randn(4, 1, 32, 32)).sum();
+        loss.backward();
+        opt.step();
+        var w = m.parameters().First();
+        Assert.True((saved.parameters().First() - w).abs().max().item<float>() > 0);
+        Assert.True((saved.parameters().First() - w).abs().max().item<float>() <= 0.0101f); // one Adam step of lr 0.01
+    }
+
+    [Fact]
+    public void Weights_of_another_architecture_are_refused_naming_what_differs()
+    {
+        using var ms = new MemoryStream();
+        ModelFactory.Create("lenet5", 1, 32, 10).save(ms);
+        var half = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        var e = Assert.ThrowsAny<Exception>(() => ModuleState.Load(half, ms.ToArray()));
+        Assert.Contains("shape", e.Message);
+        var hinton = ModelFactory.Create("hinton-800", 1, 28, 10);
+        var names = Assert.Throws<InvalidDataException>(() => ModuleState.Load(hinton, ms.ToArray()));
+        Assert.Contains("another architecture", names.Message);
+    }
 }

@@ -58,7 +58,7 @@ public static class EngineAccess
     public static Classifier LoadModel(string arch, DataSplits data, int imageSize, byte[] weights, Device device)
     {
         var m = ModelFactory.Create(arch, data.Channels, imageSize, data.Classes);
-        using (var ms = new MemoryStream(weights)) m.load(ms);
+        ModuleState.Load(m, weights);
         m.to(device);
         return m;
     }
@@ -66,8 +66,7 @@ public static class EngineAccess
     /// <summary>Weights saved by <see cref="SaveModel"/> into a model of the same architecture.</summary>
     public static void LoadInto(nn.Module model, byte[] weights)
     {
-        using var ms = new MemoryStream(weights);
-        model.load(ms);
+        ModuleState.Load(model, weights);
     }
 
     public static byte[] SaveModel(nn.Module model)

@@ -113,7 +113,7 @@ public static class Benchmarks
         var spec = new DeepInversionSpec { BatchSize = batch, Iterations = int.MaxValue, CompetitionWeight = adi ? 1 : 0 };
         var mean = Enumerable.Repeat(0.5, channels).ToArray();
         var targets = arange(batch, int64) % 10;
-        var synth = new ImageSynthesizer(teacher, stats, student, spec, targets, mean, mean, device, new Generator(1, device));
+        var synth = new ImageSynthesizer(teacher, stats, student, spec, targets, mean, mean, device, new Generator(1));
         return () => synth.Iterate(false);
     }
 

@@ -48,7 +48,7 @@ public sealed class DaflSynthesizer : IStepSource
         generator = new DaflGenerator(spec.LatentDim, teacher.Info.ImageSize, teacher.Info.Channels, spec.GeneratorWidth);
         generator.to(device);
         opt = ScheduledOptimizer.Create(generator.parameters(), new TrainSpec { Optimizer = "adam", Lr = spec.GeneratorLr }, spec.Steps);
-        rng = new Generator((ulong)seed, device);
+        rng = new Generator((ulong)seed); // a CPU generator on every device: TorchSharp makes no other
         oneHot = spec.OneHot == "l1" ? OneHotLoss.L1 : OneHotLoss.CrossEntropy;
         activation = spec.Activation == "code" ? ActivationNorm.Code : ActivationNorm.Paper;
         entropy = spec.Entropy switch { "code" => EntropyForm.Code, "per-sample" => EntropyForm.PerSample, _ => EntropyForm.Paper };
@@ -63,7 +63,8 @@ public sealed class DaflSynthesizer : IStepSource
     {
         using var scope = NewDisposeScope();
         generator.train();
-        var z = randn([spec.BatchSize, spec.LatentDim], generator: rng, device: device);
+        // Drawn on the CPU from the persisted CPU generator, then moved: the same latents on every device.
+        var z = randn([spec.BatchSize, spec.LatentDim], generator: rng).to(device);
         opt.ZeroGrad();
         var images = Clamp(generator.call(z));
         var (tLogits, tFeatures) = teacher.ForwardWithFeatures(images);
@@ -97,8 +98,8 @@ public sealed class DaflSynthesizer : IStepSource
     {
         using var _ = no_grad();
         generator.eval();
-        using var g = new Generator(12345, device);
-        var z = randn([count, spec.LatentDim], generator: g, device: device);
+        using var g = new Generator(12345);
+        var z = randn([count, spec.LatentDim], generator: g).to(device);
         var x = Clamp(generator.call(z));
         generator.train();
         return x;

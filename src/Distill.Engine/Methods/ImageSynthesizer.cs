@@ -37,7 +37,9 @@ public sealed class ImageSynthesizer : IDisposable
         this.rng = rng;
         var info = teacher.Info;
         this.targets = targets.to(device);
-        pixels = new TorchSharp.Modules.Parameter(randn([targets.shape[0], info.Channels, info.ImageSize, info.ImageSize], generator: rng, device: device), requires_grad: true);
+        // Drawn from the CPU generator (its state is what checkpoints keep), then moved: the same start on every device.
+        using (var start = randn([targets.shape[0], info.Channels, info.ImageSize, info.ImageSize], generator: rng))
+            pixels = new TorchSharp.Modules.Parameter(start.to(device), requires_grad: true);
         (lower, upper) = PixelRange.Normalised(mean, std).Bounds(device);
         adam = optim.Adam([pixels], spec.Lr, beta1: 0.5, beta2: 0.9, eps: 1e-8);
         tv = spec.Tv == "code" ? TotalVariation.Code : TotalVariation.Paper;
@@ -79,10 +81,10 @@ public sealed class ImageSynthesizer : IDisposable
         var x = (Tensor)pixels;
         if (spec.Jitter > 0)
         {
-            var shifts = randint(-spec.Jitter, spec.Jitter + 1, [2], generator: rng, device: pixels.device).cpu();
+            var shifts = randint(-spec.Jitter, spec.Jitter + 1, [2], generator: rng);
             x = x.roll([shifts[0].item<long>(), shifts[1].item<long>()], [2, 3]);
         }
-        if (spec.Flip && rand([1], generator: rng, device: pixels.device).item<float>() < 0.5) x = x.flip(3);
+        if (spec.Flip && rand([1], generator: rng).item<float>() < 0.5) x = x.flip(3);
         adam.zero_grad();
         var (total, parts) = Objective(teacher, bnStats, student, x, targets, spec, tv, competition);
         total.backward();

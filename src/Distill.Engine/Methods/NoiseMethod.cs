@@ -49,13 +49,13 @@ public sealed class NoiseMethod : MethodDefinition
 /// <summary>Batches of N(0, 1) noise from a generator seeded by the run's seed; its state is the step and the generator.</summary>
 public sealed class NoiseSource(int batchSize, int channels, int imageSize, long seed, Device device) : IStepSource
 {
-    private readonly Generator rng = new(unchecked((ulong)seed * 0x9E3779B97F4A7C15UL + 0x6E6F697365UL), device);
+    private readonly Generator rng = new(unchecked((ulong)seed * 0x9E3779B97F4A7C15UL + 0x6E6F697365UL));
 
     public long Step { get; private set; }
 
     public SourceBatch Next(bool wantMetrics)
     {
-        var x = randn([batchSize, channels, imageSize, imageSize], generator: rng, device: device);
+        var x = randn([batchSize, channels, imageSize, imageSize], generator: rng).to(device); // the CPU generator: same inputs on every device
         Step++;
         return new SourceBatch(x.DetachFromDisposeScope(), null, null, null);
     }

@@ -66,7 +66,7 @@ public sealed class RoundSynthesizer : IDisposable
         var round = Round + 1;
         competitor = spec.CompetitionWeight > 0 ? student : null;
         competitor?.eval();   // the student's BN running statistics must not move while it judges pixels
-        roundRng = new Generator(RoundSeed(seed, round), device);
+        roundRng = new Generator(RoundSeed(seed, round)); // CPU: TorchSharp makes no other
         using var targets = BalancedTargets(round);
         current = new ImageSynthesizer(teacher, bnStats, competitor, spec, targets, mean, std, device, roundRng);
     }
@@ -194,8 +194,7 @@ public sealed class RoundSource(RoundSynthesizer rounds, Classifier? competitor)
     {
         if (competitor is null) throw new InvalidOperationException("these rounds do not compete with the student");
         if (rounds.InRound) throw new InvalidOperationException($"round {rounds.Round + 1} is in progress: it keeps the student it began with");
-        using var ms = new MemoryStream(weights);
-        competitor.load(ms);
+        Models.ModuleState.Load(competitor, weights);
     }
 
     public Tensor? Samples(int count, SourceBatch made) => made.Images.narrow(0, 0, Math.Min(count, made.Images.shape[0]));

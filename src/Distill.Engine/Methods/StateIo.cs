@@ -15,8 +15,7 @@ internal static class StateIo
 
     public static void ReadModule(BinaryReader r, nn.Module m)
     {
-        using var ms = new MemoryStream(ReadBytes(r));
-        m.load(ms);
+        Models.ModuleState.Load(m, ReadBytes(r));
     }
 
     public static void WriteTensor(BinaryWriter w, Tensor t)

@@ -149,7 +149,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         {
             if (!File.Exists(t.Checkpoint)) throw new FileNotFoundException($"teacher.checkpoint: {t.Checkpoint} does not exist", t.Checkpoint);
             var loaded = NewModel(t.Arch, ctx.Data, ctx.Device);
-            try { loaded.load(t.Checkpoint); }
+            try { ModuleState.Load(loaded, t.Checkpoint); }
             catch (Exception e) { throw new InvalidDataException($"teacher.checkpoint: {t.Checkpoint} is not a {t.Arch} checkpoint for this dataset ({e.Message})", e); }
             return (loaded, ctx.TestAccuracy(loaded), false);
         }
@@ -160,7 +160,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             var loaded = NewModel(t.Arch, ctx.Data, ctx.Device);
             try
             {
-                loaded.load(cached);
+                ModuleState.Load(loaded, cached);
                 // the run directory holds the teacher it used, wherever it came from
                 File.Copy(cached, ctx.Dir.File("teacher.pt"), overwrite: true);
                 return (loaded, ctx.TestAccuracy(loaded), true);
