@@ -124,7 +124,7 @@ public sealed class SweepSearchTests
     [Fact]
     public void Asha_promotes_the_top_third_at_each_rung_against_the_trials_there_before()
     {
-        var asha = (AshaScheduler)Scheduler.For(Scheduled("{kind: asha, grace_period: 10, reduction_factor: 3, max_steps: 90}"));
+        var asha = (AshaScheduler)Scheduler.For(Scheduled("{kind: asha, grace_period: 10, reduction_factor: 3, max_steps: 90, mode: stop}"));
         Assert.Equal([10L, 30L], asha.Milestones);
         Verdict V(string t, long step, double score) => asha.OnReport(new TrialReport(t, step, score, Any)).Verdict;
         Assert.Equal(Verdict.Continue, V("A", 10, 0.5));   // first at the rung
@@ -141,6 +141,43 @@ public sealed class SweepSearchTests
         Assert.Equal(Verdict.Stop, V("A", 90, 0.9));       // max_steps
         Assert.Equal(5, asha.At(10).Count);
         Assert.Equal(2, asha.At(30).Count);
+    }
+
+    [Fact]
+    public void Asha_with_promotions_sends_on_only_the_top_of_a_rung_highest_rung_first_and_settles_what_is_left()
+    {
+        // rungs at 10 and 30 (grace 10, rf 3, max 90); scores higher is better
+        long[] m = AshaPromotions.Milestones(new SchedulerSettings { Kind = "asha", GracePeriod = 10, ReductionFactor = 3, MaxSteps = 90 });
+        Assert.Equal([10L, 30L], m);
+        RungTrial T(string id, RungPosition p, params double[] s) => new(id, s, p);
+        // two at rung 0: quota floor(2/3) = 0, nobody goes on yet
+        Assert.Null(AshaPromotions.Next([T("a", RungPosition.Paused, 0.5), T("b", RungPosition.Paused, 0.7)], m, 3));
+        // a third: quota 1, the best paused one (b) goes on, to the next rung's step
+        var three = new[] { T("a", RungPosition.Paused, 0.5), T("b", RungPosition.Paused, 0.7), T("c", RungPosition.Paused, 0.6) };
+        var first = AshaPromotions.Next(three, m, 3)!;
+        Assert.Equal(("b", 30L), (first.TrialId, first.HoldAt!.Value));
+        // once b runs on, rung 0 has used its quota
+        var after = new[] { three[0], T("b", RungPosition.Running, 0.7), three[2] };
+        Assert.Null(AshaPromotions.Next(after, m, 3));
+        // the best of rung 0 still running does not block a paused one only when it is in the top:
+        // six trials, quota 2; the top two are d (running on) and b (paused): b goes
+        var six = new[] { T("a", RungPosition.Paused, 0.1), T("b", RungPosition.Paused, 0.8), T("c", RungPosition.Paused, 0.2),
+                          T("d", RungPosition.Running, 0.9), T("e", RungPosition.Paused, 0.3), T("f", RungPosition.Paused, 0.4) };
+        Assert.Equal("b", AshaPromotions.Next(six, m, 3)!.TrialId);
+        // rung 1 before rung 0: three at rung 1 (quota 1) with one paused in its top goes first, to the end (null)
+        var high = new[] { T("a", RungPosition.Paused, 0.9, 0.95), T("b", RungPosition.Out, 0.8, 0.5), T("c", RungPosition.Out, 0.7, 0.4),
+                           T("d", RungPosition.Paused, 0.6), T("e", RungPosition.Paused, 0.5), T("f", RungPosition.Paused, 0.4) };
+        var top = AshaPromotions.Next(high, m, 3)!;
+        Assert.Equal("a", top.TrialId);
+        Assert.Null(top.HoldAt);
+
+        // settling: nothing went past rung 0, so its best goes on; with one gone past, the rest stop
+        var left = AshaPromotions.Settle([T("a", RungPosition.Paused, 0.5), T("b", RungPosition.Paused, 0.7)], m);
+        Assert.Equal([("b", true)], left.Select(d => (d.TrialId, d.Promote)));
+        var beaten = AshaPromotions.Settle([T("a", RungPosition.Paused, 0.5), T("b", RungPosition.Done, 0.7, 0.8), T("c", RungPosition.Paused, 0.6)], m);
+        Assert.Equal([("c", false), ("a", false)], beaten.Select(d => (d.TrialId, d.Promote)));
+        // nothing is settled while a trial runs
+        Assert.Empty(AshaPromotions.Settle([T("a", RungPosition.Paused, 0.5), T("b", RungPosition.Running, 0.7)], m));
     }
 
     [Fact]

@@ -12,7 +12,8 @@ public sealed record RunSubmitted(
     [property: Key(2)] string SpecFile,
     [property: Key(3)] DateTime SubmittedUtc,
     [property: Key(4)] string? SweepId = null,   // key 4 came with sweeps
-    [property: Key(5)] bool Queued = false) : IPersistedEvent;   // key 5 came with admission control: older runs started at once
+    [property: Key(5)] bool Queued = false,   // key 5 came with admission control: older runs started at once
+    [property: Key(6)] long? HoldAt = null) : IPersistedEvent;   // key 6 came with ASHA's promotions: the step the run pauses at
 
 [MessagePackObject]
 public sealed record RunTeacherReady(
@@ -65,7 +66,9 @@ public sealed record RunRecord(
     [property: Key(14)] bool? TeacherFromCache = null,
     [property: Key(15)] bool Cancelled = false,         // key 15 came in session 10
     [property: Key(16)] string? SweepId = null,         // key 16 came with sweeps: the sweep a trial's run belongs to
-    [property: Key(17)] bool Queued = false)            // key 17 came with admission control: waiting for a slot
+    [property: Key(17)] bool Queued = false,            // key 17 came with admission control: waiting for a slot
+    [property: Key(18)] long? HoldAt = null,            // keys 18 and 19 came with ASHA's promotions: the step it pauses at,
+    [property: Key(19)] bool Paused = false)            // and whether it is paused there (its slot free, its state kept)
 {
     /// <summary>Neither completed, failed nor cancelled: its entities are (re)started and its reports count.</summary>
     [IgnoreMember] public bool Active => !Completed && !Failed && !Cancelled;
@@ -113,8 +116,21 @@ public sealed record EntitySnapshot(
     [property: Key(3)] BatchStored[] Pool,
     [property: Key(4)] long ReleasedUpTo,
     [property: Key(5)] CheckpointWritten[] Checkpoints,
-    [property: Key(6)] bool Finished) : IPersistedEvent;
+    [property: Key(6)] bool Finished,
+    [property: Key(7)] long? HoldAt = null) : IPersistedEvent;   // key 7 came with ASHA's promotions
 
 /// <summary>The entity's run is over (it will not be started again by remember-entities).</summary>
 [MessagePackObject]
 public sealed record EntityFinished([property: Key(0)] long Step) : IPersistedEvent;
+
+/// <summary>A run reached the step it was to pause at: its entities keep their state, its slot is free.</summary>
+[MessagePackObject]
+public sealed record RunPaused([property: Key(0)] string RunId, [property: Key(1)] long Step, [property: Key(2)] double? Accuracy) : IPersistedEvent;
+
+/// <summary>A paused run goes on (queued for a slot) to its next pause, or to its end (HoldAt null).</summary>
+[MessagePackObject]
+public sealed record RunResumed([property: Key(0)] string RunId, [property: Key(1)] long? HoldAt) : IPersistedEvent;
+
+/// <summary>An entity's pause step: it trains up to it and waits there (null: no pause).</summary>
+[MessagePackObject]
+public sealed record EntityHold([property: Key(0)] long? Step) : IPersistedEvent;

@@ -30,7 +30,8 @@ public sealed record TrialLaunched(
     [property: Key(0)] string SweepId,
     [property: Key(1)] string TrialId,
     [property: Key(2)] string RunId,
-    [property: Key(3)] int Attempt) : IPersistedEvent;
+    [property: Key(3)] int Attempt,
+    [property: Key(4)] long? HoldAt = null) : IPersistedEvent;   // the step its run pauses at (ASHA with promotions)
 
 /// <summary>A report the scheduler decided, and what it decided.</summary>
 [MessagePackObject]
@@ -59,3 +60,20 @@ public sealed record SweepEnded(
     [property: Key(1)] SweepState State,
     [property: Key(2)] string? Reason,
     [property: Key(3)] DateTime EndedUtc) : IPersistedEvent;
+
+/// <summary>A trial's run paused at ASHA rung Rung with the metric Value there.</summary>
+[MessagePackObject]
+public sealed record TrialPaused(
+    [property: Key(0)] string SweepId,
+    [property: Key(1)] string TrialId,
+    [property: Key(2)] long Step,
+    [property: Key(3)] double Value,
+    [property: Key(4)] int Rung) : IPersistedEvent;
+
+/// <summary>A paused trial goes on: to its next rung (HoldAt), or to its end (null).</summary>
+[MessagePackObject]
+public sealed record TrialPromoted(
+    [property: Key(0)] string SweepId,
+    [property: Key(1)] string TrialId,
+    [property: Key(2)] long? HoldAt,
+    [property: Key(3)] string Reason) : IPersistedEvent;

@@ -14,7 +14,8 @@ public sealed record StartEntity(
     [property: Key(0)] string EntityId,
     [property: Key(1)] string RunId,
     [property: Key(2)] string SpecYaml,
-    [property: Key(3)] string? TeacherBlob) : IEntityMessage;
+    [property: Key(3)] string? TeacherBlob,
+    [property: Key(4)] long? HoldAt = null) : IEntityMessage;   // a student trains up to this step and waits
 
 /// <summary>
 /// The student at ReplyTo wants batches FromSeq .. FromSeq+Count-1. DataEndpoint: its node's data

@@ -10,7 +10,8 @@ public sealed record SubmitRun(
     [property: Key(0)] string SpecYaml,
     [property: Key(1)] string SpecFile,
     [property: Key(2)] string? RunId,
-    [property: Key(3)] string? SweepId = null) : IRunCommand;
+    [property: Key(3)] string? SweepId = null,
+    [property: Key(4)] long? HoldAt = null) : IRunCommand;
 
 [MessagePackObject]
 public sealed record RunAccepted([property: Key(0)] string RunId, [property: Key(1)] bool AlreadyKnown) : IRunCommand;
@@ -25,7 +26,7 @@ public sealed record GetRunStatus([property: Key(0)] string? RunId) : IRunComman
 [MessagePackObject]
 public sealed record RunStatusReport([property: Key(0)] RunSummary[] Runs) : IRunCommand;
 
-public enum RunState : byte { Submitted = 0, PreparingTeacher = 1, Training = 2, Completed = 3, Failed = 4, Cancelled = 5, Queued = 6 }
+public enum RunState : byte { Submitted = 0, PreparingTeacher = 1, Training = 2, Completed = 3, Failed = 4, Cancelled = 5, Queued = 6, Paused = 7 }
 
 public static class RunStates
 {
@@ -143,3 +144,15 @@ public sealed record RunSamples(
     [property: Key(1)] string EntityId,
     [property: Key(2)] long Step,
     [property: Key(3)] byte[] Png) : IRunCommand;
+
+/// <summary>Student replica 0 trained up to the run's pause step and saved a checkpoint there.</summary>
+[MessagePackObject]
+public sealed record StudentHeld(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string EntityId,
+    [property: Key(2)] long Step,
+    [property: Key(3)] double? Accuracy) : IRunCommand;
+
+/// <summary>A paused run goes on to HoldAt (null: to its end). Idempotent; a run not paused is left as it is.</summary>
+[MessagePackObject]
+public sealed record ResumeRun([property: Key(0)] string RunId, [property: Key(1)] long? HoldAt) : IRunCommand;

@@ -39,6 +39,8 @@ public static class ContractCodec
         (typeof(SweepStatusReport), "S5"), (typeof(CancelSweep), "S6"), (typeof(TrialMetrics), "S7"), (typeof(TrialRunEnded), "S8"),
         (typeof(SweepSubmitted), "E13"), (typeof(TrialCreated), "E14"), (typeof(TrialLaunched), "E15"), (typeof(TrialReported), "E16"),
         (typeof(TrialEnded), "E17"), (typeof(SweepEnded), "E18"), (typeof(RunAdmitted), "E19"),
+        (typeof(RunPaused), "E20"), (typeof(RunResumed), "E21"), (typeof(EntityHold), "E22"), (typeof(TrialPaused), "E23"), (typeof(TrialPromoted), "E24"),
+        (typeof(StudentHeld), "R16"), (typeof(ResumeRun), "R17"), (typeof(TrialRunPaused), "S9"),
     ];
 
     private static readonly Dictionary<Type, string> ManifestOf = Contracts.ToDictionary(c => c.Type, c => c.Manifest);

@@ -45,6 +45,8 @@ public enum TrialState : byte
     Failed = 4,
     /// <summary>The sweep was cancelled (or ran out of time) while it ran.</summary>
     Cancelled = 5,
+    /// <summary>Waits at an ASHA rung (its run paused, its state kept) to be promoted or stopped.</summary>
+    Paused = 6,
 }
 
 /// <summary>What `status` shows of a sweep.</summary>
@@ -91,3 +93,11 @@ public sealed record TrialRunEnded(
     [property: Key(3)] long Steps,
     [property: Key(4)] double? Accuracy,
     [property: Key(5)] string? Message) : ISweepCommand;
+
+/// <summary>A trial's run paused at its rung (the run coordinator to the sweep coordinator).</summary>
+[MessagePackObject]
+public sealed record TrialRunPaused(
+    [property: Key(0)] string SweepId,
+    [property: Key(1)] string RunId,
+    [property: Key(2)] long Step,
+    [property: Key(3)] double? Accuracy) : ISweepCommand;

@@ -94,9 +94,7 @@ public sealed class AshaScheduler : Scheduler
 
     public AshaScheduler(SweepSpec sweep) : base(sweep)
     {
-        var m = new List<long>();
-        for (double at = Settings.GracePeriod; at < Settings.MaxSteps; at *= Settings.ReductionFactor) m.Add((long)Math.Round(at));
-        milestones = m.Distinct().ToArray();
+        milestones = AshaPromotions.Milestones(Settings);
         foreach (var x in milestones) (recorded[x], sorted[x]) = ([], []);
     }
 
@@ -108,6 +106,8 @@ public sealed class AshaScheduler : Scheduler
     protected override SchedulerDecision Decide(TrialReport r, long number)
     {
         if (StopsAtMax(r)) return new(Verdict.Stop, $"reached max_steps {Settings.MaxSteps}");
+        // promote mode decides at the rungs where trials pause (AshaPromotions), not report by report
+        if (Settings.Promotes) return SchedulerDecision.Go;
         for (var k = milestones.Length - 1; k >= 0; k--)
         {
             var m = milestones[k];

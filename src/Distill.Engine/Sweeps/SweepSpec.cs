@@ -72,6 +72,11 @@ public sealed record SchedulerSettings
     public int GracePeriod { get; init; }
     [SpecKey("asha: 1/rf of the trials at a rung are promoted to the next, rf times as many steps on", Min = 1, MinExclusive = true, Max = 100)]
     public double ReductionFactor { get; init; } = 3;
+    public static readonly IReadOnlyList<string> AshaModes = ["promote", "stop"];
+    [SpecKey("asha: promote (Li et al.: a trial pauses at each rung, its slot goes to another, and it goes on from its checkpoint " +
+             "once it is in the top 1/rf there) or stop (Ray Tune's AsyncHyperBand: a trial goes on unless it is below the top 1/rf " +
+             "of those that reached the rung before it)", ChoicesFrom = typeof(SchedulerSettings), ChoicesMember = nameof(AshaModes))]
+    public string Mode { get; init; } = "promote";
     [SpecKey("asha, pbt: the steps a trial runs at most; 0: the base spec's student steps", Min = 0)]
     public int MaxSteps { get; init; }
     [SpecKey("median: other trials' results needed at a step before a trial is compared with their median", Min = 1, Max = 10_000)]
@@ -88,10 +93,13 @@ public sealed record SchedulerSettings
     public double PerturbUp { get; init; } = 1.2;
 
     /// <summary>The keys each kind reads (the others are refused when given).</summary>
+    /// <summary>ASHA that pauses trials at rungs and promotes them (the run's steps stop at each rung).</summary>
+    public bool Promotes => Kind == "asha" && Mode == "promote";
+
     public static IReadOnlyList<string> KeysOf(string kind) => kind switch
     {
         "median" => ["grace_period", "min_samples"],
-        "asha" => ["grace_period", "reduction_factor", "max_steps"],
+        "asha" => ["grace_period", "reduction_factor", "max_steps", "mode"],
         "pbt" => ["max_steps", "interval", "quantile", "resample_probability", "perturb_down", "perturb_up"],
         _ => [],
     };

@@ -98,6 +98,17 @@ public sealed class ContractSerializerTests : IDisposable
         new TrialEnded("s", "t0000", TrialState.Stopped, 20, 27.1, null),
         new SweepEnded("s", SweepState.Completed, "done", DateTime.UnixEpoch),
         new RunAdmitted("r1", DateTime.UnixEpoch),
+        new TrialLaunched("s", "t0001", "s-t0001", 2, HoldAt: 47),
+        new SubmitRun("yaml", "r.yaml", "r1", "s", HoldAt: 47),
+        new StartEntity("student/r1/0", "r1", "yaml", null, HoldAt: 188),
+        new StudentHeld("r1", "student/r1/0", 47, 91.5),
+        new ResumeRun("r1", null),
+        new RunPaused("r1", 47, 91.5),
+        new RunResumed("r1", 188),
+        new EntityHold(188),
+        new TrialRunPaused("s", "s-t0000", 47, 91.5),
+        new TrialPaused("s", "t0000", 47, 91.5, 0),
+        new TrialPromoted("s", "t0000", 188, "promoted from rung 0"),
     ];
 
     [Theory]

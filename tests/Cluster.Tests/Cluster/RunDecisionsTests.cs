@@ -118,6 +118,34 @@ public sealed class RunDecisionsTests
     }
 
     [Fact]
+    public void A_run_paused_at_its_hold_step_gives_up_its_slot_and_takes_one_again_when_it_goes_on()
+    {
+        var s = CoordinatorState.Empty;
+        foreach (var (id, hold, at) in new[] { ("p", (long?)47, 0), ("q", null, 1) })
+            s = s.Apply(Assert.IsType<RunSubmitted>(RunDecisions.Submit(s, new SubmitRun(Yaml, "d.yaml", id, "sw", hold), () => SpecParser.Parse(Yaml, "d.yaml"), Now.AddSeconds(at)).Event));
+        Assert.Equal(47, s.Runs["p"].HoldAt);
+        s = RunDecisions.Admit(s, 1, Now).Aggregate(s, (x, a) => x.Apply(a));
+        Assert.True(s.Runs["q"].Queued);
+        // a report of another step, or from a run not at its hold, changes nothing
+        Assert.Null(RunDecisions.Held(s, new StudentHeld("p", "student/p/0", 40, 50)).Event);
+        Assert.Null(RunDecisions.Held(s, new StudentHeld("q", "student/q/0", 47, 50)).Event);
+        s = s.Apply(RunDecisions.Held(s, new StudentHeld("p", "student/p/0", 47, 50)).Event!);
+        Assert.Equal(RunState.Paused, RunDecisions.StateOf(s.Runs["p"]));
+        Assert.Null(RunDecisions.Held(s, new StudentHeld("p", "student/p/0", 47, 50)).Event);   // once
+        // its slot goes to the queued run
+        Assert.Equal(["q"], RunDecisions.Admit(s, 1, Now).Select(a => a.RunId));
+        s = RunDecisions.Admit(s, 1, Now).Aggregate(s, (x, a) => x.Apply(a));
+        // promoted: it queues for a slot with its next hold; a resume to a step it passed is refused
+        Assert.Null(RunDecisions.Resume(s, new ResumeRun("p", 40)).Event);
+        s = s.Apply(RunDecisions.Resume(s, new ResumeRun("p", 188)).Event!);
+        Assert.Equal((RunState.Queued, 188L), (RunDecisions.StateOf(s.Runs["p"]), s.Runs["p"].HoldAt!.Value));
+        Assert.Empty(RunDecisions.Admit(s, 1, Now));
+        Assert.Null(RunDecisions.Resume(s, new ResumeRun("p", 188)).Event);   // idempotent
+        s = s.Apply(new RunCompleted("q", 90, 90, 100, "", Now));
+        Assert.Equal(["p"], RunDecisions.Admit(s, 1, Now).Select(a => a.RunId));
+    }
+
+    [Fact]
     public void Should_admit_queued_runs_oldest_first_into_the_free_slots_and_keep_the_rest_queued()
     {
         var s = CoordinatorState.Empty;

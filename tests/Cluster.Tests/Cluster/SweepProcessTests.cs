@@ -37,7 +37,7 @@ public sealed class SweepProcessTests
               kd.temperature: {grid: [1, 4]}
               kd.alpha: {grid: [0.1, 0.9]}
               student.train.lr: {loguniform: [0.0003, 0.003]}
-            scheduler: {kind: asha, grace_period: 20, reduction_factor: 2}
+            scheduler: {kind: asha, grace_period: 20, reduction_factor: 2, mode: stop}
             limits: {max_concurrent: 1}
             """);
         var sweeps = Path.Combine(cluster.Work, "sweeps");
@@ -91,6 +91,89 @@ public sealed class SweepProcessTests
             Assert.True((r[5] == "stopped") == stoppedAt.ContainsKey(r[0]), $"trial {r[0]} is {r[5]}, but the replayed scheduler {(stoppedAt.ContainsKey(r[0]) ? "stopped" : "kept")} it");
         Assert.Contains(rows, r => r[5] == "completed");
         Assert.Contains(rows, r => r[5] == "stopped");
+        Assert.Contains("\"state\": \"completed\"", File.ReadAllText(Path.Combine(dir, "best.json")));
+    }
+
+    /// <summary>
+    /// ASHA with promotions, embedded: 4 trials of 60 steps, rungs at 20 and 40 (rf 2). Every trial
+    /// pauses at step 20; the top half goes on from its own checkpoint, then the top half of those;
+    /// killed with kill -9 while trials wait at a rung, started again with the same id. The sweep
+    /// spends 4x20 + 2x20 + 1x20 = 140 student steps where every trial to its end would take 240, and
+    /// each promoted run's curve goes on from where it paused (no step trained twice).
+    /// </summary>
+    [Fact]
+    public void Asha_with_promotions_pauses_trials_at_rungs_and_sends_the_best_on_from_their_checkpoints_across_a_kill()
+    {
+        Torch.Init();
+        using var cluster = new ProcessCluster("sweeppromote");
+        var teacher = cluster.SaveTeacher(71);
+        File.WriteAllText(Path.Combine(cluster.Work, "base.yaml"), $$"""
+            name: kdsmall
+            method: kd
+            seed: 1
+            data: {name: mnist, image_size: 32}
+            teacher: {arch: lenet5, checkpoint: {{teacher}}}
+            student:
+              arch: lenet5-half
+              train: {steps: 60, batch_size: 64, optimizer: adam, lr: 0.001, eval_every: 20}
+            kd: {temperature: 4, alpha: 0.1}
+            """);
+        var sweepFile = Path.Combine(cluster.Work, "sweep.yaml");
+        File.WriteAllText(sweepFile, """
+            name: kdpromote
+            base: base.yaml
+            space:
+              student.train.lr: {grid: [0.00003, 0.0003, 0.001, 0.003]}
+            scheduler: {kind: asha, grace_period: 20, reduction_factor: 2}
+            limits: {max_concurrent: 1}
+            """);
+        var sweeps = Path.Combine(cluster.Work, "sweeps");
+        var dir = Path.Combine(sweeps, "p1");
+        string[] args = ["sweep", sweepFile, "--sweeps-dir", sweeps, "--sweep-id", "p1"];
+        string[] Rows() => File.Exists(Path.Combine(dir, "trials.csv")) ? File.ReadAllLines(Path.Combine(dir, "trials.csv")).Skip(1).ToArray() : [];
+
+        var first = cluster.Start(cluster.SeedBin, "sweep-1.log", args);
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        // kill once two trials wait at rung 0 and a third runs
+        while (!(Rows().Count(r => r.Contains(",paused,")) >= 2 && Rows().Any(r => r.Contains(",running,"))))
+        {
+            Assert.True(DateTime.UtcNow < deadline && !first.HasExited, "the sweep did not get going: " + cluster.Logs(_ => true, 30));
+            Thread.Sleep(200);
+        }
+        first.Kill();
+        first.WaitForExit();
+
+        var again = cluster.Start(cluster.SeedBin, "sweep-2.log", args);
+        Assert.True(again.WaitForExit(TimeSpan.FromMinutes(4)), "the resumed sweep did not finish: " + cluster.Logs(_ => true, 40));
+        Assert.True(again.ExitCode == 0, "the resumed sweep failed: " + cluster.Logs(_ => true, 40));
+
+        var rows = Rows().Select(r => r.Split(',')).ToDictionary(r => r[0]);
+        Assert.Equal(["t0000", "t0001", "t0002", "t0003"], rows.Keys.Order());
+        int Col(string name) => Array.IndexOf(File.ReadAllLines(Path.Combine(dir, "trials.csv"))[0].Split(','), name);
+        var (state, step) = (Col("state"), Col("step"));
+        // one run each, none started again
+        Assert.Equal(["p1-t0000", "p1-t0001", "p1-t0002", "p1-t0003"], Directory.GetDirectories(Path.Combine(dir, "runs")).Select(Path.GetFileName).Order());
+        // rung 0 saw all four; two went on to 40; one ran to its end
+        Assert.Equal([20L, 20L, 40L, 60L], rows.Values.Select(r => long.Parse(r[step], CultureInfo.InvariantCulture)).Order());
+        Assert.Equal(1, rows.Values.Count(r => r[state] == "completed"));
+        Assert.Equal(3, rows.Values.Count(r => r[state] == "stopped"));
+        // the best at each rung went on: the completed trial is the best of the two at 40
+        var acc = Col("test_accuracy");
+        double A(string[] r) => double.Parse(r[acc], CultureInfo.InvariantCulture);
+        var at40 = rows.Values.Where(r => r[step] == "40").Single();
+        var done = rows.Values.Single(r => r[state] == "completed");
+        var events = File.ReadAllText(Path.Combine(dir, "runs", done[1], "events.log"));
+        Assert.Contains("paused at step 20", events);
+        Assert.Contains("paused at step 40", events);
+        Assert.Contains("promoted: goes on to step 40", events);
+        Assert.Contains("promoted: goes on to its end", events);
+        // the promoted run went on from its pause: its evaluations are 20, 40, 60, each once
+        var metrics = File.ReadAllLines(Path.Combine(dir, "runs", done[1], "metrics.csv"));
+        var header = metrics[0].Split(',');
+        var (stepCol, accCol) = (Array.IndexOf(header, "step"), Array.IndexOf(header, "test_accuracy"));
+        var evals = metrics.Skip(1).Select(l => l.Split(',')).Where(c => c[accCol].Length > 0).Select(c => long.Parse(c[stepCol], CultureInfo.InvariantCulture)).ToArray();
+        Assert.Equal([20L, 40L, 60L], evals);
+        Assert.True(A(done) > 0 && A(at40) > 0);
         Assert.Contains("\"state\": \"completed\"", File.ReadAllText(Path.Combine(dir, "best.json")));
     }
 }

@@ -16,7 +16,7 @@ public sealed class SweepStateTests
         space:
           kd.temperature: {"{grid: [1, 4]}"}
           kd.alpha: {"{grid: [0.1, 0.9]}"}
-        scheduler: {"{kind: asha, grace_period: 100, reduction_factor: 2}"}
+        scheduler: {"{kind: asha, grace_period: 100, reduction_factor: 2, mode: stop}"}
         limits: {"{max_concurrent: 2, max_failures: 1}"}
         """;
 

@@ -15,7 +15,8 @@ public sealed record EntityState(
     ImmutableSortedDictionary<long, BatchStored> Pool,
     long ReleasedUpTo,
     ImmutableList<CheckpointWritten> Checkpoints,
-    bool Finished)
+    bool Finished,
+    long? HoldAt = null)
 {
     public static readonly EntityState Empty = new(null, null, null, ImmutableSortedDictionary<long, BatchStored>.Empty, 0, [], false);
 
@@ -34,6 +35,7 @@ public sealed record EntityState(
         BatchesReleased r => this with { Pool = Pool.RemoveRange(Pool.Keys.Where(k => k <= r.UpToSeq)), ReleasedUpTo = Math.Max(ReleasedUpTo, r.UpToSeq) },
         CheckpointWritten c => this with { Checkpoints = Trim(Checkpoints.Add(c)) },
         EntityFinished => this with { Finished = true },
+        EntityHold h => this with { HoldAt = h.Step },
         _ => throw new ArgumentException($"{e.GetType().Name} is not an entity event"),
     };
 
@@ -41,9 +43,9 @@ public sealed record EntityState(
         l.Count > KeepCheckpoints ? l.RemoveRange(0, l.Count - KeepCheckpoints) : l;
 
     public EntitySnapshot ToSnapshot() => new(RunId, SpecYaml, TeacherBlob, Pool.Values.ToArray(),
-        ReleasedUpTo, Checkpoints.ToArray(), Finished);
+        ReleasedUpTo, Checkpoints.ToArray(), Finished, HoldAt);
 
     public static EntityState FromSnapshot(EntitySnapshot s) => new(s.RunId, s.SpecYaml, s.TeacherBlob,
-        s.Pool.ToImmutableSortedDictionary(b => b.Seq, b => b), s.ReleasedUpTo, s.Checkpoints.ToImmutableList(), s.Finished);
+        s.Pool.ToImmutableSortedDictionary(b => b.Seq, b => b), s.ReleasedUpTo, s.Checkpoints.ToImmutableList(), s.Finished, s.HoldAt);
 }
 

@@ -11,10 +11,12 @@ public sealed record CoordinatorState(ImmutableSortedDictionary<string, RunRecor
 
     public CoordinatorState Apply(IPersistedEvent e) => e switch
     {
-        RunSubmitted s => new(Runs.SetItem(s.RunId, new RunRecord(s.RunId, s.SpecYaml, s.SpecFile, s.SubmittedUtc, null, null, false, false, null, null, 0, null, null, SweepId: s.SweepId, Queued: s.Queued))),
+        RunSubmitted s => new(Runs.SetItem(s.RunId, new RunRecord(s.RunId, s.SpecYaml, s.SpecFile, s.SubmittedUtc, null, null, false, false, null, null, 0, null, null, SweepId: s.SweepId, Queued: s.Queued, HoldAt: s.HoldAt))),
         RunTeacherReady t => Update(t.RunId, r => r with { TeacherBlob = t.TeacherBlob, TeacherAccuracy = t.Accuracy, TeacherSeconds = t.Seconds, TeacherFromCache = t.FromCache }),
         RunCompleted c => Update(c.RunId, r => r with { Completed = true, Accuracy = c.Accuracy, BestAccuracy = c.BestAccuracy, Steps = c.Steps, CompletedUtc = c.CompletedUtc }),
         RunAdmitted a => Update(a.RunId, r => r with { Queued = false }),
+        RunPaused p => Update(p.RunId, r => r with { Paused = true, Steps = p.Step }),
+        RunResumed x => Update(x.RunId, r => r with { Paused = false, Queued = true, HoldAt = x.HoldAt }),
         RunFailed f => Update(f.RunId, r => r with { Failed = true, Message = f.Reason }),
         RunCancelled c => Update(c.RunId, r => r with { Cancelled = true, Message = $"cancelled: {c.Reason}", CompletedUtc = c.CancelledUtc }),
         _ => throw new ArgumentException($"{e.GetType().Name} is not a coordinator event"),

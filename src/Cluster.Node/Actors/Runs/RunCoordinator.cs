@@ -164,6 +164,8 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         Command<EntityProgress>(OnProgress);
         Command<StudentFinished>(OnFinished);
         Command<EntityFailed>(OnFailed);
+        Command<StudentHeld>(OnHeld);
+        Command<ResumeRun>(OnResume);
         Command<RunMetrics>(OnMetrics);
         Command<RunSamples>(OnSamples);
         Command<GetRunStatus>(m => Sender.Tell(new RunStatusReport(state.Runs.Values
@@ -266,12 +268,12 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         var spec = SpecOf(r);
         if (spec.Method.UsesTeacher)
         {
-            services.Teachers.Tell(new StartEntity(EntityId.Teacher(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob));
+            services.Teachers.Tell(new StartEntity(EntityId.Teacher(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob, r.HoldAt));
             if (r.TeacherBlob is null) return;
         }
-        services.Generators.Tell(new StartEntity(EntityId.Generator(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob));
+        services.Generators.Tell(new StartEntity(EntityId.Generator(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob, r.HoldAt));
         for (var i = 0; i < spec.Cluster.Replicas; i++)
-            services.Students.Tell(new StartEntity(EntityId.Student(r.RunId, i), r.RunId, r.SpecYaml, r.TeacherBlob));
+            services.Students.Tell(new StartEntity(EntityId.Student(r.RunId, i), r.RunId, r.SpecYaml, r.TeacherBlob, r.HoldAt));
     }
 
     private void OnTeacherReady(TeacherReady m)
@@ -365,6 +367,32 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             // a failed run stays failed: its entities stop for good
             StopEntities(state.Runs[m.RunId]);
             TellSweep(state.Runs[m.RunId]);
+            Admit();
+        });
+    }
+
+    /// <summary>The students reached the run's pause step (an ASHA rung): the run waits there, its slot free, its entities idle with their state.</summary>
+    private void OnHeld(StudentHeld m)
+    {
+        if (RunDecisions.Held(state, m).Event is not RunPaused e) return;
+        PersistAndSnapshot(e, () =>
+        {
+            var r = state.Runs[m.RunId];
+            Dir(m.RunId).Event($"paused at step {m.Step}{(m.Accuracy is { } a ? $" ({a:F2}%)" : "")}: waits to be promoted or stopped");
+            WriteStatus(r, throttle: false);
+            if (r.SweepId is { } sweep) services.Sweeps.Tell(new TrialRunPaused(sweep, r.RunId, m.Step, m.Accuracy));
+            Admit();
+        });
+    }
+
+    /// <summary>A paused run goes on: queued for a slot; once admitted its entities hear the new pause step.</summary>
+    private void OnResume(ResumeRun m)
+    {
+        if (RunDecisions.Resume(state, m).Event is not RunResumed e) return;
+        PersistAndSnapshot(e, () =>
+        {
+            Dir(m.RunId).Event(m.HoldAt is { } h ? $"promoted: goes on to step {h}" : "promoted: goes on to its end");
+            WriteStatus(state.Runs[m.RunId], throttle: false);
             Admit();
         });
     }

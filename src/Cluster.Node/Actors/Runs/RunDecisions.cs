@@ -47,7 +47,7 @@ public static class RunDecisions
             do runId = RunIds.New(spec.Name, now);
             while (state.Runs.ContainsKey(runId) || priorWork?.Invoke(runId) is not null);
         }
-        return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now, m.SweepId, Queued: true), new RunAccepted(runId, AlreadyKnown: false));
+        return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now, m.SweepId, Queued: true, HoldAt: m.HoldAt), new RunAccepted(runId, AlreadyKnown: false));
     }
 
     /// <summary>
@@ -80,6 +80,18 @@ public static class RunDecisions
             ? new(new RunFailed(m.RunId, $"{m.EntityId}: {m.Reason}"), null)
             : Decision.Nothing;
 
+    /// <summary>Student replica 0 reached the run's pause step: the run pauses there, once.</summary>
+    public static Decision Held(CoordinatorState state, StudentHeld m) =>
+        state.Runs.TryGetValue(m.RunId, out var r) && r.Active && !r.Paused && !r.Queued && r.HoldAt == m.Step
+            ? new(new RunPaused(m.RunId, m.Step, m.Accuracy), null)
+            : Decision.Nothing;
+
+    /// <summary>A paused run goes on to its next pause (or its end): queued for a slot again.</summary>
+    public static Decision Resume(CoordinatorState state, ResumeRun m) =>
+        state.Runs.TryGetValue(m.RunId, out var r) && r.Active && r.Paused && (m.HoldAt is null || m.HoldAt > r.HoldAt)
+            ? new(new RunResumed(m.RunId, m.HoldAt), null)
+            : Decision.Nothing;
+
     /// <summary>A user cancels: final for a run still going; a run that has ended says how.</summary>
     public static Decision Cancel(CoordinatorState state, CancelRun m, DateTime now)
     {
@@ -91,7 +103,7 @@ public static class RunDecisions
     /// <summary>usesTeacher: whether the run's method has a teacher to prepare first.</summary>
     public static RunState StateOf(RunRecord r, bool usesTeacher = true) =>
         r.Completed ? RunState.Completed : r.Failed ? RunState.Failed : r.Cancelled ? RunState.Cancelled
-        : r.Queued ? RunState.Queued
+        : r.Paused ? RunState.Paused : r.Queued ? RunState.Queued
         : usesTeacher && r.TeacherBlob is null ? RunState.PreparingTeacher : RunState.Training;
 
     /// <summary>
@@ -102,17 +114,20 @@ public static class RunDecisions
     public static IReadOnlyList<RunAdmitted> Admit(CoordinatorState state, int? slots, DateTime now)
     {
         var active = state.Active.ToArray();
-        var free = slots is { } n ? n - active.Count(r => !r.Queued) : int.MaxValue;
+        var free = slots is { } n ? n - active.Count(Busy) : int.MaxValue;
         return free <= 0 ? []
-            : active.Where(r => r.Queued).OrderBy(r => r.SubmittedUtc).ThenBy(r => r.RunId, StringComparer.Ordinal)
+            : active.Where(r => r.Queued && !r.Paused).OrderBy(r => r.SubmittedUtc).ThenBy(r => r.RunId, StringComparer.Ordinal)
                 .Take(free).Select(r => new RunAdmitted(r.RunId, now)).ToArray();
     }
+
+    /// <summary>A run holds a slot while admitted and not paused (a paused run keeps its state, not its slot).</summary>
+    private static bool Busy(RunRecord r) => !r.Queued && !r.Paused;
 
     /// <summary>What status says of a queued run: its place and the slots.</summary>
     public static string QueuedMessage(CoordinatorState state, RunRecord r, int? slots)
     {
-        var queue = state.Active.Where(x => x.Queued).OrderBy(x => x.SubmittedUtc).ThenBy(x => x.RunId, StringComparer.Ordinal).ToList();
-        var busy = state.Active.Count(x => !x.Queued);
+        var queue = state.Active.Where(x => x.Queued && !x.Paused).OrderBy(x => x.SubmittedUtc).ThenBy(x => x.RunId, StringComparer.Ordinal).ToList();
+        var busy = state.Active.Count(Busy);
         return $"queued: {queue.FindIndex(x => x.RunId == r.RunId) + 1} of {queue.Count} waiting for a slot ({busy} of {slots?.ToString() ?? "unlimited"} slots busy)";
     }
 }

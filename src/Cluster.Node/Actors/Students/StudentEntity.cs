@@ -78,10 +78,20 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         replica = EntityId.Parse(entityId).Index;
         Command<StartEntity>(m =>
         {
-            if (State.Started) { if (State.Finished) ReportFinishedAgain(); return; }
+            if (State.Started)
+            {
+                if (State.Finished) ReportFinishedAgain();
+                else if (m.HoldAt != State.HoldAt) SetHold(m.HoldAt);
+                return;
+            }
             // a method with a teacher starts its students once the teacher exists
             if (m.TeacherBlob is null && !NoTeacher(m.SpecYaml, m.RunId)) return;
-            Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e => { State = State.Apply(e); StartEngine(); });
+            Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e =>
+            {
+                State = State.Apply(e);
+                if (m.HoldAt is null) StartEngine();
+                else Persist(new EntityHold(m.HoldAt), h => { State = State.Apply(h); StartEngine(); });
+            });
         });
         Command<StudentJobs.Ready>(OnEngineReady);
         Command<LabelledBatch>(OnBatch);
@@ -111,6 +121,8 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     private int Replicas => spec!.Cluster.Replicas;
     private long Total => plan!.TotalSteps;
     private bool Done => step >= Total;
+    /// <summary>At the run's pause step (an ASHA rung): trained and checkpointed up to it, waiting to go on.</summary>
+    private bool Held => State.HoldAt is { } h && step >= h;
     private long EvalEvery => spec!.Method.PipelineEvalEvery(spec);
     private long CheckpointEvery => spec!.Cluster.CheckpointEvery > 0 ? spec.Cluster.CheckpointEvery : EvalEvery > 0 ? EvalEvery : SourceDecisions.DefaultCheckpointEvery;
 
@@ -156,6 +168,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         early.Clear();
         Timers.StartPeriodicTimer("stalled", CheckStalled.Instance, StallTimeout, TimeSpan.FromSeconds(1));
         AnnounceStep(_ => true);
+        if (Held) { ReportHeld(State.Checkpoints.LastOrDefault()?.Accuracy); return; }
         RequestMore();
         TryTrain();
     }
@@ -170,7 +183,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
 
     private void OnCheckStalled()
     {
-        if (trainer is null || State.Finished || Done || DateTime.UtcNow - lastBatchUtc < StallTimeout) return;
+        if (trainer is null || State.Finished || Done || Held || DateTime.UtcNow - lastBatchUtc < StallTimeout) return;
         if (Replicas > 1 && busy && !computing)
         {
             // waiting on a peer's gradient: tell the missing peers where we are (this also starts a
@@ -208,7 +221,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
 
     private void TryTrain()
     {
-        if (busy || trainer is null || State.Finished || !intake!.Ready(step)) return;
+        if (busy || trainer is null || State.Finished || Held || !intake!.Ready(step)) return;
         busy = computing = true;
         var seq = step + 1;
         var last = plan!.BatchesFor(seq).Last;
@@ -228,7 +241,8 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     private StudentJobs.AfterStep AfterStepOf(long seq)
     {
         var final = seq >= Total;
-        return new(replica == 0 && (EvalEvery > 0 && seq % EvalEvery == 0 || final), seq % CheckpointEvery == 0 || final, final && replica == 0,
+        var hold = State.HoldAt == seq;   // the pause step is evaluated and checkpointed: the run goes on from there
+        return new(replica == 0 && (EvalEvery > 0 && seq % EvalEvery == 0 || final || hold), seq % CheckpointEvery == 0 || final || hold, final && replica == 0,
             plan!.BatchNeedingWeightsAfter(seq) is not null, data!, EngineAccess.DeviceFor(spec!), spec!.Data.EvalBatch);
     }
 
@@ -265,6 +279,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
             if (plan!.ReleasableAt(e.Step) is > 0 and var upTo) Services.Generators.Tell(new ReleaseBatches(EntityId.Generator(RunId), Id, upTo));
             MaybeSnapshot(50);
             if (t.Weights is not null) Finish(t, bestNow);
+            else if (State.HoldAt == e.Step) ReportHeld(t.Accuracy);
         });
     }
 
@@ -285,6 +300,25 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
             Services.Coordinator.Tell(new StudentFinished(RunId, Id, t.Accuracy ?? double.NaN, best, step, weights, rollbacks));
         });
     }
+
+    /// <summary>The run's pause step is reached and checkpointed: the coordinator pauses the run (it may hear this again after a restart).</summary>
+    private void ReportHeld(double? accuracy)
+    {
+        Log.Info("{0}: paused at step {1}", Id, step);
+        if (replica == 0) Services.Coordinator.Tell(new StudentHeld(RunId, Id, step, accuracy));
+    }
+
+    /// <summary>A new pause step (a promotion sends the run on): recorded, then training goes on to it.</summary>
+    private void SetHold(long? holdAt) => Persist(new EntityHold(holdAt), e =>
+    {
+        State = State.Apply(e);
+        if (trainer is null) return;
+        if (Held) { ReportHeld(State.Checkpoints.LastOrDefault()?.Accuracy); return; }
+        Log.Info("{0}: goes on from step {1} to {2}", Id, step, holdAt?.ToString() ?? "the end");
+        lastBatchUtc = DateTime.UtcNow;
+        RequestMore();
+        TryTrain();
+    });
 
     private void ReportFinishedAgain()
     {

@@ -82,6 +82,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         Command<CancelSweep>(OnCancel);
         Command<TrialMetrics>(OnMetrics);
         Command<TrialRunEnded>(m => OnRunEnded(m.RunId, m.State, m.Steps, m.Accuracy, m.Message));
+        Command<TrialRunPaused>(m => OnRunPaused(m.RunId, m.Step, m.Accuracy));
         Command<Tick>(_ => OnTick());
         Command<RunChecked>(OnRunChecked);
         Command<RunAccepted>(_ => { });
@@ -150,7 +151,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         Record([new SweepEnded(r.SweepId, SweepState.Cancelled, $"cancelled: {m.Reason}", DateTime.UtcNow)], () =>
         {
             var now = state.Sweeps[m.SweepId];
-            foreach (var t in now.Trials.Where(t => t.State == TrialState.Running && t.RunId is not null))
+            foreach (var t in now.Trials.Where(t => t.State is TrialState.Running or TrialState.Paused && t.RunId is not null))
                 services.Coordinator.Tell(new CancelRun(t.RunId!, $"sweep {m.SweepId} cancelled: {m.Reason}"));
             sender.Tell(new SweepStatusReport([Summary(now)]));
         });
@@ -172,6 +173,19 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
                 log.Info("sweep {0}: trial {1} stopped at step {2}: {3}", r.SweepId, t.TrialId, m.Step, e.Reason);
                 services.Coordinator.Tell(new CancelRun(m.RunId, $"stopped by the {rt.Spec.Scheduler.Kind} scheduler: {e.Reason}"));
             }
+        });
+    }
+
+    /// <summary>A trial's run paused at its rung (ASHA with promotions): recorded; promotions and new trials may follow.</summary>
+    private void OnRunPaused(string runId, long step, double? accuracy)
+    {
+        if (!state.ByRun.TryGetValue(runId, out var at) || !state.Sweeps.TryGetValue(at.SweepId, out var r)) return;
+        if (r.Trial(at.TrialId) is not { } t) return;
+        if (SweepDecisions.Paused(r, Runtime(r), t, runId, step, accuracy) is not { } e) return;
+        Record([e], () =>
+        {
+            log.Info("sweep {0}: trial {1} paused at rung {2} (step {3}): {4}", r.SweepId, t.TrialId, e.Rung, step, e.Value);
+            Advance(r.SweepId);
         });
     }
 
@@ -200,13 +214,14 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         var rt = Runtime(r);
         var now = DateTime.UtcNow;
         if (r.Running && rt.Spec.Limits.MaxWallMinutes > 0 && (now - r.SubmittedUtc).TotalMinutes >= rt.Spec.Limits.MaxWallMinutes
-            && r.Trials.Any(t => t.State == TrialState.Running))
+            && r.Trials.Any(t => t.State is TrialState.Running or TrialState.Paused))
         {
-            // out of time: running trials stop; they end as cancelled and the sweep then completes
-            foreach (var t in r.Trials.Where(t => t.State == TrialState.Running && t.RunId is not null))
+            // out of time: running and paused trials stop; they end as cancelled and the sweep then completes
+            foreach (var t in r.Trials.Where(t => t.State is TrialState.Running or TrialState.Paused && t.RunId is not null))
                 services.Coordinator.Tell(new CancelRun(t.RunId!, $"sweep {sweepId}: max_wall_minutes {rt.Spec.Limits.MaxWallMinutes} reached"));
         }
         var events = SweepDecisions.Fill(r, rt, now);
+        if (events.Count == 0) events.AddRange(SweepDecisions.Settle(r, rt, now));
         if (events.Count > 0)
         {
             Record(events, () => Advance(sweepId));
@@ -264,8 +279,14 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         var left = events.Count;
         PersistAll(events, e =>
         {
+            var before = e is TrialEnded te ? state.Sweeps[te.SweepId].Trial(te.TrialId) : null;
             state = state.Apply(e);
             if (e is TrialLaunched l) SubmitTrial(state.Sweeps[l.SweepId], l.TrialId);
+            if (e is TrialPromoted pr && state.Sweeps[pr.SweepId].Trial(pr.TrialId)?.RunId is { } promoted)
+                services.Coordinator.Tell(new ResumeRun(promoted, pr.HoldAt));
+            // a paused trial that ASHA stopped for good: its run ends (its entities let go of their state)
+            if (before is { State: TrialState.Paused, RunId: { } paused })
+                services.Coordinator.Tell(new CancelRun(paused, $"stopped by the asha scheduler: {((TrialEnded)e).Reason}"));
             if (e is TrialReported p) Board(p, Runtime(state.Sweeps[p.SweepId]).Spec.Metric);
             if (--left == 0) then();
         });
@@ -276,7 +297,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         var rt = Runtime(r);
         var t = r.Trial(trialId)!;
         var yaml = SweepParser.TrialYaml(rt.Spec, rt.Config(t), $"{rt.Spec.Name}-{t.TrialId}", t.Repeat);
-        services.Coordinator.Tell(new SubmitRun(yaml, rt.Spec.BaseFile, t.RunId, r.SweepId));
+        services.Coordinator.Tell(new SubmitRun(yaml, rt.Spec.BaseFile, t.RunId, r.SweepId, t.HoldAt));
     }
 
     private void OnTick()
@@ -306,7 +327,13 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
                 break;
             case RunStatusReport { Runs: [var s, ..] }:
                 liveSteps[c.RunId] = s.StudentStep;
-                if (t.State == TrialState.Stopped && s.State is not (RunState.Completed or RunState.Failed or RunState.Cancelled))
+                if (t.State == TrialState.Running && s.State == RunState.Paused)
+                {
+                    // a pause or a promotion lost on the way (a coordinator failing over): again, both are idempotent
+                    if (t.HoldAt == s.StudentStep) OnRunPaused(c.RunId, s.StudentStep, s.StudentAccuracy);
+                    else services.Coordinator.Tell(new ResumeRun(c.RunId, t.HoldAt));
+                }
+                else if (t.State == TrialState.Stopped && s.State is not (RunState.Completed or RunState.Failed or RunState.Cancelled))
                     services.Coordinator.Tell(new CancelRun(c.RunId, $"stopped by the scheduler: {t.Reason}"));
                 else if (s.State is RunState.Completed or RunState.Failed or RunState.Cancelled)
                     OnRunEnded(c.RunId, s.State, s.StudentStep, s.StudentAccuracy, s.Message);

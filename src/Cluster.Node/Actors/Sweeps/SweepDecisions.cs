@@ -39,6 +39,10 @@ public sealed class SweepRuntime
         return rt;
     }
 
+    /// <summary>ASHA's rung steps (promote mode pauses trials there).</summary>
+    public long[] Milestones => milestones ??= AshaPromotions.Milestones(Spec.Scheduler);
+    private long[]? milestones;
+
     public TrialConfig Config(TrialRecord t) => new(Spec.Space.Select((d, i) => new KeyValuePair<string, string>(d.Path, t.Values[i])).ToArray());
 
     /// <summary>What the searcher has learnt: every ended configuration's last metric (only a model-based searcher reads it).</summary>
@@ -75,10 +79,13 @@ public static class SweepDecisions
         if (!r.Running) return events;
         var running = r.Trials.Count(t => t.State == TrialState.Running);
         var free = rt.Spec.Limits.MaxConcurrent - running;
+        // promotions first (Li et al.'s get_job), one at a time: the next is decided on the state it leaves
+        if (free > 0 && rt.Spec.Scheduler.Promotes && AshaPromotions.Next(RungTrials(r, rt), rt.Milestones, rt.Spec.Scheduler.ReductionFactor) is { } p)
+            return [new TrialPromoted(r.SweepId, p.TrialId, p.HoldAt, p.Reason)];
         foreach (var t in r.Trials.Where(t => t.State == TrialState.Pending))
         {
             if (free <= 0) return events;
-            events.Add(new TrialLaunched(r.SweepId, t.TrialId, RunId(r.SweepId, t.TrialId, 1), 1));
+            events.Add(new TrialLaunched(r.SweepId, t.TrialId, RunId(r.SweepId, t.TrialId, 1), 1, FirstHold(rt)));
             free--;
         }
         var index = r.Configurations;
@@ -95,7 +102,7 @@ public static class SweepDecisions
                 made++;
                 if (free > 0)
                 {
-                    events.Add(new TrialLaunched(r.SweepId, id, RunId(r.SweepId, id, 1), 1));
+                    events.Add(new TrialLaunched(r.SweepId, id, RunId(r.SweepId, id, 1), 1, FirstHold(rt)));
                     free--;
                 }
             }
@@ -104,10 +111,45 @@ public static class SweepDecisions
         return events;
     }
 
-    /// <summary>The sweep is over when no trial is pending or running and no more will be made.</summary>
+    private static long? FirstHold(SweepRuntime rt) => rt.Spec.Scheduler.Promotes ? AshaPromotions.HoldAfter(rt.Milestones, 0) : null;
+
+    /// <summary>The trials as promotion-based ASHA sees them (scores: higher is better).</summary>
+    public static IReadOnlyList<RungTrial> RungTrials(SweepRecord r, SweepRuntime rt) => r.Trials
+        .Where(t => t.RunId is not null)
+        .Select(t => new RungTrial(t.TrialId, t.Rungs.Select(rt.Spec.Score).ToArray(), t.State switch
+        {
+            TrialState.Running => RungPosition.Running,
+            TrialState.Paused => RungPosition.Paused,
+            TrialState.Completed => RungPosition.Done,
+            _ => RungPosition.Out,
+        })).ToArray();
+
+    /// <summary>
+    /// Nothing runs and nothing new will start: the paused trials of the highest rung are settled
+    /// (the best goes on if none went past that rung, else they stop there).
+    /// </summary>
+    public static IReadOnlyList<IPersistedEvent> Settle(SweepRecord r, SweepRuntime rt, DateTime now)
+    {
+        if (!r.Running || !rt.Spec.Scheduler.Promotes || r.Trials.Any(t => t.State is TrialState.Pending or TrialState.Running)) return [];
+        if (Exhausted(r, rt, now) is null && rt.Searcher.Suggest(r.Configurations, rt.Observations(r)) is not null) return [];
+        return AshaPromotions.Settle(RungTrials(r, rt), rt.Milestones).Select(d => d.Promote
+            ? (IPersistedEvent)new TrialPromoted(r.SweepId, d.TrialId, d.HoldAt, d.Reason)
+            : new TrialEnded(r.SweepId, d.TrialId, TrialState.Stopped, r.Trial(d.TrialId)!.Step, null, d.Reason)).ToArray();
+    }
+
+    /// <summary>A trial's run paused at its rung: the metric there (reported at that step, else the accuracy the pause carried).</summary>
+    public static TrialPaused? Paused(SweepRecord r, SweepRuntime rt, TrialRecord t, string runId, long step, double? accuracy)
+    {
+        if (t.RunId != runId || t.State != TrialState.Running || t.HoldAt != step) return null;
+        var value = t.Reported == step && t.Metric is { } m ? m : rt.Spec.Metric == "test_accuracy" ? accuracy : null;
+        if (value is not { } v || !double.IsFinite(v)) return null;
+        return new TrialPaused(r.SweepId, t.TrialId, step, v, Array.IndexOf(rt.Milestones, step));
+    }
+
+    /// <summary>The sweep is over when no trial is pending, running or paused and no more will be made.</summary>
     public static SweepEnded? Finished(SweepRecord r, SweepRuntime rt, DateTime now)
     {
-        if (!r.Running || r.Trials.Any(t => t.State is TrialState.Pending or TrialState.Running)) return null;
+        if (!r.Running || r.Trials.Any(t => t.State is TrialState.Pending or TrialState.Running or TrialState.Paused)) return null;
         var why = Exhausted(r, rt, now);
         if (why is null && rt.Searcher.Suggest(r.Configurations, rt.Observations(r)) is not null) return null;
         return new SweepEnded(r.SweepId, SweepState.Completed, why ?? "the search made all of its configurations", now);
@@ -121,7 +163,7 @@ public static class SweepDecisions
         if (i < 0 || !double.IsFinite(values[i])) return null;
         if (t.Reported >= step) return null;
         var d = rt.Scheduler.OnReport(new TrialReport(t.TrialId, step, rt.Spec.Score(values[i]), rt.Config(t)));
-        var rung = rt.Scheduler is AshaScheduler asha ? asha.Milestones.Count(m => m <= step && asha.At(m).ContainsKey(t.TrialId)) : 0;
+        var rung = rt.Spec.Scheduler.Kind == "asha" && !rt.Spec.Scheduler.Promotes ? rt.Milestones.Count(m => m <= step) : t.Rung;
         return new TrialReported(r.SweepId, t.TrialId, step, values[i], d.Verdict == Verdict.Stop, d.Reason, rung);
     }
 
@@ -136,7 +178,8 @@ public static class SweepDecisions
         {
             RunState.Completed => new TrialEnded(r.SweepId, t.TrialId, TrialState.Completed, steps, metric, null),
             RunState.Failed when t.Attempt <= rt.Spec.Limits.MaxFailures && r.Running =>
-                new TrialLaunched(r.SweepId, t.TrialId, RunId(r.SweepId, t.TrialId, t.Attempt + 1), t.Attempt + 1),
+                new TrialLaunched(r.SweepId, t.TrialId, RunId(r.SweepId, t.TrialId, t.Attempt + 1), t.Attempt + 1,
+                    rt.Spec.Scheduler.Promotes ? AshaPromotions.HoldAfter(rt.Milestones, t.Rungs.Count) : null),
             RunState.Failed => new TrialEnded(r.SweepId, t.TrialId, TrialState.Failed, steps, null,
                 $"failed {t.Attempt} time(s), max_failures {rt.Spec.Limits.MaxFailures}: {message}"),
             RunState.Cancelled => new TrialEnded(r.SweepId, t.TrialId, TrialState.Cancelled, steps, null, message),

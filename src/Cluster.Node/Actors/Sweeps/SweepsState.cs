@@ -8,8 +8,12 @@ namespace Cluster.Node.Actors;
 /// <summary>A trial as the sweep coordinator holds it.</summary>
 public sealed record TrialRecord(
     string TrialId, long Index, int Repeat, string[] Values, TrialState State, string? RunId, int Attempt,
-    long Step, double? Metric, double? Best, int Rung, string? Reason, long Reported = -1, bool EndRecorded = false)
+    long Step, double? Metric, double? Best, int Rung, string? Reason, long Reported = -1, bool EndRecorded = false,
+    ImmutableList<double>? RungValues = null, long? HoldAt = null)
 {
+    /// <summary>The metric at each ASHA rung the trial paused at, in rung order (promote mode).</summary>
+    public ImmutableList<double> Rungs => RungValues ?? [];
+
     public bool Ended => State is TrialState.Completed or TrialState.Stopped or TrialState.Failed or TrialState.Cancelled;
 }
 
@@ -49,7 +53,7 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
             Trials = r.Trials.Add(new TrialRecord(c.TrialId, c.Index, c.Repeat, c.Values, TrialState.Pending, null, 0, 0, null, null, 0, null)),
             TrialIndex = r.TrialIndex.SetItem(c.TrialId, r.Trials.Count),
         }),
-        TrialLaunched l => UpdateTrial(l.SweepId, l.TrialId, t => t with { State = TrialState.Running, RunId = l.RunId, Attempt = l.Attempt }) with
+        TrialLaunched l => UpdateTrial(l.SweepId, l.TrialId, t => t with { State = TrialState.Running, RunId = l.RunId, Attempt = l.Attempt, HoldAt = l.HoldAt }) with
         {
             ByRun = ByRun.SetItem(l.RunId, (l.SweepId, l.TrialId)),
         },
@@ -67,6 +71,12 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
                 State = t.State == TrialState.Stopped ? TrialState.Stopped : x.State,
                 Step = Math.Max(t.Step, x.Steps), Metric = x.Metric ?? t.Metric, EndRecorded = true, Reason = t.State == TrialState.Stopped ? t.Reason : x.Reason ?? t.Reason,
             }),
+        TrialPaused p => UpdateTrial(p.SweepId, p.TrialId, t => t with
+        {
+            State = t.Ended ? t.State : TrialState.Paused, Step = Math.Max(t.Step, p.Step), Metric = p.Value, Rung = p.Rung,
+            RungValues = t.Rungs.Add(p.Value), Reason = $"paused at rung {p.Rung} (step {p.Step})",
+        }),
+        TrialPromoted p => UpdateTrial(p.SweepId, p.TrialId, t => t with { State = TrialState.Running, HoldAt = p.HoldAt, Reason = p.Reason }),
         SweepEnded x => Update(x.SweepId, r => r with { State = x.State, Message = x.Reason, EndedUtc = x.EndedUtc }),
         _ => throw new ArgumentException($"{e.GetType().Name} is not a sweep event"),
     };
