@@ -89,6 +89,13 @@ public sealed record EntityStatus(
     [property: Key(6)] string Node,
     [property: Key(7)] string? Detail) : IWireMessage;
 
+/// <summary>
+/// The run paused (an ASHA rung): the entity passivates with its state in its journal, letting go
+/// of its models and memory; the run's next StartEntity brings it back where it was.
+/// </summary>
+[MessagePackObject]
+public sealed record PauseEntity([property: Key(0)] string EntityId) : IEntityMessage;
+
 /// <summary>The run is over: the entity passivates and is not remembered any more.</summary>
 [MessagePackObject]
 public sealed record StopEntity([property: Key(0)] string EntityId) : IEntityMessage;

@@ -29,7 +29,7 @@ public static class ContractCodec
         (typeof(CancelRun), "R14"), (typeof(CancelAnswer), "R15"),
         (typeof(StartEntity), "P1"), (typeof(RequestBatches), "P2"), (typeof(ReleaseBatches), "P3"), (typeof(LabelBatch), "P4"),
         (typeof(LabelledBatch), "P5"), (typeof(GetEntityStatus), "P6"), (typeof(EntityStatus), "P7"), (typeof(StopEntity), "P8"),
-        (typeof(CompetitorReady), "P9"),
+        (typeof(CompetitorReady), "P9"), (typeof(PauseEntity), "P10"),
         (typeof(GradientChunk), "G1"), (typeof(ReplicaAt), "G2"),
         (typeof(RunSubmitted), "E1"), (typeof(RunTeacherReady), "E2"), (typeof(RunCompleted), "E3"), (typeof(RunFailed), "E4"),
         (typeof(CoordinatorSnapshot), "E5"), (typeof(EntityStarted), "E6"), (typeof(BatchStored), "E7"), (typeof(BatchesReleased), "E8"),

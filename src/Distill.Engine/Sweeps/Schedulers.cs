@@ -134,21 +134,60 @@ public sealed class AshaScheduler : Scheduler
 /// </summary>
 public sealed class MedianStoppingScheduler(SweepSpec sweep) : Scheduler(sweep)
 {
-    private readonly Dictionary<string, List<(long Step, double Score)>> history = [];
+    /// <summary>A trial's report steps in order and the running sums of its scores: a running mean up to any step is a binary search.</summary>
+    private sealed class History
+    {
+        public readonly List<long> Steps = [];
+        public readonly List<double> Sums = [];
+        public double Best = double.NegativeInfinity;
+
+        public void Add(long step, double score)
+        {
+            Best = Math.Max(Best, score);
+            if (Steps.Count == 0 || step >= Steps[^1])
+            {
+                Steps.Add(step);
+                Sums.Add((Sums.Count > 0 ? Sums[^1] : 0) + score);
+                return;
+            }
+            // out of order (the coordinator reports in step order; a caller might not): kept sorted
+            var at = Steps.BinarySearch(step);
+            at = at < 0 ? ~at : at;
+            Steps.Insert(at, step);
+            Sums.Insert(at, (at > 0 ? Sums[at - 1] : 0) + score);
+            for (var k = at + 1; k < Sums.Count; k++) Sums[k] += score;
+        }
+
+        /// <summary>The mean of the scores reported at or before step; null when none was.</summary>
+        public double? MeanUpTo(long step)
+        {
+            var i = Steps.BinarySearch(step);
+            var n = i >= 0 ? LastOf(i) + 1 : ~i;
+            return n == 0 ? null : Sums[n - 1] / n;
+        }
+
+        private int LastOf(int i)
+        {
+            while (i + 1 < Steps.Count && Steps[i + 1] == Steps[i]) i++;
+            return i;
+        }
+    }
+
+    private readonly Dictionary<string, History> history = [];
 
     protected override SchedulerDecision Decide(TrialReport r, long number)
     {
-        if (!history.TryGetValue(r.TrialId, out var own)) history[r.TrialId] = own = [];
-        own.Add((r.Step, r.Score));
+        if (!history.TryGetValue(r.TrialId, out var own)) history[r.TrialId] = own = new History();
+        own.Add(r.Step, r.Score);
         if (r.Step < Settings.GracePeriod) return SchedulerDecision.Go;
-        var means = history.Where(h => h.Key != r.TrialId)
-            .Select(h => h.Value.Where(p => p.Step <= r.Step).Select(p => p.Score).ToArray())
-            .Where(s => s.Length > 0).Select(s => s.Average()).ToArray();
-        if (means.Length < Settings.MinSamples) return SchedulerDecision.Go;
+        var means = new List<double>(history.Count);
+        foreach (var (id, h) in history)
+            if (id != r.TrialId && h.MeanUpTo(r.Step) is { } m) means.Add(m);
+        if (means.Count < Settings.MinSamples) return SchedulerDecision.Go;
         var median = Quantile(means, 0.5);
-        var best = own.Max(p => p.Score);
+        var best = own.Best;
         return best < median
-            ? new(Verdict.Stop, $"step {r.Step}: best {F(best)} is below the median {F(median)} of {means.Length} other trials' running means")
+            ? new(Verdict.Stop, $"step {r.Step}: best {F(best)} is below the median {F(median)} of {means.Count} other trials' running means")
             : SchedulerDecision.Go;
     }
 }

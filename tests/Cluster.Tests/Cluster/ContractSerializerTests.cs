@@ -106,6 +106,7 @@ public sealed class ContractSerializerTests : IDisposable
         new RunPaused("r1", 47, 91.5),
         new RunResumed("r1", 188),
         new EntityHold(188),
+        new PauseEntity("student/r1/0"),
         new TrialRunPaused("s", "s-t0000", 47, 91.5),
         new TrialPaused("s", "t0000", 47, 91.5, 0),
         new TrialPromoted("s", "t0000", 188, "promoted from rung 0"),

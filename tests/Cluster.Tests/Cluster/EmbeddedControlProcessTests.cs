@@ -14,20 +14,7 @@ public sealed class EmbeddedControlProcessTests
     {
         var teacher = cluster.SaveTeacher(41);
         var path = Path.Combine(cluster.Work, name + ".yaml");
-        File.WriteAllText(path, $$"""
-            name: {{name}}
-            method: dafl
-            seed: 7
-            data: {name: mnist, image_size: 32}
-            teacher:
-              arch: lenet5
-              checkpoint: {{teacher}}
-            student:
-              arch: lenet5-half
-              train: {optimizer: adam, lr: 0.002}
-            dafl: {steps: {{steps}}, batch_size: 16, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: {{steps}}}
-            cluster: {checkpoint_every: 10}
-            """);
+        File.WriteAllText(path, ProcessCluster.TinyDafl(name, 7, teacher, steps, steps, "{checkpoint_every: 10}"));
         return path;
     }
 
@@ -55,7 +42,8 @@ public sealed class EmbeddedControlProcessTests
     {
         Torch.Init();
         using var cluster = new ProcessCluster("ctrlc");
-        var spec = Spec(cluster, "ctrlc", steps: 200);
+        // long enough that it cannot end between the step `run` last printed (it polls every 2 s) and the signal
+        var spec = Spec(cluster, "ctrlc", steps: 500);
         var runs = Path.Combine(cluster.Work, "runs");
         var first = cluster.Start(cluster.SeedBin, "run-1.log", ["run", spec, "--runs-dir", runs, "--run-id", "r1"]);
         WaitFor(cluster, "run-1.log", Training, "the run did not start training");
@@ -73,9 +61,9 @@ public sealed class EmbeddedControlProcessTests
         again.WaitForExit();
         Assert.True(again.ExitCode == 0, "the resumed run failed: " + cluster.Logs(_ => true, 30));
         using var result = JsonDocument.Parse(File.ReadAllText(Path.Combine(runs, "r1", "result.json")));
-        Assert.Equal(200, result.RootElement.GetProperty("steps").GetInt64());
+        Assert.Equal(500, result.RootElement.GetProperty("steps").GetInt64());
         // it resumed: the second process did not start again from step 0
-        Assert.DoesNotContain("training step 5/200", cluster.Log("run-2.log"));
+        Assert.DoesNotContain("training step 5/500", cluster.Log("run-2.log"));
     }
 
     [Fact]

@@ -141,20 +141,7 @@ public sealed class JournalDamageTests
         using var cluster = new ProcessCluster("wal" + how);
         var teacher = cluster.SaveTeacher(41);
         var spec = Path.Combine(cluster.Work, "wal.yaml");
-        File.WriteAllText(spec, $$"""
-            name: wal
-            method: dafl
-            seed: 7
-            data: {name: mnist, image_size: 32}
-            teacher:
-              arch: lenet5
-              checkpoint: {{teacher}}
-            student:
-              arch: lenet5-half
-              train: {optimizer: adam, lr: 0.002}
-            dafl: {steps: 3000, batch_size: 16, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: 3000}
-            cluster: {checkpoint_every: 10}
-            """);
+        File.WriteAllText(spec, ProcessCluster.TinyDafl("wal", 7, teacher, 3000, 3000, "{checkpoint_every: 10}"));
         var runs = Path.Combine(cluster.Work, "runs");
         var first = cluster.Start(cluster.SeedBin, "run-1.log", ["run", spec, "--runs-dir", runs, "--run-id", "w1"]);
         var deadline = DateTime.UtcNow.AddMinutes(2);

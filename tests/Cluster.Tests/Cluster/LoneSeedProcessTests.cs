@@ -17,19 +17,7 @@ public sealed class LoneSeedProcessTests
         using var cluster = new ProcessCluster("lone");
         var teacher = cluster.SaveTeacher(61);
         var spec = Path.Combine(cluster.Work, "lone.yaml");
-        File.WriteAllText(spec, $$"""
-            name: lone
-            method: dafl
-            seed: 4
-            data: {name: mnist, image_size: 32}
-            teacher:
-              arch: lenet5
-              checkpoint: {{teacher}}
-            student:
-              arch: lenet5-half
-              train: {optimizer: adam, lr: 0.002}
-            dafl: {steps: 40, batch_size: 16, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: 40}
-            """);
+        File.WriteAllText(spec, ProcessCluster.TinyDafl("lone", 4, teacher, 40, 40));
         var port = 10400 + Environment.ProcessId % 300 * 2;
         var seeds = $"127.0.0.1:{port}";
         cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);

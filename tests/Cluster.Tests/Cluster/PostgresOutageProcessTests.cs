@@ -63,20 +63,7 @@ public sealed class PostgresOutageProcessTests
             using var cluster = new ProcessCluster("outage", conn);
             var teacher = cluster.SaveTeacher(51);
             var spec = Path.Combine(cluster.Work, "outage.yaml");
-            File.WriteAllText(spec, $$"""
-                name: outage
-                method: dafl
-                seed: 8
-                data: {name: mnist, image_size: 32}
-                teacher:
-                  arch: lenet5
-                  checkpoint: {{teacher}}
-                student:
-                  arch: lenet5-half
-                  train: {optimizer: adam, lr: 0.002}
-                dafl: {steps: 400, batch_size: 16, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: 200}
-                cluster: {checkpoint_every: 10}
-                """);
+            File.WriteAllText(spec, ProcessCluster.TinyDafl("outage", 8, teacher, 400, 200, "{checkpoint_every: 10}"));
             var seedPort = 9800 + Environment.ProcessId % 300 * 2;
             var seeds = $"127.0.0.1:{seedPort}";
             cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", seedPort.ToString(), .. cluster.Common]);

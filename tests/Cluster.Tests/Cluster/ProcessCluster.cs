@@ -42,6 +42,25 @@ public sealed class ProcessCluster : IDisposable
     /// <summary>The processes started so far, in order.</summary>
     public IReadOnlyList<Process> Processes => processes;
 
+    /// <summary>
+    /// The small DAFL run the process tests share: the seeded random teacher of <see cref="SaveTeacher"/>,
+    /// a width-8 generator and batches of 16, a few seconds per hundred steps on two cores.
+    /// </summary>
+    public static string TinyDafl(string name, int seed, string teacher, int steps, int evalEvery, string? cluster = null) => $$"""
+        name: {{name}}
+        method: dafl
+        seed: {{seed}}
+        data: {name: mnist, image_size: 32}
+        teacher:
+          arch: lenet5
+          checkpoint: {{teacher}}
+        student:
+          arch: lenet5-half
+          train: {optimizer: adam, lr: 0.002}
+        dafl: {steps: {{steps}}, batch_size: 16, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: {{evalEvery}}}
+
+        """ + (cluster is null ? "" : $"cluster: {cluster}\n");
+
     /// <summary>A LeNet-5 teacher (random weights, seeded) saved as teacher.pt in the work directory.</summary>
     public string SaveTeacher(long seed)
     {

@@ -16,20 +16,7 @@ public sealed class SeedRestartProcessTests
         using var cluster = new ProcessCluster("seedrestart");
         var teacher = cluster.SaveTeacher(31);
         var spec = Path.Combine(cluster.Work, "after.yaml");
-        File.WriteAllText(spec, $$"""
-            name: after
-            method: dafl
-            seed: 6
-            data: {name: mnist, image_size: 32}
-            teacher:
-              arch: lenet5
-              checkpoint: {{teacher}}
-            student:
-              arch: lenet5-half
-              train: {optimizer: adam, lr: 0.002}
-            dafl: {steps: 10, batch_size: 16, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: 10}
-            cluster: {checkpoint_every: 5}
-            """);
+        File.WriteAllText(spec, ProcessCluster.TinyDafl("after", 6, teacher, 10, 10, "{checkpoint_every: 5}"));
         var port = 8100 + Environment.ProcessId % 300 * 4;
         var seeds = $"127.0.0.1:{port}";
         string[] serve = ["serve", "--port", port.ToString(), .. cluster.Common];

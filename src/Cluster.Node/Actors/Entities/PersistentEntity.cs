@@ -38,6 +38,8 @@ public abstract class PersistentEntity : ReceivePersistentActor
             ReportFailure(loss);
             Become(() => JournalLost(loss));
         });
+        // a paused run's entities let go of their memory; their journal holds where they were
+        Command<PauseEntity>(_ => Context.Parent.Tell(new Passivate(PoisonPill.Instance)));
         Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
         Command<SaveSnapshotFailure>(f => Log.Warning("{0}: snapshot failed: {1}", Id, f.Cause.Message));
         Command<DeleteMessagesSuccess>(_ => { });

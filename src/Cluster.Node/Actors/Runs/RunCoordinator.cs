@@ -261,10 +261,18 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         for (var i = 0; i < SpecOf(r).Cluster.Replicas; i++) services.Students.Tell(new StopEntity(EntityId.Student(r.RunId, i)));
     }
 
+    /// <summary>A paused run's entities passivate (their journals keep their state): a paused trial holds no memory.</summary>
+    private void PauseEntities(RunRecord r)
+    {
+        services.Generators.Tell(new PauseEntity(EntityId.Generator(r.RunId)));
+        if (SpecOf(r).Method.UsesTeacher) services.Teachers.Tell(new PauseEntity(EntityId.Teacher(r.RunId)));
+        for (var i = 0; i < SpecOf(r).Cluster.Replicas; i++) services.Students.Tell(new PauseEntity(EntityId.Student(r.RunId, i)));
+    }
+
     /// <summary>Teacher first (for a method with one); once it is ready, the source and every student replica. Idempotent.</summary>
     private void StartEntities(RunRecord r)
     {
-        if (r.Queued) return;
+        if (r.Queued || r.Paused) return;
         var spec = SpecOf(r);
         if (spec.Method.UsesTeacher)
         {
@@ -380,6 +388,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             var r = state.Runs[m.RunId];
             Dir(m.RunId).Event($"paused at step {m.Step}{(m.Accuracy is { } a ? $" ({a:F2}%)" : "")}: waits to be promoted or stopped");
             WriteStatus(r, throttle: false);
+            PauseEntities(r);
             if (r.SweepId is { } sweep) services.Sweeps.Tell(new TrialRunPaused(sweep, r.RunId, m.Step, m.Accuracy));
             Admit();
         });
