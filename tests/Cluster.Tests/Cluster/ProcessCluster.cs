@@ -71,6 +71,21 @@ public sealed class ProcessCluster : IDisposable
         return path;
     }
 
+    /// <summary>
+    /// <see cref="Start"/> with SIGINT unblocked and at its default, as a shell starts a command: a
+    /// child inherits the signal mask of the thread that forks it and any ignored signal, and in a
+    /// test host full of other tests' threads that is not guaranteed (perl is in every Debian).
+    /// </summary>
+    public Process StartInterruptible(string exe, string log, params string[] args) =>
+        Start("perl", log, ["-MPOSIX", "-e", "sigprocmask(SIG_SETMASK, POSIX::SigSet->new); $SIG{INT} = 'DEFAULT'; exec { $ARGV[0] } @ARGV or die \"exec: $!\"", exe, .. args]);
+
+    /// <summary>A process's blocked and ignored signal masks (/proc), for a failure message.</summary>
+    public static string SignalMasks(int pid)
+    {
+        try { return string.Join(", ", File.ReadAllLines($"/proc/{pid}/status").Where(l => l.StartsWith("SigBlk") || l.StartsWith("SigIgn"))); }
+        catch (IOException) { return "(gone)"; }
+    }
+
     public Process Start(string exe, string log, params string[] args)
     {
         var psi = new ProcessStartInfo(exe, args) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Work };
