@@ -1,0 +1,74 @@
+using Akka.Actor;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Pipeline;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Sweeps;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>
+/// A run's entities: started once admitted (and the teacher ready), stopped for good when the run
+/// ends, and passivated while the run waits at its pause step (ASHA's rungs), where it gives up its
+/// slot until a promotion queues it again with its next pause step.
+/// </summary>
+public sealed partial class RunCoordinator
+{
+    /// <summary>Every entity of the run stops and records that it finished, so that nothing (remember-entities, a late message) restarts it.</summary>
+    private void StopEntities(RunRecord r)
+    {
+        services.Generators.Tell(new StopEntity(EntityId.Generator(r.RunId)));
+        if (SpecOf(r).Method.UsesTeacher) services.Teachers.Tell(new StopEntity(EntityId.Teacher(r.RunId)));
+        for (var i = 0; i < SpecOf(r).Cluster.Replicas; i++) services.Students.Tell(new StopEntity(EntityId.Student(r.RunId, i)));
+    }
+
+    /// <summary>Teacher first (for a method with one); once it is ready, the source and every student replica. Idempotent.</summary>
+    private void StartEntities(RunRecord r)
+    {
+        if (r.Queued || r.Paused) return;
+        var spec = SpecOf(r);
+        if (spec.Method.UsesTeacher)
+        {
+            services.Teachers.Tell(new StartEntity(EntityId.Teacher(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob, r.HoldAt));
+            if (r.TeacherBlob is null) return;
+        }
+        services.Generators.Tell(new StartEntity(EntityId.Generator(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob, r.HoldAt));
+        for (var i = 0; i < spec.Cluster.Replicas; i++)
+            services.Students.Tell(new StartEntity(EntityId.Student(r.RunId, i), r.RunId, r.SpecYaml, r.TeacherBlob, r.HoldAt));
+    }
+
+    /// <summary>The students reached the run's pause step (an ASHA rung): the run waits there, its slot free, its entities idle with their state.</summary>
+    private void OnHeld(StudentHeld m)
+    {
+        if (RunDecisions.Held(state, m).Event is not RunPaused e) return;
+        PersistAndSnapshot(e, () =>
+        {
+            var r = state.Runs[m.RunId];
+            Dir(m.RunId).Event($"paused at step {m.Step}{(m.Accuracy is { } a ? $" ({a:F2}%)" : "")}: waits to be promoted or stopped");
+            WriteStatus(r, throttle: false);
+            PauseEntities(r);
+            if (r.SweepId is { } sweep) services.Sweeps.Tell(new TrialRunPaused(sweep, r.RunId, m.Step, m.Accuracy));
+            Admit();
+        });
+    }
+
+    /// <summary>A paused run goes on: queued for a slot; once admitted its entities hear the new pause step.</summary>
+    private void OnResume(ResumeRun m)
+    {
+        if (RunDecisions.Resume(state, m).Event is not RunResumed e) return;
+        PersistAndSnapshot(e, () =>
+        {
+            Dir(m.RunId).Event(m.HoldAt is { } h ? $"promoted: goes on to step {h}" : "promoted: goes on to its end");
+            WriteStatus(state.Runs[m.RunId], throttle: false);
+            Admit();
+        });
+    }
+
+    /// <summary>A paused run's entities passivate (their journals keep their state): a paused trial holds no memory.</summary>
+    private void PauseEntities(RunRecord r)
+    {
+        services.Generators.Tell(new PauseEntity(EntityId.Generator(r.RunId)));
+        if (SpecOf(r).Method.UsesTeacher) services.Teachers.Tell(new PauseEntity(EntityId.Teacher(r.RunId)));
+        for (var i = 0; i < SpecOf(r).Cluster.Replicas; i++) services.Students.Tell(new PauseEntity(EntityId.Student(r.RunId, i)));
+    }
+}
