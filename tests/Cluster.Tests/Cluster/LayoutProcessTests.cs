@@ -20,20 +20,7 @@ public sealed class LayoutProcessTests
         string Spec(string name, int replicas, string layout)
         {
             var path = Path.Combine(work, name + ".yaml");
-            File.WriteAllText(path, $$"""
-                name: {{name}}
-                method: dafl
-                seed: 5
-                data: {name: mnist, image_size: 32}
-                teacher:
-                  arch: lenet5
-                  checkpoint: {{teacher}}
-                student:
-                  arch: lenet5-half
-                  train: {optimizer: adam, lr: 0.002}
-                dafl: {steps: 10, batch_size: 16, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: 10}
-                cluster: {replicas: {{replicas}}, checkpoint_every: 5, layout: {{layout}} }
-                """);
+            File.WriteAllText(path, ProcessCluster.TinyDafl(name, 5, teacher, 10, 10, $"{{replicas: {replicas}, checkpoint_every: 5, layout: {layout} }}"));
             return path;
         }
         var specA = Spec("a", 1, "{generator: east, teacher: east, student: west}");

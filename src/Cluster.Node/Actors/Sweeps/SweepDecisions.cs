@@ -131,7 +131,7 @@ public static class SweepDecisions
     public static IReadOnlyList<IPersistedEvent> Settle(SweepRecord r, SweepRuntime rt, DateTime now)
     {
         if (!r.Running || !rt.Spec.Scheduler.Promotes || r.Trials.Any(t => t.State is TrialState.Pending or TrialState.Running)) return [];
-        if (Exhausted(r, rt, now) is null && rt.Searcher.Suggest(r.Configurations, rt.Observations(r)) is not null) return [];
+        if (MoreToCome(r, rt, now)) return [];
         return AshaPromotions.Settle(RungTrials(r, rt), rt.Milestones).Select(d => d.Promote
             ? (IPersistedEvent)new TrialPromoted(r.SweepId, d.TrialId, d.HoldAt, d.Reason)
             : new TrialEnded(r.SweepId, d.TrialId, TrialState.Stopped, r.Trial(d.TrialId)!.Step, null, d.Reason)).ToArray();
@@ -150,10 +150,13 @@ public static class SweepDecisions
     public static SweepEnded? Finished(SweepRecord r, SweepRuntime rt, DateTime now)
     {
         if (!r.Running || r.Trials.Any(t => t.State is TrialState.Pending or TrialState.Running or TrialState.Paused)) return null;
-        var why = Exhausted(r, rt, now);
-        if (why is null && rt.Searcher.Suggest(r.Configurations, rt.Observations(r)) is not null) return null;
-        return new SweepEnded(r.SweepId, SweepState.Completed, why ?? "the search made all of its configurations", now);
+        if (MoreToCome(r, rt, now)) return null;
+        return new SweepEnded(r.SweepId, SweepState.Completed, Exhausted(r, rt, now) ?? "the search made all of its configurations", now);
     }
+
+    /// <summary>Whether the searcher would still make a configuration (no budget spent, the search not done).</summary>
+    private static bool MoreToCome(SweepRecord r, SweepRuntime rt, DateTime now) =>
+        Exhausted(r, rt, now) is null && rt.Searcher.Suggest(r.Configurations, rt.Observations(r)) is not null;
 
     /// <summary>A metrics row of a running trial: reported to the scheduler once per step, in step order, when it carries the metric.</summary>
     public static TrialReported? Report(SweepRecord r, SweepRuntime rt, TrialRecord t, long step, IReadOnlyList<string> names, IReadOnlyList<double> values)
