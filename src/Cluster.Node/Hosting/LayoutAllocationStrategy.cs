@@ -16,8 +16,10 @@ namespace Cluster.Node.Hosting;
 /// up, or no layout, or the coordinator silent, the least-loaded region anywhere: an entity runs
 /// somewhere rather than stall (the run survives the loss of a whole pool); a layout the coordinator
 /// did not give in time is asked for again at the next rebalance, which then moves the shard. Rebalancing moves only
-/// shards that sit outside their pool while a node of it is up, so training work is not shuffled
-/// between nodes for balance alone (a moved student steps back to its last checkpoint).
+/// shards that sit outside their pool while a node of it is up, and a run's second shard on a node
+/// while an allowed node holds none of that run (replicas placed before the other node registered),
+/// so training work is not shuffled between nodes for balance alone (a moved student steps back to
+/// its last checkpoint).
 /// </summary>
 public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices services, string kind) : IShardAllocationStrategy
 {
@@ -93,8 +95,31 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
                 if (!pools.Contains(pool) && PoolUp(pool)) moves.Add(shard);
             }
         }
-        if (moves.Count > 0) log.Info("{0}: moving shards {1} back to their layout's pools", kind, string.Join(", ", moves));
+        foreach (var shard in Crowded(currentShardAllocations, rebalanceInProgress, PoolUp))
+            if (moves.Count < 2) moves.Add(shard);
+        if (moves.Count > 0) log.Info("{0}: moving shards {1} to their layout's pools or off a node another of their run's shards shares", kind, string.Join(", ", moves));
         return Task.FromResult<IImmutableSet<string>>(moves.ToImmutable());
+    }
+
+    /// <summary>
+    /// Shards that share a node with another shard of their run (two replicas of a student placed
+    /// while only one node had registered) where a region their pool allows holds none of that run:
+    /// one per run and node, so shards spread without ever swapping back and forth.
+    /// </summary>
+    private IEnumerable<string> Crowded(IImmutableDictionary<IActorRef, IImmutableList<string>> allocations,
+        IImmutableSet<string> inProgress, Func<string, bool> poolUp)
+    {
+        foreach (var (region, shards) in allocations)
+            foreach (var group in shards.Where(s => !inProgress.Contains(s)).Select(s => (Shard: s, Key: Parse(s)))
+                         .Where(x => x.Key is { } k && layouts.ContainsKey(k.Run)).GroupBy(x => x.Key!.Value.Run))
+            {
+                if (group.Count() < 2) continue;
+                var last = group.OrderBy(x => x.Key!.Value.Index).Last().Shard;
+                var pool = CachedPoolOf(last);
+                bool Allowed(IActorRef r) => pool is null || !poolUp(pool) || PoolsOf(r).Contains(pool);
+                if (allocations.Any(kv => !kv.Key.Equals(region) && Allowed(kv.Key) && !kv.Value.Any(s => Parse(s)?.Run == group.Key)))
+                    yield return last;
+            }
     }
 
     /// <summary>Runs whose layout is being asked for outside an allocation (one ask per run at a time).</summary>
