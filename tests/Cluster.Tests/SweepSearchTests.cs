@@ -194,28 +194,49 @@ public sealed class SweepSearchTests
     }
 
     [Fact]
-    public void Pbt_makes_the_bottom_quantile_copy_a_top_trial_with_perturbed_hyperparameters()
+    public void Pbt_makes_the_bottom_quantile_at_a_pause_copy_a_top_trial_with_perturbed_hyperparameters()
     {
-        var spec = Scheduled("{kind: pbt, interval: 10, quantile: 0.25, resample_probability: 0}");
-        var pbt = Scheduler.For(spec);
+        var spec = Scheduled("{kind: pbt, interval: 10, quantile: 0.25, resample_probability: 0, max_steps: 90}");
+        var pbt = (PbtScheduler)Scheduler.For(spec);
         var a = Config(("student.train.lr", "0.001"), ("kd.alpha", "0.5"));
         var b = Config(("student.train.lr", "0.005"), ("kd.alpha", "0.1"));
-        Assert.Equal(Verdict.Continue, pbt.OnReport(new TrialReport("A", 10, 0.9, a)).Verdict);
-        var d = pbt.OnReport(new TrialReport("B", 10, 0.1, b));
-        // two trials: the bottom one (ceil(2 * 0.25) = 1) copies the top one
-        Assert.Equal(Verdict.Exploit, d.Verdict);
-        Assert.Equal("A", d.Source);
+        PbtTrial T(string id, TrialConfig c, long? copyable, params (long Step, double Score)[] at) =>
+            new(id, at.ToDictionary(x => x.Step, x => x.Score), copyable, c);
+
+        // pauses every interval, and at max_steps (90), short of the trial's end, where it stops
+        Assert.Equal(10L, pbt.HoldAfter(0));
+        Assert.Equal(20L, pbt.HoldAfter(10));
+        Assert.Equal(20L, pbt.HoldAfter(13));
+        Assert.Equal(90L, pbt.HoldAfter(80));
+        Assert.True(pbt.EndsAt(90));
+        Assert.False(pbt.EndsAt(80));
+        Assert.Null(pbt.HoldAfter(90));
+
+        // alone at its step: it goes on
+        Assert.False(pbt.AtPause("B", 10, [T("B", b, 10, (10, 0.1))], 1).Exploit);
+        // two trials at step 10: the bottom one (ceil(2 * 0.25) = 1) copies the top one's latest checkpoint
+        var d = pbt.AtPause("B", 10, [T("A", a, 20, (10, 0.9), (20, 0.92)), T("B", b, 10, (10, 0.1))], 1);
+        Assert.True(d.Exploit);
+        Assert.Equal(("A", 20L), (d.Source, d.SourceStep));
         Assert.Contains(Num(d.Config!, "student.train.lr"), new[] { 0.001 * 0.8, 0.001 * 1.2 });
         Assert.Contains(d.Config!["kd.alpha"], new[] { "0.1", "0.9" });
-        // not again before its interval
-        Assert.Equal(Verdict.Continue, pbt.OnReport(new TrialReport("B", 15, 0.0, d.Config!)).Verdict);
-        // the top trial itself goes on
-        Assert.Equal(Verdict.Continue, pbt.OnReport(new TrialReport("A", 20, 0.95, a)).Verdict);
+        // the top trial goes on as it is
+        Assert.False(pbt.AtPause("A", 10, [T("A", a, 20, (10, 0.9)), T("B", b, 10, (10, 0.1))], 1).Exploit);
+        // compared at the same step: A's later, better score does not count against B at step 10
+        Assert.False(pbt.AtPause("B", 10, [T("A", a, 20, (20, 0.99)), T("B", b, 10, (10, 0.1))], 1).Exploit);
+        // a top trial whose checkpoint is not kept cannot be copied
+        var none = pbt.AtPause("B", 10, [T("A", a, null, (10, 0.9)), T("B", b, 10, (10, 0.1))], 1);
+        Assert.False(none.Exploit);
+        Assert.Contains("no top trial's checkpoint", none.Reason);
+        // eight trials: the bottom two copy from the top two
+        var eight = Enumerable.Range(0, 8).Select(i => T($"t{i}", a, 10, (10, i / 10.0))).ToArray();
+        Assert.False(pbt.AtPause("t2", 10, eight, 1).Exploit);
+        var low = pbt.AtPause("t1", 10, eight, 1);
+        Assert.True(low.Exploit);
+        Assert.Contains(low.Source, new[] { "t7", "t6" });
 
-        // the same reports give the same decisions
-        var again = Scheduler.For(spec);
-        again.OnReport(new TrialReport("A", 10, 0.9, a));
-        Assert.Equal(d, again.OnReport(new TrialReport("B", 10, 0.1, b)));
+        // the same pause gives the same decision
+        Assert.Equal(d, pbt.AtPause("B", 10, [T("A", a, 20, (10, 0.9), (20, 0.92)), T("B", b, 10, (10, 0.1))], 1));
     }
 
     [Fact]

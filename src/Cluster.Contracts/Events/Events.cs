@@ -13,7 +13,8 @@ public sealed record RunSubmitted(
     [property: Key(3)] DateTime SubmittedUtc,
     [property: Key(4)] string? SweepId = null,   // key 4 came with sweeps
     [property: Key(5)] bool Queued = false,   // key 5 came with admission control: older runs started at once
-    [property: Key(6)] long? HoldAt = null) : IPersistedEvent;   // key 6 came with ASHA's promotions: the step the run pauses at
+    [property: Key(6)] long? HoldAt = null,   // key 6 came with ASHA's promotions: the step the run pauses at
+    [property: Key(7)] Runs.ForkPoint? Fork = null) : IPersistedEvent;   // key 7 came with PBT: the checkpoints it begins from
 
 [MessagePackObject]
 public sealed record RunTeacherReady(
@@ -68,7 +69,8 @@ public sealed record RunRecord(
     [property: Key(16)] string? SweepId = null,         // key 16 came with sweeps: the sweep a trial's run belongs to
     [property: Key(17)] bool Queued = false,            // key 17 came with admission control: waiting for a slot
     [property: Key(18)] long? HoldAt = null,            // keys 18 and 19 came with ASHA's promotions: the step it pauses at,
-    [property: Key(19)] bool Paused = false)            // and whether it is paused there (its slot free, its state kept)
+    [property: Key(19)] bool Paused = false,            // and whether it is paused there (its slot free, its state kept)
+    [property: Key(20)] Runs.ForkPoint? Fork = null)    // key 20 came with PBT: the checkpoints it begins from
 {
     /// <summary>Neither completed, failed nor cancelled: its entities are (re)started and its reports count.</summary>
     [IgnoreMember] public bool Active => !Completed && !Failed && !Cancelled;
@@ -125,7 +127,12 @@ public sealed record EntityFinished([property: Key(0)] long Step) : IPersistedEv
 
 /// <summary>A run reached the step it was to pause at: its entities keep their state, its slot is free.</summary>
 [MessagePackObject]
-public sealed record RunPaused([property: Key(0)] string RunId, [property: Key(1)] long Step, [property: Key(2)] double? Accuracy) : IPersistedEvent;
+public sealed record RunPaused(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] long Step,
+    [property: Key(2)] double? Accuracy,
+    [property: Key(3)] string? StudentBlob = null,   // keys 3 and 4 came with PBT: the checkpoints at Step (student replica 0's, the source's)
+    [property: Key(4)] string? SourceBlob = null) : IPersistedEvent;
 
 /// <summary>A paused run goes on (queued for a slot) to its next pause, or to its end (HoldAt null).</summary>
 [MessagePackObject]

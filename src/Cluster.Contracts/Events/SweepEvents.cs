@@ -61,14 +61,36 @@ public sealed record SweepEnded(
     [property: Key(2)] string? Reason,
     [property: Key(3)] DateTime EndedUtc) : IPersistedEvent;
 
-/// <summary>A trial's run paused at ASHA rung Rung with the metric Value there.</summary>
+/// <summary>
+/// A trial's run paused at ASHA rung Rung (or a PBT interval) with the metric Value there;
+/// StudentBlob and SourceBlob: its checkpoints at Step, kept in the sweep's store for PBT's exploits.
+/// </summary>
 [MessagePackObject]
 public sealed record TrialPaused(
     [property: Key(0)] string SweepId,
     [property: Key(1)] string TrialId,
     [property: Key(2)] long Step,
     [property: Key(3)] double Value,
-    [property: Key(4)] int Rung) : IPersistedEvent;
+    [property: Key(4)] int Rung,
+    [property: Key(5)] string? StudentBlob = null,   // keys 5 and 6 came with PBT
+    [property: Key(6)] string? SourceBlob = null) : IPersistedEvent;
+
+/// <summary>
+/// PBT's exploit and explore: a paused trial goes on as a new run (RunId) that begins from trial
+/// From's checkpoints at Step, with the perturbed configuration Values, to its next pause (HoldAt).
+/// </summary>
+[MessagePackObject]
+public sealed record TrialExploited(
+    [property: Key(0)] string SweepId,
+    [property: Key(1)] string TrialId,
+    [property: Key(2)] string From,
+    [property: Key(3)] long Step,
+    [property: Key(4)] string[] Values,
+    [property: Key(5)] string RunId,
+    [property: Key(6)] long? HoldAt,
+    [property: Key(7)] string StudentBlob,
+    [property: Key(8)] string? SourceBlob,
+    [property: Key(9)] string Reason) : IPersistedEvent;
 
 /// <summary>A paused trial goes on: to its next rung (HoldAt), or to its end (null).</summary>
 [MessagePackObject]

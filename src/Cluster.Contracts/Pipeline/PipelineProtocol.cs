@@ -15,7 +15,8 @@ public sealed record StartEntity(
     [property: Key(1)] string RunId,
     [property: Key(2)] string SpecYaml,
     [property: Key(3)] string? TeacherBlob,
-    [property: Key(4)] long? HoldAt = null) : IEntityMessage;   // a student trains up to this step and waits
+    [property: Key(4)] long? HoldAt = null,   // a student trains up to this step and waits
+    [property: Key(5)] Runs.ForkPoint? Fork = null) : IEntityMessage;   // the entity begins from these checkpoints (PBT's exploit)
 
 /// <summary>
 /// The student at ReplyTo wants batches FromSeq .. FromSeq+Count-1. DataEndpoint: its node's data
@@ -95,6 +96,14 @@ public sealed record EntityStatus(
 /// </summary>
 [MessagePackObject]
 public sealed record PauseEntity([property: Key(0)] string EntityId) : IEntityMessage;
+
+/// <summary>Which checkpoint the source wrote right after batch Seq (a run pausing there keeps it for forks). Answered with <see cref="CheckpointAt"/>.</summary>
+[MessagePackObject]
+public sealed record GetCheckpointAt([property: Key(0)] string EntityId, [property: Key(1)] long Seq) : IEntityMessage;
+
+/// <summary>The source's checkpoint right after batch Seq, in its own store (null: none was written there).</summary>
+[MessagePackObject]
+public sealed record CheckpointAt([property: Key(0)] string EntityId, [property: Key(1)] long Seq, [property: Key(2)] string? Blob) : IWireMessage;
 
 /// <summary>The run is over: the entity passivates and is not remembered any more.</summary>
 [MessagePackObject]

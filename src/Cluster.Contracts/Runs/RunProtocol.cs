@@ -11,7 +11,21 @@ public sealed record SubmitRun(
     [property: Key(1)] string SpecFile,
     [property: Key(2)] string? RunId,
     [property: Key(3)] string? SweepId = null,
-    [property: Key(4)] long? HoldAt = null) : IRunCommand;
+    [property: Key(4)] long? HoldAt = null,
+    [property: Key(5)] ForkPoint? Fork = null) : IRunCommand;   // key 5 came with PBT: the run begins from another run's checkpoints
+
+/// <summary>
+/// Where a run begins instead of step 0 (PBT's exploit): another run's student and source
+/// checkpoints at student step Step, which the submitter has already put in each of the new run's
+/// entities' own blob stores (the same bytes, so the same hashes). From names where they came
+/// from, for messages (a run, a trial).
+/// </summary>
+[MessagePackObject]
+public sealed record ForkPoint(
+    [property: Key(0)] string From,
+    [property: Key(1)] long Step,
+    [property: Key(2)] string StudentBlob,
+    [property: Key(3)] string? SourceBlob);
 
 [MessagePackObject]
 public sealed record RunAccepted([property: Key(0)] string RunId, [property: Key(1)] bool AlreadyKnown) : IRunCommand;
@@ -151,7 +165,8 @@ public sealed record StudentHeld(
     [property: Key(0)] string RunId,
     [property: Key(1)] string EntityId,
     [property: Key(2)] long Step,
-    [property: Key(3)] double? Accuracy) : IRunCommand;
+    [property: Key(3)] double? Accuracy,
+    [property: Key(4)] string? CheckpointBlob = null) : IRunCommand;   // key 4 came with PBT: the checkpoint at Step, in the replica's own store
 
 /// <summary>A paused run goes on to HoldAt (null: to its end). Idempotent; a run not paused is left as it is.</summary>
 [MessagePackObject]

@@ -100,4 +100,6 @@ public sealed record TrialRunPaused(
     [property: Key(0)] string SweepId,
     [property: Key(1)] string RunId,
     [property: Key(2)] long Step,
-    [property: Key(3)] double? Accuracy) : ISweepCommand;
+    [property: Key(3)] double? Accuracy,
+    [property: Key(4)] string? StudentBlob = null,   // keys 4 and 5 came with PBT: the checkpoints at Step
+    [property: Key(5)] string? SourceBlob = null) : ISweepCommand;

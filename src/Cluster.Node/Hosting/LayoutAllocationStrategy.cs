@@ -117,7 +117,7 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
                 var last = group.OrderBy(x => x.Key!.Value.Index).Last().Shard;
                 var pool = CachedPoolOf(last);
                 bool Allowed(IActorRef r) => pool is null || !poolUp(pool) || PoolsOf(r).Contains(pool);
-                if (allocations.Any(kv => !kv.Key.Equals(region) && Allowed(kv.Key) && !kv.Value.Any(s => Parse(s)?.Run == group.Key)))
+                if (allocations.Any(kv => !kv.Key.Equals(region) && Allowed(kv.Key) && Healthy(kv.Key) && !kv.Value.Any(s => Parse(s)?.Run == group.Key)))
                     yield return last;
             }
     }
@@ -165,6 +165,15 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
 
     private string? Pick(RunLayout l, int index) =>
         new LayoutSpec { Generator = l.Generator, Teacher = l.Teacher, Student = l.Students }.PoolOf(kind, index);
+
+    /// <summary>Whether a region's node is up and reachable (a dead node's region stays listed until it is removed).</summary>
+    private bool Healthy(IActorRef region)
+    {
+        if (region.Path.Address.HasLocalScope) return true;
+        var state = Akka.Cluster.Cluster.Get(system).State;
+        return state.Members.Any(m => m.Address.Equals(region.Path.Address) && m.Status == Akka.Cluster.MemberStatus.Up)
+            && state.Unreachable.All(m => !m.Address.Equals(region.Path.Address));
+    }
 
     /// <summary>The pools of the node a shard region lives on (a local region is this node's).</summary>
     private ImmutableHashSet<string> PoolsOf(IActorRef region)

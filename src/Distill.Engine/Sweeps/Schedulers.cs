@@ -9,12 +9,10 @@ public enum Verdict
     Continue,
     /// <summary>The trial stops here (early stopping); its result so far stands.</summary>
     Stop,
-    /// <summary>The trial goes on from another trial's checkpoint (weights and optimiser state) with a new configuration (PBT).</summary>
-    Exploit,
 }
 
 /// <summary>What a scheduler decided about a report, and why, in words a user reads in the trials table.</summary>
-public sealed record SchedulerDecision(Verdict Verdict, string Reason, string? Source = null, TrialConfig? Config = null)
+public sealed record SchedulerDecision(Verdict Verdict, string Reason)
 {
     public static readonly SchedulerDecision Go = new(Verdict.Continue, "");
 }
@@ -192,43 +190,58 @@ public sealed class MedianStoppingScheduler(SweepSpec sweep) : Scheduler(sweep)
     }
 }
 
+/// <summary>A trial as PBT sees it when another pauses: its score at each step it paused at, and the step of its kept checkpoint (null: none to copy).</summary>
+public sealed record PbtTrial(string TrialId, IReadOnlyDictionary<long, double> ScoreAt, long? CopyableAt, TrialConfig Config);
+
+/// <summary>What PBT decided at a pause: go on as it is, or go on from Source's checkpoint with Config.</summary>
+public sealed record PbtDecision(bool Exploit, string Reason, string? Source = null, long SourceStep = 0, TrialConfig? Config = null);
+
 /// <summary>
-/// Population-based training (Jaderberg et al., 2017). Every `interval` steps of a trial, the trials'
-/// latest scores are ranked; a trial in the bottom quantile goes on from a top-quantile trial's
-/// checkpoint (exploit) with that trial's hyperparameters perturbed (explore): each number multiplied
-/// by perturb_down or perturb_up, each list value moved to a neighbour, or, with probability
-/// resample_probability, drawn afresh.
+/// Population-based training (Jaderberg et al., 2017). Every trial pauses every `interval` steps
+/// with a checkpoint. At a pause at step k the trials that paused at k are ranked by their score
+/// there; a trial in the bottom quantile goes on from the checkpoint of a trial drawn from the top
+/// quantile (exploit: its weights, optimiser state and source state, at that trial's latest pause)
+/// with that trial's hyperparameters perturbed (explore): each number multiplied by perturb_down or
+/// perturb_up, each list value moved to a neighbour, or, with probability resample_probability,
+/// drawn afresh. Trials are compared at the same step, so one that started later is not judged
+/// against others' later scores. Pure: the decision is a function of the scores the sweep
+/// coordinator journals, and its random draws of the sweep's seed and the pause.
 /// </summary>
 public sealed class PbtScheduler(SweepSpec sweep) : Scheduler(sweep)
 {
-    private readonly Dictionary<string, (long Step, double Score, TrialConfig Config)> latest = [];
-    private readonly Dictionary<string, long> lastDecision = [];
+    /// <summary>Reports decide nothing: PBT decides at the pauses (<see cref="AtPause"/>).</summary>
+    protected override SchedulerDecision Decide(TrialReport r, long number) => SchedulerDecision.Go;
 
-    protected override SchedulerDecision Decide(TrialReport r, long number)
+    /// <summary>The step a trial at `step` pauses at next: the next multiple of interval before max_steps; max_steps itself when a trial stops short of its end there; null: on to its end.</summary>
+    public long? HoldAfter(long step)
     {
-        if (StopsAtMax(r)) return new(Verdict.Stop, $"reached max_steps {Settings.MaxSteps}");
-        latest[r.TrialId] = (r.Step, r.Score, r.Config);
-        var last = lastDecision.GetValueOrDefault(r.TrialId);
-        if (r.Step - last < Settings.Interval) return SchedulerDecision.Go;
-        lastDecision[r.TrialId] = r.Step;
-        if (latest.Count < 2) return SchedulerDecision.Go;
-        var ranked = latest.OrderByDescending(t => t.Value.Score).ThenBy(t => t.Key, StringComparer.Ordinal).Select(t => t.Key).ToArray();
-        var q = (int)Math.Ceiling(ranked.Length * Settings.Quantile);
-        if (q > ranked.Length / 2) q = ranked.Length / 2;
-        if (q == 0 || Array.IndexOf(ranked, r.TrialId) < ranked.Length - q) return SchedulerDecision.Go;
-        var rng = new Random(unchecked((int)(((long)Sweep.Seed * 1_000_003L + number) * 31 + 7) & 0x7fffffff));
-        var source = ranked[rng.Next(q)];
-        var config = Explore(latest[source].Config, rng);
-        latest[r.TrialId] = (r.Step, latest[source].Score, config);
-        return new(Verdict.Exploit,
-            $"step {r.Step}: {F(r.Score)} is in the bottom {F(Settings.Quantile)}; continues from {source} ({F(latest[source].Score)}) with {config}",
-            source, config);
+        var end = Math.Min(Settings.MaxSteps, Sweep.TrialSteps);
+        var next = (step / Settings.Interval + 1) * Settings.Interval;
+        return next < end ? next : end < Sweep.TrialSteps && step < end ? end : null;
     }
 
-    public override void OnTrialEnded(string trialId)
+    /// <summary>Whether a pause at `step` is where the trial ends (max_steps short of its end).</summary>
+    public bool EndsAt(long step) => step >= Settings.MaxSteps && Settings.MaxSteps < Sweep.TrialSteps;
+
+    /// <summary>Trial `me` paused at `step`; `trials`: every trial that may be compared with it or copied (itself included). `salt` tells pauses apart (the same pause, the same draw).</summary>
+    public PbtDecision AtPause(string me, long step, IReadOnlyList<PbtTrial> trials, long salt)
     {
-        latest.Remove(trialId);
-        lastDecision.Remove(trialId);
+        var cohort = trials.Where(t => t.ScoreAt.ContainsKey(step)).OrderByDescending(t => t.ScoreAt[step])
+            .ThenBy(t => t.TrialId, StringComparer.Ordinal).ToArray();
+        if (cohort.Length < 2) return new(false, $"step {step}: no other trial has paused there yet");
+        var q = Math.Min((int)Math.Ceiling(cohort.Length * Settings.Quantile), cohort.Length / 2);
+        var rank = Array.FindIndex(cohort, t => t.TrialId == me);
+        if (rank < 0) return new(false, $"step {step}: no score there");
+        var score = cohort[rank].ScoreAt[step];
+        if (q == 0 || rank < cohort.Length - q)
+            return new(false, $"step {step}: {F(score)} ranks {rank + 1} of {cohort.Length}, above the bottom {q}");
+        var sources = cohort.Take(q).Where(t => t.TrialId != me && t.CopyableAt is not null).ToArray();
+        if (sources.Length == 0) return new(false, $"step {step}: in the bottom {q} of {cohort.Length}, but no top trial's checkpoint is kept");
+        var rng = new Random(unchecked((int)(((long)Sweep.Seed * 1_000_003L + salt) * 31 + step) & 0x7fffffff));
+        var source = sources[rng.Next(sources.Length)];
+        var config = Explore(source.Config, rng);
+        return new(true, $"step {step}: {F(score)} in the bottom {q} of {cohort.Length}; continues from {source.TrialId} at step {source.CopyableAt} " +
+            $"({F(source.ScoreAt[step])} at {step}) with {config}", source.TrialId, source.CopyableAt!.Value, config);
     }
 
     /// <summary>A neighbour of a configuration: what PBT's explore step tries next.</summary>

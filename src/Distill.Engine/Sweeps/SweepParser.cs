@@ -111,6 +111,9 @@ public static class SweepParser
             throw root.Error("scheduler", "pbt perturbs the swept hyperparameters: give a space");
         if (scheduler.Kind == "pbt" && space.FirstOrDefault(d => d.Path == "seed") is { } seedDim)
             throw root.ErrorAt("space", "pbt cannot perturb the seed of a trial that goes on from another's checkpoint");
+        if (scheduler.Kind == "pbt" && baseSpec.Method.Plan(baseSpec, DataSplits.TrainImages(baseSpec.Data) ?? 0).KeepsBatches)
+            throw root.Error("scheduler", $"pbt: method '{baseSpec.Method.Name}' trains on rounds of images that every later step samples again, " +
+                "so a trial cannot go on from another's checkpoint without all of its rounds; use asha or median");
 
         return new SweepSpec
         {
@@ -142,6 +145,10 @@ public static class SweepParser
     {
         var values = new List<KeyValuePair<string, string>>(config.Values) { new("name", trialName) };
         if (repeat > 0) values.Add(new("seed", (sweep.Base.Seed + repeat).ToString(CultureInfo.InvariantCulture)));
+        // PBT copies a trial's source as it was at a pause: its source checkpoints at every pause step
+        var every = sweep.Base.Cluster.GeneratorCheckpointEvery;
+        if (sweep.Scheduler.Kind == "pbt" && (every == 0 || sweep.Scheduler.Interval % every != 0))
+            values.Add(new("cluster.generator_checkpoint_every", sweep.Scheduler.Interval.ToString(CultureInfo.InvariantCulture)));
         return SpecYaml.With(sweep.BaseYaml, values);
     }
 

@@ -83,6 +83,9 @@ public sealed record SchedulerSettings
     public int MinSamples { get; init; } = 3;
     [SpecKey("pbt: student steps between a trial's exploit and explore decisions; 0: the trial's steps / 10", Min = 0)]
     public int Interval { get; init; }
+    [SpecKey("pbt: decide at a step once every trial has paused there (Ray Tune's synch=True: the same scores give the same decisions " +
+             "whatever order the trials arrive in); false: at each pause, among the trials that paused at that step before it")]
+    public bool Synch { get; init; } = true;
     [SpecKey("pbt: the bottom fraction copies a trial of the top fraction", Min = 0, Max = 0.5, MinExclusive = true)]
     public double Quantile { get; init; } = 0.25;
     [SpecKey("pbt: chance that a copied hyperparameter is drawn afresh instead of perturbed", Min = 0, Max = 1)]
@@ -100,7 +103,7 @@ public sealed record SchedulerSettings
     {
         "median" => ["grace_period", "min_samples"],
         "asha" => ["grace_period", "reduction_factor", "max_steps", "mode"],
-        "pbt" => ["max_steps", "interval", "quantile", "resample_probability", "perturb_down", "perturb_up"],
+        "pbt" => ["max_steps", "interval", "synch", "quantile", "resample_probability", "perturb_down", "perturb_up"],
         _ => [],
     };
 }

@@ -110,6 +110,10 @@ public sealed class ContractSerializerTests : IDisposable
         new TrialRunPaused("s", "s-t0000", 47, 91.5),
         new TrialPaused("s", "t0000", 47, 91.5, 0),
         new TrialPromoted("s", "t0000", 188, "promoted from rung 0"),
+        new GetCheckpointAt("r1/generator/0", 47),
+        new CheckpointAt("r1/generator/0", 47, new string('d', 64)),
+        new TrialExploited("s", "t0001", "t0000", 40, ["0.01", "4"], "s-t0001-g1", 60, new string('e', 64), new string('f', 64), "bottom quantile"),
+        new SubmitRun("yaml", "r.yaml", "r2", "s", 60, new ForkPoint("trial t0000", 40, new string('e', 64), null)),
     ];
 
     [Theory]

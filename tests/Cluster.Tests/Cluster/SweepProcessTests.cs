@@ -171,4 +171,73 @@ public sealed class SweepProcessTests
         Assert.True(A(done) > 0 && A(at40) > 0);
         Assert.Contains("\"state\": \"completed\"", File.ReadAllText(Path.Combine(dir, "best.json")));
     }
+
+    /// <summary>
+    /// PBT through the real pipeline: four KD trials pause every 20 steps; at step 20 the worst
+    /// (lr 1e-5) goes on as a new run from the best trial's checkpoint with that trial's learning rate
+    /// perturbed. The sweep is killed with kill -9 once that fork exists and resumed: the fork runs
+    /// once, from step 20, and every trial completes.
+    /// </summary>
+    [Fact]
+    public void Pbt_sends_the_worst_trial_on_from_the_best_ones_checkpoint_with_a_perturbed_learning_rate_across_a_kill()
+    {
+        Torch.Init();
+        using var cluster = new ProcessCluster("sweeppbt");
+        WriteBase(cluster);
+        var sweepFile = Path.Combine(cluster.Work, "sweep.yaml");
+        File.WriteAllText(sweepFile, """
+            name: kdpbt
+            base: base.yaml
+            space:
+              student.train.lr: {grid: [0.00001, 0.001, 0.003, 0.005]}
+            scheduler: {kind: pbt, interval: 20, quantile: 0.25, resample_probability: 0}
+            limits: {max_concurrent: 4}
+            """);
+        var sweeps = Path.Combine(cluster.Work, "sweeps");
+        var dir = Path.Combine(sweeps, "b1");
+        string[] args = ["sweep", sweepFile, "--sweeps-dir", sweeps, "--sweep-id", "b1"];
+        string[] Runs() => Directory.Exists(Path.Combine(dir, "runs")) ? Directory.GetDirectories(Path.Combine(dir, "runs")).Select(d => Path.GetFileName(d)!).Order().ToArray() : [];
+
+        var first = cluster.Start(cluster.SeedBin, "sweep-1.log", args);
+        var deadline = DateTime.UtcNow.AddMinutes(4);
+        while (!Runs().Contains("b1-t0000-g1"))
+        {
+            Assert.True(DateTime.UtcNow < deadline && !first.HasExited, "no trial went on from another's checkpoint: " + cluster.Logs(_ => true, 30));
+            Thread.Sleep(200);
+        }
+        first.Kill();
+        first.WaitForExit();
+        var again = cluster.Start(cluster.SeedBin, "sweep-2.log", args);
+        Assert.True(again.WaitForExit(TimeSpan.FromMinutes(4)), "the resumed sweep did not finish: " + cluster.Logs(_ => true, 40));
+        Assert.True(again.ExitCode == 0, "the resumed sweep failed: " + cluster.Logs(_ => true, 40));
+
+        var lines = File.ReadAllLines(Path.Combine(dir, "trials.csv"));
+        int Col(string name) => Array.IndexOf(lines[0].Split(','), name);
+        var rows = lines.Skip(1).Select(l => l.Split(',')).ToDictionary(r => r[0]);
+        Assert.Equal(["t0000", "t0001", "t0002", "t0003"], rows.Keys.Order());
+        Assert.All(rows.Values, r => Assert.Equal(("completed", "60"), (r[Col("state")], r[Col("step")])));
+        // each run once: no attempt again, the fork not submitted twice
+        Assert.DoesNotContain(Runs(), r => r.Contains("-a2"));
+        Assert.Contains("b1-t0000", Runs());
+        // the worst trial now has a top trial's learning rate, perturbed (0.8x or 1.2x; again at 40 if it was the worst there too)
+        var lr = double.Parse(rows["t0000"][Col("student.train.lr")], CultureInfo.InvariantCulture);
+        Assert.InRange(lr, 0.001 * 0.8 * 0.8 * 0.999, 0.005 * 1.2 * 1.2 * 1.001);
+        // the fork began at step 20: its evaluations are at 40 and 60 only, and it is far past where lr 1e-5 was at 20
+        double[] Evals(string run, out long[] steps)
+        {
+            var m = File.ReadAllLines(Path.Combine(dir, "runs", run, "metrics.csv"));
+            var h = m[0].Split(',');
+            var (sc, ac) = (Array.IndexOf(h, "step"), Array.IndexOf(h, "test_accuracy"));
+            var rowsWithAcc = m.Skip(1).Select(l => l.Split(',')).Where(c => c[ac].Length > 0).ToArray();
+            steps = rowsWithAcc.Select(c => long.Parse(c[sc], CultureInfo.InvariantCulture)).ToArray();
+            return rowsWithAcc.Select(c => double.Parse(c[ac], CultureInfo.InvariantCulture)).ToArray();
+        }
+        var slow = Evals("b1-t0000", out var slowSteps);
+        Assert.Equal([20L], slowSteps);
+        var forked = Evals("b1-t0000-g1", out var forkSteps);
+        Assert.Equal(40L, forkSteps[0]);
+        Assert.DoesNotContain(20L, forkSteps);
+        Assert.True(forked[0] > slow[0] + 10, $"the fork at step 40 ({forked[0]:F2}%) is not past the lr 1e-5 trial at 20 ({slow[0]:F2}%): it did not begin from a better checkpoint");
+        Assert.Contains("begins at step 20 from the checkpoints of trial t000", File.ReadAllText(Path.Combine(dir, "runs", "b1-t0000-g1", "events.log")));
+    }
 }

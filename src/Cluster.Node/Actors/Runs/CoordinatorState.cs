@@ -11,7 +11,7 @@ public sealed record CoordinatorState(ImmutableSortedDictionary<string, RunRecor
 
     public CoordinatorState Apply(IPersistedEvent e) => e switch
     {
-        RunSubmitted s => new(Runs.SetItem(s.RunId, new RunRecord(s.RunId, s.SpecYaml, s.SpecFile, s.SubmittedUtc, null, null, false, false, null, null, 0, null, null, SweepId: s.SweepId, Queued: s.Queued, HoldAt: s.HoldAt))),
+        RunSubmitted s => new(Runs.SetItem(s.RunId, new RunRecord(s.RunId, s.SpecYaml, s.SpecFile, s.SubmittedUtc, null, null, false, false, null, null, 0, null, null, SweepId: s.SweepId, Queued: s.Queued, HoldAt: s.HoldAt, Fork: s.Fork))),
         RunTeacherReady t => Update(t.RunId, r => r with { TeacherBlob = t.TeacherBlob, TeacherAccuracy = t.Accuracy, TeacherSeconds = t.Seconds, TeacherFromCache = t.FromCache }),
         RunCompleted c => Update(c.RunId, r => r with { Completed = true, Accuracy = c.Accuracy, BestAccuracy = c.BestAccuracy, Steps = c.Steps, CompletedUtc = c.CompletedUtc }),
         RunAdmitted a => Update(a.RunId, r => r with { Queued = false }),

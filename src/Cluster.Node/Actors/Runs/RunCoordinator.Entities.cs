@@ -32,22 +32,37 @@ public sealed partial class RunCoordinator
             services.Teachers.Tell(new StartEntity(EntityId.Teacher(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob, r.HoldAt));
             if (r.TeacherBlob is null) return;
         }
-        services.Generators.Tell(new StartEntity(EntityId.Generator(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob, r.HoldAt));
+        services.Generators.Tell(new StartEntity(EntityId.Generator(r.RunId), r.RunId, r.SpecYaml, r.TeacherBlob, r.HoldAt, r.Fork));
         for (var i = 0; i < spec.Cluster.Replicas; i++)
-            services.Students.Tell(new StartEntity(EntityId.Student(r.RunId, i), r.RunId, r.SpecYaml, r.TeacherBlob, r.HoldAt));
+            services.Students.Tell(new StartEntity(EntityId.Student(r.RunId, i), r.RunId, r.SpecYaml, r.TeacherBlob, r.HoldAt, r.Fork));
     }
 
     /// <summary>The students reached the run's pause step (an ASHA rung): the run waits there, its slot free, its entities idle with their state.</summary>
     private void OnHeld(StudentHeld m)
     {
-        if (RunDecisions.Held(state, m).Event is not RunPaused e) return;
+        if (RunDecisions.Held(state, m).Event is null) return;
+        // the source's checkpoint right after the batches up to the pause step goes with the pause,
+        // so that another run can begin there (PBT); a source that does not answer leaves it out
+        var spec = SpecOf(state.Runs[m.RunId]);
+        var seq = spec.Method.Plan(spec, Distill.Engine.Training.DataSplits.TrainImages(spec.Data) ?? 0).BatchesFor(m.Step).Last;
+        services.Generators.Ask<CheckpointAt>(new GetCheckpointAt(EntityId.Generator(m.RunId), seq), TimeSpan.FromSeconds(10))
+            .PipeTo(Self, success: a => new HeldWithSource(m, a.Blob), failure: _ => new HeldWithSource(m, null));
+    }
+
+    /// <summary>A student's pause with the source's checkpoint there (null: none, or the source did not answer).</summary>
+    private sealed record HeldWithSource(StudentHeld Held, string? SourceBlob) : INoSerializationVerificationNeeded;
+
+    private void OnHeldWithSource(HeldWithSource h)
+    {
+        var m = h.Held;
+        if (RunDecisions.Held(state, m, h.SourceBlob).Event is not RunPaused e) return;
         PersistAndSnapshot(e, () =>
         {
             var r = state.Runs[m.RunId];
             Dir(m.RunId).Event($"paused at step {m.Step}{(m.Accuracy is { } a ? $" ({a:F2}%)" : "")}: waits to be promoted or stopped");
             WriteStatus(r, throttle: false);
             PauseEntities(r);
-            if (r.SweepId is { } sweep) services.Sweeps.Tell(new TrialRunPaused(sweep, r.RunId, m.Step, m.Accuracy));
+            if (r.SweepId is { } sweep) services.Sweeps.Tell(new TrialRunPaused(sweep, r.RunId, m.Step, m.Accuracy, e.StudentBlob, e.SourceBlob));
             Admit();
         });
     }

@@ -165,6 +165,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         Command<StudentFinished>(OnFinished);
         Command<EntityFailed>(OnFailed);
         Command<StudentHeld>(OnHeld);
+        Command<HeldWithSource>(OnHeldWithSource);
         Command<ResumeRun>(OnResume);
         Command<RunMetrics>(OnMetrics);
         Command<RunSamples>(OnSamples);
@@ -223,7 +224,8 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             var spec = SpecOf(state.Runs[submitted.RunId]);
             var dir = Dir(submitted.RunId);
             dir.WriteSpec(spec);
-            dir.Event($"run {submitted.RunId} accepted: method {spec.Method.Name}, spec {m.SpecFile}, device {spec.Device}, seed {spec.Seed}");
+            dir.Event($"run {submitted.RunId} accepted: method {spec.Method.Name}, spec {m.SpecFile}, device {spec.Device}, seed {spec.Seed}" +
+                (m.Fork is { } fork ? $"; begins at step {fork.Step} from the checkpoints of {fork.From}" : ""));
             log.Info("run {0} accepted ({1})", submitted.RunId, m.SpecFile);
             sender.Tell(d.Reply);
             WriteStatus(state.Runs[submitted.RunId], throttle: false);

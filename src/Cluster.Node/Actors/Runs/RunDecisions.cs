@@ -47,7 +47,7 @@ public static class RunDecisions
             do runId = RunIds.New(spec.Name, now);
             while (state.Runs.ContainsKey(runId) || priorWork?.Invoke(runId) is not null);
         }
-        return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now, m.SweepId, Queued: true, HoldAt: m.HoldAt), new RunAccepted(runId, AlreadyKnown: false));
+        return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now, m.SweepId, Queued: true, HoldAt: m.HoldAt, Fork: m.Fork), new RunAccepted(runId, AlreadyKnown: false));
     }
 
     /// <summary>
@@ -80,10 +80,13 @@ public static class RunDecisions
             ? new(new RunFailed(m.RunId, $"{m.EntityId}: {m.Reason}"), null)
             : Decision.Nothing;
 
-    /// <summary>Student replica 0 reached the run's pause step: the run pauses there, once.</summary>
-    public static Decision Held(CoordinatorState state, StudentHeld m) =>
+    /// <summary>
+    /// Student replica 0 reached the run's pause step: the run pauses there, once, keeping where its
+    /// checkpoints at that step are (the student's, and the source's when it wrote one there).
+    /// </summary>
+    public static Decision Held(CoordinatorState state, StudentHeld m, string? sourceBlob = null) =>
         state.Runs.TryGetValue(m.RunId, out var r) && r.Active && !r.Paused && !r.Queued && r.HoldAt == m.Step
-            ? new(new RunPaused(m.RunId, m.Step, m.Accuracy), null)
+            ? new(new RunPaused(m.RunId, m.Step, m.Accuracy, m.CheckpointBlob, sourceBlob), null)
             : Decision.Nothing;
 
     /// <summary>A paused run goes on to its next pause (or its end): queued for a slot again.</summary>

@@ -74,6 +74,7 @@ public sealed partial class SourceEntity : PersistentEntity
         Command<Ready>(OnEngineReady);
         Command<RequestBatches>(OnRequest);
         Command<CompetitorReady>(OnCompetitor);
+        Command<GetCheckpointAt>(OnGetCheckpointAt);
         Command<Advanced>(OnAdvanced);
         Command<Made>(OnMade);
         Command<CompetitorUnreadable>(u =>
@@ -112,12 +113,36 @@ public sealed partial class SourceEntity : PersistentEntity
         catch (Exception e) { Sender.Tell(new EntityFailed(m.RunId, Id, $"spec unusable on this node: {e.Message}")); return; }
         if (s.Method.SourceUsesTeacher && m.TeacherBlob is null) { Sender.Tell(new EntityFailed(m.RunId, Id, $"method '{s.Method.Name}': the source needs the trained teacher")); return; }
         spec = s;
-        Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e =>
+        var forked = m.Fork is null ? [] : ForkEvents(s, m.Fork);
+        if (forked is null) { Sender.Tell(new EntityFailed(m.RunId, Id, ForkProblem(m.Fork!))); return; }
+        IPersistedEvent[] events = [new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), .. forked];
+        var left = events.Length;
+        PersistAll(events, e =>
         {
             State = State.Apply(e);
-            StartEngine();
+            if (--left == 0) StartEngine();
         });
     }
+
+    /// <summary>
+    /// A run that begins from another's checkpoints (PBT): the source's checkpoint right after the
+    /// fork step's batches, and those batches counted as made and released, so that it restores
+    /// there, replays nothing and makes the next batch first (null: the checkpoint is not in its store).
+    /// </summary>
+    private IPersistedEvent[]? ForkEvents(RunSpec s, ForkPoint fork)
+    {
+        if (fork.SourceBlob is not { } blob || !OwnBlobs.Exists(blob)) return null;
+        var p = s.Method.Plan(s, Distill.Engine.Training.DataSplits.TrainImages(s.Data) ?? 0);
+        var seq = p.BatchesFor(fork.Step).Last;
+        return [new CheckpointWritten(seq * p.UnitsPerBatch, seq, blob, null, 0), new BatchesReleased(seq)];
+    }
+
+    private static string ForkProblem(ForkPoint fork) =>
+        $"the run begins from {fork.From} at step {fork.Step}, but that run's source checkpoint ({fork.SourceBlob?[..12] ?? "none"}) is not in this source's store";
+
+    /// <summary>The checkpoint written right after batch Seq, for a run that pauses there and may be forked from.</summary>
+    private void OnGetCheckpointAt(GetCheckpointAt m) =>
+        Sender.Tell(new CheckpointAt(Id, m.Seq, State.Checkpoints.LastOrDefault(c => c.Seq == m.Seq && c.Step == m.Seq * (plan?.UnitsPerBatch ?? 1))?.Blob));
 
     private void StartEngine()
     {

@@ -86,11 +86,23 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
             }
             // a method with a teacher starts its students once the teacher exists
             if (m.TeacherBlob is null && !NoTeacher(m.SpecYaml, m.RunId)) return;
-            Persist(new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob), e =>
+            // a run that begins from another's checkpoint (PBT) has it in this replica's store already
+            if (m.Fork is { } fork && !OwnBlobs.Exists(fork.StudentBlob))
+            {
+                Sender.Tell(new EntityFailed(m.RunId, Id, $"the run begins from {fork.From} at step {fork.Step}, but that checkpoint ({fork.StudentBlob[..12]}) is not in this replica's store"));
+                return;
+            }
+            IPersistedEvent[] events =
+            [
+                new EntityStarted(m.RunId, m.SpecYaml, m.TeacherBlob),
+                .. m.Fork is { } f ? [new CheckpointWritten(f.Step, f.Step, f.StudentBlob, null, double.NegativeInfinity)] : Array.Empty<IPersistedEvent>(),
+                .. m.HoldAt is null ? [] : new IPersistedEvent[] { new EntityHold(m.HoldAt) },
+            ];
+            var left = events.Length;
+            PersistAll(events, e =>
             {
                 State = State.Apply(e);
-                if (m.HoldAt is null) StartEngine();
-                else Persist(new EntityHold(m.HoldAt), h => { State = State.Apply(h); StartEngine(); });
+                if (--left == 0) StartEngine();
             });
         });
         Command<StudentJobs.Ready>(OnEngineReady);
@@ -305,7 +317,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     private void ReportHeld(double? accuracy)
     {
         Log.Info("{0}: paused at step {1}", Id, step);
-        if (replica == 0) Services.Coordinator.Tell(new StudentHeld(RunId, Id, step, accuracy));
+        if (replica == 0) Services.Coordinator.Tell(new StudentHeld(RunId, Id, step, accuracy, State.Checkpoints.LastOrDefault(c => c.Step == step)?.Blob));
     }
 
     /// <summary>A new pause step (a promotion sends the run on): recorded, then training goes on to it.</summary>

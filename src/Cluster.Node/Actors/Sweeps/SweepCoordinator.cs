@@ -49,6 +49,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
     private readonly Dictionary<string, SweepRuntime> runtimes = [];
     /// <summary>Steps of running trials as the run coordinator last said (not persisted: for status only).</summary>
     private readonly Dictionary<string, long> liveSteps = [];
+    private readonly TrialCheckpoints checkpoints;
     private JournalWitness.Tracker? witness;
     private IActorRef? persistingFor;
 
@@ -59,6 +60,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
     public SweepCoordinator(NodeServices services)
     {
         this.services = services;
+        checkpoints = new TrialCheckpoints(services.Blobs);
         Recover<IPersistedEvent>(e => state = state.Apply(e));
         Recover<RecoveryCompleted>(_ =>
         {
@@ -82,7 +84,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         Command<CancelSweep>(OnCancel);
         Command<TrialMetrics>(OnMetrics);
         Command<TrialRunEnded>(m => OnRunEnded(m.RunId, m.State, m.Steps, m.Accuracy, m.Message));
-        Command<TrialRunPaused>(m => OnRunPaused(m.RunId, m.Step, m.Accuracy));
+        Command<TrialRunPaused>(m => OnRunPaused(m.RunId, m.Step, m.Accuracy, m.StudentBlob, m.SourceBlob));
         Command<Tick>(_ => OnTick());
         Command<RunChecked>(OnRunChecked);
         Command<RunAccepted>(_ => { });
@@ -108,11 +110,6 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         SweepSpec spec;
         try { spec = SweepParser.Parse(m.SpecYaml, m.SpecFile); }
         catch (SpecException e) { Sender.Tell(new SweepRejected($"sweep spec refused: {e.Message}")); return; }
-        if (spec.Scheduler.Kind == "pbt")
-        {
-            Sender.Tell(new SweepRejected("the pbt scheduler does not run on the cluster yet (a trial cannot yet go on from another trial's checkpoint): use fifo, median or asha"));
-            return;
-        }
         // journalled with its base inline: a later edit of the base file changes nothing of this sweep
         var yaml = SweepParser.SelfContained(spec);
         var id = m.SweepId;
@@ -176,12 +173,28 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         });
     }
 
-    /// <summary>A trial's run paused at its rung (ASHA with promotions): recorded; promotions and new trials may follow.</summary>
-    private void OnRunPaused(string runId, long step, double? accuracy)
+    /// <summary>
+    /// A trial's run paused at its rung or PBT interval: recorded (with PBT, its checkpoints there
+    /// pinned in the trial's store first); promotions, exploits and new trials may follow.
+    /// </summary>
+    private void OnRunPaused(string runId, long step, double? accuracy, string? studentBlob = null, string? sourceBlob = null)
     {
         if (!state.ByRun.TryGetValue(runId, out var at) || !state.Sweeps.TryGetValue(at.SweepId, out var r)) return;
         if (r.Trial(at.TrialId) is not { } t) return;
-        if (SweepDecisions.Paused(r, Runtime(r), t, runId, step, accuracy) is not { } e) return;
+        var rt = Runtime(r);
+        if (SweepDecisions.Paused(r, rt, t, runId, step, accuracy) is not { } e) return;
+        if (rt.Scheduler is PbtScheduler && studentBlob is not null && sourceBlob is not null)
+        {
+            try
+            {
+                checkpoints.Pin(r.SweepId, t.TrialId, runId, studentBlob, sourceBlob);
+                e = e with { StudentBlob = studentBlob, SourceBlob = sourceBlob };
+            }
+            catch (Exception x) when (x is BlobException or IOException or UnauthorizedAccessException)
+            {
+                log.Warning("sweep {0}: trial {1}'s checkpoints at step {2} could not be kept ({3}); no trial copies it from there", r.SweepId, t.TrialId, step, x.Message);
+            }
+        }
         Record([e], () =>
         {
             log.Info("sweep {0}: trial {1} paused at rung {2} (step {3}): {4}", r.SweepId, t.TrialId, e.Rung, step, e.Value);
@@ -220,7 +233,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
             foreach (var t in r.Trials.Where(t => t.State is TrialState.Running or TrialState.Paused && t.RunId is not null))
                 services.Coordinator.Tell(new CancelRun(t.RunId!, $"sweep {sweepId}: max_wall_minutes {rt.Spec.Limits.MaxWallMinutes} reached"));
         }
-        var events = SweepDecisions.Fill(r, rt, now);
+        var events = Exploitable(r, SweepDecisions.Fill(r, rt, now));
         if (events.Count == 0) events.AddRange(SweepDecisions.Settle(r, rt, now));
         if (events.Count > 0)
         {
@@ -240,6 +253,26 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
             return;
         }
         WriteFiles(r, rt, plots: false);
+    }
+
+    /// <summary>
+    /// Each exploit's source checkpoints are copied into the exploiting trial's store before it is
+    /// journalled; one that cannot be copied becomes a trial going on as it is, with the reason.
+    /// </summary>
+    private List<IPersistedEvent> Exploitable(SweepRecord r, List<IPersistedEvent> events)
+    {
+        for (var i = 0; i < events.Count; i++)
+        {
+            if (events[i] is not TrialExploited x) continue;
+            try { checkpoints.Take(r.SweepId, x.From, x.TrialId, new ForkPoint(x.From, x.Step, x.StudentBlob, x.SourceBlob)); }
+            catch (Exception e) when (e is BlobException or IOException or UnauthorizedAccessException)
+            {
+                var pbt = (PbtScheduler)Runtime(r).Scheduler;
+                events[i] = new TrialPromoted(r.SweepId, x.TrialId, pbt.HoldAfter(r.Trial(x.TrialId)!.Step),
+                    $"{x.Reason}; but {x.From}'s checkpoints could not be copied ({e.Message}): goes on as it is");
+            }
+        }
+        return events;
     }
 
     /// <summary>When each sweep's files were last written: at most every 2 s while it runs (a large sweep's table is megabytes).</summary>
@@ -279,13 +312,21 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         var left = events.Count;
         PersistAll(events, e =>
         {
-            var before = e is TrialEnded te ? state.Sweeps[te.SweepId].Trial(te.TrialId) : null;
+            var before = e is TrialEnded or TrialExploited or TrialPaused ? state.Sweeps[SweepOf(e)].Trial(TrialOf(e)) : null;
             state = state.Apply(e);
+            if (e is TrialExploited x && before?.RunId is { } replaced)
+            {
+                services.Coordinator.Tell(new CancelRun(replaced, $"PBT: trial {x.TrialId} goes on as run {x.RunId} from {x.From}'s checkpoint at step {x.Step}"));
+                SubmitTrial(state.Sweeps[x.SweepId], x.TrialId);
+            }
+            if (e is TrialExploited or TrialPaused && before is not null)
+                checkpoints.Prune(SweepOf(e), before.TrialId, before.Blobs, state.Sweeps[SweepOf(e)].Trial(before.TrialId)!.Blobs);
+            if (e is TrialEnded && before?.Blobs.Any(b => b is not null) == true) DropCheckpoints(SweepOf(e), before.TrialId);
             if (e is TrialLaunched l) SubmitTrial(state.Sweeps[l.SweepId], l.TrialId);
             if (e is TrialPromoted pr && state.Sweeps[pr.SweepId].Trial(pr.TrialId)?.RunId is { } promoted)
                 services.Coordinator.Tell(new ResumeRun(promoted, pr.HoldAt));
             // a paused trial that ASHA stopped for good: its run ends (its entities let go of their state)
-            if (before is { State: TrialState.Paused, RunId: { } paused })
+            if (e is TrialEnded && before is { State: TrialState.Paused, RunId: { } paused })
                 services.Coordinator.Tell(new CancelRun(paused, $"stopped by the asha scheduler: {((TrialEnded)e).Reason}"));
             if (e is TrialReported p) Board(p, Runtime(state.Sweeps[p.SweepId]).Spec.Metric);
             if (--left == 0) then();
@@ -297,8 +338,35 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         var rt = Runtime(r);
         var t = r.Trial(trialId)!;
         var yaml = SweepParser.TrialYaml(rt.Spec, rt.Config(t), $"{rt.Spec.Name}-{t.TrialId}", t.Repeat);
-        services.Coordinator.Tell(new SubmitRun(yaml, rt.Spec.BaseFile, t.RunId, r.SweepId, t.HoldAt));
+        if (t.Fork is { } fork)
+        {
+            // the run's entities find the checkpoints it begins from in their own stores
+            try { checkpoints.Seed(r.SweepId, t.TrialId, t.RunId!, rt.Spec.Base.Cluster.Replicas, fork); }
+            catch (Exception e) when (e is BlobException or IOException or UnauthorizedAccessException)
+            {
+                log.Error("sweep {0}: trial {1}'s run {2} cannot begin from {3} at step {4}: {5}", r.SweepId, t.TrialId, t.RunId, fork.From, fork.Step, e.Message);
+            }
+        }
+        services.Coordinator.Tell(new SubmitRun(yaml, rt.Spec.BaseFile, t.RunId, r.SweepId, t.HoldAt, t.Fork));
     }
+
+    private void DropCheckpoints(string sweepId, string trialId)
+    {
+        try { checkpoints.Drop(sweepId, trialId); }
+        catch (IOException e) { log.Warning("sweep {0}: trial {1}'s kept checkpoints not deleted: {2}", sweepId, trialId, e.Message); }
+    }
+
+    private static string SweepOf(IPersistedEvent e) => e switch
+    {
+        TrialEnded x => x.SweepId, TrialExploited x => x.SweepId, TrialPaused x => x.SweepId,
+        _ => throw new ArgumentException(e.GetType().Name),
+    };
+
+    private static string TrialOf(IPersistedEvent e) => e switch
+    {
+        TrialEnded x => x.TrialId, TrialExploited x => x.TrialId, TrialPaused x => x.TrialId,
+        _ => throw new ArgumentException(e.GetType().Name),
+    };
 
     private void OnTick()
     {

@@ -56,7 +56,9 @@ public static class SweepDecisions
 {
     public static string TrialId(long index, int repeat, int repeats) => repeats == 1 ? $"t{index:D4}" : $"t{index:D4}r{repeat}";
 
-    public static string RunId(string sweepId, string trialId, int attempt) => attempt == 1 ? $"{sweepId}-{trialId}" : $"{sweepId}-{trialId}-a{attempt}";
+    /// <summary>A trial's run: one per attempt, and per generation (each PBT exploit begins a new one).</summary>
+    public static string RunId(string sweepId, string trialId, int attempt, int generation = 0) =>
+        $"{sweepId}-{trialId}{(generation > 0 ? $"-g{generation}" : "")}{(attempt > 1 ? $"-a{attempt}" : "")}";
 
     /// <summary>Why the sweep makes no more trials (null: it may): the search is done or a budget is spent.</summary>
     public static string? Exhausted(SweepRecord r, SweepRuntime rt, DateTime now)
@@ -82,6 +84,17 @@ public static class SweepDecisions
         // promotions first (Li et al.'s get_job), one at a time: the next is decided on the state it leaves
         if (free > 0 && rt.Spec.Scheduler.Promotes && AshaPromotions.Next(RungTrials(r, rt), rt.Milestones, rt.Spec.Scheduler.ReductionFactor) is { } p)
             return [new TrialPromoted(r.SweepId, p.TrialId, p.HoldAt, p.Reason)];
+        // PBT: a paused trial goes on (as it is, or from a better one's checkpoint) before anything new
+        // starts, those furthest behind first so that the population stays together
+        if (rt.Scheduler is PbtScheduler pbt)
+            foreach (var t in r.Trials.Where(t => t.State == TrialState.Paused).OrderBy(t => t.Step).ThenBy(t => t.TrialId, StringComparer.Ordinal))
+            {
+                if (pbt.EndsAt(t.Step)) { events.Add(new TrialEnded(r.SweepId, t.TrialId, TrialState.Stopped, t.Step, null, $"reached max_steps {rt.Spec.Scheduler.MaxSteps}")); continue; }
+                if (free <= 0) return events;
+                if (rt.Spec.Scheduler.Synch && StillToPause(r, t.Step)) break;
+                events.Add(AtPause(r, rt, pbt, t));
+                free--;
+            }
         foreach (var t in r.Trials.Where(t => t.State == TrialState.Pending))
         {
             if (free <= 0) return events;
@@ -111,7 +124,30 @@ public static class SweepDecisions
         return events;
     }
 
-    private static long? FirstHold(SweepRuntime rt) => rt.Spec.Scheduler.Promotes ? AshaPromotions.HoldAfter(rt.Milestones, 0) : null;
+    private static long? FirstHold(SweepRuntime rt) =>
+        rt.Spec.Scheduler.Promotes ? AshaPromotions.HoldAfter(rt.Milestones, 0) : rt.Scheduler is PbtScheduler pbt ? pbt.HoldAfter(0) : null;
+
+    /// <summary>Whether a trial not ended may still pause at `step` (synchronous PBT waits for it): one not started, paused before it, or running towards it.</summary>
+    private static bool StillToPause(SweepRecord r, long step) => r.Trials.Any(x =>
+        x.State == TrialState.Pending || x.State == TrialState.Paused && x.Step < step || x.State == TrialState.Running && x.HoldAt is { } h && h <= step);
+
+    /// <summary>
+    /// PBT at a trial's pause: it goes on to its next pause as it is, or (exploit and explore) as a
+    /// new run that begins from a top trial's pinned checkpoints with that trial's configuration perturbed.
+    /// </summary>
+    public static IPersistedEvent AtPause(SweepRecord r, SweepRuntime rt, PbtScheduler pbt, TrialRecord t)
+    {
+        var population = r.Trials.Where(x => x.RunId is not null && x.PauseSteps.Count > 0 && x.State is not (TrialState.Failed or TrialState.Cancelled))
+            .Select(x => new PbtTrial(x.TrialId,
+                x.PauseSteps.Zip(x.Rungs, (step, value) => (Step: step, Value: value)).GroupBy(p => p.Step).ToDictionary(g => g.Key, g => rt.Spec.Score(g.Last().Value)),
+                x.Live && x.Pin is not null ? x.Pin.Step : null, rt.Config(x)))
+            .ToArray();
+        var d = pbt.AtPause(t.TrialId, t.Step, population, t.Index * 7_919L + t.Generation);
+        if (!d.Exploit || r.Trial(d.Source!) is not { Pin: { } pin })
+            return new TrialPromoted(r.SweepId, t.TrialId, pbt.HoldAfter(t.Step), d.Reason);
+        return new TrialExploited(r.SweepId, t.TrialId, d.Source!, pin.Step, d.Config!.Values.Select(v => v.Value).ToArray(),
+            RunId(r.SweepId, t.TrialId, 1, t.Generation + 1), pbt.HoldAfter(pin.Step), pin.StudentBlob, pin.SourceBlob, d.Reason);
+    }
 
     /// <summary>The trials as promotion-based ASHA sees them (scores: higher is better).</summary>
     public static IReadOnlyList<RungTrial> RungTrials(SweepRecord r, SweepRuntime rt) => r.Trials
@@ -143,7 +179,8 @@ public static class SweepDecisions
         if (t.RunId != runId || t.State != TrialState.Running || t.HoldAt != step) return null;
         var value = t.Reported == step && t.Metric is { } m ? m : rt.Spec.Metric == "test_accuracy" ? accuracy : null;
         if (value is not { } v || !double.IsFinite(v)) return null;
-        return new TrialPaused(r.SweepId, t.TrialId, step, v, Array.IndexOf(rt.Milestones, step));
+        var rung = rt.Scheduler is PbtScheduler ? t.PauseSteps.Count : Array.IndexOf(rt.Milestones, step);
+        return new TrialPaused(r.SweepId, t.TrialId, step, v, rung);
     }
 
     /// <summary>The sweep is over when no trial is pending, running or paused and no more will be made.</summary>
@@ -181,8 +218,9 @@ public static class SweepDecisions
         {
             RunState.Completed => new TrialEnded(r.SweepId, t.TrialId, TrialState.Completed, steps, metric, null),
             RunState.Failed when t.Attempt <= rt.Spec.Limits.MaxFailures && r.Running =>
-                new TrialLaunched(r.SweepId, t.TrialId, RunId(r.SweepId, t.TrialId, t.Attempt + 1), t.Attempt + 1,
-                    rt.Spec.Scheduler.Promotes ? AshaPromotions.HoldAfter(rt.Milestones, t.Rungs.Count) : null),
+                new TrialLaunched(r.SweepId, t.TrialId, RunId(r.SweepId, t.TrialId, t.Attempt + 1, t.Generation), t.Attempt + 1,
+                    rt.Spec.Scheduler.Promotes ? AshaPromotions.HoldAfter(rt.Milestones, t.Rungs.Count)
+                    : rt.Scheduler is PbtScheduler pbt ? pbt.HoldAfter(t.Start) : null),
             RunState.Failed => new TrialEnded(r.SweepId, t.TrialId, TrialState.Failed, steps, null,
                 $"failed {t.Attempt} time(s), max_failures {rt.Spec.Limits.MaxFailures}: {message}"),
             RunState.Cancelled => new TrialEnded(r.SweepId, t.TrialId, TrialState.Cancelled, steps, null, message),

@@ -1,6 +1,7 @@
 using System.Collections.Immutable;
 using Cluster.Contracts;
 using Cluster.Contracts.Events;
+using Cluster.Contracts.Runs;
 using Cluster.Contracts.Sweeps;
 
 namespace Cluster.Node.Actors;
@@ -9,10 +10,23 @@ namespace Cluster.Node.Actors;
 public sealed record TrialRecord(
     string TrialId, long Index, int Repeat, string[] Values, TrialState State, string? RunId, int Attempt,
     long Step, double? Metric, double? Best, int Rung, string? Reason, long Reported = -1, bool EndRecorded = false,
-    ImmutableList<double>? RungValues = null, long? HoldAt = null)
+    ImmutableList<double>? RungValues = null, long? HoldAt = null,
+    ImmutableList<long>? PauseStepValues = null, ForkPoint? Pin = null, ForkPoint? Fork = null, long Start = 0, long Spent = 0, int Generation = 0)
 {
-    /// <summary>The metric at each ASHA rung the trial paused at, in rung order (promote mode).</summary>
+    /// <summary>The metric at each pause (an ASHA rung, a PBT interval), in order.</summary>
     public ImmutableList<double> Rungs => RungValues ?? [];
+
+    /// <summary>The step of each pause, beside <see cref="Rungs"/>.</summary>
+    public ImmutableList<long> PauseSteps => PauseStepValues ?? [];
+
+    /// <summary>Training now or waiting at a pause: not ended, and not waiting for its first start.</summary>
+    public bool Live => State is TrialState.Running or TrialState.Paused;
+
+    /// <summary>Student steps it trained: its earlier runs' (PBT) and the current one's since it began.</summary>
+    public long Trained => Spent + Step - Start;
+
+    /// <summary>The blobs its store keeps: its pin's and its fork's.</summary>
+    public IEnumerable<string?> Blobs => [Pin?.StudentBlob, Pin?.SourceBlob, Fork?.StudentBlob, Fork?.SourceBlob];
 
     public bool Ended => State is TrialState.Completed or TrialState.Stopped or TrialState.Failed or TrialState.Cancelled;
 }
@@ -34,7 +48,7 @@ public sealed record SweepRecord(
     /// <summary>A trial by id (an index, not a scan: a sweep may hold many thousands).</summary>
     public TrialRecord? Trial(string trialId) => TrialIndex.TryGetValue(trialId, out var i) ? Trials[i] : null;
 
-    public long StudentSteps => Trials.Sum(t => t.Step);
+    public long StudentSteps => Trials.Sum(t => t.Trained);
 }
 
 /// <summary>Every sweep the coordinator accepted.</summary>
@@ -74,8 +88,18 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
         TrialPaused p => UpdateTrial(p.SweepId, p.TrialId, t => t with
         {
             State = t.Ended ? t.State : TrialState.Paused, Step = Math.Max(t.Step, p.Step), Metric = p.Value, Rung = p.Rung,
-            RungValues = t.Rungs.Add(p.Value), Reason = $"paused at rung {p.Rung} (step {p.Step})",
+            RungValues = t.Rungs.Add(p.Value), PauseStepValues = t.PauseSteps.Add(p.Step), Reason = $"paused at rung {p.Rung} (step {p.Step})",
+            Pin = p.StudentBlob is { } sb && p.SourceBlob is { } src ? new ForkPoint($"trial {t.TrialId}", p.Step, sb, src) : t.Pin,
         }),
+        TrialExploited x => UpdateTrial(x.SweepId, x.TrialId, t => t with
+        {
+            State = TrialState.Running, Values = x.Values, RunId = x.RunId, Attempt = 1, HoldAt = x.HoldAt, Reason = x.Reason,
+            Spent = t.Trained, Start = x.Step, Step = x.Step, Reported = x.Step, Generation = t.Generation + 1,
+            Fork = new ForkPoint($"trial {x.From}", x.Step, x.StudentBlob, x.SourceBlob),
+        }) with
+        {
+            ByRun = ByRun.SetItem(x.RunId, (x.SweepId, x.TrialId)),
+        },
         TrialPromoted p => UpdateTrial(p.SweepId, p.TrialId, t => t with { State = TrialState.Running, HoldAt = p.HoldAt, Reason = p.Reason }),
         SweepEnded x => Update(x.SweepId, r => r with { State = x.State, Message = x.Reason, EndedUtc = x.EndedUtc }),
         _ => throw new ArgumentException($"{e.GetType().Name} is not a sweep event"),
