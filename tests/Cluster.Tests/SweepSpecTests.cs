@@ -134,6 +134,21 @@ public sealed class SweepSpecTests
     }
 
     [Fact]
+    public void Should_refuse_pbt_for_a_method_whose_student_samples_every_earlier_round()
+    {
+        var di = Path.Combine(Repo.Root(), "specs", "deepinversion-mnist-cpu.yaml");
+        var e = Assert.Throws<SpecException>(() => SweepParser.Parse(
+            Sweep("space:\n  deepinversion.lr: {grid: [0.05, 0.1]}\nscheduler: {kind: pbt, interval: 100}\n", $"base: {di}"), "b.yaml"));
+        Assert.Equal("scheduler", e.Key);
+        Assert.Contains("pbt: method 'deepinversion' trains on rounds of images that every later step samples again", e.Message);
+        // the same sweep with asha is fine, and a pbt trial's source checkpoints at every pause step
+        Assert.Equal("asha", SweepParser.Parse(Sweep("space:\n  deepinversion.lr: {grid: [0.05, 0.1]}\nscheduler: {kind: asha}\n", $"base: {di}"), "b.yaml").Scheduler.Kind);
+        var pbt = SweepParser.Parse(Sweep(Space + "\nscheduler: {kind: pbt, interval: 94}\n"), "b.yaml");
+        var trial = SweepParser.TrialYaml(pbt, new TrialConfig([new("kd.alpha", "0.5")]), "s-t0000", 0);
+        Assert.Contains("generator_checkpoint_every: 94", trial);
+    }
+
+    [Fact]
     public void Should_refuse_a_missing_or_bad_base_spec()
     {
         Assert.Contains("required key is missing", Assert.Throws<SpecException>(() => SweepParser.Parse("name: s\n" + Space, "b.yaml")).Message);
