@@ -31,6 +31,7 @@ public static class TorchRuntime
             if (initialised) return;
             initialised = true;
             _ = torch.get_num_threads();   // makes TorchSharp load libtorch before we call into it
+            ReproducibleMkl();
             try { SetUserEnabledNnpack(GlobalContext(), false); }
             catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
             {
@@ -77,6 +78,40 @@ public static class TorchRuntime
             // not glibc (musl): its allocator has no such knobs
         }
     }
+
+    /// <summary>
+    /// MKL's conditional numerical reproducibility, MKL_CBWR=AUTO,STRICT, in this process too: the
+    /// programs get it from their environment on re-exec (<see cref="NativeBootstrap.LoadEnvironment"/>),
+    /// but a host that does not re-exec (the test host under plain `dotnet test`, which runs the
+    /// embedded cluster and the engine loop in process) would compute other last bits than the node
+    /// processes it is compared with. Set before MKL's first call, which reads the environment
+    /// variable only where nothing was set; a user's own MKL_CBWR wins.
+    /// </summary>
+    private static void ReproducibleMkl()
+    {
+        if (Environment.GetEnvironmentVariable("MKL_CBWR") is not null) return;
+        try
+        {
+            var rc = MklCbwrSet(MklCbwrAuto | MklCbwrStrict);
+            if (rc != 0) Console.Error.WriteLine($"[torch] note: could not set MKL's reproducibility mode in process (error {rc}); set MKL_CBWR={NativeBootstrap.LoadEnvironment["MKL_CBWR"]}");
+        }
+        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
+        {
+            Console.Error.WriteLine($"[torch] note: could not set MKL's reproducibility mode in process ({e.Message}); set MKL_CBWR={NativeBootstrap.LoadEnvironment["MKL_CBWR"]}");
+        }
+    }
+
+    private const int MklCbwrAuto = 2, MklCbwrStrict = 0x10000;   // MKL_CBWR_AUTO, MKL_CBWR_STRICT in mkl_service.h
+
+    /// <summary>What MKL_CBWR_Set does (libtorch links MKL statically and exports only this service entry): 0 on success, -8 once MKL has chosen its code path.</summary>
+    [DllImport("libtorch_cpu", EntryPoint = "mkl_serv_cbwr_set")]
+    private static extern int MklCbwrSet(int settings);
+
+    /// <summary>MKL's reproducibility settings in effect (MKL_CBWR_Get(MKL_CBWR_ALL)), for the tests.</summary>
+    public static int MklReproducibility() => MklCbwrGet(-1);
+
+    [DllImport("libtorch_cpu", EntryPoint = "mkl_serv_cbwr_get")]
+    private static extern int MklCbwrGet(int option);
 
     private const int TrimThreshold = -1, TopPad = -2, MmapMax = -4;   // M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX in malloc.h
 
