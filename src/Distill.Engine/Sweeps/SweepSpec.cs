@@ -119,6 +119,7 @@ public sealed record SweepLimits
     public double MaxStudentSteps { get; init; }
     [SpecKey("wall-clock minutes at most (0: no limit); then running trials stop and the sweep ends", Min = 0)]
     public double MaxWallMinutes { get; init; }
-    [SpecKey("times a failed trial is started again (from its last checkpoint) before it is marked failed", Min = 0, Max = 100)]
+    [SpecKey("times a failed trial is started again (a new run from where its current run began: step 0, or the checkpoint a pbt " +
+             "exploit began it from) before it is marked failed", Min = 0, Max = 100)]
     public int MaxFailures { get; init; } = 2;
 }

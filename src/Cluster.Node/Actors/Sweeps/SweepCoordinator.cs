@@ -148,7 +148,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         Record([new SweepEnded(r.SweepId, SweepState.Cancelled, $"cancelled: {m.Reason}", DateTime.UtcNow)], () =>
         {
             var now = state.Sweeps[m.SweepId];
-            foreach (var t in now.Trials.Where(t => t.State is TrialState.Running or TrialState.Paused && t.RunId is not null))
+            foreach (var t in now.Trials.Where(t => t.Live && t.RunId is not null))
                 services.Coordinator.Tell(new CancelRun(t.RunId!, $"sweep {m.SweepId} cancelled: {m.Reason}"));
             sender.Tell(new SweepStatusReport([Summary(now)]));
         });
@@ -227,10 +227,10 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         var rt = Runtime(r);
         var now = DateTime.UtcNow;
         if (r.Running && rt.Spec.Limits.MaxWallMinutes > 0 && (now - r.SubmittedUtc).TotalMinutes >= rt.Spec.Limits.MaxWallMinutes
-            && r.Trials.Any(t => t.State is TrialState.Running or TrialState.Paused))
+            && r.Trials.Any(t => t.Live))
         {
             // out of time: running and paused trials stop; they end as cancelled and the sweep then completes
-            foreach (var t in r.Trials.Where(t => t.State is TrialState.Running or TrialState.Paused && t.RunId is not null))
+            foreach (var t in r.Trials.Where(t => t.Live && t.RunId is not null))
                 services.Coordinator.Tell(new CancelRun(t.RunId!, $"sweep {sweepId}: max_wall_minutes {rt.Spec.Limits.MaxWallMinutes} reached"));
         }
         var events = Exploitable(r, SweepDecisions.Fill(r, rt, now));
