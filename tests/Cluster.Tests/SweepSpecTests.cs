@@ -118,6 +118,7 @@ public sealed class SweepSpecTests
         ["a value listed twice", "space:\n  kd.alpha: {grid: [0.5, 0.5]}\n", "space.kd.alpha", "0.5 is listed twice"],
         ["a range that is not a list", "space:\n  kd.alpha: {uniform: 0.5}\n", "space.kd.alpha", "expected a list of values"],
         ["pbt sweeping the seed", "space:\n  seed: {grid: [1, 2]}\nscheduler: {kind: pbt}\n", "space", "pbt cannot perturb the seed"],
+        ["pbt over a word", "space:\n  student.train.optimizer: {grid: [adam, sgd]}\nscheduler: {kind: pbt}\n", "space.student.train.optimizer", "pbt perturbs numbers, and 'adam' is not one"],
         ["a sweep too large", "space:\n  seed: {grid: [" + string.Join(", ", Enumerable.Range(0, 1001)) + "]}\n  kd.alpha: {grid: [" + string.Join(", ", Enumerable.Range(0, 1001).Select(i => (i / 1001.0).ToString("R", System.Globalization.CultureInfo.InvariantCulture))) + "]}\n",
             "space", "over the 1,000,000 a sweep may hold"],
         ["a limit below 0", Space + "\nlimits: {max_concurrent: 0}\n", "limits.max_concurrent", "out of range"],

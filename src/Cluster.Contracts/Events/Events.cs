@@ -70,7 +70,9 @@ public sealed record RunRecord(
     [property: Key(17)] bool Queued = false,            // key 17 came with admission control: waiting for a slot
     [property: Key(18)] long? HoldAt = null,            // keys 18 and 19 came with ASHA's promotions: the step it pauses at,
     [property: Key(19)] bool Paused = false,            // and whether it is paused there (its slot free, its state kept)
-    [property: Key(20)] Runs.ForkPoint? Fork = null)    // key 20 came with PBT: the checkpoints it begins from
+    [property: Key(20)] Runs.ForkPoint? Fork = null,    // keys 20-22 came with PBT: the checkpoints it begins from,
+    [property: Key(21)] string? PausedStudentBlob = null,   // and those at its pause (RunPaused's)
+    [property: Key(22)] string? PausedSourceBlob = null)
 {
     /// <summary>Neither completed, failed nor cancelled: its entities are (re)started and its reports count.</summary>
     [IgnoreMember] public bool Active => !Completed && !Failed && !Cancelled;

@@ -73,7 +73,9 @@ public sealed record RunSummary(
     [property: Key(11)] double? StudentAccuracy,
     [property: Key(12)] string? Message,
     [property: Key(13)] string? Node,
-    [property: Key(14)] string? GeneratorNode);
+    [property: Key(14)] string? GeneratorNode,
+    [property: Key(15)] string? PausedStudentBlob = null,   // keys 15 and 16 came with PBT: a paused run's checkpoints at its pause
+    [property: Key(16)] string? PausedSourceBlob = null);
 
 /// <summary>The shard allocation asks where a run's entities should live. Answered with <see cref="RunLayout"/>.</summary>
 [MessagePackObject]

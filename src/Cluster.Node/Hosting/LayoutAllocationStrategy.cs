@@ -41,7 +41,9 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
     public async Task<IActorRef> AllocateShard(IActorRef requester, string shardId, IImmutableDictionary<IActorRef, IImmutableList<string>> currentShardAllocations)
     {
         var pool = await PoolOf(shardId);
-        var candidates = currentShardAllocations.Keys.ToList();
+        // a dead node's region stays listed until the node is removed: not there, while another will do
+        var candidates = currentShardAllocations.Keys.Where(Healthy).ToList();
+        if (candidates.Count == 0) candidates = currentShardAllocations.Keys.ToList();
         if (pool is not null)
         {
             var inPool = candidates.Where(r => PoolsOf(r).Contains(pool)).ToList();
@@ -166,13 +168,18 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
     private string? Pick(RunLayout l, int index) =>
         new LayoutSpec { Generator = l.Generator, Teacher = l.Teacher, Student = l.Students }.PoolOf(kind, index);
 
-    /// <summary>Whether a region's node is up and reachable (a dead node's region stays listed until it is removed).</summary>
+    /// <summary>
+    /// Whether a region's node may take shards: not a member that is unreachable or no longer up (a
+    /// dead node's region stays listed until the node is removed). A region of an address this
+    /// node does not know as a member yet is taken on the coordinator's word.
+    /// </summary>
     private bool Healthy(IActorRef region)
     {
         if (region.Path.Address.HasLocalScope) return true;
         var state = Akka.Cluster.Cluster.Get(system).State;
-        return state.Members.Any(m => m.Address.Equals(region.Path.Address) && m.Status == Akka.Cluster.MemberStatus.Up)
-            && state.Unreachable.All(m => !m.Address.Equals(region.Path.Address));
+        if (state.Unreachable.Any(m => m.Address.Equals(region.Path.Address))) return false;
+        var member = state.Members.FirstOrDefault(m => m.Address.Equals(region.Path.Address));
+        return member is null || member.Status == Akka.Cluster.MemberStatus.Up;
     }
 
     /// <summary>The pools of the node a shard region lives on (a local region is this node's).</summary>

@@ -74,6 +74,14 @@ public sealed class ScheduledOptimizer(optim.Optimizer optimizer, TrainSpec spec
             default: throw new NotSupportedException(Optimizer.GetType().Name);
         }
         Scale = r.ReadDouble();
+        // TorchSharp loads each group's settings too: the spec's stand (a PBT fork perturbs them;
+        // the learning rate is set from the spec at every step anyway)
+        foreach (var g in Optimizer.ParamGroups.OfType<ParamGroup>())
+            switch (g.Options)
+            {
+                case SGD.Options o: (o.momentum, o.weight_decay) = (spec.Momentum, spec.WeightDecay); break;
+                case Adam.Options o: o.weight_decay = spec.WeightDecay; break;
+            }
     }
 
     public void Dispose() => Optimizer.Dispose();

@@ -109,5 +109,75 @@ public sealed class SweepStateTests
         finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
     }
 
+    [Fact]
+    public void Pbt_waits_for_the_whole_population_at_a_step_decides_it_at_once_and_forks_the_bottom_from_the_top_trials_pin()
+    {
+        var now = new DateTime(2026, 12, 4, 12, 0, 0, DateTimeKind.Utc);
+        var yaml = $"""
+            name: p
+            base: {KdBase}
+            space:
+              kd.alpha: {"{grid: [0.1, 0.3, 0.5, 0.7]}"}
+            scheduler: {"{kind: pbt, interval: 100, quantile: 0.25, resample_probability: 0}"}
+            limits: {"{max_concurrent: 2, max_failures: 1}"}
+            """;
+        var s = SweepsState.Empty.Apply(new SweepSubmitted("p", yaml, "p.yaml", now, true));
+        var rt = SweepRuntime.Rebuild(s.Sweeps["p"]);
+        string Blob(char c) => new(c, 64);
+        List<global::Cluster.Contracts.IPersistedEvent> Fill() => SweepDecisions.Fill(s.Sweeps["p"], rt, now);
+        void Pause(string trial, double value, char blob)
+        {
+            var r = s.Sweeps["p"];
+            var t = r.Trial(trial)!;
+            var e = SweepDecisions.Paused(r, rt, t, t.RunId!, 100, value)!;
+            s = s.Apply(e with { StudentBlob = Blob(blob), SourceBlob = Blob(char.ToUpperInvariant(blob)) });
+        }
+
+        // two at once, each to pause at step 100
+        var first = Fill();
+        Assert.Equal([100L, 100L], first.OfType<TrialLaunched>().Select(l => l.HoldAt!.Value));
+        s = Apply(s, first);
+        // one paused: nothing decided while the others are still to pause there (one running, two not made yet); a third starts
+        Pause("t0000", 90, 'a');
+        var second = Fill();
+        Assert.Equal(["t0002"], second.OfType<TrialLaunched>().Select(l => l.TrialId));
+        Assert.Empty(second.OfType<TrialPromoted>());
+        s = Apply(s, second);
+        Pause("t0001", 95, 'b');
+        s = Apply(s, Fill());
+        Pause("t0002", 80, 'c');
+        Assert.DoesNotContain(Fill(), e => e is TrialPromoted or TrialExploited);   // t0003 runs towards 100
+        Pause("t0003", 85, 'd');
+
+        // all four at 100: decided at once; the bottom one (ceil(4 * 0.25) = 1) goes on from the top one's pin
+        var decided = Fill();
+        var exploit = Assert.Single(decided.OfType<TrialExploited>());
+        Assert.Equal(("t0002", "t0001", 100L, "p-t0002-g1", 200L, Blob('b'), Blob('B')),
+            (exploit.TrialId, exploit.From, exploit.Step, exploit.RunId, exploit.HoldAt, exploit.StudentBlob, exploit.SourceBlob));
+        Assert.Contains(exploit.Values.Single(), new[] { "0.1", "0.5" });   // t0001's 0.3, moved to a neighbour
+        Assert.Equal(["t0000", "t0001", "t0003"], decided.OfType<TrialPromoted>().Select(p => p.TrialId).Order());
+        Assert.All(decided.OfType<TrialPromoted>(), p => Assert.Equal(200L, p.HoldAt));
+        // a coordinator rebuilt from the record decides the same
+        var again = SweepDecisions.Fill(s.Sweeps["p"], SweepRuntime.Rebuild(s.Sweeps["p"]), now);
+        Assert.Equal(decided.Select(e => System.Text.Json.JsonSerializer.Serialize(e, e.GetType())), again.Select(e => System.Text.Json.JsonSerializer.Serialize(e, e.GetType())));
+
+        s = Apply(s, decided);
+        var forked = s.Sweeps["p"].Trial("t0002")!;
+        Assert.Equal((TrialState.Running, "p-t0002-g1", 100L, 100L, 1), (forked.State, forked.RunId, forked.Step, forked.Trained, forked.Generation));
+        Assert.Equal(new ForkPoint("trial t0001", 100, Blob('b'), Blob('B')), forked.Fork);
+        Assert.Null(forked.Pin);   // its own pause's checkpoints are not what it trains now
+        Assert.Equal(400, s.Sweeps["p"].StudentSteps);
+
+        // the fork reports at 150 and fails: it runs again from where it began (step 100, the same fork), its 50 steps spent
+        s = s.Apply(new TrialReported("p", "t0002", 150, 60, false, "", 0));
+        var r = s.Sweeps["p"];
+        var retry = (TrialLaunched)SweepDecisions.RunEnded(r, rt, r.Trial("t0002")!, "p-t0002-g1", RunState.Failed, 150, null, "boom")!;
+        Assert.Equal(("p-t0002-g1-a2", 2, 200L), (retry.RunId, retry.Attempt, retry.HoldAt!.Value));
+        s = s.Apply(retry);
+        var retried = s.Sweeps["p"].Trial("t0002")!;
+        Assert.Equal((100L, 100L, 150L, 100L), (retried.Step, retried.Start, retried.Trained, retried.Reported));
+        Assert.Equal(forked.Fork, retried.Fork);
+    }
+
     private static int BigEndian(byte[] b, int at) => b[at] << 24 | b[at + 1] << 16 | b[at + 2] << 8 | b[at + 3];
 }

@@ -15,7 +15,7 @@ public sealed record CoordinatorState(ImmutableSortedDictionary<string, RunRecor
         RunTeacherReady t => Update(t.RunId, r => r with { TeacherBlob = t.TeacherBlob, TeacherAccuracy = t.Accuracy, TeacherSeconds = t.Seconds, TeacherFromCache = t.FromCache }),
         RunCompleted c => Update(c.RunId, r => r with { Completed = true, Accuracy = c.Accuracy, BestAccuracy = c.BestAccuracy, Steps = c.Steps, CompletedUtc = c.CompletedUtc }),
         RunAdmitted a => Update(a.RunId, r => r with { Queued = false }),
-        RunPaused p => Update(p.RunId, r => r with { Paused = true, Steps = p.Step }),
+        RunPaused p => Update(p.RunId, r => r with { Paused = true, Steps = p.Step, PausedStudentBlob = p.StudentBlob, PausedSourceBlob = p.SourceBlob }),
         RunResumed x => Update(x.RunId, r => r with { Paused = false, Queued = true, HoldAt = x.HoldAt }),
         RunFailed f => Update(f.RunId, r => r with { Failed = true, Message = f.Reason }),
         RunCancelled c => Update(c.RunId, r => r with { Cancelled = true, Message = $"cancelled: {c.Reason}", CompletedUtc = c.CancelledUtc }),

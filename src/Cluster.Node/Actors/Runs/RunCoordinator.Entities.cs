@@ -1,3 +1,4 @@
+using Akka.Event;
 using Akka.Actor;
 using Cluster.Contracts;
 using Cluster.Contracts.Events;
@@ -46,15 +47,17 @@ public sealed partial class RunCoordinator
         var spec = SpecOf(state.Runs[m.RunId]);
         var seq = spec.Method.Plan(spec, Distill.Engine.Training.DataSplits.TrainImages(spec.Data) ?? 0).BatchesFor(m.Step).Last;
         services.Generators.Ask<CheckpointAt>(new GetCheckpointAt(EntityId.Generator(m.RunId), seq), TimeSpan.FromSeconds(10))
-            .PipeTo(Self, success: a => new HeldWithSource(m, a.Blob), failure: _ => new HeldWithSource(m, null));
+            .PipeTo(Self, success: a => new HeldWithSource(m, a.Blob, true), failure: _ => new HeldWithSource(m, null, false));
     }
 
-    /// <summary>A student's pause with the source's checkpoint there (null: none, or the source did not answer).</summary>
-    private sealed record HeldWithSource(StudentHeld Held, string? SourceBlob) : INoSerializationVerificationNeeded;
+    /// <summary>A student's pause with the source's checkpoint there (null: none written there); Answered: whether the source said so in time.</summary>
+    private sealed record HeldWithSource(StudentHeld Held, string? SourceBlob, bool Answered) : INoSerializationVerificationNeeded;
 
     private void OnHeldWithSource(HeldWithSource h)
     {
         var m = h.Held;
+        // a source that did not answer (failing over): not paused yet; the held student reports again when the run nudges it
+        if (!h.Answered) { log.Warning("run {0}: the source did not say where its checkpoint at step {1} is; the pause waits for the student's next report", m.RunId, m.Step); return; }
         if (RunDecisions.Held(state, m, h.SourceBlob).Event is not RunPaused e) return;
         PersistAndSnapshot(e, () =>
         {

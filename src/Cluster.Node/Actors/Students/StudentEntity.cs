@@ -82,6 +82,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
             {
                 if (State.Finished) ReportFinishedAgain();
                 else if (m.HoldAt != State.HoldAt) SetHold(m.HoldAt);
+                else if (Held && trainer is not null) ReportHeld(State.Checkpoints.LastOrDefault()?.Accuracy);   // the coordinator may have lost the first report
                 return;
             }
             // a method with a teacher starts its students once the teacher exists
@@ -243,7 +244,8 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         if (Replicas == 1)
         {
             var after = AfterStepOf(seq);
-            EngineAccess.Compute(() => Step(t, f, handed, seq, wantLoss: seq % 25 == 0, after)).PipeTo(Self);
+            var wantLoss = seq % 25 == 0 || State.HoldAt == seq;   // a pause's score may be the loss
+            EngineAccess.Compute(() => Step(t, f, handed, seq, wantLoss, after)).PipeTo(Self);
             return;
         }
         var (r, n) = (replica, Replicas);

@@ -75,6 +75,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
                 return;
             }
             log.Info("sweep coordinator up: {0} sweeps, {1} running", state.Sweeps.Count, state.Sweeps.Values.Count(s => s.Running));
+            CancelReplacedRuns();
             Timers.StartPeriodicTimer("tick", Tick.Instance, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5));
         });
 
@@ -350,6 +351,23 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         services.Coordinator.Tell(new SubmitRun(yaml, rt.Spec.BaseFile, t.RunId, r.SweepId, t.HoldAt, t.Fork));
     }
 
+    /// <summary>
+    /// The run a PBT exploit replaced is cancelled when the exploit is journalled; a coordinator
+    /// that died in between left it paused: every live forked trial's previous runs are cancelled
+    /// again on recovery (idempotent; a run that ended or never existed is left as it is).
+    /// </summary>
+    private void CancelReplacedRuns()
+    {
+        foreach (var r in state.Sweeps.Values.Where(s => s.Running))
+        {
+            var attempts = Runtime(r).Spec.Limits.MaxFailures + 1;
+            foreach (var t in r.Trials.Where(t => t.Live && t.Generation > 0))
+                for (var a = 1; a <= attempts; a++)
+                    services.Coordinator.Tell(new CancelRun(SweepDecisions.RunId(r.SweepId, t.TrialId, a, t.Generation - 1),
+                        $"PBT: trial {t.TrialId} goes on as run {t.RunId}"));
+        }
+    }
+
     private void DropCheckpoints(string sweepId, string trialId)
     {
         try { checkpoints.Drop(sweepId, trialId); }
@@ -398,7 +416,7 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
                 if (t.State == TrialState.Running && s.State == RunState.Paused)
                 {
                     // a pause or a promotion lost on the way (a coordinator failing over): again, both are idempotent
-                    if (t.HoldAt == s.StudentStep) OnRunPaused(c.RunId, s.StudentStep, s.StudentAccuracy);
+                    if (t.HoldAt == s.StudentStep) OnRunPaused(c.RunId, s.StudentStep, s.StudentAccuracy, s.PausedStudentBlob, s.PausedSourceBlob);
                     else services.Coordinator.Tell(new ResumeRun(c.RunId, t.HoldAt));
                 }
                 else if (t.State == TrialState.Stopped && s.State is not (RunState.Completed or RunState.Failed or RunState.Cancelled))

@@ -90,8 +90,16 @@ public static class SweepDecisions
             foreach (var t in r.Trials.Where(t => t.State == TrialState.Paused).OrderBy(t => t.Step).ThenBy(t => t.TrialId, StringComparer.Ordinal))
             {
                 if (pbt.EndsAt(t.Step)) { events.Add(new TrialEnded(r.SweepId, t.TrialId, TrialState.Stopped, t.Step, null, $"reached max_steps {rt.Spec.Scheduler.MaxSteps}")); continue; }
+                if (rt.Spec.Scheduler.Synch)
+                {
+                    // the whole cohort at a step is decided on one state (its trials then queue for
+                    // slots), so that no decision depends on which was decided first
+                    if (StillToPause(r, t.Step) || MoreToCome(r, rt, now)) break;   // trials not made yet will pause there too
+                    events.Add(AtPause(r, rt, pbt, t));
+                    free--;
+                    continue;
+                }
                 if (free <= 0) return events;
-                if (rt.Spec.Scheduler.Synch && StillToPause(r, t.Step)) break;
                 events.Add(AtPause(r, rt, pbt, t));
                 free--;
             }
@@ -140,9 +148,9 @@ public static class SweepDecisions
         var population = r.Trials.Where(x => x.RunId is not null && x.PauseSteps.Count > 0 && x.State is not (TrialState.Failed or TrialState.Cancelled))
             .Select(x => new PbtTrial(x.TrialId,
                 x.PauseSteps.Zip(x.Rungs, (step, value) => (Step: step, Value: value)).GroupBy(p => p.Step).ToDictionary(g => g.Key, g => rt.Spec.Score(g.Last().Value)),
-                x.Live && x.Pin is not null ? x.Pin.Step : null, rt.Config(x)))
+                x.Live && x.Pin is { } pin && !pbt.EndsAt(pin.Step) && (!rt.Spec.Scheduler.Synch || pin.Step == t.Step) ? pin.Step : null, rt.Config(x)))
             .ToArray();
-        var d = pbt.AtPause(t.TrialId, t.Step, population, t.Index * 7_919L + t.Generation);
+        var d = pbt.AtPause(t.TrialId, t.Step, population, (t.Index * 1_009L + t.Repeat) * 7_919L + t.Generation);
         if (!d.Exploit || r.Trial(d.Source!) is not { Pin: { } pin })
             return new TrialPromoted(r.SweepId, t.TrialId, pbt.HoldAfter(t.Step), d.Reason);
         return new TrialExploited(r.SweepId, t.TrialId, d.Source!, pin.Step, d.Config!.Values.Select(v => v.Value).ToArray(),
@@ -178,7 +186,9 @@ public static class SweepDecisions
     {
         if (t.RunId != runId || t.State != TrialState.Running || t.HoldAt != step) return null;
         var value = t.Reported == step && t.Metric is { } m ? m : rt.Spec.Metric == "test_accuracy" ? accuracy : null;
-        if (value is not { } v || !double.IsFinite(v)) return null;
+        // no finite metric there (a lost report, a NaN loss): the pause counts as the worst score, so
+        // that the trial is decided (ASHA does not promote it; PBT has it copy a better one) instead of waiting for ever
+        var v = value is { } x && double.IsFinite(x) ? x : rt.Spec.Mode == "max" ? double.NegativeInfinity : double.PositiveInfinity;
         var rung = rt.Scheduler is PbtScheduler ? t.PauseSteps.Count : Array.IndexOf(rt.Milestones, step);
         return new TrialPaused(r.SweepId, t.TrialId, step, v, rung);
     }

@@ -67,7 +67,9 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
             Trials = r.Trials.Add(new TrialRecord(c.TrialId, c.Index, c.Repeat, c.Values, TrialState.Pending, null, 0, 0, null, null, 0, null)),
             TrialIndex = r.TrialIndex.SetItem(c.TrialId, r.Trials.Count),
         }),
-        TrialLaunched l => UpdateTrial(l.SweepId, l.TrialId, t => t with { State = TrialState.Running, RunId = l.RunId, Attempt = l.Attempt, HoldAt = l.HoldAt }) with
+        // an attempt after a failure begins where the failed run began (step 0, or its PBT fork): the steps since are spent
+        TrialLaunched l => UpdateTrial(l.SweepId, l.TrialId, t => (l.Attempt > 1 ? t with { Spent = t.Trained, Step = t.Start, Reported = t.Start > 0 ? t.Start : -1 } : t)
+            with { State = TrialState.Running, RunId = l.RunId, Attempt = l.Attempt, HoldAt = l.HoldAt }) with
         {
             ByRun = ByRun.SetItem(l.RunId, (l.SweepId, l.TrialId)),
         },
@@ -89,13 +91,15 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
         {
             State = t.Ended ? t.State : TrialState.Paused, Step = Math.Max(t.Step, p.Step), Metric = p.Value, Rung = p.Rung,
             RungValues = t.Rungs.Add(p.Value), PauseStepValues = t.PauseSteps.Add(p.Step), Reason = $"paused at rung {p.Rung} (step {p.Step})",
-            Pin = p.StudentBlob is { } sb && p.SourceBlob is { } src ? new ForkPoint($"trial {t.TrialId}", p.Step, sb, src) : t.Pin,
+            // a pause whose checkpoints were not kept leaves none to copy (not an older one, whose step the score is not for)
+            Pin = p.StudentBlob is { } sb && p.SourceBlob is { } src ? new ForkPoint($"trial {t.TrialId}", p.Step, sb, src) : null,
         }),
         TrialExploited x => UpdateTrial(x.SweepId, x.TrialId, t => t with
         {
             State = TrialState.Running, Values = x.Values, RunId = x.RunId, Attempt = 1, HoldAt = x.HoldAt, Reason = x.Reason,
             Spent = t.Trained, Start = x.Step, Step = x.Step, Reported = x.Step, Generation = t.Generation + 1,
             Fork = new ForkPoint($"trial {x.From}", x.Step, x.StudentBlob, x.SourceBlob),
+            Pin = null,   // its own pause's checkpoints are not what it now trains: nobody copies them
         }) with
         {
             ByRun = ByRun.SetItem(x.RunId, (x.SweepId, x.TrialId)),
