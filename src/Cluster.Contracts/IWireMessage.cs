@@ -21,3 +21,10 @@ public interface IPersistedEvent : IWireMessage;
 
 /// <summary>Messages to the sweep coordinator singleton.</summary>
 public interface ISweepCommand : IWireMessage;
+
+/// <summary>A persisted event about one trial of a sweep.</summary>
+public interface ITrialEvent : IPersistedEvent
+{
+    string SweepId { get; }
+    string TrialId { get; }
+}

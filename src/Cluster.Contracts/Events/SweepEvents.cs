@@ -22,7 +22,7 @@ public sealed record TrialCreated(
     [property: Key(1)] string TrialId,
     [property: Key(2)] long Index,
     [property: Key(3)] int Repeat,
-    [property: Key(4)] string[] Values) : IPersistedEvent;
+    [property: Key(4)] string[] Values) : ITrialEvent;
 
 /// <summary>A trial's run was submitted (attempt 1, or again after a failure).</summary>
 [MessagePackObject]
@@ -31,7 +31,7 @@ public sealed record TrialLaunched(
     [property: Key(1)] string TrialId,
     [property: Key(2)] string RunId,
     [property: Key(3)] int Attempt,
-    [property: Key(4)] long? HoldAt = null) : IPersistedEvent;   // the step its run pauses at (ASHA with promotions)
+    [property: Key(4)] long? HoldAt = null) : ITrialEvent;   // the step its run pauses at (ASHA with promotions)
 
 /// <summary>A report the scheduler decided, and what it decided.</summary>
 [MessagePackObject]
@@ -42,7 +42,7 @@ public sealed record TrialReported(
     [property: Key(3)] double Value,
     [property: Key(4)] bool Stop,
     [property: Key(5)] string Reason,
-    [property: Key(6)] int Rung) : IPersistedEvent;
+    [property: Key(6)] int Rung) : ITrialEvent;
 
 /// <summary>A trial's run ended: completed, failed for good, or cancelled (a trial the scheduler stopped stays Stopped).</summary>
 [MessagePackObject]
@@ -52,7 +52,7 @@ public sealed record TrialEnded(
     [property: Key(2)] TrialState State,
     [property: Key(3)] long Steps,
     [property: Key(4)] double? Metric,
-    [property: Key(5)] string? Reason) : IPersistedEvent;
+    [property: Key(5)] string? Reason) : ITrialEvent;
 
 [MessagePackObject]
 public sealed record SweepEnded(
@@ -73,7 +73,7 @@ public sealed record TrialPaused(
     [property: Key(3)] double Value,
     [property: Key(4)] int Rung,
     [property: Key(5)] string? StudentBlob = null,   // keys 5 and 6 came with PBT
-    [property: Key(6)] string? SourceBlob = null) : IPersistedEvent;
+    [property: Key(6)] string? SourceBlob = null) : ITrialEvent;
 
 /// <summary>
 /// PBT's exploit and explore: a paused trial goes on as a new run (RunId) that begins from trial
@@ -90,7 +90,7 @@ public sealed record TrialExploited(
     [property: Key(6)] long? HoldAt,
     [property: Key(7)] string StudentBlob,
     [property: Key(8)] string? SourceBlob,
-    [property: Key(9)] string Reason) : IPersistedEvent;
+    [property: Key(9)] string Reason) : ITrialEvent;
 
 /// <summary>A paused trial goes on: to its next rung (HoldAt), or to its end (null).</summary>
 [MessagePackObject]
@@ -98,4 +98,4 @@ public sealed record TrialPromoted(
     [property: Key(0)] string SweepId,
     [property: Key(1)] string TrialId,
     [property: Key(2)] long? HoldAt,
-    [property: Key(3)] string Reason) : IPersistedEvent;
+    [property: Key(3)] string Reason) : ITrialEvent;

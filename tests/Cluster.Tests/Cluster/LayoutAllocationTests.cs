@@ -22,8 +22,8 @@ public sealed class LayoutAllocationTests() : Akka.TestKit.Xunit2.TestKit(Config
 {
     private readonly string store = Path.Combine(Path.GetTempPath(), $"cd-layout-{Guid.NewGuid():N}");
 
-    [Fact]
-    public async Task Should_place_by_load_while_the_coordinator_is_silent_and_move_the_shard_to_its_pool_once_it_answers()
+    /// <summary>This node up as a one-node cluster, and the student kind's strategy asking a probe for layouts.</summary>
+    private (LayoutAllocationStrategy Strategy, Akka.TestKit.TestProbe Coordinator) OnOneNodeCluster()
     {
         var cluster = Akka.Cluster.Cluster.Get(Sys);
         cluster.Join(cluster.SelfAddress);
@@ -33,7 +33,13 @@ public sealed class LayoutAllocationTests() : Akka.TestKit.Xunit2.TestKit(Config
         {
             Persistence = PersistenceOptions.Sqlite(Path.Combine(store, "unused.db")), StoreDir = store, RunsDir = store,
         }) { Coordinator = coordinator };
-        var strategy = new LayoutAllocationStrategy(Sys, services, "student");
+        return (new LayoutAllocationStrategy(Sys, services, "student"), coordinator);
+    }
+
+    [Fact]
+    public async Task Should_place_by_load_while_the_coordinator_is_silent_and_move_the_shard_to_its_pool_once_it_answers()
+    {
+        var (strategy, coordinator) = OnOneNodeCluster();
         var east = CreateTestProbe().Ref;   // a region on this node: pool east
         // a region on a node outside every pool (not a member: no pool roles)
         var elsewhere = ((ExtendedActorSystem)Sys).Provider.ResolveActorRef("akka.tcp://layout@127.0.0.1:1/system/sharding/student");
@@ -60,15 +66,7 @@ public sealed class LayoutAllocationTests() : Akka.TestKit.Xunit2.TestKit(Config
     [Fact]
     public async Task Should_move_a_second_replica_off_a_shared_node_once_another_node_holds_none_of_its_run()
     {
-        var cluster = Akka.Cluster.Cluster.Get(Sys);
-        cluster.Join(cluster.SelfAddress);
-        AwaitCondition(() => cluster.State.Members.Any(m => m.Status == MemberStatus.Up), TimeSpan.FromSeconds(30));
-        var coordinator = CreateTestProbe();
-        var services = new NodeServices(new NodeOptions
-        {
-            Persistence = PersistenceOptions.Sqlite(Path.Combine(store, "unused.db")), StoreDir = store, RunsDir = store,
-        }) { Coordinator = coordinator };
-        var strategy = new LayoutAllocationStrategy(Sys, services, "student");
+        var (strategy, coordinator) = OnOneNodeCluster();
         var up = CreateTestProbe().Ref;   // a region on this node
         // a region of another node (an unreachable member's would be passed over: LayoutAllocationStrategy.Healthy)
         var other = ((ExtendedActorSystem)Sys).Provider.ResolveActorRef("akka.tcp://layout@127.0.0.1:1/system/sharding/student");

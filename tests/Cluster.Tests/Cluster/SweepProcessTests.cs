@@ -29,14 +29,51 @@ public sealed class SweepProcessTests
             """);
     }
 
+    /// <summary>Rows of a sweep's trials.csv without its header (none before it is written).</summary>
+    private static string[] TrialRows(string dir) =>
+        File.Exists(Path.Combine(dir, "trials.csv")) ? File.ReadAllLines(Path.Combine(dir, "trials.csv")).Skip(1).ToArray() : [];
+
+    /// <summary>
+    /// The sweep `yaml` run embedded (`Cluster.Seed sweep`, id `id`) in its own process, killed with
+    /// kill -9 once `killWhen` holds of its folder (within `minutes`; else fails saying `notYet`),
+    /// `afterKill` looking at what it left, then started again with the same id and run to its end.
+    /// Returns the sweep's folder.
+    /// </summary>
+    private static string KilledAndResumed(ProcessCluster cluster, string yaml, string id, int minutes, Func<string, bool> killWhen, string notYet,
+        Action<string>? afterKill = null)
+    {
+        var sweepFile = Path.Combine(cluster.Work, "sweep.yaml");
+        File.WriteAllText(sweepFile, yaml);
+        var sweeps = Path.Combine(cluster.Work, "sweeps");
+        var dir = Path.Combine(sweeps, id);
+        string[] args = ["sweep", sweepFile, "--sweeps-dir", sweeps, "--sweep-id", id];
+        var first = cluster.Start(cluster.SeedBin, "sweep-1.log", args);
+        var deadline = DateTime.UtcNow.AddMinutes(minutes);
+        while (!killWhen(dir))
+        {
+            Assert.True(DateTime.UtcNow < deadline && !first.HasExited, notYet + ": " + cluster.Logs(_ => true, 30));
+            Thread.Sleep(200);
+        }
+        first.Kill();
+        first.WaitForExit();
+        afterKill?.Invoke(dir);
+        var again = cluster.Start(cluster.SeedBin, "sweep-2.log", args);
+        Assert.True(again.WaitForExit(TimeSpan.FromMinutes(4)), "the resumed sweep did not finish: " + cluster.Logs(_ => true, 40));
+        again.WaitForExit();
+        Assert.True(again.ExitCode == 0, "the resumed sweep failed: " + cluster.Logs(_ => true, 40));
+        return dir;
+    }
+
     [Fact]
     public void Should_resume_a_sweep_killed_mid_way_with_the_same_scheduler_and_its_pending_trials()
     {
         Torch.Init();
         using var cluster = new ProcessCluster("sweep");
         WriteBase(cluster);
-        var sweepFile = Path.Combine(cluster.Work, "sweep.yaml");
-        File.WriteAllText(sweepFile, """
+        Dictionary<string, string> before = [];
+        Dictionary<string, int> metricsBefore = [];
+        // kill once a trial has ended and the next one runs
+        var dir = KilledAndResumed(cluster, """
             name: kdsw
             base: base.yaml
             space:
@@ -45,29 +82,14 @@ public sealed class SweepProcessTests
               student.train.lr: {loguniform: [0.0003, 0.003]}
             scheduler: {kind: asha, grace_period: 20, reduction_factor: 2, mode: stop}
             limits: {max_concurrent: 1}
-            """);
-        var sweeps = Path.Combine(cluster.Work, "sweeps");
-        var dir = Path.Combine(sweeps, "s1");
-        string[] args = ["sweep", sweepFile, "--sweeps-dir", sweeps, "--sweep-id", "s1"];
-
-        var first = cluster.Start(cluster.SeedBin, "sweep-1.log", args);
-        var deadline = DateTime.UtcNow.AddMinutes(3);
-        string[] Rows() => File.Exists(Path.Combine(dir, "trials.csv")) ? File.ReadAllLines(Path.Combine(dir, "trials.csv")).Skip(1).ToArray() : [];
-        // kill once a trial has ended and the next one runs
-        while (!(Rows().Any(r => r.Contains(",stopped,") || r.Contains(",completed,")) && Rows().Any(r => r.Contains(",running,"))))
-        {
-            Assert.True(DateTime.UtcNow < deadline && !first.HasExited, "the sweep did not get going: " + cluster.Logs(_ => true, 30));
-            Thread.Sleep(200);
-        }
-        first.Kill();
-        first.WaitForExit();
-        var before = Rows().Where(r => r.Contains(",stopped,") || r.Contains(",completed,")).ToDictionary(r => r.Split(',')[0]);
-        var metricsBefore = before.Keys.ToDictionary(t => t, t => File.ReadAllLines(Path.Combine(dir, "runs", $"s1-{t}", "metrics.csv")).Length);
-
-        var again = cluster.Start(cluster.SeedBin, "sweep-2.log", args);
-        Assert.True(again.WaitForExit(TimeSpan.FromMinutes(4)), "the resumed sweep did not finish: " + cluster.Logs(_ => true, 40));
-        again.WaitForExit();
-        Assert.True(again.ExitCode == 0, "the resumed sweep failed: " + cluster.Logs(_ => true, 40));
+            """, "s1", 3,
+            d => TrialRows(d).Any(r => r.Contains(",stopped,") || r.Contains(",completed,")) && TrialRows(d).Any(r => r.Contains(",running,")),
+            "the sweep did not get going", d =>
+            {
+                before = TrialRows(d).Where(r => r.Contains(",stopped,") || r.Contains(",completed,")).ToDictionary(r => r.Split(',')[0]);
+                metricsBefore = before.Keys.ToDictionary(t => t, t => File.ReadAllLines(Path.Combine(d, "runs", $"s1-{t}", "metrics.csv")).Length);
+            });
+        string[] Rows() => TrialRows(dir);
 
         var rows = Rows().Select(r => r.Split(',')).ToArray();
         Assert.Equal(["t0000", "t0001", "t0002", "t0003"], rows.Select(r => r[0]));
@@ -83,7 +105,7 @@ public sealed class SweepProcessTests
         }
 
         // the same decisions from a fresh scheduler on the journalled reports, in their order
-        var spec = SweepParser.Load(sweepFile);
+        var spec = SweepParser.Load(Path.Combine(cluster.Work, "sweep.yaml"));
         var scheduler = Scheduler.For(spec);
         var stoppedAt = new Dictionary<string, string>();
         foreach (var line in File.ReadAllLines(Path.Combine(dir, "reports.csv")).Skip(1))
@@ -113,34 +135,17 @@ public sealed class SweepProcessTests
         Torch.Init();
         using var cluster = new ProcessCluster("sweeppromote");
         WriteBase(cluster);
-        var sweepFile = Path.Combine(cluster.Work, "sweep.yaml");
-        File.WriteAllText(sweepFile, """
+        // kill once two trials wait at rung 0 and a third runs
+        var dir = KilledAndResumed(cluster, """
             name: kdpromote
             base: base.yaml
             space:
               student.train.lr: {grid: [0.00003, 0.0003, 0.001, 0.003]}
             scheduler: {kind: asha, grace_period: 20, reduction_factor: 2}
             limits: {max_concurrent: 1}
-            """);
-        var sweeps = Path.Combine(cluster.Work, "sweeps");
-        var dir = Path.Combine(sweeps, "p1");
-        string[] args = ["sweep", sweepFile, "--sweeps-dir", sweeps, "--sweep-id", "p1"];
-        string[] Rows() => File.Exists(Path.Combine(dir, "trials.csv")) ? File.ReadAllLines(Path.Combine(dir, "trials.csv")).Skip(1).ToArray() : [];
-
-        var first = cluster.Start(cluster.SeedBin, "sweep-1.log", args);
-        var deadline = DateTime.UtcNow.AddMinutes(3);
-        // kill once two trials wait at rung 0 and a third runs
-        while (!(Rows().Count(r => r.Contains(",paused,")) >= 2 && Rows().Any(r => r.Contains(",running,"))))
-        {
-            Assert.True(DateTime.UtcNow < deadline && !first.HasExited, "the sweep did not get going: " + cluster.Logs(_ => true, 30));
-            Thread.Sleep(200);
-        }
-        first.Kill();
-        first.WaitForExit();
-
-        var again = cluster.Start(cluster.SeedBin, "sweep-2.log", args);
-        Assert.True(again.WaitForExit(TimeSpan.FromMinutes(4)), "the resumed sweep did not finish: " + cluster.Logs(_ => true, 40));
-        Assert.True(again.ExitCode == 0, "the resumed sweep failed: " + cluster.Logs(_ => true, 40));
+            """, "p1", 3,
+            d => TrialRows(d).Count(r => r.Contains(",paused,")) >= 2 && TrialRows(d).Any(r => r.Contains(",running,")), "the sweep did not get going");
+        string[] Rows() => TrialRows(dir);
 
         var rows = Rows().Select(r => r.Split(',')).ToDictionary(r => r[0]);
         Assert.Equal(["t0000", "t0001", "t0002", "t0003"], rows.Keys.Order());
@@ -184,32 +189,16 @@ public sealed class SweepProcessTests
         Torch.Init();
         using var cluster = new ProcessCluster("sweeppbt");
         WriteBase(cluster);
-        var sweepFile = Path.Combine(cluster.Work, "sweep.yaml");
-        File.WriteAllText(sweepFile, """
+        static string[] RunsIn(string d) => Directory.Exists(Path.Combine(d, "runs")) ? Directory.GetDirectories(Path.Combine(d, "runs")).Select(x => Path.GetFileName(x)!).Order().ToArray() : [];
+        var dir = KilledAndResumed(cluster, """
             name: kdpbt
             base: base.yaml
             space:
               student.train.lr: {grid: [0.00001, 0.001, 0.003, 0.005]}
             scheduler: {kind: pbt, interval: 20, quantile: 0.25, resample_probability: 0}
             limits: {max_concurrent: 4}
-            """);
-        var sweeps = Path.Combine(cluster.Work, "sweeps");
-        var dir = Path.Combine(sweeps, "b1");
-        string[] args = ["sweep", sweepFile, "--sweeps-dir", sweeps, "--sweep-id", "b1"];
-        string[] Runs() => Directory.Exists(Path.Combine(dir, "runs")) ? Directory.GetDirectories(Path.Combine(dir, "runs")).Select(d => Path.GetFileName(d)!).Order().ToArray() : [];
-
-        var first = cluster.Start(cluster.SeedBin, "sweep-1.log", args);
-        var deadline = DateTime.UtcNow.AddMinutes(4);
-        while (!Runs().Contains("b1-t0000-g1"))
-        {
-            Assert.True(DateTime.UtcNow < deadline && !first.HasExited, "no trial went on from another's checkpoint: " + cluster.Logs(_ => true, 30));
-            Thread.Sleep(200);
-        }
-        first.Kill();
-        first.WaitForExit();
-        var again = cluster.Start(cluster.SeedBin, "sweep-2.log", args);
-        Assert.True(again.WaitForExit(TimeSpan.FromMinutes(4)), "the resumed sweep did not finish: " + cluster.Logs(_ => true, 40));
-        Assert.True(again.ExitCode == 0, "the resumed sweep failed: " + cluster.Logs(_ => true, 40));
+            """, "b1", 4, d => RunsIn(d).Contains("b1-t0000-g1"), "no trial went on from another's checkpoint");
+        string[] Runs() => RunsIn(dir);
 
         var lines = File.ReadAllLines(Path.Combine(dir, "trials.csv"));
         int Col(string name) => Array.IndexOf(lines[0].Split(','), name);

@@ -22,7 +22,7 @@ namespace Cluster.Node.Actors;
 /// and writes sweeps/&lt;id&gt;/. Every 5 s it asks the run coordinator about its running trials, so
 /// that a report or an end lost in a failover is caught up.
 /// </summary>
-public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
+public sealed partial class SweepCoordinator : ReceivePersistentActor, IWithTimers
 {
     public const string Name = "sweep-coordinator";
 
@@ -256,64 +256,15 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
         WriteFiles(r, rt, plots: false);
     }
 
-    /// <summary>
-    /// Each exploit's source checkpoints are copied into the exploiting trial's store before it is
-    /// journalled; one that cannot be copied becomes a trial going on as it is, with the reason.
-    /// </summary>
-    private List<IPersistedEvent> Exploitable(SweepRecord r, List<IPersistedEvent> events)
-    {
-        for (var i = 0; i < events.Count; i++)
-        {
-            if (events[i] is not TrialExploited x) continue;
-            try { checkpoints.Take(r.SweepId, x.From, x.TrialId, new ForkPoint(x.From, x.Step, x.StudentBlob, x.SourceBlob)); }
-            catch (Exception e) when (e is BlobException or IOException or UnauthorizedAccessException)
-            {
-                var pbt = (PbtScheduler)Runtime(r).Scheduler;
-                events[i] = new TrialPromoted(r.SweepId, x.TrialId, pbt.HoldAfter(r.Trial(x.TrialId)!.Step),
-                    $"{x.Reason}; but {x.From}'s checkpoints could not be copied ({e.Message}): goes on as it is");
-            }
-        }
-        return events;
-    }
-
-    /// <summary>When each sweep's files were last written: at most every 2 s while it runs (a large sweep's table is megabytes).</summary>
-    private readonly Dictionary<string, DateTime> written = [];
-
-    private void WriteFiles(SweepRecord r, SweepRuntime rt, bool plots)
-    {
-        var now = DateTime.UtcNow;
-        if (r.Running && written.TryGetValue(r.SweepId, out var last) && now - last < TimeSpan.FromSeconds(2)) return;
-        written[r.SweepId] = now;
-        try { SweepFiles.Write(services.Options.SweepsPath, r, rt, plots || r.Trials.Count <= 100 && r.Trials.Count(t => t.Ended) > plotted.GetValueOrDefault(r.SweepId)); }
-        catch (IOException e) { log.Warning("sweep {0}: files not written: {1}", r.SweepId, e.Message); }
-        plotted[r.SweepId] = r.Trials.Count(t => t.Ended);
-    }
-
-    /// <summary>Ended trials when the plots were last drawn, by sweep (they are drawn again only when one more has ended).</summary>
-    private readonly Dictionary<string, int> plotted = [];
-
-    /// <summary>Each trial's TensorBoard writer (sweeps/&lt;id&gt;/tensorboard/&lt;trial&gt;/): TensorBoard pointed at the folder compares the trials.</summary>
-    private readonly Dictionary<string, TorchSharp.Modules.SummaryWriter> boards = [];
-
-    private void Board(TrialReported p, string metric)
-    {
-        try
-        {
-            var key = $"{p.SweepId}/{p.TrialId}";
-            if (!boards.TryGetValue(key, out var w))
-                boards[key] = w = TorchSharp.torch.utils.tensorboard.SummaryWriter(Path.Combine(services.Options.SweepsPath, p.SweepId, "tensorboard", p.TrialId));
-            w.add_scalar(metric, (float)p.Value, (int)Math.Min(p.Step, int.MaxValue));
-        }
-        catch (IOException e) { log.Warning("sweep {0}: TensorBoard file of {1} not written: {2}", p.SweepId, p.TrialId, e.Message); }
-    }
-
     /// <summary>Each new launch's run is submitted after its event is journalled; a submit lost on the way is caught up by the tick.</summary>
     private void Record(IReadOnlyList<IPersistedEvent> events, Action then)
     {
         var left = events.Count;
         PersistAll(events, e =>
         {
-            var before = e is TrialEnded or TrialExploited or TrialPaused ? state.Sweeps[SweepOf(e)].Trial(TrialOf(e)) : null;
+            // the trial as it was, for the events that pause, fork or end it
+            var te = e as ITrialEvent;
+            var before = e is TrialEnded or TrialExploited or TrialPaused ? state.Sweeps[te!.SweepId].Trial(te.TrialId) : null;
             state = state.Apply(e);
             if (e is TrialExploited x && before?.RunId is { } replaced)
             {
@@ -321,8 +272,8 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
                 SubmitTrial(state.Sweeps[x.SweepId], x.TrialId);
             }
             if (e is TrialExploited or TrialPaused && before is not null)
-                checkpoints.Prune(SweepOf(e), before.TrialId, before.Blobs, state.Sweeps[SweepOf(e)].Trial(before.TrialId)!.Blobs);
-            if (e is TrialEnded && before?.Blobs.Any(b => b is not null) == true) DropCheckpoints(SweepOf(e), before.TrialId);
+                checkpoints.Prune(te!.SweepId, before.TrialId, before.Blobs, state.Sweeps[te.SweepId].Trial(before.TrialId)!.Blobs);
+            if (e is TrialEnded && before?.Blobs.Any(b => b is not null) == true) DropCheckpoints(te!.SweepId, before.TrialId);
             if (e is TrialLaunched l) SubmitTrial(state.Sweeps[l.SweepId], l.TrialId);
             if (e is TrialPromoted pr && state.Sweeps[pr.SweepId].Trial(pr.TrialId)?.RunId is { } promoted)
                 services.Coordinator.Tell(new ResumeRun(promoted, pr.HoldAt));
@@ -349,94 +300,6 @@ public sealed class SweepCoordinator : ReceivePersistentActor, IWithTimers
             }
         }
         services.Coordinator.Tell(new SubmitRun(yaml, rt.Spec.BaseFile, t.RunId, r.SweepId, t.HoldAt, t.Fork));
-    }
-
-    /// <summary>
-    /// The run a PBT exploit replaced is cancelled when the exploit is journalled; a coordinator
-    /// that died in between left it paused: every live forked trial's previous runs are cancelled
-    /// again on recovery (idempotent; a run that ended or never existed is left as it is).
-    /// </summary>
-    private void CancelReplacedRuns()
-    {
-        foreach (var r in state.Sweeps.Values.Where(s => s.Running))
-        {
-            var attempts = Runtime(r).Spec.Limits.MaxFailures + 1;
-            foreach (var t in r.Trials.Where(t => t.Live && t.Generation > 0))
-                for (var a = 1; a <= attempts; a++)
-                    services.Coordinator.Tell(new CancelRun(SweepDecisions.RunId(r.SweepId, t.TrialId, a, t.Generation - 1),
-                        $"PBT: trial {t.TrialId} goes on as run {t.RunId}"));
-        }
-    }
-
-    private void DropCheckpoints(string sweepId, string trialId)
-    {
-        try { checkpoints.Drop(sweepId, trialId); }
-        catch (IOException e) { log.Warning("sweep {0}: trial {1}'s kept checkpoints not deleted: {2}", sweepId, trialId, e.Message); }
-    }
-
-    private static string SweepOf(IPersistedEvent e) => e switch
-    {
-        TrialEnded x => x.SweepId, TrialExploited x => x.SweepId, TrialPaused x => x.SweepId,
-        _ => throw new ArgumentException(e.GetType().Name),
-    };
-
-    private static string TrialOf(IPersistedEvent e) => e switch
-    {
-        TrialEnded x => x.TrialId, TrialExploited x => x.TrialId, TrialPaused x => x.TrialId,
-        _ => throw new ArgumentException(e.GetType().Name),
-    };
-
-    private void OnTick()
-    {
-        foreach (var r in state.Sweeps.Values.Where(s => s.Running))
-        {
-            foreach (var t in r.Trials.Where(t => t.State is TrialState.Running or TrialState.Stopped && t.RunId is not null))
-            {
-                if (t.State == TrialState.Stopped && t.EndRecorded) continue;
-                var runId = t.RunId!;
-                services.Coordinator.Ask<object>(new GetRunStatus(runId), TimeSpan.FromSeconds(10))
-                    .PipeTo(Self, success: a => new RunChecked(runId, a), failure: x => new RunChecked(runId, x));
-            }
-            Advance(r.SweepId);
-        }
-    }
-
-    private void OnRunChecked(RunChecked c)
-    {
-        if (!state.ByRun.TryGetValue(c.RunId, out var at) || state.Sweeps[at.SweepId].Trial(at.TrialId) is not { } t || t.RunId != c.RunId) return;
-        var r = state.Sweeps[at.SweepId];
-        switch (c.Answer)
-        {
-            case RunStatusReport { Runs.Length: 0 } when t.State == TrialState.Running:
-                // the submit never arrived (the run coordinator was failing over): again (idempotent)
-                SubmitTrial(r, t.TrialId);
-                break;
-            case RunStatusReport { Runs: [var s, ..] }:
-                liveSteps[c.RunId] = s.StudentStep;
-                if (t.State == TrialState.Running && s.State == RunState.Paused)
-                {
-                    // a pause or a promotion lost on the way (a coordinator failing over): again, both are idempotent
-                    if (t.HoldAt == s.StudentStep) OnRunPaused(c.RunId, s.StudentStep, s.StudentAccuracy, s.PausedStudentBlob, s.PausedSourceBlob);
-                    else services.Coordinator.Tell(new ResumeRun(c.RunId, t.HoldAt));
-                }
-                else if (t.State == TrialState.Stopped && s.State is not (RunState.Completed or RunState.Failed or RunState.Cancelled))
-                    services.Coordinator.Tell(new CancelRun(c.RunId, $"stopped by the scheduler: {t.Reason}"));
-                else if (s.State is RunState.Completed or RunState.Failed or RunState.Cancelled)
-                    OnRunEnded(c.RunId, s.State, s.StudentStep, s.StudentAccuracy, s.Message);
-                break;
-        }
-    }
-
-    private SweepSummary Summary(SweepRecord r)
-    {
-        SweepRuntime? rt = null;
-        try { rt = Runtime(r); }
-        catch (SpecException) { }
-        return new SweepSummary(r.SweepId, rt?.Spec.Name ?? r.SweepId, r.State, rt?.Spec.Metric ?? "", rt?.Spec.Mode ?? "",
-            rt?.Spec.Space.Select(d => d.Path).ToArray() ?? [],
-            r.Trials.Select(t => new TrialSummary(t.TrialId, t.RunId ?? "", t.Values, t.State,
-                Math.Max(t.Step, t.RunId is null ? 0 : liveSteps.GetValueOrDefault(t.RunId)), t.Metric, t.Best, t.Rung, t.Attempt, t.Reason)).ToArray(),
-            r.StudentSteps, r.Message);
     }
 
     protected override void OnPersistFailure(Exception cause, object @event, long sequenceNr)

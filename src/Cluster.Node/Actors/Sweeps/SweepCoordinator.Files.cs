@@ -1,0 +1,46 @@
+using Akka.Actor;
+using Akka.Event;
+using Cluster.Contracts;
+using Cluster.Contracts.Events;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Sweeps;
+using Cluster.Node.Storage;
+using Distill.Engine.Specs;
+using Distill.Engine.Sweeps;
+
+namespace Cluster.Node.Actors;
+
+/// <summary>sweeps/&lt;id&gt;/: the tables and plots, rewritten as the sweep goes, and each trial's TensorBoard scalars.</summary>
+public sealed partial class SweepCoordinator
+{
+    /// <summary>When each sweep's files were last written: at most every 2 s while it runs (a large sweep's table is megabytes).</summary>
+    private readonly Dictionary<string, DateTime> written = [];
+
+    private void WriteFiles(SweepRecord r, SweepRuntime rt, bool plots)
+    {
+        var now = DateTime.UtcNow;
+        if (r.Running && written.TryGetValue(r.SweepId, out var last) && now - last < TimeSpan.FromSeconds(2)) return;
+        written[r.SweepId] = now;
+        try { SweepFiles.Write(services.Options.SweepsPath, r, rt, plots || r.Trials.Count <= 100 && r.Trials.Count(t => t.Ended) > plotted.GetValueOrDefault(r.SweepId)); }
+        catch (IOException e) { log.Warning("sweep {0}: files not written: {1}", r.SweepId, e.Message); }
+        plotted[r.SweepId] = r.Trials.Count(t => t.Ended);
+    }
+
+    /// <summary>Ended trials when the plots were last drawn, by sweep (they are drawn again only when one more has ended).</summary>
+    private readonly Dictionary<string, int> plotted = [];
+
+    /// <summary>Each trial's TensorBoard writer (sweeps/&lt;id&gt;/tensorboard/&lt;trial&gt;/): TensorBoard pointed at the folder compares the trials.</summary>
+    private readonly Dictionary<string, TorchSharp.Modules.SummaryWriter> boards = [];
+
+    private void Board(TrialReported p, string metric)
+    {
+        try
+        {
+            var key = $"{p.SweepId}/{p.TrialId}";
+            if (!boards.TryGetValue(key, out var w))
+                boards[key] = w = TorchSharp.torch.utils.tensorboard.SummaryWriter(Path.Combine(services.Options.SweepsPath, p.SweepId, "tensorboard", p.TrialId));
+            w.add_scalar(metric, (float)p.Value, (int)Math.Min(p.Step, int.MaxValue));
+        }
+        catch (IOException e) { log.Warning("sweep {0}: TensorBoard file of {1} not written: {2}", p.SweepId, p.TrialId, e.Message); }
+    }
+}
