@@ -236,7 +236,7 @@ public sealed class CommandLineTests
             Assert.Contains(teacher, File.ReadAllText(spec));
             var (code, output, err) = Run("run", spec, "--engine", "--runs-dir", Path.Combine(dir, "runs"), "--run-id", "t1");
             Assert.Equal(1, code);
-            Assert.Contains($"teacher.checkpoint: {teacher} is not a", err);
+            Assert.Contains($"teacher.checkpoint: {teacher}: not a PyTorch (torch.save), safetensors or ClusterDistill weights file", err);
             Assert.DoesNotContain("step", output);
         }
         finally { Directory.Delete(dir, recursive: true); }

@@ -16,6 +16,48 @@ public sealed class DataTests : IDisposable
 
     public void Dispose() => Directory.Delete(dir, true);
 
+    /// <summary>
+    /// CIFAR training augmentation, checked pixel by pixel against the definition written out in
+    /// loops: pad 4 with black (-mean/std in normalised units), crop at the drawn offset, mirror
+    /// when drawn; the draws are the batch generator's, in the order offsets-y, offsets-x, flips.
+    /// </summary>
+    [Fact]
+    public void Cifar_augmentation_pads_with_black_crops_at_random_and_mirrors_half_the_images()
+    {
+        var a = Augmentation.For(new Distill.Engine.Specs.DataSpec { Name = "cifar10", Path = "/x" })!;
+        Assert.Equal(4, a.Padding);
+        Assert.Equal(-0.4914 / 0.2023, a.PadValue[0], 12);
+        Assert.Null(Augmentation.For(new Distill.Engine.Specs.DataSpec { Name = "mnist" }));
+        Assert.NotNull(Augmentation.For(new Distill.Engine.Specs.DataSpec { Name = "mnist", Augment = "crop-flip" }));
+        Assert.Null(Augmentation.For(new Distill.Engine.Specs.DataSpec { Name = "cifar100", Path = "/x", Augment = "none" }));
+
+        const int n = 32, c = 3, h = 8, w = 8;
+        var values = Enumerable.Range(0, n * c * h * w).Select(i => (float)(i % 97) / 10f).ToArray();
+        using var x = tensor(values, [n, c, h, w]);
+        using var g = new Generator(11);
+        using var y = a.Apply(x, g);
+        using var g2 = new Generator(11);
+        var offY = randint(0, 9, [n], generator: g2).data<long>().ToArray();
+        var offX = randint(0, 9, [n], generator: g2).data<long>().ToArray();
+        var flip = randint(0, 2, [n], generator: g2).data<long>().ToArray();
+        var got = y.data<float>().ToArray();
+        for (var i = 0; i < n; i++)
+            for (var ch = 0; ch < c; ch++)
+                for (var r = 0; r < h; r++)
+                    for (var col = 0; col < w; col++)
+                    {
+                        var srcR = r + offY[i] - 4;
+                        var srcC = (flip[i] == 1 ? w - 1 - col : col) + offX[i] - 4;
+                        var expected = srcR < 0 || srcR >= h || srcC < 0 || srcC >= w
+                            ? (float)a.PadValue[ch]
+                            : values[((i * c + ch) * h + srcR) * w + srcC];
+                        Assert.Equal(expected, got[((i * c + ch) * h + r) * w + col], 5);
+                    }
+        Assert.Contains(1L, flip);
+        Assert.Contains(0L, flip);
+        Assert.Contains(offX, o => o != 4);
+    }
+
     [Fact]
     public void Idx_files_round_trip_and_pair_up()
     {

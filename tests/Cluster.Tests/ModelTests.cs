@@ -28,6 +28,36 @@ public sealed class ModelTests
         Assert.Equal([4L, featureWidth], features.shape);
     }
 
+    /// <summary>
+    /// Parameter and state_dict key counts of the networks users bring teachers from, as their
+    /// PyTorch definitions give them (the published counts: CIFAR ResNet-18 11.17M, WRN-40-2 2.24M,
+    /// torchvision resnet18 11.69M and resnet50 25.56M with 1000 classes), and their feature widths.
+    /// </summary>
+    [Theory]
+    [InlineData("resnet18", 10, 32, 11_173_962, 122, 512)]
+    [InlineData("resnet34", 10, 32, 21_282_122, 218, 512)]
+    [InlineData("resnet50", 10, 32, 23_520_842, 320, 2048)]
+    [InlineData("wrn-16-1", 10, 32, 175_066, 82, 64)]
+    [InlineData("wrn-16-2", 10, 32, 691_674, 83, 128)]
+    [InlineData("wrn-40-1", 10, 32, 563_930, 226, 64)]
+    [InlineData("wrn-40-2", 10, 32, 2_243_546, 227, 128)]
+    [InlineData("vgg8-bn", 10, 32, 3_918_858, 37, 512)]
+    [InlineData("vgg11-bn", 10, 32, 9_231_114, 58, 512)]
+    [InlineData("torchvision-resnet18", 1000, 64, 11_689_512, 122, 512)]
+    [InlineData("torchvision-resnet34", 1000, 64, 21_797_672, 218, 512)]
+    [InlineData("torchvision-resnet50", 1000, 64, 25_557_032, 320, 2048)]
+    public void Pytorch_architectures_have_their_published_sizes_and_state_dict_keys(string arch, int classes, int size, long parameters, int keys, long featureWidth)
+    {
+        using var m = ModelFactory.Create(arch, 3, size, classes);
+        Assert.Equal(parameters, Params(m));
+        Assert.Equal(keys, m.state_dict().Count);
+        m.eval();
+        using var _ = no_grad();
+        var (logits, features) = m.ForwardWithFeatures(randn(2, 3, size, size));
+        Assert.Equal([2L, classes], logits.shape);
+        Assert.Equal([2L, featureWidth], features.shape);
+    }
+
     [Fact]
     public void Lenet_features_are_the_input_of_the_first_fully_connected_layer()
     {
@@ -86,7 +116,7 @@ public sealed class ModelTests
         m.call(x);
         Assert.Equal(stats.LayerCount, stats.Observed.Count);
         // the stem BN sees the stem convolution's output; recompute it independently
-        var stem = (Conv2dLayer)m.named_children().First(c => c.name == "stem").module;
+        var stem = (Conv2dLayer)m.named_children().First(c => c.name == "conv1").module;
         var convOut = nn.functional.conv2d(x.to(float64), stem.Weight.to(float64), padding: [1, 1]);
         var first = stats.Observed[0];
         Assert.True(first.BatchMean.to(float64).allclose(convOut.mean([0, 2, 3]), 1e-4, 1e-4));

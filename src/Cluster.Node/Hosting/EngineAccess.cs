@@ -1,3 +1,4 @@
+using Distill.Engine.Interop;
 using Distill.Engine.Models;
 using Distill.Engine.Native;
 using Distill.Engine.Specs;
@@ -34,13 +35,14 @@ public static class EngineAccess
         return Devices.Resolve(spec.Device);
     }
 
-    /// <summary>The student model as the engine creates it: manual_seed(seed), then the architecture.</summary>
+    /// <summary>The student model as the engine creates it: manual_seed(seed), then the architecture, then the spec's student checkpoint if it names one.</summary>
     public static Classifier NewStudent(RunSpec spec, DataSplits data, Device device)
     {
         lock (InitGate)
         {
             manual_seed(spec.Seed);
             var m = ModelFactory.Create(spec.Student.Arch, data.Channels, spec.Data.ImageSize, data.Classes);
+            StateDictLoader.LoadCheckpoint(m, spec.Student, spec.Student.Arch);
             m.to(device);
             return m;
         }

@@ -1,10 +1,20 @@
 namespace Distill.Engine.Models;
 
-/// <summary>Builds a classifier by architecture name; the names are the run spec's vocabulary.</summary>
+/// <summary>
+/// Builds a classifier by architecture name; the names are the run spec's vocabulary. resnet*,
+/// wrn-* and vgg*-bn are the CIFAR networks of the data-free distillation repositories and
+/// torchvision-resnet* torchvision's ImageNet ones, with their PyTorch parameter names
+/// (tools/torch_models.py defines each in PyTorch).
+/// </summary>
 public static class ModelFactory
 {
     public static readonly IReadOnlyList<string> Architectures =
-        ["lenet5", "lenet5-half", "hinton-1200", "hinton-800", "hinton-600", "hinton-400", "resnet8", "resnet20", "resnet18", "resnet34"];
+    [
+        "lenet5", "lenet5-half", "hinton-1200", "hinton-800", "hinton-600", "hinton-400",
+        "resnet8", "resnet20", "resnet18", "resnet34", "resnet50",
+        "wrn-16-1", "wrn-16-2", "wrn-40-1", "wrn-40-2", "vgg8-bn", "vgg11-bn",
+        "torchvision-resnet18", "torchvision-resnet34", "torchvision-resnet50",
+    ];
 
     public static Classifier Create(string arch, int channels, int imageSize, int classes)
     {
@@ -17,10 +27,20 @@ public static class ModelFactory
             "hinton-800" => new HintonMlp(info, 800, 0.5),
             "hinton-600" => new HintonMlp(info, 600, 0.5),
             "hinton-400" => new HintonMlp(info, 400, 0.5),
-            "resnet8" => new ResNet(info, [1, 1, 1], [16, 32, 64]),
-            "resnet20" => new ResNet(info, [3, 3, 3], [16, 32, 64]),
-            "resnet18" => new ResNet(info, [2, 2, 2, 2], [64, 128, 256, 512]),
-            "resnet34" => new ResNet(info, [3, 4, 6, 3], [64, 128, 256, 512]),
+            "resnet8" => ResNet.Cifar(info, false, [1, 1, 1], [16, 32, 64]),
+            "resnet20" => ResNet.Cifar(info, false, [3, 3, 3], [16, 32, 64]),
+            "resnet18" => ResNet.Cifar(info, false, [2, 2, 2, 2], [64, 128, 256, 512]),
+            "resnet34" => ResNet.Cifar(info, false, [3, 4, 6, 3], [64, 128, 256, 512]),
+            "resnet50" => ResNet.Cifar(info, true, [3, 4, 6, 3], [64, 128, 256, 512]),
+            "wrn-16-1" => new WideResNet(info, 16, 1),
+            "wrn-16-2" => new WideResNet(info, 16, 2),
+            "wrn-40-1" => new WideResNet(info, 40, 1),
+            "wrn-40-2" => new WideResNet(info, 40, 2),
+            "vgg8-bn" => new Vgg(info, 8),
+            "vgg11-bn" => new Vgg(info, 11),
+            "torchvision-resnet18" => ResNet.Torchvision(info, false, [2, 2, 2, 2]),
+            "torchvision-resnet34" => ResNet.Torchvision(info, false, [3, 4, 6, 3]),
+            "torchvision-resnet50" => ResNet.Torchvision(info, true, [3, 4, 6, 3]),
             _ => throw new ArgumentException($"unknown architecture '{arch}' (known: {string.Join(", ", Architectures)})"),
         };
     }

@@ -5,9 +5,9 @@ using static TorchSharp.torch;
 namespace Distill.Engine.Pipeline;
 
 /// <summary>The training set in shuffled batches (<see cref="Batches"/>), with their labels: the source of every method that learns from real data.</summary>
-public sealed class RealDataSource(DataSplits data, int batchSize, Device device, long seed) : IStepSource
+public sealed class RealDataSource(DataSplits data, int batchSize, Device device, long seed, Augmentation? augmentation) : IStepSource
 {
-    private readonly Batches batches = new(data.TrainX, data.TrainY, batchSize, device, seed);
+    private readonly Batches batches = new(data.TrainX, data.TrainY, batchSize, device, seed, augmentation);
 
     public long Step { get; private set; }
 

@@ -92,8 +92,8 @@ public class SourceTrainer : IStepTrainer
 /// Re-KD and De-KD, Tf-KD self and reg), and the teachers and baselines: a <see cref="SourceTrainer"/>
 /// over the training set (<see cref="RealDataSource"/>).
 /// </summary>
-public sealed class RealDataTrainer(string phase, Classifier model, DataSplits data, TrainSpec train, StudentObjective objective, Device device, long seed, Classifier? teacher = null)
-    : SourceTrainer(phase, new RealDataSource(data, train.BatchSize, device, seed), model, train, TotalStepsOf(train, data.TrainX.shape[0] / train.BatchSize), objective, teacher)
+public sealed class RealDataTrainer(string phase, Classifier model, DataSplits data, TrainSpec train, Augmentation? augmentation, StudentObjective objective, Device device, long seed, Classifier? teacher = null)
+    : SourceTrainer(phase, new RealDataSource(data, train.BatchSize, device, seed, augmentation), model, train, TotalStepsOf(train, data.TrainX.shape[0] / train.BatchSize), objective, teacher)
 {
     /// <summary>Steps of a training spec over a training set of this many batches per epoch.</summary>
     public static long TotalStepsOf(TrainSpec train, long stepsPerEpoch) => train.Steps > 0 ? train.Steps : train.Epochs * stepsPerEpoch;

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Distill.Engine.Imaging;
 using Distill.Engine.Losses;
+using Distill.Engine.Interop;
 using Distill.Engine.Methods;
 using Distill.Engine.Models;
 using Distill.Engine.Pipeline;
@@ -71,16 +72,23 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         {
             manual_seed(spec.Seed + 1);
             using var alone = NewModel(spec.Student.Arch, data, device);
-            using var t = new RealDataTrainer("baseline", alone, data, spec.Student.Train, new StudentObjective.CrossEntropy(), device, spec.Seed + 1);
+            using var t = new RealDataTrainer("baseline", alone, data, spec.Student.Train, Augmentation.For(spec.Data), new StudentObjective.CrossEntropy(), device, spec.Seed + 1);
             baselineAcc = RunPhase(ctx, t, spec.Student.Train.EvalEvery, guard: null, sampleGrid: 0).Final;
             log.WriteLine($"[baseline] {spec.Student.Arch} trained alone: {baselineAcc:F2}%");
         }
 
         manual_seed(spec.Seed);
         using var student = NewModel(spec.Student.Arch, data, device);
+        try
+        {
+            if (StateDictLoader.LoadCheckpoint(student, spec.Student, spec.Student.Arch) is { } loaded)
+                dir.Event($"student starts from {spec.Student.Checkpoint}: {loaded}");
+        }
+        catch (WeightFileException e) { throw new InvalidDataException($"student.checkpoint: {e.Message}", e); }
         using var trainer = spec.Method.CreateTrainer(new MethodContext(spec, data, device, student, teacher));
         var outcome = RunPhase(ctx, trainer, spec.Method.EvalEvery(spec), NewGuard(spec), spec.Method.SampleGrid(spec));
         student.save(dir.File("student.pt"));
+        StudentExport.Write(dir.File("student.pt"), dir.Path);
         teacher?.Dispose();
 
         var result = new RunResult
@@ -149,8 +157,12 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         {
             if (!File.Exists(t.Checkpoint)) throw new FileNotFoundException($"teacher.checkpoint: {t.Checkpoint} does not exist", t.Checkpoint);
             var loaded = NewModel(t.Arch, ctx.Data, ctx.Device);
-            try { ModuleState.Load(loaded, t.Checkpoint); }
-            catch (Exception e) { throw new InvalidDataException($"teacher.checkpoint: {t.Checkpoint} is not a {t.Arch} checkpoint for this dataset ({e.Message})", e); }
+            try
+            {
+                var report = StateDictLoader.Load(loaded, t.Checkpoint, t.CheckpointKey, t.KeyMap, $"{t.Arch} ({ctx.Data.Channels}x{ctx.Data.ImageSize}x{ctx.Data.ImageSize}, {ctx.Data.Classes} classes)");
+                ctx.Dir.Event($"teacher loaded from {t.Checkpoint}: {report}");
+            }
+            catch (WeightFileException e) { loaded.Dispose(); throw new InvalidDataException($"teacher.checkpoint: {e.Message}", e); }
             return (loaded, ctx.TestAccuracy(loaded), false);
         }
         var cacheDir = TeacherCacheDir(options.TeacherCache, options.DataCache);
@@ -172,7 +184,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         }
         manual_seed(ctx.Spec.Seed + 1000);
         var teacher = NewModel(t.Arch, ctx.Data, ctx.Device);
-        using var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, new StudentObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000);
+        using var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, Augmentation.For(ctx.Spec.Data), new StudentObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000);
         var outcome = RunPhase(ctx, trainer, t.Train.EvalEvery, NewGuard(ctx.Spec), sampleGrid: 0);
         Directory.CreateDirectory(cacheDir);
         teacher.save(cached + ".tmp");
@@ -189,7 +201,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
     private static string TeacherKey(RunSpec spec, ModelSpec t)
     {
         var text = string.Join("|", spec.Data.Name, spec.Data.ImageSize, spec.Data.TrainLimit, t.Arch,
-            new SerializerBuilder().Build().Serialize(t.Train), spec.Seed);
+            new SerializerBuilder().Build().Serialize(t.Train), spec.Seed) + (Augmentation.For(spec.Data) is { } a ? $"|crop{a.Padding}-flip" : "");
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12].ToLowerInvariant();
     }
 

@@ -50,6 +50,8 @@ public sealed record DataSpec : ISpecChecked
     public string? Path { get; init; }
     [SpecKey("images are resized to this square size", Min = 8, Max = 512)]
     public int ImageSize { get; init; } = 32;
+    [SpecKey("training-set augmentation: crop-flip pads 4 black pixels, crops back at random and mirrors half the images (the CIFAR repositories' RandomCrop(32, padding=4) + RandomHorizontalFlip); auto: crop-flip for cifar10 and cifar100", Choices = ["auto", "none", "crop-flip"])]
+    public string Augment { get; init; } = "auto";
     [SpecKey("use only the first N training images (0: all)", Min = 0)]
     public int TrainLimit { get; init; }
     // 1000 through ResNet-20 on CPU peaked at 4.7 GB RSS, 100 at 1.9 GB
@@ -67,8 +69,12 @@ public sealed record ModelSpec
 {
     [SpecKey("architecture", Required = true, ChoicesFrom = typeof(ModelFactory), ChoicesMember = nameof(ModelFactory.Architectures))]
     public string Arch { get; init; } = "";
-    [SpecKey("weights to load instead of training (TorchSharp format)")]
+    [SpecKey("weights to start from (a teacher: instead of training it): a PyTorch state_dict or checkpoint (zip or legacy torch.save), safetensors, or ClusterDistill's own format, told apart by content")]
     public string? Checkpoint { get; init; }
+    [SpecKey("the key of a checkpoint dict that holds the weights (default: the first of state_dict, model, net, model_state_dict, student, teacher that does); for safetensors, a name prefix")]
+    public string? CheckpointKey { get; init; }
+    [SpecKey("prefixes of the checkpoint's names to rename, first match wins, e.g. {\"backbone.\": \"\", \"head.\": \"linear.\"} (a DataParallel 'module.' prefix is removed without one)")]
+    public KeyValuePair<string, string>[] KeyMap { get; init; } = [];
     [SpecKey("how it is trained")]
     public TrainSpec Train { get; init; } = new();
 }

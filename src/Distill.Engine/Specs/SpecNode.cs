@@ -142,6 +142,16 @@ public sealed class SpecNode
             ? i : throw Error(key, $"'{c}' is not a non-negative integer")).ToArray();
     }
 
+    /// <summary>A mapping of text to text (an empty value is the empty string), in the spec's order.</summary>
+    public KeyValuePair<string, string>[] StringMap(string key, KeyValuePair<string, string>[] dflt)
+    {
+        var v = Get(key);
+        if (v is null) return dflt;
+        if (v is not YamlMappingNode m) throw Error(key, "expected a mapping of text to text, e.g. {\"backbone.\": \"\"}");
+        return m.Children.Select(c => c.Key is YamlScalarNode k && c.Value is YamlScalarNode s && !string.IsNullOrEmpty(k.Value)
+            ? new KeyValuePair<string, string>(k.Value, s.Value ?? "") : throw Error(key, $"'{c.Key}: {c.Value}' is not a pair of texts")).ToArray();
+    }
+
     public SpecNode? Section(string key, bool required)
     {
         var v = Get(key);

@@ -57,6 +57,9 @@ public static class SpecParser
         if (method.Teacher == TeacherUse.Required && spec.Teacher is { Checkpoint: null } t && !t.Train.HasLength)
             throw root.ErrorAt("teacher.train", "give a checkpoint, or epochs or steps to train the teacher");
         foreach (var (role, model) in new[] { ("teacher", spec.Teacher), ("student", spec.Student) })
+            if (model is { Checkpoint: null } && (model.CheckpointKey is not null || model.KeyMap.Length > 0))
+                throw root.ErrorAt($"{role}.{(model.CheckpointKey is not null ? "checkpoint_key" : "key_map")}", "applies to a checkpoint; give checkpoint too");
+        foreach (var (role, model) in new[] { ("teacher", spec.Teacher), ("student", spec.Student) })
             if (model?.Arch.StartsWith("lenet5") == true && spec.Data.ImageSize != 32)
                 throw root.ErrorAt("data.image_size", $"LeNet-5 ({role}) needs 32x32 inputs (image_size: 32)");
         if (method.PipelineBatchSize(spec) is { } batch && batch % spec.Cluster.Replicas != 0)

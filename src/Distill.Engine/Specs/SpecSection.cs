@@ -132,6 +132,7 @@ public static class SpecSection
         if (t == typeof(double)) return node.Double(k.Name, (double)dflt!, a.Min, a.Max, a.MinExclusive, a.MaxExclusive);
         if (t == typeof(bool)) return node.Bool(k.Name, (bool)dflt!);
         if (t == typeof(int[])) return node.IntList(k.Name, (int[])dflt!);
+        if (t == typeof(KeyValuePair<string, string>[])) return node.StringMap(k.Name, (KeyValuePair<string, string>[])dflt!);
         if (t == typeof(string[]) && a.Pool) return node.PoolList(k.Name, (string[])dflt!);
         if (t == typeof(string))
         {
@@ -155,7 +156,7 @@ public static class SpecSection
         foreach (var k in KeysOf(value.GetType()))
         {
             var v = k.Property.GetValue(value);
-            if (v is null) continue;
+            if (v is null or KeyValuePair<string, string>[] { Length: 0 }) continue;
             m.Add(k.Name, k.IsSection ? Write(v) : Scalar(v));
         }
         return m;
@@ -165,6 +166,9 @@ public static class SpecSection
     {
         int[] ints => new YamlSequenceNode(ints.Select(i => new YamlScalarNode(i.ToString(CultureInfo.InvariantCulture)))) { Style = YamlDotNet.Core.Events.SequenceStyle.Flow },
         string[] strings => new YamlSequenceNode(strings.Select(s => new YamlScalarNode(s))) { Style = YamlDotNet.Core.Events.SequenceStyle.Flow },
+        KeyValuePair<string, string>[] map => new YamlMappingNode(map.Select(kv => new KeyValuePair<YamlNode, YamlNode>(
+            new YamlScalarNode(kv.Key) { Style = YamlDotNet.Core.ScalarStyle.DoubleQuoted },
+            new YamlScalarNode(kv.Value) { Style = YamlDotNet.Core.ScalarStyle.DoubleQuoted }))) { Style = YamlDotNet.Core.Events.MappingStyle.Flow },
         _ => new YamlScalarNode(Text(v)),
     };
 
@@ -176,6 +180,7 @@ public static class SpecSection
         int i => i.ToString(CultureInfo.InvariantCulture),
         int[] ints => $"[{string.Join(", ", ints)}]",
         string[] strings => $"[{string.Join(", ", strings)}]",
+        KeyValuePair<string, string>[] map => $"{{{string.Join(", ", map.Select(kv => $"\"{kv.Key}\": \"{kv.Value}\""))}}}",
         _ => v.ToString() ?? "",
     };
 
@@ -203,6 +208,7 @@ public static class SpecSection
         if (a.Pool) return t.IsArray ? "pool name, or a list of them" : "pool name";
         if (t == typeof(bool)) return "true | false";
         if (t == typeof(int[])) return "list of integers";
+        if (t == typeof(KeyValuePair<string, string>[])) return "mapping of text to text";
         if (t == typeof(string)) return "text";
         var kind = t == typeof(int) ? "integer" : "number";
         if (a.Min == double.NegativeInfinity && a.Max == double.PositiveInfinity) return kind;

@@ -6,7 +6,7 @@ namespace Distill.Engine.Training;
 /// <summary>
 /// Endless shuffled minibatches over in-memory tensors, reshuffled every epoch with its own
 /// seeded generator (so a run is reproducible and its position can be saved and restored).
-/// Batches are moved to the device; the caller's dispose scope owns them.
+/// Batches are moved to the device (and augmented, when given); the caller's dispose scope owns them.
 /// </summary>
 public sealed class Batches : IDisposable
 {
@@ -14,10 +14,11 @@ public sealed class Batches : IDisposable
     private readonly int batchSize;
     private readonly Device device;
     private readonly Generator generator;
+    private readonly Augmentation? augmentation;
     private Tensor? order;
     private long cursor;
 
-    public Batches(Tensor images, Tensor labels, int batchSize, Device device, long seed)
+    public Batches(Tensor images, Tensor labels, int batchSize, Device device, long seed, Augmentation? augmentation = null)
     {
         if (images.shape[0] != labels.shape[0]) throw new ArgumentException("images and labels differ in count");
         if (images.shape[0] < batchSize) throw new ArgumentException($"batch size {batchSize} exceeds the {images.shape[0]} examples");
@@ -26,6 +27,7 @@ public sealed class Batches : IDisposable
         this.batchSize = batchSize;
         this.device = device;
         generator = new Generator((ulong)seed);
+        this.augmentation = augmentation;
     }
 
     public long Count => images.shape[0];
@@ -43,7 +45,9 @@ public sealed class Batches : IDisposable
         }
         using var idx = order[(int)cursor..(int)(cursor + batchSize)];
         cursor += batchSize;
-        return (images.index_select(0, idx).to(device), labels.index_select(0, idx).to(device));
+        var x = images.index_select(0, idx).to(device);
+        if (augmentation is not null) x = augmentation.Apply(x, generator);
+        return (x, labels.index_select(0, idx).to(device));
     }
 
     public void Save(BinaryWriter w)

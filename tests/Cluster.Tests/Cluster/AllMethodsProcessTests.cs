@@ -7,7 +7,7 @@ namespace Cluster.Tests.Cluster;
 /// Every registered method, submitted to a cluster of three processes (a seed and two GPU nodes on
 /// 127.0.0.1, PostgreSQL journal), completes: the actors know entity kinds, not methods.
 /// </summary>
-[Collection("mnist")]
+[Collection(ProcessLanes.A)]
 public sealed class AllMethodsProcessTests
 {
     /// <summary>A small spec of the method: its section at its defaults but for the sizes, and a teacher where it needs one.</summary>
@@ -57,7 +57,7 @@ public sealed class AllMethodsProcessTests
         TorchSharp.torch.manual_seed(52);
         using (var r = Distill.Engine.Models.ModelFactory.Create("resnet8", 1, 32, 10)) r.save(resnet);
 
-        var port = 8600 + Environment.ProcessId % 300 * 4;
+        var port = TestPorts.Block(4);
         var seeds = $"127.0.0.1:{port}";
         cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
         Thread.Sleep(3000);

@@ -12,12 +12,9 @@ namespace Cluster.Tests.Cluster;
 /// same script by hand (docs/cluster.md): about 3 minutes here, more than the other two together;
 /// a round resumed mid-way is checked in-process by EntityProtocolTests.
 /// </summary>
-public sealed class FailoverTests
+public abstract class FailoverTests
 {
-    [Theory]
-    [InlineData("failover-demo.yaml", 0)]
-    [InlineData("failover-demo-kd.yaml", 1)]
-    public void Should_resume_the_student_on_the_survivor_after_kill_9_and_the_whole_run_after_a_full_restart(string spec, int slot)
+    protected static void Demo(string spec)
     {
         var root = Repo.Root();
         var work = Path.Combine(Path.GetTempPath(), $"cd-failover-{Guid.NewGuid():N}");
@@ -28,8 +25,9 @@ public sealed class FailoverTests
             RedirectStandardError = true,
         };
         psi.Environment["SKIP_BUILD"] = "1";   // the test run built everything already
+        psi.Environment["SKIP_STATUS"] = "1";  // the status CLI's own tests are elsewhere
         psi.Environment["WORK"] = work;
-        psi.Environment["PORT_BASE"] = (4300 + Environment.ProcessId % 400 * 8 + slot * 3).ToString();
+        psi.Environment["PORT_BASE"] = TestPorts.Block(3).ToString();
         using var p = Process.Start(psi)!;
         var output = new System.Text.StringBuilder();
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
@@ -64,4 +62,20 @@ public sealed class FailoverTests
             try { Directory.Delete(work, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
     }
+}
+
+/// <summary>The failover demo with DAFL: the generator entity's batches.</summary>
+[Collection(ProcessLanes.A)]
+public sealed class DaflFailoverTests : FailoverTests
+{
+    [Fact]
+    public void Should_resume_the_student_on_the_survivor_after_kill_9_and_the_whole_run_after_a_full_restart() => Demo("failover-demo.yaml");
+}
+
+/// <summary>The failover demo with Hinton KD on real data: the source entity's loader and the teacher entity's soft labels.</summary>
+[Collection(ProcessLanes.B)]
+public sealed class KdFailoverTests : FailoverTests
+{
+    [Fact]
+    public void Should_resume_the_student_on_the_survivor_after_kill_9_and_the_whole_run_after_a_full_restart() => Demo("failover-demo-kd.yaml");
 }

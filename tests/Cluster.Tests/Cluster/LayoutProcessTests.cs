@@ -7,7 +7,7 @@ namespace Cluster.Tests.Cluster;
 /// "west" (each able to host every kind) and two runs with opposite layouts on the same cluster,
 /// one with a replica in each pool. Real processes, a PostgreSQL journal, bounded in time.
 /// </summary>
-[Collection("mnist")]
+[Collection(ProcessLanes.B)]
 public sealed class LayoutProcessTests
 {
     [Fact]
@@ -26,7 +26,7 @@ public sealed class LayoutProcessTests
         var specA = Spec("a", 1, "{generator: east, teacher: east, student: west}");
         var specB = Spec("b", 2, "{generator: west, teacher: west, student: [east, west]}");
 
-        var port = 7800 + Environment.ProcessId % 300 * 4;
+        var port = TestPorts.Block(4);
         string Logs() => cluster.Logs(l => l.Contains("ready") || l.Contains("loaded") || l.Contains("pool"), 20);
         cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
         Thread.Sleep(3000);

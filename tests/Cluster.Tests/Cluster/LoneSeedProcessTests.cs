@@ -7,7 +7,7 @@ namespace Cluster.Tests.Cluster;
 /// instead of "preparing teacher, step 0" forever, the seed's log does not repeat Akka's sharding
 /// warning every 2 s, and the run starts once a GPU node joins.
 /// </summary>
-[Collection("mnist")]
+[Collection(ProcessLanes.A)]
 public sealed class LoneSeedProcessTests
 {
     [Fact]
@@ -18,7 +18,7 @@ public sealed class LoneSeedProcessTests
         var teacher = cluster.SaveTeacher(61);
         var spec = Path.Combine(cluster.Work, "lone.yaml");
         File.WriteAllText(spec, ProcessCluster.TinyDafl("lone", 4, teacher, 40, 40));
-        var port = 10400 + Environment.ProcessId % 300 * 2;
+        var port = TestPorts.Block(2);
         var seeds = $"127.0.0.1:{port}";
         cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
         var deadline = DateTime.UtcNow.AddMinutes(2);

@@ -9,7 +9,7 @@ namespace Cluster.Tests.Cluster;
 /// scanner's garbage) cost one WARNING line each, ten per 10 s at most, the rest counted into the
 /// next line; never an ERROR with DotNetty's stack trace. A real seed process.
 /// </summary>
-[Collection("mnist")]
+[Collection(ProcessLanes.A)]
 public sealed class MalformedConnectionProcessTests
 {
     private static void Garbage(int port, int count, int seed)
@@ -33,7 +33,7 @@ public sealed class MalformedConnectionProcessTests
     public void Should_log_garbage_connections_as_one_throttled_warning_each_without_stack_traces()
     {
         using var cluster = new ProcessCluster("garbage");
-        var port = 9400 + Environment.ProcessId % 300 * 2;
+        var port = TestPorts.Block(2);
         cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
         var deadline = DateTime.UtcNow.AddMinutes(2);
         while (!cluster.Log("seed.log").Contains("seed node up at"))

@@ -11,7 +11,7 @@ namespace Cluster.Tests.Cluster;
 /// The server is a private one (scripts/postgres.sh on a port of its own), so that no other test
 /// loses its database.
 /// </summary>
-[Collection("mnist")]
+[Collection(ProcessLanes.B)]
 public sealed class PostgresOutageProcessTests
 {
     private static string Bin() =>
@@ -64,7 +64,7 @@ public sealed class PostgresOutageProcessTests
             var teacher = cluster.SaveTeacher(51);
             var spec = Path.Combine(cluster.Work, "outage.yaml");
             File.WriteAllText(spec, ProcessCluster.TinyDafl("outage", 8, teacher, 400, 200, "{checkpoint_every: 10}"));
-            var seedPort = 9800 + Environment.ProcessId % 300 * 2;
+            var seedPort = TestPorts.Block(2);
             var seeds = $"127.0.0.1:{seedPort}";
             cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", seedPort.ToString(), .. cluster.Common]);
             Thread.Sleep(3000);

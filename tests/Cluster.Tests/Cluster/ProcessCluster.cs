@@ -14,6 +14,7 @@ public sealed class ProcessCluster : IDisposable
 {
     private readonly string pg;
     private readonly string db;
+    private static readonly object SeedGate = new();
     private readonly List<Process> processes = [];
 
     /// <param name="server">the PostgreSQL server's connection string (its database "clusterdistill"); default: the one scripts/test.sh started</param>
@@ -65,9 +66,12 @@ public sealed class ProcessCluster : IDisposable
     public string SaveTeacher(long seed)
     {
         var path = Path.Combine(Work, "teacher.pt");
-        manual_seed(seed);
-        using var teacher = ModelFactory.Create("lenet5", 1, 32, 10);
-        teacher.save(path);
+        lock (SeedGate)   // the two process lanes seed TorchSharp's one generator
+        {
+            manual_seed(seed);
+            using var teacher = ModelFactory.Create("lenet5", 1, 32, 10);
+            teacher.save(path);
+        }
         return path;
     }
 

@@ -11,7 +11,7 @@ namespace Cluster.Tests.Cluster;
 /// the replica comes back on the other node from its checkpoint while its peer is ahead. Real
 /// processes, a PostgreSQL journal, bounded in time.
 /// </summary>
-[Collection("mnist")]
+[Collection(ProcessLanes.B)]
 public sealed class ReplicaProcessTests
 {
     [Fact]
@@ -45,7 +45,7 @@ public sealed class ReplicaProcessTests
             guard: {"{"}enabled: false{"}"}
             """);
 
-        var port = 5600 + Environment.ProcessId % 300 * 8 + (killAtStep is null ? 0 : 4);
+        var port = TestPorts.Block(4);
         string Logs() => cluster.Logs(l => l.Contains("student"), 15);
         cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
         Thread.Sleep(3000);

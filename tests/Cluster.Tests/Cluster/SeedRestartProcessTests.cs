@@ -6,7 +6,7 @@ namespace Cluster.Tests.Cluster;
 /// A seed restarted alone forms a new cluster; the GPU node that was in the old one notices and
 /// joins the new one, and a run submitted after the restart completes. Real processes, PostgreSQL.
 /// </summary>
-[Collection("mnist")]
+[Collection(ProcessLanes.A)]
 public sealed class SeedRestartProcessTests
 {
     [Fact]
@@ -17,7 +17,7 @@ public sealed class SeedRestartProcessTests
         var teacher = cluster.SaveTeacher(31);
         var spec = Path.Combine(cluster.Work, "after.yaml");
         File.WriteAllText(spec, ProcessCluster.TinyDafl("after", 6, teacher, 10, 10, "{checkpoint_every: 5}"));
-        var port = 8100 + Environment.ProcessId % 300 * 4;
+        var port = TestPorts.Block(4);
         var seeds = $"127.0.0.1:{port}";
         string[] serve = ["serve", "--port", port.ToString(), .. cluster.Common];
         string Logs() => cluster.Logs(l => l.Contains("gpu-node") || l.Contains("seed") || l.Contains("Welcome") || l.Contains("Leader"), 30);

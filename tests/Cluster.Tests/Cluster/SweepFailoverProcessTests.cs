@@ -10,7 +10,7 @@ namespace Cluster.Tests.Cluster;
 /// sweep coordinator recovers, and trials go on from their last checkpoints). Every trial completes
 /// once: none lost, none run again under a second attempt, none started over from step 0.
 /// </summary>
-[Collection("mnist")]
+[Collection(ProcessLanes.A)]
 public sealed class SweepFailoverProcessTests
 {
     private static JsonElement? Status(string runDir)
@@ -47,7 +47,7 @@ public sealed class SweepFailoverProcessTests
             scheduler: {kind: fifo}
             limits: {max_concurrent: 2, max_failures: 0}
             """);
-        var port = 11400 + Environment.ProcessId % 300 * 3;
+        var port = TestPorts.Block(3);
         var seeds = $"127.0.0.1:{port}";
         string[] seedArgs = ["serve", "--port", port.ToString(), .. cluster.Common];
         var seed = cluster.Start(cluster.SeedBin, "seed.log", seedArgs);

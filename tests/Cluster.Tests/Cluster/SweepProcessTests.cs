@@ -9,7 +9,7 @@ namespace Cluster.Tests.Cluster;
 /// run twice, trials that had ended keep their result, and the scheduler's decisions are those a
 /// fresh scheduler makes on the reports in the order they were journalled.
 /// </summary>
-[Collection("mnist")]
+[Collection(ProcessLanes.A)]
 public sealed class SweepProcessTests
 {
     /// <summary>The trials' base spec, base.yaml: KD of 60 steps of 64 from a seeded random LeNet-5 teacher, evaluated every 20.</summary>

@@ -8,6 +8,7 @@ using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
 using Cluster.Contracts.Sweeps;
 using Cluster.Node.Hosting;
+using Distill.Engine.Interop;
 using Distill.Engine.Methods;
 using Distill.Engine.Runs;
 using Distill.Engine.Specs;
@@ -44,7 +45,10 @@ public sealed partial class RunCoordinator
         var dir = Path.Combine(services.Options.RunsDir, r.RunId);
         Directory.CreateDirectory(dir);
         if (m.StudentBlob.Length > 0 && services.Blobs.Exists(m.StudentBlob))
+        {
             File.WriteAllBytes(Path.Combine(dir, "student.pt"), services.Blobs.Get(m.StudentBlob));
+            StudentExport.Write(Path.Combine(dir, "student.pt"), dir);
+        }
         var result = new RunResult
         {
             RunId = r.RunId,

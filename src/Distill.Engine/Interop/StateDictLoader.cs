@@ -1,0 +1,118 @@
+using static TorchSharp.torch;
+
+namespace Distill.Engine.Interop;
+
+/// <summary>What a load did: the format found, where in the file the weights were, how keys were renamed, which dtypes were converted.</summary>
+public sealed record LoadReport(string Format, string? Key, IReadOnlyList<string> Renamed, int Tensors, IReadOnlyList<string> Converted)
+{
+    public override string ToString() =>
+        $"{Format}{(Key is null ? "" : $", weights under '{Key}'")}, {Tensors} tensors" +
+        (Renamed.Count > 0 ? $", {string.Join(", ", Renamed)}" : "") +
+        (Converted.Count > 0 ? $", converted {string.Join(", ", Converted)}" : "");
+}
+
+/// <summary>
+/// Strict loading of a weights file into a module. Every tensor of the module must be in the file
+/// with its shape, and nothing else may be; otherwise one error lists the missing, unexpected and
+/// wrongly shaped keys by name and shape, and nothing is loaded. A DataParallel `module.` (or
+/// torch.compile `_orig_mod.`) prefix on every key is taken off; other renamings are a key map of
+/// prefixes. Half, bfloat16 and double weights are converted to the module's dtype.
+/// </summary>
+public static class StateDictLoader
+{
+    private static readonly string[] WrapperPrefixes = ["module.", "_orig_mod."];
+
+    /// <summary>The spec's checkpoint (with its key and key map) into the module; null when the spec names none.</summary>
+    public static LoadReport? LoadCheckpoint(nn.Module module, Specs.ModelSpec spec, string what) =>
+        spec.Checkpoint is { } path ? Load(module, path, spec.CheckpointKey, spec.KeyMap, what) : null;
+
+    public static LoadReport Load(nn.Module module, string path, string? key = null, IReadOnlyList<KeyValuePair<string, string>>? keyMap = null, string? what = null)
+    {
+        using var file = WeightFile.Open(path, key);
+        return Load(module, file, keyMap, what);
+    }
+
+    public static LoadReport Load(nn.Module module, WeightFile file, IReadOnlyList<KeyValuePair<string, string>>? keyMap = null, string? what = null)
+    {
+        what ??= module.GetType().Name;
+        var target = module.state_dict();
+        var renamed = new List<string>();
+        var names = file.Entries.Select(e => e.Name).ToList();
+        if (keyMap is { Count: > 0 })
+        {
+            var count = 0;
+            names = names.Select(n =>
+            {
+                foreach (var (from, to) in keyMap)
+                    if (n.StartsWith(from, StringComparison.Ordinal)) { count++; return to + n[from.Length..]; }
+                return n;
+            }).ToList();
+            renamed.Add($"{count} keys renamed by the key map");
+        }
+        for (var changed = true; changed;)
+        {
+            changed = false;
+            foreach (var prefix in WrapperPrefixes)
+                if (names.Count > 0 && names.All(n => n.StartsWith(prefix, StringComparison.Ordinal)) && !names.Any(target.ContainsKey))
+                {
+                    names = names.Select(n => n[prefix.Length..]).ToList();
+                    renamed.Add($"'{prefix}' prefix removed");
+                    changed = true;
+                }
+        }
+        if (names.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new WeightFileException(file.Path, $"two tensors of the file are both '{twice.Key}' after renaming");
+
+        var byName = names.Zip(file.Entries).ToDictionary(p => p.First, p => p.Second);
+        var missing = target.Where(kv => !byName.ContainsKey(kv.Key) && !kv.Key.EndsWith(".num_batches_tracked", StringComparison.Ordinal))
+            .Select(kv => $"{kv.Key} {Shape(kv.Value.shape)}").ToList();
+        var unexpected = byName.Where(kv => !target.ContainsKey(kv.Key)).Select(kv => $"{kv.Key} {kv.Value.ShapeText}").ToList();
+        var misfit = new List<string>();
+        foreach (var (name, e) in byName)
+        {
+            if (!target.TryGetValue(name, out var t)) continue;
+            if (!e.Shape.SequenceEqual(t.shape)) misfit.Add($"{name}: file {e.ShapeText}, model {Shape(t.shape)}");
+            else if (IsFloat(e.DType) != IsFloat(t.dtype)) misfit.Add($"{name}: file {e.DType}, model {t.dtype}");
+        }
+        if (missing.Count + unexpected.Count + misfit.Count > 0)
+        {
+            var parts = new List<string>();
+            if (missing.Count > 0) parts.Add($"{missing.Count} missing: {List(missing)}");
+            if (unexpected.Count > 0) parts.Add($"{unexpected.Count} unexpected: {List(unexpected)}");
+            if (misfit.Count > 0) parts.Add($"{misfit.Count} that do not fit: {List(misfit)}");
+            var hint = unexpected.Count > 0 && missing.Count > 0 ? "; if the names differ only by a prefix, give key_map (for example {\"backbone.\": \"\"})" : "";
+            throw new WeightFileException(file.Path, $"{file.Format} weights{(file.Key is null ? "" : $" under '{file.Key}'")} do not fit {what}: {string.Join("; ", parts)}{hint}");
+        }
+
+        // every tensor read (and its view checked) before the first is copied: a damaged file changes nothing
+        var read = new List<(Tensor Dst, Tensor Src)>();
+        var converted = new SortedSet<string>();
+        try
+        {
+            foreach (var (name, e) in byName) read.Add((target[name], e.Read()));
+            using (no_grad())
+                foreach (var (dst, src) in read)
+                {
+                    if (src.dtype == dst.dtype) dst.copy_(src);
+                    else
+                    {
+                        converted.Add($"{src.dtype} to {dst.dtype}");
+                        using var cast = src.to_type(dst.dtype);
+                        dst.copy_(cast);
+                    }
+                }
+        }
+        finally
+        {
+            foreach (var (_, src) in read) src.Dispose();
+        }
+        return new LoadReport(file.Format, file.Key, renamed, byName.Count, converted.ToList());
+    }
+
+    private static bool IsFloat(ScalarType t) => t is ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32 or ScalarType.Float64;
+
+    private static string Shape(long[] s) => $"[{string.Join(", ", s)}]";
+
+    private static string List(List<string> items) =>
+        string.Join(", ", items.Take(20)) + (items.Count > 20 ? $" and {items.Count - 20} more" : "");
+}

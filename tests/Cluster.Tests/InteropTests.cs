@@ -1,0 +1,399 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+using System.Text;
+using Distill.Engine.Interop;
+using Distill.Engine.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Cluster.Tests;
+
+/// <summary>
+/// Teacher files in every format, read by content, loaded strictly; malformed files refused with
+/// the problem named and nothing run. The files are made here byte by byte (pickles included), so
+/// that each damage is exactly the one the test names. tools/torch_interop.py and
+/// TorchInteropTests check the same readers against files PyTorch itself wrote.
+/// </summary>
+public sealed class InteropTests : IDisposable
+{
+    private readonly string dir = Path.Combine(Path.GetTempPath(), $"cd-interop-{Guid.NewGuid():N}");
+
+    public InteropTests()
+    {
+        Torch.Init();
+        Directory.CreateDirectory(dir);
+    }
+
+    public void Dispose()
+    {
+        try { Directory.Delete(dir, true); } catch (IOException) { }
+    }
+
+    private string F(string name) => Path.Combine(dir, name);
+
+    private static Classifier Lenet(int seed)
+    {
+        manual_seed(seed);
+        return ModelFactory.Create("lenet5-half", 1, 32, 10);
+    }
+
+    private static List<RawTensor> Raw(nn.Module m, Func<string, string>? rename = null) =>
+        m.state_dict().Select(kv => RawTensor.From(rename?.Invoke(kv.Key) ?? kv.Key, kv.Value)).ToList();
+
+    private static void AssertSameWeights(nn.Module a, nn.Module b)
+    {
+        var sb = b.state_dict();
+        foreach (var (k, v) in a.state_dict()) Assert.True(v.eq(sb[k]).all().item<bool>(), $"{k} differs");
+    }
+
+    private WeightFileException Refused(string file, nn.Module? into = null, string? key = null)
+    {
+        into ??= Lenet(99);
+        var before = Raw(into);
+        var e = Assert.Throws<WeightFileException>(() => StateDictLoader.Load(into, file, key));
+        // nothing of the model changed
+        foreach (var (b, a) in before.Zip(Raw(into))) Assert.Equal(b.Data, a.Data);
+        return e;
+    }
+
+    [Theory]
+    [InlineData("pth")]
+    [InlineData("safetensors")]
+    [InlineData("engine")]
+    public void Should_load_every_format_by_its_content_whatever_the_file_is_called(string format)
+    {
+        using var source = Lenet(1);
+        var file = F("weights.bin");   // the extension says nothing
+        switch (format)
+        {
+            case "pth": TorchSaveWriter.Write(file, Raw(source)); break;
+            case "safetensors": Safetensors.Write(file, Raw(source)); break;
+            default: source.save(file); break;
+        }
+        using var target = Lenet(2);
+        var report = StateDictLoader.Load(target, file);
+        AssertSameWeights(source, target);
+        Assert.Equal(source.state_dict().Count, report.Tensors);
+        Assert.Equal(format switch { "pth" => "PyTorch zip", "safetensors" => "safetensors", _ => "ClusterDistill" }, report.Format);
+    }
+
+    [Fact]
+    public void Should_take_the_weights_from_a_checkpoint_dict_by_its_known_key_or_the_named_one()
+    {
+        using var source = Lenet(1);
+        var tensors = Raw(source);
+        // {'epoch': 7, 'best_acc1': 91.5, 'optimizer': {}, 'state_dict': {...}} as train_scratch.py saves it
+        var pickle = new PickleBytes().Proto().EmptyDict().Mark()
+            .Str("epoch").Int(7).Str("best_acc1").Float(91.5).Str("optimizer").EmptyDict()
+            .Str("state_dict").StateDict(tensors)
+            .SetItems().Stop();
+        TorchZip(F("ckpt.pth"), pickle.Bytes, tensors);
+        using var target = Lenet(2);
+        var report = StateDictLoader.Load(target, F("ckpt.pth"));
+        Assert.Equal("state_dict", report.Key);
+        AssertSameWeights(source, target);
+
+        // the same weights under a key of the user's own, said in the spec
+        var custom = new PickleBytes().Proto().EmptyDict().Mark().Str("epoch").Int(7).Str("ema_weights").StateDict(tensors).SetItems().Stop();
+        TorchZip(F("custom.pth"), custom.Bytes, tensors);
+        var e = Refused(F("custom.pth"));
+        Assert.Contains("epoch: an integer", e.Message);
+        Assert.Contains("ema_weights: a dict of 10", e.Message);
+        Assert.Contains("checkpoint_key", e.Message);
+        using var again = Lenet(3);
+        Assert.Equal("ema_weights", StateDictLoader.Load(again, F("custom.pth"), "ema_weights").Key);
+        AssertSameWeights(source, again);
+        Assert.Contains("no key 'weights'", Refused(F("custom.pth"), key: "weights").Message);
+    }
+
+    [Fact]
+    public void Should_remove_a_dataparallel_prefix_and_apply_a_key_map()
+    {
+        using var source = Lenet(1);
+        TorchSaveWriter.Write(F("dp.pth"), Raw(source, k => "module." + k));
+        using var a = Lenet(2);
+        var report = StateDictLoader.Load(a, F("dp.pth"));
+        Assert.Contains("'module.' prefix removed", report.Renamed);
+        AssertSameWeights(source, a);
+
+        Safetensors.Write(F("renamed.safetensors"), Raw(source, k => k.Replace("fc2.", "head.").Replace("conv", "backbone.conv")));
+        var e = Refused(F("renamed.safetensors"));
+        Assert.Contains("key_map", e.Message);
+        using var b = Lenet(3);
+        StateDictLoader.Load(b, F("renamed.safetensors"), keyMap: [new("backbone.", ""), new("head.", "fc2.")]);
+        AssertSameWeights(source, b);
+    }
+
+    [Fact]
+    public void Should_convert_half_bfloat16_and_double_weights_to_the_models_dtype()
+    {
+        using var source = Lenet(1);
+        foreach (var dtype in new[] { ScalarType.Float16, ScalarType.BFloat16, ScalarType.Float64 })
+        {
+            var tensors = source.state_dict().Select(kv =>
+                RawTensor.From(kv.Key, kv.Value.is_floating_point() ? kv.Value.to_type(dtype) : kv.Value)).ToList();
+            TorchSaveWriter.Write(F($"{dtype}.pth"), tensors);
+            using var target = Lenet(2);
+            var report = StateDictLoader.Load(target, F($"{dtype}.pth"));
+            Assert.Contains($"{dtype} to Float32", report.Converted);
+            foreach (var (k, v) in source.state_dict())
+            {
+                var expected = v.to_type(dtype).to_type(v.dtype);   // the file's precision, exactly
+                Assert.True(expected.eq(target.state_dict()[k]).all().item<bool>(), $"{dtype} {k}");
+            }
+        }
+    }
+
+    // ---- malformed files: each refused with the problem named, the model untouched ----
+
+    [Fact]
+    public void Should_refuse_an_empty_file()
+    {
+        File.WriteAllBytes(F("empty.pt"), []);
+        Assert.Contains("the file is empty", Refused(F("empty.pt")).Message);
+    }
+
+    [Fact]
+    public void Should_refuse_a_truncated_zip()
+    {
+        using var source = Lenet(1);
+        TorchSaveWriter.Write(F("whole.pth"), Raw(source));
+        var bytes = File.ReadAllBytes(F("whole.pth"));
+        File.WriteAllBytes(F("cut.pth"), bytes[..(bytes.Length * 2 / 3)]);
+        Assert.Contains("not a readable zip archive (truncated or damaged)", Refused(F("cut.pth")).Message);
+    }
+
+    [Fact]
+    public void Should_list_missing_and_unexpected_keys_by_name_and_shape()
+    {
+        using var source = Lenet(1);
+        TorchSaveWriter.Write(F("keys.pth"), Raw(source, k => k == "conv1.weight" ? "conv9.weight" : k));
+        var e = Refused(F("keys.pth"));
+        Assert.Contains("1 missing: conv1.weight [3, 1, 5, 5]", e.Message);
+        Assert.Contains("1 unexpected: conv9.weight [3, 1, 5, 5]", e.Message);
+    }
+
+    [Fact]
+    public void Should_refuse_a_wrongly_shaped_tensor_naming_both_shapes()
+    {
+        using var source = Lenet(1);
+        var tensors = Raw(source);
+        var i = tensors.FindIndex(t => t.Name == "fc2.weight");
+        using (var small = randn(5, 42)) tensors[i] = RawTensor.From("fc2.weight", small);   // a 5-class head
+        TorchSaveWriter.Write(F("shape.pth"), tensors);
+        Assert.Contains("fc2.weight: file [5, 42], model [10, 42]", Refused(F("shape.pth")).Message);
+    }
+
+    [Fact]
+    public void Should_refuse_a_pickle_that_would_run_a_command_without_running_it()
+    {
+        var marker = F("ran");
+        // what pickle.dumps of an object whose __reduce__ returns (os.system, ("touch <marker>",)) holds
+        var pickle = new PickleBytes().Proto().Global("os", "system").Str($"touch {marker}").Tuple1().Reduce().Stop();
+        TorchZip(F("evil.pth"), pickle.Bytes, []);
+        var e = Refused(F("evil.pth"));
+        Assert.Contains("global 'os.system' is not allowed", e.Message);
+        Assert.False(File.Exists(marker));
+        // the same as STACK_GLOBAL (protocol 4) and with builtins.eval
+        var p4 = new PickleBytes().Raw(0x80, 4).ShortStr("builtins").ShortStr("eval").Raw(0x93).Str("1").Tuple1().Reduce().Stop();
+        TorchZip(F("evil4.pth"), p4.Bytes, []);
+        Assert.Contains("global 'builtins.eval' is not allowed", Refused(F("evil4.pth")).Message);
+    }
+
+    [Fact]
+    public void Should_refuse_a_whole_pickled_model_and_say_to_save_its_state_dict()
+    {
+        // torch.save(model): NEWOBJ of __main__.Net, then its __dict__ by BUILD
+        var pickle = new PickleBytes().Proto().Global("__main__", "Net").Raw((byte)')').Raw(0x81).EmptyDict().Raw((byte)'b').Stop();
+        TorchZip(F("model.pth"), pickle.Bytes, []);
+        var e = Refused(F("model.pth"));
+        Assert.Contains("'__main__.Net' is not allowed", e.Message);
+        Assert.Contains("save model.state_dict() instead", e.Message);
+    }
+
+    [Fact]
+    public void Should_refuse_a_storage_record_shorter_than_its_tensor_and_a_view_past_its_storage()
+    {
+        using var source = Lenet(1);
+        var tensors = Raw(source);
+        var pickle = new PickleBytes().Proto().StateDict(tensors).Stop();
+        var records = tensors.ToList();
+        records[0] = records[0] with { Data = records[0].Data[..^4] };     // one float short
+        TorchZip(F("short.pth"), pickle.Bytes, records);
+        Assert.Contains($"storage '0' should hold {tensors[0].Shape.Aggregate(1L, (a, b) => a * b)} Float32 elements", Refused(F("short.pth")).Message);
+
+        // conv1.weight [3, 1, 5, 5] over a storage of 70 elements
+        var smaller = tensors.ToList();
+        smaller[0] = smaller[0] with { Data = smaller[0].Data[..280] };
+        var bad = new PickleBytes().Proto().StateDict(tensors, storageNumel: [70, .. tensors.Skip(1).Select(t => t.Data.Length / 4L)]).Stop();
+        TorchZip(F("view.pth"), bad.Bytes, smaller);
+        Assert.Contains("a tensor of shape [3, 1, 5, 5] reaches element 74 of storage '0', which has 70", Refused(F("view.pth")).Message);
+    }
+
+    [Fact]
+    public void Should_refuse_a_big_endian_file_and_an_opcode_no_state_dict_uses()
+    {
+        using var source = Lenet(1);
+        var tensors = Raw(source);
+        TorchZip(F("big.pth"), new PickleBytes().Proto().StateDict(tensors).Stop().Bytes, tensors, byteorder: "big");
+        Assert.Contains("'big'-endian", Refused(F("big.pth")).Message);
+        // INST (protocol 0's way to build any class)
+        TorchZip(F("inst.pth"), new PickleBytes().Proto().Mark().Raw(Encoding.ASCII.GetBytes("ios\nsystem\n")).Stop().Bytes, []);
+        Assert.Contains("opcode 0x69", Refused(F("inst.pth")).Message);
+    }
+
+    [Fact]
+    public void Should_refuse_safetensors_whose_header_lies_about_offsets_or_its_length()
+    {
+        using var source = Lenet(1);
+        Safetensors.Write(F("good.safetensors"), Raw(source));
+        var bytes = File.ReadAllBytes(F("good.safetensors"));
+        var n = (int)BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+        var header = Encoding.UTF8.GetString(bytes, 8, n);
+
+        // the first tensor's span made 4 bytes longer: it overlaps the next one
+        var first = System.Text.RegularExpressions.Regex.Match(header, "\"data_offsets\":\\[0,(\\d+)\\]");
+        var lied = header.Replace(first.Value, $"\"data_offsets\":[0,{int.Parse(first.Groups[1].Value) + 4}]");
+        WriteSafetensors(F("offsets.safetensors"), lied, bytes.AsSpan(8 + n).ToArray());
+        Assert.Contains("data_offsets [0,", Refused(F("offsets.safetensors")).Message);
+
+        // the header length past the end of the file
+        var longer = (byte[])bytes.Clone();
+        BinaryPrimitives.WriteUInt64LittleEndian(longer, (ulong)bytes.Length);
+        File.WriteAllBytes(F("length.safetensors"), longer);
+        Assert.Contains("runs past the end", Refused(F("length.safetensors")).Message);
+
+        // data cut off: the header describes more than the file has
+        File.WriteAllBytes(F("cut.safetensors"), bytes[..^100]);
+        Assert.Contains("(truncated?)", Refused(F("cut.safetensors")).Message);
+
+        // a name listed twice
+        var entry = System.Text.RegularExpressions.Regex.Match(header, "\"conv1\\.bias\":\\{[^}]*\\}").Value;
+        var twice = header.TrimEnd()[..^1] + "," + entry + "}";
+        WriteSafetensors(F("twice.safetensors"), twice, bytes.AsSpan(8 + n).ToArray());
+        Assert.Contains("'conv1.bias' is listed twice", Refused(F("twice.safetensors")).Message);
+    }
+
+    [Theory]
+    [InlineData("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 1234\n", "Git LFS pointer")]
+    [InlineData("<!DOCTYPE html><html><body>404</body></html>", "HTML page")]
+    [InlineData("not weights at all, just text", "not a PyTorch (torch.save), safetensors or ClusterDistill weights file")]
+    public void Should_name_what_a_file_is_when_it_is_not_weights(string text, string expected)
+    {
+        File.WriteAllText(F("teacher.pt"), text);
+        Assert.Contains(expected, Refused(F("teacher.pt")).Message);
+    }
+
+    [Fact]
+    public void Should_export_a_student_that_reads_back_bit_for_bit_from_both_files()
+    {
+        using var source = Lenet(1);
+        source.save(F("student.pt"));
+        StudentExport.Write(F("student.pt"), dir);
+        foreach (var file in new[] { StudentExport.SafetensorsFile, StudentExport.PyTorchFile })
+        {
+            using var back = Lenet(2);
+            StateDictLoader.Load(back, F(file));
+            AssertSameWeights(source, back);
+        }
+        // the state_dict file is what torch.save writes: data.pkl, data/N, version, byteorder, stored uncompressed
+        using var zip = ZipFile.OpenRead(F(StudentExport.PyTorchFile));
+        Assert.Contains(zip.Entries, e => e.FullName == "archive/data.pkl");
+        Assert.Contains(zip.Entries, e => e.FullName == "archive/version");
+        Assert.All(zip.Entries, e => Assert.Equal(e.Length, e.CompressedLength));
+    }
+
+    private static void WriteSafetensors(string path, string header, byte[] data)
+    {
+        var h = Encoding.UTF8.GetBytes(header);
+        using var fs = File.Create(path);
+        var n = new byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(n, (ulong)h.Length);
+        fs.Write(n);
+        fs.Write(h);
+        fs.Write(data);
+    }
+
+    private static void TorchZip(string path, byte[] pickle, IReadOnlyList<RawTensor> records, string byteorder = "little")
+    {
+        using var fs = File.Create(path);
+        using var zip = new ZipArchive(fs, ZipArchiveMode.Create);
+        void Put(string name, byte[] data)
+        {
+            using var s = zip.CreateEntry(name, CompressionLevel.NoCompression).Open();
+            s.Write(data);
+        }
+        Put("archive/data.pkl", pickle);
+        for (var k = 0; k < records.Count; k++) Put($"archive/data/{k}", records[k].Data);
+        Put("archive/byteorder", Encoding.ASCII.GetBytes(byteorder));
+        Put("archive/version", "3\n"u8.ToArray());
+    }
+
+    /// <summary>Pickle opcodes, written out by hand as Python's pickle module writes them.</summary>
+    private sealed class PickleBytes
+    {
+        private readonly List<byte> b = [];
+        public byte[] Bytes => [.. b];
+
+        public PickleBytes Raw(params byte[] bytes) { b.AddRange(bytes); return this; }
+        public PickleBytes Proto() => Raw(0x80, 2);
+        public PickleBytes Stop() => Raw((byte)'.');
+        public PickleBytes Mark() => Raw((byte)'(');
+        public PickleBytes Tuple() => Raw((byte)'t');
+        public PickleBytes Tuple1() => Raw(0x85);
+        public PickleBytes Reduce() => Raw((byte)'R');
+        public PickleBytes SetItems() => Raw((byte)'u');
+        public PickleBytes EmptyDict() => Raw((byte)'}');
+        public PickleBytes Global(string module, string name) => Raw((byte)'c').Raw(Encoding.ASCII.GetBytes($"{module}\n{name}\n"));
+
+        public PickleBytes Str(string s)
+        {
+            var u = Encoding.UTF8.GetBytes(s);
+            Raw((byte)'X');
+            var n = new byte[4];
+            BinaryPrimitives.WriteUInt32LittleEndian(n, (uint)u.Length);
+            return Raw(n).Raw(u);
+        }
+
+        public PickleBytes ShortStr(string s) => Raw(0x8c, (byte)s.Length).Raw(Encoding.UTF8.GetBytes(s));
+
+        public PickleBytes Int(long v)
+        {
+            var n = new byte[4];
+            BinaryPrimitives.WriteInt32LittleEndian(n, (int)v);
+            return Raw((byte)'J').Raw(n);
+        }
+
+        public PickleBytes Float(double v)
+        {
+            var n = new byte[8];
+            BinaryPrimitives.WriteDoubleBigEndian(n, v);
+            return Raw((byte)'G').Raw(n);
+        }
+
+        private PickleBytes Ints(long[] v)
+        {
+            Mark();
+            foreach (var x in v) Int(x);
+            return Tuple();
+        }
+
+        /// <summary>An OrderedDict of tensors over storages 0..n-1, as torch.save pickles a state_dict.</summary>
+        public PickleBytes StateDict(IReadOnlyList<RawTensor> tensors, IReadOnlyList<long>? storageNumel = null)
+        {
+            Global("collections", "OrderedDict").Raw((byte)')').Reduce().Mark();
+            for (var k = 0; k < tensors.Count; k++)
+            {
+                var t = tensors[k];
+                var numel = storageNumel?[k] ?? t.Shape.Aggregate(1L, (a, d) => a * d);
+                var strides = new long[t.Shape.Length];
+                for (long d = t.Shape.Length - 1, s = 1; d >= 0; s *= t.Shape[d], d--) strides[d] = s;
+                Str(t.Name).Global("torch._utils", "_rebuild_tensor_v2").Mark()
+                    .Mark().Str("storage").Global("torch", t.DType == ScalarType.Int64 ? "LongStorage" : "FloatStorage").Str($"{k}").Str("cpu").Int(numel).Tuple().Raw((byte)'Q')
+                    .Int(0).Ints(t.Shape).Ints(strides).Raw(0x89).Global("collections", "OrderedDict").Raw((byte)')').Reduce()
+                    .Tuple().Reduce();
+            }
+            return SetItems();
+        }
+    }
+}

@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Distill.Engine.Data;
+using Distill.Engine.Interop;
+using Distill.Engine.Models;
+using Distill.Engine.Runs;
+using Distill.Engine.Specs;
+using static TorchSharp.torch;
+
+namespace Cluster.Tests;
+
+/// <summary>
+/// Against PyTorch itself (Debian's python3-torch, which scripts/test.sh installs; tools/torch_interop.py
+/// is its side): every architecture's PyTorch state_dict loads here with the same logits; a
+/// teacher trained by PyTorch gives the same logits and accuracy here; DAFL distils it and PyTorch
+/// reads the exported student back with the accuracy result.json reports.
+/// </summary>
+[Collection("mnist")]
+public sealed class TorchInteropTests : IDisposable
+{
+    private const string Python = "/usr/bin/python3";
+    private readonly string dir = Path.Combine(Path.GetTempPath(), $"cd-torch-interop-{Guid.NewGuid():N}");
+
+    public TorchInteropTests(MnistFixture _)
+    {
+        Torch.Init();
+        Directory.CreateDirectory(dir);
+    }
+
+    public void Dispose()
+    {
+        try { Directory.Delete(dir, true); } catch (IOException) { }
+    }
+
+    private static string PyTorch(params string[] args)
+    {
+        var psi = new ProcessStartInfo(Python) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Repo.Root() };
+        psi.ArgumentList.Add(Path.Combine(Repo.Root(), "tools", "torch_interop.py"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        Process p;
+        try { p = Process.Start(psi)!; }
+        catch (System.ComponentModel.Win32Exception e) { throw new InvalidOperationException($"{Python} is missing: scripts/python-torch.sh installs Debian's python3-torch", e); }
+        using (p)
+        {
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            var stderr = p.StandardError.ReadToEndAsync();
+            if (!p.WaitForExit(TimeSpan.FromMinutes(5))) { p.Kill(true); throw new TimeoutException("tools/torch_interop.py took over 5 minutes"); }
+            Assert.True(p.ExitCode == 0, $"tools/torch_interop.py {string.Join(' ', args)} failed (exit {p.ExitCode}; scripts/python-torch.sh installs python3-torch):\n{stderr.Result}");
+            return stdout.Result;
+        }
+    }
+
+    private static float[] Logits(Classifier m, Tensor x)
+    {
+        m.eval();
+        using var _ = no_grad();
+        using var y = m.call(x);
+        return y.flatten().data<float>().ToArray();
+    }
+
+    private static Tensor FixedInputs(long[] shape)
+    {
+        var n = shape.Aggregate(1L, (a, b) => a * b);
+        var v = new float[n];
+        for (var i = 0; i < n; i++) v[i] = (float)(1.5 * Math.Sin(0.37 * i + 0.1));
+        return tensor(v, shape);
+    }
+
+    /// <summary>
+    /// Within tol of PyTorch's float32 logits, relative to their scale where that exceeds 1: both
+    /// sides compute in float32 with their own summation orders, so larger logits carry larger
+    /// rounding (a random torchvision ResNet's reach ~20).
+    /// </summary>
+    private static void AssertClose(double[] expected, float[] actual, double tol, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        var worst = expected.Zip(actual, (e, a) => Math.Abs(e - a)).Max();
+        var scale = Math.Max(1, expected.Max(Math.Abs));
+        Assert.True(worst <= tol * scale, $"{what}: logits differ from PyTorch's by up to {worst:G3} (allowed {tol} x {scale:G3}, their largest magnitude)");
+        Console.WriteLine($"{what}: max |logit difference| {worst:G3}, largest |logit| {expected.Max(Math.Abs):G3}");
+    }
+
+    [Fact]
+    public void Should_load_every_architectures_pytorch_state_dict_with_pytorchs_logits()
+    {
+        PyTorch("models", dir);
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "models.json")));
+        var archs = new List<string>();
+        foreach (var m in doc.RootElement.GetProperty("models").EnumerateArray())
+        {
+            var arch = m.GetProperty("arch").GetString()!;
+            archs.Add(arch);
+            var shape = m.GetProperty("input").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+            using var x = FixedInputs(shape);
+            var files = m.GetProperty("files");
+            var expected = m.GetProperty("logits").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+            foreach (var variant in files.EnumerateObject().Where(f => f.Value.ValueKind == JsonValueKind.String))
+            {
+                using var model = ModelFactory.Create(arch, (int)shape[1], (int)shape[2], 10);
+                var report = StateDictLoader.Load(model, Path.Combine(dir, variant.Value.GetString()!));
+                var want = variant.Name == "fp16_checkpoint" ? files.GetProperty("fp16_logits").EnumerateArray().Select(e => e.GetDouble()).ToArray() : expected;
+                AssertClose(want, Logits(model, x), 1e-5, $"{arch} ({variant.Name}: {report})");
+                if (variant.Name == "fp16_checkpoint")
+                {
+                    Assert.Equal("state_dict", report.Key);
+                    Assert.Contains("'module.' prefix removed", report.Renamed);
+                    Assert.Contains("Float16 to Float32", report.Converted);
+                }
+                if (variant.Name == "legacy") Assert.Equal("PyTorch legacy", report.Format);
+            }
+        }
+        Assert.Equal(ModelFactory.Architectures.Order(), archs.Order());
+    }
+
+    [Fact]
+    public void Should_distil_a_teacher_trained_by_pytorch_and_hand_the_student_back_with_the_same_accuracy()
+    {
+        var mnist = new DatasetCache(DatasetCache.DefaultRoot(), TextWriter.Null).Ensure("mnist");
+        PyTorch("train-mnist", mnist, dir, "--steps", "300");
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "teacher.json")));
+        var teacherFile = Path.Combine(dir, "teacher.pth");
+
+        // the teacher here: PyTorch's logits on the first 64 test images, and its test accuracy
+        using var data = Distill.Engine.Training.DataSplits.Load(new DataSpec { Name = "mnist" });
+        using var teacher = ModelFactory.Create("lenet5", 1, 32, 10);
+        StateDictLoader.Load(teacher, teacherFile);
+        using (var first = data.TestX[..64])
+            AssertClose(doc.RootElement.GetProperty("logits").EnumerateArray().Select(e => e.GetDouble()).ToArray(), Logits(teacher, first), 1e-5, "the PyTorch-trained teacher");
+        var accuracy = Distill.Engine.Training.Evaluation.Accuracy(teacher, data.TestX, data.TestY, CPU, 500);
+        Assert.InRange(accuracy - doc.RootElement.GetProperty("accuracy").GetDouble(), -0.01, 0.01);
+
+        // DAFL from that file, the student exported, PyTorch's accuracy of it
+        var spec = SpecParser.Parse($$$"""
+            name: from-pytorch
+            method: dafl
+            seed: 5
+            data: {name: mnist}
+            teacher: {arch: lenet5, checkpoint: "{{{teacherFile}}}"}
+            student: {arch: lenet5-half, train: {lr: 0.002}}
+            dafl: {steps: 120, batch_size: 64, generator_width: 16, eval_every: 60, activation: code, entropy: code}
+            """, "from-pytorch.yaml");
+        var result = new Runner(new RunnerOptions { RunsRoot = dir, RunId = "run", LogEvery = 50 }, TextWriter.Null).Run(spec);
+        Assert.InRange(result.TeacherAccuracy!.Value - accuracy, -0.001, 0.001);
+        var runDir = Path.Combine(dir, "run");
+        var onnx = Path.Combine(dir, "student.onnx");
+        using var back = JsonDocument.Parse(PyTorch("evaluate", Path.Combine(runDir, StudentExport.PyTorchFile), "lenet5-half", mnist, "--onnx", onnx));
+        Assert.InRange(back.RootElement.GetProperty("accuracy").GetDouble() - result.StudentAccuracy, -0.01, 0.01);
+        Assert.True(new FileInfo(onnx).Length > 10_000, "torch.onnx.export wrote no model");
+        using var fromSafetensors = JsonDocument.Parse(PyTorch("evaluate", Path.Combine(runDir, StudentExport.SafetensorsFile), "lenet5-half", mnist));
+        Assert.InRange(fromSafetensors.RootElement.GetProperty("accuracy").GetDouble() - result.StudentAccuracy, -0.01, 0.01);
+    }
+}

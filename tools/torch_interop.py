@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""PyTorch's side of bringing a teacher to ClusterDistill and taking the student back
+(tests/Cluster.Tests/TorchInteropTests.cs, docs/pytorch.md). Runs with Debian's python3-torch
+(1.13; scripts/python-torch.sh installs it) or any later PyTorch.
+
+  torch_interop.py models OUT [ARCH ...]
+      For each architecture: a seeded random model (BatchNorm statistics made non-trivial), saved
+      by torch.save(model.state_dict()) as OUT/<arch>.pth, and its float32 logits on fixed inputs;
+      torchvision's own resnet18/34/50 classes when torchvision is installed. Also the variants a
+      user's files come in: the legacy format, fp16, a checkpoint dict with a DataParallel prefix.
+      Writes OUT/models.json.
+  torch_interop.py train-mnist MNIST_DIR OUT [--steps N]
+      Trains LeNet-5 on MNIST in PyTorch (inputs prepared as the engine prepares them: /255,
+      bilinear to 32x32, normalised), saves OUT/teacher.pth, and writes OUT/teacher.json: the test
+      accuracy and the logits of the first 64 test images.
+  torch_interop.py evaluate WEIGHTS ARCH MNIST_DIR [--onnx FILE]
+      Loads an exported student (student.pth, torch.load(weights_only=True), or
+      student.safetensors) into the PyTorch definition of ARCH (tools/torch_models.py), prints
+      its MNIST test accuracy as JSON, and with --onnx exports it with torch.onnx.export.
+"""
+import argparse, gzip, json, math, os, struct, sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_models import ARCHITECTURES, create  # noqa: E402
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def wave(n, a, b):
+    return torch.tensor([math.sin(a * i + b) for i in range(n)], dtype=torch.float32)
+
+
+def fixed_inputs(shape):
+    n = math.prod(shape)
+    return (1.5 * wave(n, 0.37, 0.1)).view(shape)
+
+
+def size_of(arch):
+    if arch.startswith("torchvision-"):
+        return 3, 64            # any size >= 32 works; 64 keeps the files' logits quick to compute
+    if arch.startswith(("lenet", "hinton")):
+        return 1, 32 if arch.startswith("lenet") else 28
+    return 3, 32
+
+
+def build(arch, channels, size):
+    if arch.startswith("torchvision-"):
+        try:
+            import torchvision
+            return getattr(torchvision.models, arch[len("torchvision-"):])(num_classes=10), "torchvision.models"
+        except ImportError:
+            pass
+    return create(arch, channels, size, 10), "tools/torch_models.py"
+
+
+def models(out, archs):
+    os.makedirs(out, exist_ok=True)
+    doc = dict(made_by=f"tools/torch_interop.py with PyTorch {torch.__version__}", models=[])
+    for k, arch in enumerate(archs or ARCHITECTURES):
+        torch.manual_seed(100 + k)
+        channels, size = size_of(arch)
+        m, source = build(arch, channels, size)
+        with torch.no_grad():
+            for name, b in m.named_buffers():       # statistics as a trained network has them
+                if name.endswith("running_mean"):
+                    b.copy_(0.1 * torch.randn_like(b))
+                elif name.endswith("running_var"):
+                    b.copy_(0.5 + torch.rand_like(b))
+                elif name.endswith("num_batches_tracked"):
+                    b.fill_(1000 + k)
+        m.eval()
+        x = fixed_inputs([2, channels, size, size])
+        with torch.no_grad():
+            logits = m(x)
+        files = {"state_dict": f"{arch}.pth"}
+        torch.save(m.state_dict(), os.path.join(out, files["state_dict"]))
+        if k % 3 == 0:      # the other shapes a user's file takes, spread over the architectures
+            files["legacy"] = f"{arch}.legacy.pt"
+            torch.save(m.state_dict(), os.path.join(out, files["legacy"]), _use_new_zipfile_serialization=False)
+        if k % 3 == 1:
+            files["fp16_checkpoint"] = f"{arch}.ckpt"
+            half = {"module." + n: (t.half() if t.is_floating_point() else t) for n, t in m.state_dict().items()}
+            torch.save({"epoch": 200, "arch": arch, "best_acc1": 95.1, "state_dict": half,
+                        "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9}]}},
+                       os.path.join(out, files["fp16_checkpoint"]))
+            with torch.no_grad():
+                m.half().float()
+                files["fp16_logits"] = m(x).flatten().tolist()
+        doc["models"].append(dict(arch=arch, source=source, channels=channels, size=size, files=files,
+                                  input=[2, channels, size, size], logits=logits.flatten().tolist()))
+    with open(os.path.join(out, "models.json"), "w") as f:
+        json.dump(doc, f)
+
+
+def read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic, = struct.unpack(">I", data[:4])
+    dims = [struct.unpack(">I", data[4 + 4 * i: 8 + 4 * i])[0] for i in range(magic & 0xFF)]
+    return torch.frombuffer(bytearray(data[4 + 4 * len(dims):]), dtype=torch.uint8).view(dims)
+
+
+def find(d, stem):
+    for name in (stem, stem + ".gz"):
+        if os.path.exists(os.path.join(d, name)):
+            return os.path.join(d, name)
+    raise FileNotFoundError(f"{d} has no {stem}")
+
+
+def mnist(d, split):
+    prefix = "train" if split == "train" else "t10k"
+    x = read_idx(find(d, f"{prefix}-images-idx3-ubyte")).float().div(255).unsqueeze(1)
+    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1)
+    y = read_idx(find(d, f"{prefix}-labels-idx1-ubyte")).long()
+    return ((x - MNIST_MEAN) / MNIST_STD).contiguous(), y
+
+
+def accuracy(m, x, y):
+    m.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), 500):
+            correct += (m(x[i:i + 500]).argmax(1) == y[i:i + 500]).sum().item()
+    return 100.0 * correct / len(x)
+
+
+def train_mnist(d, out, steps):
+    torch.manual_seed(0)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    x, y = mnist(d, "train")
+    tx, ty = mnist(d, "test")
+    m = create("lenet5", 1, 32, 10)
+    opt = torch.optim.Adam(m.parameters(), 2e-3)
+    g = torch.Generator().manual_seed(1)
+    m.train()
+    for step in range(steps):
+        idx = torch.randint(0, len(x), (128,), generator=g)
+        loss = F.cross_entropy(m(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    os.makedirs(out, exist_ok=True)
+    torch.save(m.state_dict(), os.path.join(out, "teacher.pth"))
+    m.eval()
+    with torch.no_grad():
+        logits = m(tx[:64])
+    doc = dict(made_by=f"tools/torch_interop.py with PyTorch {torch.__version__}", steps=steps,
+               accuracy=accuracy(m, tx, ty), logits=logits.flatten().tolist())
+    with open(os.path.join(out, "teacher.json"), "w") as f:
+        json.dump(doc, f)
+    print(json.dumps(dict(accuracy=doc["accuracy"])))
+
+
+def load_weights(path):
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK":
+        kw = {"weights_only": True} if "weights_only" in torch.load.__code__.co_varnames else {}
+        return torch.load(path, map_location="cpu", **kw)
+    # safetensors, read with the standard library (bookworm has no python3-safetensors)
+    dtypes = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+    with open(path, "rb") as f:
+        n, = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, end = e["data_offsets"]
+        t = torch.frombuffer(bytearray(data[b:end]), dtype=dtypes[e["dtype"]]) if end > b else torch.empty(0, dtype=dtypes[e["dtype"]])
+        out[name] = t.reshape(e["shape"]).clone()
+    return out
+
+
+def evaluate(weights, arch, d, onnx):
+    channels, size = size_of(arch)
+    m = create(arch, channels, size, 10)
+    m.load_state_dict(load_weights(weights), strict=True)
+    tx, ty = mnist(d, "test")
+    result = dict(arch=arch, weights=weights, accuracy=accuracy(m, tx, ty))
+    if onnx:
+        m.eval()
+        torch.onnx.export(m, tx[:1], onnx, input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        result["onnx"] = onnx
+    print(json.dumps(result))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("models"); a.add_argument("out"); a.add_argument("archs", nargs="*")
+    b = sub.add_parser("train-mnist"); b.add_argument("mnist"); b.add_argument("out"); b.add_argument("--steps", type=int, default=400)
+    c = sub.add_parser("evaluate"); c.add_argument("weights"); c.add_argument("arch"); c.add_argument("mnist"); c.add_argument("--onnx")
+    args = ap.parse_args()
+    if args.cmd == "models":
+        models(args.out, args.archs)
+    elif args.cmd == "train-mnist":
+        train_mnist(args.mnist, args.out, args.steps)
+    else:
+        evaluate(args.weights, args.arch, args.mnist, args.onnx)
+
+
+if __name__ == "__main__":
+    main()
