@@ -53,7 +53,14 @@ public sealed class ModelTests
         Assert.Equal(keys, m.state_dict().Count);
         m.eval();
         using var _ = no_grad();
+        // DeepInversion's hooks see every BatchNorm layer, in the order the forward pass reaches them
+        using var stats = new BatchNormStatistics(m);
+        var bns = m.modules().OfType<TorchSharp.Modules.BatchNorm2d>().Count();
+        Assert.Equal(bns, stats.LayerCount);
         var (logits, features) = m.ForwardWithFeatures(randn(2, 3, size, size));
+        Assert.Equal(bns, stats.Observed.Count);
+        var firstBn = m.state_dict().First(kv => kv.Key.EndsWith("running_mean")).Value;
+        Assert.Equal(firstBn.shape, stats.Observed[0].BatchMean.shape);
         Assert.Equal([2L, classes], logits.shape);
         Assert.Equal([2L, featureWidth], features.shape);
     }

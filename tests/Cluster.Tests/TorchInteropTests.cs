@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Cluster.Tests.Cluster;
 using Distill.Engine.Data;
 using Distill.Engine.Interop;
 using Distill.Engine.Models;
@@ -15,13 +16,13 @@ namespace Cluster.Tests;
 /// teacher trained by PyTorch gives the same logits and accuracy here; DAFL distils it and PyTorch
 /// reads the exported student back with the accuracy result.json reports.
 /// </summary>
-[Collection("mnist")]
+[Collection(ProcessLanes.A)]
 public sealed class TorchInteropTests : IDisposable
 {
     private const string Python = "/usr/bin/python3";
     private readonly string dir = Path.Combine(Path.GetTempPath(), $"cd-torch-interop-{Guid.NewGuid():N}");
 
-    public TorchInteropTests(MnistFixture _)
+    public TorchInteropTests()
     {
         Torch.Init();
         Directory.CreateDirectory(dir);
@@ -144,6 +145,8 @@ public sealed class TorchInteropTests : IDisposable
         var runDir = Path.Combine(dir, "run");
         var onnx = Path.Combine(dir, "student.onnx");
         using var back = JsonDocument.Parse(PyTorch("evaluate", Path.Combine(runDir, StudentExport.PyTorchFile), "lenet5-half", mnist, "--onnx", onnx));
+        Console.WriteLine($"teacher: PyTorch {doc.RootElement.GetProperty("accuracy").GetDouble():F2}%, here {accuracy:F2}%; " +
+            $"DAFL student: result.json {result.StudentAccuracy:F2}%, PyTorch on student.pth {back.RootElement.GetProperty("accuracy").GetDouble():F2}%");
         Assert.InRange(back.RootElement.GetProperty("accuracy").GetDouble() - result.StudentAccuracy, -0.01, 0.01);
         Assert.True(new FileInfo(onnx).Length > 10_000, "torch.onnx.export wrote no model");
         using var fromSafetensors = JsonDocument.Parse(PyTorch("evaluate", Path.Combine(runDir, StudentExport.SafetensorsFile), "lenet5-half", mnist));

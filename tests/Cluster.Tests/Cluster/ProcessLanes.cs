@@ -5,8 +5,10 @@ namespace Cluster.Tests.Cluster;
 /// <summary>
 /// The multi-process tests run in two lanes beside each other: most of their time is spent waiting
 /// (failure detection, restarts, journal recovery), so two clusters at once share the two cores
-/// well. Within a lane they run one after another. They need no in-process random state, unlike the
-/// "mnist" collection, which runs alone after them.
+/// well (scripts/test.sh gives every process one libtorch thread). Within a lane tests run one
+/// after another. Lane tests assert nothing that depends on TorchSharp's global generator being
+/// left alone between a seed and its use (the PyTorch interop and CIFAR spec tests are here too,
+/// for that reason); the "mnist" collection, whose tests do, runs alone after the lanes.
 /// </summary>
 public static class ProcessLanes
 {

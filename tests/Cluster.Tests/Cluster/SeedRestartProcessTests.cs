@@ -6,7 +6,7 @@ namespace Cluster.Tests.Cluster;
 /// A seed restarted alone forms a new cluster; the GPU node that was in the old one notices and
 /// joins the new one, and a run submitted after the restart completes. Real processes, PostgreSQL.
 /// </summary>
-[Collection(ProcessLanes.A)]
+[Collection(ProcessLanes.B)]
 public sealed class SeedRestartProcessTests
 {
     [Fact]
