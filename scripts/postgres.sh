@@ -12,7 +12,9 @@ bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$bin" ] || [ ! -x "$bin/pg_ctl" ]; then
   if [ "$(id -u)" != 0 ]; then echo "postgres.sh: PostgreSQL is not installed and this is not root; apt-get install postgresql" >&2; exit 1; fi
   echo "[postgres] installing postgresql from Debian packages" >&2
-  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+  # package lists fetched in the last hour (scripts/python-torch.sh, say) are used as they are
+  [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -1)" ] || apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
   bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 fi
 

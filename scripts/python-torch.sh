@@ -10,6 +10,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 echo "[python-torch] installing python3-torch and python3-torchvision from Debian packages" >&2
-apt-get update -qq >&2
+# package lists fetched in the last hour (scripts/postgres.sh, say) are used as they are
+[ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -1)" ] || apt-get update -qq >&2
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-torch python3-torchvision >&2
 "$py" -c "import torch, torchvision; print('[python-torch] PyTorch', torch.__version__, 'torchvision', torchvision.__version__)" >&2

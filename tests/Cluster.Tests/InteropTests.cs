@@ -301,6 +301,11 @@ public sealed class InteropTests : IDisposable
         Assert.Contains(zip.Entries, e => e.FullName == "archive/data.pkl");
         Assert.Contains(zip.Entries, e => e.FullName == "archive/version");
         Assert.All(zip.Entries, e => Assert.Equal(e.Length, e.CompressedLength));
+        // the same student gives the same files, whenever they are written
+        var again = Directory.CreateDirectory(F("again")).FullName;
+        StudentExport.Write(F("student.pt"), again);
+        foreach (var file in new[] { StudentExport.SafetensorsFile, StudentExport.PyTorchFile })
+            Assert.Equal(File.ReadAllBytes(F(file)), File.ReadAllBytes(Path.Combine(again, file)));
     }
 
     private static void WriteSafetensors(string path, string header, byte[] data)

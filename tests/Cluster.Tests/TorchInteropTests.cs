@@ -138,7 +138,7 @@ public sealed class TorchInteropTests : IDisposable
             data: {name: mnist}
             teacher: {arch: lenet5, checkpoint: "{{{teacherFile}}}"}
             student: {arch: lenet5-half, train: {lr: 0.002}}
-            dafl: {steps: 120, batch_size: 64, generator_width: 16, eval_every: 60, activation: code, entropy: code}
+            dafl: {steps: 60, batch_size: 64, generator_width: 16, eval_every: 30, activation: code, entropy: code}
             """, "from-pytorch.yaml");
         var result = new Runner(new RunnerOptions { RunsRoot = dir, RunId = "run", LogEvery = 50 }, TextWriter.Null).Run(spec);
         Assert.InRange(result.TeacherAccuracy!.Value - accuracy, -0.001, 0.001);

@@ -62,9 +62,13 @@ public static class TorchSaveWriter
 
     private static void Put(ZipArchive zip, string name, byte[] bytes)
     {
-        using var s = zip.CreateEntry(name, CompressionLevel.NoCompression).Open();
+        var entry = zip.CreateEntry(name, CompressionLevel.NoCompression);
+        entry.LastWriteTime = FixedTime;   // the same tensors give the same file
+        using var s = entry.Open();
         s.Write(bytes);
     }
+
+    private static readonly DateTimeOffset FixedTime = new(2000, 1, 1, 0, 0, 0, TimeSpan.Zero);
 
     private static long[] Strides(long[] shape)
     {

@@ -53,9 +53,7 @@ public sealed class AllMethodsProcessTests
         Torch.Init();
         using var cluster = new ProcessCluster("allmethods");
         var lenet = cluster.SaveTeacher(51);
-        var resnet = Path.Combine(cluster.Work, "resnet8.pt");
-        TorchSharp.torch.manual_seed(52);
-        using (var r = Distill.Engine.Models.ModelFactory.Create("resnet8", 1, 32, 10)) r.save(resnet);
+        var resnet = cluster.SaveModel("resnet8", 52, "resnet8.pt");
 
         var port = TestPorts.Block(4);
         var seeds = $"127.0.0.1:{port}";

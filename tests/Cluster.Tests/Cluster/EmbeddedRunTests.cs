@@ -41,6 +41,9 @@ public sealed class EmbeddedRunTests
             // (line 1 names the file submitted: the embedded run submits a copy in its run directory)
             Assert.Equal(File.ReadAllLines(B("spec.resolved.yaml")).Skip(1), File.ReadAllLines(A("spec.resolved.yaml")).Skip(1));
             Assert.Equal(File.ReadAllBytes(B("teacher.pt")), File.ReadAllBytes(A("teacher.pt")));
+            // the student for PyTorch, written by the coordinator as by the engine loop
+            foreach (var export in new[] { Distill.Engine.Interop.StudentExport.PyTorchFile, Distill.Engine.Interop.StudentExport.SafetensorsFile })
+                Assert.Equal(File.ReadAllBytes(B(export)), File.ReadAllBytes(A(export)));
             var actorRows = MetricRows(A("metrics.csv"));
             var engineRows = MetricRows(B("metrics.csv"));
             foreach (var step in new[] { 10L, 20, 30 })

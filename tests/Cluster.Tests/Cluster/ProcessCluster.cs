@@ -63,14 +63,17 @@ public sealed class ProcessCluster : IDisposable
         """ + (cluster is null ? "" : $"cluster: {cluster}\n");
 
     /// <summary>A LeNet-5 teacher (random weights, seeded) saved as teacher.pt in the work directory.</summary>
-    public string SaveTeacher(long seed)
+    public string SaveTeacher(long seed) => SaveModel("lenet5", seed, "teacher.pt");
+
+    /// <summary>A seeded random model of the architecture (MNIST-shaped), saved in the work directory.</summary>
+    public string SaveModel(string arch, long seed, string file)
     {
-        var path = Path.Combine(Work, "teacher.pt");
+        var path = Path.Combine(Work, file);
         lock (SeedGate)   // the two process lanes seed TorchSharp's one generator
         {
             manual_seed(seed);
-            using var teacher = ModelFactory.Create("lenet5", 1, 32, 10);
-            teacher.save(path);
+            using var model = ModelFactory.Create(arch, 1, 32, 10);
+            model.save(path);
         }
         return path;
     }
