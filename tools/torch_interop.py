@@ -18,7 +18,7 @@
       student.safetensors) into the PyTorch definition of ARCH (tools/torch_models.py), prints
       its MNIST test accuracy as JSON, and with --onnx exports it with torch.onnx.export.
 """
-import argparse, gzip, json, math, os, struct, sys
+import argparse, copy, gzip, json, math, os, struct, sys
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ def fixed_inputs(shape):
 
 def size_of(arch):
     if arch.startswith("torchvision-"):
-        return 3, 64            # any size >= 32 works; 64 keeps the files' logits quick to compute
+        return 3, 224
     if arch.startswith(("lenet", "hinton")):
         return 1, 32 if arch.startswith("lenet") else 28
     return 3, 32
@@ -54,6 +54,15 @@ def build(arch, channels, size):
         except ImportError:
             pass
     return create(arch, channels, size, 10), "tools/torch_models.py"
+
+
+def rounded_logits(m, x, dtype):
+    """The logits of the model with its weights rounded to dtype and back (what loading that file gives)."""
+    r = copy.deepcopy(m)
+    with torch.no_grad():
+        for t in list(r.parameters()) + [b for b in r.buffers() if b.is_floating_point()]:
+            t.copy_(t.to(dtype).float())
+        return r(x).flatten().tolist()
 
 
 def models(out, archs):
@@ -80,15 +89,19 @@ def models(out, archs):
         if k % 3 == 0:      # the other shapes a user's file takes, spread over the architectures
             files["legacy"] = f"{arch}.legacy.pt"
             torch.save(m.state_dict(), os.path.join(out, files["legacy"]), _use_new_zipfile_serialization=False)
+            files["fp64"] = f"{arch}.fp64.pt"     # float64 holds float32 exactly: the same logits
+            torch.save({n: (t.double() if t.is_floating_point() else t) for n, t in m.state_dict().items()}, os.path.join(out, files["fp64"]))
         if k % 3 == 1:
             files["fp16_checkpoint"] = f"{arch}.ckpt"
             half = {"module." + n: (t.half() if t.is_floating_point() else t) for n, t in m.state_dict().items()}
             torch.save({"epoch": 200, "arch": arch, "best_acc1": 95.1, "state_dict": half,
                         "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9}]}},
                        os.path.join(out, files["fp16_checkpoint"]))
-            with torch.no_grad():
-                m.half().float()
-                files["fp16_logits"] = m(x).flatten().tolist()
+            files["fp16_logits"] = rounded_logits(m, x, torch.float16)
+        if k % 3 == 2:
+            files["bf16"] = f"{arch}.bf16.pth"
+            torch.save({n: (t.bfloat16() if t.is_floating_point() else t) for n, t in m.state_dict().items()}, os.path.join(out, files["bf16"]))
+            files["bf16_logits"] = rounded_logits(m, x, torch.bfloat16)
         doc["models"].append(dict(arch=arch, source=source, channels=channels, size=size, files=files,
                                   input=[2, channels, size, size], logits=logits.flatten().tolist()))
     with open(os.path.join(out, "models.json"), "w") as f:

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Cluster.Tests.Cluster;
 using Distill.Engine.Interop;
 using Distill.Engine.Models;
 using Distill.Engine.Runs;
@@ -13,7 +12,7 @@ namespace Cluster.Tests;
 /// with only their lengths and batch sizes cut, on a small CIFAR-format dataset this test writes
 /// (CIFAR cannot be fetched here), from a ResNet-34 teacher saved as a PyTorch state_dict.
 /// </summary>
-[Collection(ProcessLanes.B)]
+[Collection("mnist")]
 public sealed class CifarSpecTests : IDisposable
 {
     private readonly string dir = Path.Combine(Path.GetTempPath(), $"cd-cifar-{Guid.NewGuid():N}");

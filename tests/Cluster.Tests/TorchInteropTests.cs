@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text.Json;
-using Cluster.Tests.Cluster;
 using Distill.Engine.Data;
 using Distill.Engine.Interop;
 using Distill.Engine.Models;
@@ -16,7 +15,7 @@ namespace Cluster.Tests;
 /// teacher trained by PyTorch gives the same logits and accuracy here; DAFL distils it and PyTorch
 /// reads the exported student back with the accuracy result.json reports.
 /// </summary>
-[Collection(ProcessLanes.A)]
+[Collection("mnist")]
 public sealed class TorchInteropTests : IDisposable
 {
     private const string Python = "/usr/bin/python3";
@@ -36,6 +35,7 @@ public sealed class TorchInteropTests : IDisposable
     private static string PyTorch(params string[] args)
     {
         var psi = new ProcessStartInfo(Python) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Repo.Root() };
+        psi.Environment["OMP_NUM_THREADS"] = Environment.ProcessorCount.ToString();   // the collection runs alone
         psi.ArgumentList.Add(Path.Combine(Repo.Root(), "tools", "torch_interop.py"));
         foreach (var a in args) psi.ArgumentList.Add(a);
         Process p;
@@ -99,7 +99,12 @@ public sealed class TorchInteropTests : IDisposable
             {
                 using var model = ModelFactory.Create(arch, (int)shape[1], (int)shape[2], 10);
                 var report = StateDictLoader.Load(model, Path.Combine(dir, variant.Value.GetString()!));
-                var want = variant.Name == "fp16_checkpoint" ? files.GetProperty("fp16_logits").EnumerateArray().Select(e => e.GetDouble()).ToArray() : expected;
+                var want = variant.Name switch
+                {
+                    "fp16_checkpoint" => files.GetProperty("fp16_logits").EnumerateArray().Select(e => e.GetDouble()).ToArray(),
+                    "bf16" => files.GetProperty("bf16_logits").EnumerateArray().Select(e => e.GetDouble()).ToArray(),
+                    _ => expected,
+                };
                 AssertClose(want, Logits(model, x), 1e-5, $"{arch} ({variant.Name}: {report})");
                 if (variant.Name == "fp16_checkpoint")
                 {
@@ -108,6 +113,8 @@ public sealed class TorchInteropTests : IDisposable
                     Assert.Contains("Float16 to Float32", report.Converted);
                 }
                 if (variant.Name == "legacy") Assert.Equal("PyTorch legacy", report.Format);
+                if (variant.Name == "bf16") Assert.Contains("BFloat16 to Float32", report.Converted);
+                if (variant.Name == "fp64") Assert.Contains("Float64 to Float32", report.Converted);
             }
         }
         Assert.Equal(ModelFactory.Architectures.Order(), archs.Order());

@@ -92,6 +92,9 @@ public abstract class MethodDefinition
     /// <summary>How the batches map onto the student's steps (<see cref="BatchPlan"/>): by default batch s for step s.</summary>
     public virtual BatchPlan Plan(RunSpec spec, long trainImages) => BatchPlan.OnePerStep(PipelineStudentSteps(spec, trainImages));
 
+    /// <summary>The plan for the spec's own dataset, where its size is known without reading it (0 otherwise: local idx files).</summary>
+    public BatchPlan Plan(RunSpec spec) => Plan(spec, DataSplits.TrainImages(spec.Data) ?? 0);
+
     /// <summary>Images per batch the student's replicas split among them (null: the method's batches are not split).</summary>
     public virtual int? PipelineBatchSize(RunSpec spec) => null;
 

@@ -114,7 +114,7 @@ public static class SweepParser
         if (scheduler.Kind == "pbt" && space.FirstOrDefault(d => d.Values?.Any(v => !double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out _)) == true) is { } words)
             throw root.ErrorAt($"space.{words.Path}", $"pbt perturbs numbers, and '{words.Values!.First(v => !double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out _))}' " +
                 "is not one: a trial that goes on from another's checkpoint cannot change what the checkpoint is of (an architecture, an optimiser)");
-        if (scheduler.Kind == "pbt" && baseSpec.Method.Plan(baseSpec, DataSplits.TrainImages(baseSpec.Data) ?? 0).KeepsBatches)
+        if (scheduler.Kind == "pbt" && baseSpec.Method.Plan(baseSpec).KeepsBatches)
             throw root.Error("scheduler", $"pbt: method '{baseSpec.Method.Name}' trains on rounds of images that every later step samples again, " +
                 "so a trial cannot go on from another's checkpoint without all of its rounds; use asha or median");
 

@@ -18,7 +18,7 @@ namespace Cluster.Tests.Cluster;
 /// noticed through its witness, and the run says so and stops, instead of silently going back to
 /// an earlier step or to step 0.
 /// </summary>
-[Collection(ProcessLanes.A)]
+[Collection("mnist")]
 public sealed class JournalDamageTests
 {
     [Fact]

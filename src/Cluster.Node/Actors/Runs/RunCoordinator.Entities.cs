@@ -45,7 +45,7 @@ public sealed partial class RunCoordinator
         // the source's checkpoint right after the batches up to the pause step goes with the pause,
         // so that another run can begin there (PBT); a source that does not answer leaves it out
         var spec = SpecOf(state.Runs[m.RunId]);
-        var seq = spec.Method.Plan(spec, Distill.Engine.Training.DataSplits.TrainImages(spec.Data) ?? 0).BatchesFor(m.Step).Last;
+        var seq = spec.Method.Plan(spec).BatchesFor(m.Step).Last;
         services.Generators.Ask<CheckpointAt>(new GetCheckpointAt(EntityId.Generator(m.RunId), seq), TimeSpan.FromSeconds(10))
             .PipeTo(Self, success: a => new HeldWithSource(m, a.Blob, true), failure: _ => new HeldWithSource(m, null, false));
     }

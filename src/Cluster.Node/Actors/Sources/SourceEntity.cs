@@ -132,7 +132,7 @@ public sealed partial class SourceEntity : PersistentEntity
     private IPersistedEvent[]? ForkEvents(RunSpec s, ForkPoint fork)
     {
         if (fork.SourceBlob is not { } blob || !OwnBlobs.Exists(blob)) return null;
-        var p = s.Method.Plan(s, Distill.Engine.Training.DataSplits.TrainImages(s.Data) ?? 0);
+        var p = s.Method.Plan(s);
         var seq = p.BatchesFor(fork.Step).Last;
         return [new CheckpointWritten(seq * p.UnitsPerBatch, seq, blob, null, 0), new BatchesReleased(seq)];
     }
