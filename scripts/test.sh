@@ -9,10 +9,6 @@ shim=$(scripts/torch-native-env.sh)
 if [ -n "$shim" ]; then export LD_LIBRARY_PATH="$shim${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
 # the engine's numerics settings (Native/NativeBootstrap.cs sets them on re-exec for the programs)
 export MKL_CBWR=${MKL_CBWR:-AUTO,STRICT}
-# One libtorch thread per process: the multi-process tests run in two lanes at once, a dozen node
-# processes on two cores, where OpenMP pools of two spinning threads each made them 3x slower. The
-# test host and every node it starts compute alike, so bit-for-bit comparisons between them hold.
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 scripts/python-torch.sh
 CLUSTERDISTILL_PG=$(scripts/postgres.sh)
 export CLUSTERDISTILL_PG

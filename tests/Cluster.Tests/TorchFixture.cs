@@ -28,9 +28,6 @@ public sealed class MnistFixture : IDisposable
     public MnistFixture()
     {
         Torch.Init();
-        // the collection runs alone, after the process lanes (scripts/test.sh starts every process
-        // with one libtorch thread for them): its in-process computations may use every core
-        TorchSharp.torch.set_num_threads(Environment.ProcessorCount);
         Data = Distill.Engine.Training.DataSplits.Load(new Distill.Engine.Specs.DataSpec { Name = "mnist" });
     }
 

@@ -35,7 +35,6 @@ public sealed class TorchInteropTests : IDisposable
     private static string PyTorch(params string[] args)
     {
         var psi = new ProcessStartInfo(Python) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Repo.Root() };
-        psi.Environment["OMP_NUM_THREADS"] = Environment.ProcessorCount.ToString();   // the collection runs alone
         psi.ArgumentList.Add(Path.Combine(Repo.Root(), "tools", "torch_interop.py"));
         foreach (var a in args) psi.ArgumentList.Add(a);
         Process p;

@@ -189,18 +189,18 @@ public sealed class WeightFile : IDisposable
             var entries = new List<WeightEntry>();
             try
             {
-                var count = Leb(r);
+                var count = Models.ModuleState.ReadLength(r);
                 for (long k = 0; k < count; k++)
                 {
                     var name = r.ReadString();
-                    var dtype = (ScalarType)Leb(r);
+                    var dtype = (ScalarType)Models.ModuleState.ReadLength(r);
                     int size;
                     try { size = TorchSaveReader.ElementSize(dtype); }
                     catch (ArgumentException) { throw new WeightFileException(path, $"'{name}' has element type {(int)dtype}, which is not one a model uses"); }
-                    var rank = Leb(r);
+                    var rank = Models.ModuleState.ReadLength(r);
                     if (rank > 8) throw new WeightFileException(path, $"'{name}' has {rank} dimensions");
                     var shape = new long[rank];
-                    for (var d = 0; d < rank; d++) shape[d] = Leb(r);
+                    for (var d = 0; d < rank; d++) shape[d] = Models.ModuleState.ReadLength(r);
                     var bytes = checked(shape.Aggregate(1L, (a, x) => checked(a * x)) * size);
                     var at = fs.Position;
                     if (at + bytes > fs.Length) throw new WeightFileException(path, $"'{name}' is cut off (truncated)");
@@ -220,24 +220,12 @@ public sealed class WeightFile : IDisposable
                     fs.Position = at + bytes;
                 }
             }
-            catch (Exception e) when (e is EndOfStreamException or OverflowException or FormatException)
+            catch (Exception e) when (e is EndOfStreamException or OverflowException or InvalidDataException)
             {
                 throw new WeightFileException(path, $"a damaged ClusterDistill weights file ({e.Message})", e);
             }
             if (fs.Position != fs.Length) throw new WeightFileException(path, $"{fs.Length - fs.Position} bytes after the last tensor");
             return entries;
-        }
-
-        private static long Leb(BinaryReader r)
-        {
-            long v = 0;
-            for (var shift = 0; ; shift += 7)
-            {
-                if (shift > 56) throw new FormatException("a length longer than 8 bytes");
-                var b = r.ReadByte();
-                v |= (long)(b & 0x7f) << shift;
-                if ((b & 0x80) == 0) return v;
-            }
         }
     }
 }

@@ -45,7 +45,7 @@ public static class ModuleState
     }
 
     /// <summary>TorchSharp writes counts as unsigned LEB128.</summary>
-    private static long ReadLength(BinaryReader r)
+    internal static long ReadLength(BinaryReader r)
     {
         long value = 0;
         for (var shift = 0; ; shift += 7)

@@ -26,6 +26,7 @@ public abstract class FailoverTests
         };
         psi.Environment["SKIP_BUILD"] = "1";   // the test run built everything already
         psi.Environment["SKIP_STATUS"] = "1";  // the status CLI's own tests are elsewhere
+        ProcessCluster.OneThread(psi);          // the script's nodes and reference run
         psi.Environment["WORK"] = work;
         psi.Environment["PORT_BASE"] = TestPorts.Block(3).ToString();
         using var p = Process.Start(psi)!;

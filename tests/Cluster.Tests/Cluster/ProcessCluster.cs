@@ -96,6 +96,7 @@ public sealed class ProcessCluster : IDisposable
     public Process Start(string exe, string log, params string[] args)
     {
         var psi = new ProcessStartInfo(exe, args) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Work };
+        OneThread(psi);
         var p = Process.Start(psi)!;
         var writer = new StreamWriter(Path.Combine(Work, log)) { AutoFlush = true };
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (writer) writer.WriteLine(e.Data); };
@@ -104,6 +105,17 @@ public sealed class ProcessCluster : IDisposable
         p.BeginErrorReadLine();
         processes.Add(p);
         return p;
+    }
+
+    /// <summary>
+    /// One libtorch thread for a node process: the process tests run two clusters at once
+    /// (ProcessLanes), a dozen processes on two cores, where OpenMP teams of two spinning threads
+    /// each made them three times slower.
+    /// </summary>
+    public static void OneThread(ProcessStartInfo psi)
+    {
+        psi.Environment["OMP_NUM_THREADS"] = "1";
+        psi.Environment["MKL_NUM_THREADS"] = "1";
     }
 
     public string Log(string name) => File.ReadAllText(Path.Combine(Work, name));

@@ -5,11 +5,11 @@ namespace Cluster.Tests.Cluster;
 /// <summary>
 /// The multi-process tests run in two lanes beside each other: most of their time is spent waiting
 /// (failure detection, restarts, journal recovery), so two clusters at once share the two cores
-/// well (scripts/test.sh gives every process one libtorch thread; with two each, two clusters at
-/// once ran 3x slower). Within a lane tests run one after another. Lane tests assert nothing that
-/// depends on TorchSharp's global generator being left alone between a seed and its use; the
-/// "mnist" collection, whose tests do, runs alone after the lanes, with every core (MnistFixture).
-/// Tests that keep both cores busy on their own gain nothing here: they stay in that collection.
+/// well (their node processes get one libtorch thread each: ProcessCluster.OneThread). Within a lane
+/// tests run one after another. Lane tests assert nothing that depends on TorchSharp's global
+/// generator being left alone between a seed and its use, and compute nothing in the test host
+/// that they compare with a node's numbers bit for bit; the "mnist" collection, whose tests do,
+/// runs alone after the lanes. Tests that keep both cores busy on their own gain nothing here.
 /// </summary>
 public static class ProcessLanes
 {

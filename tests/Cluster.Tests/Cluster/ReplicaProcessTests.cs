@@ -110,12 +110,18 @@ public sealed class ReplicaProcessTests
 
         using var replicated = ModelFactory.Create("lenet5-half", 1, 32, 10);
         replicated.load(Path.Combine(work, "runs", "two", "student.pt"));
-        var output = new StringWriter();
+        // the references run as processes too, computing as the nodes do (one libtorch thread)
+        void Reference(string log, params string[] args)
+        {
+            var p = cluster.Start(cluster.SeedBin, log, args);
+            Assert.True(p.WaitForExit(TimeSpan.FromMinutes(4)), $"the reference run ({log}) did not finish: " + cluster.Log(log));
+            p.WaitForExit();
+            Assert.True(p.ExitCode == 0, $"the reference run failed: " + cluster.Log(log));
+        }
         if (killed is null)
         {
             // against one process training on the combined batch (summation order differs: float tolerance)
-            Assert.Equal(0, global::Cluster.Seed.Commands.CommandLine.Dispatch(
-                ["run", spec, "--engine", "--runs-dir", Path.Combine(work, "engine"), "--run-id", "one"], output, output));
+            Reference("engine.log", "run", spec, "--engine", "--runs-dir", Path.Combine(work, "engine"), "--run-id", "one");
             using var single = ModelFactory.Create("lenet5-half", 1, 32, 10);
             single.load(Path.Combine(work, "engine", "one", "student.pt"));
             foreach (var (p, q) in replicated.parameters().Zip(single.parameters()))
@@ -125,8 +131,7 @@ public sealed class ReplicaProcessTests
         {
             // against the same two replicas run without a failure (embedded, one process): every
             // step after the kill was recomputed from checkpoints, so the weights are the same bits
-            Assert.Equal(0, global::Cluster.Seed.Commands.CommandLine.Dispatch(
-                ["run", spec, "--runs-dir", Path.Combine(work, "embedded"), "--run-id", "ref"], output, output));
+            Reference("embedded.log", "run", spec, "--runs-dir", Path.Combine(work, "embedded"), "--run-id", "ref");
             using var uninterrupted = ModelFactory.Create("lenet5-half", 1, 32, 10);
             uninterrupted.load(Path.Combine(work, "embedded", "ref", "student.pt"));
             foreach (var (p, q) in replicated.parameters().Zip(uninterrupted.parameters()))
