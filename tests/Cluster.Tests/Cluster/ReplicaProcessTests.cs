@@ -61,14 +61,35 @@ public sealed class ReplicaProcessTests
         Process? killed = null;
         if (killAtStep is { } at)
         {
-            // kill -9 the node of replica 1 once the run is past the first checkpoints
-            while (StudentStep(work) < at)
-            {
-                Assert.True(DateTime.UtcNow < deadline.AddMinutes(3) && !submit.HasExited, $"the run did not reach step {at}: " + Logs());
-                Thread.Sleep(100);
-            }
+            // kill -9 the node of replica 1 once the run is past the first checkpoints, at a moment
+            // when its peer is past replica 1's last checkpoint: the node is frozen first, and its
+            // peer's wait names the step it is at; at a checkpoint step (nothing to roll back) the
+            // node goes on and the test tries a few steps later
             var hostsOne = cluster.Log("studentA.log").Contains("two/student/1: student ready") ? 2 : 3;
             killed = cluster.Processes[hostsOne];
+            var survivorLog = hostsOne == 2 ? "studentB.log" : "studentA.log";
+            var waiting = new System.Text.RegularExpressions.Regex(@"two/student/0: waiting on the gradient of replicas 1 for step (\d+)");
+            while (true)
+            {
+                while (StudentStep(work) < at)
+                {
+                    Assert.True(DateTime.UtcNow < deadline.AddMinutes(3) && !submit.HasExited, $"the run did not reach step {at}: " + Logs());
+                    Thread.Sleep(100);
+                }
+                var before = waiting.Matches(cluster.Log(survivorLog)).Count;
+                Signal(killed, "STOP");
+                var frozen = DateTime.UtcNow;
+                System.Text.RegularExpressions.MatchCollection m;
+                while ((m = waiting.Matches(cluster.Log(survivorLog))).Count == before)
+                {
+                    Assert.True(DateTime.UtcNow - frozen < TimeSpan.FromSeconds(30), "replica 0 did not wait for the frozen replica 1: " + Logs());
+                    Thread.Sleep(100);
+                }
+                var peerAt = long.Parse(m[^1].Groups[1].Value) - 1;
+                if (peerAt % checkpointEvery != 0) break;
+                Signal(killed, "CONT");
+                at = (int)peerAt + 5;
+            }
             killed.Kill(entireProcessTree: true);
             killed.WaitForExit();
         }
@@ -137,6 +158,13 @@ public sealed class ReplicaProcessTests
             foreach (var (p, q) in replicated.parameters().Zip(uninterrupted.parameters()))
                 Assert.True(p.eq(q).all().item<bool>(), $"the run with a killed replica differs from the uninterrupted one by {(p - q).abs().max().item<float>():G3}");
         }
+    }
+
+    private static void Signal(Process p, string signal)
+    {
+        using var kill = Process.Start("kill", [$"-{signal}", p.Id.ToString()])!;
+        kill.WaitForExit();
+        Assert.True(kill.ExitCode == 0, $"kill -{signal} {p.Id} failed");
     }
 
     /// <summary>The student step that `submit --follow` printed last.</summary>
