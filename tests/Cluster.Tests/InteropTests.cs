@@ -185,6 +185,20 @@ public sealed class InteropTests : IDisposable
     }
 
     [Fact]
+    public void Should_name_the_key_of_a_state_dict_that_holds_something_other_than_a_tensor()
+    {
+        using var source = Lenet(1);
+        var tensors = Raw(source);
+        TorchZip(F("stray.pth"), new PickleBytes().Proto().StateDict(tensors, stray: ("arch", "lenet5-half")).Stop().Bytes, tensors);
+        Assert.Contains("'arch' in the state_dict is a string, not a tensor", Refused(F("stray.pth")).Message);
+        // the same under a checkpoint key
+        var ckpt = new PickleBytes().Proto().EmptyDict().Mark().Str("epoch").Int(3)
+            .Str("model").StateDict(tensors, stray: ("arch", "lenet5-half")).SetItems().Stop();
+        TorchZip(F("stray-ckpt.pth"), ckpt.Bytes, tensors);
+        Assert.Contains("'arch' in the state_dict (under 'model') is a string, not a tensor", Refused(F("stray-ckpt.pth")).Message);
+    }
+
+    [Fact]
     public void Should_refuse_a_pickle_that_would_run_a_command_without_running_it()
     {
         var marker = F("ran");
@@ -384,7 +398,8 @@ public sealed class InteropTests : IDisposable
         }
 
         /// <summary>An OrderedDict of tensors over storages 0..n-1, as torch.save pickles a state_dict.</summary>
-        public PickleBytes StateDict(IReadOnlyList<RawTensor> tensors, IReadOnlyList<long>? storageNumel = null)
+        /// <param name="stray">an item that is not a tensor (name, string value), appended</param>
+        public PickleBytes StateDict(IReadOnlyList<RawTensor> tensors, IReadOnlyList<long>? storageNumel = null, (string Name, string Value)? stray = null)
         {
             Global("collections", "OrderedDict").Raw((byte)')').Reduce().Mark();
             for (var k = 0; k < tensors.Count; k++)
@@ -398,6 +413,7 @@ public sealed class InteropTests : IDisposable
                     .Int(0).Ints(t.Shape).Ints(strides).Raw(0x89).Global("collections", "OrderedDict").Raw((byte)')').Reduce()
                     .Tuple().Reduce();
             }
+            if (stray is { } x) Str(x.Name).Str(x.Value);
             return SetItems();
         }
     }

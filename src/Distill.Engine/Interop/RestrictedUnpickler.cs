@@ -144,9 +144,8 @@ public sealed class RestrictedUnpickler
                 }
                 case (byte)'b':                                                              // BUILD: an OrderedDict's attributes (_metadata)
                 {
-                    var state = Pop();
+                    Pop();
                     if (Peek() is not PyDict) throw Bad($"setting the state of {Describe(Peek())} is not allowed");
-                    _ = state;
                     break;
                 }
                 case (byte)'s':                                                              // SETITEM

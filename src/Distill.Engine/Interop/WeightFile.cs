@@ -88,7 +88,9 @@ public sealed class WeightFile : IDisposable
     private static (string? Key, PyDict Dict) Select(object? root, string path, string? key)
     {
         if (root is not PyDict top) throw new WeightFileException(path, $"holds {Kind(root)}, not a state_dict or a checkpoint dict");
-        static bool IsStateDict(PyDict d) => d.Count > 0 && d.All(kv => kv.Value is TensorRef);
+        // mostly tensors: a stray value in a state_dict is then named by the caller, and a
+        // checkpoint dict (an epoch, an optimizer and one state_dict) is not taken for one
+        static bool IsStateDict(PyDict d) => d.Count(kv => kv.Value is TensorRef) * 2 > d.Count;
         if (key is not null)
         {
             if (!top.TryGetValue(key, out var v)) throw new WeightFileException(path, $"no key '{key}' in the checkpoint; it has {Describe(top)}");
