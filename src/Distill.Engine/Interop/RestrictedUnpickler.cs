@@ -19,14 +19,6 @@ public sealed class RestrictedUnpickler
     private const int MaxStack = 1 << 20;
     private const int MaxMemo = 1 << 22;
 
-    public static readonly IReadOnlyDictionary<string, ScalarType> StorageTypes = new Dictionary<string, ScalarType>
-    {
-        ["DoubleStorage"] = ScalarType.Float64, ["FloatStorage"] = ScalarType.Float32, ["HalfStorage"] = ScalarType.Float16,
-        ["BFloat16Storage"] = ScalarType.BFloat16, ["LongStorage"] = ScalarType.Int64, ["IntStorage"] = ScalarType.Int32,
-        ["ShortStorage"] = ScalarType.Int16, ["CharStorage"] = ScalarType.Int8, ["ByteStorage"] = ScalarType.Byte,
-        ["BoolStorage"] = ScalarType.Bool,
-    };
-
     private static readonly HashSet<string> Allowed =
     [
         "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
@@ -176,7 +168,7 @@ public sealed class RestrictedUnpickler
     private object Global(string module, string name)
     {
         var full = $"{module}.{name}";
-        if (module == "torch" && StorageTypes.ContainsKey(name)) return new PyGlobal(module, name);
+        if (module == "torch" && ElementTypes.OfStorage(name) is not null) return new PyGlobal(module, name);
         if (Allowed.Contains(full)) return new PyGlobal(module, name);
         var hint = module == "__main__" || module.StartsWith("torch.nn", StringComparison.Ordinal) || (name.Length > 0 && char.IsUpper(name[0]) && !module.StartsWith("numpy", StringComparison.Ordinal))
             ? " (the file holds a pickled object, such as a whole model from torch.save(model); save model.state_dict() instead)"

@@ -15,13 +15,6 @@ public static class Safetensors
 {
     public const long MaxHeaderBytes = 100_000_000;
 
-    private static readonly Dictionary<string, ScalarType> DTypes = new()
-    {
-        ["F64"] = ScalarType.Float64, ["F32"] = ScalarType.Float32, ["F16"] = ScalarType.Float16, ["BF16"] = ScalarType.BFloat16,
-        ["I64"] = ScalarType.Int64, ["I32"] = ScalarType.Int32, ["I16"] = ScalarType.Int16, ["I8"] = ScalarType.Int8,
-        ["U8"] = ScalarType.Byte, ["BOOL"] = ScalarType.Bool,
-    };
-
     public sealed record Entry(string Name, ScalarType DType, long[] Shape, long Begin, long End);
 
     /// <summary>The header's tensors in file order, and where the data begins.</summary>
@@ -79,14 +72,14 @@ public static class Safetensors
         if (p.Value.ValueKind != JsonValueKind.Object) throw Bad("not an object");
         if (!p.Value.TryGetProperty("dtype", out var d) || d.ValueKind != JsonValueKind.String) throw Bad("no dtype");
         var name = d.GetString()!;
-        if (!DTypes.TryGetValue(name, out var dtype)) throw Bad($"dtype {name} is not one TorchSharp holds ({string.Join(", ", DTypes.Keys)})");
+        if (ElementTypes.OfSafetensors(name) is not { Scalar: var dtype }) throw Bad($"dtype {name} is not one TorchSharp holds ({string.Join(", ", ElementTypes.All.Select(t => t.SafetensorsCode))})");
         if (!p.Value.TryGetProperty("shape", out var s) || s.ValueKind != JsonValueKind.Array) throw Bad("no shape");
         if (!p.Value.TryGetProperty("data_offsets", out var o) || o.ValueKind != JsonValueKind.Array || o.GetArrayLength() != 2) throw Bad("no [begin, end] data_offsets");
         var shape = s.EnumerateArray().Select(e => e.TryGetInt64(out var v) && v >= 0 ? v : throw Bad($"shape {s} is not a list of sizes")).ToArray();
         var offsets = o.EnumerateArray().Select(e => e.TryGetInt64(out var v) && v >= 0 ? v : throw Bad($"data_offsets {o} are not byte offsets")).ToArray();
         if (offsets[1] < offsets[0]) throw Bad($"data_offsets {o} end before they begin");
         long bytes;
-        try { bytes = checked(shape.Aggregate(1L, (a, x) => checked(a * x)) * TorchSaveReader.ElementSize(dtype)); }
+        try { bytes = checked(shape.Aggregate(1L, (a, x) => checked(a * x)) * ElementTypes.Size(dtype)); }
         catch (OverflowException) { throw Bad($"shape {s} overflows"); }
         if (offsets[1] - offsets[0] != bytes)
             throw Bad($"data_offsets {o} span {offsets[1] - offsets[0]:N0} bytes where {name} {s} needs {bytes:N0}");
@@ -125,7 +118,7 @@ public static class Safetensors
         long offset = 0;
         foreach (var t in sorted)
         {
-            var code = DTypes.First(kv => kv.Value == t.DType).Key;
+            var code = ElementTypes.Of(t.DType)?.SafetensorsCode ?? throw new ArgumentException($"{t.Name}: {t.DType} is not a type safetensors holds");
             header.Append(',').Append(JsonSerializer.Serialize(t.Name)).Append(":{\"dtype\":\"").Append(code)
                 .Append("\",\"shape\":[").Append(string.Join(',', t.Shape)).Append("],\"data_offsets\":[")
                 .Append(offset).Append(',').Append(offset + t.Data.Length).Append("]}");

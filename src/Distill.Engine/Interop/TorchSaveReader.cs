@@ -71,7 +71,7 @@ public sealed class TorchSaveReader : IDisposable
                 if (numel != s.Numel) throw Bad($"storage '{key}' holds {numel} elements where the object says {s.Numel}");
                 offset += 8;
                 legacyData[key] = offset;
-                offset = checked(offset + s.Numel * ElementSize(s.DType));
+                offset = checked(offset + s.Numel * ElementTypes.Size(s.DType));
                 if (offset > legacy.Length) throw Bad($"storage '{key}' is cut off (truncated)");
             }
             if (storages.Keys.FirstOrDefault(k => !legacyData.ContainsKey(k)) is { } lost) throw Bad($"storage '{lost}' has no data");
@@ -89,7 +89,7 @@ public sealed class TorchSaveReader : IDisposable
     {
         if (pid.Length != length || pid[0] is not "storage")
             throw Bad($"a persistent id ({pid.Length} items) that is not a ('storage', type, key, location, size{(length == 6 ? ", view" : "")}) tuple");
-        if (pid[1] is not PyGlobal { Module: "torch" } g || !RestrictedUnpickler.StorageTypes.TryGetValue(g.Name, out var dtype))
+        if (pid[1] is not PyGlobal { Module: "torch" } g || ElementTypes.OfStorage(g.Name) is not { Scalar: var dtype })
             throw Bad($"storage type {pid[1]} is not one of torch's tensor storages");
         if (pid[2] is not string key) throw Bad("a storage key that is not a string");
         if (pid[4] is not long numel || numel < 0) throw Bad($"storage '{key}' has size {pid[4]}");
@@ -108,7 +108,7 @@ public sealed class TorchSaveReader : IDisposable
         var (dtype, key, numel) = Pid(pid, 5);
         if (storages.TryGetValue(key, out var known)) return Remember(dtype, key, numel);
         var entry = zip!.GetEntry($"{prefix}data/{key}") ?? throw Bad($"the record of storage '{key}' (data/{key}) is missing");
-        var bytes = checked(numel * ElementSize(dtype));
+        var bytes = checked(numel * ElementTypes.Size(dtype));
         if (entry.Length != bytes)
             throw Bad($"storage '{key}' should hold {numel} {dtype} elements ({bytes:N0} bytes); its record has {entry.Length:N0}");
         return Remember(dtype, key, numel);
@@ -159,20 +159,11 @@ public sealed class TorchSaveReader : IDisposable
                     throw Bad($"the record of storage '{s.Key}' cannot be read (truncated or damaged): {e.Message}", e);
                 }
             }
-            else t.bytes = legacy.AsSpan((int)legacyData[s.Key], checked((int)(s.Numel * ElementSize(s.DType))));
+            else t.bytes = legacy.AsSpan((int)legacyData[s.Key], checked((int)(s.Numel * ElementTypes.Size(s.DType))));
         }
         loaded[s.Key] = t;
         return t;
     }
-
-    public static int ElementSize(ScalarType t) => t switch
-    {
-        ScalarType.Float64 or ScalarType.Int64 => 8,
-        ScalarType.Float32 or ScalarType.Int32 => 4,
-        ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Int16 => 2,
-        ScalarType.Int8 or ScalarType.Byte or ScalarType.Bool => 1,
-        _ => throw new ArgumentException($"no element size for {t}"),
-    };
 
     private static byte[] ReadAll(ZipArchiveEntry entry)
     {

@@ -83,7 +83,7 @@ public static class TorchSaveWriter
     }
 
     private static string StorageName(ScalarType t) =>
-        RestrictedUnpickler.StorageTypes.First(kv => kv.Value == t).Key;
+        ElementTypes.Of(t)?.Storage ?? throw new ArgumentException($"{t} is not a type weight files hold");
 
     /// <summary>The protocol-2 opcodes a state_dict needs.</summary>
     private sealed class PickleWriter

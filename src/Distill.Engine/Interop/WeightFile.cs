@@ -197,7 +197,7 @@ public sealed class WeightFile : IDisposable
                     var name = r.ReadString();
                     var dtype = (ScalarType)Models.ModuleState.ReadLength(r);
                     int size;
-                    try { size = TorchSaveReader.ElementSize(dtype); }
+                    try { size = ElementTypes.Size(dtype); }
                     catch (ArgumentException) { throw new WeightFileException(path, $"'{name}' has element type {(int)dtype}, which is not one a model uses"); }
                     var rank = Models.ModuleState.ReadLength(r);
                     if (rank > 8) throw new WeightFileException(path, $"'{name}' has {rank} dimensions");
