@@ -75,6 +75,8 @@ public sealed class InteropTests : IDisposable
         AssertSameWeights(source, target);
         Assert.Equal(source.state_dict().Count, report.Tensors);
         Assert.Equal(format switch { "pth" => "PyTorch zip", "safetensors" => "safetensors", _ => "ClusterDistill" }, report.Format);
+        // only our own format can be a byte copy of a teacher blob (TeacherCopies)
+        Assert.Equal(format == "engine", WeightFile.IsEngineFile(file));
     }
 
     [Fact]
@@ -296,6 +298,7 @@ public sealed class InteropTests : IDisposable
     {
         File.WriteAllText(F("teacher.pt"), text);
         Assert.Contains(expected, Refused(F("teacher.pt")).Message);
+        Assert.False(WeightFile.IsEngineFile(F("teacher.pt")));
     }
 
     [Fact]

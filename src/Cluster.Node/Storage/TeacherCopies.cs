@@ -1,4 +1,5 @@
 using Cluster.Node.Configuration;
+using Distill.Engine.Interop;
 using Distill.Engine.Runs;
 using Distill.Engine.Specs;
 
@@ -6,7 +7,7 @@ namespace Cluster.Node.Storage;
 
 /// <summary>
 /// A run's teacher is one blob, but not its only copy: the run directory's teacher.pt, the teacher
-/// entity's own teacher.pt, the spec's checkpoint and the teacher cache usually hold the same
+/// entity's own teacher.pt, the spec's checkpoint (when in our own format) and the teacher cache usually hold the same
 /// bytes. A missing or corrupt teacher blob is restored from the first of them whose SHA-256 is the
 /// blob's name, and the caller is told so; only when none matches is it an error, naming what was
 /// tried.
@@ -18,7 +19,8 @@ public static class TeacherCopies
     {
         var run = Path.Combine(options.RunsDir, runId);
         var files = new List<string> { Path.Combine(run, "teacher.pt"), Path.Combine(run, "teacher", "teacher.pt") };
-        if (spec.Method.TeacherOf(spec)?.Checkpoint is { } checkpoint) files.Add(checkpoint);
+        // a PyTorch or safetensors checkpoint was converted, so only one in our own format can match
+        if (spec.Method.TeacherOf(spec)?.Checkpoint is { } checkpoint && WeightFile.IsEngineFile(checkpoint)) files.Add(checkpoint);
         var cache = Runner.TeacherCacheDir(options.TeacherCache, options.DataCache);
         if (Directory.Exists(cache)) files.AddRange(Directory.EnumerateFiles(cache, "*.pt").Order(StringComparer.Ordinal));
         return files;

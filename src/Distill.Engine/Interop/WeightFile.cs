@@ -36,7 +36,25 @@ public sealed class WeightFile : IDisposable
         this.owner = owner;
     }
 
-    public static WeightFile Open(string path, string? key = null)
+    public static WeightFile Open(string path, string? key = null) => Sniff(path) switch
+    {
+        Content.TorchZip => FromTorch(TorchSaveReader.Open(path, isZip: true), path, key),
+        Content.TorchLegacy => FromTorch(TorchSaveReader.Open(path, isZip: false), path, key),
+        Content.Safetensors => FromSafetensors(path, key),
+        _ => FromEngine(path, key),
+    };
+
+    /// <summary>Whether the file is in ClusterDistill's own format, the bytes a teacher blob holds (false for anything else or unreadable).</summary>
+    public static bool IsEngineFile(string path)
+    {
+        try { return Sniff(path) == Content.Engine; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    private enum Content { TorchZip, TorchLegacy, Safetensors, Engine }
+
+    /// <summary>What the file holds, by its first bytes; a file that holds no weights is named.</summary>
+    private static Content Sniff(string path)
     {
         if (!File.Exists(path)) throw new WeightFileException(path, "no such file");
         var head = new byte[300];
@@ -49,13 +67,13 @@ public sealed class WeightFile : IDisposable
         }
         var bytes = head.AsSpan(0, n);
         if (length == 0) throw new WeightFileException(path, "the file is empty");
-        if (bytes.StartsWith("PK\x03\x04"u8)) return FromTorch(TorchSaveReader.Open(path, isZip: true), path, key);
-        if (bytes.StartsWith(TorchSaveReader.LegacyPrefix)) return FromTorch(TorchSaveReader.Open(path, isZip: false), path, key);
+        if (bytes.StartsWith("PK\x03\x04"u8)) return Content.TorchZip;
+        if (bytes.StartsWith(TorchSaveReader.LegacyPrefix)) return Content.TorchLegacy;
         if (bytes.StartsWith("version https://git-lfs"u8)) throw new WeightFileException(path, "a Git LFS pointer, not the weights: fetch them with git lfs pull");
         if (n > 262 && bytes[257..262].SequenceEqual("ustar"u8)) throw new WeightFileException(path, "a tar archive: the format of PyTorch before 0.4, which is not read; re-save it with a recent torch.save");
-        if (n >= 9 && bytes[8] == (byte)'{') return FromSafetensors(path, key);
+        if (n >= 9 && bytes[8] == (byte)'{') return Content.Safetensors;
         if (bytes[0] == (byte)'<') throw new WeightFileException(path, "text that looks like an HTML page (a failed download?), not weights");
-        if (EngineFormat.Looks(bytes)) return FromEngine(path, key);
+        if (EngineFormat.Looks(bytes)) return Content.Engine;
         if (bytes.StartsWith("PK"u8)) throw new WeightFileException(path, "not a readable zip archive (damaged)");
         if (bytes[0] == 0x80) throw new WeightFileException(path, "a bare pickle, not a torch.save file; save with torch.save(model.state_dict(), path)");
         throw new WeightFileException(path, "not a PyTorch (torch.save), safetensors or ClusterDistill weights file");
