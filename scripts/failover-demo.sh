@@ -5,7 +5,7 @@
 # checkpoint and the run carries on; then kill -9s every process, starts them again and checks
 # that the run resumes rather than restarts. The final accuracy is compared with an uninterrupted
 # run of the same spec and seed. Prints a summary; exits non-zero if any check fails.
-#   scripts/failover-demo.sh [spec]     (env: WORK=dir, PORT_BASE=4153, SKIP_BUILD=1, SKIP_STATUS=1)
+#   scripts/failover-demo.sh [spec]     (env: WORK=dir, PORT_BASE=4153, HTTP_PORT=4203, SKIP_BUILD=1, SKIP_STATUS=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -28,6 +28,8 @@ db="postgres:${pg/Database=clusterdistill/Database=$dbname}"
 seed_bin=$repo/src/Cluster.Seed/bin/Release/net10.0/Cluster.Seed
 gpu_bin=$repo/src/Cluster.GpuNode/bin/Release/net10.0/Cluster.GpuNode
 common=(--db "$db" --store "$work/store" --runs-dir "$work/runs")
+http=${HTTP_PORT:-$((base + 50))}   # the seed's API
+export CLUSTERDISTILL_TOKEN=${CLUSTERDISTILL_TOKEN:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 
 declare -A pids
 cleanup() {
@@ -43,7 +45,7 @@ cleanup() {
 trap cleanup EXIT
 trap "exit 143" TERM INT
 
-start_seed() { "$seed_bin" serve --port "$base" "${common[@]}" >>"$work/seed.log" 2>&1 & pids[seed]=$!; disown; }
+start_seed() { "$seed_bin" serve --port "$base" --http-port "$http" "${common[@]}" >>"$work/seed.log" 2>&1 & pids[seed]=$!; disown; }
 start_gpu() { "$gpu_bin" join --seeds "127.0.0.1:$base" --port "$((base + $1))" "${common[@]}" >>"$work/gpu$1.log" 2>&1 & pids[gpu$1]=$!; disown; }
 # the step a student entity restored, from the node logs ("student ready at step N"), after a given log line count
 # (log lines start with the UTC time, so sorting them orders both nodes' lines in time)
@@ -71,7 +73,7 @@ wait_for() {   # wait_for <seconds> <condition on $state $step $total>
 log "work dir $work; journal database $dbname"
 
 start_seed; sleep 3; start_gpu 1; start_gpu 2
-"$seed_bin" submit "$spec" --seeds "127.0.0.1:$base" --run-id demo >"$work/submit.log" 2>&1
+"$seed_bin" submit "$spec" --server "http://127.0.0.1:$http" --run-id demo >"$work/submit.log" 2>&1
 log "submitted run 'demo'"
 wait_for 240 '[ "$state" = training ] && [ "$step" -ge $((total * 3 / 10)) ]'
 victim_port=${node##*:}
@@ -108,8 +110,7 @@ start_seed; sleep 3; start_gpu 1; start_gpu 2
 wait_for 400 '[ "$state" = completed ] || [ "$state" = failed ]'
 first_after_restart=$(ready_steps | tail -n +$((readies_before + 1)) | head -1)
 log "after the full restart the student came back from step ${first_after_restart:-?}; the run is $state"
-# (about 9 s: the CLI joins the cluster as a member; the tests skip it)
-[ "${SKIP_STATUS:-0}" = 1 ] || "$seed_bin" status --seeds "127.0.0.1:$base" --run-id demo 2>/dev/null | grep '^\[demo\]' | tee "$work/status.txt" || true
+[ "${SKIP_STATUS:-0}" = 1 ] || "$seed_bin" status --server "http://127.0.0.1:$http" --run-id demo 2>/dev/null | grep '^\[demo\]' | tee "$work/status.txt" || true
 
 wait "${pids[reference]}" || { log "the reference run failed: $(tail -3 "$work/reference.log")"; exit 1; }
 unset "pids[reference]"

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
+using Cluster.Node.Http;
 using Distill.Engine.Benchmarks;
 using Distill.Engine.Native;
 using TorchSharp;
@@ -43,17 +44,24 @@ slots.Validators.Add(r =>
 });
 var join = new Command("join", "join the cluster as a gpu node hosting the given entity kinds; the store must be the one the other nodes use; " +
                                "batches and gradients to other nodes go over the data plane at --data-port") { hosts, pools, slots };
-node.AddTo(join, seedsRequired: true, dataPort: true);
+node.AddTo(join, seedsRequired: true, dataPort: true, http: true);
 join.SetAction(async (p, ct) =>
 {
     var slotCount = p.GetValue(slots) ?? Math.Max(1, torch.cuda.is_available() ? torch.cuda.device_count() : 1);
     var options = node.ToNodeOptions(p, [Roles.Gpu, Roles.SlotsPrefix + slotCount, .. p.GetValue(hosts) ?? [],
         .. (p.GetValue(pools) ?? []).Select(x => LayoutAllocationStrategy.PoolRolePrefix + x)], 0);
+    // health and metrics (off unless --http-port: several nodes may share a host)
+    ClusterNode? current = null;
+    await using var http = node.HttpPortOf(p, null) is { } httpPort
+        ? await NodeHttpServer.StartAsync(options.Hostname, httpPort, () => ClusterNode.NotReady(current))
+        : null;
+    if (http is not null) Console.WriteLine($"[gpu-node] health and metrics at {http.Address}");
     // a node whose seeds formed a new cluster (they restarted), or that was downed, joins again:
     // its entities are persistent and remembered, so they resume from their own state
     for (var attempt = 0; ; attempt++)
     {
         ClusterNode n;
+        current = null;
         try { n = await ClusterNode.StartAsync(options); }
         catch (TimeoutException e) when (attempt > 0 && !ct.IsCancellationRequested)
         {
@@ -61,6 +69,7 @@ join.SetAction(async (p, ct) =>
             continue;
         }
         ClusterNode.Ending ending;
+        current = n;
         await using (n)
         {
             Console.WriteLine($"[gpu-node] up at {n.Address} (pid {Environment.ProcessId}); {slotCount} slot(s); journal {options.Persistence.Provider}; store {options.StoreDir}");
@@ -101,7 +110,7 @@ try
 {
     return CommandRunner.Invoke("Cluster.GpuNode", root, args, Console.Out, Console.Error);
 }
-catch (Exception e) when (e is PersistenceUnavailableException or TimeoutException or ArgumentException)
+catch (Exception e) when (e is PersistenceUnavailableException or TimeoutException or ArgumentException or InvalidOperationException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;

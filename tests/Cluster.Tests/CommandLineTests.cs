@@ -19,15 +19,15 @@ public sealed class CommandLineTests
     [Theory]
     [InlineData("validate", "kd-mnist.yaml", "--devcie", "gpu")]
     [InlineData("run", "kd-mnist.yaml", "--devcie", "gpu")]
-    [InlineData("submit", "kd-mnist.yaml", "--seeds", "127.0.0.1:1", "--sead", "3")]
-    [InlineData("status", "--seeds", "127.0.0.1:1", "--run", "x")]
+    [InlineData("submit", "kd-mnist.yaml", "--server", "http://127.0.0.1:1", "--sead", "3")]
+    [InlineData("status", "--server", "http://127.0.0.1:1", "--run", "x")]
     [InlineData("bench", "--quik")]
     public void Should_refuse_an_unknown_option_with_its_name(params string[] args)
     {
         var a = args.Select(x => x.EndsWith(".yaml") ? Spec(x) : x).ToArray();
         var (code, output, err) = Run(a);
         Assert.Equal(2, code);
-        Assert.Contains(args.First(x => x.StartsWith("--") && x is not ("--seeds")), err);
+        Assert.Contains(args.First(x => x.StartsWith("--") && x is not ("--server")), err);
         Assert.DoesNotContain("ok (", output);
     }
 
@@ -38,7 +38,7 @@ public sealed class CommandLineTests
     [InlineData("submit", "--seed", "x", "--seed x: a non-negative integer")]
     public void Should_refuse_a_bad_override_on_run_and_submit(string command, string option, string value, string named)
     {
-        string[] where = command == "submit" ? ["--seeds", "127.0.0.1:1"] : [];
+        string[] where = command == "submit" ? ["--server", "http://127.0.0.1:1"] : [];
         var (code, _, err) = Run([command, Spec("kd-mnist.yaml"), .. where, option, value]);
         Assert.Equal(2, code);
         Assert.Contains(named, err);
@@ -115,8 +115,8 @@ public sealed class CommandLineTests
             string[] args = command switch
             {
                 "run" => ["run", Spec("kd-mnist.yaml"), "--runs-dir", runs, "--run-id", id],
-                "submit" => ["submit", Spec("kd-mnist.yaml"), "--seeds", "127.0.0.1:1", "--run-id", id],
-                "status" => ["status", "--seeds", "127.0.0.1:1", "--run-id", id],
+                "submit" => ["submit", Spec("kd-mnist.yaml"), "--server", "http://127.0.0.1:1", "--run-id", id],
+                "status" => ["status", "--server", "http://127.0.0.1:1", "--run-id", id],
                 _ => ["cancel", id, "--runs-dir", runs],
             };
             var (code, _, err) = Run(args);
@@ -161,7 +161,7 @@ public sealed class CommandLineTests
         try
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            string[] args = command == "submit" ? [command, file, "--seeds", "127.0.0.1:1"] : [command, file];
+            string[] args = command == "submit" ? [command, file, "--server", "http://127.0.0.1:1"] : [command, file];
             var (code, _, err) = Run(args);
             Assert.Equal(2, code);
             Assert.Contains("over the 1,048,576-byte limit", err);

@@ -29,6 +29,19 @@ public sealed class ClusterNode : IAsyncDisposable
     public IActorRef Sweeps => Services.Sweeps;
     public Address Address => Akka.Cluster.Cluster.Get(System).SelfAddress;
 
+    /// <summary>
+    /// /health/ready's answer for a node that may not exist yet: null when it is ready (a member
+    /// that is up, with every hosted shard region registered, which <see cref="StartAsync"/> waits
+    /// for), else why not.
+    /// </summary>
+    public static string? NotReady(ClusterNode? node)
+    {
+        if (node is null) return "joining the cluster";
+        if (node.System.WhenTerminated.IsCompleted) return "the actor system has stopped";
+        var self = Akka.Cluster.Cluster.Get(node.System).SelfMember;
+        return self.Status == MemberStatus.Up ? null : $"this member is {self.Status.ToString().ToLowerInvariant()}";
+    }
+
     public static async Task<ClusterNode> StartAsync(NodeOptions options, TimeSpan? joinTimeout = null)
     {
         options = options with { Roles = Roles.Expand(options.Roles) };

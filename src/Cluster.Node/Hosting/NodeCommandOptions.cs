@@ -36,6 +36,16 @@ public sealed class NodeCommandOptions
         CustomParser = r => PortValue(r, allowOff: true),
     };
 
+    /// <summary>null: no HTTP endpoint; 0: any free port.</summary>
+    public Option<int?> HttpPort { get; } = new("--http-port")
+    {
+        Description = "HTTP port of /health/live, /health/ready and /metrics (and on a seed the API and dashboard); off: none",
+        CustomParser = r => PortValue(r, allowOff: true),
+    };
+
+    /// <summary>The node's HTTP port: the option's, else the command's default (null: off).</summary>
+    public int? HttpPortOf(ParseResult p, int? fallback) => p.GetResult(HttpPort) is null ? fallback : p.GetValue(HttpPort);
+
     private static int? PortValue(ArgumentResult r, bool allowOff)
     {
         var v = r.Tokens.Single().Value;
@@ -46,11 +56,12 @@ public sealed class NodeCommandOptions
     }
 
     /// <summary>Adds the options to a command; seedsRequired: the command must be told where the cluster is.</summary>
-    public void AddTo(Command command, bool seedsRequired = false, bool dataPort = false)
+    public void AddTo(Command command, bool seedsRequired = false, bool dataPort = false, bool http = false)
     {
         Seeds.Required = seedsRequired;
         foreach (var o in new Option[] { Host, Port, Seeds, Db, Store, RunsDir, DataCache }) command.Add(o);
         if (dataPort) command.Add(DataPort);
+        if (http) command.Add(HttpPort);
     }
 
     public NodeOptions ToNodeOptions(ParseResult p, IReadOnlyList<string> roles, int defaultPort)

@@ -6,50 +6,50 @@ using Cluster.Node.Hosting;
 namespace Cluster.Seed.Commands;
 
 /// <summary>
-/// `cancel`: stops a run for good, on a cluster (--seeds) or embedded (--runs-dir: through the
-/// `run` process serving it, or, when none is, in its journal). The cancel is persisted and final.
+/// `cancel`: stops a run for good, on a cluster (through the seed's API: --server) or embedded
+/// (--runs-dir: through the `run` process serving it, or, when none is, in its journal). The
+/// cancel is persisted and final.
 /// </summary>
 internal static class CancelCommand
 {
     public static Command Create(TextWriter stdout)
     {
         var runId = CommandLine.RunIdArgument("the run to cancel");
-        var sweep = new Option<bool>("--sweep") { Description = "the id is a sweep's: its running trials are cancelled and no new one starts (on a cluster, --seeds)" };
+        var sweep = new Option<bool>("--sweep") { Description = "the id is a sweep's: its running trials are cancelled and no new one starts (on a cluster)" };
         var reason = new Option<string>("--reason") { Description = "why (shown by status and events.log)", DefaultValueFactory = _ => "cancelled by the user" };
-        var node = new NodeCommandOptions();
-        var command = new Command("cancel", "cancel a run for good: on a cluster with --seeds, or an embedded run in --runs-dir") { runId, reason, sweep };
-        node.AddTo(command);
+        var runsDir = new Option<string>("--runs-dir") { Description = "folder of embedded run directories", DefaultValueFactory = _ => "runs" };
+        var api = new ApiOptions();
+        var command = new Command("cancel", "cancel a run for good: an embedded run in --runs-dir, else one on the cluster (through the seed's API)") { runId, reason, sweep, runsDir };
+        api.AddTo(command);
         command.SetAction(async (p, ct) =>
         {
             var id = p.GetValue(runId)!;
             if (p.GetValue(sweep))
             {
-                if (p.GetValue(node.Seeds) is not { Length: > 0 })
-                    throw new InvalidOperationException("cancel --sweep needs --seeds (an embedded sweep stops with Ctrl+C and resumes with its --sweep-id)");
-                await using var sweepClient = await CommandLine.Client(node, p);
-                var s = await SweepClient.CancelAsync(sweepClient.Sweeps, id, p.GetValue(reason)!, TimeSpan.FromSeconds(30));
+                // an embedded sweep stops with Ctrl+C and resumes with its --sweep-id
+                using var sweepClient = api.Client(p);
+                var s = await sweepClient.CancelSweepAsync(id, p.GetValue(reason)!, ct);
                 stdout.WriteLine(s.State == SweepState.Cancelled ? $"sweep {id} cancelled" : $"sweep {id} had already ended: {s.State.ToString().ToLowerInvariant()}");
                 return 0;
             }
             CancelAnswer answer;
-            if (p.GetValue(node.Seeds) is { Length: > 0 })
+            var dir = p.GetValue(runsDir)!;
+            if (api.Given(p) || !EmbeddedRun.Exists(dir, id))
             {
-                await using var client = await CommandLine.Client(node, p);
-                answer = await RunClient.CancelAsync(client.Coordinator, id, p.GetValue(reason)!, TimeSpan.FromSeconds(30));
+                using var client = api.Client(p);
+                answer = await client.CancelRunAsync(id, p.GetValue(reason)!, ct);
             }
             else
             {
-                var runsDir = p.GetValue(node.RunsDir)!;
-                if (!EmbeddedRun.Exists(runsDir, id)) throw new InvalidOperationException($"no embedded run '{id}' in {runsDir} (a run on a cluster needs --seeds)");
-                if (EmbeddedRun.Serving(runsDir, id) is { } address)
+                if (EmbeddedRun.Serving(dir, id) is { } address)
                 {
-                    await using var client = await CommandLine.Client(node, p, [address]);
+                    await using var client = await EmbeddedRun.Client(address);
                     answer = await RunClient.CancelAsync(client.Coordinator, id, p.GetValue(reason)!, TimeSpan.FromSeconds(30));
                 }
                 else
                 {
                     // nobody serves it: record the cancel in its journal, starting none of its entities
-                    await using var embedded = await ClusterNode.StartAsync(EmbeddedRun.Options(runsDir, id, resumeRuns: false));
+                    await using var embedded = await ClusterNode.StartAsync(EmbeddedRun.Options(dir, id, resumeRuns: false));
                     answer = await RunClient.CancelAsync(embedded.Coordinator, id, p.GetValue(reason)!, TimeSpan.FromSeconds(30));
                 }
             }

@@ -43,7 +43,7 @@ public static class CommandLine
             return 2;
         }
         catch (Exception e) when (e is FileNotFoundException or InvalidDataException or ArgumentException or InvalidOperationException
-                                       or PersistenceUnavailableException or TimeoutException or Akka.Actor.AskTimeoutException or CoordinatorUnavailableException)
+                                       or PersistenceUnavailableException or TimeoutException or Cluster.Node.Http.ApiUnreachableException or Akka.Actor.AskTimeoutException or CoordinatorUnavailableException)
         {
             stderr.WriteLine($"error: {e.Message}");
             return 1;
@@ -79,19 +79,5 @@ public static class CommandLine
                 r.AddError($"unknown option '{t.Value}'");
         });
         return a;
-    }
-
-    /// <summary>A short-lived client member (no roles): joins, asks, leaves.</summary>
-    internal static async Task<ClusterNode> Client(NodeCommandOptions node, ParseResult p, IReadOnlyList<string>? seeds = null)
-    {
-        var tmp = Path.Combine(Path.GetTempPath(), $"clusterdistill-client-{Environment.ProcessId}");
-        var options = node.ToNodeOptions(p, ["client"], 0) with
-        {
-            Seeds = seeds ?? p.GetValue(node.Seeds) ?? [],
-            Persistence = PersistenceOptions.Sqlite(Path.Combine(tmp, "unused.db")),
-            StoreDir = Path.Combine(tmp, "blobs"),
-            LogLevel = "WARNING",
-        };
-        return await ClusterNode.StartAsync(options, TimeSpan.FromSeconds(30));
     }
 }

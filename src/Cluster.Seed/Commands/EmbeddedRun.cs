@@ -25,6 +25,22 @@ internal static class EmbeddedRun
         };
     }
 
+    /// <summary>A short-lived member (no roles) of the embedded run's one-node cluster at host:port: joins, asks, leaves.</summary>
+    public static async Task<Cluster.Node.Hosting.ClusterNode> Client(string address)
+    {
+        var tmp = Path.Combine(Path.GetTempPath(), $"clusterdistill-client-{Environment.ProcessId}");
+        return await Cluster.Node.Hosting.ClusterNode.StartAsync(new NodeOptions
+        {
+            Port = 0,
+            Seeds = [address],
+            Roles = ["client"],
+            Persistence = PersistenceOptions.Sqlite(Path.Combine(tmp, "unused.db")),
+            StoreDir = Path.Combine(tmp, "blobs"),
+            RunsDir = Path.Combine(tmp, "runs"),
+            LogLevel = "WARNING",
+        }, TimeSpan.FromSeconds(30));
+    }
+
     public static bool Exists(string runsDir, string runId) => File.Exists(Path.Combine(runsDir, runId, "journal.db"));
 
     private static string LiveFile(string runsDir, string runId) => Path.Combine(runsDir, runId, "embedded.json");

@@ -57,7 +57,7 @@ public sealed class AllMethodsProcessTests
 
         var port = TestPorts.Block(4);
         var seeds = $"127.0.0.1:{port}";
-        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
+        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common]);
         Thread.Sleep(3000);
         // every method at once: slots enough for all of them
         cluster.Start(cluster.GpuBin, "gpu-1.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--slots", "5", .. cluster.Common]);
@@ -68,7 +68,7 @@ public sealed class AllMethodsProcessTests
         {
             var spec = Path.Combine(cluster.Work, $"{m.Name}.yaml");
             File.WriteAllText(spec, TinySpec(m, lenet, resnet));
-            return (Method: m.Name, Process: cluster.Start(cluster.SeedBin, $"submit-{m.Name}.log", ["submit", spec, "--seeds", seeds, "--run-id", $"all-{m.Name}", "--follow"]));
+            return (Method: m.Name, Process: cluster.Start(cluster.SeedBin, $"submit-{m.Name}.log", ["submit", spec, "--server", cluster.Server, "--run-id", $"all-{m.Name}", "--follow"]));
         }).ToList();
         var deadline = DateTime.UtcNow.AddMinutes(6);
         foreach (var (method, p) in submits)

@@ -49,7 +49,7 @@ public sealed class EmbeddedControlProcessTests
         var masks = ProcessCluster.SignalMasks(first.Id);
         var clock = Stopwatch.StartNew();
         Signal(first, "INT");
-        Assert.True(first.WaitForExit(TimeSpan.FromSeconds(30)), "Ctrl+C did not stop the run within 30 s: " + cluster.Logs(_ => true, 30));
+        Assert.True(ProcessCluster.Ended(first, TimeSpan.FromSeconds(30)), "Ctrl+C did not stop the run within 30 s: " + cluster.Logs(_ => true, 30));
         first.WaitForExit();
         Assert.True(first.ExitCode == 130, $"exit {first.ExitCode} after SIGINT ({masks}): " + cluster.Logs(_ => true, 20));
         Assert.Contains("interrupted; its state is saved", cluster.Log("run-1.log"));
@@ -57,7 +57,7 @@ public sealed class EmbeddedControlProcessTests
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20), $"Ctrl+C took {clock.Elapsed.TotalSeconds:F1} s");
 
         var again = cluster.Start(cluster.SeedBin, "run-2.log", ["run", spec, "--runs-dir", runs, "--run-id", "r1"]);
-        Assert.True(again.WaitForExit(TimeSpan.FromMinutes(4)), "the resumed run did not finish: " + cluster.Logs(_ => true, 30));
+        Assert.True(ProcessCluster.Ended(again, TimeSpan.FromMinutes(4)), "the resumed run did not finish: " + cluster.Logs(_ => true, 30));
         again.WaitForExit();
         Assert.True(again.ExitCode == 0, "the resumed run failed: " + cluster.Logs(_ => true, 30));
         using var result = JsonDocument.Parse(File.ReadAllText(Path.Combine(runs, "r1", "result.json")));
@@ -77,23 +77,23 @@ public sealed class EmbeddedControlProcessTests
         WaitFor(cluster, "run.log", Training, "the run did not start training");
 
         var cancel = cluster.Start(cluster.SeedBin, "cancel-1.log", ["cancel", "c1", "--runs-dir", runs, "--reason", "test says stop"]);
-        Assert.True(cancel.WaitForExit(TimeSpan.FromSeconds(90)), "cancel did not finish: " + cluster.Logs(_ => true, 30));
+        Assert.True(ProcessCluster.Ended(cancel, TimeSpan.FromSeconds(90)), "cancel did not finish: " + cluster.Logs(_ => true, 30));
         cancel.WaitForExit();
         Assert.True(cancel.ExitCode == 0, "cancel failed: " + cluster.Logs(_ => true, 30));
         Assert.Contains("run c1 cancelled", cluster.Log("cancel-1.log"));
-        Assert.True(run.WaitForExit(TimeSpan.FromSeconds(60)), "the cancelled run's process did not end: " + cluster.Logs(_ => true, 30));
+        Assert.True(ProcessCluster.Ended(run, TimeSpan.FromSeconds(60)), "the cancelled run's process did not end: " + cluster.Logs(_ => true, 30));
         run.WaitForExit();
         Assert.Equal(1, run.ExitCode);
         Assert.Contains("[result] run c1 cancelled: test says stop", cluster.Log("run.log"));
 
         // nobody serves it now: cancel reads its journal, and it stays cancelled
         var again = cluster.Start(cluster.SeedBin, "cancel-2.log", ["cancel", "c1", "--runs-dir", runs]);
-        Assert.True(again.WaitForExit(TimeSpan.FromSeconds(90)));
+        Assert.True(ProcessCluster.Ended(again, TimeSpan.FromSeconds(90)));
         again.WaitForExit();
         Assert.Equal(0, again.ExitCode);
         Assert.Contains("run c1 had already ended: cancelled", cluster.Log("cancel-2.log"));
         var resume = cluster.Start(cluster.SeedBin, "run-2.log", ["run", spec, "--runs-dir", runs, "--run-id", "c1"]);
-        Assert.True(resume.WaitForExit(TimeSpan.FromSeconds(90)), "running a cancelled run again did not end: " + cluster.Logs(_ => true, 30));
+        Assert.True(ProcessCluster.Ended(resume, TimeSpan.FromSeconds(90)), "running a cancelled run again did not end: " + cluster.Logs(_ => true, 30));
         resume.WaitForExit();
         Assert.Equal(1, resume.ExitCode);
         Assert.Contains("cancelled", cluster.Log("run-2.log"));

@@ -29,6 +29,7 @@ public abstract class FailoverTests
         ProcessCluster.OneThread(psi);          // the script's nodes and reference run
         psi.Environment["WORK"] = work;
         psi.Environment["PORT_BASE"] = TestPorts.Block(3).ToString();
+        psi.Environment["HTTP_PORT"] = TestPorts.Block(1).ToString();
         using var p = Process.Start(psi)!;
         var output = new System.Text.StringBuilder();
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };

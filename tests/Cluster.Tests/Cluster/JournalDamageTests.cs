@@ -170,9 +170,14 @@ public sealed class JournalDamageTests
         }
         else
         {
-            // garbage over the log from a quarter of the way in: SQLite stops at the first frame whose checksum fails
+            // garbage over the log from the middle of its valid frames on: SQLite stops at the first
+            // frame whose checksum fails. Only the frames since the log was last reset count (a reset
+            // writes from the start again and leaves older frames, with other salts, behind them).
+            var bytes = File.ReadAllBytes(wal);
+            var valid = ValidWalFrames(bytes, out var frameSize);
+            Assert.True(valid >= 2, $"the write-ahead log holds {valid} valid frames");
             using var f = new FileStream(wal, FileMode.Open, FileAccess.Write);
-            f.Position = f.Length / 4;
+            f.Position = 32 + valid / 2 * frameSize;
             var junk = new byte[f.Length - f.Position];
             new Random(3).NextBytes(junk);
             f.Write(junk);
@@ -180,7 +185,7 @@ public sealed class JournalDamageTests
         var rows = File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Length;
 
         var again = cluster.Start(cluster.SeedBin, "run-2.log", ["run", spec, "--runs-dir", runs, "--run-id", "w1"]);
-        Assert.True(again.WaitForExit(TimeSpan.FromSeconds(120)), "the run on a damaged journal neither refused nor finished: " + cluster.Logs(_ => true, 30));
+        Assert.True(ProcessCluster.Ended(again, TimeSpan.FromSeconds(120)), "the run on a damaged journal neither refused nor finished: " + cluster.Logs(_ => true, 30));
         again.WaitForExit();
         var log = cluster.Log("run-2.log");
         Assert.True(again.ExitCode == 1, $"exit {again.ExitCode}: " + log);
@@ -188,5 +193,19 @@ public sealed class JournalDamageTests
         // a status line may show the run at step 0 before an entity's recovery refuses; no step is trained
         Assert.DoesNotMatch(@"training step [1-9]", log);
         Assert.Equal(rows, File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Length);
+    }
+
+    /// <summary>
+    /// The frames of a SQLite write-ahead log that belong to its current generation: those after
+    /// the 32-byte header whose salts are the header's (https://sqlite.org/fileformat2.html#walformat).
+    /// </summary>
+    private static int ValidWalFrames(byte[] wal, out int frameSize)
+    {
+        var pageSize = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(wal.AsSpan(8));
+        frameSize = 24 + pageSize;
+        var salts = wal.AsSpan(16, 8);
+        var n = 0;
+        for (var at = 32; at + frameSize <= wal.Length && wal.AsSpan(at + 8, 8).SequenceEqual(salts); at += frameSize) n++;
+        return n;
     }
 }

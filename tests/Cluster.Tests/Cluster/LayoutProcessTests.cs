@@ -28,16 +28,16 @@ public sealed class LayoutProcessTests
 
         var port = TestPorts.Block(4);
         string Logs() => cluster.Logs(l => l.Contains("ready") || l.Contains("loaded") || l.Contains("pool"), 20);
-        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
+        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common]);
         Thread.Sleep(3000);
         var seeds = $"127.0.0.1:{port}";
         cluster.Start(cluster.GpuBin, "east.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--pool", "east", .. cluster.Common]);
         cluster.Start(cluster.GpuBin, "west.log", ["join", "--seeds", seeds, "--port", (port + 2).ToString(), "--pool", "west", .. cluster.Common]);
         cluster.WaitUntilUp(DateTime.UtcNow.AddMinutes(2), "east.log", "west.log");
         Thread.Sleep(2000);
-        var a = cluster.Start(cluster.SeedBin, "submit-a.log", ["submit", specA, "--seeds", seeds, "--run-id", "ra", "--follow"]);
-        var b = cluster.Start(cluster.SeedBin, "submit-b.log", ["submit", specB, "--seeds", seeds, "--run-id", "rb", "--follow"]);
-        Assert.True(a.WaitForExit(TimeSpan.FromMinutes(4)) && b.WaitForExit(TimeSpan.FromMinutes(2)), "the runs did not finish: " + Logs());
+        var a = cluster.Start(cluster.SeedBin, "submit-a.log", ["submit", specA, "--server", cluster.Server, "--run-id", "ra", "--follow"]);
+        var b = cluster.Start(cluster.SeedBin, "submit-b.log", ["submit", specB, "--server", cluster.Server, "--run-id", "rb", "--follow"]);
+        Assert.True(ProcessCluster.Ended(a, TimeSpan.FromMinutes(4)) && ProcessCluster.Ended(b, TimeSpan.FromMinutes(2)), "the runs did not finish: " + Logs());
         a.WaitForExit();
         b.WaitForExit();
         Assert.True(a.ExitCode == 0 && b.ExitCode == 0, "a run failed: " + Logs());

@@ -20,19 +20,19 @@ public sealed class LoneSeedProcessTests
         File.WriteAllText(spec, ProcessCluster.TinyDafl("lone", 4, teacher, 40, 40));
         var port = TestPorts.Block(2);
         var seeds = $"127.0.0.1:{port}";
-        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
+        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common]);
         var deadline = DateTime.UtcNow.AddMinutes(2);
         while (!cluster.Log("seed.log").Contains("seed node up at"))
         {
             Assert.True(DateTime.UtcNow < deadline, "the seed did not come up: " + cluster.Log("seed.log"));
             Thread.Sleep(250);
         }
-        var follow = cluster.Start(cluster.SeedBin, "follow.log", ["submit", spec, "--seeds", seeds, "--run-id", "l1", "--follow"]);
+        var follow = cluster.Start(cluster.SeedBin, "follow.log", ["submit", spec, "--server", cluster.Server, "--run-id", "l1", "--follow"]);
 
         var waitingFor = TimeSpan.FromSeconds(8);
         Thread.Sleep(waitingFor);
-        var status = cluster.Start(cluster.SeedBin, "status.log", ["status", "--seeds", seeds]);
-        Assert.True(status.WaitForExit(TimeSpan.FromSeconds(60)), "status: " + cluster.Logs(_ => true, 20));
+        var status = cluster.Start(cluster.SeedBin, "status.log", ["status", "--server", cluster.Server]);
+        Assert.True(ProcessCluster.Ended(status, TimeSpan.FromSeconds(60)), "status: " + cluster.Logs(_ => true, 20));
         Assert.Contains("(waiting: no node that is up hosts generator, teacher, student; start a GPU node", cluster.Log("status.log"));
         Assert.Contains("\"message\":\"waiting: no node that is up hosts", File.ReadAllText(Path.Combine(cluster.Work, "runs", "l1", "status.json")));
         // Akka's proxies say it every 2 s per region; the log prints it once a minute per region
@@ -40,11 +40,11 @@ public sealed class LoneSeedProcessTests
         Assert.True(repeats <= 3, $"{repeats} lines of the same sharding warning in {waitingFor.TotalSeconds} s:\n" + cluster.Log("seed.log"));
 
         // a second run, and a node of one slot: the second waits in the queue, and says so, until the first ends
-        var second = cluster.Start(cluster.SeedBin, "follow-2.log", ["submit", spec, "--seeds", seeds, "--run-id", "l2", "--follow"]);
+        var second = cluster.Start(cluster.SeedBin, "follow-2.log", ["submit", spec, "--server", cluster.Server, "--run-id", "l2", "--follow"]);
         Thread.Sleep(4000);
         cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--slots", "1", .. cluster.Common]);
-        Assert.True(follow.WaitForExit(TimeSpan.FromMinutes(4)), "the run did not finish after a GPU node joined: " + cluster.Logs(_ => true, 30));
-        Assert.True(second.WaitForExit(TimeSpan.FromMinutes(3)), "the queued run did not finish after the first: " + cluster.Logs(_ => true, 30));
+        Assert.True(ProcessCluster.Ended(follow, TimeSpan.FromMinutes(4)), "the run did not finish after a GPU node joined: " + cluster.Logs(_ => true, 30));
+        Assert.True(ProcessCluster.Ended(second, TimeSpan.FromMinutes(3)), "the queued run did not finish after the first: " + cluster.Logs(_ => true, 30));
         Assert.Contains("[l2] queued step 0/40 generated 0 pool 0 queue(gen) 0 in-flight(student) 0 (queued: 1 of 1 waiting for a slot (1 of 1 slots busy))", cluster.Log("follow-2.log"));
         Assert.Contains("completed step 40/40", cluster.Log("follow-2.log"));
         // it started only after the first had ended

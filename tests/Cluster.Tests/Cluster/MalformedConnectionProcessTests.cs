@@ -34,7 +34,7 @@ public sealed class MalformedConnectionProcessTests
     {
         using var cluster = new ProcessCluster("garbage");
         var port = TestPorts.Block(2);
-        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
+        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common]);
         var deadline = DateTime.UtcNow.AddMinutes(2);
         while (!cluster.Log("seed.log").Contains("seed node up at"))
         {

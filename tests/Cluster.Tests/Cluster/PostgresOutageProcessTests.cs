@@ -66,12 +66,12 @@ public sealed class PostgresOutageProcessTests
             File.WriteAllText(spec, ProcessCluster.TinyDafl("outage", 8, teacher, 400, 200, "{checkpoint_every: 10}"));
             var seedPort = TestPorts.Block(2);
             var seeds = $"127.0.0.1:{seedPort}";
-            cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", seedPort.ToString(), .. cluster.Common]);
+            cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", seedPort.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common]);
             Thread.Sleep(3000);
             cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", seeds, "--port", (seedPort + 1).ToString(), .. cluster.Common]);
             cluster.WaitUntilUp(DateTime.UtcNow.AddMinutes(2), "gpu.log");
 
-            var follow = cluster.Start(cluster.SeedBin, "run.log", ["submit", spec, "--seeds", seeds, "--run-id", "o1", "--follow"]);
+            var follow = cluster.Start(cluster.SeedBin, "run.log", ["submit", spec, "--server", cluster.Server, "--run-id", "o1", "--follow"]);
             var deadline = DateTime.UtcNow.AddMinutes(3);
             while (!Regex.Matches(cluster.Log("run.log"), @"training step (\d+)/").Any(m => int.Parse(m.Groups[1].Value) >= 40))
             {
@@ -82,7 +82,7 @@ public sealed class PostgresOutageProcessTests
             PgCtl(dir, "stop", "-m", "fast", "-w");
             var down = Stopwatch.StartNew();
             // a submit while the database is down: told so, at once, not a timeout
-            var (exit, output) = Run(cluster, "submit-down.log", TimeSpan.FromSeconds(60), "submit", spec, "--seeds", seeds, "--run-id", "o2");
+            var (exit, output) = Run(cluster, "submit-down.log", TimeSpan.FromSeconds(60), "submit", spec, "--server", cluster.Server, "--run-id", "o2");
             Assert.True(exit == 1 && output.Contains("journal is unavailable"), $"exit {exit}: {output}");
             Thread.Sleep(TimeSpan.FromSeconds(45) - down.Elapsed);
             PgCtl(dir, "start", "-w", "-t", "60", "-l", Path.Combine(dir, "server.log"),
@@ -92,14 +92,14 @@ public sealed class PostgresOutageProcessTests
             // the control plane answers again: status, then the same submit is taken
             int statusExit;
             var attempt = 0;
-            do (statusExit, output) = Run(cluster, $"status-{++attempt}.log", TimeSpan.FromSeconds(60), "status", "--seeds", seeds);
+            do (statusExit, output) = Run(cluster, $"status-{++attempt}.log", TimeSpan.FromSeconds(60), "status", "--server", cluster.Server);
             while (statusExit != 0 && back.Elapsed < TimeSpan.FromSeconds(60));
             Assert.True(statusExit == 0, "status did not answer after the database came back: " + output);
             Assert.True(back.Elapsed < TimeSpan.FromSeconds(30), $"the control plane answered {back.Elapsed.TotalSeconds:F0} s after the database came back");
-            (exit, output) = Run(cluster, "submit-back.log", TimeSpan.FromSeconds(60), "submit", spec, "--seeds", seeds, "--run-id", "o2");
+            (exit, output) = Run(cluster, "submit-back.log", TimeSpan.FromSeconds(60), "submit", spec, "--server", cluster.Server, "--run-id", "o2");
             Assert.True(exit == 0, $"the submit after the outage: exit {exit}: {output}");
 
-            Assert.True(follow.WaitForExit(TimeSpan.FromMinutes(6)), "the run did not complete after the outage: " + cluster.Logs(_ => true, 40));
+            Assert.True(ProcessCluster.Ended(follow, TimeSpan.FromMinutes(6)), "the run did not complete after the outage: " + cluster.Logs(_ => true, 40));
             follow.WaitForExit();
             Assert.True(follow.ExitCode == 0, "the run failed: " + cluster.Logs(_ => true, 40));
             using var result = JsonDocument.Parse(File.ReadAllText(Path.Combine(cluster.Work, "runs", "o1", "result.json")));

@@ -28,12 +28,21 @@ public sealed class ProcessCluster : IDisposable
         using (var c = new NpgsqlConnection(pg)) { c.Open(); using var cmd = c.CreateCommand(); cmd.CommandText = $"CREATE DATABASE {db}"; cmd.ExecuteNonQuery(); }
         var conn = "postgres:" + pg.Replace("Database=clusterdistill", $"Database={db}");
         Common = ["--db", conn, "--store", Path.Combine(Work, "store"), "--runs-dir", Path.Combine(Work, "runs")];
+        HttpPort = TestPorts.Block(1);
+        Token = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
         var root = Repo.Root();
         SeedBin = Path.Combine(root, "src/Cluster.Seed/bin/Release/net10.0/Cluster.Seed");
         GpuBin = Path.Combine(root, "src/Cluster.GpuNode/bin/Release/net10.0/Cluster.GpuNode");
     }
 
     public string Work { get; }
+
+    /// <summary>The seed's HTTP port (serve --http-port), and its API's URL for the CLI (--server).</summary>
+    public int HttpPort { get; }
+    public string Server => $"http://127.0.0.1:{HttpPort}";
+
+    /// <summary>The API token every process of this cluster gets (CLUSTERDISTILL_TOKEN).</summary>
+    public string Token { get; }
     public string SeedBin { get; }
     public string GpuBin { get; }
 
@@ -97,6 +106,7 @@ public sealed class ProcessCluster : IDisposable
     {
         var psi = new ProcessStartInfo(exe, args) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Work };
         OneThread(psi);
+        psi.Environment["CLUSTERDISTILL_TOKEN"] = Token;
         var p = Process.Start(psi)!;
         var writer = new StreamWriter(Path.Combine(Work, log)) { AutoFlush = true };
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (writer) writer.WriteLine(e.Data); };
@@ -119,6 +129,14 @@ public sealed class ProcessCluster : IDisposable
     }
 
     public string Log(string name) => File.ReadAllText(Path.Combine(Work, name));
+
+    /// <summary>Whether the process ended within the time, and then its output read to the end (a timed wait does not wait for that).</summary>
+    public static bool Ended(Process p, TimeSpan within)
+    {
+        if (!p.WaitForExit(within)) return false;
+        p.WaitForExit();
+        return true;
+    }
 
     /// <summary>Waits until every named GPU node's log says it is up (its shard regions are registered).</summary>
     public void WaitUntilUp(DateTime deadline, params string[] logs)

@@ -47,7 +47,7 @@ public sealed class ReplicaProcessTests
 
         var port = TestPorts.Block(4);
         string Logs() => cluster.Logs(l => l.Contains("student"), 15);
-        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), .. cluster.Common]);
+        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common]);
         Thread.Sleep(3000);
         var seeds = $"127.0.0.1:{port}";
         cluster.Start(cluster.GpuBin, "gen.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--hosts", "generator,teacher", .. cluster.Common]);
@@ -57,7 +57,7 @@ public sealed class ReplicaProcessTests
         var deadline = DateTime.UtcNow.AddMinutes(2);
         cluster.WaitUntilUp(deadline, "gen.log", "studentA.log", "studentB.log");
         Thread.Sleep(2000);
-        var submit = cluster.Start(cluster.SeedBin, "submit.log", ["submit", spec, "--seeds", seeds, "--run-id", "two", "--follow"]);
+        var submit = cluster.Start(cluster.SeedBin, "submit.log", ["submit", spec, "--server", cluster.Server, "--run-id", "two", "--follow"]);
         Process? killed = null;
         if (killAtStep is { } at)
         {
@@ -93,7 +93,7 @@ public sealed class ReplicaProcessTests
             killed.Kill(entireProcessTree: true);
             killed.WaitForExit();
         }
-        Assert.True(submit.WaitForExit(TimeSpan.FromMinutes(6)), "the two-replica run did not finish in 6 minutes: " + Logs());
+        Assert.True(ProcessCluster.Ended(submit, TimeSpan.FromMinutes(6)), "the two-replica run did not finish in 6 minutes: " + Logs());
         submit.WaitForExit();
         Assert.True(submit.ExitCode == 0, "submit --follow failed: " + Logs());
 
@@ -135,7 +135,7 @@ public sealed class ReplicaProcessTests
         void Reference(string log, params string[] args)
         {
             var p = cluster.Start(cluster.SeedBin, log, args);
-            Assert.True(p.WaitForExit(TimeSpan.FromMinutes(4)), $"the reference run ({log}) did not finish: " + cluster.Log(log));
+            Assert.True(ProcessCluster.Ended(p, TimeSpan.FromMinutes(4)), $"the reference run ({log}) did not finish: " + cluster.Log(log));
             p.WaitForExit();
             Assert.True(p.ExitCode == 0, $"the reference run failed: " + cluster.Log(log));
         }

@@ -19,7 +19,7 @@ public sealed class SeedRestartProcessTests
         File.WriteAllText(spec, ProcessCluster.TinyDafl("after", 6, teacher, 10, 10, "{checkpoint_every: 5}"));
         var port = TestPorts.Block(4);
         var seeds = $"127.0.0.1:{port}";
-        string[] serve = ["serve", "--port", port.ToString(), .. cluster.Common];
+        string[] serve = ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common];
         string Logs() => cluster.Logs(l => l.Contains("gpu-node") || l.Contains("seed") || l.Contains("Welcome") || l.Contains("Leader"), 30);
 
         var seed = cluster.Start(cluster.SeedBin, "seed-1.log", serve);
@@ -29,7 +29,7 @@ public sealed class SeedRestartProcessTests
 
         // SIGTERM the seed (coordinated shutdown: it leaves), then start it again on the same address
         using (var kill = Process.Start("kill", ["-TERM", seed.Id.ToString()])) kill.WaitForExit();
-        Assert.True(seed.WaitForExit(TimeSpan.FromSeconds(60)), "the seed did not stop on SIGTERM: " + Logs());
+        Assert.True(ProcessCluster.Ended(seed, TimeSpan.FromSeconds(60)), "the seed did not stop on SIGTERM: " + Logs());
         cluster.Start(cluster.SeedBin, "seed-2.log", serve);
 
         var deadline = DateTime.UtcNow.AddMinutes(2);
@@ -44,8 +44,8 @@ public sealed class SeedRestartProcessTests
             Thread.Sleep(500);
         }
 
-        var submit = cluster.Start(cluster.SeedBin, "submit.log", ["submit", spec, "--seeds", seeds, "--run-id", "after", "--follow"]);
-        Assert.True(submit.WaitForExit(TimeSpan.FromMinutes(3)), "the run submitted after the restart did not finish: " + Logs());
+        var submit = cluster.Start(cluster.SeedBin, "submit.log", ["submit", spec, "--server", cluster.Server, "--run-id", "after", "--follow"]);
+        Assert.True(ProcessCluster.Ended(submit, TimeSpan.FromMinutes(3)), "the run submitted after the restart did not finish: " + Logs());
         submit.WaitForExit();
         Assert.True(submit.ExitCode == 0, "the run submitted after the restart failed: " + Logs());
         Assert.Contains("completed step 10/10", cluster.Log("submit.log"));

@@ -49,15 +49,15 @@ public sealed class SweepFailoverProcessTests
             """);
         var port = TestPorts.Block(3);
         var seeds = $"127.0.0.1:{port}";
-        string[] seedArgs = ["serve", "--port", port.ToString(), .. cluster.Common];
+        string[] seedArgs = ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common];
         var seed = cluster.Start(cluster.SeedBin, "seed.log", seedArgs);
         Thread.Sleep(3000);
         var gpus = new[] { 1, 2 }.Select(i => (Port: port + i, Process: cluster.Start(cluster.GpuBin, $"gpu{i}.log",
             ["join", "--seeds", seeds, "--port", (port + i).ToString(), .. cluster.Common]))).ToArray();
         cluster.WaitUntilUp(DateTime.UtcNow.AddMinutes(2), "gpu1.log", "gpu2.log");
 
-        var submit = cluster.Start(cluster.SeedBin, "submit.log", ["submit", sweepFile, "--seeds", seeds, "--sweep-id", "f1"]);
-        Assert.True(submit.WaitForExit(TimeSpan.FromSeconds(90)) && submit.ExitCode == 0, "submit: " + cluster.Logs(_ => true, 30));
+        var submit = cluster.Start(cluster.SeedBin, "submit.log", ["submit", sweepFile, "--server", cluster.Server, "--sweep-id", "f1"]);
+        Assert.True(ProcessCluster.Ended(submit, TimeSpan.FromSeconds(90)) && submit.ExitCode == 0, "submit: " + cluster.Logs(_ => true, 30));
         var runs = Path.Combine(cluster.Work, "runs");
 
         // a trial past step 40: kill -9 the node that trains it

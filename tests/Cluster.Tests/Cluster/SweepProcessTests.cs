@@ -58,7 +58,7 @@ public sealed class SweepProcessTests
         first.WaitForExit();
         afterKill?.Invoke(dir);
         var again = cluster.Start(cluster.SeedBin, "sweep-2.log", args);
-        Assert.True(again.WaitForExit(TimeSpan.FromMinutes(4)), "the resumed sweep did not finish: " + cluster.Logs(_ => true, 40));
+        Assert.True(ProcessCluster.Ended(again, TimeSpan.FromMinutes(4)), "the resumed sweep did not finish: " + cluster.Logs(_ => true, 40));
         again.WaitForExit();
         Assert.True(again.ExitCode == 0, "the resumed sweep failed: " + cluster.Logs(_ => true, 40));
         return dir;

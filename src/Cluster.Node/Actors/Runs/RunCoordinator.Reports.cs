@@ -8,6 +8,7 @@ using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
 using Cluster.Contracts.Sweeps;
 using Cluster.Node.Hosting;
+using Cluster.Node.Telemetry;
 using Distill.Engine.Interop;
 using Distill.Engine.Methods;
 using Distill.Engine.Runs;
@@ -25,6 +26,7 @@ public sealed partial class RunCoordinator
         if (throttle && statusWritten.TryGetValue(r.RunId, out var last) && now - last < TimeSpan.FromSeconds(0.5)) return;
         statusWritten[r.RunId] = now;
         var s = Summary(r);
+        RunGauges(s);
         var dir = Path.Combine(services.Options.RunsDir, r.RunId);
         Directory.CreateDirectory(dir);
         var json = JsonSerializer.Serialize(new
@@ -37,6 +39,29 @@ public sealed partial class RunCoordinator
         var tmp = Path.Combine(dir, $"status.json.{Environment.ProcessId}.tmp");
         File.WriteAllText(tmp, json);
         File.Move(tmp, Path.Combine(dir, "status.json"), overwrite: true);
+    }
+
+    /// <summary>A run's queue depths and step for Prometheus; an ended run's series are removed (a sweep makes thousands of runs).</summary>
+    private static void RunGauges(RunSummary s)
+    {
+        Prometheus.Gauge[] gauges = [NodeMetrics.StudentStep, NodeMetrics.PoolBatches, NodeMetrics.GeneratorQueue, NodeMetrics.StudentInFlight];
+        if (s.State is RunState.Completed or RunState.Failed or RunState.Cancelled)
+        {
+            foreach (var g in gauges) g.RemoveLabelled(s.RunId);
+            return;
+        }
+        NodeMetrics.StudentStep.WithLabels(s.RunId).Set(s.StudentStep);
+        NodeMetrics.PoolBatches.WithLabels(s.RunId).Set(s.PoolBatches);
+        NodeMetrics.GeneratorQueue.WithLabels(s.RunId).Set(s.GeneratorQueue);
+        NodeMetrics.StudentInFlight.WithLabels(s.RunId).Set(s.StudentInFlight);
+    }
+
+    /// <summary>Runs by state, after every change of the coordinator's state.</summary>
+    private void RunStateGauges()
+    {
+        var counts = Enum.GetValues<RunState>().ToDictionary(x => x, _ => 0);
+        foreach (var r in state.Runs.Values) counts[RunDecisions.StateOf(r, SpecOf(r).Method.UsesTeacher)]++;
+        foreach (var (x, n) in counts) NodeMetrics.Runs.WithLabels(x.Name()).Set(n);
     }
 
     private void WriteResult(RunRecord r, StudentFinished m)

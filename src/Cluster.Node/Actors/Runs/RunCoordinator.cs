@@ -155,6 +155,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
                 return;
             }
             log.Info("run coordinator up: {0} runs, {1} unfinished", state.Runs.Count, state.Active.Count());
+            RunStateGauges();
             if (services.Options.ResumeRuns) Timers.StartPeriodicTimer("nudge", Nudge.Instance, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10));
         });
 
@@ -365,6 +366,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             persistingFor = null;
             state = state.Apply(ev);
             then();
+            RunStateGauges();
             if (++eventsSinceSnapshot >= 20) { eventsSinceSnapshot = 0; SaveSnapshot(state.ToSnapshot()); }
         });
     }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Akka.Actor;
 using Akka.Cluster.Sharding;
 using Akka.Event;
@@ -15,6 +16,8 @@ using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 using MessagePack;
 using static Cluster.Node.Actors.SourceJobs;
+
+using Cluster.Node.Telemetry;
 
 namespace Cluster.Node.Actors;
 
@@ -41,8 +44,11 @@ public sealed partial class SourceEntity
             return;
         }
         var bySeq = group.ToDictionary(g => g.Seq);
+        var journal = Stopwatch.StartNew();
         PersistAll(events, e =>
         {
+            if (e.Seq == group[0].Seq) NodeMetrics.JournalSeconds.WithLabels(EntityKinds.Generator).Observe(journal.Elapsed.TotalSeconds);
+            NodeMetrics.GeneratedBatches.WithLabels(RunId).Inc();
             State = State.Apply(e);
             var s = bySeq[e.Seq];
             if (s.Checkpoint is not null) busy = false;
@@ -75,10 +81,12 @@ public sealed partial class SourceEntity
     /// <summary>Stores the state the compute thread saved right after batch seq.</summary>
     private void Checkpoint(long seq, byte[] bytes)
     {
+        var written = Stopwatch.StartNew();
         var blob = OwnBlobs.Put(bytes);
         var old = State.Checkpoints;
         Persist(new CheckpointWritten(seq * plan!.UnitsPerBatch, seq, blob, null, 0), e =>
         {
+            NodeMetrics.CheckpointSeconds.WithLabels(EntityKinds.Generator).Observe(written.Elapsed.TotalSeconds);
             State = State.Apply(e);
             DeleteDroppedCheckpoints(old);
             MaybeSnapshot(SnapshotEvery);

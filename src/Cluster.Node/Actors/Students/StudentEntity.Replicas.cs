@@ -52,6 +52,7 @@ public sealed partial class StudentEntity
     {
         computing = false;
         if (pendingRollback is not null) { RollBackToPeer(); return; }
+        stepImages = g.Images;
         SendGradient(g.Seq, g.Gradient, _ => true);
         exchange!.Own(g.Seq, g.Gradient);
         TryReduce(g.Seq);
@@ -80,8 +81,8 @@ public sealed partial class StudentEntity
     {
         if (seq != step + 1 || exchange!.TakeComplete(seq) is not { } all) return;
         computing = true;
-        var (t, after) = (trainer!, AfterStepOf(seq));
-        EngineAccess.Compute(() => Apply(t, all, seq, after)).PipeTo(Self);
+        var (t, after, images) = (trainer!, AfterStepOf(seq), stepImages);
+        EngineAccess.Compute(() => Apply(t, all, seq, after, images)).PipeTo(Self);
     }
 
     private void RollBackToPeer()

@@ -9,6 +9,7 @@ using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
 using Cluster.Contracts.Students;
 using Cluster.Node.Hosting;
+using Cluster.Node.Telemetry;
 using Distill.Engine.Methods;
 using Distill.Engine.Pipeline;
 using Distill.Engine.Runs;
@@ -73,6 +74,7 @@ public sealed partial class StudentEntity
         var message = r.Guard ? $"run {RunId}, entity {Id}: guard: {r.Reason}; now at step {r.Step}"
             : $"run {RunId}, entity {Id}: {r.Reason}; rolled back to step {r.Step} to stay in lockstep";
         Log.Warning(message);
+        NodeMetrics.Rollbacks.WithLabels(RunId, r.Guard ? "guard" : "lockstep").Inc();
         Services.Coordinator.Tell(new EntityProgress(RunId, Id, r.Step, Total, 0, 0, null, Services.NodeName, message));
         // batches and gradients after the checkpoint are trained and exchanged again (a peer at our
         // step resends its gradient when it hears where we are)

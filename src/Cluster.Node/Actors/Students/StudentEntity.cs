@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Collections.Immutable;
 using Akka.Actor;
 using Akka.Cluster.Sharding;
@@ -9,6 +10,7 @@ using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
 using Cluster.Contracts.Students;
 using Cluster.Node.Hosting;
+using Cluster.Node.Telemetry;
 using Distill.Engine.Methods;
 using Distill.Engine.Pipeline;
 using Distill.Engine.Runs;
@@ -72,6 +74,8 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     /// <summary>Guard rollbacks by this incarnation (result.json's count; a node's death starts it again at 0).</summary>
     private int rollbacks;
     private DateTime lastBatchUtc = DateTime.UtcNow;
+    /// <summary>The step in flight's whole batch (from the replica's own gradient job), for the images counter.</summary>
+    private long stepImages;
 
     public StudentEntity(string entityId, NodeServices services) : base(entityId, services)
     {
@@ -175,6 +179,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
             Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, 0, 0, null, Services.NodeName, r.Warning));
         }
         Log.Info("{0}: student ready at step {1} of {2}", Id, step, Total);
+        if (step > 0) NodeMetrics.Failovers.WithLabels(RunId, EntityKinds.Student).Inc();
         if (r.Competitor is not null) OfferCompetitor(r.Competitor);
         lastBatchUtc = DateTime.UtcNow;
         foreach (var c in early) OnChunk(c);
@@ -266,6 +271,11 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         step = t.Seq;
         if (Unhealthy(t) is { } bad) { OnStepFailed(new InvalidOperationException($"{bad} at step {step}")); return; }
         busy = false;
+        if (replica == 0)
+        {
+            NodeMetrics.StudentSteps.WithLabels(RunId).Inc();
+            NodeMetrics.StudentImages.WithLabels(RunId).Inc(t.Images);
+        }
         intake = intake!.Trained(step);
         exchange!.DropUpTo(step);
         if (pendingRollback is not null) { RollBackToPeer(); return; }
@@ -281,12 +291,16 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
 
     private void SaveCheckpoint(Trained t)
     {
+        var written = Stopwatch.StartNew();
         var blob = OwnBlobs.Put(t.Checkpoint!);
         var old = State.Checkpoints;
         best = Math.Max(best, t.Accuracy ?? double.NegativeInfinity);
         var bestNow = best;
+        var journal = Stopwatch.StartNew();
         Persist(new CheckpointWritten(t.Seq, t.Seq, blob, t.Accuracy, bestNow), e =>
         {
+            NodeMetrics.JournalSeconds.WithLabels(EntityKinds.Student).Observe(journal.Elapsed.TotalSeconds);
+            NodeMetrics.CheckpointSeconds.WithLabels(EntityKinds.Student).Observe(written.Elapsed.TotalSeconds);
             State = State.Apply(e);
             DeleteDroppedCheckpoints(old);
             // every batch up to here is in a checkpoint now: the source may drop those no later step reads

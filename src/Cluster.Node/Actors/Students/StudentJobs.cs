@@ -24,10 +24,12 @@ internal static class StudentJobs
         string? Warning, double Best, byte[]? Competitor) : INoSerializationVerificationNeeded;
 
     /// <summary>A step done; Competitor: the weights a batch competes with (ADI), Weights: the final model (replica 0).</summary>
-    public sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, double Lr, byte[]? Competitor)
+    /// <param name="Images">the step's whole batch (every replica's share), for the node's images/s</param>
+    public sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, double Lr, byte[]? Competitor, long Images)
         : INoSerializationVerificationNeeded;
 
-    public sealed record GradientReady(long Seq, float[] Gradient) : INoSerializationVerificationNeeded;
+    /// <param name="Images">the step's whole batch, of which this replica took its slice</param>
+    public sealed record GradientReady(long Seq, float[] Gradient, long Images) : INoSerializationVerificationNeeded;
 
     public sealed record RolledBack(long Step, double LrScale, string Reason, StudentTrainer? Fresh, bool Guard) : INoSerializationVerificationNeeded;
 
@@ -71,7 +73,7 @@ internal static class StudentJobs
     public static Trained Step(StudentTrainer t, IStudentFeed feed, IReadOnlyList<LabelledBatch> handed, long seq, bool wantLoss, AfterStep after)
     {
         using var batch = Batch(feed, handed, seq, after.Device);
-        return Finish(t, seq, t.TrainStep(batch, wantLoss), after);
+        return Finish(t, seq, t.TrainStep(batch, wantLoss), after, batch.Images.shape[0]);
     }
 
     /// <summary>One of N replicas: the gradient of its contiguous slice of the batch.</summary>
@@ -81,11 +83,11 @@ internal static class StudentJobs
         var per = batch.Images.shape[0] / replicas;
         using var slice = batch.Slice(replica * per, per);
         var (g, _) = t.ComputeGradient(slice);
-        using (g) return new GradientReady(seq, g.data<float>().ToArray());
+        using (g) return new GradientReady(seq, g.data<float>().ToArray(), batch.Images.shape[0]);
     }
 
     /// <summary>The mean of every replica's gradient (<see cref="StepGradients.TakeMean"/>), applied.</summary>
-    public static Trained Apply(StudentTrainer t, StepGradients all, long seq, AfterStep after)
+    public static Trained Apply(StudentTrainer t, StepGradients all, long seq, AfterStep after, long images)
     {
         var sum = all.TakeMean();
         try
@@ -94,16 +96,16 @@ internal static class StudentJobs
             t.ApplyGradient(mean);
         }
         finally { ExactPool<float>.Shared.Return(sum); }
-        return Finish(t, seq, null, after);
+        return Finish(t, seq, null, after, images);
     }
 
-    private static Trained Finish(StudentTrainer t, long seq, double? loss, AfterStep after)
+    private static Trained Finish(StudentTrainer t, long seq, double? loss, AfterStep after, long images)
     {
         var acc = after.Evaluate ? Evaluation.Accuracy(t.Model, after.Data.TestX, after.Data.TestY, after.Device, after.EvalBatch) : (double?)null;
         var checkpoint = after.Checkpoint ? EngineAccess.Save(t.SaveState) : null;
         var weights = after.FinalWeights ? EngineAccess.SaveModel(t.Model) : null;
         var competitor = after.OfferWeights ? EngineAccess.SaveModel(t.Model) : null;
-        return new Trained(seq, loss, acc, checkpoint, weights, t.Lr, competitor);
+        return new Trained(seq, loss, acc, checkpoint, weights, t.Lr, competitor, images);
     }
 
     /// <summary>

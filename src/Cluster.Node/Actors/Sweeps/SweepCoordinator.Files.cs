@@ -8,6 +8,8 @@ using Cluster.Node.Storage;
 using Distill.Engine.Specs;
 using Distill.Engine.Sweeps;
 
+using Cluster.Node.Telemetry;
+
 namespace Cluster.Node.Actors;
 
 /// <summary>sweeps/&lt;id&gt;/: the tables and plots, rewritten as the sweep goes, and each trial's TensorBoard scalars.</summary>
@@ -18,6 +20,8 @@ public sealed partial class SweepCoordinator
 
     private void WriteFiles(SweepRecord r, SweepRuntime rt, bool plots)
     {
+        foreach (var st in Enum.GetValues<TrialState>())
+            NodeMetrics.Trials.WithLabels(r.SweepId, st.ToString().ToLowerInvariant()).Set(r.Trials.Count(t => t.State == st));
         var now = DateTime.UtcNow;
         if (r.Running && written.TryGetValue(r.SweepId, out var last) && now - last < TimeSpan.FromSeconds(2)) return;
         written[r.SweepId] = now;

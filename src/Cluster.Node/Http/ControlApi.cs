@@ -1,0 +1,311 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Akka.Actor;
+using Akka.Cluster;
+using Cluster.Contracts;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Sweeps;
+using Cluster.Node.Configuration;
+using Cluster.Node.Hosting;
+using Distill.Engine.Specs;
+using Distill.Engine.Sweeps;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+
+namespace Cluster.Node.Http;
+
+/// <summary>
+/// The seed's control API under /api: everything the CLI does (submit, status, cancel, results),
+/// a run's metrics, events and sample grids, the cluster's nodes, and live status as server-sent
+/// events. Every request needs the bearer token (<see cref="ApiToken"/>); without it the answer is
+/// 401 and nothing is done. Errors are problem+json with the reason.
+/// </summary>
+public static partial class ControlApi
+{
+    public const long MaxBodyBytes = 1 << 20;
+    private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(20);
+
+    public static void Map(WebApplication app, ApiToken token, Func<ClusterNode?> node, NodeOptions options)
+    {
+        app.Use(async (context, next) =>
+        {
+            if (context.Request.Path.StartsWithSegments("/api") && !token.Accepts(context.Request.Headers.Authorization))
+            {
+                context.Response.Headers.WWWAuthenticate = "Bearer";
+                await Problem(StatusCodes.Status401Unauthorized, "unauthorized",
+                    "this API needs the header 'Authorization: Bearer <token>' with the seed's token").ExecuteAsync(context);
+                return;
+            }
+            await next(context);
+        });
+        var api = app.MapGroup("/api");
+        Runs(api, node, options);
+        Sweeps(api, node, options);
+        api.MapGet("/nodes", async (CancellationToken ct) => await With(node, async n => Results.Json(await Nodes(n, ct), ApiJson.Options)));
+        api.MapGet("/stream", (HttpContext context) => Stream(context, node));
+        api.MapGet("/results", (string? sweep, string? runs) => ResultsOf(options, sweep, runs));
+    }
+
+    private static void Runs(RouteGroupBuilder api, Func<ClusterNode?> node, NodeOptions options)
+    {
+        api.MapGet("/runs", async (CancellationToken ct) => await With(node, async n =>
+            Results.Json(await RunClient.StatusAsync(n.Coordinator, null, AskTimeout, ct), ApiJson.Options)));
+        api.MapGet("/runs/{id}", async (string id, CancellationToken ct) => await With(node, async n =>
+            RunIdProblem(id) ?? ((await RunClient.StatusAsync(n.Coordinator, id, AskTimeout, ct)).FirstOrDefault() is { } s
+                ? Results.Json(s, ApiJson.Options) : NotFound($"no run {id}"))));
+        api.MapPost("/runs", async (HttpRequest request, string? runId, string? specFile) => await With(node, async n =>
+        {
+            var yaml = await Body(request);
+            if (RunIdProblem(runId) is { } bad) return bad;
+            var file = specFile ?? "<api>";
+            try { SpecParser.Parse(yaml, file); }
+            catch (SpecException e) { return Problem(StatusCodes.Status400BadRequest, "spec refused", e.Message); }
+            return await n.Coordinator.Ask<IRunCommand>(new SubmitRun(yaml, file, runId), AskTimeout) switch
+            {
+                RunAccepted a => Results.Created($"/api/runs/{a.RunId}", new Submitted(a.RunId, a.AlreadyKnown)),
+                RunRejected r => Problem(StatusCodes.Status409Conflict, "run refused", r.Reason),
+                var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
+            };
+        }));
+        api.MapPost("/runs/{id}/cancel", async (string id, string? reason) => await With(node, async n =>
+            RunIdProblem(id) ?? await n.Coordinator.Ask<IRunCommand>(new CancelRun(id, reason ?? "cancelled through the API"), AskTimeout) switch
+            {
+                CancelAnswer a => Results.Json(a, ApiJson.Options),
+                RunRejected r => NotFound(r.Reason),
+                var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
+            }));
+        api.MapGet("/runs/{id}/result", (string id) => RunFile(options, id, "result.json") is { } f
+            ? Results.File(f, "application/json") : NotFound($"run {id} has no result yet"));
+        api.MapGet("/runs/{id}/metrics", (string id, int? after) => RunIdProblem(id) ?? Results.Json(Metrics(options, id, after ?? 0), ApiJson.Options));
+        api.MapGet("/runs/{id}/metrics.csv", (string id) => RunFile(options, id, "metrics.csv") is { } f
+            ? Results.File(f, "text/csv") : NotFound($"run {id} has no metrics yet"));
+        api.MapGet("/runs/{id}/events", (string id, int? after) => RunIdProblem(id) ?? Results.Json(Events(options, id, after ?? 0), ApiJson.Options));
+        api.MapGet("/runs/{id}/samples", (string id) => RunIdProblem(id) ?? Results.Json(Samples(options, id), ApiJson.Options));
+        api.MapGet("/runs/{id}/samples/{file}", (string id, string file) =>
+            RunIdProblem(id) ?? (SampleName().IsMatch(file) && RunFile(options, id, Path.Combine("samples", file)) is { } f
+                ? Results.File(f, "image/png") : NotFound($"run {id} has no sample grid {file}")));
+    }
+
+    private static void Sweeps(RouteGroupBuilder api, Func<ClusterNode?> node, NodeOptions options)
+    {
+        api.MapGet("/sweeps", async (CancellationToken ct) => await With(node, async n =>
+            Results.Json(await SweepClient.StatusAsync(n.Sweeps, null, AskTimeout, ct), ApiJson.Options)));
+        api.MapGet("/sweeps/{id}", async (string id, CancellationToken ct) => await With(node, async n =>
+            RunIdProblem(id) ?? ((await SweepClient.StatusAsync(n.Sweeps, id, AskTimeout, ct)).FirstOrDefault() is { } s
+                ? Results.Json(s, ApiJson.Options) : NotFound($"no sweep {id}"))));
+        api.MapPost("/sweeps", async (HttpRequest request, string? sweepId, string? specFile) => await With(node, async n =>
+        {
+            var yaml = await Body(request);
+            if (RunIdProblem(sweepId) is { } bad) return bad;
+            var file = specFile ?? "<api>";
+            try { SweepParser.Parse(yaml, file); }
+            catch (SpecException e) { return Problem(StatusCodes.Status400BadRequest, "sweep refused", e.Message); }
+            return await n.Sweeps.Ask<ISweepCommand>(new SubmitSweep(yaml, file, sweepId), AskTimeout) switch
+            {
+                SweepAccepted a => Results.Created($"/api/sweeps/{a.SweepId}", new Submitted(a.SweepId, false)),
+                SweepRejected r => Problem(StatusCodes.Status409Conflict, "sweep refused", r.Reason),
+                var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
+            };
+        }));
+        api.MapPost("/sweeps/{id}/cancel", async (string id, string? reason) => await With(node, async n =>
+            RunIdProblem(id) ?? await n.Sweeps.Ask<ISweepCommand>(new CancelSweep(id, reason ?? "cancelled through the API"), AskTimeout) switch
+            {
+                SweepStatusReport { Sweeps: [var s] } => Results.Json(s, ApiJson.Options),
+                SweepRejected r => NotFound(r.Reason),
+                var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
+            }));
+    }
+
+    /// <summary>The node's coordinators, or 503 while the seed is starting or its coordinator cannot answer.</summary>
+    private static async Task<IResult> With(Func<ClusterNode?> node, Func<ClusterNode, Task<IResult>> f)
+    {
+        if (node() is not { } n) return Problem(StatusCodes.Status503ServiceUnavailable, "starting", "the seed has not joined its cluster yet");
+        try { return await f(n); }
+        catch (AskTimeoutException) { return Problem(StatusCodes.Status503ServiceUnavailable, "coordinator busy", $"the coordinator did not answer in {AskTimeout.TotalSeconds:F0} s (failing over?)"); }
+        catch (CoordinatorUnavailableException e) { return Problem(StatusCodes.Status503ServiceUnavailable, "coordinator unavailable", e.Message); }
+        catch (BadHttpRequestException e) { return Problem(e.StatusCode, "bad request", e.Message); }
+    }
+
+    private static async Task<string> Body(HttpRequest request)
+    {
+        using var reader = new StreamReader(request.Body, new UTF8Encoding(false, throwOnInvalidBytes: true));
+        try { return await reader.ReadToEndAsync(); }
+        catch (DecoderFallbackException) { throw new BadHttpRequestException("the body is not UTF-8 text", StatusCodes.Status400BadRequest); }
+    }
+
+    public static IResult Problem(int status, string title, string detail) =>
+        Results.Problem(detail: detail, statusCode: status, title: title);
+
+    private static IResult NotFound(string detail) => Problem(StatusCodes.Status404NotFound, "not found", detail);
+
+    private static IResult? RunIdProblem(string? id) =>
+        id is not null && EntityId.RunIdProblem(id) is { } p ? Problem(StatusCodes.Status400BadRequest, "bad id", p) : null;
+
+    /// <summary>A file of a run directory, or null (an id that is not a run id names nothing).</summary>
+    private static string? RunFile(NodeOptions options, string id, string name)
+    {
+        if (EntityId.RunIdProblem(id) is not null) return null;
+        var path = Path.GetFullPath(Path.Combine(options.RunsDir, id, name));
+        return File.Exists(path) ? path : null;
+    }
+
+    /// <summary>metrics.csv rows from the after-th on (a dashboard asks only for new ones).</summary>
+    private static List<MetricsRow> Metrics(NodeOptions options, string id, int after)
+    {
+        var rows = new List<MetricsRow>();
+        if (RunFile(options, id, "metrics.csv") is not { } file) return rows;
+        string[] columns = [];
+        var index = 0;
+        foreach (var line in ReadShared(file))
+        {
+            var cells = line.Split(',');
+            if (line.StartsWith("phase,step,seconds", StringComparison.Ordinal)) { columns = cells; continue; }
+            if (columns.Length == 0 || cells.Length != columns.Length || index++ < after) continue;
+            if (!long.TryParse(cells[1], CultureInfo.InvariantCulture, out var step) || !double.TryParse(cells[2], CultureInfo.InvariantCulture, out var seconds)) continue;
+            var values = new Dictionary<string, double>();
+            for (var c = 3; c < cells.Length; c++)
+                if (double.TryParse(cells[c], CultureInfo.InvariantCulture, out var v) && double.IsFinite(v)) values[columns[c]] = v;
+            rows.Add(new MetricsRow(cells[0], step, seconds, values));
+        }
+        return rows;
+    }
+
+    private static List<EventLine> Events(NodeOptions options, string id, int after)
+    {
+        var events = new List<EventLine>();
+        if (RunFile(options, id, "events.log") is not { } file) return events;
+        var index = 0;
+        foreach (var line in ReadShared(file))
+        {
+            if (index++ < after || line.Length == 0) continue;
+            var space = line.IndexOf(' ');
+            var (time, message) = space > 0 ? (line[..space], line[(space + 1)..]) : ("", line);
+            events.Add(new EventLine(index - 1, time, KindOf(message), message));
+        }
+        return events;
+    }
+
+    /// <summary>What the dashboard marks on a run's curves.</summary>
+    public static string KindOf(string message) =>
+        message.Contains("rolled back", StringComparison.Ordinal) || message.Contains("guard:", StringComparison.Ordinal) ? "rollback"
+        : message.Contains("resumed", StringComparison.Ordinal) || message.Contains("ready at step", StringComparison.Ordinal) && !message.Contains("ready at step 0 ", StringComparison.Ordinal) ? "failover"
+        : message.StartsWith("cancelled", StringComparison.Ordinal) || message.Contains("failed", StringComparison.Ordinal) ? "end"
+        : "info";
+
+    private static List<SampleGrid> Samples(NodeOptions options, string id)
+    {
+        var dir = Path.Combine(options.RunsDir, id, "samples");
+        if (!Directory.Exists(dir)) return [];
+        return Directory.EnumerateFiles(dir, "*.png").Select(Path.GetFileName).OfType<string>()
+            .Select(f => SampleName().Match(f)).Where(m => m.Success)
+            .Select(m => new SampleGrid(m.Value, m.Groups[1].Value, long.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)))
+            .OrderBy(s => s.Step).ThenBy(s => s.Phase, StringComparer.Ordinal).ToList();
+    }
+
+    [GeneratedRegex(@"^([a-z]+(?:-\d+)?)-step(\d{7})\.png$")]
+    private static partial Regex SampleName();
+
+    /// <summary>The lines of a file another process appends to.</summary>
+    private static IEnumerable<string> ReadShared(string file)
+    {
+        using var s = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        using var r = new StreamReader(s);
+        while (r.ReadLine() is { } line) yield return line;
+    }
+
+    private static async Task<List<NodeView>> Nodes(ClusterNode n, CancellationToken ct)
+    {
+        var state = Akka.Cluster.Cluster.Get(n.System).State;
+        RunSummary[] runs = [];
+        try { runs = await RunClient.StatusAsync(n.Coordinator, null, AskTimeout, ct); }
+        catch (Exception e) when (e is AskTimeoutException or CoordinatorUnavailableException) { }
+        return state.Members.OrderBy(m => m.Address.ToString(), StringComparer.Ordinal).Select(m =>
+        {
+            var address = $"{m.Address.Host}:{m.Address.Port}";
+            var hosted = runs.Where(r => r.State is RunState.Training or RunState.PreparingTeacher && (r.Node == address || r.GeneratorNode == address))
+                .Select(r => r.RunId).ToArray();
+            return new NodeView(address, m.Status.ToString().ToLowerInvariant(), m.Roles.Order(StringComparer.Ordinal).ToArray(),
+                Roles.SlotsOf(m.Roles), !state.Unreachable.Contains(m), hosted);
+        }).ToList();
+    }
+
+    /// <summary>
+    /// Server-sent events: "status" with every run, sweep and node whenever any of them changes
+    /// (checked each second), and a comment every 15 s so that proxies keep the stream open.
+    /// </summary>
+    private static async Task Stream(HttpContext context, Func<ClusterNode?> node)
+    {
+        context.Response.ContentType = "text/event-stream";
+        context.Response.Headers.CacheControl = "no-cache";
+        context.Response.Headers["X-Accel-Buffering"] = "no";
+        var ct = context.RequestAborted;
+        string? last = null;
+        var quiet = DateTime.UtcNow;
+        try
+        {
+            while (!ct.IsCancellationRequested)
+            {
+                if (node() is { } n)
+                {
+                    try
+                    {
+                        var runs = await RunClient.StatusAsync(n.Coordinator, null, AskTimeout, ct);
+                        var sweeps = await SweepClient.StatusAsync(n.Sweeps, null, AskTimeout, ct);
+                        var nodes = await Nodes(n, ct);
+                        var json = JsonSerializer.Serialize(new { runs, sweeps, nodes }, ApiJson.Options);
+                        if (json != last)
+                        {
+                            await context.Response.WriteAsync($"event: status\ndata: {json}\n\n", ct);
+                            await context.Response.Body.FlushAsync(ct);
+                            last = json;
+                            quiet = DateTime.UtcNow;
+                        }
+                    }
+                    catch (Exception e) when (e is AskTimeoutException or CoordinatorUnavailableException) { }
+                }
+                if (DateTime.UtcNow - quiet > TimeSpan.FromSeconds(15))
+                {
+                    await context.Response.WriteAsync(": keep-alive\n\n", ct);
+                    await context.Response.Body.FlushAsync(ct);
+                    quiet = DateTime.UtcNow;
+                }
+                await Task.Delay(1000, ct);
+            }
+        }
+        catch (OperationCanceledException) { }   // the client went away
+    }
+
+    private static IResult ResultsOf(NodeOptions options, string? sweep, string? runs)
+    {
+        try
+        {
+            ResultsTable table;
+            if (sweep is not null)
+            {
+                if (RunIdProblem(sweep) is { } bad) return bad;
+                var dir = Path.Combine(options.SweepsPath, sweep);
+                if (!File.Exists(Path.Combine(dir, "trials.csv"))) return NotFound($"no sweep {sweep} with results (no trials.csv)");
+                table = ResultsTable.FromSweep(dir);
+            }
+            else
+            {
+                var ids = (runs ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                if (ids.Length == 0) return Problem(StatusCodes.Status400BadRequest, "bad request", "say ?sweep=ID or ?runs=ID,ID");
+                foreach (var id in ids)
+                {
+                    if (RunIdProblem(id) is { } bad) return bad;
+                    if (RunFile(options, id, "result.json") is null) return NotFound($"run {id} has no result yet");
+                }
+                table = ResultsTable.FromRuns(ids.Select(id => Path.Combine(options.RunsDir, id)).ToList());
+            }
+            return Results.Json(new ResultsView(table.Format(), table.ToCsv(), table.ToJson()), ApiJson.Options);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or FormatException)
+        {
+            return Problem(StatusCodes.Status500InternalServerError, "results unreadable", e.Message);
+        }
+    }
+}

@@ -1,0 +1,97 @@
+using Prometheus;
+
+namespace Cluster.Node.Telemetry;
+
+/// <summary>
+/// The node's Prometheus metrics (prometheus-net, served at /metrics): what the entities and the
+/// coordinators on this node do. Counters are per run; rates (steps/s, images/s) are Prometheus's
+/// rate() of them. The runtime's event counters and meters are not collected: their listener
+/// threads would run beside the compute thread.
+/// </summary>
+public static class NodeMetrics
+{
+    static NodeMetrics() =>
+        Metrics.SuppressDefaultMetrics(new SuppressDefaultMetricOptions { SuppressEventCounters = true, SuppressMeters = true, SuppressDebugMetrics = true });
+
+    private static readonly string[] Run = ["run"];
+
+    /// <summary>Makes sure the class is initialised (and the defaults suppressed) before the first scrape.</summary>
+    public static void Register() { }
+
+    public static readonly Counter StudentSteps = Metrics.CreateCounter("clusterdistill_student_steps_total",
+        "Student optimiser steps taken on this node (replica 0 only: one per step of the run)", Run);
+
+    public static readonly Counter StudentImages = Metrics.CreateCounter("clusterdistill_student_images_total",
+        "Images the students on this node trained on (every replica)", Run);
+
+    public static readonly Counter GeneratedBatches = Metrics.CreateCounter("clusterdistill_generated_batches_total",
+        "Batches the sources on this node made (synthesised or loaded)", Run);
+
+    public static readonly Gauge PoolBatches = Metrics.CreateGauge("clusterdistill_pool_batches",
+        "Batches held in the run's pool, as the coordinator last heard", Run);
+
+    public static readonly Gauge GeneratorQueue = Metrics.CreateGauge("clusterdistill_generator_queue",
+        "Batches asked of the run's source and not yet made", Run);
+
+    public static readonly Gauge StudentInFlight = Metrics.CreateGauge("clusterdistill_student_in_flight",
+        "Batches sent to the run's student and not yet trained", Run);
+
+    public static readonly Gauge StudentStep = Metrics.CreateGauge("clusterdistill_student_step",
+        "The run's student step, as the coordinator last heard", Run);
+
+    public static readonly Histogram CheckpointSeconds = Metrics.CreateHistogram("clusterdistill_checkpoint_write_seconds",
+        "Time to write a checkpoint (the blob, then its event in the journal)",
+        new HistogramConfiguration { Buckets = Histogram.ExponentialBuckets(0.001, 2, 14), LabelNames = ["kind"] });
+
+    public static readonly Histogram JournalSeconds = Metrics.CreateHistogram("clusterdistill_journal_write_seconds",
+        "Time from Persist to its handler (the journal's write, as the entity sees it)",
+        new HistogramConfiguration { Buckets = Histogram.ExponentialBuckets(0.0005, 2, 16), LabelNames = ["kind"] });
+
+    public static readonly Counter Rollbacks = Metrics.CreateCounter("clusterdistill_rollbacks_total",
+        "Students rolled back: by the divergence guard, or to stay in lockstep with a replica", ["run", "why"]);
+
+    public static readonly Counter Failovers = Metrics.CreateCounter("clusterdistill_failovers_total",
+        "Entities that resumed from their journal on this node after starting elsewhere or before (a node died, a process restarted)", ["run", "kind"]);
+
+    public static readonly Gauge Trials = Metrics.CreateGauge("clusterdistill_trials",
+        "A sweep's trials by state", ["sweep", "state"]);
+
+    public static readonly Gauge Runs = Metrics.CreateGauge("clusterdistill_runs",
+        "Runs the coordinator knows, by state", ["state"]);
+
+    public static readonly Gauge GpuMemory = Metrics.CreateGauge("clusterdistill_gpu_memory_bytes",
+        "GPU memory this process holds, per device, as nvidia-smi reports it (absent without a GPU)", ["device"]);
+
+    private static int gpuTracked;
+
+    /// <summary>
+    /// On a node with CUDA: GPU memory is read at each scrape from nvidia-smi (libtorch's allocator
+    /// statistics are not exposed by TorchSharp), for this process only.
+    /// </summary>
+    public static void TrackGpuMemory()
+    {
+        if (Interlocked.Exchange(ref gpuTracked, 1) == 1) return;
+        Metrics.DefaultRegistry.AddBeforeCollectCallback(async ct =>
+        {
+            try
+            {
+                var psi = new System.Diagnostics.ProcessStartInfo("nvidia-smi", ["--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv,noheader,nounits"])
+                    { RedirectStandardOutput = true, RedirectStandardError = true };
+                using var p = System.Diagnostics.Process.Start(psi);
+                if (p is null) return;
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                timeout.CancelAfter(TimeSpan.FromSeconds(2));
+                var text = await p.StandardOutput.ReadToEndAsync(timeout.Token);
+                await p.WaitForExitAsync(timeout.Token);
+                var pid = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+                {
+                    var cells = line.Split(',', StringSplitOptions.TrimEntries);
+                    if (cells.Length == 3 && cells[0] == pid && double.TryParse(cells[2], System.Globalization.CultureInfo.InvariantCulture, out var mib))
+                        GpuMemory.WithLabels(cells[1]).Set(mib * 1048576);
+                }
+            }
+            catch (Exception e) when (e is System.ComponentModel.Win32Exception or OperationCanceledException or IOException) { }   // no nvidia-smi, or it hung: no sample
+        });
+    }
+}

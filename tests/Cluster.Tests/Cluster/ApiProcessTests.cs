@@ -1,0 +1,200 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+
+namespace Cluster.Tests.Cluster;
+
+/// <summary>
+/// The seed's HTTP API, health and metrics against real processes: a seed serving the API and a
+/// GPU node with its own health and metrics endpoint, a real run submitted over HTTP and watched
+/// through server-sent events; and the CLI against a seed that is down.
+/// </summary>
+[Collection(ProcessLanes.B)]
+public sealed class ApiProcessTests
+{
+    [Fact]
+    public void Should_fail_in_under_two_seconds_with_one_line_when_the_seed_is_down()
+    {
+        using var cluster = new ProcessCluster("down");
+        var nobody = $"http://127.0.0.1:{TestPorts.Block(1)}";
+        foreach (var args in new[] { new[] { "status", "--server", nobody }, ["cancel", "r1", "--server", nobody], ["submit", Path.Combine(Repo.Root(), "specs", "kd-mnist.yaml"), "--server", nobody] })
+        {
+            var clock = Stopwatch.StartNew();
+            var p = cluster.Start(cluster.SeedBin, $"{args[0]}.log", args);
+            Assert.True(ProcessCluster.Ended(p, TimeSpan.FromSeconds(30)));
+            p.WaitForExit();
+            clock.Stop();
+            var lines = cluster.Log($"{args[0]}.log").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.Equal(1, p.ExitCode);
+            Assert.True(lines.Length == 1, $"{args[0]}: {lines.Length} lines: {string.Join("\n", lines)}");
+            Assert.StartsWith($"error: cannot reach the seed's API at {nobody}/: Connection refused", lines[0]);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(2), $"{args[0]} took {clock.Elapsed.TotalSeconds:F2} s against a seed that is down");
+        }
+    }
+
+    [Fact]
+    public async Task Should_serve_the_api_with_its_token_stream_progress_and_expose_health_and_metrics_on_every_node()
+    {
+        Torch.Init();
+        using var cluster = new ProcessCluster("api");
+        var teacher = cluster.SaveTeacher(71);
+        var port = TestPorts.Block(2);
+        var gpuHttp = TestPorts.Block(1);
+        var seeds = $"127.0.0.1:{port}";
+        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common]);
+        cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--http-port", gpuHttp.ToString(), .. cluster.Common]);
+        using var http = new HttpClient { BaseAddress = new Uri(cluster.Server), Timeout = TimeSpan.FromSeconds(30) };
+        using var gpu = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{gpuHttp}"), Timeout = TimeSpan.FromSeconds(30) };
+
+        // liveness answers while the node joins; readiness once it is up with its regions registered
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        foreach (var node in new[] { http, gpu })
+            while (!await Ready(node))
+            {
+                Assert.True(DateTime.UtcNow < deadline, "not ready in 2 minutes: " + cluster.Logs(_ => true, 20));
+                await Task.Delay(250);
+            }
+        using (var live = await gpu.GetAsync("/health/live")) Assert.Equal(HttpStatusCode.OK, live.StatusCode);
+        cluster.WaitUntilUp(deadline, "gpu.log");
+
+        // no token, a wrong one: 401 with problem+json, and nothing done
+        var yaml = ProcessCluster.TinyDafl("api", 6, teacher, 60, 30);
+        foreach (var auth in new string?[] { null, "Bearer not-the-token-0123456789" })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/api/runs?runId=sneaky") { Content = new StringContent(yaml, Encoding.UTF8, "application/yaml") };
+            if (auth is not null) request.Headers.Authorization = AuthenticationHeaderValue.Parse(auth);
+            using var refused = await http.SendAsync(request);
+            Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+            Assert.Equal("application/problem+json", refused.Content.Headers.ContentType?.MediaType);
+            Assert.Contains("Authorization: Bearer", await refused.Content.ReadAsStringAsync());
+        }
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", cluster.Token);
+        Assert.Equal("[]", (await http.GetStringAsync("/api/runs")).Trim());
+        Assert.False(Directory.Exists(Path.Combine(cluster.Work, "runs", "sneaky")));
+
+        // a bad spec: 400 with the parser's reason
+        using (var bad = await http.PostAsync("/api/runs", new StringContent(yaml.Replace("method: dafl", "method: dafll"), Encoding.UTF8, "application/yaml")))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+            using var problem = JsonDocument.Parse(await bad.Content.ReadAsStringAsync());
+            Assert.Equal("spec refused", problem.RootElement.GetProperty("title").GetString());
+            Assert.Contains("dafll", problem.RootElement.GetProperty("detail").GetString());
+        }
+
+        // the stream, opened before the submit, tells of the run until it completes
+        using var streamRequest = new HttpRequestMessage(HttpMethod.Get, "/api/stream");
+        using var streamClient = new HttpClient { BaseAddress = new Uri(cluster.Server), Timeout = Timeout.InfiniteTimeSpan };
+        streamClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", cluster.Token);
+        using var stream = await streamClient.SendAsync(streamRequest, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("text/event-stream", stream.Content.Headers.ContentType?.MediaType);
+        var events = new List<JsonDocument>();
+        var reader = Task.Run(async () =>
+        {
+            using var r = new StreamReader(await stream.Content.ReadAsStreamAsync());
+            while (await r.ReadLineAsync() is { } line)
+            {
+                if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+                var doc = JsonDocument.Parse(line[6..]);
+                lock (events) events.Add(doc);
+                if (doc.RootElement.GetProperty("runs").EnumerateArray().Any(x => x.GetProperty("runId").GetString() == "a1" && x.GetProperty("state").GetString() == "completed")) return;
+            }
+        });
+
+        using (var submitted = await http.PostAsync("/api/runs?runId=a1&specFile=" + Uri.EscapeDataString(Path.Combine(cluster.Work, "api.yaml")), new StringContent(yaml, Encoding.UTF8, "application/yaml")))
+        {
+            Assert.Equal(HttpStatusCode.Created, submitted.StatusCode);
+            Assert.Equal("/api/runs/a1", submitted.Headers.Location?.ToString());
+        }
+        // the GPU node's metrics while it trains
+        var scrapes = new List<Dictionary<string, double>>();
+        while (!reader.IsCompleted)
+        {
+            Assert.True(DateTime.UtcNow < deadline.AddMinutes(4), "the run did not complete: " + cluster.Logs(_ => true, 20));
+            scrapes.Add(Parse(await gpu.GetStringAsync("/metrics")));
+            await Task.Delay(1000);
+        }
+        await reader;
+        List<string> states;
+        lock (events) states = events.SelectMany(e => e.RootElement.GetProperty("runs").EnumerateArray())
+            .Where(x => x.GetProperty("runId").GetString() == "a1").Select(x => $"{x.GetProperty("state").GetString()} {x.GetProperty("studentStep").GetInt64()}").Distinct().ToList();
+        Assert.True(states.Count >= 3 && states.Any(s => s.StartsWith("training ", StringComparison.Ordinal)), "the stream showed: " + string.Join(", ", states));
+        Assert.Equal("completed 60", states[^1]);
+
+        // the run's metrics, events, samples and result
+        using (var metrics = JsonDocument.Parse(await http.GetStringAsync("/api/runs/a1/metrics")))
+        {
+            var student = metrics.RootElement.EnumerateArray().Where(r => r.GetProperty("phase").GetString() == "student-0").ToList();
+            Assert.Contains(student, r => r.GetProperty("step").GetInt64() == 60 && r.GetProperty("values").TryGetProperty("test_accuracy", out _));
+            Assert.True(student.Count(r => r.GetProperty("values").TryGetProperty("loss_kd", out _) || r.GetProperty("values").TryGetProperty("loss", out _)) >= 2);
+        }
+        using (var log = JsonDocument.Parse(await http.GetStringAsync("/api/runs/a1/events")))
+            Assert.Contains(log.RootElement.EnumerateArray(), e => e.GetProperty("message").GetString()!.StartsWith("run a1 accepted", StringComparison.Ordinal));
+        using (var result = JsonDocument.Parse(await http.GetStringAsync("/api/runs/a1/result")))
+            Assert.Equal(60, result.RootElement.GetProperty("steps").GetInt64());
+        using (var nodes = JsonDocument.Parse(await http.GetStringAsync("/api/nodes")))
+        {
+            var all = nodes.RootElement.EnumerateArray().ToList();
+            Assert.Equal(2, all.Count);
+            Assert.Contains(all, n => n.GetProperty("roles").EnumerateArray().Any(r => r.GetString() == "seed"));
+            Assert.Contains(all, n => n.GetProperty("roles").EnumerateArray().Any(r => r.GetString() == "gpu") && n.GetProperty("slots").GetInt32() == 1 && n.GetProperty("status").GetString() == "up");
+        }
+        using (var missing = await http.GetAsync("/api/runs/nope"))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+            Assert.Contains("no run nope", await missing.Content.ReadAsStringAsync());
+        }
+
+        // Prometheus: the student's steps and images counted on the node that trained it
+        var last = Parse(await gpu.GetStringAsync("/metrics"));
+        Assert.Equal(60, last["clusterdistill_student_steps_total{run=\"a1\"}"]);
+        Assert.Equal(60 * 16, last["clusterdistill_student_images_total{run=\"a1\"}"]);
+        Assert.True(last["clusterdistill_journal_write_seconds_count{kind=\"student\"}"] > 0);
+        Assert.True(last["clusterdistill_checkpoint_write_seconds_count{kind=\"student\"}"] > 0);
+        Assert.Contains(scrapes, s => s.GetValueOrDefault("clusterdistill_student_steps_total{run=\"a1\"}") is > 0 and < 60);
+        var seedMetrics = Parse(await http.GetStringAsync("/metrics"));
+        Assert.Equal(1, seedMetrics["clusterdistill_runs{state=\"completed\"}"]);
+
+        // the CLI through the API
+        var status = cluster.Start(cluster.SeedBin, "status.log", ["status", "--server", cluster.Server, "--run-id", "a1"]);
+        Assert.True(ProcessCluster.Ended(status, TimeSpan.FromSeconds(30)));
+        status.WaitForExit();
+        Assert.Contains("[a1] completed step 60/60", cluster.Log("status.log"));
+    }
+
+    private static async Task<bool> Ready(HttpClient node)
+    {
+        try
+        {
+            using var r = await node.GetAsync("/health/ready");
+            var body = await r.Content.ReadAsStringAsync();
+            using var doc = JsonDocument.Parse(body);
+            if (r.StatusCode == HttpStatusCode.OK) return doc.RootElement.GetProperty("status").GetString() == "healthy";
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, r.StatusCode);
+            Assert.Equal("unhealthy", doc.RootElement.GetProperty("status").GetString());
+            return false;
+        }
+        catch (HttpRequestException) { return false; }   // not listening yet
+    }
+
+    /// <summary>The Prometheus text format: every sample line as "name{labels}" -> value, checked as it is read.</summary>
+    private static Dictionary<string, double> Parse(string exposition)
+    {
+        var samples = new Dictionary<string, double>();
+        var typed = new HashSet<string>();
+        foreach (var line in exposition.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (line.StartsWith("# TYPE ", StringComparison.Ordinal)) { typed.Add(line.Split(' ')[2]); continue; }
+            if (line.StartsWith('#')) continue;
+            var m = Regex.Match(line, @"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$");
+            Assert.True(m.Success, $"not a Prometheus sample line: {line}");
+            var name = m.Groups[1].Value;
+            Assert.True(typed.Contains(name) || typed.Any(t => name.StartsWith(t + "_", StringComparison.Ordinal)), $"{name} has no # TYPE line");
+            samples[name + m.Groups[2].Value] = double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture);
+        }
+        return samples;
+    }
+}
