@@ -55,7 +55,7 @@ join.SetAction(async (p, ct) =>
     await using var http = node.HttpPortOf(p, null) is { } httpPort
         ? await NodeHttpServer.StartAsync(options.Hostname, httpPort, () => ClusterNode.NotReady(current))
         : null;
-    if (http is not null) Console.WriteLine($"[gpu-node] health and metrics at {http.Address}");
+    if (http is not null) Console.WriteLine(NodeLogger.Line(options.LogFormat, "gpu-node", $"health and metrics at {http.Address}"));
     // a node whose seeds formed a new cluster (they restarted), or that was downed, joins again:
     // its entities are persistent and remembered, so they resume from their own state
     for (var attempt = 0; ; attempt++)
@@ -65,20 +65,20 @@ join.SetAction(async (p, ct) =>
         try { n = await ClusterNode.StartAsync(options); }
         catch (TimeoutException e) when (attempt > 0 && !ct.IsCancellationRequested)
         {
-            Console.WriteLine($"[gpu-node] {e.Message}; trying again");
+            Console.WriteLine(NodeLogger.Line(options.LogFormat, "gpu-node", $"{e.Message}; trying again"));
             continue;
         }
         ClusterNode.Ending ending;
         current = n;
         await using (n)
         {
-            Console.WriteLine($"[gpu-node] up at {n.Address} (pid {Environment.ProcessId}); {slotCount} slot(s); journal {options.Persistence.Provider}; store {options.StoreDir}");
+            Console.WriteLine(NodeLogger.Line(options.LogFormat, "gpu-node", $"up at {n.Address} (pid {Environment.ProcessId}); {slotCount} slot(s); journal {options.Persistence.Provider}; store {options.StoreDir}"));
             ending = await n.WaitForShutdownAsync(ct);
         }
         if (ending == ClusterNode.Ending.Requested || ct.IsCancellationRequested) return 0;
-        Console.WriteLine(ending == ClusterNode.Ending.SeedsLost
-            ? "[gpu-node] the seeds formed a new cluster: joining it"
-            : "[gpu-node] this node was removed from the cluster: joining again");
+        Console.WriteLine(NodeLogger.Line(options.LogFormat, "gpu-node", ending == ClusterNode.Ending.SeedsLost
+            ? "the seeds formed a new cluster: joining it"
+            : "this node was removed from the cluster: joining again"));
     }
 });
 root.Add(join);

@@ -21,6 +21,7 @@ public static class HoconBuilder
         var frame = o.MaxMessageBytes + 256 * 1024;
         var hocon = $$"""
             clusterdistill.wire.max-message-bytes = {{o.MaxMessageBytes}}
+            clusterdistill.log-format = {{o.LogFormat}}
             akka {
               loglevel = {{o.LogLevel}}
               stdout-loglevel = {{o.LogLevel}}

@@ -93,6 +93,8 @@ public sealed record NodeOptions
     /// <summary>How long a silent node may go before it is unreachable.</summary>
     public TimeSpan HeartbeatPause { get; init; } = TimeSpan.FromSeconds(4);
     public string LogLevel { get; init; } = "INFO";
+    /// <summary>text (Akka's lines) or json (one object per line, for log collectors).</summary>
+    public string LogFormat { get; init; } = "text";
     /// <summary>
     /// TCP port of the data plane that carries batches and gradient chunks beside Akka.Remote
     /// (<see cref="Transport.DataPlane"/>): 0 = any free port (peers learn it from messages), null = off

@@ -36,6 +36,9 @@ public sealed class NodeCommandOptions
         CustomParser = r => PortValue(r, allowOff: true),
     };
 
+    public Option<string> LogLevel { get; } = new("--log-level") { Description = "debug, info, warning or error", DefaultValueFactory = _ => "info" };
+    public Option<string> LogFormat { get; } = new("--log-format") { Description = "text, or json: one object per line (time, level, source, class, thread, message, error)", DefaultValueFactory = _ => "text" };
+
     /// <summary>null: no HTTP endpoint; 0: any free port.</summary>
     public Option<int?> HttpPort { get; } = new("--http-port")
     {
@@ -59,7 +62,9 @@ public sealed class NodeCommandOptions
     public void AddTo(Command command, bool seedsRequired = false, bool dataPort = false, bool http = false)
     {
         Seeds.Required = seedsRequired;
-        foreach (var o in new Option[] { Host, Port, Seeds, Db, Store, RunsDir, DataCache }) command.Add(o);
+        LogLevel.AcceptOnlyFromAmong("debug", "info", "warning", "error");
+        LogFormat.AcceptOnlyFromAmong("text", "json");
+        foreach (var o in new Option[] { Host, Port, Seeds, Db, Store, RunsDir, DataCache, LogLevel, LogFormat }) command.Add(o);
         if (dataPort) command.Add(DataPort);
         if (http) command.Add(HttpPort);
     }
@@ -78,6 +83,8 @@ public sealed class NodeCommandOptions
             RunsDir = p.GetValue(RunsDir)!,
             DataCache = p.GetValue(DataCache),
             DataPort = p.GetResult(DataPort) is null ? 0 : p.GetValue(DataPort),
+            LogLevel = p.GetValue(LogLevel)!.ToUpperInvariant(),
+            LogFormat = p.GetValue(LogFormat)!,
         };
     }
 }

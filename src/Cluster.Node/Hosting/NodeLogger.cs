@@ -11,31 +11,59 @@ namespace Cluster.Node.Hosting;
 /// "No coordinator found to register" every 2 s while no node hosts a shard region) is printed once
 /// a minute, with the count of the repeats.
 /// </summary>
+/// <remarks>With clusterdistill.log-format = json (`--log-format json`) each event is one JSON object per line.</remarks>
 public sealed class NodeLogger : DefaultLogger
 {
     private static readonly Throttle Malformed = new(TimeSpan.FromSeconds(10), burst: 10);
     private static readonly Dictionary<string, Throttle> Repeated = [];
+    private bool? json;
 
     protected override void Print(LogEvent logEvent)
     {
-        if (MalformedConnection(logEvent) is not { } what)
-        {
-            if (logEvent is Warning { Cause: null } w && w.Message?.ToString() is { } text)
-            {
-                // the logger is one actor: no other thread touches the table
-                if (Repeated.Count > 4096) Repeated.Clear();
-                var key = w.LogSource + "\n" + text;
-                if (!Repeated.TryGetValue(key, out var throttle)) Repeated[key] = throttle = new Throttle(TimeSpan.FromMinutes(1), burst: 1);
-                if (!throttle.Allow(out var repeats)) return;
-                if (repeats > 0) logEvent = new Warning(w.LogSource, w.LogClass, $"{text} ({repeats} more times since it was last printed, unlogged)");
-            }
-            base.Print(logEvent);
-            return;
-        }
-        if (!Malformed.Allow(out var suppressed)) return;
-        base.Print(new Warning(logEvent.LogSource, logEvent.LogClass,
-            what + (suppressed > 0 ? $" ({suppressed} more since the last such line, unlogged)" : "")));
+        if (Filter(logEvent) is not { } e) return;
+        json ??= Context.System.Settings.Config.GetString("clusterdistill.log-format", "text") == "json";
+        if (json == true) Console.Out.WriteLine(Json(e));
+        else base.Print(e);
     }
+
+    /// <summary>The event as it is printed (a malformed connection as one line, a repeat counted), or null when it is held back.</summary>
+    private static LogEvent? Filter(LogEvent logEvent)
+    {
+        if (MalformedConnection(logEvent) is { } what)
+        {
+            if (!Malformed.Allow(out var suppressed)) return null;
+            return new Warning(logEvent.LogSource, logEvent.LogClass, what + (suppressed > 0 ? $" ({suppressed} more since the last such line, unlogged)" : ""));
+        }
+        if (logEvent is Warning { Cause: null } w && w.Message?.ToString() is { } text)
+        {
+            // the logger is one actor: no other thread touches the table
+            if (Repeated.Count > 4096) Repeated.Clear();
+            var key = w.LogSource + "\n" + text;
+            if (!Repeated.TryGetValue(key, out var throttle)) Repeated[key] = throttle = new Throttle(TimeSpan.FromMinutes(1), burst: 1);
+            if (!throttle.Allow(out var repeats)) return null;
+            if (repeats > 0) return new Warning(w.LogSource, w.LogClass, $"{text} ({repeats} more times since it was last printed, unlogged)");
+        }
+        return logEvent;
+    }
+
+    /// <summary>A program's own line (a banner, "up at"): as it is, or as a JSON object like the log's when the node logs JSON.</summary>
+    public static string Line(string format, string source, string message) =>
+        format != "json" ? $"[{source}] {message}" : System.Text.Json.JsonSerializer.Serialize(new
+        {
+            time = DateTime.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture), level = "info", source, message,
+        });
+
+    /// <summary>One line of JSON: time (UTC, ISO 8601), level, source, class, thread, message, and the error's text for an error with a cause.</summary>
+    public static string Json(LogEvent e) => System.Text.Json.JsonSerializer.Serialize(new
+    {
+        time = e.Timestamp.ToUniversalTime().ToString("O", System.Globalization.CultureInfo.InvariantCulture),
+        level = e.LogLevel() switch { LogLevel.DebugLevel => "debug", LogLevel.InfoLevel => "info", LogLevel.WarningLevel => "warning", _ => "error" },
+        source = e.LogSource,
+        @class = e.LogClass?.FullName,
+        thread = e.Thread?.ManagedThreadId,
+        message = e.Message?.ToString(),
+        error = (e as Error)?.Cause?.ToString(),
+    });
 
     /// <summary>The one line for an error that says a connection sent bytes that are not Akka's framing (null: any other event).</summary>
     public static string? MalformedConnection(LogEvent e)

@@ -47,6 +47,37 @@ public static partial class ControlApi
         api.MapGet("/nodes", async (CancellationToken ct) => await With(node, async n => Results.Json(await Nodes(n, ct), ApiJson.Options)));
         api.MapGet("/stream", (HttpContext context) => Stream(context, node));
         api.MapGet("/results", (string? sweep, string? runs) => ResultsOf(options, sweep, runs));
+        MapDashboard(app);
+    }
+
+    /// <summary>
+    /// The dashboard's static files, from this assembly (no CDN, nothing on disk). They hold no
+    /// data, so they need no token; the page asks for it and sends it with every API call.
+    /// </summary>
+    private static void MapDashboard(WebApplication app)
+    {
+        var assembly = typeof(ControlApi).Assembly;
+        var files = new Dictionary<string, (byte[] Bytes, string Type)>(StringComparer.Ordinal);
+        foreach (var (name, type) in new[] { ("index.html", "text/html; charset=utf-8"), ("app.js", "text/javascript; charset=utf-8"),
+                                             ("charts.js", "text/javascript; charset=utf-8"), ("app.css", "text/css; charset=utf-8") })
+        {
+            using var stream = assembly.GetManifestResourceStream("dashboard/" + name)
+                               ?? throw new InvalidOperationException($"the dashboard's {name} is not in {assembly.GetName().Name}");
+            using var copy = new MemoryStream();
+            stream.CopyTo(copy);
+            files[name] = (copy.ToArray(), type);
+        }
+        IResult Serve(HttpContext context, string name)
+        {
+            if (!files.TryGetValue(name, out var f)) return NotFound($"no dashboard file {name}");
+            context.Response.Headers.CacheControl = "no-cache";
+            context.Response.Headers.XContentTypeOptions = "nosniff";
+            context.Response.Headers.ContentSecurityPolicy =
+                "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+            return Results.Bytes(f.Bytes, f.Type);
+        }
+        app.MapGet("/", (HttpContext c) => Serve(c, "index.html"));
+        app.MapGet("/dashboard/{file}", (HttpContext c, string file) => Serve(c, file));
     }
 
     private static void Runs(RouteGroupBuilder api, Func<ClusterNode?> node, NodeOptions options)

@@ -59,7 +59,7 @@ internal static class RunCommand
         try
         {
             await RunClient.SubmitAsync(node.Coordinator, specFile, runId, TimeSpan.FromSeconds(60));
-            final = await RunClient.FollowAsync(node.Coordinator, runId, stdout, TimeSpan.FromSeconds(2), ct);
+            final = await Terminal.RunProgress.FollowRunAsync(node.Coordinator, runId, dir, stdout, ct);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {

@@ -29,13 +29,13 @@ internal static class ServeCommand
                 var token = ApiToken.ForServer(p.GetValue(tokenFile));
                 http = await NodeHttpServer.StartAsync(options.Hostname, httpPort, () => ClusterNode.NotReady(current),
                     web => ControlApi.Map(web, token, () => current, options));
-                stdout.WriteLine($"[serve] API and dashboard at {http.Address}; token from {token.Source}");
+                stdout.WriteLine(NodeLogger.Line(options.LogFormat, "serve", $"API and dashboard at {http.Address}; token from {token.Source}"));
             }
             try
             {
                 await using var n = await ClusterNode.StartAsync(options);
                 current = n;
-                stdout.WriteLine($"[serve] seed node up at {n.Address}; journal {options.Persistence.Provider}; store {options.StoreDir}");
+                stdout.WriteLine(NodeLogger.Line(options.LogFormat, "serve", $"seed node up at {n.Address}; journal {options.Persistence.Provider}; store {options.StoreDir}"));
                 await n.WaitForShutdownAsync(ct);
             }
             finally

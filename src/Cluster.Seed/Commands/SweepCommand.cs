@@ -51,7 +51,7 @@ internal static class SweepCommand
             {
                 // the file it came from, so that a relative base spec is found
                 await SweepClient.SubmitAsync(node.Sweeps, yaml, Path.GetFullPath(file), id, TimeSpan.FromSeconds(60));
-                final = await SweepClient.FollowAsync(node.Sweeps, id, stdout, TimeSpan.FromSeconds(2), ct);
+                final = await Terminal.RunProgress.FollowSweepAsync(node.Sweeps, id, stdout, ct);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {

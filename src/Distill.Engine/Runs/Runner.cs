@@ -23,6 +23,8 @@ public sealed record RunnerOptions
     /// <summary>Trained teachers, keyed by a hash of everything that determines them (data, arch, training, seed).</summary>
     public string? TeacherCache { get; init; }
     public int LogEvery { get; init; } = 25;
+    /// <summary>A progress line (step, rate, ETA, the latest losses) at least this often.</summary>
+    public TimeSpan ProgressEvery { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Stops the run between two steps (Ctrl+C): Run throws OperationCanceledException.</summary>
     public CancellationToken Cancellation { get; init; }
 }
@@ -214,6 +216,9 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         byte[]? goodState = Snapshot(trainer), bestState = null;
         var checkEvery = guard is null ? long.MaxValue : ctx.Spec.Guard.CheckEvery;
         log.WriteLine($"[{trainer.Phase}] {trainer.TotalSteps} steps");
+        var meter = new ProgressMeter(trainer.TotalSteps);
+        var lastLine = TimeSpan.Zero;
+        IReadOnlyDictionary<string, double>? latest = null;
         while (!trainer.Done)
         {
             options.Cancellation.ThrowIfCancellationRequested();
@@ -261,6 +266,13 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                 }
                 ctx.Dir.SaveCheckpoint(trainer);
                 log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} test accuracy {acc:F2}% ({sw.Elapsed.TotalSeconds:F0} s)");
+            }
+            meter.Add(sw.Elapsed.TotalSeconds, trainer.Step);
+            if (values is not null) latest = values;
+            if (sw.Elapsed - lastLine >= options.ProgressEvery && !trainer.Done)
+            {
+                lastLine = sw.Elapsed;
+                log.WriteLine($"[{trainer.Phase}] {meter.Describe(trainer.Step)} {ProgressMeter.Losses(latest)}".TrimEnd());
             }
             if (values is not null)
             {

@@ -46,7 +46,8 @@ public sealed class ApiProcessTests
         var gpuHttp = TestPorts.Block(1);
         var seeds = $"127.0.0.1:{port}";
         cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common]);
-        cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--http-port", gpuHttp.ToString(), .. cluster.Common]);
+        cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--http-port", gpuHttp.ToString(),
+            "--log-format", "json", "--log-level", "info", .. cluster.Common]);
         using var http = new HttpClient { BaseAddress = new Uri(cluster.Server), Timeout = TimeSpan.FromSeconds(30) };
         using var gpu = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{gpuHttp}"), Timeout = TimeSpan.FromSeconds(30) };
 
@@ -59,7 +60,6 @@ public sealed class ApiProcessTests
                 await Task.Delay(250);
             }
         using (var live = await gpu.GetAsync("/health/live")) Assert.Equal(HttpStatusCode.OK, live.StatusCode);
-        cluster.WaitUntilUp(deadline, "gpu.log");
 
         // no token, a wrong one: 401 with problem+json, and nothing done
         var yaml = ProcessCluster.TinyDafl("api", 6, teacher, 60, 30);
@@ -157,6 +157,16 @@ public sealed class ApiProcessTests
         Assert.Contains(scrapes, s => s.GetValueOrDefault("clusterdistill_student_steps_total{run=\"a1\"}") is > 0 and < 60);
         var seedMetrics = Parse(await http.GetStringAsync("/metrics"));
         Assert.Equal(1, seedMetrics["clusterdistill_runs{state=\"completed\"}"]);
+
+        // the GPU node logged JSON: one object per line, with its level and message
+        var lines = cluster.Log("gpu.log").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Contains(lines, l => l.Contains("\"up at "));
+        foreach (var line in lines)
+        {
+            using var entry = JsonDocument.Parse(line);
+            Assert.Contains(entry.RootElement.GetProperty("level").GetString(), new[] { "debug", "info", "warning", "error" });
+            Assert.False(string.IsNullOrEmpty(entry.RootElement.GetProperty("message").GetString()), line);
+        }
 
         // the CLI through the API
         var status = cluster.Start(cluster.SeedBin, "status.log", ["status", "--server", cluster.Server, "--run-id", "a1"]);

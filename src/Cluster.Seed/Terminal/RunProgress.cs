@@ -1,0 +1,163 @@
+using System.Globalization;
+using Akka.Actor;
+using Cluster.Contracts.Runs;
+using Cluster.Contracts.Sweeps;
+using Cluster.Node.Hosting;
+using Distill.Engine.Runs;
+using Spectre.Console;
+
+namespace Cluster.Seed.Terminal;
+
+/// <summary>
+/// How `run` and `sweep` show a run or sweep they serve: on a terminal, a live progress bar
+/// (Spectre.Console) with the step, rate, time left, the latest losses and accuracy; when stdout is
+/// not a terminal (CI, kubectl logs), one plain line whenever the status changes, at most every
+/// poll interval, with the same numbers.
+/// </summary>
+internal static class RunProgress
+{
+    private static readonly TimeSpan Poll = TimeSpan.FromSeconds(2);
+
+    public static bool Interactive(TextWriter stdout) =>
+        ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+
+    /// <summary>Until the run ends; its metrics.csv (in runDir) gives the latest losses.</summary>
+    public static async Task<RunSummary> FollowRunAsync(IActorRef coordinator, string runId, string runDir, TextWriter stdout, CancellationToken ct)
+    {
+        var meter = (ProgressMeter?)null;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var metrics = new MetricsTail(Path.Combine(runDir, "metrics.csv"));
+        async Task<RunSummary?> Next()
+        {
+            try { return (await RunClient.StatusAsync(coordinator, runId, TimeSpan.FromSeconds(20), ct)).FirstOrDefault(); }
+            catch (Exception e) when (e is AskTimeoutException or CoordinatorUnavailableException) { return null; }
+        }
+        string Describe(RunSummary s)
+        {
+            if (meter is null || meter.Total != s.TotalSteps) meter = new ProgressMeter(s.TotalSteps);
+            meter.Add(clock.Elapsed.TotalSeconds, s.StudentStep);
+            var parts = new List<string> { $"{s.State.Name()} {meter.Describe(s.StudentStep)}" };
+            if (ProgressMeter.Losses(metrics.Latest("student-0")) is { Length: > 0 } losses) parts.Add(losses);
+            if (s.StudentAccuracy is { } a) parts.Add($"student {a:F2}%");
+            if (s.TeacherAccuracy is { } t) parts.Add($"teacher {t:F2}%");
+            if (s.Message is { } m) parts.Add($"({m})");
+            return string.Join(", ", parts);
+        }
+        static bool Ended(RunSummary s) => s.State is RunState.Completed or RunState.Failed or RunState.Cancelled;
+
+        if (!Interactive(stdout))
+        {
+            string? last = null;
+            while (true)
+            {
+                ct.ThrowIfCancellationRequested();
+                if (await Next() is { } s)
+                {
+                    // the status line as `status` prints it, then the rate, time left and losses
+                    var line = RunClient.Format(s) + " | " + Describe(s);
+                    if (RunClient.Format(s) != last) stdout.WriteLine(line);
+                    last = RunClient.Format(s);
+                    if (Ended(s)) return s;
+                }
+                await Task.Delay(Poll, ct);
+            }
+        }
+        RunSummary? final = null;
+        await AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .StartAsync(async ctx =>
+            {
+                var task = ctx.AddTask(Markup.Escape(runId), autoStart: true, maxValue: 1);
+                while (true)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    if (await Next() is { } s)
+                    {
+                        task.MaxValue = Math.Max(1, s.TotalSteps);
+                        task.Value = s.StudentStep;
+                        task.Description = Markup.Escape($"{runId}: {Describe(s)}");
+                        if (Ended(s)) { task.StopTask(); final = s; return; }
+                    }
+                    await Task.Delay(Poll, ct);
+                }
+            });
+        return final!;
+    }
+
+    /// <summary>Until the sweep ends: a bar over its trials, and the trials table whenever it changes.</summary>
+    public static async Task<SweepSummary> FollowSweepAsync(IActorRef sweeps, string sweepId, TextWriter stdout, CancellationToken ct)
+    {
+        if (!Interactive(stdout)) return await SweepClient.FollowAsync(sweeps, sweepId, stdout, Poll, ct);
+        SweepSummary? final = null;
+        await AnsiConsole.Progress().AutoClear(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
+            .StartAsync(async ctx =>
+            {
+                var task = ctx.AddTask(Markup.Escape(sweepId), maxValue: 1);
+                while (true)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    SweepSummary? s = null;
+                    try { s = (await SweepClient.StatusAsync(sweeps, sweepId, TimeSpan.FromSeconds(20), ct)).FirstOrDefault(); }
+                    catch (Exception e) when (e is AskTimeoutException or CoordinatorUnavailableException) { }
+                    if (s is not null)
+                    {
+                        var ended = s.Trials.Count(t => t.State is TrialState.Completed or TrialState.Stopped or TrialState.Failed or TrialState.Cancelled);
+                        var running = s.Trials.Where(t => t.State == TrialState.Running).Select(t => $"{t.TrialId}@{t.Step}");
+                        var best = s.Trials.Select(t => t.Best).OfType<double>().DefaultIfEmpty(double.NaN);
+                        var bestValue = s.Mode == "min" ? best.Min() : best.Max();
+                        task.MaxValue = Math.Max(1, s.Trials.Length);
+                        task.Value = ended;
+                        task.Description = Markup.Escape($"{sweepId}: {ended}/{s.Trials.Length} trials ended, {s.StudentSteps:N0} steps, best {s.Metric} " +
+                                                         $"{(double.IsNaN(bestValue) ? "-" : bestValue.ToString("0.####", CultureInfo.InvariantCulture))}; running {string.Join(" ", running)}");
+                        if (s.State != SweepState.Running) { task.StopTask(); final = s; return; }
+                    }
+                    await Task.Delay(Poll, ct);
+                }
+            });
+        stdout.Write(SweepClient.Table(final!));
+        return final!;
+    }
+
+    /// <summary>The newest row per phase of a metrics.csv another thread appends to, read from where the last read stopped.</summary>
+    private sealed class MetricsTail(string path)
+    {
+        private long offset;
+        private string[]? columns;
+        private readonly Dictionary<string, Dictionary<string, double>> latest = [];
+        private string partial = "";
+
+        public IReadOnlyDictionary<string, double>? Latest(string phase)
+        {
+            Read();
+            return latest.GetValueOrDefault(phase);
+        }
+
+        private void Read()
+        {
+            try
+            {
+                if (!File.Exists(path)) return;
+                using var s = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                if (s.Length < offset) (offset, columns, partial) = (0, null, "");
+                s.Position = offset;
+                using var r = new StreamReader(s);
+                var text = partial + r.ReadToEnd();
+                offset = s.Length;
+                var lines = text.Split('\n');
+                partial = lines[^1];
+                foreach (var line in lines[..^1])
+                {
+                    var cells = line.TrimEnd('\r').Split(',');
+                    if (line.StartsWith("phase,step,seconds", StringComparison.Ordinal)) { columns = cells; continue; }
+                    if (columns is null || cells.Length != columns.Length) continue;
+                    var values = new Dictionary<string, double>();
+                    for (var c = 3; c < cells.Length; c++)
+                        if (double.TryParse(cells[c], CultureInfo.InvariantCulture, out var v)) values[columns[c]] = v;
+                    latest[cells[0]] = values;
+                }
+            }
+            catch (IOException) { }   // the next poll reads it
+        }
+    }
+}
