@@ -94,14 +94,16 @@ public static partial class ClusterBench
     {
         private readonly string dir;
         private readonly ClusterNode node;
+        private readonly Cluster.Node.Http.NodeHttpServer? http;
 
-        private PipelineBench(string dir, ClusterNode node)
+        private PipelineBench(string dir, ClusterNode node, Cluster.Node.Http.NodeHttpServer? http)
         {
             this.dir = dir;
             this.node = node;
+            this.http = http;
         }
 
-        public static async Task<PipelineBench> StartAsync(TextWriter log)
+        public static async Task<PipelineBench> StartAsync(TextWriter log, int? httpPort)
         {
             var dir = Path.Combine(Path.GetTempPath(), $"cd-bench-{Guid.NewGuid():N}");
             Directory.CreateDirectory(dir);
@@ -112,7 +114,16 @@ public static partial class ClusterBench
                 StoreDir = Path.Combine(dir, "blobs"), RunsDir = Path.Combine(dir, "runs"), LogLevel = "WARNING",
             };
             log.WriteLine($"[bench] embedded node in {dir}");
-            return new PipelineBench(dir, await ClusterNode.StartAsync(options));
+            var node = await ClusterNode.StartAsync(options);
+            Cluster.Node.Http.NodeHttpServer? http = null;
+            if (httpPort is { } port)
+            {
+                var token = Cluster.Node.Http.ApiToken.ForServer(null);
+                http = await Cluster.Node.Http.NodeHttpServer.StartAsync("127.0.0.1", port, () => ClusterNode.NotReady(node),
+                    web => Cluster.Node.Http.ControlApi.Map(web, token, () => node, options));
+                log.WriteLine($"[bench] API, dashboard and /metrics at {http.Address} (token from {token.Source})");
+            }
+            return new PipelineBench(dir, node, http);
         }
 
         /// <summary>A run of `steps` DAFL steps, measured from step `warm` to the last progress report before the end.</summary>
@@ -184,6 +195,7 @@ public static partial class ClusterBench
 
         public void Dispose()
         {
+            http?.DisposeAsync().AsTask().GetAwaiter().GetResult();
             node.DisposeAsync().AsTask().GetAwaiter().GetResult();
             try { Directory.Delete(dir, true); } catch (IOException) { }
         }

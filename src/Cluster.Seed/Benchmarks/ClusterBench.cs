@@ -39,16 +39,17 @@ public static partial class ClusterBench
     /// <summary>Steps of warm-up and measured steps per segment; pipeline segments between engine segments.</summary>
     private static (int Warm, int Measured, int Pairs) Length(bool quick) => quick ? (20, 80, 2) : (40, 120, 8);
 
-    public static IReadOnlyList<ClusterBenchRow> Run(TextWriter log, bool quick, IReadOnlySet<string> parts)
+    /// <param name="httpPort">the pipeline's node also serves the API, dashboard and /metrics there (to measure what watching costs)</param>
+    public static IReadOnlyList<ClusterBenchRow> Run(TextWriter log, bool quick, IReadOnlySet<string> parts, int? httpPort = null)
     {
         var rows = new List<ClusterBenchRow>();
-        if (parts.Contains("pipeline")) rows.AddRange(PipelineRows(log, quick));
+        if (parts.Contains("pipeline")) rows.AddRange(PipelineRows(log, quick, httpPort));
         if (parts.Contains("wire") || parts.Contains("allreduce")) rows.AddRange(PeerRows(log, quick, parts));
         if (parts.Contains("sweeps")) rows.AddRange(SweepRows(log, quick));
         return rows;
     }
 
-    private static List<ClusterBenchRow> PipelineRows(TextWriter log, bool quick)
+    private static List<ClusterBenchRow> PipelineRows(TextWriter log, bool quick, int? httpPort)
     {
         var rows = new List<ClusterBenchRow>();
         var (warm, measured, pairs) = Length(quick);
@@ -58,7 +59,7 @@ public static partial class ClusterBench
         // either side of it.
         var engine = new List<double>();
         var pipeline = new List<Segment>();
-        using (var bench = PipelineBench.StartAsync(log).GetAwaiter().GetResult())
+        using (var bench = PipelineBench.StartAsync(log, httpPort).GetAwaiter().GetResult())
         {
             // one unmeasured run of each first: the first pipeline run JIT-compiles the actor,
             // journal and remoting code (0.15-0.25 cores of tiered compilation beside it), which a

@@ -18,17 +18,19 @@ internal static class BenchCommand
             AllowMultipleArgumentsPerToken = true,
         };
         part.AcceptOnlyFromAmong("pipeline", "wire", "allreduce", "sweeps");
-        var command = new Command("bench", "time the engine's workloads; prints and saves a table") { device, output, quick, cluster, part };
+        var http = new Option<int?>("--http-port") { Description = "with --cluster: the pipeline's node also serves the API, dashboard and /metrics at this port (scripts/bench-observed.sh watches and scrapes it)" };
+        var command = new Command("bench", "time the engine's workloads; prints and saves a table") { device, output, quick, cluster, part, http };
         command.Validators.Add(r =>
         {
             if (r.GetValue(part) is { Length: > 0 } && !r.GetValue(cluster)) r.AddError("--part applies to bench --cluster only");
+            if (r.GetValue(http) is not null && !r.GetValue(cluster)) r.AddError("--http-port applies to bench --cluster only");
         });
         command.SetAction(p =>
         {
             if (p.GetValue(cluster))
             {
                 var parts = p.GetValue(part) is { Length: > 0 } only ? only.ToHashSet() : ["pipeline", "wire", "allreduce"];
-                var rows = Benchmarks.ClusterBench.Run(stdout, p.GetValue(quick), parts);
+                var rows = Benchmarks.ClusterBench.Run(stdout, p.GetValue(quick), parts, p.GetValue(http));
                 var path = p.GetValue(output) ?? Path.Combine("results", "bench-cluster.json");
                 Benchmarks.ClusterBench.Save(rows, path, stdout);
                 stdout.WriteLine($"saved {path} and {Path.ChangeExtension(path, ".md")}");

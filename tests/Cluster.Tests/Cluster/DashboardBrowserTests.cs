@@ -26,7 +26,7 @@ public sealed class DashboardBrowserTests
         Torch.Init();
         using var cluster = new ProcessCluster("dash");
         var teacher = cluster.SaveTeacher(81);
-        var port = TestPorts.Block(2);
+        var port = TestPorts.Block(3);
         cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common]);
         cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", $"127.0.0.1:{port}", "--port", (port + 1).ToString(), "--slots", "2", .. cluster.Common]);
         cluster.WaitUntilUp(DateTime.UtcNow.AddMinutes(2), "gpu.log");
@@ -49,7 +49,7 @@ public sealed class DashboardBrowserTests
         }
 
         // a DAFL run long enough to watch (sample grids at steps 100, 200, 300), and a 3-trial KD sweep
-        var yaml = ProcessCluster.TinyDafl("dash", 9, teacher, 300, 100);
+        var yaml = ProcessCluster.TinyDafl("dash", 9, teacher, 300, 100, "{checkpoint_every: 50}");
         using (var r = await http.PostAsync("/api/runs?runId=d1", new StringContent(yaml, Encoding.UTF8, "application/yaml"))) Assert.Equal(System.Net.HttpStatusCode.Created, r.StatusCode);
         var page = await Open(1280, 900);
         await page.GotoAsync($"{cluster.Server}/#token={cluster.Token}");
@@ -63,10 +63,19 @@ public sealed class DashboardBrowserTests
         await page.Locator("#cards").WaitForAsync();
         var seen = new HashSet<string>();
         var deadline = DateTime.UtcNow.AddMinutes(4);
+        var killed = false;
         while (true)
         {
             var step = await page.Locator("#cards .card").First.Locator(".v").InnerTextAsync();
             seen.Add(step);
+            if (!killed && int.Parse(step.Split('/')[0]) >= 120)
+            {
+                // kill -9 the GPU node mid-run and start another: the student comes back from its checkpoint
+                killed = true;
+                cluster.Processes[1].Kill(entireProcessTree: true);
+                cluster.Processes[1].WaitForExit();
+                cluster.Start(cluster.GpuBin, "gpu-2.log", ["join", "--seeds", $"127.0.0.1:{port}", "--port", (port + 2).ToString(), "--slots", "2", .. cluster.Common]);
+            }
             if (step == "300/300" && (await page.Locator("h1 .badge").InnerTextAsync()) == "completed") break;
             Assert.True(DateTime.UtcNow < deadline, "the run page did not reach 300/300, completed; it showed " + string.Join(", ", seen) + "\n" + cluster.Logs(_ => true, 20));
             await Task.Delay(200);
@@ -81,6 +90,9 @@ public sealed class DashboardBrowserTests
         Assert.True(int.Parse((await page.Locator("#c-loss path.series").First.GetAttributeAsync("data-points"))!) >= 10);
         Assert.True(await page.Locator("#c-source path.series").CountAsync() > 0);
         Assert.Contains("accepted", await page.Locator("#events").InnerTextAsync());
+        // the failover is in the events and marked on the curves at the step the student came back from
+        Assert.Contains("resumed at step", await page.Locator("#events tr.failover").First.InnerTextAsync());
+        Assert.True(await page.Locator("#c-loss line.marker.failover").CountAsync() > 0, "no failover marker on the loss curve");
         await page.ScreenshotAsync(new() { Path = Path.Combine(shots, "run.png"), FullPage = true });
 
         // the sweep: every trial's curve, and the metric against its hyperparameter

@@ -112,9 +112,17 @@ public sealed class ReplicaProcessTests
                 var m = System.Text.RegularExpressions.Regex.Matches(log, @"data plane \S+: sent (\d+), received (\d+) messages; (\d+) went through Akka");
                 return m.Count == 0 ? (0, 0, 0) : (long.Parse(m[^1].Groups[1].Value), long.Parse(m[^1].Groups[2].Value), long.Parse(m[^1].Groups[3].Value));
             }
+            // (each plane says what it moved every 5 s: the run may end before the last line)
             var (genSent, _, genAkka) = Plane(cluster.Log("gen.log"));
             var (aSent, aReceived, _) = Plane(a);
             var (bSent, bReceived, _) = Plane(b);
+            for (var wait = DateTime.UtcNow.AddSeconds(15); !(genSent > 0 && aReceived > 0 && bReceived > 0 && aSent > 0 && bSent > 0) && DateTime.UtcNow < wait; )
+            {
+                Thread.Sleep(500);
+                (genSent, _, genAkka) = Plane(cluster.Log("gen.log"));
+                (aSent, aReceived, _) = Plane(cluster.Log("studentA.log"));
+                (bSent, bReceived, _) = Plane(cluster.Log("studentB.log"));
+            }
             Assert.True(genSent > 0 && aReceived > 0 && bReceived > 0 && aSent > 0 && bSent > 0,
                 $"the data plane did not carry the run: generator sent {genSent}, students sent {aSent}/{bSent} and received {aReceived}/{bReceived}");
             Assert.Equal(0, genAkka);

@@ -179,7 +179,12 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
             Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, 0, 0, null, Services.NodeName, r.Warning));
         }
         Log.Info("{0}: student ready at step {1} of {2}", Id, step, Total);
-        if (step > 0) NodeMetrics.Failovers.WithLabels(RunId, EntityKinds.Student).Inc();
+        if (step > 0)
+        {
+            // a failover or a restart: the run's events (and the dashboard's curves) mark where it came back
+            NodeMetrics.Failovers.WithLabels(RunId, EntityKinds.Student).Inc();
+            if (r.Warning is null) Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, 0, 0, null, Services.NodeName, $"resumed at step {step} from its checkpoint"));
+        }
         if (r.Competitor is not null) OfferCompetitor(r.Competitor);
         lastBatchUtc = DateTime.UtcNow;
         foreach (var c in early) OnChunk(c);

@@ -13,10 +13,11 @@ class ApiError extends Error {}
 
 function takeToken() {
   // a link may carry the token in its fragment (never sent to a server); it is moved to this tab's storage
-  const m = location.hash.match(/^#token=([^&]+)/);
+  // (#token=T&view=/run/ID opens that view)
+  const m = location.hash.match(/^#token=([^&]+)(?:&view=([^&]+))?/);
   if (m) {
     sessionStorage.setItem('cd-token', decodeURIComponent(m[1]));
-    history.replaceState(null, '', location.pathname + '#/runs');
+    history.replaceState(null, '', location.pathname + '#' + (m[2] ? decodeURIComponent(m[2]) : '/runs'));
   }
   S.token = sessionStorage.getItem('cd-token');
   if (!S.token) askToken();
