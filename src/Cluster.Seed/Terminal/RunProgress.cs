@@ -5,12 +5,13 @@ using Cluster.Contracts.Sweeps;
 using Cluster.Node.Hosting;
 using Distill.Engine.Runs;
 using Spectre.Console;
+using Spectre.Console.Rendering;
 
 namespace Cluster.Seed.Terminal;
 
 /// <summary>
-/// How `run` and `sweep` show a run or sweep they serve: on a terminal, a live progress bar
-/// (Spectre.Console) with the step, rate, time left, the latest losses and accuracy; when stdout is
+/// How `run` and `sweep` show a run or sweep they serve: on a terminal, a live block (Spectre.Console)
+/// with a progress bar, the step, rate, time left, the latest losses and accuracy; when stdout is
 /// not a terminal (CI, kubectl logs), one plain line whenever the status changes, at most every
 /// poll interval, with the same numbers.
 /// </summary>
@@ -62,25 +63,44 @@ internal static class RunProgress
                 await Task.Delay(Poll, ct);
             }
         }
+        // a live block of short lines (a long description in a progress column is cut to "…")
         RunSummary? final = null;
-        await AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
-            .StartAsync(async ctx =>
+        IRenderable View(RunSummary? s)
+        {
+            if (s is null) return new Markup($"[bold]{Markup.Escape(runId)}[/] [grey]asking the coordinator…[/]");
+            Describe(s);
+            var width = Math.Clamp(AnsiConsole.Profile.Width - 30, 10, 50);
+            var done = s.TotalSteps > 0 ? Math.Clamp((double)s.StudentStep / s.TotalSteps, 0, 1) : 0;
+            var filled = (int)Math.Round(done * width);
+            var colour = s.State switch { RunState.Completed => "green", RunState.Failed => "red", RunState.Cancelled => "grey", _ => "blue" };
+            var rate = meter!.Rate is { } r ? $"{r.ToString(r < 10 ? "F2" : "F1", CultureInfo.InvariantCulture)} steps/s" : "– steps/s";
+            var eta = meter.Eta(s.StudentStep) is { } e && s.State == RunState.Training ? $"ETA {ProgressMeter.Clock(e)}" : "";
+            var lines = new List<IRenderable>
             {
-                var task = ctx.AddTask(Markup.Escape(runId), autoStart: true, maxValue: 1);
-                while (true)
+                new Markup($"[bold]{Markup.Escape(runId)}[/] [{colour}]{Markup.Escape(s.State.Name())}[/] {Markup.Escape(s.Method)}"),
+                new Markup($"[{colour}]{new string('━', filled)}[/][grey]{new string('━', width - filled)}[/] {100 * done,5:F1}%  {s.StudentStep}/{s.TotalSteps}  {rate}  {eta}"),
+            };
+            var numbers = new List<string>();
+            if (ProgressMeter.Losses(metrics.Latest("student-0")) is { Length: > 0 } losses) numbers.Add(losses);
+            if (s.StudentAccuracy is { } a) numbers.Add($"student {a:F2}%");
+            if (s.TeacherAccuracy is { } t) numbers.Add($"teacher {t:F2}%");
+            if (numbers.Count > 0) lines.Add(new Markup(Markup.Escape(string.Join("  ", numbers))));
+            if (s.Message is { } m) lines.Add(new Markup($"[grey]{Markup.Escape(m)}[/]"));
+            return new Rows(lines);
+        }
+        await AnsiConsole.Live(View(null)).AutoClear(false).StartAsync(async ctx =>
+        {
+            while (true)
+            {
+                ct.ThrowIfCancellationRequested();
+                if (await Next() is { } s)
                 {
-                    ct.ThrowIfCancellationRequested();
-                    if (await Next() is { } s)
-                    {
-                        task.MaxValue = Math.Max(1, s.TotalSteps);
-                        task.Value = s.StudentStep;
-                        task.Description = Markup.Escape($"{runId}: {Describe(s)}");
-                        if (Ended(s)) { task.StopTask(); final = s; return; }
-                    }
-                    await Task.Delay(Poll, ct);
+                    ctx.UpdateTarget(View(s));
+                    if (Ended(s)) { final = s; return; }
                 }
-            });
+                await Task.Delay(Poll, ct);
+            }
+        });
         return final!;
     }
 
@@ -108,8 +128,9 @@ internal static class RunProgress
                         var bestValue = s.Mode == "min" ? best.Min() : best.Max();
                         task.MaxValue = Math.Max(1, s.Trials.Length);
                         task.Value = ended;
-                        task.Description = Markup.Escape($"{sweepId}: {ended}/{s.Trials.Length} trials ended, {s.StudentSteps:N0} steps, best {s.Metric} " +
-                                                         $"{(double.IsNaN(bestValue) ? "-" : bestValue.ToString("0.####", CultureInfo.InvariantCulture))}; running {string.Join(" ", running)}");
+                        // short: a description wider than its column is cut to "…"
+                        task.Description = Markup.Escape($"{sweepId}: {ended}/{s.Trials.Length} trials, {running.Count()} running, best " +
+                                                         (double.IsNaN(bestValue) ? "-" : bestValue.ToString("0.####", CultureInfo.InvariantCulture)));
                         if (s.State != SweepState.Running) { task.StopTask(); final = s; return; }
                     }
                     await Task.Delay(Poll, ct);

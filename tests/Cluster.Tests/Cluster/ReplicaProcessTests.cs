@@ -65,9 +65,6 @@ public sealed class ReplicaProcessTests
             // when its peer is past replica 1's last checkpoint: the node is frozen first, and its
             // peer's wait names the step it is at; at a checkpoint step (nothing to roll back) the
             // node goes on and the test tries a few steps later
-            var hostsOne = cluster.Log("studentA.log").Contains("two/student/1: student ready") ? 2 : 3;
-            killed = cluster.Processes[hostsOne];
-            var survivorLog = hostsOne == 2 ? "studentB.log" : "studentA.log";
             var waiting = new System.Text.RegularExpressions.Regex(@"two/student/0: waiting on the gradient of replicas 1 for step (\d+)");
             while (true)
             {
@@ -76,6 +73,10 @@ public sealed class ReplicaProcessTests
                     Assert.True(DateTime.UtcNow < deadline.AddMinutes(3) && !submit.HasExited, $"the run did not reach step {at}: " + Logs());
                     Thread.Sleep(100);
                 }
+                // (once it trains, both replicas are placed)
+                var hostsOne = cluster.Log("studentA.log").Contains("two/student/1: student ready") ? 2 : 3;
+                killed = cluster.Processes[hostsOne];
+                var survivorLog = hostsOne == 2 ? "studentB.log" : "studentA.log";
                 var before = waiting.Matches(cluster.Log(survivorLog)).Count;
                 Signal(killed, "STOP");
                 var frozen = DateTime.UtcNow;
