@@ -74,44 +74,33 @@ public sealed class ApiClient : IDisposable
             : $"api/results?runs={Uri.EscapeDataString(string.Join(',', runIds))}", null, ct);
 
     /// <summary>Polls until the run ends, printing progress as it changes; a seed that fails over is asked again.</summary>
-    public async Task<RunSummary> FollowRunAsync(string runId, TextWriter log, TimeSpan poll, CancellationToken ct = default)
-    {
-        string? last = null;
-        while (true)
-        {
-            ct.ThrowIfCancellationRequested();
-            RunSummary? s = null;
-            try { s = await RunAsync(runId, ct); }
-            catch (ApiProblemException e) when (e.Status == HttpStatusCode.ServiceUnavailable) { log.WriteLine($"[status] {e.Message}; asking again"); }
-            catch (ApiUnreachableException e) { log.WriteLine($"[status] {e.Message}; asking again"); }
-            if (s is not null)
-            {
-                var line = RunClient.Format(s);
-                if (line != last) log.WriteLine(line);
-                last = line;
-                if (s.State is RunState.Completed or RunState.Failed or RunState.Cancelled) return s;
-            }
-            await Task.Delay(poll, ct);
-        }
-    }
+    public Task<RunSummary> FollowRunAsync(string runId, TextWriter log, TimeSpan poll, CancellationToken ct = default) =>
+        FollowAsync(c => RunAsync(runId, c), RunClient.Format, s => RunClient.Format(s) + Environment.NewLine,
+            s => s.State is RunState.Completed or RunState.Failed or RunState.Cancelled, log, poll, ct);
 
     /// <summary>Polls until the sweep ends, printing its table whenever a trial changes.</summary>
-    public async Task<SweepSummary> FollowSweepAsync(string sweepId, TextWriter log, TimeSpan poll, CancellationToken ct = default)
+    public Task<SweepSummary> FollowSweepAsync(string sweepId, TextWriter log, TimeSpan poll, CancellationToken ct = default) =>
+        FollowAsync(c => SweepAsync(sweepId, c), s => SweepClient.Table(s, withSteps: false), s => SweepClient.Table(s, withSteps: true),
+            s => s.State != SweepState.Running, log, poll, ct);
+
+    /// <summary>Asks until `ended`, writing `show` whenever `key` changes; a seed that is failing over or away for a moment is asked again.</summary>
+    private static async Task<T> FollowAsync<T>(Func<CancellationToken, Task<T>> ask, Func<T, string> key, Func<T, string> show, Func<T, bool> ended,
+        TextWriter log, TimeSpan poll, CancellationToken ct) where T : class
     {
         string? last = null;
         while (true)
         {
             ct.ThrowIfCancellationRequested();
-            SweepSummary? s = null;
-            try { s = await SweepAsync(sweepId, ct); }
+            T? s = null;
+            try { s = await ask(ct); }
             catch (ApiProblemException e) when (e.Status == HttpStatusCode.ServiceUnavailable) { log.WriteLine($"[status] {e.Message}; asking again"); }
             catch (ApiUnreachableException e) { log.WriteLine($"[status] {e.Message}; asking again"); }
             if (s is not null)
             {
-                var table = SweepClient.Table(s, withSteps: false);
-                if (table != last) log.Write(SweepClient.Table(s, withSteps: true));
-                last = table;
-                if (s.State != SweepState.Running) return s;
+                var k = key(s);
+                if (k != last) log.Write(show(s));
+                last = k;
+                if (ended(s)) return s;
             }
             await Task.Delay(poll, ct);
         }

@@ -130,6 +130,9 @@ public sealed class TeacherRestoreTests(MnistFixture mnist)
         var teacher = h.Sys.ActorOf(TeacherEntity.GetProps(id, h.Services));
         teacher.Tell(new StartEntity(id, run, spec, null));
         var ready = h.Coordinator.FishForMessage<TeacherReady>(_ => true, Long);
+        // loaded: its load job (which would restore a missing blob from the checkpoint, still the
+        // same teacher until the next lines) is done before the blob goes
+        Label(h, teacher, id, run, 1);
 
         // the blob is lost and the checkpoint file now holds another teacher
         h.Stop(teacher);
