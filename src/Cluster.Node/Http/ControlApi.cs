@@ -44,7 +44,7 @@ public static partial class ControlApi
         var api = app.MapGroup("/api");
         Runs(api, node, options);
         Sweeps(api, node, options);
-        api.MapGet("/nodes", async (CancellationToken ct) => await With(node, async n => Results.Json(await Nodes(n, ct), ApiJson.Options)));
+        api.MapGet("/nodes", async (CancellationToken ct) => await With(node, async n => Results.Json(Nodes(n, await RunsOrNone(n, ct)), ApiJson.Options)));
         api.MapGet("/stream", (HttpContext context) => Stream(context, node));
         api.MapGet("/results", (string? sweep, string? runs) => ResultsOf(options, sweep, runs));
         MapDashboard(app);
@@ -247,12 +247,17 @@ public static partial class ControlApi
         while (r.ReadLine() is { } line) yield return line;
     }
 
-    private static async Task<List<NodeView>> Nodes(ClusterNode n, CancellationToken ct)
+    /// <summary>Every run, or none while the coordinator cannot answer (the nodes are shown without their runs).</summary>
+    private static async Task<RunSummary[]> RunsOrNone(ClusterNode n, CancellationToken ct)
+    {
+        try { return await RunClient.StatusAsync(n.Coordinator, null, AskTimeout, ct); }
+        catch (Exception e) when (e is AskTimeoutException or CoordinatorUnavailableException) { return []; }
+    }
+
+    /// <summary>The cluster's members, each with the runs whose student or source it hosts.</summary>
+    private static List<NodeView> Nodes(ClusterNode n, RunSummary[] runs)
     {
         var state = Akka.Cluster.Cluster.Get(n.System).State;
-        RunSummary[] runs = [];
-        try { runs = await RunClient.StatusAsync(n.Coordinator, null, AskTimeout, ct); }
-        catch (Exception e) when (e is AskTimeoutException or CoordinatorUnavailableException) { }
         return state.Members.OrderBy(m => m.Address.ToString(), StringComparer.Ordinal).Select(m =>
         {
             var address = $"{m.Address.Host}:{m.Address.Port}";
@@ -285,7 +290,7 @@ public static partial class ControlApi
                     {
                         var runs = await RunClient.StatusAsync(n.Coordinator, null, AskTimeout, ct);
                         var sweeps = await SweepClient.StatusAsync(n.Sweeps, null, AskTimeout, ct);
-                        var nodes = await Nodes(n, ct);
+                        var nodes = Nodes(n, runs);
                         var json = JsonSerializer.Serialize(new { runs, sweeps, nodes }, ApiJson.Options);
                         if (json != last)
                         {
