@@ -143,19 +143,29 @@ public sealed class JournalDamageTests
         var spec = Path.Combine(cluster.Work, "wal.yaml");
         File.WriteAllText(spec, ProcessCluster.TinyDafl("wal", 7, teacher, 3000, 3000, "{checkpoint_every: 10}"));
         var runs = Path.Combine(cluster.Work, "runs");
-        var first = cluster.Start(cluster.SeedBin, "run-1.log", ["run", spec, "--runs-dir", runs, "--run-id", "w1"]);
-        var deadline = DateTime.UtcNow.AddMinutes(2);
-        while (!Regex.Matches(cluster.Log("run-1.log"), @"training step (\d+)/").Any(m => int.Parse(m.Groups[1].Value) >= 40))
-        {
-            Assert.True(DateTime.UtcNow < deadline && !first.HasExited, "the run did not train: " + cluster.Logs(_ => true, 30));
-            Thread.Sleep(300);
-        }
-        first.Kill();
-        first.WaitForExit();
-
         var dir = Path.Combine(runs, "w1");
         var wal = Path.Combine(dir, "journal.db-wal");
-        Assert.True(File.Exists(wal) && new FileInfo(wal).Length > 0, "kill -9 left no write-ahead log to lose");
+        var shm = Path.Combine(dir, "journal.db-shm");
+        // kill -9 mid-run until the log holds commits not yet copied into the database: a log whose
+        // frames were all checkpointed loses nothing when deleted, and the resume would be right
+        var pending = 0;
+        for (var attempt = 0; attempt < 5 && pending == 0; attempt++)
+        {
+            var log1 = $"run-1-{attempt}.log";
+            var first = cluster.Start(cluster.SeedBin, log1, ["run", spec, "--runs-dir", runs, "--run-id", "w1"]);
+            var deadline = DateTime.UtcNow.AddMinutes(2);
+            while (!Regex.Matches(cluster.Log(log1), @"training step (\d+)/").Any(m => int.Parse(m.Groups[1].Value) >= 40 + 25 * attempt))
+            {
+                Assert.True(DateTime.UtcNow < deadline && !first.HasExited, "the run did not train: " + cluster.Logs(_ => true, 30));
+                Thread.Sleep(300);
+            }
+            first.Kill();
+            first.WaitForExit();
+            Assert.True(File.Exists(wal) && new FileInfo(wal).Length > 0, "kill -9 left no write-ahead log to lose");
+            pending = how == "replaced" ? 1 : UncheckpointedWalFrames(shm, out _);
+        }
+        Assert.True(pending > 0, "five kills left every write-ahead log frame checkpointed");
+
         if (how == "replaced")
         {
             // the journal and its witness gone: a fresh database knows nothing of the run, and the
@@ -175,9 +185,11 @@ public sealed class JournalDamageTests
             // writes from the start again and leaves older frames, with other salts, behind them).
             var bytes = File.ReadAllBytes(wal);
             var valid = ValidWalFrames(bytes, out var frameSize);
-            Assert.True(valid >= 2, $"the write-ahead log holds {valid} valid frames");
+            UncheckpointedWalFrames(shm, out var backfilled);
+            Assert.True(valid > backfilled, $"the write-ahead log holds {valid} valid frames, {backfilled} of them checkpointed");
+            // from a frame not yet in the database on, so that a commit is lost
             using var f = new FileStream(wal, FileMode.Open, FileAccess.Write);
-            f.Position = 32 + valid / 2 * frameSize;
+            f.Position = 32 + Math.Max(valid / 2, backfilled) * frameSize;
             var junk = new byte[f.Length - f.Position];
             new Random(3).NextBytes(junk);
             f.Write(junk);
@@ -193,6 +205,19 @@ public sealed class JournalDamageTests
         // a status line may show the run at step 0 before an entity's recovery refuses; no step is trained
         Assert.DoesNotMatch(@"training step [1-9]", log);
         Assert.Equal(rows, File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Length);
+    }
+
+    /// <summary>
+    /// Committed frames of the write-ahead log not yet copied into the database, from its index
+    /// (the -shm file, native byte order): mxFrame of the index header less the checkpoint's
+    /// nBackfill (https://sqlite.org/walformat.html#the_wal_index_file_format).
+    /// </summary>
+    private static int UncheckpointedWalFrames(string shm, out int backfilled)
+    {
+        var index = File.ReadAllBytes(shm);
+        var mxFrame = BitConverter.ToInt32(index, 16);
+        backfilled = BitConverter.ToInt32(index, 96);
+        return mxFrame - backfilled;
     }
 
     /// <summary>
