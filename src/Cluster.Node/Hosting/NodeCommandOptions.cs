@@ -19,7 +19,8 @@ public sealed class NodeCommandOptions
     };
     public Option<PersistenceOptions?> Db { get; } = new("--db")
     {
-        Description = "the journal: sqlite:FILE or postgres:CONNECTION-STRING (default: sqlite in --store)",
+        Description = "the journal: sqlite:FILE or postgres:CONNECTION-STRING (default: $CLUSTERDISTILL_DB, else sqlite in --store). " +
+                      "A password belongs in $CLUSTERDISTILL_DB or $PGPASSWORD, not here, where the process list shows it",
         CustomParser = r =>
         {
             try { return PersistenceOptions.Parse(r.Tokens.Single().Value); }
@@ -48,6 +49,17 @@ public sealed class NodeCommandOptions
 
     /// <summary>The node's HTTP port: the option's, else the command's default (null: off).</summary>
     public int? HttpPortOf(ParseResult p, int? fallback) => p.GetResult(HttpPort) is null ? fallback : p.GetValue(HttpPort);
+
+    /// <summary>$CLUSTERDISTILL_DB, as --db takes it: how a Secret gives the journal's connection string without a command line.</summary>
+    public const string DbVariable = "CLUSTERDISTILL_DB";
+
+    private static PersistenceOptions? DbFromEnvironment()
+    {
+        var text = Environment.GetEnvironmentVariable(DbVariable);
+        if (string.IsNullOrWhiteSpace(text)) return null;
+        try { return PersistenceOptions.Parse(text.Trim()); }
+        catch (ArgumentException) { throw new ArgumentException($"${DbVariable} is neither sqlite:PATH nor postgres:CONNECTION-STRING (its value is not shown: it may hold a password)"); }
+    }
 
     private static int? PortValue(ArgumentResult r, bool allowOff)
     {
@@ -78,7 +90,7 @@ public sealed class NodeCommandOptions
             Port = p.GetValue(Port) ?? defaultPort,
             Seeds = p.GetValue(Seeds) ?? [],
             Roles = roles,
-            Persistence = p.GetValue(Db) ?? PersistenceOptions.Sqlite(Path.Combine(store, "journal.db")),
+            Persistence = p.GetValue(Db) ?? DbFromEnvironment() ?? PersistenceOptions.Sqlite(Path.Combine(store, "journal.db")),
             StoreDir = Path.Combine(store, "blobs"),
             RunsDir = p.GetValue(RunsDir)!,
             DataCache = p.GetValue(DataCache),

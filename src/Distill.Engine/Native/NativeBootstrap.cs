@@ -16,6 +16,8 @@ public static class NativeBootstrap
 {
     private const string Marker = "CLUSTERDISTILL_NATIVE_REEXEC";
     private const string NeededVersion = "GLIBCXX_3.4.32";
+    /// <summary>"off" in the container images: a libstdc++ without the symbol is an error there, never a compiler run.</summary>
+    public const string BuildSwitch = "CLUSTERDISTILL_NATIVE_BUILD";
 
     /// <summary>
     /// Environment libtorch must see when it loads, which .NET cannot change for native code from
@@ -43,6 +45,13 @@ public static class NativeBootstrap
             throw new InvalidOperationException(
                 $"TorchSharp needs {NeededVersion}; {loaded} lacks it even after re-exec with the shim on LD_LIBRARY_PATH " +
                 $"({Environment.GetEnvironmentVariable("LD_LIBRARY_PATH")}). Run scripts/torch-native-env.sh by hand to see why.");
+        }
+        if (needsShim && Environment.GetEnvironmentVariable(BuildSwitch) == "off")
+        {
+            // a program's first act: one line and exit 1, as for any other bad environment
+            Console.Error.WriteLine($"error: TorchSharp needs {NeededVersion}, which {loaded} lacks, and building a compatibility shim is off here " +
+                                    $"({BuildSwitch}=off, as in the container images): run on a base whose libstdc++ comes from GCC 13 or later (Debian 13, Ubuntu 24.04).");
+            Environment.Exit(1);
         }
         if (needsShim)
         {

@@ -197,7 +197,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
 
     /// <summary>Where trained teachers are cached: the given folder, else "teachers" beside the data cache.</summary>
     public static string TeacherCacheDir(string? teacherCache, string? dataCache) =>
-        teacherCache ?? Path.Combine(Path.GetDirectoryName(dataCache ?? Data.DatasetCache.DefaultRoot())!, "teachers");
+        teacherCache ?? Environment.GetEnvironmentVariable("CLUSTERDISTILL_TEACHERS") ?? Path.Combine(Path.GetDirectoryName(dataCache ?? Data.DatasetCache.DefaultRoot())!, "teachers");
 
     /// <summary>Everything that determines a trained teacher; device is left out (CPU and CUDA teachers are interchangeable).</summary>
     private static string TeacherKey(RunSpec spec, ModelSpec t)
