@@ -67,7 +67,7 @@ public static class HoconBuilder
                   role = {{Roles.Seed}}
                   buffer-size = 1000
                   # embedded (one node): the singleton is local; the warning would only be noise
-                  log-singleton-identification-failure = {{(o.Seeds.Count == 0 ? "off" : "on")}}
+                  log-singleton-identification-failure = {{(o.Embedded ? "off" : "on")}}
                 }
                 sharding {
                   role = {{Roles.Gpu}}
@@ -129,11 +129,61 @@ public static class HoconBuilder
                 }
               }
               coordinated-shutdown.exit-clr = off
+            {{Bootstrap(o, Q)}}
               # a one-node (embedded) cluster has no node to hand its shards to: waiting for a hand-off
               # (10 s by default) would only delay Ctrl+C; entities' state is persisted as they go
-              {{(o.Seeds.Count == 0 ? "coordinated-shutdown.phases.cluster-sharding-shutdown-region.timeout = 2s" : "")}}
+              {{(o.Embedded ? "coordinated-shutdown.phases.cluster-sharding-shutdown-region.timeout = 2s" : "")}}
             }
             """;
         return ConfigurationFactory.ParseString(hocon);
+    }
+
+    /// <summary>Akka.Management and Cluster.Bootstrap, inside the akka block (nothing without discovery).</summary>
+    private static string Bootstrap(NodeOptions o, Func<string, string> q)
+    {
+        if (o.Discovery is not { } d) return "";
+        var discovery = d.Method == "kubernetes"
+            ? $$"""
+              discovery {
+                method = kubernetes-api
+                # the seed pods, by their labels; their container port named "management"
+                kubernetes-api.pod-label-selector = {{q(d.LabelSelector)}}
+              }
+              """
+            : $$"""
+              discovery {
+                method = config
+                config.services.{{DiscoveryOptions.ServiceName}}.endpoints = [{{string.Join(", ", d.Endpoints.Select(q))}}]
+              }
+              """;
+        return $$"""
+              {{discovery}}
+              management {
+                http {
+                  hostname = {{q(o.Hostname)}}
+                  port = {{d.ManagementPort}}
+                  bind-hostname = {{q(o.Hostname)}}
+                  bind-port = {{d.ManagementPort}}
+                }
+                cluster.bootstrap {
+                  new-cluster-enabled = {{(d.NewClusterAllowed ? "on" : "off")}}
+                  contact-point-discovery {
+                    service-name = {{DiscoveryOptions.ServiceName}}
+                    {{(d.Method == "kubernetes" ? "port-name = management" : "")}}
+                    discovery-method = akka.discovery
+                    required-contact-point-nr = {{d.RequiredContactPoints}}
+                    stable-margin = 3s
+                    interval = 1s
+                    contact-with-all-contact-points = true
+                  }
+                  # several contact points may share a host (processes on one machine): keep them all
+                  contact-point {
+                    fallback-port = {{DiscoveryOptions.DefaultManagementPort}}
+                    filter-on-fallback-port = false
+                    probe-interval = 1s
+                  }
+                }
+              }
+              """;
     }
 }

@@ -66,13 +66,62 @@ public sealed record PersistenceOptions(string Provider, string ConnectionString
     };
 }
 
+/// <summary>
+/// How a node finds the cluster without a static seed list: Akka.Management's Cluster.Bootstrap
+/// asks a discovery method for the seed-capable nodes' management endpoints (the contact points),
+/// joins the cluster they are in, or, where none is and this node may, forms one with them: the
+/// contact point with the lowest address joins itself and the rest join it.
+/// </summary>
+/// <param name="Method">config (a fixed list of endpoints: processes on one machine) or kubernetes (the pods the label selector picks)</param>
+/// <param name="Endpoints">config: the contact points' management endpoints, host:port</param>
+/// <param name="ManagementPort">this node's management HTTP port (0: any free port)</param>
+/// <param name="RequiredContactPoints">how many contact points must be seen before a new cluster is formed</param>
+/// <param name="NewClusterAllowed">whether this node may form a new cluster (seed-capable nodes only: a GPU node only joins)</param>
+/// <param name="LabelSelector">kubernetes: the selector of the seed pods</param>
+public sealed record DiscoveryOptions(
+    string Method,
+    IReadOnlyList<string> Endpoints,
+    int ManagementPort,
+    int RequiredContactPoints,
+    bool NewClusterAllowed,
+    string LabelSelector = DiscoveryOptions.SeedSelector)
+{
+    public const string ServiceName = "clusterdistill-seed";
+    public const string SeedSelector = "app.kubernetes.io/name=clusterdistill,app.kubernetes.io/component=seed";
+    public const int DefaultManagementPort = 8558;
+
+    /// <summary>"config:HOST:PORT,HOST:PORT,..." or "kubernetes" (the --discovery option).</summary>
+    public static DiscoveryOptions Parse(string text, int managementPort, int? requiredContactPoints, bool newClusterAllowed)
+    {
+        if (text == "kubernetes")
+            return new("kubernetes", [], managementPort, requiredContactPoints ?? 3, newClusterAllowed);
+        if (!text.StartsWith("config:", StringComparison.Ordinal))
+            throw new ArgumentException($"--discovery '{text}': expected kubernetes, or config:HOST:PORT[,HOST:PORT...] (the seed-capable nodes' management endpoints)");
+        var endpoints = text["config:".Length..].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        foreach (var e in endpoints)
+        {
+            var i = e.LastIndexOf(':');
+            if (i <= 0 || !int.TryParse(e[(i + 1)..], out var port) || port is < 1 or > 65535)
+                throw new ArgumentException($"--discovery: '{e}' is not HOST:PORT");
+        }
+        if (endpoints.Length == 0) throw new ArgumentException("--discovery config: names no endpoint");
+        if (requiredContactPoints > endpoints.Length)
+            throw new ArgumentException($"--contact-points {requiredContactPoints}: the config names only {endpoints.Length} endpoint(s)");
+        return new("config", endpoints, managementPort, requiredContactPoints ?? endpoints.Length, newClusterAllowed);
+    }
+}
+
 /// <summary>Everything a node needs to start; <see cref="HoconBuilder"/> turns it into Akka configuration.</summary>
 public sealed record NodeOptions
 {
     public string SystemName { get; init; } = "clusterdistill";
     public string Hostname { get; init; } = "127.0.0.1";
     public int Port { get; init; }                           // 0 = any free port
-    public IReadOnlyList<string> Seeds { get; init; } = [];  // host:port; empty = join self (embedded)
+    public IReadOnlyList<string> Seeds { get; init; } = [];  // host:port; empty = join self (embedded), or discovery
+    /// <summary>Cluster.Bootstrap instead of <see cref="Seeds"/> (null: the static seed list).</summary>
+    public DiscoveryOptions? Discovery { get; init; }
+    /// <summary>A cluster of one in this process: no seeds and no discovery.</summary>
+    public bool Embedded => Seeds.Count == 0 && Discovery is null;
     public IReadOnlyList<string> Roles { get; init; } = [Configuration.Roles.Seed, Configuration.Roles.Gpu];
     public required PersistenceOptions Persistence { get; init; }
     /// <summary>Content-addressed blobs (checkpoints, image batches); shared storage in a cluster.</summary>

@@ -3,6 +3,7 @@ using Akka.Cluster;
 using Akka.Cluster.Sharding;
 using Akka.Cluster.Tools.Singleton;
 using Akka.Event;
+using Akka.Management.Cluster.Bootstrap;
 using Cluster.Contracts;
 using Cluster.Node.Actors;
 using Cluster.Node.Configuration;
@@ -55,7 +56,18 @@ public sealed class ClusterNode : IAsyncDisposable
         var services = new NodeServices(options);
         var cluster = Akka.Cluster.Cluster.Get(system);
         services.NodeName = $"{cluster.SelfAddress.Host}:{cluster.SelfAddress.Port}";
-        if (options.Seeds.Count == 0) cluster.Join(cluster.SelfAddress);   // embedded: a cluster of one
+        if (options.Embedded) cluster.Join(cluster.SelfAddress);   // a cluster of one
+        else if (options.Discovery is { } discovery)
+        {
+            // the contact points probe each other's endpoint, then join a cluster or form one
+            try { services.Bootstrap = await Http.BootstrapEndpoint.StartAsync(system, options.Hostname, discovery.ManagementPort); }
+            catch (InvalidOperationException)
+            {
+                await system.Terminate();
+                throw;
+            }
+            await ClusterBootstrap.Get(system).Start();
+        }
 
         var joined = new TaskCompletionSource();
         cluster.RegisterOnMemberUp(() => joined.TrySetResult());
@@ -63,7 +75,10 @@ public sealed class ClusterNode : IAsyncDisposable
         if (await Task.WhenAny(joined.Task, Task.Delay(timeout)) != joined.Task)
         {
             await system.Terminate();
-            throw new TimeoutException($"could not join the cluster at {string.Join(", ", options.Seeds)} within {timeout.TotalSeconds:F0} s");
+            if (services.Bootstrap is { } b) await b.DisposeAsync();
+            throw new TimeoutException(options.Discovery is { } d
+                ? $"could not join a cluster through {d.Method} discovery ({(d.Endpoints.Count > 0 ? string.Join(", ", d.Endpoints) : d.LabelSelector)}) within {timeout.TotalSeconds:F0} s"
+                : $"could not join the cluster at {string.Join(", ", options.Seeds)} within {timeout.TotalSeconds:F0} s");
         }
 
         if (options.Roles.Contains(EntityKinds.Generator))
@@ -111,13 +126,14 @@ public sealed class ClusterNode : IAsyncDisposable
             {
                 // e.g. --data-port taken: leave the cluster rather than run half-started
                 await system.Terminate();
+                if (services.Bootstrap is { } b) await b.DisposeAsync();
                 throw;
             }
             log.Info("data plane listening at {0}", services.DataPlane.Endpoint);
         }
 
-        if (!options.Roles.Contains(Roles.Seed) && options.Seeds.Count > 0 && options.SeedLossRejoinAfter is { } after)
-            system.ActorOf(SeedWatch.GetProps(options.Seeds, options.SystemName, after), "seed-watch");
+        if (!options.Roles.Contains(Roles.Seed) && !options.Embedded && options.SeedLossRejoinAfter is { } after)
+            system.ActorOf(SeedWatch.GetProps(options, after), "seed-watch");
         if (options.Roles.Contains(Roles.Seed))
             system.ActorOf(ClusterSingletonManager.Props(RunCoordinator.GetSupervisedProps(services), PoisonPill.Instance,
                 ClusterSingletonManagerSettings.Create(system).WithRole(Roles.Seed)), RunCoordinator.Name);
@@ -178,6 +194,7 @@ public sealed class ClusterNode : IAsyncDisposable
     {
         await CoordinatedShutdown.Get(System).Run(CoordinatedShutdown.ClrExitReason.Instance);
         if (Services.DataPlane is { } plane) await plane.DisposeAsync();
+        if (Services.Bootstrap is { } bootstrap) await bootstrap.DisposeAsync();
     }
 }
 

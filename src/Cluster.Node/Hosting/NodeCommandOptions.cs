@@ -37,6 +37,21 @@ public sealed class NodeCommandOptions
         CustomParser = r => PortValue(r, allowOff: true),
     };
 
+    public Option<string?> Discovery { get; } = new("--discovery")
+    {
+        Description = "find the cluster with Cluster.Bootstrap instead of --seeds: kubernetes (the seed pods, by label), or config:HOST:PORT[,HOST:PORT...] " +
+                      "(the seed-capable nodes' management endpoints; processes on one machine). Default: $CLUSTERDISTILL_DISCOVERY",
+    };
+    public Option<int?> ManagementPort { get; } = new("--management-port")
+    {
+        Description = $"this node's Akka.Management HTTP port, which Cluster.Bootstrap's contact points probe (with --discovery; default {DiscoveryOptions.DefaultManagementPort}, 0: any free port)",
+        CustomParser = r => PortValue(r, allowOff: false),
+    };
+    public Option<int?> ContactPoints { get; } = new("--contact-points")
+    {
+        Description = "how many contact points discovery must find before the first cluster is formed (default: all the config names; 3 on kubernetes)",
+    };
+
     public Option<string> LogLevel { get; } = new("--log-level") { Description = "debug, info, warning or error", DefaultValueFactory = _ => "info" };
     public Option<string> LogFormat { get; } = new("--log-format") { Description = "text, or json: one object per line (time, level, source, class, thread, message, error)", DefaultValueFactory = _ => "text" };
 
@@ -70,25 +85,45 @@ public sealed class NodeCommandOptions
         return null;
     }
 
-    /// <summary>Adds the options to a command; seedsRequired: the command must be told where the cluster is.</summary>
+    /// <summary>Adds the options to a command; seedsRequired: the command must be told where the cluster is (--seeds or --discovery).</summary>
     public void AddTo(Command command, bool seedsRequired = false, bool dataPort = false, bool http = false)
     {
-        Seeds.Required = seedsRequired;
         LogLevel.AcceptOnlyFromAmong("debug", "info", "warning", "error");
         LogFormat.AcceptOnlyFromAmong("text", "json");
-        foreach (var o in new Option[] { Host, Port, Seeds, Db, Store, RunsDir, DataCache, LogLevel, LogFormat }) command.Add(o);
+        Discovery.Validators.Add(r =>
+        {
+            try { DiscoveryOptions.Parse(r.GetValueOrDefault<string?>() ?? "", DiscoveryOptions.DefaultManagementPort, null, false); }
+            catch (ArgumentException e) { r.AddError(e.Message); }
+        });
+        ContactPoints.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is < 1 or > 100) r.AddError($"--contact-points {r.GetValueOrDefault<int?>()}: 1 to 100"); });
+        foreach (var o in new Option[] { Host, Port, Seeds, Discovery, ManagementPort, ContactPoints, Db, Store, RunsDir, DataCache, LogLevel, LogFormat }) command.Add(o);
+        command.Validators.Add(r =>
+        {
+            var seeds = r.GetResult(Seeds) is not null;
+            var discovery = r.GetResult(Discovery) is not null || Environment.GetEnvironmentVariable(DiscoveryVariable) is { Length: > 0 };
+            if (seeds && r.GetResult(Discovery) is not null) r.AddError("--seeds and --discovery: give one of them");
+            else if (seedsRequired && !seeds && !discovery) r.AddError("where is the cluster? give --seeds HOST:PORT or --discovery");
+        });
         if (dataPort) command.Add(DataPort);
         if (http) command.Add(HttpPort);
     }
 
+    /// <summary>$CLUSTERDISTILL_DISCOVERY, as --discovery takes it (the Kubernetes manifests set it).</summary>
+    public const string DiscoveryVariable = "CLUSTERDISTILL_DISCOVERY";
+
     public NodeOptions ToNodeOptions(ParseResult p, IReadOnlyList<string> roles, int defaultPort)
     {
         var store = p.GetValue(Store)!;
+        var seeds = p.GetValue(Seeds) ?? [];
+        var discovery = p.GetValue(Discovery) ?? (seeds.Length == 0 ? Environment.GetEnvironmentVariable(DiscoveryVariable) : null);
         return new NodeOptions
         {
             Hostname = p.GetValue(Host)!,
             Port = p.GetValue(Port) ?? defaultPort,
-            Seeds = p.GetValue(Seeds) ?? [],
+            Seeds = seeds,
+            Discovery = string.IsNullOrWhiteSpace(discovery) ? null
+                : DiscoveryOptions.Parse(discovery.Trim(), p.GetValue(ManagementPort) ?? DiscoveryOptions.DefaultManagementPort, p.GetValue(ContactPoints),
+                    newClusterAllowed: roles.Contains(Configuration.Roles.Seed)),
             Roles = roles,
             Persistence = p.GetValue(Db) ?? DbFromEnvironment() ?? PersistenceOptions.Sqlite(Path.Combine(store, "journal.db")),
             StoreDir = Path.Combine(store, "blobs"),

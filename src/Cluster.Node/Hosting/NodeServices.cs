@@ -34,6 +34,8 @@ public sealed class NodeServices(NodeOptions options)
 
     /// <summary>Batches and gradient chunks to other nodes (null: off, everything through Akka).</summary>
     public Transport.DataPlane? DataPlane { get; set; }
+    /// <summary>The Cluster.Bootstrap contact point (with --discovery).</summary>
+    public Http.BootstrapEndpoint? Bootstrap { get; set; }
 
     /// <summary>This node's data-plane endpoint, for peers to send bulk messages to.</summary>
     public string? DataEndpoint => DataPlane?.Endpoint;

@@ -19,7 +19,7 @@ internal static class ServeCommand
         command.SetAction(async (p, ct) =>
         {
             var options = node.ToNodeOptions(p, [Roles.Seed], 4053);
-            if (options.Seeds.Count == 0) options = options with { Seeds = [$"{options.Hostname}:{options.Port}"] };
+            if (options.Seeds.Count == 0 && options.Discovery is null) options = options with { Seeds = [$"{options.Hostname}:{options.Port}"] };
             // an unreachable journal is refused before anything is created or bound
             await PersistenceCheck.EnsureReachableAsync(options.Persistence);
             ClusterNode? current = null;
