@@ -31,7 +31,8 @@ done
 # 2. the published tree
 app="$work/app"
 started=$(date +%s)
-deploy/docker/publish.sh "$app" cpu >"$work/publish.log" 2>&1 || { tail -30 "$work/publish.log"; exit 1; }
+# the Release build the caller made (scripts/test.sh): its bin/ folders are the tests' programs too
+PUBLISH_NO_BUILD=1 deploy/docker/publish.sh "$app" cpu >"$work/publish.log" 2>&1 || { tail -30 "$work/publish.log"; exit 1; }
 log "$(tail -1 "$work/publish.log") in $(( $(date +%s) - started )) s"
 chmod -R a+rX "$app"
 (cd "$app" && find . -type f -exec sha256sum {} + | sort -k2) >"$work/tree.before"
@@ -117,6 +118,8 @@ grep -Eq '"state": ?"completed"' "$work/run.json" || { cat "$work/run.json"; tai
 acc=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["student_accuracy"])' "$store/runs/image-check/result.json")
 log "the run trained on the data volume: student $acc% on MNIST's test set"
 
+hwm() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$1/status"; }
+log "peak resident memory: seed $(hwm "$seed_pid"), node $(hwm "$node_pid")"
 kill -TERM "$node_pid" "$seed_pid"
 node_rc=0; wait "$node_pid" || node_rc=$?
 seed_rc=0; wait "$seed_pid" || seed_rc=$?

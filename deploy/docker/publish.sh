@@ -2,7 +2,9 @@
 # The published tree every image copies: Cluster.Seed and Cluster.GpuNode in one folder (they share
 # every assembly), framework-dependent, with the linux-x64 natives only. The Dockerfiles' build
 # stage runs this, and so does scripts/check-image.sh, so the tree that is checked is the tree that
-# ships. (No runtime identifier: publish then reuses an existing Release build.)
+# ships. No runtime identifier and no change of build properties, so that publish reuses the
+# Release build in bin/ rather than rebuilding it with other outputs (the tests run from there);
+# PUBLISH_NO_BUILD=1 (scripts/check-image.sh) publishes that build without building at all.
 #
 #   deploy/docker/publish.sh OUT [cpu|cuda]
 #
@@ -13,7 +15,7 @@ torch=${2:-cpu}
 cd "$(dirname "$0")/../.."
 rm -rf "$out"
 for p in Cluster.Seed Cluster.GpuNode; do
-  dotnet publish "src/$p/$p.csproj" -c Release --self-contained false -p:UseAppHost=false -nologo -v quiet -o "$out"
+  dotnet publish "src/$p/$p.csproj" -c Release --self-contained false ${PUBLISH_NO_BUILD:+--no-build} -nologo -v quiet -o "$out"
 done
 # other platforms' natives (SQLite, SkiaSharp, libtorch for macOS and Windows) are dead weight here
 find "$out/runtimes" -mindepth 1 -maxdepth 1 -type d ! -name linux-x64 -exec rm -rf {} +
