@@ -120,8 +120,11 @@ log "the run trained on the data volume: student $acc% on MNIST's test set"
 
 hwm() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$1/status"; }
 log "peak resident memory: seed $(hwm "$seed_pid"), node $(hwm "$node_pid")"
-kill -TERM "$node_pid" "$seed_pid"
+# one pod after the other, as a rolling restart or a drain stops them (a node leaving hands its
+# shards over through the seed, which must still be up)
+kill -TERM "$node_pid"
 node_rc=0; wait "$node_pid" || node_rc=$?
+kill -TERM "$seed_pid"
 seed_rc=0; wait "$seed_pid" || seed_rc=$?
 node_pid=; seed_pid=
 [ "$node_rc" = 0 ] && [ "$seed_rc" = 0 ] || { log "FAIL: SIGTERM exit codes node $node_rc seed $seed_rc"; exit 1; }

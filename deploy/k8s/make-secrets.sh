@@ -3,6 +3,9 @@
 # secret on a command line (kubectl reads them from files made private to this script):
 #   clusterdistill-db         journal: the --db value (postgres:...;Password=...); password: for the dev PostgreSQL
 #   clusterdistill-api-token  token: the API's bearer token (printed nowhere; read it with kubectl)
+#   clusterdistill-tls        tls.crt, tls.key, ca.crt: the nodes' certificate, from a new CA
+#                             (scripts/make-test-ca.sh; for production issue it from your own CA,
+#                             e.g. a cert-manager Certificate with secretName clusterdistill-tls)
 #
 #   deploy/k8s/make-secrets.sh NAMESPACE in-cluster                 # dev overlay: a random password for its PostgreSQL
 #   PGPASSWORD=... deploy/k8s/make-secrets.sh NAMESPACE 'Host=...;Username=...;Database=...'   # an external PostgreSQL
@@ -25,4 +28,9 @@ kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns"
 kubectl -n "$ns" create secret generic clusterdistill-db --from-file=journal="$dir/journal" --from-file=password="$dir/password" \
   --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n "$ns" create secret generic clusterdistill-api-token --from-file=token="$dir/token" --dry-run=client -o yaml | kubectl apply -f -
-echo "secrets clusterdistill-db and clusterdistill-api-token are in namespace $ns"
+if [ "${KEEP_TLS:-}" != 1 ]; then
+  "$(dirname "$0")/../../scripts/make-test-ca.sh" "$dir/ca" node >/dev/null
+  kubectl -n "$ns" create secret generic clusterdistill-tls --from-file="$dir/ca/node/tls.crt" --from-file="$dir/ca/node/tls.key" \
+    --from-file="$dir/ca/node/ca.crt" --dry-run=client -o yaml | kubectl apply -f -
+fi
+echo "secrets clusterdistill-db, clusterdistill-api-token and clusterdistill-tls are in namespace $ns (KEEP_TLS=1 leaves the TLS one as it is)"

@@ -110,7 +110,7 @@ try
 {
     return CommandRunner.Invoke("Cluster.GpuNode", root, args, Console.Out, Console.Error);
 }
-catch (Exception e) when (e is PersistenceUnavailableException or TimeoutException or ArgumentException or InvalidOperationException)
+catch (Exception e) when (e is PersistenceUnavailableException or TimeoutException or ArgumentException or InvalidOperationException or InvalidDataException or FileNotFoundException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;

@@ -13,7 +13,7 @@ public static class HoconBuilder
     {
         string Q(string s) => "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\"";
         string Secs(TimeSpan t) => t.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + "s";
-        var seeds = string.Join(", ", o.Seeds.Select(s => Q($"akka.tcp://{o.SystemName}@{s}")));
+        var seeds = string.Join(", ", o.Seeds.Select(s => Q($"{o.Protocol}://{o.SystemName}@{s}")));
         var roles = string.Join(", ", o.Roles.Select(Q));
         var provider = o.Persistence.LinqToDbProvider;
         var cs = Q(o.Persistence.ConnectionString);
@@ -49,6 +49,14 @@ public static class HoconBuilder
                 maximum-frame-size = {{frame}}b
                 send-buffer-size = {{Math.Max(frame * 2, 4 << 20)}}b
                 receive-buffer-size = {{Math.Max(frame * 2, 4 << 20)}}b
+                # TLS: the certificate and the check of peers' come from code (DotNettySslSetup, ClusterNode):
+                # mutual authentication, each side's chain to the cluster's authority, no host names
+                enable-ssl = {{(o.Tls is null ? "off" : "on")}}
+                ssl {
+                  suppress-validation = off
+                  require-mutual-authentication = on
+                  validate-certificate-hostname = off
+                }
                 # write batching holds small messages (the credits that pace the batch stream, the
                 # all-reduce's acknowledgements) for up to its 40 ms flush interval: 60 MB/s for batches
                 batching.enabled = false

@@ -120,6 +120,10 @@ public sealed record NodeOptions
     public IReadOnlyList<string> Seeds { get; init; } = [];  // host:port; empty = join self (embedded), or discovery
     /// <summary>Cluster.Bootstrap instead of <see cref="Seeds"/> (null: the static seed list).</summary>
     public DiscoveryOptions? Discovery { get; init; }
+    /// <summary>Akka.Remote and the data plane over mutually authenticated TLS (null: plain TCP, the embedded default).</summary>
+    public Security.NodeTls? Tls { get; init; }
+    /// <summary>Akka's protocol in this cluster's addresses: with TLS, akka.ssl.tcp.</summary>
+    public string Protocol => Tls is null ? "akka.tcp" : "akka.ssl.tcp";
     /// <summary>A cluster of one in this process: no seeds and no discovery.</summary>
     public bool Embedded => Seeds.Count == 0 && Discovery is null;
     public IReadOnlyList<string> Roles { get; init; } = [Configuration.Roles.Seed, Configuration.Roles.Gpu];

@@ -52,7 +52,7 @@ public sealed class ClusterNode : IAsyncDisposable
         var config = HoconBuilder.Build(options)
             .WithFallback(ClusterSharding.DefaultConfig())
             .WithFallback(ClusterSingleton.DefaultConfig());
-        var system = ActorSystem.Create(options.SystemName, config);
+        var system = NodeActorSystem.Create(options.SystemName, config, options.Tls);
         var services = new NodeServices(options);
         var cluster = Akka.Cluster.Cluster.Get(system);
         services.NodeName = $"{cluster.SelfAddress.Host}:{cluster.SelfAddress.Port}";
@@ -120,7 +120,7 @@ public sealed class ClusterNode : IAsyncDisposable
             try
             {
                 services.DataPlane = Transport.DataPlane.Start(options.Hostname, dataPort, options.Hostname, options.MaxMessageBytes,
-                    deliver: m => students.Tell(m), fallback: m => students.Tell(m), warn: w => log.Warning(w), info: i => log.Info(i));
+                    deliver: m => students.Tell(m), fallback: m => students.Tell(m), warn: w => log.Warning(w), info: i => log.Info(i), tls: options.Tls);
             }
             catch (InvalidOperationException)
             {

@@ -52,6 +52,12 @@ public sealed class NodeCommandOptions
         Description = "how many contact points discovery must find before the first cluster is formed (default: all the config names; 3 on kubernetes)",
     };
 
+    public Option<string?> Tls { get; } = new("--tls")
+    {
+        Description = "a folder with tls.crt, tls.key and ca.crt (a Kubernetes TLS Secret): Akka.Remote and the data plane run over mutually " +
+                      "authenticated TLS, and only nodes whose certificates chain to ca.crt may join or send (default: $CLUSTERDISTILL_TLS_DIR; none: plain TCP)",
+    };
+
     public Option<string> LogLevel { get; } = new("--log-level") { Description = "debug, info, warning or error", DefaultValueFactory = _ => "info" };
     public Option<string> LogFormat { get; } = new("--log-format") { Description = "text, or json: one object per line (time, level, source, class, thread, message, error)", DefaultValueFactory = _ => "text" };
 
@@ -96,7 +102,7 @@ public sealed class NodeCommandOptions
             catch (ArgumentException e) { r.AddError(e.Message); }
         });
         ContactPoints.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is < 1 or > 100) r.AddError($"--contact-points {r.GetValueOrDefault<int?>()}: 1 to 100"); });
-        foreach (var o in new Option[] { Host, Port, Seeds, Discovery, ManagementPort, ContactPoints, Db, Store, RunsDir, DataCache, LogLevel, LogFormat }) command.Add(o);
+        foreach (var o in new Option[] { Host, Port, Seeds, Discovery, ManagementPort, ContactPoints, Tls, Db, Store, RunsDir, DataCache, LogLevel, LogFormat }) command.Add(o);
         command.Validators.Add(r =>
         {
             var seeds = r.GetResult(Seeds) is not null;
@@ -116,11 +122,13 @@ public sealed class NodeCommandOptions
         var store = p.GetValue(Store)!;
         var seeds = p.GetValue(Seeds) ?? [];
         var discovery = p.GetValue(Discovery) ?? (seeds.Length == 0 ? Environment.GetEnvironmentVariable(DiscoveryVariable) : null);
+        var tls = p.GetValue(Tls) ?? Environment.GetEnvironmentVariable(Security.NodeTls.FolderVariable);
         return new NodeOptions
         {
             Hostname = p.GetValue(Host)!,
             Port = p.GetValue(Port) ?? defaultPort,
             Seeds = seeds,
+            Tls = string.IsNullOrWhiteSpace(tls) ? null : Security.NodeTls.Load(tls),
             Discovery = string.IsNullOrWhiteSpace(discovery) ? null
                 : DiscoveryOptions.Parse(discovery.Trim(), p.GetValue(ManagementPort) ?? DiscoveryOptions.DefaultManagementPort, p.GetValue(ContactPoints),
                     newClusterAllowed: roles.Contains(Configuration.Roles.Seed)),

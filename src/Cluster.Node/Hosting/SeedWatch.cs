@@ -60,7 +60,7 @@ public sealed class SeedWatch : ReceiveActor, IWithTimers
             // is a seed process up, outside our cluster? (a seed of ours would be a member)
             if (options.Discovery is null)
                 foreach (var s in seeds)
-                    Context.ActorSelection($"akka.tcp://{systemName}@{s}/system/cluster/core/daemon").Tell(new Identify(s));
+                    Context.ActorSelection($"{options.Protocol}://{systemName}@{s}/system/cluster/core/daemon").Tell(new Identify(s));
             else
                 ContactPointElsewhere(Context.System, cluster).PipeTo(Self, success: a => a is null ? Check.Instance : new SeedElsewhere(a), failure: _ => Check.Instance);
         });

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Threading.Channels;
 using Cluster.Contracts.Serialization;
@@ -29,7 +30,7 @@ public sealed partial class DataPlane
             var buffer = new ArrayBufferWriter<byte>(1 << 20);
             var token = owner.stop.Token;
             TcpClient? client = null;
-            NetworkStream? stream = null;
+            Stream? stream = null;
             var downUntil = DateTime.MinValue;
             try
             {
@@ -41,7 +42,7 @@ public sealed partial class DataPlane
                         {
                             if (DateTime.UtcNow < downUntil) { owner.FallBack(message); continue; }
                             try { (client, stream) = await Connect(token); }
-                            catch (Exception e) when (e is SocketException or IOException or OperationCanceledException && !token.IsCancellationRequested)
+                            catch (Exception e) when (e is SocketException or IOException or OperationCanceledException or System.Security.Authentication.AuthenticationException && !token.IsCancellationRequested)
                             {
                                 // the peer may be gone (its node died): Akka and sharding take over for a while
                                 owner.warn($"data plane: cannot reach {endpoint} ({e.Message}); sending through Akka for 2 s");
@@ -66,6 +67,7 @@ public sealed partial class DataPlane
                         {
                             owner.warn($"data plane: writing to {endpoint} failed ({e.Message}); sending through Akka");
                             owner.FallBack(message);
+                            stream.Dispose();
                             client?.Dispose();
                             (client, stream) = (null, null);
                         }
@@ -73,10 +75,14 @@ public sealed partial class DataPlane
                 }
             }
             catch (OperationCanceledException) { }
-            finally { client?.Dispose(); }
+            finally
+            {
+                stream?.Dispose();
+                client?.Dispose();
+            }
         }
 
-        private async Task<(TcpClient, NetworkStream)> Connect(CancellationToken token)
+        private async Task<(TcpClient, Stream)> Connect(CancellationToken token)
         {
             var i = endpoint.LastIndexOf(':');
             if (i <= 0 || !int.TryParse(endpoint[(i + 1)..], out var port)) throw new IOException($"'{endpoint}' is not host:port");
@@ -86,7 +92,13 @@ public sealed partial class DataPlane
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
                 timeout.CancelAfter(TimeSpan.FromSeconds(5));
                 await client.ConnectAsync(endpoint[..i], port, timeout.Token);
-                var stream = client.GetStream();
+                Stream stream = client.GetStream();
+                if (owner.tls is { } tls)
+                {
+                    var secure = new SslStream(stream, leaveInnerStreamOpen: false);
+                    stream = secure;
+                    await secure.AuthenticateAsClientAsync(tls.ClientOptions(endpoint[..i]), timeout.Token);
+                }
                 await stream.WriteAsync(Hello, token);
                 return (client, stream);
             }

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -10,6 +11,7 @@ using Cluster.Contracts;
 using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Serialization;
 using Cluster.Contracts.Students;
+using Cluster.Node.Security;
 
 namespace Cluster.Node.Transport;
 
@@ -30,6 +32,9 @@ namespace Cluster.Node.Transport;
 /// and read into its own array: a megabyte chunk is not copied into and out of a frame buffer. Only
 /// the manifests of <see cref="Carried"/> are accepted, within the message limit (body and bulk
 /// together); anything else closes the connection with the reason logged.
+/// With TLS (<see cref="NodeTls"/>) each connection is a mutually authenticated TLS session first:
+/// a peer whose certificate does not chain to the cluster's authority is refused in the handshake,
+/// before a byte of the protocol is read.
 /// </summary>
 public sealed partial class DataPlane : IAsyncDisposable
 {
@@ -69,13 +74,15 @@ public sealed partial class DataPlane : IAsyncDisposable
     private readonly List<Task> readers = [];
     private readonly Task acceptLoop;
     private readonly Limits limits;
+    private readonly NodeTls? tls;
     private readonly ConcurrentDictionary<IPAddress, int> openFrom = new();
     private readonly Throttle refusals = new(TimeSpan.FromSeconds(10), burst: 10);
     private long sent, received, fellBack, refused;
 
-    private DataPlane(TcpListener listener, string endpoint, long maxBytes, Limits limits, Action<object> deliver, Action<object> fallback, Action<string> warn, Action<string> info)
+    private DataPlane(TcpListener listener, string endpoint, long maxBytes, Limits limits, NodeTls? tls, Action<object> deliver, Action<object> fallback, Action<string> warn, Action<string> info)
     {
         this.limits = limits;
+        this.tls = tls;
         this.info = info;
         this.listener = listener;
         this.maxBytes = maxBytes;
@@ -137,8 +144,9 @@ public sealed partial class DataPlane : IAsyncDisposable
     /// <param name="fallback">Sends a message this channel could not write through Akka.</param>
     /// <param name="info">Periodic counts (every 5 s while they change).</param>
     /// <param name="limits">What an incoming connection may hold and for how long (null: <see cref="Limits.Default"/>).</param>
+    /// <param name="tls">Mutually authenticated TLS on every connection (null: plain TCP)</param>
     public static DataPlane Start(string bindHost, int port, string advertisedHost, long maxBytes,
-        Action<object> deliver, Action<object> fallback, Action<string> warn, Action<string>? info = null, Limits? limits = null)
+        Action<object> deliver, Action<object> fallback, Action<string> warn, Action<string>? info = null, Limits? limits = null, NodeTls? tls = null)
     {
         TcpListener listener;
         try
@@ -151,7 +159,7 @@ public sealed partial class DataPlane : IAsyncDisposable
         }
         catch (SocketException e) { throw new InvalidOperationException($"data plane: cannot listen on {bindHost}:{port}: {e.Message}", e); }
         var bound = ((IPEndPoint)listener.LocalEndpoint).Port;
-        return new DataPlane(listener, $"{advertisedHost}:{bound}", maxBytes, limits ?? Limits.Default, deliver, fallback, warn, info ?? (_ => { }));
+        return new DataPlane(listener, $"{advertisedHost}:{bound}", maxBytes, limits ?? Limits.Default, tls, deliver, fallback, warn, info ?? (_ => { }));
     }
 
     /// <summary>
@@ -255,10 +263,21 @@ public sealed partial class DataPlane : IAsyncDisposable
         var token = deadline.Token;
         var phase = "its hello";
         void Expect(string what, TimeSpan within) { phase = what; deadline.CancelAfter(within); }
+        Stream? stream = null;
         try
         {
-            var stream = client.GetStream();
+            stream = client.GetStream();
             Expect($"its hello within {limits.HelloTimeout.TotalSeconds:0} s", limits.HelloTimeout);
+            if (tls is not null)
+            {
+                var secure = new SslStream(stream, leaveInnerStreamOpen: false);
+                stream = secure;
+                try { await secure.AuthenticateAsServerAsync(tls.ServerOptions(), token); }
+                catch (Exception e) when (e is not OperationCanceledException && !stop.IsCancellationRequested)
+                {
+                    throw new WireException($"connection from {from} did not authenticate ({e.GetType().Name}: {e.Message})");
+                }
+            }
             await stream.ReadExactlyAsync(header.AsMemory(0, Hello.Length), token);
             if (!header.AsSpan(0, Hello.Length).SequenceEqual(Hello))
                 throw new WireException($"connection from {from} does not speak the data plane protocol (first bytes {Convert.ToHexString(header, 0, Hello.Length)})");
@@ -319,6 +338,7 @@ public sealed partial class DataPlane : IAsyncDisposable
         finally
         {
             // closed only after the reason is counted and logged: the peer sees the end after that
+            stream?.Dispose();
             client.Dispose();
             Release(address);
             ArrayPool<byte>.Shared.Return(body);
@@ -330,7 +350,7 @@ public sealed partial class DataPlane : IAsyncDisposable
     /// than twice what has arrived: the bytes go into arrays that double as they fill (starting with
     /// `first`'s room, else <see cref="InitialRead"/>), and the exact array is made only for the last step.
     /// </summary>
-    private static async Task<byte[]> ReadGrowing(NetworkStream stream, int length, Memory<byte> first, Func<int, byte[]> exact, CancellationToken token)
+    private static async Task<byte[]> ReadGrowing(Stream stream, int length, Memory<byte> first, Func<int, byte[]> exact, CancellationToken token)
     {
         var room = first.Length > 0 ? first : new byte[Math.Min(length, InitialRead)];
         var got = 0;

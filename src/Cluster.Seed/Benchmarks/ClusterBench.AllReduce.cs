@@ -42,7 +42,7 @@ public static partial class ClusterBench
     /// <summary>Median time of a 2-replica all-reduce of `floats` floats, through Akka.Remote or over the data plane.</summary>
     private static async Task<AllReduceTimes> AllReduce(ActorSystem system, IActorRef router, Peer peer, DataPlane? plane, int floats, int reps, int linkMb, TextWriter log)
     {
-        var remote = await system.ActorSelection($"akka.tcp://bench-peer@127.0.0.1:{peer.AkkaPort}/user/reducer").ResolveOne(TimeSpan.FromSeconds(20));
+        var remote = await system.ActorSelection($"{peer.Akka}/user/reducer").ResolveOne(TimeSpan.FromSeconds(20));
         if (plane is not null)
         {
             // the peer's reducers answer over the data plane to this endpoint

@@ -71,7 +71,7 @@ public static partial class ClusterBench
     /// </summary>
     private static async Task<double> Wire(ActorSystem system, Peer peer, DataPlane? plane, int mb, TextWriter log)
     {
-        var sink = await system.ActorSelection($"akka.tcp://bench-peer@127.0.0.1:{peer.AkkaPort}/user/sink").ResolveOne(TimeSpan.FromSeconds(20));
+        var sink = await system.ActorSelection($"{peer.Akka}/user/sink").ResolveOne(TimeSpan.FromSeconds(20));
         manual_seed(4);
         using var x = randn(Batch, 1, 32, 32);
         using var p = nn.functional.softmax(randn(Batch, 10), 1);

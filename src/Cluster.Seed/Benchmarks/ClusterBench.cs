@@ -14,6 +14,7 @@ using Cluster.Contracts.Tensors;
 using Cluster.Node.Actors;
 using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
+using Cluster.Node.Security;
 using Cluster.Node.Transport;
 using Distill.Engine.Methods;
 using Distill.Engine.Pipeline;
@@ -40,11 +41,12 @@ public static partial class ClusterBench
     private static (int Warm, int Measured, int Pairs) Length(bool quick) => quick ? (20, 80, 2) : (40, 120, 8);
 
     /// <param name="httpPort">the pipeline's node also serves the API, dashboard and /metrics there (to measure what watching costs)</param>
-    public static IReadOnlyList<ClusterBenchRow> Run(TextWriter log, bool quick, IReadOnlySet<string> parts, int? httpPort = null)
+    /// <param name="tls">a folder of TLS material (--tls): Akka.Remote and the data plane between the two processes over mutually authenticated TLS</param>
+    public static IReadOnlyList<ClusterBenchRow> Run(TextWriter log, bool quick, IReadOnlySet<string> parts, int? httpPort = null, string? tls = null)
     {
         var rows = new List<ClusterBenchRow>();
         if (parts.Contains("pipeline")) rows.AddRange(PipelineRows(log, quick, httpPort));
-        if (parts.Contains("wire") || parts.Contains("allreduce")) rows.AddRange(PeerRows(log, quick, parts));
+        if (parts.Contains("wire") || parts.Contains("allreduce")) rows.AddRange(PeerRows(log, quick, parts, tls));
         if (parts.Contains("sweeps")) rows.AddRange(SweepRows(log, quick));
         return rows;
     }
@@ -102,25 +104,27 @@ public static partial class ClusterBench
     }
 
     /// <summary>The rows that need the second process: the wire's throughput and the all-reduce.</summary>
-    private static List<ClusterBenchRow> PeerRows(TextWriter log, bool quick, IReadOnlySet<string> parts)
+    private static List<ClusterBenchRow> PeerRows(TextWriter log, bool quick, IReadOnlySet<string> parts, string? tlsFolder)
     {
         var rows = new List<ClusterBenchRow>();
-        using var peer = Peer.Start(log);
+        var tls = tlsFolder is null ? null : NodeTls.Load(tlsFolder);
+        var over = tls is null ? "" : ", TLS";
+        using var peer = Peer.Start(log, tlsFolder);
         var mb = quick ? 64 : 256;
         var tcp = RawTcp(peer.TcpPort, mb);
         log.WriteLine($"[bench] raw TCP: {tcp:F0} MB/s");
-        var system = ActorSystem.Create("bench", RemoteConfig(0));
+        var system = NodeActorSystem.Create("bench", RemoteConfig(0, tls), tls);
         var router = system.ActorOf(Props.Create(() => new ReducerHost(null)), "reducer");
         var plane = DataPlane.Start("127.0.0.1", 0, "127.0.0.1", ContractCodec.DefaultMaxMessageBytes,
-            deliver: m => router.Tell(m), fallback: m => log.WriteLine($"[bench] data plane fell back for {m.GetType().Name}"), warn: log.WriteLine);
+            deliver: m => router.Tell(m), fallback: m => log.WriteLine($"[bench] data plane fell back for {m.GetType().Name}"), warn: log.WriteLine, tls: tls);
         rows.Add(new("wire: raw TCP socket, 2 processes", $"{mb} MiB in 512 KiB writes, loopback", tcp, "MB/s", "upper bound for the link"));
         if (parts.Contains("wire"))
         {
             var akka = Wire(system, peer, null, mb, log).GetAwaiter().GetResult();
             var direct = Wire(system, peer, plane, mb, log).GetAwaiter().GetResult();
-            rows.Add(new("wire: LabelledBatch over Akka.Remote, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", akka, "MB/s",
+            rows.Add(new($"wire: LabelledBatch over Akka.Remote{over}, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", akka, "MB/s",
                 $"{akka / tcp:F2} x raw TCP (MessagePack contract serializer)"));
-            rows.Add(new("wire: LabelledBatch over the data plane, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", direct, "MB/s",
+            rows.Add(new($"wire: LabelledBatch over the data plane{over}, 2 processes", $"{mb} MiB as 128x1x32x32 batches + soft labels, 4 in flight", direct, "MB/s",
                 $"{direct / tcp:F2} x raw TCP, {direct / akka:F0} x Akka.Remote (same contract and codec; credits through Akka)"));
         }
         if (parts.Contains("allreduce"))
@@ -131,7 +135,7 @@ public static partial class ClusterBench
                 foreach (var via in new[] { null, plane })
                 {
                     var t = AllReduce(system, router, peer, via, floats, quick ? 10 : 20, quick ? 16 : 64, log).GetAwaiter().GetResult();
-                    rows.Add(new($"all-reduce, 2 replicas in 2 processes, {(via is null ? "Akka.Remote" : "data plane")}", $"{bytes / 1048576:F0} MiB gradient, {Reducer.Chunk * 4 / 1048576.0:0.##} MiB chunks", t.Median, "ms",
+                    rows.Add(new($"all-reduce, 2 replicas in 2 processes, {(via is null ? "Akka.Remote" : "data plane")}{over}", $"{bytes / 1048576:F0} MiB gradient, {Reducer.Chunk * 4 / 1048576.0:0.##} MiB chunks", t.Median, "ms",
                         string.Create(CultureInfo.InvariantCulture, $"median of {(quick ? 10 : 20)} (fastest {t.Fastest:F1}, slowest {t.Slowest:F1}); ring bound 2(N-1)/N x bytes / TCP bandwidth = {t.Bound(bytes):F1} ms ({t.LinkMBps:F0} MB/s) -> {t.Median / t.Bound(bytes):F2} x the bound; ") +
                         string.Create(CultureInfo.InvariantCulture, $"the same bytes over raw TCP: one way {t.RawOneWay:F1} ms, both ways at once {t.RawDuplex:F1} ms ({t.Median / t.RawDuplex:F2} x); references measured between the repetitions; {t.Gen2} gen-2 GCs in this process")));
                 }
@@ -165,10 +169,10 @@ public static partial class ClusterBench
     /// <param name="Wakeups">Other threads' voluntary context switches per batch: each is a sleep, and the wake after it preempts a compute thread.</param>
     /// <param name="Preempted">The compute team's involuntary context switches per batch.</param>
 
-    private static Config RemoteConfig(int port) =>
+    private static Config RemoteConfig(int port, NodeTls? tls) =>
         ConfigurationFactory.ParseString("akka.actor.provider = remote\nakka.loglevel = WARNING").WithFallback(HoconBuilder.Build(new NodeOptions
         {
-            Port = port, Persistence = PersistenceOptions.Sqlite(Path.Combine(Path.GetTempPath(), "unused.db")),
+            Port = port, Tls = tls, Persistence = PersistenceOptions.Sqlite(Path.Combine(Path.GetTempPath(), "unused.db")),
             StoreDir = Path.GetTempPath(), RunsDir = Path.GetTempPath(),
         }));
 

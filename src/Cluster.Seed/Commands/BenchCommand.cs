@@ -19,18 +19,21 @@ internal static class BenchCommand
         };
         part.AcceptOnlyFromAmong("pipeline", "wire", "allreduce", "sweeps");
         var http = new Option<int?>("--http-port") { Description = "with --cluster: the pipeline's node also serves the API, dashboard and /metrics at this port (scripts/bench-observed.sh watches and scrapes it)" };
-        var command = new Command("bench", "time the engine's workloads; prints and saves a table") { device, output, quick, cluster, part, http };
+        var tls = new Option<string?>("--tls") { Description = "with --cluster: a folder with tls.crt, tls.key and ca.crt (scripts/make-test-ca.sh): the wire and all-reduce between the two processes over mutually authenticated TLS" };
+        var command = new Command("bench", "time the engine's workloads; prints and saves a table") { device, output, quick, cluster, part, http, tls };
         command.Validators.Add(r =>
         {
             if (r.GetValue(part) is { Length: > 0 } && !r.GetValue(cluster)) r.AddError("--part applies to bench --cluster only");
             if (r.GetValue(http) is not null && !r.GetValue(cluster)) r.AddError("--http-port applies to bench --cluster only");
+            if (r.GetValue(tls) is not null && !r.GetValue(cluster)) r.AddError("--tls applies to bench --cluster only");
         });
         command.SetAction(p =>
         {
             if (p.GetValue(cluster))
             {
                 var parts = p.GetValue(part) is { Length: > 0 } only ? only.ToHashSet() : ["pipeline", "wire", "allreduce"];
-                var rows = Benchmarks.ClusterBench.Run(stdout, p.GetValue(quick), parts, p.GetValue(http));
+                var tlsFolder = p.GetValue(tls) is { } t ? Path.GetFullPath(t) : null;
+                var rows = Benchmarks.ClusterBench.Run(stdout, p.GetValue(quick), parts, p.GetValue(http), tlsFolder);
                 var path = p.GetValue(output) ?? Path.Combine("results", "bench-cluster.json");
                 Benchmarks.ClusterBench.Save(rows, path, stdout);
                 stdout.WriteLine($"saved {path} and {Path.ChangeExtension(path, ".md")}");
@@ -50,9 +53,10 @@ internal static class BenchCommand
     {
         var port = new Option<int>("--port") { Required = true };
         var tcpPort = new Option<int>("--tcp-port") { Required = true };
-        var command = new Command("bench-peer", "the second process of bench --cluster") { port, tcpPort };
+        var tls = new Option<string?>("--tls");
+        var command = new Command("bench-peer", "the second process of bench --cluster") { port, tcpPort, tls };
         command.Hidden = true;
-        command.SetAction(p => Benchmarks.ClusterBench.RunPeer(p.GetValue(port), p.GetValue(tcpPort), stdout));
+        command.SetAction(p => Benchmarks.ClusterBench.RunPeer(p.GetValue(port), p.GetValue(tcpPort), p.GetValue(tls), stdout));
         return command;
     }
 }

@@ -101,6 +101,7 @@ public sealed class ManifestTests(RenderedManifests rendered) : IClassFixture<Re
         ((List<object?>)container["args"]!).Add("--db=postgres:Host=x;Password=hunter2");
         var seed = objects.Single(o => (string?)o["kind"] == "StatefulSet" && ManifestPolicy.Name(o) == "clusterdistill-seed");
         ManifestPolicy.List(ManifestPolicy.PodSpec(seed)!, "containers").Single().Remove("resources");
+        ((List<object?>)container["env"]!).RemoveAll(e => ManifestPolicy.Get(e, "name") as string == "CLUSTERDISTILL_TLS_DIR");
         objects.RemoveAll(o => (string?)o["kind"] == "NetworkPolicy" && ManifestPolicy.Name(o) == "clusterdistill-postgres");
         objects.RemoveAll(o => (string?)o["kind"] == "PodDisruptionBudget" && ManifestPolicy.Name(o) == "clusterdistill-seed");
 
@@ -108,6 +109,7 @@ public sealed class ManifestTests(RenderedManifests rendered) : IClassFixture<Re
         Assert.Contains("Deployment/clusterdistill-node: container node has no readinessProbe", problems);
         Assert.Contains("Deployment/clusterdistill-node: container node's root filesystem is writable", problems);
         Assert.Contains("Deployment/clusterdistill-node: container node has a password on its command line", problems);
+        Assert.Contains("Deployment/clusterdistill-node: container node runs without TLS", problems);
         Assert.Contains("StatefulSet/clusterdistill-seed: container seed has no resources.requests.cpu", problems);
         Assert.Contains("StatefulSet/clusterdistill-postgres: no NetworkPolicy selects its pods", problems);
         Assert.Contains("StatefulSet/clusterdistill-seed: no PodDisruptionBudget selects its pods", problems);
@@ -151,6 +153,10 @@ public static class ManifestPolicy
                 if (line.Contains("Password=", StringComparison.OrdinalIgnoreCase) || line.Contains("--token ", StringComparison.Ordinal))
                     problems.Add($"{id}: {name} has a password on its command line");
                 if (init || (string?)o["kind"] == "Job") continue;
+                // the nodes of the cluster speak TLS to each other: the overlays turn it on
+                if (podLabels.GetValueOrDefault("app.kubernetes.io/name") == "clusterdistill" &&
+                    !List(c, "env").Any(e => Get(e, "name") as string == "CLUSTERDISTILL_TLS_DIR"))
+                    problems.Add($"{id}: {name} runs without TLS");
                 foreach (var probe in new[] { "startupProbe", "livenessProbe", "readinessProbe" })
                     if (Get(c, probe) is null) problems.Add($"{id}: {name} has no {probe}");
                 if ((Get(c, "image") as string)?.StartsWith("clusterdistill", StringComparison.Ordinal) == true)
