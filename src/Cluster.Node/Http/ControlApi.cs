@@ -9,6 +9,7 @@ using Cluster.Contracts.Runs;
 using Cluster.Contracts.Sweeps;
 using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
+using Distill.Engine.Runs;
 using Distill.Engine.Specs;
 using Distill.Engine.Sweeps;
 using Microsoft.AspNetCore.Builder;
@@ -188,18 +189,13 @@ public static partial class ControlApi
     {
         var rows = new List<MetricsRow>();
         if (RunFile(options, id, "metrics.csv") is not { } file) return rows;
-        string[] columns = [];
+        var reader = new MetricsCsvReader();
         var index = 0;
         foreach (var line in ReadShared(file))
         {
-            var cells = line.Split(',');
-            if (line.StartsWith("phase,step,seconds", StringComparison.Ordinal)) { columns = cells; continue; }
-            if (columns.Length == 0 || cells.Length != columns.Length || index++ < after) continue;
-            if (!long.TryParse(cells[1], CultureInfo.InvariantCulture, out var step) || !double.TryParse(cells[2], CultureInfo.InvariantCulture, out var seconds)) continue;
-            var values = new Dictionary<string, double>();
-            for (var c = 3; c < cells.Length; c++)
-                if (double.TryParse(cells[c], CultureInfo.InvariantCulture, out var v) && double.IsFinite(v)) values[columns[c]] = v;
-            rows.Add(new MetricsRow(cells[0], step, seconds, values));
+            if (reader.Read(line) is not { } row || index++ < after) continue;
+            // JSON has no NaN or infinity: a value that is not finite is left out of its row
+            rows.Add(new MetricsRow(row.Phase, row.Step, row.Seconds, row.Values.Where(kv => double.IsFinite(kv.Value)).ToDictionary()));
         }
         return rows;
     }

@@ -144,8 +144,8 @@ internal static class RunProgress
     private sealed class MetricsTail(string path)
     {
         private long offset;
-        private string[]? columns;
-        private readonly Dictionary<string, Dictionary<string, double>> latest = [];
+        private MetricsCsvReader reader = new();
+        private readonly Dictionary<string, IReadOnlyDictionary<string, double>> latest = [];
         private string partial = "";
 
         public IReadOnlyDictionary<string, double>? Latest(string phase)
@@ -160,7 +160,7 @@ internal static class RunProgress
             {
                 if (!File.Exists(path)) return;
                 using var s = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-                if (s.Length < offset) (offset, columns, partial) = (0, null, "");
+                if (s.Length < offset) (offset, reader, partial) = (0, new MetricsCsvReader(), "");
                 s.Position = offset;
                 using var r = new StreamReader(s);
                 var text = partial + r.ReadToEnd();
@@ -168,15 +168,7 @@ internal static class RunProgress
                 var lines = text.Split('\n');
                 partial = lines[^1];
                 foreach (var line in lines[..^1])
-                {
-                    var cells = line.TrimEnd('\r').Split(',');
-                    if (line.StartsWith("phase,step,seconds", StringComparison.Ordinal)) { columns = cells; continue; }
-                    if (columns is null || cells.Length != columns.Length) continue;
-                    var values = new Dictionary<string, double>();
-                    for (var c = 3; c < cells.Length; c++)
-                        if (double.TryParse(cells[c], CultureInfo.InvariantCulture, out var v)) values[columns[c]] = v;
-                    latest[cells[0]] = values;
-                }
+                    if (reader.Read(line) is { } row) latest[row.Phase] = row.Values;
             }
             catch (IOException) { }   // the next poll reads it
         }
