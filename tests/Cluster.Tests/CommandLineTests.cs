@@ -32,6 +32,32 @@ public sealed class CommandLineTests
     }
 
     [Theory]
+    [InlineData("--discovery", "dns", "--discovery 'dns': expected kubernetes, or config:HOST:PORT")]
+    [InlineData("--discovery", "config:127.0.0.1", "--discovery: '127.0.0.1' is not HOST:PORT")]
+    [InlineData("--discovery", "config:", "--discovery config: names no endpoint")]
+    [InlineData("--contact-points", "0", "--contact-points 0: 1 to 100")]
+    [InlineData("--management-port", "70000", "--management-port 70000: 0-65535")]
+    public void Should_refuse_a_bad_discovery_setting_before_anything_starts(string option, string value, string named)
+    {
+        var (code, _, err) = Run(["serve", option, value, "--http-port", "off"]);
+        Assert.Equal(2, code);
+        Assert.Contains(named, err);
+    }
+
+    [Fact]
+    public void Should_refuse_seeds_and_discovery_together_and_tls_material_that_is_not_there()
+    {
+        var (code, _, err) = Run(["serve", "--seeds", "127.0.0.1:4053", "--discovery", "kubernetes", "--http-port", "off"]);
+        Assert.Equal(2, code);
+        Assert.Contains("--seeds and --discovery: give one of them", err);
+        var missing = Path.Combine(Path.GetTempPath(), $"cd-no-tls-{Guid.NewGuid():N}");
+        (code, _, err) = Run(["serve", "--tls", missing, "--http-port", "off", "--store", Path.Combine(missing, "store")]);
+        Assert.Equal(1, code);
+        Assert.Contains($"TLS: {Path.Combine(missing, "tls.crt")} is missing", err);
+        Assert.False(Directory.Exists(missing), "a refused start created its store");
+    }
+
+    [Theory]
     [InlineData("run", "--device", "tpu", "--device tpu: cpu, cuda or auto")]
     [InlineData("run", "--seed", "-3", "--seed -3: a non-negative integer")]
     [InlineData("submit", "--device", "tpu", "--device tpu: cpu, cuda or auto")]

@@ -1,14 +1,11 @@
 using System.Collections.Immutable;
-using System.Net;
 using Akka.Actor;
 using Akka.Cluster;
 using Akka.Management.Cluster.Bootstrap;
 using Akka.Management.Cluster.Bootstrap.ContactPoint;
 using Akka.Management.Dsl;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.Logging;
 using Newtonsoft.Json;
 
 namespace Cluster.Node.Http;
@@ -36,22 +33,9 @@ public sealed class BootstrapEndpoint : IAsyncDisposable
 
     public static async Task<BootstrapEndpoint> StartAsync(ActorSystem system, string host, int port)
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseKestrel(k =>
-        {
-            k.Listen(IPAddress.Parse(host == "localhost" ? "127.0.0.1" : host), port);
-            k.AddServerHeader = false;
-            k.Limits.MaxRequestBodySize = 0;
-        });
-        var web = builder.Build();
+        var web = NodeHttpServer.Builder(host, port, maxBodyBytes: 0).Build();
         web.MapGet("/bootstrap/seed-nodes", () => Results.Content(SeedNodesJson(system), "application/json"));
-        try { await web.StartAsync(); }
-        catch (IOException e)
-        {
-            await web.DisposeAsync();
-            throw new InvalidOperationException($"cannot listen for Cluster.Bootstrap at {host}:{port} (--management-port): {e.Message}", e);
-        }
+        await NodeHttpServer.StartOrSayWhy(web, $"cannot listen for Cluster.Bootstrap at {host}:{port} (--management-port)");
         var address = new Uri(web.Urls.First());
         // the address the other contact points know this one by: the lowest of them forms the cluster
         ClusterBootstrap.Get(system).Routes(ManagementRouteProviderSettings.Create(new Uri($"http://{host}:{address.Port}/"), readOnly: true));

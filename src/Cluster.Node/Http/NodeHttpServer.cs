@@ -36,14 +36,7 @@ public sealed class NodeHttpServer : IAsyncDisposable
     {
         NodeMetrics.Register();
         if (TorchSharp.torch.cuda.is_available()) NodeMetrics.TrackGpuMemory();
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();   // the node logs through Akka; requests are not logged line by line
-        builder.WebHost.UseKestrel(k =>
-        {
-            k.Listen(IPAddress.Parse(host == "localhost" ? "127.0.0.1" : host), port);
-            k.AddServerHeader = false;
-            k.Limits.MaxRequestBodySize = ControlApi.MaxBodyBytes;
-        });
+        var builder = Builder(host, port, ControlApi.MaxBodyBytes);
         builder.Services.AddHealthChecks()
             .AddCheck("cluster", () => readiness() is { } why ? HealthCheckResult.Unhealthy(why) : HealthCheckResult.Healthy("joined; every hosted shard region registered"), tags: ["ready"]);
         builder.Services.AddProblemDetails();
@@ -52,14 +45,34 @@ public sealed class NodeHttpServer : IAsyncDisposable
         web.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready"), ResponseWriter = WriteHealth });
         web.MapMetrics("/metrics");
         map?.Invoke(web);
+        await StartOrSayWhy(web, $"cannot listen for HTTP at {host}:{port}");
+        var bound = web.Urls.First();
+        return new NodeHttpServer(web, new Uri(bound.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "localhost")));
+    }
+
+    /// <summary>A Kestrel application on host:port that logs nothing of its own (the node logs through Akka) and sends no server header.</summary>
+    internal static WebApplicationBuilder Builder(string host, int port, long maxBodyBytes)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseKestrel(k =>
+        {
+            k.Listen(IPAddress.Parse(host == "localhost" ? "127.0.0.1" : host), port);
+            k.AddServerHeader = false;
+            k.Limits.MaxRequestBodySize = maxBodyBytes;
+        });
+        return builder;
+    }
+
+    /// <summary>Starts it; a port that cannot be bound is an InvalidOperationException that says what could not listen where.</summary>
+    internal static async Task StartOrSayWhy(WebApplication web, string what)
+    {
         try { await web.StartAsync(); }
         catch (IOException e)
         {
             await web.DisposeAsync();
-            throw new InvalidOperationException($"cannot listen for HTTP at {host}:{port}: {e.Message}", e);
+            throw new InvalidOperationException($"{what}: {e.Message}", e);
         }
-        var bound = web.Urls.First();
-        return new NodeHttpServer(web, new Uri(bound.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "localhost")));
     }
 
     /// <summary>{"status": "Healthy", "checks": {"cluster": "why"}} with 200, or 503 when unhealthy.</summary>
