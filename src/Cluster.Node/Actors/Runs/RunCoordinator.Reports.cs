@@ -56,13 +56,34 @@ public sealed partial class RunCoordinator
         NodeMetrics.StudentInFlight.WithLabels(s.RunId).Set(s.StudentInFlight);
     }
 
-    /// <summary>Runs by state, after every change of the coordinator's state.</summary>
-    private void RunStateGauges()
+    /// <summary>
+    /// Runs by state, after every change of the coordinator's state: an event about one run moves
+    /// that run between two counts (a coordinator with ten thousand runs does not recount them per
+    /// event); the start, and an event about no one run, count them all.
+    /// </summary>
+    private void RunStateGauges(IPersistedEvent? changed = null)
     {
+        if (changed?.GetType().GetProperty("RunId")?.GetValue(changed) is string id && state.Runs.TryGetValue(id, out var r) && countedStates.Count > 0)
+        {
+            var now = RunDecisions.StateOf(r, SpecOf(r).Method.UsesTeacher);
+            if (countedStates.TryGetValue(id, out var before))
+            {
+                if (before == now) return;
+                NodeMetrics.Runs.WithLabels(before.Name()).Dec();
+            }
+            countedStates[id] = now;
+            NodeMetrics.Runs.WithLabels(now.Name()).Inc();
+            return;
+        }
+        countedStates.Clear();
+        foreach (var run in state.Runs.Values) countedStates[run.RunId] = RunDecisions.StateOf(run, SpecOf(run).Method.UsesTeacher);
         var counts = Enum.GetValues<RunState>().ToDictionary(x => x, _ => 0);
-        foreach (var r in state.Runs.Values) counts[RunDecisions.StateOf(r, SpecOf(r).Method.UsesTeacher)]++;
+        foreach (var x in countedStates.Values) counts[x]++;
         foreach (var (x, n) in counts) NodeMetrics.Runs.WithLabels(x.Name()).Set(n);
     }
+
+    /// <summary>Each run's state as the runs gauge counts it.</summary>
+    private readonly Dictionary<string, RunState> countedStates = [];
 
     private void WriteResult(RunRecord r, StudentFinished m)
     {

@@ -366,7 +366,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             persistingFor = null;
             state = state.Apply(ev);
             then();
-            RunStateGauges();
+            RunStateGauges(ev);
             if (++eventsSinceSnapshot >= 20) { eventsSinceSnapshot = 0; SaveSnapshot(state.ToSnapshot()); }
         });
     }
