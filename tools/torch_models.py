@@ -205,7 +205,7 @@ RESNETS = {"resnet8": (BasicBlock, [1, 1, 1], [16, 32, 64]), "resnet20": (BasicB
            "resnet18": (BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512]), "resnet34": (BasicBlock, [3, 4, 6, 3], [64, 128, 256, 512]),
            "resnet50": (Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512])}
 
-ARCHITECTURES = ["lenet5", "lenet5-half", "hinton-1200", "hinton-800", "hinton-600", "hinton-400", *RESNETS,
+ARCHITECTURES = ["lenet5", "lenet5-half", "hinton-1200", "hinton-800", "hinton-800-plain", "hinton-600", "hinton-400", *RESNETS,
                  "wrn-16-1", "wrn-16-2", "wrn-40-1", "wrn-40-2", "vgg8-bn", "vgg11-bn",
                  "torchvision-resnet18", "torchvision-resnet34", "torchvision-resnet50"]
 
@@ -215,7 +215,7 @@ def create(arch, channels=1, size=32, classes=10):
     if arch in ("lenet5", "lenet5-half"):
         return LeNet5(arch == "lenet5-half", channels, classes)
     if arch.startswith("hinton-"):
-        return HintonMlp(channels * size * size, int(arch.split("-")[1]), classes)
+        return HintonMlp(channels * size * size, int(arch.split("-")[1]), classes, dropout=0.0 if arch.endswith("-plain") else 0.5)
     if arch.startswith("wrn-"):
         _, depth, widen = arch.split("-")
         return WideResNet(int(depth), int(widen), channels, classes)

@@ -21,6 +21,48 @@ public sealed class DataTests : IDisposable
     /// loops: pad 4 with black (-mean/std in normalised units), crop at the drawn offset, mirror
     /// when drawn; the draws are the batch generator's, in the order offsets-y, offsets-x, flips.
     /// </summary>
+    /// <summary>
+    /// Hinton et al.'s jitter: a shift of up to 2 pixels each way with black fill and never a
+    /// mirror, checked pixel by pixel against the definition in loops; it draws only the two offset
+    /// vectors from the batch generator (the next draw after it matches a generator that drew those two).
+    /// </summary>
+    [Fact]
+    public void Jitter_shifts_each_image_by_up_to_two_pixels_with_black_fill_and_never_mirrors()
+    {
+        var spec = new Distill.Engine.Specs.DataSpec { Name = "mnist", Augment = "jitter" };
+        var a = Augmentation.For(spec)!;
+        Assert.Equal(2, a.Padding);
+        Assert.False(a.Flip);
+        Assert.Equal("crop2", a.Key);
+        Assert.Equal(-0.1307 / 0.3081, a.PadValue[0], 12);
+        // a model's own train.augment takes the place of data.augment
+        Assert.Null(Augmentation.For(spec, new Distill.Engine.Specs.TrainSpec { Augment = "none" }));
+        Assert.Equal(3, Augmentation.For(new Distill.Engine.Specs.DataSpec { Name = "mnist", JitterPixels = 3 }, new Distill.Engine.Specs.TrainSpec { Augment = "jitter" })!.Padding);
+
+        const int n = 64, h = 7, w = 6;
+        var values = Enumerable.Range(0, n * h * w).Select(i => (float)(i % 89) / 7f).ToArray();
+        using var x = tensor(values, [n, 1, h, w]);
+        using var g = new Generator(5);
+        using var y = a.Apply(x, g);
+        using var g2 = new Generator(5);
+        var offY = randint(0, 5, [n], generator: g2).data<long>().ToArray();
+        var offX = randint(0, 5, [n], generator: g2).data<long>().ToArray();
+        Assert.Equal(randint(0, 1000, [4], generator: g2).data<long>().ToArray(), randint(0, 1000, [4], generator: g).data<long>().ToArray());
+        var got = y.data<float>().ToArray();
+        for (var i = 0; i < n; i++)
+            for (var r = 0; r < h; r++)
+                for (var col = 0; col < w; col++)
+                {
+                    var srcR = r + offY[i] - 2;
+                    var srcC = col + offX[i] - 2;
+                    var expected = srcR < 0 || srcR >= h || srcC < 0 || srcC >= w ? (float)a.PadValue[0] : values[(i * h + srcR) * w + srcC];
+                    Assert.Equal(expected, got[(i * h + r) * w + col], 4);
+                }
+        // every shift from -2 to 2 occurs in each direction
+        Assert.Equal(5, offY.Distinct().Count());
+        Assert.Equal(5, offX.Distinct().Count());
+    }
+
     [Fact]
     public void Cifar_augmentation_pads_with_black_crops_at_random_and_mirrors_half_the_images()
     {

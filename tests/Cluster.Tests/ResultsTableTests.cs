@@ -68,6 +68,17 @@ public sealed class ResultsTableTests
             Assert.Equal(["student.train.lr"], t.Columns);
             Assert.Equal([(new[] { "0.01" }, 95.0, 1), (["0.001"], 91.0, 2)], t.Rows.Select(r => (r.Values.ToArray(), r.Mean, r.Count)));
             Assert.Equal(Math.Sqrt(2), t.Rows[1].Std, 12);
+
+            // another number of result.json; errors are best when fewest, and runs without it are left out
+            File.WriteAllText(Path.Combine(root, "a", "result.json"), """{"student_accuracy": 90, "student_test_errors": 120}""");
+            File.WriteAllText(Path.Combine(root, "b", "result.json"), """{"student_accuracy": 92, "student_test_errors": 80}""");
+            File.WriteAllText(Path.Combine(root, "c", "result.json"), """{"student_accuracy": 95, "student_test_errors": 50}""");
+            var errors = ResultsTable.FromRuns([Path.Combine(root, "a"), Path.Combine(root, "b"), Path.Combine(root, "c")], "student_test_errors");
+            Assert.Equal(("student_test_errors", "min"), (errors.Metric, errors.Mode));
+            // 0.001: mean (120 + 80) / 2 = 100, std sqrt((20^2 + 20^2) / 1) = 28.28
+            Assert.Equal([(new[] { "0.01" }, 50.0, 1), (["0.001"], 100.0, 2)], errors.Rows.Select(r => (r.Values.ToArray(), r.Mean, r.Count)));
+            Assert.Equal(Math.Sqrt(800), errors.Rows[1].Std, 12);
+            Assert.Empty(ResultsTable.FromRuns([Path.Combine(root, "a")], "baseline_test_errors").Rows);
         }
         finally { Directory.Delete(root, recursive: true); }
     }

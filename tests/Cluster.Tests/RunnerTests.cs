@@ -109,6 +109,72 @@ public sealed class RunnerTests : IDisposable
             .ToArray();
     }
 
+    /// <summary>data.validation holds out the last N training images (after train_limit): the same images for every seed.</summary>
+    [Fact]
+    public void Validation_split_is_the_last_training_images()
+    {
+        using var all = Distill.Engine.Training.DataSplits.Load(new Distill.Engine.Specs.DataSpec { Name = "mnist", TrainLimit = 3000 });
+        var spec = new Distill.Engine.Specs.DataSpec { Name = "mnist", TrainLimit = 3000, Validation = 500 };
+        using var split = Distill.Engine.Training.DataSplits.Load(spec);
+        Assert.False(all.HasValidation);
+        Assert.True(split.HasValidation);
+        Assert.Equal(2500, split.TrainX.shape[0]);
+        Assert.Equal(2500, Distill.Engine.Training.DataSplits.TrainImages(spec));
+        Assert.Equal(55_000, Distill.Engine.Training.DataSplits.TrainImages(new Distill.Engine.Specs.DataSpec { Name = "mnist", Validation = 5000 }));
+        Assert.True(split.TrainX!.to(ScalarType.Float64).allclose(all.TrainX[..2500].to(ScalarType.Float64), 0, 0));
+        Assert.True(split.ValidationX!.to(ScalarType.Float64).allclose(all.TrainX[2500..].to(ScalarType.Float64), 0, 0));
+        Assert.True(split.ValidationY!.to(ScalarType.Float64).allclose(all.TrainY[2500..].to(ScalarType.Float64), 0, 0));
+        Assert.True(split.TestX.to(ScalarType.Float64).allclose(all.TestX.to(ScalarType.Float64), 0, 0));
+        Assert.Same(split.ValidationX, split.EvalX);
+        Assert.Equal("val_accuracy", split.EvalMetric);
+        Assert.Same(all.TestX, all.EvalX);
+        Assert.Equal("test_accuracy", all.EvalMetric);
+        var e = Assert.Throws<InvalidDataException>(() => Distill.Engine.Training.DataSplits.Load(new Distill.Engine.Specs.DataSpec { Name = "mnist", TrainLimit = 100, Validation = 100 }));
+        Assert.Contains("validation", e.Message);
+    }
+
+    /// <summary>
+    /// With a validation split, evaluations during training measure the held-out training images
+    /// and the test set is measured once, at the end; result.json's figures are those of the saved
+    /// student measured again here, image by image.
+    /// </summary>
+    [Fact]
+    public void Validation_split_is_evaluated_during_training_and_the_test_set_once_at_the_end()
+    {
+        const string yaml = """
+            name: tiny-val
+            method: supervised
+            seed: 4
+            data: {name: mnist, image_size: 28, train_limit: 3000, validation: 1000, augment: jitter}
+            student: {arch: hinton-400, train: {steps: 60, batch_size: 64, optimizer: sgd, lr: 0.05, eval_every: 20}}
+            """;
+        var r = Run(yaml, "val");
+        var reader = new MetricsCsvReader();
+        var rows = File.ReadLines(Path.Combine(root, "val", "metrics.csv")).Select(reader.Read).OfType<MetricsRecord>().ToList();
+        Assert.Equal([20L, 40L, 60L], rows.Where(x => x.Values.ContainsKey("val_accuracy")).Select(x => x.Step));
+        Assert.Equal([60L], rows.Where(x => x.Values.ContainsKey("test_accuracy")).Select(x => x.Step));
+        Assert.Equal(rows.Max(x => x.Values.GetValueOrDefault("val_accuracy")), r.BestStudentAccuracy);
+
+        using var data = Distill.Engine.Training.DataSplits.Load(new DataSpec { Name = "mnist", ImageSize = 28, TrainLimit = 3000 });
+        using var student = ModelFactory.Create("hinton-400", 1, 28, 10);
+        student.load(Path.Combine(root, "val", "student.pt"));
+        student.eval();
+        long Wrong(Tensor x, Tensor y)
+        {
+            using var _ = no_grad();
+            using var predicted = student.call(x).argmax(1);
+            var p = predicted.data<long>().ToArray();
+            var t = y.data<long>().ToArray();
+            return p.Where((v, i) => v != t[i]).Count();
+        }
+        var testWrong = Wrong(data.TestX, data.TestY);
+        var valWrong = Wrong(data.TrainX[2000..], data.TrainY[2000..]);
+        Assert.Equal(testWrong, r.StudentTestErrors);
+        Assert.Equal(10_000, r.TestImages);
+        Assert.Equal(100.0 * (10_000 - testWrong) / 10_000, r.StudentAccuracy, 9);
+        Assert.Equal(100.0 * (1000 - valWrong) / 1000, r.ValidationAccuracy!.Value, 9);
+    }
+
     [Fact]
     public void Kd_on_real_data_reports_teacher_student_and_baseline()
     {

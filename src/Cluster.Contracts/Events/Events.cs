@@ -109,7 +109,9 @@ public sealed record CheckpointWritten(
     [property: Key(1)] long Seq,
     [property: Key(2)] string Blob,
     [property: Key(3)] double? Accuracy,
-    [property: Key(4)] double BestAccuracy) : IPersistedEvent;
+    [property: Key(4)] double BestAccuracy,
+    // the test set at the last step, where evaluations during training use a validation split
+    [property: Key(5)] double? TestAccuracy = null) : IPersistedEvent;
 
 /// <summary>The small state of a generator or student entity, as an Akka snapshot that bounds journal replay.</summary>
 [MessagePackObject]

@@ -127,7 +127,9 @@ public sealed record StudentFinished(
     [property: Key(3)] double BestAccuracy,
     [property: Key(4)] long Steps,
     [property: Key(5)] string StudentBlob,
-    [property: Key(6)] int Rollbacks) : IRunCommand;
+    [property: Key(6)] int Rollbacks,
+    // Accuracy and BestAccuracy are on the validation split where the spec holds one out; this is the test set's
+    [property: Key(7)] double? TestAccuracy = null) : IRunCommand;
 
 /// <summary>An entity cannot go on (bad spec on this node, divergence beyond the guard, corrupt state with no fallback).</summary>
 [MessagePackObject]

@@ -16,8 +16,9 @@ internal static class ResultsCommand
         what.Arity = ArgumentArity.OneOrMore;
         var sweepsDir = new Option<string>("--sweeps-dir") { Description = "folder of sweep directories", DefaultValueFactory = _ => "sweeps" };
         var output = new Option<string?>("--out") { Description = "where results.csv and results.json go (default: the sweep's directory, or the current one for runs)" };
+        var metric = new Option<string>("--metric") { Description = "for run directories: the number of result.json to tabulate (student_accuracy, teacher_accuracy, baseline_accuracy, student_test_errors, teacher_test_errors, baseline_test_errors, validation_accuracy, wall_seconds, ...)", DefaultValueFactory = _ => "student_accuracy" };
         var command = new Command("results", "results with the hyperparameters as columns (mean ± std over repeats) and the best configuration; writes results.csv and results.json")
-            { what, sweepsDir, output };
+            { what, sweepsDir, output, metric };
         var api = new ApiOptions();
         api.AddTo(command);
         command.SetAction(async (p, ct) =>
@@ -40,7 +41,7 @@ internal static class ResultsCommand
                 : File.Exists(Path.Combine(root, args[0], "trials.csv")) ? Path.Combine(root, args[0]) : null;
             if (args.Length == 1 && sweepDir is null && !File.Exists(Path.Combine(args[0], "result.json")))
                 throw new FileNotFoundException($"'{args[0]}' is neither a sweep (no trials.csv in {args[0]} or {Path.Combine(root, args[0])}) nor a finished run directory");
-            var table = sweepDir is not null ? ResultsTable.FromSweep(sweepDir) : ResultsTable.FromRuns(args);
+            var table = sweepDir is not null ? ResultsTable.FromSweep(sweepDir) : ResultsTable.FromRuns(args, p.GetValue(metric)!);
             return Write(stdout, table.Format(), table.ToCsv(), table.ToJson(), p.GetValue(output) ?? sweepDir ?? ".");
         });
         return command;

@@ -40,4 +40,12 @@ public sealed record ImageSet(byte[] Pixels, byte[] Labels, int Count, int Chann
         var per = Channels * Height * Width;
         return this with { Pixels = Pixels.AsSpan(0, n * per).ToArray(), Labels = Labels.AsSpan(0, n).ToArray(), Count = n };
     }
+
+    /// <summary>The images after the first n.</summary>
+    public ImageSet Skip(int n)
+    {
+        n = Math.Min(n, Count);
+        var per = Channels * Height * Width;
+        return this with { Pixels = Pixels.AsSpan(n * per).ToArray(), Labels = Labels.AsSpan(n).ToArray(), Count = Count - n };
+    }
 }

@@ -12,9 +12,9 @@ namespace Distill.Engine.Methods;
 public abstract class RealDataMethod : MethodDefinition
 {
     public override IStepTrainer CreateTrainer(MethodContext c) =>
-        new RealDataTrainer("student", c.Student, c.Data, c.Spec.Student.Train, Augmentation.For(c.Spec.Data), Objective(c.Spec), c.Device, c.Spec.Seed, c.Teacher);
+        new RealDataTrainer("student", c.Student, c.Data, c.Spec.Student.Train, Augmentation.For(c.Spec.Data, c.Spec.Student.Train), Objective(c.Spec), c.Device, c.Spec.Seed, c.Teacher);
 
-    public override IStepSource CreateSource(SourceContext c) => new RealDataSource(c.Data, c.Spec.Student.Train.BatchSize, c.Device, c.Spec.Seed, Augmentation.For(c.Spec.Data));
+    public override IStepSource CreateSource(SourceContext c) => new RealDataSource(c.Data, c.Spec.Student.Train.BatchSize, c.Device, c.Spec.Seed, Augmentation.For(c.Spec.Data, c.Spec.Student.Train));
 
     public override long PipelineStudentSteps(RunSpec spec, long trainImages) =>
         RealDataTrainer.TotalStepsOf(spec.Student.Train, trainImages / spec.Student.Train.BatchSize);

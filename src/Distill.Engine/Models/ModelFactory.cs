@@ -10,7 +10,7 @@ public static class ModelFactory
 {
     public static readonly IReadOnlyList<string> Architectures =
     [
-        "lenet5", "lenet5-half", "hinton-1200", "hinton-800", "hinton-600", "hinton-400",
+        "lenet5", "lenet5-half", "hinton-1200", "hinton-800", "hinton-800-plain", "hinton-600", "hinton-400",
         "resnet8", "resnet20", "resnet18", "resnet34", "resnet50",
         "wrn-16-1", "wrn-16-2", "wrn-40-1", "wrn-40-2", "vgg8-bn", "vgg11-bn",
         "torchvision-resnet18", "torchvision-resnet34", "torchvision-resnet50",
@@ -25,6 +25,8 @@ public static class ModelFactory
             "lenet5-half" => new LeNet5(info, half: true),
             "hinton-1200" => new HintonMlp(info, 1200, 0.5),
             "hinton-800" => new HintonMlp(info, 800, 0.5),
+            // Hinton et al.'s student without regularisation (146 errors alone, 74 distilled) and DAFL's HintonNet-half
+            "hinton-800-plain" => new HintonMlp(info, 800, 0.0),
             "hinton-600" => new HintonMlp(info, 600, 0.5),
             "hinton-400" => new HintonMlp(info, 400, 0.5),
             "resnet8" => ResNet.Cifar(info, false, [1, 1, 1], [16, 32, 64]),

@@ -66,7 +66,7 @@ public sealed class RunDirectory : IDisposable
 
     /// <summary>Every column any phase may log, so that one CSV header serves the whole run.</summary>
     public static readonly IReadOnlyList<string> KnownColumns =
-        ["test_accuracy", "loss", "loss_kd", "kl_kd", "loss_g", "loss_oh", "loss_a", "loss_ie", "classes", "gen_std", "ce", "r_feature", "r_tv", "r_l2", "r_compete",
+        ["test_accuracy", "val_accuracy", "loss", "loss_kd", "kl_kd", "loss_g", "loss_oh", "loss_a", "loss_ie", "classes", "gen_std", "ce", "r_feature", "r_tv", "r_l2", "r_compete",
          "batch_accuracy", "best_loss", "lr", "lr_s", "lr_g", "lr_x", "pool", "synth_step", "rss_mb"];
 
     /// <summary>The rss_mb column: this process's resident memory, so that a long run's metrics show whether it stays flat.</summary>
@@ -182,7 +182,7 @@ public sealed class RunDirectory : IDisposable
 
     /// <summary>result.json in a run directory (also written by the cluster's run coordinator).</summary>
     public static void WriteResult(string runDir, RunResult result) =>
-        System.IO.File.WriteAllText(System.IO.Path.Combine(runDir, "result.json"), JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
+        System.IO.File.WriteAllText(System.IO.Path.Combine(runDir, "result.json"), JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
 
     public void Dispose()
     {

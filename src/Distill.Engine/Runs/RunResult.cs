@@ -12,8 +12,16 @@ public sealed record RunResult
     [JsonPropertyName("teacher_arch")] public string? TeacherArch { get; init; }
     [JsonPropertyName("student_arch")] public required string StudentArch { get; init; }
     [JsonPropertyName("teacher_accuracy")] public double? TeacherAccuracy { get; init; }
+    /// <summary>The final student on the test set.</summary>
     [JsonPropertyName("student_accuracy")] public required double StudentAccuracy { get; init; }
+    /// <summary>The best evaluation during training: on the validation split where the spec holds one out, else on the test set.</summary>
     [JsonPropertyName("best_student_accuracy")] public double BestStudentAccuracy { get; init; }
+    /// <summary>The final student on the validation split (data.validation); null without one.</summary>
+    [JsonPropertyName("validation_accuracy")] public double? ValidationAccuracy { get; init; }
+    [JsonPropertyName("test_images")] public long? TestImages { get; init; }
+    [JsonPropertyName("student_test_errors")] public long? StudentTestErrors { get; init; }
+    [JsonPropertyName("teacher_test_errors")] public long? TeacherTestErrors { get; init; }
+    [JsonPropertyName("baseline_test_errors")] public long? BaselineTestErrors { get; init; }
     [JsonPropertyName("baseline_accuracy")] public double? BaselineAccuracy { get; init; }
     [JsonPropertyName("steps")] public required long Steps { get; init; }
     [JsonPropertyName("wall_seconds")] public required double WallSeconds { get; init; }

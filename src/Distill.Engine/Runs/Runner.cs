@@ -53,7 +53,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         log.WriteLine($"[run] {runId}: {spec.Method.Name} on {spec.Data.Name}, device {device.type}, {get_num_threads()} threads -> {dir.Path}");
 
         using var data = DataSplits.Load(spec.Data, options.DataCache, log);
-        log.WriteLine($"[data] {data.Name}: {data.TrainX.shape[0]:N0} train / {data.TestX.shape[0]:N0} test, {data.Channels}x{data.ImageSize}x{data.ImageSize}, {data.Classes} classes");
+        log.WriteLine($"[data] {data.Name}: {data.TrainX.shape[0]:N0} train / {(data.HasValidation ? $"{data.ValidationX!.shape[0]:N0} validation (evaluated during training) / " : "")}{data.TestX.shape[0]:N0} test, {data.Channels}x{data.ImageSize}x{data.ImageSize}, {data.Classes} classes");
 
         var ctx = new PhaseContext(spec, data, device, dir);
         double? teacherAcc = null, baselineAcc = null;
@@ -74,8 +74,8 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         {
             manual_seed(spec.Seed + 1);
             using var alone = NewModel(spec.Student.Arch, data, device);
-            using var t = new RealDataTrainer("baseline", alone, data, spec.Student.Train, Augmentation.For(spec.Data), new StudentObjective.CrossEntropy(), device, spec.Seed + 1);
-            baselineAcc = RunPhase(ctx, t, spec.Student.Train.EvalEvery, guard: null, sampleGrid: 0).Final;
+            using var t = new RealDataTrainer("baseline", alone, data, spec.Student.Train, Augmentation.For(spec.Data, spec.Student.Train), new StudentObjective.CrossEntropy(), device, spec.Seed + 1);
+            baselineAcc = RunPhase(ctx, t, spec.Student.Train.EvalEvery, guard: null, sampleGrid: 0).Test;
             log.WriteLine($"[baseline] {spec.Student.Arch} trained alone: {baselineAcc:F2}%");
         }
 
@@ -102,8 +102,13 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             TeacherArch = teacherSpec?.Arch,
             StudentArch = spec.Student.Arch,
             TeacherAccuracy = teacherAcc,
-            StudentAccuracy = outcome.Final,
+            StudentAccuracy = outcome.Test,
             BestStudentAccuracy = outcome.Best,
+            ValidationAccuracy = data.HasValidation ? outcome.Final : null,
+            TestImages = data.TestX.shape[0],
+            StudentTestErrors = Evaluation.Errors(outcome.Test, data.TestX.shape[0]),
+            TeacherTestErrors = teacherAcc is { } ta ? Evaluation.Errors(ta, data.TestX.shape[0]) : null,
+            BaselineTestErrors = baselineAcc is { } ba ? Evaluation.Errors(ba, data.TestX.shape[0]) : null,
             BaselineAccuracy = baselineAcc,
             Steps = trainer.Step,
             WallSeconds = Math.Round(wall.Elapsed.TotalSeconds, 1),
@@ -116,8 +121,8 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             SynthesisedImages = spec.Method.SynthesisedImages(spec, trainer.Step),
         };
         dir.WriteResult(result);
-        dir.Event($"done: student {outcome.Final:F2}% after {trainer.Step} steps in {result.WallSeconds} s");
-        log.WriteLine($"[result] student {outcome.Final:F2}% (best {outcome.Best:F2}%), teacher {teacherAcc?.ToString("F2") ?? "-"}%, {result.WallSeconds} s -> {dir.File("result.json")}");
+        dir.Event($"done: student {outcome.Test:F2}% after {trainer.Step} steps in {result.WallSeconds} s");
+        log.WriteLine($"[result] student {outcome.Test:F2}% test ({result.StudentTestErrors} errors; best {(data.HasValidation ? "validation" : "test")} evaluation {outcome.Best:F2}%), teacher {teacherAcc?.ToString("F2") ?? "-"}%, {result.WallSeconds} s -> {dir.File("result.json")}");
         return result;
     }
 
@@ -140,11 +145,14 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
     {
         /// <summary>Top-1 accuracy on the whole test set.</summary>
         public double TestAccuracy(Classifier model) => Evaluation.Accuracy(model, Data.TestX, Data.TestY, Device, Spec.Data.EvalBatch);
+        /// <summary>Top-1 accuracy on what evaluations during training measure (<see cref="DataSplits.EvalX"/>).</summary>
+        public double EvalAccuracy(Classifier model) => Evaluation.Accuracy(model, Data.EvalX, Data.EvalY, Device, Spec.Data.EvalBatch);
     }
 
     private static DivergenceGuard? NewGuard(RunSpec spec) => spec.Guard.Enabled ? new DivergenceGuard(spec.Guard) : null;
 
-    private readonly record struct PhaseOutcome(double Final, double Best, int Rollbacks);
+    /// <summary>Final and Best: the evaluations during training (validation split or test set); Test: the test set at the end.</summary>
+    private readonly record struct PhaseOutcome(double Final, double Best, int Rollbacks, double Test);
 
     private static Classifier NewModel(string arch, DataSplits data, Device device)
     {
@@ -186,13 +194,14 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         }
         manual_seed(ctx.Spec.Seed + 1000);
         var teacher = NewModel(t.Arch, ctx.Data, ctx.Device);
-        using var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, Augmentation.For(ctx.Spec.Data), new StudentObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000);
+        using var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, Augmentation.For(ctx.Spec.Data, t.Train), new StudentObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000);
         var outcome = RunPhase(ctx, trainer, t.Train.EvalEvery, NewGuard(ctx.Spec), sampleGrid: 0);
+        log.WriteLine($"[teacher] {Evaluation.Errors(outcome.Test, ctx.Data.TestX.shape[0])} test errors");
         Directory.CreateDirectory(cacheDir);
         teacher.save(cached + ".tmp");
         File.Move(cached + ".tmp", cached, overwrite: true);
         teacher.save(ctx.Dir.File("teacher.pt"));
-        return (teacher, outcome.Final, false);
+        return (teacher, outcome.Test, false);
     }
 
     /// <summary>Where trained teachers are cached: the given folder, else "teachers" beside the data cache.</summary>
@@ -203,7 +212,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
     private static string TeacherKey(RunSpec spec, ModelSpec t)
     {
         var text = string.Join("|", spec.Data.Name, spec.Data.ImageSize, spec.Data.TrainLimit, t.Arch,
-            new SerializerBuilder().Build().Serialize(t.Train), spec.Seed) + (Augmentation.For(spec.Data) is { } a ? $"|crop{a.Padding}-flip" : "");
+            new SerializerBuilder().ConfigureDefaultValuesHandling(DefaultValuesHandling.OmitNull).Build().Serialize(t.Train), spec.Seed) + (Augmentation.For(spec.Data, t.Train) is { } a ? "|" + a.Key : "") + (spec.Data.Validation > 0 ? $"|val{spec.Data.Validation}" : "");
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12].ToLowerInvariant();
     }
 
@@ -211,7 +220,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
     {
         var sw = Stopwatch.StartNew();
         var columns = new SortedSet<string>();
-        double final = double.NaN, best = double.NegativeInfinity;
+        double final = double.NaN, best = double.NegativeInfinity, test = double.NaN;
         var rollbacks = 0;
         byte[]? goodState = Snapshot(trainer), bestState = null;
         var checkEvery = guard is null ? long.MaxValue : ctx.Spec.Guard.CheckEvery;
@@ -242,9 +251,9 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             }
             if (isEval)
             {
-                var acc = ctx.TestAccuracy(trainer.Model);
+                var acc = ctx.EvalAccuracy(trainer.Model);
                 values ??= [];
-                values["test_accuracy"] = acc;
+                values[ctx.Data.EvalMetric] = acc;
                 if (guard is not null)
                 {
                     var verdict = guard.CheckEvaluation(acc);
@@ -255,6 +264,9 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                     }
                 }
                 final = acc;
+                test = ctx.Data.HasValidation ? double.NaN : acc;
+                if (ctx.Data.HasValidation && trainer.Step == trainer.TotalSteps)
+                    values[DataSplits.TestAccuracy] = test = ctx.TestAccuracy(trainer.Model);
                 if (acc > best)
                 {
                     best = acc;
@@ -265,7 +277,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                     using (samples) ctx.Dir.Samples(trainer.Phase, trainer.Step, SampleGrid.ToPng(samples, ctx.Data.Mean, ctx.Data.Std));
                 }
                 ctx.Dir.SaveCheckpoint(trainer);
-                log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} test accuracy {acc:F2}% ({sw.Elapsed.TotalSeconds:F0} s)");
+                log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} {(ctx.Data.HasValidation ? "validation" : "test")} accuracy {acc:F2}%{(ctx.Data.HasValidation && !double.IsNaN(test) ? $", test {test:F2}%" : "")} ({sw.Elapsed.TotalSeconds:F0} s)");
             }
             meter.Add(sw.Elapsed.TotalSeconds, trainer.Step);
             if (values is not null) latest = values;
@@ -284,7 +296,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                                   string.Join(" ", values.Where(kv => kv.Key.StartsWith("loss")).Select(kv => $"{kv.Key}={kv.Value:G4}")));
             }
         }
-        return new PhaseOutcome(final, best, rollbacks);
+        return new PhaseOutcome(final, best, rollbacks, test);
     }
 
     private void Rollback(PhaseContext ctx, IStepTrainer trainer, byte[] state, string reason, ref int rollbacks)

@@ -52,7 +52,9 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
     /// Run directories (each with spec.resolved.yaml and result.json): the columns are the keys whose
     /// values differ between the runs (the seed aside: runs that differ only in it are repeats).
     /// </summary>
-    public static ResultsTable FromRuns(IReadOnlyList<string> runDirs)
+    /// <param name="metric">a number of result.json (student_accuracy, teacher_accuracy, baseline_accuracy, student_test_errors, wall_seconds, ...);
+    /// errors and seconds are best when least</param>
+    public static ResultsTable FromRuns(IReadOnlyList<string> runDirs, string metric = "student_accuracy")
     {
         var runs = runDirs.Select(d =>
         {
@@ -60,8 +62,9 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
             var result = Path.Combine(d, "result.json");
             if (!File.Exists(spec) || !File.Exists(result)) throw new FileNotFoundException($"{d} is not a finished run directory (spec.resolved.yaml and result.json)");
             var keys = Flatten(File.ReadAllText(spec));
-            var accuracy = JsonDocument.Parse(File.ReadAllText(result)).RootElement.GetProperty("student_accuracy");
-            return (Dir: d, Keys: keys, Accuracy: accuracy.ValueKind == JsonValueKind.Number ? accuracy.GetDouble() : double.NaN);
+            var root = JsonDocument.Parse(File.ReadAllText(result)).RootElement;
+            var value = root.TryGetProperty(metric, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : double.NaN;
+            return (Dir: d, Keys: keys, Accuracy: value);
         }).Where(r => double.IsFinite(r.Accuracy)).ToArray();
         var columns = runs.SelectMany(r => r.Keys.Keys).Distinct()
             .Where(k => k is not ("name" or "seed") && runs.Select(r => r.Keys.GetValueOrDefault(k, "")).Distinct().Count() > 1)
@@ -69,7 +72,7 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
         var rows = runs.GroupBy(r => string.Join('\u0001', columns.Select(c => r.Keys.GetValueOrDefault(c, ""))))
             .Select(g => Row(columns.Select(c => g.First().Keys.GetValueOrDefault(c, "")).ToArray(),
                 g.Select(r => (r.Accuracy, Path.GetFileName(Path.TrimEndingDirectorySeparator(r.Dir)))).ToArray()));
-        return Sorted(columns, "student_accuracy", "max", rows);
+        return Sorted(columns, metric, metric.EndsWith("_errors", StringComparison.Ordinal) || metric.EndsWith("seconds", StringComparison.Ordinal) ? "min" : "max", rows);
     }
 
     /// <summary>A YAML mapping's scalars by dotted path.</summary>

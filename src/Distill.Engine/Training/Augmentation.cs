@@ -4,27 +4,28 @@ using static TorchSharp.torch;
 namespace Distill.Engine.Training;
 
 /// <summary>
-/// The CIFAR repositories' training augmentation (torchvision RandomCrop(size, padding=4) then
-/// RandomHorizontalFlip), on normalised batches: each image is padded with black (in normalised
-/// units, -mean/std per channel), cropped back at a random offset, and mirrored with probability
-/// one half. The draws come from the batch order's own generator, so that they are saved and
-/// restored with it.
+/// Training augmentation on normalised batches: each image is padded with black (in normalised
+/// units, -mean/std per channel) and cropped back at a random offset, then, for crop-flip,
+/// mirrored with probability one half. crop-flip is the CIFAR repositories' RandomCrop(size,
+/// padding=4) + RandomHorizontalFlip; jitter is Hinton et al.'s MNIST augmentation, a shift of up
+/// to N pixels in each direction (RandomCrop(size, padding=N)). The draws come from the batch
+/// order's own generator, so that they are saved and restored with it.
 /// </summary>
-public sealed record Augmentation(int Padding, double[] PadValue)
+public sealed record Augmentation(int Padding, double[] PadValue, bool Flip = true)
 {
-    /// <summary>What data.augment says for this dataset (auto: crop-flip for CIFAR-10/100, nothing otherwise).</summary>
-    public static Augmentation? For(DataSpec spec)
+    /// <summary>What data.augment, or the model's own train.augment, says for this dataset (auto: crop-flip for CIFAR-10/100, nothing otherwise).</summary>
+    public static Augmentation? For(DataSpec spec, TrainSpec? train = null)
     {
-        var crop = spec.Augment switch
-        {
-            "crop-flip" => true,
-            "auto" => spec.Name is "cifar10" or "cifar100",
-            _ => false,
-        };
-        if (!crop) return null;
+        var augment = train?.Augment ?? spec.Augment;
+        var kind = augment == "auto" ? spec.Name is "cifar10" or "cifar100" ? "crop-flip" : "none" : augment;
+        if (kind == "none") return null;
         var (mean, std, _) = DataSplits.Constants(spec.Name);
-        return new Augmentation(4, mean.Zip(std, (m, s) => -m / s).ToArray());
+        var black = mean.Zip(std, (m, s) => -m / s).ToArray();
+        return kind == "jitter" ? new Augmentation(spec.JitterPixels, black, Flip: false) : new Augmentation(4, black);
     }
+
+    /// <summary>How the augmentation is named in a trained teacher's cache key.</summary>
+    public string Key => $"crop{Padding}" + (Flip ? "-flip" : "");
 
     public Tensor Apply(Tensor x, Generator generator)
     {
@@ -34,7 +35,8 @@ public sealed record Augmentation(int Padding, double[] PadValue)
         var p = Padding;
         var offY = randint(0, 2 * p + 1, [n], generator: generator).to(x.device);
         var offX = randint(0, 2 * p + 1, [n], generator: generator).to(x.device);
-        var flip = randint(0, 2, [n], generator: generator).to(x.device).to(ScalarType.Bool);
+        // the flip draw is made only where flipping is on, so that jitter's draws are its own
+        var flip = Flip ? randint(0, 2, [n], generator: generator).to(x.device).to(ScalarType.Bool) : zeros([n], ScalarType.Bool, x.device);
         var fill = tensor(PadValue.Select(v => (float)v).ToArray(), device: x.device).to(x.dtype).view(1, c, 1, 1);
         var padded = nn.functional.pad(x - fill, [p, p, p, p]) + fill;
         var rows = offY.view(n, 1) + arange(h, device: x.device).view(1, h);

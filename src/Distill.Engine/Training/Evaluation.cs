@@ -28,4 +28,7 @@ public static class Evaluation
         finally { model.train(wasTraining); }
         return 100.0 * correct / images.shape[0];
     }
+
+    /// <summary>Misclassified images behind an accuracy that <see cref="Accuracy"/> measured on `images` images (papers on MNIST count errors).</summary>
+    public static long Errors(double accuracy, long images) => (long)Math.Round(images * (100.0 - accuracy) / 100.0);
 }

@@ -13,6 +13,7 @@ using Distill.Engine.Interop;
 using Distill.Engine.Methods;
 using Distill.Engine.Runs;
 using Distill.Engine.Specs;
+using Distill.Engine.Training;
 
 namespace Cluster.Node.Actors;
 
@@ -85,6 +86,9 @@ public sealed partial class RunCoordinator
     /// <summary>Each run's state as the runs gauge counts it.</summary>
     private readonly Dictionary<string, RunState> countedStates = [];
 
+    /// <summary>Test images of the datasets whose size is known without loading them.</summary>
+    private static long? TestImages(DataSpec d) => d.Name switch { "mnist" or "fashion-mnist" or "cifar10" or "cifar100" => 10_000, _ => null };
+
     private void WriteResult(RunRecord r, StudentFinished m)
     {
         var spec = SpecOf(r);
@@ -106,8 +110,13 @@ public sealed partial class RunCoordinator
             TeacherAccuracy = r.TeacherAccuracy,
             TeacherSeconds = r.TeacherSeconds,
             TeacherFromCache = r.TeacherFromCache,
-            StudentAccuracy = m.Accuracy,
+            // Accuracy is the validation split's where the spec holds one out
+            StudentAccuracy = spec.Data.Validation > 0 ? m.TestAccuracy ?? double.NaN : m.Accuracy,
             BestStudentAccuracy = m.BestAccuracy,
+            ValidationAccuracy = spec.Data.Validation > 0 ? m.Accuracy : null,
+            TestImages = TestImages(spec.Data),
+            StudentTestErrors = TestImages(spec.Data) is { } n && (spec.Data.Validation > 0 ? m.TestAccuracy : m.Accuracy) is { } a ? Evaluation.Errors(a, n) : null,
+            TeacherTestErrors = TestImages(spec.Data) is { } tn && r.TeacherAccuracy is { } ta ? Evaluation.Errors(ta, tn) : null,
             Steps = m.Steps,
             WallSeconds = Math.Round((DateTime.UtcNow - r.SubmittedUtc).TotalSeconds, 1),
             Device = spec.Device,

@@ -302,7 +302,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         best = Math.Max(best, t.Accuracy ?? double.NegativeInfinity);
         var bestNow = best;
         var journal = Stopwatch.StartNew();
-        Persist(new CheckpointWritten(t.Seq, t.Seq, blob, t.Accuracy, bestNow), e =>
+        Persist(new CheckpointWritten(t.Seq, t.Seq, blob, t.Accuracy, bestNow, t.TestAccuracy), e =>
         {
             NodeMetrics.JournalSeconds.WithLabels(EntityKinds.Student).Observe(journal.Elapsed.TotalSeconds);
             NodeMetrics.CheckpointSeconds.WithLabels(EntityKinds.Student).Observe(written.Elapsed.TotalSeconds);
@@ -320,7 +320,8 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     {
         var values = new Dictionary<string, double> { [objective!.LrName] = t.Lr, ["rss_mb"] = RunDirectory.ResidentMegabytes() };
         if (t.Loss is { } l) values[objective.LossName] = l;
-        if (t.Accuracy is { } a) values["test_accuracy"] = a;
+        if (t.Accuracy is { } a) values[data!.EvalMetric] = a;
+        if (t.TestAccuracy is { } test) values[DataSplits.TestAccuracy] = test;
         Services.Coordinator.Tell(RunMetrics.Of(RunId, Id, step, values));
     }
 
@@ -330,7 +331,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         Persist(new EntityFinished(step), e =>
         {
             State = State.Apply(e);
-            Services.Coordinator.Tell(new StudentFinished(RunId, Id, t.Accuracy ?? double.NaN, best, step, weights, rollbacks));
+            Services.Coordinator.Tell(new StudentFinished(RunId, Id, t.Accuracy ?? double.NaN, best, step, weights, rollbacks, t.TestAccuracy));
         });
     }
 
@@ -357,7 +358,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     {
         if (replica != 0 || State.Checkpoints.LastOrDefault() is not { } last) return;
         // the coordinator may have missed the first report; the last checkpoint holds the final model
-        Services.Coordinator.Tell(new StudentFinished(RunId, Id, last.Accuracy ?? double.NaN, last.BestAccuracy, last.Step, "", rollbacks));
+        Services.Coordinator.Tell(new StudentFinished(RunId, Id, last.Accuracy ?? double.NaN, last.BestAccuracy, last.Step, "", rollbacks, last.TestAccuracy));
     }
 
     private void Fail(string reason)

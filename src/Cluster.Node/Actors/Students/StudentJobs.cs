@@ -25,7 +25,9 @@ internal static class StudentJobs
 
     /// <summary>A step done; Competitor: the weights a batch competes with (ADI), Weights: the final model (replica 0).</summary>
     /// <param name="Images">the step's whole batch (every replica's share), for the node's images/s</param>
-    public sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, double Lr, byte[]? Competitor, long Images)
+    /// <param name="Accuracy">on the evaluation split (validation or test, <see cref="DataSplits.EvalX"/>)</param>
+    /// <param name="TestAccuracy">the test set with the final weights, where the evaluation split is a validation split</param>
+    public sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, double Lr, byte[]? Competitor, long Images, double? TestAccuracy = null)
         : INoSerializationVerificationNeeded;
 
     /// <param name="Images">the step's whole batch, of which this replica took its slice</param>
@@ -101,11 +103,12 @@ internal static class StudentJobs
 
     private static Trained Finish(StudentTrainer t, long seq, double? loss, AfterStep after, long images)
     {
-        var acc = after.Evaluate ? Evaluation.Accuracy(t.Model, after.Data.TestX, after.Data.TestY, after.Device, after.EvalBatch) : (double?)null;
+        var acc = after.Evaluate ? Evaluation.Accuracy(t.Model, after.Data.EvalX, after.Data.EvalY, after.Device, after.EvalBatch) : (double?)null;
+        var test = after.FinalWeights && after.Data.HasValidation ? Evaluation.Accuracy(t.Model, after.Data.TestX, after.Data.TestY, after.Device, after.EvalBatch) : (double?)null;
         var checkpoint = after.Checkpoint ? EngineAccess.Save(t.SaveState) : null;
         var weights = after.FinalWeights ? EngineAccess.SaveModel(t.Model) : null;
         var competitor = after.OfferWeights ? EngineAccess.SaveModel(t.Model) : null;
-        return new Trained(seq, loss, acc, checkpoint, weights, t.Lr, competitor, images);
+        return new Trained(seq, loss, acc, checkpoint, weights, t.Lr, competitor, images, test);
     }
 
     /// <summary>
