@@ -41,4 +41,42 @@ public sealed class RealDataPipelineTests
         if (teacher.Length > 0 || method == "tfkd-self")
             Assert.Equal(run.Engine.RootElement.GetProperty("teacher_accuracy").GetDouble(), run.Actors.RootElement.GetProperty("teacher_accuracy").GetDouble());
     }
+
+    /// <summary>
+    /// A spec that holds out a validation split gives the same numbers embedded and through the
+    /// actors: evaluations on the split during training, the test set once at the last step, and
+    /// result.json's test accuracy and errors (the actors' final evaluation is a second one).
+    /// </summary>
+    [Fact]
+    public void Should_evaluate_the_validation_split_and_the_test_set_as_the_engine_does()
+    {
+        Torch.Init();
+        using var run = EngineParity.Run("kd-val", """
+            name: kd-val
+            method: kd
+            seed: 5
+            data: {name: mnist, image_size: 32, train_limit: 1280, validation: 256}
+            teacher: {arch: lenet5, train: {steps: 40, batch_size: 64, augment: jitter}}
+            student:
+              arch: lenet5-half
+              train: {steps: 30, batch_size: 64, eval_every: 10, lr: 0.002}
+            kd: {temperature: 4, alpha: 0.1}
+            cluster: {checkpoint_every: 10}
+            """);
+        run.AssertSameNumbers("student", "loss", lossStep: 25, evalStep: 30);
+        foreach (var r in new[] { run.Engine.RootElement, run.Actors.RootElement })
+        {
+            Assert.Equal(run.Engine.RootElement.GetProperty("validation_accuracy").GetDouble(), r.GetProperty("validation_accuracy").GetDouble());
+            Assert.Equal(run.Engine.RootElement.GetProperty("student_test_errors").GetInt64(), r.GetProperty("student_test_errors").GetInt64());
+            Assert.Equal(run.Engine.RootElement.GetProperty("teacher_accuracy").GetDouble(), r.GetProperty("teacher_accuracy").GetDouble());
+            Assert.Equal(10_000, r.GetProperty("test_images").GetInt64());
+        }
+        Assert.Equal(run.EngineRows[("student", 20)]["val_accuracy"], run.ActorRows[("student-0", 20)]["val_accuracy"]);
+        Assert.Equal(run.EngineRows[("student", 30)]["val_accuracy"], run.Actors.RootElement.GetProperty("validation_accuracy").GetDouble(), 3);
+        foreach (var rows in new[] { run.EngineRows, run.ActorRows })
+        {
+            Assert.Equal([30L], rows.Where(x => x.Key.Phase.StartsWith("student") && x.Value.ContainsKey("test_accuracy")).Select(x => x.Key.Step));
+            Assert.Equal([10L, 20L, 30L], rows.Where(x => x.Key.Phase.StartsWith("student") && x.Value.ContainsKey("val_accuracy")).Select(x => x.Key.Step).Order());
+        }
+    }
 }
