@@ -43,11 +43,14 @@ public sealed class Batches : IDisposable
             order = randperm(Count, generator: generator).DetachFromDisposeScope();
             cursor = 0;
         }
-        using var idx = order[(int)cursor..(int)(cursor + batchSize)];
+        // the selection and the unaugmented batch are freed here, not left to the finalizer: a loop
+        // that allocates little managed memory collects rarely, and they held a batch each per step
+        using var scope = NewDisposeScope();
+        var idx = order[(int)cursor..(int)(cursor + batchSize)];
         cursor += batchSize;
         var x = images.index_select(0, idx).to(device);
         if (augmentation is not null) x = augmentation.Apply(x, generator);
-        return (x, labels.index_select(0, idx).to(device));
+        return (x.MoveToOuterDisposeScope(), labels.index_select(0, idx).to(device).MoveToOuterDisposeScope());
     }
 
     public void Save(BinaryWriter w)
