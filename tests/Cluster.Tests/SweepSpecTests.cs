@@ -40,6 +40,24 @@ public sealed class SweepSpecTests
         Assert.False(SweepParser.IsSweep(File.ReadAllText(KdBase)));
     }
 
+    /// <summary>A base spec that holds out a validation split is chosen on it: val_accuracy by default, and the test set is refused as a metric.</summary>
+    [Fact]
+    public void Should_choose_on_the_validation_split_where_the_base_spec_holds_one_out()
+    {
+        var withSplit = File.ReadAllText(KdBase).Replace("data: {name: mnist, image_size: 32}", "data: {name: mnist, image_size: 32, validation: 5000}");
+        Assert.Contains("validation: 5000", withSplit);
+        var based = "base:\n" + string.Join("\n", withSplit.Split('\n').Where(l => !l.StartsWith('#')).Select(l => "  " + l));
+        var s = SweepParser.Parse(Sweep(Space, based), "v.yaml");
+        Assert.Equal(("val_accuracy", "max"), (s.Metric, s.Mode));
+        Assert.True(s.IsAccuracy);
+        var e = Assert.Throws<SpecException>(() => SweepParser.Parse(Sweep(Space + "\nmetric: test_accuracy\n", based), "v.yaml"));
+        Assert.Equal("metric", e.Key);
+        Assert.Contains("validation split", e.Message);
+        // without a split, val_accuracy is not reported
+        Assert.Throws<SpecException>(() => SweepParser.Parse(Sweep(Space + "\nmetric: val_accuracy\n"), "k.yaml"));
+        Assert.Equal("val_accuracy", SweepParser.Load(Path.Combine(Repo.Root(), "specs", "sweeps", "dafl-table1-kd-val.yaml")).Metric);
+    }
+
     public static IEnumerable<object[]> ShippedSweeps() =>
         Directory.GetFiles(Path.Combine(Repo.Root(), "specs", "sweeps"), "*.yaml").Order().Select(f => new object[] { Path.GetFileName(f) });
 

@@ -69,17 +69,21 @@ public static class SweepParser
         var limits = SpecSection.Parse(root.Section("limits", required: false), new SweepLimits(), file, "limits");
         var repeats = root.Int("repeats", 1, 1, 1000);
         var mode = root.Choice("mode", ["max", "min"], null, required: false);
-        var metric = root.String("metric", "test_accuracy", required: false)!;
+        // a base spec that holds out a validation split is chosen on it: its evaluations measure the split
+        var accuracy = baseSpec.Data.Validation > 0 ? DataSplits.ValidationAccuracy : DataSplits.TestAccuracy;
+        var metric = root.String("metric", accuracy, required: false)!;
 
         var space = Space(root, rootMap, file, baseYaml, baseFile, baseSpec);
         root.EnsureAllConsumed();
 
         // the metrics a trial's student reports at its evaluations and steps
         var objective = baseSpec.Method.Objective(baseSpec);
-        string[] metrics = ["test_accuracy", objective.LossName];
+        string[] metrics = [accuracy, objective.LossName];
         if (!metrics.Contains(metric))
-            throw root.Error("metric", $"method '{baseSpec.Method.Name}' reports {string.Join(" and ", metrics)}, not '{metric}'");
-        mode ??= metric == "test_accuracy" ? "max" : "min";
+            throw root.Error("metric", metric == DataSplits.TestAccuracy
+                ? $"the base spec holds out a validation split (data.validation: {baseSpec.Data.Validation}): trials are chosen on val_accuracy, and the test set is measured once, at the end of each run"
+                : $"method '{baseSpec.Method.Name}' reports {string.Join(" and ", metrics)}, not '{metric}'");
+        mode ??= metric == accuracy ? "max" : "min";
 
         if (repeats > 1 && space.Any(d => d.Path == "seed"))
             throw root.Error("repeats", "the seed is swept: repeats would run the same seeds again; sweep the seed or repeat, not both");

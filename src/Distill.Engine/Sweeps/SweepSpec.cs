@@ -33,6 +33,9 @@ public sealed record SweepSpec
     /// <summary>The metric as a score where higher is better.</summary>
     public double Score(double metric) => Mode == "max" ? metric : -metric;
 
+    /// <summary>Whether the metric is the accuracy of the evaluations (what a run's summary carries), not a loss.</summary>
+    public bool IsAccuracy => Metric is Training.DataSplits.TestAccuracy or Training.DataSplits.ValidationAccuracy;
+
     /// <summary>How many trials the search makes at most before the limits (null: as many as the budget allows).</summary>
     public long? SearchTrials => Search.Kind == "grid"
         ? Space.OfType<GridDimension>().Aggregate(1L, (n, d) => n * d.Options.Count) * Search.Samples

@@ -185,7 +185,7 @@ public static class SweepDecisions
     public static TrialPaused? Paused(SweepRecord r, SweepRuntime rt, TrialRecord t, string runId, long step, double? accuracy)
     {
         if (t.RunId != runId || t.State != TrialState.Running || t.HoldAt != step) return null;
-        var value = t.Reported == step && t.Metric is { } m ? m : rt.Spec.Metric == "test_accuracy" ? accuracy : null;
+        var value = t.Reported == step && t.Metric is { } m ? m : rt.Spec.IsAccuracy ? accuracy : null;
         // no finite metric there (a lost report, a NaN loss): the pause counts as the worst score, so
         // that the trial is decided (ASHA does not promote it; PBT has it copy a better one) instead of waiting for ever
         var v = value is { } x && double.IsFinite(x) ? x : rt.Spec.Mode == "max" ? double.NegativeInfinity : double.PositiveInfinity;
@@ -223,7 +223,7 @@ public static class SweepDecisions
         if (t.RunId != runId || t.Ended && t.State != TrialState.Stopped) return null;
         if (t.State == TrialState.Stopped)
             return t.EndRecorded ? null : new TrialEnded(r.SweepId, t.TrialId, TrialState.Stopped, steps, null, null);
-        var metric = rt.Spec.Metric == "test_accuracy" ? accuracy : null;
+        var metric = rt.Spec.IsAccuracy ? accuracy : null;
         return state switch
         {
             RunState.Completed => new TrialEnded(r.SweepId, t.TrialId, TrialState.Completed, steps, metric, null),

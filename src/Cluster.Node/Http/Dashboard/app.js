@@ -176,7 +176,9 @@ async function renderRun(main, id) {
   const keys = phase => [...new Set(d.metrics.filter(r => r.phase === phase).flatMap(r => Object.keys(r.values)))];
   const studentLoss = keys('student-0').filter(k => /^(loss|kl_|ce$)/.test(k));
   Charts.line($('#c-loss'), 'student loss', series(d.metrics, 'student-0', studentLoss), { markers, xLabel: 'step' });
-  Charts.line($('#c-acc'), 'test accuracy (%)', series(d.metrics, 'student-0', ['test_accuracy']).concat(series(d.metrics, 'teacher', ['test_accuracy'])), { markers, xLabel: 'step' });
+  // a spec with a validation split evaluates on it during training and on the test set once, at the end
+  const accKeys = ['val_accuracy', 'test_accuracy'];
+  Charts.line($('#c-acc'), 'accuracy (%)', series(d.metrics, 'student-0', accKeys).concat(series(d.metrics, 'teacher', accKeys)), { markers, xLabel: 'step' });
   const sourceKeys = keys('generator').filter(k => /^(loss|r_|best_loss|ce$)/.test(k));
   Charts.line($('#c-source'), 'source (synthesis) losses', series(d.metrics, 'generator', sourceKeys), { xLabel: 'batch' });
   const q = S.queues[id] || [];
