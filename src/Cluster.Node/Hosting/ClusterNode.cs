@@ -56,6 +56,12 @@ public sealed class ClusterNode : IAsyncDisposable
         var services = new NodeServices(options);
         var cluster = Akka.Cluster.Cluster.Get(system);
         services.NodeName = $"{cluster.SelfAddress.Host}:{cluster.SelfAddress.Port}";
+        // a node that cannot start leaves the cluster and frees its ports rather than run half-started
+        async Task Abandon()
+        {
+            await system.Terminate();
+            if (services.Bootstrap is { } b) await b.DisposeAsync();
+        }
         if (options.Embedded) cluster.Join(cluster.SelfAddress);   // a cluster of one
         else if (options.Discovery is { } discovery)
         {
@@ -63,7 +69,7 @@ public sealed class ClusterNode : IAsyncDisposable
             try { services.Bootstrap = await Http.BootstrapEndpoint.StartAsync(system, options.Hostname, discovery.ManagementPort); }
             catch (InvalidOperationException)
             {
-                await system.Terminate();
+                await Abandon();
                 throw;
             }
             await ClusterBootstrap.Get(system).Start();
@@ -74,8 +80,7 @@ public sealed class ClusterNode : IAsyncDisposable
         var timeout = joinTimeout ?? TimeSpan.FromSeconds(60);
         if (await Task.WhenAny(joined.Task, Task.Delay(timeout)) != joined.Task)
         {
-            await system.Terminate();
-            if (services.Bootstrap is { } b) await b.DisposeAsync();
+            await Abandon();
             throw new TimeoutException(options.Discovery is { } d
                 ? $"could not join a cluster through {d.Method} discovery ({(d.Endpoints.Count > 0 ? string.Join(", ", d.Endpoints) : d.LabelSelector)}) within {timeout.TotalSeconds:F0} s"
                 : $"could not join the cluster at {string.Join(", ", options.Seeds)} within {timeout.TotalSeconds:F0} s");
@@ -124,9 +129,8 @@ public sealed class ClusterNode : IAsyncDisposable
             }
             catch (InvalidOperationException)
             {
-                // e.g. --data-port taken: leave the cluster rather than run half-started
-                await system.Terminate();
-                if (services.Bootstrap is { } b) await b.DisposeAsync();
+                // e.g. --data-port taken
+                await Abandon();
                 throw;
             }
             log.Info("data plane listening at {0}", services.DataPlane.Endpoint);
