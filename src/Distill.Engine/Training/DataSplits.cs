@@ -43,6 +43,9 @@ public sealed class DataSplits(Tensor trainX, Tensor trainY, Tensor testX, Tenso
         _ => throw new ArgumentException($"unknown dataset '{name}'"),
     };
 
+    /// <summary>Test images a spec's dataset has, without loading it; null where only the files tell (idx).</summary>
+    public static long? TestImages(DataSpec spec) => spec.Name switch { "mnist" or "fashion-mnist" or "cifar10" or "cifar100" => 10_000, _ => null };
+
     /// <summary>Training images a spec's dataset has (its train_limit and validation split applied), without loading it; null where only the files tell (idx).</summary>
     public static long? TrainImages(DataSpec spec)
     {

@@ -86,9 +86,6 @@ public sealed partial class RunCoordinator
     /// <summary>Each run's state as the runs gauge counts it.</summary>
     private readonly Dictionary<string, RunState> countedStates = [];
 
-    /// <summary>Test images of the datasets whose size is known without loading them.</summary>
-    private static long? TestImages(DataSpec d) => d.Name switch { "mnist" or "fashion-mnist" or "cifar10" or "cifar100" => 10_000, _ => null };
-
     private void WriteResult(RunRecord r, StudentFinished m)
     {
         var spec = SpecOf(r);
@@ -99,6 +96,9 @@ public sealed partial class RunCoordinator
             File.WriteAllBytes(Path.Combine(dir, "student.pt"), services.Blobs.Get(m.StudentBlob));
             StudentExport.Write(Path.Combine(dir, "student.pt"), dir);
         }
+        // the student's Accuracy is the validation split's where the spec holds one out
+        var test = spec.Data.Validation > 0 ? m.TestAccuracy : m.Accuracy;
+        var testImages = DataSplits.TestImages(spec.Data);
         var result = new RunResult
         {
             RunId = r.RunId,
@@ -110,13 +110,12 @@ public sealed partial class RunCoordinator
             TeacherAccuracy = r.TeacherAccuracy,
             TeacherSeconds = r.TeacherSeconds,
             TeacherFromCache = r.TeacherFromCache,
-            // Accuracy is the validation split's where the spec holds one out
-            StudentAccuracy = spec.Data.Validation > 0 ? m.TestAccuracy ?? double.NaN : m.Accuracy,
+            StudentAccuracy = test ?? double.NaN,
             BestStudentAccuracy = m.BestAccuracy,
             ValidationAccuracy = spec.Data.Validation > 0 ? m.Accuracy : null,
-            TestImages = TestImages(spec.Data),
-            StudentTestErrors = TestImages(spec.Data) is { } n && (spec.Data.Validation > 0 ? m.TestAccuracy : m.Accuracy) is { } a ? Evaluation.Errors(a, n) : null,
-            TeacherTestErrors = TestImages(spec.Data) is { } tn && r.TeacherAccuracy is { } ta ? Evaluation.Errors(ta, tn) : null,
+            TestImages = testImages,
+            StudentTestErrors = testImages is { } n && test is { } a ? Evaluation.Errors(a, n) : null,
+            TeacherTestErrors = testImages is { } tn && r.TeacherAccuracy is { } ta ? Evaluation.Errors(ta, tn) : null,
             Steps = m.Steps,
             WallSeconds = Math.Round((DateTime.UtcNow - r.SubmittedUtc).TotalSeconds, 1),
             Device = spec.Device,
