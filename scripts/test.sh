@@ -21,4 +21,5 @@ if ! wait "$pid"; then cat "$installs"; exit 1; fi
 grep -v '^/' "$installs" >&2 || true
 CLUSTERDISTILL_CHROMIUM=$(tail -1 "$installs")
 export CLUSTERDISTILL_CHROMIUM
-exec dotnet test ClusterDistill.sln -c Release --no-build --logger "console;verbosity=normal" "$@"
+# --blame: a test host that dies names the tests it was running (the log then says which)
+exec dotnet test ClusterDistill.sln -c Release --no-build --blame --logger "console;verbosity=normal" "$@"

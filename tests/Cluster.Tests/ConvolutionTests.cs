@@ -11,6 +11,7 @@ namespace Cluster.Tests;
 /// wrong outputs. Conv2dLayer must match a float64 reference (computed by libtorch's plain
 /// path, which oneDNN does not handle) on the model's shapes and on random ones.
 /// </summary>
+[Collection(TorchLane.Name), TorchLane]
 public sealed class ConvolutionTests
 {
     public ConvolutionTests() => Torch.Init();

@@ -4,6 +4,7 @@ using static TorchSharp.torch;
 
 namespace Cluster.Tests;
 
+[Collection(TorchLane.Name), TorchLane]
 public sealed class DataTests : IDisposable
 {
     private readonly string dir = Path.Combine(Path.GetTempPath(), "cd-data-" + Guid.NewGuid().ToString("N"));
@@ -255,6 +256,7 @@ public sealed class MnistDataTests(MnistFixture mnist)
     }
 }
 
+[Collection(TorchLane.Name), TorchLane]
 public sealed class FashionMnistTests
 {
     [Fact]

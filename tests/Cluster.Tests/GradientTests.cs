@@ -12,6 +12,7 @@ namespace Cluster.Tests;
 /// Gradients of the DAFL generator objective and of the DeepInversion pixel objective, against
 /// central finite differences in float64 (independent of autograd).
 /// </summary>
+[Collection(TorchLane.Name), TorchLane]
 public sealed class GradientTests
 {
     public GradientTests() => Torch.Init();

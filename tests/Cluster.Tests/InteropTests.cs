@@ -14,6 +14,7 @@ namespace Cluster.Tests;
 /// that each damage is exactly the one the test names. tools/torch_interop.py and
 /// TorchInteropTests check the same readers against files PyTorch itself wrote.
 /// </summary>
+[Collection(TorchLane.Name), TorchLane]
 public sealed class InteropTests : IDisposable
 {
     private readonly string dir = Path.Combine(Path.GetTempPath(), $"cd-interop-{Guid.NewGuid():N}");

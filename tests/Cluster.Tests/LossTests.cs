@@ -9,6 +9,7 @@ namespace Cluster.Tests;
 /// Every loss against values computed independently: plain double arithmetic over the same
 /// numbers, written out from the definitions in SPEC.md, no TorchSharp involved.
 /// </summary>
+[Collection(TorchLane.Name), TorchLane]
 public sealed class LossTests
 {
     public LossTests() => Torch.Init();

@@ -4,6 +4,7 @@ using static TorchSharp.torch;
 
 namespace Cluster.Tests;
 
+[Collection(TorchLane.Name), TorchLane]
 public sealed class ModelTests
 {
     public ModelTests() => Torch.Init();

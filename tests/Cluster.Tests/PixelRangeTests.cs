@@ -7,6 +7,7 @@ using static TorchSharp.torch;
 namespace Cluster.Tests;
 
 /// <summary>dafl.clamp_to_pixel_range: generated images stay within what normalised real pixels can be.</summary>
+[Collection(TorchLane.Name), TorchLane]
 public sealed class PixelRangeTests
 {
     public PixelRangeTests() => Torch.Init();

@@ -5,6 +5,7 @@ using static TorchSharp.torch;
 
 namespace Cluster.Tests;
 
+[Collection(TorchLane.Name), TorchLane]
 public sealed class PngTests
 {
     [Fact]

@@ -7,6 +7,7 @@ namespace Cluster.Tests;
 /// (TFRecord framing: length, masked CRC-32C of the length, the Event protobuf, its masked CRC),
 /// and every scalar is there with its tag, step and value.
 /// </summary>
+[Collection(TorchLane.Name), TorchLane]
 public sealed class TensorBoardTests
 {
     /// <summary>Every Event in a TensorBoard file, the CRCs checked as TensorBoard's reader does.</summary>

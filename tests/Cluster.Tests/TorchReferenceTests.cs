@@ -17,6 +17,7 @@ namespace Cluster.Tests;
 /// Models are checked in float64 (architecture and arithmetic, to 1e-9) and in float32 (the CPU
 /// convolution path the engine really trains with, to 1e-4 of the largest value).
 /// </summary>
+[Collection(TorchLane.Name), TorchLane]
 public sealed class TorchReferenceTests(ITestOutputHelper output)
 {
     private static readonly Lazy<JsonElement> Reference = new(() =>

@@ -14,7 +14,6 @@ public sealed class ProcessCluster : IDisposable
 {
     private readonly string pg;
     private readonly string db;
-    private static readonly object SeedGate = new();
     private readonly List<Process> processes = [];
 
     /// <param name="server">the PostgreSQL server's connection string (its database "clusterdistill"); default: the one scripts/test.sh started</param>
@@ -78,13 +77,14 @@ public sealed class ProcessCluster : IDisposable
     public string SaveModel(string arch, long seed, string file)
     {
         var path = Path.Combine(Work, file);
-        lock (SeedGate)   // the two process lanes seed TorchSharp's one generator
+        // alone: the two process lanes seed TorchSharp's one generator, beside the torch lane's tests
+        return TorchLane.Run(() =>
         {
             manual_seed(seed);
             using var model = ModelFactory.Create(arch, 1, 32, 10);
             model.save(path);
-        }
-        return path;
+            return path;
+        });
     }
 
     /// <summary>
