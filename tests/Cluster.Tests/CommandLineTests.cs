@@ -5,6 +5,7 @@ using Distill.Engine.Runs;
 namespace Cluster.Tests;
 
 /// <summary>The command line refuses what it does not know, by name, and helps on every command.</summary>
+[Collection(TorchLane.Name), TorchLane]
 public sealed class CommandLineTests
 {
     private static (int Code, string Out, string Err) Run(params string[] args)
