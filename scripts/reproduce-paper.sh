@@ -29,15 +29,13 @@ options_of() { case $1 in hinton|table1-kd) echo --engine ;; *) echo ;; esac; }
 metrics_of() { case $1 in
   hinton) echo teacher_test_errors baseline_test_errors student_test_errors teacher_accuracy baseline_accuracy student_accuracy wall_seconds ;;
   table1-kd) echo teacher_accuracy baseline_accuracy student_accuracy wall_seconds ;;
-  *) echo teacher_accuracy student_accuracy best_student_accuracy wall_seconds ;;
+  *) echo teacher_accuracy student_accuracy validation_accuracy best_student_accuracy wall_seconds ;;
 esac; }
 
 for row in "${rows[@]}"; do
   spec=$(spec_of "$row")
-  seeds_here=$seeds
-  [ "$row" = dafl-hour ] && seeds_here=${seeds%% *}   # the one-hour curve: one seed
   dirs=()
-  for s in $seeds_here; do
+  for s in $seeds; do
     id="$(basename "$spec" .yaml)-s$s"
     dirs+=("$runs/$id")
     if [ -f "$runs/$id/result.json" ]; then echo "[paper] $id: done before"; continue; fi
@@ -46,7 +44,7 @@ for row in "${rows[@]}"; do
     "$exe" run "$spec" --seed "$s" --runs-dir "$runs" --run-id "$id" $(options_of "$row") | tee "$runs/$id.log" | grep '^\[result\]\|^\[teacher\] [0-9]* test errors'
   done
   for m in $(metrics_of "$row"); do
-    echo "[paper] $row: $m over seeds $seeds_here"
+    echo "[paper] $row: $m over seeds $seeds"
     "$exe" results "${dirs[@]}" --metric "$m" --out "$runs/$row-$m" | grep -v '^\[results\]'
   done
 done
