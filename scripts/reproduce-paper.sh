@@ -3,14 +3,14 @@
 # spec once per seed, then `results` over the seeds (mean ± sample std). Runs that finished are kept
 # (a run directory with result.json is not run again), so an interrupted reproduction goes on.
 #
-#   scripts/reproduce-paper.sh [ROW ...]     rows: hinton dafl-hinton table1-kd noise dafl-hour (default: all)
+#   scripts/reproduce-paper.sh [ROW ...]     rows: hinton dafl-hinton dafl-hinton-hour table1-kd noise dafl-hour (default: all)
 #   SEEDS="1 2 3" RUNS=runs/paper scripts/reproduce-paper.sh hinton
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${SEEDS:-1 2 3}
 runs=${RUNS:-runs/paper}
 rows=("$@")
-[ ${#rows[@]} -gt 0 ] || rows=(hinton dafl-hinton table1-kd noise dafl-hour)
+[ ${#rows[@]} -gt 0 ] || rows=(hinton dafl-hinton dafl-hinton-hour table1-kd noise dafl-hour)
 dotnet build src/Cluster.Seed -c Release -nologo -v quiet
 exe=src/Cluster.Seed/bin/Release/net10.0/Cluster.Seed
 mkdir -p "$runs"
@@ -19,10 +19,11 @@ mkdir -p "$runs"
 spec_of() { case $1 in
   hinton) echo specs/hinton-mnist.yaml ;;           # teacher, student alone and distilled in one run
   dafl-hinton) echo specs/dafl-hinton-mnist.yaml ;;
+  dafl-hinton-hour) echo specs/dafl-hinton-hour.yaml ;;
   table1-kd) echo specs/dafl-table1-kd.yaml ;;
   noise) echo specs/noise-mnist.yaml ;;
   dafl-hour) echo specs/dafl-mnist-hour.yaml ;;
-  *) echo "unknown row '$1' (rows: hinton dafl-hinton table1-kd noise dafl-hour)" >&2; exit 2 ;;
+  *) echo "unknown row '$1' (rows: hinton dafl-hinton dafl-hinton-hour table1-kd noise dafl-hour)" >&2; exit 2 ;;
 esac; }
 # compare_baseline runs only on the engine's loop
 options_of() { case $1 in hinton|table1-kd) echo --engine ;; *) echo ;; esac; }

@@ -101,6 +101,8 @@ public sealed record TrainSpec : ISpecChecked
     public double Momentum { get; init; } = 0.9;
     [SpecKey("weight decay", Min = 0, Max = 1)]
     public double WeightDecay { get; init; }
+    [SpecKey("after every step, each unit's incoming weight vector is scaled back to this L2 norm where it is longer (Hinton et al. 2012's constraint; 0: off)", Min = 0, Max = 1e6)]
+    public double MaxNorm { get; init; }
     [SpecKey("learning-rate schedule", Choices = ["constant", "cosine", "step"])]
     public string Schedule { get; init; } = "constant";
     [SpecKey("steps at which schedule 'step' multiplies the rate by gamma")]

@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 
 namespace Distill.Engine.Training;
 
-/// <summary>Optimiser and learning-rate schedule from a <see cref="TrainSpec"/>.</summary>
-public sealed class ScheduledOptimizer(optim.Optimizer optimizer, TrainSpec spec, long totalSteps) : IDisposable
+/// <summary>Optimiser, learning-rate schedule and weight constraint from a <see cref="TrainSpec"/>.</summary>
+public sealed class ScheduledOptimizer(optim.Optimizer optimizer, TrainSpec spec, long totalSteps, IReadOnlyList<Parameter>? constrained = null) : IDisposable
 {
     public optim.Optimizer Optimizer { get; } = optimizer;
 
@@ -17,13 +17,16 @@ public sealed class ScheduledOptimizer(optim.Optimizer optimizer, TrainSpec spec
 
     public static ScheduledOptimizer Create(IEnumerable<Parameter> parameters, TrainSpec spec, long totalSteps)
     {
+        var list = parameters.ToList();
+        parameters = list;
         optim.Optimizer opt = spec.Optimizer switch
         {
             "adam" => optim.Adam(parameters, spec.Lr, weight_decay: spec.WeightDecay),
             "sgd" => optim.SGD(parameters, spec.Lr, momentum: spec.Momentum, weight_decay: spec.WeightDecay),
             _ => throw new ArgumentException($"unknown optimizer '{spec.Optimizer}'"),
         };
-        return new ScheduledOptimizer(opt, spec, totalSteps);
+        // max-norm constrains weights (a Linear's rows, a convolution's filters), never biases
+        return new ScheduledOptimizer(opt, spec, totalSteps, spec.MaxNorm > 0 ? list.Where(p => p.dim() >= 2).ToList() : null);
     }
 
     public double LrAt(long step)
@@ -37,12 +40,25 @@ public sealed class ScheduledOptimizer(optim.Optimizer optimizer, TrainSpec spec
         return lr * Scale;
     }
 
-    /// <summary>Sets the rate for this step, then steps.</summary>
+    /// <summary>Sets the rate for this step, steps, then applies the max-norm constraint.</summary>
     public void Step(long step)
     {
         var lr = LrAt(step);
         foreach (var g in Optimizer.ParamGroups) g.LearningRate = lr;
         Optimizer.step();
+        if (constrained is not null) ApplyMaxNorm(constrained, spec.MaxNorm);
+    }
+
+    /// <summary>
+    /// Hinton et al. 2012's weight constraint: each unit's incoming weight vector (row `i` of a weight,
+    /// over all its other dimensions) is scaled back to L2 norm `maxNorm` where it is longer
+    /// (torch.renorm(w, 2, 0, maxNorm)).
+    /// </summary>
+    public static void ApplyMaxNorm(IEnumerable<Parameter> weights, double maxNorm)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        foreach (var w in weights) w.copy_(w.renorm(2, 0, (float)maxNorm));
     }
 
     public void ZeroGrad() => Optimizer.zero_grad();
