@@ -18,11 +18,10 @@ public sealed class ScheduledOptimizer(optim.Optimizer optimizer, TrainSpec spec
     public static ScheduledOptimizer Create(IEnumerable<Parameter> parameters, TrainSpec spec, long totalSteps)
     {
         var list = parameters.ToList();
-        parameters = list;
         optim.Optimizer opt = spec.Optimizer switch
         {
-            "adam" => optim.Adam(parameters, spec.Lr, weight_decay: spec.WeightDecay),
-            "sgd" => optim.SGD(parameters, spec.Lr, momentum: spec.Momentum, weight_decay: spec.WeightDecay),
+            "adam" => optim.Adam(list, spec.Lr, weight_decay: spec.WeightDecay),
+            "sgd" => optim.SGD(list, spec.Lr, momentum: spec.Momentum, weight_decay: spec.WeightDecay),
             _ => throw new ArgumentException($"unknown optimizer '{spec.Optimizer}'"),
         };
         // max-norm constrains weights (a Linear's rows, a convolution's filters), never biases
