@@ -186,13 +186,24 @@ public sealed class RunnerTests : IDisposable
             data: {name: mnist, train_limit: 4000}
             teacher: {arch: lenet5, train: {epochs: 2, batch_size: 128, lr: 0.002}}
             student: {arch: lenet5-half, train: {epochs: 2, batch_size: 128, lr: 0.002}}
+            baseline_train: {steps: 40, batch_size: 128, optimizer: adam, lr: 0.005}
             kd: {temperature: 4, alpha: 0.1}
             """;
-        var r = Run(kd, "kd");
+        var log = new StringWriter();
+        var r = Run(kd, "kd", log);
         Assert.True(r.TeacherAccuracy > 85, $"teacher {r.TeacherAccuracy}");
         Assert.True(r.StudentAccuracy > 80, $"student {r.StudentAccuracy}");
-        Assert.NotNull(r.BaselineAccuracy);
+        Assert.True(r.BaselineAccuracy > 60, $"baseline {r.BaselineAccuracy}");
         Assert.True(r.StudentUsedRealData);
+        // the student alone follows baseline_train (40 Adam steps at 0.005), the distilled one student.train (2 epochs of 4,000 images)
+        Assert.Contains("[baseline] 40 steps", log.ToString());
+        Assert.Equal(2 * (4000 / 128), r.Steps);
+        var rows = File.ReadAllLines(Path.Combine(root, "kd", "metrics.csv"));
+        var lr = Array.IndexOf(rows[0].Split(','), "lr");
+        var baselineLrs = rows.Where(l => l.StartsWith("baseline,")).Select(l => l.Split(',')[lr]).Where(v => v.Length > 0).Select(v => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        Assert.NotEmpty(baselineLrs);
+        Assert.All(baselineLrs, v => Assert.Equal(0.005, v, 12));
+        Assert.Equal(40, rows.Where(l => l.StartsWith("baseline,")).Max(l => int.Parse(l.Split(',')[1])));
     }
 
     [Fact]

@@ -126,6 +126,25 @@ public sealed class SpecTests
     }
 
     [Fact]
+    public void The_baseline_has_its_own_train_block_only_with_compare_baseline()
+    {
+        var own = SpecParser.Parse(Valid + "\ncompare_baseline: true\nbaseline_train: {epochs: 60, optimizer: sgd, lr: 0.05}\n", "x.yaml");
+        Assert.Equal(60, own.BaselineTrain!.Epochs);
+        Assert.Equal(0.05, own.BaselineTrain.Lr);
+        Assert.Equal(new TrainSpec().BatchSize, own.BaselineTrain.BatchSize); // a whole block: nothing is taken from student.train
+        Assert.Null(SpecParser.Parse(Valid + "\ncompare_baseline: true\n", "x.yaml").BaselineTrain);
+        Assert.Equal(own.BaselineTrain, SpecParser.Parse(SpecParser.Write(own), "x.yaml").BaselineTrain);
+
+        var alone = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\nbaseline_train: {epochs: 3}\n", "x.yaml"));
+        Assert.Equal("baseline_train", alone.Key);
+        Assert.Contains("compare_baseline: true", alone.Message);
+        var empty = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\ncompare_baseline: true\nbaseline_train: {lr: 0.05}\n", "x.yaml"));
+        Assert.Contains("give epochs or steps", empty.Message);
+        var typo = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\ncompare_baseline: true\nbaseline_train: {epochs: 3, lrate: 0.05}\n", "x.yaml"));
+        Assert.Equal("baseline_train.lrate", typo.Key);
+    }
+
+    [Fact]
     public void A_section_for_another_method_is_refused()
     {
         var e = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\ndafl: {steps: 10}\n", "x.yaml"));

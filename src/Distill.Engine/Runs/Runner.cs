@@ -74,8 +74,9 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         {
             manual_seed(spec.Seed + 1);
             using var alone = NewModel(spec.Student.Arch, data, device);
-            using var t = new RealDataTrainer("baseline", alone, data, spec.Student.Train, Augmentation.For(spec.Data, spec.Student.Train), new StudentObjective.CrossEntropy(), device, spec.Seed + 1);
-            baselineAcc = RunPhase(ctx, t, spec.Student.Train.EvalEvery, guard: null, sampleGrid: 0).Test;
+            var train = spec.BaselineTrain ?? spec.Student.Train;
+            using var t = new RealDataTrainer("baseline", alone, data, train, Augmentation.For(spec.Data, train), new StudentObjective.CrossEntropy(), device, spec.Seed + 1);
+            baselineAcc = RunPhase(ctx, t, train.EvalEvery, guard: null, sampleGrid: 0).Test;
             log.WriteLine($"[baseline] {spec.Student.Arch} trained alone: {baselineAcc:F2}%");
         }
 

@@ -22,6 +22,8 @@ public sealed record RunSpec
     public int Threads { get; init; }
     [SpecKey("also train the student alone and report it as the baseline")]
     public bool CompareBaseline { get; init; }
+    [SpecKey("how compare_baseline's student alone is trained, a whole train block (absent: as student.train); a student that sees no teacher can often take a larger learning rate than a distilled one")]
+    public TrainSpec? BaselineTrain { get; init; }
     [SpecKey("the dataset", Required = true)]
     public DataSpec Data { get; init; } = new();
     /// <summary>Read by the parser as the method says (<see cref="TeacherUse"/>).</summary>

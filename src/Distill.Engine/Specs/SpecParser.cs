@@ -54,6 +54,13 @@ public static class SpecParser
 
         if (method.StudentSeesData && !spec.Student.Train.HasLength)
             throw root.ErrorAt("student.train", "give epochs or steps for the student's training");
+        if (spec.BaselineTrain is { } baseline)
+        {
+            if (!spec.CompareBaseline)
+                throw root.ErrorAt("baseline_train", "trains the student alone for compare_baseline; set compare_baseline: true, or remove it");
+            if (!baseline.HasLength)
+                throw root.ErrorAt("baseline_train", "give epochs or steps for the student trained alone");
+        }
         if (method.Teacher == TeacherUse.Required && spec.Teacher is { Checkpoint: null } t && !t.Train.HasLength)
             throw root.ErrorAt("teacher.train", "give a checkpoint, or epochs or steps to train the teacher");
         foreach (var (role, model) in new[] { ("teacher", spec.Teacher), ("student", spec.Student) })
