@@ -49,14 +49,10 @@ public static class HoconBuilder
                 maximum-frame-size = {{frame}}b
                 send-buffer-size = {{Math.Max(frame * 2, 4 << 20)}}b
                 receive-buffer-size = {{Math.Max(frame * 2, 4 << 20)}}b
-                # TLS: the certificate and the check of peers' come from code (DotNettySslSetup, ClusterNode):
-                # mutual authentication, each side's chain to the cluster's authority, no host names
+                # TLS: its settings come from code alone (DotNettySslSetup, NodeActorSystem), which Akka
+                # reads instead of an ssl {} section: mutual authentication, each side's chain to the
+                # cluster's authority, no host names
                 enable-ssl = {{(o.Tls is null ? "off" : "on")}}
-                ssl {
-                  suppress-validation = off
-                  require-mutual-authentication = on
-                  validate-certificate-hostname = off
-                }
                 # write batching holds small messages (the credits that pace the batch stream, the
                 # all-reduce's acknowledgements) for up to its 40 ms flush interval: 60 MB/s for batches
                 batching.enabled = false

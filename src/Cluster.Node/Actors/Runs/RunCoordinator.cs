@@ -77,47 +77,6 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         if (dirs.Remove(runId, out var d)) d.Dispose();
     }
 
-    /// <summary>The entity kinds each node that is up hosts: a run none of whose kinds' nodes is up says it waits for one.</summary>
-    private readonly Dictionary<Address, IReadOnlySet<string>> hosts = [];
-    /// <summary>The runs each node that is up takes at once (its "slots:N" role).</summary>
-    private readonly Dictionary<Address, int> slots = [];
-
-    /// <summary>The cluster's slots (null outside a cluster: no limit).</summary>
-    private int? Slots() => Clustered ? slots.Values.Sum() : null;
-
-    /// <summary>Whether this is a cluster node (a coordinator tested in a plain actor system has no members to follow).</summary>
-    private bool Clustered => ((ExtendedActorSystem)Context.System).Provider is ClusterActorRefProvider;
-
-    protected override void PreStart()
-    {
-        if (Clustered) Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
-            typeof(ClusterEvent.MemberUp), typeof(ClusterEvent.MemberRemoved));
-        base.PreStart();
-    }
-
-    /// <summary>A node came or went: status.json of the runs going shows whether they wait for one.</summary>
-    private void Hosts(Action change)
-    {
-        change();
-        foreach (var r in state.Active) WriteStatus(r, throttle: false);
-        Admit();
-    }
-
-    /// <summary>Queued runs take the free slots, oldest first; each admitted run's entities start.</summary>
-    private void Admit()
-    {
-        foreach (var e in RunDecisions.Admit(state, Slots(), DateTime.UtcNow))
-            PersistAndSnapshot(e, () =>
-            {
-                var r = state.Runs[e.RunId];
-                Dir(e.RunId).Event("admitted: a slot is free");
-                WriteStatus(r, throttle: false);
-                StartEntities(r);
-            });
-    }
-
-    private IReadOnlySet<string> HostedKinds() => Clustered ? hosts.Values.SelectMany(k => k).ToHashSet() : EntityKinds.All.ToHashSet();
-
     protected override void PostStop()
     {
         if (Clustered) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
@@ -183,33 +142,11 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             var layout = SpecOf(r).Cluster.Layout;
             Sender.Tell(new RunLayout(m.RunId, true, layout.Generator, layout.Teacher, layout.Student));
         });
-        Command<ClusterEvent.MemberUp>(m => Hosts(() =>
-        {
-            hosts[m.Member.Address] = m.Member.Roles.Where(EntityKinds.All.Contains).ToHashSet();
-            slots[m.Member.Address] = Roles.SlotsOf(m.Member.Roles);
-        }));
-        Command<ClusterEvent.MemberRemoved>(m => Hosts(() =>
-        {
-            hosts.Remove(m.Member.Address);
-            slots.Remove(m.Member.Address);
-        }));
-        Command<SaveSnapshotSuccess>(s => DeleteMessages(s.Metadata.SequenceNr));
-        Command<SaveSnapshotFailure>(f => log.Warning("coordinator snapshot failed: {0}", f.Cause.Message));
-        Command<DeleteMessagesSuccess>(_ => { });
-        Command<DeleteMessagesFailure>(_ => { });
+        ReceiveMembership();
+        ReceiveSnapshots();
     }
 
     public override string PersistenceId => "run-coordinator";
-
-    private JournalWitness.Tracker? witness;
-
-    /// <summary>Every acknowledged write moves the journal's witness on (<see cref="JournalWitness"/>).</summary>
-    protected override bool AroundReceive(Receive receive, object message)
-    {
-        var handled = base.AroundReceive(receive, message);
-        witness?.Acknowledged(LastSequenceNr);
-        return handled;
-    }
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -357,26 +294,5 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         if (r.SweepId is not { } sweep) return;
         var s = Summary(r);
         services.Sweeps.Tell(new TrialRunEnded(sweep, r.RunId, s.State, s.StudentStep, s.StudentAccuracy, s.Message));
-    }
-
-    private void PersistAndSnapshot(IPersistedEvent e, Action then)
-    {
-        Persist(e, ev =>
-        {
-            persistingFor = null;
-            state = state.Apply(ev);
-            then();
-            RunStateGauges(ev);
-            if (++eventsSinceSnapshot >= 20) { eventsSinceSnapshot = 0; SaveSnapshot(state.ToSnapshot()); }
-        });
-    }
-
-    /// <summary>The actor stops after this (and its supervisor starts it again): the client waiting for the write hears why.</summary>
-    protected override void OnPersistFailure(Exception cause, object @event, long sequenceNr)
-    {
-        // (the first line of the innermost cause: a driver's message may carry its own stack)
-        persistingFor?.Tell(new RunRejected($"{JournalUnavailable} ({cause.GetBaseException().Message.Split('\n')[0].Trim()})"));
-        persistingFor = null;
-        base.OnPersistFailure(cause, @event, sequenceNr);
     }
 }
