@@ -1,6 +1,5 @@
 using System.Text.Json;
 using Akka.Actor;
-using Akka.Cluster;
 using Akka.Pattern;
 using Akka.Event;
 using Akka.Persistence;

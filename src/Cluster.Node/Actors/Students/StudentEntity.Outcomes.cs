@@ -1,20 +1,12 @@
-using System.Collections.Immutable;
 using System.Diagnostics;
 using Akka.Actor;
-using Akka.Cluster.Sharding;
 using Akka.Event;
-using Akka.Persistence;
 using Cluster.Contracts;
 using Cluster.Contracts.Events;
 using Cluster.Contracts.Pipeline;
 using Cluster.Contracts.Runs;
-using Cluster.Contracts.Students;
-using Cluster.Node.Hosting;
 using Cluster.Node.Telemetry;
-using Distill.Engine.Methods;
-using Distill.Engine.Pipeline;
 using Distill.Engine.Runs;
-using Distill.Engine.Specs;
 using Distill.Engine.Training;
 using static Cluster.Node.Actors.StudentJobs;
 
