@@ -198,12 +198,11 @@ public sealed class RunnerTests : IDisposable
         // the student alone follows baseline_train (40 Adam steps at 0.005), the distilled one student.train (2 epochs of 4,000 images)
         Assert.Contains("[baseline] 40 steps", log.ToString());
         Assert.Equal(2 * (4000 / 128), r.Steps);
-        var rows = File.ReadAllLines(Path.Combine(root, "kd", "metrics.csv"));
-        var lr = Array.IndexOf(rows[0].Split(','), "lr");
-        var baselineLrs = rows.Where(l => l.StartsWith("baseline,")).Select(l => l.Split(',')[lr]).Where(v => v.Length > 0).Select(v => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        var baseline = global::Cluster.Tests.Cluster.EmbeddedRunTests.MetricRows(Path.Combine(root, "kd", "metrics.csv")).Where(r => r.Key.Phase == "baseline").ToList();
+        var baselineLrs = baseline.Where(r => r.Value.ContainsKey("lr")).Select(r => r.Value["lr"]).ToList();
         Assert.NotEmpty(baselineLrs);
         Assert.All(baselineLrs, v => Assert.Equal(0.005, v, 12));
-        Assert.Equal(40, rows.Where(l => l.StartsWith("baseline,")).Max(l => int.Parse(l.Split(',')[1])));
+        Assert.Equal(40, baseline.Max(r => r.Key.Step));
     }
 
     [Fact]
