@@ -140,4 +140,26 @@ public sealed class TorchThreadTests
         Assert.True(QuietCollections.Renewals - renewals >= 2, $"the region was renewed {QuietCollections.Renewals - renewals} times for {allocated >> 20} MiB allocated");
         Assert.True(longestGap < TimeSpan.FromMilliseconds(50), $"the run went {longestGap.TotalMilliseconds:F0} ms without a no-GC region");
     }
+    /// <summary>
+    /// Entities get their jobs' results from the compute thread itself (EngineAccess.Compute with an
+    /// actor), with no thread-pool hop: the callback runs on that thread, a job's exception goes to
+    /// the failure callback, and a callback that throws does not end the thread every job runs on.
+    /// </summary>
+    [Fact]
+    public async Task Callbacks_run_on_the_compute_thread_and_a_failing_one_does_not_stop_it()
+    {
+        var t = TorchThread.Shared;
+        var got = new TaskCompletionSource<(int Value, string? Thread)>();
+        t.Run(() => 6 * 7, r => got.SetResult((r, Thread.CurrentThread.Name)), e => got.SetException(e));
+        Assert.Equal((42, "engine-compute"), await got.Task.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        var failed = new TaskCompletionSource<Exception>();
+        t.Run<int>(() => throw new InvalidOperationException("shape [3] against [4]"), _ => failed.SetResult(new Exception("no failure")), e => failed.SetResult(e));
+        var e = await failed.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.IsType<InvalidOperationException>(e);
+        Assert.Equal("shape [3] against [4]", e.Message);
+
+        t.Run(() => 1, _ => throw new InvalidOperationException("a buggy callback"), _ => { });
+        Assert.Equal(5, await t.Run(() => 2 + 3).WaitAsync(TimeSpan.FromSeconds(30)));
+    }
 }

@@ -1,3 +1,4 @@
+using Akka.Actor;
 using Distill.Engine.Interop;
 using Distill.Engine.Models;
 using Distill.Engine.Native;
@@ -20,9 +21,18 @@ public static class EngineAccess
     /// <summary>
     /// Runs engine work on the process's one TorchSharp thread (<see cref="TorchThread"/>: why one
     /// thread, and why collections wait for the gaps between its jobs); the task completes with
-    /// its result or exception. Entities overlap their I/O, journaling and messaging with it.
+    /// its result or exception.
     /// </summary>
     public static Task<T> Compute<T>(Func<T> work) => TorchThread.Shared.Run(work);
+
+    /// <summary>
+    /// Runs an entity's engine work on the compute thread, which tells the result to the entity
+    /// (a <see cref="Status.Failure"/> for an exception, or what <paramref name="failure"/> makes of
+    /// it) as soon as the job ends: no thread-pool hop between them (<see cref="TorchThread.Run{T}(Func{T}, Action{T}, Action{Exception})"/>).
+    /// Entities overlap their I/O, journaling and messaging with it.
+    /// </summary>
+    public static void Compute<T>(IActorRef to, Func<T> work, Func<Exception, object>? failure = null) =>
+        TorchThread.Shared.Run(work, r => to.Tell(r), e => to.Tell(failure is null ? new Status.Failure(e) : failure(e)));
 
     /// <summary>Disposes engine objects on the compute thread, after any work queued before (an actor stopping).</summary>
     public static void Release(Action dispose) => TorchThread.Shared.Post(dispose);

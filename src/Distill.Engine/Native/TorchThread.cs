@@ -35,19 +35,32 @@ public sealed class TorchThread
     public Task<T> Run<T>(Func<T> job)
     {
         var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        work.Add(() =>
-        {
-            var started = System.Diagnostics.Stopwatch.GetTimestamp();
-            try
-            {
-                var result = job();
-                var ticks = System.Diagnostics.Stopwatch.GetTimestamp() - started;
-                jobTimes.AddOrUpdate(result?.GetType().Name ?? typeof(T).Name, (1, ticks), (_, o) => (o.Count + 1, o.Ticks + ticks));
-                done.SetResult(result);
-            }
-            catch (Exception e) { done.SetException(e); }
-        });
+        Run(job, r => done.SetResult(r), e => done.SetException(e));
         return done.Task;
+    }
+
+    /// <summary>
+    /// Runs a job on the thread and hands its result or its exception to a callback on the thread
+    /// itself, which must be quick (an actor's Tell): a task's continuation would take a thread-pool
+    /// worker's wake-up first, and on a machine whose cores the OpenMP team fills each wake-up
+    /// preempts the next job (docs/benchmarks.md).
+    /// </summary>
+    public void Run<T>(Func<T> job, Action<T> done, Action<Exception> failed) => work.Add(() =>
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        T result;
+        try { result = job(); }
+        catch (Exception e) { Hand(() => failed(e)); return; }
+        var ticks = System.Diagnostics.Stopwatch.GetTimestamp() - started;
+        jobTimes.AddOrUpdate(result?.GetType().Name ?? typeof(T).Name, (1, ticks), (_, o) => (o.Count + 1, o.Ticks + ticks));
+        Hand(() => done(result));
+    });
+
+    // a callback that throws is a bug in its caller; it must not end the thread every job runs on
+    private static void Hand(Action callback)
+    {
+        try { callback(); }
+        catch (Exception e) { Console.Error.WriteLine($"[engine-compute] a job's callback failed: {e}"); }
     }
 
     /// <summary>Queues a job whose outcome nobody waits for (disposal); ObjectDisposedException is ignored.</summary>

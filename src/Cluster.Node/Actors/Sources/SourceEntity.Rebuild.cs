@@ -72,11 +72,11 @@ public sealed partial class SourceEntity
         {
             var (old, s, data, t, checkpoints, own, runId, id) = (rebuilder, spec!, Services.Data(spec!.Data), teacher, State.Checkpoints, OwnBlobs, RunId, Id);
             (rebuilder, rebuilderAt) = (null, null);
-            EngineAccess.Compute(() => OpenRebuilder(old, s, data, t, checkpoints, own, target, runId, id)).PipeTo(Self);
+            EngineAccess.Compute(Self, () => OpenRebuilder(old, s, data, t, checkpoints, own, target, runId, id));
             return;
         }
         var (src, units, skipsRounds, temperature, dtype) = (rebuilder!, rebuildUnitsPerJob, plan.UnitsPerBatch > 1, labelTemperature, TensorWire.Parse(spec!.Cluster.SoftLabels));
-        EngineAccess.Compute(() => SourceJobs.Rebuild(src, target, units, skipsRounds, temperature, dtype)).PipeTo(Self);
+        EngineAccess.Compute(Self, () => SourceJobs.Rebuild(src, target, units, skipsRounds, temperature, dtype));
     }
 
     private void OnRebuilderReady(RebuilderReady r)

@@ -153,7 +153,7 @@ public sealed partial class SourceEntity : PersistentEntity
         var (s, st, services, runId, id) = (spec, State, Services, RunId, Id);
         var teacherBlob = s.Method.SourceUsesTeacher ? st.TeacherBlob : null;
         var copies = teacherBlob is null ? [] : TeacherCopies.Candidates(services.Options, s, runId);
-        EngineAccess.Compute(() => Start(s, services.Data(s.Data), teacherBlob, copies, st.Checkpoints, st.Pool, st.Produced, services.Blobs, OwnBlobs, runId, id)).PipeTo(Self);
+        EngineAccess.Compute(Self, () => Start(s, services.Data(s.Data), teacherBlob, copies, st.Checkpoints, st.Pool, st.Produced, services.Blobs, OwnBlobs, runId, id));
     }
 
     private void OnEngineReady(Ready r)
@@ -215,7 +215,7 @@ public sealed partial class SourceEntity : PersistentEntity
             WantMetrics: next % 50 == 0, weights, labelTemperature, TensorWire.Parse(spec.Cluster.SoftLabels),
             plan.GridDue(next, EvalEvery) ? spec.Method.SampleGrid(spec) : 0, spec.Data.Name);
         var (src, blobs, st) = (source, Services.Blobs, stager);
-        EngineAccess.Compute(() => Work(src, order, blobs, st)).PipeTo(Self);
+        EngineAccess.Compute(Self, () => Work(src, order, blobs, st));
     }
 
     private void OnAdvanced(Advanced a)

@@ -82,7 +82,7 @@ public sealed partial class StudentEntity
         if (seq != step + 1 || exchange!.TakeComplete(seq) is not { } all) return;
         computing = true;
         var (t, after, images) = (trainer!, AfterStepOf(seq), stepImages);
-        EngineAccess.Compute(() => Apply(t, all, seq, after, images)).PipeTo(Self);
+        EngineAccess.Compute(Self, () => Apply(t, all, seq, after, images));
     }
 
     private void RollBackToPeer()

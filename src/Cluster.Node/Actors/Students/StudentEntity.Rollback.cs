@@ -62,8 +62,8 @@ public sealed partial class StudentEntity
     {
         busy = computing = true;
         var (current, f, blobs, s, d, runId, id) = (trainer!, feed!, OwnBlobs, spec!, data!, RunId, Id);
-        EngineAccess.Compute(() => StudentJobs.Restore(current, f, usable, blobs, freshBeforeFirst, () => NewTrainer(s, d, EngineAccess.DeviceFor(s)), adjust, describe, guard, runId, id))
-            .PipeTo(Self, failure: e => new Status.Failure(new InvalidOperationException($"{what} failed: {e.Message}")));
+        EngineAccess.Compute(Self, () => StudentJobs.Restore(current, f, usable, blobs, freshBeforeFirst, () => NewTrainer(s, d, EngineAccess.DeviceFor(s)), adjust, describe, guard, runId, id),
+            failure: e => new Status.Failure(new InvalidOperationException($"{what} failed: {e.Message}")));
     }
 
     private void OnRolledBack(RolledBack r)

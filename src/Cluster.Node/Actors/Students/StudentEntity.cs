@@ -156,11 +156,11 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         if (replica >= spec.Cluster.Replicas) { Fail($"replica {replica} of a run with {spec.Cluster.Replicas} replicas"); return; }
         busy = true;
         var (s, checkpoints, blobs, services, runId, id) = (spec, State.Checkpoints, OwnBlobs, Services, RunId, Id);
-        EngineAccess.Compute(() =>
+        EngineAccess.Compute(Self, () =>
         {
             var data = services.Data(s.Data);
             return Start(s, s.Method.Plan(s, data.TrainX.shape[0]), checkpoints, blobs, () => data, runId, id);
-        }).PipeTo(Self);
+        });
     }
 
     private void OnEngineReady(StudentJobs.Ready r)
@@ -255,11 +255,11 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         {
             var after = AfterStepOf(seq);
             var wantLoss = seq % 25 == 0 || State.HoldAt == seq;   // a pause's score may be the loss
-            EngineAccess.Compute(() => Step(t, f, handed, seq, wantLoss, after)).PipeTo(Self);
+            EngineAccess.Compute(Self, () => Step(t, f, handed, seq, wantLoss, after));
             return;
         }
         var (r, n) = (replica, Replicas);
-        EngineAccess.Compute(() => Gradient(t, f, handed, seq, r, n, device)).PipeTo(Self);
+        EngineAccess.Compute(Self, () => Gradient(t, f, handed, seq, r, n, device));
     }
 
     private StudentJobs.AfterStep AfterStepOf(long seq)

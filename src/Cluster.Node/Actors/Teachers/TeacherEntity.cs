@@ -107,7 +107,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         var yaml = m.SpecYaml;
         var coordinator = Services.Coordinator;
         var self = Id;
-        EngineAccess.Compute(() =>
+        EngineAccess.Compute(Self, () =>
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var (t, acc, fromCache) = NewRunner(runId).PrepareTeacher(s, Services.Data(s.Data), workDir,
@@ -117,7 +117,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
                 var blob = Services.Blobs.Put(EngineAccess.SaveModel(t));
                 return new TeacherTrained(blob, acc, Math.Round(clock.Elapsed.TotalSeconds, 1), fromCache);
             }
-        }).PipeTo(Self);
+        });
         // remember the run now, so that a restart knows what it was preparing
         if (!State.Started) Persist(new EntityStarted(runId, yaml, null), e => State = State.Apply(e));
     }
@@ -144,7 +144,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         spec = EngineAccess.ParseSpec(State.SpecYaml!, State.RunId!);
         var (s, blob, runId) = (spec, State.TeacherBlob!, State.RunId!);
         var copies = TeacherCopies.Candidates(Services.Options, s, runId);
-        EngineAccess.Compute(() =>
+        EngineAccess.Compute(Self, () =>
         {
             var device = EngineAccess.DeviceFor(s);
             string? restored;
@@ -154,7 +154,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
             var t = EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, Services.Data(s.Data), s.Data.ImageSize, weights, device);
             SourceTrainer.Freeze(t);
             return new TeacherLoaded(t, restored);
-        }).PipeTo(Self);
+        });
     }
 
     /// <summary>
@@ -189,13 +189,13 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         }
         var t = teacher;
         var s = spec!;
-        EngineAccess.Compute(() =>
+        EngineAccess.Compute(Self, () =>
         {
             var device = EngineAccess.DeviceFor(s);
             using var images = TensorWire.ToTensor(m.Images, device);
             using var probs = SoftLabels.Label(t, images, m.Temperature);
             return new Labelled(m, TensorWire.ToPayload(probs, TensorWire.Parse(s.Cluster.SoftLabels)));
-        }).PipeTo(Self);
+        });
     }
 
     private void OnLabelled(Labelled l)
