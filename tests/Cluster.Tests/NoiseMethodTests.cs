@@ -15,7 +15,7 @@ public sealed class NoiseMethodTests
         Assert.Equal("noise", m.SectionName);
         var spec = SpecParser.Load(Path.Combine(Repo.Root(), "specs", "noise-mnist.yaml"));
         Assert.Same(m, spec.Method);
-        Assert.Equal(new NoiseSpec { Steps = 3000, BatchSize = 256, Temperature = 4, EvalEvery = 500 }, spec.SettingsOf<NoiseSpec>());
+        Assert.Equal(new NoiseSpec { Steps = 24_000, BatchSize = 512, Temperature = 4, EvalEvery = 3000 }, spec.SettingsOf<NoiseSpec>());
         var e = Assert.Throws<SpecException>(() => SpecParser.Parse(File.ReadAllText(Path.Combine(Repo.Root(), "specs", "noise-mnist.yaml"))
             .Replace("temperature: 4", "temperature: 0"), "n.yaml"));
         Assert.Equal("noise.temperature", e.Key);
