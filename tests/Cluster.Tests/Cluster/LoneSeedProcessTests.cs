@@ -7,7 +7,7 @@ namespace Cluster.Tests.Cluster;
 /// instead of "preparing teacher, step 0" forever, the seed's log does not repeat Akka's sharding
 /// warning every 2 s, and the run starts once a GPU node joins.
 /// </summary>
-[Collection(ProcessLanes.A)]
+[Collection(ProcessLanes.B)]
 public sealed class LoneSeedProcessTests
 {
     [Fact]
