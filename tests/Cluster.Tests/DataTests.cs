@@ -254,6 +254,25 @@ public sealed class MnistDataTests(MnistFixture mnist)
         Assert.True(Math.Abs(d.TrainX.std().item<float>() - 1) < 0.1);
         Assert.Equal(10, d.TrainY.unique().Item1.shape[0]);
     }
+
+    [Theory]
+    [InlineData(32)]
+    [InlineData(28)]
+    public void Real_mnist_as_floats_is_the_whole_set_formula_bit_for_bit_across_chunks(int size)
+    {
+        // the 10,000 test images: more than one chunk of the transform
+        Torch.Init();
+        var folder = new DatasetCache(DatasetCache.DefaultRoot()).Ensure("mnist");
+        var set = IdxReader.ReadPair(Path.Combine(folder, "t10k-images-idx3-ubyte"), Path.Combine(folder, "t10k-labels-idx1-ubyte"));
+        var (mean, std, _) = DataSplits.Constants("mnist");
+        using var x = set.ToTensor(size, mean, std);
+        using var scope = NewDisposeScope();
+        var whole = tensor(set.Pixels, [set.Count, 1, 28, 28]).to(float32) / 255.0f;
+        if (size != 28) whole = nn.functional.interpolate(whole, size: [size, size], mode: InterpolationMode.Bilinear, align_corners: false).clamp(0, 1);
+        whole = (whole - tensor(new[] { (float)mean[0] }).view(1, 1, 1, 1)) / tensor(new[] { (float)std[0] }).view(1, 1, 1, 1);
+        Assert.Equal([10_000L, 1, size, size], x.shape);
+        Assert.True(x.eq(whole).all().item<bool>(), $"differs at {x.ne(whole).sum().item<long>()} elements");
+    }
 }
 
 [Collection(TorchLane.Name), TorchLane]

@@ -62,6 +62,8 @@ public static class Benchmarks
         rows.Add(Time("ADI step (+student)", "resnet20 / lenet5-half", 256, warm, reps, device, log, DiStep(device, "resnet20", 1, 256, adi: true)));
         rows.Add(Time("KD student step", "lenet5 -> lenet5-half", 256, warm, reps, device, log, KdStep(device, 256)));
         rows.Add(Time("teacher labelling (T=4)", "lenet5", 1024, warm, reps * 3, device, log, Labelling(device, 1024)));
+        // what every run, trial and node pays before its first step (on the CPU whatever the device)
+        rows.Add(Time("MNIST load (IDX -> 32x32, normalised)", "60,000 train + 10,000 test", 70_000, warm, reps, device, log, LoadMnist));
 
         var machine = $"{Environment.ProcessorCount} logical CPUs, {get_num_threads()} torch threads, CPU conv {(Native.TorchRuntime.UseSafeConvolution ? "channel-padded, input gradient as a forward conv" : "native")}" +
                       (cudaDev ? $", CUDA devices {cuda.device_count()}" : "");
@@ -85,6 +87,11 @@ public static class Benchmarks
         var row = new BenchRow(name, model, batch, Math.Round(median, 3), Math.Round(batch / (median / 1000), 1), reps);
         log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {name,-26} {model,-34} batch {batch,5}  {median,9:F2} ms/step  {row.ImagesPerSecond,9:F0} img/s"));
         return row;
+    }
+
+    private static void LoadMnist()
+    {
+        using var data = DataSplits.Load(new DataSpec { Name = "mnist" });
     }
 
     private static Action DaflStep(Device device, int batch, int width)

@@ -32,6 +32,8 @@ public sealed class DaflTrainer : IStepTrainer
 
     public IReadOnlyDictionary<string, double>? TrainStep(bool wantMetrics)
     {
+        // the metrics' temporaries are freed with the step, not left to the finalizer
+        using var scope = NewDisposeScope();
         using var batch = synthesizer.Next(wantMetrics);
         using var probs = SoftLabels.FromLogits(batch.TeacherLogits!, 1);
         var loss = student.TrainStep(batch.Images, probs, 1, wantMetrics);

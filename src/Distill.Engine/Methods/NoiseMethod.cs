@@ -55,6 +55,7 @@ public sealed class NoiseSource(int batchSize, int channels, int imageSize, long
 
     public SourceBatch Next(bool wantMetrics)
     {
+        using var scope = NewDisposeScope();   // the CPU draw, when it moves to another device or is copied
         var x = randn([batchSize, channels, imageSize, imageSize], generator: rng).to(device); // the CPU generator: same inputs on every device
         Step++;
         return new SourceBatch(x.DetachFromDisposeScope(), null, null, null);

@@ -74,10 +74,9 @@ public sealed class RoundSynthesizer : IDisposable
     private Tensor BalancedTargets(int round)
     {
         using var g = new Generator(RoundSeed(seed, round) ^ 0x5DEECE66DUL);
-        var k = teacher.Info.Classes;
-        using var ordered = arange(spec.BatchSize, int64) % k;
-        using var perm = randperm(spec.BatchSize, generator: g);
-        return ordered.index_select(0, perm);
+        using var scope = NewDisposeScope();
+        var ordered = arange(spec.BatchSize, int64) % teacher.Info.Classes;
+        return ordered.index_select(0, randperm(spec.BatchSize, generator: g)).MoveToOuterDisposeScope();
     }
 
     /// <summary>One pixel iteration; after the round's last one, the kept batch (the caller owns it) and the next round may begin.</summary>
