@@ -46,6 +46,15 @@ trap cleanup EXIT
 trap "exit 143" TERM INT
 
 start_seed() { "$seed_bin" serve --port "$base" --http-port "$http" "${common[@]}" >>"$work/seed.log" 2>&1 & pids[seed]=$!; disown; }
+# the seed's API answers ready (joined, its shard regions registered): a loaded machine can take
+# longer than any fixed sleep to start it, and a submit before that is refused
+seed_ready() {
+  local deadline=$((SECONDS + 90))
+  until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$http/health/ready', timeout=2)" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { log "the seed's API was not ready within 90 s"; exit 1; }
+    sleep 0.5
+  done
+}
 start_gpu() { "$gpu_bin" join --seeds "127.0.0.1:$base" --port "$((base + $1))" "${common[@]}" >>"$work/gpu$1.log" 2>&1 & pids[gpu$1]=$!; disown; }
 # the step a student entity restored, from the node logs ("student ready at step N"), after a given log line count
 # (log lines start with the UTC time, so sorting them orders both nodes' lines in time)
@@ -72,8 +81,9 @@ wait_for() {   # wait_for <seconds> <condition on $state $step $total>
 
 log "work dir $work; journal database $dbname"
 
-start_seed; sleep 3; start_gpu 1; start_gpu 2
-"$seed_bin" submit "$spec" --server "http://127.0.0.1:$http" --run-id demo >"$work/submit.log" 2>&1
+start_seed; seed_ready; start_gpu 1; start_gpu 2
+"$seed_bin" submit "$spec" --server "http://127.0.0.1:$http" --run-id demo >"$work/submit.log" 2>&1 ||
+  { log "submit failed: $(tail -5 "$work/submit.log")"; exit 1; }
 log "submitted run 'demo'"
 wait_for 240 '[ "$state" = training ] && [ "$step" -ge $((total * 3 / 10)) ]'
 victim_port=${node##*:}
@@ -106,7 +116,7 @@ log "kill -9 every process at step $full_kill_at"
 readies_before=$(ready_steps | wc -l)
 for p in "${!pids[@]}"; do [ "$p" = reference ] && continue; kill -9 "${pids[$p]}" 2>/dev/null || true; unset "pids[$p]"; done
 sleep 1
-start_seed; sleep 3; start_gpu 1; start_gpu 2
+start_seed; seed_ready; start_gpu 1; start_gpu 2
 wait_for 400 '[ "$state" = completed ] || [ "$state" = failed ]'
 first_after_restart=$(ready_steps | tail -n +$((readies_before + 1)) | head -1)
 log "after the full restart the student came back from step ${first_after_restart:-?}; the run is $state"
