@@ -25,16 +25,10 @@ public sealed class TensorLeakTests
     [MemberData(nameof(Methods))]
     public void Should_leave_no_tensor_behind_a_step_of_any_method(string method)
     {
-        Torch.Init();
-        var m = MethodRegistry.Get(method);
-        // the tiny specs of the all-methods cluster test; the teachers are made here, not loaded
-        var spec = SpecParser.Parse(AllMethodsProcessTests.TinySpec(m, "teacher.pt", "resnet8.pt"), $"{method}.yaml");
-        using var data = DataSplits.Load(spec.Data);
-        var teacherSpec = m.TeacherOf(spec);
-        manual_seed(11);
-        using var teacher = teacherSpec is null ? null : ModelFactory.Create(teacherSpec.Arch, data.Channels, data.ImageSize, data.Classes);
-        manual_seed(spec.Seed);
-        using var student = ModelFactory.Create(spec.Student.Arch, data.Channels, data.ImageSize, data.Classes);
+        var (m, spec, data, teacher) = Setup(method);
+        using var _ = data;
+        using var __ = teacher;
+        using var student = NewStudent(spec, data);
         using var trainer = m.CreateTrainer(new MethodContext(spec, data, CPU, student, teacher));
 
         var live = new List<long>();
@@ -53,19 +47,10 @@ public sealed class TensorLeakTests
     {
         // the source as the source entity drives it: unit after unit until a batch is made, then the
         // batch handed on and disposed
-        Torch.Init();
-        var m = MethodRegistry.Get(method);
-        var spec = SpecParser.Parse(AllMethodsProcessTests.TinySpec(m, "teacher.pt", "resnet8.pt"), $"{method}.yaml");
-        using var data = DataSplits.Load(spec.Data);
-        var teacherSpec = m.TeacherOf(spec);
-        manual_seed(11);
-        using var teacher = teacherSpec is null ? null : ModelFactory.Create(teacherSpec.Arch, data.Channels, data.ImageSize, data.Classes);
-        Classifier NewStudent()
-        {
-            manual_seed(spec.Seed);
-            return ModelFactory.Create(spec.Student.Arch, data.Channels, data.ImageSize, data.Classes);
-        }
-        using var source = m.CreateBatchSource(new SourceContext(spec, data, CPU, teacher, NewStudent));
+        var (m, spec, data, teacher) = Setup(method);
+        using var _ = data;
+        using var __ = teacher;
+        using var source = m.CreateBatchSource(new SourceContext(spec, data, CPU, teacher, () => NewStudent(spec, data)));
         var live = new List<long>();
         for (var units = 0; live.Count < 8 && units < 1000; units++)
         {
@@ -73,6 +58,24 @@ public sealed class TensorLeakTests
             if (batch is not null) live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
         }
         AssertFlat(method, "batch", live);
+    }
+
+    /// <summary>The method's tiny spec from the all-methods cluster test, its data, and a seeded random teacher where it has one (made here, not loaded).</summary>
+    private static (MethodDefinition Method, RunSpec Spec, DataSplits Data, Classifier? Teacher) Setup(string method)
+    {
+        Torch.Init();
+        var m = MethodRegistry.Get(method);
+        var spec = SpecParser.Parse(AllMethodsProcessTests.TinySpec(m, "teacher.pt", "resnet8.pt"), $"{method}.yaml");
+        var data = DataSplits.Load(spec.Data);
+        manual_seed(11);
+        var teacher = m.TeacherOf(spec) is { } t ? ModelFactory.Create(t.Arch, data.Channels, data.ImageSize, data.Classes) : null;
+        return (m, spec, data, teacher);
+    }
+
+    private static Classifier NewStudent(RunSpec spec, DataSplits data)
+    {
+        manual_seed(spec.Seed);
+        return ModelFactory.Create(spec.Student.Arch, data.Channels, data.ImageSize, data.Classes);
     }
 
     /// <summary>The first half of the counts warms up (optimiser moments, the first round of a pool); the second adds nothing.</summary>
