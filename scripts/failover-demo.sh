@@ -14,6 +14,9 @@ work=${WORK:-$(mktemp -d /tmp/clusterdistill-failover.XXXXXX)}
 base=${PORT_BASE:-4153}
 mkdir -p "$work"
 log() { echo "[demo $(date +%H:%M:%S)] $*"; }
+# the interpreter itself, not a version manager's shim: status.json is read twice a second, and a
+# shim (pyenv's is two bash scripts) costs more CPU than the read
+py=$(python3 -c 'import sys; print(sys.executable)')
 
 shim=$(scripts/torch-native-env.sh)
 if [ -n "$shim" ]; then export LD_LIBRARY_PATH="$shim${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
@@ -50,7 +53,7 @@ start_seed() { "$seed_bin" serve --port "$base" --http-port "$http" "${common[@]
 # longer than any fixed sleep to start it, and a submit before that is refused
 seed_ready() {
   local deadline=$((SECONDS + 90))
-  until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$http/health/ready', timeout=2)" 2>/dev/null; do
+  until "$py" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$http/health/ready', timeout=2)" 2>/dev/null; do
     [ $SECONDS -lt $deadline ] || { log "the seed's API was not ready within 90 s"; exit 1; }
     sleep 0.5
   done
@@ -62,7 +65,7 @@ ready_steps() { grep -h 'student/0: student ready at step' "$work"/gpu*.log | so
 
 # status.json (written by the coordinator) -> "state step total accuracy node"
 status() {
-  python3 - "$work/runs/demo/status.json" <<'PY' 2>/dev/null || echo "none 0 0 - -"
+  "$py" - "$work/runs/demo/status.json" <<'PY' 2>/dev/null || echo "none 0 0 - -"
 import json, sys
 s = json.load(open(sys.argv[1]))
 print(s["state"], s["step"], s["total_steps"], s["student_accuracy"] if s["student_accuracy"] is not None else "-", s["student_node"] or "-")
@@ -124,10 +127,10 @@ log "after the full restart the student came back from step ${first_after_restar
 
 wait "${pids[reference]}" || { log "the reference run failed: $(tail -3 "$work/reference.log")"; exit 1; }
 unset "pids[reference]"
-ref=$(python3 -c "import json;print(json.load(open('$work/reference/reference/result.json'))['student_accuracy'])")
+ref=$("$py" -c "import json;print(json.load(open('$work/reference/reference/result.json'))['student_accuracy'])")
 log "reference student accuracy: $ref%"
 
-final=$(python3 -c "import json;print(json.load(open('$work/runs/demo/result.json'))['student_accuracy'])")
+final=$("$py" -c "import json;print(json.load(open('$work/runs/demo/result.json'))['student_accuracy'])")
 interval=$(grep -E '^\s+checkpoint_every:' "$spec" | head -1 | grep -Eo '[0-9]+')
 ok=1
 check() { if eval "$2"; then log "PASS $1"; else log "FAIL $1"; ok=0; fi; }
@@ -138,6 +141,6 @@ check "step went back at most one checkpoint interval ($interval): killed at $ki
 check "full restart resumed from step ${first_after_restart:-?} (all killed at $full_kill_at), did not start over" \
   '[ -n "$first_after_restart" ] && [ "$first_after_restart" -ge $((full_kill_at - interval)) ] && [ "$first_after_restart" -gt 0 ]'
 check "final accuracy $final% within 0.5 pt of the uninterrupted $ref%" \
-  "python3 -c \"import sys; sys.exit(0 if abs($final - $ref) <= 0.5 else 1)\""
+  "\"$py\" -c \"import sys; sys.exit(0 if abs($final - $ref) <= 0.5 else 1)\""
 echo "failover-demo: killed_at=$killed_at min_after=$min_after failover_s=$failover_s full_kill_at=$full_kill_at resumed_at=$first_after_restart final=$final reference=$ref ok=$ok"
 [ "$ok" = 1 ]
