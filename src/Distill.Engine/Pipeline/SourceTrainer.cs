@@ -37,9 +37,8 @@ public class SourceTrainer : IStepTrainer
 
     public IReadOnlyDictionary<string, double>? TrainStep(bool wantMetrics)
     {
-        // a source's temporaries (the noise source's CPU draw before it moves to the device) are
-        // freed with the step, not by the finalizer: without it `run --engine` of noise-mnist grew
-        // by one batch (2 MiB) a step, to 17 GB
+        // whatever a source or the soft labels leave unscoped is freed with the step, not by the
+        // finalizer (TensorLeakTests checks every method's step)
         using var scope = NewDisposeScope();
         using var batch = source.Next(wantMetrics);
         var temperature = student.Objective.SoftLabelTemperature;
