@@ -202,10 +202,17 @@ public static partial class ClusterBench
     }
 
     /// <summary>The process's collections and allocations and the compute thread's jobs at one moment, to diff per batch.</summary>
-    private sealed record Heap(TimeSpan Paused, int Gen0, int Gen2, long Allocated, long Renewals, IReadOnlyDictionary<string, (long Count, TimeSpan Time)> Jobs)
+    private sealed record Heap(TimeSpan Paused, int Gen0, int Gen2, long Allocated, long Renewals, long MinorFaults, IReadOnlyDictionary<string, (long Count, TimeSpan Time)> Jobs)
     {
         public static Heap Now() => new(GC.GetTotalPauseDuration(), GC.CollectionCount(0), GC.CollectionCount(2), GC.GetTotalAllocatedBytes(),
-            Distill.Engine.Native.QuietCollections.Renewals, Distill.Engine.Native.TorchThread.Shared.JobTimes);
+            Distill.Engine.Native.QuietCollections.Renewals, ProcessMinorFaults(), Distill.Engine.Native.TorchThread.Shared.JobTimes);
+
+        // pages touched for the first time since they were mapped (the kernel zero-fills each 4 KiB page on a fault)
+        private static long ProcessMinorFaults()
+        {
+            var stat = File.ReadAllText("/proc/self/stat");
+            return long.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[7], CultureInfo.InvariantCulture);
+        }
 
         /// <summary>Per batch since `before`: GC pauses, collections, bytes allocated, and each job type's compute time.</summary>
         public string Since(Heap before, long batches)
@@ -216,7 +223,7 @@ public static partial class ClusterBench
                 .Where(j => j.Count > 0).OrderByDescending(j => j.Ms);
             return string.Create(CultureInfo.InvariantCulture,
                 $"per batch: GC paused {(Paused - before.Paused).TotalMilliseconds / b:F2} ms ({(double)(Gen0 - before.Gen0) / b:F2} collections, {(double)(Gen2 - before.Gen2) / b:F2} gen-2), " +
-                $"{(Allocated - before.Allocated) / 1048576.0 / b:F2} MiB allocated, {(double)(Renewals - before.Renewals) / b:F2} no-GC regions") +
+                $"{(Allocated - before.Allocated) / 1048576.0 / b:F2} MiB allocated, {(double)(Renewals - before.Renewals) / b:F2} no-GC regions, {(double)(MinorFaults - before.MinorFaults) / b:F0} page faults") +
                 // (a segment measured inside one job, as the engine loop is, has no finished job to list)
                 (jobs.Any() ? "; compute jobs: " + string.Join(", ", jobs.Select(j => string.Create(CultureInfo.InvariantCulture, $"{j.Key} {j.Ms / b:F1} ms ({j.Count} x {j.Ms / j.Count:F1})"))) : "");
         }
