@@ -201,7 +201,7 @@ public static partial class ClusterBench
         }
     }
 
-    /// <summary>The process's collections and allocations and the compute thread's jobs at one moment, to diff per batch.</summary>
+    /// <summary>The process's collections, allocations and page faults and the compute thread's jobs at one moment, to diff per batch.</summary>
     private sealed record Heap(TimeSpan Paused, int Gen0, int Gen2, long Allocated, long Renewals, long MinorFaults, IReadOnlyDictionary<string, (long Count, TimeSpan Time)> Jobs)
     {
         public static Heap Now() => new(GC.GetTotalPauseDuration(), GC.CollectionCount(0), GC.CollectionCount(2), GC.GetTotalAllocatedBytes(),
@@ -214,7 +214,7 @@ public static partial class ClusterBench
             return long.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[7], CultureInfo.InvariantCulture);
         }
 
-        /// <summary>Per batch since `before`: GC pauses, collections, bytes allocated, and each job type's compute time.</summary>
+        /// <summary>Per batch since `before`: GC pauses, collections, bytes allocated, page faults, and each job type's compute time.</summary>
         public string Since(Heap before, long batches)
         {
             var b = Math.Max(1, batches);
