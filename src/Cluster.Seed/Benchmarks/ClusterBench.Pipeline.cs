@@ -208,11 +208,7 @@ public static partial class ClusterBench
             Distill.Engine.Native.QuietCollections.Renewals, ProcessMinorFaults(), Distill.Engine.Native.TorchThread.Shared.JobTimes);
 
         // pages touched for the first time since they were mapped (the kernel zero-fills each 4 KiB page on a fault)
-        private static long ProcessMinorFaults()
-        {
-            var stat = File.ReadAllText("/proc/self/stat");
-            return long.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[7], CultureInfo.InvariantCulture);
-        }
+        private static long ProcessMinorFaults() => long.Parse(StatFields(File.ReadAllText("/proc/self/stat"))[7], CultureInfo.InvariantCulture);
 
         /// <summary>Per batch since `before`: GC pauses, collections, bytes allocated, page faults, and each job type's compute time.</summary>
         public string Since(Heap before, long batches)
@@ -229,6 +225,9 @@ public static partial class ClusterBench
         }
     }
 
+    /// <summary>A /proc stat line's fields after the command name, from the state on (a name may hold spaces and parentheses).</summary>
+    private static string[] StatFields(string stat) => stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+
     private static Dictionary<string, (string Name, long Ticks, long Voluntary, long Involuntary)> ThreadCpu()
     {
         var d = new Dictionary<string, (string, long, long, long)>();
@@ -238,7 +237,7 @@ public static partial class ClusterBench
             {
                 var stat = File.ReadAllText(Path.Combine(dir, "stat"));
                 var name = stat[(stat.IndexOf('(') + 1)..stat.LastIndexOf(')')];
-                var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                var f = StatFields(stat);
                 var status = File.ReadAllLines(Path.Combine(dir, "status"));
                 long Switches(string key) => long.Parse(status.First(l => l.StartsWith(key)).Split(':')[1].Trim());
                 d[Path.GetFileName(dir)] = (name, long.Parse(f[11]) + long.Parse(f[12]), Switches("voluntary_ctxt_switches"), Switches("nonvoluntary_ctxt_switches"));
