@@ -47,6 +47,44 @@ public sealed class PipelineEngineTests
             Assert.True(a.eq(b).all().item<bool>(), "split pipeline and one loop differ");
     }
 
+    /// <summary>The source entity's guard rollback: weights and moments from the checkpoint, the step and latent stream kept, the rate scaled from where it stands.</summary>
+    [Fact]
+    public void Should_roll_the_generator_back_to_a_checkpoints_weights_keeping_its_step_and_latent_stream()
+    {
+        using var teacher = Model("lenet5", 11);
+        using var rolled = new DaflSynthesizer(teacher, Dafl, CPU, seed: 5);
+        using var straight = new DaflSynthesizer(teacher, Dafl, CPU, seed: 5);
+        using var atTwo = new DaflSynthesizer(teacher, Dafl, CPU, seed: 5);
+        static byte[] Save(DaflSynthesizer g) { using var ms = new MemoryStream(); using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) g.SaveState(w); return ms.ToArray(); }
+        static void Steps(DaflSynthesizer g, int n) { for (var i = 0; i < n; i++) g.Next(false).Dispose(); }
+        Steps(rolled, 2);
+        var two = Save(rolled);
+        Steps(rolled, 3);
+        Steps(straight, 5);
+        using (var r = new BinaryReader(new MemoryStream(two))) atTwo.LoadState(r);
+
+        Assert.True(rolled.CanRollBack);
+        using (var r = new BinaryReader(new MemoryStream(two))) rolled.RollBack(r, 0.5);
+        Assert.Equal(5, rolled.Step);
+        Assert.Equal(0.5 * straight.Lr, rolled.Lr, 12);
+        foreach (var (a, b) in rolled.Generator.parameters().Zip(atTwo.Generator.parameters()))
+            Assert.True(a.eq(b).all().item<bool>(), "the weights are not the checkpoint's");
+        Assert.False(rolled.Generator.parameters().Zip(straight.Generator.parameters()).All(p => p.Item1.eq(p.Item2).all().item<bool>()));
+        // the random stream is saved last: the rolled-back one stands where five batches left it, not at two
+        using var probe = new TorchSharp.torch.Generator(1);
+        int n;
+        using (var s = probe.get_state()) n = (int)s.numel();
+        var (mine, five) = (Save(rolled), Save(straight));
+        Assert.True(mine.AsSpan(mine.Length - n).SequenceEqual(five.AsSpan(five.Length - n)), "the latent stream went back with the weights");
+        Assert.False(mine.AsSpan(mine.Length - n).SequenceEqual(two.AsSpan(two.Length - n)));
+        // a second rollback halves the rate again, from where it stands
+        using (var r = new BinaryReader(new MemoryStream(two))) rolled.RollBack(r, 0.5);
+        Assert.Equal(0.25 * straight.Lr, rolled.Lr, 12);
+        // a source that learns nothing across batches cannot go back
+        using var noise = new NoiseSource(4, 1, 8, 3, CPU);
+        Assert.False(noise.CanRollBack);
+    }
+
     [Theory]
     [InlineData(2)]
     [InlineData(4)]

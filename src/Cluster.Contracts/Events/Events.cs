@@ -111,7 +111,9 @@ public sealed record CheckpointWritten(
     [property: Key(3)] double? Accuracy,
     [property: Key(4)] double BestAccuracy,
     // the test set at the last step, where evaluations during training use a validation split
-    [property: Key(5)] double? TestAccuracy = null) : IPersistedEvent;
+    [property: Key(5)] double? TestAccuracy = null,
+    // a source's state after a guard rollback: kept for good, since replay from before it would miss the rollback
+    [property: Key(6)] bool Rollback = false) : IPersistedEvent;
 
 /// <summary>The small state of a generator or student entity, as an Akka snapshot that bounds journal replay.</summary>
 [MessagePackObject]

@@ -48,7 +48,7 @@ public static class NodeMetrics
         new HistogramConfiguration { Buckets = Histogram.ExponentialBuckets(0.0005, 2, 16), LabelNames = ["kind"] });
 
     public static readonly Counter Rollbacks = Metrics.CreateCounter("clusterdistill_rollbacks_total",
-        "Students rolled back: by the divergence guard, or to stay in lockstep with a replica", ["run", "why"]);
+        "Rollbacks: a student's by the divergence guard (guard) or to stay in lockstep with a replica (lockstep); a source's by the guard on its own metrics (source-guard)", ["run", "why"]);
 
     public static readonly Counter Failovers = Metrics.CreateCounter("clusterdistill_failovers_total",
         "Entities that resumed from their journal on this node after starting elsewhere or before (a node died, a process restarted)", ["run", "kind"]);

@@ -114,6 +114,19 @@ public sealed class DaflSynthesizer : IStepSource
 
     public void ScaleLearningRates(double factor) => opt.Scale *= factor;
 
+    /// <summary>The generator's weights and Adam moments from the checkpoint; the step (so the schedule) and the latent stream go on from here.</summary>
+    public bool CanRollBack => true;
+
+    public void RollBack(BinaryReader checkpoint, double lrFactor)
+    {
+        StateIo.Expect(checkpoint, "dafl-generator");
+        checkpoint.ReadInt64();
+        var scale = opt.Scale;
+        StateIo.ReadModule(checkpoint, generator);
+        opt.Load(checkpoint);
+        opt.Scale = scale * lrFactor;
+    }
+
     public void SaveState(BinaryWriter w)
     {
         StateIo.Tag(w, "dafl-generator");

@@ -65,6 +65,9 @@ public sealed class NoiseSource(int batchSize, int channels, int imageSize, long
 
     public void ScaleLearningRates(double factor) { }
 
+    public bool CanRollBack => false;
+    public void RollBack(BinaryReader checkpoint, double lrFactor) => throw new NotSupportedException("it learns nothing across batches");
+
     public void SaveState(BinaryWriter w)
     {
         StateIo.Tag(w, "noise-source");

@@ -204,6 +204,10 @@ public sealed class RoundSource(RoundSynthesizer rounds, Classifier? competitor)
         return 0;
     }
 
+    /// <summary>A round depends on (seed, round) alone: nothing learned carries over to go back to.</summary>
+    public bool CanRollBack => false;
+    public void RollBack(BinaryReader checkpoint, double lrFactor) => throw new NotSupportedException("a round depends on (seed, round) alone");
+
     public void SaveState(BinaryWriter writer) => rounds.SaveState(writer);
     public void LoadState(BinaryReader reader) => rounds.LoadState(reader, competitor);
 

@@ -28,6 +28,12 @@ public interface IBatchSource : IDisposable
     /// <summary>Continues after `made` batches stored elsewhere, replaying what needs replaying; `replayed` sees each batch made again. Returns the batches replayed.</summary>
     long CatchUp(long made, Action<long, SourceBatch>? replayed);
 
+    /// <summary>Whether it learns across batches, so that going back changes what it makes.</summary>
+    bool CanRollBack { get; }
+
+    /// <summary>The guard's rollback of what the source learned, its position kept (<see cref="IStepSource.RollBack"/>).</summary>
+    void RollBack(BinaryReader checkpoint, double lrFactor);
+
     void SaveState(BinaryWriter writer);
     void LoadState(BinaryReader reader);
 }
@@ -53,6 +59,8 @@ public sealed class StepBatchSource(IStepSource source) : IBatchSource
         return source.Step - from;
     }
 
+    public bool CanRollBack => source.CanRollBack;
+    public void RollBack(BinaryReader checkpoint, double lrFactor) => source.RollBack(checkpoint, lrFactor);
     public void SaveState(BinaryWriter writer) => source.SaveState(writer);
     public void LoadState(BinaryReader reader) => source.LoadState(reader);
     public void Dispose() => source.Dispose();

@@ -25,6 +25,9 @@ public sealed class RealDataSource(DataSplits data, int batchSize, Device device
 
     public void ScaleLearningRates(double factor) { }
 
+    public bool CanRollBack => false;
+    public void RollBack(BinaryReader checkpoint, double lrFactor) => throw new NotSupportedException("it learns nothing across batches");
+
     public void SaveState(BinaryWriter w)
     {
         StateIo.Tag(w, "real-data-source");

@@ -40,6 +40,17 @@ public interface IStepSource : IDisposable
     /// <summary>Multiplies the source's learning rates by factor (guard rollbacks); a loader has none.</summary>
     void ScaleLearningRates(double factor);
 
+    /// <summary>Whether it learns across batches, so that going back (<see cref="RollBack"/>) changes what it makes.</summary>
+    bool CanRollBack { get; }
+
+    /// <summary>
+    /// The source entity's guard rollback: what the source has learned (weights, optimiser moments)
+    /// as of `checkpoint`, a state <see cref="SaveState"/> wrote earlier, with its learning rates
+    /// multiplied by lrFactor from where they stand. Its position (Step, random stream) stays, so the
+    /// next batch is still Step + 1.
+    /// </summary>
+    void RollBack(BinaryReader checkpoint, double lrFactor);
+
     void SaveState(BinaryWriter writer);
     void LoadState(BinaryReader reader);
 }

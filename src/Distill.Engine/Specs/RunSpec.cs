@@ -130,9 +130,9 @@ public sealed record GuardSpec
 {
     [SpecKey("roll back when a run goes bad")]
     public bool Enabled { get; init; } = true;
-    [SpecKey("steps between health checks (and good-state saves)", Min = 1)]
+    [SpecKey("steps between health checks (and good-state saves); a generator's batches between checks of its own metrics", Min = 1)]
     public int CheckEvery { get; init; } = 50;
-    [SpecKey("fewer distinct teacher labels in a generated batch is a collapse", Min = 1, Max = 100_000)]
+    [SpecKey("fewer distinct teacher labels in a generated batch is a collapse (the generator goes back)", Min = 1, Max = 100_000)]
     public int MinClasses { get; init; } = 3;
     [SpecKey("a student loss below this on generated data is a collapse", Min = 0, Max = 1e6)]
     public double MinLoss { get; init; } = 1e-6;

@@ -78,6 +78,7 @@ public sealed class ContractSerializerTests : IDisposable
         new BatchStored(7, new string('d', 64), new string('f', 64)),
         new BatchesReleased(6),
         new CheckpointWritten(8, 8, new string('e', 64), 91.2, 92),
+        new CheckpointWritten(12, 12, new string('f', 64), null, 0, Rollback: true),
         new EntitySnapshot("r1", "y", null, [new BatchStored(1, "h")], 0, [new CheckpointWritten(1, 1, "h", null, 0)], false),
         new EntityFinished(10),
         new SubmitRun("name: x", "x.yaml", "s-t0001", "s"),
@@ -155,6 +156,19 @@ public sealed class ContractSerializerTests : IDisposable
     }
 
     private static string SnapshotManifest => ContractCodec.Manifest(new CoordinatorSnapshot([]));
+
+    // CheckpointWritten before the source's guard rollbacks added key 6.
+    [MessagePackObject]
+    public sealed record OldCheckpointWritten([property: Key(0)] long Step, [property: Key(1)] long Seq, [property: Key(2)] string Blob,
+        [property: Key(3)] double? Accuracy, [property: Key(4)] double BestAccuracy, [property: Key(5)] double? TestAccuracy);
+
+    [Fact]
+    public void Should_read_checkpoints_journaled_before_the_rollback_key_as_ordinary_ones()
+    {
+        var manifest = ContractCodec.Manifest(new CheckpointWritten(1, 1, "h", null, 0));
+        var c = (CheckpointWritten)ContractCodec.Deserialize(MessagePackSerializer.Serialize(new OldCheckpointWritten(500, 500, new string('a', 64), 91, 92, null)), manifest);
+        Assert.Equal((500L, 500L, 92.0, false), (c.Step, c.Seq, c.BestAccuracy, c.Rollback));
+    }
 
     [Fact]
     public void Should_cover_every_contract_type_in_the_assembly()

@@ -1,3 +1,4 @@
+using Cluster.Contracts.Events;
 using Cluster.Contracts.Students;
 using Cluster.Contracts.Tensors;
 using Cluster.Node.Actors;
@@ -164,13 +165,46 @@ public sealed class PipelineDecisionsTests
     [Fact]
     public void Should_build_the_rebuilder_again_only_when_it_cannot_go_forward_to_the_batch_or_a_checkpoint_is_nearer()
     {
-        Assert.True(SourceDecisions.ReopenRebuilder(null, 5, null));       // none yet
-        Assert.False(SourceDecisions.ReopenRebuilder(3, 5, null));         // at 3: replays 4, makes 5
-        Assert.False(SourceDecisions.ReopenRebuilder(4, 5, 3));            // at 4, the checkpoint at 3 is behind it
-        Assert.False(SourceDecisions.ReopenRebuilder(3, 5, 3));
-        Assert.True(SourceDecisions.ReopenRebuilder(1, 5, 3));             // the checkpoint at 3 is nearer than 1
-        Assert.True(SourceDecisions.ReopenRebuilder(5, 5, 3));             // made 5 already: it cannot go back
-        Assert.True(SourceDecisions.ReopenRebuilder(7, 2, null));          // past it: again from the seed
+        Assert.True(SourceDecisions.ReopenRebuilder(null, null, 5, null));    // none yet
+        Assert.False(SourceDecisions.ReopenRebuilder(3, 0, 5, null));         // at 3: replays 4, makes 5
+        Assert.False(SourceDecisions.ReopenRebuilder(4, 0, 5, 3));            // at 4, the checkpoint at 3 is behind it
+        Assert.False(SourceDecisions.ReopenRebuilder(3, 3, 5, 3));            // restored at that checkpoint
+        Assert.True(SourceDecisions.ReopenRebuilder(3, 1, 5, 3));             // replayed to it: it may have been a guard rollback's
+        Assert.True(SourceDecisions.ReopenRebuilder(1, 0, 5, 3));             // the checkpoint at 3 is nearer than 1
+        Assert.True(SourceDecisions.ReopenRebuilder(5, 0, 5, 3));             // made 5 already: it cannot go back
+        Assert.True(SourceDecisions.ReopenRebuilder(7, 0, 2, null));          // past it: again from the seed
+    }
+
+    [Fact]
+    public void Should_take_a_collapsed_source_back_to_its_newest_whole_batch_checkpoint_before_its_last_healthy_batch()
+    {
+        CheckpointWritten C(long step, long seq) => new(step, seq, $"blob{step}", null, 0);
+        var list = new[] { C(500, 500), C(1000, 1000), C(1500, 1500) };
+        Assert.Equal(1000, SourceDecisions.RollbackTarget(list, 1450, 1)!.Seq);   // 1500 came after the last check that passed
+        Assert.Equal(1000, SourceDecisions.RollbackTarget(list, 1500, 1)!.Seq);   // batch 1500 passed, the state after it is untested
+        Assert.Equal(1500, SourceDecisions.RollbackTarget(list, 1550, 1)!.Seq);
+        Assert.Null(SourceDecisions.RollbackTarget(list, 500, 1));                // none before: the initial state
+        // rounds of 8 units: a checkpoint part-way through a round is not a state between batches
+        var rounds = new[] { C(16, 2), C(20, 2), C(22, 2) };
+        Assert.Equal(16, SourceDecisions.RollbackTarget(rounds, 3, 8)!.Step);
+        Assert.Null(SourceDecisions.RollbackTarget(rounds, 2, 8));
+
+        // after a restart, the last batch that passed comes from the journal: checks at every 50th
+        // batch, the ones that failed journaled with their rollback's checkpoint
+        var journal = new[] { C(500, 500), C(1000, 1000), new CheckpointWritten(1050, 1050, "r1", null, 0, Rollback: true), new CheckpointWritten(1100, 1100, "r2", null, 0, Rollback: true) };
+        Assert.Equal(1000, SourceDecisions.LastHealthy(1120, 50, journal));   // 1100 and 1050 failed
+        Assert.Equal(1150, SourceDecisions.LastHealthy(1199, 50, journal));
+        Assert.Equal(0, SourceDecisions.LastHealthy(49, 50, journal));
+    }
+
+    [Fact]
+    public void Should_keep_the_newest_checkpoints_and_every_guard_rollbacks_for_good()
+    {
+        var state = EntityState.Empty;
+        foreach (var (seq, rollback) in new[] { (3L, false), (4L, true), (6L, false), (9L, false), (10L, true), (12L, false), (15L, false), (18L, false) })
+            state = state.Apply(new CheckpointWritten(seq, seq, $"b{seq}", null, 0, Rollback: rollback));
+        // replay from before a rollback would miss it: 4 and 10 stay, with the newest three
+        Assert.Equal([4L, 10L, 12L, 15L, 18L], state.Checkpoints.Select(c => c.Seq));
     }
 
     private static GradientChunk Chunk(long step, int from, int index, int count, long offset, params float[] values)

@@ -25,7 +25,7 @@ public sealed record EntityState(
     /// <summary>Highest sequence number ever stored (released batches count: they were produced).</summary>
     public long Produced => Pool.Count > 0 ? Math.Max(Pool.Keys.Last(), ReleasedUpTo) : ReleasedUpTo;
 
-    /// <summary>Checkpoints kept: the newest few, so that a corrupt one falls back to the one before.</summary>
+    /// <summary>Checkpoints kept: the newest few, so that a corrupt one falls back to the one before (and every guard rollback's, <see cref="CheckpointWritten.Rollback"/>).</summary>
     public const int KeepCheckpoints = 3;
 
     public EntityState Apply(IPersistedEvent e) => e switch
@@ -39,8 +39,11 @@ public sealed record EntityState(
         _ => throw new ArgumentException($"{e.GetType().Name} is not an entity event"),
     };
 
-    private static ImmutableList<CheckpointWritten> Trim(ImmutableList<CheckpointWritten> l) =>
-        l.Count > KeepCheckpoints ? l.RemoveRange(0, l.Count - KeepCheckpoints) : l;
+    private static ImmutableList<CheckpointWritten> Trim(ImmutableList<CheckpointWritten> l)
+    {
+        var cut = l.Count - KeepCheckpoints;
+        return cut <= 0 ? l : l.Where((c, i) => i >= cut || c.Rollback).ToImmutableList();
+    }
 
     public EntitySnapshot ToSnapshot() => new(RunId, SpecYaml, TeacherBlob, Pool.Values.ToArray(),
         ReleasedUpTo, Checkpoints.ToArray(), Finished, HoldAt);

@@ -1,3 +1,4 @@
+using Cluster.Contracts.Events;
 using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 
@@ -54,10 +55,34 @@ public static class SourceDecisions
     /// <summary>
     /// Whether the source that makes batches again must be built afresh before it makes batch
     /// `target`: there is none, it is past the target, or one of the source's checkpoints before
-    /// the target is nearer than where it stands (replay from there is shorter).
+    /// the target is nearer than where it stands (replay from there is shorter), or is where it
+    /// stands without its having been restored there: replay through a guard rollback's
+    /// checkpoint would miss the rollback, and restoring one that replay reached costs little.
     /// </summary>
-    public static bool ReopenRebuilder(long? rebuilderAt, long target, long? newestCheckpointBefore) =>
-        rebuilderAt is not { } at || at >= target || newestCheckpointBefore is { } c && c > at;
+    /// <param name="restoredAt">the batch the rebuilder was restored at (or made afresh: 0)</param>
+    public static bool ReopenRebuilder(long? rebuilderAt, long? restoredAt, long target, long? newestCheckpointBefore) =>
+        rebuilderAt is not { } at || at >= target || newestCheckpointBefore is { } c && (c > at || c == at && restoredAt != at);
+
+    /// <summary>
+    /// Where the guard takes a collapsed source back to: its newest whole-batch checkpoint before
+    /// the last batch that passed a check (made from that state or a later one; a later checkpoint
+    /// may hold the collapse already); null: there is none, so its initial state, made afresh from the seed.
+    /// </summary>
+    public static CheckpointWritten? RollbackTarget(IEnumerable<CheckpointWritten> checkpoints, long lastHealthy, int unitsPerBatch) =>
+        checkpoints.LastOrDefault(c => c.Seq < lastHealthy && c.Step == c.Seq * unitsPerBatch);
+
+    /// <summary>
+    /// The last batch that passed the guard, from the journal alone (a source that restarts goes on
+    /// as if it had not): batches are checked at every multiple of checkEvery, and one that failed
+    /// was journaled with its rollback's checkpoint, which is kept for good. 0: none.
+    /// </summary>
+    public static long LastHealthy(long produced, int checkEvery, IEnumerable<CheckpointWritten> checkpoints)
+    {
+        var failed = checkpoints.Where(c => c.Rollback).Select(c => c.Seq).ToHashSet();
+        for (var k = produced / checkEvery * checkEvery; k > 0; k -= checkEvery)
+            if (!failed.Contains(k)) return k;
+        return 0;
+    }
 
     /// <summary>Units in the next job: enough to fill the slice target at the measured time per unit.</summary>
     public static int UnitsPerJob(TimeSpan target, double secondsPerUnit) =>

@@ -24,6 +24,8 @@ public sealed partial class SourceEntity
     private IBatchSource? rebuilder;
     /// <summary>The batch the rebuilder stands at, as of its last job (null: no rebuilder).</summary>
     private long? rebuilderAt;
+    /// <summary>The batch the rebuilder was restored at (0: made afresh).</summary>
+    private long? rebuilderRestoredAt;
     private bool rebuilding;
     private int rebuildUnitsPerJob = 1;
     /// <summary>Batches to make again, with who asked.</summary>
@@ -68,7 +70,7 @@ public sealed partial class SourceEntity
         }
         rebuilding = true;
         var before = State.Checkpoints.Where(c => c.Seq < target).Select(c => (long?)c.Seq).Max();
-        if (SourceDecisions.ReopenRebuilder(rebuilderAt, target, before))
+        if (SourceDecisions.ReopenRebuilder(rebuilderAt, rebuilderRestoredAt, target, before))
         {
             var (old, s, data, t, checkpoints, own, runId, id) = (rebuilder, spec!, Services.Data(spec!.Data), teacher, State.Checkpoints, OwnBlobs, RunId, Id);
             (rebuilder, rebuilderAt) = (null, null);
@@ -81,7 +83,7 @@ public sealed partial class SourceEntity
 
     private void OnRebuilderReady(RebuilderReady r)
     {
-        (rebuilder, rebuilderAt, rebuilding) = (r.Source, r.Made, false);
+        (rebuilder, rebuilderAt, rebuilderRestoredAt, rebuilding) = (r.Source, r.Made, r.Made, false);
         if (r.Warning is not null) Log.Warning("{0}", r.Warning);
         Log.Info("{0}: making batches again from batch {1} (a second source, at batch {2})", Id, toRebuild.Keys.FirstOrDefault(), r.Made);
         Rebuild();

@@ -26,13 +26,14 @@ public sealed partial class SourceEntity
 {
     /// <summary>
     /// Group commit: the batches made since the last store are made durable together (their blobs
-    /// flushed and named, then one journal write for all of them) and only then sent.
+    /// flushed and named, then one journal write for all of them) and only then sent. `after` (a
+    /// guard rollback's checkpoint) goes in the same write, and `then` runs once it is applied.
     /// </summary>
-    private void StoreGroup()
+    private void StoreGroup(CheckpointWritten? after = null, Action? then = null)
     {
         var group = unstored.ToList();
         unstored.Clear();
-        var events = new List<BatchStored>(group.Count);
+        var events = new List<IPersistedEvent>(group.Count + 1);
         try
         {
             foreach (var s in group)
@@ -43,10 +44,17 @@ public sealed partial class SourceEntity
             Fail($"batch {group[0].Seq}{(group.Count > 1 ? $"-{group[^1].Seq}" : "")} could not be stored: {e.Message}");
             return;
         }
+        if (after is not null) events.Add(after);
         var bySeq = group.ToDictionary(g => g.Seq);
         var journal = Stopwatch.StartNew();
-        PersistAll(events, e =>
+        PersistAll(events, persisted =>
         {
+            if (persisted is not BatchStored e)
+            {
+                State = State.Apply(persisted);
+                then?.Invoke();
+                return;
+            }
             if (e.Seq == group[0].Seq) NodeMetrics.JournalSeconds.WithLabels(EntityKinds.Generator).Observe(journal.Elapsed.TotalSeconds);
             NodeMetrics.GeneratedBatches.WithLabels(RunId).Inc();
             State = State.Apply(e);
@@ -67,7 +75,7 @@ public sealed partial class SourceEntity
     {
         if (s.Metrics is { } m)
         {
-            if (m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
+            if (guard is null && m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
                 Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
             Services.Coordinator.Tell(RunMetrics.Of(RunId, Id, s.Seq, m));
         }

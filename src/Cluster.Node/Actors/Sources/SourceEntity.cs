@@ -77,6 +77,7 @@ public sealed partial class SourceEntity : PersistentEntity
         Command<GetCheckpointAt>(OnGetCheckpointAt);
         Command<Advanced>(OnAdvanced);
         Command<Made>(OnMade);
+        Command<RolledBack>(OnRolledBack);
         Command<CompetitorUnreadable>(u =>
         {
             busy = false;
@@ -91,6 +92,7 @@ public sealed partial class SourceEntity : PersistentEntity
         Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, Math.Max(made, State.Produced), State.Produced, wanted.Count,
             State.Pool.Count, Services.NodeName, (State.Finished ? "finished" : !busy ? "idle"
                 : $"making batch {Math.Max(made, State.Produced) + 1}" + (plan is { UnitsPerBatch: > 1 } p ? $", unit {unitsDone} of {p.UnitsPerBatch}" : ""))
+                + (goingBack is { } g ? $"; batch {g} failed the guard, the generator goes back" : "")
                 + (unstored.Count > 0 ? $"; {unstored.Count} awaiting storage" : "")
                 + (toRebuild.Count > 0 ? $"; making batch {toRebuild.Keys.First()} again" : ""))));
         Command<StopEntity>(_ => Finish());
@@ -161,6 +163,7 @@ public sealed partial class SourceEntity : PersistentEntity
         (source, teacher, plan) = (r.Source, r.Teacher, r.Plan);
         made = State.Produced;
         unitsDone = r.Source.UnitsDone;
+        StartGuard(r.CanRollBack);
         foreach (var beyond in wanted.Keys.Where(k => k > plan.TotalBatches).ToList()) wanted.Remove(beyond);
         if (r.Warning is not null) Log.Error(r.Warning);
         // where it runs (status shows the node) and what it had to skip
@@ -212,7 +215,7 @@ public sealed partial class SourceEntity : PersistentEntity
         }
         busy = true;
         var order = new WorkOrder(next, plan!.TotalBatches, plan.UnitsPerBatch, unitsPerJob, SourceDecisions.CheckpointEvery(spec!.Cluster, plan, EvalEvery),
-            WantMetrics: next % 50 == 0, weights, labelTemperature, TensorWire.Parse(spec.Cluster.SoftLabels),
+            WantMetrics: next % spec.Guard.CheckEvery == 0, weights, labelTemperature, TensorWire.Parse(spec.Cluster.SoftLabels),
             plan.GridDue(next, EvalEvery) ? spec.Method.SampleGrid(spec) : 0, spec.Data.Name);
         var (src, blobs, st) = (source, Services.Blobs, stager);
         EngineAccess.Compute(Self, () => Work(src, order, blobs, st));
@@ -248,6 +251,7 @@ public sealed partial class SourceEntity : PersistentEntity
 
     private void OnMade(Made s)
     {
+        if (Unhealthy(s) is { } reason) { GoBack(s, reason); return; }
         unstored.Add(s);
         made = s.Seq;
         unitsDone = 0;

@@ -21,7 +21,8 @@ namespace Cluster.Node.Actors;
 /// </summary>
 internal static class SourceJobs
 {
-    public sealed record Ready(IBatchSource Source, Classifier? Teacher, BatchPlan Plan, string? Warning, long Replayed, int Identical)
+    /// <summary>The source built and caught up; CanRollBack: whether the guard may take it back (<see cref="IBatchSource.CanRollBack"/>).</summary>
+    public sealed record Ready(IBatchSource Source, Classifier? Teacher, BatchPlan Plan, string? Warning, long Replayed, int Identical, bool CanRollBack)
         : INoSerializationVerificationNeeded;
 
     /// <summary>A batch made, its blobs staged; Checkpoint: the source's state right after it, when due.</summary>
@@ -43,11 +44,10 @@ internal static class SourceJobs
     public static Ready Start(RunSpec s, DataSplits data, string? teacherBlob, IReadOnlyList<string> teacherCopies, ImmutableList<CheckpointWritten> checkpoints,
         ImmutableSortedDictionary<long, BatchStored> pool, long produced, BlobStore blobs, BlobStore own, string runId, string id)
     {
-        var device = EngineAccess.DeviceFor(s);
         string? restored = null;
-        var t = teacherBlob is null ? null : EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, data, s.Data.ImageSize, TeacherCopies.Read(blobs, teacherBlob, teacherCopies, out restored), device);
-        var source = EngineAccess.Seeded(s.Seed, () => s.Method.CreateBatchSource(new SourceContext(s, data, device, t, () => EngineAccess.NewStudent(s, data, device))));
-        var (_, warning) = Checkpoints.RestoreNewest(checkpoints.Where(c => c.Seq <= produced).ToImmutableList(), own, source.LoadState, runId, id);
+        var t = teacherBlob is null ? null : EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, data, s.Data.ImageSize, TeacherCopies.Read(blobs, teacherBlob, teacherCopies, out restored), EngineAccess.DeviceFor(s));
+        var source = Create(s, data, t);
+        var warning = Restore(source, checkpoints.Where(c => c.Seq <= produced).ToImmutableList(), own, runId, id);
         var identical = 0;
         // batches after the checkpoint are stored already: made again without being sent
         var replayed = source.CatchUp(produced, (seq, o) =>
@@ -55,7 +55,45 @@ internal static class SourceJobs
             if (pool.TryGetValue(seq, out var stored) && BlobStore.Hash(MessagePackSerializer.Serialize(TensorWire.ToPayload(o.Images))) == stored.Blob) identical++;
         });
         var said = restored is null ? warning : warning is null ? restored : $"{restored}; {warning}";
-        return new Ready(source, t, s.Method.Plan(s, data.TrainX.shape[0]), said, replayed, identical);
+        return new Ready(source, t, s.Method.Plan(s, data.TrainX.shape[0]), said, replayed, identical, source.CanRollBack);
+    }
+
+    /// <summary>The method's source as the seed makes it, before any batch.</summary>
+    private static IBatchSource Create(RunSpec s, DataSplits data, Classifier? teacher)
+    {
+        var device = EngineAccess.DeviceFor(s);
+        return EngineAccess.Seeded(s.Seed, () => s.Method.CreateBatchSource(new SourceContext(s, data, device, teacher, () => EngineAccess.NewStudent(s, data, device))));
+    }
+
+    /// <summary>
+    /// Restores the newest usable of `candidates`, falling back to older ones, but never to one
+    /// before the newest guard rollback among them: replay from there would miss the rollback, so
+    /// the source would make other batches than the ones it made (<see cref="CheckpointWritten.Rollback"/>).
+    /// </summary>
+    private static string? Restore(IBatchSource source, ImmutableList<CheckpointWritten> candidates, BlobStore own, string runId, string id)
+    {
+        var floor = candidates.LastOrDefault(c => c.Rollback);
+        var (step, warning) = Checkpoints.RestoreNewest(floor is null ? candidates : candidates.RemoveAll(c => c.Seq < floor.Seq), own, source.LoadState, runId, id);
+        if (floor is not null && step == 0)
+            throw new InvalidDataException($"run {runId}, entity {id}: no checkpoint from the guard's rollback at batch {floor.Seq} on is usable ({warning}); the batches after it cannot be made as they were");
+        return warning;
+    }
+
+    /// <summary>The source after the guard's rollback at batch Seq: its whole state, to journal with that batch as the checkpoint after it (null: going back failed, see Reason).</summary>
+    public sealed record RolledBack(long Seq, byte[]? Checkpoint, string Reason, string From) : INoSerializationVerificationNeeded;
+
+    /// <summary>
+    /// The guard's rollback (<see cref="IBatchSource.RollBack"/>) of the source that made batch
+    /// `seq`: to what it had learned at checkpoint `target`, or at its start (a source made afresh
+    /// from the seed) when there is none.
+    /// </summary>
+    public static RolledBack RollBack(IBatchSource src, long seq, CheckpointWritten? target, BlobStore own, RunSpec s, DataSplits data, Classifier? teacher, string reason)
+    {
+        byte[] state;
+        if (target is not null) state = own.Get(target.Blob);
+        else using (var fresh = Create(s, data, teacher)) state = EngineAccess.Save(fresh.SaveState);
+        using (var r = new BinaryReader(new MemoryStream(state))) src.RollBack(r, s.Guard.LrFactor);
+        return new RolledBack(seq, EngineAccess.Save(src.SaveState), reason, target is null ? "its initial weights" : $"its weights after batch {target.Seq}");
     }
 
     /// <summary>Up to o.Units units of work on batch o.Next: the batch when it is finished, else how far it got.</summary>
@@ -131,9 +169,8 @@ internal static class SourceJobs
         ImmutableList<CheckpointWritten> checkpoints, BlobStore own, long target, string runId, string id)
     {
         old?.Dispose();
-        var device = EngineAccess.DeviceFor(s);
-        var source = EngineAccess.Seeded(s.Seed, () => s.Method.CreateBatchSource(new SourceContext(s, data, device, teacher, () => EngineAccess.NewStudent(s, data, device))));
-        var (_, warning) = Checkpoints.RestoreNewest(checkpoints.Where(c => c.Seq < target).ToImmutableList(), own, source.LoadState, runId, id);
+        var source = Create(s, data, teacher);
+        var warning = Restore(source, checkpoints.Where(c => c.Seq < target).ToImmutableList(), own, runId, id);
         return new RebuilderReady(source, source.Made, warning);
     }
 
