@@ -104,7 +104,9 @@ public sealed record EntityProgress(
     [property: Key(5)] int PoolBatches,
     [property: Key(6)] double? Accuracy,
     [property: Key(7)] string Node,
-    [property: Key(8)] string? Message) : IRunCommand;
+    [property: Key(8)] string? Message,
+    // a source's guard rollbacks over the run (from its journal); null from other entities
+    [property: Key(9)] int? SourceRollbacks = null) : IRunCommand;
 
 /// <summary>
 /// The teacher entity has its trained teacher (stored as a content-addressed blob). Seconds and

@@ -30,7 +30,10 @@ public sealed record RunResult
     [JsonPropertyName("teacher_from_cache")] public bool? TeacherFromCache { get; init; }
     [JsonPropertyName("device")] public required string Device { get; init; }
     [JsonPropertyName("seed")] public required int Seed { get; init; }
+    /// <summary>Guard rollbacks: the engine loop's (generator and student together), or through the actors the student's.</summary>
     [JsonPropertyName("rollbacks")] public int Rollbacks { get; init; }
+    /// <summary>Through the actors, the source's own guard rollbacks over the run, as it last reported them (null: the engine loop, or no report).</summary>
+    [JsonPropertyName("source_rollbacks")] public int? SourceRollbacks { get; init; }
     [JsonPropertyName("student_used_real_data")] public required bool StudentUsedRealData { get; init; }
     [JsonPropertyName("synthesised_images")] public long SynthesisedImages { get; init; }
     /// <summary>"engine" (one loop in one process) or "actors (...)" (the cluster pipeline).</summary>

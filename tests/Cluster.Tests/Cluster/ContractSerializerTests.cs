@@ -79,6 +79,7 @@ public sealed class ContractSerializerTests : IDisposable
         new BatchesReleased(6),
         new CheckpointWritten(8, 8, new string('e', 64), 91.2, 92),
         new CheckpointWritten(12, 12, new string('f', 64), null, 0, Rollback: true),
+        new EntityProgress("r1", "r1/generator/0", 10, 12, 0, 2, null, "node-1", "guard: ...", SourceRollbacks: 1),
         new EntitySnapshot("r1", "y", null, [new BatchStored(1, "h")], 0, [new CheckpointWritten(1, 1, "h", null, 0)], false),
         new EntityFinished(10),
         new SubmitRun("name: x", "x.yaml", "s-t0001", "s"),

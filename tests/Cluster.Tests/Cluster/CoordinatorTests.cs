@@ -54,6 +54,7 @@ public sealed class CoordinatorTests
         h.Generators.FishForMessage(m => m is StartEntity { EntityId: var e } && e == EntityId.Generator("run-a"), Long);
 
         again.Tell(new EntityProgress("run-a", EntityId.Student("run-a", 0), 8, 12, 1, 0, 88.0, "node-1", null));
+        again.Tell(new EntityProgress("run-a", EntityId.Generator("run-a"), 10, 12, 0, 2, null, "node-1", null, SourceRollbacks: 3));
         again.Tell(new StudentFinished("run-a", EntityId.Student("run-a", 0), 91.25, 92.5, 12, "", 2));
         h.Generators.FishForMessage(m => m is StopEntity, Long);
         h.Students.FishForMessage(m => m is StopEntity, Long);
@@ -68,6 +69,7 @@ public sealed class CoordinatorTests
         Assert.Equal((0.25, 97.5), (teacherRow["loss"], teacherRow["test_accuracy"]));
         Assert.Equal(12, result.RootElement.GetProperty("steps").GetInt64());
         Assert.Equal(2, result.RootElement.GetProperty("rollbacks").GetInt32());   // the student's guard rollbacks
+        Assert.Equal(3, result.RootElement.GetProperty("source_rollbacks").GetInt32());   // the generator's, as it last reported them
         Assert.False(result.RootElement.GetProperty("student_used_real_data").GetBoolean());
         again.Tell(new GetRunStatus(null), client);
         Assert.Equal(RunState.Completed, Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs).State);

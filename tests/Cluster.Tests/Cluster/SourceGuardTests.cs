@@ -35,12 +35,14 @@ public sealed class SourceGuardTests(MnistFixture mnist)
         Assert.Equal(Enumerable.Range(1, 8).Select(i => (long)i), first.Keys.Order());
         // batches 2, 4, 6 and 8 carry metrics and fail: four rollbacks, none healthy, so to the initial weights each time
         var said = new List<string>();
+        var counted = new List<int?>();
         h.Coordinator.FishForMessage(m =>
         {
             if (m is EntityFailed f) throw new Xunit.Sdk.XunitException($"the run failed: {f.Reason}");
-            if (m is EntityProgress { Message: { } text } && text.Contains("guard")) said.Add(text);
+            if (m is EntityProgress { Message: { } text } p && text.Contains("guard")) { said.Add(text); counted.Add(p.SourceRollbacks); }
             return said.Count == 4;
         }, Long);
+        Assert.Equal([1, 2, 3, 4], counted);   // what result.json's source_rollbacks shows
         Assert.All(said, s => Assert.Contains("generator collapse", s));
         Assert.All(said, s => Assert.Contains("went back to its initial weights", s));
         Assert.Equal(["2", "4", "6", "8"], said.Select(s => System.Text.RegularExpressions.Regex.Match(s, @" at batch (\d+);").Groups[1].Value));

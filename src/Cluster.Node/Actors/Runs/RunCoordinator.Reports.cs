@@ -122,6 +122,7 @@ public sealed partial class RunCoordinator
             Seed = spec.Seed,
             StudentUsedRealData = spec.Method.StudentSeesData,
             Rollbacks = m.Rollbacks,
+            SourceRollbacks = live.TryGetValue(r.RunId, out var l) ? l.SourceRollbacks : null,
             SynthesisedImages = spec.Method.SynthesisedImages(spec, m.Steps),
             Pipeline = $"actors ({spec.Cluster.Replicas} student replica(s))",
         };

@@ -92,6 +92,8 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         public int Pool, GeneratorQueue, InFlight;
         public double? Accuracy;
         public string? Message, Node, GeneratorNode;
+        /// <summary>The source's guard rollbacks as it last reported them.</summary>
+        public int? SourceRollbacks;
     }
 
     public RunCoordinator(NodeServices services)
@@ -239,6 +241,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             l.GeneratorQueue = p.Queue;
             l.Pool = p.PoolBatches;
             l.GeneratorNode = p.Node;
+            if (p.SourceRollbacks is { } n) l.SourceRollbacks = n;
         }
         if (p.Message is not null)
         {

@@ -88,7 +88,7 @@ public sealed partial class SourceEntity
             var message = $"run {RunId}, entity {Id}: guard: {r.Reason} at batch {r.Seq}; the generator went back to {r.From} and its learning rate was multiplied by {spec!.Guard.LrFactor} (rollback {rollbacks})";
             Log.Warning(message);
             NodeMetrics.Rollbacks.WithLabels(RunId, "source-guard").Inc();
-            Services.Coordinator.Tell(new EntityProgress(RunId, Id, r.Seq, TotalBatches, wanted.Count, State.Pool.Count, null, Services.NodeName, message));
+            Services.Coordinator.Tell(new EntityProgress(RunId, Id, r.Seq, TotalBatches, wanted.Count, State.Pool.Count, null, Services.NodeName, message, rollbacks));
             busy = false;
             Produce();
         });

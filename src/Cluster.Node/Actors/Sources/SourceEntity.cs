@@ -167,7 +167,7 @@ public sealed partial class SourceEntity : PersistentEntity
         foreach (var beyond in wanted.Keys.Where(k => k > plan.TotalBatches).ToList()) wanted.Remove(beyond);
         if (r.Warning is not null) Log.Error(r.Warning);
         // where it runs (status shows the node) and what it had to skip
-        Services.Coordinator.Tell(new EntityProgress(RunId, Id, made, TotalBatches, 0, State.Pool.Count, null, Services.NodeName, r.Warning));
+        Services.Coordinator.Tell(new EntityProgress(RunId, Id, made, TotalBatches, 0, State.Pool.Count, null, Services.NodeName, r.Warning, rollbacks));
         Log.Info("{0}: generator ready at batch {1}{2}, {3} in the pool", Id, made, unitsDone > 0 ? $" (batch {made + 1} resumes at unit {unitsDone})" : "", State.Pool.Count);
         if (r.Replayed > 0)
             Log.Info("{0}: replayed {1} generator steps after restart ({2} of them reproduced the stored batch bit for bit)", Id, r.Replayed, r.Identical);
