@@ -58,9 +58,9 @@ public sealed class SourceGuardTests(MnistFixture mnist)
             Assert.Equal(0, probe.ExpectMsg<EntityStatus>(Long).PoolBatches);
         }, Long);
         gen.Tell(new RequestBatches(id, 3, 1, student));
-        AssertSame(first[3], h.Students.ExpectMsg<LabelledBatch>(Long));
+        SourceRebuildTests.AssertSame(first[3], h.Students.ExpectMsg<LabelledBatch>(Long));
         gen.Tell(new RequestBatches(id, 5, 3, student));
-        foreach (var seq in new long[] { 5, 6, 7 }) AssertSame(first[seq], h.Students.ExpectMsg<LabelledBatch>(Long));
+        foreach (var seq in new long[] { 5, 6, 7 }) SourceRebuildTests.AssertSame(first[seq], h.Students.ExpectMsg<LabelledBatch>(Long));
 
         // a new incarnation restores the rollback at 8 and goes on from it as if it had not stopped:
         // the same batches as a source that never stopped, and the fifth rollback (at 10) is its last
@@ -77,8 +77,8 @@ public sealed class SourceGuardTests(MnistFixture mnist)
         straight.Tell(new StartEntity(straightId, straightRun, Spec(maxRollbacks: 5), h.TeacherBlob()));
         straight.Tell(new RequestBatches(straightId, 1, 12, "u/student/0"));
         var uninterrupted = Enumerable.Range(0, 12).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToDictionary(m => m.Seq);
-        foreach (var seq in new long[] { 1, 5, 8 }) AssertSame(first[seq], uninterrupted[seq]);
-        foreach (var seq in new long[] { 9, 10, 11, 12 }) AssertSame(uninterrupted[seq], resumed[seq]);
+        foreach (var seq in new long[] { 1, 5, 8 }) SourceRebuildTests.AssertSame(first[seq], uninterrupted[seq]);
+        foreach (var seq in new long[] { 9, 10, 11, 12 }) SourceRebuildTests.AssertSame(uninterrupted[seq], resumed[seq]);
     }
 
     [Fact]
@@ -99,12 +99,5 @@ public sealed class SourceGuardTests(MnistFixture mnist)
         // batches up to the one that failed were stored and served, none after it
         var got = h.Students.ReceiveWhile(TimeSpan.FromSeconds(2), m => m as LabelledBatch).Select(b => b!.Seq).ToList();
         Assert.Equal([1L, 2, 3, 4], got.Order());
-    }
-
-    private static void AssertSame(LabelledBatch expected, LabelledBatch actual)
-    {
-        Assert.Equal(expected.Seq, actual.Seq);
-        Assert.True(expected.Images.Data.AsSpan().SequenceEqual(actual.Images.Data), $"batch {expected.Seq}: the images made again differ");
-        Assert.True(expected.SoftLabels!.Data.AsSpan().SequenceEqual(actual.SoftLabels!.Data), $"batch {expected.Seq}: the labels made again differ");
     }
 }

@@ -126,7 +126,7 @@ public sealed class SourceRebuildTests(MnistFixture mnist)
         h.Students.ExpectNoMsg(TimeSpan.FromMilliseconds(300));
     }
 
-    private static void AssertSame(LabelledBatch expected, LabelledBatch actual)
+    internal static void AssertSame(LabelledBatch expected, LabelledBatch actual)
     {
         Assert.Equal(expected.Seq, actual.Seq);
         Assert.True(expected.Images.Data.AsSpan().SequenceEqual(actual.Images.Data), $"batch {expected.Seq}: the images made again differ");
