@@ -188,6 +188,10 @@ public sealed class PipelineDecisionsTests
         var rounds = new[] { C(16, 2), C(20, 2), C(22, 2) };
         Assert.Equal(16, SourceDecisions.RollbackTarget(rounds, 3, 8)!.Step);
         Assert.Null(SourceDecisions.RollbackTarget(rounds, 2, 8));
+        // a collapse again before any check passes: back to the rollback's checkpoint (the weights after 1000), not to the start
+        var again = list.Append(new CheckpointWritten(1650, 1650, "r", null, 0, Rollback: true)).ToArray();
+        Assert.Equal(1650, SourceDecisions.RollbackTarget(again, 1600, 1)!.Seq);
+        Assert.Equal(1650, SourceDecisions.RollbackTarget(new[] { again[^1] }, 0, 1)!.Seq);
 
         // after a restart, the last batch that passed comes from the journal: checks at every 50th
         // batch, the ones that failed journaled with their rollback's checkpoint
@@ -203,8 +207,11 @@ public sealed class PipelineDecisionsTests
         var state = EntityState.Empty;
         foreach (var (seq, rollback) in new[] { (3L, false), (4L, true), (6L, false), (9L, false), (10L, true), (12L, false), (15L, false), (18L, false) })
             state = state.Apply(new CheckpointWritten(seq, seq, $"b{seq}", null, 0, Rollback: rollback));
-        // replay from before a rollback would miss it: 4 and 10 stay, with the newest three
+        // replay from before a rollback would miss it: 4 and 10 stay, with the newest three ordinary ones
         Assert.Equal([4L, 10L, 12L, 15L, 18L], state.Checkpoints.Select(c => c.Seq));
+        // rollbacks in a row push out no ordinary checkpoint (the one they went back to may be among them)
+        foreach (var seq in new long[] { 19, 20 }) state = state.Apply(new CheckpointWritten(seq, seq, $"b{seq}", null, 0, Rollback: true));
+        Assert.Equal([4L, 10L, 12L, 15L, 18L, 19L, 20L], state.Checkpoints.Select(c => c.Seq));
     }
 
     private static GradientChunk Chunk(long step, int from, int index, int count, long offset, params float[] values)

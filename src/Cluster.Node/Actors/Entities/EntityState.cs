@@ -39,10 +39,12 @@ public sealed record EntityState(
         _ => throw new ArgumentException($"{e.GetType().Name} is not an entity event"),
     };
 
+    /// <summary>Drops the oldest ordinary checkpoints beyond the newest few; a guard rollback's stays (and does not count among them).</summary>
     private static ImmutableList<CheckpointWritten> Trim(ImmutableList<CheckpointWritten> l)
     {
-        var cut = l.Count - KeepCheckpoints;
-        return cut <= 0 ? l : l.Where((c, i) => i >= cut || c.Rollback).ToImmutableList();
+        var drop = l.Count(c => !c.Rollback) - KeepCheckpoints;
+        if (drop <= 0) return l;
+        return l.Where(c => c.Rollback || drop-- <= 0).ToImmutableList();
     }
 
     public EntitySnapshot ToSnapshot() => new(RunId, SpecYaml, TeacherBlob, Pool.Values.ToArray(),

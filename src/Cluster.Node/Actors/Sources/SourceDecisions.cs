@@ -66,15 +66,17 @@ public static class SourceDecisions
     /// <summary>
     /// Where the guard takes a collapsed source back to: its newest whole-batch checkpoint before
     /// the last batch that passed a check (made from that state or a later one; a later checkpoint
-    /// may hold the collapse already); null: there is none, so its initial state, made afresh from the seed.
+    /// may hold the collapse already), or a later rollback's (it holds what an earlier target had
+    /// learned, so a collapse again goes back there with the rate lowered again); null: there is
+    /// none, so its initial state, made afresh from the seed.
     /// </summary>
     public static CheckpointWritten? RollbackTarget(IEnumerable<CheckpointWritten> checkpoints, long lastHealthy, int unitsPerBatch) =>
-        checkpoints.LastOrDefault(c => c.Seq < lastHealthy && c.Step == c.Seq * unitsPerBatch);
+        checkpoints.LastOrDefault(c => (c.Rollback || c.Seq < lastHealthy) && c.Step == c.Seq * unitsPerBatch);
 
     /// <summary>
-    /// The last batch that passed the guard, from the journal alone (a source that restarts goes on
-    /// as if it had not): batches are checked at every multiple of checkEvery, and one that failed
-    /// was journaled with its rollback's checkpoint, which is kept for good. 0: none.
+    /// The last batch that passed the guard, from the journal alone (a source that restarts knows
+    /// what it knew): batches are checked at every multiple of checkEvery, and one that failed was
+    /// journaled with its rollback's checkpoint, which is kept for good. 0: none.
     /// </summary>
     public static long LastHealthy(long produced, int checkEvery, IEnumerable<CheckpointWritten> checkpoints)
     {

@@ -13,8 +13,8 @@ namespace Cluster.Node.Actors;
 /// The divergence guard on a learning source's own metrics (<see cref="DivergenceGuard.CheckStep"/>
 /// on every guard.check_every-th batch, which carries them): a generator that collapses (the
 /// teacher sees fewer than guard.min_classes classes in its batch) or whose metrics are not finite
-/// goes back to what it had learned at its newest checkpoint before the last batch that passed
-/// (else to its initial weights), with its learning rate multiplied by guard.lr_factor, and makes
+/// goes back to what it had learned at its newest checkpoint before the last batch that passed,
+/// or at a later rollback's (else to its initial weights), with its learning rate multiplied by guard.lr_factor, and makes
 /// the next batch from there. Its step and random stream go on, so batch numbers stay in order.
 /// The batch that failed and those before it since the last check stay in the stream; the student
 /// is not rolled back, since the generator does not depend on it. The failed batch and the state
@@ -29,7 +29,7 @@ public sealed partial class SourceEntity
     /// <summary>The last batch whose metrics passed the guard (<see cref="SourceDecisions.LastHealthy"/>).</summary>
     private long lastHealthy;
     private int rollbacks;
-    /// <summary>The batch that failed the guard while the source goes back.</summary>
+    /// <summary>The batch that failed the guard while the source goes back (nothing new starts meanwhile, even after a failure).</summary>
     private long? goingBack;
 
     private void StartGuard(bool canRollBack)
@@ -72,9 +72,9 @@ public sealed partial class SourceEntity
     /// <summary>Journals the held batches with the rollback's checkpoint, then goes on.</summary>
     private void OnRolledBack(RolledBack r)
     {
-        goingBack = null;
         if (r.Checkpoint is null)
         {
+            goingBack = null;   // busy stays set: the run has failed
             StoreGroup();
             ReportFailure($"source: guard: {r.Reason} at batch {r.Seq}");
             return;
@@ -83,6 +83,7 @@ public sealed partial class SourceEntity
         var old = State.Checkpoints;
         StoreGroup(new CheckpointWritten(r.Seq * plan!.UnitsPerBatch, r.Seq, blob, null, 0, Rollback: true), () =>
         {
+            goingBack = null;
             DeleteDroppedCheckpoints(old);
             rollbacks++;
             var message = $"run {RunId}, entity {Id}: guard: {r.Reason} at batch {r.Seq}; the generator went back to {r.From} and its learning rate was multiplied by {spec!.Guard.LrFactor} (rollback {rollbacks})";

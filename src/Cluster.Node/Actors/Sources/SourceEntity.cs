@@ -263,7 +263,8 @@ public sealed partial class SourceEntity : PersistentEntity
 
     private void Fail(string reason)
     {
-        busy = false;
+        // a source going back holds the batches it made until it has: it makes no other meanwhile
+        if (goingBack is null) busy = false;
         ReportFailure(reason);
     }
 
