@@ -114,16 +114,13 @@ public sealed class DaflSynthesizer : IStepSource
 
     public void ScaleLearningRates(double factor) => opt.Scale *= factor;
 
-    /// <summary>The generator's weights and Adam moments from the checkpoint; the step (so the schedule) and the latent stream go on from here.</summary>
     public bool CanRollBack => true;
 
+    /// <summary>The generator's weights and Adam moments from the checkpoint; the step (so the schedule) and the latent stream go on from here.</summary>
     public void RollBack(BinaryReader checkpoint, double lrFactor)
     {
-        StateIo.Expect(checkpoint, "dafl-generator");
-        checkpoint.ReadInt64();
         var scale = opt.Scale;
-        StateIo.ReadModule(checkpoint, generator);
-        opt.Load(checkpoint);
+        ReadLearned(checkpoint);
         opt.Scale = scale * lrFactor;
     }
 
@@ -138,11 +135,18 @@ public sealed class DaflSynthesizer : IStepSource
 
     public void LoadState(BinaryReader r)
     {
+        Step = ReadLearned(r);
+        StateIo.ReadGenerator(r, rng);
+    }
+
+    /// <summary>What SaveState wrote before the latent stream: the step (returned), the weights and the optimiser.</summary>
+    private long ReadLearned(BinaryReader r)
+    {
         StateIo.Expect(r, "dafl-generator");
-        Step = r.ReadInt64();
+        var step = r.ReadInt64();
         StateIo.ReadModule(r, generator);
         opt.Load(r);
-        StateIo.ReadGenerator(r, rng);
+        return step;
     }
 
     public void Dispose()

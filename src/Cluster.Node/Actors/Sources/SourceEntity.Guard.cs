@@ -48,23 +48,20 @@ public sealed partial class SourceEntity
         return null;
     }
 
-    /// <summary>Holds batch s (without its checkpoint: the state it holds failed) until the source has gone back; or stores it and fails the run.</summary>
-    private void GoBack(Made s, string reason)
+    /// <summary>Holds batch seq, the newest unstored, until the source has gone back; or stores it and fails the run.</summary>
+    private void GoBack(long seq, string reason)
     {
-        made = s.Seq;
-        unitsDone = 0;
-        unstored.Add(s with { Checkpoint = null });
         // busy stays set: nothing new starts until the rolled-back state is journaled
         busy = true;
         if (!DivergenceGuard.MayRollBack(spec!.Guard, rollbacks))
         {
             StoreGroup();
-            ReportFailure($"source: guard: {reason} at batch {s.Seq}" + (rollbacks > 0 ? $"; gave up after {rollbacks} rollbacks" : " (guard.max_rollbacks is 0)"));
+            ReportFailure($"source: guard: {reason} at batch {seq}" + (rollbacks > 0 ? $"; gave up after {rollbacks} rollbacks" : " (guard.max_rollbacks is 0)"));
             return;
         }
-        goingBack = s.Seq;
+        goingBack = seq;
         var target = SourceDecisions.RollbackTarget(State.Checkpoints, lastHealthy, plan!.UnitsPerBatch);
-        var (src, own, sp, data, t, seq) = (source!, OwnBlobs, spec, Services.Data(spec.Data), teacher, s.Seq);
+        var (src, own, sp, data, t) = (source!, OwnBlobs, spec, Services.Data(spec.Data), teacher);
         EngineAccess.Compute(Self, () => RollBack(src, seq, target, own, sp, data, t, reason),
             failure: e => new RolledBack(seq, null, $"{reason}; going back failed: {e.Message}", ""));
     }

@@ -251,10 +251,12 @@ public sealed partial class SourceEntity : PersistentEntity
 
     private void OnMade(Made s)
     {
-        if (Unhealthy(s) is { } reason) { GoBack(s, reason); return; }
-        unstored.Add(s);
+        var reason = Unhealthy(s);
+        // a batch that failed the guard is stored without its checkpoint: the state it holds failed
+        unstored.Add(reason is null ? s : s with { Checkpoint = null });
         made = s.Seq;
         unitsDone = 0;
+        if (reason is not null) { GoBack(s.Seq, reason); return; }
         // the next batch starts now and overlaps this one's storage (a checkpoint is journaled after its batch first: a restart replays from it)
         if (s.Checkpoint is null) { busy = false; Produce(); }
         if (!SourceDecisions.StoreNow(s.Checkpoint is not null, plan!.UnitsPerBatch, busy, unstored.Count, SourceDecisions.MaxGroup(spec!.Cluster.Window))) return;
