@@ -86,17 +86,21 @@ public sealed record EntityStarted(
     [property: Key(2)] string? TeacherBlob) : IPersistedEvent;
 
 /// <summary>
-/// A synthesised batch is in the pool (written to its blobs before this event, and before anyone
-/// sees it): the images, and the soft labels it was first sent with, so that a batch served again
-/// after a failover is the same batch with the same labels (null in journals from before labels were
-/// kept, and for a method that uses none), and the data's true labels (TrueLabelsBlob) when it has them.
+/// A synthesised batch is in the pool, journaled before anyone sees it: the names (SHA-256) of its
+/// images, of the soft labels it was first sent with, so that a batch served again after a failover
+/// is the same batch with the same labels (null in journals from before labels were kept, and for a
+/// method that uses none), and of the data's true labels (TrueLabelsBlob) when it has them. Its
+/// blobs are written before this event, except where Held: the source keeps a batch it can make
+/// again in memory and writes it only when memory runs short, so after a restart a held batch's
+/// blobs may be missing, and it is made again.
 /// </summary>
 [MessagePackObject]
 public sealed record BatchStored(
     [property: Key(0)] long Seq,
     [property: Key(1)] string Blob,
     [property: Key(2)] string? LabelsBlob = null,
-    [property: Key(3)] string? TrueLabelsBlob = null) : IPersistedEvent;
+    [property: Key(3)] string? TrueLabelsBlob = null,
+    [property: Key(4)] bool Held = false) : IPersistedEvent;
 
 /// <summary>Batches up to UpToSeq are covered by every student's checkpoint and left the pool.</summary>
 [MessagePackObject]

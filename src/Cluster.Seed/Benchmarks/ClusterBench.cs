@@ -93,7 +93,7 @@ public static partial class ClusterBench
         rows.Add(new("DAFL quick step, actor pipeline", $"embedded one-node cluster, batch {Batch}, {pipeline.Count} runs, steps {warm}-{warm + measured}",
             pipeline.Average(p => p.ImagesPerSecond), "images/s",
             string.Create(CultureInfo.InvariantCulture, $"median {median:F3} x the engine segments beside it (range {ratios[0]:F3}-{ratios[^1]:F3}); runs {List(pipeline.Select(p => p.ImagesPerSecond))}; ") +
-            $"generator, teacher, student actors, window {Window}, every batch stored and journaled before it is sent (group commit: {Window - 2} at a time); compute thread busy {pipeline.Average(p => p.ComputeBusy):P0}; " +
+            $"generator, teacher, student actors, window {Window}, every batch journaled before it is sent (group commit: {Window - 2} at a time) and held in memory until released; compute thread busy {pipeline.Average(p => p.ComputeBusy):P0}; " +
             $"other threads used {pipeline.Average(p => p.OtherCores):F2} cores and slept {pipeline.Average(p => p.Wakeups):F0} times per batch; " +
             $"compute threads preempted {pipeline.Average(p => p.Preempted):F0} times per batch"));
 

@@ -155,6 +155,8 @@ public sealed record ClusterSpec : ISpecChecked
     public int CheckpointEvery { get; init; }
     [SpecKey("generator checkpoint interval (0: the student's)", Min = 0)]
     public int GeneratorCheckpointEvery { get; init; }
+    [SpecKey("memory for batches the source can make again, kept there until released instead of written to disk (0: every batch is written before it is sent)", Min = 0, Max = 1 << 20)]
+    public int BatchMemoryMb { get; init; } = 256;
     [SpecKey("soft labels' type on the wire", Choices = ["fp32", "fp16", "bf16"])]
     public string SoftLabels { get; init; } = "fp32";
     [SpecKey("floats per gradient message (1 MiB: heartbeats are not stuck behind it)", Min = 1024, Max = 1 << 22)]

@@ -95,7 +95,8 @@ public sealed class ActorHarness : IDisposable
         return Services.Blobs.Put(EngineAccess.SaveModel(t));
     }).GetAwaiter().GetResult();
 
-    public static string Spec(string runName, int steps = 12, int evalEvery = 4, int checkpointEvery = 2, int generatorCheckpointEvery = 3, int replicas = 1, int window = 2) => $$"""
+    public static string Spec(string runName, int steps = 12, int evalEvery = 4, int checkpointEvery = 2, int generatorCheckpointEvery = 3, int replicas = 1, int window = 2,
+        int batchMemoryMb = 256) => $$"""
         name: {{runName}}
         method: dafl
         seed: 4
@@ -107,7 +108,7 @@ public sealed class ActorHarness : IDisposable
           arch: lenet5-half
           train: {optimizer: adam, lr: 0.002}
         dafl: {steps: {{steps}}, batch_size: 16, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: {{evalEvery}} }
-        cluster: {checkpoint_every: {{checkpointEvery}}, generator_checkpoint_every: {{generatorCheckpointEvery}}, replicas: {{replicas}}, window: {{window}} }
+        cluster: {checkpoint_every: {{checkpointEvery}}, generator_checkpoint_every: {{generatorCheckpointEvery}}, replicas: {{replicas}}, window: {{window}}, batch_memory_mb: {{batchMemoryMb}} }
         """;
 
     public void Dispose()

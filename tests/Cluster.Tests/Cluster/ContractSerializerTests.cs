@@ -171,6 +171,21 @@ public sealed class ContractSerializerTests : IDisposable
         Assert.Equal((500L, 500L, 92.0, false), (c.Step, c.Seq, c.BestAccuracy, c.Rollback));
     }
 
+    // BatchStored before held batches added key 4.
+    [MessagePackObject]
+    public sealed record OldBatchStored([property: Key(0)] long Seq, [property: Key(1)] string Blob, [property: Key(2)] string? LabelsBlob,
+        [property: Key(3)] string? TrueLabelsBlob);
+
+    [Fact]
+    public void Should_read_batches_journaled_before_the_held_key_as_written_ones()
+    {
+        var manifest = ContractCodec.Manifest(new BatchStored(1, "h"));
+        var b = (BatchStored)ContractCodec.Deserialize(MessagePackSerializer.Serialize(new OldBatchStored(7, new string('a', 64), new string('b', 64), null)), manifest);
+        Assert.Equal(new BatchStored(7, new string('a', 64), new string('b', 64), null, Held: false), b);
+        var held = new BatchStored(8, new string('c', 64), null, null, Held: true);
+        Assert.Equal(held, ContractCodec.Deserialize(ContractCodec.Serialize(held), manifest));
+    }
+
     [Fact]
     public void Should_cover_every_contract_type_in_the_assembly()
     {

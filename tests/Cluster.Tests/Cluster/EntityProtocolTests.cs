@@ -240,25 +240,33 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         }
     }
 
-    [Fact]
-    public void Should_drop_released_batches_from_the_pool_only_when_every_replica_released_them()
+    /// <summary>Written batches (batch_memory_mb 0) lose their blobs on release; held ones never had any and leave memory.</summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(256)]
+    public void Should_drop_released_batches_from_the_pool_only_when_every_replica_released_them(int batchMemoryMb)
     {
         using var h = new ActorHarness(ActorHarness.Sqlite, "release");
         var run = $"p{Guid.NewGuid():N}"[..12];
         var id = EntityId.Generator(run);
         var gen = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
-        gen.Tell(new StartEntity(id, run, ActorHarness.Spec("rel", replicas: 2), h.TeacherBlob()));
+        gen.Tell(new StartEntity(id, run, ActorHarness.Spec("rel", replicas: 2, batchMemoryMb: batchMemoryMb), h.TeacherBlob()));
         gen.Tell(new RequestBatches(id, 1, 4, "a/student/0"));
         for (var i = 0; i < 4; i++) h.Students.ExpectMsg<LabelledBatch>(Long);
-        int Pool() => h.Kit.CreateTestProbe() is var p && Ask(gen, p) is var s ? s.PoolBatches : -1;
-        Assert.Equal(4, Pool());
+        // batch blobs are the 16x1x32x32 float payloads (64 KiB plus a small header)
+        int BatchBlobs() => Directory.EnumerateFiles(h.Options.StoreDir, "*.bin", SearchOption.AllDirectories)
+            .Count(f => new FileInfo(f).Length is >= 65_536 and < 65_536 + 64);
+        EntityStatus Status() => Ask(gen, h.Kit.CreateTestProbe());
+        Assert.Equal(4, Status().PoolBatches);
+        Assert.Equal(batchMemoryMb == 0 ? 4 : 0, BatchBlobs());
+        if (batchMemoryMb > 0) Assert.Contains("4 held in memory", Status().Detail);
         gen.Tell(new ReleaseBatches(id, EntityId.Student(run, 0), 3));
-        Assert.Equal(4, Pool());
+        Assert.Equal(4, Status().PoolBatches);
         gen.Tell(new ReleaseBatches(id, EntityId.Student(run, 1), 2));
-        h.Kit.AwaitAssert(() => Assert.Equal(2, Pool()), Long);
-        // and their blobs are gone: batch blobs are the 16x1x32x32 float payloads (64 KiB plus a small header)
-        Assert.Equal(2, Directory.EnumerateFiles(h.Options.StoreDir, "*.bin", SearchOption.AllDirectories)
-            .Count(f => new FileInfo(f).Length is >= 65_536 and < 65_536 + 64));
+        h.Kit.AwaitAssert(() => Assert.Equal(2, Status().PoolBatches), Long);
+        // and their blobs are gone, or their bytes left memory
+        Assert.Equal(batchMemoryMb == 0 ? 2 : 0, BatchBlobs());
+        if (batchMemoryMb > 0) Assert.Contains("2 held in memory", Status().Detail);
     }
 
     private static EntityStatus Ask(IActorRef actor, Akka.TestKit.TestProbe probe)

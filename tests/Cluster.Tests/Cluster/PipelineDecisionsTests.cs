@@ -57,6 +57,22 @@ public sealed class PipelineDecisionsTests
     }
 
     [Fact]
+    public void Should_hold_in_memory_only_batches_that_can_be_made_again_cheaply_and_write_the_oldest_beyond_the_limit()
+    {
+        var cluster = new ClusterSpec();
+        Assert.True(SourceDecisions.HoldInMemory(cluster, Steps, 2));
+        Assert.False(SourceDecisions.HoldInMemory(cluster with { BatchMemoryMb = 0 }, Steps, 2));
+        Assert.False(SourceDecisions.HoldInMemory(cluster, Di, 2));       // a round of many units
+        Assert.False(SourceDecisions.HoldInMemory(cluster, Adi, 2));      // and one against the student's weights
+        (long, long)[] held = [(7, 40), (5, 30), (6, 50)];
+        Assert.Empty(SourceDecisions.ToWrite(held, 120));
+        Assert.Equal([5L], SourceDecisions.ToWrite(held, 119));
+        Assert.Equal([5L], SourceDecisions.ToWrite(held, 90));
+        Assert.Equal([5L, 6L], SourceDecisions.ToWrite(held, 89));
+        Assert.Equal([5L, 6L, 7L], SourceDecisions.ToWrite(held, 0));
+    }
+
+    [Fact]
     public void Should_draw_a_sample_grid_where_the_engine_loop_evaluates()
     {
         // a batch per step, evaluated every 4: grids at batches 4, 8 and the last (10)

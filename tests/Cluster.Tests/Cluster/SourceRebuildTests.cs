@@ -68,7 +68,7 @@ public sealed class SourceRebuildTests(MnistFixture mnist)
         var id = EntityId.Generator(run);
         const string student = "s/student/0";
         var gen = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
-        gen.Tell(new StartEntity(id, run, ActorHarness.Spec("lostblob", generatorCheckpointEvery: 3), h.TeacherBlob()));
+        gen.Tell(new StartEntity(id, run, ActorHarness.Spec("lostblob", generatorCheckpointEvery: 3, batchMemoryMb: 0), h.TeacherBlob()));
         gen.Tell(new RequestBatches(id, 1, 5, student));
         var first = Enumerable.Range(0, 5).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToDictionary(m => m.Seq);
         var path = BlobPath(h, id, first[5].Images);
@@ -86,6 +86,65 @@ public sealed class SourceRebuildTests(MnistFixture mnist)
         gen.Tell(new RequestBatches(id, 5, 2, student));
         AssertSame(first[5], h.Students.ExpectMsg<LabelledBatch>(Long));
         Assert.Equal(6, h.Students.ExpectMsg<LabelledBatch>(Long).Seq);
+    }
+
+    /// <summary>
+    /// Held batches have no blobs; a restart loses them. The new incarnation holds again those it
+    /// replays after its checkpoint (4 and 5, the checkpoint at 3) and makes the others again on
+    /// request, bit for bit, still without writing them.
+    /// </summary>
+    [Fact]
+    public void Should_make_held_batches_again_bit_for_bit_after_a_restart_without_writing_them()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "heldrestart");
+        var run = $"h{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Generator(run);
+        const string student = "s/student/0";
+        var gen = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
+        gen.Tell(new StartEntity(id, run, ActorHarness.Spec("heldrestart", generatorCheckpointEvery: 3), h.TeacherBlob()));
+        gen.Tell(new RequestBatches(id, 1, 5, student));
+        var first = Enumerable.Range(0, 5).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToDictionary(m => m.Seq);
+        foreach (var b in first.Values) Assert.False(File.Exists(BlobPath(h, id, b.Images)), $"held batch {b.Seq} was written");
+
+        h.Stop(gen);
+        var again = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
+        var probe = h.Kit.CreateTestProbe();
+        h.Kit.AwaitAssert(() =>
+        {
+            again.Tell(new GetEntityStatus(id), probe);
+            Assert.Contains("2 held in memory", probe.ExpectMsg<EntityStatus>(Long).Detail);
+        }, Long);
+        again.Tell(new RequestBatches(id, 1, 6, student));
+        var after = Enumerable.Range(0, 6).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToDictionary(m => m.Seq);
+        foreach (var seq in first.Keys) AssertSame(first[seq], after[seq]);
+        Assert.Equal(6, after.Keys.Max());
+        foreach (var b in after.Values) Assert.False(File.Exists(BlobPath(h, id, b.Images)), $"held batch {b.Seq} was written");
+        h.Coordinator.ReceiveWhile(TimeSpan.FromMilliseconds(300), m => m is EntityFailed f ? throw new Xunit.Sdk.XunitException($"the run failed: {f.Reason}") : m);
+    }
+
+    /// <summary>With 1 MiB for held batches (15 of these 65 KiB ones), the oldest are written, and served again from disk.</summary>
+    [Fact]
+    public void Should_write_the_oldest_held_batches_when_their_memory_runs_short()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "heldlimit");
+        var run = $"m{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Generator(run);
+        const string student = "s/student/0";
+        var gen = h.Sys.ActorOf(SourceEntity.GetProps(id, h.Services));
+        gen.Tell(new StartEntity(id, run, ActorHarness.Spec("heldlimit", steps: 24, batchMemoryMb: 1, window: 20), h.TeacherBlob()));
+        gen.Tell(new RequestBatches(id, 1, 20, student));
+        var first = Enumerable.Range(0, 20).Select(_ => h.Students.ExpectMsg<LabelledBatch>(Long)).ToDictionary(m => m.Seq);
+        var bytes = first[1].Images.Data.Length + first[1].SoftLabels!.Data.Length;
+        var fit = (int)((1L << 20) / bytes);
+        h.Kit.AwaitAssert(() =>
+        {
+            var written = first.Values.Where(b => File.Exists(BlobPath(h, id, b.Images))).Select(b => b.Seq).ToList();
+            Assert.Equal(Enumerable.Range(1, 20 - fit).Select(i => (long)i), written);
+        }, Long);
+        gen.Tell(new RequestBatches(id, 1, 1, student));
+        AssertSame(first[1], h.Students.ExpectMsg<LabelledBatch>(Long));
+        gen.Tell(new RequestBatches(id, 20, 1, student));
+        AssertSame(first[20], h.Students.ExpectMsg<LabelledBatch>(Long));
     }
 
     /// <summary>ADI: round 1 competed with the initial student and is made again; round 2 competed with weights that are gone: the run fails, saying why.</summary>

@@ -31,6 +31,30 @@ public static class SourceDecisions
     }
 
     /// <summary>
+    /// Whether batch `seq` is held in memory until released rather than written before it is sent:
+    /// where memory is given for it and the batch can be made again cheaply and bit for bit (one unit
+    /// of work, not made against the student's weights), so a restart that loses it makes it again.
+    /// A round of many units, or one that competed with weights that will be gone, is written.
+    /// </summary>
+    public static bool HoldInMemory(ClusterSpec cluster, BatchPlan plan, long seq) =>
+        cluster.BatchMemoryMb > 0 && plan.UnitsPerBatch == 1 && plan.StudentStepFor(seq) is null;
+
+    /// <summary>The held batches to write to disk, oldest first, so that what stays held fits in `limitBytes`.</summary>
+    public static IReadOnlyList<long> ToWrite(IEnumerable<(long Seq, long Bytes)> held, long limitBytes)
+    {
+        var all = held.OrderBy(h => h.Seq).ToList();
+        var over = all.Sum(h => h.Bytes) - limitBytes;
+        var write = new List<long>();
+        foreach (var (seq, bytes) in all)
+        {
+            if (over <= 0) break;
+            write.Add(seq);
+            over -= bytes;
+        }
+        return write;
+    }
+
+    /// <summary>
     /// Group commit: a made batch waits to be stored with the next one while that one is being made;
     /// it is stored now when it carries a checkpoint, when batches take many units (rounds are
     /// long), when no next batch could start (the students' windows are full) or when the group is full.

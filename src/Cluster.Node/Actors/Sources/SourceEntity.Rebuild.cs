@@ -43,9 +43,16 @@ public sealed partial class SourceEntity
         who.Add(student);
     }
 
-    /// <summary>The stored batch's payloads, or null (and the batch is to be made again) when a blob is missing or corrupt.</summary>
+    /// <summary>The stored batch's payloads, from memory if held, or null (and the batch is to be made again) when a blob is missing or corrupt.</summary>
     private (TensorPayload Images, TensorPayload? Soft, TensorPayload? TrueLabels)? TryLoad(BatchStored stored, string student)
     {
+        if (held.TryGetValue(stored.Seq, out var h)) return (h.Images, h.SoftLabels, h.TrueLabels);
+        if (stored.Held && !OwnBlobs.Exists(stored.Blob))
+        {
+            lost.Add(stored.Seq);
+            RebuildLater(stored.Seq, student, "was held in memory and never written (the source restarted since)");
+            return null;
+        }
         try
         {
             return (Load(stored.Blob), stored.LabelsBlob is { } lb ? Load(lb) : null, stored.TrueLabelsBlob is { } tb ? Load(tb) : null);
@@ -114,10 +121,10 @@ public sealed partial class SourceEntity
         Rebuild();
     }
 
-    /// <summary>Writes a lost batch's blobs again; journals their names when the batch made again differs from the one stored.</summary>
+    /// <summary>Writes a lost batch's blobs again, or holds it again; journals their names when the batch made again differs from the one stored.</summary>
     private void StoreAgain(Rebuilt r)
     {
-        if (!State.Pool.TryGetValue(r.Seq, out var stored)) return;
+        if (!State.Pool.TryGetValue(r.Seq, out var stored) || HoldAgain(stored, r)) return;
         string Put(TensorPayload p) => OwnBlobs.Put(MessagePackSerializer.Serialize(p));
         var again = new BatchStored(r.Seq, Put(r.Images), r.SoftLabels is { } s ? Put(s) : stored.LabelsBlob, r.TrueLabels is { } t ? Put(t) : null);
         if (again == stored) return;

@@ -26,8 +26,9 @@ public sealed partial class SourceEntity
 {
     /// <summary>
     /// Group commit: the batches made since the last store are made durable together (their blobs
-    /// flushed and named, then one journal write for all of them) and only then sent. `after` (a
-    /// guard rollback's checkpoint) goes in the same write, and `then` runs once it is applied.
+    /// flushed and named, then one journal write for all of them) and only then sent; a held batch
+    /// is journaled by name and kept in memory (<see cref="Hold"/>). `after` (a guard rollback's
+    /// checkpoint) goes in the same write, and `then` runs once it is applied.
     /// </summary>
     private void StoreGroup(CheckpointWritten? after = null, Action? then = null)
     {
@@ -37,7 +38,8 @@ public sealed partial class SourceEntity
         try
         {
             foreach (var s in group)
-                events.Add(new BatchStored(s.Seq, stager.Commit(s.ImagesBlob), s.SoftLabelsBlob is { } sb ? stager.Commit(sb) : null, s.TrueLabelsBlob is { } tb ? stager.Commit(tb) : null));
+                events.Add(new BatchStored(s.Seq, stager.Commit(s.ImagesBlob), s.SoftLabelsBlob is { } sb ? stager.Commit(sb) : null,
+                    s.TrueLabelsBlob is { } tb ? stager.Commit(tb) : null, s.Held));
         }
         catch (Exception e) when (e is IOException or BlobException or UnauthorizedAccessException)
         {
@@ -59,6 +61,7 @@ public sealed partial class SourceEntity
             NodeMetrics.GeneratedBatches.WithLabels(RunId).Inc();
             State = State.Apply(e);
             var s = bySeq[e.Seq];
+            if (s.Held) Hold(s.Seq, new HeldBatch(s.Images, s.SoftLabels, s.TrueLabels));
             if (s.Checkpoint is not null) busy = false;
             if (wanted.Remove(s.Seq, out var who))
                 foreach (var student in who) SendBatch(student, s.Seq, s.Images, s.SoftLabels, s.TrueLabels);
@@ -110,6 +113,7 @@ public sealed partial class SourceEntity
         Persist(new BatchesReleased(upTo), e =>
         {
             State = State.Apply(e);
+            Unhold(upTo);
             foreach (var b in gone) DeleteBlobs(b);
             MaybeSnapshot(SnapshotEvery);
         });

@@ -94,6 +94,7 @@ public sealed partial class SourceEntity : PersistentEntity
                 : $"making batch {Math.Max(made, State.Produced) + 1}" + (plan is { UnitsPerBatch: > 1 } p ? $", unit {unitsDone} of {p.UnitsPerBatch}" : ""))
                 + (goingBack is { } g ? $"; batch {g} failed the guard, the generator goes back" : "")
                 + (unstored.Count > 0 ? $"; {unstored.Count} awaiting storage" : "")
+                + (held.Count > 0 ? $"; {held.Count} held in memory ({heldBytes / 1048576.0:F1} MiB)" : "")
                 + (toRebuild.Count > 0 ? $"; making batch {toRebuild.Keys.First()} again" : ""))));
         Command<StopEntity>(_ => Finish());
     }
@@ -170,7 +171,8 @@ public sealed partial class SourceEntity : PersistentEntity
         Services.Coordinator.Tell(new EntityProgress(RunId, Id, made, TotalBatches, 0, State.Pool.Count, null, Services.NodeName, r.Warning, rollbacks));
         Log.Info("{0}: generator ready at batch {1}{2}, {3} in the pool", Id, made, unitsDone > 0 ? $" (batch {made + 1} resumes at unit {unitsDone})" : "", State.Pool.Count);
         if (r.Replayed > 0)
-            Log.Info("{0}: replayed {1} generator steps after restart ({2} of them reproduced the stored batch bit for bit)", Id, r.Replayed, r.Identical);
+            Log.Info("{0}: replayed {1} generator steps after restart ({2} of them reproduced the stored batch bit for bit, {3} held again)", Id, r.Replayed, r.Identical, r.Refilled.Count);
+        foreach (var (seq, batch) in r.Refilled) Hold(seq, batch);
         busy = false;
         Produce();
         Rebuild();
@@ -191,7 +193,8 @@ public sealed partial class SourceEntity : PersistentEntity
             if (State.Pool.TryGetValue(seq, out var stored))
             {
                 // stored already (a student came back from a checkpoint): the same batch again, with
-                // the same labels, never a new one (the teacher labels one stored without its labels)
+                // the same labels, never a new one (the teacher labels one stored without its labels);
+                // from memory where it is held
                 if (TryLoad(stored, m.ReplyTo) is var (images, soft, trueLabels)) SendBatch(m.ReplyTo, seq, images, soft, trueLabels);
                 continue;
             }
@@ -216,9 +219,9 @@ public sealed partial class SourceEntity : PersistentEntity
         busy = true;
         var order = new WorkOrder(next, plan!.TotalBatches, plan.UnitsPerBatch, unitsPerJob, SourceDecisions.CheckpointEvery(spec!.Cluster, plan, EvalEvery),
             WantMetrics: next % spec.Guard.CheckEvery == 0, weights, labelTemperature, TensorWire.Parse(spec.Cluster.SoftLabels),
-            plan.GridDue(next, EvalEvery) ? spec.Method.SampleGrid(spec) : 0, spec.Data.Name);
-        var (src, blobs, st) = (source, Services.Blobs, stager);
-        EngineAccess.Compute(Self, () => Work(src, order, blobs, st));
+            plan.GridDue(next, EvalEvery) ? spec.Method.SampleGrid(spec) : 0, spec.Data.Name, SourceDecisions.HoldInMemory(spec.Cluster, plan, next));
+        var (src, blobs, st, arrays) = (source, Services.Blobs, stager, heldArrays);
+        EngineAccess.Compute(Self, () => Work(src, order, blobs, st, arrays));
     }
 
     private void OnAdvanced(Advanced a)
@@ -277,6 +280,7 @@ public sealed partial class SourceEntity : PersistentEntity
         Persist(new EntityFinished(Math.Max(made, State.Produced)), e =>
         {
             State = State.Apply(e);
+            Unhold(long.MaxValue);
             foreach (var b in pool) DeleteBlobs(b);
             Context.Parent.Tell(new Passivate(PoisonPill.Instance));
         });

@@ -21,13 +21,25 @@ namespace Cluster.Node.Actors;
 /// </summary>
 internal static class SourceJobs
 {
-    /// <summary>The source built and caught up; CanRollBack: whether the guard may take it back (<see cref="IBatchSource.CanRollBack"/>).</summary>
-    public sealed record Ready(IBatchSource Source, Classifier? Teacher, BatchPlan Plan, string? Warning, long Replayed, int Identical, bool CanRollBack)
-        : INoSerializationVerificationNeeded;
+    /// <summary>
+    /// The source built and caught up; CanRollBack: whether the guard may take it back (<see cref="IBatchSource.CanRollBack"/>);
+    /// Refilled: held batches whose blobs were never written, made again bit for bit while catching up.
+    /// </summary>
+    public sealed record Ready(IBatchSource Source, Classifier? Teacher, BatchPlan Plan, string? Warning, long Replayed, int Identical, bool CanRollBack,
+        IReadOnlyDictionary<long, HeldBatch> Refilled) : INoSerializationVerificationNeeded;
 
-    /// <summary>A batch made, its blobs staged; Checkpoint: the source's state right after it, when due.</summary>
+    /// <summary>A batch's payloads as they go on the wire, kept in memory until released (<see cref="BatchStored.Held"/>).</summary>
+    public sealed record HeldBatch(TensorPayload Images, TensorPayload? SoftLabels, TensorPayload? TrueLabels)
+    {
+        public long Bytes => Images.Data.Length + (SoftLabels?.Data.Length ?? 0) + (TrueLabels?.Data.Length ?? 0);
+    }
+
+    /// <summary>
+    /// A batch made, its blobs staged, or only named where Held (kept in memory, <see cref="BatchStored.Held"/>);
+    /// Checkpoint: the source's state right after it, when due.
+    /// </summary>
     public sealed record Made(long Seq, TensorPayload Images, TensorPayload? SoftLabels, TensorPayload? TrueLabels,
-        StagedBlob ImagesBlob, StagedBlob? SoftLabelsBlob, StagedBlob? TrueLabelsBlob,
+        StagedBlob ImagesBlob, StagedBlob? SoftLabelsBlob, StagedBlob? TrueLabelsBlob, bool Held,
         IReadOnlyDictionary<string, double>? Metrics, byte[]? Checkpoint, byte[]? SamplesPng) : INoSerializationVerificationNeeded;
 
     /// <summary>Part of batch Seq done (a checkpoint of it when due); SecondsPerUnit sizes the next job.</summary>
@@ -36,9 +48,9 @@ internal static class SourceJobs
     /// <summary>The student weights batch Seq competes with could not be read; it waits for them again.</summary>
     public sealed record CompetitorUnreadable(long Seq, string Reason) : INoSerializationVerificationNeeded;
 
-    /// <summary>What the mailbox decided about the next job.</summary>
+    /// <summary>What the mailbox decided about the next job; Hold: the batch stays in memory, its blobs only named.</summary>
     public sealed record WorkOrder(long Next, long TotalBatches, int UnitsPerBatch, int Units, long CheckpointEvery, bool WantMetrics,
-        string? CompetitorBlob, double? LabelTemperature, WireDType LabelDType, int Grid, string Dataset);
+        string? CompetitorBlob, double? LabelTemperature, WireDType LabelDType, int Grid, string Dataset, bool Hold);
 
     /// <summary>Loads the teacher (when the source uses it; a lost blob from a verified copy, <see cref="TeacherCopies"/>), builds the source, restores its newest good checkpoint and catches up to the batches stored.</summary>
     public static Ready Start(RunSpec s, DataSplits data, string? teacherBlob, IReadOnlyList<string> teacherCopies, ImmutableList<CheckpointWritten> checkpoints,
@@ -49,13 +61,24 @@ internal static class SourceJobs
         var source = Create(s, data, t);
         var warning = Restore(source, checkpoints.Where(c => c.Seq <= produced).ToImmutableList(), own, runId, id);
         var identical = 0;
-        // batches after the checkpoint are stored already: made again without being sent
+        var refilled = new Dictionary<long, HeldBatch>();
+        var (temperature, dtype) = (s.Method.Objective(s).SoftLabelTemperature, TensorWire.Parse(s.Cluster.SoftLabels));
+        // batches after the checkpoint are stored already: made again without being sent, and held
+        // again where they were held and never written
         var replayed = source.CatchUp(produced, (seq, o) =>
         {
-            if (pool.TryGetValue(seq, out var stored) && BlobStore.Hash(MessagePackSerializer.Serialize(TensorWire.ToPayload(o.Images))) == stored.Blob) identical++;
+            if (!pool.TryGetValue(seq, out var stored)) return;
+            if (stored.Held && !own.Exists(stored.Blob))
+            {
+                var (images, soft, trueLabels) = Payloads(o, temperature, dtype);
+                if (Name(images) != stored.Blob || Name(soft) != stored.LabelsBlob || Name(trueLabels) != stored.TrueLabelsBlob) return;
+                identical++;
+                refilled[seq] = new HeldBatch(images, soft, trueLabels);
+            }
+            else if (Name(TensorWire.ToPayload(o.Images)) == stored.Blob) identical++;
         });
         var said = restored is null ? warning : warning is null ? restored : $"{restored}; {warning}";
-        return new Ready(source, t, s.Method.Plan(s, data.TrainX.shape[0]), said, replayed, identical, source.CanRollBack);
+        return new Ready(source, t, s.Method.Plan(s, data.TrainX.shape[0]), said, replayed, identical, source.CanRollBack, refilled);
     }
 
     /// <summary>The method's source as the seed makes it, before any batch.</summary>
@@ -97,7 +120,7 @@ internal static class SourceJobs
     }
 
     /// <summary>Up to o.Units units of work on batch o.Next: the batch when it is finished, else how far it got.</summary>
-    public static object Work(IBatchSource src, WorkOrder o, BlobStore blobs, Stager stager)
+    public static object Work(IBatchSource src, WorkOrder o, BlobStore blobs, Stager stager, PayloadArrays arrays)
     {
         if (o.CompetitorBlob is { } blob)
         {
@@ -115,7 +138,7 @@ internal static class SourceJobs
                 using (done)
                 {
                     var due = SourceDecisions.CheckpointDue(o.Next * o.UnitsPerBatch, o.CheckpointEvery, o.Next == o.TotalBatches);
-                    return Finished(src, done, o, stager, due ? EngineAccess.Save(src.SaveState) : null);
+                    return Finished(src, done, o, stager, o.Hold ? arrays : null, due ? EngineAccess.Save(src.SaveState) : null);
                 }
             if (SourceDecisions.CheckpointDue(before + src.UnitsDone, o.CheckpointEvery, false))
                 return new Advanced(o.Next, src.UnitsDone, EngineAccess.Save(src.SaveState), PerUnit(i + 1));
@@ -123,7 +146,7 @@ internal static class SourceJobs
         return new Advanced(o.Next, src.UnitsDone, null, PerUnit(o.Units));
     }
 
-    private static Made Finished(IBatchSource src, SourceBatch b, WorkOrder o, Stager stager, byte[]? checkpoint)
+    private static Made Finished(IBatchSource src, SourceBatch b, WorkOrder o, Stager stager, PayloadArrays? arrays, byte[]? checkpoint)
     {
         byte[]? png = null;
         if (o.Grid > 0 && src.Samples(o.Grid, b) is { } x)
@@ -131,15 +154,19 @@ internal static class SourceJobs
             var (mean, std, _) = DataSplits.Constants(o.Dataset);
             using (x) png = SampleGrid.ToPng(x, mean, std);
         }
-        var (images, soft, trueLabels) = Payloads(b, o.LabelTemperature, o.LabelDType);
-        return new Made(o.Next, images, soft, trueLabels, stager.Stage(images), soft is null ? null : stager.Stage(soft),
-            trueLabels is null ? null : stager.Stage(trueLabels), b.Metrics, checkpoint, png);
+        var (images, soft, trueLabels) = Payloads(b, o.LabelTemperature, o.LabelDType, arrays);
+        return new Made(o.Next, images, soft, trueLabels, stager.Stage(images, o.Hold), soft is null ? null : stager.Stage(soft, o.Hold),
+            trueLabels is null ? null : stager.Stage(trueLabels, o.Hold), o.Hold, b.Metrics, checkpoint, png);
     }
 
+    /// <summary>The name (blob hash) a payload has or would have in the blob store.</summary>
+    public static string? Name(TensorPayload? p) => p is null ? null : BlobStore.Hash(MessagePackSerializer.Serialize(p));
+
     /// <summary>A batch as it goes on the wire: images, the teacher's probabilities where the source has them, the data's labels.</summary>
-    private static (TensorPayload Images, TensorPayload? Soft, TensorPayload? TrueLabels) Payloads(SourceBatch b, double? labelTemperature, WireDType labelDType)
+    private static (TensorPayload Images, TensorPayload? Soft, TensorPayload? TrueLabels) Payloads(SourceBatch b, double? labelTemperature, WireDType labelDType,
+        PayloadArrays? arrays = null)
     {
-        var images = TensorWire.ToPayload(b.Images);
+        var images = TensorWire.ToPayload(b.Images, arrays: arrays);
         var trueLabels = b.Labels is { } y ? TensorWire.LabelsToPayload(y) : null;
         // a source that computed the teacher's probabilities, or ran the teacher on exactly this
         // batch (DAFL's loss needs its logits), labels from those, as the engine loop does
@@ -198,20 +225,23 @@ internal static class SourceJobs
 }
 
 /// <summary>
-/// Serialises, hashes and writes a batch's blobs under temporary names on the compute thread, right
-/// after the batch is made (0.5 MB of copying and SHA-256 per DAFL quick batch cost the pipeline
-/// ~3% on the actor threads beside the compute thread's OpenMP team). The mailbox commits them; the
-/// ones never committed are discarded when the entity stops.
+/// Serialises and hashes a batch's blobs on the compute thread, right after the batch is made (0.5
+/// MB of copying and SHA-256 per DAFL quick batch cost the pipeline ~3% on the actor threads beside
+/// the compute thread's OpenMP team), and writes them under temporary names unless the batch is
+/// held in memory. The mailbox commits them; the ones never committed are discarded when the
+/// entity stops.
 /// </summary>
 internal sealed class Stager(BlobStore blobs)
 {
     private readonly ArrayBufferWriter<byte> buffer = new(1 << 20);   // compute thread only: an entity's jobs never overlap
     private readonly HashSet<StagedBlob> uncommitted = [];
 
-    public StagedBlob Stage(TensorPayload p)
+    /// <summary>Writes the payload under a temporary name, or only names it where it is to be held in memory (nothing to commit).</summary>
+    public StagedBlob Stage(TensorPayload p, bool nameOnly = false)
     {
         buffer.ResetWrittenCount();
         MessagePackSerializer.Serialize(buffer, p);
+        if (nameOnly) return new StagedBlob(BlobStore.Hash(buffer.WrittenSpan), null);
         var staged = blobs.Stage(buffer.WrittenSpan);
         lock (uncommitted) uncommitted.Add(staged);
         return staged;
