@@ -7,16 +7,11 @@ namespace Cluster.Node.Hosting;
 /// <summary>Tensors to and from <see cref="TensorPayload"/> (always contiguous CPU little-endian bytes).</summary>
 public static class TensorWire
 {
-    /// <summary>The tensor's bytes in a payload; `arrays`: where the payload's array comes from (default: a new one).</summary>
-    public static TensorPayload ToPayload(Tensor t, WireDType dtype = WireDType.Float32, PayloadArrays? arrays = null)
+    public static TensorPayload ToPayload(Tensor t, WireDType dtype = WireDType.Float32)
     {
         using var scope = NewDisposeScope();
         var cpu = t.detach().to(ToScalar(dtype)).cpu().contiguous();
-        var bytes = cpu.bytes;
-        if (arrays is null) return new TensorPayload(cpu.shape, dtype, bytes.ToArray());
-        var data = arrays.Rent(bytes.Length);
-        bytes.CopyTo(data);
-        return new TensorPayload(cpu.shape, dtype, data);
+        return new TensorPayload(cpu.shape, dtype, cpu.bytes.ToArray());
     }
 
     /// <summary>A float32 tensor on device (half-precision payloads are widened).</summary>

@@ -1,6 +1,5 @@
 using Akka.Event;
 using Cluster.Contracts.Events;
-using Cluster.Node.Hosting;
 using Cluster.Node.Storage;
 using MessagePack;
 using static Cluster.Node.Actors.SourceJobs;
@@ -19,8 +18,6 @@ public sealed partial class SourceEntity
 {
     private readonly SortedDictionary<long, HeldBatch> held = [];
     private long heldBytes;
-    /// <summary>Images arrays of released held batches, which the next batches' images fill again.</summary>
-    private readonly PayloadArrays heldArrays = new();
 
     private void Hold(long seq, HeldBatch batch)
     {
@@ -50,18 +47,29 @@ public sealed partial class SourceEntity
 
     private void Write(Contracts.Tensors.TensorPayload p) => OwnBlobs.Put(MessagePackSerializer.Serialize(p));
 
-    /// <summary>
-    /// Batches every student released leave memory, and their images arrays are filled again: each
-    /// student trained on the batch and checkpointed past it, so nothing reads them any more (a
-    /// copy still on its way is of a batch the student has, and is dropped by its number unread).
-    /// </summary>
     private void Unhold(long upTo)
     {
         foreach (var seq in held.Keys.TakeWhile(k => k <= upTo).ToList())
         {
             heldBytes -= held[seq].Bytes;
-            heldArrays.Return(held[seq].Images.Data);
             held.Remove(seq);
+        }
+    }
+
+    /// <summary>
+    /// Holds again the batches the catch-up after a restart made again, those still in the pool
+    /// (a release may have been journaled meanwhile), and serves the students that asked for them
+    /// before the source was ready, instead of making them a second time.
+    /// </summary>
+    private void Refill(IReadOnlyDictionary<long, HeldBatch> refilled)
+    {
+        foreach (var (seq, batch) in refilled)
+        {
+            if (!State.Pool.ContainsKey(seq)) continue;
+            Hold(seq, batch);
+            lost.Remove(seq);
+            if (toRebuild.Remove(seq, out var who))
+                foreach (var student in who) SendBatch(student, seq, batch.Images, batch.SoftLabels, batch.TrueLabels);
         }
     }
 

@@ -172,7 +172,7 @@ public sealed partial class SourceEntity : PersistentEntity
         Log.Info("{0}: generator ready at batch {1}{2}, {3} in the pool", Id, made, unitsDone > 0 ? $" (batch {made + 1} resumes at unit {unitsDone})" : "", State.Pool.Count);
         if (r.Replayed > 0)
             Log.Info("{0}: replayed {1} generator steps after restart ({2} of them reproduced the stored batch bit for bit, {3} held again)", Id, r.Replayed, r.Identical, r.Refilled.Count);
-        foreach (var (seq, batch) in r.Refilled) Hold(seq, batch);
+        Refill(r.Refilled);
         busy = false;
         Produce();
         Rebuild();
@@ -220,8 +220,8 @@ public sealed partial class SourceEntity : PersistentEntity
         var order = new WorkOrder(next, plan!.TotalBatches, plan.UnitsPerBatch, unitsPerJob, SourceDecisions.CheckpointEvery(spec!.Cluster, plan, EvalEvery),
             WantMetrics: next % spec.Guard.CheckEvery == 0, weights, labelTemperature, TensorWire.Parse(spec.Cluster.SoftLabels),
             plan.GridDue(next, EvalEvery) ? spec.Method.SampleGrid(spec) : 0, spec.Data.Name, SourceDecisions.HoldInMemory(spec.Cluster, plan, next));
-        var (src, blobs, st, arrays) = (source, Services.Blobs, stager, heldArrays);
-        EngineAccess.Compute(Self, () => Work(src, order, blobs, st, arrays));
+        var (src, blobs, st) = (source, Services.Blobs, stager);
+        EngineAccess.Compute(Self, () => Work(src, order, blobs, st));
     }
 
     private void OnAdvanced(Advanced a)

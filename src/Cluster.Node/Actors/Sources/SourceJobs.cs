@@ -70,6 +70,7 @@ internal static class SourceJobs
             if (!pool.TryGetValue(seq, out var stored)) return;
             if (stored.Held && !own.Exists(stored.Blob))
             {
+                // one that differs (a device that does not replay bit for bit) is left to the rebuilder, which journals it anew
                 var (images, soft, trueLabels) = Payloads(o, temperature, dtype);
                 if (Name(images) != stored.Blob || Name(soft) != stored.LabelsBlob || Name(trueLabels) != stored.TrueLabelsBlob) return;
                 identical++;
@@ -120,7 +121,7 @@ internal static class SourceJobs
     }
 
     /// <summary>Up to o.Units units of work on batch o.Next: the batch when it is finished, else how far it got.</summary>
-    public static object Work(IBatchSource src, WorkOrder o, BlobStore blobs, Stager stager, PayloadArrays arrays)
+    public static object Work(IBatchSource src, WorkOrder o, BlobStore blobs, Stager stager)
     {
         if (o.CompetitorBlob is { } blob)
         {
@@ -138,7 +139,7 @@ internal static class SourceJobs
                 using (done)
                 {
                     var due = SourceDecisions.CheckpointDue(o.Next * o.UnitsPerBatch, o.CheckpointEvery, o.Next == o.TotalBatches);
-                    return Finished(src, done, o, stager, o.Hold ? arrays : null, due ? EngineAccess.Save(src.SaveState) : null);
+                    return Finished(src, done, o, stager, due ? EngineAccess.Save(src.SaveState) : null);
                 }
             if (SourceDecisions.CheckpointDue(before + src.UnitsDone, o.CheckpointEvery, false))
                 return new Advanced(o.Next, src.UnitsDone, EngineAccess.Save(src.SaveState), PerUnit(i + 1));
@@ -146,7 +147,7 @@ internal static class SourceJobs
         return new Advanced(o.Next, src.UnitsDone, null, PerUnit(o.Units));
     }
 
-    private static Made Finished(IBatchSource src, SourceBatch b, WorkOrder o, Stager stager, PayloadArrays? arrays, byte[]? checkpoint)
+    private static Made Finished(IBatchSource src, SourceBatch b, WorkOrder o, Stager stager, byte[]? checkpoint)
     {
         byte[]? png = null;
         if (o.Grid > 0 && src.Samples(o.Grid, b) is { } x)
@@ -154,7 +155,7 @@ internal static class SourceJobs
             var (mean, std, _) = DataSplits.Constants(o.Dataset);
             using (x) png = SampleGrid.ToPng(x, mean, std);
         }
-        var (images, soft, trueLabels) = Payloads(b, o.LabelTemperature, o.LabelDType, arrays);
+        var (images, soft, trueLabels) = Payloads(b, o.LabelTemperature, o.LabelDType);
         return new Made(o.Next, images, soft, trueLabels, stager.Stage(images, o.Hold), soft is null ? null : stager.Stage(soft, o.Hold),
             trueLabels is null ? null : stager.Stage(trueLabels, o.Hold), o.Hold, b.Metrics, checkpoint, png);
     }
@@ -163,10 +164,9 @@ internal static class SourceJobs
     public static string? Name(TensorPayload? p) => p is null ? null : BlobStore.Hash(MessagePackSerializer.Serialize(p));
 
     /// <summary>A batch as it goes on the wire: images, the teacher's probabilities where the source has them, the data's labels.</summary>
-    private static (TensorPayload Images, TensorPayload? Soft, TensorPayload? TrueLabels) Payloads(SourceBatch b, double? labelTemperature, WireDType labelDType,
-        PayloadArrays? arrays = null)
+    private static (TensorPayload Images, TensorPayload? Soft, TensorPayload? TrueLabels) Payloads(SourceBatch b, double? labelTemperature, WireDType labelDType)
     {
-        var images = TensorWire.ToPayload(b.Images, arrays: arrays);
+        var images = TensorWire.ToPayload(b.Images);
         var trueLabels = b.Labels is { } y ? TensorWire.LabelsToPayload(y) : null;
         // a source that computed the teacher's probabilities, or ran the teacher on exactly this
         // batch (DAFL's loss needs its logits), labels from those, as the engine loop does
