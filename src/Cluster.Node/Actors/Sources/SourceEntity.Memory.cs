@@ -1,7 +1,5 @@
-using Akka.Event;
 using Cluster.Contracts.Events;
 using Cluster.Node.Storage;
-using MessagePack;
 using static Cluster.Node.Actors.SourceJobs;
 
 namespace Cluster.Node.Actors;
@@ -31,9 +29,9 @@ public sealed partial class SourceEntity
             var b = held[old];
             try
             {
-                Write(b.Images);
-                if (b.SoftLabels is { } soft) Write(soft);
-                if (b.TrueLabels is { } trueLabels) Write(trueLabels);
+                Put(b.Images);
+                if (b.SoftLabels is { } soft) Put(soft);
+                if (b.TrueLabels is { } trueLabels) Put(trueLabels);
             }
             catch (Exception e) when (e is IOException or BlobException or UnauthorizedAccessException)
             {
@@ -44,8 +42,6 @@ public sealed partial class SourceEntity
             heldBytes -= b.Bytes;
         }
     }
-
-    private void Write(Contracts.Tensors.TensorPayload p) => OwnBlobs.Put(MessagePackSerializer.Serialize(p));
 
     private void Unhold(long upTo)
     {
@@ -71,25 +67,5 @@ public sealed partial class SourceEntity
             if (toRebuild.Remove(seq, out var who))
                 foreach (var student in who) SendBatch(student, seq, batch.Images, batch.SoftLabels, batch.TrueLabels);
         }
-    }
-
-    /// <summary>Holds a batch made again in place of a held one whose bytes were lost; journals it again if it differs.</summary>
-    private bool HoldAgain(BatchStored stored, Rebuilt r)
-    {
-        if (!stored.Held || spec!.Cluster.BatchMemoryMb == 0 || r.SoftLabels is null && stored.LabelsBlob is not null) return false;
-        var again = new BatchStored(r.Seq, Name(r.Images)!, Name(r.SoftLabels) ?? stored.LabelsBlob, Name(r.TrueLabels), Held: true);
-        var batch = new HeldBatch(r.Images, r.SoftLabels, r.TrueLabels);
-        if (again == stored)
-        {
-            Hold(r.Seq, batch);
-            return true;
-        }
-        Log.Warning("{0}: batch {1} made again differs from the one stored (images {2} vs {3}); the pool keeps the new one", Id, r.Seq, again.Blob[..12], stored.Blob[..12]);
-        Persist(again, e =>
-        {
-            State = State.Apply(e);
-            Hold(r.Seq, batch);
-        });
-        return true;
     }
 }

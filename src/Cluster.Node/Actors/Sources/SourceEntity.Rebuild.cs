@@ -121,14 +121,32 @@ public sealed partial class SourceEntity
         Rebuild();
     }
 
-    /// <summary>Writes a lost batch's blobs again, or holds it again; journals their names when the batch made again differs from the one stored.</summary>
+    /// <summary>
+    /// Keeps a lost batch made again as the pool kept it: held in memory again (with its labels),
+    /// or its blobs written again; journals their names when the batch made again differs from the
+    /// one stored.
+    /// </summary>
     private void StoreAgain(Rebuilt r)
     {
-        if (!State.Pool.TryGetValue(r.Seq, out var stored) || HoldAgain(stored, r)) return;
-        string Put(TensorPayload p) => OwnBlobs.Put(MessagePackSerializer.Serialize(p));
-        var again = new BatchStored(r.Seq, Put(r.Images), r.SoftLabels is { } s ? Put(s) : stored.LabelsBlob, r.TrueLabels is { } t ? Put(t) : null);
-        if (again == stored) return;
+        if (!State.Pool.TryGetValue(r.Seq, out var stored)) return;
+        var hold = stored.Held && spec!.Cluster.BatchMemoryMb > 0 && !(r.SoftLabels is null && stored.LabelsBlob is not null);
+        string Keep(TensorPayload p) => hold ? Name(p)! : Put(p);
+        var again = new BatchStored(r.Seq, Keep(r.Images), r.SoftLabels is { } s ? Keep(s) : stored.LabelsBlob, r.TrueLabels is { } t ? Keep(t) : null, hold);
+        void Kept()
+        {
+            if (hold) Hold(r.Seq, new HeldBatch(r.Images, r.SoftLabels, r.TrueLabels));
+        }
+        // the same names: nothing to journal (a held batch written now is served from disk, as one written when memory ran short)
+        if (again with { Held = stored.Held } == stored)
+        {
+            Kept();
+            return;
+        }
         Log.Warning("{0}: batch {1} made again differs from the one stored (images {2} vs {3}); the pool keeps the new one", Id, r.Seq, again.Blob[..12], stored.Blob[..12]);
-        Persist(again, e => State = State.Apply(e));
+        Persist(again, e =>
+        {
+            State = State.Apply(e);
+            Kept();
+        });
     }
 }

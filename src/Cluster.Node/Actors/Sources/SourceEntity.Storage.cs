@@ -121,6 +121,9 @@ public sealed partial class SourceEntity
 
     private TensorPayload Load(string blob) => MessagePackSerializer.Deserialize<TensorPayload>(OwnBlobs.Get(blob));
 
+    /// <summary>Writes a payload as a blob of this source's (idempotent); its name.</summary>
+    private string Put(TensorPayload p) => OwnBlobs.Put(MessagePackSerializer.Serialize(p));
+
     /// <summary>A batch to the student that asked: straight to it when it carries what the objective needs, else through the teacher.</summary>
     private void SendBatch(string student, long seq, TensorPayload images, TensorPayload? soft, TensorPayload? trueLabels)
     {
