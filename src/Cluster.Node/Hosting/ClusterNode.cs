@@ -62,6 +62,12 @@ public sealed class ClusterNode : IAsyncDisposable
             await system.Terminate();
             if (services.Bootstrap is { } b) await b.DisposeAsync();
         }
+        try { await PersistenceSchema.InitializeAsync(system, options.Persistence, TimeSpan.FromSeconds(60)); }
+        catch (PersistenceUnavailableException)
+        {
+            await Abandon();
+            throw;
+        }
         if (options.Embedded) cluster.Join(cluster.SelfAddress);   // a cluster of one
         else if (options.Discovery is { } discovery)
         {
