@@ -310,7 +310,7 @@ public sealed partial class DataPlane : IAsyncDisposable
                 byte[]? bulk = null;
                 if (bulkLength > 0)
                 {
-                    // the message keeps the array (StepGradients.TakeMean returns a chunk's): exactly its length
+                    // the message keeps the array (GradientExchange returns a chunk's to the pool): exactly its length
                     if (bulkLength <= InitialRead)
                     {
                         bulk = ExactPool<byte>.Shared.Rent(bulkLength);

@@ -7,8 +7,9 @@ namespace Cluster.Node.Transport;
 /// <summary>
 /// A gradient chunk still in the replica's own gradient: the data plane writes its values to the
 /// socket from there, with no copy. Only where it must become a message (through Akka, or to this
-/// node) is it made a <see cref="GradientChunk"/>, copied into an array of its own. The gradient
-/// must not change until it is sent: a replica's gradient for a step is never written again.
+/// node) is it made a <see cref="GradientChunk"/>, copied into an array of its own. The values
+/// must not change until they are sent: a replica writes its gradient for a step once more, in its
+/// own shard, with the mean that it then sends from there (<see cref="Cluster.Node.Actors.GradientExchange"/>).
 /// </summary>
 public sealed record GradientSlice(string EntityId, long Step, int FromReplica, int ChunkIndex, int ChunkCount, float[] Gradient, int Offset, int Count)
 {
@@ -26,14 +27,15 @@ public sealed record GradientSlice(string EntityId, long Step, int FromReplica, 
         return Header with { Values = new TensorPayload([Count], WireDType.Float32, bytes) };
     }
 
-    /// <summary>`gradient` as the slices of at most `chunk` values one peer receives.</summary>
-    public static IEnumerable<GradientSlice> Of(string toEntity, long step, int fromReplica, float[] gradient, long chunk)
+    /// <summary>`gradient`'s values [from, to) (all of it by default) as the slices of at most `chunk` values one peer receives.</summary>
+    public static IEnumerable<GradientSlice> Of(string toEntity, long step, int fromReplica, float[] gradient, long chunk, long from = 0, long? to = null)
     {
-        var count = (int)((gradient.Length + chunk - 1) / chunk);
+        var end = to ?? gradient.Length;
+        var count = (int)((end - from + chunk - 1) / chunk);
         for (var c = 0; c < count; c++)
         {
-            var offset = (int)(c * chunk);
-            yield return new GradientSlice(toEntity, step, fromReplica, c, count, gradient, offset, (int)Math.Min(chunk, gradient.Length - offset));
+            var offset = from + c * chunk;
+            yield return new GradientSlice(toEntity, step, fromReplica, c, count, gradient, (int)offset, (int)Math.Min(chunk, end - offset));
         }
     }
 }

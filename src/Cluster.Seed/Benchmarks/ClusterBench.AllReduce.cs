@@ -88,8 +88,9 @@ public static partial class ClusterBench
 
     /// <summary>
     /// One replica's side of the students' all-reduce, through the shipped <see cref="GradientExchange"/>:
-    /// its gradient in chunks to the peer from the agreed instant `startAt`, the peer's chunks taken
-    /// as they arrive, and the mean once both are whole. The initiator (replica 0, done set) tells
+    /// its gradient's half for the peer in chunks from the agreed instant `startAt`, the peer's chunks
+    /// taken as they arrive, the mean of its own half sent as it is reduced, and the mean once both
+    /// halves are in. The initiator (replica 0, done set) tells
     /// the peer's host to start a responder (replica 1) at the same instant; the responder tells the
     /// initiator when it sent and when it had the mean. The all-reduce takes from the first replica's
     /// first send until both hold the mean: Stopwatch reads CLOCK_MONOTONIC, one clock for every
@@ -106,8 +107,9 @@ public static partial class ClusterBench
         public Reducer(Action<GradientSlice> send, IActorRef peer, bool viaPlane, float[] gradient, long step, long startAt, TaskCompletionSource<double>? done)
         {
             var self = done is null ? 1 : 0;
-            var exchange = new GradientExchange(2, self, gradient.Length);
-            exchange.Own(step, gradient);
+            var exchange = new GradientExchange(2, self, gradient.Length, Chunk, r => $"bench/student/{r}");
+            // this replica's gradient for the peer's shard (the mean of ours follows as the peer's chunks come)
+            var first = exchange.Own(step, gradient);
             long sentAt = 0, meanAt = 0;
             (long Sent, long Mean)? peerAt = null;
             if (done is not null)
@@ -121,7 +123,7 @@ public static partial class ClusterBench
                 // sent from this thread, not after a hop to the actor's: the start is on time to ~0.1 ms
                 // (the chunks and the gradient are read only; Send is thread-safe)
                 var at = Stopwatch.GetTimestamp();
-                foreach (var c in GradientSlice.Of($"bench/student/{1 - self}", step, self, gradient, Chunk)) send(c);
+                foreach (var o in first) send(o.Slice);
                 me.Tell(new Go(at));
             });
             void Check()
@@ -146,7 +148,9 @@ public static partial class ClusterBench
             });
             Receive<GradientChunk>(c =>
             {
-                if (exchange.Accept(c, step) != ChunkVerdict.Accepted) throw new InvalidOperationException($"bench chunk {c.ChunkIndex} of step {c.Step} refused");
+                var (verdict, outgoing) = exchange.Accept(c, step);
+                if (verdict != ChunkVerdict.Accepted) throw new InvalidOperationException($"bench chunk {c.ChunkIndex} of step {c.Step} refused");
+                foreach (var o in outgoing) send(o.Slice);
                 Check();
             });
             Receive<EntityStatus>(m =>

@@ -22,6 +22,60 @@ public sealed class ReplicaProcessTests
     public void Should_keep_the_replicas_in_lockstep_when_one_replica_node_is_killed_mid_run() =>
         RunTwoReplicas(steps: 200, checkpointEvery: 25, killAtStep: 60);
 
+    /// <summary>
+    /// Four replicas in one embedded run reduce-scatter their gradients (each reduces a quarter and
+    /// sends it to the others) and reach the weights of one process on the combined batch.
+    /// </summary>
+    [Fact]
+    public void Should_reach_the_combined_batch_weights_with_four_replicas_that_reduce_a_shard_each()
+    {
+        Torch.Init();
+        using var cluster = new ProcessCluster("replicas4");
+        var work = cluster.Work;
+        var spec = Path.Combine(work, "four.yaml");
+        File.WriteAllText(spec, Spec(cluster.SaveTeacher(21), steps: 12, checkpointEvery: 6, replicas: 4));
+        void Run(string log, params string[] args)
+        {
+            var p = cluster.Start(cluster.SeedBin, log, args);
+            Assert.True(ProcessCluster.Ended(p, TimeSpan.FromMinutes(4)), $"{log}: the run did not finish: " + cluster.Log(log));
+            p.WaitForExit();
+            Assert.True(p.ExitCode == 0, $"{log}: the run failed: " + cluster.Log(log));
+        }
+        Run("embedded.log", "run", spec, "--runs-dir", Path.Combine(work, "embedded"), "--run-id", "four");
+        Run("engine.log", "run", spec, "--engine", "--runs-dir", Path.Combine(work, "engine"), "--run-id", "one");
+        using var replicated = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        replicated.load(Path.Combine(work, "embedded", "four", "student.pt"));
+        using var single = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        single.load(Path.Combine(work, "engine", "one", "student.pt"));
+        foreach (var (p, q) in replicated.parameters().Zip(single.parameters()))
+            Assert.True(p.allclose(q, rtol: 1e-4, atol: 1e-6), $"four replicas differ from the combined batch by {(p - q).abs().max().item<float>():G3}");
+        // four student entities trained (each persisted its steps), not one on the whole batch
+        using var journal = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(work, "embedded", "four", "journal.db")}");
+        journal.Open();
+        using var query = journal.CreateCommand();
+        query.CommandText = "SELECT DISTINCT persistence_id FROM journal WHERE persistence_id LIKE 'student-%'";
+        List<string> students = [];
+        using (var rows = query.ExecuteReader())
+            while (rows.Read()) students.Add(rows.GetString(0));
+        Assert.Equal([.. Enumerable.Range(0, 4).Select(r => $"student-four/student/{r}")], students.Order());
+    }
+
+    private static string Spec(string teacher, int steps, int checkpointEvery, int replicas) => $"""
+        name: replicas
+        method: dafl
+        seed: 5
+        data: {"{"}name: mnist, image_size: 32{"}"}
+        teacher:
+          arch: lenet5
+          checkpoint: {teacher}
+        student:
+          arch: lenet5-half
+          train: {"{"}optimizer: adam, lr: 0.002{"}"}
+        dafl: {"{"}steps: {steps}, batch_size: 32, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: {steps}{"}"}
+        cluster: {"{"}replicas: {replicas}, checkpoint_every: {checkpointEvery}{"}"}
+        guard: {"{"}enabled: false{"}"}
+        """;
+
     private static void RunTwoReplicas(int steps, int checkpointEvery, int? killAtStep)
     {
         Torch.Init();
@@ -29,21 +83,7 @@ public sealed class ReplicaProcessTests
         var work = cluster.Work;
         var teacher = cluster.SaveTeacher(21);
         var spec = Path.Combine(work, "replicas.yaml");
-        File.WriteAllText(spec, $"""
-            name: replicas
-            method: dafl
-            seed: 5
-            data: {"{"}name: mnist, image_size: 32{"}"}
-            teacher:
-              arch: lenet5
-              checkpoint: {teacher}
-            student:
-              arch: lenet5-half
-              train: {"{"}optimizer: adam, lr: 0.002{"}"}
-            dafl: {"{"}steps: {steps}, batch_size: 32, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: {steps}{"}"}
-            cluster: {"{"}replicas: 2, checkpoint_every: {checkpointEvery}{"}"}
-            guard: {"{"}enabled: false{"}"}
-            """);
+        File.WriteAllText(spec, Spec(teacher, steps, checkpointEvery, replicas: 2));
 
         var port = TestPorts.Block(4);
         string Logs() => cluster.Logs(l => l.Contains("student"), 15);

@@ -1,7 +1,6 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
 using Cluster.Contracts.Students;
-using Cluster.Contracts.Tensors;
 using Cluster.Node.Transport;
 
 namespace Cluster.Node.Actors;
@@ -16,62 +15,127 @@ public enum ChunkVerdict
     Misfit,
 }
 
+/// <summary>A chunk this replica sends: to peer `Peer`, from an array that is not written again.</summary>
+public readonly record struct Outgoing(int Peer, GradientSlice Slice);
+
 /// <summary>
-/// The all-reduce the student replicas run (and `bench --cluster` measures): each replica sends
-/// its flat gradient to every peer in chunks, chunks arrive in any order and may come twice (a
-/// peer resends after a failover), and a step is reduced once every replica's every chunk is in,
-/// summed in replica order in float32 and divided by N, so that every replica computes the same
-/// bits. A chunk's range is reduced as soon as every replica's values for it are in (the replicas
-/// chunk alike), while the rest is still on the wire; ranges that do not line up are reduced at the
-/// end. Not thread-safe: one owner, its mailbox.
+/// The all-reduce the student replicas run (and `bench --cluster` measures). Two replicas send each
+/// other their whole gradient and each reduces all of it. More run a reduce-scatter and an
+/// all-gather: the flat gradient is cut into N shards, replica q owns shard q. Each replica
+/// sends shard q of its gradient to replica q; the owner sums its shard's pieces in replica order in
+/// float32 and divides by N, and sends that range of the mean to every peer. Every replica thus
+/// sends 2(N-1)/N of a gradient a step, the ring all-reduce's volume, reduces 1/N of it, and every
+/// element of the mean is computed once, by its owner, so every replica applies the same bits.
+/// Chunks arrive in any order and may come twice (a peer resends after a failover). A range is
+/// reduced as soon as every replica's values for it are in (the replicas chunk alike), while the
+/// rest is still on the wire; ranges that do not line up are reduced once the shard is whole.
+/// The owner writes its shard's mean into its own gradient's shard, which no peer needs and which is
+/// never written again, and sends it from there. A chunk says which it is by its range: within the
+/// receiver's shard, a peer's gradient; within its sender's shard, that range of the mean.
+/// Not thread-safe: one owner, its mailbox.
 /// </summary>
-public sealed class GradientExchange(int replicas, int self, long size)
+public sealed class GradientExchange(int replicas, int self, long size, long chunk, Func<int, string> entityOf)
 {
     private readonly Dictionary<long, StepSlot> steps = [];
 
     public int Replicas => replicas;
 
-    /// <summary>This replica's own gradient for `step`.</summary>
-    public void Own(long step, float[] flat)
+    /// <summary>
+    /// Two replicas exchange whole gradients and each reduces all of it: the same bytes as a
+    /// reduce-scatter, in one phase instead of two (docs/benchmarks.md: 12-13 ms against 13-15 for
+    /// 16 MiB on two cores).
+    /// </summary>
+    private readonly bool direct = replicas == 2;
+
+    /// <summary>Shard q of the flat gradient: [From, To).</summary>
+    public (long From, long To) Shard(int q) => (q * size / replicas, (q + 1) * size / replicas);
+
+    /// <summary>What this replica reduces: its shard, or everything (two replicas).</summary>
+    private (long From, long To) Mine => direct ? (0, size) : Shard(self);
+
+    /// <summary>What peer q reduces, and so what it gets of our gradient.</summary>
+    private (long From, long To) Theirs(int q) => direct ? (0, size) : Shard(q);
+
+    /// <summary>The mean peer q sends us: its shard, or nothing (two replicas).</summary>
+    private (long From, long To) MeanFrom(int q) => direct ? (0, 0) : Shard(q);
+
+    /// <summary>This replica's own gradient for `step` (kept, and written into: its shard becomes the mean); what to send.</summary>
+    public IReadOnlyList<Outgoing> Own(long step, float[] flat)
     {
         if (flat.Length != size) throw new ArgumentException($"a gradient of {flat.Length} values for a model of {size} parameters");
         var slot = Slot(step);
-        slot.Pieces[self] = new() { [0] = new GradientPiece(0, flat, null) };
-        slot.Expected[self] = 1;
-        if (replicas > 1 && slot.Pieces.TryGetValue((self + 1) % replicas, out var peer))
-            foreach (var index in peer.Keys.ToList()) ReduceEarly(slot, index);
+        if (slot.Own is not null) return [];   // a step's gradient is computed once between rollbacks
+        slot.Own = flat;
+        List<Outgoing> outgoing = [];
+        for (var q = 0; q < replicas; q++)
+            if (q != self) outgoing.AddRange(Slices(step, q, flat, Theirs(q)));
+        Progress(step, slot, outgoing);
+        return outgoing;
     }
 
-    public float[]? OwnAt(long step) => steps.TryGetValue(step, out var s) && s.Pieces.TryGetValue(self, out var p) ? p[0].Floats : null;
+    public float[]? OwnAt(long step) => steps.TryGetValue(step, out var s) ? s.Own : null;
 
-    /// <summary>A peer's chunk for the replica's next step `nextStep` (or the one after, while our reduction runs).</summary>
-    public ChunkVerdict Accept(GradientChunk c, long nextStep)
+    /// <summary>What a peer that lost this step needs again: our gradient's shard for it, and the mean of our shard as far as it is reduced.</summary>
+    public IReadOnlyList<Outgoing> Resend(long step, int peer)
     {
-        if (c.Step < nextStep || c.Step > nextStep + 1 || c.FromReplica == self || c.FromReplica < 0 || c.FromReplica >= replicas) return ChunkVerdict.Stale;
+        if (!steps.TryGetValue(step, out var slot) || slot.Own is not { } own || peer == self) return [];
+        return [.. Slices(step, peer, own, Theirs(peer)), .. Slices(step, peer, own, Mine).Where(o => slot.MeanSent.Contains(o.Slice.ChunkIndex))];
+    }
+
+    /// <summary>A peer's chunk for the replica's next step `nextStep` (or the one after, while our reduction runs), and what it lets us send.</summary>
+    public (ChunkVerdict Verdict, IReadOnlyList<Outgoing> Outgoing) Accept(GradientChunk c, long nextStep)
+    {
+        if (c.Step < nextStep || c.Step > nextStep + 1 || c.FromReplica == self || c.FromReplica < 0 || c.FromReplica >= replicas) return (ChunkVerdict.Stale, []);
         var bytes = c.Values.Data;
-        if (bytes.Length % 4 != 0 || c.Offset < 0 || c.Offset + bytes.Length / 4 > size || c.ChunkCount < 1 || c.ChunkIndex < 0 || c.ChunkIndex >= c.ChunkCount)
-            return ChunkVerdict.Misfit;
+        var length = bytes.Length / 4;
+        if (bytes.Length % 4 != 0 || length == 0 || c.ChunkCount < 1 || c.ChunkIndex < 0 || c.ChunkIndex >= c.ChunkCount) return (ChunkVerdict.Misfit, []);
+        var range = (c.Offset, c.Offset + length);
         var slot = Slot(c.Step);
-        if (!slot.Pieces.TryGetValue(c.FromReplica, out var got)) slot.Pieces[c.FromReplica] = got = [];
-        got[c.ChunkIndex] = new GradientPiece(c.Offset, null, bytes);   // a chunk sent twice holds the same values
-        slot.Expected[c.FromReplica] = c.ChunkCount;
-        ReduceEarly(slot, c.ChunkIndex);
-        return ChunkVerdict.Accepted;
+        if (Within(range, Mine))
+        {
+            // a peer's gradient for our shard
+            if (!slot.Pieces.TryGetValue(c.FromReplica, out var got)) slot.Pieces[c.FromReplica] = got = [];
+            if (Covered(slot.Reduced, range) || got.ContainsKey(c.Offset)) ExactPool<byte>.Shared.Return(bytes);   // sent twice: the same values
+            else got[c.Offset] = bytes;
+        }
+        else if (!direct && Within(range, MeanFrom(c.FromReplica)))
+        {
+            // the owner's mean of that range: into the step's sum
+            if (!Covered(slot.MeanIn, range))
+            {
+                slot.Sum ??= ExactPool<float>.Shared.Rent((int)size);
+                MemoryMarshal.Cast<byte, float>(bytes).CopyTo(slot.Sum.AsSpan((int)c.Offset, length));
+                slot.MeanIn.Add(range);
+            }
+            ExactPool<byte>.Shared.Return(bytes);
+        }
+        else return (ChunkVerdict.Misfit, []);
+        List<Outgoing> outgoing = [];
+        Progress(c.Step, slot, outgoing);
+        return (ChunkVerdict.Accepted, outgoing);
     }
 
-    /// <summary>The replicas whose whole gradient for `step` is in.</summary>
-    public IReadOnlySet<int> Complete(long step) =>
-        steps.TryGetValue(step, out var slot)
-            ? slot.Pieces.Where(kv => slot.Expected.TryGetValue(kv.Key, out var count) && kv.Value.Count == count).Select(kv => kv.Key).ToHashSet() : [];
-
-    /// <summary>Every replica's gradient for `step`, in replica order, once all are in (then forgotten); else null.</summary>
-    public StepGradients? TakeComplete(long step)
+    /// <summary>The replicas whose part of `step` is in: their gradient for our shard and their shard's mean (this replica: its gradient).</summary>
+    public IReadOnlySet<int> Complete(long step)
     {
-        if (Complete(step).Count != replicas) return null;
-        var slot = steps[step];
+        if (!steps.TryGetValue(step, out var slot)) return new HashSet<int>();
+        var mine = Mine;
+        return Enumerable.Range(0, replicas).Where(r => r == self
+            ? slot.Own is not null
+            : (Covered(slot.Reduced, mine) || slot.Pieces.TryGetValue(r, out var got) && Covered([.. got.Select(p => (p.Key, p.Key + p.Value.Length / 4))], mine))
+              && Covered(slot.MeanIn, MeanFrom(r))).ToHashSet();
+    }
+
+    /// <summary>The mean for `step` once all of it is in (then the step is forgotten); else null.</summary>
+    public StepMean? TakeComplete(long step)
+    {
+        if (!steps.TryGetValue(step, out var slot) || slot.Own is null || !Covered(slot.Reduced, Mine)) return null;
+        for (var q = 0; q < replicas; q++)
+            if (q != self && !Covered(slot.MeanIn, MeanFrom(q))) return null;
         steps.Remove(step);
-        return new StepGradients(size, [.. Enumerable.Range(0, replicas).Select(r => (IReadOnlyCollection<GradientPiece>)slot.Pieces[r].Values)],
-            slot.Sum, slot.Reduced);
+        ReturnPieces(slot);
+        slot.Sum ??= ExactPool<float>.Shared.Rent((int)size);   // one replica, or shards that are all ours
+        return new StepMean(slot.Sum);
     }
 
     /// <summary>Forgets steps up to `step` (applied: chunks a peer sent twice).</summary>
@@ -87,48 +151,96 @@ public sealed class GradientExchange(int replicas, int self, long size)
 
     private void Forget(long step)
     {
-        // the partial sum was never handed out
-        if (steps.Remove(step, out var slot) && slot.Sum is { } sum) ExactPool<float>.Shared.Return(sum);
+        if (!steps.Remove(step, out var slot)) return;
+        ReturnPieces(slot);
+        // the sum was never handed out
+        if (slot.Sum is { } sum) ExactPool<float>.Shared.Return(sum);
     }
 
-    /// <summary>
-    /// Reduces chunk `index`'s range into the step's sum once every replica's values for it are in:
-    /// every peer's chunk of that index covers the same range, and this replica's own gradient is in.
-    /// </summary>
-    private void ReduceEarly(StepSlot slot, int index)
+    private static void ReturnPieces(StepSlot slot)
     {
-        if (!slot.Pieces.ContainsKey(self)) return;
-        long from = -1, length = -1;
-        for (var r = 0; r < replicas; r++)
-        {
-            if (r == self) continue;
-            if (!slot.Pieces.TryGetValue(r, out var got) || !got.TryGetValue(index, out var piece)) return;
-            if (from < 0) (from, length) = (piece.Offset, piece.Values.Length);
-            else if (piece.Offset != from || piece.Values.Length != length) return;   // chunked differently: reduced at the end
-        }
-        if (length <= 0 || !slot.Reduced.Add((from, from + length))) return;
-        slot.Sum ??= ExactPool<float>.Shared.Rent((int)size);
-        // the range's own piece for each replica: this one's whole gradient, the peers' chunk `index`
-        StepGradients.Reduce([.. Enumerable.Range(0, replicas).Select(r => (IReadOnlyCollection<GradientPiece>)[slot.Pieces[r][r == self ? 0 : index]])],
-            slot.Sum, from, from + length);
+        // a received chunk's bytes belong to that chunk alone (the data plane or the codec made them for it)
+        foreach (var got in slot.Pieces.Values)
+            foreach (var b in got.Values) ExactPool<byte>.Shared.Return(b);
+        slot.Pieces.Clear();
     }
 
-    /// <summary>The mean in a fixed order: replica 0 + 1 + ... in float32, then / N (whole gradients).</summary>
-    public static float[] Mean(float[][] byReplica) =>
-        new StepGradients(byReplica[0].Length, [.. byReplica.Select(g => (IReadOnlyCollection<GradientPiece>)[new GradientPiece(0, g, null)])]).Mean();
+    /// <summary>Reduces what is in of our shard, and queues the mean's chunks that are whole for every peer.</summary>
+    private void Progress(long step, StepSlot slot, List<Outgoing> outgoing)
+    {
+        if (slot.Own is not { } own) return;
+        var (from, to) = Mine;
+        if (from == to) return;
+        var peers = Enumerable.Range(0, replicas).Where(r => r != self).ToArray();
+        var pieces = peers.Select(p => slot.Pieces.GetValueOrDefault(p) ?? []).ToArray();
+        // ranges every peer sent alike
+        foreach (var (offset, bytes) in peers.Length == 0 ? [] : pieces[0].ToList())
+        {
+            var range = (offset, offset + bytes.Length / 4);
+            if (Covered(slot.Reduced, range) || pieces.Any(ps => !ps.TryGetValue(offset, out var b) || b.Length != bytes.Length)) continue;
+            Reduce(slot, own, peers, range.Item1, range.Item2);
+        }
+        // the rest, once every peer's pieces cover the shard
+        if (!Covered(slot.Reduced, (from, to)) && pieces.All(ps => Covered([.. ps.Select(p => (p.Key, p.Key + p.Value.Length / 4))], (from, to))))
+        {
+            long at = from;
+            foreach (var (a, b) in slot.Reduced.Order().ToList())
+            {
+                if (a > at) Reduce(slot, own, peers, at, a);
+                at = Math.Max(at, b);
+            }
+            if (at < to) Reduce(slot, own, peers, at, to);
+        }
+        if (direct) return;   // nothing to send: the peer reduces all of it too
+        foreach (var o in Slices(step, -1, own, (from, to)))
+        {
+            if (slot.MeanSent.Contains(o.Slice.ChunkIndex) || !Covered(slot.Reduced, (o.Slice.Offset, o.Slice.Offset + o.Slice.Count))) continue;
+            slot.MeanSent.Add(o.Slice.ChunkIndex);
+            foreach (var p in peers) outgoing.Add(o with { Peer = p, Slice = o.Slice with { EntityId = entityOf(p) } });
+        }
+    }
 
-    /// <summary>`flat` as the chunks of at most `chunk` values one peer receives, each a message of its own (through Akka).</summary>
-    public static IEnumerable<GradientChunk> Chunks(string toEntity, long step, int fromReplica, float[] flat, long chunk) =>
-        GradientSlice.Of(toEntity, step, fromReplica, flat, chunk).Select(s => s.ToChunk());
+    /// <summary>The mean of [a, b) into the step's sum (what we apply) and, but with two replicas, into our own gradient (what we send).</summary>
+    private void Reduce(StepSlot slot, float[] own, int[] peers, long a, long b)
+    {
+        slot.Sum ??= ExactPool<float>.Shared.Rent((int)size);
+        var byReplica = new IReadOnlyCollection<GradientPiece>[replicas];
+        byReplica[self] = [new GradientPiece(0, own, null)];
+        foreach (var p in peers) byReplica[p] = [.. slot.Pieces[p].Where(kv => kv.Key < b && kv.Key + kv.Value.Length / 4 > a).Select(kv => new GradientPiece(kv.Key, null, kv.Value))];
+        // with two replicas the peer is sent all of our gradient, maybe still on its way: not written
+        StepMean.Reduce(byReplica, direct ? [slot.Sum] : [own, slot.Sum], a, b);
+        slot.Reduced.Add((a, b));
+    }
+
+    /// <summary>`source`'s [from, to) as the chunks peer `peer` receives (peer -1: for every peer, named when sent).</summary>
+    private IEnumerable<Outgoing> Slices(long step, int peer, float[] source, (long From, long To) range) =>
+        GradientSlice.Of(peer < 0 ? "" : entityOf(peer), step, self, source, chunk, range.From, range.To).Select(s => new Outgoing(peer, s));
+
+    private static bool Within((long From, long To) range, (long From, long To) shard) => range.From >= shard.From && range.To <= shard.To;
+
+    /// <summary>Whether the union of `ranges` covers `range`.</summary>
+    private static bool Covered(IEnumerable<(long From, long To)> ranges, (long From, long To) range)
+    {
+        var at = range.From;
+        foreach (var (a, b) in ranges.Where(r => r.To > range.From && r.From < range.To).Order())
+        {
+            if (a > at) return false;
+            at = Math.Max(at, b);
+            if (at >= range.To) return true;
+        }
+        return at >= range.To;
+    }
 
     private StepSlot Slot(long step) => steps.TryGetValue(step, out var s) ? s : steps[step] = new StepSlot();
 
-    /// <summary>A step's pieces by replica and chunk index, how many chunks each replica sends, and what is reduced already.</summary>
+    /// <summary>A step's own gradient, the peers' pieces of our shard by offset, what of our shard is reduced and sent, and what of the others' means is in.</summary>
     private sealed class StepSlot
     {
-        public readonly Dictionary<int, Dictionary<int, GradientPiece>> Pieces = [];
-        public readonly Dictionary<int, int> Expected = [];
-        public readonly HashSet<(long From, long To)> Reduced = [];
+        public float[]? Own;
+        public readonly Dictionary<int, Dictionary<long, byte[]>> Pieces = [];
+        public readonly List<(long From, long To)> Reduced = [];
+        public readonly HashSet<int> MeanSent = [];
+        public readonly List<(long From, long To)> MeanIn = [];
         public float[]? Sum;
     }
 }
@@ -139,80 +251,35 @@ public readonly record struct GradientPiece(long Offset, float[]? Floats, byte[]
     public ReadOnlySpan<float> Values => Floats is { } f ? f : MemoryMarshal.Cast<byte, float>(Bytes);
 }
 
-/// <summary>
-/// A step's gradients from every replica, in replica order, as the pieces they came in, and the
-/// ranges of the mean the exchange reduced already (into `sum`, an <see cref="ExactPool{T}"/> array).
-/// </summary>
-public sealed class StepGradients(long size, IReadOnlyCollection<GradientPiece>[] byReplica, float[]? sum = null, IReadOnlySet<(long From, long To)>? reduced = null)
+/// <summary>A step's mean gradient, in an <see cref="ExactPool{T}"/> array that the caller returns once applied.</summary>
+public sealed class StepMean(float[] sum)
 {
     private bool taken;
 
-    private void ThrowIfTaken()
-    {
-        if (taken) throw new InvalidOperationException("this step's gradients were taken already");
-    }
-
-    public int Replicas => byReplica.Length;
-
-    /// <summary>Replica r's whole gradient (a copy).</summary>
-    public float[] Of(int replica)
-    {
-        ThrowIfTaken();
-        var flat = new float[size];
-        foreach (var p in byReplica[replica]) p.Values.CopyTo(flat.AsSpan((int)p.Offset));
-        return flat;
-    }
-
-    /// <summary>
-    /// The mean: for each element ((g0 + g1) + g2 ...) / N in float32, read straight from the
-    /// pieces (a fresh array; nothing reduced early is used). Element by element, so the SIMD lanes
-    /// give the scalar bits (IEEE addition and division are exact per element) and every replica
-    /// gets the same bits, whichever ranges were reduced early.
-    /// </summary>
-    public float[] Mean()
-    {
-        ThrowIfTaken();
-        var mean = GC.AllocateUninitializedArray<float>((int)size);
-        Reduce(byReplica, mean, 0, size);
-        return mean;
-    }
-
-    /// <summary>
-    /// The mean in an <see cref="ExactPool{T}"/> array (the caller returns it once applied): the
-    /// ranges reduced early, and the rest reduced now. The received chunks' bytes go back to the
-    /// pool: the step's gradients are used up.
-    /// </summary>
     public float[] TakeMean()
     {
-        ThrowIfTaken();
-        var mean = sum ?? ExactPool<float>.Shared.Rent((int)size);
-        long at = 0;
-        foreach (var (from, to) in (reduced ?? new HashSet<(long, long)>()).Order())
-        {
-            if (from > at) Reduce(byReplica, mean, at, from);
-            at = Math.Max(at, to);
-        }
-        if (at < size) Reduce(byReplica, mean, at, size);
+        if (taken) throw new InvalidOperationException("this step's mean was taken already");
         taken = true;
-        // a chunk's bytes belong to that chunk alone (the data plane or the codec made them for it)
-        foreach (var pieces in byReplica)
-            foreach (var p in pieces)
-                if (p.Bytes is { } b) ExactPool<byte>.Shared.Return(b);
-        return mean;
+        return sum;
     }
 
     /// <summary>
-    /// Writes the mean of values [from, to) into `into`, block by block, each block within one piece
-    /// of every replica (pieces start at different offsets: a replica's own gradient is one piece),
-    /// so a block stays in L1 between the replicas' additions and memory is read once.
+    /// Writes the mean of values [from, to) into each of `into` (which may be one of the replicas'
+    /// own arrays), block by block, each block within one piece of every replica, summed in a
+    /// scratch block that stays in L1 between the replicas' additions, so memory is read once.
+    /// Element by element in replica order, so the SIMD lanes give the scalar bits (IEEE addition
+    /// and division are exact per element).
     /// </summary>
-    internal static void Reduce(IReadOnlyCollection<GradientPiece>[] byReplica, float[] into, long from, long to)
+    internal static void Reduce(IReadOnlyCollection<GradientPiece>[] byReplica, float[][] into, long from, long to)
     {
         var n = byReplica.Length;
         var sorted = byReplica.Select(ps => ps.Where(p => p.Offset < to && p.Offset + p.Values.Length > from).OrderBy(p => p.Offset).ToArray()).ToArray();
         foreach (var ps in sorted) Covers(ps, from, to);
         var at = new int[n];
         var starts = new int[n];
+        Span<float> scratch = stackalloc float[Block];
+        // one target that no replica reads from: summed in place, with no copy out of the scratch block
+        var inPlace = into.Length == 1 && !byReplica.Any(ps => ps.Any(p => ReferenceEquals(p.Floats, into[0])));
         for (var start = from; start < to;)
         {
             var end = Math.Min(to, start + Block);
@@ -223,7 +290,7 @@ public sealed class StepGradients(long size, IReadOnlyCollection<GradientPiece>[
                 end = Math.Min(end, p.Offset + p.Values.Length);
                 starts[r] = (int)(start - p.Offset);
             }
-            var block = into.AsSpan((int)start, (int)(end - start));
+            var block = inPlace ? into[0].AsSpan((int)start, (int)(end - start)) : scratch[..(int)(end - start)];
             var first = sorted[0][at[0]].Values.Slice(starts[0], block.Length);
             if (n == 1) first.CopyTo(block);   // x / 1 is x
             else
@@ -232,6 +299,8 @@ public sealed class StepGradients(long size, IReadOnlyCollection<GradientPiece>[
                 Sum(block, first, sorted[1][at[1]].Values.Slice(starts[1], block.Length), n == 2 ? n : 1);
                 for (var r = 2; r < n; r++) Sum(block, block, sorted[r][at[r]].Values.Slice(starts[r], block.Length), r == n - 1 ? n : 1);
             }
+            if (!inPlace)
+                foreach (var target in into) block.CopyTo(target.AsSpan((int)start));
             start = end;
         }
     }

@@ -44,7 +44,7 @@ public sealed partial class StudentEntity
                 if (!computing) RollBackToPeer();
                 break;
             case PeerAnswer.Announce: AnnounceStep(peer => peer == m.FromReplica); break;
-            case PeerAnswer.ResendGradient: SendGradient(step + 1, own!, peer => peer == m.FromReplica); break;   // it may have died with its node
+            case PeerAnswer.ResendGradient: Send(exchange!.Resend(step + 1, m.FromReplica)); break;   // it may have died with its node
         }
     }
 
@@ -53,27 +53,26 @@ public sealed partial class StudentEntity
         computing = false;
         if (pendingRollback is not null) { RollBackToPeer(); return; }
         stepImages = g.Images;
-        SendGradient(g.Seq, g.Gradient, _ => true);
-        exchange!.Own(g.Seq, g.Gradient);
+        Send(exchange!.Own(g.Seq, g.Gradient));
         TryReduce(g.Seq);
     }
 
-    private void SendGradient(long seq, float[] flat, Func<int, bool> toPeer)
+    /// <summary>The exchange's chunks, each to its peer's data plane (or through Akka).</summary>
+    private void Send(IReadOnlyList<Outgoing> outgoing)
     {
-        for (var peer = 0; peer < Replicas; peer++)
-            if (peer != replica && toPeer(peer))
-                foreach (var c in GradientSlice.Of(EntityId.Student(RunId, peer), seq, replica, flat, spec!.Cluster.GradientChunk))
-                    Services.SendToStudent(c, peerEndpoints.GetValueOrDefault(peer));
+        foreach (var o in outgoing) Services.SendToStudent(o.Slice, peerEndpoints.GetValueOrDefault(o.Peer));
     }
 
     private void OnChunk(GradientChunk c)
     {
         if (exchange is null) { early.Add(c); return; }   // a peer started first: keep its chunks until we are ready
-        if (exchange.Accept(c, step + 1) == ChunkVerdict.Misfit)
+        var (verdict, outgoing) = exchange.Accept(c, step + 1);
+        if (verdict == ChunkVerdict.Misfit)
         {
-            Fail($"gradient chunk from replica {c.FromReplica} at offset {c.Offset} does not fit a model of {gradientSize} parameters");
+            Fail($"gradient chunk from replica {c.FromReplica} at offset {c.Offset} does not fit a model of {gradientSize} parameters in {Replicas} shards");
             return;
         }
+        Send(outgoing);
         TryReduce(c.Step);
     }
 

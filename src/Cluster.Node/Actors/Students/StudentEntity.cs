@@ -168,7 +168,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         (data, gradientSize, trainer, feed, step, lrScale) = (r.Data, r.GradientSize, r.Trainer, r.Feed, r.Step, r.LrScale);
         plan = r.Plan;
         intake = BatchIntake.At(plan, step);
-        exchange = new GradientExchange(Replicas, replica, r.GradientSize);
+        exchange = new GradientExchange(Replicas, replica, r.GradientSize, spec!.Cluster.GradientChunk, peer => EntityId.Student(RunId, peer));
         guard = spec!.Guard.Enabled ? new DivergenceGuard(spec.Guard) : null;
         objective = spec.Method.Objective(spec);
         best = r.Best;

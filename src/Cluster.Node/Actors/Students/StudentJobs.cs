@@ -88,8 +88,8 @@ internal static class StudentJobs
         using (g) return new GradientReady(seq, g.data<float>().ToArray(), batch.Images.shape[0]);
     }
 
-    /// <summary>The mean of every replica's gradient (<see cref="StepGradients.TakeMean"/>), applied.</summary>
-    public static Trained Apply(StudentTrainer t, StepGradients all, long seq, AfterStep after, long images)
+    /// <summary>The mean of every replica's gradient (<see cref="StepMean.TakeMean"/>), applied.</summary>
+    public static Trained Apply(StudentTrainer t, StepMean all, long seq, AfterStep after, long images)
     {
         var sum = all.TakeMean();
         try
