@@ -88,9 +88,9 @@ public static partial class ClusterBench
 
     /// <summary>
     /// One replica's side of the students' all-reduce, through the shipped <see cref="GradientExchange"/>:
-    /// its gradient's half for the peer in chunks from the agreed instant `startAt`, the peer's chunks
-    /// taken as they arrive, the mean of its own half sent as it is reduced, and the mean once both
-    /// halves are in. The initiator (replica 0, done set) tells
+    /// what the exchange sends the peer (two replicas: the whole gradient) in chunks from the agreed
+    /// instant `startAt`, the peer's chunks taken as they arrive (and whatever they let the exchange
+    /// send), and the mean once it is whole. The initiator (replica 0, done set) tells
     /// the peer's host to start a responder (replica 1) at the same instant; the responder tells the
     /// initiator when it sent and when it had the mean. The all-reduce takes from the first replica's
     /// first send until both hold the mean: Stopwatch reads CLOCK_MONOTONIC, one clock for every
@@ -108,7 +108,6 @@ public static partial class ClusterBench
         {
             var self = done is null ? 1 : 0;
             var exchange = new GradientExchange(2, self, gradient.Length, Chunk, r => $"bench/student/{r}");
-            // this replica's gradient for the peer's shard (the mean of ours follows as the peer's chunks come)
             var first = exchange.Own(step, gradient);
             long sentAt = 0, meanAt = 0;
             (long Sent, long Mean)? peerAt = null;
