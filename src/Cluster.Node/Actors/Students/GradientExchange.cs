@@ -9,7 +9,7 @@ namespace Cluster.Node.Actors;
 public enum ChunkVerdict
 {
     Accepted,
-    /// <summary>A late duplicate of a step already applied, or one from a peer about to roll back.</summary>
+    /// <summary>A late duplicate of a step already applied, one from a peer about to roll back, or one from no peer of ours.</summary>
     Stale,
     /// <summary>It does not fit the model: the peer runs another model, and the run must fail.</summary>
     Misfit,
@@ -78,7 +78,7 @@ public sealed class GradientExchange(int replicas, int self, long size, long chu
     /// <summary>What a peer that lost this step needs again: our gradient's shard for it, and the mean of our shard as far as it is reduced.</summary>
     public IReadOnlyList<Outgoing> Resend(long step, int peer)
     {
-        if (!steps.TryGetValue(step, out var slot) || slot.Own is not { } own || peer == self) return [];
+        if (peer < 0 || peer >= replicas || peer == self || !steps.TryGetValue(step, out var slot) || slot.Own is not { } own) return [];
         return [.. Slices(step, peer, own, Theirs(peer)), .. Slices(step, peer, own, Mine).Where(o => slot.MeanSent.Contains(o.Slice.ChunkIndex))];
     }
 
@@ -95,7 +95,8 @@ public sealed class GradientExchange(int replicas, int self, long size, long chu
         {
             // a peer's gradient for our shard
             if (!slot.Pieces.TryGetValue(c.FromReplica, out var got)) slot.Pieces[c.FromReplica] = got = [];
-            if (Covered(slot.Reduced, range) || got.ContainsKey(c.Offset)) ExactPool<byte>.Shared.Return(bytes);   // sent twice: the same values
+            if (got.TryGetValue(c.Offset, out var held) && ReferenceEquals(held, bytes)) { }   // the same message twice: one array, kept
+            else if (Covered(slot.Reduced, range) || held is not null) ExactPool<byte>.Shared.Return(bytes);   // sent twice: the same values
             else got[c.Offset] = bytes;
         }
         else if (!direct && Within(range, MeanFrom(c.FromReplica)))
@@ -134,7 +135,7 @@ public sealed class GradientExchange(int replicas, int self, long size, long chu
             if (q != self && !Covered(slot.MeanIn, MeanFrom(q))) return null;
         steps.Remove(step);
         ReturnPieces(slot);
-        slot.Sum ??= ExactPool<float>.Shared.Rent((int)size);   // one replica, or shards that are all ours
+        slot.Sum ??= ExactPool<float>.Shared.Rent((int)size);   // a model of no parameters
         return new StepMean(slot.Sum);
     }
 

@@ -9,7 +9,7 @@ public enum PeerAnswer
     RollBack,
     /// <summary>The peer is ahead: tell it our step, so that it comes back to us.</summary>
     Announce,
-    /// <summary>The peer is at our step: send it our gradient again (it may have died with the first).</summary>
+    /// <summary>The peer is at our step: send it again what it needs of ours, our gradient (or its shard of it) and our shard's mean so far (it may have died with the first).</summary>
     ResendGradient,
 }
 

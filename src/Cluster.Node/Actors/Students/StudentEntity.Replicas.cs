@@ -78,7 +78,8 @@ public sealed partial class StudentEntity
 
     private void TryReduce(long seq)
     {
-        if (seq != step + 1 || exchange!.TakeComplete(seq) is not { } all) return;
+        // not while a job runs: a restore (the lockstep's rollback) must not have a step applied after it
+        if (computing || pendingRollback is not null || seq != step + 1 || exchange!.TakeComplete(seq) is not { } all) return;
         computing = true;
         var (t, after, images) = (trainer!, AfterStepOf(seq), stepImages);
         EngineAccess.Compute(Self, () => Apply(t, all, seq, after, images));

@@ -211,7 +211,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         {
             // waiting on a peer's gradient: tell the missing peers where we are (this also starts a
             // replica whose node died, through remember-entities, and makes it answer); a peer
-            // counts only with all its chunks
+            // counts once all of its part is in (its gradient, or its shard of it, and its shard's mean)
             lastBatchUtc = DateTime.UtcNow;
             var have = exchange!.Complete(step + 1);
             Log.Info("{0}: waiting on the gradient of replicas {1} for step {2}", Id, string.Join(",", Enumerable.Range(0, Replicas).Where(r => !have.Contains(r))), step + 1);
