@@ -60,7 +60,64 @@ public sealed class ReplicaProcessTests
         Assert.Equal([.. Enumerable.Range(0, 4).Select(r => $"student-four/student/{r}")], students.Order());
     }
 
-    private static string Spec(string teacher, int steps, int checkpointEvery, int replicas) => $"""
+    /// <summary>
+    /// Three replicas on three GPU-node processes reduce-scatter their gradients; the node of
+    /// replica 1 is killed mid-run. The replica comes back on a survivor from its checkpoint, the
+    /// others step back to it, and the run ends with the bits of the same run uninterrupted.
+    /// </summary>
+    [Fact]
+    public void Should_reach_the_uninterrupted_weights_when_one_of_three_replicas_nodes_is_killed()
+    {
+        Torch.Init();
+        using var cluster = new ProcessCluster("replicas3");
+        var work = cluster.Work;
+        var spec = Path.Combine(work, "three.yaml");
+        File.WriteAllText(spec, Spec(cluster.SaveTeacher(21), steps: 150, checkpointEvery: 25, replicas: 3, batch: 36));
+        var port = TestPorts.Block(5);
+        string[] students = ["studentA.log", "studentB.log", "studentC.log"];
+        string Logs() => cluster.Logs(l => l.Contains("student"), 15);
+        cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common]);
+        Thread.Sleep(3000);
+        var seeds = $"127.0.0.1:{port}";
+        cluster.Start(cluster.GpuBin, "gen.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--hosts", "generator,teacher", .. cluster.Common]);
+        for (var i = 0; i < students.Length; i++)
+            cluster.Start(cluster.GpuBin, students[i], ["join", "--seeds", seeds, "--port", (port + 2 + i).ToString(), "--hosts", "student", .. cluster.Common]);
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        cluster.WaitUntilUp(deadline, ["gen.log", .. students]);
+        Thread.Sleep(2000);
+        var submit = cluster.Start(cluster.SeedBin, "submit.log", ["submit", spec, "--server", cluster.Server, "--run-id", "three", "--follow"]);
+        while (StudentStep(work) < 60)
+        {
+            Assert.True(DateTime.UtcNow < deadline.AddMinutes(3) && !submit.HasExited, "the run did not reach step 60: " + Logs());
+            Thread.Sleep(100);
+        }
+        var host = Array.FindIndex(students, l => cluster.Log(l).Contains("three/student/1: student ready at step "));
+        Assert.True(host >= 0, "no node says it hosts replica 1: " + Logs());
+        var killed = cluster.Processes[2 + host];
+        killed.Kill(entireProcessTree: true);
+        killed.WaitForExit();
+        Assert.True(ProcessCluster.Ended(submit, TimeSpan.FromMinutes(6)), "the three-replica run did not finish in 6 minutes: " + Logs());
+        submit.WaitForExit();
+        Assert.True(submit.ExitCode == 0, "submit --follow failed: " + Logs());
+        // what the killed node hosted came back on a survivor from a checkpoint, not from the start
+        var resumedAt = students.Where((_, i) => i != host)
+            .SelectMany(l => System.Text.RegularExpressions.Regex.Matches(cluster.Log(l), @"three/student/\d: student ready at step (\d+)"))
+            .Select(m => long.Parse(m.Groups[1].Value)).DefaultIfEmpty(0).Max();
+        Assert.True(resumedAt >= 25, "no replica resumed from a checkpoint on a survivor: " + Logs());
+
+        var embedded = cluster.Start(cluster.SeedBin, "embedded.log", ["run", spec, "--runs-dir", Path.Combine(work, "embedded"), "--run-id", "ref"]);
+        Assert.True(ProcessCluster.Ended(embedded, TimeSpan.FromMinutes(4)), "the reference run did not finish: " + cluster.Log("embedded.log"));
+        embedded.WaitForExit();
+        Assert.True(embedded.ExitCode == 0, "the reference run failed: " + cluster.Log("embedded.log"));
+        using var replicated = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        replicated.load(Path.Combine(work, "runs", "three", "student.pt"));
+        using var uninterrupted = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        uninterrupted.load(Path.Combine(work, "embedded", "ref", "student.pt"));
+        foreach (var (p, q) in replicated.parameters().Zip(uninterrupted.parameters()))
+            Assert.True(p.eq(q).all().item<bool>(), $"the run with a killed replica differs from the uninterrupted one by {(p - q).abs().max().item<float>():G3}");
+    }
+
+    private static string Spec(string teacher, int steps, int checkpointEvery, int replicas, int batch = 32) => $"""
         name: replicas
         method: dafl
         seed: 5
@@ -71,7 +128,7 @@ public sealed class ReplicaProcessTests
         student:
           arch: lenet5-half
           train: {"{"}optimizer: adam, lr: 0.002{"}"}
-        dafl: {"{"}steps: {steps}, batch_size: 32, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: {steps}{"}"}
+        dafl: {"{"}steps: {steps}, batch_size: {batch}, generator_width: 8, generator_lr: 0.02, activation: code, entropy: code, eval_every: {steps}{"}"}
         cluster: {"{"}replicas: {replicas}, checkpoint_every: {checkpointEvery}{"}"}
         guard: {"{"}enabled: false{"}"}
         """;
