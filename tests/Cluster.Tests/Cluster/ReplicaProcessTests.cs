@@ -34,21 +34,10 @@ public sealed class ReplicaProcessTests
         var work = cluster.Work;
         var spec = Path.Combine(work, "four.yaml");
         File.WriteAllText(spec, Spec(cluster.SaveTeacher(21), steps: 12, checkpointEvery: 6, replicas: 4));
-        void Run(string log, params string[] args)
-        {
-            var p = cluster.Start(cluster.SeedBin, log, args);
-            Assert.True(ProcessCluster.Ended(p, TimeSpan.FromMinutes(4)), $"{log}: the run did not finish: " + cluster.Log(log));
-            p.WaitForExit();
-            Assert.True(p.ExitCode == 0, $"{log}: the run failed: " + cluster.Log(log));
-        }
-        Run("embedded.log", "run", spec, "--runs-dir", Path.Combine(work, "embedded"), "--run-id", "four");
-        Run("engine.log", "run", spec, "--engine", "--runs-dir", Path.Combine(work, "engine"), "--run-id", "one");
-        using var replicated = ModelFactory.Create("lenet5-half", 1, 32, 10);
-        replicated.load(Path.Combine(work, "embedded", "four", "student.pt"));
-        using var single = ModelFactory.Create("lenet5-half", 1, 32, 10);
-        single.load(Path.Combine(work, "engine", "one", "student.pt"));
-        foreach (var (p, q) in replicated.parameters().Zip(single.parameters()))
-            Assert.True(p.allclose(q, rtol: 1e-4, atol: 1e-6), $"four replicas differ from the combined batch by {(p - q).abs().max().item<float>():G3}");
+        RunToEnd(cluster, "embedded.log", "run", spec, "--runs-dir", Path.Combine(work, "embedded"), "--run-id", "four");
+        RunToEnd(cluster, "engine.log", "run", spec, "--engine", "--runs-dir", Path.Combine(work, "engine"), "--run-id", "one");
+        AssertSameWeights(Path.Combine(work, "embedded", "four", "student.pt"), Path.Combine(work, "engine", "one", "student.pt"), bits: false,
+            "four replicas differ from the combined batch");
         // four student entities trained (each persisted its steps), not one on the whole batch
         using var journal = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(work, "embedded", "four", "journal.db")}");
         journal.Open();
@@ -105,16 +94,29 @@ public sealed class ReplicaProcessTests
             .Select(m => long.Parse(m.Groups[1].Value)).DefaultIfEmpty(0).Max();
         Assert.True(resumedAt >= 25, "no replica resumed from a checkpoint on a survivor: " + Logs());
 
-        var embedded = cluster.Start(cluster.SeedBin, "embedded.log", ["run", spec, "--runs-dir", Path.Combine(work, "embedded"), "--run-id", "ref"]);
-        Assert.True(ProcessCluster.Ended(embedded, TimeSpan.FromMinutes(4)), "the reference run did not finish: " + cluster.Log("embedded.log"));
-        embedded.WaitForExit();
-        Assert.True(embedded.ExitCode == 0, "the reference run failed: " + cluster.Log("embedded.log"));
-        using var replicated = ModelFactory.Create("lenet5-half", 1, 32, 10);
-        replicated.load(Path.Combine(work, "runs", "three", "student.pt"));
-        using var uninterrupted = ModelFactory.Create("lenet5-half", 1, 32, 10);
-        uninterrupted.load(Path.Combine(work, "embedded", "ref", "student.pt"));
-        foreach (var (p, q) in replicated.parameters().Zip(uninterrupted.parameters()))
-            Assert.True(p.eq(q).all().item<bool>(), $"the run with a killed replica differs from the uninterrupted one by {(p - q).abs().max().item<float>():G3}");
+        RunToEnd(cluster, "embedded.log", "run", spec, "--runs-dir", Path.Combine(work, "embedded"), "--run-id", "ref");
+        AssertSameWeights(Path.Combine(work, "runs", "three", "student.pt"), Path.Combine(work, "embedded", "ref", "student.pt"), bits: true,
+            "the run with a killed replica differs from the uninterrupted one");
+    }
+
+    /// <summary>Runs a Cluster.Seed command to its end (4 minutes at most), successfully.</summary>
+    private static void RunToEnd(ProcessCluster cluster, string log, params string[] args)
+    {
+        var p = cluster.Start(cluster.SeedBin, log, args);
+        Assert.True(ProcessCluster.Ended(p, TimeSpan.FromMinutes(4)), $"{log}: the run did not finish: " + cluster.Log(log));
+        p.WaitForExit();
+        Assert.True(p.ExitCode == 0, $"{log}: the run failed: " + cluster.Log(log));
+    }
+
+    /// <summary>The students saved at two paths: the same bits, or equal to float tolerance (summation orders differ).</summary>
+    private static void AssertSameWeights(string path, string reference, bool bits, string what)
+    {
+        using var a = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        a.load(path);
+        using var b = ModelFactory.Create("lenet5-half", 1, 32, 10);
+        b.load(reference);
+        foreach (var (p, q) in a.parameters().Zip(b.parameters()))
+            Assert.True(bits ? p.eq(q).all().item<bool>() : p.allclose(q, rtol: 1e-4, atol: 1e-6), $"{what} by {(p - q).abs().max().item<float>():G3}");
     }
 
     private static string Spec(string teacher, int steps, int checkpointEvery, int replicas, int batch = 32) => $"""
@@ -235,34 +237,20 @@ public sealed class ReplicaProcessTests
             Assert.Contains("to stay in lockstep", survivor);
         }
 
-        using var replicated = ModelFactory.Create("lenet5-half", 1, 32, 10);
-        replicated.load(Path.Combine(work, "runs", "two", "student.pt"));
         // the references run as processes too, computing as the nodes do (one libtorch thread)
-        void Reference(string log, params string[] args)
-        {
-            var p = cluster.Start(cluster.SeedBin, log, args);
-            Assert.True(ProcessCluster.Ended(p, TimeSpan.FromMinutes(4)), $"the reference run ({log}) did not finish: " + cluster.Log(log));
-            p.WaitForExit();
-            Assert.True(p.ExitCode == 0, $"the reference run failed: " + cluster.Log(log));
-        }
+        var replicated = Path.Combine(work, "runs", "two", "student.pt");
         if (killed is null)
         {
             // against one process training on the combined batch (summation order differs: float tolerance)
-            Reference("engine.log", "run", spec, "--engine", "--runs-dir", Path.Combine(work, "engine"), "--run-id", "one");
-            using var single = ModelFactory.Create("lenet5-half", 1, 32, 10);
-            single.load(Path.Combine(work, "engine", "one", "student.pt"));
-            foreach (var (p, q) in replicated.parameters().Zip(single.parameters()))
-                Assert.True(p.allclose(q, rtol: 1e-4, atol: 1e-6), $"replicas differ from the combined batch by {(p - q).abs().max().item<float>():G3}");
+            RunToEnd(cluster, "engine.log", "run", spec, "--engine", "--runs-dir", Path.Combine(work, "engine"), "--run-id", "one");
+            AssertSameWeights(replicated, Path.Combine(work, "engine", "one", "student.pt"), bits: false, "replicas differ from the combined batch");
         }
         else
         {
             // against the same two replicas run without a failure (embedded, one process): every
             // step after the kill was recomputed from checkpoints, so the weights are the same bits
-            Reference("embedded.log", "run", spec, "--runs-dir", Path.Combine(work, "embedded"), "--run-id", "ref");
-            using var uninterrupted = ModelFactory.Create("lenet5-half", 1, 32, 10);
-            uninterrupted.load(Path.Combine(work, "embedded", "ref", "student.pt"));
-            foreach (var (p, q) in replicated.parameters().Zip(uninterrupted.parameters()))
-                Assert.True(p.eq(q).all().item<bool>(), $"the run with a killed replica differs from the uninterrupted one by {(p - q).abs().max().item<float>():G3}");
+            RunToEnd(cluster, "embedded.log", "run", spec, "--runs-dir", Path.Combine(work, "embedded"), "--run-id", "ref");
+            AssertSameWeights(replicated, Path.Combine(work, "embedded", "ref", "student.pt"), bits: true, "the run with a killed replica differs from the uninterrupted one");
         }
     }
 
