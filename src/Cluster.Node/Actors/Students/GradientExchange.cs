@@ -122,7 +122,7 @@ public sealed class GradientExchange(int replicas, int self, long size, long chu
         var mine = Mine;
         return Enumerable.Range(0, replicas).Where(r => r == self
             ? slot.Own is not null
-            : (Covered(slot.Reduced, mine) || slot.Pieces.TryGetValue(r, out var got) && Covered([.. got.Select(p => (p.Key, p.Key + p.Value.Length / 4))], mine))
+            : (Covered(slot.Reduced, mine) || slot.Pieces.TryGetValue(r, out var got) && Covered(Ranges(got), mine))
               && Covered(slot.MeanIn, MeanFrom(r))).ToHashSet();
     }
 
@@ -181,7 +181,7 @@ public sealed class GradientExchange(int replicas, int self, long size, long chu
             Reduce(slot, own, peers, range.Item1, range.Item2);
         }
         // the rest, once every peer's pieces cover the shard
-        if (!Covered(slot.Reduced, (from, to)) && pieces.All(ps => Covered([.. ps.Select(p => (p.Key, p.Key + p.Value.Length / 4))], (from, to))))
+        if (!Covered(slot.Reduced, (from, to)) && pieces.All(ps => Covered(Ranges(ps), (from, to))))
         {
             long at = from;
             foreach (var (a, b) in slot.Reduced.Order().ToList())
@@ -215,6 +215,9 @@ public sealed class GradientExchange(int replicas, int self, long size, long chu
     /// <summary>`source`'s [from, to) as the chunks peer `peer` receives (peer -1: for every peer, named when sent).</summary>
     private IEnumerable<Outgoing> Slices(long step, int peer, float[] source, (long From, long To) range) =>
         GradientSlice.Of(peer < 0 ? "" : entityOf(peer), step, self, source, chunk, range.From, range.To).Select(s => new Outgoing(peer, s));
+
+    /// <summary>The ranges a peer's received pieces hold (keyed by offset; 4 bytes a value).</summary>
+    private static IEnumerable<(long From, long To)> Ranges(Dictionary<long, byte[]> pieces) => pieces.Select(p => (p.Key, p.Key + p.Value.Length / 4L));
 
     private static bool Within((long From, long To) range, (long From, long To) shard) => range.From >= shard.From && range.To <= shard.To;
 
