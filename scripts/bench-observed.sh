@@ -2,10 +2,11 @@
 # The cost of watching a run: bench --cluster --part pipeline with its node serving the API, the
 # dashboard open in headless Chromium in two tabs, the runs and a measured run's page (live from the event stream) and /metrics scraped every 5 s,
 # as a Prometheus server would. Prints the bench's table; the scrapes go to $OUT/scrapes/.
-#   scripts/bench-observed.sh [--quick]      (env: HTTP_PORT=8090, OUT=results/bench-observed)
+#   scripts/bench-observed.sh [--quick]      (env: HTTP_PORT=8090, DEVTOOLS_PORT=9223, OUT=results/bench-observed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${HTTP_PORT:-8090}
+devtools=${DEVTOOLS_PORT:-9223}
 out=${OUT:-results/bench-observed}
 mkdir -p "$out/scrapes"
 shim=$(scripts/torch-native-env.sh)
@@ -23,10 +24,22 @@ until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; do
   kill -0 "$bench" 2>/dev/null || { echo "bench-observed: the bench ended before its node was ready" >&2; exit 1; }
   sleep 1
 done
-"$chromium" --headless=new --no-sandbox --disable-gpu --user-data-dir="$(mktemp -d)" --remote-debugging-port=0 \
-  "http://127.0.0.1:$port/#token=$CLUSTERDISTILL_TOKEN" "http://127.0.0.1:$port/#token=$CLUSTERDISTILL_TOKEN&view=/run/bench-4" >"$out/chromium.log" 2>&1 &
-pids+=($!)
+# headless Chromium opens one page from its command line; the second tab is opened through DevTools
+"$chromium" --headless=new --no-sandbox --disable-gpu --user-data-dir="$(mktemp -d)" --remote-debugging-port="$devtools" \
+  "http://127.0.0.1:$port/#token=$CLUSTERDISTILL_TOKEN" >"$out/chromium.log" 2>&1 &
+browser=$!
+pids+=($browser)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$devtools/json/version" >/dev/null && break; sleep 0.2; done
+curl -sf -X PUT "http://127.0.0.1:$devtools/json/new?http://127.0.0.1:$port/%23token=$CLUSTERDISTILL_TOKEN%26view=/run/bench-4" >/dev/null \
+  || { echo "bench-observed: Chromium did not open the second tab (see $out/chromium.log)" >&2; exit 1; }
 ( n=0; while sleep 5; do n=$((n + 1)); curl -sf "http://127.0.0.1:$port/metrics" >"$out/scrapes/$(printf %04d $n).txt" || true; done ) &
 pids+=($!)
 wait "$bench"
-echo "[bench-observed] $(ls "$out/scrapes" | wc -l) scrapes in $out/scrapes; the dashboard was open throughout"
+# the dashboard was watching if the browser is still up and the node counted both pages' event streams in every scrape after the first
+kill -0 "$browser" 2>/dev/null || { echo "bench-observed: Chromium exited during the bench (see $out/chromium.log): the figures above were not observed" >&2; exit 1; }
+curl -sf "http://127.0.0.1:$devtools/json/list" >"$out/tabs.json" && echo "[bench-observed] tabs open: $(grep -o '"url": *"[^"]*"' "$out/tabs.json" | sed 's/#token=[0-9a-f]*/#token=.../' | tr '\n' ' ')"
+# (a scrape after the node stopped, as the bench ends, is an empty file)
+scrapes=$(find "$out/scrapes" -name '*.txt' -size +0 | wc -l)
+watched=$(cat "$out"/scrapes/*.txt | grep -c '^clusterdistill_http_event_streams 2$' || true)
+echo "[bench-observed] $scrapes scrapes of the running node in $out/scrapes; it served the dashboard's 2 event streams in $watched of them"
+[ "$scrapes" -gt 0 ] && [ "$watched" -ge $((scrapes - 1)) ] || { echo "bench-observed: the dashboard's two pages were not streaming throughout" >&2; exit 1; }

@@ -9,6 +9,7 @@ using Cluster.Contracts.Runs;
 using Cluster.Contracts.Sweeps;
 using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
+using Cluster.Node.Telemetry;
 using Distill.Engine.Runs;
 using Distill.Engine.Specs;
 using Distill.Engine.Sweeps;
@@ -276,6 +277,7 @@ public static partial class ControlApi
         var ct = context.RequestAborted;
         string? last = null;
         var quiet = DateTime.UtcNow;
+        NodeMetrics.EventStreams.Inc();
         try
         {
             while (!ct.IsCancellationRequested)
@@ -308,6 +310,7 @@ public static partial class ControlApi
             }
         }
         catch (OperationCanceledException) { }   // the client went away
+        finally { NodeMetrics.EventStreams.Dec(); }
     }
 
     private static IResult ResultsOf(NodeOptions options, string? sweep, string? runs)

@@ -59,6 +59,9 @@ public static class NodeMetrics
     public static readonly Gauge Runs = Metrics.CreateGauge("clusterdistill_runs",
         "Runs the coordinator knows, by state", ["state"]);
 
+    public static readonly Gauge EventStreams = Metrics.CreateGauge("clusterdistill_http_event_streams",
+        "Clients reading the live event stream (/api/stream) from this node: open dashboards and followers");
+
     public static readonly Gauge GpuMemory = Metrics.CreateGauge("clusterdistill_gpu_memory_bytes",
         "GPU memory this process holds, per device, as nvidia-smi reports it (absent without a GPU)", ["device"]);
 

@@ -91,6 +91,8 @@ public sealed class ApiProcessTests
         streamClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", cluster.Token);
         using var stream = await streamClient.SendAsync(streamRequest, HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal("text/event-stream", stream.Content.Headers.ContentType?.MediaType);
+        // the seed counts its open streams (what bench-observed.sh checks the dashboard by)
+        Assert.Equal(1, Parse(await http.GetStringAsync("/metrics"))["clusterdistill_http_event_streams"]);
         var events = new List<JsonDocument>();
         var reader = Task.Run(async () =>
         {
@@ -157,6 +159,16 @@ public sealed class ApiProcessTests
         Assert.Contains(scrapes, s => s.GetValueOrDefault("clusterdistill_student_steps_total{run=\"a1\"}") is > 0 and < 60);
         var seedMetrics = Parse(await http.GetStringAsync("/metrics"));
         Assert.Equal(1, seedMetrics["clusterdistill_runs{state=\"completed\"}"]);
+        // a stream whose client went away is no longer counted
+        stream.Dispose();
+        streamClient.Dispose();
+        var streamsLeft = 1.0;
+        for (var i = 0; i < 40 && streamsLeft != 0; i++)
+        {
+            await Task.Delay(250);
+            streamsLeft = Parse(await http.GetStringAsync("/metrics"))["clusterdistill_http_event_streams"];
+        }
+        Assert.Equal(0, streamsLeft);
 
         // the GPU node logged JSON: one object per line, with its level and message
         var lines = cluster.Log("gpu.log").Split('\n', StringSplitOptions.RemoveEmptyEntries);
