@@ -26,6 +26,8 @@ public sealed record GradientChunk(
 /// step sends its gradient for the next step again (the first copy may have died with the node).
 /// LrScale carries the learning-rate scale of the guard's rollbacks, so every replica uses one rate.
 /// DataEndpoint: the sender's data plane (host:port), where its peers send their gradient chunks.
+/// Restored: the sender has just restored its state (started, failed over, rolled back), so its
+/// gradient for the next step is computed again, and a copy a peer holds is from before.
 /// </summary>
 [MessagePackObject]
 public sealed record ReplicaAt(
@@ -33,4 +35,5 @@ public sealed record ReplicaAt(
     [property: Key(1)] int FromReplica,
     [property: Key(2)] long Step,
     [property: Key(3)] double LrScale,
-    [property: Key(4)] string? DataEndpoint = null) : IEntityMessage;
+    [property: Key(4)] string? DataEndpoint = null,
+    [property: Key(5)] bool Restored = false) : IEntityMessage;

@@ -169,6 +169,78 @@ public sealed class AllReduceTests
         foreach (var e in x) Assert.Equal(expected, Bits(e.TakeComplete(step)!.TakeMean()));
     }
 
+    [Theory]
+    [InlineData(false)]   // the old copy came before our own gradient: nothing reduced with it yet
+    [InlineData(true)]    // our own gradient was in too: all of the old copy reduced, the mean not yet taken
+    public void Two_replicas_drop_a_restored_peers_old_gradient_and_both_apply_the_mean_of_its_new_one(bool ownFirst)
+    {
+        const int size = 5000;
+        const long step = 6;
+        var g0 = Random(90, size);
+        var old = Random(91, size);
+        // recomputed on a GPU: the same gradient but for the last bit of some values
+        var recomputed = (float[])old.Clone();
+        for (var i = 0; i < size; i += 7) recomputed[i] = BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(recomputed[i]) ^ 1);
+        var x = new[] { new GradientExchange(2, 0, size, 1024, p => $"r/student/{p}"), new GradientExchange(2, 1, size, 1024, p => $"r/student/{p}") };
+        void Deliver(IEnumerable<Outgoing> outgoing)
+        {
+            foreach (var o in outgoing) Assert.Equal(ChunkVerdict.Accepted, x[o.Peer].Accept(o.Slice.ToChunk(), step).Verdict);
+        }
+        List<Outgoing> fromZero = [];
+        if (ownFirst) fromZero.AddRange(x[0].Own(step, (float[])g0.Clone()));
+        // replica 1's gradient reaches replica 0, and replica 1's node dies before it has replica 0's
+        Deliver(x[1].Own(step, (float[])old.Clone()));
+        // it comes back at the step before (its checkpoint) and says so: replica 0 forgets the old copy
+        x[0].PeerRestored(step, 1);
+        Assert.Null(x[0].TakeComplete(step));
+        Assert.DoesNotContain(1, x[0].Complete(step));
+        x[1] = new GradientExchange(2, 1, size, 1024, p => $"r/student/{p}");
+        Deliver(x[1].Own(step, (float[])recomputed.Clone()));
+        if (!ownFirst) fromZero.AddRange(x[0].Own(step, (float[])g0.Clone()));
+        else fromZero = [.. x[0].Resend(step, 1)];   // as replica 0 answers the restored replica at its step
+        Deliver(fromZero);
+        var expected = Bits(Expected([g0, recomputed]));
+        Assert.NotEqual(Bits(Expected([g0, old])), expected);
+        foreach (var e in x) Assert.Equal(expected, Bits(e.TakeComplete(step)!.TakeMean()));
+    }
+
+    [Fact]
+    public void Three_replicas_apply_the_same_bits_when_a_restored_peer_computes_its_gradient_again()
+    {
+        const int size = 3000;
+        const long step = 2;
+        var g = Enumerable.Range(0, 3).Select(r => Random(95 + r, size)).ToArray();
+        var recomputed = (float[])g[1].Clone();
+        for (var i = 0; i < size; i += 5) recomputed[i] = BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(recomputed[i]) ^ 1);
+        var x = Enumerable.Range(0, 3).Select(r => new GradientExchange(3, r, size, 512, p => $"r/student/{p}")).ToArray();
+        void Deliver(List<Outgoing> outgoing, int? lost)
+        {
+            while (outgoing.Count > 0)
+            {
+                var o = outgoing[0];
+                outgoing.RemoveAt(0);
+                if (o.Peer == lost) continue;
+                var (verdict, more) = x[o.Peer].Accept(o.Slice.ToChunk(), step);
+                Assert.Equal(ChunkVerdict.Accepted, verdict);
+                outgoing.AddRange(more);
+            }
+        }
+        // replica 1's old gradient reaches the owners of shards 0 and 2, which reduce with it; then its node dies
+        Deliver([.. x[0].Own(step, (float[])g[0].Clone()), .. x[2].Own(step, (float[])g[2].Clone()), .. x[1].Own(step, (float[])g[1].Clone())], lost: 1);
+        x[1] = new GradientExchange(3, 1, size, 512, p => $"r/student/{p}");
+        x[0].PeerRestored(step, 1);
+        x[2].PeerRestored(step, 1);
+        Deliver([.. x[1].Own(step, (float[])recomputed.Clone()), .. x[0].Resend(step, 1), .. x[2].Resend(step, 1)], lost: null);
+        var means = x.Select(e => Bits(e.TakeComplete(step)!.TakeMean())).ToArray();
+        Assert.Equal(means[0], means[1]);
+        Assert.Equal(means[0], means[2]);
+        // shards 0 and 2 hold the old copy's mean, shard 1 the new one's
+        var (oldMean, newMean) = (Bits(Expected([g[0], g[1], g[2]])), Bits(Expected([g[0], recomputed, g[2]])));
+        Assert.Equal(oldMean[..1000], means[0][..1000]);
+        Assert.Equal(newMean[1000..2000], means[0][1000..2000]);
+        Assert.Equal(oldMean[2000..], means[0][2000..]);
+    }
+
     private static GradientChunk Chunk(long step, int from, long offset, params float[] values)
     {
         var bytes = new byte[values.Length * 4];

@@ -81,6 +81,22 @@ public sealed class GradientExchange(int replicas, int self, long size, long chu
         return [.. Slices(step, peer, own, Theirs(peer)), .. Slices(step, peer, own, Mine).Where(o => slot.MeanSent.Contains(o.Slice.ChunkIndex))];
     }
 
+    /// <summary>
+    /// Peer `peer` restored its state at the step before `step` and computes its gradient for
+    /// `step` again; on a GPU the new one may differ from the copy we hold in its last bits. Two
+    /// replicas each apply the mean they reduced themselves, so the old copy, and what was reduced
+    /// with it, is dropped and the new one awaited: both then apply the same bits. With three or
+    /// more each element of the mean is reduced once, by its owner, so every replica applies the
+    /// same bits whichever copy the owner used, and nothing is dropped.
+    /// </summary>
+    public void PeerRestored(long step, int peer)
+    {
+        if (!direct || peer == self || !steps.TryGetValue(step, out var slot) || !slot.Pieces.Remove(peer, out var got)) return;
+        foreach (var b in got.Values) ExactPool<byte>.Shared.Return(b);
+        // the sum is written again, range by range, as the new copy comes in
+        slot.Reduced.Clear();
+    }
+
     /// <summary>A peer's chunk for the replica's next step `nextStep` (or the one after, while our reduction runs), and what it lets us send.</summary>
     public (ChunkVerdict Verdict, IReadOnlyList<Outgoing> Outgoing) Accept(GradientChunk c, long nextStep)
     {

@@ -22,18 +22,20 @@ namespace Cluster.Node.Actors;
 /// <summary>The replicas' protocol: lockstep (<see cref="ReplicaDecisions"/>) and the all-reduce (<see cref="GradientExchange"/>).</summary>
 public sealed partial class StudentEntity
 {
-    private void AnnounceStep(Func<int, bool> toPeer)
+    /// <param name="restored">Just restored (ready, rolled back): our next gradient is computed again.</param>
+    private void AnnounceStep(Func<int, bool> toPeer, bool restored = false)
     {
         if (Replicas < 2) return;
         for (var peer = 0; peer < Replicas; peer++)
             if (peer != replica && toPeer(peer))
-                Services.Students.Tell(new ReplicaAt(EntityId.Student(RunId, peer), replica, step, lrScale, Services.DataEndpoint));
+                Services.Students.Tell(new ReplicaAt(EntityId.Student(RunId, peer), replica, step, lrScale, Services.DataEndpoint, restored));
     }
 
     private void OnReplicaAt(ReplicaAt m)
     {
         peerEndpoints[m.FromReplica] = m.DataEndpoint;
         if (trainer is null || State.Finished) return;   // it hears our step when we are ready
+        if (m.Restored && m.Step == step) exchange!.PeerRestored(step + 1, m.FromReplica);
         var own = exchange!.OwnAt(step + 1);
         switch (ReplicaDecisions.OnPeerAt(step, lrScale, pendingRollback?.Step, m.Step, m.LrScale, own is not null))
         {

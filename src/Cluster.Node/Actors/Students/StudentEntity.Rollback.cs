@@ -82,7 +82,7 @@ public sealed partial class StudentEntity
         if (!plan!.KeepsBatches) unhanded.Clear();
         exchange!.Clear();
         lastBatchUtc = DateTime.UtcNow;
-        AnnounceStep(_ => true);
+        AnnounceStep(_ => true, restored: true);
         if (pendingRollback is not null && pendingRollback.Value.Step < step) { RollBackToPeer(); return; }
         pendingRollback = null;
         RequestMore();

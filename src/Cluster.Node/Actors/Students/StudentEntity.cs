@@ -190,7 +190,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         foreach (var c in early) OnChunk(c);
         early.Clear();
         Timers.StartPeriodicTimer("stalled", CheckStalled.Instance, StallTimeout, TimeSpan.FromSeconds(1));
-        AnnounceStep(_ => true);
+        AnnounceStep(_ => true, restored: true);
         if (Held) { ReportHeld(State.Checkpoints.LastOrDefault()?.Accuracy); return; }
         RequestMore();
         TryTrain();
