@@ -111,8 +111,75 @@ public sealed class CommandLineTests
             var (code, _, err) = Run("validate", bad);
             Assert.Equal(2, code);
             Assert.Contains("'kd.temprature': unknown key", err);
+            // every file is checked, a bad one among them, run and sweep specs alike
+            var folder = Path.GetDirectoryName(bad)!;
+            (code, var output, err) = Run("validate", Spec("kd-mnist.yaml"), bad, Spec("sweeps/kd-mnist-grid-asha.yaml"), folder, Spec("adi-mnist.yaml"));
+            Assert.Equal(2, code);
+            Assert.Contains($"{Spec("kd-mnist.yaml")}: ok (kd,", output);
+            Assert.Contains($"{Spec("sweeps/kd-mnist-grid-asha.yaml")}: ok (sweep of kd over student.train.lr, kd.temperature, kd.alpha;", output);
+            Assert.Contains($"{Spec("adi-mnist.yaml")}: ok (adi,", output);
+            Assert.Contains("'kd.temprature': unknown key", err);
+            Assert.Contains($"{folder}: a folder, not a spec file", err);
         }
         finally { File.Delete(bad); }
+    }
+
+    /// <summary>A second `run` of one run id while the first still runs would write the same journal: refused, and nothing written.</summary>
+    [Fact]
+    public void Should_refuse_a_run_whose_id_another_process_is_running()
+    {
+        var runs = Path.Combine(Path.GetTempPath(), $"cd-held-{Guid.NewGuid():N}");
+        var dir = Path.Combine(runs, "r1");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            // the lock a running `run` holds (an exclusive lock on the run directory's .lock)
+            using (new FileStream(Path.Combine(dir, ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
+            {
+                var (code, output, err) = Run("run", Spec("kd-mnist.yaml"), "--runs-dir", runs, "--run-id", "r1");
+                Assert.Equal(1, code);
+                Assert.Contains($"run r1 is running in another process already ({Path.Combine(dir, ".lock")} is held)", err);
+                Assert.DoesNotContain("[run]", output);
+                Assert.False(File.Exists(Path.Combine(dir, "submitted.yaml")));
+                Assert.False(File.Exists(Path.Combine(dir, "journal.db")));
+            }
+        }
+        finally { Directory.Delete(runs, recursive: true); }
+    }
+
+    /// <summary>A node whose Akka port is taken says so in one line and exits 1 (no stack trace, no abort).</summary>
+    [Theory]
+    [InlineData("Cluster.Seed", "serve")]
+    [InlineData("Cluster.GpuNode", "join")]
+    public async Task Should_say_in_one_line_that_the_cluster_port_is_in_use(string program, string command)
+    {
+        using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        taken.Start();
+        var port = ((System.Net.IPEndPoint)taken.LocalEndpoint).Port;
+        var dir = Path.Combine(Path.GetTempPath(), $"cd-port-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var token = Path.Combine(dir, "token");
+            File.WriteAllText(token, new string('a', 32));
+            string[] args = [command, "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--http-port", "off",
+                "--store", Path.Combine(dir, "store"), "--runs-dir", Path.Combine(dir, "runs"),
+                .. command == "join" ? new[] { "--seeds", "127.0.0.1:1" } : ["--token-file", token]];
+            var psi = new System.Diagnostics.ProcessStartInfo(Path.Combine(Repo.Root(), "src", program, "bin", "Release", "net10.0", program), args)
+                { RedirectStandardOutput = true, RedirectStandardError = true };
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            var stderr = p.StandardError.ReadToEndAsync();
+            using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await p.WaitForExitAsync(patience.Token);
+            var (output, errors) = (await stdout, await stderr);
+            var all = output + errors;
+            Assert.Equal(1, p.ExitCode);
+            Assert.Contains($"error: cannot listen for cluster traffic: Failed to bind to [127.0.0.1:{port}] (Address already in use)", errors);
+            Assert.DoesNotContain("   at ", all);
+            Assert.DoesNotContain("Unhandled exception", all);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
     }
 
     [Fact]

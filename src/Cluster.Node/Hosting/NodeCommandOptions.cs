@@ -69,7 +69,11 @@ public sealed class NodeCommandOptions
     };
 
     /// <summary>The node's HTTP port: the option's, else the command's default (null: off).</summary>
-    public int? HttpPortOf(ParseResult p, int? fallback) => p.GetResult(HttpPort) is null ? fallback : p.GetValue(HttpPort);
+    public int? HttpPortOf(ParseResult p, int? fallback) => p.GetResult(HttpPort) is null ? fallback : PortOrOff(p, HttpPort);
+
+    /// <summary>A port option given on the command line: its port, or null for "off" (read from the token: the parser's null for a nullable int does not read back).</summary>
+    private static int? PortOrOff(ParseResult p, Option<int?> option) =>
+        p.GetResult(option) is { Tokens: [{ Value: "off" }] } ? null : p.GetValue(option);
 
     /// <summary>$CLUSTERDISTILL_DB, as --db takes it: how a Secret gives the journal's connection string without a command line.</summary>
     public const string DbVariable = "CLUSTERDISTILL_DB";
@@ -137,7 +141,7 @@ public sealed class NodeCommandOptions
             StoreDir = Path.Combine(store, "blobs"),
             RunsDir = p.GetValue(RunsDir)!,
             DataCache = p.GetValue(DataCache),
-            DataPort = p.GetResult(DataPort) is null ? 0 : p.GetValue(DataPort),
+            DataPort = p.GetResult(DataPort) is null ? 0 : PortOrOff(p, DataPort),
             LogLevel = p.GetValue(LogLevel)!.ToUpperInvariant(),
             LogFormat = p.GetValue(LogFormat)!,
         };

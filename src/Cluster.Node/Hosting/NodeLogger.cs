@@ -9,7 +9,7 @@ namespace Cluster.Node.Hosting;
 /// stack trace. Here each is one WARNING naming the peer and the reason, ten per 10 s at most, the
 /// rest counted into the next line. And a warning repeated word for word by the same source (Akka's
 /// "No coordinator found to register" every 2 s while no node hosts a shard region) is printed once
-/// a minute, with the count of the repeats.
+/// a minute, with the count of the repeats. A port that cannot be bound is one line, not a stack trace.
 /// </summary>
 /// <remarks>With clusterdistill.log-format = json (`--log-format json`) each event is one JSON object per line.</remarks>
 public sealed class NodeLogger : DefaultLogger
@@ -34,6 +34,9 @@ public sealed class NodeLogger : DefaultLogger
             if (!Malformed.Allow(out var suppressed)) return null;
             return new Warning(logEvent.LogSource, logEvent.LogClass, what + (suppressed > 0 ? $" ({suppressed} more since the last such line, unlogged)" : ""));
         }
+        // a port in use: the command says so in one line as it exits, so the log's line has no stack trace
+        if (logEvent is Error { Cause: { } cause } && NodeActorSystem.BindFailure(cause) is { } bind)
+            return new Error(null, logEvent.LogSource, logEvent.LogClass, bind);
         if (logEvent is Warning { Cause: null } w && w.Message?.ToString() is { } text)
         {
             // the logger is one actor: no other thread touches the table

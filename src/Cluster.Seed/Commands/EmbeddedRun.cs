@@ -41,6 +41,22 @@ internal static class EmbeddedRun
         }, TimeSpan.FromSeconds(30));
     }
 
+    /// <summary>
+    /// Holds `dir` for this process (an exclusive lock on dir/.lock, released when disposed or when
+    /// the process dies): a second `run` or `sweep` of the same id would write the same journal.
+    /// </summary>
+    /// <param name="what">"run ID" or "sweep ID", for the error.</param>
+    /// <param name="option">The option that chooses another id.</param>
+    public static IDisposable Hold(string dir, string what, string option)
+    {
+        var path = Path.Combine(dir, ".lock");
+        try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+        catch (IOException e) when (e is not FileNotFoundException and not DirectoryNotFoundException)
+        {
+            throw new InvalidOperationException($"{what} is running in another process already ({path} is held); stop that one first, or choose another {option}");
+        }
+    }
+
     public static bool Exists(string runsDir, string runId) => File.Exists(Path.Combine(runsDir, runId, "journal.db"));
 
     private static string LiveFile(string runsDir, string runId) => Path.Combine(runsDir, runId, "embedded.json");

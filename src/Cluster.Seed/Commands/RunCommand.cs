@@ -46,6 +46,7 @@ internal static class RunCommand
         runId ??= RunIds.New(spec.Name);
         var dir = Path.Combine(runsDir, runId);
         Directory.CreateDirectory(dir);
+        using var held = EmbeddedRun.Hold(dir, $"run {runId}", "--run-id");
         var specFile = Path.Combine(dir, "submitted.yaml");
         if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);
         else if (await File.ReadAllTextAsync(specFile, ct) != yaml)

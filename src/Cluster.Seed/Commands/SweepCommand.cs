@@ -28,6 +28,7 @@ internal static class SweepCommand
             var id = p.GetValue(sweepId) ?? RunIds.New(sweep.Name);
             var dir = Path.Combine(root, id);
             Directory.CreateDirectory(dir);
+            using var held = EmbeddedRun.Hold(dir, $"sweep {id}", "--sweep-id");
             var specFile = Path.Combine(dir, "submitted.yaml");
             if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);
             else if (await File.ReadAllTextAsync(specFile, ct) != yaml)

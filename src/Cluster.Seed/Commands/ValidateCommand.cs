@@ -1,30 +1,57 @@
 using System.CommandLine;
 using Distill.Engine.Specs;
+using Distill.Engine.Sweeps;
 
 namespace Cluster.Seed.Commands;
 
-/// <summary>`validate`: check specs without running them.</summary>
+/// <summary>`validate`: check run and sweep specs without running them; every file is checked, and each refusal said.</summary>
 internal static class ValidateCommand
 {
     public static Command Create(TextWriter stdout)
     {
-        var specs = CommandLine.SpecArgument<string[]>("specs", "run specs (YAML)");
+        var specs = CommandLine.SpecArgument<string[]>("specs", "run or sweep specs (YAML)");
         specs.Arity = ArgumentArity.OneOrMore;
-        var command = new Command("validate", "check specs without running them, and the files and folders they name (from this machine)") { specs };
+        var command = new Command("validate", "check run and sweep specs without running them, and the files and folders a run spec names " +
+                                              "(from this machine); every file is checked, and the exit code is 2 if any was refused") { specs };
         command.SetAction(p =>
         {
+            var stderr = p.InvocationConfiguration.Error;
+            var refused = 0;
             foreach (var f in p.GetValue(specs)!)
             {
-                var s = SpecParser.Load(f);
-                var missing = Missing(s).ToList();
-                if (missing.Count > 0)
-                    throw new SpecException(f, "", "not found on this machine: " + string.Join(", ", missing.Select(m => $"'{m.Key}' {m.Path}")) +
-                                                   $" (a relative path is read from the current directory, {Environment.CurrentDirectory})");
-                stdout.WriteLine($"{f}: ok ({s.Method.Name}, {s.Data.Name}, student {s.Student.Arch})");
+                try { stdout.WriteLine(Check(f)); }
+                catch (SpecException e)
+                {
+                    refused++;
+                    stderr.WriteLine($"spec refused: {e.Message}");
+                }
             }
-            return 0;
+            return refused > 0 ? 2 : 0;
         });
         return command;
+    }
+
+    /// <summary>What the spec in `file` is, or a <see cref="SpecException"/> saying why it is refused.</summary>
+    private static string Check(string file)
+    {
+        string text;
+        try { text = File.ReadAllText(file); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new SpecException(file, "", Directory.Exists(file) ? "a folder, not a spec file" : $"cannot be read ({e.Message})");
+        }
+        if (SweepParser.IsSweep(text))
+        {
+            var sweep = SweepParser.Load(file);
+            return $"{file}: ok (sweep of {sweep.Base.Method.Name} over {string.Join(", ", sweep.Space.Select(d => d.Path))}; " +
+                   $"{sweep.Search.Kind} search, {sweep.Scheduler.Kind} scheduler)";
+        }
+        var s = SpecParser.Load(file);
+        var missing = Missing(s).ToList();
+        if (missing.Count > 0)
+            throw new SpecException(file, "", "not found on this machine: " + string.Join(", ", missing.Select(m => $"'{m.Key}' {m.Path}")) +
+                                              $" (a relative path is read from the current directory, {Environment.CurrentDirectory}); the rest of the spec is valid");
+        return $"{file}: ok ({s.Method.Name}, {s.Data.Name}, student {s.Student.Arch})";
     }
 
     /// <summary>The paths a spec names that are not there: the files and folders the run will read.</summary>
