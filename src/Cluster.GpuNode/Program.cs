@@ -38,10 +38,7 @@ var slots = new Option<int?>("--slots")
 {
     Description = "runs this node takes at once (a sweep's trials and runs submitted alone wait in the seed's queue for a slot); default: one per CUDA device, one on a CPU-only node",
 };
-slots.Validators.Add(r =>
-{
-    if (r.GetValueOrDefault<int?>() is < 1 or > 1024) r.AddError($"--slots {r.GetValueOrDefault<int?>()}: 1 to 1024");
-});
+NodeCommandOptions.RequireIntIn(slots, 1, 1024);
 var join = new Command("join", "join the cluster as a gpu node hosting the given entity kinds; the store must be the one the other nodes use; " +
                                "batches and gradients to other nodes go over the data plane at --data-port") { hosts, pools, slots };
 node.AddTo(join, seedsRequired: true, dataPort: true, http: true);

@@ -36,7 +36,10 @@ public sealed class CommandLineTests
     [InlineData("--discovery", "dns", "--discovery 'dns': expected kubernetes, or config:HOST:PORT")]
     [InlineData("--discovery", "config:127.0.0.1", "--discovery: '127.0.0.1' is not HOST:PORT")]
     [InlineData("--discovery", "config:", "--discovery config: names no endpoint")]
-    [InlineData("--contact-points", "0", "--contact-points 0: 1 to 100")]
+    [InlineData("--contact-points", "0", "--contact-points 0: an integer from 1 to 100")]
+    [InlineData("--contact-points", "abc", "--contact-points abc: an integer from 1 to 100")]
+    [InlineData("--seeds", "notahostport", "--seeds notahostport: not host:port (port 1-65535)")]
+    [InlineData("--seeds", "127.0.0.1:4053,seed-1", "--seeds seed-1: not host:port (port 1-65535)")]
     [InlineData("--management-port", "70000", "--management-port 70000: 0-65535")]
     public void Should_refuse_a_bad_discovery_setting_before_anything_starts(string option, string value, string named)
     {

@@ -44,7 +44,7 @@ public sealed class ResultsTableTests
             Assert.Equal(0, CommandLine.Dispatch(["results", dir], o, e));
             Assert.Contains("best (min test_accuracy)", o.ToString());
             Assert.True(File.Exists(Path.Combine(dir, "results.csv")) && File.Exists(Path.Combine(dir, "results.json")));
-            Assert.Equal(1, CommandLine.Dispatch(["results", Path.Combine(dir, "nothing")], o, e));
+            Assert.Equal(2, CommandLine.Dispatch(["results", Path.Combine(dir, "nothing")], o, e));   // bad input
             Assert.Contains("is neither a sweep", e.ToString());
         }
         finally { Directory.Delete(dir, recursive: true); }
@@ -78,7 +78,12 @@ public sealed class ResultsTableTests
             // 0.001: mean (120 + 80) / 2 = 100, std sqrt((20^2 + 20^2) / 1) = 28.28
             Assert.Equal([(new[] { "0.01" }, 50.0, 1), (["0.001"], 100.0, 2)], errors.Rows.Select(r => (r.Values.ToArray(), r.Mean, r.Count)));
             Assert.Equal(Math.Sqrt(800), errors.Rows[1].Std, 12);
+            // a run without it (null, as result.json says so) is left out; a name no run has is refused, with the names they have
+            File.WriteAllText(Path.Combine(root, "a", "result.json"), """{"student_accuracy": 90, "student_test_errors": 120, "baseline_test_errors": null}""");
             Assert.Empty(ResultsTable.FromRuns([Path.Combine(root, "a")], "baseline_test_errors").Rows);
+            var typo = Assert.Throws<Distill.Engine.Specs.InputException>(() => ResultsTable.FromRuns([Path.Combine(root, "a"), Path.Combine(root, "b")], "student_acuracy"));
+            Assert.Equal("--metric student_acuracy: no run's result.json has it; they have student_accuracy, student_test_errors", typo.Message);
+            Assert.Throws<Distill.Engine.Specs.InputException>(() => ResultsTable.FromRuns([root]));
         }
         finally { Directory.Delete(root, recursive: true); }
     }

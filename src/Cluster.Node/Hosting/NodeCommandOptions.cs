@@ -15,7 +15,15 @@ public sealed class NodeCommandOptions
     public Option<string[]> Seeds { get; } = new("--seeds")
     {
         Description = "the cluster's seed nodes, host:port[,host:port...]",
-        CustomParser = r => r.Tokens.SelectMany(t => t.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray(),
+        CustomParser = r =>
+        {
+            var seeds = r.Tokens.SelectMany(t => t.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray();
+            // a seed without a port would be retried for ever as port -1
+            foreach (var s in seeds)
+                if (s.LastIndexOf(':') is var colon && (colon <= 0 || !int.TryParse(s[(colon + 1)..], out var port) || port is < 1 or > 65535))
+                    r.AddError($"--seeds {s}: not host:port (port 1-65535)");
+            return seeds;
+        },
     };
     public Option<PersistenceOptions?> Db { get; } = new("--db")
     {
@@ -86,6 +94,13 @@ public sealed class NodeCommandOptions
         catch (ArgumentException) { throw new ArgumentException($"${DbVariable} is neither sqlite:PATH nor postgres:CONNECTION-STRING (its value is not shown: it may hold a password)"); }
     }
 
+    /// <summary>Refuses a value of `option` that is not an integer in [min, max], naming the option (the value is read from its token: one that does not parse cannot be read back).</summary>
+    public static void RequireIntIn(Option<int?> option, int min, int max) => option.Validators.Add(r =>
+    {
+        if (r.Tokens.Count == 1 && !(int.TryParse(r.Tokens[0].Value, out var v) && v >= min && v <= max))
+            r.AddError($"{option.Name} {r.Tokens[0].Value}: an integer from {min} to {max}");
+    });
+
     private static int? PortValue(ArgumentResult r, bool allowOff)
     {
         var v = r.Tokens.Single().Value;
@@ -105,7 +120,7 @@ public sealed class NodeCommandOptions
             try { DiscoveryOptions.Parse(r.GetValueOrDefault<string?>() ?? "", DiscoveryOptions.DefaultManagementPort, null, false); }
             catch (ArgumentException e) { r.AddError(e.Message); }
         });
-        ContactPoints.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is < 1 or > 100) r.AddError($"--contact-points {r.GetValueOrDefault<int?>()}: 1 to 100"); });
+        RequireIntIn(ContactPoints, 1, 100);
         foreach (var o in new Option[] { Host, Port, Seeds, Discovery, ManagementPort, ContactPoints, Tls, Db, Store, RunsDir, DataCache, LogLevel, LogFormat }) command.Add(o);
         command.Validators.Add(r =>
         {

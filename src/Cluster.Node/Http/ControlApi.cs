@@ -111,7 +111,7 @@ public static partial class ControlApi
                 var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
             }));
         api.MapGet("/runs/{id}/result", (string id) => RunFile(options, id, "result.json") is { } f
-            ? Results.File(f, "application/json") : NotFound($"run {id} has no result yet"));
+            ? Results.File(f, "application/json") : NotFound(RunFile(options, id, "") is null ? $"no run {id}" : $"run {id} has no result yet"));
         api.MapGet("/runs/{id}/metrics", (string id, int? after) => RunIdProblem(id) ?? Results.Json(Metrics(options, id, after ?? 0), ApiJson.Options));
         api.MapGet("/runs/{id}/metrics.csv", (string id) => RunFile(options, id, "metrics.csv") is { } f
             ? Results.File(f, "text/csv") : NotFound($"run {id} has no metrics yet"));
@@ -178,11 +178,12 @@ public static partial class ControlApi
         id is not null && EntityId.RunIdProblem(id) is { } p ? Problem(StatusCodes.Status400BadRequest, "bad id", p) : null;
 
     /// <summary>A file of a run directory, or null (an id that is not a run id names nothing).</summary>
+    /// <summary>A file of run `id`'s directory, if it is there (name "": the directory itself).</summary>
     private static string? RunFile(NodeOptions options, string id, string name)
     {
         if (EntityId.RunIdProblem(id) is not null) return null;
         var path = Path.GetFullPath(Path.Combine(options.RunsDir, id, name));
-        return File.Exists(path) ? path : null;
+        return File.Exists(path) || name.Length == 0 && Directory.Exists(path) ? path : null;
     }
 
     /// <summary>metrics.csv rows from the after-th on (a dashboard asks only for new ones).</summary>

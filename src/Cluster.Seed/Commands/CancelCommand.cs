@@ -34,6 +34,8 @@ internal static class CancelCommand
             }
             CancelAnswer answer;
             var dir = p.GetValue(runsDir)!;
+            if (p.GetResult(runsDir) is not null && !api.Given(p) && !EmbeddedRun.Exists(dir, id))
+                throw new InvalidOperationException($"no embedded run {id} in {dir} (no {Path.Combine(dir, id, "journal.db")}); a run on a cluster is cancelled with --server");
             if (api.Given(p) || !EmbeddedRun.Exists(dir, id))
             {
                 using var client = api.Client(p);

@@ -43,6 +43,11 @@ public static class CommandLine
             stderr.WriteLine($"spec refused: {e.Message}");
             return 2;
         }
+        catch (InputException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return 2;
+        }
         catch (Exception e) when (e is FileNotFoundException or InvalidDataException or ArgumentException or InvalidOperationException
                                        or PersistenceUnavailableException or TimeoutException or Cluster.Node.Http.ApiUnreachableException or Akka.Actor.AskTimeoutException or CoordinatorUnavailableException)
         {

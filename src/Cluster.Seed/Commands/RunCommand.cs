@@ -50,7 +50,7 @@ internal static class RunCommand
         var specFile = Path.Combine(dir, "submitted.yaml");
         if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);
         else if (await File.ReadAllTextAsync(specFile, ct) != yaml)
-            throw new InvalidOperationException($"run {runId} exists in {dir} with a different spec; choose another --run-id");
+            throw new InputException($"run {runId} exists in {dir} with a different spec; choose another --run-id");
         var options = EmbeddedRun.Options(runsDir, runId);
         stdout.WriteLine($"[run] {runId}: {spec.Method.Name} through the actor pipeline (embedded one-node cluster, journal {options.Persistence.ConnectionString.Split(';')[0]})");
         await using var node = await ClusterNode.StartAsync(options);

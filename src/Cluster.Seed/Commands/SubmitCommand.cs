@@ -29,15 +29,21 @@ internal static class SubmitCommand
                 var sweep = SweepParser.Load(file);   // a bad sweep is refused before contacting anyone
                 using var sweepClient = api.Client(p);
                 var accepted = await sweepClient.SubmitSweepAsync(sweep.SourceText, where, p.GetValue(sweepId), ct);
-                stdout.WriteLine($"submitted sweep {accepted.Id}");
+                stdout.WriteLine(accepted.AlreadyKnown
+                    ? $"sweep {accepted.Id} is known already, with this spec: {(await sweepClient.SweepAsync(accepted.Id, ct)).State.ToString().ToLowerInvariant()}; nothing new was submitted"
+                    : $"submitted sweep {accepted.Id}");
                 if (!p.GetValue(follow)) return 0;
                 var ended = await sweepClient.FollowSweepAsync(accepted.Id, stdout, TimeSpan.FromSeconds(2), ct);
                 return ended.State == SweepState.Completed ? 0 : 1;
             }
             var (yaml, _) = overrides.Apply(p, file);   // a bad spec is refused before contacting anyone
             using var client = api.Client(p);
-            var id = (await client.SubmitRunAsync(yaml, where, p.GetValue(runId), ct)).Id;
-            stdout.WriteLine($"submitted {id}");
+            var submitted = await client.SubmitRunAsync(yaml, where, p.GetValue(runId), ct);
+            var id = submitted.Id;
+            // the same id with the same spec is the run already there, not a new one
+            stdout.WriteLine(submitted.AlreadyKnown
+                ? $"{id} is known already, with this spec: {(await client.RunAsync(id, ct)).State.ToString().ToLowerInvariant()}; nothing new was submitted"
+                : $"submitted {id}");
             if (!p.GetValue(follow)) return 0;
             var final = await client.FollowRunAsync(id, stdout, TimeSpan.FromSeconds(2), ct);
             return final.State == RunState.Completed ? 0 : 1;

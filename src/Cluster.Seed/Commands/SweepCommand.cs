@@ -4,6 +4,7 @@ using Cluster.Contracts.Sweeps;
 using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
 using Distill.Engine.Runs;
+using Distill.Engine.Specs;
 using Distill.Engine.Sweeps;
 
 namespace Cluster.Seed.Commands;
@@ -32,7 +33,7 @@ internal static class SweepCommand
             var specFile = Path.Combine(dir, "submitted.yaml");
             if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);
             else if (await File.ReadAllTextAsync(specFile, ct) != yaml)
-                throw new InvalidOperationException($"sweep {id} exists in {dir} with a different spec; choose another --sweep-id");
+                throw new InputException($"sweep {id} exists in {dir} with a different spec; choose another --sweep-id");
             var options = new NodeOptions
             {
                 Persistence = PersistenceOptions.Sqlite(Path.Combine(dir, "journal.db")),

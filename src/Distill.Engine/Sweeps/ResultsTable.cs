@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using Distill.Engine.Specs;
 using YamlDotNet.RepresentationModel;
 
 namespace Distill.Engine.Sweeps;
@@ -56,16 +57,20 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
     /// errors and seconds are best when least</param>
     public static ResultsTable FromRuns(IReadOnlyList<string> runDirs, string metric = "student_accuracy")
     {
-        var runs = runDirs.Select(d =>
+        var all = runDirs.Select(d =>
         {
             var spec = Path.Combine(d, "spec.resolved.yaml");
             var result = Path.Combine(d, "result.json");
-            if (!File.Exists(spec) || !File.Exists(result)) throw new FileNotFoundException($"{d} is not a finished run directory (spec.resolved.yaml and result.json)");
+            if (!File.Exists(spec) || !File.Exists(result)) throw new InputException($"{d} is not a finished run directory (spec.resolved.yaml and result.json)");
             var keys = Flatten(File.ReadAllText(spec));
             var root = JsonDocument.Parse(File.ReadAllText(result)).RootElement;
             var value = root.TryGetProperty(metric, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : double.NaN;
-            return (Dir: d, Keys: keys, Accuracy: value);
-        }).Where(r => double.IsFinite(r.Accuracy)).ToArray();
+            return (Dir: d, Keys: keys, Accuracy: value, Has: root.TryGetProperty(metric, out _), Numbers: root.EnumerateObject().Where(p => p.Value.ValueKind == JsonValueKind.Number).Select(p => p.Name).ToArray());
+        }).ToArray();
+        // a name no result.json has is a typo, not a run without a result
+        if (all.Length > 0 && !all.Any(r => r.Has))
+            throw new InputException($"--metric {metric}: no run's result.json has it; they have {string.Join(", ", all.SelectMany(r => r.Numbers).Distinct().Order(StringComparer.Ordinal))}");
+        var runs = all.Where(r => double.IsFinite(r.Accuracy)).ToArray();
         var columns = runs.SelectMany(r => r.Keys.Keys).Distinct()
             .Where(k => k is not ("name" or "seed") && runs.Select(r => r.Keys.GetValueOrDefault(k, "")).Distinct().Count() > 1)
             .Order(StringComparer.Ordinal).ToArray();
@@ -105,7 +110,7 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
         sb.AppendLine(string.Join("  ", head.Select((h, i) => h.PadRight(widths[i]))).TrimEnd());
         foreach (var r in rows) sb.AppendLine(string.Join("  ", r.Select((c, i) => c.PadRight(widths[i]))).TrimEnd());
         sb.AppendLine(Best is { } b
-            ? $"best ({Mode} {Metric}): {string.Join(", ", Columns.Select((c, i) => $"{c}={b.Values[i]}"))}: {F(b.Mean)} ± {F(b.Std)} over {b.Count} run(s)"
+            ? $"best ({Mode} {Metric}): {(Columns.Count > 0 ? string.Join(", ", Columns.Select((c, i) => $"{c}={b.Values[i]}")) + ": " : "")}{F(b.Mean)} ± {F(b.Std)} over {b.Count} run(s)"
             : "no finished runs with a result");
         return sb.ToString();
     }

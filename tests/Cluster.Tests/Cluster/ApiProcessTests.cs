@@ -185,6 +185,18 @@ public sealed class ApiProcessTests
         Assert.True(ProcessCluster.Ended(status, TimeSpan.FromSeconds(30)));
         status.WaitForExit();
         Assert.Contains("[a1] completed step 60/60", cluster.Log("status.log"));
+        // the same spec under the same id again is the run already there, and the CLI says so
+        File.WriteAllText(Path.Combine(cluster.Work, "api.yaml"), yaml);
+        var again = cluster.Start(cluster.SeedBin, "again.log", ["submit", Path.Combine(cluster.Work, "api.yaml"), "--server", cluster.Server, "--run-id", "a1"]);
+        Assert.True(ProcessCluster.Ended(again, TimeSpan.FromSeconds(30)));
+        again.WaitForExit();
+        Assert.Contains("a1 is known already, with this spec: completed; nothing new was submitted", cluster.Log("again.log"));
+        // a run that does not exist is not "a run without a result yet"
+        using (var none = await http.GetAsync("/api/runs/nosuch/result"))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, none.StatusCode);
+            Assert.Contains("no run nosuch", await none.Content.ReadAsStringAsync());
+        }
     }
 
     private static async Task<bool> Ready(HttpClient node)
