@@ -150,6 +150,34 @@ public sealed class CommandLineTests
         finally { Directory.Delete(runs, recursive: true); }
     }
 
+    /// <summary>A spec this machine cannot run (a file it names is not here; CUDA asked for where there is none) is refused before a run is made of it.</summary>
+    [Fact]
+    public void Should_refuse_a_run_this_machine_cannot_make_before_its_directory_exists()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"cd-cannot-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var spec = Path.Combine(dir, "s.yaml");
+            File.WriteAllText(spec, File.ReadAllText(Spec("kd-mnist.yaml")).Replace(
+                "teacher:\n  arch: lenet5\n  train: {epochs: 5, batch_size: 256, optimizer: adam, lr: 0.001}\n", "teacher:\n  arch: lenet5\n  checkpoint: elsewhere/t.pt\n"));
+            var runs = Path.Combine(dir, "runs");
+            foreach (var engine in new[] { false, true })
+            {
+                var (code, _, err) = Run([.. new[] { "run", spec, "--runs-dir", runs, "--run-id", "m1" }, .. engine ? ["--engine"] : Array.Empty<string>()]);
+                Assert.Equal(2, code);
+                Assert.Contains("not found on this machine: 'teacher.checkpoint' elsewhere/t.pt", err);
+                Assert.False(Directory.Exists(runs), "a refused run left a directory");
+            }
+            if (TorchSharp.torch.cuda.is_available()) return;
+            var (cudaCode, _, cudaErr) = Run("run", Spec("kd-mnist.yaml"), "--device", "cuda", "--runs-dir", runs, "--run-id", "c1");
+            Assert.Equal(2, cudaCode);
+            Assert.Contains("device: cuda was asked for, but TorchSharp finds no CUDA device", cudaErr);
+            Assert.False(Directory.Exists(runs), "a refused run left a directory");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     /// <summary>A node whose Akka port is taken says so in one line and exits 1 (no stack trace, no abort).</summary>
     [Theory]
     [InlineData("Cluster.Seed", "serve")]

@@ -3,6 +3,7 @@ using Cluster.Contracts.Runs;
 using Cluster.Node.Hosting;
 using Distill.Engine.Runs;
 using Distill.Engine.Specs;
+using Distill.Engine.Training;
 
 namespace Cluster.Seed.Commands;
 
@@ -25,6 +26,10 @@ internal static class RunCommand
         {
             var file = p.GetValue(spec)!;
             var (yaml, s) = overrides.Apply(p, file);
+            // what this machine lacks is refused before a run is made of it (a failed run's id is spent)
+            ValidateCommand.RequireFiles(file, s);
+            try { Devices.Resolve(s.Device); }
+            catch (InvalidOperationException e) { throw new InputException(e.Message); }
             if (p.GetValue(engine))
             {
                 try { new Runner(new RunnerOptions { RunsRoot = p.GetValue(runsDir)!, RunId = p.GetValue(runId), Cancellation = ct }, stdout).Run(s); }

@@ -47,11 +47,17 @@ internal static class ValidateCommand
                    $"{sweep.Search.Kind} search, {sweep.Scheduler.Kind} scheduler)";
         }
         var s = SpecParser.Load(file);
+        RequireFiles(file, s);
+        return $"{file}: ok ({s.Method.Name}, {s.Data.Name}, student {s.Student.Arch})";
+    }
+
+    /// <summary>Refuses a spec that names files or folders this machine does not have (before a run of it is made: `run` checks too).</summary>
+    internal static void RequireFiles(string file, RunSpec s)
+    {
         var missing = Missing(s).ToList();
         if (missing.Count > 0)
             throw new SpecException(file, "", "not found on this machine: " + string.Join(", ", missing.Select(m => $"'{m.Key}' {m.Path}")) +
                                               $" (a relative path is read from the current directory, {Environment.CurrentDirectory}); the rest of the spec is valid");
-        return $"{file}: ok ({s.Method.Name}, {s.Data.Name}, student {s.Student.Arch})";
     }
 
     /// <summary>The paths a spec names that are not there: the files and folders the run will read.</summary>

@@ -10,7 +10,7 @@ public static class Devices
     {
         "cpu" => CPU,
         "cuda" => cuda.is_available() ? CUDA : throw new InvalidOperationException(
-            "device: cuda was asked for, but TorchSharp finds no CUDA device (on a machine with PyTorch, run through .gpu/run.sh; see docs/gpu.md)"),
+            "device: cuda was asked for, but TorchSharp finds no CUDA device: this machine has no GPU, or the process loaded a CPU-only libtorch (docs/gpu.md: running on a CUDA machine's own libtorch)"),
         "auto" => cuda.is_available() ? CUDA : CPU,
         _ => throw new ArgumentException($"unknown device '{name}' (cpu, cuda, auto)"),
     };
