@@ -46,6 +46,36 @@ public sealed class RunnerTests : IDisposable
         Assert.False(File.Exists(Path.Combine(root, "cancelled", "result.json")));
     }
 
+    /// <summary>
+    /// The teacher entity's training (PrepareTeacher) checkpoints as it goes, and a restarted node
+    /// goes on from the newest checkpoint: stopped at step 25 of 60 and started again, it ends with
+    /// the uninterrupted teacher's weights, bit for bit (data order, augmentation and optimiser included).
+    /// </summary>
+    [Fact]
+    public void Should_go_on_training_a_teacher_from_its_checkpoint_to_the_uninterrupted_weights()
+    {
+        var spec = SpecParser.Parse("name: t\nmethod: kd\nseed: 4\ndata: {name: mnist, train_limit: 1024}\n" +
+                                    "teacher: {arch: lenet5, train: {steps: 60, batch_size: 32, lr: 0.002, augment: jitter}}\nstudent: {arch: lenet5-half, train: {steps: 1}}\n", "t.yaml");
+        using var data = Distill.Engine.Training.DataSplits.Load(spec.Data);
+        Runner Runner(CancellationToken ct, TextWriter log) => new(new RunnerOptions
+            { RunsRoot = root, TeacherCache = Path.Combine(root, $"cache-{Guid.NewGuid():N}"), LogEvery = 5, Cancellation = ct, TeacherCheckpointEvery = TimeSpan.Zero }, log);
+        using var whole = Runner(default, TextWriter.Null).PrepareTeacher(spec, data, Path.Combine(root, "whole")).Teacher;
+
+        var work = Path.Combine(root, "stopped");
+        using var cts = new CancellationTokenSource();
+        Assert.Throws<OperationCanceledException>(() => Runner(cts.Token, TextWriter.Null).PrepareTeacher(spec, data, work, (_, step, _) => { if (step >= 25) cts.Cancel(); }));
+        Assert.Contains(Path.Combine(work, "checkpoints", "teacher-step0000025.ckpt"), Directory.GetFiles(Path.Combine(work, "checkpoints")));
+        var log = new StringWriter();
+        var steps = new List<long>();
+        using var resumed = Runner(default, log).PrepareTeacher(spec, data, work, (_, step, _) => steps.Add(step)).Teacher;
+        Assert.Contains("[teacher] resumed at step 25 from", log.ToString());
+        Assert.Equal(30, steps.Min());   // steps 1-25 are not trained again
+        Assert.Equal(60, steps.Max());
+        var (a, b) = (whole.state_dict(), resumed.state_dict());
+        Assert.Equal(a.Keys.Order(), b.Keys.Order());
+        Assert.All(a.Keys, k => Assert.True(a[k].eq(b[k]).all().item<bool>(), $"{k} differs from the uninterrupted teacher's"));
+    }
+
     /// <summary>Cancels once a line with the prefix has been written (the loop has started).</summary>
     private sealed class CancelAfter(string prefix, CancellationTokenSource cts) : TextWriter
     {

@@ -27,6 +27,11 @@ public sealed record RunnerOptions
     public TimeSpan ProgressEvery { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Stops the run between two steps (Ctrl+C): Run throws OperationCanceledException.</summary>
     public CancellationToken Cancellation { get; init; }
+    /// <summary>
+    /// How often a teacher trained by <see cref="Runner.PrepareTeacher"/> checkpoints besides its
+    /// evaluations, so that a restarted node goes on from there (its spec may evaluate only at the end).
+    /// </summary>
+    public TimeSpan TeacherCheckpointEvery { get; init; } = TimeSpan.FromSeconds(60);
 }
 
 /// <summary>
@@ -139,7 +144,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         var device = Devices.Resolve(spec.Device);
         var teacherSpec = spec.Method.TeacherOf(spec) ?? throw new ArgumentException($"spec {spec.Name} has no teacher");
         using var dir = new RunDirectory(workDir) { MetricsSink = metricsSink };
-        return ObtainTeacher(new PhaseContext(spec, data, device, dir), teacherSpec);
+        return ObtainTeacher(new PhaseContext(spec, data, device, dir), teacherSpec, resume: true);
     }
 
     private sealed record PhaseContext(RunSpec Spec, DataSplits Data, Device Device, RunDirectory Dir)
@@ -162,7 +167,8 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         return m;
     }
 
-    private (Classifier Teacher, double Accuracy, bool FromCache) ObtainTeacher(PhaseContext ctx, ModelSpec t)
+    /// <param name="resume">Go on from the newest sound checkpoint in the directory, and checkpoint every <see cref="RunnerOptions.TeacherCheckpointEvery"/> (the teacher entity's training).</param>
+    private (Classifier Teacher, double Accuracy, bool FromCache) ObtainTeacher(PhaseContext ctx, ModelSpec t, bool resume = false)
     {
         if (t.Checkpoint is not null)
         {
@@ -196,7 +202,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         manual_seed(ctx.Spec.Seed + 1000);
         var teacher = NewModel(t.Arch, ctx.Data, ctx.Device);
         using var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, Augmentation.For(ctx.Spec.Data, t.Train), new StudentObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000);
-        var outcome = RunPhase(ctx, trainer, t.Train.EvalEvery, NewGuard(ctx.Spec), sampleGrid: 0);
+        var outcome = RunPhase(ctx, trainer, t.Train.EvalEvery, NewGuard(ctx.Spec), sampleGrid: 0, resume ? options.TeacherCheckpointEvery : null);
         log.WriteLine($"[teacher] {Evaluation.Errors(outcome.Test, ctx.Data.TestX.shape[0])} test errors");
         Directory.CreateDirectory(cacheDir);
         teacher.save(cached + ".tmp");
@@ -217,9 +223,12 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12].ToLowerInvariant();
     }
 
-    private PhaseOutcome RunPhase(PhaseContext ctx, IStepTrainer trainer, int evalEvery, DivergenceGuard? guard, int sampleGrid)
+    /// <param name="checkpointEvery">Resumable: the phase goes on from the newest sound checkpoint of the directory, and checkpoints this often besides its evaluations.</param>
+    private PhaseOutcome RunPhase(PhaseContext ctx, IStepTrainer trainer, int evalEvery, DivergenceGuard? guard, int sampleGrid, TimeSpan? checkpointEvery = null)
     {
+        if (checkpointEvery is not null && Resume(ctx, trainer) is { } from) log.WriteLine($"[{trainer.Phase}] resumed at step {trainer.Step} from {from}");
         var sw = Stopwatch.StartNew();
+        var lastCheckpoint = TimeSpan.Zero;
         var columns = new SortedSet<string>();
         double final = double.NaN, best = double.NegativeInfinity, test = double.NaN;
         var rollbacks = 0;
@@ -278,6 +287,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                     using (samples) ctx.Dir.Samples(trainer.Phase, trainer.Step, SampleGrid.ToPng(samples, ctx.Data.Mean, ctx.Data.Std));
                 }
                 ctx.Dir.SaveCheckpoint(trainer);
+                lastCheckpoint = sw.Elapsed;
                 log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} {(ctx.Data.HasValidation ? "validation" : "test")} accuracy {acc:F2}%{(ctx.Data.HasValidation && !double.IsNaN(test) ? $", test {test:F2}%" : "")} ({sw.Elapsed.TotalSeconds:F0} s)");
             }
             meter.Add(sw.Elapsed.TotalSeconds, trainer.Step);
@@ -296,8 +306,38 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                     log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} " +
                                   string.Join(" ", values.Where(kv => kv.Key.StartsWith("loss")).Select(kv => $"{kv.Key}={kv.Value:G4}")));
             }
+            if (checkpointEvery is { } every && !isEval && !trainer.Done && sw.Elapsed - lastCheckpoint >= every)
+            {
+                ctx.Dir.SaveCheckpoint(trainer);
+                lastCheckpoint = sw.Elapsed;
+            }
         }
         return new PhaseOutcome(final, best, rollbacks, test);
+    }
+
+    /// <summary>
+    /// Loads the newest checkpoint of the phase whose SHA-256 matches (a torn or corrupt one is
+    /// passed over, with an event); returns its path, or null when there is none.
+    /// </summary>
+    private static string? Resume(PhaseContext ctx, IStepTrainer trainer)
+    {
+        var dir = System.IO.Path.Combine(ctx.Dir.Path, "checkpoints");
+        if (!Directory.Exists(dir)) return null;
+        foreach (var path in Directory.GetFiles(dir, $"{trainer.Phase}-step*.ckpt").OrderDescending(StringComparer.Ordinal))
+        {
+            // checked before any of it is loaded: a failed load would leave the trainer half restored
+            var hash = path + ".sha256";
+            var bytes = File.ReadAllBytes(path);
+            if (!File.Exists(hash) || File.ReadAllText(hash).Trim() != Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes)).ToLowerInvariant())
+            {
+                ctx.Dir.Event($"checkpoint {path} not used to resume: its SHA-256 does not match {hash}");
+                continue;
+            }
+            RunDirectory.LoadCheckpoint(trainer, path);
+            ctx.Dir.Event($"resumed at step {trainer.Step} from {path}");
+            return path;
+        }
+        return null;
     }
 
     private void Rollback(PhaseContext ctx, IStepTrainer trainer, byte[] state, string reason, ref int rollbacks)
