@@ -112,10 +112,11 @@ public static partial class ControlApi
             }));
         api.MapGet("/runs/{id}/result", (string id) => RunFile(options, id, "result.json") is { } f
             ? Results.File(f, "application/json") : NotFound(RunFile(options, id, "") is null ? $"no run {id}" : $"run {id} has no result yet"));
-        api.MapGet("/runs/{id}/metrics", (string id, int? after) => RunIdProblem(id) ?? Results.Json(Metrics(options, id, after ?? 0), ApiJson.Options));
+        // `after` is read here, not bound: a value that is not a count gets problem+json naming it, not an empty 400
+        api.MapGet("/runs/{id}/metrics", (string id, string? after) => RunIdProblem(id) ?? AfterProblem(after, out var from) ?? Results.Json(Metrics(options, id, from), ApiJson.Options));
         api.MapGet("/runs/{id}/metrics.csv", (string id) => RunFile(options, id, "metrics.csv") is { } f
             ? Results.File(f, "text/csv") : NotFound($"run {id} has no metrics yet"));
-        api.MapGet("/runs/{id}/events", (string id, int? after) => RunIdProblem(id) ?? Results.Json(Events(options, id, after ?? 0), ApiJson.Options));
+        api.MapGet("/runs/{id}/events", (string id, string? after) => RunIdProblem(id) ?? AfterProblem(after, out var from) ?? Results.Json(Events(options, id, from), ApiJson.Options));
         api.MapGet("/runs/{id}/samples", (string id) => RunIdProblem(id) ?? Results.Json(Samples(options, id), ApiJson.Options));
         api.MapGet("/runs/{id}/samples/{file}", (string id, string file) =>
             RunIdProblem(id) ?? (SampleName().IsMatch(file) && RunFile(options, id, Path.Combine("samples", file)) is { } f
@@ -173,6 +174,14 @@ public static partial class ControlApi
         Results.Problem(detail: detail, statusCode: status, title: title);
 
     private static IResult NotFound(string detail) => Problem(StatusCodes.Status404NotFound, "not found", detail);
+
+    /// <summary>?after=N: rows or events already read (none: 0); a problem when it is not a count.</summary>
+    private static IResult? AfterProblem(string? after, out int from)
+    {
+        from = 0;
+        if (after is null || int.TryParse(after, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out from)) return null;
+        return Problem(StatusCodes.Status400BadRequest, "bad request", $"after={after}: the number of items already read (a non-negative integer)");
+    }
 
     private static IResult? RunIdProblem(string? id) =>
         id is not null && EntityId.RunIdProblem(id) is { } p ? Problem(StatusCodes.Status400BadRequest, "bad id", p) : null;

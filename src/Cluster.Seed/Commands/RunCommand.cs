@@ -45,6 +45,9 @@ internal static class RunCommand
         return command;
     }
 
+    /// <summary>What a spec's compare_baseline gets through the actors.</summary>
+    internal const string BaselineNotice = "[run] compare_baseline: the student-alone baseline is trained by the engine loop (run --engine); through the actors result.json's baseline_* are empty";
+
     /// <summary>A one-node cluster in this process: SQLite journal and blobs in the run directory.</summary>
     private static async Task<int> RunEmbedded(string yaml, RunSpec spec, string runsDir, string? runId, TextWriter stdout, CancellationToken ct)
     {
@@ -58,6 +61,7 @@ internal static class RunCommand
             throw new InputException($"run {runId} exists in {dir} with a different spec; choose another --run-id");
         var options = EmbeddedRun.Options(runsDir, runId);
         stdout.WriteLine($"[run] {runId}: {spec.Method.Name} through the actor pipeline (embedded one-node cluster, journal {options.Persistence.ConnectionString.Split(';')[0]})");
+        if (spec.CompareBaseline) stdout.WriteLine(BaselineNotice);
         await using var node = await ClusterNode.StartAsync(options);
         var wall = System.Diagnostics.Stopwatch.StartNew();
         RunSummary final;

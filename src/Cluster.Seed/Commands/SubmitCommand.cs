@@ -36,7 +36,7 @@ internal static class SubmitCommand
                 var ended = await sweepClient.FollowSweepAsync(accepted.Id, stdout, TimeSpan.FromSeconds(2), ct);
                 return ended.State == SweepState.Completed ? 0 : 1;
             }
-            var (yaml, _) = overrides.Apply(p, file);   // a bad spec is refused before contacting anyone
+            var (yaml, runSpec) = overrides.Apply(p, file);   // a bad spec is refused before contacting anyone
             using var client = api.Client(p);
             var submitted = await client.SubmitRunAsync(yaml, where, p.GetValue(runId), ct);
             var id = submitted.Id;
@@ -44,6 +44,7 @@ internal static class SubmitCommand
             stdout.WriteLine(submitted.AlreadyKnown
                 ? $"{id} is known already, with this spec: {(await client.RunAsync(id, ct)).State.ToString().ToLowerInvariant()}; nothing new was submitted"
                 : $"submitted {id}");
+            if (runSpec.CompareBaseline) stdout.WriteLine(RunCommand.BaselineNotice.Replace("[run] ", ""));
             if (!p.GetValue(follow)) return 0;
             var final = await client.FollowRunAsync(id, stdout, TimeSpan.FromSeconds(2), ct);
             return final.State == RunState.Completed ? 0 : 1;

@@ -191,6 +191,15 @@ public sealed class ApiProcessTests
         Assert.True(ProcessCluster.Ended(again, TimeSpan.FromSeconds(30)));
         again.WaitForExit();
         Assert.Contains("a1 is known already, with this spec: completed; nothing new was submitted", cluster.Log("again.log"));
+        // a query value that is not a count is problem+json naming it
+        using (var badAfter = await http.GetAsync("/api/runs/a1/metrics?after=abc"))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, badAfter.StatusCode);
+            Assert.Equal("application/problem+json", badAfter.Content.Headers.ContentType?.MediaType);
+            Assert.Contains("after=abc", await badAfter.Content.ReadAsStringAsync());
+        }
+        using (var later = JsonDocument.Parse(await http.GetStringAsync("/api/runs/a1/events?after=1")))
+            Assert.DoesNotContain(later.RootElement.EnumerateArray(), e => e.GetProperty("message").GetString()!.StartsWith("run a1 accepted", StringComparison.Ordinal));
         // a run that does not exist is not "a run without a result yet"
         using (var none = await http.GetAsync("/api/runs/nosuch/result"))
         {
