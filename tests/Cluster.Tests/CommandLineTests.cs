@@ -23,6 +23,7 @@ public sealed class CommandLineTests
     [InlineData("submit", "kd-mnist.yaml", "--server", "http://127.0.0.1:1", "--sead", "3")]
     [InlineData("status", "--server", "http://127.0.0.1:1", "--run", "x")]
     [InlineData("bench", "--quik")]
+    [InlineData("data", "fetch", "mnist", "--quik")]
     public void Should_refuse_an_unknown_option_with_its_name(params string[] args)
     {
         var a = args.Select(x => x.EndsWith(".yaml") ? Spec(x) : x).ToArray();
@@ -30,6 +31,8 @@ public sealed class CommandLineTests
         Assert.Equal(2, code);
         Assert.Contains(args.First(x => x.StartsWith("--") && x is not ("--server")), err);
         Assert.DoesNotContain("ok (", output);
+        // the help to see is the command's, subcommands included
+        Assert.Contains($"see 'Cluster.Seed {string.Join(' ', args.TakeWhile(x => !x.StartsWith("--") && !x.EndsWith(".yaml") && x != "mnist"))} --help'", err);
     }
 
     [Theory]
@@ -99,6 +102,10 @@ public sealed class CommandLineTests
         foreach (var m in MethodRegistry.All) Assert.Contains($"{m.Name}  (", output);
         Assert.Contains("kd.temperature", output);
         Assert.Contains("deepinversion.competition_weight", output);
+        // and the keys every spec shares
+        Assert.Contains("keys of every spec", output);
+        foreach (var key in new[] { "data.validation", "student.train.lr", "guard.check_every", "cluster.replicas" })
+            Assert.Matches($@"\n    {System.Text.RegularExpressions.Regex.Escape(key)} ", output);
         var (_, markdown, _) = Run("methods", "--markdown");
         Assert.Equal(MethodCatalog.Markdown(), markdown);
     }

@@ -175,7 +175,10 @@ public static class CommandRunner
         if (result.Errors.Count > 0 && result.Action is not System.CommandLine.Help.HelpAction)
         {
             foreach (var e in result.Errors) stderr.WriteLine($"error: {e.Message}");
-            var command = string.Join(' ', result.CommandResult.Command is RootCommand ? [] : new[] { result.CommandResult.Command.Name });
+            // the whole path of a subcommand (data fetch), not its last word
+            var names = new List<string>();
+            for (var c = result.CommandResult; c is not null && c.Command is not RootCommand; c = c.Parent as CommandResult) names.Insert(0, c.Command.Name);
+            var command = string.Join(' ', names);
             stderr.WriteLine($"see '{program}{(command.Length > 0 ? " " + command : "")} --help'");
             return 2;
         }

@@ -69,7 +69,7 @@ internal static class SweepCommand
     internal static Option<string?> SweepIdOption(string description)
     {
         var o = new Option<string?>("--sweep-id") { Description = description };
-        o.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } id && EntityId.RunIdProblem(id) is { } problem) r.AddError(problem.Replace("run id", "sweep id")); });
+        o.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } id && EntityId.RunIdProblem(id) is { } problem) r.AddError(problem.Replace("run id", "sweep id").Replace("runs directory", "sweeps directory")); });
         return o;
     }
 }

@@ -22,15 +22,18 @@ public static class MethodCatalog
             sb.AppendLine($"{m.Name}  ({m.Reference})");
             sb.AppendLine($"  {m.Summary}");
             sb.AppendLine($"  teacher: {TeacherText(m.Teacher).Replace("`", "")}; student data: {(m.StudentSeesData ? "the training set" : "none (data-free)")}");
-            if (m.SectionName is { } section)
-            {
-                var keys = SpecSection.Describe(m.SectionDefaults!, section).ToList();
-                var width = keys.Max(k => k.Path.Length);
-                foreach (var k in keys) sb.AppendLine($"    {k.Path.PadRight(width)}  {k.Default,-10}  {k.Type}: {k.Doc}");
-            }
+            if (m.SectionName is { } section) TextKeys(sb, SpecSection.Describe(m.SectionDefaults!, section).ToList());
             sb.AppendLine();
         }
+        sb.AppendLine("keys of every spec (method: is one of the above; teacher: has the keys of student:)");
+        TextKeys(sb, SpecSection.Describe(new RunSpec(), "").ToList());
         return sb.ToString();
+    }
+
+    private static void TextKeys(StringBuilder sb, List<SpecKeyInfo> keys)
+    {
+        var width = keys.Max(k => k.Path.Length);
+        foreach (var k in keys) sb.AppendLine($"    {k.Path.PadRight(width)}  {k.Default,-10}  {k.Type}: {k.Doc}");
     }
 
     /// <summary>docs/methods.md: the methods and every key of a spec.</summary>
