@@ -70,8 +70,10 @@ public static class HoconBuilder
                 singleton-proxy {
                   role = {{Roles.Seed}}
                   buffer-size = 1000
-                  # embedded (one node): the singleton is local; the warning would only be noise
-                  log-singleton-identification-failure = {{(o.Embedded ? "off" : "on")}}
+                  # off: Akka.NET's check fires its first tick at once and warns "failed to find ... after
+                  # 30 seconds" on every start, before any Identify could answer (akkadotnet/akka.net#8568);
+                  # a coordinator that is really missing shows in every API answer ("did not answer")
+                  log-singleton-identification-failure = off
                 }
                 sharding {
                   role = {{Roles.Gpu}}
