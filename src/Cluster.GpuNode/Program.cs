@@ -107,6 +107,11 @@ try
 {
     return CommandRunner.Invoke("Cluster.GpuNode", root, args, Console.Out, Console.Error);
 }
+catch (Distill.Engine.Specs.InputException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 2;
+}
 catch (Exception e) when (e is PersistenceUnavailableException or TimeoutException or ArgumentException or InvalidOperationException or InvalidDataException or FileNotFoundException)
 {
     Console.Error.WriteLine($"error: {e.Message}");

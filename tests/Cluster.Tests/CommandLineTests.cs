@@ -134,6 +134,24 @@ public sealed class CommandLineTests
         finally { File.Delete(bad); }
     }
 
+    /// <summary>A --server that is not a URL and a token file too short to be a token are bad input (exit 2), said before anything is asked.</summary>
+    [Fact]
+    public void Should_refuse_a_server_that_is_not_a_url_and_a_token_too_short_as_bad_input()
+    {
+        var (code, _, err) = Run("status", "--server", "notaurl");
+        Assert.Equal(2, code);
+        Assert.Contains("--server 'notaurl': expected the seed's API as http://HOST:PORT", err);
+        var token = Path.Combine(Path.GetTempPath(), $"cd-token-{Guid.NewGuid():N}");
+        File.WriteAllText(token, "short");
+        try
+        {
+            (code, _, err) = Run("status", "--server", "http://127.0.0.1:1", "--token-file", token);
+            Assert.Equal(2, code);
+            Assert.Contains($"the API token in {token} must be at least 16 printable ASCII characters", err);
+        }
+        finally { File.Delete(token); }
+    }
+
     /// <summary>A second `run` of one run id while the first still runs would write the same journal: refused, and nothing written.</summary>
     [Fact]
     public void Should_refuse_a_run_whose_id_another_process_is_running()

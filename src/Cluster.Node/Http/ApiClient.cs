@@ -45,7 +45,7 @@ public sealed class ApiClient : IDisposable
     {
         var text = option ?? (Environment.GetEnvironmentVariable(EnvServer) is { Length: > 0 } e ? e : DefaultServer);
         if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
-            throw new ArgumentException($"--server '{text}': expected the seed's API as http://HOST:PORT");
+            throw new Distill.Engine.Specs.InputException($"--server '{text}': expected the seed's API as http://HOST:PORT");
         return uri;
     }
 

@@ -86,7 +86,7 @@ public sealed class ApiToken
     private static ApiToken Checked(string value, string source)
     {
         if (value.Length < MinLength || value.Any(c => c <= ' ' || c > '~'))
-            throw new InvalidOperationException($"the API token in {source} must be at least {MinLength} printable ASCII characters without spaces");
+            throw new Distill.Engine.Specs.InputException($"the API token in {source} must be at least {MinLength} printable ASCII characters without spaces");
         return new ApiToken(value, source);
     }
 }
