@@ -226,8 +226,9 @@ public sealed partial class DataPlane : IAsyncDisposable
             if (openFrom.AddOrUpdate(address, 1, (_, n) => n + 1) > limits.MaxConnectionsPerAddress)
             {
                 Release(address);
-                client.Dispose();
+                // counted and logged before the peer sees the end, as a refused frame is
                 Refuse($"{address} has {limits.MaxConnectionsPerAddress} connections open already; another refused");
+                client.Dispose();
                 continue;
             }
             client.NoDelay = true;
