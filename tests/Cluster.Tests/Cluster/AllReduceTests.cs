@@ -133,19 +133,7 @@ public sealed class AllReduceTests
         const long step = 4;
         var g = Enumerable.Range(0, replicas).Select(r => Random(80 + r, size)).ToArray();
         var x = Enumerable.Range(0, replicas).Select(r => new GradientExchange(replicas, r, size, 1024, p => $"r/student/{p}")).ToArray();
-        // delivers chunks until none are left; those for a replica in `lost` go with its node
-        void Deliver(List<Outgoing> outgoing, int? lost)
-        {
-            while (outgoing.Count > 0)
-            {
-                var o = outgoing[0];
-                outgoing.RemoveAt(0);
-                if (o.Peer == lost) continue;
-                var (verdict, more) = x[o.Peer].Accept(o.Slice.ToChunk(), step);
-                Assert.Equal(ChunkVerdict.Accepted, verdict);
-                outgoing.AddRange(more);
-            }
-        }
+        void Deliver(List<Outgoing> outgoing, int? lost) => DeliverAll(x, step, outgoing, lost);
         const int last = 1;
         // three replicas: its gradient went out, and what came back was lost with its node; two: its
         // node died before its gradient went out (had it gone out, the peer would have the mean and
@@ -213,18 +201,7 @@ public sealed class AllReduceTests
         var recomputed = (float[])g[1].Clone();
         for (var i = 0; i < size; i += 5) recomputed[i] = BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(recomputed[i]) ^ 1);
         var x = Enumerable.Range(0, 3).Select(r => new GradientExchange(3, r, size, 512, p => $"r/student/{p}")).ToArray();
-        void Deliver(List<Outgoing> outgoing, int? lost)
-        {
-            while (outgoing.Count > 0)
-            {
-                var o = outgoing[0];
-                outgoing.RemoveAt(0);
-                if (o.Peer == lost) continue;
-                var (verdict, more) = x[o.Peer].Accept(o.Slice.ToChunk(), step);
-                Assert.Equal(ChunkVerdict.Accepted, verdict);
-                outgoing.AddRange(more);
-            }
-        }
+        void Deliver(List<Outgoing> outgoing, int? lost) => DeliverAll(x, step, outgoing, lost);
         // replica 1's old gradient reaches the owners of shards 0 and 2, which reduce with it; then its node dies
         Deliver([.. x[0].Own(step, (float[])g[0].Clone()), .. x[2].Own(step, (float[])g[2].Clone()), .. x[1].Own(step, (float[])g[1].Clone())], lost: 1);
         x[1] = new GradientExchange(3, 1, size, 512, p => $"r/student/{p}");
@@ -239,6 +216,20 @@ public sealed class AllReduceTests
         Assert.Equal(oldMean[..1000], means[0][..1000]);
         Assert.Equal(newMean[1000..2000], means[0][1000..2000]);
         Assert.Equal(oldMean[2000..], means[0][2000..]);
+    }
+
+    /// <summary>Delivers chunks, and what they let their receivers send, until none are left; those for replica `lost` go with its node.</summary>
+    private static void DeliverAll(GradientExchange[] x, long step, List<Outgoing> outgoing, int? lost)
+    {
+        while (outgoing.Count > 0)
+        {
+            var o = outgoing[0];
+            outgoing.RemoveAt(0);
+            if (o.Peer == lost) continue;
+            var (verdict, more) = x[o.Peer].Accept(o.Slice.ToChunk(), step);
+            Assert.Equal(ChunkVerdict.Accepted, verdict);
+            outgoing.AddRange(more);
+        }
     }
 
     private static GradientChunk Chunk(long step, int from, long offset, params float[] values)
