@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 port=${HTTP_PORT:-8090}
 devtools=${DEVTOOLS_PORT:-9223}
 out=${OUT:-results/bench-observed}
-mkdir -p "$out/scrapes"
+rm -rf "$out/scrapes" && mkdir -p "$out/scrapes"
 shim=$(scripts/torch-native-env.sh)
 if [ -n "$shim" ]; then export LD_LIBRARY_PATH="$shim${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
 export MKL_CBWR=${MKL_CBWR:-AUTO,STRICT}
@@ -35,9 +35,11 @@ curl -sf -X PUT "http://127.0.0.1:$devtools/json/new?http://127.0.0.1:$port/%23t
 ( n=0; while sleep 5; do n=$((n + 1)); curl -sf "http://127.0.0.1:$port/metrics" >"$out/scrapes/$(printf %04d $n).txt" || true; done ) &
 pids+=($!)
 wait "$bench"
-# the dashboard was watching if the browser is still up and the node counted both pages' event streams in every scrape after the first
+# the dashboard was watching if the browser is still up and the node counted both pages' event streams in
+# every scrape of it but one at most (the last can catch the node stopping its HTTP server)
 kill -0 "$browser" 2>/dev/null || { echo "bench-observed: Chromium exited during the bench (see $out/chromium.log): the figures above were not observed" >&2; exit 1; }
-curl -sf "http://127.0.0.1:$devtools/json/list" >"$out/tabs.json" && echo "[bench-observed] tabs open: $(grep -o '"url": *"[^"]*"' "$out/tabs.json" | sed 's/#token=[0-9a-f]*/#token=.../' | tr '\n' ' ')"
+# (the tabs' URLs carry the token: kept out of the output)
+curl -sf "http://127.0.0.1:$devtools/json/list" | grep -o '"url": *"[^"]*"' | sed 's/#token=[^&"]*/#token=.../' >"$out/tabs.txt" && echo "[bench-observed] tabs open: $(tr '\n' ' ' <"$out/tabs.txt")"
 # (a scrape after the node stopped, as the bench ends, is an empty file)
 scrapes=$(find "$out/scrapes" -name '*.txt' -size +0 | wc -l)
 watched=$(cat "$out"/scrapes/*.txt | grep -c '^clusterdistill_http_event_streams 2$' || true)

@@ -152,6 +152,20 @@ public sealed class CommandLineTests
         finally { File.Delete(token); }
     }
 
+    /// <summary>`cancel` of a run not in a --runs-dir that was typed is refused there; without --runs-dir it goes to the seed's API (the default server).</summary>
+    [Fact]
+    public void Should_cancel_through_the_api_unless_a_runs_dir_is_named()
+    {
+        var runs = Path.Combine(Path.GetTempPath(), $"cd-cancel-{Guid.NewGuid():N}");
+        var (code, _, err) = Run("cancel", "zz", "--runs-dir", runs);
+        Assert.Equal(2, code);
+        Assert.Contains($"no embedded run zz in {runs}", err);
+        (code, _, err) = Run("cancel", "zz", "--token-file", Path.Combine(runs, "none"));
+        Assert.Equal(1, code);
+        Assert.DoesNotContain("no embedded run", err);
+        Assert.Contains("token", err);   // on its way to the API: the token it needs is not there
+    }
+
     /// <summary>A second `run` of one run id while the first still runs would write the same journal: refused, and nothing written.</summary>
     [Fact]
     public void Should_refuse_a_run_whose_id_another_process_is_running()

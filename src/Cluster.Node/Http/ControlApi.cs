@@ -139,7 +139,7 @@ public static partial class ControlApi
             catch (SpecException e) { return Problem(StatusCodes.Status400BadRequest, "sweep refused", e.Message); }
             return await n.Sweeps.Ask<ISweepCommand>(new SubmitSweep(yaml, file, sweepId), AskTimeout) switch
             {
-                SweepAccepted a => Results.Created($"/api/sweeps/{a.SweepId}", new Submitted(a.SweepId, false)),
+                SweepAccepted a => Results.Created($"/api/sweeps/{a.SweepId}", new Submitted(a.SweepId, a.AlreadyKnown)),
                 SweepRejected r => Problem(StatusCodes.Status409Conflict, "sweep refused", r.Reason),
                 var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
             };
@@ -186,8 +186,7 @@ public static partial class ControlApi
     private static IResult? RunIdProblem(string? id) =>
         id is not null && EntityId.RunIdProblem(id) is { } p ? Problem(StatusCodes.Status400BadRequest, "bad id", p) : null;
 
-    /// <summary>A file of a run directory, or null (an id that is not a run id names nothing).</summary>
-    /// <summary>A file of run `id`'s directory, if it is there (name "": the directory itself).</summary>
+    /// <summary>A file of run `id`'s directory, if it is there (name "": the directory itself); null for an id that is not a run id.</summary>
     private static string? RunFile(NodeOptions options, string id, string name)
     {
         if (EntityId.RunIdProblem(id) is not null) return null;

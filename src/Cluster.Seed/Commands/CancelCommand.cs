@@ -34,8 +34,9 @@ internal static class CancelCommand
             }
             CancelAnswer answer;
             var dir = p.GetValue(runsDir)!;
-            if (p.GetResult(runsDir) is not null && !api.Given(p) && !EmbeddedRun.Exists(dir, id))
-                throw new InvalidOperationException($"no embedded run {id} in {dir} (no {Path.Combine(dir, id, "journal.db")}); a run on a cluster is cancelled with --server");
+            // --runs-dir typed (its default is implicit): the run must be there, not looked for on a cluster
+            if (p.GetResult(runsDir) is { Implicit: false } && !api.Given(p) && !EmbeddedRun.Exists(dir, id))
+                throw new Distill.Engine.Specs.InputException($"no embedded run {id} in {dir} (no {Path.Combine(dir, id, "journal.db")}); a run on a cluster is cancelled with --server");
             if (api.Given(p) || !EmbeddedRun.Exists(dir, id))
             {
                 using var client = api.Client(p);
@@ -50,7 +51,9 @@ internal static class CancelCommand
                 }
                 else
                 {
-                    // nobody serves it: record the cancel in its journal, starting none of its entities
+                    // nobody serves it: record the cancel in its journal, starting none of its entities (held
+                    // meanwhile: a `run` of it starting now would write the same journal)
+                    using var held = EmbeddedRun.Hold(Path.Combine(dir, id), $"run {id}", "--runs-dir");
                     await using var embedded = await ClusterNode.StartAsync(EmbeddedRun.Options(dir, id, resumeRuns: false));
                     answer = await RunClient.CancelAsync(embedded.Coordinator, id, p.GetValue(reason)!, TimeSpan.FromSeconds(30));
                 }

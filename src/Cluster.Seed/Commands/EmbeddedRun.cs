@@ -41,6 +41,9 @@ internal static class EmbeddedRun
         }, TimeSpan.FromSeconds(30));
     }
 
+    /// <summary>ERROR_SHARING_VIOLATION: what .NET reports for a file another process holds with FileShare.None (on Linux a held flock, said in the message).</summary>
+    private const int SharingViolation = 32;
+
     /// <summary>
     /// Holds `dir` for this process (an exclusive lock on dir/.lock, released when disposed or when
     /// the process dies): a second `run` or `sweep` of the same id would write the same journal.
@@ -51,9 +54,13 @@ internal static class EmbeddedRun
     {
         var path = Path.Combine(dir, ".lock");
         try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
-        catch (IOException e) when (e is not FileNotFoundException and not DirectoryNotFoundException)
+        catch (IOException e) when ((e.HResult & 0xFFFF) == SharingViolation || e.Message.Contains("being used by another process", StringComparison.Ordinal))
         {
             throw new InvalidOperationException($"{what} is running in another process already ({path} is held); stop that one first, or choose another {option}");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidOperationException($"cannot lock {path} for {what}: {e.Message}", e);
         }
     }
 

@@ -32,6 +32,9 @@ internal static class RunCommand
             catch (InvalidOperationException e) { throw new InputException(e.Message); }
             if (p.GetValue(engine))
             {
+                // a named run's directory is this process's while it runs (an embedded run of it may be going)
+                var id = p.GetValue(runId);
+                using var held = id is null ? null : EmbeddedRun.Hold(Directory.CreateDirectory(Path.Combine(p.GetValue(runsDir)!, id)).FullName, $"run {id}", "--run-id");
                 try { new Runner(new RunnerOptions { RunsRoot = p.GetValue(runsDir)!, RunId = p.GetValue(runId), Cancellation = ct }, stdout).Run(s); }
                 catch (OperationCanceledException) when (ct.IsCancellationRequested)
                 {

@@ -226,11 +226,17 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
     /// <param name="checkpointEvery">Resumable: the phase goes on from the newest sound checkpoint of the directory, and checkpoints this often besides its evaluations.</param>
     private PhaseOutcome RunPhase(PhaseContext ctx, IStepTrainer trainer, int evalEvery, DivergenceGuard? guard, int sampleGrid, TimeSpan? checkpointEvery = null)
     {
-        if (checkpointEvery is not null && Resume(ctx, trainer) is { } from) log.WriteLine($"[{trainer.Phase}] resumed at step {trainer.Step} from {from}");
+        var resumable = checkpointEvery is not null;
         var sw = Stopwatch.StartNew();
         var lastCheckpoint = TimeSpan.Zero;
         var columns = new SortedSet<string>();
         double final = double.NaN, best = double.NegativeInfinity, test = double.NaN;
+        if (resumable && Resume(ctx, trainer) is { } from)
+        {
+            log.WriteLine($"[{trainer.Phase}] resumed at step {trainer.Step} from {from}");
+            // its last checkpoint was its last step: what the loop would have measured at the end
+            if (trainer.Done) (final, test) = (ctx.EvalAccuracy(trainer.Model), ctx.Data.HasValidation ? ctx.TestAccuracy(trainer.Model) : ctx.EvalAccuracy(trainer.Model));
+        }
         var rollbacks = 0;
         byte[]? goodState = Snapshot(trainer), bestState = null;
         var checkEvery = guard is null ? long.MaxValue : ctx.Spec.Guard.CheckEvery;
@@ -254,7 +260,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                 var verdict = guard.CheckStep(values);
                 if (!verdict.Healthy)
                 {
-                    Rollback(ctx, trainer, goodState!, verdict.Reason!, ref rollbacks);
+                    Rollback(ctx, trainer, goodState!, verdict.Reason!, ref rollbacks, resumable);
                     continue;
                 }
                 if (isCheck) goodState = Snapshot(trainer);
@@ -269,7 +275,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                     var verdict = guard.CheckEvaluation(acc);
                     if (!verdict.Healthy)
                     {
-                        Rollback(ctx, trainer, bestState ?? goodState!, verdict.Reason!, ref rollbacks);
+                        Rollback(ctx, trainer, bestState ?? goodState!, verdict.Reason!, ref rollbacks, resumable);
                         continue;
                     }
                 }
@@ -286,7 +292,7 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                 {
                     using (samples) ctx.Dir.Samples(trainer.Phase, trainer.Step, SampleGrid.ToPng(samples, ctx.Data.Mean, ctx.Data.Std));
                 }
-                ctx.Dir.SaveCheckpoint(trainer);
+                SaveCheckpoint(ctx, trainer, resumable);
                 lastCheckpoint = sw.Elapsed;
                 log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} {(ctx.Data.HasValidation ? "validation" : "test")} accuracy {acc:F2}%{(ctx.Data.HasValidation && !double.IsNaN(test) ? $", test {test:F2}%" : "")} ({sw.Elapsed.TotalSeconds:F0} s)");
             }
@@ -306,13 +312,33 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                     log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} " +
                                   string.Join(" ", values.Where(kv => kv.Key.StartsWith("loss")).Select(kv => $"{kv.Key}={kv.Value:G4}")));
             }
-            if (checkpointEvery is { } every && !isEval && !trainer.Done && sw.Elapsed - lastCheckpoint >= every)
+            // with a guard, only a step it has just found healthy: a resume must not start from a diverged state
+            if (checkpointEvery is { } every && !isEval && !trainer.Done && (guard is null || isCheck) && sw.Elapsed - lastCheckpoint >= every)
             {
-                ctx.Dir.SaveCheckpoint(trainer);
+                SaveCheckpoint(ctx, trainer, resumable);
                 lastCheckpoint = sw.Elapsed;
             }
         }
         return new PhaseOutcome(final, best, rollbacks, test);
+    }
+
+    /// <summary>
+    /// A checkpoint; a resumable phase's also keeps the process-wide RNG beside it (`.rng`: dropout
+    /// draws from it), so that a resumed phase draws what the uninterrupted one would have.
+    /// </summary>
+    private static void SaveCheckpoint(PhaseContext ctx, IStepTrainer trainer, bool resumable)
+    {
+        var path = ctx.Dir.SaveCheckpoint(trainer);
+        if (!resumable) return;
+        using (var ms = new MemoryStream())
+        {
+            using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true)) StateIo.WriteGenerator(w, Generator.Default);
+            File.WriteAllBytes(path + ".rng.tmp", ms.ToArray());
+        }
+        File.Move(path + ".rng.tmp", path + ".rng", overwrite: true);
+        // the checkpoints the directory no longer keeps
+        foreach (var rng in Directory.GetFiles(System.IO.Path.GetDirectoryName(path)!, "*.ckpt.rng").Where(r => !File.Exists(r[..^4])))
+            File.Delete(rng);
     }
 
     /// <summary>
@@ -334,13 +360,20 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
                 continue;
             }
             RunDirectory.LoadCheckpoint(trainer, path);
+            if (File.Exists(path + ".rng"))
+            {
+                using var r = new BinaryReader(File.OpenRead(path + ".rng"));
+                StateIo.ReadGenerator(r, Generator.Default);
+            }
+            else ctx.Dir.Event($"no process RNG state beside {path}: dropout after the resume draws other masks than the uninterrupted run's");
             ctx.Dir.Event($"resumed at step {trainer.Step} from {path}");
             return path;
         }
         return null;
     }
 
-    private void Rollback(PhaseContext ctx, IStepTrainer trainer, byte[] state, string reason, ref int rollbacks)
+    /// <param name="resumable">Also drop the phase's checkpoints past the step it goes back to: a resume must not pick the path the guard rejected.</param>
+    private void Rollback(PhaseContext ctx, IStepTrainer trainer, byte[] state, string reason, ref int rollbacks, bool resumable = false)
     {
         rollbacks++;
         var at = trainer.Step;
@@ -351,6 +384,10 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         }
         using (var r = new BinaryReader(new MemoryStream(state))) trainer.LoadState(r);
         trainer.ScaleLearningRates(ctx.Spec.Guard.LrFactor);
+        if (resumable && Directory.Exists(System.IO.Path.Combine(ctx.Dir.Path, "checkpoints")))
+            foreach (var rejected in Directory.GetFiles(System.IO.Path.Combine(ctx.Dir.Path, "checkpoints"), $"{trainer.Phase}-step*.ckpt")
+                         .Where(f => long.TryParse(System.IO.Path.GetFileNameWithoutExtension(f)[(trainer.Phase.Length + 5)..], out var s) && s > trainer.Step))
+                foreach (var f in new[] { rejected, rejected + ".sha256", rejected + ".rng" }) File.Delete(f);
         var message = $"guard: {reason} at step {at}; rolled back to step {trainer.Step} and multiplied learning rates by {ctx.Spec.Guard.LrFactor} (rollback {rollbacks})";
         ctx.Dir.Event(message);
         log.WriteLine($"[{trainer.Phase}] {message}");

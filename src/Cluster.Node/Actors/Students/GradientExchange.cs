@@ -89,12 +89,14 @@ public sealed class GradientExchange(int replicas, int self, long size, long chu
     /// more each element of the mean is reduced once, by its owner, so every replica applies the
     /// same bits whichever copy the owner used, and nothing is dropped.
     /// </summary>
-    public void PeerRestored(long step, int peer)
+    /// <returns>Whether anything was dropped (a copy that came before the announcement may be the new one: the caller asks for it again).</returns>
+    public bool PeerRestored(long step, int peer)
     {
-        if (!direct || peer == self || !steps.TryGetValue(step, out var slot) || !slot.Pieces.Remove(peer, out var got)) return;
+        if (!direct || peer == self || !steps.TryGetValue(step, out var slot) || !slot.Pieces.Remove(peer, out var got)) return false;
         foreach (var b in got.Values) ExactPool<byte>.Shared.Return(b);
         // the sum is written again, range by range, as the new copy comes in
         slot.Reduced.Clear();
+        return true;
     }
 
     /// <summary>A peer's chunk for the replica's next step `nextStep` (or the one after, while our reduction runs), and what it lets us send.</summary>

@@ -35,7 +35,9 @@ public sealed partial class StudentEntity
     {
         peerEndpoints[m.FromReplica] = m.DataEndpoint;
         if (trainer is null || State.Finished) return;   // it hears our step when we are ready
-        if (m.Restored && m.Step == step) exchange!.PeerRestored(step + 1, m.FromReplica);
+        // chunks and announcements travel apart: what was dropped may have been the new copy, so the
+        // peer hears our step at once and sends its gradient again (a duplicate is harmless)
+        if (m.Restored && m.Step == step && exchange!.PeerRestored(step + 1, m.FromReplica)) AnnounceStep(peer => peer == m.FromReplica);
         var own = exchange!.OwnAt(step + 1);
         switch (ReplicaDecisions.OnPeerAt(step, lrScale, pendingRollback?.Step, m.Step, m.LrScale, own is not null))
         {
