@@ -1,8 +1,6 @@
 using System.Diagnostics;
-using System.Security.Cryptography;
 using System.Text;
 using Distill.Engine.Imaging;
-using Distill.Engine.Losses;
 using Distill.Engine.Interop;
 using Distill.Engine.Methods;
 using Distill.Engine.Models;
@@ -10,7 +8,6 @@ using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 using Distill.Engine.Training;
 using TorchSharp;
-using YamlDotNet.Serialization;
 using static TorchSharp.torch;
 
 namespace Distill.Engine.Runs;
@@ -39,7 +36,7 @@ public sealed record RunnerOptions
 /// runs the method's phases step by step with evaluation, sample grids, checkpoints and the
 /// divergence guard, and writes the run directory.
 /// </summary>
-public sealed class Runner(RunnerOptions options, TextWriter log)
+public sealed partial class Runner(RunnerOptions options, TextWriter log)
 {
     public RunResult Run(RunSpec spec)
     {
@@ -132,21 +129,6 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         return result;
     }
 
-    /// <summary>
-    /// The teacher a spec names (checkpoint, cache or training), for hosts that run the rest of the
-    /// method elsewhere (the cluster's teacher entity). Events, checkpoints and teacher.pt go to
-    /// workDir; metrics rows go to metricsSink when given (else to workDir's metrics.csv).
-    /// </summary>
-    public (Classifier Teacher, double Accuracy, bool FromCache) PrepareTeacher(RunSpec spec, DataSplits data, string workDir,
-        Action<string, long, IReadOnlyDictionary<string, double>>? metricsSink = null)
-    {
-        Native.TorchRuntime.Initialize();
-        var device = Devices.Resolve(spec.Device);
-        var teacherSpec = spec.Method.TeacherOf(spec) ?? throw new ArgumentException($"spec {spec.Name} has no teacher");
-        using var dir = new RunDirectory(workDir) { MetricsSink = metricsSink };
-        return ObtainTeacher(new PhaseContext(spec, data, device, dir), teacherSpec, resume: true);
-    }
-
     private sealed record PhaseContext(RunSpec Spec, DataSplits Data, Device Device, RunDirectory Dir)
     {
         /// <summary>Top-1 accuracy on the whole test set.</summary>
@@ -165,62 +147,6 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
         var m = ModelFactory.Create(arch, data.Channels, data.ImageSize, data.Classes);
         m.to(device);
         return m;
-    }
-
-    /// <param name="resume">Go on from the newest sound checkpoint in the directory, and checkpoint every <see cref="RunnerOptions.TeacherCheckpointEvery"/> (the teacher entity's training).</param>
-    private (Classifier Teacher, double Accuracy, bool FromCache) ObtainTeacher(PhaseContext ctx, ModelSpec t, bool resume = false)
-    {
-        if (t.Checkpoint is not null)
-        {
-            if (!File.Exists(t.Checkpoint)) throw new FileNotFoundException($"teacher.checkpoint: {t.Checkpoint} does not exist", t.Checkpoint);
-            var loaded = NewModel(t.Arch, ctx.Data, ctx.Device);
-            try
-            {
-                var report = StateDictLoader.Load(loaded, t.Checkpoint, t.CheckpointKey, t.KeyMap, $"{t.Arch} ({ctx.Data.Channels}x{ctx.Data.ImageSize}x{ctx.Data.ImageSize}, {ctx.Data.Classes} classes)");
-                ctx.Dir.Event($"teacher loaded from {t.Checkpoint}: {report}");
-            }
-            catch (WeightFileException e) { loaded.Dispose(); throw new InvalidDataException($"teacher.checkpoint: {e.Message}", e); }
-            return (loaded, ctx.TestAccuracy(loaded), false);
-        }
-        var cacheDir = TeacherCacheDir(options.TeacherCache, options.DataCache);
-        var cached = Path.Combine(cacheDir, $"{t.Arch}-{ctx.Spec.Data.Name}-{TeacherKey(ctx.Spec, t)}.pt");
-        if (File.Exists(cached))
-        {
-            var loaded = NewModel(t.Arch, ctx.Data, ctx.Device);
-            try
-            {
-                ModuleState.Load(loaded, cached);
-                // the run directory holds the teacher it used, wherever it came from
-                File.Copy(cached, ctx.Dir.File("teacher.pt"), overwrite: true);
-                return (loaded, ctx.TestAccuracy(loaded), true);
-            }
-            catch (Exception e)
-            {
-                log.WriteLine($"[teacher] cached {cached} is unreadable ({e.Message}); training again");
-            }
-        }
-        manual_seed(ctx.Spec.Seed + 1000);
-        var teacher = NewModel(t.Arch, ctx.Data, ctx.Device);
-        using var trainer = new RealDataTrainer("teacher", teacher, ctx.Data, t.Train, Augmentation.For(ctx.Spec.Data, t.Train), new StudentObjective.CrossEntropy(), ctx.Device, ctx.Spec.Seed + 1000);
-        var outcome = RunPhase(ctx, trainer, t.Train.EvalEvery, NewGuard(ctx.Spec), sampleGrid: 0, resume ? options.TeacherCheckpointEvery : null);
-        log.WriteLine($"[teacher] {Evaluation.Errors(outcome.Test, ctx.Data.TestX.shape[0])} test errors");
-        Directory.CreateDirectory(cacheDir);
-        teacher.save(cached + ".tmp");
-        File.Move(cached + ".tmp", cached, overwrite: true);
-        teacher.save(ctx.Dir.File("teacher.pt"));
-        return (teacher, outcome.Test, false);
-    }
-
-    /// <summary>Where trained teachers are cached: the given folder, else "teachers" beside the data cache.</summary>
-    public static string TeacherCacheDir(string? teacherCache, string? dataCache) =>
-        teacherCache ?? Environment.GetEnvironmentVariable("CLUSTERDISTILL_TEACHERS") ?? Path.Combine(Path.GetDirectoryName(dataCache ?? Data.DatasetCache.DefaultRoot())!, "teachers");
-
-    /// <summary>Everything that determines a trained teacher; device is left out (CPU and CUDA teachers are interchangeable).</summary>
-    private static string TeacherKey(RunSpec spec, ModelSpec t)
-    {
-        var text = string.Join("|", spec.Data.Name, spec.Data.ImageSize, spec.Data.TrainLimit, t.Arch,
-            new SerializerBuilder().ConfigureDefaultValuesHandling(DefaultValuesHandling.OmitNull).Build().Serialize(t.Train), spec.Seed) + (Augmentation.For(spec.Data, t.Train) is { } a ? "|" + a.Key : "") + (spec.Data.Validation > 0 ? $"|val{spec.Data.Validation}" : "");
-        return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12].ToLowerInvariant();
     }
 
     /// <param name="checkpointEvery">Resumable: the phase goes on from the newest sound checkpoint of the directory, and checkpoints this often besides its evaluations.</param>
@@ -320,56 +246,6 @@ public sealed class Runner(RunnerOptions options, TextWriter log)
             }
         }
         return new PhaseOutcome(final, best, rollbacks, test);
-    }
-
-    /// <summary>
-    /// A checkpoint; a resumable phase's also keeps the process-wide RNG beside it (`.rng`: dropout
-    /// draws from it), so that a resumed phase draws what the uninterrupted one would have.
-    /// </summary>
-    private static void SaveCheckpoint(PhaseContext ctx, IStepTrainer trainer, bool resumable)
-    {
-        var path = ctx.Dir.SaveCheckpoint(trainer);
-        if (!resumable) return;
-        using (var ms = new MemoryStream())
-        {
-            using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true)) StateIo.WriteGenerator(w, Generator.Default);
-            File.WriteAllBytes(path + ".rng.tmp", ms.ToArray());
-        }
-        File.Move(path + ".rng.tmp", path + ".rng", overwrite: true);
-        // the checkpoints the directory no longer keeps
-        foreach (var rng in Directory.GetFiles(System.IO.Path.GetDirectoryName(path)!, "*.ckpt.rng").Where(r => !File.Exists(r[..^4])))
-            File.Delete(rng);
-    }
-
-    /// <summary>
-    /// Loads the newest checkpoint of the phase whose SHA-256 matches (a torn or corrupt one is
-    /// passed over, with an event); returns its path, or null when there is none.
-    /// </summary>
-    private static string? Resume(PhaseContext ctx, IStepTrainer trainer)
-    {
-        var dir = System.IO.Path.Combine(ctx.Dir.Path, "checkpoints");
-        if (!Directory.Exists(dir)) return null;
-        foreach (var path in Directory.GetFiles(dir, $"{trainer.Phase}-step*.ckpt").OrderDescending(StringComparer.Ordinal))
-        {
-            // checked before any of it is loaded: a failed load would leave the trainer half restored
-            var hash = path + ".sha256";
-            var bytes = File.ReadAllBytes(path);
-            if (!File.Exists(hash) || File.ReadAllText(hash).Trim() != Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes)).ToLowerInvariant())
-            {
-                ctx.Dir.Event($"checkpoint {path} not used to resume: its SHA-256 does not match {hash}");
-                continue;
-            }
-            RunDirectory.LoadCheckpoint(trainer, path);
-            if (File.Exists(path + ".rng"))
-            {
-                using var r = new BinaryReader(File.OpenRead(path + ".rng"));
-                StateIo.ReadGenerator(r, Generator.Default);
-            }
-            else ctx.Dir.Event($"no process RNG state beside {path}: dropout after the resume draws other masks than the uninterrupted run's");
-            ctx.Dir.Event($"resumed at step {trainer.Step} from {path}");
-            return path;
-        }
-        return null;
     }
 
     /// <param name="resumable">Also drop the phase's checkpoints past the step it goes back to: a resume must not pick the path the guard rejected.</param>

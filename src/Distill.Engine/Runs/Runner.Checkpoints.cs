@@ -1,0 +1,59 @@
+using System.Text;
+using Distill.Engine.Methods;
+using static TorchSharp.torch;
+
+namespace Distill.Engine.Runs;
+
+/// <summary>A resumable phase's checkpoints: saved with the process RNG beside them, and the newest sound one taken up again.</summary>
+public sealed partial class Runner
+{
+    /// <summary>
+    /// A checkpoint; a resumable phase's also keeps the process-wide RNG beside it (`.rng`: dropout
+    /// draws from it), so that a resumed phase draws what the uninterrupted one would have.
+    /// </summary>
+    private static void SaveCheckpoint(PhaseContext ctx, IStepTrainer trainer, bool resumable)
+    {
+        var path = ctx.Dir.SaveCheckpoint(trainer);
+        if (!resumable) return;
+        using (var ms = new MemoryStream())
+        {
+            using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true)) StateIo.WriteGenerator(w, Generator.Default);
+            File.WriteAllBytes(path + ".rng.tmp", ms.ToArray());
+        }
+        File.Move(path + ".rng.tmp", path + ".rng", overwrite: true);
+        // the checkpoints the directory no longer keeps
+        foreach (var rng in Directory.GetFiles(System.IO.Path.GetDirectoryName(path)!, "*.ckpt.rng").Where(r => !File.Exists(r[..^4])))
+            File.Delete(rng);
+    }
+
+    /// <summary>
+    /// Loads the newest checkpoint of the phase whose SHA-256 matches (a torn or corrupt one is
+    /// passed over, with an event); returns its path, or null when there is none.
+    /// </summary>
+    private static string? Resume(PhaseContext ctx, IStepTrainer trainer)
+    {
+        var dir = System.IO.Path.Combine(ctx.Dir.Path, "checkpoints");
+        if (!Directory.Exists(dir)) return null;
+        foreach (var path in Directory.GetFiles(dir, $"{trainer.Phase}-step*.ckpt").OrderDescending(StringComparer.Ordinal))
+        {
+            // checked before any of it is loaded: a failed load would leave the trainer half restored
+            var hash = path + ".sha256";
+            var bytes = File.ReadAllBytes(path);
+            if (!File.Exists(hash) || File.ReadAllText(hash).Trim() != Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes)).ToLowerInvariant())
+            {
+                ctx.Dir.Event($"checkpoint {path} not used to resume: its SHA-256 does not match {hash}");
+                continue;
+            }
+            RunDirectory.LoadCheckpoint(trainer, path);
+            if (File.Exists(path + ".rng"))
+            {
+                using var r = new BinaryReader(File.OpenRead(path + ".rng"));
+                StateIo.ReadGenerator(r, Generator.Default);
+            }
+            else ctx.Dir.Event($"no process RNG state beside {path}: dropout after the resume draws other masks than the uninterrupted run's");
+            ctx.Dir.Event($"resumed at step {trainer.Step} from {path}");
+            return path;
+        }
+        return null;
+    }
+}
