@@ -68,10 +68,18 @@ public sealed class RunnerTests : IDisposable
         using var cts = new CancellationTokenSource();
         Assert.Throws<OperationCanceledException>(() => Runner(cts.Token, TextWriter.Null).PrepareTeacher(spec, data, work, (_, step, _) => { if (step >= 25) cts.Cancel(); }));
         Assert.Contains(Path.Combine(work, "checkpoints", "teacher-step0000025.ckpt"), Directory.GetFiles(Path.Combine(work, "checkpoints")));
+        // newer ones that cannot be trusted are passed over: one whose hash does not match, one without a hash
+        var ckpts = Path.Combine(work, "checkpoints");
+        File.WriteAllBytes(Path.Combine(ckpts, "teacher-step0000026.ckpt"), File.ReadAllBytes(Path.Combine(ckpts, "teacher-step0000025.ckpt"))[..^10]);
+        File.Copy(Path.Combine(ckpts, "teacher-step0000025.ckpt.sha256"), Path.Combine(ckpts, "teacher-step0000026.ckpt.sha256"));
+        File.Copy(Path.Combine(ckpts, "teacher-step0000025.ckpt"), Path.Combine(ckpts, "teacher-step0000027.ckpt"));
         var log = new StringWriter();
         var steps = new List<long>();
         using var resumed = Runner(default, log).PrepareTeacher(spec, data, work, (_, step, _) => steps.Add(step)).Teacher;
         Assert.Contains("[teacher] resumed at step 25 from", log.ToString());
+        var events = File.ReadAllText(Path.Combine(work, "events.log"));
+        Assert.Contains("teacher-step0000027.ckpt not used to resume: no", events);
+        Assert.Contains("teacher-step0000026.ckpt not used to resume: checkpoint", events);
         Assert.Equal(30, steps.Min());   // steps 1-25 are not trained again
         Assert.Equal(60, steps.Max());
         var (a, b) = (whole.state_dict(), resumed.state_dict());

@@ -36,15 +36,20 @@ public sealed partial class Runner
         if (!Directory.Exists(dir)) return null;
         foreach (var path in Directory.GetFiles(dir, $"{trainer.Phase}-step*.ckpt").OrderDescending(StringComparer.Ordinal))
         {
-            // checked before any of it is loaded: a failed load would leave the trainer half restored
-            var hash = path + ".sha256";
-            var bytes = File.ReadAllBytes(path);
-            if (!File.Exists(hash) || File.ReadAllText(hash).Trim() != Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes)).ToLowerInvariant())
+            // a checkpoint without its hash cannot be told whole
+            if (!File.Exists(path + ".sha256"))
             {
-                ctx.Dir.Event($"checkpoint {path} not used to resume: its SHA-256 does not match {hash}");
+                ctx.Dir.Event($"checkpoint {path} not used to resume: no {path}.sha256 beside it");
                 continue;
             }
-            RunDirectory.LoadCheckpoint(trainer, path);
+            // LoadCheckpoint compares the hash before any of it is loaded: a corrupt one (no inner cause;
+            // a truncated one fails mid-load, and is not passed over) leaves the trainer as it was
+            try { RunDirectory.LoadCheckpoint(trainer, path); }
+            catch (InvalidDataException e) when (e.InnerException is null)
+            {
+                ctx.Dir.Event($"checkpoint {path} not used to resume: {e.Message}");
+                continue;
+            }
             if (File.Exists(path + ".rng"))
             {
                 using var r = new BinaryReader(File.OpenRead(path + ".rng"));
