@@ -25,7 +25,7 @@ spec_of() { case $1 in
   dafl-hour) echo specs/dafl-mnist-hour.yaml ;;
   *) echo "unknown row '$1' (rows: hinton dafl-hinton dafl-hinton-hour table1-kd noise dafl-hour)" >&2; exit 2 ;;
 esac; }
-# compare_baseline runs only on the engine's loop
+# these rows' figures were made with the engine loop (the actors give the same numbers: RealDataPipelineTests; their baseline is a run of its own)
 options_of() { case $1 in hinton|table1-kd) echo --engine ;; *) echo ;; esac; }
 metrics_of() { case $1 in
   hinton) echo teacher_test_errors baseline_test_errors student_test_errors teacher_accuracy baseline_accuracy student_accuracy wall_seconds ;;

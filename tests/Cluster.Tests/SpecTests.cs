@@ -135,6 +135,15 @@ public sealed class SpecTests
         Assert.Null(SpecParser.Parse(Valid + "\ncompare_baseline: true\n", "x.yaml").BaselineTrain);
         Assert.Equal(own.BaselineTrain, SpecParser.Parse(SpecParser.Write(own), "x.yaml").BaselineTrain);
 
+        // the student alone as a spec of its own (what the actors run as <run-id>-baseline): it writes and parses back
+        var b = SpecParser.Parse(SpecParser.Write(own.Baseline()), "x.yaml");
+        Assert.Equal(("supervised", own.Seed + 1, own.Student.Arch, false, false), (b.Method.Name, b.Seed, b.Student.Arch, b.CompareBaseline, b.Guard.Enabled));
+        Assert.Equal(own.BaselineTrain, b.Student.Train);
+        Assert.Null(b.Teacher);
+        Assert.Equal(own.Student.Train, SpecParser.Parse(Valid + "\ncompare_baseline: true\n", "x.yaml").Baseline().Student.Train);
+        foreach (var file in Directory.GetFiles(SpecsDir(), "*.yaml").Select(SpecParser.Load).Where(x => x.CompareBaseline))
+            Assert.Equal("supervised", SpecParser.Parse(SpecParser.Write(file.Baseline()), "x.yaml").Method.Name);
+
         var alone = Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\nbaseline_train: {epochs: 3}\n", "x.yaml"));
         Assert.Equal("baseline_train", alone.Key);
         Assert.Contains("compare_baseline: true", alone.Message);

@@ -14,7 +14,9 @@ public sealed record RunSubmitted(
     [property: Key(4)] string? SweepId = null,   // key 4 came with sweeps
     [property: Key(5)] bool Queued = false,   // key 5 came with admission control: older runs started at once
     [property: Key(6)] long? HoldAt = null,   // key 6 came with ASHA's promotions: the step the run pauses at
-    [property: Key(7)] Runs.ForkPoint? Fork = null) : IPersistedEvent;   // key 7 came with PBT: the checkpoints it begins from
+    [property: Key(7)] Runs.ForkPoint? Fork = null,   // key 7 came with PBT: the checkpoints it begins from
+    // compare_baseline's student alone, submitted in the same event as its run's own (RunIds.Baseline)
+    [property: Key(8)] string? BaselineYaml = null) : IPersistedEvent;
 
 [MessagePackObject]
 public sealed record RunTeacherReady(
@@ -72,7 +74,8 @@ public sealed record RunRecord(
     [property: Key(19)] bool Paused = false,            // and whether it is paused there (its slot free, its state kept)
     [property: Key(20)] Runs.ForkPoint? Fork = null,    // keys 20-22 came with PBT: the checkpoints it begins from,
     [property: Key(21)] string? PausedStudentBlob = null,   // and those at its pause (RunPaused's)
-    [property: Key(22)] string? PausedSourceBlob = null)
+    [property: Key(22)] string? PausedSourceBlob = null,
+    [property: Key(23)] string? BaselineOf = null)      // the run whose compare_baseline this run trains
 {
     /// <summary>Neither completed, failed nor cancelled: its entities are (re)started and its reports count.</summary>
     [IgnoreMember] public bool Active => !Completed && !Failed && !Cancelled;

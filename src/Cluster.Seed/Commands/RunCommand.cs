@@ -48,9 +48,6 @@ internal static class RunCommand
         return command;
     }
 
-    /// <summary>What a spec's compare_baseline gets through the actors.</summary>
-    internal const string BaselineNotice = "[run] compare_baseline: the student-alone baseline is trained by the engine loop (run --engine); through the actors result.json's baseline_* are empty";
-
     /// <summary>A one-node cluster in this process: SQLite journal and blobs in the run directory.</summary>
     private static async Task<int> RunEmbedded(string yaml, RunSpec spec, string runsDir, string? runId, TextWriter stdout, CancellationToken ct)
     {
@@ -64,15 +61,21 @@ internal static class RunCommand
             throw new InputException($"run {runId} exists in {dir} with a different spec; choose another --run-id");
         var options = EmbeddedRun.Options(runsDir, runId);
         stdout.WriteLine($"[run] {runId}: {spec.Method.Name} through the actor pipeline (embedded one-node cluster, journal {options.Persistence.ConnectionString.Split(';')[0]})");
-        if (spec.CompareBaseline) stdout.WriteLine(BaselineNotice);
+        if (spec.CompareBaseline) stdout.WriteLine($"[run] compare_baseline: the student alone is trained by the run {RunIds.Baseline(runId)}; its figures go into this run's result.json");
         await using var node = await ClusterNode.StartAsync(options);
         var wall = System.Diagnostics.Stopwatch.StartNew();
         RunSummary final;
+        RunSummary? baseline = null;
         EmbeddedRun.Announce(runsDir, runId, node.Address.Host!, node.Address.Port!.Value);
         try
         {
             await RunClient.SubmitAsync(node.Coordinator, specFile, runId, TimeSpan.FromSeconds(60));
             final = await Terminal.RunProgress.FollowRunAsync(node.Coordinator, runId, dir, stdout, ct);
+            if (spec.CompareBaseline && final.State == RunState.Completed)
+            {
+                var baselineId = RunIds.Baseline(runId);
+                baseline = await Terminal.RunProgress.FollowRunAsync(node.Coordinator, baselineId, Path.Combine(runsDir, baselineId), stdout, ct);
+            }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
@@ -80,21 +83,20 @@ internal static class RunCommand
             return 130;
         }
         finally { EmbeddedRun.Withdraw(runsDir, runId); }
+        var result = Result(dir);
         stdout.WriteLine(final.State == RunState.Completed
-            ? $"[result] student {TestAccuracy(dir) ?? final.StudentAccuracy:F2}% test, teacher {final.TeacherAccuracy?.ToString("F2") ?? "-"}%, {wall.Elapsed.TotalSeconds:F0} s -> {Path.Combine(dir, "result.json")}"
+            ? $"[result] student {result?.StudentAccuracy ?? final.StudentAccuracy:F2}% test, teacher {final.TeacherAccuracy?.ToString("F2") ?? "-"}%" +
+              (baseline is null ? "" : baseline.State == RunState.Completed ? $", student alone {result?.BaselineAccuracy:F2}%" : $", student alone {baseline.State.Name()}: {baseline.Message}") +
+              $", {wall.Elapsed.TotalSeconds:F0} s -> {Path.Combine(dir, "result.json")}"
             : final.State == RunState.Cancelled ? $"[result] run {runId} {final.Message}"
             : $"[result] run {runId} failed: {final.Message}");
-        return final.State == RunState.Completed ? 0 : 1;
+        return final.State == RunState.Completed && (baseline is null || baseline.State == RunState.Completed) ? 0 : 1;
     }
 
-    /// <summary>The test set's accuracy from result.json: the run's summary holds the evaluation split's, which is a validation split where the spec holds one out.</summary>
-    private static double? TestAccuracy(string dir)
+    /// <summary>result.json, for the test set's accuracy (the run's summary holds the evaluation split's, a validation split where the spec holds one out).</summary>
+    private static RunResult? Result(string dir)
     {
-        try
-        {
-            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "result.json")));
-            return doc.RootElement.TryGetProperty("student_accuracy", out var a) && a.ValueKind == System.Text.Json.JsonValueKind.Number ? a.GetDouble() : null;
-        }
-        catch (Exception e) when (e is IOException or System.Text.Json.JsonException) { return null; }
+        try { return RunDirectory.ReadResult(dir); }
+        catch (Exception e) when (e is IOException or InvalidDataException) { return null; }
     }
 }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Cluster.Contracts.Runs;
 using Cluster.Contracts.Sweeps;
+using Distill.Engine.Runs;
 using Distill.Engine.Sweeps;
 
 namespace Cluster.Seed.Commands;
@@ -44,10 +45,13 @@ internal static class SubmitCommand
             stdout.WriteLine(submitted.AlreadyKnown
                 ? $"{id} is known already, with this spec: {(await client.RunAsync(id, ct)).State.ToString().ToLowerInvariant()}; nothing new was submitted"
                 : $"submitted {id}");
-            if (runSpec.CompareBaseline) stdout.WriteLine(RunCommand.BaselineNotice.Replace("[run] ", ""));
+            // (a spec submitted as before has the baseline's run only if it was submitted with one)
+            var withBaseline = runSpec.CompareBaseline && (!submitted.AlreadyKnown || (await client.RunsAsync(ct)).Any(r => r.RunId == RunIds.Baseline(id)));
+            if (withBaseline) stdout.WriteLine($"compare_baseline: the student alone is trained by the run {RunIds.Baseline(id)}; its figures go into {id}'s result.json");
             if (!p.GetValue(follow)) return 0;
             var final = await client.FollowRunAsync(id, stdout, TimeSpan.FromSeconds(2), ct);
-            return final.State == RunState.Completed ? 0 : 1;
+            if (final.State != RunState.Completed) return 1;
+            return !withBaseline || (await client.FollowRunAsync(RunIds.Baseline(id), stdout, TimeSpan.FromSeconds(2), ct)).State == RunState.Completed ? 0 : 1;
         });
         return command;
     }

@@ -180,9 +180,24 @@ public sealed class RunDirectory : IDisposable
 
     public void WriteResult(RunResult result) => WriteResult(Path, result);
 
-    /// <summary>result.json in a run directory (also written by the cluster's run coordinator).</summary>
-    public static void WriteResult(string runDir, RunResult result) =>
-        System.IO.File.WriteAllText(System.IO.Path.Combine(runDir, "result.json"), JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
+    private static readonly JsonSerializerOptions ResultJson = new() { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+
+    /// <summary>result.json in a run directory (also written by the cluster's run coordinator), whole or not at all.</summary>
+    public static void WriteResult(string runDir, RunResult result)
+    {
+        var file = System.IO.Path.Combine(runDir, "result.json");
+        System.IO.File.WriteAllText(file + ".tmp", JsonSerializer.Serialize(result, ResultJson));
+        System.IO.File.Move(file + ".tmp", file, overwrite: true);
+    }
+
+    /// <summary>A run directory's result.json; null where there is none yet. A file that does not read as one is an <see cref="InvalidDataException"/>.</summary>
+    public static RunResult? ReadResult(string runDir)
+    {
+        var file = System.IO.Path.Combine(runDir, "result.json");
+        if (!System.IO.File.Exists(file)) return null;
+        try { return JsonSerializer.Deserialize<RunResult>(System.IO.File.ReadAllText(file), ResultJson) ?? throw new JsonException("null"); }
+        catch (JsonException e) { throw new InvalidDataException($"{file} is not a result: {e.Message}", e); }
+    }
 
     public void Dispose()
     {

@@ -16,4 +16,7 @@ public static class RunIds
         if (name.Length > 90) name = name[..90];
         return $"{name}-{utcNow ?? DateTime.UtcNow:yyyyMMdd-HHmmss}-{Convert.ToHexString(RandomNumberGenerator.GetBytes(2)).ToLowerInvariant()}";
     }
+
+    /// <summary>The run that trains a compare_baseline run's student alone, on the actors.</summary>
+    public static string Baseline(string runId) => runId + "-baseline";
 }

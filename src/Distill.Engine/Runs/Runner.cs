@@ -74,11 +74,13 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
 
         if (spec.CompareBaseline)
         {
-            manual_seed(spec.Seed + 1);
-            using var alone = NewModel(spec.Student.Arch, data, device);
-            var train = spec.BaselineTrain ?? spec.Student.Train;
-            using var t = new RealDataTrainer("baseline", alone, data, train, Augmentation.For(spec.Data, train), new StudentObjective.CrossEntropy(), device, spec.Seed + 1);
-            baselineAcc = RunPhase(ctx, t, train.EvalEvery, guard: null, sampleGrid: 0).Test;
+            // the spec the actors run as the baseline's own run, trained here under the phase name "baseline"
+            var b = spec.Baseline();
+            manual_seed(b.Seed);
+            using var alone = NewModel(b.Student.Arch, data, device);
+            var train = b.Student.Train;
+            using var t = new RealDataTrainer("baseline", alone, data, train, Augmentation.For(b.Data, train), b.Method.Objective(b), device, b.Seed);
+            baselineAcc = RunPhase(ctx, t, train.EvalEvery, NewGuard(b), b.Method.SampleGrid(b)).Test;
             log.WriteLine($"[baseline] {spec.Student.Arch} trained alone: {baselineAcc:F2}%");
         }
 

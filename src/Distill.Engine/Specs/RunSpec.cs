@@ -20,7 +20,7 @@ public sealed record RunSpec
     public string Device { get; init; } = "cpu";
     [SpecKey("CPU threads of libtorch (0: its default)", Min = 0, Max = 1024)]
     public int Threads { get; init; }
-    [SpecKey("also train the student alone and report it as the baseline")]
+    [SpecKey("also train the student alone (method supervised, seed + 1, baseline_train) and report it in result.json as baseline_*; through the actors it is the run <run-id>-baseline (a sweep's trials skip it)")]
     public bool CompareBaseline { get; init; }
     [SpecKey("how compare_baseline's student alone is trained, a whole train block (absent: as student.train); a student that sees no teacher can often take a larger learning rate than a distilled one")]
     public TrainSpec? BaselineTrain { get; init; }
@@ -38,6 +38,25 @@ public sealed record RunSpec
     public ClusterSpec Cluster { get; init; } = new();
     [YamlDotNet.Serialization.YamlIgnore] public string SourceFile { get; init; } = "";
     [YamlDotNet.Serialization.YamlIgnore] public string SourceText { get; init; } = "";
+
+    /// <summary>
+    /// compare_baseline's student alone, as a spec of its own: the student's architecture from fresh
+    /// weights, trained with cross-entropy (`method: supervised`) on baseline_train (absent:
+    /// student.train), seed + 1, without the guard. The engine loop trains it before the student;
+    /// the actors run it as a run of its own (<see cref="Runs.RunIds.Baseline"/>).
+    /// </summary>
+    public RunSpec Baseline() => this with
+    {
+        Name = Name + "-baseline",
+        Method = MethodRegistry.Get("supervised"),
+        Seed = Seed + 1,
+        CompareBaseline = false,
+        BaselineTrain = null,
+        Teacher = null,
+        Settings = null,
+        Student = Student with { Checkpoint = null, CheckpointKey = null, KeyMap = [], Train = BaselineTrain ?? Student.Train },
+        Guard = Guard with { Enabled = false },
+    };
 
     /// <summary>The method's section as its record type.</summary>
     public T SettingsOf<T>() where T : class =>

@@ -20,6 +20,8 @@ internal sealed class EngineParity : IDisposable
         EngineRows = EmbeddedRunTests.MetricRows(Path.Combine(root, "engine", "metrics.csv"));
     }
 
+    /// <summary>The folder of both runs (the actors' run is "actors", the engine's "engine").</summary>
+    public string Root => root;
     public JsonDocument Actors { get; }
     public JsonDocument Engine { get; }
     public Dictionary<(string Phase, long Step), Dictionary<string, double>> ActorRows { get; }

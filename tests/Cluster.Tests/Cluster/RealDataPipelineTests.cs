@@ -62,8 +62,17 @@ public sealed class RealDataPipelineTests
               train: {steps: 30, batch_size: 64, eval_every: 10, lr: 0.002}
             kd: {temperature: 4, alpha: 0.1}
             cluster: {checkpoint_every: 10}
+            compare_baseline: true
+            baseline_train: {steps: 30, batch_size: 64, eval_every: 15, optimizer: sgd, lr: 0.05}
             """);
         run.AssertSameNumbers("student", "loss", lossStep: 25, evalStep: 30);
+        // compare_baseline: the actors train the student alone as the run actors-baseline, to the engine loop's baseline phase's numbers
+        Assert.Equal(run.Engine.RootElement.GetProperty("baseline_accuracy").GetDouble(), run.Actors.RootElement.GetProperty("baseline_accuracy").GetDouble());
+        Assert.Equal(run.Engine.RootElement.GetProperty("baseline_test_errors").GetInt64(), run.Actors.RootElement.GetProperty("baseline_test_errors").GetInt64());
+        var baselineRows = EmbeddedRunTests.MetricRows(Path.Combine(run.Root, "actors-baseline", "metrics.csv"));
+        Assert.Equal(run.EngineRows[("baseline", 25)]["loss"], baselineRows[("student-0", 25)]["loss"]);
+        Assert.Equal(run.EngineRows[("baseline", 15)]["val_accuracy"], baselineRows[("student-0", 15)]["val_accuracy"]);
+        Assert.Contains("method: supervised", File.ReadAllText(Path.Combine(run.Root, "actors-baseline", "spec.yaml")));
         foreach (var r in new[] { run.Engine.RootElement, run.Actors.RootElement })
         {
             Assert.Equal(run.Engine.RootElement.GetProperty("validation_accuracy").GetDouble(), r.GetProperty("validation_accuracy").GetDouble());

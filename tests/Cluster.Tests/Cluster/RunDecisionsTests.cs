@@ -59,6 +59,55 @@ public sealed class RunDecisionsTests
         Assert.IsType<RunRejected>(RunDecisions.Cancel(s2, new CancelRun("nope", "x"), Now).Reply);
     }
 
+    /// <summary>compare_baseline's student alone is a run of its own, recorded in the same event as its run, and ends with it unless that completes.</summary>
+    [Fact]
+    public void Should_submit_compare_baselines_run_with_its_run_and_cancel_it_with_it()
+    {
+        var yaml = Yaml + "\ncompare_baseline: true\nbaseline_train: {steps: 7, batch_size: 32, optimizer: sgd, lr: 0.05}\n";
+        var spec = SpecParser.Parse(yaml, "d.yaml");
+        var d = RunDecisions.Submit(CoordinatorState.Empty, new SubmitRun(yaml, "d.yaml", "r1"), () => spec, Now);
+        var e = Assert.IsType<RunSubmitted>(d.Event);
+        var s = CoordinatorState.Empty.Apply(e);
+        Assert.Equal(["r1", "r1-baseline"], s.Runs.Keys);
+        var b = s.Runs["r1-baseline"];
+        Assert.Equal("r1", b.BaselineOf);
+        Assert.True(b.Queued);
+        var bs = SpecParser.Parse(b.SpecYaml, b.SpecFile);
+        Assert.Equal("supervised", bs.Method.Name);
+        Assert.Equal(spec.Seed + 1, bs.Seed);
+        Assert.Equal(7, bs.Student.Train.Steps);
+        Assert.Equal("sgd", bs.Student.Train.Optimizer);
+        Assert.False(bs.CompareBaseline);
+        Assert.False(bs.Guard.Enabled);
+        // a snapshot keeps the pair
+        Assert.Equal("r1", CoordinatorState.FromSnapshot(s.ToSnapshot()).Runs["r1-baseline"].BaselineOf);
+
+        // its run completing leaves it going; its run cancelled (or failed) cancels it
+        Assert.Null(RunDecisions.BaselineEnds(s, "r1", Now));
+        var done = Apply(s, RunDecisions.StudentFinished(s, new StudentFinished("r1", "r1/student/0", 90, 91, 10, "", 0), Now));
+        Assert.Null(RunDecisions.BaselineEnds(done, "r1", Now));
+        var cancelled = Apply(s, RunDecisions.Cancel(s, new CancelRun("r1", "by test"), Now));
+        var end = Assert.IsType<RunCancelled>(RunDecisions.BaselineEnds(cancelled, "r1", Now));
+        Assert.Equal("r1-baseline", end.RunId);
+        Assert.Contains("r1 was cancelled", end.Reason);
+        var failed = Apply(s, RunDecisions.EntityFailed(s, new EntityFailed("r1", "r1/student/0", "NaN")));
+        Assert.Contains("r1 failed", RunDecisions.BaselineEnds(failed, "r1", Now)!.Reason);
+        // the baseline's own end takes nothing with it
+        Assert.Null(RunDecisions.BaselineEnds(Apply(s, RunDecisions.Cancel(s, new CancelRun("r1-baseline", "x"), Now)), "r1-baseline", Now));
+
+        // the id it needs must be free; a sweep's trial has none; a generated id skips taken ones
+        var taken = CoordinatorState.Empty.Apply(new RunSubmitted("r2-baseline", Yaml, "d.yaml", Now));
+        Assert.Contains("r2-baseline", Assert.IsType<RunRejected>(RunDecisions.Submit(taken, new SubmitRun(yaml, "d.yaml", "r2"), () => spec, Now).Reply).Reason);
+        Assert.Contains("too long", Assert.IsType<RunRejected>(RunDecisions.Submit(CoordinatorState.Empty, new SubmitRun(yaml, "d.yaml", new string('x', 115)), () => spec, Now).Reply).Reason);
+        Assert.Null(Assert.IsType<RunSubmitted>(RunDecisions.Submit(CoordinatorState.Empty, new SubmitRun(yaml, "d.yaml", "t1", SweepId: "sw"), () => spec, Now).Event).BaselineYaml);
+        string? firstBaseline = null;
+        var gen = Assert.IsType<RunSubmitted>(RunDecisions.Submit(CoordinatorState.Empty, new SubmitRun(yaml, "d.yaml", null), () => spec, Now,
+            id => id.EndsWith("-baseline") && (firstBaseline ??= id) == id ? "a student checkpoint" : null).Event);
+        Assert.NotNull(gen.BaselineYaml);
+        Assert.NotEqual(firstBaseline, RunIds.Baseline(gen.RunId));
+        Assert.Null(Assert.IsType<RunSubmitted>(RunDecisions.Submit(CoordinatorState.Empty, new SubmitRun(Yaml, "d.yaml", "r3"), () => SpecParser.Parse(Yaml, "d.yaml"), Now).Event).BaselineYaml);
+    }
+
     [Fact]
     public void Should_give_two_submissions_of_one_spec_in_one_second_two_run_ids()
     {

@@ -11,7 +11,7 @@ public sealed record CoordinatorState(ImmutableSortedDictionary<string, RunRecor
 
     public CoordinatorState Apply(IPersistedEvent e) => e switch
     {
-        RunSubmitted s => new(Runs.SetItem(s.RunId, new RunRecord(s.RunId, s.SpecYaml, s.SpecFile, s.SubmittedUtc, null, null, false, false, null, null, 0, null, null, SweepId: s.SweepId, Queued: s.Queued, HoldAt: s.HoldAt, Fork: s.Fork))),
+        RunSubmitted s => Submitted(s),
         RunTeacherReady t => Update(t.RunId, r => r with { TeacherBlob = t.TeacherBlob, TeacherAccuracy = t.Accuracy, TeacherSeconds = t.Seconds, TeacherFromCache = t.FromCache }),
         RunCompleted c => Update(c.RunId, r => r with { Completed = true, Accuracy = c.Accuracy, BestAccuracy = c.BestAccuracy, Steps = c.Steps, CompletedUtc = c.CompletedUtc }),
         RunAdmitted a => Update(a.RunId, r => r with { Queued = false }),
@@ -21,6 +21,20 @@ public sealed record CoordinatorState(ImmutableSortedDictionary<string, RunRecor
         RunCancelled c => Update(c.RunId, r => r with { Cancelled = true, Message = $"cancelled: {c.Reason}", CompletedUtc = c.CancelledUtc }),
         _ => throw new ArgumentException($"{e.GetType().Name} is not a coordinator event"),
     };
+
+    /// <summary>A run, and its baseline's run where the event carries one.</summary>
+    private CoordinatorState Submitted(RunSubmitted s)
+    {
+        var runs = Runs.SetItem(s.RunId, new RunRecord(s.RunId, s.SpecYaml, s.SpecFile, s.SubmittedUtc, null, null, false, false, null, null, 0, null, null,
+            SweepId: s.SweepId, Queued: s.Queued, HoldAt: s.HoldAt, Fork: s.Fork));
+        if (s.BaselineYaml is { } baseline)
+        {
+            var id = Distill.Engine.Runs.RunIds.Baseline(s.RunId);
+            runs = runs.SetItem(id, new RunRecord(id, baseline, s.SpecFile, s.SubmittedUtc, null, null, false, false, null, null, 0, null, null,
+                Queued: s.Queued, BaselineOf: s.RunId));
+        }
+        return new(runs);
+    }
 
     private CoordinatorState Update(string runId, Func<RunRecord, RunRecord> f) =>
         Runs.TryGetValue(runId, out var r) ? new(Runs.SetItem(runId, f(r))) : this;

@@ -126,7 +126,7 @@ public sealed partial class RunCoordinator
             SynthesisedImages = spec.Method.SynthesisedImages(spec, m.Steps),
             Pipeline = $"actors ({spec.Cluster.Replicas} student replica(s))",
         };
-        RunDirectory.WriteResult(dir, result);
+        RunDirectory.WriteResult(dir, WithBaseline(result, r.RunId));
     }
 
     /// <summary>

@@ -166,6 +166,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             dir.Event($"run {submitted.RunId} accepted: method {spec.Method.Name}, spec {m.SpecFile}, device {spec.Device}, seed {spec.Seed}" +
                 (m.Fork is { } fork ? $"; begins at step {fork.Step} from the checkpoints of {fork.From}" : ""));
             log.Info("run {0} accepted ({1})", submitted.RunId, m.SpecFile);
+            if (submitted.BaselineYaml is not null) BaselineAccepted(submitted);
             sender.Tell(d.Reply);
             WriteStatus(state.Runs[submitted.RunId], throttle: false);
             Admit();
@@ -181,17 +182,24 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         persistingFor = sender;
         PersistAndSnapshot(d.Event, () =>
         {
-            // a sweep's scheduler stopping its trials is routine, not a warning
-            if (state.Runs[m.RunId].SweepId is null) log.Warning("run {0} cancelled: {1}", m.RunId, m.Reason);
-            else log.Info("run {0} cancelled: {1}", m.RunId, m.Reason);
-            Dir(m.RunId).Event($"cancelled: {m.Reason}");
-            CloseDir(m.RunId);
-            WriteStatus(state.Runs[m.RunId], throttle: false);
-            StopEntities(state.Runs[m.RunId]);
-            TellSweep(state.Runs[m.RunId]);
+            Cancelled(m.RunId, m.Reason);
             sender.Tell(d.Reply);
-            Admit();
         });
+    }
+
+    /// <summary>A cancel persisted: the run's entities stop for good, and its baseline's run goes with it.</summary>
+    private void Cancelled(string runId, string reason)
+    {
+        // a sweep's scheduler stopping its trials is routine, not a warning
+        if (state.Runs[runId].SweepId is null) log.Warning("run {0} cancelled: {1}", runId, reason);
+        else log.Info("run {0} cancelled: {1}", runId, reason);
+        Dir(runId).Event($"cancelled: {reason}");
+        CloseDir(runId);
+        WriteStatus(state.Runs[runId], throttle: false);
+        StopEntities(state.Runs[runId]);
+        TellSweep(state.Runs[runId]);
+        EndBaseline(runId);
+        Admit();
     }
 
     private void OnTeacherReady(TeacherReady m)
@@ -264,6 +272,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         {
             var done = state.Runs[m.RunId];
             WriteResult(done, m);
+            if (done.BaselineOf is { } of) BaselineInto(of, m.RunId);
             WriteStatus(done, throttle: false);
             Dir(m.RunId).Event($"done: student {m.Accuracy:F2}% (best {m.BestAccuracy:F2}%) after {m.Steps} steps, {m.Rollbacks} rollback(s)");
             CloseDir(m.RunId);
@@ -286,6 +295,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             // a failed run stays failed: its entities stop for good
             StopEntities(state.Runs[m.RunId]);
             TellSweep(state.Runs[m.RunId]);
+            EndBaseline(m.RunId);
             Admit();
         });
     }

@@ -18,17 +18,20 @@ public static class RunDecisions
         public static readonly Decision Nothing = new(null, null);
     }
 
-    /// <summary>A new run, the same run again (same id and spec: it resumes), or a refusal with the reason.</summary>
     /// <summary>
     /// A new run, or the same one again. <paramref name="priorWork"/> says what a run's directory
     /// already holds: a run this journal has no record of, whose directory holds another run's work,
-    /// means the journal was lost or replaced, and starting over would mix the two.
+    /// means the journal was lost or replaced, and starting over would mix the two. A spec with
+    /// compare_baseline brings its baseline's run in the same event (a sweep's trials skip it),
+    /// whose id must be free as well.
     /// </summary>
     public static Decision Submit(CoordinatorState state, SubmitRun m, Func<RunSpec> parse, DateTime now, Func<string, string?>? priorWork = null)
     {
         RunSpec spec;
         try { spec = parse(); }
         catch (SpecException e) { return new(null, new RunRejected($"spec refused: {e.Message}")); }
+        var withBaseline = spec.CompareBaseline && m.SweepId is null;
+        bool Taken(string id) => state.Runs.ContainsKey(id) || priorWork?.Invoke(id) is not null;
         var runId = m.RunId;
         if (runId is not null)
         {
@@ -41,14 +44,27 @@ public static class RunDecisions
                 return new(null, new RunRejected(
                     $"run {runId}: its directory already holds a run's work ({work}), but this journal has no record of the run: " +
                     "the journal was lost or replaced, or the id was used with another database. Restore the journal, or choose another run id"));
+            if (withBaseline && EntityId.RunIdProblem(RunIds.Baseline(runId)) is not null)
+                return new(null, new RunRejected($"run id '{runId}' is too long for compare_baseline's run {RunIds.Baseline(runId)}: choose a shorter one"));
+            if (withBaseline && Taken(RunIds.Baseline(runId)))
+                return new(null, new RunRejected($"run {RunIds.Baseline(runId)}, compare_baseline's run of {runId}, exists already; choose another run id"));
         }
         else
         {
             do runId = RunIds.New(spec.Name, now);
-            while (state.Runs.ContainsKey(runId) || priorWork?.Invoke(runId) is not null);
+            while (Taken(runId) || (withBaseline && Taken(RunIds.Baseline(runId))));
         }
-        return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now, m.SweepId, Queued: true, HoldAt: m.HoldAt, Fork: m.Fork), new RunAccepted(runId, AlreadyKnown: false));
+        var baseline = withBaseline ? SpecParser.Write(spec.Baseline()) : null;
+        return new(new RunSubmitted(runId, m.SpecYaml, m.SpecFile, now, m.SweepId, Queued: true, HoldAt: m.HoldAt, Fork: m.Fork, BaselineYaml: baseline),
+            new RunAccepted(runId, AlreadyKnown: false));
     }
+
+    /// <summary>A run that ended other than completed takes its baseline's run with it (cancelled, with the reason); nothing else does.</summary>
+    public static RunCancelled? BaselineEnds(CoordinatorState state, string runId, DateTime now) =>
+        state.Runs.TryGetValue(runId, out var r) && !r.Active && !r.Completed
+        && state.Runs.TryGetValue(RunIds.Baseline(runId), out var b) && b.BaselineOf == runId && b.Active
+            ? new RunCancelled(b.RunId, $"its run {runId} {(r.Failed ? "failed" : "was cancelled")}", now)
+            : null;
 
     /// <summary>
     /// What a run still going waits for when no node that is up hosts one of the entity kinds it
