@@ -34,6 +34,20 @@ public sealed class ApiProcessTests
             Assert.StartsWith($"error: cannot reach the seed's API at {nobody}/: Connection refused", lines[0]);
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(2), $"{args[0]} took {clock.Elapsed.TotalSeconds:F2} s against a seed that is down");
         }
+
+        // a seed that accepts connections and never answers (a hung process): one line after --timeout
+        using var hung = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        hung.Start();
+        var hungServer = $"http://127.0.0.1:{((System.Net.IPEndPoint)hung.LocalEndpoint).Port}";
+        var watch = Stopwatch.StartNew();
+        var s = cluster.Start(cluster.SeedBin, "hung.log", ["status", "--server", hungServer, "--timeout", "1"]);
+        Assert.True(ProcessCluster.Ended(s, TimeSpan.FromSeconds(30)));
+        s.WaitForExit();
+        watch.Stop();
+        var hungLines = cluster.Log("hung.log").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(1, s.ExitCode);
+        Assert.Equal([$"error: the seed's API at {hungServer}/ did not answer in 1 s"], hungLines);
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(3), $"status took {watch.Elapsed.TotalSeconds:F2} s against a seed that does not answer, with --timeout 1");
     }
 
     [Fact]
