@@ -33,6 +33,19 @@ public sealed class CommandLineTests
         Assert.DoesNotContain("ok (", output);
         // the help to see is the command's, subcommands included
         Assert.Contains($"see 'Cluster.Seed {string.Join(' ', args.TakeWhile(x => !x.StartsWith("--") && !x.EndsWith(".yaml") && x != "mnist"))} --help'", err);
+        // one error line, naming the first unknown word (its value is not a second error), and where to look
+        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 2, err);
+    }
+
+    [Theory]
+    [InlineData("frobnicate")]
+    [InlineData("frobnicate", "--x", "1")]
+    public void Should_name_an_unknown_command_in_one_line(params string[] args)
+    {
+        var (code, _, err) = Run(args);
+        Assert.Equal(2, code);
+        Assert.Equal(["error: Unrecognized command or argument 'frobnicate'.", "see 'Cluster.Seed --help'"], err.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd('\r')));
     }
 
     [Theory]

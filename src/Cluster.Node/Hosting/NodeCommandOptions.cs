@@ -174,7 +174,10 @@ public static class CommandRunner
         var result = root.Parse(args);
         if (result.Errors.Count > 0 && result.Action is not System.CommandLine.Help.HelpAction)
         {
-            foreach (var e in result.Errors) stderr.WriteLine($"error: {e.Message}");
+            // the first unknown word is the mistake; what follows it (its value) and "Required command was not provided" are its echoes
+            var shown = result.UnmatchedTokens.Count == 0 ? result.Errors
+                : result.Errors.Where(e => e.Message.Contains($"'{result.UnmatchedTokens[0]}'", StringComparison.Ordinal)).Take(1).ToList() is { Count: > 0 } first ? first : result.Errors;
+            foreach (var e in shown) stderr.WriteLine($"error: {e.Message}");
             // the whole path of a subcommand (data fetch), not its last word
             var names = new List<string>();
             for (var c = result.CommandResult; c is not null && c.Command is not RootCommand; c = c.Parent as CommandResult) names.Insert(0, c.Command.Name);
