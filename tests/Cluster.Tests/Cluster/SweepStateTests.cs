@@ -98,6 +98,15 @@ public sealed class SweepStateTests
             Assert.StartsWith("t0002,s-t0002-a2,4,0.1,failed,5,,,0,2,", trials[3]);
             Assert.Equal(["trial,step,value", "t0000,100,80", "t0001,100,70"], File.ReadAllLines(Path.Combine(dir, "s", "reports.csv")));
             Assert.Contains("\"trials\": [\n      \"t0000\"", File.ReadAllText(Path.Combine(dir, "s", "best.json")).Replace("\r", ""));
+            // the best configuration's values are JSON numbers, as the spec reads them
+            using (var bestJson = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "s", "best.json"))))
+            {
+                var config = bestJson.RootElement.GetProperty("best").GetProperty("config");
+                Assert.Equal(System.Text.Json.JsonValueKind.Number, config.GetProperty("kd.temperature").ValueKind);
+                Assert.Equal(System.Text.Json.JsonValueKind.Number, config.GetProperty("kd.alpha").ValueKind);
+            }
+            Assert.Equal(["4", "0.5", "true", "\"sgd\""], new[] { "4", "0.5", "true", "sgd" }.Select(v => SweepFiles.JsonScalar(v)!.ToJsonString()));
+            Assert.Equal(0.001, SweepFiles.JsonScalar("1e-3")!.GetValue<double>());
             foreach (var png in new[] { "metric.png", "test_accuracy_vs_kd_temperature.png", "test_accuracy_vs_kd_alpha.png" })
             {
                 var bytes = File.ReadAllBytes(Path.Combine(dir, "s", png));
