@@ -90,6 +90,18 @@ public sealed class CommandLineTests
         Assert.Contains(named, err);
     }
 
+    /// <summary>The cluster's processes read a spec's files themselves: submit says which paths are relative, before it contacts the seed.</summary>
+    [Fact]
+    public void Should_say_which_paths_of_a_submitted_spec_are_relative()
+    {
+        var (code, output, err) = Run("submit", Spec("dafl-cifar10.yaml"), "--server", "http://127.0.0.1:1");
+        Assert.NotEqual(0, code);
+        Assert.Contains("error:", err);
+        Assert.Contains("note: data.path 'data/cifar-10-batches-bin' is relative", output);
+        Assert.Contains("note: teacher.checkpoint 'teachers/cifar10-resnet34.pth' is relative", output);
+        Assert.DoesNotContain("note:", Run("submit", Spec("kd-mnist.yaml"), "--server", "http://127.0.0.1:1").Out);
+    }
+
     [Theory]
     [InlineData("run")]
     [InlineData("serve")]

@@ -23,7 +23,7 @@ internal static class SubmitCommand
         command.SetAction(async (p, ct) =>
         {
             var file = p.GetValue(spec)!;
-            // paths in a spec are the seed's: the file's own path lets a relative one resolve beside it
+            // where the spec came from, as the run's events and status name it
             var where = Path.GetFullPath(file);
             if (File.Exists(file) && SweepParser.IsSweep(await File.ReadAllTextAsync(file, ct)))
             {
@@ -38,6 +38,9 @@ internal static class SubmitCommand
                 return ended.State == SweepState.Completed ? 0 : 1;
             }
             var (yaml, runSpec) = overrides.Apply(p, file);   // a bad spec is refused before contacting anyone
+            // the cluster's processes read a spec's files themselves, from their own working directories
+            foreach (var (key, path, _) in ValidateCommand.Paths(runSpec).Where(x => !Path.IsPathRooted(x.Path)))
+                stdout.WriteLine($"note: {key} '{path}' is relative: the seed's and GPU nodes' processes read it from their own working directories; give an absolute path on a volume they all mount");
             using var client = api.Client(p);
             var submitted = await client.SubmitRunAsync(yaml, where, p.GetValue(runId), ct);
             var id = submitted.Id;

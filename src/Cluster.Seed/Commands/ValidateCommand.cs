@@ -61,10 +61,14 @@ internal static class ValidateCommand
     }
 
     /// <summary>The paths a spec names that are not there: the files and folders the run will read.</summary>
-    private static IEnumerable<(string Key, string Path)> Missing(RunSpec s)
+    private static IEnumerable<(string Key, string Path)> Missing(RunSpec s) =>
+        Paths(s).Where(x => x.Folder ? !Directory.Exists(x.Path) : !File.Exists(x.Path)).Select(x => (x.Key, x.Path));
+
+    /// <summary>The files and folders a spec names (each read by the process that uses it, a relative one from that process's working directory).</summary>
+    internal static IEnumerable<(string Key, string Path, bool Folder)> Paths(RunSpec s)
     {
-        if (s.Teacher?.Checkpoint is { } t && !File.Exists(t)) yield return ("teacher.checkpoint", t);
-        if (s.Student.Checkpoint is { } st && !File.Exists(st)) yield return ("student.checkpoint", st);
-        if (s.Data.Path is { } d && !Directory.Exists(d)) yield return ("data.path", d);
+        if (s.Teacher?.Checkpoint is { } t) yield return ("teacher.checkpoint", t, false);
+        if (s.Student.Checkpoint is { } st) yield return ("student.checkpoint", st, false);
+        if (s.Data.Path is { } d) yield return ("data.path", d, true);
     }
 }
