@@ -57,7 +57,7 @@ public sealed class RunnerTests : IDisposable
     public void Should_go_on_training_a_teacher_from_its_checkpoint_to_the_uninterrupted_weights(string arch, int size, string student)
     {
         var spec = SpecParser.Parse($"name: t\nmethod: kd\nseed: 4\ndata: {{name: mnist, image_size: {size}, train_limit: 1024}}\n" +
-                                    $"teacher: {{arch: {arch}, train: {{steps: 60, batch_size: 32, lr: 0.002, augment: jitter}}}}\nstudent: {{arch: {student}, train: {{steps: 1}}}}\n" +
+                                    $"teacher: {{arch: {arch}, train: {{steps: 60, batch_size: 32, lr: 0.002, augment: jitter, eval_every: 10}}}}\nstudent: {{arch: {student}, train: {{steps: 1}}}}\n" +
                                     "guard: {check_every: 5}\n", "t.yaml");   // with a guard, a checkpoint is taken only at a step it found healthy
         using var data = Distill.Engine.Training.DataSplits.Load(spec.Data);
         Runner Runner(CancellationToken ct, TextWriter log) => new(new RunnerOptions
@@ -78,6 +78,11 @@ public sealed class RunnerTests : IDisposable
         using var resumed = Runner(default, log).PrepareTeacher(spec, data, work, (_, step, _) => steps.Add(step)).Teacher;
         Assert.Contains("[teacher] resumed at step 25 from", log.ToString());
         var events = File.ReadAllText(Path.Combine(work, "events.log"));
+        // the loop's marks came back with the checkpoint: the guard measures drops from the best of steps 10 and 20
+        var evaluated = global::Cluster.Tests.Cluster.EmbeddedRunTests.MetricRows(Path.Combine(root, "whole", "metrics.csv"))
+            .Where(r => r.Key.Phase == "teacher" && r.Key.Step <= 25 && r.Value.ContainsKey("test_accuracy")).ToList();
+        Assert.Equal([10L, 20L], evaluated.Select(r => r.Key.Step).Order());
+        Assert.Contains($"resumed at step 25 from {Path.Combine(ckpts, "teacher-step0000025.ckpt")} (0 rollback(s) so far, best evaluation {evaluated.Max(r => r.Value["test_accuracy"]):F2}%)", events);
         Assert.Contains("teacher-step0000027.ckpt not used to resume: no", events);
         Assert.Contains("teacher-step0000026.ckpt not used to resume: checkpoint", events);
         Assert.Equal(30, steps.Min());   // steps 1-25 are not trained again

@@ -34,6 +34,9 @@ public sealed class DivergenceGuard(GuardSpec spec)
         return GuardVerdict.Ok;
     }
 
+    /// <summary>A best from before a resume: later evaluations are measured against it.</summary>
+    public void Remember(double best) => BestAccuracy = Math.Max(BestAccuracy, best);
+
     /// <summary>Records an evaluation; bad when it falls more than max_accuracy_drop below the best.</summary>
     public GuardVerdict CheckEvaluation(double accuracy)
     {

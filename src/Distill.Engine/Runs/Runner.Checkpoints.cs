@@ -7,17 +7,27 @@ namespace Distill.Engine.Runs;
 /// <summary>A resumable phase's checkpoints: saved with the process RNG beside them, and the newest sound one taken up again.</summary>
 public sealed partial class Runner
 {
+    /// <summary>What a phase's loop has counted so far, kept with a resumable phase's checkpoints: its rollbacks, its best evaluation, and the guard's.</summary>
+    private readonly record struct PhaseMarks(int Rollbacks, double Best, double GuardBest);
+
     /// <summary>
     /// A checkpoint; a resumable phase's also keeps the process-wide RNG beside it (`.rng`: dropout
-    /// draws from it), so that a resumed phase draws what the uninterrupted one would have.
+    /// draws from it), so that a resumed phase draws what the uninterrupted one would have, and
+    /// the loop's marks after it (the guard's rollback budget and the best it measures drops from).
     /// </summary>
-    private static void SaveCheckpoint(PhaseContext ctx, IStepTrainer trainer, bool resumable)
+    private static void SaveCheckpoint(PhaseContext ctx, IStepTrainer trainer, bool resumable, PhaseMarks marks)
     {
         var path = ctx.Dir.SaveCheckpoint(trainer);
         if (!resumable) return;
         using (var ms = new MemoryStream())
         {
-            using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true)) StateIo.WriteGenerator(w, Generator.Default);
+            using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
+            {
+                StateIo.WriteGenerator(w, Generator.Default);
+                w.Write(marks.Rollbacks);
+                w.Write(marks.Best);
+                w.Write(marks.GuardBest);
+            }
             File.WriteAllBytes(path + ".rng.tmp", ms.ToArray());
         }
         File.Move(path + ".rng.tmp", path + ".rng", overwrite: true);
@@ -28,9 +38,10 @@ public sealed partial class Runner
 
     /// <summary>
     /// Loads the newest checkpoint of the phase whose SHA-256 matches (a torn or corrupt one is
-    /// passed over, with an event); returns its path, or null when there is none.
+    /// passed over, with an event); returns its path and the loop's marks at it (none beside an
+    /// older checkpoint), or null when there is none.
     /// </summary>
-    private static string? Resume(PhaseContext ctx, IStepTrainer trainer)
+    private static (string Path, PhaseMarks? Marks)? Resume(PhaseContext ctx, IStepTrainer trainer)
     {
         var dir = System.IO.Path.Combine(ctx.Dir.Path, "checkpoints");
         if (!Directory.Exists(dir)) return null;
@@ -50,14 +61,17 @@ public sealed partial class Runner
                 ctx.Dir.Event($"checkpoint {path} not used to resume: {e.Message}");
                 continue;
             }
+            PhaseMarks? marks = null;
             if (File.Exists(path + ".rng"))
             {
                 using var r = new BinaryReader(File.OpenRead(path + ".rng"));
                 StateIo.ReadGenerator(r, Generator.Default);
+                if (r.BaseStream.Position < r.BaseStream.Length) marks = new PhaseMarks(r.ReadInt32(), r.ReadDouble(), r.ReadDouble());
             }
             else ctx.Dir.Event($"no process RNG state beside {path}: dropout after the resume draws other masks than the uninterrupted run's");
-            ctx.Dir.Event($"resumed at step {trainer.Step} from {path}");
-            return path;
+            ctx.Dir.Event($"resumed at step {trainer.Step} from {path}" +
+                          (marks is { } m ? $" ({m.Rollbacks} rollback(s) so far, best evaluation {(double.IsFinite(m.Best) ? $"{m.Best:F2}%" : "none yet")})" : ""));
+            return (path, marks);
         }
         return null;
     }

@@ -159,13 +159,19 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
         var lastCheckpoint = TimeSpan.Zero;
         var columns = new SortedSet<string>();
         double final = double.NaN, best = double.NegativeInfinity, test = double.NaN;
+        var rollbacks = 0;
         if (resumable && Resume(ctx, trainer) is { } from)
         {
-            log.WriteLine($"[{trainer.Phase}] resumed at step {trainer.Step} from {from}");
+            log.WriteLine($"[{trainer.Phase}] resumed at step {trainer.Step} from {from.Path}");
+            // the guard goes on counting rollbacks and measuring drops from the best before the stop
+            if (from.Marks is { } marks)
+            {
+                (rollbacks, best) = (marks.Rollbacks, marks.Best);
+                guard?.Remember(marks.GuardBest);
+            }
             // its last checkpoint was its last step: what the loop would have measured at the end
             if (trainer.Done) (final, test) = (ctx.EvalAccuracy(trainer.Model), ctx.Data.HasValidation ? ctx.TestAccuracy(trainer.Model) : ctx.EvalAccuracy(trainer.Model));
         }
-        var rollbacks = 0;
         byte[]? goodState = Snapshot(trainer), bestState = null;
         var checkEvery = guard is null ? long.MaxValue : ctx.Spec.Guard.CheckEvery;
         log.WriteLine($"[{trainer.Phase}] {trainer.TotalSteps} steps");
@@ -220,7 +226,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
                 {
                     using (samples) ctx.Dir.Samples(trainer.Phase, trainer.Step, SampleGrid.ToPng(samples, ctx.Data.Mean, ctx.Data.Std));
                 }
-                SaveCheckpoint(ctx, trainer, resumable);
+                SaveCheckpoint(ctx, trainer, resumable, new PhaseMarks(rollbacks, best, guard?.BestAccuracy ?? double.NegativeInfinity));
                 lastCheckpoint = sw.Elapsed;
                 log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} {(ctx.Data.HasValidation ? "validation" : "test")} accuracy {acc:F2}%{(ctx.Data.HasValidation && !double.IsNaN(test) ? $", test {test:F2}%" : "")} ({sw.Elapsed.TotalSeconds:F0} s)");
             }
@@ -243,7 +249,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
             // with a guard, only a step it has just found healthy: a resume must not start from a diverged state
             if (checkpointEvery is { } every && !isEval && !trainer.Done && (guard is null || isCheck) && sw.Elapsed - lastCheckpoint >= every)
             {
-                SaveCheckpoint(ctx, trainer, resumable);
+                SaveCheckpoint(ctx, trainer, resumable, new PhaseMarks(rollbacks, best, guard?.BestAccuracy ?? double.NegativeInfinity));
                 lastCheckpoint = sw.Elapsed;
             }
         }
