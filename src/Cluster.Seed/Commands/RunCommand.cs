@@ -71,11 +71,10 @@ internal static class RunCommand
         {
             await RunClient.SubmitAsync(node.Coordinator, specFile, runId, TimeSpan.FromSeconds(60));
             final = await Terminal.RunProgress.FollowRunAsync(node.Coordinator, runId, dir, stdout, ct);
-            if (spec.CompareBaseline && final.State == RunState.Completed)
-            {
-                var baselineId = RunIds.Baseline(runId);
+            // (a run journaled before compare_baseline ran on the actors has no baseline's run)
+            var baselineId = RunIds.Baseline(runId);
+            if (spec.CompareBaseline && final.State == RunState.Completed && (await RunClient.StatusAsync(node.Coordinator, baselineId, TimeSpan.FromSeconds(20), ct)).Length > 0)
                 baseline = await Terminal.RunProgress.FollowRunAsync(node.Coordinator, baselineId, Path.Combine(runsDir, baselineId), stdout, ct);
-            }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {

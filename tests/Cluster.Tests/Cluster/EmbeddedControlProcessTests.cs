@@ -10,11 +10,11 @@ namespace Cluster.Tests.Cluster;
 [Collection(ProcessLanes.B)]
 public sealed class EmbeddedControlProcessTests
 {
-    private static string Spec(ProcessCluster cluster, string name, int steps)
+    private static string Spec(ProcessCluster cluster, string name, int steps, string extra = "")
     {
         var teacher = cluster.SaveTeacher(41);
         var path = Path.Combine(cluster.Work, name + ".yaml");
-        File.WriteAllText(path, ProcessCluster.TinyDafl(name, 7, teacher, steps, steps, "{checkpoint_every: 10}"));
+        File.WriteAllText(path, ProcessCluster.TinyDafl(name, 7, teacher, steps, steps, "{checkpoint_every: 10}") + extra);
         return path;
     }
 
@@ -71,7 +71,8 @@ public sealed class EmbeddedControlProcessTests
     {
         Torch.Init();
         using var cluster = new ProcessCluster("cancel");
-        var spec = Spec(cluster, "cancel", steps: 5000);
+        // with compare_baseline: its baseline's run is cancelled with it
+        var spec = Spec(cluster, "cancel", steps: 5000, "\ncompare_baseline: true\nbaseline_train: {steps: 20000, batch_size: 32}\n");
         var runs = Path.Combine(cluster.Work, "runs");
         var run = cluster.Start(cluster.SeedBin, "run.log", ["run", spec, "--runs-dir", runs, "--run-id", "c1"]);
         WaitFor(cluster, "run.log", Training, "the run did not start training");
@@ -85,6 +86,7 @@ public sealed class EmbeddedControlProcessTests
         run.WaitForExit();
         Assert.Equal(1, run.ExitCode);
         Assert.Contains("[result] run c1 cancelled: test says stop", cluster.Log("run.log"));
+        Assert.Contains("cancelled: its run c1 was cancelled", File.ReadAllText(Path.Combine(runs, "c1-baseline", "events.log")));
 
         // nobody serves it now: cancel reads its journal, and it stays cancelled
         var again = cluster.Start(cluster.SeedBin, "cancel-2.log", ["cancel", "c1", "--runs-dir", runs]);
