@@ -188,6 +188,29 @@ public sealed class SpecTests
     {
         var e = Assert.Throws<SpecException>(() => SpecParser.Parse("name: x\nmethod: [kd\n", "b.yaml"));
         Assert.Contains("not valid YAML", e.Message);
+        // a flow mapping left open before the next key (YamlDotNet throws no YamlException for it): a run spec, a sweep spec, and validate
+        const string open = "name: x\nmethod: kd\ndata: {name: mnist\nstudent: {arch: lenet5-half, train: {steps: 3}}\n";
+        Assert.Contains("is not closed before the next key", Assert.Throws<SpecException>(() => SpecParser.Parse(open, "b.yaml")).Message);
+        Assert.Contains("not valid YAML", Assert.Throws<SpecException>(() => Distill.Engine.Sweeps.SweepParser.Parse("base: k.yaml\nspace:\n  kd.temperature: {grid: [1, 4\nsearch: {kind: grid}\n", "s.yaml")).Message);
+        Assert.False(Distill.Engine.Sweeps.SweepParser.IsSweep(open));
+        var file = Path.Combine(Path.GetTempPath(), $"cd-open-{Guid.NewGuid():N}.yaml");
+        File.WriteAllText(file, open);
+        try
+        {
+            var err = new StringWriter();
+            Assert.Equal(2, global::Cluster.Seed.Commands.CommandLine.Dispatch(["validate", file], TextWriter.Null, err));
+            Assert.Contains("not valid YAML", err.ToString());
+        }
+        finally { File.Delete(file); }
+    }
+
+    [Fact]
+    public void A_sweep_spec_given_as_a_run_spec_and_the_reverse_are_named_so()
+    {
+        var sweep = Path.Combine(SpecsDir(), "sweeps", "kd-mnist-grid-asha.yaml");
+        Assert.Contains("a sweep spec (it has space: or base:), not a run spec: run it with `Cluster.Seed sweep`", Assert.Throws<SpecException>(() => SpecParser.Load(sweep)).Message);
+        Assert.Contains("a run spec (it has method: and no space: or base:), not a sweep spec: run it with `Cluster.Seed run`",
+            Assert.Throws<SpecException>(() => Distill.Engine.Sweeps.SweepParser.Load(Path.Combine(SpecsDir(), "kd-mnist.yaml"))).Message);
     }
 
     [Fact]

@@ -156,9 +156,14 @@ public sealed class SweepSearchTests
         var three = new[] { T("a", RungPosition.Paused, 0.5), T("b", RungPosition.Paused, 0.7), T("c", RungPosition.Paused, 0.6) };
         var first = AshaPromotions.Next(three, m, 3)!;
         Assert.Equal(("b", 30L), (first.TrialId, first.HoldAt!.Value));
-        // once b runs on, rung 0 has used its quota
+        // once b runs on, the top of rung 0 has gone on
         var after = new[] { three[0], T("b", RungPosition.Running, 0.7), three[2] };
         Assert.Null(AshaPromotions.Next(after, m, 3));
+        // a fourth that beats b there is the top now, and goes on too (Algorithm 2 promotes any of the
+        // current top not yet promoted; a count of past promotions stopped the best trial of the rung)
+        var fourth = AshaPromotions.Next([.. after, T("d", RungPosition.Paused, 0.9)], m, 3)!;
+        Assert.Equal(("d", true, 30L), (fourth.TrialId, fourth.Promote, fourth.HoldAt!.Value));
+        Assert.Contains("is in the top 1 of 4", fourth.Reason);
         // the best of rung 0 still running does not block a paused one only when it is in the top:
         // six trials, quota 2; the top two are d (running on) and b (paused): b goes
         var six = new[] { T("a", RungPosition.Paused, 0.1), T("b", RungPosition.Paused, 0.8), T("c", RungPosition.Paused, 0.2),

@@ -28,11 +28,11 @@ public static class SpecParser
     {
         var bytes = System.Text.Encoding.UTF8.GetByteCount(text);
         if (bytes > MaxSpecBytes) throw new SpecException(file, "", $"the spec is {bytes:N0} bytes, over the {MaxSpecBytes:N0}-byte limit for a run spec");
-        var stream = new YamlStream();
-        try { stream.Load(new StringReader(text)); }
-        catch (YamlException e) { throw new SpecException(file, "", $"not valid YAML: {e.Message}", (int)e.Start.Line); }
+        var stream = YamlText.Load(text, file);
         if (stream.Documents.Count != 1 || stream.Documents[0].RootNode is not YamlMappingNode rootMap)
             throw new SpecException(file, "", "a run spec is one YAML mapping (key: value lines)");
+        if (Sweeps.SweepParser.IsSweepMapping(rootMap))
+            throw new SpecException(file, "", "a sweep spec (it has space: or base:), not a run spec: run it with `Cluster.Seed sweep`, or `submit` it");
         var root = new SpecNode(file, "", rootMap);
 
         var method = MethodRegistry.Get(root.Choice("method", MethodRegistry.Names, null, required: true)!);

@@ -47,8 +47,8 @@ public static class AshaPromotions
             var at = trials.Where(t => t.Scores.Count > k).ToArray();
             var quota = (int)Math.Floor(at.Length / rf);
             if (quota == 0) continue;
-            var promoted = at.Count(t => WentOn(t, k));
-            if (promoted >= quota) continue;
+            // the current top, not a count of past promotions: a trial that reaches the top after
+            // others went on from this rung is promoted too (Algorithm 2's "not already promoted")
             var top = at.OrderByDescending(t => t.Scores[k]).ThenBy(t => t.TrialId, StringComparer.Ordinal).Take(quota);
             if (top.FirstOrDefault(t => t.Position == RungPosition.Paused && t.Scores.Count == k + 1) is { } p)
                 return new(p.TrialId, true, HoldAfter(milestones, k + 1),

@@ -23,13 +23,15 @@ public static class SweepParser
     {
         try
         {
-            var stream = new YamlStream();
-            stream.Load(new StringReader(text));
-            return stream.Documents.Count == 1 && stream.Documents[0].RootNode is YamlMappingNode m
-                   && (m.Children.ContainsKey(new YamlScalarNode("space")) || m.Children.ContainsKey(new YamlScalarNode("base")));
+            var stream = YamlText.Load(text, "");
+            return stream.Documents.Count == 1 && stream.Documents[0].RootNode is YamlMappingNode m && IsSweepMapping(m);
         }
-        catch (YamlException) { return false; }
+        catch (SpecException) { return false; }
     }
+
+    /// <summary>A sweep's mapping has `space:` or `base:`, which no run spec has.</summary>
+    public static bool IsSweepMapping(YamlMappingNode m) =>
+        m.Children.ContainsKey(new YamlScalarNode("space")) || m.Children.ContainsKey(new YamlScalarNode("base"));
 
     public static SweepSpec Load(string path)
     {
@@ -41,11 +43,11 @@ public static class SweepParser
     {
         var bytes = System.Text.Encoding.UTF8.GetByteCount(text);
         if (bytes > SpecParser.MaxSpecBytes) throw new SpecException(file, "", $"the sweep spec is {bytes:N0} bytes, over the {SpecParser.MaxSpecBytes:N0}-byte limit");
-        var stream = new YamlStream();
-        try { stream.Load(new StringReader(text)); }
-        catch (YamlException e) { throw new SpecException(file, "", $"not valid YAML: {e.Message}", (int)e.Start.Line); }
+        var stream = YamlText.Load(text, file);
         if (stream.Documents.Count != 1 || stream.Documents[0].RootNode is not YamlMappingNode rootMap)
             throw new SpecException(file, "", "a sweep spec is one YAML mapping (key: value lines)");
+        if (!IsSweepMapping(rootMap) && rootMap.Children.ContainsKey(new YamlScalarNode("method")))
+            throw new SpecException(file, "", "a run spec (it has method: and no space: or base:), not a sweep spec: run it with `Cluster.Seed run`, or `submit` it");
         var root = new SpecNode(file, "", rootMap);
 
         var name = root.String("name", null, required: true)!;
