@@ -18,16 +18,42 @@ public sealed partial class SweepCoordinator
     /// <summary>When each sweep's files were last written: at most every 2 s while it runs (a large sweep's table is megabytes).</summary>
     private readonly Dictionary<string, DateTime> written = [];
 
+    /// <summary>A write held back by the 2-s limit, made when the limit has passed.</summary>
+    private sealed record FlushFiles(string SweepId) : INoSerializationVerificationNeeded;
+
+    private void ReceiveFiles() => Command<FlushFiles>(f =>
+    {
+        if (state.Sweeps.TryGetValue(f.SweepId, out var r)) WriteFiles(r, Runtime(r), plots: false);
+    });
+
     private void WriteFiles(SweepRecord r, SweepRuntime rt, bool plots)
     {
         foreach (var st in Enum.GetValues<TrialState>())
             NodeMetrics.Trials.WithLabels(r.SweepId, st.ToString().ToLowerInvariant()).Set(r.Trials.Count(t => t.State == st));
         var now = DateTime.UtcNow;
-        if (r.Running && written.TryGetValue(r.SweepId, out var last) && now - last < TimeSpan.FromSeconds(2)) return;
+        if (r.Running && written.TryGetValue(r.SweepId, out var last) && now - last < TimeSpan.FromSeconds(2))
+        {
+            // held back, not dropped: the files never lag the journal by more than the limit
+            if (!Timers.IsTimerActive("files-" + r.SweepId))
+                Timers.StartSingleTimer("files-" + r.SweepId, new FlushFiles(r.SweepId), TimeSpan.FromSeconds(2) - (now - last));
+            return;
+        }
         written[r.SweepId] = now;
         try { SweepFiles.Write(services.Options.SweepsPath, r, rt, plots || r.Trials.Count <= 100 && r.Trials.Count(t => t.Ended) > plotted.GetValueOrDefault(r.SweepId)); }
         catch (IOException e) { log.Warning("sweep {0}: files not written: {1}", r.SweepId, e.Message); }
         plotted[r.SweepId] = r.Trials.Count(t => t.Ended);
+    }
+
+    /// <summary>The files as each running sweep stands when the node stops (Ctrl+C, a shutdown), whatever the limit held back.</summary>
+    protected override void PostStop()
+    {
+        foreach (var r in state.Sweeps.Values.Where(s => s.Running))
+        {
+            written.Remove(r.SweepId);
+            try { WriteFiles(r, Runtime(r), plots: false); }
+            catch (Exception e) when (e is SpecException or InvalidOperationException) { log.Warning("sweep {0}: files not written at stop: {1}", r.SweepId, e.Message); }
+        }
+        base.PostStop();
     }
 
     /// <summary>Ended trials when the plots were last drawn, by sweep (they are drawn again only when one more has ended).</summary>

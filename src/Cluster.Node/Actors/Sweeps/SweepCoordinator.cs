@@ -91,6 +91,7 @@ public sealed partial class SweepCoordinator : ReceivePersistentActor, IWithTime
         Command<RunAccepted>(_ => { });
         Command<RunRejected>(r => log.Warning("sweep coordinator: the run coordinator refused a trial: {0}", r.Reason));
         Command<CancelAnswer>(_ => { });
+        ReceiveFiles();
     }
 
     protected override bool AroundReceive(Receive receive, object message)
