@@ -27,13 +27,29 @@ public sealed class ResultsTableTests
             Assert.Equal(["kd.temperature", "kd.alpha"], t.Columns);
             Assert.Equal("test_accuracy", t.Metric);
             // 16/0.5: only its completed trial (90); 1/0.1: mean 82, std sqrt(((80-82)^2 + (84-82)^2) / 1) = 2.828; 4/0.9: the stopped trial alone
-            Assert.Equal([(new[] { "16", "0.5" }, 90.0, 0.0, 1), (["1", "0.1"], 82.0, Math.Sqrt(8), 2), (["4", "0.9"], 30.0, 0.0, 1)],
+            // (one run has no sample standard deviation)
+            Assert.Equal([(new[] { "16", "0.5" }, 90.0, (double?)null, 1), (["1", "0.1"], 82.0, Math.Sqrt(8), 2), (["4", "0.9"], 30.0, null, 1)],
                 t.Rows.Select(r => (r.Values.ToArray(), r.Mean, r.Std, r.Count)));
-            Assert.Contains("best (max test_accuracy): kd.temperature=16, kd.alpha=0.5: 90 ± 0 over 1 run(s)", t.Format());
+            Assert.Contains("best (max test_accuracy): kd.temperature=16, kd.alpha=0.5: 90 over 1 run(s)", t.Format());
+            Assert.Contains("82 ± 2.828", t.Format());
+            // results.json: the configuration's values are numbers, a single run's std is null
+            using (var json = System.Text.Json.JsonDocument.Parse(t.ToJson()))
+            {
+                var best = json.RootElement.GetProperty("best");
+                Assert.Equal(16, best.GetProperty("config").GetProperty("kd.temperature").GetInt64());
+                Assert.Equal(0.5, best.GetProperty("config").GetProperty("kd.alpha").GetDouble());
+                Assert.Equal(System.Text.Json.JsonValueKind.Null, best.GetProperty("std").ValueKind);
+            }
+            // a sweep's table is of the metric it scores on
+            Assert.Contains("scores its trials on test_accuracy", Assert.Throws<Distill.Engine.Specs.InputException>(() => ResultsTable.FromSweep(dir, "loss")).Message);
+            Assert.Equal("test_accuracy", ResultsTable.FromSweep(dir, "test_accuracy").Metric);
+            // tables show a sampled value to 4 significant digits; the files keep it whole
+            Assert.Equal(["0.002835", "0.001", "sgd", "123456789", "1E-05"], new[] { "0.0028345657805928758", "0.001", "sgd", "123456789", "0.00001000000001" }.Select(ResultsTable.Display));
             Assert.Contains("t0001r0 (stopped)", string.Join(" ", t.Rows[2].Sources));
             var csv = t.ToCsv().Split('\n');
             Assert.Equal("kd.temperature,kd.alpha,test_accuracy_mean,test_accuracy_std,n,runs", csv[0].TrimEnd('\r'));
             Assert.StartsWith("1,0.1,82,2.8284271247461903,2,", csv[2]);
+            Assert.StartsWith("16,0.5,90,,1,", csv[1]);
 
             // a loss is minimised: the order turns over
             File.WriteAllText(Path.Combine(dir, "best.json"), """{"mode": "min"}""");
@@ -44,6 +60,8 @@ public sealed class ResultsTableTests
             Assert.Equal(0, CommandLine.Dispatch(["results", dir], o, e));
             Assert.Contains("best (min test_accuracy)", o.ToString());
             Assert.True(File.Exists(Path.Combine(dir, "results.csv")) && File.Exists(Path.Combine(dir, "results.json")));
+            Assert.Equal(2, CommandLine.Dispatch(["results", dir, "--metric", "loss"], o, e));   // not the sweep's metric
+            Assert.Contains("--metric loss: the sweep in", e.ToString());
             Assert.Equal(2, CommandLine.Dispatch(["results", Path.Combine(dir, "nothing")], o, e));   // bad input
             Assert.Contains("is neither a sweep", e.ToString());
         }
@@ -67,7 +85,7 @@ public sealed class ResultsTableTests
             var t = ResultsTable.FromRuns([Run("a", 1, 0.001, 90), Run("b", 2, 0.001, 92), Run("c", 1, 0.01, 95)]);
             Assert.Equal(["student.train.lr"], t.Columns);
             Assert.Equal([(new[] { "0.01" }, 95.0, 1), (["0.001"], 91.0, 2)], t.Rows.Select(r => (r.Values.ToArray(), r.Mean, r.Count)));
-            Assert.Equal(Math.Sqrt(2), t.Rows[1].Std, 12);
+            Assert.Equal(Math.Sqrt(2), t.Rows[1].Std!.Value, 12);
 
             // another number of result.json; errors are best when fewest, and runs without it are left out
             File.WriteAllText(Path.Combine(root, "a", "result.json"), """{"student_accuracy": 90, "student_test_errors": 120}""");
@@ -77,7 +95,7 @@ public sealed class ResultsTableTests
             Assert.Equal(("student_test_errors", "min"), (errors.Metric, errors.Mode));
             // 0.001: mean (120 + 80) / 2 = 100, std sqrt((20^2 + 20^2) / 1) = 28.28
             Assert.Equal([(new[] { "0.01" }, 50.0, 1), (["0.001"], 100.0, 2)], errors.Rows.Select(r => (r.Values.ToArray(), r.Mean, r.Count)));
-            Assert.Equal(Math.Sqrt(800), errors.Rows[1].Std, 12);
+            Assert.Equal(Math.Sqrt(800), errors.Rows[1].Std!.Value, 12);
             // a run without it (null, as result.json says so) is left out; a name no run has is refused, with the names they have
             File.WriteAllText(Path.Combine(root, "a", "result.json"), """{"student_accuracy": 90, "student_test_errors": 120, "baseline_test_errors": null}""");
             Assert.Empty(ResultsTable.FromRuns([Path.Combine(root, "a")], "baseline_test_errors").Rows);

@@ -59,13 +59,13 @@ public static class SweepClient
     public static string Table(SweepSummary s, bool withSteps = true)
     {
         string[] head = ["trial", .. s.Paths, "state", .. withSteps ? new[] { "step" } : [], s.Metric, "best", "rungs", "reason"];
-        var rows = s.Trials.Select(t => new[] { t.TrialId }.Concat(t.Values)
+        var rows = s.Trials.Select(t => new[] { t.TrialId }.Concat(t.Values.Select(Distill.Engine.Sweeps.ResultsTable.Display))
             .Concat([t.State.ToString().ToLowerInvariant() + (t.Attempt > 1 ? $" (attempt {t.Attempt})" : "")])
             .Concat(withSteps ? [t.Step.ToString(CultureInfo.InvariantCulture)] : [])
             .Concat([Num(t.Metric), Num(t.Best), t.Rung.ToString(CultureInfo.InvariantCulture), Short(t.Reason)]).ToArray()).ToList();
         var widths = head.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
         var sb = new StringBuilder();
-        sb.AppendLine($"[sweep {s.SweepId}] {s.State.ToString().ToLowerInvariant()}: {s.Trials.Length} trials, " +
+        sb.AppendLine($"[sweep {s.SweepId}] {s.State.ToString().ToLowerInvariant()}: {s.Trials.Length} trial{(s.Trials.Length == 1 ? "" : "s")}, " +
                       $"{s.Trials.Count(t => t.State == TrialState.Running)} running, {s.StudentSteps:N0} student steps" + (s.Message is { } m ? $" ({m})" : ""));
         sb.AppendLine(string.Join("  ", head.Select((h, i) => h.PadRight(widths[i]))).TrimEnd());
         foreach (var r in rows) sb.AppendLine(string.Join("  ", r.Select((c, i) => c.PadRight(widths[i]))).TrimEnd());

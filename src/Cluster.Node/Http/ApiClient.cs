@@ -69,9 +69,9 @@ public sealed class ApiClient : IDisposable
     public Task<SweepSummary> CancelSweepAsync(string sweepId, string reason, CancellationToken ct = default) =>
         Send<SweepSummary>(HttpMethod.Post, $"api/sweeps/{Uri.EscapeDataString(sweepId)}/cancel?reason={Uri.EscapeDataString(reason)}", null, ct);
 
-    public Task<ResultsView> ResultsAsync(string? sweepId, IReadOnlyList<string> runIds, CancellationToken ct = default) =>
-        Send<ResultsView>(HttpMethod.Get, sweepId is not null ? $"api/results?sweep={Uri.EscapeDataString(sweepId)}"
-            : $"api/results?runs={Uri.EscapeDataString(string.Join(',', runIds))}", null, ct);
+    public Task<ResultsView> ResultsAsync(string? sweepId, IReadOnlyList<string> runIds, string? metric = null, CancellationToken ct = default) =>
+        Send<ResultsView>(HttpMethod.Get, (sweepId is not null ? $"api/results?sweep={Uri.EscapeDataString(sweepId)}"
+            : $"api/results?runs={Uri.EscapeDataString(string.Join(',', runIds))}") + Query("metric", metric), null, ct);
 
     /// <summary>Polls until the run ends, printing progress as it changes; a seed that fails over is asked again.</summary>
     public Task<RunSummary> FollowRunAsync(string runId, TextWriter log, TimeSpan poll, CancellationToken ct = default) =>

@@ -48,7 +48,7 @@ public static partial class ControlApi
         Sweeps(api, node, options);
         api.MapGet("/nodes", async (CancellationToken ct) => await With(node, async n => Results.Json(Nodes(n, await RunsOrNone(n, ct)), ApiJson.Options)));
         api.MapGet("/stream", (HttpContext context) => Stream(context, node));
-        api.MapGet("/results", (string? sweep, string? runs) => ResultsOf(options, sweep, runs));
+        api.MapGet("/results", (string? sweep, string? runs, string? metric) => ResultsOf(options, sweep, runs, metric));
         MapDashboard(app);
     }
 
@@ -322,7 +322,7 @@ public static partial class ControlApi
         finally { NodeMetrics.EventStreams.Dec(); }
     }
 
-    private static IResult ResultsOf(NodeOptions options, string? sweep, string? runs)
+    private static IResult ResultsOf(NodeOptions options, string? sweep, string? runs, string? metric)
     {
         try
         {
@@ -332,7 +332,7 @@ public static partial class ControlApi
                 if (RunIdProblem(sweep) is { } bad) return bad;
                 var dir = Path.Combine(options.SweepsPath, sweep);
                 if (!File.Exists(Path.Combine(dir, "trials.csv"))) return NotFound($"no sweep {sweep} with results (no trials.csv)");
-                table = ResultsTable.FromSweep(dir);
+                table = ResultsTable.FromSweep(dir, metric);
             }
             else
             {
@@ -343,10 +343,11 @@ public static partial class ControlApi
                     if (RunIdProblem(id) is { } bad) return bad;
                     if (RunFile(options, id, "result.json") is null) return NotFound($"run {id} has no result yet");
                 }
-                table = ResultsTable.FromRuns(ids.Select(id => Path.Combine(options.RunsDir, id)).ToList());
+                table = ResultsTable.FromRuns(ids.Select(id => Path.Combine(options.RunsDir, id)).ToList(), metric ?? "student_accuracy");
             }
             return Results.Json(new ResultsView(table.Format(), table.ToCsv(), table.ToJson()), ApiJson.Options);
         }
+        catch (InputException e) { return Problem(StatusCodes.Status400BadRequest, "bad request", e.Message); }
         catch (Exception e) when (e is IOException or InvalidDataException or FormatException)
         {
             return Problem(StatusCodes.Status500InternalServerError, "results unreadable", e.Message);

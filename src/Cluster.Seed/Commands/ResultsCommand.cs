@@ -17,7 +17,7 @@ internal static class ResultsCommand
         what.Arity = ArgumentArity.OneOrMore;
         var sweepsDir = new Option<string>("--sweeps-dir") { Description = "folder of sweep directories", DefaultValueFactory = _ => "sweeps" };
         var output = new Option<string?>("--out") { Description = "where results.csv and results.json go (default: the sweep's directory, or the current one for runs)" };
-        var metric = new Option<string>("--metric") { Description = "for run directories: the number of result.json to tabulate (student_accuracy, teacher_accuracy, baseline_accuracy, student_test_errors, teacher_test_errors, baseline_test_errors, validation_accuracy, wall_seconds, ...)", DefaultValueFactory = _ => "student_accuracy" };
+        var metric = new Option<string>("--metric") { Description = "the number of result.json to tabulate for run directories (a sweep's table is of the metric it scores on) (student_accuracy, teacher_accuracy, baseline_accuracy, student_test_errors, teacher_test_errors, baseline_test_errors, validation_accuracy, wall_seconds, ...)", DefaultValueFactory = _ => "student_accuracy" };
         var command = new Command("results", "results with the hyperparameters as columns (mean ± std over repeats) and the best configuration; writes results.csv and results.json")
             { what, sweepsDir, output, metric };
         var api = new ApiOptions();
@@ -25,14 +25,16 @@ internal static class ResultsCommand
         command.SetAction(async (p, ct) =>
         {
             var args = p.GetValue(what)!;
+            // a sweep's table is of the metric it scores on: --metric, where typed, must be that one
+            var typedMetric = p.GetResult(metric) is { Implicit: false } ? p.GetValue(metric) : null;
             if (api.Given(p))
             {
                 using var client = api.Client(p);
                 ResultsView view;
-                try { view = await client.ResultsAsync(args.Length == 1 ? args[0] : null, args, ct); }
+                try { view = await client.ResultsAsync(args.Length == 1 ? args[0] : null, args, typedMetric, ct); }
                 catch (ApiProblemException e) when (e.Status == System.Net.HttpStatusCode.NotFound && args.Length == 1)
                 {
-                    view = await client.ResultsAsync(null, args, ct);   // not a sweep: a run
+                    view = await client.ResultsAsync(null, args, typedMetric, ct);   // not a sweep: a run
                 }
                 return Write(stdout, view.Table, view.Csv, view.Json, p.GetValue(output) ?? ".");
             }
@@ -42,7 +44,7 @@ internal static class ResultsCommand
                 : File.Exists(Path.Combine(root, args[0], "trials.csv")) ? Path.Combine(root, args[0]) : null;
             if (args.Length == 1 && sweepDir is null && !File.Exists(Path.Combine(args[0], "result.json")))
                 throw new InputException($"'{args[0]}' is neither a sweep (no trials.csv in {args[0]} or {Path.Combine(root, args[0])}) nor a finished run directory");
-            var table = sweepDir is not null ? ResultsTable.FromSweep(sweepDir) : ResultsTable.FromRuns(args, p.GetValue(metric)!);
+            var table = sweepDir is not null ? ResultsTable.FromSweep(sweepDir, typedMetric) : ResultsTable.FromRuns(args, p.GetValue(metric)!);
             return Write(stdout, table.Format(), table.ToCsv(), table.ToJson(), p.GetValue(output) ?? sweepDir ?? ".");
         });
         return command;

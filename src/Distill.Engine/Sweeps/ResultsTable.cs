@@ -1,13 +1,14 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Distill.Engine.Specs;
 using YamlDotNet.RepresentationModel;
 
 namespace Distill.Engine.Sweeps;
 
-/// <summary>One configuration's result: the mean and sample standard deviation of its runs' metric.</summary>
-public sealed record ResultRow(IReadOnlyList<string> Values, double Mean, double Std, int Count, IReadOnlyList<string> Sources);
+/// <summary>One configuration's result: the mean and sample standard deviation of its runs' metric (none for one run).</summary>
+public sealed record ResultRow(IReadOnlyList<string> Values, double Mean, double? Std, int Count, IReadOnlyList<string> Sources);
 
 /// <summary>
 /// What `results` prints and writes: a row per configuration with the hyperparameters as columns,
@@ -24,20 +25,46 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
     private static ResultRow Row(IReadOnlyList<string> values, IReadOnlyList<(double Value, string Source)> runs)
     {
         var v = runs.Select(r => r.Value).ToArray();
-        var mean = v.Average();
-        var std = v.Length < 2 ? 0 : Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Length - 1));
-        return new ResultRow(values, mean, std, v.Length, runs.Select(r => r.Source).ToArray());
+        return new ResultRow(values, v.Average(), SampleStd(v), v.Length, runs.Select(r => r.Source).ToArray());
     }
 
-    /// <summary>A sweep directory's trials.csv (and best.json for the metric's mode): trials that ended with a metric, by configuration.</summary>
-    public static ResultsTable FromSweep(string sweepDir)
+    /// <summary>The sample standard deviation (n - 1); none for fewer than two values, where it is undefined.</summary>
+    public static double? SampleStd(IReadOnlyList<double> v)
+    {
+        if (v.Count < 2) return null;
+        var mean = v.Average();
+        return Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Count - 1));
+    }
+
+    /// <summary>A hyperparameter's value (the YAML scalar put into a spec) as JSON types it: a number or a boolean where the spec reads one.</summary>
+    public static JsonNode? JsonScalar(string value) =>
+        long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n
+        : double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var x) && double.IsFinite(x) ? x
+        : value is "true" or "false" ? value == "true"
+        : JsonValue.Create(value);
+
+    /// <summary>A hyperparameter's value as a table shows it: a long fraction (a sampled learning rate) to 4 significant digits.</summary>
+    public static string Display(string value) =>
+        value.Length > 8 && double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var x) && double.IsFinite(x) && x != Math.Round(x)
+            ? x.ToString("G4", CultureInfo.InvariantCulture) : value;
+
+    private static string MeanStd(ResultRow r) => r.Std is { } sd ? $"{F(r.Mean)} ± {F(sd)}" : F(r.Mean);
+
+    /// <summary>
+    /// A sweep directory's trials.csv (and best.json for the metric's mode): trials that ended with a
+    /// metric, by configuration. <paramref name="metric"/>, where given, must be the sweep's own.
+    /// </summary>
+    public static ResultsTable FromSweep(string sweepDir, string? metric = null)
     {
         var file = Path.Combine(sweepDir, "trials.csv");
         if (!File.Exists(file)) throw new FileNotFoundException($"{file} does not exist: not a sweep directory, or the sweep has not started a trial");
         var lines = File.ReadAllLines(file).Where(l => l.Length > 0).Select(SplitCsv).ToArray();
         var head = lines[0];
         var stateAt = Array.IndexOf(head, "state");
-        var metric = head[stateAt + 2];
+        var scored = head[stateAt + 2];
+        if (metric is not null && metric != scored)
+            throw new InputException($"--metric {metric}: the sweep in {sweepDir} scores its trials on {scored}; for another number of their results, give the trials' run directories");
+        metric = scored;
         var columns = head[2..stateAt];
         var mode = "max";
         var best = Path.Combine(sweepDir, "best.json");
@@ -104,13 +131,13 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
     public string Format()
     {
         string[] head = [.. Columns, $"{Metric} (mean ± std)", "n", "runs"];
-        var rows = Rows.Select(r => r.Values.Concat([$"{F(r.Mean)} ± {F(r.Std)}", r.Count.ToString(CultureInfo.InvariantCulture), Short(string.Join(" ", r.Sources))]).ToArray()).ToList();
+        var rows = Rows.Select(r => r.Values.Select(Display).Concat([MeanStd(r), r.Count.ToString(CultureInfo.InvariantCulture), Short(string.Join(" ", r.Sources))]).ToArray()).ToList();
         var widths = head.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
         var sb = new StringBuilder();
         sb.AppendLine(string.Join("  ", head.Select((h, i) => h.PadRight(widths[i]))).TrimEnd());
         foreach (var r in rows) sb.AppendLine(string.Join("  ", r.Select((c, i) => c.PadRight(widths[i]))).TrimEnd());
         sb.AppendLine(Best is { } b
-            ? $"best ({Mode} {Metric}): {(Columns.Count > 0 ? string.Join(", ", Columns.Select((c, i) => $"{c}={b.Values[i]}")) + ": " : "")}{F(b.Mean)} ± {F(b.Std)} over {b.Count} run(s)"
+            ? $"best ({Mode} {Metric}): {(Columns.Count > 0 ? string.Join(", ", Columns.Select((c, i) => $"{c}={b.Values[i]}")) + ": " : "")}{MeanStd(b)} over {b.Count} run(s)"
             : "no finished runs with a result");
         return sb.ToString();
     }
@@ -120,7 +147,7 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
         var sb = new StringBuilder();
         sb.AppendLine(string.Join(',', Columns.Concat([$"{Metric}_mean", $"{Metric}_std", "n", "runs"]).Select(Quote)));
         foreach (var r in Rows)
-            sb.AppendLine(string.Join(',', r.Values.Concat([R(r.Mean), R(r.Std), r.Count.ToString(CultureInfo.InvariantCulture), string.Join(' ', r.Sources)]).Select(Quote)));
+            sb.AppendLine(string.Join(',', r.Values.Concat([R(r.Mean), r.Std is { } sd ? R(sd) : "", r.Count.ToString(CultureInfo.InvariantCulture), string.Join(' ', r.Sources)]).Select(Quote)));
         return sb.ToString();
     }
 
@@ -129,9 +156,11 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
         metric = Metric,
         mode = Mode,
         columns = Columns,
-        best = Best is { } b ? new { config = Columns.Select((c, i) => (c, b.Values[i])).ToDictionary(x => x.c, x => x.Item2), mean = b.Mean, std = b.Std, n = b.Count } : null,
-        rows = Rows.Select(r => new { config = Columns.Select((c, i) => (c, r.Values[i])).ToDictionary(x => x.c, x => x.Item2), mean = r.Mean, std = r.Std, n = r.Count, runs = r.Sources }),
+        best = Best is { } b ? new { config = Config(b), mean = b.Mean, std = b.Std, n = b.Count } : null,
+        rows = Rows.Select(r => new { config = Config(r), mean = r.Mean, std = r.Std, n = r.Count, runs = r.Sources }),
     }, new JsonSerializerOptions { WriteIndented = true });
+
+    private Dictionary<string, JsonNode?> Config(ResultRow r) => Columns.Select((c, i) => (c, JsonScalar(r.Values[i]))).ToDictionary(x => x.c, x => x.Item2);
 
     private static string F(double d) => d.ToString("0.###", CultureInfo.InvariantCulture);
     private static string R(double d) => d.ToString("R", CultureInfo.InvariantCulture);

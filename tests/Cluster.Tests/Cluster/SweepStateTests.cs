@@ -105,8 +105,8 @@ public sealed class SweepStateTests
                 Assert.Equal(System.Text.Json.JsonValueKind.Number, config.GetProperty("kd.temperature").ValueKind);
                 Assert.Equal(System.Text.Json.JsonValueKind.Number, config.GetProperty("kd.alpha").ValueKind);
             }
-            Assert.Equal(["4", "0.5", "true", "\"sgd\""], new[] { "4", "0.5", "true", "sgd" }.Select(v => SweepFiles.JsonScalar(v)!.ToJsonString()));
-            Assert.Equal(0.001, SweepFiles.JsonScalar("1e-3")!.GetValue<double>());
+            Assert.Equal(["4", "0.5", "true", "\"sgd\""], new[] { "4", "0.5", "true", "sgd" }.Select(v => Distill.Engine.Sweeps.ResultsTable.JsonScalar(v)!.ToJsonString()));
+            Assert.Equal(0.001, Distill.Engine.Sweeps.ResultsTable.JsonScalar("1e-3")!.GetValue<double>());
             foreach (var png in new[] { "metric.png", "test_accuracy_vs_kd_temperature.png", "test_accuracy_vs_kd_alpha.png" })
             {
                 var bytes = File.ReadAllBytes(Path.Combine(dir, "s", png));

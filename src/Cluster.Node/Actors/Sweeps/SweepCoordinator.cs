@@ -249,7 +249,7 @@ public sealed partial class SweepCoordinator : ReceivePersistentActor, IWithTime
                 var done = state.Sweeps[sweepId];
                 var best = SweepDecisions.Best(done, rt);
                 log.Info("sweep {0} completed: {1} trials, best {2}", sweepId, done.Trials.Count,
-                    best is { } b ? $"{b.Mean:F2} ± {b.Std:F2} ({string.Join(", ", rt.Config(b.Trials[0]).Values.Select(v => $"{v.Key}={v.Value}"))})" : "none");
+                    best is { } b ? $"{b.Mean:F2}{(b.Std is { } sd ? $" ± {sd:F2}" : "")} ({string.Join(", ", rt.Config(b.Trials[0]).Values.Select(v => $"{v.Key}={v.Value}"))})" : "none");
                 WriteFiles(done, rt, plots: true);
             });
             return;

@@ -239,15 +239,15 @@ public static class SweepDecisions
     }
 
     /// <summary>The best configuration by the mean of its trials' last metric over repeats, with the standard deviation.</summary>
-    public static (TrialRecord[] Trials, double Mean, double Std)? Best(SweepRecord r, SweepRuntime rt)
+    public static (TrialRecord[] Trials, double Mean, double? Std)? Best(SweepRecord r, SweepRuntime rt)
     {
         var groups = r.Trials.Where(t => t.Metric is not null && t.State is TrialState.Completed or TrialState.Stopped)
             .GroupBy(t => t.Index)
-            .Select(g => (Trials: g.ToArray(), Mean: g.Average(t => t.Metric!.Value), Std: Std(g.Select(t => t.Metric!.Value).ToArray())))
+            .Select(g => (Trials: g.ToArray(), Mean: g.Average(t => t.Metric!.Value), Std: ResultsTable.SampleStd(g.Select(t => t.Metric!.Value).ToArray())))
             .ToArray();
         if (groups.Length == 0) return null;
         return rt.Spec.Mode == "max" ? groups.MaxBy(g => g.Mean) : groups.MinBy(g => g.Mean);
     }
 
-    public static double Std(double[] v) => v.Length < 2 ? 0 : Math.Sqrt(v.Sum(x => (x - v.Average()) * (x - v.Average())) / (v.Length - 1));
+
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Cluster.Contracts.Sweeps;
+using Distill.Engine.Sweeps;
 
 namespace Cluster.Node.Actors;
 
@@ -34,7 +35,7 @@ public static class SweepFiles
             wall_seconds = Math.Round(((r.EndedUtc ?? DateTime.UtcNow) - r.SubmittedUtc).TotalSeconds, 1),
             best = best is { } b ? new
             {
-                config = rt.Spec.Space.Select((d, i) => (d.Path, Value: JsonScalar(b.Trials[0].Values[i]))).ToDictionary(x => x.Path, x => x.Value),
+                config = rt.Spec.Space.Select((d, i) => (d.Path, Value: ResultsTable.JsonScalar(b.Trials[0].Values[i]))).ToDictionary(x => x.Path, x => x.Value),
                 mean = b.Mean,
                 std = b.Std,
                 repeats = b.Trials.Length,
@@ -43,13 +44,6 @@ public static class SweepFiles
             } : null,
         }, new JsonSerializerOptions { WriteIndented = true }));
     }
-
-    /// <summary>A trial's value (kept as the YAML scalar put into its spec) as JSON types it: a number or a boolean where the spec reads one.</summary>
-    public static System.Text.Json.Nodes.JsonNode? JsonScalar(string value) =>
-        long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n
-        : double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var x) && double.IsFinite(x) ? x
-        : value is "true" or "false" ? value == "true"
-        : System.Text.Json.Nodes.JsonValue.Create(value);
 
     public static string TrialsCsv(SweepRecord r, SweepRuntime rt)
     {
