@@ -165,8 +165,8 @@ public sealed class SweepProcessTests
         var events = File.ReadAllText(Path.Combine(dir, "runs", done[1], "events.log"));
         Assert.Contains("paused at step 20", events);
         Assert.Contains("paused at step 40", events);
-        Assert.Contains("promoted: goes on to step 40", events);
-        Assert.Contains("promoted: goes on to its end", events);
+        Assert.Contains("sent on: goes on to step 40", events);
+        Assert.Contains("sent on: goes on to its end", events);
         // the promoted run went on from its pause: its evaluations are 20, 40, 60, each once
         var metrics = File.ReadAllLines(Path.Combine(dir, "runs", done[1], "metrics.csv"));
         var header = metrics[0].Split(',');

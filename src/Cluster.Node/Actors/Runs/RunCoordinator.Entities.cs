@@ -62,7 +62,7 @@ public sealed partial class RunCoordinator
         PersistAndSnapshot(e, () =>
         {
             var r = state.Runs[m.RunId];
-            Dir(m.RunId).Event($"paused at step {m.Step}{(m.Accuracy is { } a ? $" ({a:F2}%)" : "")}: waits to be promoted or stopped");
+            Dir(m.RunId).Event($"paused at step {m.Step}{(m.Accuracy is { } a ? $" ({a:F2}%)" : "")}: waits for its sweep's scheduler to send it on or stop it");
             WriteStatus(r, throttle: false);
             PauseEntities(r);
             if (r.SweepId is { } sweep) services.Sweeps.Tell(new TrialRunPaused(sweep, r.RunId, m.Step, m.Accuracy, e.StudentBlob, e.SourceBlob));
@@ -76,7 +76,7 @@ public sealed partial class RunCoordinator
         if (RunDecisions.Resume(state, m).Event is not RunResumed e) return;
         PersistAndSnapshot(e, () =>
         {
-            Dir(m.RunId).Event(m.HoldAt is { } h ? $"promoted: goes on to step {h}" : "promoted: goes on to its end");
+            Dir(m.RunId).Event(m.HoldAt is { } h ? $"sent on: goes on to step {h}" : "sent on: goes on to its end");
             WriteStatus(state.Runs[m.RunId], throttle: false);
             Admit();
         });

@@ -33,12 +33,14 @@ public sealed partial class SourceEntity
     /// <summary>Stored batches whose blobs could not be read: made again, their blobs are written again.</summary>
     private readonly HashSet<long> lost = [];
 
-    private void RebuildLater(long seq, string student, string why)
+    /// <param name="routine">what a restart or a failover leads to (logged as information); otherwise something was lost (a warning)</param>
+    private void RebuildLater(long seq, string student, string why, bool routine = true)
     {
         if (!toRebuild.TryGetValue(seq, out var who))
         {
             toRebuild[seq] = who = [];
-            Log.Warning("{0}: {1} asked for batch {2}, which {3}; making it again", Id, student, seq, why);
+            if (routine) Log.Info("{0}: {1} asked for batch {2}, which {3}; making it again", Id, student, seq, why);
+            else Log.Warning("{0}: {1} asked for batch {2}, which {3}; making it again", Id, student, seq, why);
         }
         who.Add(student);
     }
@@ -60,7 +62,7 @@ public sealed partial class SourceEntity
         catch (Exception e) when (e is BlobException or MessagePackSerializationException or IOException)
         {
             lost.Add(stored.Seq);
-            RebuildLater(stored.Seq, student, $"is stored but unreadable ({e.Message})");
+            RebuildLater(stored.Seq, student, $"is stored but unreadable ({e.Message})", routine: false);
             return null;
         }
     }

@@ -90,7 +90,7 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
         TrialPaused p => UpdateTrial(p.SweepId, p.TrialId, t => t with
         {
             State = t.Ended ? t.State : TrialState.Paused, Step = Math.Max(t.Step, p.Step), Metric = p.Value, Rung = p.Rung,
-            RungValues = t.Rungs.Add(p.Value), PauseStepValues = t.PauseSteps.Add(p.Step), Reason = $"paused at rung {p.Rung} (step {p.Step})",
+            RungValues = t.Rungs.Add(p.Value), PauseStepValues = t.PauseSteps.Add(p.Step), Reason = $"paused at step {p.Step} (pause {p.Rung + 1}), for the scheduler",
             // a pause whose checkpoints were not kept leaves none to copy (not an older one, whose step the score is not for)
             Pin = p.StudentBlob is { } sb && p.SourceBlob is { } src ? new ForkPoint($"trial {t.TrialId}", p.Step, sb, src) : null,
         }),
