@@ -43,7 +43,7 @@ internal static class ValidateCommand
         if (SweepParser.IsSweep(text))
         {
             var sweep = SweepParser.Load(file);
-            return $"{file}: ok (sweep of {sweep.Base.Method.Name} over {string.Join(", ", sweep.Space.Select(d => d.Path))}; " +
+            return $"{file}: ok (sweep of {sweep.Base.Method.Name} over {(sweep.Space.Count == 0 ? "no hyperparameter (its repeats only)" : string.Join(", ", sweep.Space.Select(d => d.Path)))}; " +
                    $"{sweep.Search.Kind} search, {sweep.Scheduler.Kind} scheduler)";
         }
         var s = SpecParser.Load(file);
