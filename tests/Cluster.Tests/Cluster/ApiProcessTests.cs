@@ -151,6 +151,14 @@ public sealed class ApiProcessTests
             Assert.Contains(log.RootElement.EnumerateArray(), e => e.GetProperty("message").GetString()!.StartsWith("run a1 accepted", StringComparison.Ordinal));
         using (var result = JsonDocument.Parse(await http.GetStringAsync("/api/runs/a1/result")))
             Assert.Equal(60, result.RootElement.GetProperty("steps").GetInt64());
+        // the results table of runs, of any number of their result.json; a number none has is a 400 naming it
+        using (var table = JsonDocument.Parse(await http.GetStringAsync("/api/results?runs=a1&metric=steps")))
+            Assert.Contains("best (max steps): 60 over 1 run(s)", table.RootElement.GetProperty("table").GetString());
+        using (var typo = await http.GetAsync("/api/results?runs=a1&metric=stpes"))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, typo.StatusCode);
+            Assert.Contains("--metric stpes: no run's result.json has it", await typo.Content.ReadAsStringAsync());
+        }
         using (var nodes = JsonDocument.Parse(await http.GetStringAsync("/api/nodes")))
         {
             var all = nodes.RootElement.EnumerateArray().ToList();
