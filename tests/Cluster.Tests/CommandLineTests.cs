@@ -233,6 +233,31 @@ public sealed class CommandLineTests
                 Assert.Contains("not found on this machine: 'teacher.checkpoint' elsewhere/t.pt", err);
                 Assert.False(Directory.Exists(runs), "a refused run left a directory");
             }
+            // a teacher file that is there but does not fit its architecture: validate and run read it first
+            var teacherFile = Path.Combine(dir, "t.pt");
+            var there = Path.Combine(dir, "there.yaml");
+            File.WriteAllText(there, File.ReadAllText(spec).Replace("checkpoint: elsewhere/t.pt", $"checkpoint: {teacherFile}"));
+            foreach (var (content, reason) in new (Action<string>, string)[]
+                     {
+                         (f => File.WriteAllText(f, "these are not weights\n"), "not a PyTorch (torch.save), safetensors or ClusterDistill weights file"),
+                         (f => File.WriteAllBytes(f, []), "the file is empty"),
+                         (f => { TorchSharp.torch.manual_seed(1); using var wrong = Distill.Engine.Models.ModelFactory.Create("lenet5-half", 1, 32, 10); wrong.save(f); }, "lenet5"),
+                     })
+            {
+                content(teacherFile);
+                var (v, _, verr) = Run("validate", there);
+                Assert.Equal(2, v);
+                Assert.Contains("'teacher.checkpoint': ", verr);
+                Assert.Contains(reason, verr);
+                var (code, _, err) = Run("run", there, "--runs-dir", runs, "--run-id", "m1");
+                Assert.Equal(2, code);
+                Assert.Contains("'teacher.checkpoint': ", err);
+                Assert.False(Directory.Exists(runs), "a refused run left a directory");
+            }
+            // the right weights pass
+            TorchSharp.torch.manual_seed(1);
+            using (var right = Distill.Engine.Models.ModelFactory.Create("lenet5", 1, 32, 10)) right.save(teacherFile);
+            Assert.Equal(0, Run("validate", there).Code);
             if (TorchSharp.torch.cuda.is_available()) return;
             var (cudaCode, _, cudaErr) = Run("run", Spec("kd-mnist.yaml"), "--device", "cuda", "--runs-dir", runs, "--run-id", "c1");
             Assert.Equal(2, cudaCode);

@@ -69,6 +69,14 @@ internal static class RunCommand
         EmbeddedRun.Announce(runsDir, runId, node.Address.Host!, node.Address.Port!.Value);
         try
         {
+            // a run that failed or was cancelled stays so: say it of the earlier command, not as news of this one
+            if ((await RunClient.StatusAsync(node.Coordinator, runId, TimeSpan.FromSeconds(20), ct)).FirstOrDefault() is { State: RunState.Failed or RunState.Cancelled } ended)
+            {
+                var why = ended.Message is { } m && m.StartsWith(ended.State.Name() + ": ", StringComparison.Ordinal) ? m[(ended.State.Name().Length + 2)..] : ended.Message;
+                stdout.WriteLine($"[result] run {runId} had already ended before this command, {ended.State.Name()}: {why}");
+                stdout.WriteLine($"[run] an ended run is final (its journal says so): to run the spec again, fixed, give another --run-id or none");
+                return 1;
+            }
             await RunClient.SubmitAsync(node.Coordinator, specFile, runId, TimeSpan.FromSeconds(60));
             final = await Terminal.RunProgress.FollowRunAsync(node.Coordinator, runId, dir, stdout, ct);
             // (a run journaled before compare_baseline ran on the actors has no baseline's run)

@@ -58,6 +58,26 @@ internal static class ValidateCommand
         if (missing.Count > 0)
             throw new SpecException(file, "", "not found on this machine: " + string.Join(", ", missing.Select(m => $"'{m.Key}' {m.Path}")) +
                                               $" (a relative path is read from the current directory, {Environment.CurrentDirectory}); the rest of the spec is valid");
+        RequireWeights(file, s);
+    }
+
+    /// <summary>
+    /// Reads each weights file the spec names into its architecture, as the run will: a file that
+    /// does not fit (not weights, a foreign pickle, missing or unexpected keys, wrong shapes) is
+    /// refused now, not once the run's teacher entity starts.
+    /// </summary>
+    private static void RequireWeights(string file, RunSpec s)
+    {
+        var (mean, _, classes) = Distill.Engine.Training.DataSplits.Constants(s.Data.Name);
+        foreach (var (key, model) in new[] { ("teacher.checkpoint", s.Teacher), ("student.checkpoint", s.Student) })
+        {
+            if (model?.Checkpoint is null) continue;
+            Distill.Engine.Native.TorchRuntime.Initialize();
+            using var _ = TorchSharp.torch.NewDisposeScope();
+            using var m = Distill.Engine.Models.ModelFactory.Create(model.Arch, mean.Length, s.Data.ImageSize, classes);
+            try { Distill.Engine.Interop.StateDictLoader.LoadCheckpoint(m, model, model.Arch); }
+            catch (Distill.Engine.Interop.WeightFileException e) { throw new SpecException(file, key, e.Message); }
+        }
     }
 
     /// <summary>The paths a spec names that are not there: the files and folders the run will read.</summary>

@@ -98,7 +98,8 @@ public sealed class EmbeddedControlProcessTests
         Assert.True(ProcessCluster.Ended(resume, TimeSpan.FromSeconds(90)), "running a cancelled run again did not end: " + cluster.Logs(_ => true, 30));
         resume.WaitForExit();
         Assert.Equal(1, resume.ExitCode);
-        Assert.Contains("cancelled", cluster.Log("run-2.log"));
+        Assert.Contains("[result] run c1 had already ended before this command, cancelled: test says stop", cluster.Log("run-2.log"));
+        Assert.Contains("give another --run-id or none", cluster.Log("run-2.log"));
         Assert.False(File.Exists(Path.Combine(runs, "c1", "result.json")));
     }
 }
