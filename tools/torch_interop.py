@@ -13,10 +13,16 @@
       Trains LeNet-5 on MNIST in PyTorch (inputs prepared as the engine prepares them: /255,
       bilinear to 32x32, normalised), saves OUT/teacher.pth, and writes OUT/teacher.json: the test
       accuracy and the logits of the first 64 test images.
-  torch_interop.py evaluate WEIGHTS ARCH MNIST_DIR [--onnx FILE]
+  torch_interop.py evaluate WEIGHTS ARCH DATA_DIR [--dataset D] [--size N] [--onnx FILE]
+  torch_interop.py evaluate RUN_DIR DATA_DIR [--onnx FILE]
       Loads an exported student (student.pth, torch.load(weights_only=True), or
       student.safetensors) into the PyTorch definition of ARCH (tools/torch_models.py), prints
-      its MNIST test accuracy as JSON, and with --onnx exports it with torch.onnx.export.
+      its test accuracy as JSON, and with --onnx exports it with torch.onnx.export. Given a run
+      directory, the student, its architecture, the dataset and the image size are the run's
+      (result.json, spec.resolved.yaml). DATA_DIR holds the test set as the engine reads it: the
+      idx files of MNIST or Fashion-MNIST, or CIFAR's binary batches (test_batch.bin; CIFAR-100's
+      test.bin). Images are prepared as the engine prepares them: /255, bilinear to the image
+      size where it differs, normalised with the dataset's constants.
 """
 import argparse, copy, gzip, json, math, os, struct, sys
 
@@ -27,6 +33,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_models import ARCHITECTURES, create  # noqa: E402
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+# per dataset, as the engine normalises (DataSplits.Constants): mean, std, classes
+DATASETS = {
+    "mnist": ([0.1307], [0.3081], 10),
+    "fashion-mnist": ([0.2860], [0.3530], 10),
+    "cifar10": ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010], 10),
+    "cifar100": ([0.5071, 0.4867, 0.4408], [0.2675, 0.2565, 0.2761], 100),
+}
 
 
 def wave(n, a, b):
@@ -191,12 +204,55 @@ def load_weights(path):
     return out
 
 
-def evaluate(weights, arch, d, onnx):
-    channels, size = size_of(arch)
-    m = create(arch, channels, size, 10)
+def test_set(d, dataset, size):
+    """The test images as the engine prepares them: /255, bilinear to size where it differs, normalised."""
+    mean, std, _ = DATASETS[dataset]
+    if dataset.startswith("cifar"):
+        cifar100 = dataset == "cifar100"
+        with open(find(d, "test.bin" if cifar100 else "test_batch.bin"), "rb") as f:
+            data = f.read()
+        record = (2 if cifar100 else 1) + 3 * 32 * 32
+        raw = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(-1, record)
+        y = raw[:, record - 3 * 32 * 32 - 1].long()
+        x = raw[:, record - 3 * 32 * 32:].reshape(-1, 3, 32, 32).float().div(255)
+    else:
+        x = read_idx(find(d, "t10k-images-idx3-ubyte")).float().div(255).unsqueeze(1)
+        y = read_idx(find(d, "t10k-labels-idx1-ubyte")).long()
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return ((x - m) / s).contiguous(), y
+
+
+def of_run(run_dir):
+    """A run directory's student file, architecture, dataset and image size."""
+    with open(os.path.join(run_dir, "result.json")) as f:
+        result = json.load(f)
+    try:
+        import yaml
+        with open(os.path.join(run_dir, "spec.resolved.yaml")) as f:
+            size = int(yaml.safe_load(f)["data"]["image_size"])
+    except ImportError:
+        import re
+        with open(os.path.join(run_dir, "spec.resolved.yaml")) as f:
+            size = int(re.search(r"image_size: *(\d+)", f.read()).group(1))
+    weights = next(os.path.join(run_dir, n) for n in ("student.pth", "student.safetensors") if os.path.exists(os.path.join(run_dir, n)))
+    return weights, result["student_arch"], result["dataset"], size
+
+
+def evaluate(weights, arch, d, onnx, dataset=None, size=None):
+    if os.path.isdir(weights):
+        weights, arch, dataset, size = of_run(weights)
+    dataset = dataset or "mnist"
+    if dataset not in DATASETS:
+        sys.exit(f"evaluate: dataset '{dataset}' is not one of {', '.join(DATASETS)}")
+    channels = len(DATASETS[dataset][0])
+    size = size or size_of(arch)[1]
+    m = create(arch, channels, size, DATASETS[dataset][2])
     m.load_state_dict(load_weights(weights), strict=True)
-    tx, ty = mnist(d, "test")
-    result = dict(arch=arch, weights=weights, accuracy=accuracy(m, tx, ty))
+    tx, ty = test_set(d, dataset, size)
+    result = dict(arch=arch, weights=weights, dataset=dataset, image_size=size, accuracy=accuracy(m, tx, ty))
     if onnx:
         m.eval()
         torch.onnx.export(m, tx[:1], onnx, input_names=["images"], output_names=["logits"],
@@ -210,14 +266,23 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("models"); a.add_argument("out"); a.add_argument("archs", nargs="*")
     b = sub.add_parser("train-mnist"); b.add_argument("mnist"); b.add_argument("out"); b.add_argument("--steps", type=int, default=400)
-    c = sub.add_parser("evaluate"); c.add_argument("weights"); c.add_argument("arch"); c.add_argument("mnist"); c.add_argument("--onnx")
+    c = sub.add_parser("evaluate"); c.add_argument("weights", help="student.pth, student.safetensors, or a run directory")
+    c.add_argument("rest", nargs="+", help="ARCH DATA_DIR, or DATA_DIR after a run directory")
+    c.add_argument("--dataset", choices=sorted(DATASETS)); c.add_argument("--size", type=int); c.add_argument("--onnx")
     args = ap.parse_args()
     if args.cmd == "models":
         models(args.out, args.archs)
     elif args.cmd == "train-mnist":
         train_mnist(args.mnist, args.out, args.steps)
     else:
-        evaluate(args.weights, args.arch, args.mnist, args.onnx)
+        if os.path.isdir(args.weights):
+            if len(args.rest) != 1:
+                ap.error("evaluate RUN_DIR DATA_DIR: give the run directory and the data folder")
+            evaluate(args.weights, None, args.rest[0], args.onnx)
+        else:
+            if len(args.rest) != 2:
+                ap.error("evaluate WEIGHTS ARCH DATA_DIR: give the weights file, its architecture and the data folder")
+            evaluate(args.weights, args.rest[0], args.rest[1], args.onnx, args.dataset, args.size)
 
 
 if __name__ == "__main__":

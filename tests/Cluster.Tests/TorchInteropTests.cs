@@ -158,4 +158,40 @@ public sealed class TorchInteropTests : IDisposable
         using var fromSafetensors = JsonDocument.Parse(PyTorch("evaluate", Path.Combine(runDir, StudentExport.SafetensorsFile), "lenet5-half", mnist));
         Assert.InRange(fromSafetensors.RootElement.GetProperty("accuracy").GetDouble() - result.StudentAccuracy, -0.01, 0.01);
     }
+
+    /// <summary>
+    /// `evaluate RUN_DIR DATA_DIR` takes the student's architecture, dataset and image size from the
+    /// run: an MLP on 28-pixel MNIST, and a 3-channel CIFAR ResNet on a small CIFAR-format file.
+    /// </summary>
+    [Fact]
+    public void Should_hand_back_any_students_run_with_its_own_architecture_dataset_and_image_size()
+    {
+        var mnist = new DatasetCache(DatasetCache.DefaultRoot(), TextWriter.Null).Ensure("mnist");
+        var cifar = Path.Combine(dir, "cifar-10-batches-bin");
+        Directory.CreateDirectory(cifar);
+        var rng = new Random(4);
+        foreach (var (name, count) in new[] { ("data_batch_1.bin", 60), ("data_batch_2.bin", 20), ("data_batch_3.bin", 20), ("data_batch_4.bin", 20), ("data_batch_5.bin", 20), ("test_batch.bin", 50) })
+        {
+            var bytes = new byte[count * 3073];
+            for (var i = 0; i < count; i++)
+            {
+                bytes[i * 3073] = (byte)(i % 10);
+                for (var p = 0; p < 3072; p++) bytes[i * 3073 + 1 + p] = (byte)(i % 10 * 20 + rng.Next(60));
+            }
+            File.WriteAllBytes(Path.Combine(cifar, name), bytes);
+        }
+        foreach (var (id, arch, data, folder) in new[]
+                 {
+                     ("mlp", "hinton-400", "{name: mnist, image_size: 28, train_limit: 2000}", mnist),
+                     ("resnet", "resnet8", $"{{name: cifar10, path: \"{cifar}\", augment: none}}", cifar),
+                 })
+        {
+            var spec = SpecParser.Parse($"name: {id}\nmethod: supervised\nseed: 2\ndata: {data}\nstudent: {{arch: {arch}, train: {{steps: 12, batch_size: 32, lr: 0.002}}}}\n", $"{id}.yaml");
+            var result = new Runner(new RunnerOptions { RunsRoot = dir, RunId = id, LogEvery = 50 }, TextWriter.Null).Run(spec);
+            using var back = JsonDocument.Parse(PyTorch("evaluate", Path.Combine(dir, id), folder));
+            Assert.Equal(arch, back.RootElement.GetProperty("arch").GetString());
+            Assert.Equal(spec.Data.ImageSize, back.RootElement.GetProperty("image_size").GetInt32());
+            Assert.InRange(back.RootElement.GetProperty("accuracy").GetDouble() - result.StudentAccuracy, -0.01, 0.01);
+        }
+    }
 }
