@@ -228,6 +228,29 @@ public sealed class InteropTests : IDisposable
         Assert.Contains("save model.state_dict() instead", e.Message);
     }
 
+    /// <summary>A checkpoint dict that keeps an argparse.Namespace or a numpy number beside its weights: the entry is named, and the advice is to save the weights alone.</summary>
+    [Fact]
+    public void Should_name_the_entry_of_a_checkpoint_that_holds_an_object_beside_its_weights()
+    {
+        using var source = Lenet(1);
+        var tensors = Raw(source);
+        // {"state_dict": ..., "args": argparse.Namespace(lr=0.1)}: NEWOBJ of the class, then its __dict__ by BUILD
+        var args = new PickleBytes().Proto().EmptyDict().Mark().Str("state_dict").StateDict(tensors)
+            .Str("args").Global("argparse", "Namespace").Raw((byte)')').Raw(0x81).EmptyDict().Str("lr").Float(0.1).Raw((byte)'s').Raw((byte)'b')
+            .SetItems().Stop();
+        TorchZip(F("args.pth"), args.Bytes, tensors);
+        var e = Refused(F("args.pth"));
+        Assert.Contains("global 'argparse.Namespace' is not allowed", e.Message);
+        Assert.Contains("the file's entry 'args' holds a pickled Python object; torch.load(weights_only=True) refuses it too; save the weights alone, e.g. torch.save(checkpoint[\"state_dict\"]", e.Message);
+        Assert.DoesNotContain("save model.state_dict() instead", e.Message);
+        // {"state_dict": ..., "best_acc": numpy.float64(97.5)}
+        var numpy = new PickleBytes().Proto().EmptyDict().Mark().Str("state_dict").StateDict(tensors)
+            .Str("best_acc").Global("numpy.core.multiarray", "scalar").Raw((byte)')').Reduce()
+            .SetItems().Stop();
+        TorchZip(F("numpy.pth"), numpy.Bytes, tensors);
+        Assert.Contains("the file's entry 'best_acc' holds a numpy value", Refused(F("numpy.pth")).Message);
+    }
+
     [Fact]
     public void Should_refuse_a_storage_record_shorter_than_its_tensor_and_a_view_past_its_storage()
     {

@@ -170,9 +170,15 @@ public sealed class RestrictedUnpickler
         var full = $"{module}.{name}";
         if (module == "torch" && ElementTypes.OfStorage(name) is not null) return new PyGlobal(module, name);
         if (Allowed.Contains(full)) return new PyGlobal(module, name);
-        var hint = module == "__main__" || module.StartsWith("torch.nn", StringComparison.Ordinal) || (name.Length > 0 && char.IsUpper(name[0]) && !module.StartsWith("numpy", StringComparison.Ordinal))
-            ? " (the file holds a pickled object, such as a whole model from torch.save(model); save model.state_dict() instead)"
-            : module.StartsWith("numpy", StringComparison.Ordinal) ? " (numpy values; torch.load(weights_only=True) refuses them too)" : "";
+        // a dict's key is pushed just before its value: the entry a checkpoint keeps beside its weights (args, best_acc)
+        var key = stack.Count > 0 && stack[^1] is string k && k.Length <= 200 ? k : null;
+        const string resave = "torch.load(weights_only=True) refuses it too; save the weights alone, e.g. torch.save(checkpoint[\"state_dict\"], \"weights.pth\")";
+        var numpy = module.StartsWith("numpy", StringComparison.Ordinal);
+        var hint = key is not null
+            ? $" (the file's entry '{key}' holds {(numpy ? "a numpy value" : "a pickled Python object")}; {resave})"
+            : module == "__main__" || module.StartsWith("torch.nn", StringComparison.Ordinal) || (name.Length > 0 && char.IsUpper(name[0]) && !numpy)
+                ? " (the file holds a pickled object, such as a whole model from torch.save(model); save model.state_dict() instead)"
+                : numpy ? $" (numpy values; {resave})" : "";
         throw Bad($"global '{full}' is not allowed: only tensors and the dict, list, tuple, number and string values of a state_dict are accepted{hint}");
     }
 
