@@ -56,12 +56,16 @@ public sealed class RunDirectory : IDisposable
     /// </summary>
     public Action<string, long, IReadOnlyDictionary<string, double>>? MetricsSink { get; init; }
 
+    /// <summary>Also told each event line (without its time): a teacher entity's go to the run's events.log through the coordinator.</summary>
+    public Action<string>? EventSink { get; init; }
+
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
     public void Event(string message)
     {
         var line = $"{DateTimeOffset.UtcNow:O} {message}";
         events.WriteLine(line);
+        EventSink?.Invoke(message);
     }
 
     /// <summary>Every column any phase may log, so that one CSV header serves the whole run.</summary>

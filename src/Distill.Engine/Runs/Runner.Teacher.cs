@@ -17,15 +17,16 @@ public sealed partial class Runner
     /// <summary>
     /// The teacher a spec names (checkpoint, cache or training), for hosts that run the rest of the
     /// method elsewhere (the cluster's teacher entity). Events, checkpoints and teacher.pt go to
-    /// workDir; metrics rows go to metricsSink when given (else to workDir's metrics.csv).
+    /// workDir; metrics rows go to metricsSink when given (else to workDir's metrics.csv), and each
+    /// event also to eventSink.
     /// </summary>
     public (Classifier Teacher, double Accuracy, bool FromCache) PrepareTeacher(RunSpec spec, DataSplits data, string workDir,
-        Action<string, long, IReadOnlyDictionary<string, double>>? metricsSink = null)
+        Action<string, long, IReadOnlyDictionary<string, double>>? metricsSink = null, Action<string>? eventSink = null)
     {
         Native.TorchRuntime.Initialize();
         var device = Devices.Resolve(spec.Device);
         var teacherSpec = spec.Method.TeacherOf(spec) ?? throw new ArgumentException($"spec {spec.Name} has no teacher");
-        using var dir = new RunDirectory(workDir) { MetricsSink = metricsSink };
+        using var dir = new RunDirectory(workDir) { MetricsSink = metricsSink, EventSink = eventSink };
         return ObtainTeacher(new PhaseContext(spec, data, device, dir), teacherSpec, resume: true);
     }
 

@@ -64,6 +64,8 @@ public sealed class EmbeddedControlProcessTests
         Assert.Equal(200, result.RootElement.GetProperty("steps").GetInt64());
         // it resumed: the second process did not start again from step 0
         Assert.DoesNotContain("training step 5/200", cluster.Log("run-2.log"));
+        // what the teacher entity loaded is in the run's events.log (the entity's own is beside it, in teacher/)
+        Assert.Matches(@"r1/teacher/0 on \S+: teacher loaded from .*teacher\.pt: ", File.ReadAllText(Path.Combine(runs, "r1", "events.log")));
     }
 
     [Fact]

@@ -107,11 +107,14 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         var yaml = m.SpecYaml;
         var coordinator = Services.Coordinator;
         var self = Id;
+        var node = Services.NodeName;
         EngineAccess.Compute(Self, () =>
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
+            // its events (what it loaded, where it resumed) are the run's too: the coordinator writes them to its events.log
             var (t, acc, fromCache) = NewRunner(runId).PrepareTeacher(s, Services.Data(s.Data), workDir,
-                (_, step, values) => coordinator.Tell(RunMetrics.Of(runId, self, step, values)));
+                (_, step, values) => coordinator.Tell(RunMetrics.Of(runId, self, step, values)),
+                message => coordinator.Tell(new EntityProgress(runId, self, 0, 0, 0, 0, null, node, message)));
             using (t)
             {
                 var blob = Services.Blobs.Put(EngineAccess.SaveModel(t));
