@@ -92,6 +92,19 @@ public sealed class RunnerTests : IDisposable
         Assert.All(a.Keys, k => Assert.True(a[k].eq(b[k]).all().item<bool>(), $"{k} differs from the uninterrupted teacher's"));
     }
 
+    /// <summary>The engine loop's run that fails says so in its events.log (the error itself goes to the caller), as an actor run's does.</summary>
+    [Fact]
+    public void A_run_that_fails_says_so_in_its_events_log()
+    {
+        var bad = Path.Combine(root, "not-weights.pt");
+        Directory.CreateDirectory(root);
+        File.WriteAllText(bad, "these are not weights\n");
+        var spec = SpecParser.Parse($"name: f\nmethod: supervised\ndata: {{name: mnist, train_limit: 256}}\nstudent: {{arch: lenet5-half, checkpoint: \"{bad}\", train: {{steps: 2}}}}\n", "f.yaml");
+        var e = Assert.Throws<InvalidDataException>(() => new Runner(new RunnerOptions { RunsRoot = root, RunId = "failing" }, TextWriter.Null).Run(spec));
+        Assert.StartsWith("student.checkpoint: ", e.Message);
+        Assert.Contains($"failed: {e.Message}", File.ReadAllText(Path.Combine(root, "failing", "events.log")));
+    }
+
     /// <summary>Cancels once a line with the prefix has been written (the loop has started).</summary>
     private sealed class CancelAfter(string prefix, CancellationTokenSource cts) : TextWriter
     {

@@ -50,6 +50,17 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
         if (!string.Equals(Path.GetDirectoryName(Path.GetFullPath(Path.Combine(root, runId))), Path.TrimEndingDirectorySeparator(root), StringComparison.Ordinal))
             throw new ArgumentException($"run id '{runId}' names a folder outside the runs directory {root}");
         using var dir = new RunDirectory(Path.Combine(options.RunsRoot, runId));
+        // a run that fails says so in its events.log, as the actors' runs do (the error itself goes to the caller)
+        try { return RunIn(spec, runId, device, dir, wall); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            dir.Event($"failed: {e.Message}");
+            throw;
+        }
+    }
+
+    private RunResult RunIn(RunSpec spec, string runId, Device device, RunDirectory dir, Stopwatch wall)
+    {
         dir.WriteSpec(spec);
         dir.Event($"run {runId}: method {spec.Method.Name}, device {device.type}, seed {spec.Seed}, threads {get_num_threads()}");
         log.WriteLine($"[run] {runId}: {spec.Method.Name} on {spec.Data.Name}, device {device.type}, {get_num_threads()} threads -> {dir.Path}");
