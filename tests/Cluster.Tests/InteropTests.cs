@@ -127,6 +127,38 @@ public sealed class InteropTests : IDisposable
         AssertSameWeights(source, b);
     }
 
+    /// <summary>The mismatches users meet most get a hint of their cause: an MLP made for another image size, torchvision's ResNet given as the CIFAR one.</summary>
+    [Fact]
+    public void Should_say_what_a_mismatch_most_likely_means()
+    {
+        manual_seed(1);
+        using (var at28 = ModelFactory.Create("hinton-400", 1, 28, 10)) TorchSaveWriter.Write(F("mlp28.pth"), Raw(at28));
+        using var at32 = ModelFactory.Create("hinton-400", 1, 32, 10);
+        var e = Refused(F("mlp28.pth"), at32);
+        Assert.Contains("takes 784 inputs in the file (1x28x28 images) and 1024 here (1x32x32): if the network was trained on 28-pixel images, set data.image_size: 28", e.Message);
+        // another width (not another input) is not about the image size
+        using (var wider = ModelFactory.Create("hinton-800", 1, 32, 10)) TorchSaveWriter.Write(F("mlp800.pth"), Raw(wider));
+        Assert.DoesNotContain("data.image_size", Refused(F("mlp800.pth"), at32).Message);
+
+        using (var tv = ModelFactory.Create("torchvision-resnet18", 3, 32, 10)) TorchSaveWriter.Write(F("tv18.pth"), Raw(tv));
+        using var cifar18 = ModelFactory.Create("resnet18", 3, 32, 10);
+        Assert.Contains("are torchvision's ResNet: give arch: torchvision-resnet18", Refused(F("tv18.pth"), cifar18).Message);
+    }
+
+    /// <summary>A safetensors checkpoint_key names a prefix with or without its dot.</summary>
+    [Fact]
+    public void Should_take_a_safetensors_prefix_with_or_without_its_dot()
+    {
+        using var source = Lenet(1);
+        Safetensors.Write(F("prefixed.safetensors"), Raw(source, k => "model." + k));
+        foreach (var key in new[] { "model", "model." })
+        {
+            using var m = Lenet(5);
+            StateDictLoader.Load(m, F("prefixed.safetensors"), key);
+            AssertSameWeights(source, m);
+        }
+    }
+
     [Fact]
     public void Should_convert_half_bfloat16_and_double_weights_to_the_models_dtype()
     {

@@ -80,7 +80,7 @@ public static class StateDictLoader
             if (missing.Count > 0) parts.Add($"{missing.Count} missing: {List(missing)}");
             if (unexpected.Count > 0) parts.Add($"{unexpected.Count} unexpected: {List(unexpected)}");
             if (misfit.Count > 0) parts.Add($"{misfit.Count} that do not fit: {List(misfit)}");
-            var hint = unexpected.Count > 0 && missing.Count > 0 ? "; if the names differ only by a prefix, give key_map (for example {\"backbone.\": \"\"})" : "";
+            var hint = Hint(byName, target) ?? (unexpected.Count > 0 && missing.Count > 0 ? "; if the names differ only by a prefix, give key_map (for example {\"backbone.\": \"\"})" : "");
             throw new WeightFileException(file.Path, $"{file.Format} weights{(file.Key is null ? "" : $" under '{file.Key}'")} do not fit {what}: {string.Join("; ", parts)}{hint}");
         }
 
@@ -107,6 +107,29 @@ public static class StateDictLoader
             foreach (var (_, src) in read) src.Dispose();
         }
         return new LoadReport(file.Format, file.Key, renamed, byName.Count, converted.ToList());
+    }
+
+    /// <summary>What the mismatch most likely means, for the two that users meet most; null otherwise.</summary>
+    private static string? Hint(Dictionary<string, WeightEntry> file, Dictionary<string, Tensor> model)
+    {
+        // torchvision's ResNet (fc, a 7x7 stem) given to the data-free repositories' CIFAR ResNet (linear, a 3x3 stem)
+        if (file.ContainsKey("fc.weight") && file.ContainsKey("layer1.0.conv1.weight") && model.ContainsKey("linear.weight"))
+            return "; the file's names (fc, layer1.0.conv1) and its stem are torchvision's ResNet: give arch: torchvision-resnet18, -34 or -50 (docs/pytorch.md)";
+        // an MLP made for another image size: its first layer (the model's first tensor) takes C x s x s inputs in the file, C x m x m here
+        if (model.Count > 0 && model.First() is var (name, t) && t.shape.Length == 2 && file.TryGetValue(name, out var e)
+            && e.Shape.Length == 2 && e.Shape[0] == t.shape[0] && e.Shape[1] != t.shape[1])
+            foreach (var c in new long[] { 1, 3 })
+                if (Side(e.Shape[1], c) is { } s && Side(t.shape[1], c) is { } m)
+                    return $"; {name} takes {e.Shape[1]} inputs in the file ({c}x{s}x{s} images) and {t.shape[1]} here ({c}x{m}x{m}): if the network was trained on {s}-pixel images, set data.image_size: {s}";
+        return null;
+    }
+
+    /// <summary>s where n = c x s x s (s at least 8), else null.</summary>
+    private static long? Side(long n, long c)
+    {
+        if (n % c != 0) return null;
+        var s = (long)Math.Round(Math.Sqrt(n / c));
+        return s >= 8 && s * s * c == n ? s : null;
     }
 
     private static bool IsFloat(ScalarType t) => t is ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32 or ScalarType.Float64;

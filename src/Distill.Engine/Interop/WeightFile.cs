@@ -146,7 +146,8 @@ public sealed class WeightFile : IDisposable
             var (entries, dataStart) = Safetensors.ReadHeader(fs, path);
             if (key is not null)
             {
-                var prefix = key + ".";
+                // "model" and "model." name the same prefix
+                var prefix = key.TrimEnd('.') + ".";
                 entries = entries.Where(e => e.Name.StartsWith(prefix, StringComparison.Ordinal))
                     .Select(e => e with { Name = e.Name[prefix.Length..] }).ToList();
                 if (entries.Count == 0) throw new WeightFileException(path, $"no tensor of the safetensors file begins with '{prefix}' (checkpoint_key)");
