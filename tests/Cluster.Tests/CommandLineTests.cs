@@ -449,9 +449,11 @@ public sealed class CommandLineTests
                 "teacher:\n  arch: lenet5\n  train: {epochs: 5, batch_size: 256, optimizer: adam, lr: 0.001}\n", $"teacher:\n  arch: lenet5\n  checkpoint: {teacher}\n"));
             Assert.Contains(teacher, File.ReadAllText(spec));
             var (code, output, err) = Run("run", spec, "--engine", "--runs-dir", Path.Combine(dir, "runs"), "--run-id", "t1");
-            Assert.Equal(1, code);
-            Assert.Contains($"teacher.checkpoint: {teacher}: not a PyTorch (torch.save), safetensors or ClusterDistill weights file", err);
+            Assert.Equal(2, code);
+            Assert.Contains($"'teacher.checkpoint': {teacher}: not a PyTorch (torch.save), safetensors or ClusterDistill weights file", err);
             Assert.DoesNotContain("step", output);
+            // refused as bad input before a run is made of it: the id is not spent
+            Assert.False(Directory.Exists(Path.Combine(dir, "runs", "t1")));
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
