@@ -57,6 +57,32 @@ public sealed class InteropTests : IDisposable
         return e;
     }
 
+    /// <summary>Weights with NaN or infinite values (a checkpoint saved after a run diverged) are refused by name and count, and load nothing.</summary>
+    [Theory]
+    [InlineData("pth", float.NaN)]
+    [InlineData("safetensors", float.PositiveInfinity)]
+    [InlineData("engine", float.NaN)]
+    public void Should_refuse_weights_that_are_not_finite_naming_the_tensor(string format, float bad)
+    {
+        using var source = Lenet(1);
+        using (no_grad())
+        {
+            var bias = source.state_dict()["fc1.bias"];
+            bias[3] = bad;
+            bias[7] = bad;
+        }
+        var file = F("diverged." + format);
+        switch (format)
+        {
+            case "pth": TorchSaveWriter.Write(file, Raw(source)); break;
+            case "safetensors": Safetensors.Write(file, Raw(source)); break;
+            default: source.save(file); break;
+        }
+        var e = Refused(file);
+        Assert.Contains("'fc1.bias' holds 2 NaN or infinite value(s) of 42", e.Message);
+        Assert.Contains(file, e.Message);
+    }
+
     [Theory]
     [InlineData("pth")]
     [InlineData("safetensors")]

@@ -33,16 +33,16 @@ internal static class RunProgress
             try { return (await RunClient.StatusAsync(coordinator, runId, TimeSpan.FromSeconds(20), ct)).FirstOrDefault(); }
             catch (Exception e) when (e is AskTimeoutException or CoordinatorUnavailableException) { return null; }
         }
-        string Describe(RunSummary s)
+        void Measure(RunSummary s)
         {
             if (meter is null || meter.Total != s.TotalSteps) meter = new ProgressMeter(s.TotalSteps);
             meter.Add(clock.Elapsed.TotalSeconds, s.StudentStep);
-            var parts = new List<string> { $"{s.State.Name()} {meter.Describe(s.StudentStep)}" };
-            if (ProgressMeter.Losses(metrics.Latest("student-0")) is { Length: > 0 } losses) parts.Add(losses);
-            if (s.StudentAccuracy is { } a) parts.Add($"student {a:F2}%");
-            if (s.TeacherAccuracy is { } t) parts.Add($"teacher {t:F2}%");
-            if (s.Message is { } m) parts.Add($"({m})");
-            return string.Join(", ", parts);
+        }
+        string Pace(RunSummary s)
+        {
+            Measure(s);
+            var parts = new[] { meter!.Pace(s.StudentStep), ProgressMeter.Losses(metrics.Latest("student-0")) }.Where(p => p.Length > 0).ToList();
+            return parts.Count == 0 ? "" : " | " + string.Join(", ", parts);
         }
         static bool Ended(RunSummary s) => s.State is RunState.Completed or RunState.Failed or RunState.Cancelled;
 
@@ -54,10 +54,11 @@ internal static class RunProgress
                 ct.ThrowIfCancellationRequested();
                 if (await Next() is { } s)
                 {
-                    // the status line as `status` prints it, then the rate, time left and losses
-                    var line = RunClient.Format(s) + " | " + Describe(s);
-                    if (RunClient.Format(s) != last) stdout.WriteLine(line);
-                    last = RunClient.Format(s);
+                    // the status line as `status` prints it, then what it lacks: the rate, time left
+                    // and losses (an ended run's reason is the caller's [result] line)
+                    var status = RunClient.Format(Ended(s) && s.State != RunState.Completed ? s with { Message = null } : s);
+                    if (status != last) stdout.WriteLine(status + Pace(s));
+                    last = status;
                     if (Ended(s)) return s;
                 }
                 await Task.Delay(Poll, ct);
@@ -68,7 +69,7 @@ internal static class RunProgress
         IRenderable View(RunSummary? s)
         {
             if (s is null) return new Markup($"[bold]{Markup.Escape(runId)}[/] [grey]asking the coordinator…[/]");
-            Describe(s);
+            Measure(s);
             var width = Math.Clamp(AnsiConsole.Profile.Width - 30, 10, 50);
             var done = s.TotalSteps > 0 ? Math.Clamp((double)s.StudentStep / s.TotalSteps, 0, 1) : 0;
             var filled = (int)Math.Round(done * width);

@@ -84,12 +84,17 @@ public static class StateDictLoader
             throw new WeightFileException(file.Path, $"{file.Format} weights{(file.Key is null ? "" : $" under '{file.Key}'")} do not fit {what}: {string.Join("; ", parts)}{hint}");
         }
 
-        // every tensor read (and its view checked) before the first is copied: a damaged file changes nothing
+        // every tensor read (and its view and values checked) before the first is copied: a damaged file changes nothing
         var read = new List<(Tensor Dst, Tensor Src)>();
         var converted = new SortedSet<string>();
         try
         {
-            foreach (var (name, e) in byName) read.Add((target[name], e.Read()));
+            foreach (var (name, e) in byName)
+            {
+                read.Add((target[name], e.Read()));
+                if (NonFinite(read[^1].Src) is { } bad)
+                    throw new WeightFileException(file.Path, $"'{name}' holds {bad} NaN or infinite value(s) of {read[^1].Src.numel()}: the weights are damaged, or were saved from a training run that diverged");
+            }
             using (no_grad())
                 foreach (var (dst, src) in read)
                 {
@@ -107,6 +112,15 @@ public static class StateDictLoader
             foreach (var (_, src) in read) src.Dispose();
         }
         return new LoadReport(file.Format, file.Key, renamed, byName.Count, converted.ToList());
+    }
+
+    /// <summary>How many values of a floating-point tensor are NaN or infinite; null when none (or not floating point).</summary>
+    private static long? NonFinite(Tensor t)
+    {
+        if (!t.is_floating_point()) return null;
+        using var scope = NewDisposeScope();
+        var count = logical_not(isfinite(t)).sum().item<long>();
+        return count > 0 ? count : null;
     }
 
     /// <summary>What the mismatch most likely means, for the two that users meet most; null otherwise.</summary>

@@ -49,6 +49,8 @@ public sealed class DaflTrainer : IStepTrainer
 
     public Tensor? Samples(int count) => synthesizer.Samples(count);
 
+    public double LrScale => student.LrScale;
+
     public void ScaleLearningRates(double factor)
     {
         synthesizer.ScaleLearningRates(factor);

@@ -77,6 +77,7 @@ public sealed class DeepInversionTrainer : IStepTrainer
     }
 
     public void ScaleLearningRates(double factor) => student.ScaleLearningRates(factor);
+    public double LrScale => student.LrScale;
 
     public void SaveState(BinaryWriter w)
     {

@@ -34,6 +34,9 @@ public sealed class DivergenceGuard(GuardSpec spec)
         return GuardVerdict.Ok;
     }
 
+    /// <summary>"now 0.25x the schedule's": a learning-rate scale as the rollback messages give it.</summary>
+    public static string Scale(double scale) => $"now {scale.ToString("G4", System.Globalization.CultureInfo.InvariantCulture)}x the schedule's";
+
     /// <summary>A best from before a resume: later evaluations are measured against it.</summary>
     public void Remember(double best) => BestAccuracy = Math.Max(BestAccuracy, best);
 

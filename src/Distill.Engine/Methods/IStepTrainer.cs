@@ -28,6 +28,9 @@ public interface IStepTrainer : IDisposable
     /// <summary>Multiplies every learning rate by factor (guard rollbacks).</summary>
     void ScaleLearningRates(double factor);
 
+    /// <summary>The factor the student's scheduled learning rate is multiplied by (the guard's rollbacks lower it; every rate of the trainer shares it).</summary>
+    double LrScale { get; }
+
     void SaveState(BinaryWriter writer);
     void LoadState(BinaryReader reader);
 }

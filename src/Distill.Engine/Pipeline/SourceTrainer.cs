@@ -63,6 +63,8 @@ public class SourceTrainer : IStepTrainer
 
     public Tensor? Samples(int count) => source.Samples(count);
 
+    public double LrScale => student.LrScale;
+
     public void ScaleLearningRates(double factor)
     {
         source.ScaleLearningRates(factor);

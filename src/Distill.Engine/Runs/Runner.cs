@@ -277,13 +277,15 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
             ctx.Dir.Event($"guard: giving up after {rollbacks - 1} rollbacks; last problem at step {at}: {reason}");
             throw new InvalidOperationException($"[{trainer.Phase}] diverged at step {at} ({reason}) after {rollbacks - 1} rollbacks; checkpoints so far are in {ctx.Dir.Path}");
         }
+        // each rollback lowers the rates in force, not the saved state's: rollbacks to one state compound
+        var scale = trainer.LrScale * ctx.Spec.Guard.LrFactor;
         using (var r = new BinaryReader(new MemoryStream(state))) trainer.LoadState(r);
-        trainer.ScaleLearningRates(ctx.Spec.Guard.LrFactor);
+        trainer.ScaleLearningRates(scale / trainer.LrScale);
         if (resumable && Directory.Exists(System.IO.Path.Combine(ctx.Dir.Path, "checkpoints")))
             foreach (var rejected in Directory.GetFiles(System.IO.Path.Combine(ctx.Dir.Path, "checkpoints"), $"{trainer.Phase}-step*.ckpt")
                          .Where(f => long.TryParse(System.IO.Path.GetFileNameWithoutExtension(f)[(trainer.Phase.Length + 5)..], out var s) && s > trainer.Step))
                 foreach (var f in new[] { rejected, rejected + ".sha256", rejected + ".rng" }) File.Delete(f);
-        var message = $"guard: {reason} at step {at}; rolled back to step {trainer.Step} and multiplied learning rates by {ctx.Spec.Guard.LrFactor} (rollback {rollbacks})";
+        var message = $"guard: {reason} at step {at}; rolled back to step {trainer.Step} and multiplied learning rates by {ctx.Spec.Guard.LrFactor} ({DivergenceGuard.Scale(scale)}; rollback {rollbacks})";
         ctx.Dir.Event(message);
         log.WriteLine($"[{trainer.Phase}] {message}");
     }

@@ -157,7 +157,7 @@ public sealed record GuardSpec
     public double MinLoss { get; init; } = 1e-6;
     [SpecKey("points below the best evaluation that count as divergence", Min = 0, Max = 100)]
     public double MaxAccuracyDrop { get; init; } = 5;
-    [SpecKey("learning rates are multiplied by this on rollback", Min = 0, Max = 1, MinExclusive = true, MaxExclusive = true)]
+    [SpecKey("learning rates in force are multiplied by this on each rollback (two rollbacks: a quarter)", Min = 0, Max = 1, MinExclusive = true, MaxExclusive = true)]
     public double LrFactor { get; init; } = 0.5;
     [SpecKey("rollbacks before the run fails", Min = 0, Max = 1000)]
     public int MaxRollbacks { get; init; } = 5;

@@ -1,3 +1,5 @@
+using Cluster.Seed.Commands;
+
 namespace Cluster.Tests.Cluster;
 
 /// <summary>
@@ -40,6 +42,57 @@ public sealed class RealDataPipelineTests
         Assert.True(run.Actors.RootElement.GetProperty("student_used_real_data").GetBoolean());
         if (teacher.Length > 0 || method == "tfkd-self")
             Assert.Equal(run.Engine.RootElement.GetProperty("teacher_accuracy").GetDouble(), run.Actors.RootElement.GetProperty("teacher_accuracy").GetDouble());
+    }
+
+    /// <summary>
+    /// The student's guard, embedded through the actors and in the engine loop: a teacher whose
+    /// logits overflow (finite weights 1e20 times too large) makes every step's loss NaN; each
+    /// rollback goes back to the seeded initial student (no checkpoint yet) with the learning rate
+    /// in force halved, so two rollbacks compound to a quarter, and then the run fails saying so.
+    /// </summary>
+    [Fact]
+    public void Should_compound_the_guards_rollbacks_and_fail_after_its_limit_as_the_engine_does()
+    {
+        Torch.Init();
+        var root = Path.Combine(Path.GetTempPath(), $"cd-guard-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(root);
+        try
+        {
+            var teacher = Path.Combine(root, "overflowing.pt");
+            TorchSharp.torch.manual_seed(1);
+            using (var t = Distill.Engine.Models.ModelFactory.Create("lenet5", 1, 32, 10))
+            {
+                using (TorchSharp.torch.no_grad())
+                    foreach (var p in t.parameters()) p.mul_(1e20);
+                t.save(teacher);
+            }
+            var spec = Path.Combine(root, "nan.yaml");
+            File.WriteAllText(spec, $$$"""
+                name: nan
+                method: kd
+                seed: 3
+                data: {name: mnist, image_size: 32, train_limit: 512}
+                teacher: {arch: lenet5, checkpoint: "{{{teacher}}}"}
+                student: {arch: lenet5-half, train: {steps: 20, batch_size: 64, eval_every: 10}}
+                kd: {temperature: 4, alpha: 0}
+                guard: {max_rollbacks: 2, lr_factor: 0.5, check_every: 1}
+                cluster: {checkpoint_every: 10}
+                """);
+            foreach (var (id, extra) in new[] { ("actors", Array.Empty<string>()), ("engine", new[] { "--engine" }) })
+            {
+                var output = new StringWriter();
+                var code = CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", id, .. extra], output, output);
+                var events = File.ReadAllText(Path.Combine(root, id, "events.log"));
+                Assert.True(code != 0, output.ToString());
+                Assert.True(events.Contains("loss is NaN at step 1; rolled back"), events + output);
+                Assert.Contains("(now 0.5x the schedule's; rollback 1)", events);
+                Assert.Contains("(now 0.25x the schedule's; rollback 2)", events);
+                Assert.DoesNotContain("rollback 3", events);
+                Assert.Contains("after 2 rollbacks", events);
+                Assert.False(File.Exists(Path.Combine(root, id, "result.json")));
+            }
+        }
+        finally { try { Directory.Delete(root, true); } catch (IOException) { } }
     }
 
     /// <summary>

@@ -93,7 +93,7 @@ public sealed partial class StudentEntity
     {
         var (to, scale, from) = pendingRollback!.Value;
         pendingRollback = null;
-        Restore(State.Checkpoints.Where(c => c.Step <= to).ToImmutableList(), freshBeforeFirst: true, t => t.LrScale = scale,
+        Restore(State.Checkpoints.Where(c => c.Step <= to).ToImmutableList(), t => t.LrScale = scale,
             (_, warning) => $"replica {from} resumed at step {to}" + (warning is null ? "" : $" ({warning})"), guard: false, $"rollback to replica {from}'s step {to}");
     }
 }

@@ -35,35 +35,40 @@ public sealed partial class StudentEntity
     /// <summary>
     /// The divergence guard (<see cref="DivergenceGuard"/>, as in the engine loop): a step that fails,
     /// a non-finite loss or an evaluation far below the best rolls the replica back to its newest
-    /// good checkpoint with its learning rate multiplied by guard.lr_factor (not for an error libtorch
-    /// raised: retried at the same rate, see docs/engineering-notes.md); the batches after it are
-    /// trained again. After guard.max_rollbacks the run fails.
+    /// good checkpoint, or before the first to the seeded initial student as the engine loop does,
+    /// with the learning rate in force multiplied by guard.lr_factor, so that rollbacks compound
+    /// (not for an error libtorch raised: retried at the same rate, see docs/engineering-notes.md);
+    /// the batches after it are trained again. After guard.max_rollbacks the run fails.
     /// </summary>
-    private void OnStepFailed(Exception cause)
+    /// <param name="at">The step that failed: the one just trained for the guard's verdict, the next one for an error.</param>
+    /// <param name="verdict">The guard's reason (logged with the rollback, or as the failure); null for an error, logged here with its cause.</param>
+    private void OnStepFailed(Exception? cause, long at, string? verdict = null)
     {
         var inner = cause is AggregateException { InnerException: { } i } ? i : cause;
-        var reason = inner.Message.Split('\n')[0];
+        var reason = verdict ?? inner!.Message.Split('\n')[0];
         computing = false;
-        Log.Error(cause, "{0}: step {1} failed", Id, step + 1);
+        if (verdict is null) Log.Error(cause, "{0}: step {1} failed", Id, at);
         if (trainer is null || spec is null || !DivergenceGuard.MayRollBack(spec.Guard, rollbacks))
         {
-            Fail($"student failed at step {step + 1}: {reason}" + (rollbacks > 0 ? $" (after {rollbacks} rollbacks)" : ""));
+            Fail($"student failed at step {at}: {reason}" + (rollbacks > 0 ? $" (after {rollbacks} rollbacks)" : ""));
             return;
         }
         rollbacks++;
-        var scale = inner is not System.Runtime.InteropServices.ExternalException;
-        var factor = spec.Guard.LrFactor;
-        Restore(State.Checkpoints, freshBeforeFirst: false, t => { if (scale) t.ScaleLearningRates(factor); },
-            (_, _) => $"{reason}; rolled back{(scale ? $" and multiplied the learning rate by {factor}" : ", same learning rate")} (rollback {rollbacks})",
-            guard: true, $"{reason}; rollback");
+        var rescale = inner is not System.Runtime.InteropServices.ExternalException;
+        var (factor, scale) = (spec.Guard.LrFactor, rescale ? lrScale * spec.Guard.LrFactor : lrScale);
+        var n = rollbacks;
+        Restore(State.Checkpoints, t => t.LrScale = scale,
+            (_, warning) => $"{reason} at step {at}; rolled back" + (rescale ? $" and multiplied the learning rate by {factor} ({DivergenceGuard.Scale(scale)}" : " at the same learning rate (") +
+                            $"; rollback {n})" + (warning is null ? "" : $" ({warning})"),
+            guard: true, $"{reason} at step {at}; rollback");
     }
 
-    private void Restore(ImmutableList<CheckpointWritten> usable, bool freshBeforeFirst, Action<StudentTrainer> adjust, Func<long, string?, string> describe, bool guard, string what)
+    private void Restore(ImmutableList<CheckpointWritten> usable, Action<StudentTrainer> adjust, Func<long, string?, string> describe, bool guard, string what)
     {
         busy = computing = true;
         var (current, f, blobs, s, d, runId, id) = (trainer!, feed!, OwnBlobs, spec!, data!, RunId, Id);
-        EngineAccess.Compute(Self, () => StudentJobs.Restore(current, f, usable, blobs, freshBeforeFirst, () => NewTrainer(s, d, EngineAccess.DeviceFor(s)), adjust, describe, guard, runId, id),
-            failure: e => new Status.Failure(new InvalidOperationException($"{what} failed: {e.Message}")));
+        EngineAccess.Compute(Self, () => StudentJobs.Restore(current, f, usable, blobs, () => NewTrainer(s, d, EngineAccess.DeviceFor(s)), adjust, describe, guard, runId, id),
+            failure: e => new RestoreFailed($"{what} failed: {e.Message}"));
     }
 
     private void OnRolledBack(RolledBack r)

@@ -116,8 +116,13 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         Command<GradientChunk>(OnChunk);
         Command<ReplicaAt>(OnReplicaAt);
         Command<Trained>(OnTrained);
-        Command<Status.Failure>(f => OnStepFailed(f.Cause));
+        Command<Status.Failure>(f => OnStepFailed(f.Cause, step + 1));
         Command<RolledBack>(OnRolledBack);
+        Command<RestoreFailed>(r =>
+        {
+            computing = false;
+            Fail(r.Reason);
+        });
         Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, step, step + 1, unhanded.Count + (intake?.Received.Count ?? 0),
             (int)Math.Max(0, (intake?.RequestedUpTo ?? 0) - step), Services.NodeName, State.Finished ? "finished" : busy ? "training" : "waiting")));
         // the run ended (completed, failed or cancelled): recorded, so that no later message restarts the training
@@ -254,7 +259,8 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         if (Replicas == 1)
         {
             var after = AfterStepOf(seq);
-            var wantLoss = seq % 25 == 0 || State.HoldAt == seq;   // a pause's score may be the loss
+            // the steps whose loss the engine loop reads (and its guard checks), and a pause's, whose score may be the loss
+            var wantLoss = seq % 25 == 0 || seq == 1 || after.Evaluate || spec!.Guard.Enabled && seq % spec.Guard.CheckEvery == 0 || State.HoldAt == seq;
             EngineAccess.Compute(Self, () => Step(t, f, handed, seq, wantLoss, after));
             return;
         }
@@ -274,7 +280,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     {
         computing = false;
         step = t.Seq;
-        if (Unhealthy(t) is { } bad) { OnStepFailed(new InvalidOperationException($"{bad} at step {step}")); return; }
+        if (Unhealthy(t) is { } bad) { OnStepFailed(null, step, bad); return; }
         busy = false;
         if (replica == 0)
         {

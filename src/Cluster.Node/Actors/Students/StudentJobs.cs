@@ -35,6 +35,9 @@ internal static class StudentJobs
 
     public sealed record RolledBack(long Step, double LrScale, string Reason, StudentTrainer? Fresh, bool Guard) : INoSerializationVerificationNeeded;
 
+    /// <summary>A rollback that could not be made (neither a checkpoint nor the initial student could be loaded): the run fails with it.</summary>
+    public sealed record RestoreFailed(string Reason) : INoSerializationVerificationNeeded;
+
     /// <summary>What is due once step Seq is trained (decided on the mailbox from the step number).</summary>
     public sealed record AfterStep(bool Evaluate, bool Checkpoint, bool FinalWeights, bool OfferWeights, DataSplits Data, Device Device, int EvalBatch);
 
@@ -113,10 +116,10 @@ internal static class StudentJobs
 
     /// <summary>
     /// The one way a replica goes back (the guard's rollback and the replicas' lockstep): the newest
-    /// loadable checkpoint of `usable`, or before the first one the seeded initial student (where
-    /// allowed); then `adjust` (the learning-rate scale). The feed drops what the rollback made stale.
+    /// loadable checkpoint of `usable`, or without one the seeded initial student; then `adjust`
+    /// (the learning-rate scale). The feed drops what the rollback made stale.
     /// </summary>
-    public static RolledBack Restore(StudentTrainer current, IStudentFeed feed, ImmutableList<CheckpointWritten> usable, BlobStore blobs, bool freshBeforeFirst,
+    public static RolledBack Restore(StudentTrainer current, IStudentFeed feed, ImmutableList<CheckpointWritten> usable, BlobStore blobs,
         Func<StudentTrainer> fresh, Action<StudentTrainer> adjust, Func<long, string?, string> describe, bool guard, string runId, string id)
     {
         var trainer = current;
@@ -124,7 +127,6 @@ internal static class StudentJobs
         StudentTrainer? replaced = null;
         if (restored == 0)
         {
-            if (!freshBeforeFirst) throw new InvalidOperationException($"no checkpoint to roll back to ({warning ?? "none written yet"})");
             replaced = fresh();
             current.Model.Dispose();
             current.Dispose();
