@@ -33,10 +33,10 @@ public static class SweepClient
             var other => throw new InvalidOperationException($"unexpected answer {other.GetType().Name}"),
         };
 
-    /// <summary>Polls until the sweep ends, printing its table whenever a trial's state, rung or metric changes.</summary>
+    /// <summary>Polls until the sweep ends, writing it as a log (<see cref="SweepProgressLog"/>).</summary>
     public static async Task<SweepSummary> FollowAsync(IActorRef sweeps, string sweepId, TextWriter log, TimeSpan poll, CancellationToken ct = default)
     {
-        string? last = null;
+        var progress = new SweepProgressLog();
         while (true)
         {
             ct.ThrowIfCancellationRequested();
@@ -46,9 +46,7 @@ public static class SweepClient
             catch (CoordinatorUnavailableException e) { log.WriteLine($"[status] {e.Message}; asking again"); }
             if (s is not null)
             {
-                var table = Table(s, withSteps: false);
-                if (table != last) log.Write(Table(s, withSteps: true));
-                last = table;
+                log.Write(progress.Next(s, DateTime.UtcNow));
                 if (s.State != SweepState.Running) return s;
             }
             await Task.Delay(poll, ct);
@@ -56,12 +54,12 @@ public static class SweepClient
     }
 
     /// <summary>The trials table: trial, hyperparameters, state, step, metric, best, rung; then the sweep's line.</summary>
-    public static string Table(SweepSummary s, bool withSteps = true)
+    public static string Table(SweepSummary s)
     {
-        string[] head = ["trial", .. s.Paths, "state", .. withSteps ? new[] { "step" } : [], s.Metric, "best", "rungs", "reason"];
+        string[] head = ["trial", .. s.Paths, "state", "step", s.Metric, "best", "rungs", "reason"];
         var rows = s.Trials.Select(t => new[] { t.TrialId }.Concat(t.Values.Select(Distill.Engine.Sweeps.ResultsTable.Display))
             .Concat([t.State.ToString().ToLowerInvariant() + (t.Attempt > 1 ? $" (attempt {t.Attempt})" : "")])
-            .Concat(withSteps ? [t.Step.ToString(CultureInfo.InvariantCulture)] : [])
+            .Concat([t.Step.ToString(CultureInfo.InvariantCulture)])
             .Concat([Num(t.Metric), Num(t.Best), t.Rung.ToString(CultureInfo.InvariantCulture), Short(t.Reason)]).ToArray()).ToList();
         var widths = head.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
         var sb = new StringBuilder();

@@ -73,21 +73,31 @@ public sealed class ApiClient : IDisposable
         Send<ResultsView>(HttpMethod.Get, (sweepId is not null ? $"api/results?sweep={Uri.EscapeDataString(sweepId)}"
             : $"api/results?runs={Uri.EscapeDataString(string.Join(',', runIds))}") + Query("metric", metric), null, ct);
 
-    /// <summary>Polls until the run ends, printing progress as it changes; a seed that fails over is asked again.</summary>
-    public Task<RunSummary> FollowRunAsync(string runId, TextWriter log, TimeSpan poll, CancellationToken ct = default) =>
-        FollowAsync(c => RunAsync(runId, c), RunClient.Format, s => RunClient.Format(s) + Environment.NewLine,
-            s => s.State is RunState.Completed or RunState.Failed or RunState.Cancelled, log, poll, ct);
-
-    /// <summary>Polls until the sweep ends, printing its table whenever a trial changes.</summary>
-    public Task<SweepSummary> FollowSweepAsync(string sweepId, TextWriter log, TimeSpan poll, CancellationToken ct = default) =>
-        FollowAsync(c => SweepAsync(sweepId, c), s => SweepClient.Table(s, withSteps: false), s => SweepClient.Table(s, withSteps: true),
-            s => s.State != SweepState.Running, log, poll, ct);
-
-    /// <summary>Asks until `ended`, writing `show` whenever `key` changes; a seed that is failing over or away for a moment is asked again.</summary>
-    private static async Task<T> FollowAsync<T>(Func<CancellationToken, Task<T>> ask, Func<T, string> key, Func<T, string> show, Func<T, bool> ended,
-        TextWriter log, TimeSpan poll, CancellationToken ct) where T : class
+    /// <summary>Polls until the run ends, printing its status line whenever it changes; a seed that fails over is asked again.</summary>
+    public Task<RunSummary> FollowRunAsync(string runId, TextWriter log, TimeSpan poll, CancellationToken ct = default)
     {
         string? last = null;
+        return FollowAsync(c => RunAsync(runId, c), s =>
+            {
+                var line = RunClient.Format(s);
+                var text = line == last ? "" : line + Environment.NewLine;
+                last = line;
+                return text;
+            },
+            s => s.State is RunState.Completed or RunState.Failed or RunState.Cancelled, log, poll, ct);
+    }
+
+    /// <summary>Polls until the sweep ends, writing it as a log (<see cref="SweepProgressLog"/>).</summary>
+    public Task<SweepSummary> FollowSweepAsync(string sweepId, TextWriter log, TimeSpan poll, CancellationToken ct = default)
+    {
+        var progress = new SweepProgressLog();
+        return FollowAsync(c => SweepAsync(sweepId, c), s => progress.Next(s, DateTime.UtcNow), s => s.State != SweepState.Running, log, poll, ct);
+    }
+
+    /// <summary>Asks until `ended`, writing what `show` makes of each answer; a seed that is failing over or away for a moment is asked again.</summary>
+    private static async Task<T> FollowAsync<T>(Func<CancellationToken, Task<T>> ask, Func<T, string> show, Func<T, bool> ended,
+        TextWriter log, TimeSpan poll, CancellationToken ct) where T : class
+    {
         while (true)
         {
             ct.ThrowIfCancellationRequested();
@@ -97,9 +107,7 @@ public sealed class ApiClient : IDisposable
             catch (ApiUnreachableException e) { log.WriteLine($"[status] {e.Message}; asking again"); }
             if (s is not null)
             {
-                var k = key(s);
-                if (k != last) log.Write(show(s));
-                last = k;
+                log.Write(show(s));
                 if (ended(s)) return s;
             }
             await Task.Delay(poll, ct);

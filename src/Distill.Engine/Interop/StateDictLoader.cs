@@ -91,21 +91,22 @@ public static class StateDictLoader
         {
             foreach (var (name, e) in byName)
             {
-                read.Add((target[name], e.Read()));
-                if (NonFinite(read[^1].Src) is { } bad)
-                    throw new WeightFileException(file.Path, $"'{name}' holds {bad} NaN or infinite value(s) of {read[^1].Src.numel()}: the weights are damaged, or were saved from a training run that diverged");
+                var dst = target[name];
+                var src = e.Read();
+                if (src.dtype != dst.dtype)
+                {
+                    // checked as the model will hold it: a double beyond float's range is infinite there
+                    converted.Add($"{src.dtype} to {dst.dtype}");
+                    using var raw = src;
+                    src = raw.to_type(dst.dtype);
+                }
+                read.Add((dst, src));
+                if (NonFinite(src) is { } bad)
+                    throw new WeightFileException(file.Path, $"'{e.Name}'{(e.Name == name ? "" : $" (the model's '{name}')")} holds {bad} NaN or infinite value(s) of {src.numel()}" +
+                                                             $"{(e.DType == dst.dtype ? "" : $" as {dst.dtype}")}: the weights are damaged, or were saved from a training run that diverged");
             }
             using (no_grad())
-                foreach (var (dst, src) in read)
-                {
-                    if (src.dtype == dst.dtype) dst.copy_(src);
-                    else
-                    {
-                        converted.Add($"{src.dtype} to {dst.dtype}");
-                        using var cast = src.to_type(dst.dtype);
-                        dst.copy_(cast);
-                    }
-                }
+                foreach (var (dst, src) in read) dst.copy_(src);
         }
         finally
         {

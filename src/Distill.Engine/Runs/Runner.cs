@@ -285,7 +285,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
             foreach (var rejected in Directory.GetFiles(System.IO.Path.Combine(ctx.Dir.Path, "checkpoints"), $"{trainer.Phase}-step*.ckpt")
                          .Where(f => long.TryParse(System.IO.Path.GetFileNameWithoutExtension(f)[(trainer.Phase.Length + 5)..], out var s) && s > trainer.Step))
                 foreach (var f in new[] { rejected, rejected + ".sha256", rejected + ".rng" }) File.Delete(f);
-        var message = $"guard: {reason} at step {at}; rolled back to step {trainer.Step} and multiplied learning rates by {ctx.Spec.Guard.LrFactor} ({DivergenceGuard.Scale(scale)}; rollback {rollbacks})";
+        var message = $"guard: {reason} at step {at}; rolled back to step {trainer.Step} and multiplied learning rates by {ctx.Spec.Guard.LrFactor} ({DivergenceGuard.Scale(trainer.LrScale)}; rollback {rollbacks})";
         ctx.Dir.Event(message);
         log.WriteLine($"[{trainer.Phase}] {message}");
     }

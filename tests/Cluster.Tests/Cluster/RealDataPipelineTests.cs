@@ -45,10 +45,11 @@ public sealed class RealDataPipelineTests
     }
 
     /// <summary>
-    /// The student's guard, embedded through the actors and in the engine loop: a teacher whose
-    /// logits overflow (finite weights 1e20 times too large) makes every step's loss NaN; each
-    /// rollback goes back to the seeded initial student (no checkpoint yet) with the learning rate
-    /// in force halved, so two rollbacks compound to a quarter, and then the run fails saying so.
+    /// The student's guard, embedded through the actors (one replica, and two) and in the engine
+    /// loop: a teacher whose logits overflow (finite weights 1e20 times too large) makes every
+    /// step's loss NaN; each rollback goes back to the seeded initial student (no checkpoint yet)
+    /// with the learning rate in force halved, so two rollbacks compound to a quarter (the events
+    /// give the scale the trainer holds after each), and then the run fails saying so.
     /// </summary>
     [Fact]
     public void Should_compound_the_guards_rollbacks_and_fail_after_its_limit_as_the_engine_does()
@@ -78,13 +79,20 @@ public sealed class RealDataPipelineTests
                 guard: {max_rollbacks: 2, lr_factor: 0.5, check_every: 1}
                 cluster: {checkpoint_every: 10}
                 """);
-            foreach (var (id, extra) in new[] { ("actors", Array.Empty<string>()), ("engine", new[] { "--engine" }) })
+            // two replicas see only their slices' losses: each checks the mean gradient, the same on both
+            File.WriteAllText(Path.Combine(root, "nan-replicas.yaml"), File.ReadAllText(spec).Replace("checkpoint_every: 10}", "checkpoint_every: 10, replicas: 2}"));
+            foreach (var (id, file, extra, problem) in new[]
+                     {
+                         ("actors", spec, Array.Empty<string>(), "loss is NaN"),
+                         ("replicas", Path.Combine(root, "nan-replicas.yaml"), [], "the replicas' mean gradient is NaN at element 0"),
+                         ("engine", spec, ["--engine"], "loss is NaN"),
+                     })
             {
                 var output = new StringWriter();
-                var code = CommandLine.Dispatch(["run", spec, "--runs-dir", root, "--run-id", id, .. extra], output, output);
+                var code = CommandLine.Dispatch(["run", file, "--runs-dir", root, "--run-id", id, .. extra], output, output);
                 var events = File.ReadAllText(Path.Combine(root, id, "events.log"));
                 Assert.True(code != 0, output.ToString());
-                Assert.True(events.Contains("loss is NaN at step 1; rolled back"), events + output);
+                Assert.True(events.Contains($"{problem} at step 1; rolled back"), events + output);
                 Assert.Contains("(now 0.5x the schedule's; rollback 1)", events);
                 Assert.Contains("(now 0.25x the schedule's; rollback 2)", events);
                 Assert.DoesNotContain("rollback 3", events);

@@ -83,17 +83,19 @@ public sealed partial class StudentEntity
     private void TryReduce(long seq)
     {
         // not while a job runs: a restore (the lockstep's rollback) must not have a step applied after it
-        if (computing || pendingRollback is not null || seq != step + 1 || exchange!.TakeComplete(seq) is not { } all) return;
+        if (computing || failed || pendingRollback is not null || seq != step + 1 || exchange!.TakeComplete(seq) is not { } all) return;
         computing = true;
-        var (t, after, images) = (trainer!, AfterStepOf(seq), stepImages);
-        EngineAccess.Compute(Self, () => Apply(t, all, seq, after, images));
+        var (t, after, images, check) = (trainer!, AfterStepOf(seq), stepImages, GuardChecks(seq));
+        EngineAccess.Compute(Self, () => Apply(t, all, seq, check, after, images));
     }
 
     private void RollBackToPeer()
     {
         var (to, scale, from) = pendingRollback!.Value;
         pendingRollback = null;
+        // a guard rollback finished since the peer's step came in may have lowered our rate further
+        scale = Math.Min(scale, lrScale);
         Restore(State.Checkpoints.Where(c => c.Step <= to).ToImmutableList(), t => t.LrScale = scale,
-            (_, warning) => $"replica {from} resumed at step {to}" + (warning is null ? "" : $" ({warning})"), guard: false, $"rollback to replica {from}'s step {to}");
+            (_, warning, _) => $"replica {from} resumed at step {to}" + (warning is null ? "" : $" ({warning})"), guard: false, $"rollback to replica {from}'s step {to}");
     }
 }

@@ -26,6 +26,7 @@ public sealed partial class StudentEntity
     private string? Unhealthy(Trained t)
     {
         var loss = t.Loss is { } l ? new Dictionary<string, double> { [objective!.LossName] = l } : [];
+        if (t.Problem is { } problem) return problem;
         if (guard is null) return t.Loss is { } x && !double.IsFinite(x) ? $"{objective!.LossName} is {x}" : null;
         if (guard.CheckStep(loss) is { Healthy: false } v) return v.Reason;
         if (t.Accuracy is { } a && guard.CheckEvaluation(a) is { Healthy: false } e) return e.Reason;
@@ -58,12 +59,13 @@ public sealed partial class StudentEntity
         var (factor, scale) = (spec.Guard.LrFactor, rescale ? lrScale * spec.Guard.LrFactor : lrScale);
         var n = rollbacks;
         Restore(State.Checkpoints, t => t.LrScale = scale,
-            (_, warning) => $"{reason} at step {at}; rolled back" + (rescale ? $" and multiplied the learning rate by {factor} ({DivergenceGuard.Scale(scale)}" : " at the same learning rate (") +
-                            $"; rollback {n})" + (warning is null ? "" : $" ({warning})"),
+            (_, warning, now) => $"{reason} at step {at}; rolled back" + (rescale ? $" and multiplied the learning rate by {factor}" : " at the same learning rate") +
+                                 $" ({DivergenceGuard.Scale(now)}; rollback {n})" + (warning is null ? "" : $" ({warning})"),
             guard: true, $"{reason} at step {at}; rollback");
     }
 
-    private void Restore(ImmutableList<CheckpointWritten> usable, Action<StudentTrainer> adjust, Func<long, string?, string> describe, bool guard, string what)
+    /// <param name="describe">The event's text from the checkpoint's step (0: the initial student), a warning about checkpoints passed over, and the scale the trainer now has.</param>
+    private void Restore(ImmutableList<CheckpointWritten> usable, Action<StudentTrainer> adjust, Func<long, string?, double, string> describe, bool guard, string what)
     {
         busy = computing = true;
         var (current, f, blobs, s, d, runId, id) = (trainer!, feed!, OwnBlobs, spec!, data!, RunId, Id);

@@ -63,6 +63,8 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     private readonly Dictionary<int, string?> peerEndpoints = [];
     /// <summary>A step in flight (its job, or waiting for the peers' gradients).</summary>
     private bool busy;
+    /// <summary>This incarnation reported the run failed.</summary>
+    private bool failed;
     /// <summary>A job queued or running (a rollback waits for it).</summary>
     private bool computing;
     /// <summary>A peer's step below ours that arrived while a job ran: roll back to it when the job is done.</summary>
@@ -249,7 +251,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
 
     private void TryTrain()
     {
-        if (busy || trainer is null || State.Finished || Held || !intake!.Ready(step)) return;
+        if (busy || failed || trainer is null || State.Finished || Held || !intake!.Ready(step)) return;
         busy = computing = true;
         var seq = step + 1;
         var last = plan!.BatchesFor(seq).Last;
@@ -259,14 +261,22 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         if (Replicas == 1)
         {
             var after = AfterStepOf(seq);
-            // the steps whose loss the engine loop reads (and its guard checks), and a pause's, whose score may be the loss
-            var wantLoss = seq % 25 == 0 || seq == 1 || after.Evaluate || spec!.Guard.Enabled && seq % spec.Guard.CheckEvery == 0 || State.HoldAt == seq;
+            // the steps whose loss the engine loop reads, a pause's (its score may be the loss) and those the guard checks
+            var wantLoss = seq % 25 == 0 || seq == 1 || after.Evaluate || State.HoldAt == seq || GuardChecks(seq);
             EngineAccess.Compute(Self, () => Step(t, f, handed, seq, wantLoss, after));
             return;
         }
         var (r, n) = (replica, Replicas);
         EngineAccess.Compute(Self, () => Gradient(t, f, handed, seq, r, n, device));
     }
+
+    /// <summary>
+    /// Whether the guard checks step seq (the same on every replica): the engine loop's checked steps,
+    /// and every checkpoint's, so that a rollback never lands on weights it did not check.
+    /// </summary>
+    private bool GuardChecks(long seq) =>
+        spec!.Guard.Enabled && (seq == 1 || seq % 25 == 0 || seq % spec.Guard.CheckEvery == 0 || seq % CheckpointEvery == 0
+                                || EvalEvery > 0 && seq % EvalEvery == 0 || seq >= Total || State.HoldAt == seq);
 
     private StudentJobs.AfterStep AfterStepOf(long seq)
     {
@@ -300,9 +310,11 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         TryTrain();
     }
 
+    /// <summary>Reports the failure; the entity trains no more (its model may be diverged or half restored) until the run stops it.</summary>
     private void Fail(string reason)
     {
         busy = false;
+        failed = true;
         ReportFailure(reason);
     }
 

@@ -27,8 +27,9 @@ internal static class StudentJobs
     /// <param name="Images">the step's whole batch (every replica's share), for the node's images/s</param>
     /// <param name="Accuracy">on the evaluation split (validation or test, <see cref="DataSplits.EvalX"/>)</param>
     /// <param name="TestAccuracy">the test set with the final weights, where the evaluation split is a validation split</param>
-    public sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, double Lr, byte[]? Competitor, long Images, double? TestAccuracy = null)
-        : INoSerializationVerificationNeeded;
+    /// <param name="Problem">What was wrong with the step before its loss was known: replicas' mean gradient that is not finite.</param>
+    public sealed record Trained(long Seq, double? Loss, double? Accuracy, byte[]? Checkpoint, byte[]? Weights, double Lr, byte[]? Competitor, long Images, double? TestAccuracy = null,
+        string? Problem = null) : INoSerializationVerificationNeeded;
 
     /// <param name="Images">the step's whole batch, of which this replica took its slice</param>
     public sealed record GradientReady(long Seq, float[] Gradient, long Images) : INoSerializationVerificationNeeded;
@@ -91,17 +92,34 @@ internal static class StudentJobs
         using (g) return new GradientReady(seq, g.data<float>().ToArray(), batch.Images.shape[0]);
     }
 
-    /// <summary>The mean of every replica's gradient (<see cref="StepMean.TakeMean"/>), applied.</summary>
-    public static Trained Apply(StudentTrainer t, StepMean all, long seq, AfterStep after, long images)
+    /// <summary>
+    /// The mean of every replica's gradient (<see cref="StepMean.TakeMean"/>), applied. Replicas
+    /// see only their slices' losses, so on the steps the guard checks, each checks the mean, the
+    /// same bits on every replica: a value that is not finite fails the step on all of them alike.
+    /// </summary>
+    public static Trained Apply(StudentTrainer t, StepMean all, long seq, bool check, AfterStep after, long images)
     {
         var sum = all.TakeMean();
+        string? problem = null;
         try
         {
-            using var mean = tensor(sum);
-            t.ApplyGradient(mean);
+            if (check && FirstNonFinite(sum) is { } at) problem = $"the replicas' mean gradient is {sum[at]} at element {at}";
+            else
+            {
+                using var mean = tensor(sum);
+                t.ApplyGradient(mean);
+            }
         }
         finally { ExactPool<float>.Shared.Return(sum); }
-        return Finish(t, seq, null, after, images);
+        return problem is null ? Finish(t, seq, null, after, images) : new Trained(seq, null, null, null, null, t.Lr, null, images, Problem: problem);
+    }
+
+    /// <summary>The index of the first NaN or infinity, or null.</summary>
+    private static int? FirstNonFinite(float[] values)
+    {
+        for (var j = 0; j < values.Length; j++)
+            if (!float.IsFinite(values[j])) return j;
+        return null;
     }
 
     private static Trained Finish(StudentTrainer t, long seq, double? loss, AfterStep after, long images)
@@ -120,7 +138,7 @@ internal static class StudentJobs
     /// (the learning-rate scale). The feed drops what the rollback made stale.
     /// </summary>
     public static RolledBack Restore(StudentTrainer current, IStudentFeed feed, ImmutableList<CheckpointWritten> usable, BlobStore blobs,
-        Func<StudentTrainer> fresh, Action<StudentTrainer> adjust, Func<long, string?, string> describe, bool guard, string runId, string id)
+        Func<StudentTrainer> fresh, Action<StudentTrainer> adjust, Func<long, string?, double, string> describe, bool guard, string runId, string id)
     {
         var trainer = current;
         var (restored, warning) = Checkpoints.RestoreNewest(usable, blobs, trainer.LoadState, runId, id);
@@ -134,6 +152,6 @@ internal static class StudentJobs
         }
         adjust(trainer);
         feed.Clear();
-        return new RolledBack(trainer.Step, trainer.LrScale, describe(restored, warning), replaced, guard);
+        return new RolledBack(trainer.Step, trainer.LrScale, describe(restored, warning, trainer.LrScale), replaced, guard);
     }
 }
