@@ -43,7 +43,13 @@ public sealed partial class Runner
                 ctx.Dir.Event($"teacher loaded from {t.Checkpoint}: {report}");
             }
             catch (WeightFileException e) { loaded.Dispose(); throw new InvalidDataException($"teacher.checkpoint: {e.Message}", e); }
-            return (loaded, ctx.TestAccuracy(loaded), false);
+            var accuracy = ctx.TestAccuracy(loaded);
+            if (NearChance(accuracy, ctx.Data.Classes) is { } warning)
+            {
+                ctx.Dir.Event(warning);
+                log.WriteLine($"[teacher] {warning}");
+            }
+            return (loaded, accuracy, false);
         }
         var cacheDir = TeacherCacheDir(options.TeacherCache, options.DataCache);
         var cached = Path.Combine(cacheDir, $"{t.Arch}-{ctx.Spec.Data.Name}-{TeacherKey(ctx.Spec, t)}.pt");
@@ -73,6 +79,17 @@ public sealed partial class Runner
         teacher.save(ctx.Dir.File("teacher.pt"));
         return (teacher, outcome.Test, false);
     }
+
+    /// <summary>
+    /// A loaded teacher that does no better than twice chance almost always means weights made for
+    /// other inputs (normalisation, image size, channel order) or a file that was never trained;
+    /// it is used as given (a user may want it), with this said where it shows.
+    /// </summary>
+    public static string? NearChance(double accuracy, int classes) =>
+        accuracy <= 200.0 / classes
+            ? $"warning: the loaded teacher scores {accuracy:F2}% on the test set, near chance for {classes} classes ({100.0 / classes:F1}%): " +
+              "were its weights trained on inputs normalised and sized as this spec's data (docs/pytorch.md)?"
+            : null;
 
     /// <summary>Where trained teachers are cached: the given folder, else "teachers" beside the data cache.</summary>
     public static string TeacherCacheDir(string? teacherCache, string? dataCache) =>

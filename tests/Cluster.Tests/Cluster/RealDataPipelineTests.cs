@@ -98,6 +98,8 @@ public sealed class RealDataPipelineTests
                 Assert.DoesNotContain("rollback 3", events);
                 Assert.Contains("after 2 rollbacks", events);
                 Assert.False(File.Exists(Path.Combine(root, id, "result.json")));
+                // a teacher near chance is used, and said to be
+                Assert.Contains("warning: the loaded teacher scores 9.80% on the test set, near chance for 10 classes (10.0%)", events);
             }
         }
         finally { try { Directory.Delete(root, true); } catch (IOException) { } }
