@@ -210,6 +210,13 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
                 }
                 if (isCheck) goodState = Snapshot(trainer);
             }
+            // with the guard off nothing rolls back, but a loss that is not finite still ends the run, as the actors end it
+            if (values is not null && guard is null && values.FirstOrDefault(kv => kv.Key.StartsWith("loss", StringComparison.Ordinal) && !double.IsFinite(kv.Value)) is { Key: not null } bad)
+            {
+                var reason = $"{bad.Key} is {bad.Value} at step {step}; the guard is off (guard.enabled: false), so nothing rolls back";
+                ctx.Dir.Event($"stopped: {reason}");
+                throw new InvalidOperationException($"[{trainer.Phase}] {reason}; checkpoints so far are in {ctx.Dir.Path}");
+            }
             if (isEval)
             {
                 var acc = ctx.EvalAccuracy(trainer.Model);

@@ -101,6 +101,17 @@ public sealed class RealDataPipelineTests
                 // a teacher near chance is used, and said to be
                 Assert.Contains("warning: the loaded teacher scores 9.80% on the test set, near chance for 10 classes (10.0%)", events);
             }
+            // with the guard off nothing rolls back, and both paths stop at the first NaN they read
+            var off = Path.Combine(root, "nan-off.yaml");
+            File.WriteAllText(off, File.ReadAllText(spec).Replace("guard: {max_rollbacks: 2, lr_factor: 0.5, check_every: 1}", "guard: {enabled: false}"));
+            foreach (var (id, extra) in new[] { ("actors-off", Array.Empty<string>()), ("engine-off", ["--engine"]) })
+            {
+                var output = new StringWriter();
+                Assert.True(CommandLine.Dispatch(["run", off, "--runs-dir", root, "--run-id", id, .. extra], output, output) != 0, output.ToString());
+                var events = File.ReadAllText(Path.Combine(root, id, "events.log"));
+                Assert.True(events.Contains("loss is NaN") && events.Contains("step 1") && !events.Contains("rolled back"), events + output);
+                Assert.False(File.Exists(Path.Combine(root, id, "result.json")));
+            }
         }
         finally { try { Directory.Delete(root, true); } catch (IOException) { } }
     }
