@@ -50,10 +50,10 @@ public sealed class NodeLogger : DefaultLogger
     }
 
     /// <summary>A program's own line (a banner, "up at"): as it is, or as a JSON object like the log's when the node logs JSON.</summary>
-    public static string Line(string format, string source, string message) =>
+    public static string Line(string format, string source, string message, string level = "info") =>
         format != "json" ? $"[{source}] {message}" : System.Text.Json.JsonSerializer.Serialize(new
         {
-            time = DateTime.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture), level = "info", source, message,
+            time = DateTime.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture), level, source, message,
         });
 
     /// <summary>One line of JSON: time (UTC, ISO 8601), level, source, class, thread, message, and the error's text for an error with a cause.</summary>

@@ -197,6 +197,8 @@ public sealed class ApiProcessTests
         // the GPU node logged JSON: one object per line, with its level and message
         var lines = cluster.Log("gpu.log").Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Contains(lines, l => l.Contains("\"up at "));
+        // the engine's own lines too (the teacher entity's, here its warning about a teacher near chance), with their level
+        Assert.Contains(lines, l => l.Contains("\"level\":\"warning\"") && l.Contains("\"source\":\"a1\"") && l.Contains("near chance"));
         foreach (var line in lines)
         {
             using var entry = JsonDocument.Parse(line);

@@ -140,7 +140,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
 
     private Runner NewRunner(string runId) =>
         new(new RunnerOptions { RunsRoot = Services.Options.RunsDir, DataCache = Services.Options.DataCache, TeacherCache = Services.Options.TeacherCache },
-            new PrefixWriter($"[{runId}] "));
+            new RunLogWriter(Services.Options.LogFormat, runId));
 
     private void Load()
     {
@@ -217,10 +217,27 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
     }
 }
 
-/// <summary>Console lines with a prefix (several runs may log from one node).</summary>
-internal sealed class PrefixWriter(string prefix) : TextWriter
+/// <summary>
+/// A run's engine lines on the node's console, in the node's log format (`--log-format json`: one
+/// object per line, as Akka's own lines), with the run's id as their source (several runs may log
+/// from one node); a line that says "warning:" is a warning.
+/// </summary>
+internal sealed class RunLogWriter(string format, string runId) : TextWriter
 {
+    private readonly System.Text.StringBuilder partial = new();
+
     public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
-    public override void WriteLine(string? value) => Console.Out.WriteLine(prefix + value);
-    public override void Write(char value) => Console.Out.Write(value);
+
+    public override void WriteLine(string? value)
+    {
+        var line = partial.Append(value).ToString();
+        partial.Clear();
+        Console.Out.WriteLine(NodeLogger.Line(format, runId, line, line.Contains("warning: ", StringComparison.Ordinal) ? "warning" : "info"));
+    }
+
+    public override void Write(char value)
+    {
+        if (value == '\n') WriteLine((string?)null);
+        else if (value != '\r') partial.Append(value);
+    }
 }
