@@ -20,7 +20,9 @@ public sealed class ReplicaProcessTests
 
     [Fact]
     public void Should_keep_the_replicas_in_lockstep_when_one_replica_node_is_killed_mid_run() =>
-        RunTwoReplicas(steps: 200, checkpointEvery: 25, killAtStep: 60);
+        // long enough that the freeze at step 60, seen through submit's 2-s polls, lands well before
+        // the end on a fast host (200 steps once ran in 15 s and ended before the freeze)
+        RunTwoReplicas(steps: 500, checkpointEvery: 25, killAtStep: 60);
 
     /// <summary>
     /// Four replicas in one embedded run reduce-scatter their gradients (each reduces a quarter and
