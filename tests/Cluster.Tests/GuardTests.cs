@@ -16,6 +16,19 @@ public sealed class GuardTests
     }
 
     [Fact]
+    public void Metrics_are_read_on_the_first_logged_checked_and_named_steps_and_any_that_is_not_finite_is_named()
+    {
+        var checking = new DivergenceGuard(new GuardSpec { CheckEvery = 40 });
+        long[] Read(DivergenceGuard? g, Func<long, bool> alsoHere) =>
+            [.. Enumerable.Range(1, 120).Select(i => (long)i).Where(s => DivergenceGuard.ReadsMetrics(g, s, 25, alsoHere(s)))];
+        Assert.Equal([1, 25, 40, 50, 75, 80, 100, 120], Read(checking, _ => false));
+        // without a guard nothing is read for it: only the first, the logged and the caller's steps
+        Assert.Equal([1, 25, 50, 75, 99, 100], Read(null, s => s == 99));
+        Assert.Null(DivergenceGuard.NotFinite(new Dictionary<string, double> { ["loss"] = 1e300, ["classes"] = 10 }));
+        Assert.Equal("gen_std is -Infinity", DivergenceGuard.NotFinite(new Dictionary<string, double> { ["loss"] = 0.5, ["gen_std"] = double.NegativeInfinity }));
+    }
+
+    [Fact]
     public void Generator_collapse_to_few_classes_is_detected()
     {
         var v = guard.CheckStep(new Dictionary<string, double> { ["classes"] = 1, ["loss_kd"] = 0.3 });

@@ -20,13 +20,32 @@ public sealed class DivergenceGuard(GuardSpec spec)
 {
     public double BestAccuracy { get; private set; } = double.NegativeInfinity;
 
+    /// <summary>Steps between the checks that also mark a state good to roll back to (guard.check_every).</summary>
+    public long CheckEvery => spec.CheckEvery;
+
     /// <summary>Whether a run that has rolled back `rollbacks` times may roll back again (else it gives up and fails).</summary>
     public static bool MayRollBack(GuardSpec spec, int rollbacks) => spec.Enabled && rollbacks < spec.MaxRollbacks;
 
-    public GuardVerdict CheckStep(IReadOnlyDictionary<string, double> metrics)
+    /// <summary>
+    /// Whether a loop reads step `step`'s metrics: the first, every `logEvery`-th, every
+    /// check_every-th with a guard, and the steps the caller needs them on (`alsoHere`:
+    /// evaluations, and the actors' pauses and checkpoints). The engine loop and the student entity
+    /// both read them on these steps, and whatever is read is checked.
+    /// </summary>
+    public static bool ReadsMetrics(DivergenceGuard? guard, long step, long logEvery, bool alsoHere) =>
+        step == 1 || step % logEvery == 0 || guard is not null && step % guard.CheckEvery == 0 || alsoHere;
+
+    /// <summary>The first metric that is NaN or infinite, as a reason ("loss is NaN"), or null. It ends a run even with the guard off.</summary>
+    public static string? NotFinite(IReadOnlyDictionary<string, double> metrics)
     {
         foreach (var (k, v) in metrics)
-            if (!double.IsFinite(v)) return GuardVerdict.Bad($"{k} is {v}");
+            if (!double.IsFinite(v)) return $"{k} is {v}";
+        return null;
+    }
+
+    public GuardVerdict CheckStep(IReadOnlyDictionary<string, double> metrics)
+    {
+        if (NotFinite(metrics) is { } reason) return GuardVerdict.Bad(reason);
         if (metrics.TryGetValue("classes", out var classes) && classes < spec.MinClasses)
             return GuardVerdict.Bad($"generator collapse: the teacher sees only {classes} class(es) in a generated batch (< {spec.MinClasses})");
         if (metrics.TryGetValue("kl_kd", out var kl) && metrics.TryGetValue("gen_std", out var std) && kl < spec.MinLoss && std < 1e-3)

@@ -19,7 +19,9 @@ public sealed record RunnerOptions
     public string? DataCache { get; init; }
     /// <summary>Trained teachers, keyed by a hash of everything that determines them (data, arch, training, seed).</summary>
     public string? TeacherCache { get; init; }
-    public int LogEvery { get; init; } = 25;
+    /// <summary>Steps between metric reads (a read waits for the device; the student entity reads on the same steps).</summary>
+    public const int DefaultLogEvery = 25;
+    public int LogEvery { get; init; } = DefaultLogEvery;
     /// <summary>A progress line (step, rate, ETA, the latest losses) at least this often.</summary>
     public TimeSpan ProgressEvery { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Stops the run between two steps (Ctrl+C): Run throws OperationCanceledException.</summary>
@@ -184,7 +186,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
             if (trainer.Done) (final, test) = (ctx.EvalAccuracy(trainer.Model), ctx.Data.HasValidation ? ctx.TestAccuracy(trainer.Model) : ctx.EvalAccuracy(trainer.Model));
         }
         byte[]? goodState = Snapshot(trainer), bestState = null;
-        var checkEvery = guard is null ? long.MaxValue : ctx.Spec.Guard.CheckEvery;
+        var checkEvery = guard?.CheckEvery ?? long.MaxValue;
         log.WriteLine($"[{trainer.Phase}] {trainer.TotalSteps} steps");
         var meter = new ProgressMeter(trainer.TotalSteps);
         var lastLine = TimeSpan.Zero;
@@ -197,8 +199,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
             var step = trainer.Step + 1;
             var isEval = evalEvery > 0 && step % evalEvery == 0 || step == trainer.TotalSteps;
             var isCheck = step % checkEvery == 0;
-            var wantMetrics = step % options.LogEvery == 0 || isEval || isCheck || step == 1;
-            var metrics = trainer.TrainStep(wantMetrics);
+            var metrics = trainer.TrainStep(DivergenceGuard.ReadsMetrics(guard, step, options.LogEvery, isEval));
             var values = metrics is null ? null : new Dictionary<string, double>(metrics);
             if (values is not null && guard is not null)
             {
@@ -211,9 +212,9 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
                 if (isCheck) goodState = Snapshot(trainer);
             }
             // with the guard off nothing rolls back, but a loss that is not finite still ends the run, as the actors end it
-            if (values is not null && guard is null && values.FirstOrDefault(kv => kv.Key.StartsWith("loss", StringComparison.Ordinal) && !double.IsFinite(kv.Value)) is { Key: not null } bad)
+            if (values is not null && guard is null && DivergenceGuard.NotFinite(values) is { } bad)
             {
-                var reason = $"{bad.Key} is {bad.Value} at step {step}; the guard is off (guard.enabled: false), so nothing rolls back";
+                var reason = $"{bad} at step {step}; the guard is off (guard.enabled: false), so nothing rolls back";
                 ctx.Dir.Event($"stopped: {reason}");
                 throw new InvalidOperationException($"[{trainer.Phase}] {reason}; checkpoints so far are in {ctx.Dir.Path}");
             }

@@ -314,4 +314,21 @@ public sealed class AllReduceTests
         Assert.Equal(32_000, pool.PooledBytes);
         Assert.Same(three[1], pool.Rent(4000));
     }
+
+    [Fact]
+    public void The_mean_gradients_check_finds_the_first_value_that_is_not_finite_wherever_it_is()
+    {
+        // 1,003 values: whole vectors and a tail; huge finite values are finite (nothing overflows)
+        var values = Enumerable.Repeat(float.MaxValue, 1003).ToArray();
+        Assert.Null(StudentJobs.FirstNonFinite(values));
+        Assert.Null(StudentJobs.FirstNonFinite([]));
+        foreach (var at in new[] { 0, 7, 500, 1001, 1002 })
+            foreach (var bad in new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity })
+            {
+                var copy = (float[])values.Clone();
+                copy[at] = bad;
+                if (at < 1002) copy[1002] = float.NaN;   // a later one is not the first
+                Assert.Equal(at, StudentJobs.FirstNonFinite(copy));
+            }
+    }
 }

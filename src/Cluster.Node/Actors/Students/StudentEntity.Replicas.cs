@@ -85,7 +85,7 @@ public sealed partial class StudentEntity
         // not while a job runs: a restore (the lockstep's rollback) must not have a step applied after it
         if (computing || failed || pendingRollback is not null || seq != step + 1 || exchange!.TakeComplete(seq) is not { } all) return;
         computing = true;
-        var (t, after, images, check) = (trainer!, AfterStepOf(seq), stepImages, GuardChecks(seq));
+        var (t, after, images, check) = (trainer!, AfterStepOf(seq), stepImages, guard is not null && ReadsLoss(seq));
         EngineAccess.Compute(Self, () => Apply(t, all, seq, check, after, images));
     }
 

@@ -27,7 +27,7 @@ public sealed partial class StudentEntity
     {
         var loss = t.Loss is { } l ? new Dictionary<string, double> { [objective!.LossName] = l } : [];
         if (t.Problem is { } problem) return problem;
-        if (guard is null) return t.Loss is { } x && !double.IsFinite(x) ? $"{objective!.LossName} is {x}" : null;
+        if (guard is null) return DivergenceGuard.NotFinite(loss);
         if (guard.CheckStep(loss) is { Healthy: false } v) return v.Reason;
         if (t.Accuracy is { } a && guard.CheckEvaluation(a) is { Healthy: false } e) return e.Reason;
         return null;

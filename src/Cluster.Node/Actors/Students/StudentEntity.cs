@@ -261,8 +261,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         if (Replicas == 1)
         {
             var after = AfterStepOf(seq);
-            // the steps whose loss the engine loop reads, a pause's (its score may be the loss) and those the guard checks
-            var wantLoss = seq % 25 == 0 || seq == 1 || after.Evaluate || State.HoldAt == seq || GuardChecks(seq);
+            var wantLoss = ReadsLoss(seq);
             EngineAccess.Compute(Self, () => Step(t, f, handed, seq, wantLoss, after));
             return;
         }
@@ -271,12 +270,13 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     }
 
     /// <summary>
-    /// Whether the guard checks step seq (the same on every replica): the engine loop's checked steps,
-    /// and every checkpoint's, so that a rollback never lands on weights it did not check.
+    /// Whether step seq's loss is read, the same on every replica: the engine loop's steps
+    /// (<see cref="DivergenceGuard.ReadsMetrics"/>), a pause's (its score may be the loss), and with
+    /// the guard on every checkpoint's, so that a rollback never lands on weights it did not check.
     /// </summary>
-    private bool GuardChecks(long seq) =>
-        spec!.Guard.Enabled && (seq == 1 || seq % 25 == 0 || seq % spec.Guard.CheckEvery == 0 || seq % CheckpointEvery == 0
-                                || EvalEvery > 0 && seq % EvalEvery == 0 || seq >= Total || State.HoldAt == seq);
+    private bool ReadsLoss(long seq) =>
+        DivergenceGuard.ReadsMetrics(guard, seq, RunnerOptions.DefaultLogEvery,
+            EvalEvery > 0 && seq % EvalEvery == 0 || seq >= Total || State.HoldAt == seq || guard is not null && seq % CheckpointEvery == 0);
 
     private StudentJobs.AfterStep AfterStepOf(long seq)
     {

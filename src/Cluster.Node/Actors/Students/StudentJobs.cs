@@ -1,4 +1,6 @@
 using System.Collections.Immutable;
+using System.Numerics;
+using System.Runtime.InteropServices;
 using Akka.Actor;
 using Cluster.Contracts.Events;
 using Cluster.Contracts.Pipeline;
@@ -115,9 +117,14 @@ internal static class StudentJobs
     }
 
     /// <summary>The index of the first NaN or infinity, or null.</summary>
-    private static int? FirstNonFinite(float[] values)
+    public static int? FirstNonFinite(float[] values)
     {
-        for (var j = 0; j < values.Length; j++)
+        // x * 0 is 0 for a finite x and NaN otherwise: one vector pass, and the scan only when it found one
+        var vectors = MemoryMarshal.Cast<float, Vector<float>>(values.AsSpan());
+        var acc = Vector<float>.Zero;
+        foreach (var v in vectors) acc += v * Vector<float>.Zero;
+        var from = float.IsFinite(Vector.Sum(acc)) ? vectors.Length * Vector<float>.Count : 0;
+        for (var j = from; j < values.Length; j++)
             if (!float.IsFinite(values[j])) return j;
         return null;
     }
