@@ -64,11 +64,12 @@ public static class RunClient
 
     public static string Format(RunSummary s) =>
         $"[{s.RunId}] {s.State.Name()} step {s.StudentStep}/{s.TotalSteps}" +
-        $" generated {s.GeneratedBatches} pool {s.PoolBatches} queue(gen) {s.GeneratorQueue} in-flight(student) {s.StudentInFlight}" +
+        // the source is a generator, DeepInversion's rounds or a loader of real data: its words fit all three
+        $" batches: {s.GeneratedBatches} made, {s.PoolBatches} pooled, {s.GeneratorQueue} queued, {s.StudentInFlight} at the student" +
         (s.TeacherAccuracy is { } t ? $" teacher {t:F2}%" : "") +
         (s.StudentAccuracy is { } a ? $" student {a:F2}%" : "") +
         (s.Node is { } n ? $" on {n}" : "") +
-        (s.GeneratorNode is { } g && g != s.Node ? $" (generator on {g})" : "") +
+        (s.GeneratorNode is { } g && g != s.Node ? $" (source on {g})" : "") +
         (s.Message is { } m ? $" ({m})" : "");
 }
 

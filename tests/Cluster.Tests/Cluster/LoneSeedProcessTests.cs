@@ -45,7 +45,7 @@ public sealed class LoneSeedProcessTests
         cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--slots", "1", .. cluster.Common]);
         Assert.True(ProcessCluster.Ended(follow, TimeSpan.FromMinutes(4)), "the run did not finish after a GPU node joined: " + cluster.Logs(_ => true, 30));
         Assert.True(ProcessCluster.Ended(second, TimeSpan.FromMinutes(3)), "the queued run did not finish after the first: " + cluster.Logs(_ => true, 30));
-        Assert.Contains("[l2] queued step 0/40 generated 0 pool 0 queue(gen) 0 in-flight(student) 0 (queued: 1 of 1 waiting for a slot (1 of 1 slots busy))", cluster.Log("follow-2.log"));
+        Assert.Contains("[l2] queued step 0/40 batches: 0 made, 0 pooled, 0 queued, 0 at the student (queued: 1 of 1 waiting for a slot (1 of 1 slots busy))", cluster.Log("follow-2.log"));
         Assert.Contains("completed step 40/40", cluster.Log("follow-2.log"));
         // it started only after the first had ended
         var events = File.ReadAllText(Path.Combine(cluster.Work, "runs", "l2", "events.log"));

@@ -8,9 +8,8 @@ namespace Cluster.Node.Actors;
 /// <summary>Restores an entity's engine from its newest checkpoint that loads, falling back to older ones.</summary>
 public static class Checkpoints
 {
-    /// <summary>Returns the restored step (0 = none) and, when a checkpoint had to be skipped, a message naming run, entity and reason.</summary>
-    public static (long Step, string? Warning) RestoreNewest(ImmutableList<CheckpointWritten> checkpoints, BlobStore blobs, Action<BinaryReader> load,
-        string runId, string entityId)
+    /// <summary>Returns the restored step (0 = none) and, when a checkpoint had to be skipped, what was skipped and why (the entity's log line and the run's events name the entity).</summary>
+    public static (long Step, string? Warning) RestoreNewest(ImmutableList<CheckpointWritten> checkpoints, BlobStore blobs, Action<BinaryReader> load)
     {
         var problems = new List<string>();
         foreach (var c in checkpoints.Reverse())
@@ -21,7 +20,7 @@ public static class Checkpoints
                 using var r = new BinaryReader(new MemoryStream(bytes));
                 load(r);
                 var warning = problems.Count == 0 ? null
-                    : $"run {runId}, entity {entityId}: {string.Join("; ", problems)}; recovered from the checkpoint at step {c.Step} instead";
+                    : $"{string.Join("; ", problems)}; recovered from the checkpoint at step {c.Step} instead";
                 return (c.Step, warning);
             }
             catch (Exception e) when (e is BlobException or InvalidDataException or EndOfStreamException or IOException or ArgumentException or ExternalException)
@@ -30,6 +29,6 @@ public static class Checkpoints
             }
         }
         return (0, problems.Count == 0 ? null
-            : $"run {runId}, entity {entityId}: {string.Join("; ", problems)}; no usable checkpoint left, starting from step 0");
+            : $"{string.Join("; ", problems)}; no usable checkpoint left, starting from step 0");
     }
 }

@@ -83,8 +83,8 @@ public sealed partial class SourceEntity
             goingBack = null;
             DeleteDroppedCheckpoints(old);
             rollbacks++;
-            var message = $"run {RunId}, entity {Id}: guard: {r.Reason} at batch {r.Seq}; the generator went back to {r.From} and its learning rate was multiplied by {spec!.Guard.LrFactor} (rollback {rollbacks})";
-            Log.Warning(message);
+            var message = $"guard: {r.Reason} at batch {r.Seq}; the generator went back to {r.From} and its learning rate was multiplied by {spec!.Guard.LrFactor} (rollback {rollbacks})";
+            Log.Warning("{0}: {1}", Id, message);
             NodeMetrics.Rollbacks.WithLabels(RunId, "source-guard").Inc();
             Services.Coordinator.Tell(new EntityProgress(RunId, Id, r.Seq, TotalBatches, wanted.Count, State.Pool.Count, null, Services.NodeName, message, rollbacks));
             busy = false;

@@ -81,9 +81,9 @@ public sealed partial class SourceEntity
         var before = State.Checkpoints.Where(c => c.Seq < target).Select(c => (long?)c.Seq).Max();
         if (SourceDecisions.ReopenRebuilder(rebuilderAt, rebuilderRestoredAt, target, before))
         {
-            var (old, s, data, t, checkpoints, own, runId, id) = (rebuilder, spec!, Services.Data(spec!.Data), teacher, State.Checkpoints, OwnBlobs, RunId, Id);
+            var (old, s, data, t, checkpoints, own) = (rebuilder, spec!, Services.Data(spec!.Data), teacher, State.Checkpoints, OwnBlobs);
             (rebuilder, rebuilderAt) = (null, null);
-            EngineAccess.Compute(Self, () => OpenRebuilder(old, s, data, t, checkpoints, own, target, runId, id));
+            EngineAccess.Compute(Self, () => OpenRebuilder(old, s, data, t, checkpoints, own, target));
             return;
         }
         var (src, units, skipsRounds, temperature, dtype) = (rebuilder!, rebuildUnitsPerJob, plan.UnitsPerBatch > 1, labelTemperature, TensorWire.Parse(spec!.Cluster.SoftLabels));
@@ -93,7 +93,7 @@ public sealed partial class SourceEntity
     private void OnRebuilderReady(RebuilderReady r)
     {
         (rebuilder, rebuilderAt, rebuilderRestoredAt, rebuilding) = (r.Source, r.Made, r.Made, false);
-        if (r.Warning is not null) Log.Warning("{0}", r.Warning);
+        if (r.Warning is not null) Log.Warning("{0}: {1}", Id, r.Warning);
         Log.Info("{0}: making batches again from batch {1} (a second source, at batch {2})", Id, toRebuild.Keys.FirstOrDefault(), r.Made);
         Rebuild();
     }

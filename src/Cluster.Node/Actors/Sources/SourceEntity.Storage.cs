@@ -84,7 +84,8 @@ public sealed partial class SourceEntity
         }
         if (s.SamplesPng is { } png) Services.Coordinator.Tell(new RunSamples(RunId, Id, s.Seq, png));
         var slow = plan!.UnitsPerBatch > 1;
-        if (s.Seq % 25 == 0 || slow)
+        // as often as the student reports, and the first and last: status shows both sides of the pipeline at one moment
+        if (s.Seq % 5 == 0 || s.Seq == 1 || s.Seq >= TotalBatches || slow)
             Services.Coordinator.Tell(new EntityProgress(RunId, Id, s.Seq, TotalBatches, wanted.Count, State.Pool.Count, null, Services.NodeName, null, rollbacks));
         if (slow) Log.Info("{0}: batch {1} of {2} made (best loss {3:F4})", Id, s.Seq, TotalBatches, s.Metrics?.GetValueOrDefault("best_loss") ?? double.NaN);
     }

@@ -156,7 +156,7 @@ public sealed partial class SourceEntity : PersistentEntity
         var (s, st, services, runId, id) = (spec, State, Services, RunId, Id);
         var teacherBlob = s.Method.SourceUsesTeacher ? st.TeacherBlob : null;
         var copies = teacherBlob is null ? [] : TeacherCopies.Candidates(services.Options, s, runId);
-        EngineAccess.Compute(Self, () => Start(s, services.Data(s.Data), teacherBlob, copies, st.Checkpoints, st.Pool, st.Produced, services.Blobs, OwnBlobs, runId, id));
+        EngineAccess.Compute(Self, () => Start(s, services.Data(s.Data), teacherBlob, copies, st.Checkpoints, st.Pool, st.Produced, services.Blobs, OwnBlobs));
     }
 
     private void OnEngineReady(Ready r)
@@ -166,7 +166,7 @@ public sealed partial class SourceEntity : PersistentEntity
         unitsDone = r.Source.UnitsDone;
         StartGuard(r.CanRollBack);
         foreach (var beyond in wanted.Keys.Where(k => k > plan.TotalBatches).ToList()) wanted.Remove(beyond);
-        if (r.Warning is not null) Log.Error(r.Warning);
+        if (r.Warning is not null) Log.Error("{0}: {1}", Id, r.Warning);
         // where it runs (status shows the node) and what it had to skip
         Services.Coordinator.Tell(new EntityProgress(RunId, Id, made, TotalBatches, 0, State.Pool.Count, null, Services.NodeName, r.Warning, rollbacks));
         Log.Info("{0}: generator ready at batch {1}{2}, {3} in the pool", Id, made, unitsDone > 0 ? $" (batch {made + 1} resumes at unit {unitsDone})" : "", State.Pool.Count);

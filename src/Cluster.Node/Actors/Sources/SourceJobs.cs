@@ -54,12 +54,12 @@ internal static class SourceJobs
 
     /// <summary>Loads the teacher (when the source uses it; a lost blob from a verified copy, <see cref="TeacherCopies"/>), builds the source, restores its newest good checkpoint and catches up to the batches stored.</summary>
     public static Ready Start(RunSpec s, DataSplits data, string? teacherBlob, IReadOnlyList<string> teacherCopies, ImmutableList<CheckpointWritten> checkpoints,
-        ImmutableSortedDictionary<long, BatchStored> pool, long produced, BlobStore blobs, BlobStore own, string runId, string id)
+        ImmutableSortedDictionary<long, BatchStored> pool, long produced, BlobStore blobs, BlobStore own)
     {
         string? restored = null;
         var t = teacherBlob is null ? null : EngineAccess.LoadModel(s.Method.TeacherOf(s)!.Arch, data, s.Data.ImageSize, TeacherCopies.Read(blobs, teacherBlob, teacherCopies, out restored), EngineAccess.DeviceFor(s));
         var source = Create(s, data, t);
-        var warning = Restore(source, checkpoints.Where(c => c.Seq <= produced).ToImmutableList(), own, runId, id);
+        var warning = Restore(source, checkpoints.Where(c => c.Seq <= produced).ToImmutableList(), own);
         var identical = 0;
         var refilled = new Dictionary<long, HeldBatch>();
         var (temperature, dtype) = (s.Method.Objective(s).SoftLabelTemperature, TensorWire.Parse(s.Cluster.SoftLabels));
@@ -94,12 +94,12 @@ internal static class SourceJobs
     /// before the newest guard rollback among them: replay from there would miss the rollback, so
     /// the source would make other batches than the ones it made (<see cref="CheckpointWritten.Rollback"/>).
     /// </summary>
-    private static string? Restore(IBatchSource source, ImmutableList<CheckpointWritten> candidates, BlobStore own, string runId, string id)
+    private static string? Restore(IBatchSource source, ImmutableList<CheckpointWritten> candidates, BlobStore own)
     {
         var floor = candidates.LastOrDefault(c => c.Rollback);
-        var (step, warning) = Checkpoints.RestoreNewest(floor is null ? candidates : candidates.RemoveAll(c => c.Seq < floor.Seq), own, source.LoadState, runId, id);
+        var (step, warning) = Checkpoints.RestoreNewest(floor is null ? candidates : candidates.RemoveAll(c => c.Seq < floor.Seq), own, source.LoadState);
         if (floor is not null && step == 0)
-            throw new InvalidDataException($"run {runId}, entity {id}: no checkpoint from the guard's rollback at batch {floor.Seq} on is usable ({warning}); the batches after it cannot be made as they were");
+            throw new InvalidDataException($"no checkpoint from the guard's rollback at batch {floor.Seq} on is usable ({warning}); the batches after it cannot be made as they were");
         return warning;
     }
 
@@ -193,11 +193,11 @@ internal static class SourceJobs
     /// there is deterministic, so it makes the batches it is asked for again, bit for bit.
     /// </summary>
     public static RebuilderReady OpenRebuilder(IBatchSource? old, RunSpec s, DataSplits data, Classifier? teacher,
-        ImmutableList<CheckpointWritten> checkpoints, BlobStore own, long target, string runId, string id)
+        ImmutableList<CheckpointWritten> checkpoints, BlobStore own, long target)
     {
         old?.Dispose();
         var source = Create(s, data, teacher);
-        var warning = Restore(source, checkpoints.Where(c => c.Seq < target).ToImmutableList(), own, runId, id);
+        var warning = Restore(source, checkpoints.Where(c => c.Seq < target).ToImmutableList(), own);
         return new RebuilderReady(source, source.Made, warning);
     }
 

@@ -68,8 +68,8 @@ public sealed partial class StudentEntity
     private void Restore(ImmutableList<CheckpointWritten> usable, Action<StudentTrainer> adjust, Func<long, string?, double, string> describe, bool guard, string what)
     {
         busy = computing = true;
-        var (current, f, blobs, s, d, runId, id) = (trainer!, feed!, OwnBlobs, spec!, data!, RunId, Id);
-        EngineAccess.Compute(Self, () => StudentJobs.Restore(current, f, usable, blobs, () => NewTrainer(s, d, EngineAccess.DeviceFor(s)), adjust, describe, guard, runId, id),
+        var (current, f, blobs, s, d) = (trainer!, feed!, OwnBlobs, spec!, data!);
+        EngineAccess.Compute(Self, () => StudentJobs.Restore(current, f, usable, blobs, () => NewTrainer(s, d, EngineAccess.DeviceFor(s)), adjust, describe, guard),
             failure: e => new RestoreFailed($"{what} failed: {e.Message}"));
     }
 
@@ -78,9 +78,8 @@ public sealed partial class StudentEntity
         busy = computing = false;
         if (r.Fresh is not null) trainer = r.Fresh;
         (step, lrScale) = (r.Step, r.LrScale);
-        var message = r.Guard ? $"run {RunId}, entity {Id}: guard: {r.Reason}; now at step {r.Step}"
-            : $"run {RunId}, entity {Id}: {r.Reason}; rolled back to step {r.Step} to stay in lockstep";
-        Log.Warning(message);
+        var message = r.Guard ? $"guard: {r.Reason}; now at step {r.Step}" : $"{r.Reason}; rolled back to step {r.Step} to stay in lockstep";
+        Log.Warning("{0}: {1}", Id, message);
         NodeMetrics.Rollbacks.WithLabels(RunId, r.Guard ? "guard" : "lockstep").Inc();
         Services.Coordinator.Tell(new EntityProgress(RunId, Id, r.Step, Total, 0, 0, null, Services.NodeName, message));
         // batches and gradients after the checkpoint are trained and exchanged again (a peer at our

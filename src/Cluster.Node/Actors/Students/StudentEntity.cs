@@ -162,11 +162,11 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
         if (replica >= spec.Cluster.Replicas) { Fail($"replica {replica} of a run with {spec.Cluster.Replicas} replicas"); return; }
         busy = true;
-        var (s, checkpoints, blobs, services, runId, id) = (spec, State.Checkpoints, OwnBlobs, Services, RunId, Id);
+        var (s, checkpoints, blobs, services) = (spec, State.Checkpoints, OwnBlobs, Services);
         EngineAccess.Compute(Self, () =>
         {
             var data = services.Data(s.Data);
-            return Start(s, s.Method.Plan(s, data.TrainX.shape[0]), checkpoints, blobs, () => data, runId, id);
+            return Start(s, s.Method.Plan(s, data.TrainX.shape[0]), checkpoints, blobs, () => data);
         });
     }
 
@@ -182,7 +182,7 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         busy = false;
         if (r.Warning is not null)
         {
-            Log.Error(r.Warning);
+            Log.Error("{0}: {1}", Id, r.Warning);
             Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, 0, 0, null, Services.NodeName, r.Warning));
         }
         Log.Info("{0}: student ready at step {1} of {2}", Id, step, Total);

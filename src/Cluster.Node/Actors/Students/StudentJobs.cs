@@ -49,12 +49,12 @@ internal static class StudentJobs
         new(EngineAccess.NewStudent(s, data, device), s.Student.Train, s.Method.PipelineStudentSteps(s, data.TrainX.shape[0]), s.Method.Objective(s));
 
     /// <summary>Builds the trainer from the newest good checkpoint (a fresh one if none loads).</summary>
-    public static Ready Start(RunSpec s, BatchPlan plan, ImmutableList<CheckpointWritten> checkpoints, BlobStore blobs, Func<DataSplits> loadData, string runId, string id)
+    public static Ready Start(RunSpec s, BatchPlan plan, ImmutableList<CheckpointWritten> checkpoints, BlobStore blobs, Func<DataSplits> loadData)
     {
         var device = EngineAccess.DeviceFor(s);
         var data = loadData();
         var trainer = NewTrainer(s, data, device);
-        var (step, warning) = Checkpoints.RestoreNewest(checkpoints, blobs, trainer.LoadState, runId, id);
+        var (step, warning) = Checkpoints.RestoreNewest(checkpoints, blobs, trainer.LoadState);
         if (step == 0 && warning is not null)
         {
             // a failed load may have left part of a checkpoint in the model: start clean
@@ -145,10 +145,10 @@ internal static class StudentJobs
     /// (the learning-rate scale). The feed drops what the rollback made stale.
     /// </summary>
     public static RolledBack Restore(StudentTrainer current, IStudentFeed feed, ImmutableList<CheckpointWritten> usable, BlobStore blobs,
-        Func<StudentTrainer> fresh, Action<StudentTrainer> adjust, Func<long, string?, double, string> describe, bool guard, string runId, string id)
+        Func<StudentTrainer> fresh, Action<StudentTrainer> adjust, Func<long, string?, double, string> describe, bool guard)
     {
         var trainer = current;
-        var (restored, warning) = Checkpoints.RestoreNewest(usable, blobs, trainer.LoadState, runId, id);
+        var (restored, warning) = Checkpoints.RestoreNewest(usable, blobs, trainer.LoadState);
         StudentTrainer? replaced = null;
         if (restored == 0)
         {
