@@ -250,9 +250,12 @@ def evaluate(weights, arch, d, onnx, dataset=None, size=None):
     channels = len(DATASETS[dataset][0])
     size = size or size_of(arch)[1]
     m = create(arch, channels, size, DATASETS[dataset][2])
-    m.load_state_dict(load_weights(weights), strict=True)
+    sd = load_weights(weights)
+    m.load_state_dict(sd, strict=True)
     tx, ty = test_set(d, dataset, size)
-    result = dict(arch=arch, weights=weights, dataset=dataset, image_size=size, accuracy=accuracy(m, tx, ty))
+    result = dict(arch=arch, weights=weights, dataset=dataset, image_size=size, accuracy=accuracy(m, tx, ty),
+                  # whether the file lists its tensors as the module's own state_dict() does
+                  same_key_order=list(sd) == list(m.state_dict()))
     if onnx:
         m.eval()
         torch.onnx.export(m, tx[:1], onnx, input_names=["images"], output_names=["logits"],

@@ -192,6 +192,8 @@ public sealed class TorchInteropTests : IDisposable
             Assert.Equal(arch, back.RootElement.GetProperty("arch").GetString());
             Assert.Equal(spec.Data.ImageSize, back.RootElement.GetProperty("image_size").GetInt32());
             Assert.InRange(back.RootElement.GetProperty("accuracy").GetDouble() - result.StudentAccuracy, -0.01, 0.01);
+            // student.pth lists its tensors in the order of the PyTorch module's own state_dict() (batch norms' buffers beside their weights)
+            Assert.True(back.RootElement.GetProperty("same_key_order").GetBoolean(), $"{arch}: student.pth's keys are not in PyTorch's state_dict order");
         }
     }
 }
