@@ -23,6 +23,25 @@ public sealed class SweepStateTests
     private static SweepsState Apply(SweepsState s, IEnumerable<global::Cluster.Contracts.IPersistedEvent> events) => events.Aggregate(s, (x, e) => x.Apply(e));
 
     [Fact]
+    public void Should_count_the_headers_steps_from_the_same_moment_as_the_rows()
+    {
+        var now = new DateTime(2026, 12, 4, 12, 0, 0, DateTimeKind.Utc);
+        var s = SweepsState.Empty.Apply(new SweepSubmitted("s", Yaml, "s.yaml", now, true));
+        var rt = SweepRuntime.Rebuild(s.Sweeps["s"]);
+        s = Apply(s, SweepDecisions.Fill(s.Sweeps["s"], rt, now));
+        var r = s.Sweeps["s"];
+        s = s.Apply(SweepDecisions.Report(r, rt, r.Trial("t0000")!, 100, ["test_accuracy"], [80])!);
+        // the journal has t0000 at step 100 and t0001 at 0; their runs have reported 130 and 40 since (one run's report is behind the journal)
+        var summary = SweepDecisions.Summary(s.Sweeps["s"], rt, new Dictionary<string, long> { ["s-t0000"] = 130, ["s-t0001"] = 40, ["s-other"] = 9 });
+        Assert.Equal([130L, 40L], summary.Trials.Select(t => t.Step));
+        Assert.Equal(170, summary.StudentSteps);
+        Assert.Equal(100, s.Sweeps["s"].StudentSteps);
+        var behind = SweepDecisions.Summary(s.Sweeps["s"], rt, new Dictionary<string, long> { ["s-t0000"] = 60 });
+        Assert.Equal([100L, 0L], behind.Trials.Select(t => t.Step));
+        Assert.Equal(100, behind.StudentSteps);
+    }
+
+    [Fact]
     public void Should_fill_to_max_concurrent_stop_at_rungs_retry_failures_and_end_when_the_grid_is_done()
     {
         var now = new DateTime(2026, 12, 4, 12, 0, 0, DateTimeKind.Utc);

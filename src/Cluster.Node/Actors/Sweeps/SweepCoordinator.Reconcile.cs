@@ -59,10 +59,6 @@ public sealed partial class SweepCoordinator
         SweepRuntime? rt = null;
         try { rt = Runtime(r); }
         catch (SpecException) { }
-        return new SweepSummary(r.SweepId, rt?.Spec.Name ?? r.SweepId, r.State, rt?.Spec.Metric ?? "", rt?.Spec.Mode ?? "",
-            rt?.Spec.Space.Select(d => d.Path).ToArray() ?? [],
-            r.Trials.Select(t => new TrialSummary(t.TrialId, t.RunId ?? "", t.Values, t.State,
-                Math.Max(t.Step, t.RunId is null ? 0 : liveSteps.GetValueOrDefault(t.RunId)), t.Metric, t.Best, t.Rung, t.Attempt, t.Reason)).ToArray(),
-            r.StudentSteps, r.Message);
+        return SweepDecisions.Summary(r, rt, liveSteps);
     }
 }

@@ -249,5 +249,17 @@ public static class SweepDecisions
         return rt.Spec.Mode == "max" ? groups.MaxBy(g => g.Mean) : groups.MinBy(g => g.Mean);
     }
 
-
+    /// <summary>
+    /// What `status` shows of a sweep. A trial's step is its run's latest report where that is ahead
+    /// of the journal (`live`, by run id), and the header's total is counted from the same steps, so
+    /// that the rows and the header describe one moment.
+    /// </summary>
+    public static SweepSummary Summary(SweepRecord r, SweepRuntime? rt, IReadOnlyDictionary<string, long> live)
+    {
+        long Step(TrialRecord t) => Math.Max(t.Step, t.RunId is null ? 0 : live.GetValueOrDefault(t.RunId));
+        return new SweepSummary(r.SweepId, rt?.Spec.Name ?? r.SweepId, r.State, rt?.Spec.Metric ?? "", rt?.Spec.Mode ?? "",
+            rt?.Spec.Space.Select(d => d.Path).ToArray() ?? [],
+            r.Trials.Select(t => new TrialSummary(t.TrialId, t.RunId ?? "", t.Values, t.State, Step(t), t.Metric, t.Best, t.Rung, t.Attempt, t.Reason)).ToArray(),
+            r.Trials.Sum(t => t.Trained + Step(t) - t.Step), r.Message);
+    }
 }
