@@ -94,6 +94,11 @@ public sealed class TorchInteropTests : IDisposable
             using var x = FixedInputs(shape);
             var files = m.GetProperty("files");
             var expected = m.GetProperty("logits").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+            // the order student.pth lists a student's tensors in is PyTorch's state_dict() order
+            using (var saved = WeightFile.Open(Path.Combine(dir, files.GetProperty("state_dict").GetString()!)))
+            using (var ours = ModelFactory.Create(arch, (int)shape[1], (int)shape[2], 10))
+                Assert.Equal(saved.Entries.Select(e => e.Name),
+                    StudentExport.InPyTorchOrder(ours.state_dict().Select(kv => new RawTensor(kv.Key, ScalarType.Float32, [], []))).Select(t => t.Name));
             foreach (var variant in files.EnumerateObject().Where(f => f.Value.ValueKind == JsonValueKind.String))
             {
                 using var model = ModelFactory.Create(arch, (int)shape[1], (int)shape[2], 10);

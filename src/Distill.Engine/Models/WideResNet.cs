@@ -64,8 +64,11 @@ public sealed class WideResNet : Classifier
 
     private sealed class Block : Module<Tensor, Tensor>
     {
-        private readonly BatchNorm2d bn1, bn2;
-        private readonly Conv2dLayer conv1, conv2;
+        // declared in the PyTorch definition's order: RegisterComponents registers fields as declared, and state_dict lists them so
+        private readonly BatchNorm2d bn1;
+        private readonly Conv2dLayer conv1;
+        private readonly BatchNorm2d bn2;
+        private readonly Conv2dLayer conv2;
         private readonly Conv2dLayer? convShortcut;
 
         public Block(int inC, int outC, int stride) : base("BasicBlock")
