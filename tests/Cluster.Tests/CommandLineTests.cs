@@ -457,4 +457,27 @@ public sealed class CommandLineTests
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
+
+    [Fact]
+    public void Should_refuse_to_run_the_engine_loop_over_a_run_directory_that_holds_a_run()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"cd-engine-over-{Guid.NewGuid():N}");
+        var run = Path.Combine(dir, "runs", "kd1");
+        Directory.CreateDirectory(Path.Combine(run, "checkpoints"));
+        try
+        {
+            File.WriteAllText(Path.Combine(run, "result.json"), "{\"student_accuracy\": 89.24}");
+            File.WriteAllText(Path.Combine(run, "metrics.csv"), "phase,step\n");
+            var (code, output, err) = Run("run", Spec("kd-mnist.yaml"), "--engine", "--runs-dir", Path.Combine(dir, "runs"), "--run-id", "kd1");
+            Assert.Equal(2, code);
+            Assert.Contains("run kd1 exists in", err);
+            Assert.Contains("checkpoints, metrics.csv, result.json", err);
+            Assert.Contains("give another --run-id or none", err);
+            Assert.DoesNotContain("step", output);
+            Assert.Equal("{\"student_accuracy\": 89.24}", File.ReadAllText(Path.Combine(run, "result.json")));
+            Assert.Equal("phase,step\n", File.ReadAllText(Path.Combine(run, "metrics.csv")));
+            Assert.Equal(["checkpoints", "metrics.csv", "result.json"], Directory.EnumerateFileSystemEntries(run).Select(Path.GetFileName).Order());
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
 }

@@ -34,11 +34,16 @@ internal static class RunCommand
             {
                 // a named run's directory is this process's while it runs (an embedded run of it may be going)
                 var id = p.GetValue(runId);
-                using var held = id is null ? null : EmbeddedRun.Hold(Directory.CreateDirectory(Path.Combine(p.GetValue(runsDir)!, id)).FullName, $"run {id}", "--run-id");
+                var named = id is null ? null : Path.Combine(p.GetValue(runsDir)!, id);
+                // the engine loop starts a run afresh: a directory that holds one already (finished, interrupted, or an actor run's) is not written over
+                if (named is not null && Directory.Exists(named) && Directory.EnumerateFileSystemEntries(named).Any())
+                    throw new InputException($"run {id} exists in {Path.GetFullPath(named)} ({string.Join(", ", Directory.EnumerateFileSystemEntries(named).Select(Path.GetFileName).Order().Take(4))}" +
+                                             $"{(Directory.EnumerateFileSystemEntries(named).Count() > 4 ? ", ..." : "")}); the engine loop does not resume a run and would write over it: give another --run-id or none");
+                using var held = named is null ? null : EmbeddedRun.Hold(Directory.CreateDirectory(named).FullName, $"run {id}", "--run-id");
                 try { new Runner(new RunnerOptions { RunsRoot = p.GetValue(runsDir)!, RunId = p.GetValue(runId), Cancellation = ct }, stdout).Run(s); }
                 catch (OperationCanceledException) when (ct.IsCancellationRequested)
                 {
-                    stdout.WriteLine("[run] interrupted (the engine loop does not resume: run it again, or through the actors, which do)");
+                    stdout.WriteLine("[run] interrupted (the engine loop does not resume: run it again under another --run-id or none, or through the actors, which do)");
                     return 130;
                 }
                 return 0;
