@@ -36,12 +36,16 @@ internal static class RunProgress
         void Measure(RunSummary s)
         {
             if (meter is null || meter.Total != s.TotalSteps) meter = new ProgressMeter(s.TotalSteps);
-            meter.Add(clock.Elapsed.TotalSeconds, s.StudentStep);
+            // measured from the student's first report: before it the coordinator says step 0, which a
+            // resumed run is not at (0 then 100 two seconds later read as 50 steps/s)
+            if (s.State == RunState.Training && s.StudentStep > 0) meter.Add(clock.Elapsed.TotalSeconds, s.StudentStep);
         }
         string Pace(RunSummary s)
         {
             Measure(s);
-            var parts = new[] { meter!.Pace(s.StudentStep), ProgressMeter.Losses(metrics.Latest("student-0")) }.Where(p => p.Length > 0).ToList();
+            // an ended run has no rate or time left: the share of its steps it took
+            var pace = Ended(s) ? (s.TotalSteps > 0 ? $"{100.0 * s.StudentStep / s.TotalSteps:F1}%" : "") : meter!.Pace(s.StudentStep);
+            var parts = new[] { pace, ProgressMeter.Losses(metrics.Latest("student-0")) }.Where(p => p.Length > 0).ToList();
             return parts.Count == 0 ? "" : " | " + string.Join(", ", parts);
         }
         static bool Ended(RunSummary s) => s.State is RunState.Completed or RunState.Failed or RunState.Cancelled;

@@ -92,6 +92,8 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         public int Pool, GeneratorQueue, InFlight;
         public double? Accuracy;
         public string? Message, Node, GeneratorNode;
+        /// <summary>The kind of entity whose message <see cref="Message"/> is.</summary>
+        public string? MessageFrom;
         /// <summary>The source's guard rollbacks as it last reported them.</summary>
         public int? SourceRollbacks;
     }
@@ -190,9 +192,8 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     /// <summary>A cancel persisted: the run's entities stop for good, and its baseline's run goes with it.</summary>
     private void Cancelled(string runId, string reason)
     {
-        // a sweep's scheduler stopping its trials is routine, not a warning
-        if (state.Runs[runId].SweepId is null) log.Warning("run {0} cancelled: {1}", runId, reason);
-        else log.Info("run {0} cancelled: {1}", runId, reason);
+        // someone asked for it (a user, a sweep's scheduler): news, not a warning
+        log.Info("run {0} cancelled: {1}", runId, reason);
         Dir(runId).Event($"cancelled: {reason}");
         CloseDir(runId);
         WriteStatus(state.Runs[runId], throttle: false);
@@ -242,6 +243,8 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             l.InFlight = p.Queue;
             l.Node = p.Node;
             if (p.Accuracy is { } a) l.Accuracy = a;
+            // the teacher's news (loaded, resumed at its step N) was about preparing it: the student training is the news now
+            if (l.MessageFrom == EntityKinds.Teacher) (l.Message, l.MessageFrom) = (null, null);
         }
         else if (kind == EntityKinds.Generator)
         {
@@ -253,7 +256,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         }
         if (p.Message is not null)
         {
-            l.Message = p.Message;
+            (l.Message, l.MessageFrom) = (p.Message, kind);
             if (lastMessage.GetValueOrDefault(p.EntityId) != p.Message)
             {
                 lastMessage[p.EntityId] = p.Message;
