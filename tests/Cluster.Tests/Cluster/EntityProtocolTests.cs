@@ -355,6 +355,36 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         Assert.Equal(2, probe.ExpectMsg<EntityStatus>(Long).Step);
     }
 
+    /// <summary>
+    /// A stop that wakes a passivated entity (a cancelled trial paused at a rung) ends it: its
+    /// recovery starts loading the engine, but the stop comes first, so nothing trains, asks for
+    /// batches or tells the run it resumed.
+    /// </summary>
+    [Fact]
+    public void Should_stop_an_entity_woken_by_its_runs_end_without_resuming_it()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "woken");
+        var run = $"w{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Student(run, 0);
+        var student = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
+        student.Tell(new StartEntity(id, run, ActorHarness.Spec("woken", checkpointEvery: 2, window: 4), h.TeacherBlob()));
+        h.Generators.ExpectMsg<RequestBatches>(Long);
+        for (var s = 1; s <= 4; s++) student.Tell(Batch(id, s));
+        h.Generators.FishForMessage(m => m is ReleaseBatches { UpToSeq: 4 }, Long);
+        h.Stop(student);
+        h.Coordinator.ReceiveWhile(TimeSpan.FromMilliseconds(200), m => m);
+        h.Generators.ReceiveWhile(TimeSpan.FromMilliseconds(200), m => m);
+
+        var back = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
+        back.Tell(new StopEntity(id));
+        // long enough for the engine it began to load (a second or two here)
+        h.Coordinator.ExpectNoMsg(TimeSpan.FromSeconds(8));
+        h.Generators.ExpectNoMsg(TimeSpan.FromMilliseconds(100));
+        var probe = h.Kit.CreateTestProbe();
+        back.Tell(new GetEntityStatus(id), probe);
+        Assert.Equal("finished", probe.ExpectMsg<EntityStatus>(Long).Detail);
+    }
+
     [Fact]
     public void Should_report_a_corrupt_checkpoint_with_run_and_entity_and_fall_back_to_the_previous_one()
     {

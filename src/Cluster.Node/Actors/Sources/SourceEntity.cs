@@ -153,7 +153,7 @@ public sealed partial class SourceEntity : PersistentEntity
         catch (Exception e) { Fail($"spec unusable on this node: {e.Message}"); return; }
         labelTemperature = spec.Method.Objective(spec).SoftLabelTemperature;
         busy = true;
-        var (s, st, services, runId, id) = (spec, State, Services, RunId, Id);
+        var (s, st, services, runId) = (spec, State, Services, RunId);
         var teacherBlob = s.Method.SourceUsesTeacher ? st.TeacherBlob : null;
         var copies = teacherBlob is null ? [] : TeacherCopies.Candidates(services.Options, s, runId);
         EngineAccess.Compute(Self, () => Start(s, services.Data(s.Data), teacherBlob, copies, st.Checkpoints, st.Pool, st.Produced, services.Blobs, OwnBlobs));
@@ -161,6 +161,12 @@ public sealed partial class SourceEntity : PersistentEntity
 
     private void OnEngineReady(Ready r)
     {
+        if (State.Finished)
+        {
+            // the run ended while this loaded (a stop woke the passivated entity): nothing to make or to report
+            EngineAccess.Release(() => { r.Source.Dispose(); r.Teacher?.Dispose(); });
+            return;
+        }
         (source, teacher, plan) = (r.Source, r.Teacher, r.Plan);
         made = State.Produced;
         unitsDone = r.Source.UnitsDone;

@@ -172,6 +172,12 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
 
     private void OnEngineReady(StudentJobs.Ready r)
     {
+        if (State.Finished)
+        {
+            // the run ended while this loaded (a stop woke the passivated entity): nothing to train or to report
+            EngineAccess.Release(() => { r.Trainer.Model.Dispose(); r.Trainer.Dispose(); r.Feed.Dispose(); });
+            return;
+        }
         (data, gradientSize, trainer, feed, step, lrScale) = (r.Data, r.GradientSize, r.Trainer, r.Feed, r.Step, r.LrScale);
         plan = r.Plan;
         intake = BatchIntake.At(plan, step);

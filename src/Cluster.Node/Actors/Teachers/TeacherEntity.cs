@@ -47,6 +47,8 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         Command<TeacherTrained>(OnTrained);
         Command<TeacherLoaded>(l =>
         {
+            // the run ended while this loaded (a stop woke the passivated entity)
+            if (State.Finished) { EngineAccess.Release(() => l.Teacher.Dispose()); return; }
             teacher = l.Teacher;
             Log.Info("{0}: teacher loaded", Id);
             if (l.Restored is { } how)
