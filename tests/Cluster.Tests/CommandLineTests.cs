@@ -186,9 +186,9 @@ public sealed class CommandLineTests
         Assert.Equal(2, code);
         Assert.Contains($"no embedded run zz in {runs}", err);
         (code, _, err) = Run("cancel", "zz", "--token-file", Path.Combine(runs, "none"));
-        Assert.Equal(1, code);
+        Assert.Equal(2, code);   // a token not configured is bad input, as a token too short is
         Assert.DoesNotContain("no embedded run", err);
-        Assert.Contains("token", err);   // on its way to the API: the token it needs is not there
+        Assert.Contains("no API token", err);   // on its way to the API: the token it needs is not there
     }
 
     /// <summary>A second `run` of one run id while the first still runs would write the same journal: refused, and nothing written.</summary>

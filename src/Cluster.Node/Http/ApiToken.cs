@@ -62,7 +62,7 @@ public sealed class ApiToken
         if (FromEnvironment() is { } env) return env;
         var file = FileOf(fileOption);
         if (!File.Exists(file))
-            throw new InvalidOperationException($"no API token: set {EnvToken}, or --token-file / {EnvFile} (the seed writes its token to {DefaultFile} unless told otherwise); {file} does not exist");
+            throw new Distill.Engine.Specs.InputException($"no API token: set {EnvToken}, or --token-file / {EnvFile} (the seed writes its token to {DefaultFile} unless told otherwise); {file} does not exist");
         return Read(file);
     }
 

@@ -341,7 +341,7 @@ public static partial class ControlApi
                 foreach (var id in ids)
                 {
                     if (RunIdProblem(id) is { } bad) return bad;
-                    if (RunFile(options, id, "result.json") is null) return NotFound($"run {id} has no result yet");
+                    if (RunFile(options, id, "result.json") is null) return NotFound(RunFile(options, id, "") is null ? $"no run {id}" : $"run {id} has no result yet");
                 }
                 table = ResultsTable.FromRuns(ids.Select(id => Path.Combine(options.RunsDir, id)).ToList(), metric ?? "student_accuracy");
             }

@@ -217,6 +217,20 @@ public sealed class ApiProcessTests
         Assert.True(ProcessCluster.Ended(again, TimeSpan.FromSeconds(30)));
         again.WaitForExit();
         Assert.Contains("a1 is known already, with this spec: completed; nothing new was submitted", cluster.Log("again.log"));
+        // what the seed refuses is bad input (exit 2) with its reason, as the same request made locally is
+        foreach (var (log, args, reason) in new[]
+                 {
+                     ("nosuch.log", new[] { "results", "nosuch" }, "no run nosuch"),
+                     ("bogus.log", ["results", "a1", "--metric", "bogus"], "bogus"),
+                     ("cancel-none.log", ["cancel", "nosuch"], "nosuch"),
+                 })
+        {
+            var refused = cluster.Start(cluster.SeedBin, log, [.. args, "--server", cluster.Server]);
+            Assert.True(ProcessCluster.Ended(refused, TimeSpan.FromSeconds(30)));
+            refused.WaitForExit();
+            Assert.True(refused.ExitCode == 2, $"{string.Join(' ', args)}: exit {refused.ExitCode}: {cluster.Log(log)}");
+            Assert.Contains(reason, cluster.Log(log));
+        }
         // a query value that is not a count is problem+json naming it
         using (var badAfter = await http.GetAsync("/api/runs/a1/metrics?after=abc"))
         {
