@@ -65,9 +65,9 @@ public static class RunClient
     public static string Format(RunSummary s) =>
         $"[{s.RunId}] {s.State.Name()} step {s.StudentStep}/{s.TotalSteps}" +
         // the source is a generator, DeepInversion's rounds or a loader of real data: its words fit all three
-        $" batches: {s.GeneratedBatches} made" +
-        // the queues of an ended run are its last report's, not what it holds
-        (s.State is RunState.Completed or RunState.Failed or RunState.Cancelled ? "" : $", {s.PoolBatches} pooled, {s.GeneratorQueue} queued, {s.StudentInFlight} at the student") +
+        // an ended run's counts are its last report's (none after a restart), not what it holds
+        (s.State is RunState.Completed or RunState.Failed or RunState.Cancelled ? ""
+            : $" batches: {s.GeneratedBatches} made, {s.PoolBatches} pooled, {s.GeneratorQueue} queued, {s.StudentInFlight} at the student") +
         (s.TeacherAccuracy is { } t ? $" teacher {t:F2}%" : "") +
         (s.StudentAccuracy is { } a ? $" student {a:F2}%" : "") +
         (s.Node is { } n ? $" on {n}" : "") +

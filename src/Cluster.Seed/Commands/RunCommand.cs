@@ -99,11 +99,16 @@ internal static class RunCommand
         stdout.WriteLine(final.State == RunState.Completed
             ? $"[result] student {result?.StudentAccuracy ?? final.StudentAccuracy:F2}% test, teacher {final.TeacherAccuracy?.ToString("F2") ?? "-"}%" +
               (baseline is null ? "" : baseline.State == RunState.Completed ? $", student alone {result?.BaselineAccuracy:F2}%" : $", student alone {baseline.State.Name()}: {baseline.Message}") +
-              $", {wall.Elapsed.TotalSeconds:F0} s -> {Path.Combine(dir, "result.json")}"
+              $", {Wall(result, wall.Elapsed)} -> {Path.Combine(dir, "result.json")}"
             : final.State == RunState.Cancelled ? $"[result] run {runId} {final.Message}"
             : $"[result] run {runId} failed: {final.Message}");
         return final.State == RunState.Completed && (baseline is null || baseline.State == RunState.Completed) ? 0 : 1;
     }
+
+    /// <summary>result.json's wall time (from submission to the end); this command's own where a resume makes them differ.</summary>
+    private static string Wall(RunResult? result, TimeSpan command) =>
+        result is null ? $"{command.TotalSeconds:F0} s"
+        : $"{result.WallSeconds:F0} s" + (result.WallSeconds - command.TotalSeconds > 5 ? $" since it was submitted ({command.TotalSeconds:F0} s in this command)" : "");
 
     /// <summary>result.json, for the test set's accuracy (the run's summary holds the evaluation split's, a validation split where the spec holds one out).</summary>
     private static RunResult? Result(string dir)
