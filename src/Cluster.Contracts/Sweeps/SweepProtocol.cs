@@ -73,7 +73,9 @@ public sealed record TrialSummary(
     [property: Key(6)] double? Best,
     [property: Key(7)] int Rung,
     [property: Key(8)] int Attempt,
-    [property: Key(9)] string? Reason);
+    [property: Key(9)] string? Reason,
+    // the step Metric was measured at (the rows' Step is where the run is now)
+    [property: Key(10)] long? MetricStep = null);
 
 /// <summary>A metrics row of a trial's student (replica 0), from the run coordinator.</summary>
 [MessagePackObject]

@@ -56,11 +56,11 @@ public static class SweepClient
     /// <summary>The trials table: trial, hyperparameters, state, step, metric, best, rung; then the sweep's line.</summary>
     public static string Table(SweepSummary s)
     {
-        string[] head = ["trial", .. s.Paths, "state", "step", s.Metric, "best", "rungs", "reason"];
+        string[] head = ["trial", .. s.Paths, "state", "step", s.Metric, "at step", "best", "rungs", "reason"];
         var rows = s.Trials.Select(t => new[] { t.TrialId }.Concat(t.Values.Select(Distill.Engine.Sweeps.ResultsTable.Display))
             .Concat([t.State.ToString().ToLowerInvariant() + (t.Attempt > 1 ? $" (attempt {t.Attempt})" : "")])
             .Concat([t.Step.ToString(CultureInfo.InvariantCulture)])
-            .Concat([Num(t.Metric), Num(t.Best), t.Rung.ToString(CultureInfo.InvariantCulture), Short(t.Reason)]).ToArray()).ToList();
+            .Concat([Num(t.Metric), t.Metric is null ? "" : t.MetricStep?.ToString(CultureInfo.InvariantCulture) ?? "-", Num(t.Best), t.Rung.ToString(CultureInfo.InvariantCulture), Short(t.Reason)]).ToArray()).ToList();
         var widths = head.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
         var sb = new StringBuilder();
         sb.AppendLine($"[sweep {s.SweepId}] {s.State.ToString().ToLowerInvariant()}: {s.Trials.Length} trial{(s.Trials.Length == 1 ? "" : "s")}, " +

@@ -43,7 +43,7 @@ public sealed class SweepProgressLog(TimeSpan? tableEvery = null)
     {
         var values = string.Join(", ", s.Paths.Zip(t.Values, (p, v) => $"{p}={Distill.Engine.Sweeps.ResultsTable.Display(v)}"));
         var state = t.State.ToString().ToLowerInvariant() + (t.Attempt > 1 ? $" (attempt {t.Attempt})" : "");
-        var metric = t.Metric is { } m ? $", {s.Metric} {Num(m)}" + (t.Best is { } b && b != m ? $" (best {Num(b)})" : "") : "";
+        var metric = t.Metric is { } m ? $", {s.Metric} {Num(m)}" + (t.MetricStep is { } at && at != t.Step ? $" (at step {at})" : "") + (t.Best is { } b && b != m ? $" (best {Num(b)})" : "") : "";
         return $"[sweep {s.SweepId}] {t.TrialId} ({values}) {state} at step {t.Step}{metric}, rung {t.Rung}" + (t.Reason is { } r ? $": {r}" : "");
     }
 

@@ -89,7 +89,7 @@ public sealed class ContractSerializerTests : IDisposable
         new SweepRejected("because"),
         new GetSweepStatus(null),
         new SweepStatusReport([new SweepSummary("s", "n", SweepState.Running, "test_accuracy", "max", ["kd.alpha"],
-            [new TrialSummary("t0000", "s-t0000", ["0.5"], TrialState.Stopped, 20, 27.1, 27.1, 1, 1, "rung 0")], 120, null)]),
+            [new TrialSummary("t0000", "s-t0000", ["0.5"], TrialState.Stopped, 20, 27.1, 27.1, 1, 1, "rung 0", MetricStep: 20)], 120, null)]),
         new CancelSweep("s", "by user"),
         new TrialMetrics("s", "s-t0000", 20, ["test_accuracy"], [27.1]),
         new TrialRunEnded("s", "s-t0000", RunState.Cancelled, 20, 27.1, "stopped"),

@@ -34,6 +34,10 @@ public sealed class SweepStateTests
         // the journal has t0000 at step 100 and t0001 at 0; their runs have reported 130 and 40 since (one run's report is behind the journal)
         var summary = SweepDecisions.Summary(s.Sweeps["s"], rt, new Dictionary<string, long> { ["s-t0000"] = 130, ["s-t0001"] = 40, ["s-other"] = 9 });
         Assert.Equal([130L, 40L], summary.Trials.Select(t => t.Step));
+        // the score beside the step it was measured at, not the step the run is at now
+        Assert.Equal([100L, null], summary.Trials.Select(t => t.MetricStep));
+        var table = global::Cluster.Node.Hosting.SweepClient.Table(summary);
+        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(table, @"t0000 .* running +130 +80 +100 "), table);
         Assert.Equal(170, summary.StudentSteps);
         Assert.Equal(100, s.Sweeps["s"].StudentSteps);
         var behind = SweepDecisions.Summary(s.Sweeps["s"], rt, new Dictionary<string, long> { ["s-t0000"] = 60 });

@@ -259,7 +259,7 @@ public static class SweepDecisions
         long Step(TrialRecord t) => Math.Max(t.Step, t.RunId is null ? 0 : live.GetValueOrDefault(t.RunId));
         return new SweepSummary(r.SweepId, rt?.Spec.Name ?? r.SweepId, r.State, rt?.Spec.Metric ?? "", rt?.Spec.Mode ?? "",
             rt?.Spec.Space.Select(d => d.Path).ToArray() ?? [],
-            r.Trials.Select(t => new TrialSummary(t.TrialId, t.RunId ?? "", t.Values, t.State, Step(t), t.Metric, t.Best, t.Rung, t.Attempt, t.Reason)).ToArray(),
+            r.Trials.Select(t => new TrialSummary(t.TrialId, t.RunId ?? "", t.Values, t.State, Step(t), t.Metric, t.Best, t.Rung, t.Attempt, t.Reason, t.MetricAt)).ToArray(),
             r.Trials.Sum(t => t.Trained + Step(t) - t.Step), r.Message);
     }
 }

@@ -11,7 +11,7 @@ public sealed record TrialRecord(
     string TrialId, long Index, int Repeat, string[] Values, TrialState State, string? RunId, int Attempt,
     long Step, double? Metric, double? Best, int Rung, string? Reason, long Reported = -1, bool EndRecorded = false,
     ImmutableList<double>? RungValues = null, long? HoldAt = null,
-    ImmutableList<long>? PauseStepValues = null, ForkPoint? Pin = null, ForkPoint? Fork = null, long Start = 0, long Spent = 0, int Generation = 0)
+    ImmutableList<long>? PauseStepValues = null, ForkPoint? Pin = null, ForkPoint? Fork = null, long Start = 0, long Spent = 0, int Generation = 0, long? MetricAt = null)
 {
     /// <summary>The metric at each pause (an ASHA rung, a PBT interval), in order.</summary>
     public ImmutableList<double> Rungs => RungValues ?? [];
@@ -76,7 +76,7 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
         TrialReported p => Update(p.SweepId, r => r with { Reports = r.Reports.Add(new ReportRecord(p.TrialId, p.Step, p.Value)) })
             .UpdateTrial(p.SweepId, p.TrialId, t => t with
             {
-                Step = Math.Max(t.Step, p.Step), Metric = p.Value, Rung = Math.Max(t.Rung, p.Rung), Reported = Math.Max(t.Reported, p.Step),
+                Step = Math.Max(t.Step, p.Step), Metric = p.Value, MetricAt = p.Step, Rung = Math.Max(t.Rung, p.Rung), Reported = Math.Max(t.Reported, p.Step),
                 State = p.Stop && !t.Ended ? TrialState.Stopped : t.State,
                 Reason = p.Stop ? p.Reason : t.Reason,
             }),
@@ -85,11 +85,11 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
             {
                 // a trial the scheduler stopped stays Stopped when its cancelled run ends
                 State = t.State == TrialState.Stopped ? TrialState.Stopped : x.State,
-                Step = Math.Max(t.Step, x.Steps), Metric = x.Metric ?? t.Metric, EndRecorded = true, Reason = t.State == TrialState.Stopped ? t.Reason : x.Reason ?? t.Reason,
+                Step = Math.Max(t.Step, x.Steps), Metric = x.Metric ?? t.Metric, MetricAt = x.Metric is null ? t.MetricAt : x.Steps, EndRecorded = true, Reason = t.State == TrialState.Stopped ? t.Reason : x.Reason ?? t.Reason,
             }),
         TrialPaused p => UpdateTrial(p.SweepId, p.TrialId, t => t with
         {
-            State = t.Ended ? t.State : TrialState.Paused, Step = Math.Max(t.Step, p.Step), Metric = p.Value, Rung = p.Rung,
+            State = t.Ended ? t.State : TrialState.Paused, Step = Math.Max(t.Step, p.Step), Metric = p.Value, MetricAt = p.Step, Rung = p.Rung,
             RungValues = t.Rungs.Add(p.Value), PauseStepValues = t.PauseSteps.Add(p.Step), Reason = $"paused at step {p.Step} (pause {p.Rung + 1}), for the scheduler",
             // a pause whose checkpoints were not kept leaves none to copy (not an older one, whose step the score is not for)
             Pin = p.StudentBlob is { } sb && p.SourceBlob is { } src ? new ForkPoint($"trial {t.TrialId}", p.Step, sb, src) : null,
