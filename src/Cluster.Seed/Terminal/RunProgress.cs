@@ -61,7 +61,9 @@ internal static class RunProgress
                     // the status line as `status` prints it, then what it lacks: the rate, time left
                     // and losses (an ended run's reason is the caller's [result] line)
                     var status = RunClient.Format(Ended(s) && s.State != RunState.Completed ? s with { Message = null } : s);
-                    if (status != last) stdout.WriteLine(status + Pace(s));
+                    // not before the student's first report: until then the coordinator says step 0, which a resumed run is not at
+                    var unheard = s.State == RunState.Training && s.Node is null;
+                    if (status != last && !unheard) stdout.WriteLine(status + Pace(s));
                     last = status;
                     if (Ended(s)) return s;
                 }

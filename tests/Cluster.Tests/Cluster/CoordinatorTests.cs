@@ -102,6 +102,30 @@ public sealed class CoordinatorTests
         Assert.False(File.Exists(Path.Combine(h.Options.RunsDir, "run-f", "result.json")));
     }
 
+    /// <summary>An entity's news (the teacher loaded, the student resumed) is the run's status until it is old: the teacher's once the student trains, the student's at its next evaluation.</summary>
+    [Fact]
+    public void Should_show_an_entitys_news_until_it_is_old()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "news");
+        var client = h.Kit.CreateTestProbe();
+        var coordinator = h.Sys.ActorOf(RunCoordinator.GetProps(h.Services));
+        coordinator.Tell(new SubmitRun(ActorHarness.Spec("n"), "n.yaml", "run-n"), client);
+        client.ExpectMsg<RunAccepted>(Long);
+        string? Shown(EntityProgress p)
+        {
+            coordinator.Tell(p);
+            coordinator.Tell(new GetRunStatus("run-n"), client);
+            return Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs).Message;
+        }
+        var student = EntityId.Student("run-n", 0);
+        Assert.Equal("resumed at step 1000", Shown(new EntityProgress("run-n", EntityId.Teacher("run-n"), 0, 0, 0, 0, null, "n1", "resumed at step 1000")));
+        Assert.Null(Shown(new EntityProgress("run-n", student, 1, 12, 0, 0, null, "n1", null)));
+        Assert.Equal("resumed at step 4 from its checkpoint", Shown(new EntityProgress("run-n", student, 4, 12, 0, 0, null, "n1", "resumed at step 4 from its checkpoint")));
+        Assert.Equal("resumed at step 4 from its checkpoint", Shown(new EntityProgress("run-n", student, 5, 12, 0, 0, null, "n1", null)));
+        Assert.Null(Shown(new EntityProgress("run-n", student, 6, 12, 0, 0, 91.5, "n1", null)));
+        Assert.Contains("resumed at step 1000", File.ReadAllText(Path.Combine(h.Options.RunsDir, "run-n", "events.log")));
+    }
+
     [Fact]
     public void Should_cancel_a_run_for_good_across_a_restart()
     {

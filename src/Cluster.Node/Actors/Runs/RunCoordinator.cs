@@ -92,8 +92,9 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         public int Pool, GeneratorQueue, InFlight;
         public double? Accuracy;
         public string? Message, Node, GeneratorNode;
-        /// <summary>The kind of entity whose message <see cref="Message"/> is.</summary>
+        /// <summary>The kind of entity whose message <see cref="Message"/> is, and the student's step when it came.</summary>
         public string? MessageFrom;
+        public long MessageAt;
         /// <summary>The source's guard rollbacks as it last reported them.</summary>
         public int? SourceRollbacks;
     }
@@ -243,8 +244,9 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             l.InFlight = p.Queue;
             l.Node = p.Node;
             if (p.Accuracy is { } a) l.Accuracy = a;
-            // the teacher's news (loaded, resumed at its step N) was about preparing it: the student training is the news now
-            if (l.MessageFrom == EntityKinds.Teacher) (l.Message, l.MessageFrom) = (null, null);
+            // news stays until it is old: the teacher's (loaded, resumed at its step N) once the student trains,
+            // any other's (a resume, a rollback; events.log keeps them all) at the first evaluation after it
+            if (l.MessageFrom == EntityKinds.Teacher || p.Accuracy is not null && p.Message is null && p.Step > l.MessageAt) (l.Message, l.MessageFrom) = (null, null);
         }
         else if (kind == EntityKinds.Generator)
         {
@@ -256,7 +258,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         }
         if (p.Message is not null)
         {
-            (l.Message, l.MessageFrom) = (p.Message, kind);
+            (l.Message, l.MessageFrom, l.MessageAt) = (p.Message, kind, l.StudentStep);
             if (lastMessage.GetValueOrDefault(p.EntityId) != p.Message)
             {
                 lastMessage[p.EntityId] = p.Message;
