@@ -93,6 +93,32 @@ public sealed class SpecTests
         Assert.Contains(reason, e.Message);
     }
 
+    /// <summary>Every key's problem is refused at once, in the file's order, as `validate` prints them: a user fixes them in one go.</summary>
+    [Fact]
+    public void Every_problem_of_a_spec_is_refused_together_in_the_files_order()
+    {
+        var text = """
+            name: t
+            method: kd
+            data: {name: mnist}
+            teacher: {arch: lenet5, train: {epochs: 1, lr: -1}}
+            student: {arch: lenet5-half, train: {epochs: 1, lr: 0}}
+            kd: {temperature: 4, alpha: 1.5}
+            epochs: 3
+            """;
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(text, "x.yaml"));
+        Assert.Equal(["teacher.train.lr", "student.train.lr", "kd.alpha", "epochs"], e.All.Select(p => p.Key));
+        Assert.Equal([4, 5, 6, 7], e.All.Select(p => p.Line));
+        Assert.Equal("teacher.train.lr", e.Key);
+        var lines = e.Message.Split('\n');
+        Assert.Equal(4, lines.Length);
+        Assert.StartsWith("x.yaml:4: 'teacher.train.lr': ", lines[0]);
+        Assert.StartsWith("  x.yaml:6: 'kd.alpha': 1.5 is out of range", lines[2]);
+        Assert.Equal("  x.yaml:7: 'epochs': unknown key", lines[3]);
+        // one problem is one line, as before
+        Assert.Single(Assert.Throws<SpecException>(() => SpecParser.Parse(Valid + "\nepochs: 3\n", "x.yaml")).All);
+    }
+
     [Fact]
     public void Unknown_top_level_key_reports_its_line()
     {

@@ -11,13 +11,30 @@ public sealed class SpecNode
 {
     private readonly YamlMappingNode map;
     private readonly HashSet<string> consumed = [];
+    /// <summary>Where a spec read as a whole gathers its problems (shared by its sections); null: the first one is thrown.</summary>
+    private readonly List<SpecException>? problems;
 
-    public SpecNode(string file, string prefix, YamlMappingNode map)
+    /// <param name="problems">Gather every key's problem here instead of stopping at the first (<see cref="Refuse"/>).</param>
+    public SpecNode(string file, string prefix, YamlMappingNode map, List<SpecException>? problems = null)
     {
         File = file;
         Prefix = prefix;
         this.map = map;
+        this.problems = problems;
     }
+
+    /// <summary>Whether problems are gathered (else <see cref="Refuse"/> throws).</summary>
+    public bool Gathers => problems is not null;
+
+    /// <summary>A problem: gathered with the spec's others where the spec is read as a whole, else thrown.</summary>
+    public void Refuse(SpecException e)
+    {
+        if (problems is null) throw e;
+        problems.Add(e);
+    }
+
+    /// <summary>Problems gathered so far.</summary>
+    public int Problems => problems?.Count ?? 0;
 
     /// <summary>An absent section: every key takes its default.</summary>
     public static SpecNode Empty(string file, string prefix) => new(file, prefix, new YamlMappingNode());
@@ -161,7 +178,7 @@ public sealed class SpecNode
             return null;
         }
         if (v is not YamlMappingNode m) throw new SpecException(File, Full(key), "expected a section (a mapping of keys)", (int)v.Start.Line);
-        return new SpecNode(File, Full(key), m);
+        return new SpecNode(File, Full(key), m, problems);
     }
 
     public void EnsureAllConsumed()
@@ -170,7 +187,7 @@ public sealed class SpecNode
         {
             var key = (k as YamlScalarNode)?.Value ?? k.ToString();
             if (!consumed.Contains(key))
-                throw new SpecException(File, Full(key), "unknown key", (int)k.Start.Line);
+                Refuse(new SpecException(File, Full(key), "unknown key", (int)k.Start.Line));
         }
     }
 

@@ -33,24 +33,34 @@ public static class SpecParser
             throw new SpecException(file, "", "a run spec is one YAML mapping (key: value lines)");
         if (Sweeps.SweepParser.IsSweepMapping(rootMap))
             throw new SpecException(file, "", "a sweep spec (it has space: or base:), not a run spec: run it with `Cluster.Seed sweep`, or `submit` it");
-        var root = new SpecNode(file, "", rootMap);
+        // every key's problem is gathered and refused together (a user fixes them in one go); the checks across keys follow
+        var problems = new List<SpecException>();
+        var root = new SpecNode(file, "", rootMap, problems);
 
         var method = MethodRegistry.Get(root.Choice("method", MethodRegistry.Names, null, required: true)!);
         var spec = SpecSection.Read(root, new RunSpec { Method = method }) with { SourceFile = file, SourceText = text };
 
-        var teacherSection = root.Section("teacher", required: method.Teacher == TeacherUse.Required);
-        if (teacherSection is not null && method.Teacher == TeacherUse.None)
-            throw root.Error("teacher", $"method '{method.Name}' uses no teacher; remove the section");
-        if (teacherSection is not null)
+        try
         {
-            spec = spec with { Teacher = SpecSection.Read(teacherSection, new ModelSpec()) };
-            teacherSection.EnsureAllConsumed();
+            var teacherSection = root.Section("teacher", required: method.Teacher == TeacherUse.Required);
+            if (teacherSection is not null && method.Teacher == TeacherUse.None)
+                root.Refuse(root.Error("teacher", $"method '{method.Name}' uses no teacher; remove the section"));
+            else if (teacherSection is not null)
+            {
+                spec = spec with { Teacher = SpecSection.Read(teacherSection, new ModelSpec()) };
+                teacherSection.EnsureAllConsumed();
+            }
         }
+        catch (SpecException e) { root.Refuse(e); }
         if (method.SectionName is { } section)
-            spec = spec with { Settings = SpecSection.Parse(root.Section(section, required: false), method.SectionDefaults!, file, section) };
+        {
+            try { spec = spec with { Settings = SpecSection.Parse(root.Section(section, required: false), method.SectionDefaults!, file, section) }; }
+            catch (SpecException e) { root.Refuse(e); }
+        }
         foreach (var other in MethodRegistry.SectionNames.Where(s => s != method.SectionName && root.Has(s)))
-            throw root.Error(other, $"section does not apply to method '{method.Name}'");
+            root.Refuse(root.Error(other, $"section does not apply to method '{method.Name}'"));
         root.EnsureAllConsumed();
+        if (problems.Count > 0) throw SpecException.Of(problems);
 
         if (method.StudentSeesData && !spec.Student.Train.HasLength)
             throw root.ErrorAt("student.train", "give epochs or steps for the student's training");

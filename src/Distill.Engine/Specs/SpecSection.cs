@@ -108,10 +108,16 @@ public static class SpecSection
     private static object Read(SpecNode node, Type type, object defaults)
     {
         var value = Clone(defaults);
+        var before = node.Problems;
         foreach (var k in KeysOf(type))
-            k.Property.SetValue(value, ReadKey(node, k, k.Property.GetValue(defaults)));
-        if (value is ISpecChecked checkedValue && checkedValue.Problems().FirstOrDefault() is { Key: not null } problem)
-            throw node.ErrorAt(problem.Key, problem.Reason);
+        {
+            // a key refused keeps its default, so that the spec's other problems are found too
+            try { k.Property.SetValue(value, ReadKey(node, k, k.Property.GetValue(defaults))); }
+            catch (SpecException e) when (node.Gathers) { node.Refuse(e); }
+        }
+        // the keys' checks together, where each key was taken (a default in a refused one's place could be what they find)
+        if (node.Problems == before && value is ISpecChecked checkedValue && checkedValue.Problems().FirstOrDefault() is { Key: not null } problem)
+            node.Refuse(node.ErrorAt(problem.Key, problem.Reason));
         return value;
     }
 
