@@ -44,4 +44,27 @@ public sealed class ProgressMeterTests
         Assert.Equal("kl_kd=0.5 loss=2 loss_kd=0.1235", ProgressMeter.Losses(values));
         Assert.Equal("", ProgressMeter.Losses(null));
     }
+
+    /// <summary>The plain lines of a followed run: nothing before the student's first report, the rate measured from it, and no rate, time left or live queues once the run ended.</summary>
+    [Fact]
+    public void A_followed_runs_lines_measure_from_the_students_first_report()
+    {
+        var now = 0.0;
+        var lines = new global::Cluster.Node.Hosting.RunLines(reasonElsewhere: true, seconds: () => now);
+        global::Cluster.Contracts.Runs.RunSummary S(global::Cluster.Contracts.Runs.RunState state, long step, string? node, string? message = null) =>
+            new("r", "n", "kd", state, step, 600, step, 3, 1, 2, 98.5, null, message, node, node);
+        var training = global::Cluster.Contracts.Runs.RunState.Training;
+        now = 4;
+        Assert.Null(lines.Next(S(training, 0, null)));   // a resumed run is not at step 0: the student has not reported yet
+        now = 6;
+        var first = lines.Next(S(training, 100, "n1", "resumed at step 100 from its checkpoint"))!;
+        Assert.StartsWith("[r] training step 100/600 batches: 100 made, 3 pooled, 1 queued, 2 at the student teacher 98.50% on n1 (resumed at step 100 from its checkpoint) | 16.7%", first);
+        Assert.DoesNotContain("steps/s", first);   // one report is no rate (0 then 100 read as 50 steps/s)
+        now = 8;
+        Assert.EndsWith("| 20.0%, 10.0 steps/s, ETA 0:48, loss=0.5", lines.Next(S(training, 120, "n1"), () => "loss=0.5"));
+        Assert.Null(lines.Next(S(training, 120, "n1")));   // nothing new
+        now = 9;
+        var failed = lines.Next(S(global::Cluster.Contracts.Runs.RunState.Failed, 130, "n1", "student failed"))!;
+        Assert.Equal("[r] failed step 130/600 teacher 98.50% on n1 | 21.7%", failed);   // the reason is the caller's last line
+    }
 }

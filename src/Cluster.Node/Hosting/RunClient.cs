@@ -40,28 +40,7 @@ public static class RunClient
             var other => throw new InvalidOperationException($"unexpected answer {other.GetType().Name}"),
         };
 
-    /// <summary>Polls until the run completes or fails, printing progress as it changes.</summary>
-    public static async Task<RunSummary> FollowAsync(IActorRef coordinator, string runId, TextWriter log, TimeSpan poll, CancellationToken ct = default)
-    {
-        string? last = null;
-        while (true)
-        {
-            ct.ThrowIfCancellationRequested();
-            RunSummary? s = null;
-            try { s = (await StatusAsync(coordinator, runId, TimeSpan.FromSeconds(20), ct)).FirstOrDefault(); }
-            catch (AskTimeoutException) { log.WriteLine($"[status] coordinator did not answer in 20 s (failing over?); asking again"); }
-            catch (CoordinatorUnavailableException e) { log.WriteLine($"[status] {e.Message}; asking again"); }
-            if (s is not null)
-            {
-                var line = Format(s);
-                if (line != last) log.WriteLine(line);
-                last = line;
-                if (s.State is RunState.Completed or RunState.Failed or RunState.Cancelled) return s;
-            }
-            await Task.Delay(poll, ct);
-        }
-    }
-
+    /// <summary>A run's status line, as `status` prints it.</summary>
     public static string Format(RunSummary s) =>
         $"[{s.RunId}] {s.State.Name()} step {s.StudentStep}/{s.TotalSteps}" +
         // the source is a generator, DeepInversion's rounds or a loader of real data: its words fit all three

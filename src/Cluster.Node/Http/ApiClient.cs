@@ -73,18 +73,11 @@ public sealed class ApiClient : IDisposable
         Send<ResultsView>(HttpMethod.Get, (sweepId is not null ? $"api/results?sweep={Uri.EscapeDataString(sweepId)}"
             : $"api/results?runs={Uri.EscapeDataString(string.Join(',', runIds))}") + Query("metric", metric), null, ct);
 
-    /// <summary>Polls until the run ends, printing its status line whenever it changes; a seed that fails over is asked again.</summary>
+    /// <summary>Polls until the run ends, printing its status line with the rate and time left whenever it changes (<see cref="RunLines"/>); a seed that fails over is asked again.</summary>
     public Task<RunSummary> FollowRunAsync(string runId, TextWriter log, TimeSpan poll, CancellationToken ct = default)
     {
-        string? last = null;
-        return FollowAsync(c => RunAsync(runId, c), s =>
-            {
-                var line = RunClient.Format(s);
-                var text = line == last ? "" : line + Environment.NewLine;
-                last = line;
-                return text;
-            },
-            s => s.State is RunState.Completed or RunState.Failed or RunState.Cancelled, log, poll, ct);
+        var lines = new RunLines();
+        return FollowAsync(c => RunAsync(runId, c), s => lines.Next(s) is { } line ? line + Environment.NewLine : "", RunLines.Ended, log, poll, ct);
     }
 
     /// <summary>Polls until the sweep ends, writing it as a log (<see cref="SweepProgressLog"/>).</summary>

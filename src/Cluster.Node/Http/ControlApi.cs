@@ -7,6 +7,7 @@ using Akka.Cluster;
 using Cluster.Contracts;
 using Cluster.Contracts.Runs;
 using Cluster.Contracts.Sweeps;
+using Cluster.Node.Actors;
 using Cluster.Node.Configuration;
 using Cluster.Node.Hosting;
 using Cluster.Node.Telemetry;
@@ -99,7 +100,7 @@ public static partial class ControlApi
             return await n.Coordinator.Ask<IRunCommand>(new SubmitRun(yaml, file, runId), AskTimeout) switch
             {
                 RunAccepted a => Results.Created($"/api/runs/{a.RunId}", new Submitted(a.RunId, a.AlreadyKnown)),
-                RunRejected r => Problem(StatusCodes.Status409Conflict, "run refused", r.Reason),
+                RunRejected r => Refused(r.Reason, StatusCodes.Status409Conflict, "run refused"),
                 var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
             };
         }));
@@ -107,7 +108,7 @@ public static partial class ControlApi
             RunIdProblem(id) ?? await n.Coordinator.Ask<IRunCommand>(new CancelRun(id, reason ?? "cancelled through the API"), AskTimeout) switch
             {
                 CancelAnswer a => Results.Json(a, ApiJson.Options),
-                RunRejected r => NotFound(r.Reason),
+                RunRejected r => Refused(r.Reason, StatusCodes.Status404NotFound, "not found"),
                 var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
             }));
         api.MapGet("/runs/{id}/result", (string id) => RunFile(options, id, "result.json") is { } f
@@ -122,6 +123,12 @@ public static partial class ControlApi
             RunIdProblem(id) ?? (SampleName().IsMatch(file) && RunFile(options, id, Path.Combine("samples", file)) is { } f
                 ? Results.File(f, "image/png") : NotFound($"run {id} has no sample grid {file}")));
     }
+
+    /// <summary>A coordinator's refusal: the request's fault (`status`), or 503 where its journal is down for now (asking again later succeeds).</summary>
+    private static IResult Refused(string reason, int status, string title) =>
+        reason.StartsWith(RunCoordinator.JournalUnavailable, StringComparison.Ordinal) || reason.StartsWith(SweepCoordinator.JournalUnavailable, StringComparison.Ordinal)
+            ? Problem(StatusCodes.Status503ServiceUnavailable, "journal unavailable", reason)
+            : Problem(status, title, reason);
 
     private static void Sweeps(RouteGroupBuilder api, Func<ClusterNode?> node, NodeOptions options)
     {
@@ -140,7 +147,7 @@ public static partial class ControlApi
             return await n.Sweeps.Ask<ISweepCommand>(new SubmitSweep(yaml, file, sweepId), AskTimeout) switch
             {
                 SweepAccepted a => Results.Created($"/api/sweeps/{a.SweepId}", new Submitted(a.SweepId, a.AlreadyKnown)),
-                SweepRejected r => Problem(StatusCodes.Status409Conflict, "sweep refused", r.Reason),
+                SweepRejected r => Refused(r.Reason, StatusCodes.Status409Conflict, "sweep refused"),
                 var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
             };
         }));
@@ -148,7 +155,7 @@ public static partial class ControlApi
             RunIdProblem(id) ?? await n.Sweeps.Ask<ISweepCommand>(new CancelSweep(id, reason ?? "cancelled through the API"), AskTimeout) switch
             {
                 SweepStatusReport { Sweeps: [var s] } => Results.Json(s, ApiJson.Options),
-                SweepRejected r => NotFound(r.Reason),
+                SweepRejected r => Refused(r.Reason, StatusCodes.Status404NotFound, "not found"),
                 var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
             }));
     }

@@ -25,46 +25,24 @@ internal static class RunProgress
     /// <summary>Until the run ends; its metrics.csv (in runDir) gives the latest losses.</summary>
     public static async Task<RunSummary> FollowRunAsync(IActorRef coordinator, string runId, string runDir, TextWriter stdout, CancellationToken ct)
     {
-        var meter = (ProgressMeter?)null;
-        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var follow = new RunLines(reasonElsewhere: true);
         var metrics = new MetricsTail(Path.Combine(runDir, "metrics.csv"));
         async Task<RunSummary?> Next()
         {
             try { return (await RunClient.StatusAsync(coordinator, runId, TimeSpan.FromSeconds(20), ct)).FirstOrDefault(); }
             catch (Exception e) when (e is AskTimeoutException or CoordinatorUnavailableException) { return null; }
         }
-        void Measure(RunSummary s)
-        {
-            if (meter is null || meter.Total != s.TotalSteps) meter = new ProgressMeter(s.TotalSteps);
-            // measured from the student's first report: before it the coordinator says step 0, which a
-            // resumed run is not at (0 then 100 two seconds later read as 50 steps/s)
-            if (s.State == RunState.Training && s.StudentStep > 0) meter.Add(clock.Elapsed.TotalSeconds, s.StudentStep);
-        }
-        string Pace(RunSummary s)
-        {
-            Measure(s);
-            // an ended run has no rate or time left: the share of its steps it took
-            var pace = Ended(s) ? (s.TotalSteps > 0 ? $"{100.0 * s.StudentStep / s.TotalSteps:F1}%" : "") : meter!.Pace(s.StudentStep);
-            var parts = new[] { pace, ProgressMeter.Losses(metrics.Latest("student-0")) }.Where(p => p.Length > 0).ToList();
-            return parts.Count == 0 ? "" : " | " + string.Join(", ", parts);
-        }
-        static bool Ended(RunSummary s) => s.State is RunState.Completed or RunState.Failed or RunState.Cancelled;
+        static bool Ended(RunSummary s) => RunLines.Ended(s);
 
         if (!Interactive(stdout))
         {
-            string? last = null;
             while (true)
             {
                 ct.ThrowIfCancellationRequested();
                 if (await Next() is { } s)
                 {
-                    // the status line as `status` prints it, then what it lacks: the rate, time left
-                    // and losses (an ended run's reason is the caller's [result] line)
-                    var status = RunClient.Format(Ended(s) && s.State != RunState.Completed ? s with { Message = null } : s);
-                    // not before the student's first report: until then the coordinator says step 0, which a resumed run is not at
-                    var unheard = s.State == RunState.Training && s.Node is null;
-                    if (status != last && !unheard) stdout.WriteLine(status + Pace(s));
-                    last = status;
+                    // the status line as `status` prints it, then what it lacks: the rate, time left and losses
+                    if (follow.Next(s, () => ProgressMeter.Losses(metrics.Latest("student-0"))) is { } line) stdout.WriteLine(line);
                     if (Ended(s)) return s;
                 }
                 await Task.Delay(Poll, ct);
@@ -75,12 +53,13 @@ internal static class RunProgress
         IRenderable View(RunSummary? s)
         {
             if (s is null) return new Markup($"[bold]{Markup.Escape(runId)}[/] [grey]asking the coordinator…[/]");
-            Measure(s);
+            follow.Next(s);   // measures it (the live view shows every answer)
             var width = Math.Clamp(AnsiConsole.Profile.Width - 30, 10, 50);
             var done = s.TotalSteps > 0 ? Math.Clamp((double)s.StudentStep / s.TotalSteps, 0, 1) : 0;
             var filled = (int)Math.Round(done * width);
             var colour = s.State switch { RunState.Completed => "green", RunState.Failed => "red", RunState.Cancelled => "grey", _ => "blue" };
-            var rate = meter!.Rate is { } r ? $"{r.ToString(r < 10 ? "F2" : "F1", CultureInfo.InvariantCulture)} steps/s" : "– steps/s";
+            var meter = follow.Meter;
+            var rate = meter.Rate is { } r ? $"{r.ToString(r < 10 ? "F2" : "F1", CultureInfo.InvariantCulture)} steps/s" : "– steps/s";
             var eta = meter.Eta(s.StudentStep) is { } e && s.State == RunState.Training ? $"ETA {ProgressMeter.Clock(e)}" : "";
             var lines = new List<IRenderable>
             {

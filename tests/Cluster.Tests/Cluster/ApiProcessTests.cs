@@ -23,16 +23,23 @@ public sealed class ApiProcessTests
         var nobody = $"http://127.0.0.1:{TestPorts.Block(1)}";
         foreach (var args in new[] { new[] { "status", "--server", nobody }, ["cancel", "r1", "--server", nobody], ["submit", Path.Combine(Repo.Root(), "specs", "kd-mnist.yaml"), "--server", nobody] })
         {
-            var clock = Stopwatch.StartNew();
-            var p = cluster.Start(cluster.SeedBin, $"{args[0]}.log", args);
-            Assert.True(ProcessCluster.Ended(p, TimeSpan.FromSeconds(30)));
-            p.WaitForExit();
-            clock.Stop();
-            var lines = cluster.Log($"{args[0]}.log").Split('\n', StringSplitOptions.RemoveEmptyEntries);
-            Assert.Equal(1, p.ExitCode);
-            Assert.True(lines.Length == 1, $"{args[0]}: {lines.Length} lines: {string.Join("\n", lines)}");
-            Assert.StartsWith($"error: cannot reach the seed's API at {nobody}/: Connection refused", lines[0]);
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(2), $"{args[0]} took {clock.Elapsed.TotalSeconds:F2} s against a seed that is down");
+            // the time is the whole process's, start-up included, on two cores that the other lanes' processes
+            // share: the fastest of up to three tries (0.3 s on a quiet machine; 2.2 s was seen once under CI's load)
+            var fastest = TimeSpan.MaxValue;
+            for (var attempt = 1; attempt <= 3 && fastest >= TimeSpan.FromSeconds(2); attempt++)
+            {
+                var clock = Stopwatch.StartNew();
+                var p = cluster.Start(cluster.SeedBin, $"{args[0]}-{attempt}.log", args);
+                Assert.True(ProcessCluster.Ended(p, TimeSpan.FromSeconds(30)));
+                p.WaitForExit();
+                clock.Stop();
+                fastest = clock.Elapsed < fastest ? clock.Elapsed : fastest;
+                var lines = cluster.Log($"{args[0]}-{attempt}.log").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+                Assert.Equal(1, p.ExitCode);
+                Assert.True(lines.Length == 1, $"{args[0]}: {lines.Length} lines: {string.Join("\n", lines)}");
+                Assert.StartsWith($"error: cannot reach the seed's API at {nobody}/: Connection refused", lines[0]);
+            }
+            Assert.True(fastest < TimeSpan.FromSeconds(2), $"{args[0]} took {fastest.TotalSeconds:F2} s against a seed that is down (the fastest of three)");
         }
 
         // a seed that accepts connections and never answers (a hung process): one line after --timeout
