@@ -62,7 +62,9 @@ public sealed class RunnerTests : IDisposable
         using var data = Distill.Engine.Training.DataSplits.Load(spec.Data);
         Runner Runner(CancellationToken ct, TextWriter log) => new(new RunnerOptions
             { RunsRoot = root, TeacherCache = Path.Combine(root, $"cache-{Guid.NewGuid():N}"), LogEvery = 5, Cancellation = ct, TeacherCheckpointEvery = TimeSpan.Zero }, log);
-        using var whole = Runner(default, TextWriter.Null).PrepareTeacher(spec, data, Path.Combine(root, "whole")).Teacher;
+        var uninterrupted = Runner(default, TextWriter.Null).PrepareTeacher(spec, data, Path.Combine(root, "whole"));
+        using var whole = uninterrupted.Teacher;
+        Assert.Equal(0, uninterrupted.EarlierSeconds);
 
         var work = Path.Combine(root, "stopped");
         using var cts = new CancellationTokenSource();
@@ -75,7 +77,10 @@ public sealed class RunnerTests : IDisposable
         File.Copy(Path.Combine(ckpts, "teacher-step0000025.ckpt"), Path.Combine(ckpts, "teacher-step0000027.ckpt"));
         var log = new StringWriter();
         var steps = new List<long>();
-        using var resumed = Runner(default, log).PrepareTeacher(spec, data, work, (_, step, _) => steps.Add(step)).Teacher;
+        var prepared = Runner(default, log).PrepareTeacher(spec, data, work, (_, step, _) => steps.Add(step));
+        using var resumed = prepared.Teacher;
+        // the first command's training up to its checkpoint at step 25 counts in the teacher's time (teacher_seconds)
+        Assert.True(prepared.EarlierSeconds > 0, $"earlier seconds {prepared.EarlierSeconds}");
         Assert.Contains("[teacher] resumed at step 25 from", log.ToString());
         var events = File.ReadAllText(Path.Combine(work, "events.log"));
         // the loop's marks came back with the checkpoint: the guard measures drops from the best of steps 10 and 20

@@ -8,7 +8,8 @@ namespace Distill.Engine.Runs;
 public sealed partial class Runner
 {
     /// <summary>What a phase's loop has counted so far, kept with a resumable phase's checkpoints: its rollbacks, its best evaluation, and the guard's.</summary>
-    private readonly record struct PhaseMarks(int Rollbacks, double Best, double GuardBest);
+    /// <param name="Seconds">The phase's time to this checkpoint, earlier commands' included (a resumed teacher's teacher_seconds counts them).</param>
+    private readonly record struct PhaseMarks(int Rollbacks, double Best, double GuardBest, double Seconds);
 
     /// <summary>
     /// A checkpoint; a resumable phase's also keeps the process-wide RNG beside it (`.rng`: dropout
@@ -27,6 +28,7 @@ public sealed partial class Runner
                 w.Write(marks.Rollbacks);
                 w.Write(marks.Best);
                 w.Write(marks.GuardBest);
+                w.Write(marks.Seconds);
             }
             File.WriteAllBytes(path + ".rng.tmp", ms.ToArray());
         }
@@ -66,7 +68,9 @@ public sealed partial class Runner
             {
                 using var r = new BinaryReader(File.OpenRead(path + ".rng"));
                 StateIo.ReadGenerator(r, Generator.Default);
-                if (r.BaseStream.Position < r.BaseStream.Length) marks = new PhaseMarks(r.ReadInt32(), r.ReadDouble(), r.ReadDouble());
+                // the time came later: a checkpoint written before it counts its phase's earlier time as 0
+                if (r.BaseStream.Position < r.BaseStream.Length)
+                    marks = new PhaseMarks(r.ReadInt32(), r.ReadDouble(), r.ReadDouble(), r.BaseStream.Position < r.BaseStream.Length ? r.ReadDouble() : 0);
             }
             else ctx.Dir.Event($"no process RNG state beside {path}: dropout after the resume draws other masks than the uninterrupted run's");
             ctx.Dir.Event($"resumed at step {trainer.Step} from {path}" +

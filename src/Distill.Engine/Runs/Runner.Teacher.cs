@@ -18,9 +18,10 @@ public sealed partial class Runner
     /// The teacher a spec names (checkpoint, cache or training), for hosts that run the rest of the
     /// method elsewhere (the cluster's teacher entity). Events, checkpoints and teacher.pt go to
     /// workDir; metrics rows go to metricsSink when given (else to workDir's metrics.csv), and each
-    /// event also to eventSink.
+    /// event also to eventSink. EarlierSeconds: what its training took in earlier commands, where it
+    /// went on from their checkpoint (0 otherwise); the caller adds its own time.
     /// </summary>
-    public (Classifier Teacher, double Accuracy, bool FromCache) PrepareTeacher(RunSpec spec, DataSplits data, string workDir,
+    public (Classifier Teacher, double Accuracy, bool FromCache, double EarlierSeconds) PrepareTeacher(RunSpec spec, DataSplits data, string workDir,
         Action<string, long, IReadOnlyDictionary<string, double>>? metricsSink = null, Action<string>? eventSink = null)
     {
         Native.TorchRuntime.Initialize();
@@ -31,7 +32,7 @@ public sealed partial class Runner
     }
 
     /// <param name="resume">Go on from the newest sound checkpoint in the directory, and checkpoint every <see cref="RunnerOptions.TeacherCheckpointEvery"/> (the teacher entity's training).</param>
-    private (Classifier Teacher, double Accuracy, bool FromCache) ObtainTeacher(PhaseContext ctx, ModelSpec t, bool resume = false)
+    private (Classifier Teacher, double Accuracy, bool FromCache, double EarlierSeconds) ObtainTeacher(PhaseContext ctx, ModelSpec t, bool resume = false)
     {
         if (t.Checkpoint is not null)
         {
@@ -49,7 +50,7 @@ public sealed partial class Runner
                 ctx.Dir.Event(warning);
                 log.WriteLine($"[teacher] {warning}");
             }
-            return (loaded, accuracy, false);
+            return (loaded, accuracy, false, 0);
         }
         var cacheDir = TeacherCacheDir(options.TeacherCache, options.DataCache);
         var cached = Path.Combine(cacheDir, $"{t.Arch}-{ctx.Spec.Data.Name}-{TeacherKey(ctx.Spec, t)}.pt");
@@ -61,7 +62,7 @@ public sealed partial class Runner
                 ModuleState.Load(loaded, cached);
                 // the run directory holds the teacher it used, wherever it came from
                 File.Copy(cached, ctx.Dir.File("teacher.pt"), overwrite: true);
-                return (loaded, ctx.TestAccuracy(loaded), true);
+                return (loaded, ctx.TestAccuracy(loaded), true, 0);
             }
             catch (Exception e)
             {
@@ -77,7 +78,7 @@ public sealed partial class Runner
         teacher.save(cached + ".tmp");
         File.Move(cached + ".tmp", cached, overwrite: true);
         teacher.save(ctx.Dir.File("teacher.pt"));
-        return (teacher, outcome.Test, false);
+        return (teacher, outcome.Test, false, outcome.Earlier);
     }
 
     /// <summary>

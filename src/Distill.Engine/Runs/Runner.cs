@@ -79,7 +79,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
         if (teacherSpec is not null)
         {
             var sw = Stopwatch.StartNew();
-            (teacher, teacherAcc, fromCache) = ObtainTeacher(ctx, teacherSpec);
+            (teacher, teacherAcc, fromCache, _) = ObtainTeacher(ctx, teacherSpec);
             teacherSeconds = sw.Elapsed.TotalSeconds;
             log.WriteLine($"[teacher] {teacherSpec.Arch}: {teacherAcc:F2}% test accuracy{(fromCache ? " (from cache)" : "")} in {teacherSeconds:F1} s");
             dir.Event($"teacher {teacherSpec.Arch} accuracy {teacherAcc:F2}% cached={fromCache}");
@@ -155,7 +155,8 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
     private static DivergenceGuard? NewGuard(RunSpec spec) => spec.Guard.Enabled ? new DivergenceGuard(spec.Guard) : null;
 
     /// <summary>Final and Best: the evaluations during training (validation split or test set); Test: the test set at the end.</summary>
-    private readonly record struct PhaseOutcome(double Final, double Best, int Rollbacks, double Test);
+    /// <param name="Earlier">Seconds the phase trained in earlier commands, before the checkpoint it resumed from.</param>
+    private readonly record struct PhaseOutcome(double Final, double Best, int Rollbacks, double Test, double Earlier = 0);
 
     private static Classifier NewModel(string arch, DataSplits data, Device device)
     {
@@ -173,13 +174,14 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
         var columns = new SortedSet<string>();
         double final = double.NaN, best = double.NegativeInfinity, test = double.NaN;
         var rollbacks = 0;
+        var earlier = 0.0;
         if (resumable && Resume(ctx, trainer) is { } from)
         {
             log.WriteLine($"[{trainer.Phase}] resumed at step {trainer.Step} from {from.Path}");
             // the guard goes on counting rollbacks and measuring drops from the best before the stop
             if (from.Marks is { } marks)
             {
-                (rollbacks, best) = (marks.Rollbacks, marks.Best);
+                (rollbacks, best, earlier) = (marks.Rollbacks, marks.Best, marks.Seconds);
                 guard?.Remember(marks.GuardBest);
             }
             // its last checkpoint was its last step: what the loop would have measured at the end
@@ -245,7 +247,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
                 {
                     using (samples) ctx.Dir.Samples(trainer.Phase, trainer.Step, SampleGrid.ToPng(samples, ctx.Data.Mean, ctx.Data.Std));
                 }
-                SaveCheckpoint(ctx, trainer, resumable, new PhaseMarks(rollbacks, best, guard?.BestAccuracy ?? double.NegativeInfinity));
+                SaveCheckpoint(ctx, trainer, resumable, new PhaseMarks(rollbacks, best, guard?.BestAccuracy ?? double.NegativeInfinity, earlier + sw.Elapsed.TotalSeconds));
                 lastCheckpoint = sw.Elapsed;
                 log.WriteLine($"[{trainer.Phase}] step {trainer.Step}/{trainer.TotalSteps} {(ctx.Data.HasValidation ? "validation" : "test")} accuracy {acc:F2}%{(ctx.Data.HasValidation && !double.IsNaN(test) ? $", test {test:F2}%" : "")} ({sw.Elapsed.TotalSeconds:F0} s)");
             }
@@ -268,11 +270,11 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
             // with a guard, only a step it has just found healthy: a resume must not start from a diverged state
             if (checkpointEvery is { } every && !isEval && !trainer.Done && (guard is null || isCheck) && sw.Elapsed - lastCheckpoint >= every)
             {
-                SaveCheckpoint(ctx, trainer, resumable, new PhaseMarks(rollbacks, best, guard?.BestAccuracy ?? double.NegativeInfinity));
+                SaveCheckpoint(ctx, trainer, resumable, new PhaseMarks(rollbacks, best, guard?.BestAccuracy ?? double.NegativeInfinity, earlier + sw.Elapsed.TotalSeconds));
                 lastCheckpoint = sw.Elapsed;
             }
         }
-        return new PhaseOutcome(final, best, rollbacks, test);
+        return new PhaseOutcome(final, best, rollbacks, test, earlier);
     }
 
     /// <param name="resumable">Also drop the phase's checkpoints past the step it goes back to: a resume must not pick the path the guard rejected.</param>

@@ -114,13 +114,14 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             // its events (what it loaded, where it resumed) are the run's too: the coordinator writes them to its events.log
-            var (t, acc, fromCache) = NewRunner(runId).PrepareTeacher(s, Services.Data(s.Data), workDir,
+            var (t, acc, fromCache, earlier) = NewRunner(runId).PrepareTeacher(s, Services.Data(s.Data), workDir,
                 (_, step, values) => coordinator.Tell(RunMetrics.Of(runId, self, step, values)),
                 message => coordinator.Tell(new EntityProgress(runId, self, 0, 0, 0, 0, null, node, message)));
             using (t)
             {
                 var blob = Services.Blobs.Put(EngineAccess.SaveModel(t));
-                return new TeacherTrained(blob, acc, Math.Round(clock.Elapsed.TotalSeconds, 1), fromCache);
+                // earlier commands' training too, where this one went on from their checkpoint
+                return new TeacherTrained(blob, acc, Math.Round(earlier + clock.Elapsed.TotalSeconds, 1), fromCache);
             }
         });
         // remember the run now, so that a restart knows what it was preparing
@@ -170,7 +171,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
     private byte[] PrepareAgain(RunSpec s, string blob, string runId, string lost, out string restored)
     {
         var workDir = Path.Combine(Services.Options.RunsDir, runId, "teacher");
-        var (t, _, fromCache) = NewRunner(runId).PrepareTeacher(s, Services.Data(s.Data), workDir);
+        var (t, _, fromCache, _) = NewRunner(runId).PrepareTeacher(s, Services.Data(s.Data), workDir);
         using (t)
         {
             var weights = EngineAccess.SaveModel(t);
