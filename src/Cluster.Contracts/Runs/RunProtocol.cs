@@ -46,6 +46,9 @@ public static class RunStates
 {
     /// <summary>The state as status lines and status.json show it: "preparing_teacher", "training".</summary>
     public static string Name(this RunState s) => s == RunState.PreparingTeacher ? "preparing_teacher" : s.ToString().ToLowerInvariant();
+
+    /// <summary>Completed, failed or cancelled: final.</summary>
+    public static bool Ended(this RunState s) => s is RunState.Completed or RunState.Failed or RunState.Cancelled;
 }
 
 /// <summary>Cancel a run for good. Answered with <see cref="CancelAnswer"/> or <see cref="RunRejected"/> (no such run).</summary>

@@ -45,7 +45,7 @@ public static class RunClient
         $"[{s.RunId}] {s.State.Name()} step {s.StudentStep}/{s.TotalSteps}" +
         // the source is a generator, DeepInversion's rounds or a loader of real data: its words fit all three
         // an ended run's counts are its last report's (none after a restart), not what it holds
-        (s.State is RunState.Completed or RunState.Failed or RunState.Cancelled ? ""
+        (s.State.Ended() ? ""
             : $" batches: {s.GeneratedBatches} made, {s.PoolBatches} pooled, {s.GeneratorQueue} queued, {s.StudentInFlight} at the student") +
         (s.TeacherAccuracy is { } t ? $" teacher {t:F2}%" : "") +
         (s.StudentAccuracy is { } a ? $" student {a:F2}%" : "") +

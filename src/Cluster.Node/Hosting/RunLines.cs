@@ -27,17 +27,15 @@ public sealed class RunLines(bool reasonElsewhere = false, Func<double>? seconds
         return () => watch.Elapsed.TotalSeconds;
     }
 
-    public static bool Ended(RunSummary s) => s.State is RunState.Completed or RunState.Failed or RunState.Cancelled;
-
     /// <summary>Measures an answer; returns its line, or null when it shows nothing new. `extra`: what follows the pace (the latest losses).</summary>
     public string? Next(RunSummary s, Func<string>? extra = null)
     {
         if (Meter.Total != s.TotalSteps) Meter = new ProgressMeter(s.TotalSteps);
         if (s.State == RunState.Training && s.StudentStep > 0) Meter.Add(this.seconds(), s.StudentStep);
-        var status = RunClient.Format(reasonElsewhere && Ended(s) && s.State != RunState.Completed ? s with { Message = null } : s);
+        var status = RunClient.Format(reasonElsewhere && s.State is RunState.Failed or RunState.Cancelled ? s with { Message = null } : s);
         if (status == last || s.State == RunState.Training && s.Node is null) return null;
         last = status;
-        var pace = Ended(s) ? (s.TotalSteps > 0 ? $"{100.0 * s.StudentStep / s.TotalSteps:F1}%" : "") : Meter.Pace(s.StudentStep);
+        var pace = s.State.Ended() ? (s.TotalSteps > 0 ? $"{100.0 * s.StudentStep / s.TotalSteps:F1}%" : "") : Meter.Pace(s.StudentStep);
         var parts = new[] { pace, extra?.Invoke() ?? "" }.Where(p => p.Length > 0).ToList();
         return status + (parts.Count == 0 ? "" : " | " + string.Join(", ", parts));
     }

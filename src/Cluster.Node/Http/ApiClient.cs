@@ -77,7 +77,7 @@ public sealed class ApiClient : IDisposable
     public Task<RunSummary> FollowRunAsync(string runId, TextWriter log, TimeSpan poll, CancellationToken ct = default)
     {
         var lines = new RunLines();
-        return FollowAsync(c => RunAsync(runId, c), s => lines.Next(s) is { } line ? line + Environment.NewLine : "", RunLines.Ended, log, poll, ct);
+        return FollowAsync(c => RunAsync(runId, c), s => lines.Next(s) is { } line ? line + Environment.NewLine : "", s => s.State.Ended(), log, poll, ct);
     }
 
     /// <summary>Polls until the sweep ends, writing it as a log (<see cref="SweepProgressLog"/>).</summary>

@@ -36,10 +36,11 @@ internal static class RunCommand
                 var id = p.GetValue(runId);
                 var named = id is null ? null : Path.Combine(p.GetValue(runsDir)!, id);
                 // the engine loop starts a run afresh: a directory that holds one already (finished, interrupted, or an actor run's) is not written over
-                if (named is not null && Directory.Exists(named) && Directory.EnumerateFileSystemEntries(named).Any())
-                    throw new InputException($"run {id} exists in {Path.GetFullPath(named)} ({string.Join(", ", Directory.EnumerateFileSystemEntries(named).Select(Path.GetFileName).Order().Take(4))}" +
-                                             $"{(Directory.EnumerateFileSystemEntries(named).Count() > 4 ? ", ..." : "")}); the engine loop does not resume a run and would write over it: give another --run-id or none");
-                using var held = named is null ? null : EmbeddedRun.Hold(Directory.CreateDirectory(named).FullName, $"run {id}", "--run-id");
+                var contents = named is not null && Directory.Exists(named) ? Directory.GetFileSystemEntries(named).Select(Path.GetFileName).Order().ToList() : [];
+                if (contents.Count > 0)
+                    throw new InputException($"run {id} exists in {Path.GetFullPath(named!)} ({string.Join(", ", contents.Take(4))}{(contents.Count > 4 ? ", ..." : "")}); " +
+                                             "the engine loop does not resume a run and would write over it: give another --run-id or none");
+                using var dirLock = named is null ? null : EmbeddedRun.Hold(Directory.CreateDirectory(named).FullName, $"run {id}", "--run-id");
                 try { new Runner(new RunnerOptions { RunsRoot = p.GetValue(runsDir)!, RunId = p.GetValue(runId), Cancellation = ct }, stdout).Run(s); }
                 catch (OperationCanceledException) when (ct.IsCancellationRequested)
                 {

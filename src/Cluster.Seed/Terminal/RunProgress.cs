@@ -32,7 +32,6 @@ internal static class RunProgress
             try { return (await RunClient.StatusAsync(coordinator, runId, TimeSpan.FromSeconds(20), ct)).FirstOrDefault(); }
             catch (Exception e) when (e is AskTimeoutException or CoordinatorUnavailableException) { return null; }
         }
-        static bool Ended(RunSummary s) => RunLines.Ended(s);
 
         if (!Interactive(stdout))
         {
@@ -43,7 +42,7 @@ internal static class RunProgress
                 {
                     // the status line as `status` prints it, then what it lacks: the rate, time left and losses
                     if (follow.Next(s, () => ProgressMeter.Losses(metrics.Latest("student-0"))) is { } line) stdout.WriteLine(line);
-                    if (Ended(s)) return s;
+                    if (s.State.Ended()) return s;
                 }
                 await Task.Delay(Poll, ct);
             }
@@ -82,7 +81,7 @@ internal static class RunProgress
                 if (await Next() is { } s)
                 {
                     ctx.UpdateTarget(View(s));
-                    if (Ended(s)) { final = s; return; }
+                    if (s.State.Ended()) { final = s; return; }
                 }
                 await Task.Delay(Poll, ct);
             }

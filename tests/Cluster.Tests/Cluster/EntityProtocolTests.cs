@@ -355,6 +355,20 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         Assert.Equal(2, probe.ExpectMsg<EntityStatus>(Long).Step);
     }
 
+    /// <summary>A student of a new run (its id begins with `prefix`) trained 4 steps, checkpointed at 2 and 4, and stopped.</summary>
+    private static (string Run, string Id) TrainFourStepsAndStop(ActorHarness h, string prefix)
+    {
+        var run = $"{prefix}{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Student(run, 0);
+        var student = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
+        student.Tell(new StartEntity(id, run, ActorHarness.Spec(prefix, checkpointEvery: 2, window: 4), h.TeacherBlob()));
+        h.Generators.ExpectMsg<RequestBatches>(Long);
+        for (var s = 1; s <= 4; s++) student.Tell(Batch(id, s));
+        h.Generators.FishForMessage(m => m is ReleaseBatches { UpToSeq: 4 }, Long);
+        h.Stop(student);
+        return (run, id);
+    }
+
     /// <summary>
     /// A stop that wakes a passivated entity (a cancelled trial paused at a rung) ends it: its
     /// recovery starts loading the engine, but the stop comes first, so nothing trains, asks for
@@ -364,14 +378,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
     public void Should_stop_an_entity_woken_by_its_runs_end_without_resuming_it()
     {
         using var h = new ActorHarness(ActorHarness.Sqlite, "woken");
-        var run = $"w{Guid.NewGuid():N}"[..12];
-        var id = EntityId.Student(run, 0);
-        var student = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
-        student.Tell(new StartEntity(id, run, ActorHarness.Spec("woken", checkpointEvery: 2, window: 4), h.TeacherBlob()));
-        h.Generators.ExpectMsg<RequestBatches>(Long);
-        for (var s = 1; s <= 4; s++) student.Tell(Batch(id, s));
-        h.Generators.FishForMessage(m => m is ReleaseBatches { UpToSeq: 4 }, Long);
-        h.Stop(student);
+        var (run, id) = TrainFourStepsAndStop(h, "w");
         h.Coordinator.ReceiveWhile(TimeSpan.FromMilliseconds(200), m => m);
         h.Generators.ReceiveWhile(TimeSpan.FromMilliseconds(200), m => m);
 
@@ -389,14 +396,7 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
     public void Should_report_a_corrupt_checkpoint_with_run_and_entity_and_fall_back_to_the_previous_one()
     {
         using var h = new ActorHarness(ActorHarness.Sqlite, "corrupt");
-        var run = $"c{Guid.NewGuid():N}"[..12];
-        var id = EntityId.Student(run, 0);
-        var student = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
-        student.Tell(new StartEntity(id, run, ActorHarness.Spec("corr", checkpointEvery: 2, window: 4), h.TeacherBlob()));
-        h.Generators.ExpectMsg<RequestBatches>(Long);
-        for (var s = 1; s <= 4; s++) student.Tell(Batch(id, s));
-        h.Generators.FishForMessage(m => m is ReleaseBatches { UpToSeq: 4 }, Long);
-        h.Stop(student);
+        var (run, id) = TrainFourStepsAndStop(h, "c");
 
         // flip bytes in the newest checkpoint blob (the largest files are checkpoints; take the newest)
         var newest = Directory.EnumerateFiles(h.Options.StoreDir, "*.bin", SearchOption.AllDirectories)

@@ -46,7 +46,7 @@ public sealed partial class RunCoordinator
     private static void RunGauges(RunSummary s)
     {
         Prometheus.Gauge[] gauges = [NodeMetrics.StudentStep, NodeMetrics.PoolBatches, NodeMetrics.GeneratorQueue, NodeMetrics.StudentInFlight];
-        if (s.State is RunState.Completed or RunState.Failed or RunState.Cancelled)
+        if (s.State.Ended())
         {
             foreach (var g in gauges) g.RemoveLabelled(s.RunId);
             return;

@@ -46,9 +46,9 @@ public sealed partial class SweepCoordinator
                     if (t.HoldAt == s.StudentStep) OnRunPaused(c.RunId, s.StudentStep, s.StudentAccuracy, s.PausedStudentBlob, s.PausedSourceBlob);
                     else services.Coordinator.Tell(new ResumeRun(c.RunId, t.HoldAt));
                 }
-                else if (t.State == TrialState.Stopped && s.State is not (RunState.Completed or RunState.Failed or RunState.Cancelled))
+                else if (t.State == TrialState.Stopped && !s.State.Ended())
                     services.Coordinator.Tell(new CancelRun(c.RunId, $"stopped by the scheduler: {t.Reason}"));
-                else if (s.State is RunState.Completed or RunState.Failed or RunState.Cancelled)
+                else if (s.State.Ended())
                     OnRunEnded(c.RunId, s.State, s.StudentStep, s.StudentAccuracy, s.Message);
                 break;
         }
