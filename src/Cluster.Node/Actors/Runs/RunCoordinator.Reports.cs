@@ -20,6 +20,9 @@ namespace Cluster.Node.Actors;
 /// <summary>What the coordinator writes and answers about a run: status.json, result.json, metrics, samples, summaries.</summary>
 public sealed partial class RunCoordinator
 {
+    /// <summary>When each run's status.json was last written (progress reports rewrite it at most twice a second).</summary>
+    private readonly Dictionary<string, DateTime> statusWritten = [];
+
     /// <summary>runs/&lt;id&gt;/status.json: what `status` shows, for dashboards and scripts that do not join the cluster.</summary>
     private void WriteStatus(RunRecord r, bool throttle)
     {

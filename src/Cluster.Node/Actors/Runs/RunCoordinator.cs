@@ -65,8 +65,6 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     /// the entities wherever they run, so that one file has one writer.
     /// </summary>
     private readonly Dictionary<string, RunDirectory> dirs = [];
-    /// <summary>The last message logged per entity, so that a report repeated is not logged twice.</summary>
-    private readonly Dictionary<string, string> lastMessage = [];
 
     private RunDirectory Dir(string runId) =>
         dirs.TryGetValue(runId, out var d) ? d : dirs[runId] = new RunDirectory(Path.Combine(services.Options.RunsDir, runId));
@@ -85,19 +83,6 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     }
 
     private RunSpec SpecOf(RunRecord r) => specs.TryGetValue(r.RunId, out var s) ? s : specs[r.RunId] = SpecParser.Parse(r.SpecYaml, r.SpecFile);
-
-    private sealed class Live
-    {
-        public long StudentStep, TotalSteps, Generated;
-        public int Pool, GeneratorQueue, InFlight;
-        public double? Accuracy;
-        public string? Message, Node, GeneratorNode;
-        /// <summary>The kind of entity whose message <see cref="Message"/> is, and the student's step when it came.</summary>
-        public string? MessageFrom;
-        public long MessageAt;
-        /// <summary>The source's guard rollbacks as it last reported them.</summary>
-        public int? SourceRollbacks;
-    }
 
     public RunCoordinator(NodeServices services)
     {
@@ -231,44 +216,6 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             StartEntities(state.Runs[m.RunId]);
         });
     }
-
-    private void OnProgress(EntityProgress p)
-    {
-        if (!state.Runs.ContainsKey(p.RunId)) return;
-        var l = live.TryGetValue(p.RunId, out var x) ? x : live[p.RunId] = new Live();
-        var kind = EntityId.Parse(p.EntityId).Kind;
-        if (kind == EntityKinds.Student)
-        {
-            l.StudentStep = p.Step;
-            l.TotalSteps = p.TotalSteps;
-            l.InFlight = p.Queue;
-            l.Node = p.Node;
-            if (p.Accuracy is { } a) l.Accuracy = a;
-            // news stays until it is old: the teacher's (loaded, resumed at its step N) once the student trains,
-            // any other's (a resume, a rollback; events.log keeps them all) at the first evaluation after it
-            if (l.MessageFrom == EntityKinds.Teacher || p.Accuracy is not null && p.Message is null && p.Step > l.MessageAt) (l.Message, l.MessageFrom) = (null, null);
-        }
-        else if (kind == EntityKinds.Generator)
-        {
-            l.Generated = p.Step;
-            l.GeneratorQueue = p.Queue;
-            l.Pool = p.PoolBatches;
-            l.GeneratorNode = p.Node;
-            if (p.SourceRollbacks is { } n) l.SourceRollbacks = n;
-        }
-        if (p.Message is not null)
-        {
-            (l.Message, l.MessageFrom, l.MessageAt) = (p.Message, kind, l.StudentStep);
-            if (lastMessage.GetValueOrDefault(p.EntityId) != p.Message)
-            {
-                lastMessage[p.EntityId] = p.Message;
-                Dir(p.RunId).Event($"{p.EntityId} on {p.Node}: {p.Message}");
-            }
-        }
-        WriteStatus(state.Runs[p.RunId], throttle: true);
-    }
-
-    private readonly Dictionary<string, DateTime> statusWritten = [];
 
     private void OnFinished(StudentFinished m)
     {
