@@ -11,7 +11,8 @@
 #    DeepInversion, ADI, and the six KD-family specs one after another. A run still going when the
 #    budget ends is interrupted; its metrics.csv says how far it got.
 # CD_BENCH=both|torchsharp|none and CD_LANES="name:spec,spec+engine name:spec+resume" choose what runs; teachers in
-# gpudata/teachers/ seed every lane's teacher cache. GPU memory and utilisation are sampled every 10 s. CD_APP replaces the packed app (a dry run on a
+# gpudata/teachers/ seed every lane's teacher cache. GPU memory and utilisation are sampled every 10 s, and a node's /metrics
+# is scraped once for its GPU memory gauges. CD_APP replaces the packed app (a dry run on a
 # machine without a GPU: CD_APP="dotnet src/Cluster.Seed/bin/Release/net10.0/Cluster.Seed.dll"
 # CD_DEVICE=cpu CD_BENCH=none GPU_CHECK_SECONDS=60).
 set -uo pipefail
@@ -90,6 +91,18 @@ lanes=()
 for l in ${CD_LANES:-dafl:dafl-mnist di:deepinversion-mnist adi:adi-mnist kd:kd-mnist,lsr,tfkd-self,tfkd-reg,rekd,dekd}; do
   lane "${l%%:*}" $(echo "${l#*:}" | tr , ' ') & lanes+=($!)
 done
+# the GPU memory gauges (docs/api.md) on a real GPU, while the lanes train: a node serving /metrics
+# (bench --cluster's) scraped once; the device gauges must be there, the process gauge where nvidia-smi lists the process
+if [ "$device" = cuda ]; then
+  ( sleep 30
+    timeout -k 5 90 $CD_APP bench --cluster --part pipeline --quick --http-port 8091 --out "$work/bench-metrics.json" >"$work/logs/metrics-node.log" 2>&1 & node=$!
+    get() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "$1"; }
+    for _ in $(seq 60); do get http://127.0.0.1:8091/health/live >/dev/null 2>&1 && break; sleep 1; done
+    get http://127.0.0.1:8091/metrics >"$work/metrics-scrape.txt"; echo "== /metrics on CUDA (rc=$?): GPU lines"
+    grep '^clusterdistill_gpu' "$work/metrics-scrape.txt" || echo "no clusterdistill_gpu line in the scrape"
+    kill "$node" 2>/dev/null ) &
+  lanes+=($!)
+fi
 wait "${lanes[@]}"
 kill "$sampler" 2>/dev/null
 

@@ -62,39 +62,30 @@ public static class NodeMetrics
     public static readonly Gauge EventStreams = Metrics.CreateGauge("clusterdistill_http_event_streams",
         "Clients reading the live event stream (/api/stream) from this node: open dashboards and followers");
 
-    public static readonly Gauge GpuMemory = Metrics.CreateGauge("clusterdistill_gpu_memory_bytes",
-        "GPU memory this process holds, per device, as nvidia-smi reports it (absent without a GPU)", ["device"]);
+    public static readonly Gauge GpuMemoryBytes = Metrics.CreateGauge("clusterdistill_gpu_memory_bytes",
+        "GPU memory this process holds, per device, as nvidia-smi reports it (absent without a GPU, and where nvidia-smi does not list this process, as in most containers)", ["device"]);
+
+    public static readonly Gauge GpuDeviceUsedBytes = Metrics.CreateGauge("clusterdistill_gpu_device_memory_used_bytes",
+        "GPU memory in use on each device this node sees, by every process, as nvidia-smi reports it", ["device"]);
+
+    public static readonly Gauge GpuDeviceTotalBytes = Metrics.CreateGauge("clusterdistill_gpu_device_memory_total_bytes",
+        "GPU memory of each device this node sees", ["device"]);
 
     private static int gpuTracked;
 
-    /// <summary>
-    /// On a node with CUDA: GPU memory is read at each scrape from nvidia-smi (libtorch's allocator
-    /// statistics are not exposed by TorchSharp), for this process only.
-    /// </summary>
+    /// <summary>On a node with CUDA: GPU memory is read from nvidia-smi at each scrape (<see cref="GpuMemory"/>).</summary>
     public static void TrackGpuMemory()
     {
         if (Interlocked.Exchange(ref gpuTracked, 1) == 1) return;
         Metrics.DefaultRegistry.AddBeforeCollectCallback(async ct =>
         {
-            try
+            if (await GpuMemory.Query(ct) is not { } readings) return;   // no nvidia-smi, or it failed or hung: no sample
+            foreach (var r in readings)
             {
-                var psi = new System.Diagnostics.ProcessStartInfo("nvidia-smi", ["--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv,noheader,nounits"])
-                    { RedirectStandardOutput = true, RedirectStandardError = true };
-                using var p = System.Diagnostics.Process.Start(psi);
-                if (p is null) return;
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                timeout.CancelAfter(TimeSpan.FromSeconds(2));
-                var text = await p.StandardOutput.ReadToEndAsync(timeout.Token);
-                await p.WaitForExitAsync(timeout.Token);
-                var pid = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
-                {
-                    var cells = line.Split(',', StringSplitOptions.TrimEntries);
-                    if (cells.Length == 3 && cells[0] == pid && double.TryParse(cells[2], System.Globalization.CultureInfo.InvariantCulture, out var mib))
-                        GpuMemory.WithLabels(cells[1]).Set(mib * 1048576);
-                }
+                GpuDeviceUsedBytes.WithLabels(r.Device).Set(r.UsedBytes);
+                GpuDeviceTotalBytes.WithLabels(r.Device).Set(r.TotalBytes);
+                if (r.ProcessBytes is { } own) GpuMemoryBytes.WithLabels(r.Device).Set(own);
             }
-            catch (Exception e) when (e is System.ComponentModel.Win32Exception or OperationCanceledException or IOException) { }   // no nvidia-smi, or it hung: no sample
         });
     }
 }
