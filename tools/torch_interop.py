@@ -100,14 +100,19 @@ def models(out, archs):
         files = {"state_dict": f"{arch}.pth"}
         torch.save(m.state_dict(), os.path.join(out, files["state_dict"]))
         if k % 3 == 0:      # the other shapes a user's file takes, spread over the architectures
-            files["legacy"] = f"{arch}.legacy.pt"
-            torch.save(m.state_dict(), os.path.join(out, files["legacy"]), _use_new_zipfile_serialization=False)
+            # the legacy format in each pickle protocol torch.save takes (2 is its default)
+            proto = [2, 1, 3, 4, 5][(k // 3) % 5]
+            files["legacy"] = f"{arch}.legacy-p{proto}.pt"
+            files["legacy_protocol"] = proto
+            torch.save(m.state_dict(), os.path.join(out, files["legacy"]), _use_new_zipfile_serialization=False, pickle_protocol=proto)
             files["fp64"] = f"{arch}.fp64.pt"     # float64 holds float32 exactly: the same logits
             torch.save({n: (t.double() if t.is_floating_point() else t) for n, t in m.state_dict().items()}, os.path.join(out, files["fp64"]))
         if k % 3 == 1:
             files["fp16_checkpoint"] = f"{arch}.ckpt"
             half = {"module." + n: (t.half() if t.is_floating_point() else t) for n, t in m.state_dict().items()}
+            # beside the weights, the values torch.load(weights_only=True) also takes: a size, a dtype, a device
             torch.save({"epoch": 200, "arch": arch, "best_acc1": 95.1, "state_dict": half,
+                        "input_size": torch.Size([channels, size, size]), "dtype": torch.float16, "device": torch.device("cuda", 0),
                         "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9}]}},
                        os.path.join(out, files["fp16_checkpoint"]))
             files["fp16_logits"] = rounded_logits(m, x, torch.float16)

@@ -154,6 +154,23 @@ public sealed class InteropTests : IDisposable
         using var b = Lenet(3);
         StateDictLoader.Load(b, F("renamed.safetensors"), keyMap: [new("backbone.", ""), new("head.", "fc2.")]);
         AssertSameWeights(source, b);
+
+        // DataParallel around a wrapper: the error lists the names without 'module.', and the map it
+        // suggests for them works; a map written for the file's own names works too
+        TorchSaveWriter.Write(F("dp-backbone.pth"), Raw(source, k => "module.backbone." + k));
+        var listed = Refused(F("dp-backbone.pth"));
+        Assert.Contains("unexpected: backbone.conv1.weight", listed.Message);
+        Assert.Contains("key_map", listed.Message);
+        foreach (var map in new KeyValuePair<string, string>[][] { [new("backbone.", "")], [new("module.backbone.", "")] })
+        {
+            using var c = Lenet(4);
+            var r = StateDictLoader.Load(c, F("dp-backbone.pth"), keyMap: map);
+            Assert.Contains($"{source.state_dict().Count} keys renamed by the key map", r.Renamed);
+            AssertSameWeights(source, c);
+        }
+        // a map that begins none of the names is named as such
+        var e2 = Assert.Throws<WeightFileException>(() => StateDictLoader.Load(Lenet(5), F("dp-backbone.pth"), keyMap: [new("encoder.", "")]));
+        Assert.Contains("key_map's prefixes ('encoder.') begin none of the file's names", e2.Message);
     }
 
     /// <summary>The mismatches users meet most get a hint of their cause: an MLP made for another image size, torchvision's ResNet given as the CIFAR one.</summary>
@@ -329,6 +346,17 @@ public sealed class InteropTests : IDisposable
         var bad = new PickleBytes().Proto().StateDict(tensors, storageNumel: [70, .. tensors.Skip(1).Select(t => t.Data.Length / 4L)]).Stop();
         TorchZip(F("view.pth"), bad.Bytes, smaller);
         Assert.Contains("a tensor of shape [3, 1, 5, 5] reaches element 74 of storage '0', which has 70", Refused(F("view.pth")).Message);
+    }
+
+    /// <summary>A legacy file in pickle protocol 0 (text) is recognised as torch.save's, and refused with the way to save it again.</summary>
+    [Fact]
+    public void Should_name_a_legacy_file_in_the_text_pickle_protocol()
+    {
+        // torch.save(sd, f, _use_new_zipfile_serialization=False, pickle_protocol=0): the magic number, the version, then the system dict
+        File.WriteAllBytes(F("p0.pt"), Encoding.ASCII.GetBytes("L119547037146038801333356L\n.I1001\n.(dp0\nVprotocol_version\np1\nI1001\ns."));
+        var e = Refused(F("p0.pt"));
+        Assert.DoesNotContain("not a PyTorch", e.Message);
+        Assert.Contains("pickle protocol 0 (text), which is not read; save the file again with torch.save's default protocol", e.Message);
     }
 
     [Fact]

@@ -86,6 +86,7 @@ public sealed class TorchInteropTests : IDisposable
         PyTorch("models", dir);
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "models.json")));
         var archs = new List<string>();
+        var protocols = new SortedSet<int>();
         foreach (var m in doc.RootElement.GetProperty("models").EnumerateArray())
         {
             var arch = m.GetProperty("arch").GetString()!;
@@ -117,11 +118,14 @@ public sealed class TorchInteropTests : IDisposable
                     Assert.Contains("Float16 to Float32", report.Converted);
                 }
                 if (variant.Name == "legacy") Assert.Equal("PyTorch legacy", report.Format);
+                if (variant.Name == "legacy") protocols.Add(files.GetProperty("legacy_protocol").GetInt32());
                 if (variant.Name == "bf16") Assert.Contains("BFloat16 to Float32", report.Converted);
                 if (variant.Name == "fp64") Assert.Contains("Float64 to Float32", report.Converted);
             }
         }
         Assert.Equal(ModelFactory.Architectures.Order(), archs.Order());
+        // legacy files in every pickle protocol torch.save writes them with
+        Assert.Equal([1, 2, 3, 4, 5], protocols);
     }
 
     [Fact]

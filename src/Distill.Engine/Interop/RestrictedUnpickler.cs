@@ -8,7 +8,8 @@ namespace Distill.Engine.Interop;
 /// <summary>
 /// A pickle reader for state_dicts and checkpoint dicts, modelled on PyTorch's own
 /// torch.load(weights_only=True): only the opcodes those files use, and only allow-listed globals
-/// (OrderedDict, the tensor rebuild functions, the storage types, _codecs.encode for bytes), each
+/// (OrderedDict, the tensor rebuild functions, the storage types and dtypes, torch.Size, torch.device,
+/// _codecs.encode for bytes), each
 /// turned into an inert value by a handler here. Nothing named by the file is ever looked up or
 /// called, so a pickle cannot run code; anything else is refused with its name. Lengths are
 /// checked against the bytes actually there before anything is allocated.
@@ -23,7 +24,14 @@ public sealed class RestrictedUnpickler
     [
         "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
         "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state", "_codecs.encode",
-        "builtins.set", "builtins.frozenset",
+        "builtins.set", "builtins.frozenset", "torch.Size", "torch.device",
+    ];
+
+    /// <summary>torch's dtypes by the names they pickle as (a checkpoint may keep one beside its weights, as torch.load(weights_only=True) allows).</summary>
+    private static readonly HashSet<string> Dtypes =
+    [
+        "float32", "float64", "float16", "bfloat16", "complex32", "complex64", "complex128", "uint8", "int8", "int16", "int32", "int64", "bool",
+        "qint8", "quint8", "qint32", "quint4x2", "quint2x4", "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
     ];
 
     private static readonly UTF8Encoding StrictUtf8 = new(false, throwOnInvalidBytes: true);
@@ -97,6 +105,8 @@ public sealed class RestrictedUnpickler
                 case (byte)'M': Push((long)BinaryPrimitives.ReadUInt16LittleEndian(Take(2))); break;
                 case (byte)'J': Push((long)BinaryPrimitives.ReadInt32LittleEndian(Take(4))); break;
                 case 0x8a: Push(Long(Take(Take(1)[0]))); break;                               // LONG1
+                case (byte)'L': Push(TextLong(Line("LONG"))); break;                             // LONG (protocols 0-1: a legacy file's magic number)
+                case (byte)'I': Push(TextInt(Line("INT"))); break;                               // INT (protocols 0-1; "01"/"00" are True/False)
                 case (byte)'G': Push(BinaryPrimitives.ReadDoubleBigEndian(Take(8))); break;   // BINFLOAT
                 case (byte)'X': Push(Utf8(Take(Length(BinaryPrimitives.ReadUInt32LittleEndian(Take(4)))))); break;   // BINUNICODE
                 case 0x8c: Push(Utf8(Take(Take(1)[0]))); break;                               // SHORT_BINUNICODE
@@ -109,7 +119,7 @@ public sealed class RestrictedUnpickler
                 case 0x94: Memo(memo.Count); break;                                          // MEMOIZE
                 case (byte)'h': Push(Recall(Take(1)[0])); break;                              // BINGET
                 case (byte)'j': Push(Recall(BinaryPrimitives.ReadUInt32LittleEndian(Take(4)))); break;
-                case (byte)'c': { var module = Line(); var name = Line(); Push(Global(module, name)); break; }   // GLOBAL
+                case (byte)'c': { var module = Line("GLOBAL name"); var name = Line("GLOBAL name"); Push(Global(module, name)); break; }   // GLOBAL
                 case 0x93:                                                                   // STACK_GLOBAL
                 {
                     var name = Pop() as string ?? throw Bad("STACK_GLOBAL without a name string");
@@ -158,6 +168,8 @@ public sealed class RestrictedUnpickler
                 case (byte)'a': { var v = Pop(); ListOf(Peek()).Add(v); break; }               // APPEND
                 case (byte)'e': { var items = PopMark(); ListOf(Peek()).AddRange(items); break; }   // APPENDS
                 case 0x90: { var items = PopMark(); ListOf(Peek()).AddRange(items); break; }        // ADDITEMS (sets)
+                case (byte)'p' or (byte)'g' or (byte)'P' or (byte)'S' or (byte)'V' or (byte)'F' or (byte)'d' or (byte)'l':
+                    throw Bad($"opcode '{(char)op}' at byte {at} is pickle protocol 0 (text), which is not read; save the file again with torch.save's default protocol");
                 default:
                     throw Bad($"opcode 0x{op:x2} at byte {at} is not one a state_dict uses");
             }
@@ -168,7 +180,7 @@ public sealed class RestrictedUnpickler
     private object Global(string module, string name)
     {
         var full = $"{module}.{name}";
-        if (module == "torch" && ElementTypes.OfStorage(name) is not null) return new PyGlobal(module, name);
+        if (module == "torch" && (ElementTypes.OfStorage(name) is not null || Dtypes.Contains(name))) return new PyGlobal(module, name);
         if (Allowed.Contains(full)) return new PyGlobal(module, name);
         // a dict's key is pushed just before its value: the entry a checkpoint keeps beside its weights (args, best_acc)
         var key = stack.Count > 0 && stack[^1] is string k && k.Length <= 200 ? k : null;
@@ -200,6 +212,16 @@ public sealed class RestrictedUnpickler
             case "torch._utils._rebuild_parameter":
             case "torch._utils._rebuild_parameter_with_state":
                 return args.Length >= 1 && args[0] is TensorRef t ? t : throw Bad($"{g.Name} without a tensor");
+            case "torch.Size":
+                return args is [object?[] dims] && dims.All(d => d is long) ? dims : throw Bad($"torch.Size of {(args.Length == 1 ? Describe(args[0]) : $"{args.Length} arguments")}");
+            case "torch.device":
+                return args switch
+                {
+                    [string type] => type,
+                    [string type, long index] => $"{type}:{index}",
+                    [string type, null] => type,
+                    _ => throw Bad($"torch.device with {args.Length} arguments"),
+                };
             case "_codecs.encode":
                 if (args is [string s, string enc] && enc.Equals("latin1", StringComparison.OrdinalIgnoreCase)) return Encoding.Latin1.GetBytes(s);
                 throw Bad("_codecs.encode other than latin1 text");
@@ -281,14 +303,29 @@ public sealed class RestrictedUnpickler
         catch (DecoderFallbackException) { throw Bad($"a string that is not UTF-8 before byte {i}"); }
     }
 
-    private string Line()
+    private string Line(string what)
     {
         var end = Array.IndexOf(p, (byte)'\n', i);
-        if (end < 0 || end - i > 256) throw Bad("a GLOBAL name without an end of line");
+        if (end < 0 || end - i > 256) throw Bad($"a {what} without an end of line");
         var s = Encoding.ASCII.GetString(p, i, end - i);
         i = end + 1;
         return s;
     }
+
+    private object TextLong(string text)
+    {
+        var digits = text.EndsWith('L') ? text[..^1] : text;
+        if (digits.Length is 0 or > 40 || !BigInteger.TryParse(digits, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var v))
+            throw Bad($"a LONG that is not an integer ('{text}')");
+        return v >= long.MinValue && v <= long.MaxValue ? (long)v : v;
+    }
+
+    private object TextInt(string text) => text switch
+    {
+        "01" => true,
+        "00" => false,
+        _ => long.TryParse(text, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var v) ? v : throw Bad($"an INT that is not an integer ('{text}')"),
+    };
 
     private object Long(ReadOnlySpan<byte> bytes)
     {

@@ -38,6 +38,11 @@ public static class StateDictLoader
         var target = module.state_dict();
         var renamed = new List<string>();
         var names = file.Entries.Select(e => e.Name).ToList();
+        // a map written for the names as the error lists them (after module.) applies after the wrapper
+        // prefixes are taken off; one that names a wrapper prefix itself applies to the file's own names
+        var mapsWrapped = keyMap?.Any(kv => WrapperPrefixes.Any(w => kv.Key.StartsWith(w, StringComparison.Ordinal))) == true;
+        if (!mapsWrapped) names = WithoutWrappers(names, target, renamed);
+        var unmapped = false;
         if (keyMap is { Count: > 0 })
         {
             var count = 0;
@@ -48,18 +53,9 @@ public static class StateDictLoader
                 return n;
             }).ToList();
             renamed.Add($"{count} keys renamed by the key map");
+            unmapped = count == 0;
         }
-        for (var changed = true; changed;)
-        {
-            changed = false;
-            foreach (var prefix in WrapperPrefixes)
-                if (names.Count > 0 && names.All(n => n.StartsWith(prefix, StringComparison.Ordinal)) && !names.Any(target.ContainsKey))
-                {
-                    names = names.Select(n => n[prefix.Length..]).ToList();
-                    renamed.Add($"'{prefix}' prefix removed");
-                    changed = true;
-                }
-        }
+        names = WithoutWrappers(names, target, renamed);
         if (names.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice)
             throw new WeightFileException(file.Path, $"two tensors of the file are both '{twice.Key}' after renaming");
 
@@ -80,7 +76,8 @@ public static class StateDictLoader
             if (missing.Count > 0) parts.Add($"{missing.Count} missing: {List(missing)}");
             if (unexpected.Count > 0) parts.Add($"{unexpected.Count} unexpected: {List(unexpected)}");
             if (misfit.Count > 0) parts.Add($"{misfit.Count} that do not fit: {List(misfit)}");
-            var hint = Hint(byName, target) ?? (unexpected.Count > 0 && missing.Count > 0 ? "; if the names differ only by a prefix, give key_map (for example {\"backbone.\": \"\"})" : "");
+            var hint = Hint(byName, target) ?? (unmapped ? $"; key_map's prefixes ({string.Join(", ", keyMap!.Select(kv => $"'{kv.Key}'"))}) begin none of the file's names"
+                : unexpected.Count > 0 && missing.Count > 0 ? "; if the names differ only by a prefix, give key_map (for example {\"backbone.\": \"\"})" : "");
             throw new WeightFileException(file.Path, $"{file.Format} weights{(file.Key is null ? "" : $" under '{file.Key}'")} do not fit {what}: {string.Join("; ", parts)}{hint}");
         }
 
@@ -113,6 +110,23 @@ public static class StateDictLoader
             foreach (var (_, src) in read) src.Dispose();
         }
         return new LoadReport(file.Format, file.Key, renamed, byName.Count, converted.ToList());
+    }
+
+    /// <summary>The names with a DataParallel or torch.compile prefix taken off, where every name has it and none fits the model as it is.</summary>
+    private static List<string> WithoutWrappers(List<string> names, Dictionary<string, Tensor> target, List<string> renamed)
+    {
+        for (var changed = true; changed;)
+        {
+            changed = false;
+            foreach (var prefix in WrapperPrefixes)
+                if (names.Count > 0 && names.All(n => n.StartsWith(prefix, StringComparison.Ordinal)) && !names.Any(target.ContainsKey))
+                {
+                    names = names.Select(n => n[prefix.Length..]).ToList();
+                    renamed.Add($"'{prefix}' prefix removed");
+                    changed = true;
+                }
+        }
+        return names;
     }
 
     /// <summary>How many values of a floating-point tensor are NaN or infinite; null when none (or not floating point).</summary>

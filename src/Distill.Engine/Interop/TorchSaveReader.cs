@@ -13,9 +13,18 @@ namespace Distill.Engine.Interop;
 /// </summary>
 public sealed class TorchSaveReader : IDisposable
 {
-    /// <summary>What the legacy format begins with: PROTO 2, then LONG1 of its 10-byte magic number.</summary>
-    public static readonly byte[] LegacyPrefix = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19];
     private static readonly BigInteger LegacyMagic = BigInteger.Parse("01950a86a20f9469cfc6c", System.Globalization.NumberStyles.HexNumber);
+
+    /// <summary>
+    /// Whether the bytes begin with the legacy format's first pickle, its magic number, in any of
+    /// the pickle protocols torch.save writes with (its pickle_protocol: 2 by default, 1 to 5).
+    /// </summary>
+    public static bool IsLegacy(ReadOnlySpan<byte> head)
+    {
+        if (head.Length == 0 || head[0] is not (0x80 or (byte)'L')) return false;
+        try { return RestrictedUnpickler.Load(head.ToArray(), "", _ => throw new WeightFileException("", "a storage"), 0, out _) is BigInteger m && m == LegacyMagic; }
+        catch (WeightFileException) { return false; }
+    }
 
     private readonly string path;
     private readonly ZipArchive? zip;

@@ -68,7 +68,7 @@ public sealed class WeightFile : IDisposable
         var bytes = head.AsSpan(0, n);
         if (length == 0) throw new WeightFileException(path, "the file is empty");
         if (bytes.StartsWith("PK\x03\x04"u8)) return Content.TorchZip;
-        if (bytes.StartsWith(TorchSaveReader.LegacyPrefix)) return Content.TorchLegacy;
+        if (TorchSaveReader.IsLegacy(bytes)) return Content.TorchLegacy;
         if (bytes.StartsWith("version https://git-lfs"u8)) throw new WeightFileException(path, "a Git LFS pointer, not the weights: fetch them with git lfs pull");
         if (n > 262 && bytes[257..262].SequenceEqual("ustar"u8)) throw new WeightFileException(path, "a tar archive: the format of PyTorch before 0.4, which is not read; re-save it with a recent torch.save");
         if (n >= 9 && bytes[8] == (byte)'{') return Content.Safetensors;
