@@ -1,6 +1,7 @@
 using Cluster.Seed.Commands;
 using Distill.Engine.Methods;
 using Distill.Engine.Runs;
+using Sweeps = Cluster.Contracts.Sweeps;
 
 namespace Cluster.Tests;
 
@@ -398,8 +399,47 @@ public sealed class CommandLineTests
             Assert.Equal(2, code);
             Assert.Contains("'teacher.checkpoint' /nonexistent/teacher.pt", err);
             Assert.DoesNotContain("ok (", output);
+            // a sweep over that spec: validate and sweep refuse it before any trial is made
+            var sweep = Path.ChangeExtension(file, ".sweep.yaml");
+            var sweeps = Path.Combine(Path.GetTempPath(), $"cd-sweeps-{Guid.NewGuid():N}");
+            File.WriteAllText(sweep, $"name: missing\nbase: {Path.GetFileName(file)}\nspace:\n  kd.temperature: {{grid: [2, 4]}}\n");
+            try
+            {
+                (code, output, err) = Run("validate", sweep);
+                Assert.Equal(2, code);
+                Assert.Contains("'teacher.checkpoint' /nonexistent/teacher.pt", err);
+                Assert.DoesNotContain("ok (", output);
+                (code, _, err) = Run("sweep", sweep, "--sweeps-dir", sweeps);
+                Assert.Equal(2, code);
+                Assert.Contains("'teacher.checkpoint' /nonexistent/teacher.pt", err);
+                Assert.False(Directory.Exists(sweeps), "the refused sweep wrote its directory");
+            }
+            finally
+            {
+                File.Delete(sweep);
+                if (Directory.Exists(sweeps)) Directory.Delete(sweeps, true);
+            }
         }
         finally { File.Delete(file); }
+    }
+
+    /// <summary>A sweep whose every trial failed has no result: it exits 1 and says why the first failed; one with a trial stopped or completed exits 0.</summary>
+    [Fact]
+    public void Should_exit_1_for_a_sweep_whose_every_trial_failed()
+    {
+        static Sweeps.TrialSummary Trial(string id, Sweeps.TrialState state, string? reason = null) =>
+            new(id, "run-" + id, ["2"], state, 10, null, null, 0, 3, reason);
+        static Sweeps.SweepSummary Sweep(Sweeps.SweepState state, params Sweeps.TrialSummary[] trials) =>
+            new("s1", "s", state, "val_accuracy", "max", ["kd.temperature"], trials, 20, null);
+        var o = new StringWriter();
+        var failed = Sweeps.TrialState.Failed;
+        Assert.Equal(1, SweepCommand.ExitCode(Sweep(Sweeps.SweepState.Completed, Trial("t0", failed, "teacher.checkpoint: x does not exist"), Trial("t1", failed)), o));
+        Assert.Contains("s1: every trial failed, so the sweep has no result; the first reason: teacher.checkpoint: x does not exist", o.ToString());
+        o = new StringWriter();
+        Assert.Equal(0, SweepCommand.ExitCode(Sweep(Sweeps.SweepState.Completed, Trial("t0", failed), Trial("t1", Sweeps.TrialState.Stopped)), o));
+        Assert.Equal(0, SweepCommand.ExitCode(Sweep(Sweeps.SweepState.Completed, Trial("t0", Sweeps.TrialState.Completed)), o));
+        Assert.Equal(1, SweepCommand.ExitCode(Sweep(Sweeps.SweepState.Cancelled, Trial("t0", Sweeps.TrialState.Completed)), o));
+        Assert.Equal("", o.ToString());
     }
 
     /// <summary>

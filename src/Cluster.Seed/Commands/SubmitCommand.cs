@@ -35,7 +35,7 @@ internal static class SubmitCommand
                     : $"submitted sweep {accepted.Id}");
                 if (!p.GetValue(follow)) return 0;
                 var ended = await sweepClient.FollowSweepAsync(accepted.Id, stdout, TimeSpan.FromSeconds(2), ct);
-                return ended.State == SweepState.Completed ? 0 : 1;
+                return SweepCommand.ExitCode(ended, stdout);
             }
             var (yaml, runSpec) = overrides.Apply(p, file);   // a bad spec is refused before contacting anyone
             // the cluster's processes read a spec's files themselves, from their own working directories

@@ -10,7 +10,7 @@ using Distill.Engine.Sweeps;
 namespace Cluster.Seed.Commands;
 
 /// <summary>`sweep`: a sweep embedded in this process, through a one-node cluster (SQLite journal in the sweep's directory), as `run` does for a run.</summary>
-internal static class SweepCommand
+public static class SweepCommand
 {
     public static Command Create(TextWriter stdout)
     {
@@ -24,6 +24,8 @@ internal static class SweepCommand
         {
             var file = p.GetValue(spec)!;
             var sweep = SweepParser.Load(file);   // refused here, with the reason, before anything is written
+            // the trials read the base spec's files in this process: what it lacks is refused now, not by every trial
+            ValidateCommand.RequireFiles(file, sweep.Base);
             var yaml = sweep.SourceText;
             var root = p.GetValue(sweepsDir)!;
             var id = p.GetValue(sweepId) ?? RunIds.New(sweep.Name);
@@ -61,9 +63,18 @@ internal static class SweepCommand
                 return 130;
             }
             stdout.WriteLine($"[result] {Path.Combine(root, id, "trials.csv")}, {Path.Combine(root, id, "best.json")}");
-            return final.State == SweepState.Completed ? 0 : 1;
+            return ExitCode(final, stdout);
         });
         return command;
+    }
+
+    /// <summary>0 for a sweep that ended with a result; 1 for one cancelled or failed, or whose every trial failed (it has no best trial), with the first reason.</summary>
+    public static int ExitCode(SweepSummary final, TextWriter stdout)
+    {
+        if (final.State != SweepState.Completed) return 1;
+        if (final.Trials.Length == 0 || final.Trials.Any(t => t.State != TrialState.Failed)) return 0;
+        stdout.WriteLine($"[sweep] {final.SweepId}: every trial failed, so the sweep has no result; the first reason: {final.Trials[0].Reason ?? "(none given)"}");
+        return 1;
     }
 
     internal static Option<string?> SweepIdOption(string description)

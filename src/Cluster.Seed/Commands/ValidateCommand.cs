@@ -43,6 +43,8 @@ internal static class ValidateCommand
         if (SweepParser.IsSweep(text))
         {
             var sweep = SweepParser.Load(file);
+            // its trials read the base spec's files
+            RequireFiles(file, sweep.Base);
             return $"{file}: ok (sweep of {sweep.Base.Method.Name} over {(sweep.Space.Count == 0 ? "no hyperparameter (its repeats only)" : string.Join(", ", sweep.Space.Select(d => d.Path)))}; " +
                    $"{sweep.Search.Kind} search, {sweep.Scheduler.Kind} scheduler)";
         }
