@@ -46,13 +46,16 @@ public static class EngineAccess
     }
 
     /// <summary>The student model as the engine creates it: manual_seed(seed), then the architecture, then the spec's student checkpoint if it names one.</summary>
-    public static Classifier NewStudent(RunSpec spec, DataSplits data, Device device)
+    public static Classifier NewStudent(RunSpec spec, DataSplits data, Device device) => NewStudent(spec, data, device, out _);
+
+    /// <param name="loaded">what loading the spec's student checkpoint did (null when it names none)</param>
+    public static Classifier NewStudent(RunSpec spec, DataSplits data, Device device, out LoadReport? loaded)
     {
         lock (InitGate)
         {
             manual_seed(spec.Seed);
             var m = ModelFactory.Create(spec.Student.Arch, data.Channels, spec.Data.ImageSize, data.Classes);
-            StateDictLoader.LoadCheckpoint(m, spec.Student, spec.Student.Arch);
+            loaded = StateDictLoader.LoadCheckpoint(m, spec.Student, spec.Student.Arch);
             m.to(device);
             return m;
         }

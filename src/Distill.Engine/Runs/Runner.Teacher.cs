@@ -44,6 +44,8 @@ public sealed partial class Runner
                 ctx.Dir.Event($"teacher loaded from {t.Checkpoint}: {report}");
             }
             catch (WeightFileException e) { loaded.Dispose(); throw new InvalidDataException($"teacher.checkpoint: {e.Message}", e); }
+            // the run directory holds the teacher it used, in the engine's format, as for a trained or cached one
+            loaded.save(ctx.Dir.File("teacher.pt"));
             var accuracy = ctx.TestAccuracy(loaded);
             if (NearChance(accuracy, ctx.Data.Classes) is { } warning)
             {

@@ -117,6 +117,50 @@ public sealed class RealDataPipelineTests
     }
 
     /// <summary>
+    /// A teacher and a student that begin from weights files (the engine's own format and a
+    /// PyTorch state_dict with a DataParallel prefix): the same numbers through the actors as in
+    /// the engine loop, events.log says where the student began on both paths, and both run
+    /// directories hold the teacher they used.
+    /// </summary>
+    [Fact]
+    public void Should_begin_from_the_specs_weights_files_and_say_so_as_the_engine_does()
+    {
+        Torch.Init();
+        var files = Path.Combine(Path.GetTempPath(), $"cd-from-files-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(files);
+        try
+        {
+            var teacher = Path.Combine(files, "teacher.pt");
+            var student = Path.Combine(files, "student.pth");
+            TorchSharp.torch.manual_seed(11);
+            using (var t = Distill.Engine.Models.ModelFactory.Create("lenet5", 1, 32, 10)) t.save(teacher);
+            TorchSharp.torch.manual_seed(12);
+            using (var m = Distill.Engine.Models.ModelFactory.Create("lenet5-half", 1, 32, 10))
+                Distill.Engine.Interop.TorchSaveWriter.Write(student, m.state_dict().Select(kv => Distill.Engine.Interop.RawTensor.From("module." + kv.Key, kv.Value)).ToList());
+            using var run = EngineParity.Run("from-files", $$$"""
+                name: from-files
+                method: kd
+                seed: 3
+                data: {name: mnist, image_size: 32, train_limit: 512}
+                teacher: {arch: lenet5, checkpoint: "{{{teacher}}}"}
+                student: {arch: lenet5-half, checkpoint: "{{{student}}}", train: {steps: 20, batch_size: 64, eval_every: 10, lr: 0.002}}
+                kd: {temperature: 4, alpha: 0.1}
+                cluster: {checkpoint_every: 10}
+                """);
+            run.AssertSameNumbers("student", "loss", lossStep: 20, evalStep: 10);
+            foreach (var id in new[] { "actors", "engine" })
+            {
+                var events = File.ReadAllText(Path.Combine(run.Root, id, "events.log"));
+                Assert.True(events.Contains($"student starts from {student}: PyTorch zip, 10 tensors, 'module.' prefix removed"), $"{id}: {events}");
+                Assert.Contains($"teacher loaded from {teacher}: ClusterDistill", events);
+                using var used = Distill.Engine.Interop.WeightFile.Open(Path.Combine(run.Root, id, "teacher.pt"));
+                Assert.Equal("ClusterDistill", used.Format);
+            }
+        }
+        finally { try { Directory.Delete(files, true); } catch (IOException) { } }
+    }
+
+    /// <summary>
     /// A spec that holds out a validation split gives the same numbers embedded and through the
     /// actors: evaluations on the split during training, the test set once at the last step, and
     /// result.json's test accuracy and errors (the actors' final evaluation is a second one).

@@ -185,6 +185,8 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
             Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, 0, 0, null, Services.NodeName, r.Warning));
         }
         Log.Info("{0}: student ready at step {1} of {2}", Id, step, Total);
+        // the spec's student checkpoint, as the engine loop's events.log says it (one replica says it for the run)
+        if (r.Loaded is not null && replica == 0) Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, 0, 0, null, Services.NodeName, r.Loaded));
         if (step > 0)
         {
             // a failover or a restart: the run's events (and the dashboard's curves) mark where it came back

@@ -22,8 +22,9 @@ namespace Cluster.Node.Actors;
 internal static class StudentJobs
 {
     /// <summary>The engine side of a replica: its trainer and feed live on the compute thread; the rest is for the mailbox.</summary>
+    /// <param name="Loaded">where a run that starts at step 0 took its student's weights from (the spec's student checkpoint), for events.log</param>
     public sealed record Ready(StudentTrainer Trainer, IStudentFeed Feed, BatchPlan Plan, DataSplits Data, long Step, double LrScale, long GradientSize,
-        string? Warning, double Best, byte[]? Competitor) : INoSerializationVerificationNeeded;
+        string? Warning, double Best, byte[]? Competitor, string? Loaded = null) : INoSerializationVerificationNeeded;
 
     /// <summary>A step done; Competitor: the weights a batch competes with (ADI), Weights: the final model (replica 0).</summary>
     /// <param name="Images">the step's whole batch (every replica's share), for the node's images/s</param>
@@ -45,15 +46,17 @@ internal static class StudentJobs
     public sealed record AfterStep(bool Evaluate, bool Checkpoint, bool FinalWeights, bool OfferWeights, DataSplits Data, Device Device, int EvalBatch);
 
     /// <summary>The seeded initial student every replica starts from.</summary>
-    public static StudentTrainer NewTrainer(RunSpec s, DataSplits data, Device device) =>
-        new(EngineAccess.NewStudent(s, data, device), s.Student.Train, s.Method.PipelineStudentSteps(s, data.TrainX.shape[0]), s.Method.Objective(s));
+    public static StudentTrainer NewTrainer(RunSpec s, DataSplits data, Device device) => NewTrainer(s, data, device, out _);
+
+    private static StudentTrainer NewTrainer(RunSpec s, DataSplits data, Device device, out Distill.Engine.Interop.LoadReport? loaded) =>
+        new(EngineAccess.NewStudent(s, data, device, out loaded), s.Student.Train, s.Method.PipelineStudentSteps(s, data.TrainX.shape[0]), s.Method.Objective(s));
 
     /// <summary>Builds the trainer from the newest good checkpoint (a fresh one if none loads).</summary>
     public static Ready Start(RunSpec s, BatchPlan plan, ImmutableList<CheckpointWritten> checkpoints, BlobStore blobs, Func<DataSplits> loadData)
     {
         var device = EngineAccess.DeviceFor(s);
         var data = loadData();
-        var trainer = NewTrainer(s, data, device);
+        var trainer = NewTrainer(s, data, device, out var loaded);
         var (step, warning) = Checkpoints.RestoreNewest(checkpoints, blobs, trainer.LoadState);
         if (step == 0 && warning is not null)
         {
@@ -64,7 +67,8 @@ internal static class StudentJobs
         }
         var best = checkpoints.Where(c => c.Step <= trainer.Step).Select(c => c.BestAccuracy).DefaultIfEmpty(double.NegativeInfinity).Max();
         var offer = plan.BatchNeedingWeightsAfter(trainer.Step) is not null ? EngineAccess.SaveModel(trainer.Model) : null;
-        return new Ready(trainer, plan.CreateFeed(s.Seed), plan, data, trainer.Step, trainer.LrScale, trainer.GradientSize, warning, best, offer);
+        return new Ready(trainer, plan.CreateFeed(s.Seed), plan, data, trainer.Step, trainer.LrScale, trainer.GradientSize, warning, best, offer,
+            trainer.Step == 0 && loaded is not null ? $"student starts from {s.Student.Checkpoint}: {loaded}" : null);
     }
 
     /// <summary>Hands the new batches to the feed (in order) and takes step `seq`'s batch from it.</summary>
