@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Thin wrapper for the main job: `scripts/run.sh specs/dafl-mnist-quick.yaml` is
-# `dotnet run --project src/Cluster.Seed -c Release -- run specs/dafl-mnist-quick.yaml`.
+# `dotnet run --project src/Cluster.Seed -c Release -- run specs/dafl-mnist-quick.yaml`, from
+# wherever it is called: the spec, the paths it names and runs/ are read from the caller's directory.
 # (Cluster.Seed makes TorchSharp loadable on Debian 12 by itself; see Native/NativeBootstrap.cs.)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-exec dotnet run --project src/Cluster.Seed -c Release -- run "$@"
+repo=$(cd "$(dirname "$0")/.." && pwd)
+exec dotnet run --project "$repo/src/Cluster.Seed" -c Release -- run "$@"

@@ -234,6 +234,19 @@ public sealed class InteropTests : IDisposable
         Assert.Contains("the file is empty", Refused(F("empty.pt")).Message);
     }
 
+    /// <summary>A named pipe (opening it would wait for a writer for ever), a device and a folder are refused at once.</summary>
+    [Fact]
+    public async Task Should_refuse_a_pipe_a_device_and_a_folder_without_waiting()
+    {
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", [F("fifo.pth")])!) await mkfifo.WaitForExitAsync();
+        var read = Task.Run(() => Refused(F("fifo.pth")).Message);
+        Assert.True(await Task.WhenAny(read, Task.Delay(TimeSpan.FromSeconds(10))) == read, "reading a named pipe as weights waited for a writer");
+        Assert.Contains("the file is empty (or not a regular file)", await read);
+        Assert.Contains("the file is empty (or not a regular file)", Refused("/dev/zero").Message);
+        Directory.CreateDirectory(F("folder.pth"));
+        Assert.Contains("a folder, not a weights file", Refused(F("folder.pth")).Message);
+    }
+
     [Fact]
     public void Should_refuse_a_truncated_zip()
     {

@@ -17,9 +17,9 @@ internal static class RunCommand
         var runId = CommandLine.RunIdOption("the run's id; the same id resumes an interrupted run");
         var engine = new Option<bool>("--engine") { Description = "run the engine's loop directly instead of the actors" };
         var overrides = new SpecOverrides();
-        var command = new Command("run", "run a spec embedded in this process (writes runs/<run-id>/). Methods the actor pipeline runs go " +
-                                         "through a one-node cluster (SQLite journal in the run directory; the same --run-id resumes it); " +
-                                         "--engine, and the other methods, run the engine's loop directly")
+        var command = new Command("run", "run a spec embedded in this process (writes runs/<run-id>/): through the actors of a one-node " +
+                                         "cluster (SQLite journal in the run directory; the same --run-id resumes it), or with --engine " +
+                                         "the engine's loop alone")
             { spec, runsDir, runId, engine };
         overrides.AddTo(command);
         command.SetAction(async (p, ct) =>

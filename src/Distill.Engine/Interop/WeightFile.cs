@@ -56,7 +56,9 @@ public sealed class WeightFile : IDisposable
     /// <summary>What the file holds, by its first bytes; a file that holds no weights is named.</summary>
     private static Content Sniff(string path)
     {
-        if (!File.Exists(path)) throw new WeightFileException(path, "no such file");
+        if (!File.Exists(path)) throw new WeightFileException(path, Directory.Exists(path) ? "a folder, not a weights file" : "no such file");
+        // a pipe or a device has no size: refused before it is opened (opening a pipe waits for a writer)
+        if (new FileInfo(path).Length == 0) throw new WeightFileException(path, "the file is empty (or not a regular file)");
         var head = new byte[300];
         int n;
         long length;
