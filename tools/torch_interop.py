@@ -22,7 +22,10 @@
       (result.json, spec.resolved.yaml). DATA_DIR holds the test set as the engine reads it: the
       idx files of MNIST or Fashion-MNIST, or CIFAR's binary batches (test_batch.bin; CIFAR-100's
       test.bin). Images are prepared as the engine prepares them: /255, bilinear to the image
-      size where it differs, normalised with the dataset's constants.
+      size where it differs, normalised with the dataset's constants. A problem with what it is
+      given (no such file, not a student file, weights that do not fit, no test set there, an
+      export that fails) is one line on stderr and exit code 1; the accuracy is printed before an
+      export is tried.
 """
 import argparse, copy, gzip, json, math, os, struct, sys
 
@@ -186,24 +189,48 @@ def train_mnist(d, out, steps):
     print(json.dumps(dict(accuracy=doc["accuracy"])))
 
 
+class EvaluateError(Exception):
+    """A problem with what evaluate was given, said in one line (no traceback)."""
+
+
 def load_weights(path):
+    """A state_dict from student.pth (or any torch.save file: zip or legacy) or student.safetensors, by content."""
+    if not os.path.isfile(path):
+        raise EvaluateError(f"{path}: no such file")
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK":
-        kw = {"weights_only": True} if "weights_only" in torch.load.__code__.co_varnames else {}
-        return torch.load(path, map_location="cpu", **kw)
+        head = f.read(9)
+    kw = {"weights_only": True} if "weights_only" in torch.load.__code__.co_varnames else {}
+    if head[:2] == b"PK" or head[:1] in (b"\x80", b"L"):     # torch.save: zip, or the legacy format (a pickle)
+        try:
+            sd = torch.load(path, map_location="cpu", **kw)
+        except Exception as e:
+            raise EvaluateError(f"{path}: torch.load cannot read it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+        if not isinstance(sd, dict):
+            raise EvaluateError(f"{path}: holds a {type(sd).__name__}, not a state_dict")
+        return sd
+    n = struct.unpack("<Q", head[:8])[0] if len(head) >= 9 else 0
+    if not (len(head) >= 9 and head[8:9] == b"{" and 8 + n <= size):
+        hint = " (ClusterDistill's own format, as teacher.pt and student.pt are: evaluate the student.pth or student.safetensors every run writes beside them)" \
+            if len(head) >= 2 and head[0] < 0x80 and head[1] < 0x80 and head[0] > 0 else ""
+        raise EvaluateError(f"{path}: not a torch.save or safetensors file{hint}")
     # safetensors, read with the standard library (bookworm has no python3-safetensors)
     dtypes = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,
               "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
     with open(path, "rb") as f:
-        n, = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+        f.read(8)
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise EvaluateError(f"{path}: a safetensors header that is not JSON ({e})")
         data = f.read()
     out = {}
     for name, e in header.items():
         if name == "__metadata__":
             continue
         b, end = e["data_offsets"]
+        if e["dtype"] not in dtypes or not 0 <= b <= end <= len(data):
+            raise EvaluateError(f"{path}: tensor '{name}' has dtype {e['dtype']} or offsets {b}-{end} this reader does not take")
         t = torch.frombuffer(bytearray(data[b:end]), dtype=dtypes[e["dtype"]]) if end > b else torch.empty(0, dtype=dtypes[e["dtype"]])
         out[name] = t.reshape(e["shape"]).clone()
     return out
@@ -232,41 +259,80 @@ def test_set(d, dataset, size):
 
 def of_run(run_dir):
     """A run directory's student file, architecture, dataset and image size."""
-    with open(os.path.join(run_dir, "result.json")) as f:
+    result_file = os.path.join(run_dir, "result.json")
+    if not os.path.isfile(result_file):
+        raise EvaluateError(f"{run_dir} is not a finished run's directory: it has no result.json")
+    with open(result_file) as f:
         result = json.load(f)
+    spec = os.path.join(run_dir, "spec.resolved.yaml")
     try:
         import yaml
-        with open(os.path.join(run_dir, "spec.resolved.yaml")) as f:
+        with open(spec) as f:
             size = int(yaml.safe_load(f)["data"]["image_size"])
     except ImportError:
         import re
-        with open(os.path.join(run_dir, "spec.resolved.yaml")) as f:
+        with open(spec) as f:
             size = int(re.search(r"image_size: *(\d+)", f.read()).group(1))
-    weights = next(os.path.join(run_dir, n) for n in ("student.pth", "student.safetensors") if os.path.exists(os.path.join(run_dir, n)))
+    weights = next((os.path.join(run_dir, n) for n in ("student.pth", "student.safetensors") if os.path.exists(os.path.join(run_dir, n))), None)
+    if weights is None:
+        raise EvaluateError(f"{run_dir} has no student.pth or student.safetensors")
     return weights, result["student_arch"], result["dataset"], size
+
+
+def onnx_export(m, example, path):
+    """torch.onnx.export with the TorchScript exporter (PyTorch 2.9 and later default to the dynamo one, which needs onnx and onnxscript)."""
+    import inspect
+    kw = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    torch.onnx.export(m, example, path, input_names=["images"], output_names=["logits"],
+                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, **kw)
 
 
 def evaluate(weights, arch, d, onnx, dataset=None, size=None):
     if os.path.isdir(weights):
+        given = (dataset, size)
         weights, arch, dataset, size = of_run(weights)
+        for what, value, run in (("--dataset", given[0], dataset), ("--size", given[1], size)):
+            if value is not None and value != run:
+                raise EvaluateError(f"{what} {value}: the run's student was trained on {dataset} at {size} pixels; leave {what} out for a run directory")
+    elif not os.path.exists(weights):
+        raise EvaluateError(f"{weights}: no such file or run directory")
     dataset = dataset or "mnist"
     if dataset not in DATASETS:
-        sys.exit(f"evaluate: dataset '{dataset}' is not one of {', '.join(DATASETS)}")
+        raise EvaluateError(f"dataset '{dataset}' is not one of {', '.join(DATASETS)}")
+    if not os.path.isdir(d):
+        raise EvaluateError(f"{d}: no such data folder (the test set as the engine reads it, e.g. ~/.cache/clusterdistill/data/mnist)")
     channels = len(DATASETS[dataset][0])
     size = size or size_of(arch)[1]
-    m = create(arch, channels, size, DATASETS[dataset][2])
+    try:
+        m = create(arch, channels, size, DATASETS[dataset][2])
+    except (KeyError, ValueError, IndexError):
+        raise EvaluateError(f"architecture '{arch}' is not one of {', '.join(ARCHITECTURES)}")
     sd = load_weights(weights)
-    m.load_state_dict(sd, strict=True)
-    tx, ty = test_set(d, dataset, size)
+    try:
+        m.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        raise EvaluateError(f"{weights} does not fit {arch} for {dataset} at {size} pixels ({'; '.join(lines[1:4])}); "
+                            "give the architecture, --dataset and --size the run had, or the run directory")
+    try:
+        tx, ty = test_set(d, dataset, size)
+    except FileNotFoundError as e:
+        raise EvaluateError(str(e).replace("[Errno 2] ", ""))
     result = dict(arch=arch, weights=weights, dataset=dataset, image_size=size, accuracy=accuracy(m, tx, ty),
                   # whether the file lists its tensors as the module's own state_dict() does
                   same_key_order=list(sd) == list(m.state_dict()))
+    failed = None
     if onnx:
         m.eval()
-        torch.onnx.export(m, tx[:1], onnx, input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
-        result["onnx"] = onnx
+        try:
+            onnx_export(m, tx[:1], onnx)
+            result["onnx"] = onnx
+        except Exception as e:     # the accuracy still stands: it is printed with the reason
+            failed = f"torch.onnx.export to {onnx} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            result["onnx_error"] = failed
     print(json.dumps(result))
+    if failed:
+        raise EvaluateError(failed)
 
 
 def main():
@@ -283,14 +349,19 @@ def main():
     elif args.cmd == "train-mnist":
         train_mnist(args.mnist, args.out, args.steps)
     else:
-        if os.path.isdir(args.weights):
-            if len(args.rest) != 1:
-                ap.error("evaluate RUN_DIR DATA_DIR: give the run directory and the data folder")
-            evaluate(args.weights, None, args.rest[0], args.onnx)
-        else:
-            if len(args.rest) != 2:
-                ap.error("evaluate WEIGHTS ARCH DATA_DIR: give the weights file, its architecture and the data folder")
-            evaluate(args.weights, args.rest[0], args.rest[1], args.onnx, args.dataset, args.size)
+        try:
+            if os.path.isdir(args.weights):
+                if len(args.rest) != 1:
+                    ap.error("evaluate RUN_DIR DATA_DIR: give the run directory and the data folder")
+                evaluate(args.weights, None, args.rest[0], args.onnx, args.dataset, args.size)
+            elif len(args.rest) == 1 and not os.path.exists(args.weights):
+                raise EvaluateError(f"{args.weights}: no such run directory or weights file")
+            else:
+                if len(args.rest) != 2:
+                    ap.error("evaluate WEIGHTS ARCH DATA_DIR: give the weights file, its architecture and the data folder")
+                evaluate(args.weights, args.rest[0], args.rest[1], args.onnx, args.dataset, args.size)
+        except EvaluateError as e:
+            sys.exit(f"evaluate: {e}")
 
 
 if __name__ == "__main__":

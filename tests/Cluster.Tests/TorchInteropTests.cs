@@ -204,5 +204,36 @@ public sealed class TorchInteropTests : IDisposable
             // student.pth lists its tensors in the order of the PyTorch module's own state_dict() (batch norms' buffers beside their weights)
             Assert.True(back.RootElement.GetProperty("same_key_order").GetBoolean(), $"{arch}: student.pth's keys are not in PyTorch's state_dict order");
         }
+
+        // what a user gets wrong is one line and exit 1, never a traceback; the accuracy comes before an export that fails
+        var mlp = Path.Combine(dir, "mlp");
+        Assert.Contains("evaluate: /nonexistent/run: no such run directory or weights file", PyTorchFails("evaluate", "/nonexistent/run", mnist).Err);
+        Assert.Contains("is not a finished run's directory: it has no result.json", PyTorchFails("evaluate", dir, mnist).Err);
+        Assert.Contains("ClusterDistill's own format", PyTorchFails("evaluate", Path.Combine(mlp, "student.pt"), "hinton-400", mnist).Err);
+        Assert.Contains("--dataset cifar10: the run's student was trained on mnist at 28 pixels", PyTorchFails("evaluate", mlp, mnist, "--dataset", "cifar10").Err);
+        Assert.Contains("does not fit lenet5-half for mnist at 32 pixels", PyTorchFails("evaluate", Path.Combine(mlp, "student.pth"), "lenet5-half", mnist).Err);
+        Assert.Contains("architecture 'lenet7' is not one of", PyTorchFails("evaluate", Path.Combine(mlp, "student.pth"), "lenet7", mnist).Err);
+        Assert.Contains("has no t10k-images-idx3-ubyte", PyTorchFails("evaluate", mlp, dir).Err);
+        var (output, err) = PyTorchFails("evaluate", mlp, mnist, "--onnx", "/nonexistent/folder/s.onnx");
+        Assert.Contains("torch.onnx.export to /nonexistent/folder/s.onnx failed", err);
+        using var still = JsonDocument.Parse(output);
+        Assert.True(still.RootElement.GetProperty("accuracy").GetDouble() > 0);
+    }
+
+    /// <summary>tools/torch_interop.py run to fail: its exit code is 1 and its stderr one line without a traceback.</summary>
+    private static (string Out, string Err) PyTorchFails(params string[] args)
+    {
+        var psi = new ProcessStartInfo(Python) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Repo.Root() };
+        psi.ArgumentList.Add(Path.Combine(Repo.Root(), "tools", "torch_interop.py"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        Assert.True(p.WaitForExit(TimeSpan.FromMinutes(2)), "tools/torch_interop.py took over 2 minutes");
+        var err = stderr.Result;
+        Assert.True(p.ExitCode == 1, $"tools/torch_interop.py {string.Join(' ', args)}: exit {p.ExitCode}\n{err}");
+        Assert.DoesNotContain("Traceback", err);
+        Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => !l.StartsWith("/usr/lib/python3/", StringComparison.Ordinal) && !l.TrimStart().StartsWith("warnings.warn", StringComparison.Ordinal));
+        return (stdout.Result, err);
     }
 }
