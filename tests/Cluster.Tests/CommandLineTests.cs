@@ -242,7 +242,7 @@ public sealed class CommandLineTests
                      {
                          (f => File.WriteAllText(f, "these are not weights\n"), "not a PyTorch (torch.save), safetensors or ClusterDistill weights file"),
                          (f => File.WriteAllBytes(f, []), "the file is empty"),
-                         (f => { TorchSharp.torch.manual_seed(1); using var wrong = Distill.Engine.Models.ModelFactory.Create("lenet5-half", 1, 32, 10); wrong.save(f); }, "lenet5"),
+                         (f => { TorchSharp.torch.manual_seed(1); using var wrong = Distill.Engine.Models.ModelFactory.Create("lenet5-half", 1, 32, 10); wrong.save(f); }, "ClusterDistill weights do not fit lenet5 (1x32x32, 10 classes): "),
                      })
             {
                 content(teacherFile);

@@ -55,7 +55,7 @@ public static class EngineAccess
         {
             manual_seed(spec.Seed);
             var m = ModelFactory.Create(spec.Student.Arch, data.Channels, spec.Data.ImageSize, data.Classes);
-            loaded = StateDictLoader.LoadCheckpoint(m, spec.Student, spec.Student.Arch);
+            loaded = StateDictLoader.LoadCheckpoint(m, spec.Student, data.Channels, spec.Data.ImageSize, data.Classes);
             m.to(device);
             return m;
         }

@@ -77,7 +77,7 @@ internal static class ValidateCommand
             Distill.Engine.Native.TorchRuntime.Initialize();
             using var _ = TorchSharp.torch.NewDisposeScope();
             using var m = Distill.Engine.Models.ModelFactory.Create(model.Arch, mean.Length, s.Data.ImageSize, classes);
-            try { Distill.Engine.Interop.StateDictLoader.LoadCheckpoint(m, model, model.Arch); }
+            try { Distill.Engine.Interop.StateDictLoader.LoadCheckpoint(m, model, mean.Length, s.Data.ImageSize, classes); }
             catch (Distill.Engine.Interop.WeightFileException e) { throw new SpecException(file, key, e.Message); }
         }
     }

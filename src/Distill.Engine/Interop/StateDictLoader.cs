@@ -26,6 +26,10 @@ public static class StateDictLoader
     public static LoadReport? LoadCheckpoint(nn.Module module, Specs.ModelSpec spec, string what) =>
         spec.Checkpoint is { } path ? Load(module, path, spec.CheckpointKey, spec.KeyMap, what) : null;
 
+    /// <summary>The spec's checkpoint into a model made for its data, named in an error as "arch (CxSxS, N classes)".</summary>
+    public static LoadReport? LoadCheckpoint(nn.Module module, Specs.ModelSpec spec, int channels, int size, int classes) =>
+        LoadCheckpoint(module, spec, $"{spec.Arch} ({channels}x{size}x{size}, {classes} classes)");
+
     public static LoadReport Load(nn.Module module, string path, string? key = null, IReadOnlyList<KeyValuePair<string, string>>? keyMap = null, string? what = null)
     {
         using var file = WeightFile.Open(path, key);

@@ -40,7 +40,7 @@ public sealed partial class Runner
             var loaded = NewModel(t.Arch, ctx.Data, ctx.Device);
             try
             {
-                var report = StateDictLoader.Load(loaded, t.Checkpoint, t.CheckpointKey, t.KeyMap, $"{t.Arch} ({ctx.Data.Channels}x{ctx.Data.ImageSize}x{ctx.Data.ImageSize}, {ctx.Data.Classes} classes)");
+                var report = StateDictLoader.LoadCheckpoint(loaded, t, ctx.Data.Channels, ctx.Data.ImageSize, ctx.Data.Classes)!;
                 ctx.Dir.Event($"teacher loaded from {t.Checkpoint}: {report}");
             }
             catch (WeightFileException e) { loaded.Dispose(); throw new InvalidDataException($"teacher.checkpoint: {e.Message}", e); }

@@ -101,7 +101,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
         using var student = NewModel(spec.Student.Arch, data, device);
         try
         {
-            if (StateDictLoader.LoadCheckpoint(student, spec.Student, spec.Student.Arch) is { } loaded)
+            if (StateDictLoader.LoadCheckpoint(student, spec.Student, data.Channels, data.ImageSize, data.Classes) is { } loaded)
                 dir.Event($"student starts from {spec.Student.Checkpoint}: {loaded}");
         }
         catch (WeightFileException e) { throw new InvalidDataException($"student.checkpoint: {e.Message}", e); }
