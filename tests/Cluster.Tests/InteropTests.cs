@@ -189,6 +189,11 @@ public sealed class InteropTests : IDisposable
         using (var tv = ModelFactory.Create("torchvision-resnet18", 3, 32, 10)) TorchSaveWriter.Write(F("tv18.pth"), Raw(tv));
         using var cifar18 = ModelFactory.Create("resnet18", 3, 32, 10);
         Assert.Contains("are torchvision's ResNet: give arch: torchvision-resnet18", Refused(F("tv18.pth"), cifar18).Message);
+
+        // torchvision's ImageNet weights (1000 classes) for a 10-class dataset
+        using (var imagenet = ModelFactory.Create("torchvision-resnet18", 3, 32, 1000)) TorchSaveWriter.Write(F("tv18-1000.pth"), Raw(imagenet));
+        using var tv10 = ModelFactory.Create("torchvision-resnet18", 3, 32, 10);
+        Assert.Contains("the file's classifier (fc.weight) has 1000 classes and this data 10", Refused(F("tv18-1000.pth"), tv10).Message);
     }
 
     /// <summary>A safetensors checkpoint_key names a prefix with or without its dot.</summary>

@@ -66,6 +66,18 @@ public sealed class SpecTests
         Assert.Contains(reason, e.Message);
     }
 
+    [Theory]
+    [InlineData("teacher: {arch: lenet5, checkpoint: ''}", "teacher.checkpoint")]
+    [InlineData("student: {arch: lenet5-half, checkpoint: '  ', train: {epochs: 1}}", "student.checkpoint")]
+    public void An_empty_checkpoint_is_refused_by_its_key(string line, string key)
+    {
+        var role = key.Split('.')[0];
+        var text = string.Join("\n", Valid.Split('\n').Select(l => l.StartsWith(role + ":") ? line : l));
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(text, "e.yaml"));
+        Assert.Equal(key, e.Key);
+        Assert.Contains("is empty: give the weights file's path, or leave the key out", e.Message);
+    }
+
     [Fact]
     public void A_layout_names_a_pool_per_kind_and_one_or_one_per_replica_for_the_students()
     {

@@ -49,13 +49,13 @@ internal static class RunCommand
                 }
                 return 0;
             }
-            return await RunEmbedded(yaml, s, p.GetValue(runsDir)!, p.GetValue(runId), stdout, ct);
+            return await RunEmbedded(yaml, s, file, p.GetValue(runsDir)!, p.GetValue(runId), stdout, ct);
         });
         return command;
     }
 
     /// <summary>A one-node cluster in this process: SQLite journal and blobs in the run directory.</summary>
-    private static async Task<int> RunEmbedded(string yaml, RunSpec spec, string runsDir, string? runId, TextWriter stdout, CancellationToken ct)
+    private static async Task<int> RunEmbedded(string yaml, RunSpec spec, string file, string runsDir, string? runId, TextWriter stdout, CancellationToken ct)
     {
         runId ??= RunIds.New(spec.Name);
         var dir = Path.Combine(runsDir, runId);
@@ -83,7 +83,8 @@ internal static class RunCommand
                 stdout.WriteLine($"[run] an ended run is final (its journal says so): to run the spec again, fixed, give another --run-id or none");
                 return 1;
             }
-            await RunClient.SubmitAsync(node.Coordinator, specFile, runId, TimeSpan.FromSeconds(60));
+            // named by the user's file in events.log and status (its text, overrides applied, is submitted.yaml's)
+            await RunClient.SubmitAsync(node.Coordinator, yaml, Path.GetFullPath(file), runId, TimeSpan.FromSeconds(60));
             final = await Terminal.RunProgress.FollowRunAsync(node.Coordinator, runId, dir, stdout, ct);
             // (a run journaled before compare_baseline ran on the actors has no baseline's run)
             var baselineId = RunIds.Baseline(runId);

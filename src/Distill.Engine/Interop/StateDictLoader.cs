@@ -148,6 +148,10 @@ public static class StateDictLoader
         // torchvision's ResNet (fc, a 7x7 stem) given to the data-free repositories' CIFAR ResNet (linear, a 3x3 stem)
         if (file.ContainsKey("fc.weight") && file.ContainsKey("layer1.0.conv1.weight") && model.ContainsKey("linear.weight"))
             return "; the file's names (fc, layer1.0.conv1) and its stem are torchvision's ResNet: give arch: torchvision-resnet18, -34 or -50 (docs/pytorch.md)";
+        // a classifier for another number of classes (torchvision's ImageNet 1000): the model's last weight, [classes, features]
+        if (model.LastOrDefault(kv => kv.Key.EndsWith(".weight", StringComparison.Ordinal)) is (var head, var w) && w is not null && w.shape.Length == 2
+            && file.TryGetValue(head, out var f) && f.Shape.Length == 2 && f.Shape[1] == w.shape[1] && f.Shape[0] != w.shape[0])
+            return $"; the file's classifier ({head}) has {f.Shape[0]} classes and this data {w.shape[0]}: weights for this dataset's classes are needed (fine-tune the network on it first)";
         // an MLP made for another image size: its first layer (the model's first tensor) takes C x s x s inputs in the file, C x m x m here
         if (model.Count > 0 && model.First() is var (name, t) && t.shape.Length == 2 && file.TryGetValue(name, out var e)
             && e.Shape.Length == 2 && e.Shape[0] == t.shape[0] && e.Shape[1] != t.shape[1])

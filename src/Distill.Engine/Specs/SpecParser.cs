@@ -74,6 +74,9 @@ public static class SpecParser
         if (method.Teacher == TeacherUse.Required && spec.Teacher is { Checkpoint: null } t && !t.Train.HasLength)
             throw root.ErrorAt("teacher.train", "give a checkpoint, or epochs or steps to train the teacher");
         foreach (var (role, model) in new[] { ("teacher", spec.Teacher), ("student", spec.Student) })
+            if (model?.Checkpoint is { } path && string.IsNullOrWhiteSpace(path))
+                throw root.ErrorAt($"{role}.checkpoint", "is empty: give the weights file's path, or leave the key out");
+        foreach (var (role, model) in new[] { ("teacher", spec.Teacher), ("student", spec.Student) })
             if (model is { Checkpoint: null } && (model.CheckpointKey is not null || model.KeyMap.Length > 0))
                 throw root.ErrorAt($"{role}.{(model.CheckpointKey is not null ? "checkpoint_key" : "key_map")}", "applies to a checkpoint; give checkpoint too");
         foreach (var (role, model) in new[] { ("teacher", spec.Teacher), ("student", spec.Student) })
