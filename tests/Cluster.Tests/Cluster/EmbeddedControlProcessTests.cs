@@ -7,7 +7,7 @@ namespace Cluster.Tests.Cluster;
 /// An embedded `run` is stopped by Ctrl+C within seconds and resumes with its --run-id; `cancel`
 /// ends it for good, whether a `run` process serves it or not. Real `Cluster.Seed` processes.
 /// </summary>
-[Collection(ProcessLanes.B)]
+[Collection(ProcessLanes.A)]
 public sealed class EmbeddedControlProcessTests
 {
     private static string Spec(ProcessCluster cluster, string name, int steps, string extra = "")
