@@ -24,8 +24,8 @@
       test.bin). Images are prepared as the engine prepares them: /255, bilinear to the image
       size where it differs, normalised with the dataset's constants. A problem with what it is
       given (no such file, not a student file, weights that do not fit, no test set there, an
-      export that fails) is one line on stderr and exit code 1; the accuracy is printed before an
-      export is tried.
+      export that fails) is one line on stderr and exit code 1; when only the export fails, the
+      JSON is printed all the same, with the accuracy and onnx_error.
 """
 import argparse, copy, gzip, json, math, os, struct, sys
 
@@ -201,7 +201,11 @@ def load_weights(path):
     with open(path, "rb") as f:
         head = f.read(9)
     kw = {"weights_only": True} if "weights_only" in torch.load.__code__.co_varnames else {}
-    if head[:2] == b"PK" or head[:1] in (b"\x80", b"L"):     # torch.save: zip, or the legacy format (a pickle)
+    # safetensors first: its header length can begin with any byte, a pickle's 0x80 included
+    n = struct.unpack("<Q", head[:8])[0] if len(head) >= 9 else 0
+    safetensors = len(head) >= 9 and head[8:9] == b"{" and 8 + n <= size
+    pickle = head[:1] == b"\x80" and len(head) > 1 and 1 <= head[1] <= 5 or head[:2] == b"L1"
+    if not safetensors and (head[:2] == b"PK" or pickle):     # torch.save: zip, or the legacy format (a pickle)
         try:
             sd = torch.load(path, map_location="cpu", **kw)
         except Exception as e:
@@ -209,8 +213,7 @@ def load_weights(path):
         if not isinstance(sd, dict):
             raise EvaluateError(f"{path}: holds a {type(sd).__name__}, not a state_dict")
         return sd
-    n = struct.unpack("<Q", head[:8])[0] if len(head) >= 9 else 0
-    if not (len(head) >= 9 and head[8:9] == b"{" and 8 + n <= size):
+    if not safetensors:
         hint = " (ClusterDistill's own format, as teacher.pt and student.pt are: evaluate the student.pth or student.safetensors every run writes beside them)" \
             if len(head) >= 2 and head[0] < 0x80 and head[1] < 0x80 and head[0] > 0 else ""
         raise EvaluateError(f"{path}: not a torch.save or safetensors file{hint}")
@@ -228,11 +231,14 @@ def load_weights(path):
     for name, e in header.items():
         if name == "__metadata__":
             continue
-        b, end = e["data_offsets"]
-        if e["dtype"] not in dtypes or not 0 <= b <= end <= len(data):
-            raise EvaluateError(f"{path}: tensor '{name}' has dtype {e['dtype']} or offsets {b}-{end} this reader does not take")
-        t = torch.frombuffer(bytearray(data[b:end]), dtype=dtypes[e["dtype"]]) if end > b else torch.empty(0, dtype=dtypes[e["dtype"]])
-        out[name] = t.reshape(e["shape"]).clone()
+        try:
+            b, end = e["data_offsets"]
+            if e["dtype"] not in dtypes or not 0 <= b <= end <= len(data):
+                raise EvaluateError(f"{path}: tensor '{name}' has dtype {e['dtype']} or offsets {b}-{end} this reader does not take")
+            t = torch.frombuffer(bytearray(data[b:end]), dtype=dtypes[e["dtype"]]) if end > b else torch.empty(0, dtype=dtypes[e["dtype"]])
+            out[name] = t.reshape(e["shape"]).clone()
+        except (KeyError, TypeError, ValueError, RuntimeError) as x:
+            raise EvaluateError(f"{path}: tensor '{name}' of the safetensors header is not readable ({type(x).__name__}: {x})")
     return out
 
 
@@ -266,17 +272,21 @@ def of_run(run_dir):
         result = json.load(f)
     spec = os.path.join(run_dir, "spec.resolved.yaml")
     try:
-        import yaml
-        with open(spec) as f:
-            size = int(yaml.safe_load(f)["data"]["image_size"])
-    except ImportError:
-        import re
-        with open(spec) as f:
-            size = int(re.search(r"image_size: *(\d+)", f.read()).group(1))
+        try:
+            import yaml
+            with open(spec) as f:
+                size = int(yaml.safe_load(f)["data"]["image_size"])
+        except ImportError:
+            import re
+            with open(spec) as f:
+                size = int(re.search(r"image_size: *(\d+)", f.read()).group(1))
+        arch, dataset = result["student_arch"], result["dataset"]
+    except (OSError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise EvaluateError(f"{run_dir}: its result.json or spec.resolved.yaml does not say the student's architecture, dataset and image size ({type(e).__name__}: {e})")
     weights = next((os.path.join(run_dir, n) for n in ("student.pth", "student.safetensors") if os.path.exists(os.path.join(run_dir, n))), None)
     if weights is None:
         raise EvaluateError(f"{run_dir} has no student.pth or student.safetensors")
-    return weights, result["student_arch"], result["dataset"], size
+    return weights, arch, dataset, size
 
 
 def onnx_export(m, example, path):
@@ -318,6 +328,8 @@ def evaluate(weights, arch, d, onnx, dataset=None, size=None):
         tx, ty = test_set(d, dataset, size)
     except FileNotFoundError as e:
         raise EvaluateError(str(e).replace("[Errno 2] ", ""))
+    except (OSError, ValueError, RuntimeError) as e:     # a truncated or damaged test file
+        raise EvaluateError(f"the test set in {d} cannot be read ({type(e).__name__}: {e})")
     result = dict(arch=arch, weights=weights, dataset=dataset, image_size=size, accuracy=accuracy(m, tx, ty),
                   # whether the file lists its tensors as the module's own state_dict() does
                   same_key_order=list(sd) == list(m.state_dict()))

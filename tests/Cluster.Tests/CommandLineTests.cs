@@ -413,6 +413,16 @@ public sealed class CommandLineTests
                 Assert.Equal(2, code);
                 Assert.Contains("'teacher.checkpoint' /nonexistent/teacher.pt", err);
                 Assert.False(Directory.Exists(sweeps), "the refused sweep wrote its directory");
+                // a base whose teacher is there, and a grid over teachers of which one is not
+                var real = Path.ChangeExtension(file, ".pt");
+                TorchSharp.torch.manual_seed(1);
+                using (var t = Distill.Engine.Models.ModelFactory.Create("lenet5", 1, 32, 10)) t.save(real);
+                File.WriteAllText(file, File.ReadAllText(file).Replace("/nonexistent/teacher.pt", real));
+                File.WriteAllText(sweep, $"name: teachers\nbase: {Path.GetFileName(file)}\nspace:\n  teacher.checkpoint: {{grid: [\"{real}\", /nonexistent/other.pt]}}\n");
+                (code, output, err) = Run("validate", sweep);
+                Assert.Equal(2, code);
+                Assert.Contains("'teacher.checkpoint' /nonexistent/other.pt", err);
+                File.Delete(real);
             }
             finally
             {
@@ -423,23 +433,26 @@ public sealed class CommandLineTests
         finally { File.Delete(file); }
     }
 
-    /// <summary>A sweep whose every trial failed has no result: it exits 1 and says why the first failed; one with a trial stopped or completed exits 0.</summary>
+    /// <summary>A sweep none of whose trials ended with its metric has no result: it exits 1 and says why the first failed; one with a trial stopped or completed with its metric exits 0.</summary>
     [Fact]
     public void Should_exit_1_for_a_sweep_whose_every_trial_failed()
     {
         static Sweeps.TrialSummary Trial(string id, Sweeps.TrialState state, string? reason = null) =>
-            new(id, "run-" + id, ["2"], state, 10, null, null, 0, 3, reason);
+            new(id, "run-" + id, ["2"], state, 10, state is Sweeps.TrialState.Failed or Sweeps.TrialState.Cancelled ? null : 97.5, null, 0, 3, reason);
         static Sweeps.SweepSummary Sweep(Sweeps.SweepState state, params Sweeps.TrialSummary[] trials) =>
             new("s1", "s", state, "val_accuracy", "max", ["kd.temperature"], trials, 20, null);
         var o = new StringWriter();
         var failed = Sweeps.TrialState.Failed;
         Assert.Equal(1, SweepCommand.ExitCode(Sweep(Sweeps.SweepState.Completed, Trial("t0", failed, "teacher.checkpoint: x does not exist"), Trial("t1", failed)), o));
-        Assert.Contains("s1: every trial failed, so the sweep has no result; the first reason: teacher.checkpoint: x does not exist", o.ToString());
+        Assert.Contains("s1: no trial ended with its val_accuracy, so the sweep has no result; the first reason: teacher.checkpoint: x does not exist", o.ToString());
         o = new StringWriter();
         Assert.Equal(0, SweepCommand.ExitCode(Sweep(Sweeps.SweepState.Completed, Trial("t0", failed), Trial("t1", Sweeps.TrialState.Stopped)), o));
         Assert.Equal(0, SweepCommand.ExitCode(Sweep(Sweeps.SweepState.Completed, Trial("t0", Sweeps.TrialState.Completed)), o));
         Assert.Equal(1, SweepCommand.ExitCode(Sweep(Sweeps.SweepState.Cancelled, Trial("t0", Sweeps.TrialState.Completed)), o));
         Assert.Equal("", o.ToString());
+        // max_wall_minutes cancelled the rest, and the one that failed: no result either
+        Assert.Equal(1, SweepCommand.ExitCode(Sweep(Sweeps.SweepState.Completed, Trial("t0", failed, "diverged"), Trial("t1", Sweeps.TrialState.Cancelled, "the sweep's max_wall_minutes")), o));
+        Assert.Contains("the first reason: diverged", o.ToString());
     }
 
     /// <summary>

@@ -136,6 +136,16 @@ public sealed class InteropTests : IDisposable
         Assert.Equal("ema_weights", StateDictLoader.Load(again, F("custom.pth"), "ema_weights").Key);
         AssertSameWeights(source, again);
         Assert.Contains("no key 'weights'", Refused(F("custom.pth"), key: "weights").Message);
+
+        // nested: {'state_dict': {'model': {...}, 'ema': {...}}}: the dict holding the weights is named by a path of keys
+        var nested = new PickleBytes().Proto().EmptyDict().Mark().Str("state_dict").EmptyDict().Mark().Str("model").StateDict(tensors).SetItems().SetItems().Stop();
+        TorchZip(F("nested.pth"), nested.Bytes, tensors);
+        var outer = Refused(F("nested.pth"), key: "state_dict");
+        Assert.Contains("'state_dict' holds a dict of 1 (model: a dict of 10; a deeper key is given as checkpoint_key: state_dict.NAME)", outer.Message);
+        Assert.Contains("no key 'ema' under 'state_dict' (checkpoint_key state_dict.ema); it has model: a dict of 10", Refused(F("nested.pth"), key: "state_dict.ema").Message);
+        using var deep = Lenet(4);
+        Assert.Equal("state_dict.model", StateDictLoader.Load(deep, F("nested.pth"), "state_dict.model").Key);
+        AssertSameWeights(source, deep);
     }
 
     [Fact]

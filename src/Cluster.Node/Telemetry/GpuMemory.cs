@@ -47,9 +47,19 @@ public static class GpuMemory
     private static double? Mib(string cell) =>
         double.TryParse(cell, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v >= 0 ? v * MiB : null;
 
-    /// <summary>Runs nvidia-smi once per query (2 s each at most); null where it is missing, fails or hangs.</summary>
+    /// <summary>An nvidia-smi that did not answer in time: no other is started while it lives (a hung driver leaves it stuck in the kernel, where no kill reaches it).</summary>
+    private static Process? stuck;
+
+    /// <summary>Runs nvidia-smi once per query (2 s each at most); null where it is missing, fails or hangs, or one that hung is still there.</summary>
     public static async Task<IReadOnlyList<Reading>?> Query(CancellationToken ct, string program = "nvidia-smi")
     {
+        if (stuck is { } s)
+        {
+            try { if (!s.HasExited) return null; }
+            catch (InvalidOperationException) { }
+            s.Dispose();
+            stuck = null;
+        }
         var devices = await Run(program, DeviceQuery, ct);
         if (devices is null) return null;
         var processes = await Run(program, ProcessQuery, ct) ?? "";
@@ -58,25 +68,30 @@ public static class GpuMemory
 
     private static async Task<string?> Run(string program, string[] args, CancellationToken ct)
     {
+        Process? p;
         try
         {
-            var psi = new ProcessStartInfo(program, args) { RedirectStandardOutput = true, RedirectStandardError = true };
-            using var p = Process.Start(psi);
+            p = Process.Start(new ProcessStartInfo(program, args) { RedirectStandardOutput = true, RedirectStandardError = true });
             if (p is null) return null;
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            timeout.CancelAfter(TimeSpan.FromSeconds(2));
-            try
-            {
-                var text = await p.StandardOutput.ReadToEndAsync(timeout.Token);
-                await p.WaitForExitAsync(timeout.Token);
-                return p.ExitCode == 0 ? text : null;
-            }
-            catch (OperationCanceledException)
-            {
-                try { p.Kill(); } catch (InvalidOperationException) { }
-                return null;
-            }
         }
         catch (Exception e) when (e is Win32Exception or IOException) { return null; }
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(TimeSpan.FromSeconds(2));
+        try
+        {
+            var errors = p.StandardError.ReadToEndAsync(timeout.Token);   // read, so that a talkative failure cannot fill the pipe
+            var text = await p.StandardOutput.ReadToEndAsync(timeout.Token);
+            await p.WaitForExitAsync(timeout.Token);
+            await errors;
+            var ok = p.ExitCode == 0;
+            p.Dispose();
+            return ok ? text : null;
+        }
+        catch (OperationCanceledException)
+        {
+            try { p.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+            stuck = p;
+            return null;
+        }
     }
 }

@@ -77,15 +77,41 @@ public static class NodeMetrics
     public static void TrackGpuMemory()
     {
         if (Interlocked.Exchange(ref gpuTracked, 1) == 1) return;
-        Metrics.DefaultRegistry.AddBeforeCollectCallback(async ct =>
+        var shown = new GpuSamples();
+        Metrics.DefaultRegistry.AddBeforeCollectCallback(async ct => shown.Show(await GpuMemory.Query(ct)));
+    }
+
+    /// <summary>
+    /// The GPU gauges as the last reading has them: a figure it lacks (nvidia-smi failed or hung, a
+    /// device gone, this process no longer listed) is removed, never left at an old value.
+    /// </summary>
+    internal sealed class GpuSamples
+    {
+        private readonly HashSet<string> devices = [], own = [];
+
+        public void Show(IReadOnlyList<GpuMemory.Reading>? readings)
         {
-            if (await GpuMemory.Query(ct) is not { } readings) return;   // no nvidia-smi, or it failed or hung: no sample
-            foreach (var r in readings)
+            var now = readings ?? [];
+            foreach (var gone in devices.Except(now.Select(r => r.Device)).ToList())
+            {
+                GpuDeviceUsedBytes.RemoveLabelled(gone);
+                GpuDeviceTotalBytes.RemoveLabelled(gone);
+                devices.Remove(gone);
+            }
+            foreach (var gone in own.Except(now.Where(r => r.ProcessBytes is not null).Select(r => r.Device)).ToList())
+            {
+                GpuMemoryBytes.RemoveLabelled(gone);
+                own.Remove(gone);
+            }
+            foreach (var r in now)
             {
                 GpuDeviceUsedBytes.WithLabels(r.Device).Set(r.UsedBytes);
                 GpuDeviceTotalBytes.WithLabels(r.Device).Set(r.TotalBytes);
-                if (r.ProcessBytes is { } own) GpuMemoryBytes.WithLabels(r.Device).Set(own);
+                devices.Add(r.Device);
+                if (r.ProcessBytes is not { } bytes) continue;
+                GpuMemoryBytes.WithLabels(r.Device).Set(bytes);
+                own.Add(r.Device);
             }
-        });
+        }
     }
 }

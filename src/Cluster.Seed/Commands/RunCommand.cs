@@ -83,7 +83,7 @@ internal static class RunCommand
                 stdout.WriteLine($"[run] an ended run is final (its journal says so): to run the spec again, fixed, give another --run-id or none");
                 return 1;
             }
-            // named by the user's file in events.log and status (its text, overrides applied, is submitted.yaml's)
+            // named by the user's file in events.log and the log (its text, overrides applied, is submitted.yaml's)
             await RunClient.SubmitAsync(node.Coordinator, yaml, Path.GetFullPath(file), runId, TimeSpan.FromSeconds(60));
             final = await Terminal.RunProgress.FollowRunAsync(node.Coordinator, runId, dir, stdout, ct);
             // (a run journaled before compare_baseline ran on the actors has no baseline's run)

@@ -2,6 +2,7 @@ using System.CommandLine;
 using Cluster.Contracts.Runs;
 using Cluster.Contracts.Sweeps;
 using Distill.Engine.Runs;
+using Distill.Engine.Specs;
 using Distill.Engine.Sweeps;
 
 namespace Cluster.Seed.Commands;
@@ -28,6 +29,7 @@ internal static class SubmitCommand
             if (File.Exists(file) && SweepParser.IsSweep(await File.ReadAllTextAsync(file, ct)))
             {
                 var sweep = SweepParser.Load(file);   // a bad sweep is refused before contacting anyone
+                RelativePathNotes(sweep.Base, stdout);
                 using var sweepClient = api.Client(p);
                 var accepted = await sweepClient.SubmitSweepAsync(sweep.SourceText, where, p.GetValue(sweepId), ct);
                 stdout.WriteLine(accepted.AlreadyKnown
@@ -38,9 +40,7 @@ internal static class SubmitCommand
                 return SweepCommand.ExitCode(ended, stdout);
             }
             var (yaml, runSpec) = overrides.Apply(p, file);   // a bad spec is refused before contacting anyone
-            // the cluster's processes read a spec's files themselves, from their own working directories
-            foreach (var (key, path, _) in ValidateCommand.Paths(runSpec).Where(x => !Path.IsPathRooted(x.Path)))
-                stdout.WriteLine($"note: {key} '{path}' is relative: the seed's and GPU nodes' processes read it from their own working directories; give an absolute path on a volume they all mount");
+            RelativePathNotes(runSpec, stdout);
             using var client = api.Client(p);
             var submitted = await client.SubmitRunAsync(yaml, where, p.GetValue(runId), ct);
             var id = submitted.Id;
@@ -57,5 +57,12 @@ internal static class SubmitCommand
             return !withBaseline || (await client.FollowRunAsync(RunIds.Baseline(id), stdout, TimeSpan.FromSeconds(2), ct)).State == RunState.Completed ? 0 : 1;
         });
         return command;
+    }
+
+    /// <summary>The cluster's processes read a spec's files themselves, from their own working directories: a relative path is said.</summary>
+    private static void RelativePathNotes(RunSpec spec, TextWriter stdout)
+    {
+        foreach (var (key, path, _) in ValidateCommand.Paths(spec).Where(x => !Path.IsPathRooted(x.Path)))
+            stdout.WriteLine($"note: {key} '{path}' is relative: the seed's and GPU nodes' processes read it from their own working directories; give an absolute path on a volume they all mount");
     }
 }

@@ -25,7 +25,7 @@ public static class SweepCommand
             var file = p.GetValue(spec)!;
             var sweep = SweepParser.Load(file);   // refused here, with the reason, before anything is written
             // the trials read the base spec's files in this process: what it lacks is refused now, not by every trial
-            ValidateCommand.RequireFiles(file, sweep.Base);
+            ValidateCommand.RequireFiles(file, sweep);
             var yaml = sweep.SourceText;
             var root = p.GetValue(sweepsDir)!;
             var id = p.GetValue(sweepId) ?? RunIds.New(sweep.Name);
@@ -68,12 +68,18 @@ public static class SweepCommand
         return command;
     }
 
-    /// <summary>0 for a sweep that ended with a result; 1 for one cancelled or failed, or whose every trial failed (it has no best trial), with the first reason.</summary>
+    /// <summary>
+    /// 0 for a sweep that ended with a result: a trial completed or stopped with its metric, as
+    /// best.json's best is chosen; 1 for one cancelled or failed, or with no such trial, with the
+    /// first reason a trial gave.
+    /// </summary>
     public static int ExitCode(SweepSummary final, TextWriter stdout)
     {
         if (final.State != SweepState.Completed) return 1;
-        if (final.Trials.Length == 0 || final.Trials.Any(t => t.State != TrialState.Failed)) return 0;
-        stdout.WriteLine($"[sweep] {final.SweepId}: every trial failed, so the sweep has no result; the first reason: {final.Trials[0].Reason ?? "(none given)"}");
+        if (final.Trials.Any(t => t.Metric is not null && t.State is TrialState.Completed or TrialState.Stopped)) return 0;
+        var why = final.Trials.FirstOrDefault(t => t.Reason is not null)?.Reason;
+        stdout.WriteLine($"[sweep] {final.SweepId}: no trial ended with its {final.Metric}, so the sweep has no result" +
+                         (why is null ? "" : $"; the first reason: {why}"));
         return 1;
     }
 

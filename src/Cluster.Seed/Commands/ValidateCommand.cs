@@ -43,8 +43,7 @@ internal static class ValidateCommand
         if (SweepParser.IsSweep(text))
         {
             var sweep = SweepParser.Load(file);
-            // its trials read the base spec's files
-            RequireFiles(file, sweep.Base);
+            RequireFiles(file, sweep);
             return $"{file}: ok (sweep of {sweep.Base.Method.Name} over {(sweep.Space.Count == 0 ? "no hyperparameter (its repeats only)" : string.Join(", ", sweep.Space.Select(d => d.Path)))}; " +
                    $"{sweep.Search.Kind} search, {sweep.Scheduler.Kind} scheduler)";
         }
@@ -61,6 +60,19 @@ internal static class ValidateCommand
             throw new SpecException(file, "", "not found on this machine: " + string.Join(", ", missing.Select(m => $"'{m.Key}' {m.Path}")) +
                                               $" (a relative path is read from the current directory, {Environment.CurrentDirectory}); the rest of the spec is valid");
         RequireWeights(file, s);
+    }
+
+    /// <summary>The files a sweep's trials read: the base spec's, and each file a grid or choice over a checkpoint or data.path names.</summary>
+    internal static void RequireFiles(string file, SweepSpec sweep)
+    {
+        RequireFiles(file, sweep.Base);
+        foreach (var d in sweep.Space)
+        {
+            if (d.Path is not ("teacher.checkpoint" or "student.checkpoint" or "data.path")) continue;
+            var options = d switch { GridDimension g => g.Options, ChoiceDimension c => c.Options, _ => [] };
+            foreach (var option in options)
+                RequireFiles(file, SpecParser.Parse(SpecYaml.With(sweep.BaseYaml, [new(d.Path, option)]), file));
+        }
     }
 
     /// <summary>

@@ -24,7 +24,7 @@ public sealed class RestrictedUnpickler
     [
         "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
         "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state", "_codecs.encode",
-        "builtins.set", "builtins.frozenset", "torch.Size", "torch.device",
+        "builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset", "torch.Size", "torch.device",
     ];
 
     /// <summary>torch's dtypes by the names they pickle as (a checkpoint may keep one beside its weights, as torch.load(weights_only=True) allows).</summary>
@@ -227,6 +227,8 @@ public sealed class RestrictedUnpickler
                 throw Bad("_codecs.encode other than latin1 text");
             case "builtins.set":
             case "builtins.frozenset":
+            case "__builtin__.set":          // protocols 0-2 name Python 2's module
+            case "__builtin__.frozenset":
                 return args.Length == 0 ? new List<object?>() : args[0] is List<object?> l ? new List<object?>(l) : throw Bad($"{g.Name} of {Describe(args[0])}");
             default:
                 throw Bad($"calling {g} is not allowed");

@@ -113,8 +113,21 @@ public sealed class WeightFile : IDisposable
         static bool IsStateDict(PyDict d) => d.Count(kv => kv.Value is TensorRef) * 2 > d.Count;
         if (key is not null)
         {
-            if (!top.TryGetValue(key, out var v)) throw new WeightFileException(path, $"no key '{key}' in the checkpoint; it has {Describe(top)}");
-            return v is PyDict d && IsStateDict(d) ? (key, d) : throw new WeightFileException(path, $"'{key}' holds {Kind(v)}, not a state_dict of tensors");
+            // a key of the checkpoint, or a path of keys into nested dicts ("state_dict.model")
+            object? v = top;
+            var at = "";
+            foreach (var part in top.TryGetValue(key, out _) ? [key] : key.Split('.'))
+            {
+                if (v is not PyDict d) throw new WeightFileException(path, $"'{at}' holds {Kind(v)}, not a dict with a key '{part}' (checkpoint_key {key})");
+                if (!d.TryGetValue(part, out var next))
+                    throw new WeightFileException(path, at.Length == 0
+                        ? $"no key '{key}' in the checkpoint; it has {Describe(top)}"
+                        : $"no key '{part}' under '{at}' (checkpoint_key {key}); it has {Describe(d)}");
+                v = next;
+                at = at.Length == 0 ? part : $"{at}.{part}";
+            }
+            return v is PyDict found && IsStateDict(found) ? (key, found)
+                : throw new WeightFileException(path, $"'{key}' holds {Kind(v)}{(v is PyDict inner ? $" ({Describe(inner)}; a deeper key is given as checkpoint_key: {key}.NAME)" : "")}, not a state_dict of tensors");
         }
         if (IsStateDict(top)) return (null, top);
         foreach (var k in CheckpointKeys)

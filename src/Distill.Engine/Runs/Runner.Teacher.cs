@@ -44,8 +44,13 @@ public sealed partial class Runner
                 ctx.Dir.Event($"teacher loaded from {t.Checkpoint}: {report}");
             }
             catch (WeightFileException e) { loaded.Dispose(); throw new InvalidDataException($"teacher.checkpoint: {e.Message}", e); }
-            // the run directory holds the teacher it used, in the engine's format, as for a trained or cached one
-            loaded.save(ctx.Dir.File("teacher.pt"));
+            // the engine loop's run directory holds the teacher it used, as for a trained or cached one (written
+            // whole or not at all); the teacher entity's is the coordinator's copy of its blob
+            if (!resume)
+            {
+                loaded.save(ctx.Dir.File("teacher.pt.tmp"));
+                File.Move(ctx.Dir.File("teacher.pt.tmp"), ctx.Dir.File("teacher.pt"), overwrite: true);
+            }
             var accuracy = ctx.TestAccuracy(loaded);
             if (NearChance(accuracy, ctx.Data.Classes) is { } warning)
             {

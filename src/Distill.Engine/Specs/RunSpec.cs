@@ -98,7 +98,7 @@ public sealed record ModelSpec
     public string Arch { get; init; } = "";
     [SpecKey("weights to start from (a teacher: instead of training it): a PyTorch state_dict or checkpoint (zip or legacy torch.save), safetensors, or ClusterDistill's own format, told apart by content")]
     public string? Checkpoint { get; init; }
-    [SpecKey("the key of a checkpoint dict that holds the weights (default: the first of state_dict, model, net, model_state_dict, student, teacher that does); for safetensors, a name prefix")]
+    [SpecKey("the key of a checkpoint dict that holds the weights (default: the first of state_dict, model, net, model_state_dict, student, teacher that does), or a path of keys into nested dicts (state_dict.model); for safetensors, a name prefix")]
     public string? CheckpointKey { get; init; }
     [SpecKey("prefixes of the checkpoint's names to rename, first match wins, e.g. {\"backbone.\": \"\", \"head.\": \"linear.\"} (a DataParallel 'module.' prefix is removed without one)")]
     public KeyValuePair<string, string>[] KeyMap { get; init; } = [];

@@ -62,6 +62,28 @@ public class GpuMemoryTests
         Assert.Null(r.ProcessBytes);
     }
 
+    /// <summary>The gauges show the last reading only: a device or this process's line that is gone, or a failed reading, removes the figure instead of leaving an old one.</summary>
+    [Fact]
+    public void The_gauges_show_the_last_reading_and_nothing_older()
+    {
+        static string[] Shown(Prometheus.Gauge g) => g.GetAllLabelValues().Select(v => v[0]).Order().ToArray();
+        var samples = new NodeMetrics.GpuSamples();
+        samples.Show([new("GPU-a", 10, 100, 4), new("GPU-b", 20, 100, null)]);
+        Assert.Equal(["GPU-a", "GPU-b"], Shown(NodeMetrics.GpuDeviceUsedBytes));
+        Assert.Equal(["GPU-a", "GPU-b"], Shown(NodeMetrics.GpuDeviceTotalBytes));
+        Assert.Equal(["GPU-a"], Shown(NodeMetrics.GpuMemoryBytes));
+        Assert.Equal(4, NodeMetrics.GpuMemoryBytes.WithLabels("GPU-a").Value);
+        // this process no longer listed, GPU-b gone
+        samples.Show([new("GPU-a", 12, 100, null)]);
+        Assert.Equal(["GPU-a"], Shown(NodeMetrics.GpuDeviceUsedBytes));
+        Assert.Equal(12, NodeMetrics.GpuDeviceUsedBytes.WithLabels("GPU-a").Value);
+        Assert.Empty(Shown(NodeMetrics.GpuMemoryBytes));
+        // nvidia-smi failed or hung: no figure at all
+        samples.Show(null);
+        Assert.Empty(Shown(NodeMetrics.GpuDeviceUsedBytes));
+        Assert.Empty(Shown(NodeMetrics.GpuDeviceTotalBytes));
+    }
+
     [Fact]
     [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
     public async Task No_nvidia_smi_a_failing_one_and_a_hanging_one_give_no_reading_within_seconds()

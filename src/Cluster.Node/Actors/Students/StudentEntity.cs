@@ -179,14 +179,14 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
         objective = spec.Method.Objective(spec);
         best = r.Best;
         busy = false;
+        // the spec's student checkpoint, as the engine loop's events.log says it (one replica says it for the run; a warning after it stays the status's news)
+        if (r.Loaded is not null && replica == 0) Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, 0, 0, null, Services.NodeName, r.Loaded));
         if (r.Warning is not null)
         {
             Log.Error("{0}: {1}", Id, r.Warning);
             Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, 0, 0, null, Services.NodeName, r.Warning));
         }
         Log.Info("{0}: student ready at step {1} of {2}", Id, step, Total);
-        // the spec's student checkpoint, as the engine loop's events.log says it (one replica says it for the run)
-        if (r.Loaded is not null && replica == 0) Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, 0, 0, null, Services.NodeName, r.Loaded));
         if (step > 0)
         {
             // a failover or a restart: the run's events (and the dashboard's curves) mark where it came back
