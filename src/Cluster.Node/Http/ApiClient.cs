@@ -113,18 +113,34 @@ public sealed class ApiClient : IDisposable
 
     private async Task<T> Send<T>(HttpMethod method, string path, HttpContent? body, CancellationToken ct)
     {
-        using var request = new HttpRequestMessage(method, path) { Content = body };
-        HttpResponseMessage response;
-        try { response = await http.SendAsync(request, ct); }
-        catch (HttpRequestException e) when (e.HttpRequestError is HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError || e.InnerException is SocketException)
-        {
-            throw new ApiUnreachableException($"cannot reach the seed's API at {Server}: {(e.InnerException ?? e).Message}", e);
-        }
+        try { return await Exchange<T>(method, path, body, ct); }
         catch (TaskCanceledException e) when (!ct.IsCancellationRequested)
         {
             throw new ApiUnreachableException($"the seed's API at {Server} did not answer in {http.Timeout.TotalSeconds:F0} s", e);
         }
-        using (response)
+        catch (Exception e) when (e is not OperationCanceledException && Lost(e))
+        {
+            // refused, reset or cut off mid-answer (a seed stopping): the seed is not there to ask, whatever the layer that saw it
+            var cause = e;
+            while (cause.InnerException is { } inner && cause is not SocketException) cause = inner;
+            throw new ApiUnreachableException($"cannot reach the seed's API at {Server}: {cause.Message}", e);
+        }
+    }
+
+    /// <summary>A failure of the connection rather than an answer: the socket's, the stream's, or HttpClient's saying so.</summary>
+    internal static bool Lost(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+            if (x is SocketException or IOException
+                || x is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.ResponseEnded })
+                return true;
+        return false;
+    }
+
+    private async Task<T> Exchange<T>(HttpMethod method, string path, HttpContent? body, CancellationToken ct)
+    {
+        using var request = new HttpRequestMessage(method, path) { Content = body };
+        using var response = await http.SendAsync(request, ct);
         {
             if (response.IsSuccessStatusCode)
                 return await response.Content.ReadFromJsonAsync<T>(ApiJson.Options, ct)

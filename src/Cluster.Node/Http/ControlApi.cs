@@ -112,13 +112,13 @@ public static partial class ControlApi
                 var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
             }));
         api.MapGet("/runs/{id}/result", (string id) => RunFile(options, id, "result.json") is { } f
-            ? Results.File(f, "application/json") : NotFound(RunFile(options, id, "") is null ? $"no run {id}" : $"run {id} has no result yet"));
+            ? Results.File(f, "application/json") : NotFound(NoResult(options, id)));
         // `after` is read here, not bound: a value that is not a count gets problem+json naming it, not an empty 400
-        api.MapGet("/runs/{id}/metrics", (string id, string? after) => RunIdProblem(id) ?? AfterProblem(after, out var from) ?? Results.Json(Metrics(options, id, from), ApiJson.Options));
+        api.MapGet("/runs/{id}/metrics", (string id, string? after) => RunIdProblem(id) ?? NoRun(options, id) ?? AfterProblem(after, out var from) ?? Results.Json(Metrics(options, id, from), ApiJson.Options));
         api.MapGet("/runs/{id}/metrics.csv", (string id) => RunFile(options, id, "metrics.csv") is { } f
             ? Results.File(f, "text/csv") : NotFound($"run {id} has no metrics yet"));
-        api.MapGet("/runs/{id}/events", (string id, string? after) => RunIdProblem(id) ?? AfterProblem(after, out var from) ?? Results.Json(Events(options, id, from), ApiJson.Options));
-        api.MapGet("/runs/{id}/samples", (string id) => RunIdProblem(id) ?? Results.Json(Samples(options, id), ApiJson.Options));
+        api.MapGet("/runs/{id}/events", (string id, string? after) => RunIdProblem(id) ?? NoRun(options, id) ?? AfterProblem(after, out var from) ?? Results.Json(Events(options, id, from), ApiJson.Options));
+        api.MapGet("/runs/{id}/samples", (string id) => RunIdProblem(id) ?? NoRun(options, id) ?? Results.Json(Samples(options, id), ApiJson.Options));
         api.MapGet("/runs/{id}/samples/{file}", (string id, string file) =>
             RunIdProblem(id) ?? (SampleName().IsMatch(file) && RunFile(options, id, Path.Combine("samples", file)) is { } f
                 ? Results.File(f, "image/png") : NotFound($"run {id} has no sample grid {file}")));
@@ -193,6 +193,23 @@ public static partial class ControlApi
     private static IResult? RunIdProblem(string? id) =>
         id is not null && EntityId.RunIdProblem(id) is { } p ? Problem(StatusCodes.Status400BadRequest, "bad id", p) : null;
 
+    /// <summary>Why run `id` has no result.json: no such run, an ended run that never will (its status.json's state), or one still going.</summary>
+    private static string NoResult(NodeOptions options, string id)
+    {
+        if (RunFile(options, id, "") is null) return $"no run {id}";
+        try
+        {
+            if (RunFile(options, id, "status.json") is { } f && JsonDocument.Parse(File.ReadAllText(f)).RootElement.GetProperty("state").GetString() is { } state
+                && state is "cancelled" or "failed")
+                return $"run {id} was {state}: it has no result";
+        }
+        catch (Exception e) when (e is IOException or JsonException or KeyNotFoundException or InvalidOperationException) { }
+        return $"run {id} has no result yet";
+    }
+
+    /// <summary>404 for a run this seed's runs directory has no directory of (its metrics, events and samples live there).</summary>
+    private static IResult? NoRun(NodeOptions options, string id) => RunFile(options, id, "") is null ? NotFound($"no run {id}") : null;
+
     /// <summary>A file of run `id`'s directory, if it is there (name "": the directory itself); null for an id that is not a run id.</summary>
     private static string? RunFile(NodeOptions options, string id, string name)
     {
@@ -236,7 +253,7 @@ public static partial class ControlApi
     public static string KindOf(string message) =>
         message.Contains("rolled back", StringComparison.Ordinal) || message.Contains("guard:", StringComparison.Ordinal) ? "rollback"
         : message.Contains("resumed", StringComparison.Ordinal) || message.Contains("ready at step", StringComparison.Ordinal) && !message.Contains("ready at step 0 ", StringComparison.Ordinal) ? "failover"
-        : message.StartsWith("cancelled", StringComparison.Ordinal) || message.Contains("failed", StringComparison.Ordinal) ? "end"
+        : message.StartsWith("cancelled", StringComparison.Ordinal) || message.StartsWith("done:", StringComparison.Ordinal) || message.Contains("failed", StringComparison.Ordinal) ? "end"
         : "info";
 
     private static List<SampleGrid> Samples(NodeOptions options, string id)
@@ -348,7 +365,7 @@ public static partial class ControlApi
                 foreach (var id in ids)
                 {
                     if (RunIdProblem(id) is { } bad) return bad;
-                    if (RunFile(options, id, "result.json") is null) return NotFound(RunFile(options, id, "") is null ? $"no run {id}" : $"run {id} has no result yet");
+                    if (RunFile(options, id, "result.json") is null) return NotFound(NoResult(options, id));
                 }
                 table = ResultsTable.FromRuns(ids.Select(id => Path.Combine(options.RunsDir, id)).ToList(), metric ?? "student_accuracy");
             }

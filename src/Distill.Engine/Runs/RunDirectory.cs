@@ -63,9 +63,28 @@ public sealed class RunDirectory : IDisposable
 
     public void Event(string message)
     {
+        // one event, one line: text from outside (a cancel's reason, a spec's file name) cannot add events of its own
+        message = OneLine(message);
         var line = $"{DateTimeOffset.UtcNow:O} {message}";
         events.WriteLine(line);
         EventSink?.Invoke(message);
+    }
+
+    /// <summary>The text with its line breaks and other control characters as visible escapes (\n, \r, \t, \uXXXX).</summary>
+    public static string OneLine(string text)
+    {
+        if (!text.Any(char.IsControl)) return text;
+        var b = new StringBuilder(text.Length + 8);
+        foreach (var c in text)
+            b.Append(c switch
+            {
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                _ when char.IsControl(c) => $"\\u{(int)c:x4}",
+                _ => c.ToString(),
+            });
+        return b.ToString();
     }
 
     /// <summary>Every column any phase may log, so that one CSV header serves the whole run.</summary>

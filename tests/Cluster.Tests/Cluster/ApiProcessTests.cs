@@ -155,7 +155,11 @@ public sealed class ApiProcessTests
             Assert.True(student.Count(r => r.GetProperty("values").TryGetProperty("loss_kd", out _) || r.GetProperty("values").TryGetProperty("loss", out _)) >= 2);
         }
         using (var log = JsonDocument.Parse(await http.GetStringAsync("/api/runs/a1/events")))
+        {
             Assert.Contains(log.RootElement.EnumerateArray(), e => e.GetProperty("message").GetString()!.StartsWith("run a1 accepted", StringComparison.Ordinal));
+            // its completion is an end, as a cancel's and a failure's are
+            Assert.Contains(log.RootElement.EnumerateArray(), e => e.GetProperty("message").GetString()!.StartsWith("done: ", StringComparison.Ordinal) && e.GetProperty("kind").GetString() == "end");
+        }
         using (var result = JsonDocument.Parse(await http.GetStringAsync("/api/runs/a1/result")))
             Assert.Equal(60, result.RootElement.GetProperty("steps").GetInt64());
         // the results table of runs, of any number of their result.json; a number none has is a 400 naming it
@@ -173,8 +177,9 @@ public sealed class ApiProcessTests
             Assert.Contains(all, n => n.GetProperty("roles").EnumerateArray().Any(r => r.GetString() == "seed"));
             Assert.Contains(all, n => n.GetProperty("roles").EnumerateArray().Any(r => r.GetString() == "gpu") && n.GetProperty("slots").GetInt32() == 1 && n.GetProperty("status").GetString() == "up");
         }
-        using (var missing = await http.GetAsync("/api/runs/nope"))
+        foreach (var path in new[] { "/api/runs/nope", "/api/runs/nope/metrics", "/api/runs/nope/events", "/api/runs/nope/samples", "/api/runs/nope/result" })
         {
+            using var missing = await http.GetAsync(path);
             Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
             Assert.Contains("no run nope", await missing.Content.ReadAsStringAsync());
         }

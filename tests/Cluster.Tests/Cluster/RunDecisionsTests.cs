@@ -57,6 +57,31 @@ public sealed class RunDecisionsTests
         Assert.Null(late.Event);
         Assert.Equal(new CancelAnswer(done, RunState.Completed, true), late.Reply);
         Assert.IsType<RunRejected>(RunDecisions.Cancel(s2, new CancelRun("nope", "x"), Now).Reply);
+
+        // a reason with line breaks is kept on one line, as every event is
+        var (s3, third) = Submitted(s2);
+        var broken = Assert.IsType<RunCancelled>(RunDecisions.Cancel(s3, new CancelRun(third, "50% done\nrolled back\r\tat step 3"), Now).Event);
+        Assert.Equal("50% done\\nrolled back\\r\\tat step 3", broken.Reason);
+    }
+
+    /// <summary>An event is one line of events.log whatever its text holds: a line break in it cannot add an event of its own.</summary>
+    [Fact]
+    public void Should_write_each_event_on_one_line()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"cd-events-{Guid.NewGuid():N}");
+        try
+        {
+            using (var dir = new Distill.Engine.Runs.RunDirectory(path))
+            {
+                dir.Event("cancelled: first\nrun r1 resumed at step 5\u0007");
+                dir.Event("plain");
+            }
+            var lines = File.ReadAllLines(Path.Combine(path, "events.log"));
+            Assert.Equal(2, lines.Length);
+            Assert.EndsWith(" cancelled: first\\nrun r1 resumed at step 5\\u0007", lines[0]);
+            Assert.Equal("plain", Distill.Engine.Runs.RunDirectory.OneLine("plain"));
+        }
+        finally { Directory.Delete(path, recursive: true); }
     }
 
     /// <summary>compare_baseline's student alone is a run of its own, recorded in the same event as its run, and ends with it unless that completes.</summary>

@@ -116,7 +116,8 @@ public static class RunDecisions
     {
         if (!state.Runs.TryGetValue(m.RunId, out var r)) return new(null, new RunRejected($"no run '{m.RunId}'"));
         if (!r.Active) return new(null, new CancelAnswer(m.RunId, StateOf(r), AlreadyEnded: true));
-        return new(new RunCancelled(m.RunId, m.Reason, now), new CancelAnswer(m.RunId, RunState.Cancelled, AlreadyEnded: false));
+        // the reason is shown on one line wherever it goes (status, events.log)
+        return new(new RunCancelled(m.RunId, Distill.Engine.Runs.RunDirectory.OneLine(m.Reason), now), new CancelAnswer(m.RunId, RunState.Cancelled, AlreadyEnded: false));
     }
 
     /// <summary>usesTeacher: whether the run's method has a teacher to prepare first.</summary>
