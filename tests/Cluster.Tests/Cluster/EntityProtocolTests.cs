@@ -62,6 +62,8 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         Assert.Equal(firstLabels[2], re.SoftLabels!.Data);   // the labels it was first sent with, not a second teacher pass
         again.Tell(new RequestBatches(id, 5, 1, "s/student/0"));
         var fifth = h.Students.ExpectMsg<LabelledBatch>(m => m.Seq == 5, Long).Images.Data;
+        // the second incarnation, back past its first batch, is a failover on this node's metrics; the first was not
+        Assert.Equal(1, global::Cluster.Node.Telemetry.NodeMetrics.Failovers.WithLabels(run, EntityKinds.Generator).Value);
 
         var refRun = $"r{Guid.NewGuid():N}"[..12];
         var refId = EntityId.Generator(refRun);

@@ -9,6 +9,7 @@ using Cluster.Contracts.Runs;
 using Cluster.Contracts.Tensors;
 using Cluster.Node.Hosting;
 using Cluster.Node.Storage;
+using Cluster.Node.Telemetry;
 using Distill.Engine.Methods;
 using Distill.Engine.Models;
 using Distill.Engine.Pipeline;
@@ -176,6 +177,8 @@ public sealed partial class SourceEntity : PersistentEntity
         // where it runs (status shows the node) and what it had to skip
         Services.Coordinator.Tell(new EntityProgress(RunId, Id, made, TotalBatches, 0, State.Pool.Count, null, Services.NodeName, r.Warning, rollbacks));
         Log.Info("{0}: generator ready at batch {1}{2}, {3} in the pool", Id, made, unitsDone > 0 ? $" (batch {made + 1} resumes at unit {unitsDone})" : "", State.Pool.Count);
+        // a source that comes back past its first batch counts as a failover, as a student past its first step does
+        if (made > 0 || unitsDone > 0) NodeMetrics.Failovers.WithLabels(RunId, EntityKinds.Generator).Inc();
         if (r.Replayed > 0)
             Log.Info("{0}: replayed {1} generator steps after restart ({2} of them reproduced the stored batch bit for bit, {3} held again)", Id, r.Replayed, r.Identical, r.Refilled.Count);
         Refill(r.Refilled);
