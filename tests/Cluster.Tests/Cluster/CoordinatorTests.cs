@@ -137,6 +137,9 @@ public sealed class CoordinatorTests
         // the run's length is known from its spec before any entity reports
         coordinator.Tell(new GetRunStatus("run-c"), client);
         Assert.Equal(12, Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs).TotalSteps);
+        // how far it got, as its student and source reported it
+        coordinator.Tell(new EntityProgress("run-c", EntityId.Student("run-c", 0), 7, 12, 2, 0, 55.5, "node-s", null));
+        coordinator.Tell(new EntityProgress("run-c", EntityId.Generator("run-c"), 9, 12, 3, 4, null, "node-g", null));
         coordinator.Tell(new CancelRun("run-c", "changed my mind"), client);
         Assert.Equal(new CancelAnswer("run-c", RunState.Cancelled, false), client.ExpectMsg<CancelAnswer>(Long));
         h.Students.FishForMessage(m => m is StopEntity, Long);
@@ -147,6 +150,9 @@ public sealed class CoordinatorTests
         var status = Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs);
         Assert.Equal(RunState.Cancelled, status.State);
         Assert.Contains("changed my mind", status.Message);
+        // the restarted coordinator shows where the run ended (its entities report no more), and no queues
+        Assert.Equal((7L, 55.5, "node-s", "node-g", 9L), (status.StudentStep, status.StudentAccuracy, status.Node, status.GeneratorNode, status.GeneratedBatches));
+        Assert.Equal((0, 0, 0), (status.PoolBatches, status.GeneratorQueue, status.StudentInFlight));
         // a recovered coordinator does not start a cancelled run's entities again
         h.Teachers.ExpectNoMsg(TimeSpan.FromSeconds(2));
         Assert.Contains("cancelled: changed my mind", File.ReadAllText(Path.Combine(h.Options.RunsDir, "run-c", "events.log")));

@@ -157,6 +157,28 @@ public sealed partial class RunCoordinator
         if (Phase(m.RunId, m.EntityId) is { } phase) Dir(m.RunId).Samples(phase, m.Step, m.Png);
     }
 
+    /// <summary>
+    /// An ended run's last figures as its status.json kept them (step, accuracy, nodes), for a
+    /// coordinator that started after the run ended: its entities report no more. Read once.
+    /// </summary>
+    private Live? LastShown(string runId)
+    {
+        var l = new Live();
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(services.Options.RunsDir, runId, "status.json")));
+            var root = doc.RootElement;
+            l.StudentStep = root.TryGetProperty("step", out var step) && step.TryGetInt64(out var s) ? s : 0;
+            l.TotalSteps = root.TryGetProperty("total_steps", out var total) && total.TryGetInt64(out var t) ? t : 0;
+            l.Generated = root.TryGetProperty("generated", out var made) && made.TryGetInt64(out var g) ? g : 0;
+            l.Accuracy = root.TryGetProperty("student_accuracy", out var acc) && acc.ValueKind == JsonValueKind.Number ? acc.GetDouble() : null;
+            l.Node = root.TryGetProperty("student_node", out var node) && node.ValueKind == JsonValueKind.String ? node.GetString() : null;
+            l.GeneratorNode = root.TryGetProperty("generator_node", out var gnode) && gnode.ValueKind == JsonValueKind.String ? gnode.GetString() : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or InvalidOperationException) { }
+        return live[runId] = l;
+    }
+
     /// <summary>The entity's kind (student-N for a replica) as the file names and the CSV show it; null for an id that is not this run's entity.</summary>
     private string? Phase(string runId, string entityId)
     {
@@ -169,11 +191,13 @@ public sealed partial class RunCoordinator
 
     private RunSummary Summary(RunRecord r)
     {
-        var l = live.GetValueOrDefault(r.RunId);
         var spec = SpecOf(r);
         var runState = RunDecisions.StateOf(r, spec.Method.UsesTeacher);
+        var ended = runState.Ended();
+        var l = live.GetValueOrDefault(r.RunId) ?? (ended ? LastShown(r.RunId) : null);
         return new RunSummary(r.RunId, spec.Name, spec.Method.Name, runState,
-            r.Completed || r.Paused ? r.Steps : l?.StudentStep ?? 0, l?.TotalSteps is > 0 ? l.TotalSteps : spec.Method.PipelineStudentSteps(spec, Distill.Engine.Training.DataSplits.TrainImages(spec.Data) ?? 0), l?.Generated ?? 0, l?.Pool ?? 0, l?.GeneratorQueue ?? 0, l?.InFlight ?? 0,
+            r.Completed || r.Paused ? r.Steps : l?.StudentStep ?? 0, l?.TotalSteps is > 0 ? l.TotalSteps : spec.Method.PipelineStudentSteps(spec, Distill.Engine.Training.DataSplits.TrainImages(spec.Data) ?? 0),
+            l?.Generated ?? 0, ended ? 0 : l?.Pool ?? 0, ended ? 0 : l?.GeneratorQueue ?? 0, ended ? 0 : l?.InFlight ?? 0,
             r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy,
             r.Message ?? (r.Active ? RunDecisions.Waiting(spec, HostedKinds()) : null)
                 ?? (r.Active && r.Queued ? RunDecisions.QueuedMessage(state, r, Slots()) : null) ?? l?.Message, l?.Node, l?.GeneratorNode,
