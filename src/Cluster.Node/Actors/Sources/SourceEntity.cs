@@ -190,6 +190,8 @@ public sealed partial class SourceEntity : PersistentEntity
     private void OnRequest(RequestBatches m)
     {
         if (!State.Started) { Log.Warning("{0}: batches requested before the run started; ignored (the student asks again)", Id); return; }
+        // a request that arrived after the run ended woke the stopped source: nothing to make, and nothing wrong
+        if (State.Finished) { Log.Debug("{0}: batches requested after the run ended; ignored", Id); Context.Parent.Tell(new Passivate(PoisonPill.Instance)); return; }
         if (spec is null) { Log.Warning("{0}: batches requested from a source whose spec did not load; ignored", Id); return; }
         endpoints[m.ReplyTo] = m.DataEndpoint;
         for (var seq = m.FromSeq; seq < m.FromSeq + m.Count && seq <= TotalBatches; seq++)
