@@ -26,6 +26,7 @@ public static class HoconBuilder
               loglevel = {{o.LogLevel}}
               stdout-loglevel = {{o.LogLevel}}
               loggers = ["Cluster.Node.Hosting.NodeLogger, Cluster.Node"]
+              {{(o.LogFormat == "json" ? "stdout-logger-class = \"Cluster.Node.Hosting.JsonStdoutLogger, Cluster.Node\"" : "")}}
               # the scheduler's wheel wakes its timer and a pool thread every tick: at the default
               # 10 ms that is ~550 wakeups a second on an idle node, each preempting the compute
               # team on a small machine (docs/benchmarks.md). Nothing here schedules finer than 1 s.

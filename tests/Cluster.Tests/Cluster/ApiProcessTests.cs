@@ -67,7 +67,7 @@ public sealed class ApiProcessTests
         var gpuHttp = TestPorts.Block(1);
         var seeds = $"127.0.0.1:{port}";
         cluster.Start(cluster.SeedBin, "seed.log", ["serve", "--port", port.ToString(), "--http-port", cluster.HttpPort.ToString(), .. cluster.Common]);
-        cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--http-port", gpuHttp.ToString(),
+        var gpuNode = cluster.Start(cluster.GpuBin, "gpu.log", ["join", "--seeds", seeds, "--port", (port + 1).ToString(), "--http-port", gpuHttp.ToString(),
             "--log-format", "json", "--log-level", "info", .. cluster.Common]);
         using var http = new HttpClient { BaseAddress = new Uri(cluster.Server), Timeout = TimeSpan.FromSeconds(30) };
         using var gpu = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{gpuHttp}"), Timeout = TimeSpan.FromSeconds(30) };
@@ -257,6 +257,18 @@ public sealed class ApiProcessTests
         {
             Assert.Equal(HttpStatusCode.NotFound, none.StatusCode);
             Assert.Contains("no run nosuch", await none.Content.ReadAsStringAsync());
+        }
+
+        // the node stopped (SIGTERM): what Akka prints as it shuts down is JSON too, every line of it
+        using (var term = Process.Start("kill", ["-TERM", gpuNode.Id.ToString()])!) await term.WaitForExitAsync();
+        Assert.True(ProcessCluster.Ended(gpuNode, TimeSpan.FromSeconds(30)), "the GPU node did not stop on SIGTERM");
+        gpuNode.WaitForExit();
+        var toTheEnd = cluster.Log("gpu.log").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(toTheEnd.Length > lines.Length, "the node logged nothing as it stopped");
+        foreach (var line in toTheEnd)
+        {
+            try { using var _ = JsonDocument.Parse(line); }
+            catch (JsonException) { Assert.Fail($"not a JSON line: {line}"); }
         }
     }
 
