@@ -319,7 +319,7 @@ public sealed class RestrictedUnpickler
         var digits = text.EndsWith('L') ? text[..^1] : text;
         if (digits.Length is 0 or > 40 || !BigInteger.TryParse(digits, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var v))
             throw Bad($"a LONG that is not an integer ('{text}')");
-        return v >= long.MinValue && v <= long.MaxValue ? (long)v : v;
+        return Narrow(v);
     }
 
     private object TextInt(string text) => text switch
@@ -329,11 +329,14 @@ public sealed class RestrictedUnpickler
         _ => long.TryParse(text, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var v) ? v : throw Bad($"an INT that is not an integer ('{text}')"),
     };
 
+    /// <summary>An integer as a long where it fits (as every count and size does), else as itself.</summary>
+    private static object Narrow(BigInteger v) => v >= long.MinValue && v <= long.MaxValue ? (long)v : v;
+
     private object Long(ReadOnlySpan<byte> bytes)
     {
         if (bytes.Length == 0) return 0L;
         if (bytes.Length > 16) throw Bad("an integer over 128 bits");
         var v = new BigInteger(bytes, isUnsigned: false, isBigEndian: false);
-        return v >= long.MinValue && v <= long.MaxValue ? (long)v : v;
+        return Narrow(v);
     }
 }

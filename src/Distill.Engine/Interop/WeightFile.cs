@@ -61,14 +61,9 @@ public sealed class WeightFile : IDisposable
         if (new FileInfo(path).Length == 0) throw new WeightFileException(path, "the file is empty (or not a regular file)");
         var head = new byte[300];
         int n;
-        long length;
-        using (var fs = File.OpenRead(path))
-        {
-            length = fs.Length;
-            n = fs.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
-        }
+        using (var fs = File.OpenRead(path)) n = fs.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
         var bytes = head.AsSpan(0, n);
-        if (length == 0) throw new WeightFileException(path, "the file is empty");
+        if (n == 0) throw new WeightFileException(path, "the file is empty");   // emptied since its size was read
         if (bytes.StartsWith("PK\x03\x04"u8)) return Content.TorchZip;
         if (TorchSaveReader.IsLegacy(bytes)) return Content.TorchLegacy;
         if (bytes.StartsWith("version https://git-lfs"u8)) throw new WeightFileException(path, "a Git LFS pointer, not the weights: fetch them with git lfs pull");
