@@ -3,7 +3,8 @@
 # a no-op elsewhere), starts the PostgreSQL server the persistence tests use (scripts/postgres.sh,
 # installing it from Debian packages when missing), makes Debian's PyTorch importable for the tests
 # that check against it (scripts/python-torch.sh) and installs Debian's Chromium for the dashboard's
-# browser test (scripts/chromium.sh), both beside the build, then runs every test. Extra arguments go to `dotnet test`.
+# browser test (scripts/chromium.sh), both beside the build, then runs every test (in two test hosts,
+# below). Extra arguments go to one `dotnet test` (e.g. --filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shim=$(scripts/torch-native-env.sh)
@@ -22,4 +23,22 @@ grep -v '^/' "$installs" >&2 || true
 CLUSTERDISTILL_CHROMIUM=$(tail -1 "$installs")
 export CLUSTERDISTILL_CHROMIUM
 # --blame: a test host that dies names the tests it was running (the log then says which)
-exec dotnet test ClusterDistill.sln -c Release --no-build --blame --logger "console;verbosity=normal" "$@"
+run=(dotnet test ClusterDistill.sln -c Release --no-build --blame --logger "console;verbosity=normal")
+if [ $# -gt 0 ]; then exec "${run[@]}" "$@"; fi
+# The whole suite in two test hosts side by side: the tests that must run alone in-process (trait
+# Host=alone: tests/Cluster.Tests/TorchFixture.cs) in one, everything else in the other, whose
+# process lanes wait on failure detection and restarts much of the time. Their output comes after.
+alone_log=$(mktemp)
+"${run[@]}" --filter "Host=alone" >"$alone_log" 2>&1 &
+alone=$!
+set +e
+"${run[@]}" --filter "Host!=alone"
+rc=$?
+wait "$alone"
+alone_rc=$?
+set -e
+echo "[test] the tests that run alone, in a test host of their own:"
+cat "$alone_log"
+rm -f "$alone_log"
+if [ "$rc" -ne 0 ]; then exit "$rc"; fi
+exit "$alone_rc"

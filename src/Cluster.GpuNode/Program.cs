@@ -109,11 +109,11 @@ try
 }
 catch (Distill.Engine.Specs.InputException e)
 {
-    Console.Error.WriteLine($"error: {e.Message}");
+    Console.Error.WriteLine(NodeLogger.Fatal(args, "gpu-node", e.Message));
     return 2;
 }
 catch (Exception e) when (e is PersistenceUnavailableException or TimeoutException or ArgumentException or InvalidOperationException or InvalidDataException or FileNotFoundException)
 {
-    Console.Error.WriteLine($"error: {e.Message}");
+    Console.Error.WriteLine(NodeLogger.Fatal(args, "gpu-node", e.Message));
     return 1;
 }

@@ -12,7 +12,7 @@ namespace Cluster.Tests;
 /// with only their lengths and batch sizes cut, on a small CIFAR-format dataset this test writes
 /// (CIFAR cannot be fetched here), from a ResNet-34 teacher saved as a PyTorch state_dict.
 /// </summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class CifarSpecTests : IDisposable
 {
     private readonly string dir = Path.Combine(Path.GetTempPath(), $"cd-cifar-{Guid.NewGuid():N}");

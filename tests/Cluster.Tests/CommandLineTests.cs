@@ -482,6 +482,14 @@ public sealed class CommandLineTests
             Assert.Equal(1, code);
             Assert.Contains("the postgres journal is unreachable (Host=127.0.0.1;Port=1", err);
             Assert.DoesNotContain("secret", err);
+            // a node that logs JSON says why it stopped in JSON too: a log collector parses every line
+            (code, _, err) = Run("serve", "--port", "0", "--log-format", "json", "--db", "postgres:Host=127.0.0.1;Port=1;Username=u;Password=secret;Database=d",
+                "--store", Path.Combine(runs, "store"), "--runs-dir", runs);
+            Assert.Equal(1, code);
+            var line = System.Text.Json.JsonDocument.Parse(err.Trim()).RootElement;
+            Assert.Equal("error", line.GetProperty("level").GetString());
+            Assert.StartsWith("the postgres journal is unreachable (Host=127.0.0.1;Port=1", line.GetProperty("message").GetString());
+            Assert.DoesNotContain("secret", err);
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"took {clock.Elapsed}");
         }
         finally { Directory.Delete(runs, recursive: true); }

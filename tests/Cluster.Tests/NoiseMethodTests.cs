@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Cluster.Tests;
 
 /// <summary>The ninth method, added as one file: KD on N(0, 1) noise (DAFL Table 1's "random normal inputs").</summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class NoiseMethodTests
 {
     [Fact]

@@ -11,7 +11,7 @@ namespace Cluster.Tests;
 /// computes, and data-parallel replicas with a fixed-order gradient average must match one
 /// process training on the combined batch.
 /// </summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class PipelineEngineTests
 {
     public PipelineEngineTests() => Torch.Init();

@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 namespace Cluster.Tests;
 
 /// <summary>End-to-end runs of the engine on real MNIST, kept small.</summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class RunnerTests : IDisposable
 {
     private readonly string root = Path.Combine(Path.GetTempPath(), "cd-runs-" + Guid.NewGuid().ToString("N"));

@@ -79,6 +79,17 @@ public sealed class SpecTests
     }
 
     [Fact]
+    public void A_teacher_loaded_from_a_checkpoint_and_given_a_training_length_is_refused()
+    {
+        string With(string teacher) => string.Join("\n", Valid.Split('\n').Select(l => l.StartsWith("teacher:") ? teacher : l));
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(With("teacher: {arch: lenet5, checkpoint: t.pt, train: {epochs: 5}}"), "t.yaml"));
+        Assert.Equal("teacher.train", e.Key);
+        Assert.Contains("loaded from its checkpoint, not trained", e.Message);
+        // a train block without a length trains nothing: accepted
+        Assert.Equal("t.pt", SpecParser.Parse(With("teacher: {arch: lenet5, checkpoint: t.pt, train: {batch_size: 64}}"), "t.yaml").Teacher!.Checkpoint);
+    }
+
+    [Fact]
     public void A_layout_names_a_pool_per_kind_and_one_or_one_per_replica_for_the_students()
     {
         var s = SpecParser.Parse(Valid + "\ncluster: {replicas: 2, layout: {generator: west, student: [east, west]}}\n", "l.yaml");

@@ -16,7 +16,7 @@ namespace Cluster.Tests;
 /// a collection happens to free it: the finalizer disposes it on its own thread. A leak of this kind
 /// (the noise source's CPU draw) once grew `run --engine` by 2 MiB a step, to 17 GB.
 /// </summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class TensorLeakTests
 {
     public static IEnumerable<object[]> Methods() => MethodRegistry.Names.Select(n => new object[] { n });

@@ -39,7 +39,18 @@ public sealed class MnistFixture : IDisposable
 /// <summary>
 /// Tests that read real MNIST, or that compare two computations seeded through TorchSharp's one
 /// global generator: they run alone, so that no test in parallel draws from that generator
-/// between a seed and the model it initialises.
+/// between a seed and the model it initialises, and no other thread's allocations end the no-GC
+/// region their TorchSharp calls run in (<see cref="Distill.Engine.Native.QuietCollections"/>).
+/// Alone means in a test host of their own: each class also carries the trait
+/// <see cref="Host"/> = <see cref="Alone"/>, and scripts/test.sh runs those tests in a second
+/// `dotnet test` beside the first, whose process lanes leave a core idle much of the time. Within
+/// their host they run one after another (and after anything else a filter lets in).
 /// </summary>
-[CollectionDefinition("mnist", DisableParallelization = true)]
-public sealed class MnistCollection : ICollectionFixture<MnistFixture>;
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class MnistCollection : ICollectionFixture<MnistFixture>
+{
+    public const string Name = "mnist";
+
+    /// <summary>The trait scripts/test.sh splits the suite by (`--filter Host=alone` and `Host!=alone`).</summary>
+    public const string Host = "Host", Alone = "alone";
+}

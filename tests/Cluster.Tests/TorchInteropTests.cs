@@ -15,7 +15,7 @@ namespace Cluster.Tests;
 /// teacher trained by PyTorch gives the same logits and accuracy here; DAFL distils it and PyTorch
 /// reads the exported student back with the accuracy result.json reports.
 /// </summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class TorchInteropTests : IDisposable
 {
     private const string Python = "/usr/bin/python3";

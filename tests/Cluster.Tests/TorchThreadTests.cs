@@ -12,7 +12,7 @@ namespace Cluster.Tests;
 /// (<see cref="QuietCollections"/>). Runs alone (the "mnist" collection), so no other test's
 /// allocations count against the region.
 /// </summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class TorchThreadTests
 {
     /// <summary>Garbage at `bytesPerSecond`, like actor threads receiving batches, until disposed.</summary>

@@ -56,6 +56,20 @@ public sealed class NodeLogger : DefaultLogger
             time = DateTime.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture), level, source, message,
         });
 
+    /// <summary>
+    /// The error that ends a program before or outside its logger ("error: ..."): a JSON object at
+    /// level error when its command line asked for --log-format json, so that a log collector
+    /// parsing every line reads why the node stopped.
+    /// </summary>
+    public static string Fatal(IReadOnlyList<string> args, string source, string message)
+    {
+        var json = false;
+        for (var i = 0; i < args.Count; i++)
+            if (args[i] == "--log-format" && i + 1 < args.Count) json = args[i + 1] == "json";
+            else if (args[i].StartsWith("--log-format=", StringComparison.Ordinal)) json = args[i] == "--log-format=json";
+        return json ? Line("json", source, message, "error") : $"error: {message}";
+    }
+
     /// <summary>One line of JSON: time (UTC, ISO 8601), level, source, class, thread, message, and the error's text for an error with a cause.</summary>
     public static string Json(LogEvent e) => System.Text.Json.JsonSerializer.Serialize(new
     {

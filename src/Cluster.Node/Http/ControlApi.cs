@@ -99,7 +99,7 @@ public static partial class ControlApi
             catch (SpecException e) { return Problem(StatusCodes.Status400BadRequest, "spec refused", e.Message); }
             return await n.Coordinator.Ask<IRunCommand>(new SubmitRun(yaml, file, runId), AskTimeout) switch
             {
-                RunAccepted a => Results.Created($"/api/runs/{a.RunId}", new Submitted(a.RunId, a.AlreadyKnown)),
+                RunAccepted a => Accepted($"/api/runs/{a.RunId}", new Submitted(a.RunId, a.AlreadyKnown)),
                 RunRejected r => Refused(r.Reason, StatusCodes.Status409Conflict, "run refused"),
                 var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
             };
@@ -146,7 +146,7 @@ public static partial class ControlApi
             catch (SpecException e) { return Problem(StatusCodes.Status400BadRequest, "sweep refused", e.Message); }
             return await n.Sweeps.Ask<ISweepCommand>(new SubmitSweep(yaml, file, sweepId), AskTimeout) switch
             {
-                SweepAccepted a => Results.Created($"/api/sweeps/{a.SweepId}", new Submitted(a.SweepId, a.AlreadyKnown)),
+                SweepAccepted a => Accepted($"/api/sweeps/{a.SweepId}", new Submitted(a.SweepId, a.AlreadyKnown)),
                 SweepRejected r => Refused(r.Reason, StatusCodes.Status409Conflict, "sweep refused"),
                 var other => Problem(StatusCodes.Status502BadGateway, "unexpected answer", other.GetType().Name),
             };
@@ -193,15 +193,25 @@ public static partial class ControlApi
     private static IResult? RunIdProblem(string? id) =>
         id is not null && EntityId.RunIdProblem(id) is { } p ? Problem(StatusCodes.Status400BadRequest, "bad id", p) : null;
 
+    /// <summary>201 with its location for a new run or sweep; 200 with the same body for one this seed already had (a submission again, nothing created).</summary>
+    private static IResult Accepted(string location, Submitted submitted)
+    {
+        if (!submitted.AlreadyKnown) return Results.Created(location, submitted);
+        return Results.Json(submitted, ApiJson.Options);
+    }
+
     /// <summary>Why run `id` has no result.json: no such run, an ended run that never will (its status.json's state), or one still going.</summary>
     private static string NoResult(NodeOptions options, string id)
     {
         if (RunFile(options, id, "") is null) return $"no run {id}";
         try
         {
-            if (RunFile(options, id, "status.json") is { } f && JsonDocument.Parse(File.ReadAllText(f)).RootElement.GetProperty("state").GetString() is { } state
-                && state is "cancelled" or "failed")
-                return $"run {id} was {state}: it has no result";
+            if (RunFile(options, id, "status.json") is { } f)
+            {
+                using var status = JsonDocument.Parse(File.ReadAllText(f));
+                if (status.RootElement.GetProperty("state").GetString() is { } state && state is "cancelled" or "failed")
+                    return $"run {id} was {state}: it has no result";
+            }
         }
         catch (Exception e) when (e is IOException or JsonException or KeyNotFoundException or InvalidOperationException) { }
         return $"run {id} has no result yet";

@@ -45,19 +45,19 @@ public static class CommandLine
         }
         catch (InputException e)
         {
-            stderr.WriteLine($"error: {e.Message}");
+            stderr.WriteLine(NodeLogger.Fatal(args, Program, e.Message));
             return 2;
         }
         catch (Cluster.Node.Http.ApiProblemException e) when ((int)e.Status is >= 400 and < 500)
         {
             // the seed refused what was asked (no such run, a bad metric, a wrong token): bad input, as the same request made locally is
-            stderr.WriteLine($"error: {e.Message}");
+            stderr.WriteLine(NodeLogger.Fatal(args, Program, e.Message));
             return 2;
         }
         catch (Exception e) when (e is FileNotFoundException or InvalidDataException or ArgumentException or InvalidOperationException
                                        or PersistenceUnavailableException or TimeoutException or Cluster.Node.Http.ApiUnreachableException or Akka.Actor.AskTimeoutException or CoordinatorUnavailableException)
         {
-            stderr.WriteLine($"error: {e.Message}");
+            stderr.WriteLine(NodeLogger.Fatal(args, Program, e.Message));
             return 1;
         }
     }

@@ -34,6 +34,21 @@ public sealed class DatasetCache(string root, TextWriter? log = null)
         var dir = Path.Combine(Root, dataset);
         var done = Path.Combine(dir, ".complete");
         if (File.Exists(done)) return dir;
+        var fetchOff = Environment.GetEnvironmentVariable(FetchSwitch) == "off";
+        if (!IdxFiles.All(f => File.Exists(Path.Combine(dir, f))))
+        {
+            if (fetchOff)
+                throw new InvalidOperationException(
+                    $"dataset '{dataset}' is not in {dir} ({string.Join(", ", IdxFiles)}), and downloading is off here ({FetchSwitch}=off, as in the container images): " +
+                    "fill the data volume first (the data image's init container does, deploy/k8s), or give data.path in the spec");
+            if (dataset is not ("mnist" or "fashion-mnist"))
+                throw new ArgumentException($"no download is known for dataset '{dataset}' (mnist, fashion-mnist); give a path to local files instead");
+            Directory.CreateDirectory(dir);
+        }
+        // processes that share the cache (nodes on one volume, an embedded run beside a node) fetch
+        // one at a time, and none reads the files while another writes them
+        using var held = Exclusive(dir, dataset);
+        if (File.Exists(done)) return dir;
         // IDX files put there by hand or by an init container, on a volume that may be read-only
         if (IdxFiles.All(f => File.Exists(Path.Combine(dir, f))))
         {
@@ -42,20 +57,40 @@ public sealed class DatasetCache(string root, TextWriter? log = null)
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
             return dir;
         }
-        if (Environment.GetEnvironmentVariable(FetchSwitch) == "off")
-            throw new InvalidOperationException(
-                $"dataset '{dataset}' is not in {dir} ({string.Join(", ", IdxFiles)}), and downloading is off here ({FetchSwitch}=off, as in the container images): " +
-                "fill the data volume first (the data image's init container does, deploy/k8s), or give data.path in the spec");
-        Directory.CreateDirectory(dir);
-        switch (dataset)
-        {
-            case "mnist": FetchMnist(dir); break;
-            case "fashion-mnist": FetchFashion(dir); break;
-            default: throw new ArgumentException($"no download is known for dataset '{dataset}' (mnist, fashion-mnist); give a path to local files instead");
-        }
+        if (dataset == "mnist") FetchMnist(dir);
+        else FetchFashion(dir);
         Verify(dir, dataset);
         File.WriteAllText(done, DateTimeOffset.UtcNow.ToString("O"));
         return dir;
+    }
+
+    /// <summary>How long a fetch waits for another process's fetch into the same folder.</summary>
+    public static readonly TimeSpan FetchWait = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// The folder's .lock file held open exclusively: .NET takes an advisory lock (flock) for
+    /// FileShare.None, which the kernel drops with the process, so a fetcher killed mid-way blocks
+    /// no one. Null where no lock file can be made (a read-only volume, where nobody fetches).
+    /// </summary>
+    private FileStream? Exclusive(string dir, string dataset)
+    {
+        var path = Path.Combine(dir, ".lock");
+        var clock = Stopwatch.StartNew();
+        var said = false;
+        while (true)
+        {
+            try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+            catch (UnauthorizedAccessException) { return null; }
+            catch (IOException) when (!File.Exists(path)) { return null; }
+            catch (IOException e)
+            {
+                if (clock.Elapsed > FetchWait)
+                    throw new IOException($"dataset '{dataset}': {path} stayed locked by another process's fetch for {FetchWait.TotalMinutes:F0} minutes", e);
+                if (!said) log.WriteLine($"[data] {dataset}: another process is fetching it into {dir}; waiting");
+                said = true;
+                Thread.Sleep(250);
+            }
+        }
     }
 
     private void FetchMnist(string dir)

@@ -73,6 +73,8 @@ public static class SpecParser
         }
         if (method.Teacher == TeacherUse.Required && spec.Teacher is { Checkpoint: null } t && !t.Train.HasLength)
             throw root.ErrorAt("teacher.train", "give a checkpoint, or epochs or steps to train the teacher");
+        if (spec.Teacher is { Checkpoint: not null } loaded && loaded.Train.HasLength)
+            throw root.ErrorAt("teacher.train", "the teacher is loaded from its checkpoint, not trained: remove train's epochs or steps, or the checkpoint to train it");
         foreach (var (role, model) in new[] { ("teacher", spec.Teacher), ("student", spec.Student) })
             if (model?.Checkpoint is { } path && string.IsNullOrWhiteSpace(path))
                 throw root.ErrorAt($"{role}.checkpoint", "is empty: give the weights file's path, or leave the key out");

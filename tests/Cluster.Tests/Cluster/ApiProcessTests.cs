@@ -131,6 +131,13 @@ public sealed class ApiProcessTests
         {
             Assert.Equal(HttpStatusCode.Created, submitted.StatusCode);
             Assert.Equal("/api/runs/a1", submitted.Headers.Location?.ToString());
+            Assert.False(JsonDocument.Parse(await submitted.Content.ReadAsStringAsync()).RootElement.GetProperty("alreadyKnown").GetBoolean());
+        }
+        // the same submission again creates nothing: 200, the run it already was
+        using (var resubmitted = await http.PostAsync("/api/runs?runId=a1", new StringContent(yaml, Encoding.UTF8, "application/yaml")))
+        {
+            Assert.Equal(HttpStatusCode.OK, resubmitted.StatusCode);
+            Assert.True(JsonDocument.Parse(await resubmitted.Content.ReadAsStringAsync()).RootElement.GetProperty("alreadyKnown").GetBoolean());
         }
         // the GPU node's metrics while it trains
         var scrapes = new List<Dictionary<string, double>>();

@@ -4,7 +4,7 @@ using Cluster.Seed.Commands;
 namespace Cluster.Tests.Cluster;
 
 /// <summary>`run` on a DAFL spec goes through a one-node cluster (real Akka.Cluster, sharding, singleton, SQLite journal).</summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class EmbeddedRunTests
 {
     [Fact]

@@ -12,7 +12,7 @@ using static TorchSharp.torch;
 namespace Cluster.Tests.Cluster;
 
 /// <summary>The generator, teacher and student entities' protocols, against real journals.</summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class EntityProtocolTests(MnistFixture mnist)
 {
     private static readonly TimeSpan Long = TimeSpan.FromSeconds(60);

@@ -16,7 +16,7 @@ namespace Cluster.Tests.Cluster;
 /// noticed through its witness, and the run says so and stops, instead of silently going back to
 /// an earlier step or to step 0.
 /// </summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class JournalDamageTests
 {
     [Fact]

@@ -9,7 +9,8 @@ namespace Cluster.Tests.Cluster;
 /// tests run one after another. Lane tests assert nothing that depends on TorchSharp's global
 /// generator being left alone between a seed and its use, and compute nothing in the test host
 /// that they compare with a node's numbers bit for bit; the "mnist" collection, whose tests do,
-/// runs alone after the lanes. Tests that keep both cores busy on their own gain nothing here.
+/// runs alone in a test host of its own beside this one (scripts/test.sh). Tests that keep both
+/// cores busy on their own gain nothing here.
 /// </summary>
 public static class ProcessLanes
 {

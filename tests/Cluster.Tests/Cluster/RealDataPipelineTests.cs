@@ -7,7 +7,7 @@ namespace Cluster.Tests.Cluster;
 /// source entity serving the training set, the teacher entity labelling where the objective needs
 /// it, the student entity), embedded in one process, and end with the engine loop's numbers.
 /// </summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class RealDataPipelineTests
 {
     public static TheoryData<string, string, string> Methods => new()

@@ -12,7 +12,7 @@ namespace Cluster.Tests.Cluster;
 /// back with its learning rate scaled, the batches still come in order, a batch made again
 /// replays from the rollback's checkpoint bit for bit, and after guard.max_rollbacks the run fails.
 /// </summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class SourceGuardTests(MnistFixture mnist)
 {
     private static readonly TimeSpan Long = TimeSpan.FromSeconds(90);

@@ -15,7 +15,7 @@ namespace Cluster.Tests.Cluster;
 /// it (a student that fell back to an older checkpoint asks again), or stored with its blob gone.
 /// It makes the batch again, bit for bit, or fails the run with the reason; it never waits.
 /// </summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class SourceRebuildTests(MnistFixture mnist)
 {
     private static readonly TimeSpan Long = TimeSpan.FromSeconds(90);

@@ -15,7 +15,7 @@ namespace Cluster.Tests.Cluster;
 /// must give the same weights bit for bit), say so, and go on; a teacher that comes back different
 /// fails the run with the reason.
 /// </summary>
-[Collection("mnist")]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
 public sealed class TeacherRestoreTests(MnistFixture mnist)
 {
     private static readonly TimeSpan Long = TimeSpan.FromSeconds(120);
