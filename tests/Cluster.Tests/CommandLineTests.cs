@@ -392,7 +392,7 @@ public sealed class CommandLineTests
     {
         var file = Path.Combine(Path.GetTempPath(), $"cd-paths-{Guid.NewGuid():N}.yaml");
         File.WriteAllText(file, File.ReadAllText(Spec("kd-mnist.yaml"))
-            .Replace("teacher:\n", "teacher:\n  checkpoint: /nonexistent/teacher.pt\n"));
+            .Replace("  train: {epochs: 5, batch_size: 256, optimizer: adam, lr: 0.001}\nstudent:", "  checkpoint: /nonexistent/teacher.pt\nstudent:"));
         try
         {
             var (code, output, err) = Run("validate", file);
