@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
 # Reproduces the published MNIST numbers a CPU can reach (docs/results.md, "Paper rows"): each row's
 # spec once per seed, then `results` over the seeds (mean ± sample std). Runs that finished are kept
-# (a run directory with result.json is not run again), so an interrupted reproduction goes on.
+# (a run directory with result.json is not run again), so an interrupted reproduction goes on: the
+# actors' rows resume an interrupted seed where it stopped, the engine loop's (hinton, table1-kd) start it again.
 #
 #   scripts/reproduce-paper.sh [ROW ...]     rows: hinton dafl-hinton dafl-hinton-hour table1-kd noise dafl-hour (default: all)
 #   SEEDS="1 2 3" RUNS=runs/paper scripts/reproduce-paper.sh hinton
 set -euo pipefail
 cd "$(dirname "$0")/.."
+all_rows=(hinton dafl-hinton dafl-hinton-hour table1-kd noise dafl-hour)
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
 seeds=${SEEDS:-1 2 3}
 runs=${RUNS:-runs/paper}
 rows=("$@")
-[ ${#rows[@]} -gt 0 ] || rows=(hinton dafl-hinton dafl-hinton-hour table1-kd noise dafl-hour)
+[ ${#rows[@]} -gt 0 ] || rows=("${all_rows[@]}")
+# every row named is checked before anything is built or run
+for row in "${rows[@]}"; do
+  case $row in
+    -h|--help) usage; exit 0 ;;
+    hinton|dafl-hinton|dafl-hinton-hour|table1-kd|noise|dafl-hour) ;;
+    *) echo "unknown row '$row' (rows: ${all_rows[*]})" >&2; usage >&2; exit 2 ;;
+  esac
+done
 dotnet build src/Cluster.Seed -c Release -nologo -v quiet
 exe=src/Cluster.Seed/bin/Release/net10.0/Cluster.Seed
 mkdir -p "$runs"
@@ -40,9 +51,15 @@ for row in "${rows[@]}"; do
     id="$(basename "$spec" .yaml)-s$s"
     dirs+=("$runs/$id")
     if [ -f "$runs/$id/result.json" ]; then echo "[paper] $id: done before"; continue; fi
+    # the engine loop does not resume: an interrupted run of those rows starts again
+    if [ -n "$(options_of "$row")" ] && [ -d "$runs/$id" ]; then
+      echo "[paper] $id: interrupted before (the engine loop cannot resume it): starting it again"
+      rm -rf "${runs:?}/$id"
+    fi
     echo "[paper] $id: $exe run $spec --seed $s $(options_of "$row")"
     # shellcheck disable=SC2046
-    "$exe" run "$spec" --seed "$s" --runs-dir "$runs" --run-id "$id" $(options_of "$row") | tee "$runs/$id.log" | grep '^\[result\]\|^\[teacher\] [0-9]* test errors'
+    "$exe" run "$spec" --seed "$s" --runs-dir "$runs" --run-id "$id" $(options_of "$row") | tee "$runs/$id.log" | grep '^\[result\]\|^\[teacher\] [0-9]* test errors\|interrupted\|^error' || true
+    if [ ! -f "$runs/$id/result.json" ]; then echo "[paper] $id did not finish (its output: $runs/$id.log); run the script again to go on" >&2; exit 1; fi
   done
   for m in $(metrics_of "$row"); do
     echo "[paper] $row: $m over seeds $seeds"

@@ -386,6 +386,33 @@ public sealed class CommandLineTests
         finally { File.Delete(file); }
     }
 
+    /// <summary>A runs or sweeps folder that is a file, or cannot be made, is bad input named with its option, not a crash.</summary>
+    [Fact]
+    public void Should_refuse_a_runs_or_sweeps_folder_that_cannot_be_one()
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"cd-notafolder-{Guid.NewGuid():N}");
+        File.WriteAllText(file, "a file\n");
+        try
+        {
+            foreach (var args in new[]
+                     {
+                         new[] { "run", Spec("lsr.yaml"), "--runs-dir", file },
+                         new[] { "run", Spec("lsr.yaml"), "--engine", "--runs-dir", file, "--run-id", "x" },
+                         new[] { "sweep", Spec("sweeps/kd-mnist-grid-fifo.yaml"), "--sweeps-dir", file },
+                     })
+            {
+                var (code, _, err) = Run(args);
+                Assert.True(code == 2, $"{string.Join(' ', args[..2])}: exit {code}: {err}");
+                Assert.Contains($"{file} is a file, not a folder", err);
+            }
+            var (c, _, e) = Run("run", Spec("lsr.yaml"), "--runs-dir", "/proc/cd-not-here");
+            Assert.Equal(2, c);
+            Assert.Contains("--runs-dir /proc/cd-not-here: the folder cannot be made", e);
+            Assert.Equal("a file\n", File.ReadAllText(file));
+        }
+        finally { File.Delete(file); }
+    }
+
     /// <summary>validate checks the files and folders a spec names, and says which are missing.</summary>
     [Fact]
     public void Should_name_the_missing_files_and_folders_a_spec_reads()

@@ -272,6 +272,24 @@ public sealed class InteropTests : IDisposable
         Assert.Contains("not a readable zip archive (truncated or damaged)", Refused(F("cut.pth")).Message);
     }
 
+    /// <summary>A record whose bytes were damaged in place (the zip still opens) is refused by its CRC-32, not loaded as weights.</summary>
+    [Fact]
+    public void Should_refuse_a_record_whose_bytes_do_not_match_its_crc()
+    {
+        using var source = Lenet(1);
+        var tensors = Raw(source);
+        TorchSaveWriter.Write(F("whole.pth"), tensors);
+        var bytes = File.ReadAllBytes(F("whole.pth"));
+        var largest = tensors.MaxBy(t => t.Data.Length)!;
+        var at = bytes.AsSpan().IndexOf(largest.Data.AsSpan(0, 64));
+        Assert.True(at > 0, "the largest tensor's bytes are not stored as they are");
+        for (var i = at + 100; i < at + 140; i++) bytes[i] ^= 0x55;
+        File.WriteAllBytes(F("flipped.pth"), bytes);
+        var e = Refused(F("flipped.pth"));
+        Assert.Contains("cannot be read (truncated or damaged)", e.Message);
+        Assert.Contains("CRC-32", e.Message);
+    }
+
     [Fact]
     public void Should_list_missing_and_unexpected_keys_by_name_and_shape()
     {

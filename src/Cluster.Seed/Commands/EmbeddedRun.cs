@@ -45,6 +45,20 @@ internal static class EmbeddedRun
     private const int SharingViolation = 32;
 
     /// <summary>
+    /// A runs or sweeps folder (or one run's in it), created if missing: a path that cannot be one
+    /// (a file, /proc, no permission) is bad input, named with the option that gave it.
+    /// </summary>
+    public static string Folder(string path, string option)
+    {
+        if (File.Exists(path)) throw new Distill.Engine.Specs.InputException($"{option} {path} is a file, not a folder");
+        try { return Directory.CreateDirectory(path).FullName; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new Distill.Engine.Specs.InputException($"{option} {path}: the folder cannot be made: {e.Message}");
+        }
+    }
+
+    /// <summary>
     /// Holds `dir` for this process (an exclusive lock on dir/.lock, released when disposed or when
     /// the process dies): a second `run` or `sweep` of the same id would write the same journal.
     /// </summary>

@@ -34,13 +34,14 @@ internal static class RunCommand
             {
                 // a named run's directory is this process's while it runs (an embedded run of it may be going)
                 var id = p.GetValue(runId);
+                EmbeddedRun.Folder(p.GetValue(runsDir)!, "--runs-dir");
                 var named = id is null ? null : Path.Combine(p.GetValue(runsDir)!, id);
                 // the engine loop starts a run afresh: a directory that holds one already (finished, interrupted, or an actor run's) is not written over
                 var contents = named is not null && Directory.Exists(named) ? Directory.GetFileSystemEntries(named).Select(Path.GetFileName).Order().ToList() : [];
                 if (contents.Count > 0)
                     throw new InputException($"run {id} exists in {Path.GetFullPath(named!)} ({string.Join(", ", contents.Take(4))}{(contents.Count > 4 ? ", ..." : "")}); " +
                                              "the engine loop does not resume a run and would write over it: give another --run-id or none");
-                using var dirLock = named is null ? null : EmbeddedRun.Hold(Directory.CreateDirectory(named).FullName, $"run {id}", "--run-id");
+                using var dirLock = named is null ? null : EmbeddedRun.Hold(EmbeddedRun.Folder(named, "--runs-dir"), $"run {id}", "--run-id");
                 try { new Runner(new RunnerOptions { RunsRoot = p.GetValue(runsDir)!, RunId = p.GetValue(runId), Cancellation = ct }, stdout).Run(s); }
                 catch (OperationCanceledException) when (ct.IsCancellationRequested)
                 {
@@ -58,8 +59,8 @@ internal static class RunCommand
     private static async Task<int> RunEmbedded(string yaml, RunSpec spec, string file, string runsDir, string? runId, TextWriter stdout, CancellationToken ct)
     {
         runId ??= RunIds.New(spec.Name);
-        var dir = Path.Combine(runsDir, runId);
-        Directory.CreateDirectory(dir);
+        EmbeddedRun.Folder(runsDir, "--runs-dir");
+        var dir = EmbeddedRun.Folder(Path.Combine(runsDir, runId), "--runs-dir");
         using var held = EmbeddedRun.Hold(dir, $"run {runId}", "--run-id");
         var specFile = Path.Combine(dir, "submitted.yaml");
         if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);

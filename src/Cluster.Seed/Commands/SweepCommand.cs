@@ -29,8 +29,8 @@ public static class SweepCommand
             var yaml = sweep.SourceText;
             var root = p.GetValue(sweepsDir)!;
             var id = p.GetValue(sweepId) ?? RunIds.New(sweep.Name);
-            var dir = Path.Combine(root, id);
-            Directory.CreateDirectory(dir);
+            EmbeddedRun.Folder(root, "--sweeps-dir");
+            var dir = EmbeddedRun.Folder(Path.Combine(root, id), "--sweeps-dir");
             using var held = EmbeddedRun.Hold(dir, $"sweep {id}", "--sweep-id");
             var specFile = Path.Combine(dir, "submitted.yaml");
             if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);

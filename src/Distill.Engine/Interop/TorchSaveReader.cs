@@ -159,8 +159,9 @@ public sealed class TorchSaveReader : IDisposable
             {
                 try
                 {
-                    using var data = zip.GetEntry($"{prefix}data/{s.Key}")!.Open();
-                    t.ReadBytesFromStream(data, 1 << 16);
+                    var entry = zip.GetEntry($"{prefix}data/{s.Key}")!;
+                    using (var data = entry.Open()) t.ReadBytesFromStream(data, 1 << 16);
+                    CheckCrc(entry, t.bytes);
                 }
                 catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
                 {
@@ -174,15 +175,34 @@ public sealed class TorchSaveReader : IDisposable
         return t;
     }
 
-    private static byte[] ReadAll(ZipArchiveEntry entry)
+    private byte[] ReadAll(ZipArchiveEntry entry)
     {
-        using var s = entry.Open();
-        var bytes = new byte[entry.Length];
-        s.ReadExactly(bytes);
-        return bytes;
+        try
+        {
+            using var s = entry.Open();
+            var bytes = new byte[entry.Length];
+            s.ReadExactly(bytes);
+            CheckCrc(entry, bytes);
+            return bytes;
+        }
+        catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
+        {
+            throw Bad($"the record {entry.FullName} cannot be read (truncated or damaged): {e.Message}", e);
+        }
     }
 
-    private static string ReadSmall(ZipArchiveEntry entry) =>
+    /// <summary>
+    /// A record's bytes against the CRC-32 its zip header carries, which System.IO.Compression does
+    /// not compare on read: a damaged record is refused rather than loaded as weights.
+    /// </summary>
+    private static void CheckCrc(ZipArchiveEntry entry, ReadOnlySpan<byte> bytes)
+    {
+        var crc = System.IO.Hashing.Crc32.HashToUInt32(bytes);
+        if (crc != entry.Crc32)
+            throw new InvalidDataException($"its bytes' CRC-32 is {crc:x8}, its header says {entry.Crc32:x8}");
+    }
+
+    private string ReadSmall(ZipArchiveEntry entry) =>
         entry.Length > 64 ? "?" : System.Text.Encoding.ASCII.GetString(ReadAll(entry));
 
     public void Dispose()
