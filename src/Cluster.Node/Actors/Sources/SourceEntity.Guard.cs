@@ -11,7 +11,7 @@ namespace Cluster.Node.Actors;
 
 /// <summary>
 /// The divergence guard on a learning source's own metrics (<see cref="DivergenceGuard.CheckStep"/>
-/// on every guard.check_every-th batch, which carries them): a generator that collapses (the
+/// on every batch that carries them: the engine loop's metric steps and every guard.check_every-th): a generator that collapses (the
 /// teacher sees fewer than guard.min_classes classes in its batch) or whose metrics are not finite
 /// goes back to what it had learned at its newest checkpoint before the last batch that passed,
 /// or at a later rollback's (else to its initial weights), with its learning rate multiplied by guard.lr_factor, and makes
@@ -44,7 +44,8 @@ public sealed partial class SourceEntity
     {
         if (guard is null || s.Metrics is not { } m) return null;
         if (guard.CheckStep(m) is { Healthy: false } v) return v.Reason;
-        lastHealthy = s.Seq;
+        // as the engine loop's good state: only a check_every-th batch marks where a rollback goes back to
+        if (s.Seq % spec!.Guard.CheckEvery == 0) lastHealthy = s.Seq;
         return null;
     }
 

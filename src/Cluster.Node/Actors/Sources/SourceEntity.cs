@@ -229,11 +229,21 @@ public sealed partial class SourceEntity : PersistentEntity
         }
         busy = true;
         var order = new WorkOrder(next, plan!.TotalBatches, plan.UnitsPerBatch, unitsPerJob, SourceDecisions.CheckpointEvery(spec!.Cluster, plan, EvalEvery),
-            WantMetrics: next % spec.Guard.CheckEvery == 0, weights, labelTemperature, TensorWire.Parse(spec.Cluster.SoftLabels),
+            WantMetrics: ReadsMetrics(next), weights, labelTemperature, TensorWire.Parse(spec.Cluster.SoftLabels),
             plan.GridDue(next, EvalEvery) ? spec.Method.SampleGrid(spec) : 0, spec.Data.Name, SourceDecisions.HoldInMemory(spec.Cluster, plan, next));
         var (src, blobs, st) = (source, Services.Blobs, stager);
         EngineAccess.Compute(Self, () => Work(src, order, blobs, st));
     }
+
+    /// <summary>
+    /// Whether batch seq carries the source's metrics (and the guard checks them): on the steps the
+    /// engine loop reads its metrics on (<see cref="DivergenceGuard.ReadsMetrics"/>: the first, every
+    /// log interval, evaluations, the last), so that both catch a collapse at the same batch, and on
+    /// every guard.check_every-th, which mark the states a rollback may go back to.
+    /// </summary>
+    private bool ReadsMetrics(long seq) =>
+        seq % spec!.Guard.CheckEvery == 0
+        || DivergenceGuard.ReadsMetrics(null, seq, Distill.Engine.Runs.RunnerOptions.DefaultLogEvery, seq >= TotalBatches || EvalEvery > 0 && seq % EvalEvery == 0);
 
     private void OnAdvanced(Advanced a)
     {
