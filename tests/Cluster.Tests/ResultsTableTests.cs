@@ -48,7 +48,10 @@ public sealed class ResultsTableTests
             Assert.Contains("t0001r0 (stopped)", string.Join(" ", t.Rows[2].Sources));
             var csv = t.ToCsv().Split('\n');
             Assert.Equal("kd.temperature,kd.alpha,test_accuracy_mean,test_accuracy_std,n,runs", csv[0].TrimEnd('\r'));
-            Assert.StartsWith("1,0.1,82,2.8284271247461903,2,", csv[2]);
+            Assert.StartsWith("1,0.1,82,2.828427125,2,", csv[2]);   // (10 significant digits: not the 16th digit summing leaves)
+            // what the table leaves out is said under it: the running trial, the failed one
+            Assert.Contains("note: 1 of 6 trials have not ended (1 running): the sweep is not finished", t.Format());
+            Assert.Contains("note: 1 trial(s) failed or were cancelled: not in the table", t.Format());
             Assert.StartsWith("16,0.5,90,,1,", csv[1]);
 
             // a loss is minimised: the order turns over
@@ -98,7 +101,15 @@ public sealed class ResultsTableTests
             Assert.Equal(Math.Sqrt(800), errors.Rows[1].Std!.Value, 12);
             // a run without it (null, as result.json says so) is left out; a name no run has is refused, with the names they have
             File.WriteAllText(Path.Combine(root, "a", "result.json"), """{"student_accuracy": 90, "student_test_errors": 120, "baseline_test_errors": null}""");
-            Assert.Empty(ResultsTable.FromRuns([Path.Combine(root, "a")], "baseline_test_errors").Rows);
+            var none = ResultsTable.FromRuns([Path.Combine(root, "a")], "baseline_test_errors");
+            Assert.Empty(none.Rows);
+            Assert.Contains("note: not in the table: a (no baseline_test_errors in their result.json)", none.Format());
+            // a run given twice, or two runs of one configuration and seed, are not repeats
+            Assert.Contains("is given more than once", Assert.Throws<Distill.Engine.Specs.InputException>(() =>
+                ResultsTable.FromRuns([Path.Combine(root, "b"), Path.Combine(root, "b") + "/"])).Message);
+            Run("b2", 2, 0.001, 92);
+            Assert.Contains("are one configuration with the same seed (2): not repeats", Assert.Throws<Distill.Engine.Specs.InputException>(() =>
+                ResultsTable.FromRuns([Path.Combine(root, "b"), Path.Combine(root, "b2")])).Message);
             var typo = Assert.Throws<Distill.Engine.Specs.InputException>(() => ResultsTable.FromRuns([Path.Combine(root, "a"), Path.Combine(root, "b")], "student_acuracy"));
             Assert.Equal("--metric student_acuracy: no run's result.json has it; they have student_accuracy, student_test_errors", typo.Message);
             Assert.Throws<Distill.Engine.Specs.InputException>(() => ResultsTable.FromRuns([root]));

@@ -19,6 +19,9 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
 {
     public ResultRow? Best => Rows.Count > 0 ? Rows[0] : null;
 
+    /// <summary>What the table leaves out, said under it: runs without the metric, trials that have not ended.</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
+
     private static ResultsTable Sorted(IReadOnlyList<string> columns, string metric, string mode, IEnumerable<ResultRow> rows) =>
         new(columns, metric, mode, (mode == "max" ? rows.OrderByDescending(r => r.Mean) : rows.OrderBy(r => r.Mean)).ToArray());
 
@@ -69,11 +72,20 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
         var mode = "max";
         var best = Path.Combine(sweepDir, "best.json");
         if (File.Exists(best) && JsonDocument.Parse(File.ReadAllText(best)).RootElement.TryGetProperty("mode", out var m)) mode = m.GetString() ?? "max";
-        var rows = lines[1..]
+        var trials = lines[1..];
+        var open = trials.Where(c => c[stateAt] is not ("completed" or "stopped" or "failed" or "cancelled")).ToList();
+        var unscored = trials.Count(c => c[stateAt] is "completed" or "stopped" && c[stateAt + 2].Length == 0);
+        List<string> notes = [];
+        if (open.Count > 0)
+            notes.Add($"{open.Count} of {trials.Length} trials have not ended ({string.Join(", ", open.GroupBy(c => c[stateAt]).Select(g => $"{g.Count()} {g.Key}"))}): the sweep is not finished, or was stopped; run it again with its --sweep-id to go on");
+        if (trials.Count(c => c[stateAt] is "failed" or "cancelled") is var ended and > 0)
+            notes.Add($"{ended} trial(s) failed or were cancelled: not in the table");
+        if (unscored > 0) notes.Add($"{unscored} ended trial(s) reported no {scored}: not in the table");
+        var rows = trials
             .Where(c => c[stateAt] is "completed" or "stopped" && c[stateAt + 2].Length > 0)
             .GroupBy(c => string.Join('\u0001', c[2..stateAt]))
             .Select(g => Row(g.First()[2..stateAt], g.Select(c => (double.Parse(c[stateAt + 2], CultureInfo.InvariantCulture), c[0] + (c[stateAt] == "stopped" ? " (stopped)" : ""))).ToArray()));
-        return Sorted(columns, metric, mode, rows);
+        return Sorted(columns, metric, mode, rows) with { Notes = notes };
     }
 
     /// <summary>
@@ -97,14 +109,25 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
         // a name no result.json has is a typo, not a run without a result
         if (all.Length > 0 && !all.Any(r => r.Has))
             throw new InputException($"--metric {metric}: no run's result.json has it; they have {string.Join(", ", all.SelectMany(r => r.Numbers).Distinct().Order(StringComparer.Ordinal))}");
+        // one run given twice (overlapping globs), or two runs of one configuration and seed (an
+        // actor run and an engine run of it), would count as repeats and shrink the std
+        if (all.GroupBy(r => Path.TrimEndingDirectorySeparator(Path.GetFullPath(r.Dir))).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new InputException($"{twice.First().Dir} is given more than once: each run counts once");
         var runs = all.Where(r => double.IsFinite(r.Accuracy)).ToArray();
+        List<string> notes = [];
+        if (all.Where(r => !double.IsFinite(r.Accuracy)).Select(r => Path.GetFileName(Path.TrimEndingDirectorySeparator(r.Dir))).ToList() is { Count: > 0 } without)
+            notes.Add($"not in the table: {string.Join(", ", without)} (no {metric} in their result.json)");
         var columns = runs.SelectMany(r => r.Keys.Keys).Distinct()
             .Where(k => k is not ("name" or "seed") && runs.Select(r => r.Keys.GetValueOrDefault(k, "")).Distinct().Count() > 1)
             .Order(StringComparer.Ordinal).ToArray();
-        var rows = runs.GroupBy(r => string.Join('\u0001', columns.Select(c => r.Keys.GetValueOrDefault(c, ""))))
+        var groups = runs.GroupBy(r => string.Join('\u0001', columns.Select(c => r.Keys.GetValueOrDefault(c, "")))).ToList();
+        foreach (var g in groups)
+            if (g.GroupBy(r => r.Keys.GetValueOrDefault("seed", "")).FirstOrDefault(s => s.Count() > 1) is { } same)
+                throw new InputException($"{string.Join(" and ", same.Select(r => r.Dir))} are one configuration with the same seed ({same.Key}): not repeats; give one of them");
+        var rows = groups
             .Select(g => Row(columns.Select(c => g.First().Keys.GetValueOrDefault(c, "")).ToArray(),
                 g.Select(r => (r.Accuracy, Path.GetFileName(Path.TrimEndingDirectorySeparator(r.Dir)))).ToArray()));
-        return Sorted(columns, metric, metric.EndsWith("_errors", StringComparison.Ordinal) || metric.EndsWith("seconds", StringComparison.Ordinal) ? "min" : "max", rows);
+        return Sorted(columns, metric, metric.EndsWith("_errors", StringComparison.Ordinal) || metric.EndsWith("seconds", StringComparison.Ordinal) ? "min" : "max", rows) with { Notes = notes };
     }
 
     /// <summary>A YAML mapping's scalars by dotted path.</summary>
@@ -139,6 +162,7 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
         sb.AppendLine(Best is { } b
             ? $"best ({Mode} {Metric}): {(Columns.Count > 0 ? string.Join(", ", Columns.Select((c, i) => $"{c}={b.Values[i]}")) + ": " : "")}{MeanStd(b)} over {b.Count} run(s)"
             : "no finished runs with a result");
+        foreach (var note in Notes) sb.AppendLine($"note: {note}");
         return sb.ToString();
     }
 
@@ -156,14 +180,19 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
         metric = Metric,
         mode = Mode,
         columns = Columns,
-        best = Best is { } b ? new { config = Config(b), mean = b.Mean, std = b.Std, n = b.Count } : null,
-        rows = Rows.Select(r => new { config = Config(r), mean = r.Mean, std = r.Std, n = r.Count, runs = r.Sources }),
+        best = Best is { } b ? new { config = Config(b), mean = Round(b.Mean), std = b.Std is { } bsd ? Round(bsd) : (double?)null, n = b.Count } : null,
+        rows = Rows.Select(r => new { config = Config(r), mean = Round(r.Mean), std = r.Std is { } sd ? Round(sd) : (double?)null, n = r.Count, runs = r.Sources }),
+        notes = Notes,
     }, new JsonSerializerOptions { WriteIndented = true });
 
     private Dictionary<string, JsonNode?> Config(ResultRow r) => Columns.Select((c, i) => (c, JsonScalar(r.Values[i]))).ToDictionary(x => x.c, x => x.Item2);
 
     private static string F(double d) => d.ToString("0.###", CultureInfo.InvariantCulture);
-    private static string R(double d) => d.ToString("R", CultureInfo.InvariantCulture);
+    private static string R(double d) => Round(d).ToString("R", CultureInfo.InvariantCulture);
+
+    /// <summary>A mean or std to 10 significant digits: 75.29, not the 75.28999999999999 that summing leaves.</summary>
+    private static double Round(double d) =>
+        d == 0 || !double.IsFinite(d) ? d : double.Parse(d.ToString("G10", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
     private static string Short(string s) => s.Length <= 50 ? s : s[..47] + "...";
     private static string Quote(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
 
