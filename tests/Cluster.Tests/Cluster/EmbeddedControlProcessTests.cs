@@ -66,6 +66,23 @@ public sealed class EmbeddedControlProcessTests
         Assert.DoesNotContain("training step 5/200", cluster.Log("run-2.log"));
         // what the teacher entity loaded is in the run's events.log (the entity's own is beside it, in teacher/)
         Assert.Matches(@"r1/teacher/0 on \S+: teacher loaded from .*teacher\.pt: ", File.ReadAllText(Path.Combine(runs, "r1", "events.log")));
+
+        // a run stopped by Ctrl+C and then cancelled through its journal keeps the figures it stopped at
+        var stopped = cluster.StartInterruptible(cluster.SeedBin, "run-3.log", ["run", spec, "--runs-dir", runs, "--run-id", "r2"]);
+        WaitFor(cluster, "run-3.log", Training, "the second run did not start training");
+        Signal(stopped, "INT");
+        Assert.True(ProcessCluster.Ended(stopped, TimeSpan.FromSeconds(30)), "Ctrl+C did not stop the second run: " + cluster.Logs(_ => true, 30));
+        stopped.WaitForExit();
+        long StepShown() { using var s = JsonDocument.Parse(File.ReadAllText(Path.Combine(runs, "r2", "status.json"))); return s.RootElement.GetProperty("step").GetInt64(); }
+        var before = StepShown();
+        Assert.True(before > 0, $"status.json shows step {before} for a run stopped after step 15");
+        var cancel = cluster.Start(cluster.SeedBin, "cancel-3.log", ["cancel", "r2", "--runs-dir", runs]);
+        Assert.True(ProcessCluster.Ended(cancel, TimeSpan.FromSeconds(90)), "cancel did not finish: " + cluster.Logs(_ => true, 30));
+        cancel.WaitForExit();
+        Assert.True(cancel.ExitCode == 0, "cancel failed: " + cluster.Logs(_ => true, 30));
+        using (var status = JsonDocument.Parse(File.ReadAllText(Path.Combine(runs, "r2", "status.json"))))
+            Assert.Equal("cancelled", status.RootElement.GetProperty("state").GetString());
+        Assert.Equal(before, StepShown());
     }
 
     [Fact]

@@ -158,8 +158,8 @@ public sealed partial class RunCoordinator
     }
 
     /// <summary>
-    /// An ended run's last figures as its status.json kept them (step, accuracy, nodes), for a
-    /// coordinator that started after the run ended: its entities report no more. Read once.
+    /// A run's last figures as its status.json kept them (step, accuracy, nodes), for a coordinator
+    /// that started after the run ended or stopped: until its entities report again, if ever. Read once.
     /// </summary>
     private Live? LastShown(string runId)
     {
@@ -194,7 +194,9 @@ public sealed partial class RunCoordinator
         var spec = SpecOf(r);
         var runState = RunDecisions.StateOf(r, spec.Method.UsesTeacher);
         var ended = runState.Ended();
-        var l = live.GetValueOrDefault(r.RunId) ?? (ended ? LastShown(r.RunId) : null);
+        // a run no entity has reported on since this coordinator started (it ended before, or it
+        // stopped and is being resumed or cancelled through its journal): the figures status.json kept, not zeros
+        var l = live.GetValueOrDefault(r.RunId) ?? LastShown(r.RunId);
         return new RunSummary(r.RunId, spec.Name, spec.Method.Name, runState,
             r.Completed || r.Paused ? r.Steps : l?.StudentStep ?? 0, l?.TotalSteps is > 0 ? l.TotalSteps : spec.Method.PipelineStudentSteps(spec, Distill.Engine.Training.DataSplits.TrainImages(spec.Data) ?? 0),
             l?.Generated ?? 0, ended ? 0 : l?.Pool ?? 0, ended ? 0 : l?.GeneratorQueue ?? 0, ended ? 0 : l?.InFlight ?? 0,
