@@ -413,6 +413,24 @@ public sealed class CommandLineTests
         finally { File.Delete(file); }
     }
 
+    /// <summary>A run resumed with another spec, or another option that changes it (--seed), is refused naming what differs.</summary>
+    [Fact]
+    public void Should_name_what_differs_when_a_run_is_resumed_with_another_spec()
+    {
+        var runs = Path.Combine(Path.GetTempPath(), $"cd-resume-{Guid.NewGuid():N}");
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(runs, "r"));
+            File.WriteAllText(Path.Combine(runs, "r", "submitted.yaml"), File.ReadAllText(Spec("lsr.yaml")));
+            var (code, _, err) = Run("run", Spec("lsr.yaml"), "--runs-dir", runs, "--run-id", "r", "--seed", "9");
+            Assert.Equal(2, code);
+            Assert.Contains("run r exists in", err);
+            Assert.Contains("with a different spec (seed: 1, now 9)", err);
+            Assert.Contains("resume it with the spec and options it was started with", err);
+        }
+        finally { Directory.Delete(runs, recursive: true); }
+    }
+
     /// <summary>validate checks the files and folders a spec names, and says which are missing.</summary>
     [Fact]
     public void Should_name_the_missing_files_and_folders_a_spec_reads()

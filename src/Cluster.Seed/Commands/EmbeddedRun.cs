@@ -59,6 +59,24 @@ internal static class EmbeddedRun
     }
 
     /// <summary>
+    /// How a spec differs from the one a run or sweep was started with, key by key ("seed: 1, now
+    /// 2"), for the error that refuses to resume it: an option such as --seed or --device changes the
+    /// spec too. Empty where either text does not parse.
+    /// </summary>
+    public static string Differences(string before, string now)
+    {
+        try
+        {
+            var (a, b) = (Distill.Engine.Sweeps.ResultsTable.Flatten(before), Distill.Engine.Sweeps.ResultsTable.Flatten(now));
+            var keys = a.Keys.Union(b.Keys).Where(k => a.GetValueOrDefault(k) != b.GetValueOrDefault(k)).Order(StringComparer.Ordinal).ToList();
+            if (keys.Count == 0) return "";
+            string Show(string? v) => v ?? "(none)";
+            return " (" + string.Join("; ", keys.Take(5).Select(k => $"{k}: {Show(a.GetValueOrDefault(k))}, now {Show(b.GetValueOrDefault(k))}")) + (keys.Count > 5 ? "; ..." : "") + ")";
+        }
+        catch (Exception e) when (e is YamlDotNet.Core.YamlException or InvalidCastException or InvalidOperationException or ArgumentException) { return ""; }
+    }
+
+    /// <summary>
     /// Holds `dir` for this process (an exclusive lock on dir/.lock, released when disposed or when
     /// the process dies): a second `run` or `sweep` of the same id would write the same journal.
     /// </summary>

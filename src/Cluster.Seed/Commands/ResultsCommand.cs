@@ -43,7 +43,7 @@ internal static class ResultsCommand
                 : File.Exists(Path.Combine(args[0], "trials.csv")) ? args[0]
                 : File.Exists(Path.Combine(root, args[0], "trials.csv")) ? Path.Combine(root, args[0]) : null;
             if (args.Length == 1 && sweepDir is null && !File.Exists(Path.Combine(args[0], "result.json")))
-                throw new InputException($"'{args[0]}' is neither a sweep (no trials.csv in {args[0]} or {Path.Combine(root, args[0])}) nor a finished run directory");
+                throw new InputException($"'{args[0]}' is neither a sweep (no trials.csv in {string.Join(" or ", new[] { args[0], Path.Combine(root, args[0]) }.Distinct())}) nor a finished run directory");
             var table = sweepDir is not null ? ResultsTable.FromSweep(sweepDir, typedMetric) : ResultsTable.FromRuns(args, p.GetValue(metric)!);
             return Write(stdout, table.Format(), table.ToCsv(), table.ToJson(), p.GetValue(output) ?? sweepDir ?? ".");
         });

@@ -14,7 +14,7 @@ internal static class RunCommand
     {
         var spec = CommandLine.SpecArgument<string>("spec", "the run spec (YAML)");
         var runsDir = new Option<string>("--runs-dir") { Description = "folder of run directories", DefaultValueFactory = _ => "runs" };
-        var runId = CommandLine.RunIdOption("the run's id; the same id resumes an interrupted run");
+        var runId = CommandLine.RunIdOption("the run's id; the same id resumes an interrupted run (through the actors: --engine starts afresh and refuses an id in use)");
         var engine = new Option<bool>("--engine") { Description = "run the engine's loop directly instead of the actors" };
         var overrides = new SpecOverrides();
         var command = new Command("run", "run a spec embedded in this process (writes runs/<run-id>/): through the actors of a one-node " +
@@ -64,8 +64,9 @@ internal static class RunCommand
         using var held = EmbeddedRun.Hold(dir, $"run {runId}", "--run-id");
         var specFile = Path.Combine(dir, "submitted.yaml");
         if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);
-        else if (await File.ReadAllTextAsync(specFile, ct) != yaml)
-            throw new InputException($"run {runId} exists in {dir} with a different spec; choose another --run-id");
+        else if (await File.ReadAllTextAsync(specFile, ct) is var before && before != yaml)
+            throw new InputException($"run {runId} exists in {dir} with a different spec{EmbeddedRun.Differences(before, yaml)}; " +
+                                     "resume it with the spec and options it was started with, or choose another --run-id");
         var options = EmbeddedRun.Options(runsDir, runId);
         stdout.WriteLine($"[run] {runId}: {spec.Method.Name} through the actor pipeline (embedded one-node cluster, journal {options.Persistence.ConnectionString.Split(';')[0]})");
         if (spec.CompareBaseline) stdout.WriteLine($"[run] compare_baseline: the student alone is trained by the run {RunIds.Baseline(runId)}; its figures go into this run's result.json");
@@ -100,7 +101,7 @@ internal static class RunCommand
         finally { EmbeddedRun.Withdraw(runsDir, runId); }
         var result = Result(dir);
         stdout.WriteLine(final.State == RunState.Completed
-            ? $"[result] student {result?.StudentAccuracy ?? final.StudentAccuracy:F2}% test, teacher {final.TeacherAccuracy?.ToString("F2") ?? "-"}%" +
+            ? $"[result] student {result?.StudentAccuracy ?? final.StudentAccuracy:F2}% test{(final.TeacherAccuracy is { } t ? $", teacher {t:F2}%" : "")}" +
               (baseline is null ? "" : baseline.State == RunState.Completed ? $", student alone {result?.BaselineAccuracy:F2}%" : $", student alone {baseline.State.Name()}: {baseline.Message}") +
               $", {Wall(result, wall.Elapsed)} -> {Path.Combine(dir, "result.json")}"
             : final.State == RunState.Cancelled ? $"[result] run {runId} {final.Message}"

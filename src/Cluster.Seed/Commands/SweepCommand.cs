@@ -34,8 +34,9 @@ public static class SweepCommand
             using var held = EmbeddedRun.Hold(dir, $"sweep {id}", "--sweep-id");
             var specFile = Path.Combine(dir, "submitted.yaml");
             if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);
-            else if (await File.ReadAllTextAsync(specFile, ct) != yaml)
-                throw new InputException($"sweep {id} exists in {dir} with a different spec; choose another --sweep-id");
+            else if (await File.ReadAllTextAsync(specFile, ct) is var before && before != yaml)
+                throw new InputException($"sweep {id} exists in {dir} with a different spec{EmbeddedRun.Differences(before, yaml)}; " +
+                                         "resume it with the spec it was started with, or choose another --sweep-id");
             var options = new NodeOptions
             {
                 Persistence = PersistenceOptions.Sqlite(Path.Combine(dir, "journal.db")),

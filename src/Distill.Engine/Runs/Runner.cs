@@ -140,7 +140,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
         };
         dir.WriteResult(result);
         dir.Event($"done: student {outcome.Test:F2}% after {trainer.Step} steps in {result.WallSeconds} s");
-        log.WriteLine($"[result] student {outcome.Test:F2}% test ({result.StudentTestErrors} errors; best {(data.HasValidation ? "validation" : "test")} evaluation {outcome.Best:F2}%), teacher {teacherAcc?.ToString("F2") ?? "-"}%, {result.WallSeconds} s -> {dir.File("result.json")}");
+        log.WriteLine($"[result] student {outcome.Test:F2}% test ({result.StudentTestErrors} errors; best {(data.HasValidation ? "validation" : "test")} evaluation {outcome.Best:F2}%), {(teacherAcc is { } shown ? $"teacher {shown:F2}%, " : "")}{result.WallSeconds} s -> {dir.File("result.json")}");
         return result;
     }
 
