@@ -452,6 +452,8 @@ public sealed class InteropTests : IDisposable
     [Theory]
     [InlineData("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 1234\n", "Git LFS pointer")]
     [InlineData("<!DOCTYPE html><html><body>404</body></html>", "HTML page")]
+    [InlineData("\n  <html><head><title>Sign in</title></head></html>", "HTML page")]
+    [InlineData("<\u0001\u0002\u0003 binary that happens to begin with a '<'", "not a PyTorch (torch.save), safetensors or ClusterDistill weights file")]
     [InlineData("not weights at all, just text", "not a PyTorch (torch.save), safetensors or ClusterDistill weights file")]
     public void Should_name_what_a_file_is_when_it_is_not_weights(string text, string expected)
     {

@@ -10,9 +10,10 @@ namespace Cluster.Tests;
 /// thread allocating beside the engine this failed within seconds (docs/engineering-notes.md).
 /// Collections wait for the gaps between compute jobs and between the engine loop's steps
 /// (<see cref="QuietCollections"/>). Runs alone (the "mnist" collection), so no other test's
-/// allocations count against the region.
+/// allocations count against the region, and with the machine to itself (trait Host=quiet): its
+/// allocator works at a rate per second, so a job slowed by other processes would see more of it.
 /// </summary>
-[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Alone)]
+[Collection(MnistCollection.Name), Trait(MnistCollection.Host, MnistCollection.Quiet)]
 public sealed class TorchThreadTests
 {
     /// <summary>Garbage at `bytesPerSecond`, like actor threads receiving batches, until disposed.</summary>

@@ -69,11 +69,18 @@ public sealed class WeightFile : IDisposable
         if (bytes.StartsWith("version https://git-lfs"u8)) throw new WeightFileException(path, "a Git LFS pointer, not the weights: fetch them with git lfs pull");
         if (n > 262 && bytes[257..262].SequenceEqual("ustar"u8)) throw new WeightFileException(path, "a tar archive: the format of PyTorch before 0.4, which is not read; re-save it with a recent torch.save");
         if (n >= 9 && bytes[8] == (byte)'{') return Content.Safetensors;
-        if (bytes[0] == (byte)'<') throw new WeightFileException(path, "text that looks like an HTML page (a failed download?), not weights");
+        if (LooksLikeMarkup(bytes)) throw new WeightFileException(path, "text that looks like an HTML page (a failed download?), not weights");
         if (EngineFormat.Looks(bytes)) return Content.Engine;
         if (bytes.StartsWith("PK"u8)) throw new WeightFileException(path, "not a readable zip archive (damaged)");
         if (bytes[0] == 0x80) throw new WeightFileException(path, "a bare pickle, not a torch.save file; save with torch.save(model.state_dict(), path)");
         throw new WeightFileException(path, "not a PyTorch (torch.save), safetensors or ClusterDistill weights file");
+    }
+
+    /// <summary>An HTML or XML page (a login page or a 404 saved instead of the file): after any blanks, '&lt;' and a tag's letter, '!' or '?'.</summary>
+    private static bool LooksLikeMarkup(ReadOnlySpan<byte> bytes)
+    {
+        var text = bytes.TrimStart(" \t\r\n\uFEFF"u8);   // (the byte-order mark's three bytes among them)
+        return text.Length >= 2 && text[0] == (byte)'<' && (char.IsAsciiLetter((char)text[1]) || text[1] is (byte)'!' or (byte)'?');
     }
 
     private static WeightFile FromTorch(TorchSaveReader reader, string path, string? key)

@@ -1,3 +1,4 @@
+using Akka.Event;
 using Cluster.Contracts.Events;
 using Cluster.Node.Storage;
 using static Cluster.Node.Actors.SourceJobs;
@@ -41,6 +42,35 @@ public sealed partial class SourceEntity
             held.Remove(old);
             heldBytes -= b.Bytes;
         }
+    }
+
+    /// <summary>
+    /// A stop the node chose (Ctrl+C, SIGTERM, a shard handed off) writes the batches still held, so
+    /// that the source, started again, serves them from disk instead of making them again beside its
+    /// own work (a resume with a full pool was 3-4x slower until the rebuilder had caught up). A kill
+    /// leaves them to the rebuilder, as before.
+    /// </summary>
+    private void WriteHeld()
+    {
+        var written = 0;
+        foreach (var (seq, b) in held)
+        {
+            try
+            {
+                Put(b.Images);
+                if (b.SoftLabels is { } soft) Put(soft);
+                if (b.TrueLabels is { } trueLabels) Put(trueLabels);
+                written++;
+            }
+            catch (Exception e) when (e is IOException or BlobException or UnauthorizedAccessException)
+            {
+                Log.Warning("{0}: stopping, batch {1} held in memory could not be written ({2}); it will be made again if asked for", Id, seq, e.Message);
+                break;
+            }
+        }
+        if (written > 0) Log.Info("{0}: stopping: wrote the {1} batch(es) held in memory, for a restart to serve", Id, written);
+        held.Clear();
+        heldBytes = 0;
     }
 
     private void Unhold(long upTo)

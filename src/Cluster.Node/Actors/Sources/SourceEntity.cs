@@ -309,6 +309,7 @@ public sealed partial class SourceEntity : PersistentEntity
 
     protected override void PostStop()
     {
+        WriteHeld();
         // batches made and never stored, including one a job still running will stage: nothing refers to their files
         var (st, g, r, t) = (stager, source, rebuilder, teacher);
         EngineAccess.Release(() => { st.DiscardRest(); g?.Dispose(); r?.Dispose(); t?.Dispose(); });
