@@ -144,7 +144,8 @@ public sealed class ProcessCluster : IDisposable
     /// <summary>Waits until every named GPU node's log says it is up (its shard regions are registered).</summary>
     public void WaitUntilUp(DateTime deadline, params string[] logs)
     {
-        while (logs.Any(f => !Log(f).Contains("[gpu-node] up at")))
+        // and the seed, where this cluster has one logging to seed.log: a submission before it is up is refused
+        while (logs.Any(f => !Log(f).Contains("[gpu-node] up at")) || File.Exists(Path.Combine(Work, "seed.log")) && !Log("seed.log").Contains("seed node up at"))
         {
             if (DateTime.UtcNow >= deadline) throw new TimeoutException("GPU nodes did not come up: " + Logs(_ => true, 20));
             Thread.Sleep(250);

@@ -9,9 +9,10 @@ namespace Cluster.Node.Actors;
 /// Batches held in memory until released: a batch the source can make again is journaled (its
 /// blobs' names) before it is sent, but its bytes stay here instead of going to disk, so the node
 /// spends nothing on writing, flushing and deleting files for a batch that is released seconds
-/// later. Beyond `cluster.batch_memory_mb` the oldest are written (then served from disk). A
-/// restart loses what was held: catching up refills those made after the checkpoint, and the
-/// rebuilder makes the others again when a student asks (<see cref="BatchStored.Held"/>).
+/// later. Beyond `cluster.batch_memory_mb` the oldest are written (then served from disk), and a
+/// stop the node chooses writes them all. A crash loses what was held: catching up refills those
+/// made after the checkpoint, and the rebuilder makes the others again when a student asks
+/// (<see cref="BatchStored.Held"/>).
 /// </summary>
 public sealed partial class SourceEntity
 {
