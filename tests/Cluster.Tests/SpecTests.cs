@@ -41,6 +41,10 @@ public sealed class SpecTests
         kd: {temperature: 4, alpha: 0.1}
         """;
 
+    /// <summary>The valid spec with one top-level section's line in its place.</summary>
+    private static string WithLine(string section, string line) =>
+        string.Join("\n", Valid.Split('\n').Select(l => l.StartsWith(section + ":") ? line : l));
+
     [Fact]
     public void A_valid_spec_gets_defaults()
     {
@@ -71,9 +75,7 @@ public sealed class SpecTests
     [InlineData("student: {arch: lenet5-half, checkpoint: '  ', train: {epochs: 1}}", "student.checkpoint")]
     public void An_empty_checkpoint_is_refused_by_its_key(string line, string key)
     {
-        var role = key.Split('.')[0];
-        var text = string.Join("\n", Valid.Split('\n').Select(l => l.StartsWith(role + ":") ? line : l));
-        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(text, "e.yaml"));
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(WithLine(key.Split('.')[0], line), "e.yaml"));
         Assert.Equal(key, e.Key);
         Assert.Contains("is empty: give the weights file's path, or leave the key out", e.Message);
     }
@@ -81,12 +83,11 @@ public sealed class SpecTests
     [Fact]
     public void A_teacher_loaded_from_a_checkpoint_and_given_a_training_length_is_refused()
     {
-        string With(string teacher) => string.Join("\n", Valid.Split('\n').Select(l => l.StartsWith("teacher:") ? teacher : l));
-        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(With("teacher: {arch: lenet5, checkpoint: t.pt, train: {epochs: 5}}"), "t.yaml"));
+        var e = Assert.Throws<SpecException>(() => SpecParser.Parse(WithLine("teacher", "teacher: {arch: lenet5, checkpoint: t.pt, train: {epochs: 5}}"), "t.yaml"));
         Assert.Equal("teacher.train", e.Key);
         Assert.Contains("loaded from its checkpoint, not trained", e.Message);
         // a train block without a length trains nothing: accepted
-        Assert.Equal("t.pt", SpecParser.Parse(With("teacher: {arch: lenet5, checkpoint: t.pt, train: {batch_size: 64}}"), "t.yaml").Teacher!.Checkpoint);
+        Assert.Equal("t.pt", SpecParser.Parse(WithLine("teacher", "teacher: {arch: lenet5, checkpoint: t.pt, train: {batch_size: 64}}"), "t.yaml").Teacher!.Checkpoint);
     }
 
     [Fact]

@@ -59,11 +59,29 @@ internal static class EmbeddedRun
     }
 
     /// <summary>
+    /// Keeps the spec a run or sweep starts with (dir/submitted.yaml), or checks a resume against
+    /// it: another spec is refused, naming the keys that differ.
+    /// </summary>
+    /// <param name="what">"run ID" or "sweep ID"; <paramref name="resume"/>: what to resume it with; <paramref name="idOption"/>: the option that chooses another id.</param>
+    public static async Task KeepSpec(string dir, string yaml, string what, string resume, string idOption, CancellationToken ct)
+    {
+        var file = Path.Combine(dir, "submitted.yaml");
+        if (!File.Exists(file))
+        {
+            await File.WriteAllTextAsync(file, yaml, ct);
+            return;
+        }
+        var before = await File.ReadAllTextAsync(file, ct);
+        if (before != yaml)
+            throw new Distill.Engine.Specs.InputException($"{what} exists in {dir} with a different spec{Differences(before, yaml)}; resume it with {resume}, or choose another {idOption}");
+    }
+
+    /// <summary>
     /// How a spec differs from the one a run or sweep was started with, key by key ("seed: 1, now
     /// 2"), for the error that refuses to resume it: an option such as --seed or --device changes the
     /// spec too. Empty where either text does not parse.
     /// </summary>
-    public static string Differences(string before, string now)
+    private static string Differences(string before, string now)
     {
         try
         {

@@ -62,11 +62,7 @@ internal static class RunCommand
         EmbeddedRun.Folder(runsDir, "--runs-dir");
         var dir = EmbeddedRun.Folder(Path.Combine(runsDir, runId), "--runs-dir");
         using var held = EmbeddedRun.Hold(dir, $"run {runId}", "--run-id");
-        var specFile = Path.Combine(dir, "submitted.yaml");
-        if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);
-        else if (await File.ReadAllTextAsync(specFile, ct) is var before && before != yaml)
-            throw new InputException($"run {runId} exists in {dir} with a different spec{EmbeddedRun.Differences(before, yaml)}; " +
-                                     "resume it with the spec and options it was started with, or choose another --run-id");
+        await EmbeddedRun.KeepSpec(dir, yaml, $"run {runId}", "the spec and options it was started with", "--run-id", ct);
         var options = EmbeddedRun.Options(runsDir, runId);
         stdout.WriteLine($"[run] {runId}: {spec.Method.Name} through the actor pipeline (embedded one-node cluster, journal {options.Persistence.ConnectionString.Split(';')[0]})");
         if (spec.CompareBaseline) stdout.WriteLine($"[run] compare_baseline: the student alone is trained by the run {RunIds.Baseline(runId)}; its figures go into this run's result.json");

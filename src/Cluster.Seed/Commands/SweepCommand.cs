@@ -32,11 +32,7 @@ public static class SweepCommand
             EmbeddedRun.Folder(root, "--sweeps-dir");
             var dir = EmbeddedRun.Folder(Path.Combine(root, id), "--sweeps-dir");
             using var held = EmbeddedRun.Hold(dir, $"sweep {id}", "--sweep-id");
-            var specFile = Path.Combine(dir, "submitted.yaml");
-            if (!File.Exists(specFile)) await File.WriteAllTextAsync(specFile, yaml, ct);
-            else if (await File.ReadAllTextAsync(specFile, ct) is var before && before != yaml)
-                throw new InputException($"sweep {id} exists in {dir} with a different spec{EmbeddedRun.Differences(before, yaml)}; " +
-                                         "resume it with the spec it was started with, or choose another --sweep-id");
+            await EmbeddedRun.KeepSpec(dir, yaml, $"sweep {id}", "the spec it was started with", "--sweep-id", ct);
             var options = new NodeOptions
             {
                 Persistence = PersistenceOptions.Sqlite(Path.Combine(dir, "journal.db")),

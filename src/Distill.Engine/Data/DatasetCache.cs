@@ -34,10 +34,9 @@ public sealed class DatasetCache(string root, TextWriter? log = null)
         var dir = Path.Combine(Root, dataset);
         var done = Path.Combine(dir, ".complete");
         if (File.Exists(done)) return dir;
-        var fetchOff = Environment.GetEnvironmentVariable(FetchSwitch) == "off";
         if (!IdxFiles.All(f => File.Exists(Path.Combine(dir, f))))
         {
-            if (fetchOff)
+            if (Environment.GetEnvironmentVariable(FetchSwitch) == "off")
                 throw new InvalidOperationException(
                     $"dataset '{dataset}' is not in {dir} ({string.Join(", ", IdxFiles)}), and downloading is off here ({FetchSwitch}=off, as in the container images): " +
                     "fill the data volume first (the data image's init container does, deploy/k8s), or give data.path in the spec");

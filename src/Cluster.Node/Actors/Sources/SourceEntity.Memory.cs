@@ -29,12 +29,7 @@ public sealed partial class SourceEntity
         foreach (var old in SourceDecisions.ToWrite(held.Select(h => (h.Key, h.Value.Bytes)), limit))
         {
             var b = held[old];
-            try
-            {
-                Put(b.Images);
-                if (b.SoftLabels is { } soft) Put(soft);
-                if (b.TrueLabels is { } trueLabels) Put(trueLabels);
-            }
+            try { WriteBlobs(b); }
             catch (Exception e) when (e is IOException or BlobException or UnauthorizedAccessException)
             {
                 Fail($"batch {old} could not be written when memory for held batches ran short: {e.Message}");
@@ -58,9 +53,7 @@ public sealed partial class SourceEntity
         {
             try
             {
-                Put(b.Images);
-                if (b.SoftLabels is { } soft) Put(soft);
-                if (b.TrueLabels is { } trueLabels) Put(trueLabels);
+                WriteBlobs(b);
                 written++;
             }
             catch (Exception e) when (e is IOException or BlobException or UnauthorizedAccessException)
@@ -72,6 +65,14 @@ public sealed partial class SourceEntity
         if (written > 0) Log.Info("{0}: stopping: wrote the {1} batch(es) held in memory, for a restart to serve", Id, written);
         held.Clear();
         heldBytes = 0;
+    }
+
+    /// <summary>A held batch's blobs written under the names its journal entry gives them (content hashes).</summary>
+    private void WriteBlobs(HeldBatch b)
+    {
+        Put(b.Images);
+        if (b.SoftLabels is { } soft) Put(soft);
+        if (b.TrueLabels is { } trueLabels) Put(trueLabels);
     }
 
     private void Unhold(long upTo)
