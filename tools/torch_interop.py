@@ -330,7 +330,12 @@ def evaluate(weights, arch, d, onnx, dataset=None, size=None):
         raise EvaluateError(str(e).replace("[Errno 2] ", ""))
     except (OSError, ValueError, RuntimeError) as e:     # a truncated or damaged test file
         raise EvaluateError(f"the test set in {d} cannot be read ({type(e).__name__}: {e})")
-    result = dict(arch=arch, weights=weights, dataset=dataset, image_size=size, accuracy=accuracy(m, tx, ty),
+    try:
+        correct = accuracy(m, tx, ty)
+    except RuntimeError as e:     # weights that fit, a size the network cannot take (LeNet-5 needs 32 pixels)
+        raise EvaluateError(f"{arch} cannot evaluate {size}-pixel images ({str(e).splitlines()[0]}); "
+                            "give the --size the run had, or the run directory")
+    result = dict(arch=arch, weights=weights, dataset=dataset, image_size=size, accuracy=correct,
                   # whether the file lists its tensors as the module's own state_dict() does
                   same_key_order=list(sd) == list(m.state_dict()))
     failed = None

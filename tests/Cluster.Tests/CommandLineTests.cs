@@ -156,6 +156,14 @@ public sealed class CommandLineTests
             Assert.Contains($"{Spec("adi-mnist.yaml")}: ok (adi,", output);
             Assert.Contains("'kd.temprature': unknown key", err);
             Assert.Contains($"{folder}: a folder, not a spec file", err);
+            // a missing spec is said alike by validate and run
+            var nowhere = Path.Combine(folder, $"none-{Guid.NewGuid():N}.yaml");
+            foreach (var command in new[] { "validate", "run" })
+            {
+                (code, _, err) = Run(command, nowhere);
+                Assert.Equal(2, code);
+                Assert.Contains($"{nowhere}: file not found", err);
+            }
         }
         finally { File.Delete(bad); }
     }
@@ -231,9 +239,16 @@ public sealed class CommandLineTests
             {
                 var (code, _, err) = Run([.. new[] { "run", spec, "--runs-dir", runs, "--run-id", "m1" }, .. engine ? ["--engine"] : Array.Empty<string>()]);
                 Assert.Equal(2, code);
-                Assert.Contains("not found on this machine: 'teacher.checkpoint' elsewhere/t.pt", err);
+                Assert.Contains("not found on this machine: 'teacher.checkpoint' elsewhere/t.pt (a relative path is read from the current directory", err);
                 Assert.False(Directory.Exists(runs), "a refused run left a directory");
             }
+            // an absolute path gets no word on relative ones; a folder where a file is meant is named so
+            var absolute = Path.Combine(dir, "abs.yaml");
+            File.WriteAllText(absolute, File.ReadAllText(spec).Replace("checkpoint: elsewhere/t.pt", $"checkpoint: {dir}"));
+            var (absCode, _, absErr) = Run("validate", absolute);
+            Assert.Equal(2, absCode);
+            Assert.Contains($"not found on this machine: 'teacher.checkpoint' {dir} (a folder: it names a file); the rest of the spec is valid", absErr);
+            Assert.DoesNotContain("relative path", absErr);
             // a teacher file that is there but does not fit its architecture: validate and run read it first
             var teacherFile = Path.Combine(dir, "t.pt");
             var there = Path.Combine(dir, "there.yaml");

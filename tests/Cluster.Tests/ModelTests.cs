@@ -114,6 +114,23 @@ public sealed class ModelTests
     }
 
     [Fact]
+    public void Every_architecture_said_to_have_batchnorm_has_it_and_its_hooks_see_every_layer()
+    {
+        foreach (var arch in ModelFactory.Architectures)
+        {
+            using var scope = NewDisposeScope();
+            using var m = ModelFactory.Create(arch, 3, 32, 10);
+            var layers = m.modules().OfType<TorchSharp.Modules.BatchNorm2d>().Count();
+            Assert.True(ModelFactory.HasBatchNorm(arch) == layers > 0, $"{arch}: {layers} BatchNorm2d layers, HasBatchNorm {ModelFactory.HasBatchNorm(arch)}");
+            if (layers == 0) continue;
+            m.eval();
+            using var stats = new BatchNormStatistics(m);
+            using (no_grad()) m.call(randn(2, 3, 32, 32));
+            Assert.Equal(layers, stats.Observed.Count);
+        }
+    }
+
+    [Fact]
     public void Batchnorm_hooks_report_batch_statistics_of_each_layer_input()
     {
         var m = ModelFactory.Create("resnet8", 1, 16, 10);

@@ -64,7 +64,7 @@ public sealed class ResultsTableTests
             Assert.Contains("best (min test_accuracy)", o.ToString());
             Assert.True(File.Exists(Path.Combine(dir, "results.csv")) && File.Exists(Path.Combine(dir, "results.json")));
             Assert.Equal(2, CommandLine.Dispatch(["results", dir, "--metric", "loss"], o, e));   // not the sweep's metric
-            Assert.Contains("--metric loss: the sweep in", e.ToString());
+            Assert.Contains("metric loss: the sweep in", e.ToString());
             Assert.Equal(2, CommandLine.Dispatch(["results", Path.Combine(dir, "nothing")], o, e));   // bad input
             Assert.Contains("is neither a sweep", e.ToString());
         }
@@ -111,7 +111,7 @@ public sealed class ResultsTableTests
             Assert.Contains("are one configuration with the same seed (2): not repeats", Assert.Throws<Distill.Engine.Specs.InputException>(() =>
                 ResultsTable.FromRuns([Path.Combine(root, "b"), Path.Combine(root, "b2")])).Message);
             var typo = Assert.Throws<Distill.Engine.Specs.InputException>(() => ResultsTable.FromRuns([Path.Combine(root, "a"), Path.Combine(root, "b")], "student_acuracy"));
-            Assert.Equal("--metric student_acuracy: no run's result.json has it; they have student_accuracy, student_test_errors", typo.Message);
+            Assert.Equal("metric student_acuracy: no run's result.json has it; they have student_accuracy, student_test_errors", typo.Message);
             Assert.Throws<Distill.Engine.Specs.InputException>(() => ResultsTable.FromRuns([root]));
         }
         finally { Directory.Delete(root, recursive: true); }

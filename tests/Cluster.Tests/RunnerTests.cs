@@ -110,6 +110,22 @@ public sealed class RunnerTests : IDisposable
         Assert.Contains($"failed: {e.Message}", File.ReadAllText(Path.Combine(root, "failing", "events.log")));
     }
 
+    /// <summary>A run the guard gives up on says where its checkpoints are only when it wrote some.</summary>
+    [Fact]
+    public void A_run_that_diverges_before_its_first_checkpoint_does_not_point_at_checkpoints()
+    {
+        // an untrained teacher sees a class or two in the generator's batches: a collapse from step 1 on, before any checkpoint
+        Directory.CreateDirectory(root);
+        var teacher = Path.Combine(root, "untrained.pt");
+        TorchSharp.torch.manual_seed(5);
+        using (var untrained = ModelFactory.Create("lenet5", 1, 32, 10)) untrained.save(teacher);
+        var spec = SpecParser.Parse(TinyDafl.Replace("teacher: {arch: lenet5, train: {epochs: 2, batch_size: 128, lr: 0.002}}", $"teacher: {{arch: lenet5, checkpoint: \"{teacher}\"}}")
+                                        .Replace("guard: {check_every: 10}", "guard: {check_every: 1, min_classes: 9, max_rollbacks: 1}"), "d.yaml");
+        var e = Assert.Throws<InvalidOperationException>(() => new Runner(new RunnerOptions { RunsRoot = root, RunId = "diverging" }, TextWriter.Null).Run(spec));
+        Assert.Contains("after 1 rollbacks; it failed before its first checkpoint, so none was written", e.Message);
+        Assert.Empty(Directory.GetFiles(Path.Combine(root, "diverging", "checkpoints")));
+    }
+
     /// <summary>Cancels once a line with the prefix has been written (the loop has started).</summary>
     private sealed class CancelAfter(string prefix, CancellationTokenSource cts) : TextWriter
     {

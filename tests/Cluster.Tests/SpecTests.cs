@@ -231,6 +231,14 @@ public sealed class SpecTests
         var e = Assert.Throws<SpecException>(() => SpecParser.Parse(di, "d.yaml"));
         Assert.Equal("teacher.arch", e.Key);
         Assert.Contains("BatchNorm", e.Message);
+        // every architecture with BatchNorm layers is a DeepInversion and ADI teacher (ModelTests checks the layers are there)
+        foreach (var arch in Distill.Engine.Models.ModelFactory.Architectures)
+            foreach (var method in new[] { "deepinversion", "adi" })
+            {
+                var yaml = di.Replace("method: deepinversion", $"method: {method}").Replace("arch: lenet5, train", $"arch: {arch}, train").Replace("{name: mnist}", "{name: cifar10, path: cifar}");
+                if (Distill.Engine.Models.ModelFactory.HasBatchNorm(arch)) Assert.Equal(arch, SpecParser.Parse(yaml, "d.yaml").Teacher!.Arch);
+                else Assert.Equal("teacher.arch", Assert.Throws<SpecException>(() => SpecParser.Parse(yaml, "d.yaml")).Key);
+            }
     }
 
     [Fact]

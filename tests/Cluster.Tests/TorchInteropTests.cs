@@ -213,6 +213,9 @@ public sealed class TorchInteropTests : IDisposable
         Assert.Contains("--dataset cifar10: the run's student was trained on mnist at 28 pixels", PyTorchFails("evaluate", mlp, mnist, "--dataset", "cifar10").Err);
         Assert.Contains("does not fit lenet5-half for mnist at 32 pixels", PyTorchFails("evaluate", Path.Combine(mlp, "student.pth"), "lenet5-half", mnist).Err);
         Assert.Contains("architecture 'lenet7' is not one of", PyTorchFails("evaluate", Path.Combine(mlp, "student.pth"), "lenet7", mnist).Err);
+        // weights that fit a network that cannot take the size asked for (LeNet-5's layers need 32 pixels)
+        PyTorch("models", Path.Combine(dir, "made"), "lenet5-half");
+        Assert.Contains("lenet5-half cannot evaluate 28-pixel images", PyTorchFails("evaluate", Path.Combine(dir, "made", "lenet5-half.pth"), "lenet5-half", mnist, "--size", "28").Err);
         Assert.Contains("has no t10k-images-idx3-ubyte", PyTorchFails("evaluate", mlp, dir).Err);
         var (output, err) = PyTorchFails("evaluate", mlp, mnist, "--onnx", "/nonexistent/folder/s.onnx");
         Assert.Contains("torch.onnx.export to /nonexistent/folder/s.onnx failed", err);

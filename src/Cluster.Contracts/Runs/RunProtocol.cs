@@ -59,7 +59,10 @@ public sealed record CancelRun([property: Key(0)] string RunId, [property: Key(1
 [MessagePackObject]
 public sealed record CancelAnswer([property: Key(0)] string RunId, [property: Key(1)] RunState State, [property: Key(2)] bool AlreadyEnded) : IRunCommand;
 
-/// <summary>What `status` shows for a run: progress, accuracy and the pipeline's queue depths.</summary>
+/// <summary>
+/// What `status` shows for a run: progress, accuracy and the pipeline's queue depths. Node names the
+/// student's node, or its replicas' nodes ("host:port, host:port", in replica order).
+/// </summary>
 [MessagePackObject]
 public sealed record RunSummary(
     [property: Key(0)] string RunId,

@@ -115,12 +115,12 @@ public static partial class ControlApi
             ? Results.File(f, "application/json") : NotFound(NoResult(options, id)));
         // `after` is read here, not bound: a value that is not a count gets problem+json naming it, not an empty 400
         api.MapGet("/runs/{id}/metrics", (string id, string? after) => RunIdProblem(id) ?? NoRun(options, id) ?? AfterProblem(after, out var from) ?? Results.Json(Metrics(options, id, from), ApiJson.Options));
-        api.MapGet("/runs/{id}/metrics.csv", (string id) => RunFile(options, id, "metrics.csv") is { } f
-            ? Results.File(f, "text/csv") : NotFound($"run {id} has no metrics yet"));
+        api.MapGet("/runs/{id}/metrics.csv", (string id) => RunIdProblem(id) ?? NoRun(options, id) ?? (RunFile(options, id, "metrics.csv") is { } f
+            ? Results.File(f, "text/csv") : NotFound($"run {id} has no metrics yet")));
         api.MapGet("/runs/{id}/events", (string id, string? after) => RunIdProblem(id) ?? NoRun(options, id) ?? AfterProblem(after, out var from) ?? Results.Json(Events(options, id, from), ApiJson.Options));
         api.MapGet("/runs/{id}/samples", (string id) => RunIdProblem(id) ?? NoRun(options, id) ?? Results.Json(Samples(options, id), ApiJson.Options));
         api.MapGet("/runs/{id}/samples/{file}", (string id, string file) =>
-            RunIdProblem(id) ?? (SampleName().IsMatch(file) && RunFile(options, id, Path.Combine("samples", file)) is { } f
+            RunIdProblem(id) ?? NoRun(options, id) ?? (SampleName().IsMatch(file) && RunFile(options, id, Path.Combine("samples", file)) is { } f
                 ? Results.File(f, "image/png") : NotFound($"run {id} has no sample grid {file}")));
     }
 
@@ -301,7 +301,7 @@ public static partial class ControlApi
         return state.Members.OrderBy(m => m.Address.ToString(), StringComparer.Ordinal).Select(m =>
         {
             var address = $"{m.Address.Host}:{m.Address.Port}";
-            var hosted = runs.Where(r => r.State is RunState.Training or RunState.PreparingTeacher && (r.Node == address || r.GeneratorNode == address))
+            var hosted = runs.Where(r => r.State is RunState.Training or RunState.PreparingTeacher && (r.Node?.Split(", ").Contains(address) == true || r.GeneratorNode == address))
                 .Select(r => r.RunId).ToArray();
             return new NodeView(address, m.Status.ToString().ToLowerInvariant(), m.Roles.Order(StringComparer.Ordinal).ToArray(),
                 Roles.SlotsOf(m.Roles), !state.Unreachable.Contains(m), hosted);

@@ -40,7 +40,12 @@ internal static class CancelCommand
             if (api.Given(p) || !EmbeddedRun.Exists(dir, id))
             {
                 using var client = api.Client(p);
-                answer = await client.CancelRunAsync(id, p.GetValue(reason)!, ct);
+                try { answer = await client.CancelRunAsync(id, p.GetValue(reason)!, ct); }
+                catch (Cluster.Node.Http.ApiProblemException e) when (e.Status == System.Net.HttpStatusCode.NotFound)
+                {
+                    if (!await IsSweep(client, id, ct)) throw;
+                    throw new Distill.Engine.Specs.InputException($"{e.Message}: {id} is a sweep's id; cancel a sweep with --sweep");
+                }
             }
             else
             {
@@ -64,5 +69,11 @@ internal static class CancelCommand
             return 0;
         });
         return command;
+    }
+
+    private static async Task<bool> IsSweep(Cluster.Node.Http.ApiClient client, string id, CancellationToken ct)
+    {
+        try { await client.SweepAsync(id, ct); return true; }
+        catch (Cluster.Node.Http.ApiProblemException) { return false; }
     }
 }

@@ -91,19 +91,32 @@ internal static class RunCommand
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
-            stdout.WriteLine($"[run] {runId} interrupted; its state is saved in {dir}: resume it with --run-id {runId}");
-            return 130;
+            // Ctrl+C also starts the actor system's shutdown (Akka's CLR hook), so the run's files, not its
+            // coordinator, say whether it had ended: an interrupt that comes as it ends leaves its result
+            var baselineDir = Path.Combine(runsDir, RunIds.Baseline(runId));
+            if (Result(dir) is not { } done || spec.CompareBaseline && Result(baselineDir) is null)
+            {
+                stdout.WriteLine($"[run] {runId} interrupted; its state is saved in {dir}: resume it with --run-id {runId}");
+                return 130;
+            }
+            stdout.WriteLine(CompletedLine(done, done.TeacherAccuracy, spec.CompareBaseline ? done.BaselineAccuracy ?? Result(baselineDir)?.StudentAccuracy : null, null, wall.Elapsed, dir));
+            return 0;
         }
         finally { EmbeddedRun.Withdraw(runsDir, runId); }
         var result = Result(dir);
         stdout.WriteLine(final.State == RunState.Completed
-            ? $"[result] student {result?.StudentAccuracy ?? final.StudentAccuracy:F2}% test{(final.TeacherAccuracy is { } t ? $", teacher {t:F2}%" : "")}" +
-              (baseline is null ? "" : baseline.State == RunState.Completed ? $", student alone {result?.BaselineAccuracy:F2}%" : $", student alone {baseline.State.Name()}: {baseline.Message}") +
-              $", {Wall(result, wall.Elapsed)} -> {Path.Combine(dir, "result.json")}"
+            ? CompletedLine(result, final.TeacherAccuracy, baseline?.State == RunState.Completed ? result?.BaselineAccuracy : null,
+                            baseline is null || baseline.State == RunState.Completed ? null : $"{baseline.State.Name()}: {baseline.Message}", wall.Elapsed, dir, final.StudentAccuracy)
             : final.State == RunState.Cancelled ? $"[result] run {runId} {final.Message}"
             : $"[result] run {runId} failed: {final.Message}");
         return final.State == RunState.Completed && (baseline is null || baseline.State == RunState.Completed) ? 0 : 1;
     }
+
+    /// <summary>A completed run's result line: the test set's accuracies, the wall time and where result.json is.</summary>
+    private static string CompletedLine(RunResult? result, double? teacher, double? baseline, string? baselineEnded, TimeSpan wall, string dir, double? student = null) =>
+        $"[result] student {result?.StudentAccuracy ?? student:F2}% test{(teacher is { } t ? $", teacher {t:F2}%" : "")}" +
+        (baselineEnded is not null ? $", student alone {baselineEnded}" : baseline is { } b ? $", student alone {b:F2}%" : "") +
+        $", {Wall(result, wall)} -> {Path.Combine(dir, "result.json")}";
 
     /// <summary>result.json's wall time (from submission to the end); this command's own where a resume makes them differ.</summary>
     private static string Wall(RunResult? result, TimeSpan command) =>

@@ -43,7 +43,7 @@ internal sealed class SpecOverrides
     /// </summary>
     public (string Yaml, RunSpec Spec) Apply(ParseResult p, string file)
     {
-        var yaml = File.Exists(file) ? File.ReadAllText(file) : throw new SpecException(file, "", "file not found");
+        var yaml = File.Exists(file) ? File.ReadAllText(file) : throw new SpecException(file, "", Directory.Exists(file) ? "a folder, not a spec file" : "file not found");
         foreach (var (key, value) in new[] { ("device", p.GetValue(Device)), ("seed", p.GetValue(Seed)?.ToString()) })
         {
             if (value is null) continue;

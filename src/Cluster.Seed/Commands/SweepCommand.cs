@@ -56,8 +56,15 @@ public static class SweepCommand
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
-                stdout.WriteLine($"[sweep] {id} interrupted; its state is saved in {dir}: resume it with --sweep-id {id}");
-                return 130;
+                // Ctrl+C also starts the actor system's shutdown (Akka's CLR hook), so the sweep's best.json, not its
+                // coordinator, says whether it had ended: an interrupt that comes as it ends leaves its result
+                if (EndedInFiles(dir) is not { } ended)
+                {
+                    stdout.WriteLine($"[sweep] {id} interrupted; its state is saved in {dir}: resume it with --sweep-id {id}");
+                    return 130;
+                }
+                stdout.WriteLine($"[result] {Path.Combine(root, id, "trials.csv")}, {Path.Combine(root, id, "best.json")}");
+                return ended.State == "completed" && ended.HasBest ? 0 : 1;
             }
             stdout.WriteLine($"[result] {Path.Combine(root, id, "trials.csv")}, {Path.Combine(root, id, "best.json")}");
             return ExitCode(final, stdout);
@@ -78,6 +85,18 @@ public static class SweepCommand
         stdout.WriteLine($"[sweep] {final.SweepId}: no trial ended with its {final.Metric}, so the sweep has no result" +
                          (why is null ? "" : $"; the first reason: {why}"));
         return 1;
+    }
+
+    /// <summary>best.json's state and whether it names a best configuration, once the sweep has ended; null while it runs or without the file.</summary>
+    private static (string State, bool HasBest)? EndedInFiles(string dir)
+    {
+        try
+        {
+            using var best = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "best.json")));
+            var state = best.RootElement.GetProperty("state").GetString();
+            return state is null or "running" ? null : (state, best.RootElement.GetProperty("best").ValueKind == System.Text.Json.JsonValueKind.Object);
+        }
+        catch (Exception e) when (e is IOException or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException) { return null; }
     }
 
     internal static Option<string?> SweepIdOption(string description)

@@ -38,7 +38,7 @@ internal static class ValidateCommand
         try { text = File.ReadAllText(file); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new SpecException(file, "", Directory.Exists(file) ? "a folder, not a spec file" : $"cannot be read ({e.Message})");
+            throw new SpecException(file, "", Directory.Exists(file) ? "a folder, not a spec file" : e is FileNotFoundException or DirectoryNotFoundException ? "file not found" : $"cannot be read ({e.Message})");
         }
         if (SweepParser.IsSweep(text))
         {
@@ -57,8 +57,9 @@ internal static class ValidateCommand
     {
         var missing = Missing(s).ToList();
         if (missing.Count > 0)
-            throw new SpecException(file, "", "not found on this machine: " + string.Join(", ", missing.Select(m => $"'{m.Key}' {m.Path}")) +
-                                              $" (a relative path is read from the current directory, {Environment.CurrentDirectory}); the rest of the spec is valid");
+            throw new SpecException(file, "", "not found on this machine: " + string.Join(", ", missing.Select(m => $"'{m.Key}' {m.Path}{m.Why}")) +
+                                              (missing.Any(m => !Path.IsPathRooted(m.Path)) ? $" (a relative path is read from the current directory, {Environment.CurrentDirectory})" : "") +
+                                              "; the rest of the spec is valid");
         RequireWeights(file, s);
     }
 
@@ -95,8 +96,11 @@ internal static class ValidateCommand
     }
 
     /// <summary>The paths a spec names that are not there: the files and folders the run will read.</summary>
-    private static IEnumerable<(string Key, string Path)> Missing(RunSpec s) =>
-        Paths(s).Where(x => x.Folder ? !Directory.Exists(x.Path) : !File.Exists(x.Path)).Select(x => (x.Key, x.Path));
+    /// <summary>The paths that are not there, each with a word on what is there instead (a folder for a file, a file for a folder).</summary>
+    private static IEnumerable<(string Key, string Path, string Why)> Missing(RunSpec s) =>
+        Paths(s).Where(x => x.Folder ? !Directory.Exists(x.Path) : !File.Exists(x.Path))
+            .Select(x => (x.Key, x.Path, x.Folder ? File.Exists(x.Path) ? " (a file: it names a folder)" : ""
+                                                   : Directory.Exists(x.Path) ? " (a folder: it names a file)" : ""));
 
     /// <summary>The files and folders a spec names (each read by the process that uses it, a relative one from that process's working directory).</summary>
     internal static IEnumerable<(string Key, string Path, bool Folder)> Paths(RunSpec s)

@@ -1,3 +1,4 @@
+using Distill.Engine.Models;
 using Distill.Engine.Pipeline;
 using Distill.Engine.Specs;
 
@@ -62,8 +63,8 @@ public class DeepInversionMethod : MethodDefinition
 
     public override IEnumerable<(string Key, string Reason)> Problems(RunSpec spec)
     {
-        if (spec.Teacher is { } t && !t.Arch.StartsWith("resnet"))
-            yield return ("teacher.arch", $"DeepInversion needs a teacher with BatchNorm layers (resnet8/20/18/34), not '{t.Arch}'");
+        if (spec.Teacher is { } t && !ModelFactory.HasBatchNorm(t.Arch))
+            yield return ("teacher.arch", $"DeepInversion needs a teacher with BatchNorm layers ({string.Join(", ", ModelFactory.Architectures.Where(ModelFactory.HasBatchNorm))}), not '{t.Arch}'");
         var weight = spec.SettingsOf<DeepInversionSpec>().CompetitionWeight;
         if (!Adaptive && weight != 0) yield return ("deepinversion.competition_weight", "the competition term is ADI's: use method 'adi'");
         if (Adaptive && weight <= 0) yield return ("deepinversion.competition_weight", "adi needs a competition weight > 0");

@@ -16,6 +16,12 @@ public static class ModelFactory
         "torchvision-resnet18", "torchvision-resnet34", "torchvision-resnet50",
     ];
 
+    /// <summary>
+    /// Whether the architecture has BatchNorm2d layers (every one but LeNet-5's and the Hinton MLPs),
+    /// which DeepInversion's hooks need; a spec is checked by name, without building the network.
+    /// </summary>
+    public static bool HasBatchNorm(string arch) => !arch.StartsWith("lenet5", StringComparison.Ordinal) && !arch.StartsWith("hinton-", StringComparison.Ordinal);
+
     public static Classifier Create(string arch, int channels, int imageSize, int classes)
     {
         var info = new ModelInfo(arch, channels, imageSize, classes);

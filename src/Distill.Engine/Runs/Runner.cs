@@ -218,7 +218,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
             {
                 var reason = $"{bad} at step {step}; the guard is off (guard.enabled: false), so nothing rolls back";
                 ctx.Dir.Event($"stopped: {reason}");
-                throw new InvalidOperationException($"[{trainer.Phase}] {reason}; checkpoints so far are in {ctx.Dir.Path}");
+                throw new InvalidOperationException($"[{trainer.Phase}] {reason}; {Saved(ctx)}");
             }
             if (isEval)
             {
@@ -277,6 +277,12 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
         return new PhaseOutcome(final, best, rollbacks, test, earlier);
     }
 
+    /// <summary>Where a failed run's checkpoints are, or that it wrote none (before its first checkpoint step).</summary>
+    private static string Saved(PhaseContext ctx) =>
+        Directory.Exists(ctx.Dir.File("checkpoints")) && Directory.EnumerateFiles(ctx.Dir.File("checkpoints"), "*.ckpt").Any()
+            ? $"checkpoints so far are in {ctx.Dir.File("checkpoints")}"
+            : $"it failed before its first checkpoint, so none was written (its log and metrics are in {ctx.Dir.Path})";
+
     /// <param name="resumable">Also drop the phase's checkpoints past the step it goes back to: a resume must not pick the path the guard rejected.</param>
     private void Rollback(PhaseContext ctx, IStepTrainer trainer, byte[] state, string reason, ref int rollbacks, bool resumable = false)
     {
@@ -285,7 +291,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
         if (!DivergenceGuard.MayRollBack(ctx.Spec.Guard, rollbacks - 1))
         {
             ctx.Dir.Event($"guard: giving up after {rollbacks - 1} rollbacks; last problem at step {at}: {reason}");
-            throw new InvalidOperationException($"[{trainer.Phase}] diverged at step {at} ({reason}) after {rollbacks - 1} rollbacks; checkpoints so far are in {ctx.Dir.Path}");
+            throw new InvalidOperationException($"[{trainer.Phase}] diverged at step {at} ({reason}) after {rollbacks - 1} rollbacks; {Saved(ctx)}");
         }
         // each rollback lowers the rates in force, not the saved state's: rollbacks to one state compound
         var scale = trainer.LrScale * ctx.Spec.Guard.LrFactor;

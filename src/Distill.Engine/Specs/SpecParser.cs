@@ -14,7 +14,7 @@ public static class SpecParser
 {
     public static RunSpec Load(string path)
     {
-        if (!File.Exists(path)) throw new SpecException(path, "", "file not found");
+        if (!File.Exists(path)) throw new SpecException(path, "", Directory.Exists(path) ? "a folder, not a spec file" : "file not found");
         return Parse(File.ReadAllText(path), path);
     }
 

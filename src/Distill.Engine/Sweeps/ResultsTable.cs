@@ -66,7 +66,7 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
         var stateAt = Array.IndexOf(head, "state");
         var scored = head[stateAt + 2];
         if (metric is not null && metric != scored)
-            throw new InputException($"--metric {metric}: the sweep in {sweepDir} scores its trials on {scored}; for another number of their results, give the trials' run directories");
+            throw new InputException($"metric {metric}: the sweep in {sweepDir} scores its trials on {scored}; for another number of their results, give the trials' run directories");
         metric = scored;
         var columns = head[2..stateAt];
         var mode = "max";
@@ -108,7 +108,7 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
         }).ToArray();
         // a name no result.json has is a typo, not a run without a result
         if (all.Length > 0 && !all.Any(r => r.Has))
-            throw new InputException($"--metric {metric}: no run's result.json has it; they have {string.Join(", ", all.SelectMany(r => r.Numbers).Distinct().Order(StringComparer.Ordinal))}");
+            throw new InputException($"metric {metric}: no run's result.json has it; they have {string.Join(", ", all.SelectMany(r => r.Numbers).Distinct().Order(StringComparer.Ordinal))}");
         // one run given twice (overlapping globs), or two runs of one configuration and seed (an
         // actor run and an engine run of it), would count as repeats and shrink the std
         if (all.GroupBy(r => Path.TrimEndingDirectorySeparator(Path.GetFullPath(r.Dir))).FirstOrDefault(g => g.Count() > 1) is { } twice)

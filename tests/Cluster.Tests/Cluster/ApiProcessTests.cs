@@ -175,7 +175,7 @@ public sealed class ApiProcessTests
         using (var typo = await http.GetAsync("/api/results?runs=a1&metric=stpes"))
         {
             Assert.Equal(HttpStatusCode.BadRequest, typo.StatusCode);
-            Assert.Contains("--metric stpes: no run's result.json has it", await typo.Content.ReadAsStringAsync());
+            Assert.Contains("metric stpes: no run's result.json has it", await typo.Content.ReadAsStringAsync());
         }
         using (var nodes = JsonDocument.Parse(await http.GetStringAsync("/api/nodes")))
         {
@@ -184,7 +184,7 @@ public sealed class ApiProcessTests
             Assert.Contains(all, n => n.GetProperty("roles").EnumerateArray().Any(r => r.GetString() == "seed"));
             Assert.Contains(all, n => n.GetProperty("roles").EnumerateArray().Any(r => r.GetString() == "gpu") && n.GetProperty("slots").GetInt32() == 1 && n.GetProperty("status").GetString() == "up");
         }
-        foreach (var path in new[] { "/api/runs/nope", "/api/runs/nope/metrics", "/api/runs/nope/events", "/api/runs/nope/samples", "/api/runs/nope/result" })
+        foreach (var path in new[] { "/api/runs/nope", "/api/runs/nope/metrics", "/api/runs/nope/events", "/api/runs/nope/samples", "/api/runs/nope/result", "/api/runs/nope/metrics.csv", "/api/runs/nope/samples/generator-step0000100.png" })
         {
             using var missing = await http.GetAsync(path);
             Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);

@@ -5,7 +5,8 @@ namespace Cluster.Tests.Cluster;
 
 /// <summary>
 /// An embedded `run` is stopped by Ctrl+C within seconds and resumes with its --run-id; `cancel`
-/// ends it for good, whether a `run` process serves it or not. Real `Cluster.Seed` processes.
+/// ends it for good, whether a `run` process serves it or not; Ctrl+C as it ends leaves it complete.
+/// Real `Cluster.Seed` processes.
 /// </summary>
 [Collection(ProcessLanes.A)]
 public sealed class EmbeddedControlProcessTests
@@ -83,6 +84,24 @@ public sealed class EmbeddedControlProcessTests
         using (var status = JsonDocument.Parse(File.ReadAllText(Path.Combine(runs, "r2", "status.json"))))
             Assert.Equal("cancelled", status.RootElement.GetProperty("state").GetString());
         Assert.Equal(before, StepShown());
+
+        // Ctrl+C as the run ends finds it complete: its result and exit 0, not "interrupted" (Akka's own
+        // shutdown on SIGINT stops the coordinator, so without its files the command could not tell)
+        var shortSpec = Spec(cluster, "ends", steps: 30);
+        var ending = cluster.StartInterruptible(cluster.SeedBin, "run-4.log", ["run", shortSpec, "--runs-dir", runs, "--run-id", "r3"]);
+        var resultFile = Path.Combine(runs, "r3", "result.json");
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        while (!File.Exists(resultFile) && !ending.HasExited)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the short run did not finish: " + cluster.Logs(_ => true, 30));
+            Thread.Sleep(10);
+        }
+        Signal(ending, "INT");
+        Assert.True(ProcessCluster.Ended(ending, TimeSpan.FromSeconds(30)), "the finished run's process did not end: " + cluster.Logs(_ => true, 30));
+        ending.WaitForExit();
+        Assert.True(ending.ExitCode == 0, $"exit {ending.ExitCode} for a run that completed: " + cluster.Log("run-4.log"));
+        Assert.Matches(@"\[result\] student \d+\.\d\d% test, teacher \d+\.\d\d%, \d+ s -> .*r3/result\.json", cluster.Log("run-4.log"));
+        Assert.DoesNotContain("interrupted", cluster.Log("run-4.log"));
     }
 
     [Fact]

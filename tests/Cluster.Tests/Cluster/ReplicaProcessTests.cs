@@ -208,6 +208,12 @@ public sealed class ReplicaProcessTests
         var b = cluster.Log("studentB.log");
         bool Hosts(string log, int replica) => log.Contains($"two/student/{replica}: student ready at step ");
         Assert.True(Hosts(a, 0) && Hosts(b, 1) || Hosts(a, 1) && Hosts(b, 0), "the replicas were not on two processes: " + Logs());
+        // the run's status names both replicas' nodes, not whichever reported last
+        if (killed is null)
+        {
+            using var status = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(work, "runs", "two", "status.json")));
+            Assert.Equal([$"127.0.0.1:{port + 2}", $"127.0.0.1:{port + 3}"], status.RootElement.GetProperty("student_node").GetString()!.Split(", ").Order());
+        }
         if (killed is null)
         {
             // batches (generator node -> student nodes) and gradient chunks (student <-> student)

@@ -124,5 +124,12 @@ public sealed class SweepFailoverProcessTests
             Assert.Subset(new HashSet<long> { 25, 50, 75, 100, 125, 150 }, evals);
             Assert.Contains(150L, evals);
         }
+
+        // a sweep's id given to cancel as a run's is named so
+        var cancel = cluster.Start(cluster.SeedBin, "cancel.log", ["cancel", "f1", "--server", cluster.Server]);
+        Assert.True(ProcessCluster.Ended(cancel, TimeSpan.FromSeconds(30)), "cancel did not end: " + cluster.Log("cancel.log"));
+        cancel.WaitForExit();
+        Assert.True(cancel.ExitCode == 2, $"cancel of a sweep's id as a run's: exit {cancel.ExitCode}: {cluster.Log("cancel.log")}");
+        Assert.Contains("f1 is a sweep's id; cancel a sweep with --sweep", cluster.Log("cancel.log"));
     }
 }

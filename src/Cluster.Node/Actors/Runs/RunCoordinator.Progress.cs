@@ -12,6 +12,8 @@ public sealed partial class RunCoordinator
         public int Pool, GeneratorQueue, InFlight;
         public double? Accuracy;
         public string? Message, Node, GeneratorNode;
+        /// <summary>Each student replica's node by replica index: <see cref="Node"/> names them all, in that order.</summary>
+        public readonly SortedDictionary<int, string> ReplicaNodes = [];
         /// <summary>The kind of entity whose message <see cref="Message"/> is, and the student's step when it came.</summary>
         public string? MessageFrom;
         public long MessageAt;
@@ -26,14 +28,20 @@ public sealed partial class RunCoordinator
     {
         if (!state.Runs.ContainsKey(p.RunId)) return;
         var l = live.TryGetValue(p.RunId, out var x) ? x : live[p.RunId] = new Live();
-        var kind = EntityId.Parse(p.EntityId).Kind;
+        var id = EntityId.Parse(p.EntityId);
+        var kind = id.Kind;
         if (kind == EntityKinds.Student)
         {
-            l.StudentStep = p.Step;
-            l.TotalSteps = p.TotalSteps;
-            l.InFlight = p.Queue;
-            l.Node = p.Node;
-            if (p.Accuracy is { } a) l.Accuracy = a;
+            l.ReplicaNodes[id.Index] = p.Node;
+            l.Node = string.Join(", ", l.ReplicaNodes.Values.Distinct());
+            // replicas step in lockstep and replica 0 evaluates: its figures are the run's, whichever reported last
+            if (id.Index == 0)
+            {
+                l.StudentStep = p.Step;
+                l.TotalSteps = p.TotalSteps;
+                l.InFlight = p.Queue;
+                if (p.Accuracy is { } a) l.Accuracy = a;
+            }
             // news stays until it is old: the teacher's (loaded, resumed at its step N) once the student trains,
             // any other's (a resume, a rollback; events.log keeps them all) at the first evaluation after it
             if (l.MessageFrom == EntityKinds.Teacher || p.Accuracy is not null && p.Message is null && p.Step > l.MessageAt) (l.Message, l.MessageFrom) = (null, null);

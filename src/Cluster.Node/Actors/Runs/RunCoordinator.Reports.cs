@@ -22,13 +22,30 @@ public sealed partial class RunCoordinator
 {
     /// <summary>When each run's status.json was last written (progress reports rewrite it at most twice a second).</summary>
     private readonly Dictionary<string, DateTime> statusWritten = [];
+    private static readonly TimeSpan StatusInterval = TimeSpan.FromSeconds(0.5);
+    /// <summary>Runs whose last report was throttled: their status.json is behind it until <see cref="FlushStatuses"/>.</summary>
+    private readonly HashSet<string> statusBehind = [];
+
+    private void FlushStatuses()
+    {
+        foreach (var id in statusBehind.ToList())
+            if (state.Runs.TryGetValue(id, out var r)) WriteStatus(r, throttle: false);
+        statusBehind.Clear();
+    }
 
     /// <summary>runs/&lt;id&gt;/status.json: what `status` shows, for dashboards and scripts that do not join the cluster.</summary>
     private void WriteStatus(RunRecord r, bool throttle)
     {
         var now = DateTime.UtcNow;
-        if (throttle && statusWritten.TryGetValue(r.RunId, out var last) && now - last < TimeSpan.FromSeconds(0.5)) return;
+        if (throttle && statusWritten.TryGetValue(r.RunId, out var last) && now - last < StatusInterval)
+        {
+            // written once the interval is over, or at a stop, so that the file does not lag its run's last report
+            statusBehind.Add(r.RunId);
+            if (!Timers.IsTimerActive("status")) Timers.StartSingleTimer("status", FlushStatus.Instance, StatusInterval);
+            return;
+        }
         statusWritten[r.RunId] = now;
+        statusBehind.Remove(r.RunId);
         var s = Summary(r);
         RunGauges(s);
         var dir = Path.Combine(services.Options.RunsDir, r.RunId);

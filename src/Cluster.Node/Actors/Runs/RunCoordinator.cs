@@ -49,6 +49,12 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         public static readonly Nudge Instance = new();
     }
 
+    /// <summary>Writes the status.json files that a throttled report left behind their run's figures.</summary>
+    private sealed record FlushStatus : INoSerializationVerificationNeeded
+    {
+        public static readonly FlushStatus Instance = new();
+    }
+
     private readonly NodeServices services;
     private readonly ILoggingAdapter log = Context.GetLogger();
     private CoordinatorState state = CoordinatorState.Empty;
@@ -77,6 +83,9 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     protected override void PostStop()
     {
         if (Clustered) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
+        // a stop (Ctrl+C, a hand-over) leaves each run's status.json at its last report, not one throttled away
+        try { FlushStatuses(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { log.Warning("status.json not written at stop: {0}", e.Message); }
         foreach (var d in dirs.Values) d.Dispose();
         dirs.Clear();
         base.PostStop();
@@ -120,6 +129,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
         Command<RunSamples>(OnSamples);
         Command<GetRunStatus>(m => Sender.Tell(new RunStatusReport(state.Runs.Values
             .Where(r => m.RunId is null || r.RunId == m.RunId).Select(Summary).ToArray())));
+        Command<FlushStatus>(_ => FlushStatuses());
         Command<Nudge>(_ =>
         {
             foreach (var r in state.Active) StartEntities(r);
