@@ -104,6 +104,9 @@ public abstract class MethodDefinition
     /// <summary>Student steps between the pipeline's evaluations (0: only at the end).</summary>
     public virtual int PipelineEvalEvery(RunSpec spec) => spec.Student.Train.EvalEvery;
 
+    /// <summary>Whether step `step` of `total` is evaluated: every `every`-th (none for 0) and the last. The engine loop and the entities alike.</summary>
+    public static bool EvaluationDue(long step, long every, long total) => every > 0 && step % every == 0 || step >= total;
+
     /// <summary>Whether the run has a teacher at all.</summary>
     public bool UsesTeacher => Teacher != TeacherUse.None;
 

@@ -199,7 +199,7 @@ public sealed partial class Runner(RunnerOptions options, TextWriter log)
             // collections wait for the gaps between steps, whoever allocates (Native/QuietCollections)
             using var hold = Native.QuietCollections.Hold();
             var step = trainer.Step + 1;
-            var isEval = evalEvery > 0 && step % evalEvery == 0 || step == trainer.TotalSteps;
+            var isEval = MethodDefinition.EvaluationDue(step, evalEvery, trainer.TotalSteps);
             var isCheck = step % checkEvery == 0;
             var metrics = trainer.TrainStep(DivergenceGuard.ReadsMetrics(guard, step, options.LogEvery, isEval));
             var values = metrics is null ? null : new Dictionary<string, double>(metrics);

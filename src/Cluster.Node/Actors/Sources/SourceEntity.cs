@@ -243,7 +243,7 @@ public sealed partial class SourceEntity : PersistentEntity
     /// </summary>
     private bool ReadsMetrics(long seq) =>
         seq % spec!.Guard.CheckEvery == 0
-        || DivergenceGuard.ReadsMetrics(null, seq, Distill.Engine.Runs.RunnerOptions.DefaultLogEvery, seq >= TotalBatches || EvalEvery > 0 && seq % EvalEvery == 0);
+        || DivergenceGuard.ReadsMetrics(null, seq, Distill.Engine.Runs.RunnerOptions.DefaultLogEvery, MethodDefinition.EvaluationDue(seq, EvalEvery, TotalBatches));
 
     private void OnAdvanced(Advanced a)
     {

@@ -239,13 +239,13 @@ public sealed partial class StudentEntity : PersistentEntity, IWithTimers
     /// </summary>
     private bool ReadsLoss(long seq) =>
         DivergenceGuard.ReadsMetrics(guard, seq, RunnerOptions.DefaultLogEvery,
-            EvalEvery > 0 && seq % EvalEvery == 0 || seq >= Total || State.HoldAt == seq || guard is not null && seq % CheckpointEvery == 0);
+            MethodDefinition.EvaluationDue(seq, EvalEvery, Total) || State.HoldAt == seq || guard is not null && seq % CheckpointEvery == 0);
 
     private StudentJobs.AfterStep AfterStepOf(long seq)
     {
         var final = seq >= Total;
         var hold = State.HoldAt == seq;   // the pause step is evaluated and checkpointed: the run goes on from there
-        return new(replica == 0 && (EvalEvery > 0 && seq % EvalEvery == 0 || final || hold), seq % CheckpointEvery == 0 || final || hold, final && replica == 0,
+        return new(replica == 0 && (MethodDefinition.EvaluationDue(seq, EvalEvery, Total) || hold), seq % CheckpointEvery == 0 || final || hold, final && replica == 0,
             plan!.BatchNeedingWeightsAfter(seq) is not null, data!, EngineAccess.DeviceFor(spec!), spec!.Data.EvalBatch);
     }
 
