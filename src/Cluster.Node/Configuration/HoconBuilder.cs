@@ -47,6 +47,9 @@ public static class HoconBuilder
               remote.dot-netty.tcp {
                 hostname = {{Q(o.Hostname)}}
                 port = {{o.Port}}
+                # Akka's default on Linux sets SO_REUSEPORT: a second node on a port in use would bind it too,
+                # join with the same address and get the first downed
+                tcp-reuse-addr = off
                 maximum-frame-size = {{frame}}b
                 send-buffer-size = {{Math.Max(frame * 2, 4 << 20)}}b
                 receive-buffer-size = {{Math.Max(frame * 2, 4 << 20)}}b

@@ -196,8 +196,11 @@ public sealed class ClusterNode : IAsyncDisposable
         AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.TrySetResult();
         using var registration = ct.Register(() => stop.TrySetResult());
         await Task.WhenAny(stop.Task, System.WhenTerminated);
-        if (stop.Task.IsCompleted) return Ending.Requested;
-        return CoordinatedShutdown.Get(System).ShutdownReason is SeedWatch.SeedsLost ? Ending.SeedsLost : Ending.Terminated;
+        // SIGTERM also reaches Akka's own CLR hook, which may end the actor system before the token is
+        // cancelled: that is a stop asked for too, not a node downed that should join again
+        var reason = CoordinatedShutdown.Get(System).ShutdownReason;
+        if (stop.Task.IsCompleted || reason is CoordinatedShutdown.ClrExitReason) return Ending.Requested;
+        return reason is SeedWatch.SeedsLost ? Ending.SeedsLost : Ending.Terminated;
     }
 
     public async ValueTask DisposeAsync()

@@ -49,5 +49,16 @@ public sealed class SeedRestartProcessTests
         submit.WaitForExit();
         Assert.True(submit.ExitCode == 0, "the run submitted after the restart failed: " + Logs());
         Assert.Contains("completed step 10/10", cluster.Log("submit.log"));
+
+        // SIGTERM (a pod's stop) ends the node that joined again, as it ends one that never left: at once, exit 0, no third join
+        var gpu = cluster.Processes.Single(p => !p.HasExited && p.StartInfo.FileName == cluster.GpuBin);
+        var clock = Stopwatch.StartNew();
+        using (var kill = Process.Start("kill", ["-TERM", gpu.Id.ToString()])) kill.WaitForExit();
+        Assert.True(ProcessCluster.Ended(gpu, TimeSpan.FromSeconds(30)), "the GPU node did not stop on SIGTERM: " + Logs());
+        gpu.WaitForExit();
+        Assert.True(gpu.ExitCode == 0, $"the GPU node exited {gpu.ExitCode} on SIGTERM after {clock.Elapsed.TotalSeconds:F1} s: " + Logs());
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(15), $"the GPU node took {clock.Elapsed.TotalSeconds:F1} s to stop on SIGTERM");
+        Assert.Equal(3, cluster.Log("gpu.log").Split("[gpu-node] up at").Length);
+        Assert.DoesNotContain("removed from the cluster: joining again", cluster.Log("gpu.log"));
     }
 }

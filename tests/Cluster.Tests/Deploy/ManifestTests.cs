@@ -87,6 +87,80 @@ public sealed class ManifestTests(RenderedManifests rendered) : IClassFixture<Re
         var rule = ManifestPolicy.List(role, "rules").Single();
         Assert.Equal(["pods"], ManifestPolicy.Strings(rule, "resources"));
         Assert.Equal(["get", "list", "watch"], ManifestPolicy.Strings(rule, "verbs").Order());
+
+        // the submit Job names its run after itself (a retried pod follows that run, it does not submit
+        // another), and takes the namespace it is applied in
+        var job = rendered.Objects("jobs").Single(o => (string?)o["kind"] == "Job");
+        Assert.Null(ManifestPolicy.Get(job, "metadata", "namespace"));
+        var submit = ManifestPolicy.List(ManifestPolicy.PodSpec(job)!, "containers").Single();
+        var args = ManifestPolicy.Strings(submit, "args");
+        Assert.Equal("job-$(JOB_UID)", args[args.IndexOf("--run-id") + 1]);
+        Assert.Contains(ManifestPolicy.List(submit, "env"), e => ManifestPolicy.Get(e, "name") as string == "JOB_UID"
+            && ManifestPolicy.Get(e, "valueFrom", "fieldRef", "fieldPath") as string == "metadata.labels['batch.kubernetes.io/controller-uid']");
+    }
+
+    /// <summary>
+    /// make-secrets.sh against a kubectl that keeps Secrets as folders: the first run makes all three,
+    /// a second (the documented token rotation) makes a new token and keeps the in-cluster journal's
+    /// password (its PostgreSQL read it once) and the TLS Secret (a new CA would split the cluster).
+    /// </summary>
+    [Fact]
+    public void The_secrets_script_makes_each_secret_and_a_second_run_rotates_the_token_alone()
+    {
+        var work = Path.Combine(Path.GetTempPath(), $"cd-secrets-{Guid.NewGuid():N}");
+        var bin = Path.Combine(work, "bin");
+        var store = Path.Combine(work, "secrets");
+        Directory.CreateDirectory(bin);
+        Directory.CreateDirectory(store);
+        var kubectl = Path.Combine(bin, "kubectl");
+        File.WriteAllText(kubectl, $$"""
+            #!/usr/bin/env bash
+            # kubectl as make-secrets.sh uses it, with Secrets kept as folders under {{store}}
+            set -e
+            [ "$1" = -n ] && shift 2
+            case "$1 $2" in
+              "get namespace"|"create namespace") exit 0 ;;
+              "get secret") [ -d "{{store}}/$3" ]; exit ;;
+              "apply -f") cat >/dev/null; exit 0 ;;
+              "create secret")
+                name=$4; shift 4; rm -rf "{{store}}/$name"; mkdir -p "{{store}}/$name"
+                for a in "$@"; do case "$a" in --from-file=*=*) f=${a#--from-file=}; cp "${f#*=}" "{{store}}/$name/${f%%=*}" ;;
+                                               --from-file=*) f=${a#--from-file=}; cp "$f" "{{store}}/$name/$(basename "$f")" ;; esac; done
+                echo "kind: Secret" ;;
+              *) echo "unexpected kubectl $*" >&2; exit 3 ;;
+            esac
+            """.Replace("\r", ""));
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(kubectl, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        try
+        {
+            string Run()
+            {
+                var psi = new ProcessStartInfo("bash", [Path.Combine(Repo.Root(), "deploy", "k8s", "make-secrets.sh"), "ns", "in-cluster"])
+                    { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = work };
+                psi.Environment["PATH"] = bin + ":" + Environment.GetEnvironmentVariable("PATH");
+                using var p = Process.Start(psi)!;
+                var err = p.StandardError.ReadToEndAsync();
+                var output = p.StandardOutput.ReadToEnd();
+                p.WaitForExit();
+                Assert.True(p.ExitCode == 0, $"make-secrets.sh exit {p.ExitCode}: {output}{err.Result}");
+                return output;
+            }
+            string Read(string secret, string key) => File.ReadAllText(Path.Combine(store, secret, key));
+
+            Run();
+            Assert.StartsWith("postgres:Host=clusterdistill-postgres;Username=clusterdistill;Password=" + Read("clusterdistill-db", "password"), Read("clusterdistill-db", "journal"));
+            Assert.Equal(64, Read("clusterdistill-api-token", "token").Length);
+            Assert.Contains("BEGIN CERTIFICATE", Read("clusterdistill-tls", "ca.crt"));
+            var (password, token, ca, cert) = (Read("clusterdistill-db", "password"), Read("clusterdistill-api-token", "token"), Read("clusterdistill-tls", "ca.crt"), Read("clusterdistill-tls", "tls.crt"));
+
+            var second = Run();
+            Assert.NotEqual(token, Read("clusterdistill-api-token", "token"));
+            Assert.Equal(password, Read("clusterdistill-db", "password"));
+            Assert.Equal((ca, cert), (Read("clusterdistill-tls", "ca.crt"), Read("clusterdistill-tls", "tls.crt")));
+            Assert.Contains("clusterdistill-db kept", second);
+            Assert.Contains("clusterdistill-tls kept", second);
+        }
+        finally { Directory.Delete(work, recursive: true); }
     }
 
     [Fact]
@@ -104,6 +178,10 @@ public sealed class ManifestTests(RenderedManifests rendered) : IClassFixture<Re
         ((List<object?>)container["env"]!).RemoveAll(e => ManifestPolicy.Get(e, "name") as string == "CLUSTERDISTILL_TLS_DIR");
         objects.RemoveAll(o => (string?)o["kind"] == "NetworkPolicy" && ManifestPolicy.Name(o) == "clusterdistill-postgres");
         objects.RemoveAll(o => (string?)o["kind"] == "PodDisruptionBudget" && ManifestPolicy.Name(o) == "clusterdistill-seed");
+        var postgresBudget = objects.Single(o => (string?)o["kind"] == "PodDisruptionBudget" && ManifestPolicy.Name(o) == "clusterdistill-postgres");
+        ((Dictionary<object, object?>)postgresBudget["spec"]!)["maxUnavailable"] = "0";
+        ((Dictionary<object, object?>)((Dictionary<object, object?>)container["resources"]!)["limits"]!)["nvidia.com/gpu"] = "1";
+        ((Dictionary<object, object?>)((Dictionary<object, object?>)((Dictionary<object, object?>)node["spec"]!)["strategy"]!)["rollingUpdate"]!)["maxSurge"] = "1";
 
         var problems = ManifestPolicy.Problems(objects);
         Assert.Contains("Deployment/clusterdistill-node: container node has no readinessProbe", problems);
@@ -113,6 +191,8 @@ public sealed class ManifestTests(RenderedManifests rendered) : IClassFixture<Re
         Assert.Contains("StatefulSet/clusterdistill-seed: container seed has no resources.requests.cpu", problems);
         Assert.Contains("StatefulSet/clusterdistill-postgres: no NetworkPolicy selects its pods", problems);
         Assert.Contains("StatefulSet/clusterdistill-seed: no PodDisruptionBudget selects its pods", problems);
+        Assert.Contains("PodDisruptionBudget/clusterdistill-postgres: it allows no disruption, so no node it runs on can be drained", problems);
+        Assert.Contains("Deployment/clusterdistill-node: its rolling update surges, and a pool whose GPUs are all taken has none for the new pod", problems);
     }
 }
 
@@ -131,8 +211,15 @@ public static class ManifestPolicy
             var id = $"{o["kind"]}/{Name(o)}";
             foreach (var label in new[] { "app.kubernetes.io/name", "app.kubernetes.io/part-of" })
                 if (Get(o, "metadata", "labels", label) is null) problems.Add($"{id}: no {label} label");
+            // a budget that allows no pod to leave blocks every `kubectl drain` of its node for good
+            if ((string?)o["kind"] == "PodDisruptionBudget" && Get(o, "spec", "maxUnavailable")?.ToString() is "0" or "0%")
+                problems.Add($"{id}: it allows no disruption, so no node it runs on can be drained");
             if (!Workloads.Contains(o["kind"] as string)) continue;
             var pod = PodSpec(o)!;
+            // a surge pod asks for a GPU the pool may not have free: the rollout would wait for it forever
+            if ((string?)o["kind"] == "Deployment" && List(pod, "containers").Any(c => Get(c, "resources", "limits", "nvidia.com/gpu") is not null)
+                && Get(o, "spec", "strategy", "rollingUpdate", "maxSurge")?.ToString() is not ("0" or "0%"))
+                problems.Add($"{id}: its rolling update surges, and a pool whose GPUs are all taken has none for the new pod");
             var podLabels = Labels(Get(o, "spec", "template", "metadata", "labels"));
             if (Get(pod, "securityContext", "runAsNonRoot") is not "true" and not true) problems.Add($"{id}: the pod may run as root");
             if (!policies.Any(sel => sel.Count > 0 && sel.All(kv => podLabels.TryGetValue(kv.Key, out var v) && v == kv.Value)))
