@@ -99,6 +99,7 @@ public sealed record RunLayout(
 /// <summary>
 /// A generator or student entity's progress, sent to the coordinator now and then; Message carries
 /// what the run's status should show (a checkpoint that could not be loaded, a guard rollback).
+/// A Step below 0 carries the message alone (<see cref="NewsOnly"/>): the sender's figures are not known.
 /// </summary>
 [MessagePackObject]
 public sealed record EntityProgress(
@@ -112,7 +113,10 @@ public sealed record EntityProgress(
     [property: Key(7)] string Node,
     [property: Key(8)] string? Message,
     // a source's guard rollbacks over the run (from its journal); null from other entities
-    [property: Key(9)] int? SourceRollbacks = null) : IRunCommand;
+    [property: Key(9)] int? SourceRollbacks = null) : IRunCommand
+{
+    public const long NewsOnly = -1;
+}
 
 /// <summary>
 /// The teacher entity has its trained teacher (stored as a content-addressed blob). Seconds and

@@ -81,6 +81,14 @@ public sealed class PostgresOutageProcessTests
 
             PgCtl(dir, "stop", "-m", "fast", "-w");
             var down = Stopwatch.StartNew();
+            // the run's status says why it stands still: an entity whose journal write failed tells the coordinator
+            var statusFile = Path.Combine(cluster.Work, "runs", "o1", "status.json");
+            string Shown() { try { return File.ReadAllText(statusFile); } catch (IOException) { return ""; } }
+            while (!Shown().Contains("its journal is unavailable"))
+            {
+                Assert.True(down.Elapsed < TimeSpan.FromSeconds(30), "the run's status did not say that its journal is unavailable: " + Shown() + cluster.Logs(_ => true, 20));
+                Thread.Sleep(200);
+            }
             // a submit while the database is down: told so, at once, not a timeout
             var (exit, output) = Run(cluster, "submit-down.log", TimeSpan.FromSeconds(60), "submit", spec, "--server", cluster.Server, "--run-id", "o2");
             Assert.True(exit == 1 && output.Contains("journal is unavailable"), $"exit {exit}: {output}");

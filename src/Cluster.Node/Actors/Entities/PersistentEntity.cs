@@ -91,6 +91,28 @@ public abstract class PersistentEntity : ReceivePersistentActor
         foreach (var gone in before.Where(c => State.Checkpoints.All(k => k.Blob != c.Blob))) OwnBlobs.Delete(gone.Blob);
     }
 
+    /// <summary>
+    /// The journal refused a write (PostgreSQL down): Akka stops the entity, and it starts again with
+    /// the next message, once the journal answers. The run's status says so meanwhile, instead of
+    /// standing still without a word.
+    /// </summary>
+    protected override void OnPersistFailure(Exception cause, object @event, long sequenceNr)
+    {
+        SayJournalUnavailable(cause);
+        base.OnPersistFailure(cause, @event, sequenceNr);
+    }
+
+    /// <summary>The journal could not be read to recover the entity: as <see cref="OnPersistFailure"/>.</summary>
+    protected override void OnRecoveryFailure(Exception reason, object? message = null)
+    {
+        SayJournalUnavailable(reason);
+        base.OnRecoveryFailure(reason, message);
+    }
+
+    private void SayJournalUnavailable(Exception cause) =>
+        Services.Coordinator.Tell(new EntityProgress(State.RunId ?? EntityId.Parse(Id).RunId, Id, EntityProgress.NewsOnly, 0, 0, 0, null, Services.NodeName,
+            $"its journal is unavailable ({cause.GetBaseException().Message.Split('\n')[0].Trim()}); it goes on once the journal answers"));
+
     /// <summary>Logs the reason and tells the coordinator, which fails the run.</summary>
     protected void ReportFailure(string reason)
     {

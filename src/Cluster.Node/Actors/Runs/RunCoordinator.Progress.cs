@@ -30,7 +30,8 @@ public sealed partial class RunCoordinator
         var l = live.TryGetValue(p.RunId, out var x) ? x : live[p.RunId] = new Live();
         var id = EntityId.Parse(p.EntityId);
         var kind = id.Kind;
-        if (kind == EntityKinds.Student)
+        if (p.Step == EntityProgress.NewsOnly) { }
+        else if (kind == EntityKinds.Student)
         {
             l.ReplicaNodes[id.Index] = p.Node;
             l.Node = string.Join(", ", l.ReplicaNodes.Values.Distinct());
