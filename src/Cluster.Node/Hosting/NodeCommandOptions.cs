@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
+using System.Runtime.InteropServices;
 using Cluster.Node.Configuration;
 
 namespace Cluster.Node.Hosting;
@@ -185,11 +186,29 @@ public static class CommandRunner
             stderr.WriteLine($"see '{program}{(command.Length > 0 ? " " + command : "")} --help'");
             return 2;
         }
-        // Ctrl+C and SIGTERM cancel the command's token; it then has this long to leave the cluster and
-        // save what it must (a pod's grace period is 30 s by default) before the process ends
-        return result.Invoke(new InvocationConfiguration
+        // Ctrl+C and SIGTERM cancel the command's token; it then has StopTimeout to leave the cluster and
+        // save what it must (a pod's grace period is 30 s by default) before the process ends. The
+        // signals are handled here, not by System.CommandLine's handler: that one cancels a token
+        // source its invocation has already disposed when the command ends as the signal comes (an
+        // unhandled ObjectDisposedException on the signal thread, exit 134)
+        var stop = new CancellationTokenSource();   // not disposed: a signal may still come as the process ends
+        void OnSignal(PosixSignalContext context)
         {
-            Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(25),
-        });
+            // a second Ctrl+C or SIGTERM while the command stops ends the process at once (the default)
+            if (stop.IsCancellationRequested) return;
+            context.Cancel = true;
+            stop.Cancel();
+            var code = context.Signal == PosixSignal.SIGINT ? 130 : 143;
+            _ = Task.Delay(StopTimeout).ContinueWith(_ => Environment.Exit(code), TaskScheduler.Default);
+        }
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        return result.InvokeAsync(new InvocationConfiguration
+        {
+            Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null,
+        }, stop.Token).GetAwaiter().GetResult();
     }
+
+    /// <summary>How long a command has after Ctrl+C or SIGTERM before the process ends anyway (exit 130 or 143).</summary>
+    public static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(25);
 }
