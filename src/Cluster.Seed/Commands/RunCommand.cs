@@ -93,13 +93,13 @@ internal static class RunCommand
         {
             // Ctrl+C also starts the actor system's shutdown (Akka's CLR hook), so the run's files, not its
             // coordinator, say whether it had ended: an interrupt that comes as it ends leaves its result
-            var baselineDir = Path.Combine(runsDir, RunIds.Baseline(runId));
-            if (Result(dir) is not { } done || spec.CompareBaseline && Result(baselineDir) is null)
+            var baselineDone = spec.CompareBaseline ? Result(Path.Combine(runsDir, RunIds.Baseline(runId))) : null;
+            if (Result(dir) is not { } done || spec.CompareBaseline && baselineDone is null)
             {
                 stdout.WriteLine($"[run] {runId} interrupted; its state is saved in {dir}: resume it with --run-id {runId}");
                 return 130;
             }
-            stdout.WriteLine(CompletedLine(done, done.TeacherAccuracy, spec.CompareBaseline ? done.BaselineAccuracy ?? Result(baselineDir)?.StudentAccuracy : null, null, wall.Elapsed, dir));
+            stdout.WriteLine(CompletedLine(done, done.TeacherAccuracy, spec.CompareBaseline ? done.BaselineAccuracy ?? baselineDone?.StudentAccuracy : null, null, wall.Elapsed, dir));
             return 0;
         }
         finally { EmbeddedRun.Withdraw(runsDir, runId); }

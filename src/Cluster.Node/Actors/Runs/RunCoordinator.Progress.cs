@@ -30,7 +30,7 @@ public sealed partial class RunCoordinator
         var l = live.TryGetValue(p.RunId, out var x) ? x : live[p.RunId] = new Live();
         var id = EntityId.Parse(p.EntityId);
         var kind = id.Kind;
-        if (p.Step == EntityProgress.NewsOnly) { }
+        if (p.Step == EntityProgress.NewsOnly) { }   // a message alone (a journal outage): the figures stay as they are
         else if (kind == EntityKinds.Student)
         {
             l.ReplicaNodes[id.Index] = p.Node;
