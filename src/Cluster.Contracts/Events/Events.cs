@@ -1,3 +1,4 @@
+using Cluster.Contracts.Runs;
 using MessagePack;
 
 namespace Cluster.Contracts.Events;
@@ -122,6 +123,21 @@ public sealed record CheckpointWritten(
     // a source's state after a guard rollback: kept for good, since replay from before it would miss the rollback
     [property: Key(6)] bool Rollback = false) : IPersistedEvent;
 
+/// <summary>
+/// A metrics row or a sample grid (exactly one of the two) that the entity will send until the
+/// coordinator acknowledges it: journaled first, so that an outage of the coordinator, or the
+/// entity's own restart, loses none. Acknowledgements are not journaled (a report sent again is
+/// one the coordinator knows and skips).
+/// </summary>
+[MessagePackObject]
+public sealed record ReportQueued(
+    [property: Key(0)] RunMetrics? Metrics,
+    [property: Key(1)] RunSamples? Samples) : IPersistedEvent
+{
+    [IgnoreMember]
+    public ReportHeader Header => Metrics?.Report ?? Samples?.Report ?? throw new InvalidOperationException("a queued report without its header");
+}
+
 /// <summary>The small state of a generator or student entity, as an Akka snapshot that bounds journal replay.</summary>
 [MessagePackObject]
 public sealed record EntitySnapshot(
@@ -132,7 +148,9 @@ public sealed record EntitySnapshot(
     [property: Key(4)] long ReleasedUpTo,
     [property: Key(5)] CheckpointWritten[] Checkpoints,
     [property: Key(6)] bool Finished,
-    [property: Key(7)] long? HoldAt = null) : IPersistedEvent;   // key 7 came with ASHA's promotions
+    [property: Key(7)] long? HoldAt = null,   // key 7 came with ASHA's promotions
+    [property: Key(8)] ReportQueued[]? Reports = null,   // keys 8 and 9 came with the reports' delivery: those not yet acknowledged
+    [property: Key(9)] long LastReport = 0) : IPersistedEvent;
 
 /// <summary>The entity's run is over (it will not be started again by remember-entities).</summary>
 [MessagePackObject]

@@ -153,6 +153,8 @@ public sealed record EntityFailed(
 /// <summary>
 /// Values an entity logged at one step (losses, learning rates, test accuracy), for the run's
 /// metrics.csv, which the coordinator alone writes. Names and Values are parallel arrays.
+/// Delivered at least once (<see cref="Report"/>): the entity journals it, sends it, and sends it
+/// again until the coordinator acknowledges it.
 /// </summary>
 [MessagePackObject]
 public sealed record RunMetrics(
@@ -160,20 +162,49 @@ public sealed record RunMetrics(
     [property: Key(1)] string EntityId,
     [property: Key(2)] long Step,
     [property: Key(3)] string[] Names,
-    [property: Key(4)] double[] Values) : IRunCommand
+    [property: Key(4)] double[] Values,
+    [property: Key(5)] ReportHeader? Report = null) : IRunCommand
 {
     /// <summary>The parallel arrays from one set of named values.</summary>
     public static RunMetrics Of(string runId, string entityId, long step, IReadOnlyDictionary<string, double> values) =>
         new(runId, entityId, step, [.. values.Keys], [.. values.Values]);
 }
 
-/// <summary>A PNG grid of synthesised images at one step, for the run's samples/ directory.</summary>
+/// <summary>A PNG grid of synthesised images at one step, for the run's samples/ directory; delivered as <see cref="RunMetrics"/> is.</summary>
 [MessagePackObject]
 public sealed record RunSamples(
     [property: Key(0)] string RunId,
     [property: Key(1)] string EntityId,
     [property: Key(2)] long Step,
-    [property: Key(3)] byte[] Png) : IRunCommand;
+    [property: Key(3)] byte[] Png,
+    [property: Key(4)] ReportHeader? Report = null) : IRunCommand;
+
+/// <summary>
+/// Where a report stands in its entity's stream of reports (metrics rows and sample grids, one
+/// numbering). Seq counts from 1 per entity and never repeats: it is journaled before the report is
+/// sent. Previous is the entity's nearest earlier report that it still holds (0: none), so every
+/// report between the two was acknowledged or given up (an entity holds a bounded number). MadeUnixMs
+/// is when it was made and AgeSeconds how long ago that was when this copy was sent, both on the
+/// entity's clock, so that a report sent again after an outage keeps its own time in metrics.csv.
+/// </summary>
+[MessagePackObject]
+public sealed record ReportHeader(
+    [property: Key(0)] long Seq,
+    [property: Key(1)] long Previous,
+    [property: Key(2)] long MadeUnixMs,
+    [property: Key(3)] double AgeSeconds = 0);
+
+/// <summary>
+/// The coordinator has written (or knowingly skipped) every report of EntityId up to UpToSeq: the
+/// entity may forget them. Missing: the report it was sent came after one it never had, so the
+/// entity sends what it holds again.
+/// </summary>
+[MessagePackObject]
+public sealed record ReportsReceived(
+    [property: Key(0)] string RunId,
+    [property: Key(1)] string EntityId,
+    [property: Key(2)] long UpToSeq,
+    [property: Key(3)] bool Missing = false) : IWireMessage;
 
 /// <summary>Student replica 0 trained up to the run's pause step and saved a checkpoint there.</summary>
 [MessagePackObject]

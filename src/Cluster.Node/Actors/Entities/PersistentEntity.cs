@@ -14,10 +14,11 @@ namespace Cluster.Node.Actors;
 /// <summary>
 /// What the generator, teacher and student entities share: their id and node services, the
 /// <see cref="EntityState"/> rebuilt from snapshot and journal, journal housekeeping after a
-/// snapshot, and reporting a failure to the coordinator (logging through Eventsourced's Log). The
+/// snapshot, reporting a failure to the coordinator (logging through Eventsourced's Log), and the
+/// metrics rows and sample grids it delivers at least once (PersistentEntity.Reports.cs). The
 /// persistence id is "kind-id".
 /// </summary>
-public abstract class PersistentEntity : ReceivePersistentActor
+public abstract partial class PersistentEntity : ReceivePersistentActor, IWithTimers
 {
     private readonly string kind;
     private int eventsSinceSnapshot;
@@ -33,7 +34,12 @@ public abstract class PersistentEntity : ReceivePersistentActor
         Recover<RecoveryCompleted>(_ =>
         {
             witness ??= Services.Witness.For(PersistenceId);
-            if (witness.Recovered(LastSequenceNr) is not { } loss) { OnRecovered(); return; }
+            if (witness.Recovered(LastSequenceNr) is not { } loss)
+            {
+                StartReporting();
+                OnRecovered();
+                return;
+            }
             // never redo or skip work silently: the run fails with the reason
             ReportFailure(loss);
             Become(() => JournalLost(loss));
@@ -44,7 +50,11 @@ public abstract class PersistentEntity : ReceivePersistentActor
         Command<SaveSnapshotFailure>(f => Log.Warning("{0}: snapshot failed: {1}", Id, f.Cause.Message));
         Command<DeleteMessagesSuccess>(_ => { });
         Command<DeleteMessagesFailure>(f => Log.Warning("{0}: journal cleanup failed: {1}", Id, f.Cause.Message));
+        Command<ReportsReceived>(OnReportsReceived);
+        Command<ResendReports>(_ => ResendHeld());
     }
+
+    public ITimerScheduler Timers { get; set; } = null!;
 
     private JournalWitness.Tracker? witness;
 

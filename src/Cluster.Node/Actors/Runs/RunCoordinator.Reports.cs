@@ -151,27 +151,91 @@ public sealed partial class RunCoordinator
 
     /// <summary>
     /// A row of metrics.csv: phase is the entity kind (generator, student-N), seconds count from
-    /// the run's submission. A step run again after a failover or a guard rollback is logged again.
+    /// the run's submission to when the row was made. A step run again after a failover or a guard
+    /// rollback is logged again; the same report sent again is not (<see cref="ReportLedger"/>).
+    /// Rows that come after their run ended (held by an entity while the coordinator was away) are
+    /// written too.
     /// </summary>
     private void OnMetrics(RunMetrics m)
     {
-        if (!state.Runs.TryGetValue(m.RunId, out var r) || !r.Active) return;
         if (m.Names.Length != m.Values.Length)
         {
             log.Warning("run {0}: metrics from {1} with {2} names and {3} values; dropped", m.RunId, m.EntityId, m.Names.Length, m.Values.Length);
+            Acknowledge(m.RunId, m.EntityId, m.Report);
             return;
         }
-        if (Phase(m.RunId, m.EntityId) is not { } phase) return;
+        if (Admit(m.RunId, m.EntityId, m.Report) is not var (r, phase)) return;
         var values = new Dictionary<string, double>(m.Names.Length);
         for (var i = 0; i < m.Names.Length; i++) values[m.Names[i]] = m.Values[i];
-        Dir(m.RunId).Metrics(phase, m.Step, (DateTime.UtcNow - r.SubmittedUtc).TotalSeconds, values, RunDirectory.KnownColumns);
-        if (r.SweepId is { } sweep && phase == "student-0") services.Sweeps.Tell(new TrialMetrics(sweep, m.RunId, m.Step, m.Names, m.Values));
+        var seconds = Math.Max(0, (DateTime.UtcNow - r.SubmittedUtc).TotalSeconds - (m.Report?.AgeSeconds ?? 0));
+        Dir(m.RunId).Metrics(phase, m.Step, seconds, values, RunDirectory.KnownColumns);
+        if (r.Active && r.SweepId is { } sweep && phase == "student-0") services.Sweeps.Tell(new TrialMetrics(sweep, m.RunId, m.Step, m.Names, m.Values));
+        Written(r, m.EntityId, m.Report);
     }
 
     private void OnSamples(RunSamples m)
     {
-        if (!state.Runs.TryGetValue(m.RunId, out var r) || !r.Active) return;
-        if (Phase(m.RunId, m.EntityId) is { } phase) Dir(m.RunId).Samples(phase, m.Step, m.Png);
+        if (Admit(m.RunId, m.EntityId, m.Report) is not var (r, phase)) return;
+        Dir(m.RunId).Samples(phase, m.Step, m.Png);
+        Written(r, m.EntityId, m.Report);
+    }
+
+    /// <summary>Open ledgers of the reports in each run's files, by run.</summary>
+    private readonly Dictionary<string, ReportLedger> ledgers = [];
+
+    private ReportLedger Ledger(string runId)
+    {
+        if (ledgers.TryGetValue(runId, out var l)) return l;
+        l = ReportLedger.Open(Path.Combine(services.Options.RunsDir, runId), out var problem);
+        if (problem is not null) log.Warning("run {0}: {1}", runId, problem);
+        return ledgers[runId] = l;
+    }
+
+    /// <summary>
+    /// The run and the file name's phase for a report to write; null for one that is not written:
+    /// already written (acknowledged again), after a report not yet had (the entity is asked for what
+    /// it holds), or not this coordinator's to write (an unknown run or entity: acknowledged, so that
+    /// its sender lets it go).
+    /// </summary>
+    private (RunRecord Run, string Phase)? Admit(string runId, string entityId, ReportHeader? report)
+    {
+        if (!state.Runs.TryGetValue(runId, out var r) || Phase(runId, entityId) is not { } phase)
+        {
+            Acknowledge(runId, entityId, report);
+            return null;
+        }
+        var ledger = Ledger(runId);
+        switch (ledger.Judge(entityId, report))
+        {
+            case ReportLedger.Verdict.Known:
+                Sender.Tell(new ReportsReceived(runId, entityId, ledger.WrittenUpTo(entityId)));
+                return null;
+            case ReportLedger.Verdict.Missing:
+                Sender.Tell(new ReportsReceived(runId, entityId, ledger.WrittenUpTo(entityId), Missing: true));
+                return null;
+            default:
+                return (r, phase);
+        }
+    }
+
+    /// <summary>The report is in the run's files: the ledger records it, then the entity is told; an ended run's files are closed again.</summary>
+    private void Written(RunRecord r, string entityId, ReportHeader? report)
+    {
+        if (report is not null)
+        {
+            try { Ledger(r.RunId).Wrote(entityId, report.Seq); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                log.Warning("run {0}: {1} not updated ({2}); a row sent again may be written twice", r.RunId, ReportLedger.FileName, e.Message);
+            }
+            Sender.Tell(new ReportsReceived(r.RunId, entityId, report.Seq));
+        }
+        if (!r.Active) CloseDir(r.RunId);
+    }
+
+    private void Acknowledge(string runId, string entityId, ReportHeader? report)
+    {
+        if (report is not null) Sender.Tell(new ReportsReceived(runId, entityId, report.Seq));
     }
 
     /// <summary>

@@ -78,6 +78,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     private void CloseDir(string runId)
     {
         if (dirs.Remove(runId, out var d)) d.Dispose();
+        ledgers.Remove(runId);
     }
 
     protected override void PostStop()

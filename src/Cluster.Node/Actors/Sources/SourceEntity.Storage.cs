@@ -46,11 +46,22 @@ public sealed partial class SourceEntity
             Fail($"batch {group[0].Seq}{(group.Count > 1 ? $"-{group[^1].Seq}" : "")} could not be stored: {e.Message}");
             return;
         }
+        // their metrics rows and sample grids are journaled in the same write, to be delivered at least once
+        foreach (var s in group)
+        {
+            if (s.Metrics is { } m) events.Add(Queued(RunMetrics.Of(RunId, Id, s.Seq, m)));
+            if (s.SamplesPng is { } png) events.Add(Queued(new RunSamples(RunId, Id, s.Seq, png)));
+        }
         if (after is not null) events.Add(after);
         var bySeq = group.ToDictionary(g => g.Seq);
         var journal = Stopwatch.StartNew();
         PersistAll(events, persisted =>
         {
+            if (persisted is ReportQueued q)
+            {
+                Sent(q);
+                return;
+            }
             if (persisted is not BatchStored e)
             {
                 State = State.Apply(persisted);
@@ -73,16 +84,11 @@ public sealed partial class SourceEntity
         });
     }
 
-    /// <summary>A stored batch's metrics, samples and progress for the coordinator.</summary>
+    /// <summary>A stored batch's progress for the coordinator (its metrics and samples went with it into the journal: <see cref="StoreGroup"/>).</summary>
     private void Report(Made s)
     {
-        if (s.Metrics is { } m)
-        {
-            if (guard is null && m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
-                Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
-            Services.Coordinator.Tell(RunMetrics.Of(RunId, Id, s.Seq, m));
-        }
-        if (s.SamplesPng is { } png) Services.Coordinator.Tell(new RunSamples(RunId, Id, s.Seq, png));
+        if (guard is null && s.Metrics is { } m && m.TryGetValue("classes", out var classes) && classes < spec!.Guard.MinClasses)
+            Log.Warning("{0}: batch {1} covers only {2} classes (generator collapse?)", Id, s.Seq, classes);
         var slow = plan!.UnitsPerBatch > 1;
         // as often as the student reports, and the first and last: status shows both sides of the pipeline at one moment
         if (s.Seq % 5 == 0 || s.Seq == 1 || s.Seq >= TotalBatches || slow)

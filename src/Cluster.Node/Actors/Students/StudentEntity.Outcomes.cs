@@ -43,7 +43,7 @@ public sealed partial class StudentEntity
         if (t.Loss is { } l) values[objective.LossName] = l;
         if (t.Accuracy is { } a) values[data!.EvalMetric] = a;
         if (t.TestAccuracy is { } test) values[DataSplits.TestAccuracy] = test;
-        Services.Coordinator.Tell(RunMetrics.Of(RunId, Id, step, values));
+        Report(RunMetrics.Of(RunId, Id, step, values));
     }
 
     private void Finish(Trained t, double best)

@@ -30,11 +30,9 @@ namespace Cluster.Node.Actors;
 /// Where the source's batches compete with the student (ADI), it offers its weights when a batch
 /// needs them. It knows the plan's shape, never the method.
 /// </summary>
-public sealed partial class StudentEntity : PersistentEntity, IWithTimers
+public sealed partial class StudentEntity : PersistentEntity
 {
     public static Props GetProps(string entityId, NodeServices services) => Props.Create(() => new StudentEntity(entityId, services));
-
-    public ITimerScheduler Timers { get; set; } = null!;
 
     private readonly int replica;
     private RunSpec? spec;

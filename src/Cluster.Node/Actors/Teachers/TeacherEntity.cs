@@ -33,6 +33,8 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
     /// <summary>Restored: how the teacher's blob was made good again, when it was missing or corrupt.</summary>
     private sealed record TeacherLoaded(Classifier Teacher, string? Restored) : INoSerializationVerificationNeeded;
     private sealed record Labelled(LabelBatch Request, TensorPayload Labels) : INoSerializationVerificationNeeded;
+    /// <summary>A metrics row of the teacher's training, from the compute thread: the entity journals and sends it.</summary>
+    private sealed record TrainingRow(string RunId, long Step, IReadOnlyDictionary<string, double> Values) : INoSerializationVerificationNeeded;
 
     private RunSpec? spec;
     private Classifier? teacher;
@@ -45,6 +47,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
     {
         Command<StartEntity>(OnStart);
         Command<TeacherTrained>(OnTrained);
+        Command<TrainingRow>(r => Report(RunMetrics.Of(r.RunId, Id, r.Step, r.Values)));
         Command<TeacherLoaded>(l =>
         {
             // the run ended while this loaded (a stop woke the passivated entity)
@@ -108,6 +111,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
         var runId = m.RunId;
         var yaml = m.SpecYaml;
         var coordinator = Services.Coordinator;
+        var entity = Self;
         var self = Id;
         var node = Services.NodeName;
         EngineAccess.Compute(Self, () =>
@@ -115,7 +119,7 @@ public sealed class TeacherEntity : PersistentEntity, IWithStash
             var clock = System.Diagnostics.Stopwatch.StartNew();
             // its events (what it loaded, where it resumed) are the run's too: the coordinator writes them to its events.log
             var (t, acc, fromCache, earlier) = NewRunner(runId).PrepareTeacher(s, Services.Data(s.Data), workDir,
-                (_, step, values) => coordinator.Tell(RunMetrics.Of(runId, self, step, values)),
+                (_, step, values) => entity.Tell(new TrainingRow(runId, step, new Dictionary<string, double>(values))),
                 message => coordinator.Tell(new EntityProgress(runId, self, 0, 0, 0, 0, null, node, message)));
             using (t)
             {
