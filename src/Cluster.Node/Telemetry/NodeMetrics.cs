@@ -53,6 +53,29 @@ public static class NodeMetrics
     public static readonly Counter Failovers = Metrics.CreateCounter("clusterdistill_failovers_total",
         "Entities that resumed from their journal on this node after starting elsewhere or before (a node died, a process restarted)", ["run", "kind"]);
 
+    /// <summary>The counters labelled by run (their first label) that the entities on a node move.</summary>
+    private static readonly Counter[] RunCounters = [StudentSteps, StudentImages, GeneratedBatches, Rollbacks, Failovers];
+
+    /// <summary>How long a run's counters stay on a node after its entities there stopped for good: a few scrapes read their last values.</summary>
+    public static readonly TimeSpan EndedRunKept = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// The run ended (an entity of it got its stop): its counters on this node are removed after
+    /// `after` (<see cref="EndedRunKept"/>), so that a long sweep does not leave a series per trial on
+    /// every node for the process's life. Removing them at once would lose the last increments
+    /// before Prometheus's next scrape.
+    /// </summary>
+    public static void RetireRun(string runId, TimeSpan? after = null) =>
+        _ = Task.Delay(after ?? EndedRunKept).ContinueWith(_ => RemoveRun(runId), TaskScheduler.Default);
+
+    /// <summary>Removes every series of the run's counters on this node.</summary>
+    public static void RemoveRun(string runId)
+    {
+        foreach (var c in RunCounters)
+            foreach (var labels in c.GetAllLabelValues().Where(l => l.Length > 0 && l[0] == runId).ToList())
+                c.RemoveLabelled(labels);
+    }
+
     public static readonly Gauge Trials = Metrics.CreateGauge("clusterdistill_trials",
         "A sweep's trials by state", ["sweep", "state"]);
 

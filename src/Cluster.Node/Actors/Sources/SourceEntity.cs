@@ -97,7 +97,11 @@ public sealed partial class SourceEntity : PersistentEntity
                 + (unstored.Count > 0 ? $"; {unstored.Count} awaiting storage" : "")
                 + (held.Count > 0 ? $"; {held.Count} held in memory ({heldBytes / 1048576.0:F1} MiB)" : "")
                 + (toRebuild.Count > 0 ? $"; making batch {toRebuild.Keys.First()} again" : ""))));
-        Command<StopEntity>(_ => Finish());
+        Command<StopEntity>(m =>
+        {
+            NodeMetrics.RetireRun(EntityId.Parse(m.EntityId).RunId);
+            Finish();
+        });
     }
 
     protected override void OnRecovered()

@@ -119,8 +119,9 @@ public sealed partial class StudentEntity : PersistentEntity
         Command<GetEntityStatus>(_ => Sender.Tell(new EntityStatus(Id, State.Started, step, step + 1, unhanded.Count + (intake?.Received.Count ?? 0),
             (int)Math.Max(0, (intake?.RequestedUpTo ?? 0) - step), Services.NodeName, State.Finished ? "finished" : busy ? "training" : "waiting")));
         // the run ended (completed, failed or cancelled): recorded, so that no later message restarts the training
-        Command<StopEntity>(_ =>
+        Command<StopEntity>(m =>
         {
+            NodeMetrics.RetireRun(EntityId.Parse(m.EntityId).RunId);
             if (State.Finished || !State.Started) { Context.Parent.Tell(new Passivate(PoisonPill.Instance)); return; }
             Persist(new EntityFinished(step), e => { State = State.Apply(e); Context.Parent.Tell(new Passivate(PoisonPill.Instance)); });
         });
