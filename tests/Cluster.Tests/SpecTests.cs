@@ -91,6 +91,18 @@ public sealed class SpecTests
     }
 
     [Fact]
+    public void A_checkpoint_path_that_begins_with_a_tilde_is_in_the_home_directory_as_a_shell_reads_it()
+    {
+        var home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
+        Assert.False(string.IsNullOrEmpty(home));
+        string? Read(string path) => SpecParser.Parse(WithLine("teacher", $"teacher: {{arch: lenet5, checkpoint: '{path}'}}"), "t.yaml").Teacher!.Checkpoint;
+        Assert.Equal(Path.Combine(home, "models", "t.pth"), Read("~/models/t.pth"));
+        // elsewhere a tilde is a character of the name
+        Assert.Equal("models/~t.pth", Read("models/~t.pth"));
+        Assert.Equal("~other/t.pth", Read("~other/t.pth"));
+    }
+
+    [Fact]
     public void A_layout_names_a_pool_per_kind_and_one_or_one_per_replica_for_the_students()
     {
         var s = SpecParser.Parse(Valid + "\ncluster: {replicas: 2, layout: {generator: west, student: [east, west]}}\n", "l.yaml");

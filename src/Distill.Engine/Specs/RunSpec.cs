@@ -96,8 +96,15 @@ public sealed record ModelSpec
 {
     [SpecKey("architecture", Required = true, ChoicesFrom = typeof(ModelFactory), ChoicesMember = nameof(ModelFactory.Architectures))]
     public string Arch { get; init; } = "";
-    [SpecKey("weights to start from (a teacher: instead of training it): a PyTorch state_dict or checkpoint (zip or legacy torch.save), safetensors, or ClusterDistill's own format, told apart by content")]
-    public string? Checkpoint { get; init; }
+    [SpecKey("weights to start from (a teacher: instead of training it): a PyTorch state_dict or checkpoint (zip or legacy torch.save), safetensors, or ClusterDistill's own format, told apart by content; a leading ~/ is the home directory, as a shell reads it")]
+    public string? Checkpoint { get => checkpoint; init => checkpoint = HomePath(value); }
+    private readonly string? checkpoint;
+
+    /// <summary>"~/x" as a shell reads it (the spec's YAML is not read by one); any other path as it is.</summary>
+    private static string? HomePath(string? path) =>
+        path is not null && (path == "~" || path.StartsWith("~/", StringComparison.Ordinal))
+            ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), path.Length > 2 ? path[2..] : "")
+            : path;
     [SpecKey("the key of a checkpoint dict that holds the weights (default: the first of state_dict, model, net, model_state_dict, student, teacher that does), or a path of keys into nested dicts (state_dict.model); for safetensors, a name prefix")]
     public string? CheckpointKey { get; init; }
     [SpecKey("prefixes of the checkpoint's names to rename, first match wins, e.g. {\"backbone.\": \"\", \"head.\": \"linear.\"} (a DataParallel 'module.' prefix is removed without one)")]

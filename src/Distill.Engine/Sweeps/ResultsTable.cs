@@ -71,7 +71,11 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
         var columns = head[2..stateAt];
         var mode = "max";
         var best = Path.Combine(sweepDir, "best.json");
-        if (File.Exists(best) && JsonDocument.Parse(File.ReadAllText(best)).RootElement.TryGetProperty("mode", out var m)) mode = m.GetString() ?? "max";
+        if (File.Exists(best))
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(best));
+            if (doc.RootElement.TryGetProperty("mode", out var m)) mode = m.GetString() ?? "max";
+        }
         var trials = lines[1..];
         var open = trials.Where(c => c[stateAt] is not ("completed" or "stopped" or "failed" or "cancelled")).ToList();
         var unscored = trials.Count(c => c[stateAt] is "completed" or "stopped" && c[stateAt + 2].Length == 0);
@@ -102,7 +106,8 @@ public sealed record ResultsTable(IReadOnlyList<string> Columns, string Metric, 
             var result = Path.Combine(d, "result.json");
             if (!File.Exists(spec) || !File.Exists(result)) throw new InputException($"{d} is not a finished run directory (spec.resolved.yaml and result.json)");
             var keys = Flatten(File.ReadAllText(spec));
-            var root = JsonDocument.Parse(File.ReadAllText(result)).RootElement;
+            using var doc = JsonDocument.Parse(File.ReadAllText(result));
+            var root = doc.RootElement;
             var value = root.TryGetProperty(metric, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : double.NaN;
             return (Dir: d, Keys: keys, Accuracy: value, Has: root.TryGetProperty(metric, out _), Numbers: root.EnumerateObject().Where(p => p.Value.ValueKind == JsonValueKind.Number).Select(p => p.Name).ToArray());
         }).ToArray();
