@@ -27,6 +27,8 @@ public abstract partial class PersistentEntity
 
     private long lastReport;
     private DateTime lastResendUtc = DateTime.MinValue;
+    /// <summary>The UpToSeq of the last answer that said a report was missing, which the held ones answered.</summary>
+    private long lastMissing = -1;
 
     /// <summary>After recovery: what it held before is sent again, and the periodic resend starts.</summary>
     private void StartReporting()
@@ -76,7 +78,12 @@ public abstract partial class PersistentEntity
     private void OnReportsReceived(ReportsReceived r)
     {
         State = State.Acknowledge(r.UpToSeq);
-        // the coordinator misses the report after UpToSeq (lost while it was away): the held ones go again, at most once a second
-        if (r.Missing && State.Outbox.Count > 0 && DateTime.UtcNow - lastResendUtc > TimeSpan.FromSeconds(1)) ResendHeld();
+        // the coordinator misses the report after UpToSeq (lost while it was away): the held ones go
+        // again. Each report sent while it missed one gets that answer: one resend answers them all,
+        // and the same gap is asked about again at most once a second
+        if (!r.Missing || State.Outbox.Count == 0) return;
+        if (r.UpToSeq == lastMissing && DateTime.UtcNow - lastResendUtc < TimeSpan.FromSeconds(1)) return;
+        lastMissing = r.UpToSeq;
+        ResendHeld();
     }
 }
