@@ -96,6 +96,14 @@ public sealed record RunLayout(
     [property: Key(3)] string? Teacher,
     [property: Key(4)] string[] Students) : IRunCommand;
 
+/// <summary>The shard allocation asks which runs hold a slot now (admitted, not paused, not ended). Answered with <see cref="BusyRuns"/>.</summary>
+[MessagePackObject]
+public sealed record GetBusyRuns : IRunCommand;
+
+/// <summary>The runs that hold a slot: their shards are a node's load; shards of ended or paused runs are not.</summary>
+[MessagePackObject]
+public sealed record BusyRuns([property: Key(0)] string[] RunIds) : IRunCommand;
+
 /// <summary>
 /// A generator or student entity's progress, sent to the coordinator now and then; Message carries
 /// what the run's status should show (a checkpoint that could not be loaded, a guard rollback).

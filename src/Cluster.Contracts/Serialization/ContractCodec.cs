@@ -42,7 +42,7 @@ public static class ContractCodec
         (typeof(RunPaused), "E20"), (typeof(RunResumed), "E21"), (typeof(EntityHold), "E22"), (typeof(TrialPaused), "E23"), (typeof(TrialPromoted), "E24"),
         (typeof(StudentHeld), "R16"), (typeof(ResumeRun), "R17"), (typeof(TrialRunPaused), "S9"),
         (typeof(GetCheckpointAt), "P11"), (typeof(CheckpointAt), "P12"), (typeof(TrialExploited), "E25"),
-        (typeof(ReportsReceived), "R18"), (typeof(ReportQueued), "E26"),
+        (typeof(ReportsReceived), "R18"), (typeof(ReportQueued), "E26"), (typeof(GetBusyRuns), "R19"), (typeof(BusyRuns), "R20"),
     ];
 
     private static readonly Dictionary<Type, string> ManifestOf = Contracts.ToDictionary(c => c.Type, c => c.Manifest);

@@ -4,6 +4,7 @@ using Akka.Actor;
 using Akka.Cluster.Sharding;
 using Akka.Event;
 using Cluster.Contracts.Runs;
+using Cluster.Node.Configuration;
 using Distill.Engine.Specs;
 
 namespace Cluster.Node.Hosting;
@@ -11,7 +12,8 @@ namespace Cluster.Node.Hosting;
 /// <summary>
 /// Places each run's shards (one per entity: "run/index" within a kind's region) by the run's spec
 /// layout: on the least-loaded region of a node in the pool the spec names for that kind and
-/// replica (a node's pools are its "pool:NAME" roles, from `Cluster.GpuNode join --pool NAME`).
+/// replica (a node's pools are its "pool:NAME" roles, from `Cluster.GpuNode join --pool NAME`). A
+/// node's load is the runs holding a slot that have a shard there, for its slots (`--slots`).
 /// The layout is asked of the run coordinator once per run and cached. With no node of the pool
 /// up, or no layout, or the coordinator silent, the least-loaded region anywhere: an entity runs
 /// somewhere rather than stall (the run survives the loss of a whole pool); a layout the coordinator
@@ -40,7 +42,9 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
 
     public async Task<IActorRef> AllocateShard(IActorRef requester, string shardId, IImmutableDictionary<IActorRef, IImmutableList<string>> currentShardAllocations)
     {
+        var asked = BusyRunsAsync();
         var pool = await PoolOf(shardId);
+        var busy = await asked;
         // a dead node's region stays listed until the node is removed: not there, while another will do
         var candidates = currentShardAllocations.Keys.Where(Healthy).ToList();
         if (candidates.Count == 0) candidates = currentShardAllocations.Keys.ToList();
@@ -54,8 +58,12 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
         lock (placed)
         {
             // allocations run concurrently (each awaits the layout), so count the ones made here that
-            // the coordinator's view does not show yet; prefer a region with none of this run's
-            // shards (two replicas of a student on two nodes), then the least loaded, then the requester
+            // the coordinator's view does not show yet. Prefer a region with none of this run's
+            // shards (two replicas of a student on two nodes), then the one whose node has the most
+            // of its slots free: the runs that hold a slot (busy) with a shard there, for its slots;
+            // a shard of a run that ended or is paused is no load, though sharding keeps it
+            // allocated. Then the fewest shards; among equals the same node for every kind of a run
+            // (a hash of run and node), so that a run's entities stay together.
             var allocated = currentShardAllocations.Values.SelectMany(v => v).ToHashSet();
             foreach (var (shard, region) in placed.ToList())
                 if (allocated.Contains(shard) || !currentShardAllocations.ContainsKey(region)) placed.Remove(shard);
@@ -63,12 +71,43 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
             IEnumerable<string> On(IActorRef r) => currentShardAllocations[r].Concat(placed.Where(kv => kv.Value.Equals(r)).Select(kv => kv.Key));
             var chosen = candidates
                 .OrderBy(r => run is null ? 0 : On(r).Count(x => Parse(x)?.Run == run))
+                .ThenBy(r => Load(On(r), busy) / (double)Math.Max(1, SlotsOf(r)))
                 .ThenBy(r => On(r).Count())
+                .ThenBy(r => Tiebreak(run ?? shardId, r))
                 .ThenBy(r => r.Equals(requester) ? 0 : 1)
                 .First();
             placed[shardId] = chosen;
             return chosen;
         }
+    }
+
+    /// <summary>The runs with a shard among these that hold a slot (busy; all of them when the coordinator did not say).</summary>
+    private static int Load(IEnumerable<string> shards, IReadOnlySet<string>? busy) =>
+        shards.Select(x => Parse(x)?.Run ?? x).Where(r => busy is null || busy.Contains(r)).Distinct().Count();
+
+    /// <summary>A number for (run, node) that is the same in every process and every kind's strategy.</summary>
+    private static uint Tiebreak(string run, IActorRef region)
+    {
+        var text = run + "@" + region.Path.Address;
+        var hash = 2166136261u;
+        foreach (var c in text) hash = (hash ^ c) * 16777619u;
+        return hash;
+    }
+
+    /// <summary>The runs that hold a slot now, from the coordinator; null when it does not answer in time (then every shard counts).</summary>
+    private async Task<IReadOnlySet<string>?> BusyRunsAsync()
+    {
+        try { return await services.Coordinator.Ask<object>(new GetBusyRuns(), AskTimeout) is BusyRuns b ? b.RunIds.ToHashSet() : null; }
+        catch (Exception e) when (e is AskTimeoutException or TaskCanceledException) { return null; }
+    }
+
+    /// <summary>The slots of a region's node (its "slots:N" role; one for a node this one does not know as a member yet).</summary>
+    private int SlotsOf(IActorRef region)
+    {
+        var cluster = Akka.Cluster.Cluster.Get(system);
+        var address = region.Path.Address.HasLocalScope ? cluster.SelfAddress : region.Path.Address;
+        var member = cluster.State.Members.FirstOrDefault(m => m.Address.Equals(address));
+        return member is null ? 1 : Math.Max(1, Roles.SlotsOf(member.Roles));
     }
 
     /// <summary>Shards this strategy placed that the coordinator's allocations may not list yet.</summary>

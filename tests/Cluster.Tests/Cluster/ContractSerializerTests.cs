@@ -58,6 +58,8 @@ public sealed class ContractSerializerTests : IDisposable
         new RunMetrics("r1", "r1/student/0", 275, ["loss"], [0.5], new ReportHeader(12, 10, 1_765_000_000_000, 3.5)),
         new RunSamples("r1", "r1/generator/0", 275, [0x89], new ReportHeader(3, 0, 1_765_000_000_000)),
         new ReportsReceived("r1", "r1/student/0", 12, Missing: true),
+        new GetBusyRuns(),
+        new BusyRuns(["r1", "s-t0001"]),
         new ReportQueued(new RunMetrics("r1", "r1/student/0", 275, ["loss"], [0.5], new ReportHeader(12, 0, 1)), null),
         new EntitySnapshot("r1", "y", null, [], 0, [], false, null, [new ReportQueued(null, new RunSamples("r1", "r1/generator/0", 5, [1], new ReportHeader(2, 0, 1)))], 2),
         new StartEntity("r1/teacher/0", "r1", "yaml", null),

@@ -142,6 +142,7 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
             var layout = SpecOf(r).Cluster.Layout;
             Sender.Tell(new RunLayout(m.RunId, true, layout.Generator, layout.Teacher, layout.Student));
         });
+        Command<GetBusyRuns>(_ => Sender.Tell(new BusyRuns(state.Active.Where(RunDecisions.HoldsSlot).Select(r => r.RunId).ToArray())));
         ReceiveMembership();
         ReceiveSnapshots();
     }

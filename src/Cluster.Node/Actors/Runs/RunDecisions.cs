@@ -134,20 +134,20 @@ public static class RunDecisions
     public static IReadOnlyList<RunAdmitted> Admit(CoordinatorState state, int? slots, DateTime now)
     {
         var active = state.Active.ToArray();
-        var free = slots is { } n ? n - active.Count(Busy) : int.MaxValue;
+        var free = slots is { } n ? n - active.Count(HoldsSlot) : int.MaxValue;
         return free <= 0 ? []
             : active.Where(r => r.Queued && !r.Paused).OrderBy(r => r.SubmittedUtc).ThenBy(r => r.RunId, StringComparer.Ordinal)
                 .Take(free).Select(r => new RunAdmitted(r.RunId, now)).ToArray();
     }
 
     /// <summary>A run holds a slot while admitted and not paused (a paused run keeps its state, not its slot).</summary>
-    private static bool Busy(RunRecord r) => !r.Queued && !r.Paused;
+    public static bool HoldsSlot(RunRecord r) => r.Active && !r.Queued && !r.Paused;
 
     /// <summary>What status says of a queued run: its place and the slots.</summary>
     public static string QueuedMessage(CoordinatorState state, RunRecord r, int? slots)
     {
         var queue = state.Active.Where(x => x.Queued && !x.Paused).OrderBy(x => x.SubmittedUtc).ThenBy(x => x.RunId, StringComparer.Ordinal).ToList();
-        var busy = state.Active.Count(Busy);
+        var busy = state.Active.Count(HoldsSlot);
         return $"queued: {queue.FindIndex(x => x.RunId == r.RunId) + 1} of {queue.Count} waiting for a slot ({busy} of {slots?.ToString() ?? "unlimited"} slots busy)";
     }
 }
