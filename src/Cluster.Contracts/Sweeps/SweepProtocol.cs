@@ -47,6 +47,8 @@ public enum TrialState : byte
     Cancelled = 5,
     /// <summary>Waits at an ASHA rung (its run paused, its state kept) to be promoted or stopped.</summary>
     Paused = 6,
+    /// <summary>Launched, and its run waits for a slot on the cluster: what status shows; the journal keeps it as running.</summary>
+    Queued = 7,
 }
 
 /// <summary>What `status` shows of a sweep.</summary>

@@ -64,7 +64,8 @@ public static class SweepClient
         var widths = head.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
         var sb = new StringBuilder();
         sb.AppendLine($"[sweep {s.SweepId}] {s.State.ToString().ToLowerInvariant()}: {s.Trials.Length} trial{(s.Trials.Length == 1 ? "" : "s")}, " +
-                      $"{s.Trials.Count(t => t.State == TrialState.Running)} running, {s.StudentSteps:N0} student steps" + (s.Message is { } m ? $" ({m})" : ""));
+                      $"{s.Trials.Count(t => t.State == TrialState.Running)} running, " +
+                      (s.Trials.Count(t => t.State == TrialState.Queued) is > 0 and var q ? $"{q} waiting for a slot, " : "") + $"{s.StudentSteps:N0} student steps" + (s.Message is { } m ? $" ({m})" : ""));
         sb.AppendLine(string.Join("  ", head.Select((h, i) => h.PadRight(widths[i]))).TrimEnd());
         foreach (var r in rows) sb.AppendLine(string.Join("  ", r.Select((c, i) => c.PadRight(widths[i]))).TrimEnd());
         return sb.ToString();

@@ -98,10 +98,10 @@ public sealed record SchedulerSettings
     [SpecKey("pbt: the factor above 1", Min = 1, MinExclusive = true)]
     public double PerturbUp { get; init; } = 1.2;
 
-    /// <summary>The keys each kind reads (the others are refused when given).</summary>
     /// <summary>ASHA that pauses trials at rungs and promotes them (the run's steps stop at each rung).</summary>
     public bool Promotes => Kind == "asha" && Mode == "promote";
 
+    /// <summary>The keys each kind reads (the others are refused when given).</summary>
     public static IReadOnlyList<string> KeysOf(string kind) => kind switch
     {
         "median" => ["grace_period", "min_samples"],

@@ -45,6 +45,62 @@ public sealed class SweepStateTests
         Assert.Equal(100, behind.StudentSteps);
     }
 
+    /// <summary>
+    /// A trial whose run waits for a slot shows as queued, not running; once max_student_steps is
+    /// spent it never starts (cancelled with the reason), and neither does a pending repeat: the
+    /// budget is not overshot by trials that had not begun.
+    /// </summary>
+    [Fact]
+    public void Should_show_a_trial_waiting_for_a_slot_as_queued_and_start_no_trial_once_the_step_budget_is_spent()
+    {
+        var now = new DateTime(2026, 12, 4, 12, 0, 0, DateTimeKind.Utc);
+        string Yaml(string name, int concurrent) => $"""
+            name: {name}
+            base: {KdBase}
+            space:
+              kd.temperature: {"{grid: [1, 4, 8]}"}
+            repeats: 2
+            limits: {"{"}max_concurrent: {concurrent}, max_student_steps: 150{"}"}
+            """;
+        var s = SweepsState.Empty.Apply(new SweepSubmitted("q", Yaml("q", 2), "q.yaml", now, true));
+        var rt = SweepRuntime.Rebuild(s.Sweeps["q"]);
+        s = Apply(s, SweepDecisions.Fill(s.Sweeps["q"], rt, now));
+        Assert.Equal([TrialState.Running, TrialState.Running], s.Sweeps["q"].Trials.Select(t => t.State));
+
+        // the cluster has one slot: the second repeat's run waits for it
+        var queued = new HashSet<string> { "q-t0000r1" };
+        var summary = SweepDecisions.Summary(s.Sweeps["q"], rt, new Dictionary<string, long>(), queued);
+        Assert.Equal([TrialState.Running, TrialState.Queued], summary.Trials.Select(t => t.State));
+        var table = global::Cluster.Node.Hosting.SweepClient.Table(summary);
+        Assert.Contains("2 trials, 1 running, 1 waiting for a slot,", table);
+        Assert.Matches(@"t0000r1 .* queued ", table);
+
+        // the first repeat spends the budget; the one still waiting never starts, the running one finishes
+        var r = s.Sweeps["q"];
+        s = s.Apply(SweepDecisions.Report(r, rt, r.Trial("t0000r0")!, 200, ["test_accuracy"], [90])!);
+        r = s.Sweeps["q"];
+        Assert.Null(SweepDecisions.NotStarted(r, rt, r.Trial("t0000r0")!, RunState.Training, now));
+        Assert.Null(SweepDecisions.NotStarted(r, rt, r.Trial("t0000r1")!, RunState.Training, now));   // admitted meanwhile: it runs
+        var notStarted = SweepDecisions.NotStarted(r, rt, r.Trial("t0000r1")!, RunState.Queued, now)!;
+        Assert.Equal((TrialState.Cancelled, "not started: max_student_steps 150 reached while its run waited for a slot"), (notStarted.State, notStarted.Reason));
+        s = s.Apply(notStarted);
+        Assert.Empty(SweepDecisions.Fill(s.Sweeps["q"], rt, now));
+        r = s.Sweeps["q"];
+        s = s.Apply(SweepDecisions.RunEnded(r, rt, r.Trial("t0000r0")!, "q-t0000r0", RunState.Completed, 200, 90, null)!);
+        Assert.Equal("max_student_steps 150 reached", SweepDecisions.Finished(s.Sweeps["q"], rt, now)!.Reason);
+
+        // one place: the second repeat is pending, and once the budget is spent it ends unstarted
+        var p = SweepsState.Empty.Apply(new SweepSubmitted("p", Yaml("p", 1), "p.yaml", now, true));
+        var prt = SweepRuntime.Rebuild(p.Sweeps["p"]);
+        p = Apply(p, SweepDecisions.Fill(p.Sweeps["p"], prt, now));
+        Assert.Equal([TrialState.Running, TrialState.Pending], p.Sweeps["p"].Trials.Select(t => t.State));
+        var pr = p.Sweeps["p"];
+        p = p.Apply(SweepDecisions.Report(pr, prt, pr.Trial("t0000r0")!, 200, ["test_accuracy"], [90])!);
+        var fill = SweepDecisions.Fill(p.Sweeps["p"], prt, now);
+        var ended = Assert.IsType<TrialEnded>(Assert.Single(fill));
+        Assert.Equal(("t0000r1", TrialState.Cancelled, "not started: max_student_steps 150 reached"), (ended.TrialId, ended.State, ended.Reason));
+    }
+
     [Fact]
     public void Should_fill_to_max_concurrent_stop_at_rungs_retry_failures_and_end_when_the_grid_is_done()
     {

@@ -29,7 +29,7 @@ public sealed partial class SweepCoordinator
     private void WriteFiles(SweepRecord r, SweepRuntime rt, bool plots)
     {
         foreach (var st in Enum.GetValues<TrialState>())
-            NodeMetrics.Trials.WithLabels(r.SweepId, st.ToString().ToLowerInvariant()).Set(r.Trials.Count(t => t.State == st));
+            NodeMetrics.Trials.WithLabels(r.SweepId, st.ToString().ToLowerInvariant()).Set(r.Trials.Count(t => SweepDecisions.Shown(t, queuedRuns) == st));
         var now = DateTime.UtcNow;
         if (r.Running && written.TryGetValue(r.SweepId, out var last) && now - last < TimeSpan.FromSeconds(2))
         {

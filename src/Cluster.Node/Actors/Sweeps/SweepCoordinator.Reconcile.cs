@@ -40,6 +40,18 @@ public sealed partial class SweepCoordinator
                 break;
             case RunStatusReport { Runs: [var s, ..] }:
                 liveSteps[c.RunId] = s.StudentStep;
+                if (s.State == RunState.Queued) queuedRuns.Add(c.RunId);
+                else queuedRuns.Remove(c.RunId);
+                if (SweepDecisions.NotStarted(r, Runtime(r), t, s.State, DateTime.UtcNow) is { } notStarted)
+                {
+                    // a budget was spent while its run waited for a slot: it never starts
+                    Record([notStarted], () =>
+                    {
+                        services.Coordinator.Tell(new CancelRun(c.RunId, notStarted.Reason!));
+                        Advance(r.SweepId);
+                    });
+                    break;
+                }
                 if (t.State == TrialState.Running && s.State == RunState.Paused)
                 {
                     // a pause or a promotion lost on the way (a coordinator failing over): again, both are idempotent
@@ -59,6 +71,6 @@ public sealed partial class SweepCoordinator
         SweepRuntime? rt = null;
         try { rt = Runtime(r); }
         catch (SpecException) { }
-        return SweepDecisions.Summary(r, rt, liveSteps);
+        return SweepDecisions.Summary(r, rt, liveSteps, queuedRuns);
     }
 }

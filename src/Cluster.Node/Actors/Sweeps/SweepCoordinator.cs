@@ -49,6 +49,8 @@ public sealed partial class SweepCoordinator : ReceivePersistentActor, IWithTime
     private readonly Dictionary<string, SweepRuntime> runtimes = [];
     /// <summary>Steps of running trials as the run coordinator last said (not persisted: for status only).</summary>
     private readonly Dictionary<string, long> liveSteps = [];
+    /// <summary>Runs of running trials that the run coordinator last said wait for a slot (not persisted: asked again every 5 s).</summary>
+    private readonly HashSet<string> queuedRuns = [];
     private readonly TrialCheckpoints checkpoints;
     private JournalWitness.Tracker? witness;
     private IActorRef? persistingFor;

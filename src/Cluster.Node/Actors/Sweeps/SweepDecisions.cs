@@ -65,11 +65,30 @@ public static class SweepDecisions
     {
         var limits = rt.Spec.Limits;
         if (limits.MaxTrials > 0 && r.Trials.Count >= limits.MaxTrials) return $"max_trials {limits.MaxTrials} reached";
-        if (limits.MaxStudentSteps > 0 && r.StudentSteps >= limits.MaxStudentSteps) return $"max_student_steps {limits.MaxStudentSteps:N0} reached";
-        if (limits.MaxWallMinutes > 0 && (now - r.SubmittedUtc).TotalMinutes >= limits.MaxWallMinutes) return $"max_wall_minutes {limits.MaxWallMinutes} reached";
+        if (BudgetSpent(r, rt, now) is { } spent) return spent;
         if (rt.Searcher.Total is { } total && r.Configurations >= total) return "the search made all of its configurations";
         return null;
     }
+
+    /// <summary>Why no trial may start now (max_student_steps or max_wall_minutes spent), or null while one may.</summary>
+    public static string? BudgetSpent(SweepRecord r, SweepRuntime rt, DateTime now)
+    {
+        var limits = rt.Spec.Limits;
+        if (limits.MaxStudentSteps > 0 && r.StudentSteps >= limits.MaxStudentSteps) return $"max_student_steps {limits.MaxStudentSteps:N0} reached";
+        if (limits.MaxWallMinutes > 0 && (now - r.SubmittedUtc).TotalMinutes >= limits.MaxWallMinutes) return $"max_wall_minutes {limits.MaxWallMinutes} reached";
+        return null;
+    }
+
+    /// <summary>
+    /// A trial launched whose run still waits for a slot and never trained, once a budget is spent:
+    /// it does not start (cancelled, with the reason), as a trial still pending would not. A trial
+    /// going on from a pause or a PBT fork is a running one, and finishes.
+    /// </summary>
+    public static TrialEnded? NotStarted(SweepRecord r, SweepRuntime rt, TrialRecord t, RunState run, DateTime now) =>
+        r.Running && t.State == TrialState.Running && run == RunState.Queued && t.Trained == 0 && t.PauseSteps.Count == 0 && t.Fork is null
+        && BudgetSpent(r, rt, now) is { } spent
+            ? new TrialEnded(r.SweepId, t.TrialId, TrialState.Cancelled, 0, null, $"not started: {spent} while its run waited for a slot")
+            : null;
 
     /// <summary>
     /// The trials to launch now: pending ones first, then new configurations from the searcher
@@ -105,6 +124,12 @@ public static class SweepDecisions
             }
         foreach (var t in r.Trials.Where(t => t.State == TrialState.Pending))
         {
+            // a budget spent: the pending repeats of the last configuration made never start
+            if (BudgetSpent(r, rt, now) is { } spent)
+            {
+                events.Add(new TrialEnded(r.SweepId, t.TrialId, TrialState.Cancelled, 0, null, $"not started: {spent}"));
+                continue;
+            }
             if (free <= 0) return events;
             events.Add(new TrialLaunched(r.SweepId, t.TrialId, RunId(r.SweepId, t.TrialId, 1), 1, FirstHold(rt)));
             free--;
@@ -254,12 +279,17 @@ public static class SweepDecisions
     /// of the journal (`live`, by run id), and the header's total is counted from the same steps, so
     /// that the rows and the header describe one moment.
     /// </summary>
-    public static SweepSummary Summary(SweepRecord r, SweepRuntime? rt, IReadOnlyDictionary<string, long> live)
+    /// <param name="queued">runs that the run coordinator last said wait for a slot: their running trials show as queued</param>
+    public static SweepSummary Summary(SweepRecord r, SweepRuntime? rt, IReadOnlyDictionary<string, long> live, IReadOnlySet<string>? queued = null)
     {
         long Step(TrialRecord t) => Math.Max(t.Step, t.RunId is null ? 0 : live.GetValueOrDefault(t.RunId));
         return new SweepSummary(r.SweepId, rt?.Spec.Name ?? r.SweepId, r.State, rt?.Spec.Metric ?? "", rt?.Spec.Mode ?? "",
             rt?.Spec.Space.Select(d => d.Path).ToArray() ?? [],
-            r.Trials.Select(t => new TrialSummary(t.TrialId, t.RunId ?? "", t.Values, t.State, Step(t), t.Metric, t.Best, t.Rung, t.Attempt, t.Reason, t.MetricAt)).ToArray(),
+            r.Trials.Select(t => new TrialSummary(t.TrialId, t.RunId ?? "", t.Values, Shown(t, queued), Step(t), t.Metric, t.Best, t.Rung, t.Attempt, t.Reason, t.MetricAt)).ToArray(),
             r.Trials.Sum(t => t.Trained + Step(t) - t.Step), r.Message);
     }
+
+    /// <summary>A trial's state as status shows it: running, or queued while its run waits for a slot.</summary>
+    public static TrialState Shown(TrialRecord t, IReadOnlySet<string>? queued) =>
+        t.State == TrialState.Running && t.RunId is { } run && queued?.Contains(run) == true ? TrialState.Queued : t.State;
 }
