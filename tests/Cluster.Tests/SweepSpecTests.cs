@@ -126,6 +126,8 @@ public sealed class SweepSpecTests
         ["grace period past the end", Space + "\nscheduler: {kind: asha, grace_period: 1000000, max_steps: 100}\n", "scheduler.grace_period", "leaves no step to stop at"],
         ["max_steps past the trial", Space + "\nscheduler: {kind: asha, max_steps: 100000000}\n", "scheduler.max_steps", "is more than a trial's"],
         ["repeats with a swept seed", "space:\n  seed: {grid: [1, 2]}\nrepeats: 3\n", "repeats", "sweep the seed or repeat, not both"],
+        ["repeats under asha", Space + "\nscheduler: {kind: asha}\nrepeats: 2\n", "repeats", "would mix results taken at different steps"],
+        ["repeats under pbt", Space + "\nscheduler: {kind: pbt}\nrepeats: 3\n", "repeats", "with the pbt scheduler"],
         ["the method swept", "space:\n  method: {grid: [kd, lsr]}\n", "space.method", "cannot be swept"],
         ["int step that does not divide", "space:\n  seed: {int: [0, 10, 3]}\nsearch: {kind: random, samples: 2}\n", "space.seed", "is not low + a multiple of the step 3"],
         ["the trial length swept", "space:\n  student.train.epochs: {grid: [1, 5]}\n", "space.student.train.epochs", "changes a trial's length"],

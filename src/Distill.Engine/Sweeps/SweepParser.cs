@@ -89,6 +89,11 @@ public static class SweepParser
 
         if (repeats > 1 && space.Any(d => d.Path == "seed"))
             throw root.Error("repeats", "the seed is swept: repeats would run the same seeds again; sweep the seed or repeat, not both");
+        // each repeat is a trial of its own to the scheduler: one seed's trial stopped at a rung and
+        // another's run to the end would be averaged as one configuration's result
+        if (repeats > 1 && scheduler.Kind != "fifo")
+            throw root.Error("repeats", $"with the {scheduler.Kind} scheduler a configuration's repeats are stopped or continued each on its own, " +
+                "so their mean ± std would mix results taken at different steps: repeat with scheduler kind fifo (e.g. the best configurations of this sweep, in a second sweep)");
         var trialSteps = StudentSteps(baseSpec);
         if (search.Kind == "grid" && space.All(d => d is not GridDimension) && search.Samples == 1 && space.Count > 0 && space.Any(d => d.Values is null))
             throw root.Error("search", "a grid search needs grid dimensions; with only ranges and choices use search: {kind: random, samples: N}");
