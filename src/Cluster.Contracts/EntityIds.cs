@@ -35,6 +35,11 @@ public readonly record struct EntityId(string RunId, string Kind, int Index)
         runId.Length is > 0 and <= 120 && runId.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-') && runId[0] != '.';
 
     /// <summary>Why `runId` is not a run id (null when it is): the one wording for every place that refuses one.</summary>
-    public static string? RunIdProblem(string runId) => IsValidRunId(runId) ? null :
-        $"run id '{runId}': use letters, digits, '.', '_' and '-' (1-120 of them, not starting with '.'); it names a folder under the runs directory";
+    public static string? RunIdProblem(string runId) => IdProblem(runId, "run");
+
+    /// <summary>Why `sweepId` is not a sweep id (null when it is): sweep ids follow the run ids' rule, since a trial's run id begins with its sweep's.</summary>
+    public static string? SweepIdProblem(string sweepId) => IdProblem(sweepId, "sweep");
+
+    private static string? IdProblem(string id, string what) => IsValidRunId(id) ? null :
+        $"{what} id '{id}': use letters, digits, '.', '_' and '-' (1-120 of them, not starting with '.'); it names a folder under the {what}s directory";
 }

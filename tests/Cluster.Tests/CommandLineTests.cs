@@ -343,6 +343,7 @@ public sealed class CommandLineTests
     [InlineData("submit", "../x")]
     [InlineData("status", "..")]
     [InlineData("cancel", "../../etc")]
+    [InlineData("sweep", "../x")]
     public void Should_refuse_a_run_id_that_leaves_the_runs_directory_before_writing_anything(string command, string id)
     {
         var root = Path.Combine(Path.GetTempPath(), $"cd-ids-{Guid.NewGuid():N}");
@@ -354,11 +355,14 @@ public sealed class CommandLineTests
                 "run" => ["run", Spec("kd-mnist.yaml"), "--runs-dir", runs, "--run-id", id],
                 "submit" => ["submit", Spec("kd-mnist.yaml"), "--server", "http://127.0.0.1:1", "--run-id", id],
                 "status" => ["status", "--server", "http://127.0.0.1:1", "--run-id", id],
+                "sweep" => ["sweep", Spec("sweeps/kd-mnist-grid-fifo.yaml"), "--sweeps-dir", runs, "--sweep-id", id],
                 _ => ["cancel", id, "--runs-dir", runs],
             };
             var (code, _, err) = Run(args);
             Assert.Equal(2, code);
-            Assert.Contains($"run id '{id}'", err);
+            // a sweep id is refused as one, for the sweeps' folder
+            Assert.Contains(command == "sweep" ? $"sweep id '{id}'" : $"run id '{id}'", err);
+            Assert.Contains(command == "sweep" ? "under the sweeps directory" : "under the runs directory", err);
             Assert.False(Directory.Exists(root), $"{command} wrote {string.Join(", ", Directory.Exists(root) ? Directory.GetFileSystemEntries(root, "*", SearchOption.AllDirectories) : [])}");
             Assert.False(Directory.Exists("/tmp/elsewhere"));
         }

@@ -135,12 +135,12 @@ public static partial class ControlApi
         api.MapGet("/sweeps", async (CancellationToken ct) => await With(node, async n =>
             Results.Json(await SweepClient.StatusAsync(n.Sweeps, null, AskTimeout, ct), ApiJson.Options)));
         api.MapGet("/sweeps/{id}", async (string id, CancellationToken ct) => await With(node, async n =>
-            RunIdProblem(id) ?? ((await SweepClient.StatusAsync(n.Sweeps, id, AskTimeout, ct)).FirstOrDefault() is { } s
+            SweepIdProblem(id) ?? ((await SweepClient.StatusAsync(n.Sweeps, id, AskTimeout, ct)).FirstOrDefault() is { } s
                 ? Results.Json(s, ApiJson.Options) : NotFound($"no sweep {id}"))));
         api.MapPost("/sweeps", async (HttpRequest request, string? sweepId, string? specFile) => await With(node, async n =>
         {
             var yaml = await Body(request);
-            if (RunIdProblem(sweepId) is { } bad) return bad;
+            if (SweepIdProblem(sweepId) is { } bad) return bad;
             var file = specFile ?? "<api>";
             try { SweepParser.Parse(yaml, file); }
             catch (SpecException e) { return Problem(StatusCodes.Status400BadRequest, "sweep refused", e.Message); }
@@ -152,7 +152,7 @@ public static partial class ControlApi
             };
         }));
         api.MapPost("/sweeps/{id}/cancel", async (string id, string? reason) => await With(node, async n =>
-            RunIdProblem(id) ?? await n.Sweeps.Ask<ISweepCommand>(new CancelSweep(id, reason ?? "cancelled through the API"), AskTimeout) switch
+            SweepIdProblem(id) ?? await n.Sweeps.Ask<ISweepCommand>(new CancelSweep(id, reason ?? "cancelled through the API"), AskTimeout) switch
             {
                 SweepStatusReport { Sweeps: [var s] } => Results.Json(s, ApiJson.Options),
                 SweepRejected r => Refused(r.Reason, StatusCodes.Status404NotFound, "not found"),
@@ -192,6 +192,9 @@ public static partial class ControlApi
 
     private static IResult? RunIdProblem(string? id) =>
         id is not null && EntityId.RunIdProblem(id) is { } p ? Problem(StatusCodes.Status400BadRequest, "bad id", p) : null;
+
+    private static IResult? SweepIdProblem(string? id) =>
+        id is not null && EntityId.SweepIdProblem(id) is { } p ? Problem(StatusCodes.Status400BadRequest, "bad id", p) : null;
 
     /// <summary>201 with its location for a new run or sweep; 200 with the same body for one this seed already had (a submission again, nothing created).</summary>
     private static IResult Accepted(string location, Submitted submitted)
@@ -363,7 +366,7 @@ public static partial class ControlApi
             ResultsTable table;
             if (sweep is not null)
             {
-                if (RunIdProblem(sweep) is { } bad) return bad;
+                if (SweepIdProblem(sweep) is { } bad) return bad;
                 var dir = Path.Combine(options.SweepsPath, sweep);
                 if (!File.Exists(Path.Combine(dir, "trials.csv"))) return NotFound($"no sweep {sweep} with results (no trials.csv)");
                 table = ResultsTable.FromSweep(dir, metric);

@@ -73,25 +73,7 @@ internal static class EmbeddedRun
         }
         var before = await File.ReadAllTextAsync(file, ct);
         if (before != yaml)
-            throw new Distill.Engine.Specs.InputException($"{what} exists in {dir} with a different spec{Differences(before, yaml)}; resume it with {resume}, or choose another {idOption}");
-    }
-
-    /// <summary>
-    /// How a spec differs from the one a run or sweep was started with, key by key ("seed: 1, now
-    /// 2"), for the error that refuses to resume it: an option such as --seed or --device changes the
-    /// spec too. Empty where either text does not parse.
-    /// </summary>
-    private static string Differences(string before, string now)
-    {
-        try
-        {
-            var (a, b) = (Distill.Engine.Sweeps.ResultsTable.Flatten(before), Distill.Engine.Sweeps.ResultsTable.Flatten(now));
-            var keys = a.Keys.Union(b.Keys).Where(k => a.GetValueOrDefault(k) != b.GetValueOrDefault(k)).Order(StringComparer.Ordinal).ToList();
-            if (keys.Count == 0) return "";
-            string Show(string? v) => v ?? "(none)";
-            return " (" + string.Join("; ", keys.Take(5).Select(k => $"{k}: {Show(a.GetValueOrDefault(k))}, now {Show(b.GetValueOrDefault(k))}")) + (keys.Count > 5 ? "; ..." : "") + ")";
-        }
-        catch (Exception e) when (e is YamlDotNet.Core.YamlException or InvalidCastException or InvalidOperationException or ArgumentException) { return ""; }
+            throw new Distill.Engine.Specs.InputException($"{what} exists in {dir} with a different spec{Distill.Engine.Specs.SpecDiff.Describe(before, yaml)}; resume it with {resume}, or choose another {idOption}");
     }
 
     /// <summary>

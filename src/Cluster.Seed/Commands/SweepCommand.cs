@@ -102,7 +102,7 @@ public static class SweepCommand
     internal static Option<string?> SweepIdOption(string description)
     {
         var o = new Option<string?>("--sweep-id") { Description = description };
-        o.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } id && EntityId.RunIdProblem(id) is { } problem) r.AddError(problem.Replace("run id", "sweep id").Replace("runs directory", "sweeps directory")); });
+        o.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } id && EntityId.SweepIdProblem(id) is { } problem) r.AddError(problem); });
         return o;
     }
 }

@@ -43,7 +43,8 @@ public sealed class CoordinatorTests
         coordinator.Tell(new SubmitRun(spec, "coord.yaml", "run-a"), client);
         Assert.True(client.ExpectMsg<RunAccepted>(Long).AlreadyKnown);
         coordinator.Tell(new SubmitRun(ActorHarness.Spec("coord", steps: 99), "coord.yaml", "run-a"), client);
-        Assert.Contains("different spec", client.ExpectMsg<RunRejected>(Long).Reason);
+        // naming the keys that differ
+        Assert.Contains("dafl.steps: 12, now 99", client.ExpectMsg<RunRejected>(Long).Reason);
 
         h.Stop(coordinator);
         var again = h.Sys.ActorOf(RunCoordinator.GetProps(h.Services));

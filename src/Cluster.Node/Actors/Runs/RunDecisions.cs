@@ -38,7 +38,7 @@ public static class RunDecisions
             if (EntityId.RunIdProblem(runId) is { } problem) return new(null, new RunRejected(problem));
             if (state.Runs.TryGetValue(runId, out var known))
                 return known.SpecYaml != m.SpecYaml
-                    ? new(null, new RunRejected($"run {runId} exists with a different spec; choose another run id"))
+                    ? new(null, new RunRejected($"run {runId} exists with a different spec{SpecDiff.Describe(known.SpecYaml, m.SpecYaml)}; choose another run id"))
                     : new(null, new RunAccepted(runId, AlreadyKnown: true));
             if (priorWork?.Invoke(runId) is { } work)
                 return new(null, new RunRejected(

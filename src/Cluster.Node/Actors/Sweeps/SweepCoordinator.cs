@@ -119,10 +119,11 @@ public sealed partial class SweepCoordinator : ReceivePersistentActor, IWithTime
         var id = m.SweepId;
         if (id is not null)
         {
-            if (EntityId.RunIdProblem(id) is { } problem) { Sender.Tell(new SweepRejected(problem.Replace("run id", "sweep id"))); return; }
+            if (EntityId.SweepIdProblem(id) is { } problem) { Sender.Tell(new SweepRejected(problem)); return; }
             if (state.Sweeps.TryGetValue(id, out var known))
             {
-                Sender.Tell(known.SpecYaml == yaml ? new SweepAccepted(id, true) : new SweepRejected($"sweep {id} exists with a different spec; choose another sweep id"));
+                Sender.Tell(known.SpecYaml == yaml ? new SweepAccepted(id, true)
+                    : new SweepRejected($"sweep {id} exists with a different spec{SpecDiff.Describe(known.SpecYaml, yaml)}; choose another sweep id"));
                 return;
             }
         }
