@@ -255,6 +255,14 @@ public sealed class SweepStateTests
         Assert.Equal(new ForkPoint("trial t0001", 100, Blob('b'), Blob('B')), forked.Fork);
         Assert.Null(forked.Pin);   // its own pause's checkpoints are not what it trains now
         Assert.Equal(400, s.Sweeps["p"].StudentSteps);
+        // the history keeps what trials.csv, with each trial's last configuration only, loses: exploits.csv
+        var history = Assert.Single(s.Sweeps["p"].Exploits);
+        Assert.Equal(("t0002", 100L, "t0001", "p-t0002-g1", "0.5", exploit.Values.Single()),
+            (history.TrialId, history.Step, history.From, history.RunId, history.Before.Single(), history.After.Single()));
+        var csv = SweepFiles.ExploitsCsv(s.Sweeps["p"], rt).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd('\r')).ToArray();
+        Assert.Equal("trial,step,from,run,kd.alpha before,kd.alpha after,reason", csv[0]);
+        Assert.StartsWith($"t0002,100,t0001,p-t0002-g1,0.5,{exploit.Values.Single()},", csv[1]);
+        Assert.Equal(2, csv.Length);
 
         // the fork reports at 150 and fails: it runs again from where it began (step 100, the same fork), its 50 steps spent
         s = s.Apply(new TrialReported("p", "t0002", 150, 60, false, "", 0));

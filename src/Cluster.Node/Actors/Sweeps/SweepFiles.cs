@@ -8,8 +8,9 @@ namespace Cluster.Node.Actors;
 
 /// <summary>
 /// sweeps/&lt;id&gt;/: sweep.yaml (as given), trials.csv (a row per trial, the hyperparameters as
-/// columns), reports.csv (the scheduler's inputs in order), best.json, PNG plots, and
-/// tensorboard/&lt;trial&gt;/ (each trial's reported metric, written by the coordinator as it comes).
+/// columns), reports.csv (the scheduler's inputs in order), exploits.csv (PBT: each exploit, with
+/// the configuration before and after), best.json, PNG plots, and tensorboard/&lt;trial&gt;/ (each
+/// trial's reported metric, written by the coordinator as it comes).
 /// </summary>
 public static class SweepFiles
 {
@@ -21,6 +22,7 @@ public static class SweepFiles
         Atomic(Path.Combine(dir, "sweep.yaml"), r.SpecYaml);
         Atomic(Path.Combine(dir, "trials.csv"), TrialsCsv(r, rt));
         Atomic(Path.Combine(dir, "reports.csv"), ReportsCsv(r));
+        if (rt.Spec.Scheduler.Kind == "pbt") Atomic(Path.Combine(dir, "exploits.csv"), ExploitsCsv(r, rt));
         if (plots) SweepPlots.Write(dir, r, rt);
         var best = SweepDecisions.Best(r, rt);
         Atomic(Path.Combine(dir, "best.json"), JsonSerializer.Serialize(new
@@ -43,6 +45,22 @@ public static class SweepFiles
                 runs = b.Trials.Select(t => t.RunId).ToArray(),
             } : null,
         }, new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>
+    /// PBT's history, as Ray Tune's pbt_policy files keep it: a row per exploit in the order decided
+    /// (the trial, the step, the trial it copied, its new run, each hyperparameter before and after,
+    /// and why). trials.csv holds only each trial's last configuration.
+    /// </summary>
+    public static string ExploitsCsv(SweepRecord r, SweepRuntime rt)
+    {
+        var sb = new StringBuilder();
+        var paths = rt.Spec.Space.Select(d => d.Path).ToArray();
+        sb.AppendLine(string.Join(',', new[] { "trial", "step", "from", "run" }.Concat(paths.Select(p => p + " before")).Concat(paths.Select(p => p + " after")).Append("reason")));
+        foreach (var x in r.Exploits)
+            sb.AppendLine(string.Join(',', new[] { x.TrialId, x.Step.ToString(CultureInfo.InvariantCulture), x.From, x.RunId }
+                .Concat(x.Before).Concat(x.After).Append(Quote(x.Reason))));
+        return sb.ToString();
     }
 
     public static string TrialsCsv(SweepRecord r, SweepRuntime rt)

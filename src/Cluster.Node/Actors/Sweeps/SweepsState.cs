@@ -31,6 +31,9 @@ public sealed record TrialRecord(
     public bool Ended => State is TrialState.Completed or TrialState.Stopped or TrialState.Failed or TrialState.Cancelled;
 }
 
+/// <summary>A PBT exploit: at Step, TrialId went on from From's checkpoint, its configuration changed from Before to After, as run RunId.</summary>
+public sealed record ExploitRecord(string TrialId, long Step, string From, string[] Before, string[] After, string RunId, string Reason);
+
 /// <summary>A report, in the order the scheduler decided it (replayed into a new scheduler on recovery).</summary>
 public sealed record ReportRecord(string TrialId, long Step, double Value);
 
@@ -38,8 +41,11 @@ public sealed record ReportRecord(string TrialId, long Step, double Value);
 public sealed record SweepRecord(
     string SweepId, string SpecYaml, string SpecFile, DateTime SubmittedUtc, bool Maximize, SweepState State, string? Message, DateTime? EndedUtc,
     ImmutableList<TrialRecord> Trials, ImmutableList<ReportRecord> Reports, ImmutableList<(string TrialId, int Position)> Endings,
-    ImmutableDictionary<string, int> TrialIndex)
+    ImmutableDictionary<string, int> TrialIndex, ImmutableList<ExploitRecord>? ExploitList = null)
 {
+    /// <summary>PBT's exploits in the order decided: the sweep's history of configurations (exploits.csv).</summary>
+    public ImmutableList<ExploitRecord> Exploits => ExploitList ?? [];
+
     public bool Running => State == SweepState.Running;
 
     /// <summary>Configurations the searcher has made (a configuration has one trial per repeat).</summary>
@@ -94,7 +100,10 @@ public sealed record SweepsState(ImmutableSortedDictionary<string, SweepRecord> 
             // a pause whose checkpoints were not kept leaves none to copy (not an older one, whose step the score is not for)
             Pin = p.StudentBlob is { } sb && p.SourceBlob is { } src ? new ForkPoint($"trial {t.TrialId}", p.Step, sb, src) : null,
         }),
-        TrialExploited x => UpdateTrial(x.SweepId, x.TrialId, t => t with
+        TrialExploited x => Update(x.SweepId, r => r.Trial(x.TrialId) is { } before
+                ? r with { ExploitList = r.Exploits.Add(new ExploitRecord(x.TrialId, x.Step, x.From, before.Values, x.Values, x.RunId, x.Reason)) }
+                : r)
+            .UpdateTrial(x.SweepId, x.TrialId, t => t with
         {
             State = TrialState.Running, Values = x.Values, RunId = x.RunId, Attempt = 1, HoldAt = x.HoldAt, Reason = x.Reason,
             Spent = t.Trained, Start = x.Step, Step = x.Step, Reported = x.Step, Generation = t.Generation + 1,
