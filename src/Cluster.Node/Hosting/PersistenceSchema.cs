@@ -49,6 +49,10 @@ public static class PersistenceSchema
             await using var cmd = connection.CreateCommand();
             cmd.Transaction = transaction;
             cmd.CommandText = $"SELECT pg_advisory_xact_lock({LockKey})";
+            // the wait is the start-up's to bound (ct), not Npgsql's 30 s command timeout: under load
+            // the nodes ahead may hold the lock longer, and a node then failed with "Exception while
+            // reading from stream" well inside its start-up time
+            cmd.CommandTimeout = 0;
             await cmd.ExecuteNonQueryAsync(ct);
             return transaction;
         }

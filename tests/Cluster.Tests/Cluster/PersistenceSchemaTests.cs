@@ -72,6 +72,27 @@ public sealed class PersistenceSchemaTests : IDisposable
         Assert.DoesNotContain("Password", e.Message, StringComparison.OrdinalIgnoreCase);
     }
 
+    /// <summary>
+    /// The wait for the lock is the start-up's to bound, not the connection's command timeout (30 s
+    /// by default: a loaded CI run saw a node fail with "Exception while reading from stream" after
+    /// 28 s of a 60 s start-up). Here the command timeout is 1 s and the lock is held 4 s.
+    /// </summary>
+    [Fact]
+    public async Task A_lock_held_past_the_command_timeout_but_within_the_start_up_time_is_waited_for()
+    {
+        await using var holder = new NpgsqlConnection(Database);
+        await holder.OpenAsync();
+        var held = await holder.BeginTransactionAsync();
+        await using (var take = new NpgsqlCommand($"SELECT pg_advisory_xact_lock({PersistenceSchema.LockKey})", holder, held))
+            await take.ExecuteNonQueryAsync();
+        var release = Task.Delay(TimeSpan.FromSeconds(4)).ContinueWith(async _ => await held.CommitAsync()).Unwrap();
+
+        var clock = global::System.Diagnostics.Stopwatch.StartNew();
+        await PersistenceSchema.InitializeAsync(System("patient"), PersistenceOptions.Postgres(Database + ";Command Timeout=1"), TimeSpan.FromSeconds(60));
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(3.5), $"it did not wait for the lock ({clock.Elapsed.TotalSeconds:F1} s)");
+        await release;
+    }
+
     private ActorSystem System(string name)
     {
         var dir = Path.Combine(Path.GetTempPath(), db);
