@@ -166,6 +166,38 @@ public sealed class ReportDeliveryTests
     }
 
     /// <summary>
+    /// A disk that refuses the run's files (here: folders where status.json and metrics.csv go)
+    /// does not crash the coordinator: its live figures stay, a row it could not write is not
+    /// acknowledged, and once the file can be written the row sent again is written.
+    /// </summary>
+    [Fact]
+    public void Should_go_on_when_the_runs_files_cannot_be_written_and_write_the_row_sent_again_once_they_can()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "diskfull");
+        var client = h.Kit.CreateTestProbe();
+        var entity = h.Kit.CreateTestProbe();
+        var dir = Path.Combine(h.Options.RunsDir, "run-d");
+        Directory.CreateDirectory(Path.Combine(dir, "status.json"));
+        Directory.CreateDirectory(Path.Combine(dir, "metrics.csv"));
+        var coordinator = h.Sys.ActorOf(RunCoordinator.GetProps(h.Services));
+        coordinator.Tell(new SubmitRun(ActorHarness.Spec("d"), "d.yaml", "run-d"), client);
+        client.ExpectMsg<RunAccepted>(Long);
+        var student = EntityId.Student("run-d", 0);
+        // live figures, held in memory only: a coordinator that crashed and started again would have lost them
+        coordinator.Tell(new EntityProgress("run-d", student, 7, 12, 1, 0, 55.5, "node-1", null));
+        var row = new RunMetrics("run-d", student, 7, ["loss"], [0.7], new ReportHeader(1, 0, 0));
+        coordinator.Tell(row, entity.Ref);
+        entity.ExpectNoMsg(TimeSpan.FromSeconds(1));
+        coordinator.Tell(new GetRunStatus("run-d"), client);
+        Assert.Equal(7, Assert.Single(client.ExpectMsg<RunStatusReport>(Long).Runs).StudentStep);
+
+        Directory.Delete(Path.Combine(dir, "metrics.csv"));
+        coordinator.Tell(row, entity.Ref);
+        Assert.Equal(1, entity.ExpectMsg<ReportsReceived>(Long).UpToSeq);
+        Assert.Equal(["7"], File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Skip(1).Select(l => l.Split(',')[1]));
+    }
+
+    /// <summary>
     /// A student's rows are numbered, journaled and held until acknowledged: they go again every few
     /// seconds, after the student's restart (the same rows), and at once when the coordinator says it
     /// misses one; once all are acknowledged nothing goes again. Timer resends may come at any point,

@@ -58,8 +58,11 @@ public sealed partial class RunCoordinator
             updated_utc = now,
         });
         var tmp = Path.Combine(dir, $"status.json.{Environment.ProcessId}.tmp");
-        File.WriteAllText(tmp, json);
-        File.Move(tmp, Path.Combine(dir, "status.json"), overwrite: true);
+        FileWrite(r.RunId, "status.json", () =>
+        {
+            File.WriteAllText(tmp, json);
+            File.Move(tmp, Path.Combine(dir, "status.json"), overwrite: true);
+        });
     }
 
     /// <summary>A run's queue depths and step for Prometheus; an ended run's series are removed (a sweep makes thousands of runs).</summary>
@@ -168,7 +171,8 @@ public sealed partial class RunCoordinator
         var values = new Dictionary<string, double>(m.Names.Length);
         for (var i = 0; i < m.Names.Length; i++) values[m.Names[i]] = m.Values[i];
         var seconds = Math.Max(0, (DateTime.UtcNow - r.SubmittedUtc).TotalSeconds - (m.Report?.AgeSeconds ?? 0));
-        Dir(m.RunId).Metrics(phase, m.Step, seconds, values, RunDirectory.KnownColumns);
+        // not written (a full disk): not acknowledged either, so the entity sends it again
+        if (!FileWrite(m.RunId, "metrics.csv", () => Dir(m.RunId).Metrics(phase, m.Step, seconds, values, RunDirectory.KnownColumns))) return;
         if (r.Active && r.SweepId is { } sweep && phase == "student-0") services.Sweeps.Tell(new TrialMetrics(sweep, m.RunId, m.Step, m.Names, m.Values));
         Written(r, m.EntityId, m.Report);
     }
@@ -176,8 +180,39 @@ public sealed partial class RunCoordinator
     private void OnSamples(RunSamples m)
     {
         if (Admit(m.RunId, m.EntityId, m.Report) is not var (r, phase)) return;
-        Dir(m.RunId).Samples(phase, m.Step, m.Png);
+        if (!FileWrite(m.RunId, "samples/", () => Dir(m.RunId).Samples(phase, m.Step, m.Png))) return;
         Written(r, m.EntityId, m.Report);
+    }
+
+    /// <summary>When each run's last file-write failure was logged (a full disk fails every write: one warning a minute, not a stack trace each).</summary>
+    private readonly Dictionary<string, DateTime> writeFailureLogged = [];
+
+    /// <summary>
+    /// A write of a run's files, which a full or read-only disk must not turn into a crash (the
+    /// coordinator restarted at once and failed again at its first status write, with a stack
+    /// trace each time: 30 MB of log in 40 s). False when it failed: a report is then not
+    /// acknowledged, and its entity sends it again.
+    /// </summary>
+    private bool FileWrite(string runId, string what, Action write)
+    {
+        try
+        {
+            write();
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // a writer that failed mid-line starts again from the file as it is
+            CloseDir(runId);
+            var now = DateTime.UtcNow;
+            if (!writeFailureLogged.TryGetValue(runId, out var last) || now - last > TimeSpan.FromMinutes(1))
+            {
+                writeFailureLogged[runId] = now;
+                log.Warning("run {0}: {1} not written ({2}); rows and grids are kept by their entities and written once the disk takes them (said once a minute)",
+                    runId, what, e.Message);
+            }
+            return false;
+        }
     }
 
     /// <summary>Open ledgers of the reports in each run's files, by run.</summary>

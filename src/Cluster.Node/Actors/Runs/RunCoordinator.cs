@@ -42,7 +42,15 @@ public sealed partial class RunCoordinator : ReceivePersistentActor, IWithTimers
     /// </summary>
     public static Props GetSupervisedProps(NodeServices services) => BackoffSupervisor.Props(
         Backoff.OnStop(GetProps(services), "coordinator", TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10), 0.2, maxNrOfRetries: -1)
-            .WithReplyWhileStopped(new RunRejected(JournalUnavailable)));
+            .WithReplyWhileStopped(new RunRejected(JournalUnavailable))
+            .WithSupervisorStrategy(StopOnFailure));
+
+    /// <summary>
+    /// Any exception stops the coordinator, so that it comes back with the same backoff as after a
+    /// journal failure: restarted at once, a failure that recurs at start-up (a write that cannot
+    /// succeed) became a hot loop.
+    /// </summary>
+    internal static readonly OneForOneStrategy StopOnFailure = new(_ => Directive.Stop);
 
     private sealed record Nudge : INoSerializationVerificationNeeded
     {

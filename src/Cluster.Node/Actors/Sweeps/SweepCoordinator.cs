@@ -33,7 +33,8 @@ public sealed partial class SweepCoordinator : ReceivePersistentActor, IWithTime
     /// <summary>As the cluster runs it: started again with backoff after a journal failure (see <see cref="RunCoordinator.GetSupervisedProps"/>).</summary>
     public static Props GetSupervisedProps(NodeServices services) => BackoffSupervisor.Props(
         Backoff.OnStop(GetProps(services), "coordinator", TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10), 0.2, maxNrOfRetries: -1)
-            .WithReplyWhileStopped(new SweepRejected(JournalUnavailable)));
+            .WithReplyWhileStopped(new SweepRejected(JournalUnavailable))
+            .WithSupervisorStrategy(RunCoordinator.StopOnFailure));
 
     private sealed record Tick : INoSerializationVerificationNeeded
     {
