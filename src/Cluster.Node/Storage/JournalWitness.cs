@@ -41,7 +41,8 @@ public sealed class JournalWitness(string root, string journal)
         return recovered >= recorded ? null
             : $"the journal ({journal}) lost events of {persistenceId}: it recovered up to event {recovered}, but had acknowledged " +
               $"{recorded} ({FileOf(persistenceId)}): a damaged or missing SQLite write-ahead log, or a database older than its store. " +
-              "Nothing was redone or skipped. Restore the journal, or delete that file to go on from what the journal holds";
+              "Nothing was redone or skipped. Restore the journal from a backup to go on, or delete that file to accept what the journal holds " +
+              "(a run failed by this stays failed: run its spec again under another run id)";
     }
 
     /// <summary>One persistent actor's side: checked once after recovery, moved on after every acknowledged write.</summary>

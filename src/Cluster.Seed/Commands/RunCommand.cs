@@ -55,6 +55,17 @@ internal static class RunCommand
         return command;
     }
 
+    /// <summary>The state status.json gave the run when its last command ended, if failed or cancelled; null otherwise.</summary>
+    private static string? EndedState(string dir)
+    {
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "status.json")));
+            return doc.RootElement.TryGetProperty("state", out var s) && s.GetString() is "failed" or "cancelled" ? s.GetString() : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or InvalidOperationException) { return null; }
+    }
+
     /// <summary>A one-node cluster in this process: SQLite journal and blobs in the run directory.</summary>
     private static async Task<int> RunEmbedded(string yaml, RunSpec spec, string file, string runsDir, string? runId, TextWriter stdout, CancellationToken ct)
     {
@@ -66,6 +77,8 @@ internal static class RunCommand
         var options = EmbeddedRun.Options(runsDir, runId);
         stdout.WriteLine($"[run] {runId}: {spec.Method.Name} through the actor pipeline (embedded one-node cluster, journal {options.Persistence.ConnectionString.Split(';')[0]})");
         if (spec.CompareBaseline) stdout.WriteLine($"[run] compare_baseline: the student alone is trained by the run {RunIds.Baseline(runId)}; its figures go into this run's result.json");
+        // what the earlier command left (the coordinator, once up, may end the run during this one: a journal found damaged)
+        var endedBefore = EndedState(dir);
         await using var node = await ClusterNode.StartAsync(options);
         var wall = System.Diagnostics.Stopwatch.StartNew();
         RunSummary final;
@@ -77,7 +90,9 @@ internal static class RunCommand
             if ((await RunClient.StatusAsync(node.Coordinator, runId, TimeSpan.FromSeconds(20), ct)).FirstOrDefault() is { State: RunState.Failed or RunState.Cancelled } ended)
             {
                 var why = ended.Message is { } m && m.StartsWith(ended.State.Name() + ": ", StringComparison.Ordinal) ? m[(ended.State.Name().Length + 2)..] : ended.Message;
-                stdout.WriteLine($"[result] run {runId} had already ended before this command, {ended.State.Name()}: {why}");
+                stdout.WriteLine(endedBefore == ended.State.Name()
+                    ? $"[result] run {runId} had already ended before this command, {ended.State.Name()}: {why}"
+                    : $"[result] run {runId} {ended.State.Name()} as it resumed: {why}");
                 stdout.WriteLine($"[run] an ended run is final (its journal says so): to run the spec again, fixed, give another --run-id or none");
                 return 1;
             }

@@ -84,6 +84,8 @@ public sealed class EmbeddedJournalDamageProcessTests
         var log = cluster.Log("run-2.log");
         Assert.True(again.ExitCode == 1, $"exit {again.ExitCode}: " + log);
         Assert.Contains(how == "replaced" ? "this journal has no record of the run" : "lost events", log);
+        // it ended in this command, on what it found at its start: not news of an earlier one
+        Assert.DoesNotContain("had already ended before this command", log);
         // a status line may show the run where it stopped (status.json) before an entity's recovery refuses; no step is trained
         Assert.True(Shown(log) <= stoppedAt, $"the refused run showed step {Shown(log)}, past the {stoppedAt} it stopped at: " + log);
         Assert.Equal(rows, File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Length);
