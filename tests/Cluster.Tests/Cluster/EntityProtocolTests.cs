@@ -357,6 +357,27 @@ public sealed class EntityProtocolTests(MnistFixture mnist)
         Assert.Equal(2, probe.ExpectMsg<EntityStatus>(Long).Step);
     }
 
+    /// <summary>A student stopped before its first checkpoint says, once back, that it trains again from step 0 (its progress line went back without a word).</summary>
+    [Fact]
+    public void Should_say_it_trains_again_from_step_0_when_it_restarts_before_its_first_checkpoint()
+    {
+        using var h = new ActorHarness(ActorHarness.Sqlite, "nockpt");
+        var run = $"n{Guid.NewGuid():N}"[..12];
+        var id = EntityId.Student(run, 0);
+        var student = h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
+        student.Tell(new StartEntity(id, run, ActorHarness.Spec("nockpt", checkpointEvery: 4, window: 2), h.TeacherBlob()));
+        h.Generators.ExpectMsg<RequestBatches>(Long);
+        student.Tell(Batch(id, 1));
+        h.Coordinator.FishForMessage(m => m is RunMetrics { Step: 1 }, Long);   // step 1 trained (its loss is logged)
+        // a first start says nothing of the kind
+        Assert.DoesNotContain(h.Coordinator.ReceiveWhile(TimeSpan.FromMilliseconds(500), m => m), m => m is EntityProgress { Message: { } t } && t.Contains("from step 0"));
+        h.Stop(student);
+
+        h.Sys.ActorOf(StudentEntity.GetProps(id, h.Services));
+        var news = (EntityProgress)h.Coordinator.FishForMessage(m => m is EntityProgress { Message: not null }, Long);
+        Assert.Equal((0L, "restarted before its first checkpoint: training again from step 0"), (news.Step, news.Message));
+    }
+
     /// <summary>A student of a new run (its id begins with `prefix`) trained 4 steps, checkpointed at 2 and 4, and stopped.</summary>
     private static (string Run, string Id) TrainFourStepsAndStop(ActorHarness h, string prefix)
     {

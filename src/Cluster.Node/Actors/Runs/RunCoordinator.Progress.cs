@@ -61,7 +61,7 @@ public sealed partial class RunCoordinator
             if (lastMessage.GetValueOrDefault(p.EntityId) != p.Message)
             {
                 lastMessage[p.EntityId] = p.Message;
-                Dir(p.RunId).Event($"{p.EntityId} on {p.Node}: {p.Message}");
+                FileWrite(p.RunId, "events.log", () => Dir(p.RunId).Event($"{p.EntityId} on {p.Node}: {p.Message}"));
             }
         }
         WriteStatus(state.Runs[p.RunId], throttle: true);

@@ -130,8 +130,14 @@ public sealed partial class StudentEntity : PersistentEntity
 
     protected override void OnRecovered()
     {
-        if (State.Started && !State.Finished) StartEngine();
+        if (!State.Started || State.Finished) return;
+        // it had started before this incarnation: a start without a checkpoint is a restart from step 0
+        restarted = true;
+        StartEngine();
     }
+
+    /// <summary>This incarnation recovered a started run from its journal (a restart or a failover), not a first start.</summary>
+    private bool restarted;
 
     private string RunId => State.RunId!;
     private int Replicas => spec!.Cluster.Replicas;
@@ -191,6 +197,12 @@ public sealed partial class StudentEntity : PersistentEntity
             // a failover or a restart: the run's events (and the dashboard's curves) mark where it came back
             NodeMetrics.Failovers.WithLabels(RunId, EntityKinds.Student).Inc();
             if (r.Warning is null) Services.Coordinator.Tell(new EntityProgress(RunId, Id, step, Total, 0, 0, null, Services.NodeName, $"resumed at step {step} from its checkpoint"));
+        }
+        else if (restarted && r.Warning is null)
+        {
+            // stopped before its first checkpoint: the steps it had trained are trained again, and the status says why it counts from 0
+            Log.Info("{0}: restarted with no checkpoint yet: training again from step 0", Id);
+            Services.Coordinator.Tell(new EntityProgress(RunId, Id, 0, Total, 0, 0, null, Services.NodeName, "restarted before its first checkpoint: training again from step 0"));
         }
         if (r.Competitor is not null) OfferCompetitor(r.Competitor);
         lastBatchUtc = DateTime.UtcNow;
