@@ -252,4 +252,19 @@ public sealed class RunDecisionsTests
         // a journal from before admission control: its runs started at once
         Assert.False(CoordinatorState.Empty.Apply(new RunSubmitted("old", Yaml, "d.yaml", Now)).Runs["old"].Queued);
     }
+    /// <summary>A run with no node to host it says so; a node that left lately (frozen, then downed) is named, since it joins again by itself.</summary>
+    [Fact]
+    public void Should_name_a_node_that_left_lately_in_a_waiting_runs_status()
+    {
+        var spec = SpecParser.Parse(Yaml, "d.yaml");
+        Assert.Null(RunDecisions.Waiting(spec, new HashSet<string> { "generator", "teacher", "student" }));
+        var none = new HashSet<string>();
+        Assert.Equal("waiting: no node that is up hosts generator, teacher, student; start a GPU node (Cluster.GpuNode join --seeds ...)", RunDecisions.Waiting(spec, none));
+        Assert.Equal("waiting: no node that is up hosts generator, teacher, student; start a GPU node (Cluster.GpuNode join --seeds ...)",
+            RunDecisions.Waiting(spec, none, new Dictionary<string, TimeSpan>()));
+        var left = new Dictionary<string, TimeSpan> { ["127.0.0.1:4155"] = TimeSpan.FromSeconds(40), ["127.0.0.1:4154"] = TimeSpan.FromSeconds(12.4) };
+        Assert.Equal("waiting: no node that is up hosts generator, teacher, student; 127.0.0.1:4154 left 12 s ago, 127.0.0.1:4155 left 40 s ago " +
+                     "(a node that left joins again by itself if it still runs); start a GPU node (Cluster.GpuNode join --seeds ...)", RunDecisions.Waiting(spec, none, left));
+    }
 }
+

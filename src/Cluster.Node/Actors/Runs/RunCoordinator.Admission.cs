@@ -60,11 +60,29 @@ public sealed partial class RunCoordinator
         {
             hosts[m.Member.Address] = m.Member.Roles.Where(EntityKinds.All.Contains).ToHashSet();
             slots[m.Member.Address] = Roles.SlotsOf(m.Member.Roles);
+            left.Remove(HostPort(m.Member.Address));
         }));
         Command<ClusterEvent.MemberRemoved>(m => Hosts(() =>
         {
             hosts.Remove(m.Member.Address);
             slots.Remove(m.Member.Address);
+            if (m.Member.Roles.Contains(Roles.Gpu)) left[HostPort(m.Member.Address)] = DateTime.UtcNow;
         }));
+    }
+
+    /// <summary>GPU nodes removed from the cluster lately, by host:port (one that joins again is taken off).</summary>
+    private readonly Dictionary<string, DateTime> left = [];
+
+    /// <summary>How long a node that left is named in a waiting run's status.</summary>
+    private static readonly TimeSpan LeftShownFor = TimeSpan.FromMinutes(2);
+
+    private static string HostPort(Address a) => $"{a.Host}:{a.Port}";
+
+    /// <summary>The GPU nodes that left within <see cref="LeftShownFor"/>, and how long ago.</summary>
+    private IReadOnlyDictionary<string, TimeSpan> LeftLately()
+    {
+        var now = DateTime.UtcNow;
+        foreach (var gone in left.Where(x => now - x.Value > LeftShownFor).Select(x => x.Key).ToList()) left.Remove(gone);
+        return left.ToDictionary(x => x.Key, x => now - x.Value);
     }
 }

@@ -317,7 +317,7 @@ public sealed partial class RunCoordinator
             r.Completed || r.Paused ? r.Steps : l?.StudentStep ?? 0, l?.TotalSteps is > 0 ? l.TotalSteps : spec.Method.PipelineStudentSteps(spec, Distill.Engine.Training.DataSplits.TrainImages(spec.Data) ?? 0),
             l?.Generated ?? 0, ended ? 0 : l?.Pool ?? 0, ended ? 0 : l?.GeneratorQueue ?? 0, ended ? 0 : l?.InFlight ?? 0,
             r.TeacherAccuracy, r.Completed ? r.Accuracy : l?.Accuracy,
-            r.Message ?? (r.Active ? RunDecisions.Waiting(spec, HostedKinds()) : null)
+            r.Message ?? (r.Active ? RunDecisions.Waiting(spec, HostedKinds(), LeftLately()) : null)
                 ?? (r.Active && r.Queued ? RunDecisions.QueuedMessage(state, r, Slots()) : null) ?? l?.Message, l?.Node, l?.GeneratorNode,
             r.Paused ? r.PausedStudentBlob : null, r.Paused ? r.PausedSourceBlob : null);
     }

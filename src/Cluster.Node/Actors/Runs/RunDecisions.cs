@@ -70,12 +70,18 @@ public static class RunDecisions
     /// What a run still going waits for when no node that is up hosts one of the entity kinds it
     /// needs (a seed alone, or GPU nodes that host other kinds only); null when every kind has a node.
     /// </summary>
-    public static string? Waiting(RunSpec spec, IReadOnlySet<string> hostedKinds)
+    /// <param name="left">GPU nodes that left the cluster lately (downed while unreachable, or stopped), and how long ago</param>
+    public static string? Waiting(RunSpec spec, IReadOnlySet<string> hostedKinds, IReadOnlyDictionary<string, TimeSpan>? left = null)
     {
         var needed = spec.Method.UsesTeacher ? EntityKinds.All : [EntityKinds.Generator, EntityKinds.Student];
         var missing = needed.Where(k => !hostedKinds.Contains(k)).ToArray();
-        return missing.Length == 0 ? null
-            : $"waiting: no node that is up hosts {string.Join(", ", missing)}; start a GPU node (Cluster.GpuNode join --seeds ...{(hostedKinds.Count > 0 ? " --hosts " + string.Join(',', missing) : "")})";
+        if (missing.Length == 0) return null;
+        // a node that froze (a long pause, a suspended VM) is downed and joins again by itself: say so before telling anyone to start one
+        var lately = left is { Count: > 0 }
+            ? $"; {string.Join(", ", left.OrderBy(x => x.Value).Select(x => $"{x.Key} left {x.Value.TotalSeconds:F0} s ago"))} (a node that left joins again by itself if it still runs)"
+            : "";
+        return $"waiting: no node that is up hosts {string.Join(", ", missing)}{lately}; " +
+               $"start a GPU node (Cluster.GpuNode join --seeds ...{(hostedKinds.Count > 0 ? " --hosts " + string.Join(',', missing) : "")})";
     }
 
     /// <summary>The teacher is ready: recorded once, for a run still going.</summary>
