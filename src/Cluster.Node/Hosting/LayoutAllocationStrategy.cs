@@ -102,12 +102,14 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
     }
 
     /// <summary>The slots of a region's node (its "slots:N" role; one for a node this one does not know as a member yet).</summary>
-    private int SlotsOf(IActorRef region)
+    private int SlotsOf(IActorRef region) => MemberOf(region) is { } member ? Math.Max(1, Roles.SlotsOf(member.Roles)) : 1;
+
+    /// <summary>The cluster member whose node a region is on (this node for a local region); null for one not known as a member yet.</summary>
+    private Akka.Cluster.Member? MemberOf(IActorRef region)
     {
         var cluster = Akka.Cluster.Cluster.Get(system);
         var address = region.Path.Address.HasLocalScope ? cluster.SelfAddress : region.Path.Address;
-        var member = cluster.State.Members.FirstOrDefault(m => m.Address.Equals(address));
-        return member is null ? 1 : Math.Max(1, Roles.SlotsOf(member.Roles));
+        return cluster.State.Members.FirstOrDefault(m => m.Address.Equals(address));
     }
 
     /// <summary>Shards this strategy placed that the coordinator's allocations may not list yet.</summary>
@@ -222,12 +224,7 @@ public sealed class LayoutAllocationStrategy(ActorSystem system, NodeServices se
     }
 
     /// <summary>The pools of the node a shard region lives on (a local region is this node's).</summary>
-    private ImmutableHashSet<string> PoolsOf(IActorRef region)
-    {
-        var cluster = Akka.Cluster.Cluster.Get(system);
-        var address = region.Path.Address.HasLocalScope ? cluster.SelfAddress : region.Path.Address;
-        var member = cluster.State.Members.FirstOrDefault(m => m.Address.Equals(address));
-        return member is null ? [] : member.Roles.Where(r => r.StartsWith(PoolRolePrefix, StringComparison.Ordinal))
-            .Select(r => r[PoolRolePrefix.Length..]).ToImmutableHashSet();
-    }
+    private ImmutableHashSet<string> PoolsOf(IActorRef region) => MemberOf(region) is { } member
+        ? member.Roles.Where(r => r.StartsWith(PoolRolePrefix, StringComparison.Ordinal)).Select(r => r[PoolRolePrefix.Length..]).ToImmutableHashSet()
+        : [];
 }
