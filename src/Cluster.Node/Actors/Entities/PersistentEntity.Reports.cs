@@ -53,14 +53,15 @@ public abstract partial class PersistentEntity
     protected void Sent(ReportQueued q)
     {
         State = State.Apply(q);
-        Send(q);
+        Send(q, State.HeldBefore(q.Header.Seq));
         MaybeSnapshot(50);
     }
 
-    private void Send(ReportQueued q)
+    /// <param name="previous">the nearest earlier report the entity holds (<see cref="ReportHeader.Previous"/>)</param>
+    private void Send(ReportQueued q, long previous)
     {
         var h = q.Header;
-        var header = h with { Previous = State.HeldBefore(h.Seq), AgeSeconds = Math.Max(0, (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - h.MadeUnixMs) / 1000.0) };
+        var header = h with { Previous = previous, AgeSeconds = Math.Max(0, (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - h.MadeUnixMs) / 1000.0) };
         if (q.Metrics is { } m) Services.Coordinator.Tell(m with { Report = header });
         else if (q.Samples is { } s) Services.Coordinator.Tell(s with { Report = header });
     }
@@ -72,7 +73,13 @@ public abstract partial class PersistentEntity
     protected void ResendHeld()
     {
         lastResendUtc = DateTime.UtcNow;
-        foreach (var q in State.Outbox.Values.Take(ResendBurst)) Send(q);
+        // in order, so each one's previous held report is the one sent before it (no scan of the outbox per report)
+        long previous = 0;
+        foreach (var (seq, q) in State.Outbox.Take(ResendBurst))
+        {
+            Send(q, previous);
+            previous = seq;
+        }
     }
 
     private void OnReportsReceived(ReportsReceived r)
